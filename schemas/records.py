@@ -1,0 +1,144 @@
+"""Canonical records that flow between pipeline stages.
+
+Readers (``transforms.sources.*``) emit :class:`SourceRecord` (one per image a source owns),
+:class:`AnnotationRecord` (one per annotation row that lands on another source's image) and
+:class:`Reject`. All geometry here is in ORIGINAL image pixels, x = column, y = row.
+Letterbox-space and normalised coordinates are added later by the geometry stage.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Presence = Literal[1, 0, -1] | None
+"""1 positive, 0 negative, -1 uncertain, None not annotated (never silently 0)."""
+
+Split = Literal["train", "validate", "test"]
+RleConvention = Literal["chexmask", "siim"]
+
+IMAGE_SOURCES = ("mimic", "vindr", "siim", "padchest")
+ANNOTATION_SOURCES = ("chexmask", "imagenome")
+ALL_SOURCES = IMAGE_SOURCES + ANNOTATION_SOURCES
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class RawLabel(Record):
+    """A label exactly as the source states it (spelling normalised only where the format says)."""
+
+    system: str  # e.g. "mimic-chexpert", "mimic-negbio", "vindr-image-labels", "padchest-labels", "siim-rle"
+    name: str
+    value: float | None  # 1.0 / 0.0 / -1.0, None when the source leaves it blank
+    reader: str | None = None  # VinDr rad_id, PadChest MethodLabel, ...
+
+
+class Box(Record):
+    label: str  # source spelling, e.g. VinDr "Nodule/Mass", ImaGenome "right lung"
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    origin: str  # e.g. "vindr-annotations", "imagenome-scene-graph"
+    reader: str | None = None  # kept per reader, never fused silently
+
+
+class MaskRLE(Record):
+    label: str  # "pneumothorax", "right lung", "left lung", "heart"
+    rle: str  # as in the file, without surrounding whitespace; "" means an empty mask
+    convention: RleConvention
+    height: int
+    width: int
+    origin: str
+
+
+class Polygon(Record):
+    label: str
+    rings: list[list[tuple[float, float]]]  # each ring a closed contour of (x, y) points
+    origin: str
+
+
+class RegionAttributes(Record):
+    """One phrase about one anatomical region (Chest ImaGenome ``attributes`` entries)."""
+
+    region: str
+    phrase: str
+    attributes: list[str]  # "<category>|<yes|no>|<name>"
+    comparison_cues: list[str] = Field(default_factory=list)
+    temporal_cues: list[str] = Field(default_factory=list)
+    severity_cues: list[str] = Field(default_factory=list)
+
+
+class Report(Record):
+    text: str  # verbatim file text
+    language: Literal["en", "es-stemmed"]
+    origin: str  # relative path or column the text came from
+
+
+class ImageRef(Record):
+    image_key: str  # "<source>/<native id>"
+    source: str
+    native_id: str
+    uri: str  # local path or gs:// URI of the image bytes
+    format: Literal["dicom", "png", "jpeg"]
+    subject_id: str | None = None  # patient; None where the source has none (VinDr)
+    study_id: str | None = None
+    view: str | None = None  # e.g. "PA", "AP", "LATERAL", "LL"
+    study_datetime: str | None = None  # ISO 8601, from the source's own date/time fields
+    official_split: Split | None = None
+    expected_width: int | None = None  # what the metadata claims; checked against the decoded image
+    expected_height: int | None = None
+
+
+class SourceRecord(Record):
+    image: ImageRef
+    raw_labels: list[RawLabel] = Field(default_factory=list)
+    boxes: list[Box] = Field(default_factory=list)
+    masks: list[MaskRLE] = Field(default_factory=list)
+    polygons: list[Polygon] = Field(default_factory=list)
+    report: Report | None = None
+    provenance: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.image.image_key
+
+
+class AnnotationRecord(Record):
+    """An annotation that belongs to an image owned by another source (CheXmask, ImaGenome)."""
+
+    target_key: str  # image_key of the annotated image, e.g. "mimic/<dicom_id>"
+    source: str  # "chexmask" | "imagenome"
+    native_id: str  # row/file identity inside the annotation source
+    declared_width: int | None = None  # size the annotation claims for its image
+    declared_height: int | None = None
+    raw_labels: list[RawLabel] = Field(default_factory=list)
+    boxes: list[Box] = Field(default_factory=list)
+    masks: list[MaskRLE] = Field(default_factory=list)
+    polygons: list[Polygon] = Field(default_factory=list)
+    regions: list[RegionAttributes] = Field(default_factory=list)
+    quality: dict[str, float] = Field(default_factory=dict)  # e.g. {"dice_rca_mean": .9, "dice_rca_max": .93}
+    split_hint: str | None = None  # the annotation source's own split, recorded, not authoritative
+    provenance: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.target_key
+
+
+class Reject(Record):
+    """A unit of input that did not become output, with the stage and reason. Never silent."""
+
+    key: str
+    source: str
+    stage: str  # "read", "join", "split", "image", "geometry", "language", "tasks"
+    reason: str  # short machine-friendly reason, e.g. "unreadable-dicom", "dice-below-threshold"
+    detail: str = ""
+    kind: Literal["rejected", "filtered"] = "rejected"  # filtered = a recorded, deliberate rule
+    level: Literal["record", "item"] = "record"  # item = one box/mask/label inside a record that survives
+
+
+ReaderOutput = SourceRecord | AnnotationRecord | Reject

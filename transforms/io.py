@@ -1,0 +1,68 @@
+"""File access through Beam ``FileSystems`` so every path may be local or ``gs://``.
+
+Readers and stages use these helpers instead of ``open()`` / ``os.walk`` on input paths.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import posixpath
+from typing import IO
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+
+def join(base: str, *parts: str) -> str:
+    return FileSystems.join(base, *parts)
+
+
+def exists(path: str) -> bool:
+    return FileSystems.exists(path)
+
+
+def glob(pattern: str) -> list[str]:
+    """Sorted paths matching a glob pattern (``*`` does not cross ``/`` on local paths)."""
+    result = FileSystems.match([pattern])[0]
+    return sorted(m.path for m in result.metadata_list)
+
+
+def read_bytes(path: str) -> bytes:
+    """Raw bytes of a file, never decompressed (images, DICOM)."""
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        return f.read()
+
+
+def open_binary(path: str) -> IO[bytes]:
+    """A binary stream; ``.gz`` and ``.bz2`` files are decompressed by their extension."""
+    raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    if path.endswith(".gz"):
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if path.endswith(".bz2"):
+        return bz2.BZ2File(raw, mode="rb")
+    return raw
+
+
+def open_text(path: str, encoding: str = "utf-8") -> IO[str]:
+    """A text stream (newlines untranslated, as the csv module wants) of a possibly compressed file."""
+    return io.TextIOWrapper(open_binary(path), encoding=encoding, newline="")
+
+
+def first_existing(base: str, *names: str) -> str | None:
+    """The first of ``base/name`` that exists, e.g. to accept ``x.csv`` and ``x.csv.gz``."""
+    for name in names:
+        path = join(base, name)
+        if exists(path):
+            return path
+    return None
+
+
+def basename(path: str) -> str:
+    return posixpath.basename(path.rstrip("/"))
+
+
+def relative(path: str, root: str) -> str:
+    root = root.rstrip("/") + "/"
+    return path[len(root):] if path.startswith(root) else path

@@ -1,0 +1,35 @@
+"""One reader module per source dataset, all with the same small interface.
+
+Each module ``transforms/sources/<name>.py`` defines::
+
+    NAME: str                      # "mimic", "vindr", "siim", "padchest", "chexmask", "imagenome"
+    def read(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> Iterator[ReaderOutput]
+
+``read`` walks the source's native layout under ``root`` (local path or ``gs://``; all file
+access goes through :mod:`transforms.io`) and yields, for every unit of input, exactly one of:
+
+- :class:`schemas.records.SourceRecord` — one per image the source owns (MIMIC, VinDr, SIIM, PadChest);
+- :class:`schemas.records.AnnotationRecord` — one per annotation unit that lands on another source's
+  image (a CheXmask row, an ImaGenome scene graph), keyed by that image's ``image_key``;
+- :class:`schemas.records.Reject` — the unit could not be read (``kind="rejected"``) or a documented
+  rule left it out (``kind="filtered"``), with ``stage="read"`` and a short reason.
+
+So ``units read == records + rejects`` per source, which the manifest reconciles. A reader never
+opens another source's files, never decodes pixels (that is the image stage) and keeps geometry
+in original pixels. ``image_sources`` tells annotation readers which image sources are ingested,
+so they can skip (and count as filtered) rows for images that will not exist.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from schemas.records import ALL_SOURCES
+
+
+def reader(name: str) -> ModuleType:
+    """The reader module of a source, e.g. ``reader("mimic").read(root)``."""
+    if name not in ALL_SOURCES:
+        raise KeyError(f"unknown source {name!r}; expected one of {list(ALL_SOURCES)}")
+    return importlib.import_module(f"transforms.sources.{name}")
