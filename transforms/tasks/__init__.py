@@ -1,0 +1,73 @@
+"""Task generators, one module per task family, and the profiles that select and render them.
+
+A generator is ``generate(annotation_row: dict, profile: Profile, seed: int) -> list[dict]``: it
+consumes one enriched annotation row (the ``annotations`` table schema) and returns instruction rows
+(the ``instructions`` table schema). Generators never read raw source files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from typing import Callable, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+import manifests
+
+TASK_MODULES = {
+    "disease_classification": "transforms.tasks.classification",
+    "report_pretraining": "transforms.tasks.pretraining",
+}
+
+
+class TaskSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    template_set: str
+    weight: float = 1.0
+
+
+class Profile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+    coordinates: Literal["bins1000", "percent", "fixed3"]
+    polygon_max_vertices: int = 30
+    uncertain: Literal["exclude", "positive", "negative"] = "exclude"
+    tasks: dict[str, TaskSpec]
+
+
+def load_profile(name: str) -> Profile:
+    profile = Profile.model_validate(manifests.load(f"profiles/{name}.yaml"))
+    unknown = sorted(set(profile.tasks) - set(TASK_MODULES))
+    if unknown:
+        raise ValueError(f"profile {name!r} names unknown task(s) {unknown}")
+    return profile
+
+
+def generator(task: str) -> Callable[[dict, Profile, int], list[dict]]:
+    return importlib.import_module(TASK_MODULES[task]).generate
+
+
+def instruction_id(profile: str, task: str, image_keys: list[str], variant: str) -> str:
+    """Stable row id: the same inputs always give the same id."""
+    text = json.dumps([profile, task, image_keys, variant], separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+
+
+def instruction_row(
+    *, profile: str, task: str, row: dict, variant: str, conversations: list[dict], target: dict, template_id: str
+) -> dict:
+    image_keys = [row["image_key"]]
+    return {
+        "id": instruction_id(profile, task, image_keys, variant),
+        "profile": profile,
+        "task": task,
+        "source": row["source"],
+        "split": row["split"],
+        "image_keys": image_keys,
+        "conversations": conversations,
+        "target": json.dumps(target, sort_keys=True),
+        "template_id": template_id,
+    }

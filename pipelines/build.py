@@ -1,0 +1,209 @@
+"""The build: one Beam graph from the six native sources to the output tables.
+
+read -> join (CoGroupByKey on image_key) -> split -> Reshuffle -> image -> geometry -> language
+-> tasks -> write (stable-hash Parquet shards) -> manifest.json
+
+Stage logic lives in ``transforms``; this module only routes, groups, guards and writes. Every
+failure becomes a reject row with its stage; ``manifest.json`` reconciles
+``read = written + rejected + filtered`` per source.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.pvalue import TaggedOutput
+
+from pipelines.manifest import Manifest, input_fingerprints
+from pipelines.write import WriteTables
+from schemas.config import BuildConfig
+from schemas.records import IMAGE_SOURCES, AnnotationRecord, Reject, SourceRecord
+from transforms import enrich
+from transforms.sources import reader
+from transforms.splits import patient_key
+from transforms.tasks import generator, load_profile
+from transforms.units import ImageUnit, join_image
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BEAM_ARGS = ["--runner=FnApiRunner"]
+
+
+# ------------------------------------------------------------------ DoFns
+
+
+class ReadSource(beam.DoFn):
+    """Runs one source's reader; routes records, annotations and rejects to their outputs."""
+
+    def process(self, root: str, name: str, image_sources: tuple[str, ...]):
+        for item in reader(name).read(root, image_sources=image_sources):
+            if isinstance(item, Reject):
+                yield TaggedOutput("rejects", item)
+            elif isinstance(item, AnnotationRecord):
+                yield TaggedOutput("annotations", (item.key, item))
+            elif isinstance(item, SourceRecord):
+                yield (item.key, item)
+            else:
+                raise TypeError(f"reader {name} yielded {type(item).__name__}, not a record or reject")
+
+
+class JoinUnits(beam.DoFn):
+    def process(self, element):
+        key, grouped = element
+        for item in join_image(key, grouped["images"], grouped["annotations"]):
+            yield TaggedOutput("rejects", item) if isinstance(item, Reject) else item
+
+
+def unit_of(element) -> ImageUnit:
+    """The ImageUnit inside whatever a per-image stage was working on."""
+    if isinstance(element, ImageUnit):
+        return element
+    if isinstance(element, enrich.DecodedUnit):
+        return element.unit
+    return element.decoded.unit  # EnrichedUnit
+
+
+def failure_rejects(stage: str, failure) -> list[Reject]:
+    """A dead-letter element of ``with_exception_handling`` -> a reject for the image and for every
+    annotation that was riding on it (they cannot exist without their image)."""
+    element, (exc_type, exc_repr, _traceback) = failure
+    unit = unit_of(element)
+    reason = enrich.kebab(exc_type.__name__)
+    rejects = [Reject(key=unit.key, source=unit.record.image.source, stage=stage, reason=reason, detail=exc_repr)]
+    for ann in unit.annotations:
+        rejects.append(Reject(key=ann.native_id, source=ann.source, stage=stage, reason="target-image-rejected",
+                              detail=f"{unit.key}: {reason}"))
+    return rejects
+
+
+class ToRows(beam.DoFn):
+    """Output rows of one finished image, plus the 'written' events that reconcile the counts."""
+
+    def process(self, enriched: enrich.EnrichedUnit):
+        unit = enriched.decoded.unit
+        image = enrich.image_row(enriched)
+        annotation = enrich.annotation_row(enriched)
+        yield ("images", unit.split, image)
+        yield TaggedOutput("annotation_rows", annotation)
+        yield TaggedOutput("events", (unit.record.image.source, "written"))
+        for ann in enriched.annotations:
+            yield TaggedOutput("events", (ann.source, "written"))
+        yield TaggedOutput("patients", (patient_key(unit.record.image), unit.split))
+
+
+def task_rows(annotation: dict, profiles: list, seed: int) -> list[tuple[str, str, dict]]:
+    rows = []
+    for profile in profiles:
+        for task in profile.tasks:
+            for row in generator(task)(annotation, profile, seed):
+                rows.append((f"instructions/{profile.name}/{task}", row["split"], row))
+    return rows
+
+
+def task_failure_reject(failure) -> Reject:
+    annotation, (exc_type, exc_repr, _traceback) = failure
+    return Reject(key=annotation["image_key"], source=annotation["source"], stage="tasks", level="item",
+                  reason=enrich.kebab(exc_type.__name__), detail=exc_repr)
+
+
+def guarded(pcoll, label: str, fn, stage: str, *args, **kwargs):
+    """``Map(fn)`` with Beam's exception handling: (good, rejects) with the stage recorded."""
+    good, bad = pcoll | label >> beam.Map(fn, *args, **kwargs).with_exception_handling()
+    return good, bad | f"{label} rejects" >> beam.FlatMap(lambda failure: failure_rejects(stage, failure))
+
+
+# ------------------------------------------------------------------ graph
+
+
+def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dict) -> None:
+    sources = config.enabled_sources()
+    image_sources = tuple(name for name in IMAGE_SOURCES if name in sources)
+    profiles = [load_profile(name) for name in config.profiles]
+    max_vertices = min(profile.polygon_max_vertices for profile in profiles) if profiles else 30
+
+    images, annotations, rejects, events = [], [], [], []
+    for name in sorted(sources):
+        read = (
+            p
+            | f"Root {name}" >> beam.Create([sources[name].root])
+            | f"Read {name}" >> beam.ParDo(ReadSource(), name, image_sources).with_outputs(
+                "annotations", "rejects", main="images")
+        )
+        images.append(read.images)
+        annotations.append(read.annotations)
+        rejects.append(read.rejects)
+        events.append(read.images | f"Emitted {name}" >> beam.Map(lambda kv: (kv[1].image.source, "emitted")))
+        events.append(read.annotations | f"Emitted {name} annotations" >> beam.Map(lambda kv: (kv[1].source, "emitted")))
+
+    joined = (
+        {
+            "images": images | "All images" >> beam.Flatten(),
+            "annotations": annotations | "All annotations" >> beam.Flatten(),
+        }
+        | "Join on image_key" >> beam.CoGroupByKey()
+        | "Units and split" >> beam.ParDo(JoinUnits()).with_outputs("rejects", main="units")
+    )
+    rejects.append(joined.rejects)
+    units = joined.units | "Spread work" >> beam.Reshuffle()
+
+    decoded, bad = guarded(units, "Image", enrich.decode_unit, "image", config.image_size)
+    rejects.append(bad)
+    geometry, bad = guarded(decoded, "Geometry", enrich.geometry_unit, "geometry", max_vertices=max_vertices)
+    rejects.append(bad)
+    rejects.append(geometry | "Item rejects" >> beam.FlatMap(lambda result: result[1]))
+    located = geometry | "Located units" >> beam.Map(lambda result: result[0])
+    enriched, bad = guarded(located, "Language", enrich.language_unit, "language")
+    rejects.append(bad)
+
+    rows = enriched | "Rows" >> beam.ParDo(ToRows()).with_outputs("annotation_rows", "events", "patients",
+                                                                   main="images")
+    events.append(rows.events)
+    annotation_rows = rows.annotation_rows
+    instructions, bad_tasks = annotation_rows | "Tasks" >> beam.Map(
+        task_rows, profiles, config.seed).with_exception_handling()
+    rejects.append(bad_tasks | "Task rejects" >> beam.Map(task_failure_reject))
+
+    all_rejects = rejects | "All rejects" >> beam.Flatten()
+    reject_rows = all_rejects | "Reject rows" >> beam.Map(lambda r: ("rejects", "rejects", r.model_dump()))
+    events.append(all_rejects | "Reject events" >> beam.Map(
+        lambda r: (r.source, f"{r.kind}:{r.stage}" if r.level == "record" else f"item-{r.kind}:{r.stage}:{r.reason}")))
+
+    table_rows = (
+        rows.images,
+        annotation_rows | "Annotation rows" >> beam.Map(lambda a: ("annotations", a["split"], a)),
+        instructions | "Instruction rows" >> beam.FlatMap(lambda rs: rs),
+        reject_rows,
+    ) | "All rows" >> beam.Flatten()
+    shards = table_rows | "Write" >> WriteTables(
+        out_dir, config.rows_per_shard.model_dump(), always=[("rejects", "rejects")])
+
+    counts = events | "All events" >> beam.Flatten() | "Count events" >> beam.combiners.Count.PerElement()
+    straddling = (
+        rows.patients
+        | "Distinct patient splits" >> beam.Distinct()
+        | "Splits per patient" >> beam.combiners.Count.PerKey()
+        | "Patients in several splits" >> beam.Filter(lambda kv: kv[1] > 1)
+        | "Patient keys" >> beam.Keys()
+    )
+    manifest = Manifest(config=config, inputs=inputs, profiles=[p.name for p in profiles])
+    (
+        p
+        | "Manifest seed" >> beam.Create([None])
+        | "Manifest" >> beam.Map(
+            lambda _, counts, shards, straddling: manifest.write(out_dir, counts, shards, straddling),
+            counts=beam.pvalue.AsList(counts),
+            shards=beam.pvalue.AsList(shards),
+            straddling=beam.pvalue.AsList(straddling),
+        )
+    )
+
+
+def run_build(config: BuildConfig, out_dir: str, beam_args: list[str] | None = None) -> dict:
+    """Run the build and return the manifest it wrote."""
+    inputs = input_fingerprints(config)
+    options = PipelineOptions(beam_args if beam_args else DEFAULT_BEAM_ARGS)
+    with beam.Pipeline(options=options) as p:
+        build_graph(p, config, out_dir, inputs)
+    return Manifest.read(out_dir)

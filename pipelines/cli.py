@@ -1,0 +1,82 @@
+"""The ``cxr-instruct`` command line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Show Beam's progress logs.")
+def main(verbose: bool) -> None:
+    """Build chest X-ray instruction data from six public datasets."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write the corpus into.")
+@click.option("--studies", default=40, show_default=True, help="Number of MIMIC-CXR studies (other sources scale with it).")
+@click.option("--seed", default=0, show_default=True)
+def synth(out: Path, studies: int, seed: int) -> None:
+    """Write a synthetic corpus of all six sources in their native layouts, plus build.yaml."""
+    from pipelines.synth import generate
+
+    with console.status(f"writing synthetic corpus ({studies} studies) to {out}"):
+        generate(out, studies=studies, seed=seed)
+    console.print(f"synthetic corpus: {out}  (config: {out / 'build.yaml'})")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out", required=True, help="Output folder (local path or gs:// URI).")
+@click.option("--runner", default="FnApiRunner", show_default=True,
+              help="Beam runner: FnApiRunner locally, DataflowRunner at scale.")
+@click.option("--workers", default=1, show_default=True,
+              help="Local worker processes (FnApiRunner multi_processing when > 1).")
+@click.pass_context
+def build(ctx: click.Context, config_path: str, out: str, runner: str, workers: int) -> None:
+    """Run the Beam build. Extra arguments are passed to Beam as pipeline options."""
+    from pipelines.build import run_build
+    from schemas.config import load_config
+
+    config = load_config(config_path)
+    beam_args = [f"--runner={runner}"]
+    if workers > 1:
+        beam_args += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
+    beam_args += list(ctx.args)
+    with console.status("building (Beam pipeline running)"):
+        manifest = run_build(config, out, beam_args)
+    print_summary(manifest, out)
+    if not (manifest["checks"]["reconciled"] and manifest["checks"]["patient_disjoint"]):
+        console.print("[red]build checks failed: see manifest.json 'checks' and 'counts'[/red]")
+        sys.exit(1)
+
+
+def print_summary(manifest: dict, out: str) -> None:
+    counts = Table(title="per source: read = written + rejected + filtered")
+    for column in ("source", "read", "written", "rejected", "filtered", "ok"):
+        counts.add_column(column, justify="right" if column not in ("source",) else "left")
+    for source, entry in manifest["counts"].items():
+        counts.add_row(source, str(entry["read"]), str(entry["written"]), str(sum(entry["rejected"].values())),
+                       str(sum(entry["filtered"].values())), "yes" if entry["reconciled"] else "NO")
+    console.print(counts)
+    tables = Table(title="tables (rows per split)")
+    tables.add_column("table")
+    tables.add_column("rows per split")
+    for name, splits in manifest["tables"].items():
+        tables.add_row(name, ", ".join(f"{split} {n}" for split, n in splits.items()))
+    console.print(tables)
+    console.print(f"output: {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""``manifest.json``: config, versions, input fingerprints, reconciled counts, output checksums.
+
+It holds no wall-clock time, so two builds of the same inputs and config write the same manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from importlib import metadata
+
+from apache_beam.io.filesystems import FileSystems
+
+from schemas.config import BuildConfig
+from transforms import io
+
+PACKAGES = ("cxr-instruct", "apache-beam", "pyarrow", "numpy", "pydicom", "opencv-python-headless",
+            "shapely", "pydantic", "datasets")
+
+
+class ReconciliationError(RuntimeError):
+    """Counts do not add up: something was dropped without a reject row."""
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def input_fingerprints(config: BuildConfig) -> dict[str, dict]:
+    """Per source: file count, total bytes and a SHA-256 over the sorted (relative path, size) list.
+
+    A listing fingerprint, not a content hash: it changes when a file is added, removed, renamed or
+    resized, and costs one listing even for a million files.
+    """
+    result = {}
+    for name, src in sorted(config.enabled_sources().items()):
+        match = FileSystems.match([io.join(src.root, "**")])[0].metadata_list
+        listing = sorted((io.relative(m.path, src.root), m.size_in_bytes) for m in match)
+        digest = hashlib.sha256("\n".join(f"{path}\t{size}" for path, size in listing).encode()).hexdigest()
+        result[name] = {"root": src.root, "files": len(listing), "bytes": sum(s for _, s in listing),
+                        "listing_sha256": digest}
+    return result
+
+
+def reconcile(counts: list[tuple[tuple[str, str], int]], sources: list[str]) -> dict[str, dict]:
+    """Per source: read = written + rejected + filtered, stage by stage."""
+    table: dict[str, dict] = {
+        name: {"read": 0, "written": 0, "rejected": {}, "filtered": {}, "item_rejects": {}} for name in sources
+    }
+    emitted: dict[str, int] = defaultdict(int)
+    for (source, measure), n in counts:
+        entry = table.setdefault(source, {"read": 0, "written": 0, "rejected": {}, "filtered": {}, "item_rejects": {}})
+        if measure == "emitted":
+            emitted[source] += n
+        elif measure == "written":
+            entry["written"] += n
+        elif measure.startswith(("rejected:", "filtered:")):
+            kind, stage = measure.split(":", 1)
+            entry[kind][stage] = entry[kind].get(stage, 0) + n
+        elif measure.startswith("item-"):
+            entry["item_rejects"][measure[len("item-"):]] = n
+        else:
+            raise ValueError(f"unknown count measure {measure!r}")
+    for source, entry in table.items():
+        at_read = entry["rejected"].get("read", 0) + entry["filtered"].get("read", 0)
+        entry["read"] = emitted[source] + at_read
+        out = entry["written"] + sum(entry["rejected"].values()) + sum(entry["filtered"].values())
+        entry["reconciled"] = entry["read"] == out
+        for key in ("rejected", "filtered", "item_rejects"):
+            entry[key] = dict(sorted(entry[key].items()))
+    return dict(sorted(table.items()))
+
+
+class Manifest:
+    """Built in the driver with what is known up front; written by the pipeline's last step."""
+
+    FILE = "manifest.json"
+
+    def __init__(self, config: BuildConfig, inputs: dict, profiles: list[str]):
+        self.config = config.model_dump(mode="json")
+        self.inputs = inputs
+        self.profiles = profiles
+
+    def document(self, counts, shards, straddling) -> dict:
+        outputs = sorted(shards, key=lambda s: s["path"])
+        tables: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for shard in outputs:
+            tables[shard["table"]][shard["split"]] += shard["rows"]
+        sources = sorted(self.inputs)
+        per_source = reconcile(sorted(counts), sources)
+        return {
+            "tool": "cxr-instruct",
+            "versions": versions(),
+            "config": self.config,
+            "profiles": self.profiles,
+            "inputs": self.inputs,
+            "counts": per_source,
+            "tables": {name: dict(sorted(splits.items())) for name, splits in sorted(tables.items())},
+            "outputs": outputs,
+            "checks": {
+                "reconciled": all(entry["reconciled"] for entry in per_source.values()),
+                "patient_disjoint": not straddling,
+                "patients_in_several_splits": sorted(straddling)[:20],
+            },
+        }
+
+    def write(self, out_dir: str, counts, shards, straddling) -> dict:
+        doc = self.document(counts, shards, straddling)
+        with FileSystems.create(io.join(out_dir, self.FILE)) as handle:
+            handle.write(json.dumps(doc, indent=2, sort_keys=False).encode("utf-8") + b"\n")
+        return doc
+
+    @classmethod
+    def read(cls, out_dir: str) -> dict:
+        with io.open_text(io.join(out_dir, cls.FILE)) as handle:
+            return json.load(handle)

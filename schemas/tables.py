@@ -1,0 +1,132 @@
+"""Output tables: Hugging Face ``Features`` and the Arrow schemas (with the ``huggingface`` metadata
+key) that every Parquet shard is written with, so ``datasets.load_dataset("parquet", ...)`` restores
+``Image()`` columns and nested lists exactly.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+from datasets import Features, Image, List, Value
+
+_str = Value("string")
+_f64 = Value("float64")
+_i32 = Value("int32")
+
+LETTERBOX = {"size": _i32, "scale": _f64, "pad_x": _f64, "pad_y": _f64}
+
+IMAGES = Features(
+    {
+        "image_key": _str,
+        "source": _str,
+        "split": _str,
+        "split_authority": _str,  # "official" or "patient-hash"
+        "subject_id": _str,
+        "study_id": _str,
+        "view": _str,
+        "study_datetime": _str,
+        "image": Image(),  # PNG, image_size x image_size, 8-bit grayscale, letterboxed
+        "orig_width": _i32,
+        "orig_height": _i32,
+        "letterbox": LETTERBOX,
+        "photometric": _str,
+        "bits_stored": _i32,
+        "source_format": _str,
+    }
+)
+
+# Coordinates: x1..y2 in original pixels; u1..v2 in [0, 1] of the letterboxed canvas.
+BOX = {
+    "label": _str,  # source spelling
+    "finding": _str,  # harmonised name when the label maps to one, else null
+    "origin": _str,
+    "reader": _str,
+    "x1": _f64,
+    "y1": _f64,
+    "x2": _f64,
+    "y2": _f64,
+    "u1": _f64,
+    "v1": _f64,
+    "u2": _f64,
+    "v2": _f64,
+}
+# rings: list of rings, each a list of [x, y] points; exterior and hole rings as produced by
+# transforms.masks.mask_to_polygons (or landmark contours).
+POLYGON = {
+    "label": _str,
+    "origin": _str,
+    "rings": List(List(List(_f64))),
+    "rings_unit": List(List(List(_f64))),
+}
+FINDING = {"name": _str, "presence": Value("int8"), "systems": List(_str), "raw": List(_str)}
+RAW_LABEL = {"system": _str, "name": _str, "value": _f64, "reader": _str}
+SECTION = {"name": _str, "text": _str}
+REGION = {
+    "region": _str,
+    "phrase": _str,
+    "attributes": List(_str),
+    "comparison_cues": List(_str),
+    "temporal_cues": List(_str),
+    "severity_cues": List(_str),
+}
+
+ANNOTATIONS = Features(
+    {
+        "image_key": _str,
+        "source": _str,
+        "split": _str,
+        "annotation_sources": List(_str),  # e.g. ["chexmask", "imagenome"]
+        "findings": List(FINDING),  # the 14 harmonised findings, presence 1/0/-1/null
+        "raw_labels": List(RAW_LABEL),
+        "boxes": List(BOX),
+        "polygons": List(POLYGON),
+        "regions": List(REGION),
+        "report_text": _str,
+        "report_language": _str,
+        "sections": List(SECTION),
+        "ctr": _f64,
+        "ctr_band": _str,
+        "provenance": _str,  # JSON object
+    }
+)
+
+INSTRUCTIONS = Features(
+    {
+        "id": _str,
+        "profile": _str,
+        "task": _str,
+        "source": _str,
+        "split": _str,
+        "image_keys": List(_str),
+        "conversations": List({"from": _str, "value": _str}),
+        "target": _str,  # JSON, structured answer
+        "template_id": _str,
+    }
+)
+
+REJECTS = Features(
+    {
+        "key": _str,
+        "source": _str,
+        "stage": _str,
+        "kind": _str,  # "rejected" | "filtered"
+        "level": _str,  # "record" | "item"
+        "reason": _str,
+        "detail": _str,
+    }
+)
+
+TABLES: dict[str, Features] = {
+    "images": IMAGES,
+    "annotations": ANNOTATIONS,
+    "instructions": INSTRUCTIONS,
+    "rejects": REJECTS,
+}
+
+
+def arrow_schema(table: str) -> pa.Schema:
+    """The Arrow schema of a table, carrying the Hugging Face features metadata."""
+    return TABLES[table].arrow_schema
+
+
+ROW_KEY = {"images": "image_key", "annotations": "image_key", "instructions": "id", "rejects": "key"}
+"""The column whose value names a row: shards are chosen by its stable hash and sorted by it."""

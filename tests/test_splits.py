@@ -1,0 +1,38 @@
+"""Split assignment: official first, patient-wise hash otherwise, stable across processes."""
+
+import subprocess
+import sys
+
+from hypothesis import given, strategies as st
+
+from schemas.records import ImageRef
+from transforms.splits import assign_split, hashed_split, patient_key
+
+
+def ref(source="padchest", subject="123", native="a.png", official=None):
+    return ImageRef(image_key=f"{source}/{native}", source=source, native_id=native, uri="/x", format="png",
+                    subject_id=subject, official_split=official)
+
+
+def test_official_split_wins():
+    assert assign_split(ref(source="mimic", official="validate")) == ("validate", "official")
+
+
+@given(st.text(min_size=1, max_size=20), st.lists(st.text(min_size=1, max_size=10), min_size=2, max_size=5))
+def test_every_image_of_a_patient_shares_a_split(subject, natives):
+    splits = {assign_split(ref(subject=subject, native=n))[0] for n in natives}
+    assert len(splits) == 1
+
+
+def test_images_without_patient_are_their_own_patient():
+    image = ref(source="vindr", subject=None, native="abc")
+    assert patient_key(image) == "vindr/abc"
+
+
+def test_ratios_roughly_hold_and_hash_is_process_independent():
+    splits = [hashed_split(f"padchest/{i}") for i in range(4000)]
+    assert 0.75 < splits.count("train") / 4000 < 0.85
+    code = "from transforms.splits import hashed_split; print([hashed_split(f'padchest/{i}') for i in range(50)])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONHASHSEED": "123", "PATH": ""}).stdout.strip()
+    assert out == str(splits[:50])

@@ -1,0 +1,83 @@
+"""Task generation from enriched annotation rows: only stated findings, seeded, stable ids."""
+
+import json
+
+import pytest
+
+from transforms.labels import TAXONOMY
+from transforms.tasks import generator, load_profile
+from transforms.tasks.classification import classes
+
+
+def annotation_row(presence: dict, key="vindr/0123456789abcdef0123456789abcdef", source="vindr", split="train"):
+    return {
+        "image_key": key, "source": source, "split": split,
+        "findings": [{"name": n, "presence": presence.get(n), "systems": [], "raw": []} for n in TAXONOMY],
+        "sections": [], "report_language": None,
+    }
+
+
+@pytest.fixture(scope="module")
+def profiles():
+    return {name: load_profile(name) for name in ("imt-cxr", "m4cxr", "chexmix")}
+
+
+def test_null_presence_is_never_asked_as_negative(profiles):
+    row = annotation_row({"Cardiomegaly": 1, "Pneumothorax": 0, "Edema": -1})
+    positives, negatives = classes(row, "exclude")
+    assert positives == ["Cardiomegaly"] and negatives == ["Pneumothorax"]
+    rows = generator("disease_classification")(row, profiles["imt-cxr"], seed=0)
+    asked = {json.loads(r["target"]).get("finding") for r in rows} - {None}
+    assert asked == {"Cardiomegaly", "Pneumothorax"}  # Edema (uncertain) and unannotated findings never asked
+
+
+def test_yes_no_negatives_are_balanced_and_answers_true(profiles):
+    row = annotation_row({"Cardiomegaly": 1, "Pleural Effusion": 1, "Pneumothorax": 0, "Edema": 0,
+                          "Fracture": 0, "Atelectasis": 0})
+    rows = generator("disease_classification")(row, profiles["imt-cxr"], seed=3)
+    yes_no = [json.loads(r["target"]) for r in rows if r["template_id"].startswith("imt-dc-yn")]
+    assert sum(t["present"] for t in yes_no) == 2 and sum(not t["present"] for t in yes_no) == 2
+    for r in rows:
+        target = json.loads(r["target"])
+        answer = r["conversations"][1]["value"]
+        if "finding" in target:
+            assert answer == ("Yes." if target["present"] else "No.")
+            assert target["finding"].lower() in r["conversations"][0]["value"]
+        else:
+            assert answer == "cardiomegaly, pleural effusion"
+        assert r["conversations"][0]["value"].startswith("<image>")
+        assert r["split"] == "train" and r["image_keys"] == [row["image_key"]]
+
+
+def test_m4cxr_candidates_are_the_annotated_findings(profiles):
+    row = annotation_row({"Pneumothorax": 0}, key="siim/1.2.3", source="siim")
+    (only,) = generator("disease_classification")(row, profiles["m4cxr"], seed=0)
+    assert only["conversations"][0]["value"].endswith("pneumothorax.")
+    assert only["conversations"][1]["value"] == "No Finding"
+
+
+def test_generation_is_deterministic_and_seeded(profiles):
+    row = annotation_row({n: 0 for n in TAXONOMY[1:]} | {"Cardiomegaly": 1})
+    first = generator("disease_classification")(row, profiles["imt-cxr"], seed=0)
+    again = generator("disease_classification")(row, profiles["imt-cxr"], seed=0)
+    assert first == again
+    seeds = {tuple(r["template_id"] + json.loads(r["target"]).get("finding", "") for r in
+                   generator("disease_classification")(row, profiles["imt-cxr"], seed=s)) for s in range(12)}
+    assert len(seeds) > 1  # the seed changes template and negative choices
+    assert len({r["id"] for r in first}) == len(first)
+
+
+def test_nothing_is_generated_when_the_source_states_nothing(profiles):
+    assert generator("disease_classification")(annotation_row({}), profiles["imt-cxr"], seed=0) == []
+
+
+def test_pretraining_uses_findings_and_impression(profiles):
+    row = annotation_row({}, key="mimic/a", source="mimic")
+    row["report_language"] = "en"
+    row["sections"] = [{"name": "indication", "text": "cough"}, {"name": "findings", "text": " Heart is enlarged. "},
+                       {"name": "impression", "text": "Cardiomegaly."}]
+    (only,) = generator("report_pretraining")(row, profiles["chexmix"], seed=0)
+    assert only["conversations"][1]["value"] == "FINDINGS: Heart is enlarged.\nIMPRESSION: Cardiomegaly."
+    assert json.loads(only["target"]) == {"findings": "Heart is enlarged.", "impression": "Cardiomegaly."}
+    row["report_language"] = "es-stemmed"
+    assert generator("report_pretraining")(row, profiles["chexmix"], seed=0) == []

@@ -1,0 +1,263 @@
+"""The per-image stages after the join: image, geometry, language, and the output rows.
+
+Each stage is a pure function of one unit. A stage raises when the image's own record cannot go
+on (the Beam layer turns that into a reject with the stage name); problems confined to one
+annotation or one box come back as rejects beside the unit, and the unit goes on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from schemas.records import AnnotationRecord, Box, MaskRLE, Polygon, Reject
+from transforms import geometry, images, io, labels, masks, reports
+from transforms.geometry import Letterbox
+from transforms.units import ImageUnit
+
+CHEXMASK_ORGANS = ("right lung", "left lung", "heart")
+
+
+class ImageSizeMismatch(ValueError):
+    """The decoded image does not have the size its metadata states."""
+
+
+class MaskSizeMismatch(ValueError):
+    """A mask is declared for a different image size than the decoded image."""
+
+
+@dataclass
+class DecodedUnit:
+    unit: ImageUnit
+    png: bytes
+    letterbox: Letterbox
+    width: int
+    height: int
+    photometric: str | None
+    bits_stored: int | None
+    source_format: str
+
+
+@dataclass
+class EnrichedUnit:
+    decoded: DecodedUnit
+    boxes: list[dict] = field(default_factory=list)
+    polygons: list[dict] = field(default_factory=list)
+    ctr: float | None = None
+    annotations: list[AnnotationRecord] = field(default_factory=list)  # those that survived geometry
+    findings: list[dict] = field(default_factory=list)
+    sections: list[dict] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- image stage
+
+
+def decode_unit(unit: ImageUnit, size: int) -> DecodedUnit:
+    """Decode the image bytes, window to 8-bit, letterbox to ``size`` and encode as PNG."""
+    ref = unit.record.image
+    decoded = images.decode_image(io.read_bytes(ref.uri), ref.format)
+    expected = (ref.expected_width, ref.expected_height)
+    if None not in expected and expected != (decoded.width, decoded.height):
+        raise ImageSizeMismatch(
+            f"{ref.image_key}: metadata says {expected[0]}x{expected[1]}, file is {decoded.width}x{decoded.height}"
+        )
+    canvas, box = images.letterbox(decoded.pixels, size)
+    return DecodedUnit(
+        unit=unit, png=images.encode_png(canvas), letterbox=box, width=decoded.width, height=decoded.height,
+        photometric=decoded.photometric, bits_stored=decoded.bits_stored, source_format=decoded.source_format,
+    )
+
+
+# ------------------------------------------------------------- geometry stage
+
+
+def _box_row(box: Box, lb: Letterbox, width: int, height: int) -> dict | None:
+    clipped = geometry.clip_box(box.x1, box.y1, box.x2, box.y2, width, height)
+    if clipped is None:
+        return None
+    x1, y1, x2, y2 = clipped
+    u1, v1, u2, v2 = lb.box_to_unit(x1, y1, x2, y2)
+    return {"label": box.label, "finding": labels.finding_for_box(box.origin, box.label), "origin": box.origin,
+            "reader": box.reader, "x1": x1, "y1": y1, "x2": x2, "y2": y2, "u1": u1, "v1": v1, "u2": u2, "v2": v2}
+
+
+def _polygon_row(label: str, origin: str, rings: list[list[tuple[float, float]]], lb: Letterbox) -> dict:
+    return {
+        "label": label, "origin": origin,
+        "rings": [[[float(x), float(y)] for x, y in ring] for ring in rings],
+        "rings_unit": [[list(lb.to_unit(x, y)) for x, y in ring] for ring in rings],
+    }
+
+
+def _decode_for_image(mask: MaskRLE, width: int, height: int) -> np.ndarray:
+    if (mask.width, mask.height) != (width, height):
+        transposed = (mask.width, mask.height) == (height, width)
+        raise MaskSizeMismatch(
+            f"{mask.origin} mask '{mask.label}' is {mask.width}x{mask.height}"
+            f"{' (width and height swapped)' if transposed else ''}, image is {width}x{height}"
+        )
+    return masks.rle_decode(mask.rle, mask.height, mask.width, mask.convention)
+
+
+def _mask_geometry(label: str, origin: str, mask: np.ndarray, lb: Letterbox, max_vertices: int,
+                   width: int, height: int) -> tuple[list[dict], list[dict]]:
+    if not mask.any():
+        return [], []
+    boxes = [_box_row(Box(label=label, x1=x1, y1=y1, x2=x2, y2=y2, origin=origin), lb, width, height)
+             for x1, y1, x2, y2 in masks.mask_to_boxes(mask)]
+    polygons = [_polygon_row(label, origin, masks.mask_to_polygons(mask, max_vertices=max_vertices), lb)]
+    return [b for b in boxes if b], polygons
+
+
+def _chexmask_geometry(ann: AnnotationRecord, lb: Letterbox, width: int, height: int):
+    """Organ boxes from the masks, organ polygons from the landmark contours, and the CTR."""
+    organ_masks = {m.label: _decode_for_image(m, width, height) for m in ann.masks}
+    boxes, polygons = [], []
+    for organ in CHEXMASK_ORGANS:
+        mask = organ_masks.get(organ)
+        if mask is not None and mask.any():
+            x1, y1, x2, y2 = masks.mask_to_boxes(mask, union=True)[-1]
+            row = _box_row(Box(label=organ, x1=x1, y1=y1, x2=x2, y2=y2, origin="chexmask-mask"), lb, width, height)
+            boxes.append(row)
+    for polygon in ann.polygons:
+        polygons.append(_polygon_row(polygon.label, polygon.origin, polygon.rings, lb))
+    ctr = None
+    if all(organ in organ_masks for organ in CHEXMASK_ORGANS):
+        lungs = organ_masks["right lung"] | organ_masks["left lung"]
+        if lungs.any() and organ_masks["heart"].any():
+            ctr = float(geometry.cardiothoracic_ratio(organ_masks["heart"], lungs))
+    return boxes, polygons, ctr
+
+
+def geometry_unit(decoded: DecodedUnit, max_vertices: int = 30) -> tuple[EnrichedUnit, list[Reject]]:
+    """Boxes, polygons and CTR in original pixels and canvas units; clipped, never silently dropped."""
+    unit, lb, width, height = decoded.unit, decoded.letterbox, decoded.width, decoded.height
+    record = unit.record
+    enriched = EnrichedUnit(decoded=decoded)
+    rejects: list[Reject] = []
+
+    def add_boxes(boxes: list[Box], source: str, key: str) -> None:
+        for box in boxes:
+            row = _box_row(box, lb, width, height)
+            if row is None:
+                rejects.append(Reject(key=key, source=source, stage="geometry", level="item",
+                                      reason="zero-area-box",
+                                      detail=f"{box.label} ({box.x1},{box.y1},{box.x2},{box.y2}) has no area inside "
+                                             f"the {width}x{height} image"))
+            else:
+                enriched.boxes.append(row)
+
+    add_boxes(record.boxes, record.image.source, unit.key)
+    # Several mask rows of one label (SIIM) are separate masks of one finding: union them.
+    by_label: dict[str, np.ndarray] = {}
+    for mask in record.masks:
+        decoded_mask = _decode_for_image(mask, width, height)
+        by_label[mask.label] = by_label.get(mask.label, False) | decoded_mask
+    for label in sorted(by_label):
+        boxes, polygons = _mask_geometry(label, record.masks[0].origin, by_label[label], lb, max_vertices,
+                                         width, height)
+        enriched.boxes += boxes
+        enriched.polygons += polygons
+    for polygon in record.polygons:
+        enriched.polygons.append(_polygon_row(polygon.label, polygon.origin, polygon.rings, lb))
+
+    for ann in unit.annotations:
+        try:
+            if ann.source == "chexmask":
+                boxes, polygons, ctr = _chexmask_geometry(ann, lb, width, height)
+                enriched.boxes += boxes
+                enriched.polygons += polygons
+                enriched.ctr = ctr if ctr is not None else enriched.ctr
+            else:
+                add_boxes(ann.boxes, ann.source, ann.native_id)
+                for polygon in ann.polygons:
+                    enriched.polygons.append(_polygon_row(polygon.label, polygon.origin, polygon.rings, lb))
+        except ValueError as exc:
+            rejects.append(Reject(key=ann.native_id, source=ann.source, stage="geometry",
+                                  reason=_reason(exc), detail=str(exc)))
+            continue
+        enriched.annotations.append(ann)
+    return enriched, rejects
+
+
+# ------------------------------------------------------------- language stage
+
+
+def language_unit(enriched: EnrichedUnit) -> EnrichedUnit:
+    """Report sections (English reports) and the harmonised findings."""
+    record = enriched.decoded.unit.record
+    if record.report is not None and record.report.language == "en":
+        enriched.sections = [{"name": name, "text": text} for name, text in reports.section_list(record.report.text)]
+    raw = list(record.raw_labels) + [label for ann in enriched.annotations for label in ann.raw_labels]
+    enriched.findings = [
+        {"name": f.name, "presence": f.presence, "systems": list(f.systems), "raw": list(f.raw)}
+        for f in labels.harmonize(raw)
+    ]
+    return enriched
+
+
+# ---------------------------------------------------------------- output rows
+
+
+def image_row(enriched: EnrichedUnit) -> dict:
+    decoded = enriched.decoded
+    ref = decoded.unit.record.image
+    lb = decoded.letterbox
+    return {
+        "image_key": ref.image_key, "source": ref.source, "split": decoded.unit.split,
+        "split_authority": decoded.unit.split_authority, "subject_id": ref.subject_id, "study_id": ref.study_id,
+        "view": ref.view, "study_datetime": ref.study_datetime,
+        "image": {"bytes": decoded.png, "path": f"{ref.image_key}.png"},
+        "orig_width": decoded.width, "orig_height": decoded.height,
+        "letterbox": {"size": lb.size, "scale": lb.scale, "pad_x": lb.pad_x, "pad_y": lb.pad_y},
+        "photometric": decoded.photometric, "bits_stored": decoded.bits_stored,
+        "source_format": decoded.source_format,
+    }
+
+
+def annotation_row(enriched: EnrichedUnit) -> dict:
+    unit = enriched.decoded.unit
+    record = unit.record
+    report = record.report
+    provenance = dict(record.provenance)
+    for ann in enriched.annotations:
+        provenance.update({f"{ann.source}.{k}": v for k, v in ann.provenance.items()})
+        provenance.update({f"{ann.source}.{k}": str(v) for k, v in ann.quality.items()})
+        if ann.split_hint:
+            provenance[f"{ann.source}.split"] = ann.split_hint
+    raw_labels = list(record.raw_labels) + [label for ann in enriched.annotations for label in ann.raw_labels]
+    return {
+        "image_key": unit.key, "source": record.image.source, "split": unit.split,
+        "annotation_sources": sorted({ann.source for ann in enriched.annotations}),
+        "findings": enriched.findings,
+        "raw_labels": [label.model_dump() for label in raw_labels],
+        "boxes": sorted(enriched.boxes, key=_box_sort_key),
+        "polygons": enriched.polygons,
+        "regions": [region.model_dump() for ann in enriched.annotations for region in ann.regions],
+        "report_text": report.text if report else None,
+        "report_language": report.language if report else None,
+        "sections": enriched.sections,
+        "ctr": enriched.ctr,
+        "ctr_band": geometry.ctr_band(enriched.ctr) if enriched.ctr is not None else None,
+        "provenance": json.dumps(provenance, sort_keys=True),
+    }
+
+
+def _box_sort_key(box: dict) -> tuple:
+    return (box["origin"], box["label"], box["reader"] or "", box["x1"], box["y1"], box["x2"], box["y2"])
+
+
+def _reason(exc: BaseException) -> str:
+    return kebab(type(exc).__name__)
+
+
+def kebab(name: str) -> str:
+    """``ImageDecodeError`` -> ``image-decode-error``: reject reasons from exception classes."""
+    out = []
+    for i, ch in enumerate(name):
+        if ch.isupper() and i and not name[i - 1].isupper():
+            out.append("-")
+        out.append(ch.lower())
+    return "".join(out)

@@ -1,0 +1,251 @@
+"""PadChest reader: one SourceRecord per label-CSV row whose PNG is present (see formats/padchest.md).
+
+The label CSV ``PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv[.gz]`` is read as strings and
+its columns are found by name, case-insensitively (the real file says ``labelCUIS`` and
+``ExposureTime`` where the authors' README says ``LabelCUIS`` and ``ExposureTime_DICOM``). Images
+sit at ``<root>/<ImageDir>/<ImageID>`` (one folder per zip) or flat at ``<root>/<ImageID>``; the
+folders are listed once. Label lists are parsed with ``ast.literal_eval`` (never ``eval``), CUI
+columns (NumPy reprs without commas) with a regex. Reports are stemmed Spanish, kept verbatim.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from collections.abc import Collection, Iterator
+from typing import Literal
+
+import pandas as pd
+
+from schemas.records import IMAGE_SOURCES, ImageRef, RawLabel, ReaderOutput, Reject, Report, SourceRecord
+from transforms import io
+
+NAME = "padchest"
+LABEL_CSV = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19"
+LABEL_SYSTEM = "padchest-labels"
+LOCALIZATION_SYSTEM = "padchest-localizations"
+LOCALIZATION_PREFIX = "loc "
+
+# field -> accepted column spellings (compared case-insensitively)
+COLUMNS = {
+    "image_id": ("ImageID",),
+    "image_dir": ("ImageDir",),
+    "study_date": ("StudyDate_DICOM",),
+    "study_id": ("StudyID",),
+    "patient_id": ("PatientID",),
+    "projection": ("Projection",),
+    "rows": ("Rows_DICOM",),
+    "columns": ("Columns_DICOM",),
+    "report_id": ("ReportID",),
+    "report": ("Report",),
+    "method_label": ("MethodLabel",),
+    "labels": ("Labels",),
+    "localizations": ("Localizations",),
+    "by_sentence": ("LabelsLocalizationsBySentence",),
+    "label_cuis": ("labelCUIS", "LabelCUIS"),
+    "localization_cuis": ("LocalizationsCUIS",),
+}
+
+_CUI_ITEM = re.compile(r"'([^']*)'")
+_DATE = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})")
+
+
+def find_label_csv(root: str) -> str:
+    path = io.first_existing(root, f"{LABEL_CSV}.csv", f"{LABEL_CSV}.csv.gz")
+    if path is None:
+        raise ValueError(f"no PadChest label file under {root!r}: expected {LABEL_CSV}.csv or .csv.gz")
+    return path
+
+
+def select_columns(header: Collection[str]) -> dict[str, str]:
+    """field -> the header's column name for it; ValueError when a field has no or several matches."""
+    by_lower: dict[str, list[str]] = {}
+    for name in header:
+        by_lower.setdefault(name.strip().lower(), []).append(name)
+    selected = {}
+    for field, spellings in COLUMNS.items():
+        matches = sorted({name for spelling in spellings for name in by_lower.get(spelling.lower(), [])})
+        if len(matches) != 1:
+            problem = "no column" if not matches else f"several columns {matches}"
+            raise ValueError(f"PadChest label CSV: {problem} for {'/'.join(spellings)}; header {list(header)}")
+        selected[field] = matches[0]
+    return selected
+
+
+def read_label_table(path: str) -> pd.DataFrame:
+    """The needed columns as strings (blank = ""), renamed to the fields of :data:`COLUMNS`,
+    with ``image_id`` stripped and the rows sorted by it."""
+    with io.open_text(path) as handle:
+        table = pd.read_csv(handle, dtype=str, keep_default_na=False)
+    columns = select_columns(table.columns)
+    table = table[[columns[field] for field in COLUMNS]].set_axis(list(COLUMNS), axis="columns")
+    table["image_id"] = table["image_id"].str.strip()
+    return table.sort_values("image_id", kind="stable", ignore_index=True)
+
+
+def list_images(root: str) -> set[str]:
+    """Paths relative to ``root`` of the PNGs at ``<root>/*.png`` and ``<root>/*/*.png``."""
+    paths = io.glob(io.join(root, "*.png")) + io.glob(io.join(root, "*", "*.png"))
+    return {io.relative(path, root) for path in paths}
+
+
+def _image_dir(text: str) -> str:
+    """``ImageDir`` as the folder name: ``'7'`` and ``'7.0'`` both give ``'7'``."""
+    return text[:-2] if text.endswith(".0") else text
+
+
+def image_path(row: dict[str, str], present: set[str]) -> str | None:
+    """The relative path of the row's image, in its ImageDir folder or flat; None when absent."""
+    image_id = row["image_id"]
+    for candidate in (f"{_image_dir(row['image_dir'].strip())}/{image_id}", image_id):
+        if candidate in present:
+            return candidate
+    return None
+
+
+def parse_list(text: str) -> list:
+    """A Python list literal; ValueError for anything else."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as error:
+        raise ValueError(f"not a list literal: {text[:80]!r} ({type(error).__name__})") from None
+    if not isinstance(value, list):
+        raise ValueError(f"not a list literal: {text[:80]!r}")
+    return value
+
+
+def _string(item: object) -> str:
+    if not isinstance(item, str):
+        raise ValueError(f"list item {item!r} is not a string")
+    return item
+
+
+def _normalise(item: object) -> str:
+    return " ".join(_string(item).split())
+
+
+def parse_labels(text: str) -> list[str]:
+    """``Labels`` items, stripped, empty items dropped (``"['']"`` gives ``[]``)."""
+    return [label for item in parse_list(text) if (label := _string(item).strip())]
+
+
+def parse_localizations(text: str) -> list[str]:
+    """``Localizations`` items with whitespace normalised and the ``loc `` prefix removed."""
+    names = []
+    for item in parse_list(text):
+        name = _normalise(item)
+        names.append(name[len(LOCALIZATION_PREFIX):] if name.startswith(LOCALIZATION_PREFIX) else name)
+    return [name for name in names if name]
+
+
+def parse_by_sentence(text: str) -> list[list[str]]:
+    """``LabelsLocalizationsBySentence``: one list per sentence, items whitespace-normalised."""
+    sentences = parse_list(text)
+    if not all(isinstance(sentence, list) for sentence in sentences):
+        raise ValueError(f"not a list of lists: {text[:80]!r}")
+    return [[_normalise(item) for item in sentence] for sentence in sentences]
+
+
+def parse_cuis(text: str) -> list[str]:
+    """A NumPy-repr CUI list such as ``"['C0025552' '' 'C0016542']"``; items may be empty strings."""
+    return _CUI_ITEM.findall(text)
+
+
+def parse_study_date(text: str) -> str:
+    """``YYYYMMDD`` (also ``YYYYMMDD.0``) as ISO ``YYYY-MM-DD``."""
+    match = _DATE.fullmatch(text[:-2] if text.endswith(".0") else text)
+    if not match:
+        raise ValueError(f"StudyDate_DICOM {text!r} is not YYYYMMDD")
+    return "-".join(match.groups())
+
+
+def parse_size(text: str, column: str) -> int | None:
+    """A positive pixel count (``'2140'`` or ``'2140.0'``); None when blank."""
+    if text == "":
+        return None
+    value = float(text)
+    if not value.is_integer() or value <= 0:
+        raise ValueError(f"{column} {text!r} is not a positive integer")
+    return int(value)
+
+
+def _reject(image_id: str, reason: str, detail: str, kind: Literal["rejected", "filtered"] = "rejected") -> Reject:
+    return Reject(key=f"{NAME}/{image_id}", source=NAME, stage="read", reason=reason, detail=detail, kind=kind)
+
+
+def row_record(row: dict[str, str], uri: str) -> SourceRecord:
+    """The record of one CSV row whose image is at ``uri``; ValueError on an unparseable field."""
+    image_id = row["image_id"]
+    patient_id = row["patient_id"].strip()
+    if not patient_id:
+        raise ValueError("blank PatientID (needed for the patient-wise split)")
+    method = row["method_label"].strip() or None
+    provenance = {"method_label": method or "", "report_id": row["report_id"].strip(), "image_dir": row["image_dir"]}
+    raw_labels = []
+    if row["labels"].strip() == "":
+        provenance["labels"] = "missing"
+    else:
+        labels = parse_labels(row["labels"])
+        if not labels:
+            provenance["labels"] = "empty"
+        raw_labels += [RawLabel(system=LABEL_SYSTEM, name=name, value=1.0, reader=method) for name in labels]
+    if row["localizations"].strip():
+        raw_labels += [
+            RawLabel(system=LOCALIZATION_SYSTEM, name=name, value=1.0, reader=method)
+            for name in parse_localizations(row["localizations"])
+        ]
+    if row["by_sentence"].strip():
+        provenance["labels_localizations_by_sentence"] = json.dumps(parse_by_sentence(row["by_sentence"]), ensure_ascii=False)
+    provenance["label_cuis"] = json.dumps(parse_cuis(row["label_cuis"]))
+    provenance["localization_cuis"] = json.dumps(parse_cuis(row["localization_cuis"]))
+    report = Report(text=row["report"], language="es-stemmed", origin="Report") if row["report"].strip() else None
+    if report is None:
+        provenance["report"] = "missing"
+    return SourceRecord(
+        image=ImageRef(
+            image_key=f"{NAME}/{image_id}",
+            source=NAME,
+            native_id=image_id,
+            uri=uri,
+            format="png",
+            subject_id=patient_id,
+            study_id=row["study_id"].strip() or None,
+            view=row["projection"].strip() or None,
+            study_datetime=parse_study_date(row["study_date"].strip()) if row["study_date"].strip() else None,
+            expected_height=parse_size(row["rows"].strip(), "Rows_DICOM"),
+            expected_width=parse_size(row["columns"].strip(), "Columns_DICOM"),
+        ),
+        raw_labels=raw_labels,
+        report=report,
+        provenance=provenance,
+    )
+
+
+def read(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> Iterator[ReaderOutput]:
+    """Every row of the PadChest label CSV as a SourceRecord or Reject, sorted by key.
+
+    ``image_sources`` is part of the reader contract; an image source ignores it.
+    """
+    csv_path = find_label_csv(root)
+    table = read_label_table(csv_path)
+    rows_per_id = table["image_id"].value_counts().to_dict()
+    present = list_images(root)
+    fields = list(table.columns)
+    for values in zip(*(table[field] for field in fields), strict=True):
+        row = dict(zip(fields, values, strict=True))
+        image_id = row["image_id"]
+        if not image_id:
+            yield _reject(image_id, "missing-image-id", f"{csv_path}: a row has a blank ImageID")
+        elif rows_per_id[image_id] > 1:
+            yield _reject(image_id, "duplicate-image-id", f"{csv_path}: {rows_per_id[image_id]} rows for ImageID {image_id}")
+        elif (relative := image_path(row, present)) is None:
+            yield _reject(
+                image_id, "image-not-present",
+                f"no {row['image_dir']}/{image_id} or {image_id} under {root}", kind="filtered",
+            )
+        else:
+            try:
+                yield row_record(row, io.join(root, relative))
+            except ValueError as error:
+                yield _reject(image_id, "unparseable-row", f"{csv_path}: {error}")

@@ -1,0 +1,193 @@
+"""SIIM-ACR Pneumothorax reader: one SourceRecord per labelled DICOM (see formats/siim-acr.md).
+
+Labels come from ``train-rle.csv`` (stage 1: header ``ImageId, EncodedPixels`` and values with a
+leading space) or ``stage_2_train.csv`` (no spaces); names and values are stripped, so both read the
+same. Images are ``dicom-images-{train,test}/<Study>/<Series>/<SOPInstanceUID>.dcm``; the header
+(read without pixels) gives the patient id the split needs, the view and the mask size.
+
+Each non-``-1`` row is kept as its own MaskRLE (the geometry stage unions them). The RLE strings
+are checked for syntax and extent here but decoded by ``transforms.masks`` (SIIM convention:
+0-based, relative starts, column-major). There is no official split (``official_split`` None) and
+no usable date: every SIIM header says 1901-01-01, so ``study_datetime`` stays None.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections import defaultdict
+from collections.abc import Collection, Iterator
+from typing import Literal
+
+import pandas as pd
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from schemas.records import IMAGE_SOURCES, ImageRef, MaskRLE, RawLabel, ReaderOutput, Reject, SourceRecord
+from transforms import io
+
+NAME = "siim"
+RLE_FILES = {"stage-1": "train-rle", "stage-2": "stage_2_train"}  # stems; .csv or .csv.gz
+IMAGE_FOLDERS = ("dicom-images-train", "dicom-images-test")
+EMPTY_RLE = "-1"
+MASK_LABEL = "pneumothorax"
+RLE_ORIGIN = "siim-rle"
+LABEL_SYSTEM = "siim-rle"
+LABEL_NAME = "Pneumothorax"
+
+_INTEGER = re.compile(r"[0-9]+")
+_HEADER_ERRORS = (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError, struct.error)
+
+
+def find_rle_file(root: str) -> str:
+    """The one RLE label file under ``root``; ValueError when there is none or both stages are present."""
+    found = {
+        stage: path
+        for stage, stem in RLE_FILES.items()
+        if (path := io.first_existing(root, f"{stem}.csv", f"{stem}.csv.gz"))
+    }
+    if not found:
+        raise ValueError(f"no SIIM label file under {root!r}: expected train-rle.csv or stage_2_train.csv (or .gz)")
+    if len(found) > 1:
+        raise ValueError(
+            f"SIIM root {root!r} holds both {found['stage-1']} and {found['stage-2']}; "
+            "stage 2 contains stage 1, keep only one"
+        )
+    return next(iter(found.values()))
+
+
+def read_rle_rows(path: str) -> dict[str, list[str]]:
+    """ImageId -> its stripped EncodedPixels values in file order (both header spellings accepted)."""
+    with io.open_text(path) as handle:
+        table = pd.read_csv(handle, dtype=str, keep_default_na=False)
+    table.columns = [name.strip() for name in table.columns]
+    missing = [name for name in ("ImageId", "EncodedPixels") if name not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; found {list(table.columns)}")
+    rows: dict[str, list[str]] = defaultdict(list)
+    for image_id, rle in zip(table["ImageId"].str.strip(), table["EncodedPixels"].str.strip(), strict=True):
+        rows[image_id].append(rle)
+    return dict(rows)
+
+
+def rle_extent(rle: str) -> int:
+    """Pixels an RLE string spans (sum of its gaps and run lengths); ValueError on bad syntax.
+
+    Syntax: a non-empty, even-length list of non-negative integers whose run lengths are positive.
+    """
+    tokens = rle.split()
+    if not tokens:
+        raise ValueError("empty RLE string (an empty mask is written -1)")
+    if not all(_INTEGER.fullmatch(token) for token in tokens):
+        bad = next(token for token in tokens if not _INTEGER.fullmatch(token))
+        raise ValueError(f"RLE token {bad!r} is not a non-negative integer")
+    if len(tokens) % 2:
+        raise ValueError(f"RLE has an odd number of integers ({len(tokens)})")
+    values = [int(token) for token in tokens]
+    if any(length == 0 for length in values[1::2]):
+        raise ValueError("RLE has a run of length 0")
+    return sum(values)
+
+
+def read_header(uri: str) -> dict[str, str | int | None]:
+    """The allow-listed header fields (ids, view, size); pixels are not read. ValueError when unusable."""
+    try:
+        with io.open_binary(uri) as handle:
+            header = pydicom.dcmread(handle, stop_before_pixels=True, force=True)
+        fields = {
+            "patient_id": str(header.get("PatientID", "") or "").strip() or None,
+            "study_id": str(header.get("StudyInstanceUID", "") or "").strip() or None,
+            "view": str(header.get("ViewPosition", "") or "").strip() or None,
+            "height": int(header.Rows),
+            "width": int(header.Columns),
+        }
+    except AttributeError:
+        raise ValueError("header has no Rows/Columns") from None
+    except _HEADER_ERRORS as error:
+        raise ValueError(f"{type(error).__name__}: {error}") from None
+    if fields["height"] <= 0 or fields["width"] <= 0:
+        raise ValueError(f"header size {fields['height']}x{fields['width']} is not positive")
+    return fields
+
+
+def _reject(image_id: str, reason: str, detail: str, kind: Literal["rejected", "filtered"] = "rejected") -> Reject:
+    return Reject(key=f"{NAME}/{image_id}", source=NAME, stage="read", reason=reason, detail=detail, kind=kind)
+
+
+def image_output(image_id: str, uri: str, rles: list[str], rle_file: str) -> SourceRecord | Reject:
+    """The record (or the reason there is none) for one labelled DICOM and its RLE rows."""
+    empty = [rle for rle in rles if rle == EMPTY_RLE]
+    masks = [rle for rle in rles if rle != EMPTY_RLE]
+    if empty and masks:
+        return _reject(
+            image_id, "contradictory-rle-rows", f"{rle_file}: {len(empty)} '-1' row(s) and {len(masks)} mask row(s)"
+        )
+    try:
+        extents = [rle_extent(rle) for rle in masks]
+    except ValueError as error:
+        return _reject(image_id, "bad-rle", f"{rle_file}: {error}")
+    try:
+        header = read_header(uri)
+    except ValueError as error:
+        return _reject(image_id, "unreadable-dicom-header", f"{uri}: {error}")
+    if header["patient_id"] is None:
+        return _reject(image_id, "missing-patient-id", f"{uri}: no PatientID, needed for the patient-wise split")
+    height, width = header["height"], header["width"]
+    if any(extent > height * width for extent in extents):
+        return _reject(
+            image_id, "rle-out-of-bounds", f"{rle_file}: an RLE spans {max(extents)} pixels > {height}x{width}"
+        )
+    return SourceRecord(
+        image=ImageRef(
+            image_key=f"{NAME}/{image_id}",
+            source=NAME,
+            native_id=image_id,
+            uri=uri,
+            format="dicom",
+            subject_id=header["patient_id"],
+            study_id=header["study_id"],
+            view=header["view"],
+            expected_height=height,
+            expected_width=width,
+        ),
+        raw_labels=[RawLabel(system=LABEL_SYSTEM, name=LABEL_NAME, value=1.0 if masks else 0.0)],
+        masks=[
+            MaskRLE(label=MASK_LABEL, rle=rle, convention="siim", height=height, width=width, origin=RLE_ORIGIN)
+            for rle in masks
+        ],
+        # <root>/<dicom-images-*>/<Study>/<Series>/<SOP>.dcm: the image folder is 4th from the end
+        provenance={"rle_file": io.basename(rle_file), "image_folder": uri.rstrip("/").split("/")[-4]},
+    )
+
+
+def list_images(root: str) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """({SOPInstanceUID: uri} for unique file stems, {SOPInstanceUID: uris} for stems found more than once)."""
+    found: dict[str, list[str]] = defaultdict(list)
+    for folder in IMAGE_FOLDERS:
+        for uri in io.glob(io.join(root, folder, "*", "*", "*.dcm")):
+            found[io.basename(uri)[: -len(".dcm")]].append(uri)
+    unique = {image_id: uris[0] for image_id, uris in found.items() if len(uris) == 1}
+    repeated = {image_id: uris for image_id, uris in found.items() if len(uris) > 1}
+    return unique, repeated
+
+
+def read(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> Iterator[ReaderOutput]:
+    """Every SIIM DICOM and every RLE ImageId under ``root`` as a SourceRecord or Reject, sorted by key.
+
+    ``image_sources`` is part of the reader contract; an image source ignores it.
+    """
+    rle_file = find_rle_file(root)
+    rle_rows = read_rle_rows(rle_file)
+    images, repeated = list_images(root)
+    for image_id in sorted(set(rle_rows) | set(images) | set(repeated)):
+        if not image_id:
+            yield _reject(image_id, "missing-image-id", f"{rle_file}: {len(rle_rows[image_id])} row(s) with a blank ImageId")
+        elif image_id in repeated:
+            for uri in repeated[image_id]:
+                yield _reject(image_id, "duplicate-image-id", f"{uri}: the same SOPInstanceUID is in {repeated[image_id]}")
+        elif image_id not in images:
+            yield _reject(image_id, "image-not-present", f"{rle_file} has rows but no DICOM named {image_id}.dcm")
+        elif image_id not in rle_rows:
+            yield _reject(image_id, "unlabelled-image", f"{images[image_id]} has no row in {rle_file}", kind="filtered")
+        else:
+            yield image_output(image_id, images[image_id], rle_rows[image_id], rle_file)
