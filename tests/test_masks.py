@@ -285,6 +285,8 @@ def test_unsimplified_rings_rasterise_back_exactly():
 def test_random_masks_give_valid_bounded_rings_covering_every_component(mask):
     rings = mask_to_polygons(mask, max_vertices=8)
     _assert_valid_rings(rings, 8)
+    vertices = np.array([vertex for ring in rings for vertex in ring]).reshape(-1, 2)
+    assert (vertices >= 0).all() and (vertices <= np.array(mask.shape[::-1]) - 0.75).all()
     exteriors = [ring for ring in rings if not ring_is_hole(ring)]
     count, _ = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
     assert len(exteriors) >= count - 1

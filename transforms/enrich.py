@@ -63,7 +63,7 @@ def decode_unit(unit: ImageUnit, size: int) -> DecodedUnit:
         raise ImageSizeMismatch(
             f"{ref.image_key}: metadata says {expected[0]}x{expected[1]}, file is {decoded.width}x{decoded.height}"
         )
-    canvas, box = images.letterbox(decoded.pixels, size)
+    canvas, box = images.letterbox(decoded.pixels_uint8, size)
     return DecodedUnit(
         unit=unit, png=images.encode_png(canvas), letterbox=box, width=decoded.width, height=decoded.height,
         photometric=decoded.photometric, bits_stored=decoded.bits_stored, source_format=decoded.source_format,

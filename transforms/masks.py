@@ -174,61 +174,95 @@ def ring_is_hole(ring: Ring) -> bool:
 _THIN_PART_HALF_WIDTH = 0.25
 
 
-def _valid_polygons(points: np.ndarray) -> list[ShapelyPolygon]:
-    """Valid polygons of positive area for one traced contour.
+def _valid_polygons(points: np.ndarray, height: int, width: int) -> tuple[list[ShapelyPolygon], list[ShapelyPolygon]]:
+    """Valid polygons of positive area for one traced contour: its area parts and its thin bands.
 
-    A contour valid as is stays untouched. Otherwise (a single pixel, a line, a spike, lobes
-    touching at one pixel) it is split into its valid polygonal parts, and its one-pixel-wide
-    parts become thin bands around their pixel centres.
+    A contour valid as is stays untouched (one area part). Otherwise (a single pixel, a line, a
+    spike, lobes touching at one pixel) it is split into its valid polygonal parts, and its
+    one-pixel-wide parts, which are always foreground pixels (also when they poke into a hole),
+    become thin bands around their pixel centres, clipped to the image (vertices never below 0
+    or past the last pixel centre, so unit coordinates stay in [0, 1]).
     """
     distinct = np.unique(points, axis=0)
     if len(distinct) >= 3:
         polygon = ShapelyPolygon(points)
         if polygon.is_valid and polygon.area > 0:
-            return [polygon]
+            return [polygon], []
         parts = shapely.get_parts(shapely.make_valid(polygon))
     else:
         parts = [Point(distinct[0]) if len(distinct) == 1 else LineString(distinct)]
-    polygons = []
-    for part in parts:
-        if part.geom_type != "Polygon":
-            part = part.buffer(_THIN_PART_HALF_WIDTH, cap_style="square", join_style="bevel")
-        polygons.extend(p for p in shapely.get_parts(part) if p.geom_type == "Polygon" and p.area > 0)
-    return polygons
+    areas = [part for part in parts if part.geom_type == "Polygon" and part.area > 0]
+    thin = [part for part in parts if part.geom_type != "Polygon"]
+    bands = []
+    if thin:
+        widened = shapely.union_all(thin).buffer(_THIN_PART_HALF_WIDTH, cap_style="square", join_style="bevel")
+        last_x, last_y = (max(side - 1, _THIN_PART_HALF_WIDTH) for side in (width, height))
+        widened = shapely.clip_by_rect(widened, 0.0, 0.0, last_x, last_y)
+        bands = [part for part in shapely.get_parts(widened) if part.geom_type == "Polygon" and part.area > 0]
+    return areas, bands
 
 
-def _simplify_ring(coords: np.ndarray, max_vertices: int) -> np.ndarray:
-    """A valid ring of at most ``max_vertices`` vertices (unclosed), by Douglas-Peucker with the
-    smallest tolerance (binary search) that reaches that count."""
-    polygon = ShapelyPolygon(coords)
-    if len(coords) <= max_vertices:
-        return coords
+def _ring_vertices(polygon: ShapelyPolygon) -> np.ndarray:
+    """Unclosed vertex array of a polygon's exterior."""
+    return np.asarray(polygon.exterior.coords)[:-1]
 
-    def reduced(tolerance: float) -> np.ndarray:
-        simplified = polygon.simplify(tolerance, preserve_topology=True)
-        return np.asarray(simplified.exterior.coords)[:-1]
 
-    low, high = 0.0, float(max(np.ptp(coords, axis=0)))
-    best = reduced(high)
-    if len(best) > max_vertices:
-        raise ValueError(f"cannot simplify a ring to {max_vertices} vertices")
-    for _ in range(30):
+def _simplest_ring(polygon: ShapelyPolygon, max_vertices: int, preserve_topology: bool) -> np.ndarray | None:
+    """Douglas-Peucker with the smallest tolerance found whose result is a valid ring of at most
+    ``max_vertices`` vertices; None when none is found. Topology-preserving results are valid by
+    construction and shrink as the tolerance grows, so a binary search fits; plain results are
+    checked on a ladder of growing tolerances."""
+    extent = float(max(np.ptp(_ring_vertices(polygon), axis=0)))
+
+    def feasible(tolerance: float) -> np.ndarray | None:
+        simplified = polygon.simplify(tolerance, preserve_topology=preserve_topology)
+        if simplified.geom_type != "Polygon" or simplified.is_empty or not simplified.is_valid:
+            return None
+        ring = _ring_vertices(simplified)
+        return ring if 3 <= len(ring) <= max_vertices and simplified.area > 0 else None
+
+    if not preserve_topology:
+        ladder = extent * 2.0 ** (-np.arange(40, -1, -1) / 2)
+        return next((ring for ring in map(feasible, ladder) if ring is not None), None)
+    best = feasible(extent)
+    if best is None:
+        return None
+    low, high = 0.0, extent
+    while high - low > 1e-3:
         middle = (low + high) / 2
-        candidate = reduced(middle)
-        if len(candidate) <= max_vertices:
-            high, best = middle, candidate
-        else:
+        candidate = feasible(middle)
+        if candidate is None:
             low = middle
-        if high - low < 1e-3:
-            break
+        else:
+            high, best = middle, candidate
     return best
 
 
-_VERTEX_DECIMALS = 4  # drops float noise from buffering so outputs are identical across platforms
+def _simplify_ring(coords: np.ndarray, max_vertices: int) -> np.ndarray:
+    """A valid ring (unclosed) of at most ``max_vertices`` vertices covering about the same area.
+
+    Topology-preserving Douglas-Peucker first; a ring it cannot reduce enough falls back to plain
+    Douglas-Peucker, then to the simplified convex hull (always valid).
+    """
+    if len(coords) <= max_vertices:
+        return coords
+    polygon = ShapelyPolygon(coords)
+    for candidate_polygon, preserve in ((polygon, True), (polygon, False), (polygon.convex_hull, False)):
+        ring = _simplest_ring(candidate_polygon, max_vertices, preserve)
+        if ring is not None:
+            return ring
+    raise ValueError(f"cannot simplify a ring of {len(coords)} vertices to {max_vertices}")
+
+
+_VERTEX_DECIMALS = 4  # drops float noise from buffering, unless rounding would make a ring invalid
 
 
 def _oriented(coords: np.ndarray, hole: bool) -> Ring:
-    ring = [(float(x), float(y)) for x, y in np.round(coords, _VERTEX_DECIMALS) + 0.0]
+    """The ring as (x, y) tuples, rounded, turned so that its orientation says whether it is a hole."""
+    rounded = np.round(coords, _VERTEX_DECIMALS) + 0.0
+    if ShapelyPolygon(rounded).is_valid:
+        coords = rounded
+    ring = [(float(x), float(y)) for x, y in coords]
     if (signed_area(ring) < 0) != hole:
         ring.reverse()
     return ring
@@ -245,23 +279,32 @@ def mask_to_polygons(mask: np.ndarray, max_vertices: int = 30) -> list[Ring]:
     """
     if max_vertices < 3:
         raise ValueError(f"max_vertices must be at least 3, got {max_vertices}")
-    contours, hierarchy = cv2.findContours(_as_uint8_mask(mask), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    binary = _as_uint8_mask(mask)
+    contours, hierarchy = cv2.findContours(binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     if not contours:
         return []
     exteriors: list[Ring] = []
     holes: list[Ring] = []
+
+    def add(polygon: ShapelyPolygon, hole: bool) -> None:
+        """The polygon's exterior as a ring of the given kind, its interiors as the other kind
+        (interiors occur only in repaired contours: background enclosed by thin parts, or
+        foreground enclosed by a self-touching hole contour)."""
+        (holes if hole else exteriors).append(_oriented(_simplify_ring(_ring_vertices(polygon), max_vertices), hole))
+        for interior in polygon.interiors:
+            inner = np.asarray(interior.coords)[:-1]
+            (exteriors if hole else holes).append(_oriented(_simplify_ring(inner, max_vertices), not hole))
+
     for contour, (_, _, _, parent) in zip(contours, hierarchy[0]):
-        is_hole = parent != -1
-        for polygon in _valid_polygons(contour[:, 0, :].astype(float)):
-            outer = np.asarray(polygon.exterior.coords)[:-1]
-            (holes if is_hole else exteriors).append(_oriented(_simplify_ring(outer, max_vertices), is_hole))
-            for interior in polygon.interiors:  # only from repaired self-touching contours
-                inner = np.asarray(interior.coords)[:-1]
-                (exteriors if is_hole else holes).append(_oriented(_simplify_ring(inner, max_vertices), not is_hole))
+        areas, bands = _valid_polygons(contour[:, 0, :].astype(float), *binary.shape)
+        for polygon in areas:
+            add(polygon, hole=parent != -1)
+        for band in bands:
+            add(band, hole=False)
     return exteriors + holes
 
 
-_SUBPIXEL_BITS = 4
+_SUBPIXEL_BITS = 4  # fixed-point fraction bits, so fractional vertices reach cv2.fillPoly unrounded by us
 
 
 def _fill_ring(ring: Ring, height: int, width: int, keep_outline: bool) -> np.ndarray:

@@ -7,7 +7,8 @@ the study folder) and the CSVs side by side: ``mimic-cxr-2.0.0-metadata`` and ``
 
 The image files on disk are the authority: one output per image file. Metadata rows without a file
 are not images; their number is logged, not rejected. When a study folder holds both the DICOM and
-the JPG of one ``dicom_id`` the DICOM is read and the JPG is recorded as filtered.
+the JPG of one ``dicom_id`` the DICOM is read and the JPG is recorded as filtered
+(``duplicate-image-file``).
 """
 
 from __future__ import annotations
@@ -233,9 +234,9 @@ def read(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> Iterator[
         chosen, *duplicates = files[dicom_id]
         yield from _read_image(root, key, dicom_id, chosen, tables)
         for path in duplicates:
-            yield Reject(key=key, source=NAME, stage="read", reason="duplicate-image-format",
-                         detail=f"{io.relative(path, root)} also present as {io.relative(chosen, root)}; "
-                                "the DICOM is read", kind="filtered")
+            yield Reject(key=key, source=NAME, stage="read", reason="duplicate-image-file",
+                         detail=f"{io.relative(path, root)}: the same dicom_id is read from "
+                                f"{io.relative(chosen, root)} (DICOM before JPG)", kind="filtered")
 
 
 def _read_image(

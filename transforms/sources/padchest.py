@@ -4,16 +4,20 @@ The label CSV ``PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv[.gz]`` is r
 its columns are found by name, case-insensitively (the real file says ``labelCUIS`` and
 ``ExposureTime`` where the authors' README says ``LabelCUIS`` and ``ExposureTime_DICOM``). Images
 sit at ``<root>/<ImageDir>/<ImageID>`` (one folder per zip) or flat at ``<root>/<ImageID>``; the
-folders are listed once. Label lists are parsed with ``ast.literal_eval`` (never ``eval``), CUI
+folders are listed once. Label lists are parsed from their syntax tree (never ``eval``), CUI
 columns (NumPy reprs without commas) with a regex. Reports are stemmed Spanish, kept verbatim.
+Missing values are the text ``nan`` in the real file (103 rows have ``Labels`` = ``nan``, also
+inside lists: ``"[['unchanged'], nan, ...]"``); blank cells read the same way.
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import math
 import re
 from collections.abc import Collection, Iterator
+from datetime import datetime
 from typing import Literal
 
 import pandas as pd
@@ -48,7 +52,7 @@ COLUMNS = {
 }
 
 _CUI_ITEM = re.compile(r"'([^']*)'")
-_DATE = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})")
+_DATE = re.compile(r"[0-9]{8}")
 
 
 def find_label_csv(root: str) -> str:
@@ -75,12 +79,14 @@ def select_columns(header: Collection[str]) -> dict[str, str]:
 
 def read_label_table(path: str) -> pd.DataFrame:
     """The needed columns as strings (blank = ""), renamed to the fields of :data:`COLUMNS`,
-    with ``image_id`` stripped and the rows sorted by it."""
+    stripped (except ``report``, kept verbatim) and sorted by ``image_id``."""
     with io.open_text(path) as handle:
         table = pd.read_csv(handle, dtype=str, keep_default_na=False)
     columns = select_columns(table.columns)
     table = table[[columns[field] for field in COLUMNS]].set_axis(list(COLUMNS), axis="columns")
-    table["image_id"] = table["image_id"].str.strip()
+    for field in COLUMNS:
+        if field != "report":
+            table[field] = table[field].str.strip()
     return table.sort_values("image_id", kind="stable", ignore_index=True)
 
 
@@ -98,18 +104,34 @@ def _image_dir(text: str) -> str:
 def image_path(row: dict[str, str], present: set[str]) -> str | None:
     """The relative path of the row's image, in its ImageDir folder or flat; None when absent."""
     image_id = row["image_id"]
-    for candidate in (f"{_image_dir(row['image_dir'].strip())}/{image_id}", image_id):
+    for candidate in (f"{_image_dir(row['image_dir'])}/{image_id}", image_id):
         if candidate in present:
             return candidate
     return None
 
 
+def is_null(text: str) -> bool:
+    """A blank cell, or ``nan`` as pandas wrote a missing value."""
+    return text.strip() in ("", "nan")
+
+
+def _literal(node: ast.expr) -> object:
+    if isinstance(node, ast.List):
+        return [_literal(item) for item in node.elts]
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.Name) and node.id == "nan":
+        return None
+    raise ValueError(f"unexpected {type(node).__name__} element")
+
+
 def parse_list(text: str) -> list:
-    """A Python list literal; ValueError for anything else."""
+    """A list literal of strings, nested lists and bare ``nan`` (-> None), parsed without evaluating
+    code (``ast.literal_eval`` cannot read ``nan``); ValueError for anything else."""
     try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as error:
-        raise ValueError(f"not a list literal: {text[:80]!r} ({type(error).__name__})") from None
+        value = _literal(ast.parse(text.strip(), mode="eval").body)
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as error:
+        raise ValueError(f"not a list literal: {text[:80]!r} ({error})") from None
     if not isinstance(value, list):
         raise ValueError(f"not a list literal: {text[:80]!r}")
     return value
@@ -139,12 +161,18 @@ def parse_localizations(text: str) -> list[str]:
     return [name for name in names if name]
 
 
-def parse_by_sentence(text: str) -> list[list[str]]:
-    """``LabelsLocalizationsBySentence``: one list per sentence, items whitespace-normalised."""
+def parse_by_sentence(text: str) -> list[list[str] | None]:
+    """``LabelsLocalizationsBySentence`` as one list per sentence, items whitespace-normalised.
+
+    The real file writes a one-sentence value flat (``"['COPD signs']"``): it becomes one sentence.
+    A ``nan`` sentence stays None.
+    """
     sentences = parse_list(text)
-    if not all(isinstance(sentence, list) for sentence in sentences):
-        raise ValueError(f"not a list of lists: {text[:80]!r}")
-    return [[_normalise(item) for item in sentence] for sentence in sentences]
+    if all(isinstance(item, str) for item in sentences):
+        sentences = [sentences]
+    if not all(sentence is None or isinstance(sentence, list) for sentence in sentences):
+        raise ValueError(f"mixes sentences and bare items: {text[:80]!r}")
+    return [None if sentence is None else [_normalise(item) for item in sentence] for sentence in sentences]
 
 
 def parse_cuis(text: str) -> list[str]:
@@ -153,18 +181,24 @@ def parse_cuis(text: str) -> list[str]:
 
 
 def parse_study_date(text: str) -> str:
-    """``YYYYMMDD`` (also ``YYYYMMDD.0``) as ISO ``YYYY-MM-DD``."""
-    match = _DATE.fullmatch(text[:-2] if text.endswith(".0") else text)
-    if not match:
-        raise ValueError(f"StudyDate_DICOM {text!r} is not YYYYMMDD")
-    return "-".join(match.groups())
+    """``YYYYMMDD`` (also ``YYYYMMDD.0``) as ISO ``YYYY-MM-DD``; ValueError for anything else."""
+    digits = text[:-2] if text.endswith(".0") else text
+    try:
+        if not _DATE.fullmatch(digits):
+            raise ValueError
+        return datetime.strptime(digits, "%Y%m%d").date().isoformat()
+    except ValueError:
+        raise ValueError(f"StudyDate_DICOM {text!r} is not a YYYYMMDD date") from None
 
 
 def parse_size(text: str, column: str) -> int | None:
     """A positive pixel count (``'2140'`` or ``'2140.0'``); None when blank."""
     if text == "":
         return None
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
     if not value.is_integer() or value <= 0:
         raise ValueError(f"{column} {text!r} is not a positive integer")
     return int(value)
@@ -176,47 +210,43 @@ def _reject(image_id: str, reason: str, detail: str, kind: Literal["rejected", "
 
 def row_record(row: dict[str, str], uri: str) -> SourceRecord:
     """The record of one CSV row whose image is at ``uri``; ValueError on an unparseable field."""
-    image_id = row["image_id"]
-    patient_id = row["patient_id"].strip()
-    if not patient_id:
+    if not row["patient_id"]:
         raise ValueError("blank PatientID (needed for the patient-wise split)")
-    method = row["method_label"].strip() or None
-    provenance = {"method_label": method or "", "report_id": row["report_id"].strip(), "image_dir": row["image_dir"]}
-    raw_labels = []
-    if row["labels"].strip() == "":
+    method = row["method_label"] or None
+    provenance = {"method_label": row["method_label"], "report_id": row["report_id"], "image_dir": row["image_dir"]}
+    if is_null(row["labels"]):
+        labels = []
         provenance["labels"] = "missing"
-    else:
-        labels = parse_labels(row["labels"])
-        if not labels:
-            provenance["labels"] = "empty"
-        raw_labels += [RawLabel(system=LABEL_SYSTEM, name=name, value=1.0, reader=method) for name in labels]
-    if row["localizations"].strip():
-        raw_labels += [
-            RawLabel(system=LOCALIZATION_SYSTEM, name=name, value=1.0, reader=method)
-            for name in parse_localizations(row["localizations"])
-        ]
-    if row["by_sentence"].strip():
-        provenance["labels_localizations_by_sentence"] = json.dumps(parse_by_sentence(row["by_sentence"]), ensure_ascii=False)
+    elif not (labels := parse_labels(row["labels"])):
+        provenance["labels"] = "empty"
+    localizations = [] if is_null(row["localizations"]) else parse_localizations(row["localizations"])
+    if not is_null(row["by_sentence"]):
+        provenance["labels_localizations_by_sentence"] = json.dumps(
+            parse_by_sentence(row["by_sentence"]), ensure_ascii=False
+        )
     provenance["label_cuis"] = json.dumps(parse_cuis(row["label_cuis"]))
     provenance["localization_cuis"] = json.dumps(parse_cuis(row["localization_cuis"]))
-    report = Report(text=row["report"], language="es-stemmed", origin="Report") if row["report"].strip() else None
-    if report is None:
+    report = None
+    if not is_null(row["report"]):
+        report = Report(text=row["report"], language="es-stemmed", origin="Report")
+    else:
         provenance["report"] = "missing"
     return SourceRecord(
         image=ImageRef(
-            image_key=f"{NAME}/{image_id}",
+            image_key=f"{NAME}/{row['image_id']}",
             source=NAME,
-            native_id=image_id,
+            native_id=row["image_id"],
             uri=uri,
             format="png",
-            subject_id=patient_id,
-            study_id=row["study_id"].strip() or None,
-            view=row["projection"].strip() or None,
-            study_datetime=parse_study_date(row["study_date"].strip()) if row["study_date"].strip() else None,
-            expected_height=parse_size(row["rows"].strip(), "Rows_DICOM"),
-            expected_width=parse_size(row["columns"].strip(), "Columns_DICOM"),
+            subject_id=row["patient_id"],
+            study_id=row["study_id"] or None,
+            view=row["projection"] or None,
+            study_datetime=parse_study_date(row["study_date"]) if row["study_date"] else None,
+            expected_height=parse_size(row["rows"], "Rows_DICOM"),
+            expected_width=parse_size(row["columns"], "Columns_DICOM"),
         ),
-        raw_labels=raw_labels,
+        raw_labels=[RawLabel(system=LABEL_SYSTEM, name=name, value=1.0, reader=method) for name in labels]
+        + [RawLabel(system=LOCALIZATION_SYSTEM, name=name, value=1.0, reader=method) for name in localizations],
         report=report,
         provenance=provenance,
     )
@@ -238,7 +268,7 @@ def read(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> Iterator[
         if not image_id:
             yield _reject(image_id, "missing-image-id", f"{csv_path}: a row has a blank ImageID")
         elif rows_per_id[image_id] > 1:
-            yield _reject(image_id, "duplicate-image-id", f"{csv_path}: {rows_per_id[image_id]} rows for ImageID {image_id}")
+            yield _reject(image_id, "duplicate-image-id", f"{csv_path}: {rows_per_id[image_id]} rows for this ImageID")
         elif (relative := image_path(row, present)) is None:
             yield _reject(
                 image_id, "image-not-present",

@@ -17,7 +17,7 @@ import re
 import struct
 from collections import defaultdict
 from collections.abc import Collection, Iterator
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import pandas as pd
 import pydicom
@@ -78,9 +78,9 @@ def rle_extent(rle: str) -> int:
     tokens = rle.split()
     if not tokens:
         raise ValueError("empty RLE string (an empty mask is written -1)")
-    if not all(_INTEGER.fullmatch(token) for token in tokens):
-        bad = next(token for token in tokens if not _INTEGER.fullmatch(token))
-        raise ValueError(f"RLE token {bad!r} is not a non-negative integer")
+    bad = [token for token in tokens if not _INTEGER.fullmatch(token)]
+    if bad:
+        raise ValueError(f"RLE token {bad[0]!r} is not a non-negative integer")
     if len(tokens) % 2:
         raise ValueError(f"RLE has an odd number of integers ({len(tokens)})")
     values = [int(token) for token in tokens]
@@ -89,24 +89,38 @@ def rle_extent(rle: str) -> int:
     return sum(values)
 
 
-def read_header(uri: str) -> dict[str, str | int | None]:
-    """The allow-listed header fields (ids, view, size); pixels are not read. ValueError when unusable."""
+class Header(NamedTuple):
+    """The allow-listed DICOM header fields this reader keeps."""
+
+    patient_id: str | None
+    study_id: str | None
+    view: str | None
+    height: int
+    width: int
+
+
+def _text(header: pydicom.Dataset, keyword: str) -> str | None:
+    return str(header.get(keyword, "") or "").strip() or None
+
+
+def read_header(uri: str) -> Header:
+    """Ids, view and size from the DICOM header, pixels not read; ValueError when the header is unusable."""
     try:
         with io.open_binary(uri) as handle:
             header = pydicom.dcmread(handle, stop_before_pixels=True, force=True)
-        fields = {
-            "patient_id": str(header.get("PatientID", "") or "").strip() or None,
-            "study_id": str(header.get("StudyInstanceUID", "") or "").strip() or None,
-            "view": str(header.get("ViewPosition", "") or "").strip() or None,
-            "height": int(header.Rows),
-            "width": int(header.Columns),
-        }
+        fields = Header(
+            patient_id=_text(header, "PatientID"),
+            study_id=_text(header, "StudyInstanceUID"),
+            view=_text(header, "ViewPosition"),
+            height=int(header.Rows),
+            width=int(header.Columns),
+        )
     except AttributeError:
         raise ValueError("header has no Rows/Columns") from None
     except _HEADER_ERRORS as error:
         raise ValueError(f"{type(error).__name__}: {error}") from None
-    if fields["height"] <= 0 or fields["width"] <= 0:
-        raise ValueError(f"header size {fields['height']}x{fields['width']} is not positive")
+    if fields.height <= 0 or fields.width <= 0:
+        raise ValueError(f"header size {fields.height}x{fields.width} is not positive")
     return fields
 
 
@@ -130,9 +144,9 @@ def image_output(image_id: str, uri: str, rles: list[str], rle_file: str) -> Sou
         header = read_header(uri)
     except ValueError as error:
         return _reject(image_id, "unreadable-dicom-header", f"{uri}: {error}")
-    if header["patient_id"] is None:
+    if header.patient_id is None:
         return _reject(image_id, "missing-patient-id", f"{uri}: no PatientID, needed for the patient-wise split")
-    height, width = header["height"], header["width"]
+    height, width = header.height, header.width
     if any(extent > height * width for extent in extents):
         return _reject(
             image_id, "rle-out-of-bounds", f"{rle_file}: an RLE spans {max(extents)} pixels > {height}x{width}"
@@ -144,9 +158,9 @@ def image_output(image_id: str, uri: str, rles: list[str], rle_file: str) -> Sou
             native_id=image_id,
             uri=uri,
             format="dicom",
-            subject_id=header["patient_id"],
-            study_id=header["study_id"],
-            view=header["view"],
+            subject_id=header.patient_id,
+            study_id=header.study_id,
+            view=header.view,
             expected_height=height,
             expected_width=width,
         ),
@@ -181,10 +195,10 @@ def read(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> Iterator[
     images, repeated = list_images(root)
     for image_id in sorted(set(rle_rows) | set(images) | set(repeated)):
         if not image_id:
-            yield _reject(image_id, "missing-image-id", f"{rle_file}: {len(rle_rows[image_id])} row(s) with a blank ImageId")
+            yield _reject(image_id, "missing-image-id", f"{rle_file}: {len(rle_rows[image_id])} row(s), blank ImageId")
         elif image_id in repeated:
             for uri in repeated[image_id]:
-                yield _reject(image_id, "duplicate-image-id", f"{uri}: the same SOPInstanceUID is in {repeated[image_id]}")
+                yield _reject(image_id, "duplicate-image-id", f"{uri}: this SOPInstanceUID is in {repeated[image_id]}")
         elif image_id not in images:
             yield _reject(image_id, "image-not-present", f"{rle_file} has rows but no DICOM named {image_id}.dcm")
         elif image_id not in rle_rows:

@@ -269,7 +269,10 @@ def image_output(
 def list_images(root: str) -> dict[str, dict[str, str]]:
     """split -> {image_id: uri} for the ``.dicom`` files in ``train/`` and ``test/``."""
     return {
-        split: {io.basename(p)[: -len(IMAGE_EXTENSION)]: p for p in io.glob(io.join(root, split, f"*{IMAGE_EXTENSION}"))}
+        split: {
+            io.basename(path)[: -len(IMAGE_EXTENSION)]: path
+            for path in io.glob(io.join(root, split, f"*{IMAGE_EXTENSION}"))
+        }
         for split in SPLITS
     }
 
@@ -289,12 +292,15 @@ def read(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> Iterator[
         image_labels = read_image_labels(labels_path) if labels_path else {}
         for image_id in sorted(set(images[split]) | set(annotations) | set(image_labels)):
             if image_id not in images[split]:
-                files = [f for f, rows in ((boxes_path, annotations), (labels_path, image_labels)) if image_id in rows]
+                files = [path for path, rows in ((boxes_path, annotations), (labels_path, image_labels))
+                         if image_id in rows]
                 output: ReaderOutput = _reject(
                     image_id, "image-not-present", f"rows in {files} but no {split}/{image_id}{IMAGE_EXTENSION}"
                 )
             elif image_id in in_both:
-                output = _reject(image_id, "image-in-both-splits", f"{image_id}{IMAGE_EXTENSION} is in train/ and test/")
+                output = _reject(
+                    image_id, "image-in-both-splits", f"{image_id}{IMAGE_EXTENSION} is in train/ and test/"
+                )
             else:
                 output = image_output(
                     image_id, split, images[split][image_id], layout,

@@ -1,0 +1,241 @@
+"""CheXmask reader: real physician-study rows used as OriginalResolution files, plus crafted bad rows."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io as stdio
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from schemas.records import AnnotationRecord, Reject
+from transforms.sources import chexmask
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "chexmask"
+needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason="shared/reference/chexmask not present")
+
+ORGAN_COLUMN = {"right lung": "Right Lung", "left lung": "Left Lung", "heart": "Heart"}
+
+
+def subset(dataset: str) -> Path:
+    return REFERENCE / f"DataSubsets_{dataset}_first3rows.csv"
+
+
+def install(root: Path, dataset: str, source: Path | None = None, gz: bool = False) -> Path:
+    """Place a CSV as ``root/OriginalResolution/<dataset>.csv[.gz]``."""
+    folder = root / "OriginalResolution"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{dataset}.csv{'.gz' if gz else ''}"
+    data = (source or subset(dataset)).read_bytes()
+    target.write_bytes(gzip.compress(data) if gz else data)
+    return target
+
+
+def reference_rows(dataset: str) -> tuple[list[str], list[list[str]]]:
+    with open(subset(dataset), newline="") as stream:
+        header, *rows = list(csv.reader(stream))
+    return header, rows
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = stdio.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows([header, *rows])
+    path.write_text(buffer.getvalue())
+    return path
+
+
+def read_all(root: Path, image_sources=("mimic", "vindr", "siim", "padchest")) -> list:
+    return list(chexmask.read(str(root), image_sources))
+
+
+@needs_reference
+@pytest.mark.parametrize("gz", [False, True])
+def test_mimic_rows_threshold_and_geometry(tmp_path, gz):
+    install(tmp_path, "MIMIC-CXR-JPG", gz=gz)
+    outputs = read_all(tmp_path)
+    facts = json.loads((REFERENCE / "DataSubsets_first3rows_DECODED_FACTS.json").read_text())
+    expected = facts["DataSubsets_MIMIC-CXR-JPG_first3rows.csv"]["rows"]
+    assert len(outputs) == 3  # one output per row
+
+    filtered = outputs[1]
+    assert isinstance(filtered, Reject)
+    assert (filtered.key, filtered.kind, filtered.reason) == (
+        f"mimic/{expected[1]['dicom_id']}", "filtered", "dice-rca-mean-below-threshold")
+
+    for record, fact in ((outputs[0], expected[0]), (outputs[2], expected[2])):
+        assert isinstance(record, AnnotationRecord)
+        assert record.target_key == f"mimic/{fact['dicom_id']}"
+        assert record.quality == {"dice_rca_mean": fact["Dice RCA (Mean)"], "dice_rca_max": fact["Dice RCA (Max)"]}
+        assert (record.declared_height, record.declared_width) == (1024, 1024)
+        assert [m.label for m in record.masks] == ["right lung", "left lung", "heart"]
+        for mask in record.masks:
+            organ = fact[ORGAN_COLUMN[mask.label]]
+            assert (mask.convention, mask.height, mask.width) == ("chexmask", 1024, 1024)
+            assert mask.rle.split()[:2] == organ["first_run"]
+        for polygon in record.polygons:
+            (ring,) = polygon.rings
+            points = np.array(ring)
+            organ = fact[ORGAN_COLUMN[polygon.label]]
+            # the filled landmark contour is the mask: same extents in both
+            assert (points[:, 0].min(), points[:, 0].max()) == (organ["col_min"], organ["col_max"])
+            assert (points[:, 1].min(), points[:, 1].max()) == (organ["row_min"], organ["row_max"])
+        rings = {p.label: np.array(p.rings[0]) for p in record.polygons}
+        assert [len(rings[label]) for label in ("right lung", "left lung", "heart")] == [44, 50, 26]
+        # Right Lung is the patient's right: the image left
+        assert rings["right lung"][:, 0].mean() < 512 < rings["left lung"][:, 0].mean()
+
+
+@needs_reference
+def test_padchest_swapped_columns_read_by_name_and_empty_size_rejected(tmp_path):
+    install(tmp_path, "Padchest")
+    outputs = read_all(tmp_path)
+    header, rows = reference_rows("Padchest")
+    assert header[1:3] == ["Dice RCA (Max)", "Dice RCA (Mean)"]
+    assert [(o.key, o.reason) for o in outputs] == [(f"padchest/{row[0]}", "missing-size") for row in rows]
+    assert all(o.key.endswith(".png") for o in outputs)
+
+    # the same rows with the size filled in: quality comes from the columns' names, not positions
+    sized = [row[:-2] + ["1024", "1024"] for row in rows]
+    install(tmp_path, "Padchest", write_csv(tmp_path / "sized.csv", header, sized))
+    records = read_all(tmp_path)
+    assert all(isinstance(r, AnnotationRecord) for r in records)
+    for record, row in zip(records, rows):
+        assert record.quality == {"dice_rca_mean": float(row[2]), "dice_rca_max": float(row[1])}
+        assert record.quality["dice_rca_max"] < record.quality["dice_rca_mean"]  # as published: never assumed
+
+
+@needs_reference
+def test_vindr_id_column_and_source_selection(tmp_path):
+    install(tmp_path, "VinDr-CXR")
+    install(tmp_path, "MIMIC-CXR-JPG")
+    _, vindr_rows = reference_rows("VinDr-CXR")
+    outputs = read_all(tmp_path, image_sources=("vindr",))
+    assert [o.target_key for o in outputs] == [f"vindr/{row[0]}" for row in vindr_rows]
+    assert all(o.native_id.startswith("VinDr-CXR/") for o in outputs)
+    assert read_all(tmp_path, image_sources=("siim",)) == []
+
+
+@needs_reference
+def test_files_of_datasets_not_ingested_are_never_opened(tmp_path):
+    install(tmp_path, "MIMIC-CXR-JPG")
+    folder = tmp_path / "OriginalResolution"
+    for stem in ("CheXpert", "ChestX-Ray8", "CANDID-PTX", "VinDr-CXR", "Padchest"):
+        (folder / f"{stem}.csv.gz").write_bytes(b"not gzip at all")  # opening any of them would raise
+    outputs = read_all(tmp_path, image_sources=("mimic", "siim"))
+    assert [o.key.split("/")[0] for o in outputs] == ["mimic"] * 3
+
+
+def test_no_file_for_any_ingested_source_is_an_error(tmp_path):
+    (tmp_path / "OriginalResolution").mkdir()
+    with pytest.raises(FileNotFoundError, match="MIMIC-CXR-JPG"):
+        read_all(tmp_path)
+
+
+@needs_reference
+def test_missing_column_is_an_error(tmp_path):
+    header, rows = reference_rows("MIMIC-CXR-JPG")
+    keep = [i for i, name in enumerate(header) if name != "Heart"]
+    install(tmp_path, "MIMIC-CXR-JPG", write_csv(tmp_path / "x.csv", [header[i] for i in keep],
+                                                 [[row[i] for i in keep] for row in rows]))
+    with pytest.raises(ValueError, match="Heart"):
+        read_all(tmp_path)
+
+
+@needs_reference
+def test_bad_rows_are_rejected_one_by_one(tmp_path):
+    header, rows = reference_rows("MIMIC-CXR-JPG")
+    good = rows[0]
+    column = {name: i for i, name in enumerate(header)}
+
+    def variant(new_id: str, **changes: str) -> list[str]:
+        row = list(good)
+        row[column["dicom_id"]] = new_id
+        for name, value in changes.items():
+            row[column[name.replace("_", " ")]] = value
+        return row
+
+    landmarks = chexmask.parse_landmarks(good[column["Landmarks"]])
+    crafted = [
+        variant("a-short-landmarks", Landmarks=",".join(good[column["Landmarks"]].split(",")[:-2])),
+        variant("b-odd-rle", Heart=good[column["Heart"]] + " 7"),
+        variant("c-rle-outside", Left_Lung="1048570 10"),
+        variant("d-rle-overlap", Left_Lung="10 5 12 3"),
+        variant("e-rle-zero-start", Left_Lung="0 5"),
+        variant("f-bad-dice", **{"Dice RCA (Max)": "n/a"}),
+        variant("g-nan-dice", **{"Dice RCA (Mean)": "nan"}),
+        variant("h-bad-size", Height="1024x"),
+        variant("i-numpy-landmarks", Landmarks=str(landmarks)),
+        variant(""),
+        good,
+        good,  # the same id again
+        good[:4],  # a truncated row
+        variant("k-padded", Height=" 1024 ", Width="1024.0"),
+    ]
+    # header cells carry stray spaces: still selected by name
+    install(tmp_path, "MIMIC-CXR-JPG", write_csv(tmp_path / "x.csv", [f" {h} " for h in header], crafted))
+    outputs = read_all(tmp_path)
+    assert len(outputs) == len(crafted)
+    reasons = [o.reason if isinstance(o, Reject) else "ok" for o in outputs]
+    assert reasons == [
+        "unparseable-landmarks", "bad-rle", "bad-rle", "bad-rle", "bad-rle", "bad-dice-value", "bad-dice-value",
+        "bad-size", "ok", "missing-id", "ok", "duplicate-row", "malformed-row", "ok",
+    ]
+    numpy_repr = outputs[8]
+    assert numpy_repr.polygons == outputs[10].polygons  # NumPy repr and flat string parse alike
+    assert (outputs[13].declared_height, outputs[13].declared_width) == (1024, 1024)
+
+
+def runs_of(mask: np.ndarray) -> str:
+    """Test-side CheXmask encoder: 1-based absolute starts over the row-major flattened mask."""
+    flat = np.concatenate([[0], mask.ravel().astype(np.int8), [0]])
+    edges = np.flatnonzero(np.diff(flat))
+    starts, ends = edges[0::2] + 1, edges[1::2] + 1
+    return " ".join(f"{s} {e - s}" for s, e in zip(starts, ends))
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(bool, st.tuples(st.integers(1, 12), st.integers(1, 12))))
+def test_rle_check_accepts_every_encoded_mask(mask):
+    height, width = mask.shape
+    chexmask.check_chexmask_rle(runs_of(mask), height, width)
+    if mask.any():
+        with pytest.raises(ValueError):  # the same runs do not fit one pixel smaller
+            chexmask.check_chexmask_rle(runs_of(mask), 1, int(np.flatnonzero(mask.ravel()).max()))
+
+
+points_strategy = arrays(np.int64, (120, 2), elements=st.integers(-50, 5000))
+
+
+@settings(max_examples=60, deadline=None)
+@given(points_strategy)
+def test_landmarks_parse_flat_and_numpy_repr(points):
+    flat = ",".join(str(v) for v in points.ravel())
+    assert np.array_equal(chexmask.parse_landmarks(flat), points)
+    assert np.array_equal(chexmask.parse_landmarks(str(points)), points)
+    assert np.array_equal(chexmask.parse_landmarks(json.dumps(points.tolist())), points)
+
+
+@settings(max_examples=30, deadline=None)
+@given(points_strategy, st.integers(1, 239))
+def test_landmarks_with_wrong_count_are_refused(points, keep):
+    with pytest.raises(ValueError, match="240"):
+        chexmask.parse_landmarks(",".join(str(v) for v in points.ravel()[:keep]))
+
+
+@needs_reference
+def test_row_exactly_at_threshold_passes(tmp_path):
+    header, rows = reference_rows("MIMIC-CXR-JPG")
+    mean = header.index("Dice RCA (Mean)")
+    at, below = list(rows[0]), list(rows[2])
+    at[mean], below[mean] = "0.7", "0.6999"
+    install(tmp_path, "MIMIC-CXR-JPG", write_csv(tmp_path / "x.csv", header, [at, below]))
+    first, second = read_all(tmp_path)
+    assert isinstance(first, AnnotationRecord)
+    assert second.reason == "dice-rca-mean-below-threshold"

@@ -1,0 +1,358 @@
+"""MIMIC-CXR reader on small native trees (real DICOM/JPG files, gzipped CSVs, reports beside study folders)."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io as stdio
+import logging
+from dataclasses import dataclass, replace
+from datetime import date, datetime, time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pydicom
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from schemas.records import Reject, SourceRecord
+from transforms.sources import mimic
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "mimic_cxr"
+needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason="shared/reference/mimic_cxr not present")
+
+METADATA_HEADER = [
+    "dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows", "Columns",
+    "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning", "ViewCodeSequence_CodeMeaning",
+    "PatientOrientationCodeSequence_CodeMeaning",
+]
+LABELS = [
+    "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum", "Fracture",
+    "Lung Lesion", "Lung Opacity", "No Finding", "Pleural Effusion", "Pleural Other", "Pneumonia",
+    "Pneumothorax", "Support Devices",
+]
+REPORT = (
+    "                                 FINAL REPORT\n"
+    " EXAMINATION:  CHEST (PORTABLE AP)\n \n INDICATION:  ___ with dyspnea\n \n"
+    " FINDINGS: \n \n No focal consolidation.  No pneumothorax.\n \n IMPRESSION: \n \n No acute process.\n"
+)
+
+
+@dataclass(frozen=True)
+class Image:
+    """One image as the metadata and split CSVs describe it."""
+
+    dicom_id: str
+    subject: str
+    study: str
+    view: str = "PA"
+    rows: str = "64"
+    columns: str = "48"
+    study_date: str = "21500101"
+    study_time: str = "120000.000"
+    split: str = "train"
+
+    def metadata_row(self) -> list[str]:
+        return [self.dicom_id, self.subject, self.study, "CHEST (PA AND LAT)", self.view, self.rows, self.columns,
+                self.study_date, self.study_time, "CHEST (PA AND LAT)", "postero-anterior", "Erect"]
+
+    def folder(self) -> str:
+        return f"files/p{self.subject[:2]}/p{self.subject}/s{self.study}"
+
+
+def fake_dicom_id(name: str) -> str:
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    return "-".join(digest[i:i + 8] for i in range(0, 40, 8))
+
+
+def write_dicom(path: Path, rows: int, columns: int) -> None:
+    """A small real DICOM file (uncompressed 16-bit MONOCHROME2)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientID = "CR", "anonymous"
+    ds.Rows, ds.Columns = rows, columns
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = (np.arange(rows * columns, dtype=np.uint16) % 4096).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def write_jpg(path: Path, rows: int, columns: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, data = cv2.imencode(".jpg", np.zeros((rows, columns), np.uint8))
+    assert ok
+    path.write_bytes(data.tobytes())
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str]], gz: bool = True) -> None:
+    buffer = stdio.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows([header, *rows])
+    data = buffer.getvalue().encode()
+    path.write_bytes(gzip.compress(data) if gz else data)
+
+
+def build_tree(
+    root: Path,
+    images: list[Image],
+    extension: str = ".dcm",
+    without_file: tuple[Image, ...] = (),
+    reports: dict[str, str] | None = None,
+    chexpert: dict[str, dict[str, str]] | None = None,
+    negbio: dict[str, dict[str, str]] | None = None,
+    test_labeled: dict[str, dict[str, str]] | None = None,
+    metadata_header: list[str] | None = None,
+    gz: bool = True,
+) -> None:
+    """A MIMIC-CXR(-JPG) root: image files, per-image CSV rows, per-study label CSVs and reports."""
+    root.mkdir(parents=True, exist_ok=True)
+    for image in images:
+        path = root / image.folder() / f"{image.dicom_id}{extension}"
+        (write_dicom if extension == ".dcm" else write_jpg)(path, 64, 48)
+    listed = images + list(without_file)
+    suffix = ".csv.gz" if gz else ".csv"
+    write_csv(root / f"mimic-cxr-2.0.0-metadata{suffix}", metadata_header or METADATA_HEADER,
+              [image.metadata_row() for image in listed], gz)
+    write_csv(root / f"mimic-cxr-2.0.0-split{suffix}", ["dicom_id", "study_id", "subject_id", "split"],
+              [[i.dicom_id, i.study, i.subject, i.split] for i in listed], gz)
+    subject_of = {image.study: image.subject for image in listed}
+    for stem, table in (("mimic-cxr-2.0.0-chexpert", chexpert), ("mimic-cxr-2.0.0-negbio", negbio)):
+        if table is not None:
+            order = list(reversed(LABELS))  # not alphabetical: columns must be found by name
+            write_csv(root / f"{stem}{suffix}", ["subject_id", "study_id", *order],
+                      [[subject_of[study], study, *(cells.get(n, "") for n in order)] for study, cells in table.items()],
+                      gz)
+    if test_labeled is not None:
+        write_csv(root / "mimic-cxr-2.1.0-test-set-labeled.csv", ["study_id", *LABELS],
+                  [[study, *(cells.get(n, "") for n in LABELS)] for study, cells in test_labeled.items()], gz=False)
+    for study, text in (reports or {}).items():
+        folder = next(i.folder() for i in listed if i.study == study)
+        (root / f"{folder}.txt").write_bytes(text.encode())
+
+
+def read_all(root: Path) -> list:
+    return list(mimic.read(str(root)))
+
+
+def records_by_id(outputs: list) -> dict[str, SourceRecord]:
+    return {o.image.native_id: o for o in outputs if isinstance(o, SourceRecord)}
+
+
+def labels_of(record: SourceRecord, system: str) -> dict[str, float | None]:
+    return {label.name: label.value for label in record.raw_labels if label.system == system}
+
+
+# --------------------------------------------------------------------------------------------------------------
+
+
+@needs_reference
+def test_reference_metadata_rows(tmp_path):
+    """Real metadata rows (transcribed from the official notebook) drive a tree of matching files."""
+    with open(REFERENCE / "metadata_rows_transcribed_from_official_notebook.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    images = [Image(r["dicom_id"], r["subject_id"], r["study_id"], r["ViewPosition"], r["Rows"], r["Columns"],
+                    r["StudyDate"], r["StudyTime"], "train") for r in rows]
+    build_tree(tmp_path, images)
+    report_text = (REFERENCE / "official_example_report_mimic-cxr-website.txt").read_bytes().decode()
+    first = images[0]
+    (tmp_path / f"{first.folder()}.txt").write_text(report_text, newline="")
+
+    outputs = read_all(tmp_path)
+    assert all(isinstance(o, SourceRecord) for o in outputs)
+    assert [o.key for o in outputs] == sorted(f"mimic/{r['dicom_id']}" for r in rows)
+    by_id = records_by_id(outputs)
+    for row in rows:
+        image = by_id[row["dicom_id"]].image
+        assert (image.subject_id, image.study_id, image.view) == (row["subject_id"], row["study_id"],
+                                                                   row["ViewPosition"])
+        assert (image.expected_width, image.expected_height) == (int(row["Columns"]), int(row["Rows"]))
+        assert image.format == "dicom" and image.official_split == "train"
+        subject, study = row["subject_id"], row["study_id"]
+        assert image.uri == str(tmp_path / f"files/p{subject[:2]}/p{subject}/s{study}/{row['dicom_id']}.dcm")
+    portable = next(r for r in rows if r["StudyTime"] == "80556.875")
+    assert by_id[portable["dicom_id"]].image.study_datetime == "2180-07-23T08:05:56.875000"
+    report = by_id[first.dicom_id].report
+    assert report.text == report_text and report.language == "en"
+    assert report.origin == f"{first.folder()}.txt"
+    assert "\n EXAMINATION:" in report.text  # the one leading space per line survives
+    same_study = [r for r in rows if r["study_id"] == first.study]
+    assert all(by_id[r["dicom_id"]].report == report for r in same_study)
+    assert all(by_id[r["dicom_id"]].report is None for r in rows if r["study_id"] != first.study)
+
+
+def test_study_order_comes_from_datetime_not_ids(tmp_path):
+    subject = "12345678"
+    # ids run against time, and StudyTime lost its leading zeros (93000.5 is 09:30:00.5, before 10:15:00)
+    studies = [
+        Image(fake_dicom_id("a"), subject, "51000000", study_date="21500312", study_time="101500"),
+        Image(fake_dicom_id("b"), subject, "52000000", study_date="21500312", study_time="93000.5"),
+        Image(fake_dicom_id("c"), subject, "53000000", study_date="21491230", study_time="235959.999999"),
+        Image(fake_dicom_id("d"), subject, "50000000", study_date="21500313", study_time="5"),
+    ]
+    build_tree(tmp_path, studies)
+    records = [o for o in read_all(tmp_path) if isinstance(o, SourceRecord)]
+    ordered = sorted(records, key=lambda r: r.image.study_datetime)
+    assert [r.image.study_id for r in ordered] == ["53000000", "52000000", "51000000", "50000000"]
+    assert [r.image.study_datetime for r in ordered] == [
+        "2149-12-30T23:59:59.999999", "2150-03-12T09:30:00.500000", "2150-03-12T10:15:00", "2150-03-13T00:00:05",
+    ]
+
+
+def test_labels_by_name_per_study_on_every_image(tmp_path):
+    pa, lateral = fake_dicom_id("pa"), fake_dicom_id("lat")
+    other = fake_dicom_id("other")
+    images = [
+        Image(pa, "10000001", "50000001", split="test"),
+        Image(lateral, "10000001", "50000001", view="LATERAL", split="test"),
+        Image(other, "10000002", "50000002", split="validate"),
+    ]
+    chexpert = {"50000001": {"Cardiomegaly": "1.0", "Edema": "-1.0", "Pneumothorax": "0.0"}}
+    negbio = {"50000001": {"Cardiomegaly": "1.0"}, "50000002": {"No Finding": "1.0"}}
+    test_labeled = {"50000001": {"Edema": "0.0", "Support Devices": "1.0"}}
+    build_tree(tmp_path, images, chexpert=chexpert, negbio=negbio, test_labeled=test_labeled,
+               reports={"50000002": REPORT})
+    by_id = records_by_id(read_all(tmp_path))
+
+    for dicom_id in (pa, lateral):
+        record = by_id[dicom_id]
+        cx = labels_of(record, "mimic-chexpert")
+        assert set(cx) == set(LABELS)
+        assert (cx["Cardiomegaly"], cx["Edema"], cx["Pneumothorax"], cx["No Finding"]) == (1.0, -1.0, 0.0, None)
+        assert labels_of(record, "mimic-negbio")["Cardiomegaly"] == 1.0
+        tl = labels_of(record, "mimic-test-labeled")
+        assert (tl["Edema"], tl["Support Devices"], tl["Atelectasis"]) == (0.0, 1.0, None)
+        assert record.image.official_split == "test"
+    third = by_id[other]
+    assert labels_of(third, "mimic-chexpert") == {}  # a study the labeler did not cover
+    assert labels_of(third, "mimic-negbio")["No Finding"] == 1.0
+    assert third.image.official_split == "validate"
+    assert (third.report.text, third.report.origin) == (REPORT, "files/p10/p10000002/s50000002.txt")
+    assert by_id[pa].report is None
+
+
+def test_missing_rows_are_rejects_and_metadata_without_file_is_only_logged(tmp_path, caplog):
+    complete = Image(fake_dicom_id("complete"), "10000001", "50000001")
+    no_split = Image(fake_dicom_id("no-split"), "10000001", "50000001")
+    no_meta = Image(fake_dicom_id("no-meta"), "10000001", "50000001")
+    ghosts = (Image(fake_dicom_id("ghost1"), "10000003", "50000003"),
+              Image(fake_dicom_id("ghost2"), "10000003", "50000003"))
+    build_tree(tmp_path, [complete, no_split, no_meta], without_file=ghosts)
+    for stem, absent in (("mimic-cxr-2.0.0-split", no_split), ("mimic-cxr-2.0.0-metadata", no_meta)):
+        path = tmp_path / f"{stem}.csv.gz"
+        lines = gzip.decompress(path.read_bytes()).decode().splitlines(keepends=True)
+        path.write_bytes(gzip.compress("".join(line for line in lines if absent.dicom_id not in line).encode()))
+
+    with caplog.at_level(logging.INFO, logger=mimic.__name__):
+        outputs = read_all(tmp_path)
+    assert len(outputs) == 3  # one output per image file; the ghosts are not images
+    reasons = {o.key: getattr(o, "reason", "ok") for o in outputs}
+    assert reasons == {
+        f"mimic/{complete.dicom_id}": "ok",
+        f"mimic/{no_split.dicom_id}": "missing-split-row",
+        f"mimic/{no_meta.dicom_id}": "missing-metadata-row",
+    }
+    assert "2 metadata rows have no image file" in caplog.text
+
+
+def test_bad_values_are_rejected_one_by_one(tmp_path):
+    def image(name: str, **changes: str) -> Image:
+        return replace(Image(fake_dicom_id(name), "10000001", "50000001"), **changes)
+
+    images = [
+        image("bad-split", split="val"),
+        image("bad-time", study_time="256000"),
+        image("bad-date", study_date="2150-01-01"),
+        image("bad-size", rows="tall"),
+        image("wrong-subject", subject="10000009"),
+        image("fine", view="", rows="", columns=""),
+    ]
+    build_tree(tmp_path, images, chexpert={"50000001": {"Edema": "2.0", "Fracture": "1.0"}})
+    # the wrong-subject image lies in the folder of subject 10000001 while its metadata says 10000009
+    wrong = next(i for i in images if i.subject == "10000009")
+    moved = tmp_path / replace(wrong, subject="10000001").folder() / f"{wrong.dicom_id}.dcm"
+    moved.parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / wrong.folder() / f"{wrong.dicom_id}.dcm").rename(moved)
+
+    outputs = read_all(tmp_path)
+    record_level = [o for o in outputs if not (isinstance(o, Reject) and o.level == "item")]
+    assert len(record_level) == len(images)
+    reasons = {o.key.split("/")[1]: getattr(o, "reason", "ok") for o in record_level}
+    assert reasons == {
+        fake_dicom_id("bad-split"): "bad-split-value",
+        fake_dicom_id("bad-time"): "bad-metadata-value",
+        fake_dicom_id("bad-date"): "bad-metadata-value",
+        fake_dicom_id("bad-size"): "bad-metadata-value",
+        fake_dicom_id("wrong-subject"): "path-id-mismatch",
+        fake_dicom_id("fine"): "ok",
+    }
+    fine = records_by_id(outputs)[fake_dicom_id("fine")]
+    assert (fine.image.view, fine.image.expected_width, fine.image.expected_height) == (None, None, None)
+    assert labels_of(fine, "mimic-chexpert")["Fracture"] == 1.0
+    assert "Edema" not in labels_of(fine, "mimic-chexpert")
+    (item,) = [o for o in outputs if isinstance(o, Reject) and o.level == "item"]
+    assert (item.key, item.reason) == (f"mimic/{fake_dicom_id('fine')}", "bad-label-value")
+
+
+def test_jpg_tree_plain_csvs_and_spaced_headers(tmp_path):
+    images = [Image(fake_dicom_id(str(i)), "19999999", "59999999", view="AP") for i in range(3)]
+    build_tree(tmp_path, images, extension=".jpg", gz=False,
+               metadata_header=[f" {name} " for name in METADATA_HEADER])
+    outputs = read_all(tmp_path)
+    assert [o.key for o in outputs] == sorted(f"mimic/{i.dicom_id}" for i in images)
+    assert all(o.image.format == "jpeg" and o.image.uri.endswith(".jpg") for o in outputs)
+    assert all(o.image.view == "AP" for o in outputs)
+
+
+def test_dicom_wins_over_jpg_of_the_same_image(tmp_path):
+    image = Image(fake_dicom_id("both"), "10000001", "50000001")
+    build_tree(tmp_path, [image])
+    write_jpg(tmp_path / image.folder() / f"{image.dicom_id}.jpg", 64, 48)
+    record, duplicate = read_all(tmp_path)
+    assert record.image.format == "dicom"
+    assert (duplicate.key, duplicate.kind, duplicate.reason) == (record.key, "filtered", "duplicate-image-file")
+
+
+def test_required_tables_missing_is_an_error(tmp_path):
+    build_tree(tmp_path, [Image(fake_dicom_id("x"), "10000001", "50000001")])
+    (tmp_path / "mimic-cxr-2.0.0-split.csv.gz").unlink()
+    with pytest.raises(mimic.MimicInputError, match="split"):
+        read_all(tmp_path)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dates(date(2100, 1, 1), date(2200, 12, 31)), st.times(), st.booleans())
+def test_study_datetime_restores_lost_leading_zeros(day, moment, gz_float):
+    """Write StudyDate/StudyTime the way the published CSV has them (a number), read ISO back."""
+    number = moment.hour * 10000 + moment.minute * 100 + moment.second
+    time_text = str(number) + (f".{moment.microsecond:06d}".rstrip("0") if moment.microsecond else "")
+    if gz_float and not moment.microsecond:
+        time_text += ".0"
+    expected = datetime.combine(day, moment.replace(tzinfo=None)).isoformat()
+    assert mimic.study_datetime(day.strftime("%Y%m%d"), time_text) == expected
+
+
+def test_study_datetime_edge_cases():
+    assert mimic.study_datetime("21800506", "") == "2180-05-06"
+    assert mimic.study_datetime("", "") is None
+    assert mimic.study_datetime("21800506.0", "0") == "2180-05-06T00:00:00"
+    for bad_date, bad_time in (("21801306", "1"), ("2180056", "1"), ("21800506", "1261"), ("21800506", "-5")):
+        with pytest.raises(ValueError):
+            mimic.study_datetime(bad_date, bad_time)
+    assert time(8, 5, 56, 875000).isoformat() in mimic.study_datetime("21800723", "80556.875")
+
+
+def test_label_value():
+    assert [mimic.label_value(t) for t in ("1.0", "0.0", "-1.0", "", "1", "-1")] == [1.0, 0.0, -1.0, None, 1.0, -1.0]
+    for bad in ("2.0", "yes", "0.5", "nan"):
+        with pytest.raises(ValueError):
+            mimic.label_value(bad)

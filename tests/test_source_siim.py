@@ -1,0 +1,240 @@
+"""SIIM-ACR reader on the real stage-1 RLE rows with small DICOMs written to match their ImageIds."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import uuid
+import zipfile
+from pathlib import Path
+
+import pydicom
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydicom.dataset import FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import JPEGBaseline8Bit
+
+from schemas.records import Reject, SourceRecord
+from transforms.sources import reader, siim
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "siim_acr"
+STAGE1 = REFERENCE / "train-rle_stage1_original_format_first18.csv"
+TXV_COPY = REFERENCE / "siim-pneumothorax-train-rle_torchxrayvision_first30.csv"
+
+# SIIM headers carry PatientAge as a bare number ("62"), not a DICOM AS string; the fixtures copy that
+pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR AS")
+
+FOUR_MASKS = "1.2.276.0.7230010.3.1.4.8323329.32579.1517875161.299312"
+ONE_MASK = "1.2.276.0.7230010.3.1.4.8323329.4904.1517875185.355709"
+NEGATIVE = "1.2.276.0.7230010.3.1.4.8323329.5597.1517875188.959090"
+NOT_PRESENT = "1.2.276.0.7230010.3.1.4.8323329.10206.1517875222.624433"  # last stage-1 row; no DICOM written
+UNLABELLED = "1.2.276.0.7230010.3.1.4.8323329.99999.1517879999.999999"  # a DICOM with no RLE row
+
+
+def csv_rows(path: Path) -> list[tuple[str, str]]:
+    """(ImageId, EncodedPixels) exactly as in the file, spaces kept."""
+    lines = path.read_text().splitlines()[1:]
+    return [tuple(line.split(",", 1)) for line in lines if line]
+
+
+def stage1_ids() -> list[str]:
+    return list(dict.fromkeys(image_id for image_id, _ in csv_rows(STAGE1)))
+
+
+def patient_of(image_id: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_OID, image_id))
+
+
+def write_siim_dicom(root: Path, image_id: str, folder: str = "dicom-images-train", size: int = 1024,
+                     view: str = "PA", patient_id: str | None = None) -> Path:
+    """A SIIM-like DICOM (JPEG Baseline transfer syntax, 1024x1024 in the header) at
+    ``<folder>/<Study>/<Series>/<SOP>.dcm``; the pixel data is a stub, the reader never decodes it."""
+    prefix, instance_part = image_id.split(".1.4.", 1)
+    study_uid, series_uid = f"{prefix}.1.2.{instance_part}", f"{prefix}.1.3.{instance_part}"
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture
+    meta.MediaStorageSOPInstanceUID = image_id
+    meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, image_id
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+    ds.PatientID = patient_of(image_id) if patient_id is None else patient_id
+    ds.PatientName = ds.PatientID
+    ds.PatientSex, ds.PatientAge = "M", "62"
+    ds.Modality, ds.BodyPartExamined, ds.ViewPosition = "CR", "CHEST", view
+    ds.SeriesDescription = f"view: {view}"
+    ds.StudyDate, ds.StudyTime = "19010101", "000000.00"
+    ds.Rows = ds.Columns = size
+    ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 1, 8, 8, 7, 0
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelData = encapsulate([b"\xff\xd8stub\xff\xd9"])
+    path = root / folder / study_uid / series_uid / f"{image_id}.dcm"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def make_stage1_tree(root: Path) -> Path:
+    """The real stage-1 file, a DICOM for every id but NOT_PRESENT, one test-folder image, one unlabelled."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(STAGE1, root / "train-rle.csv")
+    for image_id in stage1_ids():
+        if image_id != NOT_PRESENT:
+            folder = "dicom-images-test" if image_id == ONE_MASK else "dicom-images-train"
+            write_siim_dicom(root, image_id, folder=folder, view="AP" if image_id == NEGATIVE else "PA")
+    write_siim_dicom(root, UNLABELLED)
+    return root
+
+
+def write_rle_file(path: Path, rows: list[tuple[str, str]], header: str = "ImageId,EncodedPixels") -> None:
+    path.write_text("\n".join([header, *(f"{i},{r}" for i, r in rows)]) + "\n")
+
+
+def test_stage1_real_rows(tmp_path):
+    outputs = list(siim.read(str(make_stage1_tree(tmp_path))))
+    keys = [o.key for o in outputs]
+    assert keys == sorted(keys) and len(keys) == len(set(keys)) == len(stage1_ids()) + 1
+    found = {o.key: o for o in outputs}
+
+    four = found[f"siim/{FOUR_MASKS}"]
+    assert isinstance(four, SourceRecord)
+    expected_rles = [rle.strip() for image_id, rle in csv_rows(STAGE1) if image_id == FOUR_MASKS]
+    assert len(expected_rles) == 4
+    assert [m.rle for m in four.masks] == expected_rles  # kept apart, in file order, stripped
+    assert {(m.label, m.convention, m.height, m.width, m.origin) for m in four.masks} == {
+        ("pneumothorax", "siim", 1024, 1024, "siim-rle")}
+    assert [(r.system, r.name, r.value) for r in four.raw_labels] == [("siim-rle", "Pneumothorax", 1.0)]
+    image = four.image
+    assert (image.native_id, image.format, image.view) == (FOUR_MASKS, "dicom", "PA")
+    assert image.subject_id == patient_of(FOUR_MASKS)
+    assert image.study_id == FOUR_MASKS.replace(".1.4.", ".1.2.", 1)
+    assert (image.expected_height, image.expected_width) == (1024, 1024)
+    assert image.official_split is None and image.study_datetime is None
+    assert four.provenance == {"rle_file": "train-rle.csv", "image_folder": "dicom-images-train"}
+
+    one = found[f"siim/{ONE_MASK}"]
+    assert len(one.masks) == 1 and one.masks[0].rle.startswith("175349 7 1013 12")
+    assert one.provenance["image_folder"] == "dicom-images-test"
+
+    negative = found[f"siim/{NEGATIVE}"]
+    assert negative.masks == [] and negative.raw_labels[0].value == 0.0 and negative.image.view == "AP"
+
+    missing = found[f"siim/{NOT_PRESENT}"]
+    assert isinstance(missing, Reject) and (missing.reason, missing.kind) == ("image-not-present", "rejected")
+    unlabelled = found[f"siim/{UNLABELLED}"]
+    assert isinstance(unlabelled, Reject) and (unlabelled.reason, unlabelled.kind) == ("unlabelled-image", "filtered")
+
+    positives = {o.key for o in outputs if isinstance(o, SourceRecord) and o.raw_labels[0].value == 1.0}
+    assert len(positives) == len({i for i, r in csv_rows(STAGE1) if r.strip() != "-1"})
+
+
+def test_stage2_spelling_reads_the_same(tmp_path):
+    stage1 = list(siim.read(str(make_stage1_tree(tmp_path / "s1"))))
+    root2 = make_stage1_tree(tmp_path / "s2")
+    (root2 / "train-rle.csv").unlink()
+    write_rle_file(root2 / "stage_2_train.csv", [(i, r.strip()) for i, r in csv_rows(STAGE1)])
+    stage2 = list(siim.read(str(root2)))
+    def comparable(outputs):
+        return [o.model_dump(exclude={"image": {"uri"}, "provenance": True}) if isinstance(o, SourceRecord)
+                else (o.key, o.reason) for o in outputs]
+
+    assert comparable(stage1) == comparable(stage2)
+    assert {o.provenance["rle_file"] for o in stage2 if isinstance(o, SourceRecord)} == {"stage_2_train.csv"}
+
+
+def test_torchxrayvision_copy_gzipped(tmp_path):
+    """Header with the space, values without; read from .csv.gz."""
+    with open(TXV_COPY, "rb") as src, gzip.open(tmp_path / "train-rle.csv.gz", "wb") as dst:
+        dst.write(src.read())
+    rows = csv_rows(TXV_COPY)
+    for image_id in dict.fromkeys(i for i, _ in rows):
+        write_siim_dicom(tmp_path, image_id)
+    records = list(siim.read(str(tmp_path)))
+    assert all(isinstance(o, SourceRecord) for o in records) and len(records) == len({i for i, _ in rows})
+    assert sum(len(o.masks) for o in records) == sum(r != "-1" for _, r in rows)
+
+
+def test_label_file_must_be_unambiguous(tmp_path):
+    with pytest.raises(ValueError, match="no SIIM label file"):
+        list(siim.read(str(tmp_path)))
+    shutil.copy(STAGE1, tmp_path / "train-rle.csv")
+    write_rle_file(tmp_path / "stage_2_train.csv", [])
+    with pytest.raises(ValueError, match="both"):
+        list(siim.read(str(tmp_path)))
+
+
+def test_bad_rows_are_rejected_per_image(tmp_path):
+    ids = [f"1.2.276.0.7230010.3.1.4.8323329.{n}.1517875100.100000" for n in range(1, 8)]
+    rows = [
+        (ids[0], "-1"), (ids[0], " 10 5"),  # contradictory
+        (ids[1], " 10 5 3"),  # odd count
+        (ids[2], "10 x"),  # not an integer
+        (ids[3], " "),  # blank
+        (ids[4], "10 0"),  # zero-length run
+        (ids[5], " -1"), (ids[5], "-1"),  # two empty rows: a negative image
+        (ids[6], "1000 100 1 1"),  # past the end of a 32x32 image
+    ]
+    write_rle_file(tmp_path / "train-rle.csv", rows, header="ImageId, EncodedPixels")
+    for image_id in ids[:6]:
+        write_siim_dicom(tmp_path, image_id)
+    write_siim_dicom(tmp_path, ids[6], size=32)
+    found = {o.key.split("/", 1)[1]: o for o in siim.read(str(tmp_path))}
+    assert [getattr(found[i], "reason", None) for i in ids] == [
+        "contradictory-rle-rows", "bad-rle", "bad-rle", "bad-rle", "bad-rle", None, "rle-out-of-bounds"]
+    assert found[ids[5]].masks == [] and found[ids[5]].raw_labels[0].value == 0.0
+
+
+def test_header_problems_are_rejected(tmp_path):
+    ids = [f"1.2.276.0.7230010.3.1.4.8323329.{n}.1517875100.100000" for n in range(1, 4)]
+    write_rle_file(tmp_path / "train-rle.csv", [(i, "-1") for i in ids])
+    write_siim_dicom(tmp_path, ids[0], patient_id="")
+    broken = write_siim_dicom(tmp_path, ids[1])
+    broken.write_bytes(b"\x00garbage" * 8)
+    write_siim_dicom(tmp_path, ids[2], view="")
+    found = {o.key.split("/", 1)[1]: o for o in siim.read(str(tmp_path))}
+    assert found[ids[0]].reason == "missing-patient-id"
+    assert found[ids[1]].reason == "unreadable-dicom-header"
+    assert isinstance(found[ids[2]], SourceRecord) and found[ids[2]].image.view is None
+
+
+def test_same_image_in_train_and_test_folders(tmp_path):
+    write_rle_file(tmp_path / "train-rle.csv", [(NEGATIVE, "-1")])
+    write_siim_dicom(tmp_path, NEGATIVE)
+    write_siim_dicom(tmp_path, NEGATIVE, folder="dicom-images-test")
+    assert [o.reason for o in siim.read(str(tmp_path))] == ["duplicate-image-id", "duplicate-image-id"]
+
+
+def test_deterministic_and_registered(tmp_path):
+    root = str(make_stage1_tree(tmp_path))
+    assert [o.model_dump() for o in siim.read(root)] == [o.model_dump() for o in reader("siim").read(root)]
+
+
+runs = st.lists(st.tuples(st.integers(0, 5000), st.integers(1, 500)), min_size=1, max_size=40)
+
+
+@given(runs, st.sampled_from([" ", "  ", "\t"]))
+def test_rle_extent_is_the_sum_of_gaps_and_runs(pairs, separator):
+    text = separator.join(f"{gap}{separator}{length}" for gap, length in pairs)
+    assert siim.rle_extent(text) == sum(g + n for g, n in pairs)
+    with pytest.raises(ValueError, match="odd"):
+        siim.rle_extent(f"{text} 7")
+
+
+def test_real_rle_file_from_the_torchxrayvision_wheel(tmp_path):
+    """All 12,954 real rows validate (set TORCHXRAYVISION_WHEEL to the downloaded torchxrayvision-1.5.7 wheel)."""
+    wheel = os.environ.get("TORCHXRAYVISION_WHEEL")
+    if not wheel or not Path(wheel).is_file():
+        pytest.skip("TORCHXRAYVISION_WHEEL is not set to the torchxrayvision 1.5.7 wheel (pip download --no-deps)")
+    target = tmp_path / "train-rle.csv.gz"
+    with zipfile.ZipFile(wheel) as archive:
+        target.write_bytes(archive.read("torchxrayvision/data/siim-pneumothorax-train-rle.csv.gz"))
+    rows = siim.read_rle_rows(str(target))
+    masks = {image_id: [r for r in rles if r != siim.EMPTY_RLE] for image_id, rles in rows.items()}
+    assert len(rows) == 12047 and sum(map(len, rows.values())) == 12954
+    assert sum(1 for m in masks.values() if m) == 2669 and sum(map(len, masks.values())) == 3576
+    assert all(not m or len(m) == len(rows[i]) for i, m in masks.items())  # no image mixes -1 and masks
+    assert max(siim.rle_extent(rle) for m in masks.values() for rle in m) <= 1024 * 1024

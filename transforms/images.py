@@ -1,0 +1,289 @@
+"""Image decoding (DICOM, PNG 8/16-bit, JPEG), explicit windowing to 8 bits, letterbox, PNG encoding.
+
+Pixel arrays are 2-D ``(height, width)`` with higher values brighter (MONOCHROME1 is inverted
+on read). Nothing here converts through PIL modes: 16-bit data is windowed explicitly
+(``formats/padchest.md`` §1, ``VQGAN.md`` §3, the 16-bit saturation trap).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from transforms import io as fileio
+from transforms.geometry import Letterbox, letterbox_for
+
+ImageFormat = Literal["dicom", "png", "jpeg"]
+FORMATS: tuple[ImageFormat, ...] = ("dicom", "png", "jpeg")
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_DICOM_PREAMBLE = 128
+
+ROBUST_PERCENTILES = (0.5, 99.5)
+"""Percentiles taken as black and white when no window is given, for data wider than 8 bits."""
+_PERCENTILE_SAMPLE_PIXELS = 1 << 20  # percentiles are estimated on a regular subgrid of about this many pixels
+PNG_COMPRESSION = 6
+
+
+class ImageDecodeError(ValueError):
+    """Bytes that do not give a usable single-frame grayscale image; the message says why."""
+
+
+@dataclass(frozen=True)
+class HeaderFacts:
+    """What decoding kept from the file's header, beside the pixels."""
+
+    photometric: str
+    bits_stored: int
+    window: tuple[float, float] | None  # (center, width) in the returned pixel scale, None when absent
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An image ready for the letterbox: 8-bit pixels plus what was done to get them."""
+
+    pixels_uint8: np.ndarray
+    width: int
+    height: int
+    photometric: str  # as read, before inversion: DICOM PhotometricInterpretation; PNG/JPEG "MONOCHROME2" or "RGB"
+    bits_stored: int
+    source_format: ImageFormat
+    windowing: Literal["dicom-window", "percentile", "none"]
+
+
+def sniff_format(data: bytes) -> ImageFormat:
+    """The format of image bytes from their magic numbers (DICM at offset 128, PNG, JPEG)."""
+    if data[_DICOM_PREAMBLE : _DICOM_PREAMBLE + 4] == b"DICM":
+        return "dicom"
+    if data.startswith(_PNG_MAGIC):
+        return "png"
+    if data.startswith(_JPEG_MAGIC):
+        return "jpeg"
+    raise ImageDecodeError(f"unrecognised image format (first bytes {data[:8]!r}); pass format= for headerless DICOM")
+
+
+def _check_contrast(pixels: np.ndarray) -> np.ndarray:
+    if pixels.size == 0:
+        raise ImageDecodeError("image has no pixels")
+    if pixels.min() == pixels.max():
+        raise ImageDecodeError(f"image has no contrast: every pixel is {pixels.flat[0]}")
+    return pixels
+
+
+def _header_number(dataset: pydicom.Dataset, keyword: str) -> float | None:
+    """A numeric header value; the first one when multi-valued (WindowCenter may hold several)."""
+    value = dataset.get(keyword)
+    if isinstance(value, pydicom.multival.MultiValue):
+        value = value[0] if len(value) else None
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError) as err:
+        raise ImageDecodeError(f"DICOM {keyword} is not a number: {value!r}") from err
+
+
+def _stored_range(dataset: pydicom.Dataset, bits_stored: int) -> tuple[float, float]:
+    """Lowest and highest stored value the header allows."""
+    if int(dataset.get("PixelRepresentation", 0)) == 1:
+        return -(2.0 ** (bits_stored - 1)), 2.0 ** (bits_stored - 1) - 1
+    return 0.0, 2.0**bits_stored - 1
+
+
+def _decode_dicom(data: bytes) -> tuple[np.ndarray, HeaderFacts]:
+    """Pixels after the Modality LUT with MONOCHROME1 inverted, and the header facts kept."""
+    try:
+        dataset = pydicom.dcmread(io.BytesIO(data), force=True)
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as err:
+        raise ImageDecodeError(f"unreadable DICOM: {err}") from err
+    if "PixelData" not in dataset:
+        raise ImageDecodeError("DICOM has no PixelData")
+    frames = int(_header_number(dataset, "NumberOfFrames") or 1)
+    if frames != 1:
+        raise ImageDecodeError(f"multi-frame DICOM ({frames} frames) is not a single radiograph")
+    photometric = str(dataset.get("PhotometricInterpretation", "")).strip().upper()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise ImageDecodeError(f"unsupported DICOM PhotometricInterpretation {photometric or '(missing)'}")
+    try:
+        stored = dataset.pixel_array
+    except Exception as err:  # pydicom raises many kinds for truncated or undecodable pixel data
+        raise ImageDecodeError(f"DICOM pixel data cannot be decoded: {type(err).__name__}: {err}") from err
+    if stored.ndim != 2:
+        raise ImageDecodeError(f"DICOM pixel array has shape {stored.shape}, expected one 2-D frame")
+
+    bits_stored = int(dataset.get("BitsStored") or stored.dtype.itemsize * 8)
+    slope = _header_number(dataset, "RescaleSlope")
+    intercept = _header_number(dataset, "RescaleIntercept")
+    slope = 1.0 if slope is None else slope
+    intercept = 0.0 if intercept is None else intercept
+    pixels: np.ndarray = stored
+    if (slope, intercept) != (1.0, 0.0):
+        pixels = stored.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+
+    center = _header_number(dataset, "WindowCenter")
+    width = _header_number(dataset, "WindowWidth")
+    window = (center, width) if center is not None and width is not None and width > 0 else None
+
+    if photometric == "MONOCHROME1":
+        # Invert within the range the header allows (after rescale), so the result and the
+        # window do not depend on this image's own min/max: v -> lo + hi - v.
+        low, high = (v * slope + intercept for v in _stored_range(dataset, bits_stored))
+        pivot = low + high
+        if np.issubdtype(pixels.dtype, np.integer):
+            inverted = np.int64(round(pivot)) - pixels.astype(np.int64)
+            limits = np.iinfo(pixels.dtype)
+            fits = limits.min <= inverted.min() and inverted.max() <= limits.max
+            pixels = inverted.astype(pixels.dtype if fits else np.int32)
+        else:
+            pixels = np.float32(pivot) - pixels
+        if window is not None:
+            window = (pivot - window[0], window[1])
+    return _check_contrast(pixels), HeaderFacts(photometric, bits_stored, window)
+
+
+def _decode_raster(data: bytes, fmt: ImageFormat) -> tuple[np.ndarray, str]:
+    """PNG/JPEG bytes -> 2-D array with its own depth (uint8 or uint16) and "MONOCHROME2", or
+    "RGB" when the file was in color (converted to gray)."""
+    # OpenCV 5 returns None for truncated PNG and JPEG streams (checked by the tests), never a partial image.
+    pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels is None:
+        raise ImageDecodeError(f"corrupt or truncated {fmt.upper()}: OpenCV could not decode {len(data)} bytes")
+    photometric = "MONOCHROME2"
+    if pixels.ndim == 3:
+        channels = pixels.shape[2]
+        if channels == 1:
+            pixels = pixels[:, :, 0]
+        elif channels in (3, 4):
+            pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY if channels == 3 else cv2.COLOR_BGRA2GRAY)
+            photometric = "RGB"
+        else:
+            raise ImageDecodeError(f"{fmt.upper()} with {channels} channels is not supported")
+    return _check_contrast(pixels), photometric
+
+
+def _load(path_or_bytes: str | bytes) -> bytes:
+    data = fileio.read_bytes(path_or_bytes) if isinstance(path_or_bytes, str) else bytes(path_or_bytes)
+    if not data:
+        raise ImageDecodeError("empty image file")
+    return data
+
+
+def _resolve_format(data: bytes, format: str | None) -> ImageFormat:
+    if format is None:
+        return sniff_format(data)
+    if format not in FORMATS:
+        raise ValueError(f"unknown image format {format!r}; expected one of {list(FORMATS)}")
+    return format  # type: ignore[return-value]
+
+
+def _decode(data: bytes, fmt: ImageFormat) -> tuple[np.ndarray, HeaderFacts]:
+    """Pixels and header facts; for PNG/JPEG the facts are the file's own (no window)."""
+    if fmt == "dicom":
+        return _decode_dicom(data)
+    pixels, photometric = _decode_raster(data, fmt)
+    return pixels, HeaderFacts(photometric, pixels.dtype.itemsize * 8, None)
+
+
+def read_image(path_or_bytes: str | bytes, format: str | None = None) -> np.ndarray:
+    """A 2-D array ready for windowing: DICOM after the Modality LUT with MONOCHROME1 inverted
+    (higher = brighter), PNG/JPEG at their own depth (16-bit PNG stays uint16, color -> gray).
+
+    Paths (local or ``gs://``) are read through :mod:`transforms.io`. The format comes from
+    ``format`` or is sniffed. Raises :class:`ImageDecodeError` for empty, truncated or corrupt
+    files, DICOM without pixel data, multi-frame DICOM and images without contrast.
+    """
+    data = _load(path_or_bytes)
+    pixels, _ = _decode(data, _resolve_format(data, format))
+    return pixels
+
+
+def to_uint8(array: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:
+    """Explicit linear windowing to uint8.
+
+    With ``window = (center, width)``: ``center - width/2`` -> 0, ``center + width/2`` -> 255,
+    clipped. Without: uint8 input is returned unchanged; anything else is stretched between
+    its 0.5 and 99.5 percentiles (min and max when those coincide). Raises ``ValueError`` for a
+    constant image or a non-positive window width.
+    """
+    array = np.asarray(array)
+    if array.ndim != 2:
+        raise ValueError(f"expected a 2-D image, got shape {array.shape}")
+    if window is None and array.dtype == np.uint8:
+        return array
+    if window is not None:
+        center, width = window
+        if not width > 0:
+            raise ValueError(f"window width must be positive, got {width}")
+        low, high = center - width / 2, center + width / 2
+    else:
+        step = max(1, int(np.sqrt(array.size / _PERCENTILE_SAMPLE_PIXELS)))
+        low, high = np.percentile(array[::step, ::step], ROBUST_PERCENTILES)
+        if high <= low:
+            low, high = float(array.min()), float(array.max())
+        if high <= low:
+            raise ValueError(f"image has no contrast: every pixel is {low}")
+    scaled = (array.astype(np.float32) - np.float32(low)) * np.float32(255.0 / (high - low))
+    return np.rint(np.clip(scaled, 0, 255)).astype(np.uint8)
+
+
+def decode_image(path_or_bytes: str | bytes, format: str | None = None) -> DecodedImage:
+    """Decode and window to 8 bits: a DICOM's own WindowCenter/WindowWidth when present, else
+    :func:`to_uint8`'s robust min-max; 8-bit PNG/JPEG pass unchanged (MIMIC JPGs are already
+    equalised, ``formats/mimic-cxr.md`` §2.3)."""
+    data = _load(path_or_bytes)
+    fmt = _resolve_format(data, format)
+    pixels, header = _decode(data, fmt)
+    window = header.window
+    if window is not None:
+        windowing = "dicom-window"
+    elif pixels.dtype == np.uint8:
+        windowing = "none"
+    else:
+        windowing = "percentile"
+    pixels_uint8 = to_uint8(pixels, window)
+    if pixels_uint8.min() == pixels_uint8.max():
+        raise ImageDecodeError(f"image has no contrast after {windowing} windowing")
+    height, width = pixels.shape
+    return DecodedImage(
+        pixels_uint8=pixels_uint8,
+        width=width,
+        height=height,
+        photometric=header.photometric,
+        bits_stored=header.bits_stored,
+        source_format=fmt,
+        windowing=windowing,
+    )
+
+
+def letterbox(image_uint8: np.ndarray, size: int = 512) -> tuple[np.ndarray, Letterbox]:
+    """Scale the long side to ``size`` (INTER_AREA when shrinking, INTER_CUBIC when enlarging) and
+    centre on a black ``size x size`` canvas; the :class:`Letterbox` maps original coordinates."""
+    image = np.asarray(image_uint8)
+    if image.ndim != 2 or image.dtype != np.uint8:
+        raise ValueError(f"letterbox expects a 2-D uint8 image, got {image.dtype} {image.shape}")
+    height, width = image.shape
+    box = letterbox_for(width, height, size)
+    interpolation = cv2.INTER_AREA if box.scale < 1 else cv2.INTER_CUBIC
+    resized = cv2.resize(image, (box.content_width, box.content_height), interpolation=interpolation)
+    canvas = np.zeros((size, size), dtype=np.uint8)
+    x0, y0 = int(box.pad_x), int(box.pad_y)
+    canvas[y0 : y0 + box.content_height, x0 : x0 + box.content_width] = resized
+    return canvas, box
+
+
+def encode_png(image_uint8: np.ndarray) -> bytes:
+    """Deterministic PNG bytes of a 2-D uint8 image (fixed compression level, no metadata)."""
+    image = np.asarray(image_uint8)
+    if image.ndim != 2 or image.dtype != np.uint8:
+        raise ValueError(f"encode_png expects a 2-D uint8 image, got {image.dtype} {image.shape}")
+    ok, encoded = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
+    if not ok:
+        raise ValueError("OpenCV failed to encode the PNG")
+    return encoded.tobytes()

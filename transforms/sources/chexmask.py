@@ -1,0 +1,221 @@
+"""CheXmask lung and heart segmentations, ``OriginalResolution/<Dataset>.csv[.gz]`` rows.
+
+Only the files whose image source is ingested are opened: ``MIMIC-CXR-JPG`` (-> ``mimic/<dicom_id>``),
+``VinDr-CXR`` (-> ``vindr/<image_id>``) and ``Padchest`` (-> ``padchest/<ImageID>``). The files of
+CheXpert, ChestX-Ray8 and CANDID-PTX are never read. ``Preprocessed/`` is not read either: its
+1024 x 1024 space cannot be mapped back to the original images (the padding tables are not published).
+See ``formats/chexmask.md``.
+
+Each row becomes one :class:`AnnotationRecord` (three RLE masks, three landmark polygons, both Dice
+RCA values, the declared size) or one :class:`Reject`. Rows come out in file order, files in name
+order: the files are far too large to sort in memory, and file order is deterministic.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from schemas.records import (
+    IMAGE_SOURCES,
+    AnnotationRecord,
+    MaskRLE,
+    Polygon,
+    ReaderOutput,
+    Reject,
+)
+from transforms import io
+
+NAME = "chexmask"
+ORIGIN = "chexmask"
+
+DICE_RCA_MEAN_THRESHOLD = 0.7
+"""Rows with ``Dice RCA (Mean)`` below this are filtered: the CheXmask PhysioNet usage guideline
+(README "Usage Guidelines" and DATA_DICTIONARY) is to use only masks with mean RCA Dice >= 0.7."""
+
+
+@dataclass(frozen=True)
+class DatasetFile:
+    stem: str  # file name without .csv[.gz]
+    image_source: str  # the source that owns the images
+    id_column: str  # the column holding that source's native id
+
+
+DATASET_FILES = (
+    DatasetFile("MIMIC-CXR-JPG", "mimic", "dicom_id"),
+    DatasetFile("Padchest", "padchest", "ImageID"),
+    DatasetFile("VinDr-CXR", "vindr", "image_id"),
+)
+"""The CheXmask files for images this project ingests; the other datasets' files are not read."""
+
+ORGAN_COLUMNS = {"Right Lung": "right lung", "Left Lung": "left lung", "Heart": "heart"}
+"""RLE column -> mask label. ``Right Lung`` is the patient's right, i.e. the image left."""
+
+LANDMARK_SLICES = {"right lung": slice(0, 44), "left lung": slice(44, 94), "heart": slice(94, 120)}
+"""Rows of the (120, 2) landmark array per organ, each one closed contour."""
+LANDMARK_POINTS = 120
+
+QUALITY_COLUMNS = {"Dice RCA (Mean)": "dice_rca_mean", "Dice RCA (Max)": "dice_rca_max"}
+SIZE_COLUMNS = ("Height", "Width")
+_INTEGER = re.compile(r"-?\d+")
+_SIZE = re.compile(r"^(\d+)(?:\.0*)?$")
+_FIELD_LIMIT = 1 << 28
+"""Largest CSV cell accepted (bytes); original-resolution RLE cells exceed the csv module's default."""
+
+
+def parse_landmarks(text: str) -> np.ndarray:
+    """The 120 (x, y) landmark points of a ``Landmarks`` cell as an int array of shape (120, 2).
+
+    Reads both serialisations (flat ``"439,276,410,..."`` and a NumPy repr ``"[[ 431  221]\\n ..."``) by
+    extracting the integers; never evaluates the cell. Raises ValueError unless there are exactly 240.
+    """
+    numbers = _INTEGER.findall(text)
+    if len(numbers) != 2 * LANDMARK_POINTS:
+        raise ValueError(f"expected {2 * LANDMARK_POINTS} integers in Landmarks, found {len(numbers)}")
+    return np.array(numbers, dtype=np.int64).reshape(LANDMARK_POINTS, 2)
+
+
+def check_chexmask_rle(rle: str, height: int, width: int) -> None:
+    """Raise ValueError unless ``rle`` is a CheXmask run-length string for a ``height x width`` mask.
+
+    CheXmask runs are ``start length`` pairs with 1-based absolute starts over the row-major flattened
+    mask; runs must be in order, not overlap, and stay inside the image. ``""`` is an empty mask.
+    """
+    tokens = rle.split()
+    if not all(token.isdigit() for token in tokens):
+        raise ValueError("RLE holds something other than non-negative integers")
+    if len(tokens) % 2:
+        raise ValueError(f"RLE has an odd number of integers ({len(tokens)})")
+    runs = np.array(tokens, dtype=np.int64).reshape(-1, 2)
+    starts, lengths = runs[:, 0], runs[:, 1]
+    if runs.size == 0:
+        return
+    if starts.min() < 1 or lengths.min() < 1:
+        raise ValueError("RLE starts are 1-based and lengths positive")
+    ends = starts + lengths - 1
+    if ends.max() > height * width:
+        raise ValueError(f"RLE run ends at pixel {ends.max()} beyond {height}x{width}")
+    if np.any(starts[1:] <= ends[:-1]):
+        raise ValueError("RLE runs are out of order or overlap")
+
+
+def _quality_value(text: str, column: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{column} is {text!r}, not a number in [0, 1]")
+    return value
+
+
+def _size_value(text: str, column: str) -> int:
+    match = _SIZE.match(text)
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"{column} is {text!r}, not a positive integer")
+    return int(match.group(1))
+
+
+def _column_positions(header: list[str], dataset: DatasetFile, path: str) -> dict[str, int]:
+    """Canonical column name -> its position in the file, matched on whitespace-stripped header names."""
+    wanted = [dataset.id_column, *QUALITY_COLUMNS, "Landmarks", *ORGAN_COLUMNS, *SIZE_COLUMNS]
+    positions = {name.strip(): index for index, name in enumerate(header)}
+    missing = [name for name in wanted if name not in positions]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}")
+    return {name: positions[name] for name in wanted}
+
+
+def parse_row(row: Mapping[str, str], dataset: DatasetFile, origin: str) -> AnnotationRecord | Reject:
+    """One CheXmask row (canonical column name -> cell text) as a record, or the reason it is not one."""
+    native = row[dataset.id_column].strip()
+    key = f"{dataset.image_source}/{native}"
+
+    def reject(reason: str, detail: str, kind: str = "rejected") -> Reject:
+        return Reject(key=key, source=NAME, stage="read", reason=reason, detail=f"{origin}: {detail}", kind=kind)
+
+    if not native:
+        return reject("missing-id", f"empty {dataset.id_column}")
+    try:
+        quality = {name: _quality_value(row[column].strip(), column) for column, name in QUALITY_COLUMNS.items()}
+    except ValueError as error:
+        return reject("bad-dice-value", str(error))
+    if quality["dice_rca_mean"] < DICE_RCA_MEAN_THRESHOLD:
+        return reject("dice-rca-mean-below-threshold",
+                      f"Dice RCA (Mean) {quality['dice_rca_mean']:.3f} < {DICE_RCA_MEAN_THRESHOLD}", "filtered")
+    if any(not row[column].strip() for column in SIZE_COLUMNS):
+        return reject("missing-size", "Height/Width empty; the mask size is unknown")
+    try:
+        height, width = (_size_value(row[column].strip(), column) for column in SIZE_COLUMNS)
+    except ValueError as error:
+        return reject("bad-size", str(error))
+    try:
+        landmarks = parse_landmarks(row["Landmarks"])
+    except ValueError as error:
+        return reject("unparseable-landmarks", str(error))
+    masks = []
+    for column, label in ORGAN_COLUMNS.items():
+        rle = row[column].strip()
+        try:
+            check_chexmask_rle(rle, height, width)
+        except ValueError as error:
+            return reject("bad-rle", f"{column}: {error}")
+        masks.append(MaskRLE(label=label, rle=rle, convention="chexmask", height=height, width=width, origin=ORIGIN))
+    polygons = [
+        Polygon(label=label, rings=[[(float(x), float(y)) for x, y in landmarks[rows].tolist()]], origin=ORIGIN)
+        for label, rows in LANDMARK_SLICES.items()
+    ]
+    return AnnotationRecord(
+        target_key=key,
+        source=NAME,
+        native_id=f"{dataset.stem}/{native}",
+        declared_width=width,
+        declared_height=height,
+        masks=masks,
+        polygons=polygons,
+        quality=quality,
+        provenance={"dataset": dataset.stem, "file": origin},
+    )
+
+
+def read_file(path: str, dataset: DatasetFile, origin: str) -> Iterator[ReaderOutput]:
+    """Every row of one OriginalResolution file, streamed, columns selected by name."""
+    csv.field_size_limit(max(csv.field_size_limit(), _FIELD_LIMIT))
+    seen: set[str] = set()
+    with io.open_text(path) as stream:
+        rows = csv.reader(stream)
+        header = next(rows, None)
+        if header is None:
+            raise ValueError(f"{path}: empty file, no header")
+        positions = _column_positions(header, dataset, path)
+        id_position = positions[dataset.id_column]
+        for number, cells in enumerate(rows, start=1):
+            if not cells:  # a blank line is not a row
+                continue
+            native = cells[id_position].strip() if id_position < len(cells) else ""
+            key = f"{dataset.image_source}/{native}"
+            if len(cells) != len(header):
+                yield Reject(key=key, source=NAME, stage="read", reason="malformed-row",
+                             detail=f"{origin} data row {number}: {len(cells)} cells for {len(header)} columns")
+            elif native and native in seen:
+                yield Reject(key=key, source=NAME, stage="read", reason="duplicate-row",
+                             detail=f"{origin} data row {number}: {native} appears again")
+            else:
+                seen.add(native)
+                yield parse_row({name: cells[index] for name, index in positions.items()}, dataset, origin)
+
+
+def read(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> Iterator[ReaderOutput]:
+    """The rows of the OriginalResolution files whose image source is in ``image_sources``."""
+    wanted = [dataset for dataset in DATASET_FILES if dataset.image_source in image_sources]
+    folder = io.join(root, "OriginalResolution")
+    found = [(dataset, io.first_existing(folder, f"{dataset.stem}.csv", f"{dataset.stem}.csv.gz"))
+             for dataset in wanted]
+    if wanted and all(path is None for _, path in found):
+        stems = [dataset.stem for dataset in wanted]
+        raise FileNotFoundError(f"none of {stems} (.csv or .csv.gz) found in {folder}")
+    for dataset, path in sorted(found, key=lambda pair: pair[0].stem):
+        if path is not None:
+            yield from read_file(path, dataset, io.relative(path, root))
