@@ -49,8 +49,9 @@ BOX = {
     "u2": _f64,
     "v2": _f64,
 }
-# rings: list of rings, each a list of [x, y] points; exterior and hole rings as produced by
-# transforms.masks.mask_to_polygons (or landmark contours).
+# rings: list of rings, each a list of [x, y] points in original pixel indices (a vertex at a pixel
+# centre); exterior rings have positive shoelace area, holes negative (transforms.masks.mask_to_polygons),
+# landmark contours are single rings. rings_unit: the same points in [0, 1] of the canvas.
 POLYGON = {
     "label": _str,
     "origin": _str,

@@ -84,10 +84,12 @@ def _box_row(box: Box, lb: Letterbox, width: int, height: int) -> dict | None:
 
 
 def _polygon_row(label: str, origin: str, rings: list[list[tuple[float, float]]], lb: Letterbox) -> dict:
+    """Polygon vertices are pixel indices (a vertex at a pixel's centre, as OpenCV contours and
+    CheXmask landmarks are); the centre of pixel i lies at edge coordinate i + 0.5."""
     return {
         "label": label, "origin": origin,
         "rings": [[[float(x), float(y)] for x, y in ring] for ring in rings],
-        "rings_unit": [[list(lb.to_unit(x, y)) for x, y in ring] for ring in rings],
+        "rings_unit": [[list(lb.to_unit(x + 0.5, y + 0.5)) for x, y in ring] for ring in rings],
     }
 
 
@@ -190,7 +192,8 @@ def language_unit(enriched: EnrichedUnit) -> EnrichedUnit:
     record = enriched.decoded.unit.record
     if record.report is not None and record.report.language == "en":
         enriched.sections = [{"name": name, "text": text} for name, text in reports.section_list(record.report.text)]
-    raw = list(record.raw_labels) + [label for ann in enriched.annotations for label in ann.raw_labels]
+    raw = (list(record.raw_labels) + labels.box_labels(record.boxes)
+           + [label for ann in enriched.annotations for label in ann.raw_labels])
     enriched.findings = [
         {"name": f.name, "presence": f.presence, "systems": list(f.systems), "raw": list(f.raw)}
         for f in labels.harmonize(raw)

@@ -259,7 +259,7 @@ def harmonize(raw_labels: Sequence[RawLabel], system_priority: Sequence[str] | N
     rules = label_rules()
     by_system: dict[str, list[RawLabel]] = defaultdict(list)
     for label in raw_labels:
-        presence = _presence(label)
+        _presence(label)  # ValueError on a bad value, whichever system the label belongs to
         if label.system in rules.systems:
             by_system[label.system].append(label)
     labelled = [system for system, labels in by_system.items() if any(label.value is not None for label in labels)]
@@ -299,6 +299,15 @@ def unknown_labels(raw_labels: Iterable[RawLabel]) -> list[RawLabel]:
         if label.system not in rules.systems
         or label.name not in rules.systems[label.system].not_mapped | rules.systems[label.system].no_information
     ]
+
+
+def finding_for_box(origin: str, label: str) -> str | None:
+    """The CheXpert-14 name a box stands for, reading ``origin`` as the raw-label system (e.g.
+    ``vindr-annotations``): set when the label maps to exactly one category as a positive, None for
+    unmapped labels, uncertain or multi-category maps, and unknown origins (anatomical regions)."""
+    rules = label_rules().systems.get(origin)
+    pairs = rules.targets.get(label, ()) if rules is not None else ()
+    return pairs[0][0] if len(pairs) == 1 and pairs[0][1] == 1 else None
 
 
 def box_labels(boxes: Iterable[Box]) -> list[RawLabel]:

@@ -4,8 +4,9 @@ Strict mode reproduces ``section_text`` of the official MIMIC-CXR parser (format
 
 1. a header is newline + ONE space + ``[A-Z ()/,-]+`` + ``:`` + one whitespace character;
 2. text before the first header is ``preamble``; a section runs from the end of its header to the
-   start of the next header, and the search for that next header starts at the first newline after
-   the current header; no header at all gives one section ``full report``;
+   start of the next header (the official parser resumes its search at the next newline, which is
+   implied here: every header begins at a line start); no header at all gives one section
+   ``full report``;
 3. names are normalised with the table in ``manifests/report_sections.yaml``;
 4. empty ``impression`` / ``findings`` sections are removed;
 5. with neither an impression nor a findings section, the last section is split at its first blank
@@ -97,8 +98,7 @@ def _raw_spans(text: str, tolerant: bool) -> list[tuple[str, str, int, int]]:
     while match is not None:
         header = match.group(1)
         body_start = match.end()
-        newline = text.find("\n", body_start)
-        following = _next_header(text, body_start if newline == -1 else newline, tolerant)
+        following = _next_header(text, body_start, tolerant)
         body_end = len(text) if following is None else following.start()
         spans.append((normalise_section_name(header), header.strip(), body_start, body_end))
         match = following
@@ -162,12 +162,13 @@ def clean_text(text: str, deid_token: str = "___") -> str:
     - De-identification placeholders are kept as one neutral token: every run of 3 or more
       underscores (MIMIC ``___``) and every word of 4 or more ``X`` (IU X-ray ``XXXX``) becomes
       ``deid_token`` (default ``___``, so MIMIC text keeps its own token).
-    - Paragraphs (separated by blank lines) become single lines joined by ``"\\n"``; inside a
-      paragraph, line breaks and runs of whitespace become one space. Leading/trailing blanks go.
+    - Paragraphs (separated by blank lines) become single lines separated by one empty line
+      (``"\\n\\n"``); inside a paragraph, line breaks and runs of whitespace become one space.
+      Leading/trailing blanks go. Cleaning cleaned text changes nothing.
     """
     if not isinstance(text, str):
         raise TypeError(f"report text must be str, got {type(text).__name__}")
     text = _SEPARATOR_LINE.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
     text = _DEID_RUN.sub(lambda _: deid_token, text)
     paragraphs = (" ".join(paragraph.split()) for paragraph in _PARAGRAPH_BREAK.split(text))
-    return "\n".join(paragraph for paragraph in paragraphs if paragraph)
+    return "\n\n".join(paragraph for paragraph in paragraphs if paragraph)

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from pipelines.synth.cases import Findings, ctr_band
+from transforms.masks import rle_encode
 
 LANDMARK_COUNTS = {"right_lung": 44, "left_lung": 50, "heart": 26}
 SIDES = {"right": "right_lung", "left": "left_lung"}
@@ -328,7 +329,7 @@ def build_frontal(findings: Findings, ctr_target: float, width: int, height: int
     p = {
         "width": width, "height": height, "cx": width * (0.5 + float(rng.uniform(-0.012, 0.012))),
         "apex": float(rng.uniform(0.11, 0.15)), "cp": cp, "dome_rise": dome_rise, "lat": float(rng.uniform(0.36, 0.40)),
-        "hy": cp - dome_rise - 0.075, "hb": 0.10, "carina": float(rng.uniform(0.27, 0.31)),
+        "hy": cp - dome_rise - 0.07, "hb": 0.12, "carina": float(rng.uniform(0.27, 0.31)),
         "mediastinum_half": 0.085 if enlarged_mediastinum else 0.055,
         "knob_radius": 0.045 if enlarged_mediastinum else 0.03,
     }
@@ -409,8 +410,10 @@ def _finish(image: np.ndarray, rng: np.random.Generator, text: str | None) -> np
     image += rng.normal(0.0, 0.012, image.shape).astype(np.float32)
     if text:
         scale = width / 900
-        cv2.putText(image, text, (int(0.04 * width), int(0.06 * height)), cv2.FONT_HERSHEY_SIMPLEX,
-                    scale, 0.97, max(1, int(2 * scale)), cv2.LINE_AA)
+        ink = np.zeros(image.shape, np.uint8)
+        cv2.putText(ink, text, (int(0.04 * width), int(0.06 * height)), cv2.FONT_HERSHEY_SIMPLEX,
+                    scale, 255, max(1, int(2 * scale)), cv2.LINE_AA)
+        image = np.maximum(image, ink.astype(np.float32) * (0.97 / 255))
     return np.clip(image, 0.0, 1.0)
 
 
@@ -490,3 +493,87 @@ def to_unsigned(image: np.ndarray, bits: int) -> np.ndarray:
     top = (1 << bits) - 1
     dtype = np.uint8 if bits <= 8 else np.uint16
     return np.round(np.clip(image, 0.0, 1.0) * top).astype(dtype)
+
+
+Box = tuple[int, int, int, int]
+
+
+def _clip_box(box: tuple[float, float, float, float], width: int, height: int) -> Box:
+    x1, y1, x2, y2 = box
+    return (int(np.clip(round(x1), 0, width - 1)), int(np.clip(round(y1), 0, height - 1)),
+            int(np.clip(round(x2), 1, width)), int(np.clip(round(y2), 1, height)))
+
+
+def region_boxes(frontal: Frontal) -> dict[str, Box]:
+    """Boxes of the Chest ImaGenome anatomical regions, derived from the same shapes (clipped to the image)."""
+    w, h, p = frontal.width, frontal.height, frontal.params
+    cx, half = p["cx"], p["mediastinum_half"] * w
+    regions: dict[str, tuple[float, float, float, float]] = {}
+    for side, organ in SIDES.items():
+        x1, y1, x2, y2 = box_of(frontal.organs[organ])
+        lw, lh = x2 - x1, y2 - y1
+        medial_right = side == "right"
+        regions[f"{side} lung"] = (x1, y1, x2, y2)
+        regions[f"{side} upper lung zone"] = (x1, y1, x2, y1 + lh / 3)
+        regions[f"{side} mid lung zone"] = (x1, y1 + lh / 3, x2, y1 + 2 * lh / 3)
+        regions[f"{side} lower lung zone"] = (x1, y1 + 2 * lh / 3, x2, y2)
+        regions[f"{side} apical zone"] = (x1, y1, x2, y1 + 0.15 * lh)
+        regions[f"{side} hilar structures"] = ((x2 - 0.35 * lw, y1 + 0.35 * lh, x2 + 0.02 * w, y1 + 0.6 * lh)
+                                               if medial_right else (x1 - 0.02 * w, y1 + 0.35 * lh, x1 + 0.35 * lw, y1 + 0.6 * lh))
+        regions[f"{side} costophrenic angle"] = ((x1, y2 - 0.18 * lh, x1 + 0.3 * lw, y2) if medial_right
+                                                 else (x2 - 0.3 * lw, y2 - 0.18 * lh, x2, y2))
+        regions[f"{side} hemidiaphragm"] = (x1, y2 - 0.12 * lh, x2, y2 + 0.04 * lh)
+        line = frontal.clavicles[side]
+        pad = 0.012 * h
+        regions[f"{side} clavicle"] = (line[:, 0].min() - pad, line[:, 1].min() - pad,
+                                       line[:, 0].max() + pad, line[:, 1].max() + pad)
+    hx1, hy1, hx2, hy2 = box_of(frontal.organs["heart"])
+    carina = p["carina"] * h
+    knob_x, knob_y = p["knob"]
+    knob_r = p["knob_radius"] * w
+    regions.update({
+        "trachea": (cx - 0.03 * w, 0.02 * h, cx + 0.03 * w, carina),
+        "carina": (cx - 0.03 * w, carina - 0.02 * h, cx + 0.03 * w, carina + 0.02 * h),
+        "spine": (cx - 0.04 * w, 0.05 * h, cx + 0.04 * w, 0.95 * h),
+        "aortic arch": (knob_x - knob_r, knob_y - knob_r, knob_x + knob_r, knob_y + knob_r),
+        "mediastinum": (min(cx - half, hx1), 0.06 * h, max(cx + half, hx2), hy2),
+        "upper mediastinum": (cx - half, 0.06 * h, cx + half, hy1),
+        "svc": (cx - half, 0.15 * h, cx, hy1 + 0.03 * h),
+        "cardiac silhouette": (hx1, hy1, hx2, hy2),
+        "cavoatrial junction": (hx1, hy1, hx1 + 0.06 * w, hy1 + 0.05 * h),
+        "right atrium": (hx1, (hy1 + hy2) / 2 - 0.05 * h, (hx1 + hx2) / 2, hy2),
+        "abdomen": (regions["right lung"][0], max(regions["right lung"][3], regions["left lung"][3]),
+                    regions["left lung"][2], h),
+    })
+    return {name: _clip_box(box, w, h) for name, box in sorted(regions.items())}
+
+
+@dataclass(frozen=True)
+class FrontalSummary:
+    """What annotation writers need of a frontal image once its pixels are written."""
+
+    width: int
+    height: int
+    landmarks: dict[str, np.ndarray]
+    organ_rles: dict[str, str]  # CheXmask column name -> 1-based row-major RLE
+    ctr: float
+    ctr_band: str
+    lesion_boxes: dict[str, list[tuple[str, Box]]]  # finding -> [(side, box)]
+    regions: dict[str, Box]
+
+
+def summarize(frontal: Frontal) -> FrontalSummary:
+    """Landmarks, CheXmask RLEs of the three organs, CTR, lesion and region boxes of a frontal image."""
+    rles = {column: rle_encode(frontal.organs[organ], "chexmask")
+            for column, organ in (("Left Lung", "left_lung"), ("Right Lung", "right_lung"), ("Heart", "heart"))}
+    lesion_boxes = {name: [(side, box_of(mask)) for side, mask in parts if mask.any()]
+                    for name, parts in sorted(frontal.lesions.items())}
+    return FrontalSummary(frontal.width, frontal.height, frontal.landmarks, rles, frontal.ctr, frontal.ctr_band,
+                          lesion_boxes, region_boxes(frontal))
+
+
+def lesion_boxes_json(summary: FrontalSummary | None) -> dict[str, list[list[int]]] | None:
+    """Lesion boxes of a frontal image for the truth file (``[x1, y1, x2, y2]``, exclusive ends)."""
+    if summary is None:
+        return None
+    return {name: [list(box) for _, box in parts] for name, parts in summary.lesion_boxes.items()}

@@ -199,7 +199,7 @@ def _evolve_one(rng: np.random.Generator, prior: Finding) -> Finding:
         return prior
     if prior.name == "Cardiomegaly":  # heart size drifts slowly
         return replace(prior, change="unchanged")
-    if prior.name in ("Lung Lesion", "Pleural Other", "Fracture"):
+    if prior.name in ("Lung Lesion", "Pleural Other", "Fracture", "Enlarged Cardiomediastinum"):
         return replace(prior, change="unchanged")
     if prior.name == "Support Devices":
         return replace(prior, change="unchanged") if rng.random() < 0.7 else replace(prior, presence=0, change="resolved")
@@ -313,9 +313,9 @@ def mimic_dicom_id(seed: int, study_id: str, index: int) -> str:
 def _study_views(rng: np.random.Generator, seed: int, study_id: str) -> tuple[View, ...]:
     positions = _VIEW_SETS[int(rng.choice(len(_VIEW_SETS), p=_VIEW_SET_P))]
     if positions[0] == "AP":  # portable: squarer detector
-        height, width = int(rng.integers(780, 861)), int(rng.integers(740, 841))
+        height, width = int(rng.integers(720, 801)), int(rng.integers(700, 781))
     else:
-        height, width = int(rng.integers(880, 981)), int(rng.integers(720, 821))
+        height, width = int(rng.integers(800, 901)), int(rng.integers(660, 761))
     return tuple(View(mimic_dicom_id(seed, study_id, i), position, width, height)
                  for i, position in enumerate(positions))
 
