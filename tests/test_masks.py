@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from realdata import REFERENCE as SHARED_REFERENCE
 from transforms.masks import (
     mask_to_boxes,
     mask_to_polygons,
@@ -25,7 +26,7 @@ from transforms.masks import (
     signed_area,
 )
 
-REFERENCE = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference"
+REFERENCE = SHARED_REFERENCE
 CHEXMASK = REFERENCE / "chexmask"
 SIIM = REFERENCE / "siim_acr"
 ORGANS = ("Right Lung", "Left Lung", "Heart")

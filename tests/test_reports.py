@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from realdata import REFERENCE as SHARED_REFERENCE
 from transforms.reports import (
     choose_section,
     clean_text,
@@ -18,7 +19,7 @@ from transforms.reports import (
     sections,
 )
 
-REFERENCE = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference"
+REFERENCE = SHARED_REFERENCE
 OFFICIAL_EXAMPLE = REFERENCE / "mimic_cxr" / "official_example_report_mimic-cxr-website.txt"
 NEGBIO_EXAMPLES = REFERENCE / "reports"
 

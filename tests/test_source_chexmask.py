@@ -14,10 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from realdata import REFERENCE as SHARED_REFERENCE
 from schemas.records import AnnotationRecord, Reject
 from transforms.sources import chexmask
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "chexmask"
+REFERENCE = SHARED_REFERENCE / "chexmask"
 needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason="shared/reference/chexmask not present")
 
 ORGAN_COLUMN = {"right lung": "Right Lung", "left lung": "Left Lung", "heart": "Heart"}

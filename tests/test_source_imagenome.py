@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from realdata import REFERENCE as SHARED_REFERENCE
 from schemas.records import AnnotationRecord, Reject
 from transforms.sources import imagenome
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "chest_imagenome"
+REFERENCE = SHARED_REFERENCE / "chest_imagenome"
 needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason="shared/reference/chest_imagenome not present")
 
 SPLIT_HEADER = ",subject_id,study_id,dicom_id,path,ViewPosition"  # pandas index column first, unnamed

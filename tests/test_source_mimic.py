@@ -20,10 +20,11 @@ from hypothesis import strategies as st
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from realdata import REFERENCE as SHARED_REFERENCE
 from schemas.records import Reject, SourceRecord
 from transforms.sources import mimic
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "mimic_cxr"
+REFERENCE = SHARED_REFERENCE / "mimic_cxr"
 needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason="shared/reference/mimic_cxr not present")
 
 METADATA_HEADER = [

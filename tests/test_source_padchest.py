@@ -6,18 +6,17 @@ import csv
 import gzip
 import io as stdio
 import json
-import os
-import zipfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from realdata import REFERENCE as SHARED_REFERENCE, wheel_member
 from schemas.records import Reject, SourceRecord
 from transforms.sources import padchest, reader
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "padchest"
+REFERENCE = SHARED_REFERENCE / "padchest"
 CSV_NAME = f"{padchest.LABEL_CSV}.csv"
 
 # formats/padchest.md section 2: the real order, the unnamed index first
@@ -237,12 +236,7 @@ def test_bad_sizes_raise(text):
 
 def test_real_label_csv_from_the_torchxrayvision_wheel(tmp_path):
     """Every real row parses (set TORCHXRAYVISION_WHEEL to the downloaded torchxrayvision-1.5.7 wheel)."""
-    wheel = os.environ.get("TORCHXRAYVISION_WHEEL")
-    if not wheel or not Path(wheel).is_file():
-        pytest.skip("TORCHXRAYVISION_WHEEL is not set to the torchxrayvision 1.5.7 wheel (pip download --no-deps)")
-    target = tmp_path / f"{CSV_NAME}.gz"
-    with zipfile.ZipFile(wheel) as archive:
-        target.write_bytes(archive.read(f"torchxrayvision/data/{CSV_NAME}.gz"))
+    target = wheel_member(f"{CSV_NAME}.gz", tmp_path / f"{CSV_NAME}.gz")
     table = padchest.read_label_table(str(target))
     assert len(table) == 160861 and table["image_id"].is_unique and table["patient_id"].str.len().min() > 10
     # every row's list and CUI cells parse; whole records for a stable tenth of the rows

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import gzip
-import os
 import shutil
 import uuid
-import zipfile
 from pathlib import Path
 
 import pydicom
@@ -17,10 +15,11 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGBaseline8Bit
 
+from realdata import REFERENCE as SHARED_REFERENCE, wheel_member
 from schemas.records import Reject, SourceRecord
 from transforms.sources import reader, siim
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "siim_acr"
+REFERENCE = SHARED_REFERENCE / "siim_acr"
 STAGE1 = REFERENCE / "train-rle_stage1_original_format_first18.csv"
 TXV_COPY = REFERENCE / "siim-pneumothorax-train-rle_torchxrayvision_first30.csv"
 
@@ -226,12 +225,7 @@ def test_rle_extent_is_the_sum_of_gaps_and_runs(pairs, separator):
 
 def test_real_rle_file_from_the_torchxrayvision_wheel(tmp_path):
     """All 12,954 real rows validate (set TORCHXRAYVISION_WHEEL to the downloaded torchxrayvision-1.5.7 wheel)."""
-    wheel = os.environ.get("TORCHXRAYVISION_WHEEL")
-    if not wheel or not Path(wheel).is_file():
-        pytest.skip("TORCHXRAYVISION_WHEEL is not set to the torchxrayvision 1.5.7 wheel (pip download --no-deps)")
-    target = tmp_path / "train-rle.csv.gz"
-    with zipfile.ZipFile(wheel) as archive:
-        target.write_bytes(archive.read("torchxrayvision/data/siim-pneumothorax-train-rle.csv.gz"))
+    target = wheel_member("siim-pneumothorax-train-rle.csv.gz", tmp_path / "train-rle.csv.gz")
     rows = siim.read_rle_rows(str(target))
     masks = {image_id: [r for r in rles if r != siim.EMPTY_RLE] for image_id, rles in rows.items()}
     assert len(rows) == 12047 and sum(map(len, rows.values())) == 12954

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import gzip
-import os
 import shutil
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +14,11 @@ from hypothesis import strategies as st
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from realdata import REFERENCE as SHARED_REFERENCE, wheel_member
 from schemas.records import Reject, SourceRecord
 from transforms.sources import reader, vindr
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "vindr_cxr"
+REFERENCE = SHARED_REFERENCE / "vindr_cxr"
 
 TRAIN_A = "9a5094b2563a1ef3ff50dc5c7ff71345"
 TRAIN_B = "50a418190bc3fb1ef1633bf9678929b3"
@@ -298,12 +297,7 @@ def test_no_finding_with_coordinates_raises():
 
 def test_real_kaggle_file_from_the_torchxrayvision_wheel(tmp_path):
     """All 67,914 real rows parse (set TORCHXRAYVISION_WHEEL to the downloaded torchxrayvision-1.5.7 wheel)."""
-    wheel = os.environ.get("TORCHXRAYVISION_WHEEL")
-    if not wheel or not Path(wheel).is_file():
-        pytest.skip("TORCHXRAYVISION_WHEEL is not set to the torchxrayvision 1.5.7 wheel (pip download --no-deps)")
-    target = tmp_path / "train.csv.gz"
-    with zipfile.ZipFile(wheel) as archive:
-        target.write_bytes(archive.read("torchxrayvision/data/vinbigdata-train.csv.gz"))
+    target = wheel_member("vinbigdata-train.csv.gz", tmp_path / "train.csv.gz")
     assert vindr.detect_layout(str(tmp_path)).name == "kaggle"
     rows = vindr.read_annotations(str(target), "kaggle")
     parsed = [vindr.annotation_boxes_and_labels(image_rows, "vindr-kaggle") for image_rows in rows.values()]

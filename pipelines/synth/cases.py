@@ -376,7 +376,8 @@ def make_image_cases(source: str, count: int, seed: int) -> list[ImageCase]:
     """``count`` single-image cases for ``vindr``, ``siim`` or ``padchest``.
 
     SIIM cases hold only pneumothorax (case 0 is positive with two pockets, case 1 negative);
-    VinDr cases never carry support devices (VinDr has no such label); neither is uncertain.
+    VinDr cases never carry support devices (VinDr has no such label); PadChest case 1 has at
+    least two labels. No single-image case is uncertain.
     """
     cases = []
     for index in range(count):
@@ -394,7 +395,9 @@ def make_image_cases(source: str, count: int, seed: int) -> list[ImageCase]:
             findings = draw_findings(rng, allowed=ABNORMAL, allow_uncertain=False, normal_rate=0.35)
         elif source == "padchest":
             width, height = int(rng.integers(700, 1001)), int(rng.integers(760, 1001))
-            findings = draw_findings(rng, allow_uncertain=False, normal_rate=0.3)
+            findings = draw_findings(rng, allow_uncertain=False, normal_rate=0.0 if index == 1 else 0.3)
+            if index == 1 and len(findings) < 2:  # a multi-label report for the leading-space trap
+                findings["Support Devices"] = Finding("Support Devices", 1, detail="pacemaker")
             extra["lateral"] = bool(rng.random() < 0.35)
         else:
             raise ValueError(f"no single-image cases for source {source!r}")

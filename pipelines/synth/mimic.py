@@ -89,7 +89,7 @@ def write(root: Path, patients: list[Patient], seed: int) -> tuple[dict[str, dic
     for patient in patients:
         for study in patient.studies:
             folder = study_folder(study)
-            report = text.mimic_report(patient, study, rng_for(seed, "mimic-report", study.study_id))
+            report = text.mimic_report(patient, study, seed)
             output.write_text(root / f"{folder}.txt", report)
             study_rows.append((patient.subject_id, study.study_id, f"{folder}.txt"))
             stated = stated_labels(study.findings)

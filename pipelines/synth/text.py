@@ -15,7 +15,7 @@ import textwrap
 
 import numpy as np
 
-from pipelines.synth.cases import CHEXPERT_14, Finding, Findings, Patient, Study, is_normal
+from pipelines.synth.cases import CHEXPERT_14, Finding, Findings, Patient, Study, is_normal, rng_for
 
 REPORT_WIDTH = 79
 _SIZE = {1: "small", 2: "moderate", 3: "large"}
@@ -156,14 +156,21 @@ def report_layout(study: Study) -> str:
     return "impression" if number % 6 == 1 else ("findings" if number % 8 == 3 else "full")
 
 
-def mimic_report(patient: Patient, study: Study, rng: np.random.Generator) -> str:
+def findings_sentences(study: Study, seed: int) -> dict[str, str]:
+    """The FINDINGS-section sentence of every stated finding (Chest ImaGenome phrases quote these)."""
+    rng = rng_for(seed, "mimic-findings-text", study.study_id)
+    return {finding.name: finding_sentence(finding, rng) for finding in _ordered(study.findings)}
+
+
+def mimic_report(patient: Patient, study: Study, seed: int) -> str:
     """The study's report in the official MIMIC-CXR text layout (one leading space per line)."""
+    rng = rng_for(seed, "mimic-report", study.study_id)
     frontal = [v.position for v in study.views if v.frontal]
     kind = "AP" if frontal and frontal[0] == "AP" else ("PA" if len(study.views) > 1 else "PA-only")
     examination, technique = _EXAMINATIONS[kind]
     comparison = str(rng.choice(["___.", "Chest radiograph from ___."])) if study.prior_study_id else "None."
     ordered = _ordered(study.findings)
-    body = [finding_sentence(f, rng) for f in ordered]
+    body = list(findings_sentences(study, seed).values())
     lung_findings = {"Lung Opacity", "Consolidation", "Edema", "Atelectasis", "Lung Lesion", "Pneumonia"}
     fillers = list(_FILLERS)
     if not any(f.presence != 0 and f.name in lung_findings for f in ordered):
@@ -172,8 +179,7 @@ def mimic_report(patient: Patient, study: Study, rng: np.random.Generator) -> st
     impression_parts = [finding_sentence(f, rng) for f in ordered]
     if is_normal(study.findings):
         impression_parts.insert(0, "No acute cardiopulmonary process.")
-    present = [p for p, f in zip(impression_parts, ordered) if f.presence != 0]
-    if len(present) > 1 and not is_normal(study.findings):
+    if sum(f.presence != 0 for f in ordered) > 1 and not is_normal(study.findings):
         impression = [f"{i}. {sentence}" for i, sentence in enumerate(impression_parts, 1)]
     else:
         impression = ["  ".join(impression_parts)]
@@ -267,8 +273,8 @@ def numpy_repr(items: list[str]) -> str:
 def padchest_report(findings: Findings, index: int) -> dict[str, str]:
     """Report, Labels, Localizations, LabelsLocalizationsBySentence, labelCUIS, LocalizationsCUIS.
 
-    Every third row writes later label items with a leading space (``"['a', ' b']"``) and its
-    localizations double-spaced (``'loc  left'``), as the real file does.
+    Rows with ``index % 3 == 1`` write later label items with a leading space (``"['a', ' b']"``)
+    and their localizations double-spaced (``'loc  left'``), as the real file does.
     """
     present = [findings[n] for n in CHEXPERT_14 if n in findings and findings[n].presence == 1]
     sentences: list[str] = []
@@ -284,7 +290,7 @@ def padchest_report(findings: Findings, index: int) -> dict[str, str]:
     if "normal" in labels and len(labels) > 1:
         labels.remove("normal")  # the authors drop 'normal' when a study has other labels
     places = list(dict.fromkeys(item[4:] for items in by_sentence for item in items[1:]))
-    quirky = index % 3 == 0
+    quirky = index % 3 == 1
     label_items = [label if i == 0 or not quirky else f" {label}" for i, label in enumerate(labels)]
     location_items = [f"loc  {place}" if quirky else f"loc {place}" for place in places]
     return {
