@@ -47,7 +47,7 @@ class Box(Record):
 
 
 class MaskRLE(Record):
-    label: str  # "pneumothorax", "right lung", "left lung", "heart"
+    label: str  # "Pneumothorax" (SIIM), "right lung", "left lung", "heart" (CheXmask)
     rle: str  # as in the file, without surrounding whitespace; "" means an empty mask
     convention: RleConvention
     height: int
@@ -70,6 +70,70 @@ class RegionAttributes(Record):
     comparison_cues: list[str] = Field(default_factory=list)
     temporal_cues: list[str] = Field(default_factory=list)
     severity_cues: list[str] = Field(default_factory=list)
+
+
+class Landmarks(Record):
+    """Ordered contour points of one organ (CheXmask: 44 right lung, 50 left lung, 26 heart)."""
+
+    label: str
+    points: list[tuple[float, float]]  # (x, y) pixel indices in the original image
+    origin: str
+
+    def as_polygon(self) -> "Polygon":
+        return Polygon(label=self.label, rings=[list(self.points)], origin=self.origin)
+
+
+class Finding(Record):
+    """One harmonised (CheXpert-14) observation of one image, with what it was derived from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    presence: Presence
+    systems: list[str] = Field(default_factory=list)  # systems that gave this observation a value
+    raw: list[str] = Field(default_factory=list)  # "system:name=value", plus "@reader" when known
+
+
+class Section(Record):
+    """A report section: normalised name and its text, as the official MIMIC rules cut it."""
+
+    name: str
+    text: str
+
+
+class AttributeMention(Record):
+    """A finding mentioned in report text with its attributes, and where it was said."""
+
+    finding: str
+    presence: Presence
+    laterality: Literal["left", "right", "bilateral"] | None = None
+    zones: list[str] = Field(default_factory=list)  # e.g. "lower", "apical", "retrocardiac"
+    severity: tuple[int, int] | None = None  # ordinal range 0 trace .. 3 large/severe
+    severity_scale: Literal["size", "severity"] | None = None
+    temporal: str | None = None  # "new", "worsened", "improved", "no change", "resolved", "chronic"
+    sentence: str
+    span: tuple[int, int]  # character offsets into the report text
+
+
+class Turn(Record):
+    from_: Literal["human", "gpt"] = Field(alias="from")
+    value: str
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class InstructionRow(Record):
+    """One row of ``instructions/<profile>/<task>``: conversations with ``<image>`` slots."""
+
+    id: str
+    profile: str
+    task: str
+    source: str
+    split: Split
+    image_keys: list[str]
+    conversations: list[Turn]
+    target: str  # JSON
+    template_id: str
 
 
 class Report(Record):
@@ -119,6 +183,7 @@ class AnnotationRecord(Record):
     boxes: list[Box] = Field(default_factory=list)
     masks: list[MaskRLE] = Field(default_factory=list)
     polygons: list[Polygon] = Field(default_factory=list)
+    landmarks: list[Landmarks] = Field(default_factory=list)
     regions: list[RegionAttributes] = Field(default_factory=list)
     quality: dict[str, float] = Field(default_factory=dict)  # e.g. {"dice_rca_mean": .9, "dice_rca_max": .93}
     split_hint: str | None = None  # the annotation source's own split, recorded, not authoritative

@@ -80,14 +80,13 @@ def test_mimic_rows_threshold_and_geometry(tmp_path, gz):
             organ = fact[ORGAN_COLUMN[mask.label]]
             assert (mask.convention, mask.height, mask.width) == ("chexmask", 1024, 1024)
             assert mask.rle.split()[:2] == organ["first_run"]
-        for polygon in record.polygons:
-            (ring,) = polygon.rings
-            points = np.array(ring)
-            organ = fact[ORGAN_COLUMN[polygon.label]]
+        for contour in record.landmarks:
+            points = np.array(contour.points)
+            organ = fact[ORGAN_COLUMN[contour.label]]
             # the filled landmark contour is the mask: same extents in both
             assert (points[:, 0].min(), points[:, 0].max()) == (organ["col_min"], organ["col_max"])
             assert (points[:, 1].min(), points[:, 1].max()) == (organ["row_min"], organ["row_max"])
-        rings = {p.label: np.array(p.rings[0]) for p in record.polygons}
+        rings = {p.label: np.array(p.points) for p in record.landmarks}
         assert [len(rings[label]) for label in ("right lung", "left lung", "heart")] == [44, 50, 26]
         # Right Lung is the patient's right: the image left
         assert rings["right lung"][:, 0].mean() < 512 < rings["left lung"][:, 0].mean()
@@ -189,7 +188,7 @@ def test_bad_rows_are_rejected_one_by_one(tmp_path):
         "bad-size", "ok", "missing-id", "ok", "duplicate-row", "malformed-row", "ok",
     ]
     numpy_repr = outputs[8]
-    assert numpy_repr.polygons == outputs[10].polygons  # NumPy repr and flat string parse alike
+    assert numpy_repr.landmarks == outputs[10].landmarks  # NumPy repr and flat string parse alike
     assert (outputs[13].declared_height, outputs[13].declared_width) == (1024, 1024)
 
 

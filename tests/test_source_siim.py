@@ -105,7 +105,7 @@ def test_stage1_real_rows(tmp_path):
     assert len(expected_rles) == 4
     assert [m.rle for m in four.masks] == expected_rles  # kept apart, in file order, stripped
     assert {(m.label, m.convention, m.height, m.width, m.origin) for m in four.masks} == {
-        ("pneumothorax", "siim", 1024, 1024, "siim-rle")}
+        ("Pneumothorax", "siim", 1024, 1024, "siim-rle")}
     assert [(r.system, r.name, r.value) for r in four.raw_labels] == [("siim-rle", "Pneumothorax", 1.0)]
     image = four.image
     assert (image.native_id, image.format, image.view) == (FOUR_MASKS, "dicom", "PA")

@@ -123,8 +123,8 @@ def _chexmask_geometry(ann: AnnotationRecord, lb: Letterbox, width: int, height:
             x1, y1, x2, y2 = masks.mask_to_boxes(mask, union=True)[-1]
             row = _box_row(Box(label=organ, x1=x1, y1=y1, x2=x2, y2=y2, origin="chexmask-mask"), lb, width, height)
             boxes.append(row)
-    for polygon in ann.polygons:
-        polygons.append(_polygon_row(polygon.label, polygon.origin, polygon.rings, lb))
+    for contour in ann.landmarks:  # landmark contours are polygons as they stand
+        polygons.append(_polygon_row(contour.label, contour.origin, [contour.points], lb))
     ctr = None
     if all(organ in organ_masks for organ in CHEXMASK_ORGANS):
         lungs = organ_masks["right lung"] | organ_masks["left lung"]

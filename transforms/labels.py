@@ -14,27 +14,15 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
 
 import manifests
-from schemas.records import Box, Presence, RawLabel
+from schemas.records import Box, Finding, Presence, RawLabel
 
 LABELS_MANIFEST = "labels.yaml"
 NO_FINDING = "No Finding"
 _STRENGTH = {0: 0, -1: 1, 1: 2}
 """CheXpert's aggregation of several mentions of one category: 1 beats -1 beats 0."""
 _RAW_VALUES = {1.0: 1, 0.0: 0, -1.0: -1}
-
-
-class Finding(BaseModel):
-    """One CheXpert-14 observation for one image, with what it was derived from."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str
-    presence: Presence
-    systems: list[str] = Field(default_factory=list)  # systems that gave this observation a value
-    raw: list[str] = Field(default_factory=list)  # "system:name=value", plus "@reader" when known
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ import numpy as np
 from schemas.records import (
     IMAGE_SOURCES,
     AnnotationRecord,
+    Landmarks,
     MaskRLE,
-    Polygon,
     ReaderOutput,
     Reject,
 )
@@ -163,8 +163,8 @@ def parse_row(row: Mapping[str, str], dataset: DatasetFile, origin: str) -> Anno
         except ValueError as error:
             return reject("bad-rle", f"{column}: {error}")
         masks.append(MaskRLE(label=label, rle=rle, convention="chexmask", height=height, width=width, origin=ORIGIN))
-    polygons = [
-        Polygon(label=label, rings=[[(float(x), float(y)) for x, y in landmarks[rows].tolist()]], origin=ORIGIN)
+    contours = [
+        Landmarks(label=label, points=[(float(x), float(y)) for x, y in landmarks[rows].tolist()], origin=ORIGIN)
         for label, rows in LANDMARK_SLICES.items()
     ]
     return AnnotationRecord(
@@ -174,7 +174,7 @@ def parse_row(row: Mapping[str, str], dataset: DatasetFile, origin: str) -> Anno
         declared_width=width,
         declared_height=height,
         masks=masks,
-        polygons=polygons,
+        landmarks=contours,
         quality=quality,
         provenance={"dataset": dataset.stem, "file": origin},
     )
