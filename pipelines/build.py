@@ -73,7 +73,7 @@ def failure_rejects(stage: str, failure) -> list[Reject]:
     reason = enrich.kebab(exc_type.__name__)
     rejects = [Reject(key=unit.key, source=unit.record.image.source, stage=stage, reason=reason, detail=exc_repr)]
     for ann in unit.annotations:
-        rejects.append(Reject(key=ann.native_id, source=ann.source, stage=stage, reason="target-image-rejected",
+        rejects.append(Reject(key=ann.target_key, source=ann.source, stage=stage, reason="target-image-rejected",
                               detail=f"{unit.key}: {reason}"))
     return rejects
 

@@ -173,12 +173,12 @@ def geometry_unit(decoded: DecodedUnit, max_vertices: int = 30) -> tuple[Enriche
                 enriched.polygons += polygons
                 enriched.ctr = ctr if ctr is not None else enriched.ctr
             else:
-                add_boxes(ann.boxes, ann.source, ann.native_id)
+                add_boxes(ann.boxes, ann.source, ann.target_key)
                 for polygon in ann.polygons:
                     enriched.polygons.append(_polygon_row(polygon.label, polygon.origin, polygon.rings, lb))
         except ValueError as exc:
-            rejects.append(Reject(key=ann.native_id, source=ann.source, stage="geometry",
-                                  reason=_reason(exc), detail=str(exc)))
+            rejects.append(Reject(key=ann.target_key, source=ann.source, stage="geometry",
+                                  reason=_reason(exc), detail=f"{ann.native_id}: {exc}"))
             continue
         enriched.annotations.append(ann)
     return enriched, rejects

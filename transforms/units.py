@@ -33,8 +33,8 @@ def join_image(
     annotations = sorted(annotations, key=lambda a: (a.source, a.native_id))
     if not images:
         for ann in annotations:
-            yield Reject(key=ann.native_id, source=ann.source, stage="join", kind="filtered",
-                         reason="annotated-image-not-in-corpus", detail=f"no image {key} was read")
+            yield Reject(key=ann.target_key, source=ann.source, stage="join", kind="filtered",
+                         reason="annotated-image-not-in-corpus", detail=f"{ann.native_id}: no image {key} was read")
         return
     record, duplicates = images[0], images[1:]
     for dup in duplicates:
@@ -44,9 +44,9 @@ def join_image(
     kept = []
     for ann in annotations:
         if ann.source == "imagenome" and ann.provenance.get("images_to_avoid") == "true" and split == "train":
-            yield Reject(key=ann.native_id, source=ann.source, stage="split", kind="filtered",
+            yield Reject(key=ann.target_key, source=ann.source, stage="split", kind="filtered",
                          reason="imagenome-gold-image-in-train",
-                         detail="Chest ImaGenome gold images (images_to_avoid.csv) never enter training")
+                         detail=f"{ann.native_id}: gold images (images_to_avoid.csv) never enter training")
         else:
             kept.append(ann)
     yield ImageUnit(record=record, split=split, split_authority=authority, annotations=kept)
