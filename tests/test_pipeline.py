@@ -6,6 +6,7 @@ corrupt-input builds each run the full pipeline again.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import shutil
@@ -165,6 +166,15 @@ def corrupt_one_file_per_source(root: Path) -> dict[str, str]:
     graph = sorted((root / "chest-imagenome").rglob("*_SceneGraph.json"))[0]
     graph.write_text(graph.read_text()[:50])
     damaged["imagenome"] = graph.name.removesuffix("_SceneGraph.json")
+    chexmask = root / "chexmask" / "OriginalResolution" / "VinDr-CXR.csv"
+    with chexmask.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    rows[0]["Landmarks"] = "[[12 34]\n [56 78]]"  # a landmark cell cut short
+    with chexmask.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    damaged["chexmask"] = f"vindr/{rows[0]['image_id']}"
     return damaged
 
 
@@ -172,17 +182,17 @@ def test_one_corrupt_file_per_source_lands_in_rejects(corpus, tmp_path):
     broken = tmp_path / "corpus"
     shutil.copytree(corpus, broken)
     damaged = corrupt_one_file_per_source(broken)
-    # CheXmask: a landmark string with too few points in one row of a plain-CSV file
-    chexmask_csv = sorted((broken / "chexmask" / "OriginalResolution").glob("*.csv"))[0]
-    text = chexmask_csv.read_text().splitlines()
-    header = text[0].split(",")
-    assert header[0] in ("image_id", "ImageID", "dicom_id")
     manifest = run_build(load_config(broken / "build.yaml"), str(tmp_path / "out"))
     assert manifest["checks"]["reconciled"], manifest["counts"]
     rejects = rejects_of(tmp_path / "out")
+    expected = {  # source -> (stage, reason) of the reject its damaged file must produce
+        "mimic": ("image", "image-decode-error"), "vindr": ("read", "unreadable-dicom-header"),
+        "padchest": ("image", "image-decode-error"), "siim": ("read", "bad-rle"),
+        "imagenome": ("read", "unparseable-json"), "chexmask": ("read", "unparseable-landmarks"),
+    }
     for source, key in damaged.items():
-        hits = [r for r in rejects if r["source"] == source and key in r["key"] and r["kind"] == "rejected"]
-        assert hits, f"{source}: {key} not rejected"
-        assert all(r["reason"] and r["stage"] for r in hits)
+        hits = {(r["stage"], r["reason"]) for r in rejects
+                if r["source"] == source and key in r["key"] and r["kind"] == "rejected"}
+        assert expected[source] in hits, (source, key, hits)
     images = load(tmp_path / "out", "images")
     assert set(images["source"]) == {"mimic", "vindr", "siim", "padchest"}  # the rest of the build succeeded
