@@ -27,7 +27,6 @@ CTR_TARGETS = {"normal": (0.41, 0.49), "mild": (0.522, 0.538), "moderate": (0.56
 
 SEVERITY_BAND = {1: "mild", 2: "moderate", 3: "severe"}
 DEVICES = ("endotracheal tube", "nasogastric tube", "right internal jugular line", "pacemaker")
-CHANGES = ("new", "worsened", "improved", "unchanged", "resolved")
 
 # Per-study probability that a finding is present when it was absent before (first study: as listed).
 _ONSET = {
@@ -271,10 +270,6 @@ def ctr_target_for(rng: np.random.Generator, findings: Findings) -> float:
     return float(rng.uniform(low, high))
 
 
-def positives(findings: Findings) -> list[Finding]:
-    """Positive or uncertain findings, in taxonomy order (the ones that shape the image)."""
-    return [findings[name] for name in CHEXPERT_14 if name in findings and findings[name].presence != 0]
-
 
 SPLIT_CYCLE = ("train", "test", "validate", "train", "train", "train", "validate", "train", "test", "train")
 """Official MIMIC split of the i-th patient (patient-wise, so the split is patient-disjoint)."""
@@ -377,7 +372,7 @@ def make_image_cases(source: str, count: int, seed: int) -> list[ImageCase]:
 
     SIIM cases hold only pneumothorax (case 0 is positive with two pockets, case 1 negative);
     VinDr cases never carry support devices (VinDr has no such label); PadChest case 1 has at
-    least two labels. No single-image case is uncertain.
+    least two labels, one of them (NSG tube) without a CUI. No single-image case is uncertain.
     """
     cases = []
     for index in range(count):
@@ -396,8 +391,8 @@ def make_image_cases(source: str, count: int, seed: int) -> list[ImageCase]:
         elif source == "padchest":
             width, height = int(rng.integers(700, 1001)), int(rng.integers(760, 1001))
             findings = draw_findings(rng, allow_uncertain=False, normal_rate=0.0 if index == 1 else 0.3)
-            if index == 1 and len(findings) < 2:  # a multi-label report for the leading-space trap
-                findings["Support Devices"] = Finding("Support Devices", 1, detail="pacemaker")
+            if index == 1:  # a multi-label report (leading-space trap) with a label that has no CUI
+                findings["Support Devices"] = Finding("Support Devices", 1, detail="nasogastric tube")
             extra["lateral"] = bool(rng.random() < 0.35)
         else:
             raise ValueError(f"no single-image cases for source {source!r}")

@@ -126,7 +126,7 @@ def _negative_sentence(finding: Finding, rng: np.random.Generator) -> str:
             "Edema": "The pulmonary edema has resolved.",
             "Support Devices": f"Interval removal of the {finding.detail or 'endotracheal tube'}.",
         }
-        return resolved[name].replace("  ", " ").replace("The  ", "The ")
+        return " ".join(resolved[name].split())  # an unsided finding leaves a double space
     plain = {
         "Pneumothorax": ["No pneumothorax.", "There is no pneumothorax."],
         "Pleural Effusion": ["No pleural effusion.", "There is no pleural effusion."],
