@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -75,6 +76,12 @@ def save_dicom(dataset: Dataset, path: Path) -> None:
 def deliberate_invalid_values() -> Iterator[None]:
     """Silence pydicom's value warnings where a real-data trap is written on purpose
     (an MD5 hex as instance UID, an age string without its unit)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"Invalid value for VR (UI|AS)", category=UserWarning)
-        yield
+    pydicom_log = logging.getLogger("pydicom")
+    level = pydicom_log.level
+    pydicom_log.setLevel(logging.ERROR)  # pydicom both warns and logs each invalid value
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Invalid value for VR (UI|AS)", category=UserWarning)
+            yield
+    finally:
+        pydicom_log.setLevel(level)

@@ -153,7 +153,9 @@ def _study_labels(root: str) -> dict[str, dict[str, dict[str, str]]]:
     for system, stem in LABEL_FILES.items():
         path = io.first_existing(root, f"{stem}.csv.gz", f"{stem}.csv")
         if path is None:
-            log.warning("mimic: %s.csv(.gz) not found under %s; no %s labels", stem, root, system)
+            # the 2.1.0 test-set labels exist only in MIMIC-CXR-JPG 2.1.0; the other two are expected
+            report = log.info if system == "mimic-test-labeled" else log.warning
+            report("mimic: %s.csv(.gz) not found under %s; no %s labels", stem, root, system)
             continue
         frame = read_csv_by_name(path)
         study_column = next((c for c in frame.columns if normalise_column(c) == "studyid"), None)
