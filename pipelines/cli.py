@@ -59,7 +59,7 @@ def build(ctx: click.Context, config_path: str, out: str, runner: str, workers: 
     with console.status("building (Beam pipeline running)"):
         manifest = run_build(config, out, beam_args)
     print_summary(manifest, out)
-    if not (manifest["checks"]["reconciled"] and manifest["checks"]["patient_disjoint"]):
+    if not (manifest["checks"]["reconciled"] and manifest["checks"]["leakage_free"]):
         console.print("[red]build checks failed: see manifest.json 'checks' and 'counts'[/red]")
         sys.exit(1)
 

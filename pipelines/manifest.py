@@ -104,10 +104,14 @@ class Manifest:
             "counts": per_source,
             "tables": {name: dict(sorted(splits.items())) for name, splits in sorted(tables.items())},
             "outputs": outputs,
+            "leakage": {
+                "passed": not straddling,
+                "patients_in_several_splits": len(straddling),
+                "examples": sorted(straddling)[:20],
+            },
             "checks": {
                 "reconciled": all(entry["reconciled"] for entry in per_source.values()),
-                "patient_disjoint": not straddling,
-                "patients_in_several_splits": sorted(straddling)[:20],
+                "leakage_free": not straddling,
             },
         }
 

@@ -1,4 +1,8 @@
-"""Split assignment: official split first, otherwise a stable patient-wise hash."""
+"""Split assignment: official split first, otherwise a stable patient-wise hash.
+
+Authorities recorded with each image: "official" (the source's own split), "official+carved"
+(a validation set carved from an official train split by hash, VinDr-CXR), "patient-hash".
+"""
 
 from __future__ import annotations
 
@@ -31,5 +35,10 @@ def hashed_split(patient: str, ratios: dict[str, float] | None = None) -> str:
 def assign_split(image: ImageRef) -> tuple[str, str]:
     """(split, authority): the source's official split, else the patient-wise hash."""
     if image.official_split:
+        carve = manifests.load("splits.yaml").get("validate_from_train", {}).get(image.source, 0.0)
+        if image.official_split == "train" and carve:
+            if stable_fraction("validate-from-train", patient_key(image)) < carve:
+                return "validate", "official+carved"
+            return "train", "official+carved"
         return image.official_split, "official"
     return hashed_split(patient_key(image)), "patient-hash"
