@@ -180,6 +180,12 @@ def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dic
         out_dir, config.rows_per_shard.model_dump(), always=[("rejects", "rejects")])
 
     counts = events | "All events" >> beam.Flatten() | "Count events" >> beam.combiners.Count.PerElement()
+    instruction_counts = (
+        instructions
+        | "Instruction cells" >> beam.FlatMap(lambda rs: [(r["profile"], r["task"], r["source"], r["split"])
+                                                          for _, _, r in rs])
+        | "Count instructions" >> beam.combiners.Count.PerElement()
+    )
     straddling = (
         rows.patients
         | "Distinct patient splits" >> beam.Distinct()
@@ -187,15 +193,17 @@ def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dic
         | "Patients in several splits" >> beam.Filter(lambda kv: kv[1] > 1)
         | "Patient keys" >> beam.Keys()
     )
-    manifest = Manifest(config=config, inputs=inputs, profiles=[p.name for p in profiles])
+    manifest = Manifest(config=config, inputs=inputs, profiles=profiles)
     (
         p
         | "Manifest seed" >> beam.Create([None])
         | "Manifest" >> beam.Map(
-            lambda _, counts, shards, straddling: manifest.write(out_dir, counts, shards, straddling),
+            lambda _, counts, shards, straddling, instruction_counts: manifest.write(
+                out_dir, counts, shards, straddling, instruction_counts),
             counts=beam.pvalue.AsList(counts),
             shards=beam.pvalue.AsList(shards),
             straddling=beam.pvalue.AsList(straddling),
+            instruction_counts=beam.pvalue.AsList(instruction_counts),
         )
     )
 

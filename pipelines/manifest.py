@@ -13,6 +13,7 @@ from importlib import metadata
 from apache_beam.io.filesystems import FileSystems
 
 from schemas.config import BuildConfig
+from transforms.tasks import Profile
 from transforms import io
 
 PACKAGES = ("cxr-instruct", "apache-beam", "pyarrow", "numpy", "pydicom", "opencv-python-headless",
@@ -78,17 +79,30 @@ def reconcile(counts: list[tuple[tuple[str, str], int]], sources: list[str]) -> 
     return dict(sorted(table.items()))
 
 
+def instruction_table(instruction_counts) -> dict:
+    """profile -> task -> source -> split -> rows."""
+    table: dict = {}
+    for (profile, task, source, split), n in sorted(instruction_counts):
+        table.setdefault(profile, {}).setdefault(task, {}).setdefault(source, {})[split] = n
+    return table
+
+
+def _write_json(path: str, doc: dict) -> None:
+    with FileSystems.create(path) as handle:
+        handle.write(json.dumps(doc, indent=2).encode("utf-8") + b"\n")
+
+
 class Manifest:
     """Built in the driver with what is known up front; written by the pipeline's last step."""
 
     FILE = "manifest.json"
 
-    def __init__(self, config: BuildConfig, inputs: dict, profiles: list[str]):
+    def __init__(self, config: BuildConfig, inputs: dict, profiles: list[Profile]):
         self.config = config.model_dump(mode="json")
         self.inputs = inputs
-        self.profiles = profiles
+        self.task_weights = {p.name: {task: spec.weight for task, spec in p.tasks.items()} for p in profiles}
 
-    def document(self, counts, shards, straddling) -> dict:
+    def document(self, counts, shards, straddling, instruction_counts=()) -> dict:
         outputs = sorted(shards, key=lambda s: s["path"])
         tables: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         for shard in outputs:
@@ -99,10 +113,11 @@ class Manifest:
             "tool": "cxr-instruct",
             "versions": versions(),
             "config": self.config,
-            "profiles": self.profiles,
+            "profiles": sorted(self.task_weights),
             "inputs": self.inputs,
             "counts": per_source,
             "tables": {name: dict(sorted(splits.items())) for name, splits in sorted(tables.items())},
+            "instructions": instruction_table(instruction_counts),
             "outputs": outputs,
             "leakage": {
                 "passed": not straddling,
@@ -115,10 +130,23 @@ class Manifest:
             },
         }
 
-    def write(self, out_dir: str, counts, shards, straddling) -> dict:
-        doc = self.document(counts, shards, straddling)
-        with FileSystems.create(io.join(out_dir, self.FILE)) as handle:
-            handle.write(json.dumps(doc, indent=2, sort_keys=False).encode("utf-8") + b"\n")
+    def weights(self, profile: str, instructions: dict) -> dict:
+        """``instructions/<profile>/weights.json``: task weights of the profile and the rows behind them."""
+        tasks = instructions.get(profile, {})
+        return {
+            "profile": profile,
+            "tasks": {
+                task: {"weight": weight, "rows": tasks.get(task, {})}
+                for task, weight in sorted(self.task_weights[profile].items())
+            },
+        }
+
+    def write(self, out_dir: str, counts, shards, straddling, instruction_counts=()) -> dict:
+        doc = self.document(counts, shards, straddling, instruction_counts)
+        _write_json(io.join(out_dir, self.FILE), doc)
+        for profile in self.task_weights:
+            _write_json(io.join(out_dir, "instructions", profile, "weights.json"),
+                        self.weights(profile, doc["instructions"]))
         return doc
 
     @classmethod
