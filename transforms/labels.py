@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import manifests
 from schemas.records import Box, Finding, Presence, RawLabel
+from transforms.labeler import label_report  # noqa: F401
 
 LABELS_MANIFEST = "labels.yaml"
 NO_FINDING = "No Finding"
@@ -31,7 +32,7 @@ class SystemRules:
 
     name: str
     targets: Mapping[str, tuple[tuple[str, int], ...]]  # raw name -> ((taxonomy name, implied presence), ...)
-    not_mapped: frozenset[str]
+    not_mapped: Mapping[str, str]  # raw name -> why it stays out of the taxonomy
     no_information: frozenset[str]
     absent: Literal["none", "zero"]
     readers: Literal["single", "majority"]
@@ -81,6 +82,15 @@ def _map_entry(raw_name: str, entry: Any, taxonomy: Sequence[str], where: str) -
     return tuple(pairs)
 
 
+def _reasons(entry: Any, where: str) -> dict[str, str]:
+    """``not_mapped``: raw name -> the reason it is left out; every reason a non-empty string."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where}: expected a mapping of raw name -> reason, got {type(entry).__name__}")
+    if missing := sorted(str(name) for name, reason in entry.items() if not isinstance(reason, str) or not reason.strip()):
+        raise ValueError(f"{where}: no reason given for {missing}")
+    return {str(name): reason for name, reason in entry.items()}
+
+
 def _system_rules(name: str, entry: Mapping[str, Any], taxonomy: Sequence[str]) -> SystemRules:
     where = f"{LABELS_MANIFEST} systems.{name}"
     known = {"identity", "map", "not_mapped", "no_information", "absent", "readers", "consensus_reader", "no_finding"}
@@ -91,8 +101,8 @@ def _system_rules(name: str, entry: Mapping[str, Any], taxonomy: Sequence[str]) 
         targets.update({observation: ((observation, 1),) for observation in taxonomy})
     for raw_name, target in (entry.get("map") or {}).items():
         targets[str(raw_name)] = _map_entry(str(raw_name), target, taxonomy, where)
-    not_mapped = frozenset(entry.get("not_mapped") or ())
-    if both := not_mapped & set(targets):
+    not_mapped = _reasons(entry.get("not_mapped") or {}, f"{where}.not_mapped")
+    if both := set(not_mapped) & set(targets):
         raise ValueError(f"{where}: {sorted(both)} are both mapped and listed as not mapped")
     readers = _choice(entry.get("readers"), ("single", "majority"), f"{where}.readers")
     consensus = entry.get("consensus_reader")
@@ -285,7 +295,7 @@ def unknown_labels(raw_labels: Iterable[RawLabel]) -> list[RawLabel]:
     return [
         label for label in unmapped(raw_labels)
         if label.system not in rules.systems
-        or label.name not in rules.systems[label.system].not_mapped | rules.systems[label.system].no_information
+        or label.name not in set(rules.systems[label.system].not_mapped) | rules.systems[label.system].no_information
     ]
 
 
@@ -303,3 +313,36 @@ def box_labels(boxes: Iterable[Box]) -> list[RawLabel]:
     (e.g. VinDr ``vindr-annotations`` / ``vindr-kaggle``) can be harmonised; sorted."""
     keys = sorted({(box.origin, box.reader or "", box.label) for box in boxes})
     return [RawLabel(system=origin, name=label, value=1.0, reader=reader or None) for origin, reader, label in keys]
+
+
+@dataclass(frozen=True)
+class Region:
+    """One anatomical region or organ name of an annotation source (``anatomy`` in the manifest)."""
+
+    name: str
+    structure: str  # lung, heart, mediastinum, bone, ...
+    laterality: Literal["left", "right"] | None  # the patient's side
+    zones: tuple[str, ...]  # zones of manifests/attributes.yaml the region covers; () = all of it
+
+
+def _region(system: str, name: str, entry: Mapping[str, Any], zones: frozenset[str]) -> Region:
+    where = f"{LABELS_MANIFEST} anatomy.{system}.{name}"
+    if extra := set(entry) - {"structure", "laterality", "zones"}:
+        raise ValueError(f"{where}: unknown keys {sorted(extra)}")
+    if entry.get("laterality") not in ("left", "right", None):
+        raise ValueError(f"{where}: laterality {entry.get('laterality')!r} is not left, right or absent")
+    if unknown := set(entry.get("zones") or ()) - zones:
+        raise ValueError(f"{where}: zones {sorted(unknown)} are not in attributes.yaml zone_order")
+    return Region(name=name, structure=entry["structure"], laterality=entry.get("laterality"),
+                  zones=tuple(entry.get("zones") or ()))
+
+
+@lru_cache(maxsize=None)
+def anatomy(system: str) -> Mapping[str, Region]:
+    """Region name -> :class:`Region` for ``imagenome-regions`` or ``chexmask-organs``; KeyError names
+    the known systems."""
+    document = manifests.load(LABELS_MANIFEST)["anatomy"]
+    if system not in document:
+        raise KeyError(f"no anatomy system {system!r}; known: {sorted(document)}")
+    zones = frozenset(manifests.load("attributes.yaml")["zone_order"])
+    return {str(name): _region(system, str(name), entry, zones) for name, entry in document[system].items()}
