@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,20 +11,28 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import manifests
+from realdata import REFERENCE
 from transforms.geometry import (
+    COORDINATE_CONVENTIONS,
     bin_center,
     cardiothoracic_ratio,
     clip_box,
     ctr_band,
     letterbox_for,
+    parse_box,
+    parse_polygon,
+    pneumothorax_ratio,
+    ptx_band,
+    render_box,
+    render_polygon,
     to_bins,
     to_fixed,
     to_percent,
 )
 from transforms.images import letterbox
-from transforms.masks import rle_decode
+from transforms.masks import rle_decode, signed_area
 
-CHEXMASK = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference" / "chexmask"
+CHEXMASK = REFERENCE / "chexmask"
 unit = st.floats(0.0, 1.0, allow_nan=False)
 
 csv.field_size_limit(1 << 30)
@@ -179,3 +186,141 @@ def test_ctr_band_edges_come_from_the_manifest():
     ]
     with pytest.raises(ValueError, match="positive"):
         ctr_band(-0.1)
+
+
+# ---- letterbox inverse -----------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(width=st.integers(1, 5000), height=st.integers(1, 5000), size=st.sampled_from([224, 512, 1024]),
+       fx=unit, fy=unit)
+def test_letterbox_transforms_invert(width, height, size, fx, fy):
+    box = letterbox_for(width, height, size)
+    x, y = fx * width, fy * height
+    back = box.unit_to_original(*box.to_unit(x, y))
+    assert back == pytest.approx((x, y), abs=1e-6 * max(width, height))
+    # a canvas pixel's centre maps back to within half a canvas pixel (0.5 / scale original pixels)
+    # of the original point it was drawn from; the drawn content edge lies within that bound too
+    far = box.to_original(box.pad_x + box.content_width, box.pad_y + box.content_height)
+    if width * box.scale >= 0.5 and height * box.scale >= 0.5:
+        assert abs(far[0] - width) <= 0.5 / box.scale + 1e-9
+        assert abs(far[1] - height) <= 0.5 / box.scale + 1e-9
+
+
+# ---- rendering per convention ----------------------------------------------------------------
+
+HALF_STEP = {"bins1000": 0.0005, "percent": 0.005, "fixed3": 0.0005}
+sorted_pair = st.tuples(unit, unit).map(sorted)
+
+
+@settings(max_examples=300, deadline=None)
+@given(xs=sorted_pair, ys=sorted_pair, convention=st.sampled_from(COORDINATE_CONVENTIONS))
+def test_render_box_parses_back_within_half_a_step(xs, ys, convention):
+    unit_box = (xs[0], ys[0], xs[1], ys[1])
+    parsed = parse_box(render_box(unit_box, convention), convention)
+    assert np.abs(np.subtract(parsed, unit_box)).max() <= HALF_STEP[convention] + 1e-12
+
+
+rings = st.lists(st.lists(st.tuples(unit, unit), min_size=3, max_size=12), min_size=1, max_size=3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rings_unit=rings, convention=st.sampled_from(COORDINATE_CONVENTIONS))
+def test_render_polygon_parses_back_within_half_a_step(rings_unit, convention):
+    text = render_polygon(rings_unit, convention, max_vertices=30)
+    parsed = parse_polygon(text, convention)
+    assert [len(r) for r in parsed] == [len(r) for r in rings_unit]
+    for ring, back in zip(rings_unit, parsed):
+        assert np.abs(np.subtract(back, ring)).max() <= HALF_STEP[convention] + 1e-12
+
+
+def test_rendered_strings_look_as_documented():
+    unit_box = (0.12, 0.24, 0.5, 0.8)
+    assert render_box(unit_box, "bins1000") == "<bin_121><bin_241><bin_501><bin_801>"
+    assert render_box(unit_box, "percent") == "[12, 24, 50, 80]"
+    assert render_box(unit_box, "fixed3") == "[0.120, 0.240, 0.500, 0.800]"
+    two = [[(0.1, 0.1), (0.5, 0.1), (0.5, 0.5)], [(0.6, 0.6), (0.9, 0.6), (0.9, 0.9)]]
+    assert render_polygon(two, "bins1000") == (
+        "<bin_101><bin_101><bin_501><bin_101><bin_501><bin_501> <bin_601><bin_601><bin_901><bin_601><bin_901><bin_901>"
+    )
+    assert render_polygon(two, "percent") == "[[10, 10, 50, 10, 50, 50], [60, 60, 90, 60, 90, 90]]"
+    assert render_polygon(two[:1], "fixed3") == "[[0.100, 0.100, 0.500, 0.100, 0.500, 0.500]]"
+
+
+def test_render_polygon_simplifies_long_rings_and_keeps_orientation():
+    angles = np.linspace(0, 2 * np.pi, 200, endpoint=False)
+    circle = list(zip(0.5 + 0.3 * np.cos(angles), 0.5 + 0.3 * np.sin(angles)))
+    for ring in (circle, circle[::-1]):
+        (parsed,) = parse_polygon(render_polygon([ring], "fixed3", max_vertices=30), "fixed3")
+        assert 3 <= len(parsed) <= 30
+        assert np.sign(signed_area(parsed)) == np.sign(signed_area(ring))
+        assert abs(signed_area(parsed)) == pytest.approx(abs(signed_area(ring)), rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: render_box((0.1, 0.1, 0.2, 0.2), "pixels"), "unknown coordinate convention"),
+        (lambda: render_box((0.5, 0.1, 0.2, 0.2), "percent"), "inverted"),
+        (lambda: render_box((0.1, 0.1, 0.2, 1.2), "fixed3"), r"\[0, 1\]"),
+        (lambda: render_polygon([], "percent"), "at least one ring"),
+        (lambda: render_polygon([[(0.1, 0.1), (0.2, 0.2)]], "bins1000"), "at least 3 vertices"),
+        (lambda: parse_box("<bin_1><bin_2>x<bin_3><bin_4>", "bins1000"), "between bin tokens"),
+        (lambda: parse_box("[1, 2, 3]", "percent"), "4 coordinates"),
+        (lambda: parse_box("1, 2, 3, 4", "fixed3"), "bracketed"),
+        (lambda: parse_polygon("[[1, 2, 3, 4]]", "percent"), "at least 3"),
+    ],
+)
+def test_rendering_and_parsing_reject_bad_input(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+# ---- pneumothorax ratio ----------------------------------------------------------------------
+
+
+def _lungs(shape=(100, 200)):
+    right, left = np.zeros(shape, bool), np.zeros(shape, bool)
+    right[10:90, 10:90] = True  # patient's right lung is on the image left: 6400 px
+    left[10:90, 110:170] = True  # 4800 px
+    return right, left
+
+
+def test_pneumothorax_ratio_uses_the_lung_on_its_side():
+    right, left = _lungs()
+    ptx = np.zeros_like(right)
+    ptx[10:30, 5:40] = True  # reaches outside the lung mask: the whole 700 px count
+    assert pneumothorax_ratio(ptx, right, left) == (pytest.approx(700 / 6400), "right")
+    ptx = np.zeros_like(right)
+    ptx[10:90, 150:170] = True
+    assert pneumothorax_ratio(ptx, right, left) == (pytest.approx(1600 / 4800), "left")
+
+
+def test_pneumothorax_ratio_uses_both_lungs_when_it_touches_both_or_neither():
+    right, left = _lungs()
+    both = np.zeros_like(right)
+    both[50:60, 80:120] = True
+    assert pneumothorax_ratio(both, right, left) == (pytest.approx(400 / 11200), "both")
+    neither = np.zeros_like(right)
+    neither[92:98, 0:50] = True
+    assert pneumothorax_ratio(neither, right, left) == (pytest.approx(300 / 11200), "both")
+
+
+def test_pneumothorax_ratio_rejects_empty_or_mismatched_masks():
+    right, left = _lungs()
+    with pytest.raises(ValueError, match="pneumothorax mask is empty"):
+        pneumothorax_ratio(np.zeros_like(right), right, left)
+    with pytest.raises(ValueError, match="left lung mask is empty"):
+        pneumothorax_ratio(right, right, np.zeros_like(left))
+    with pytest.raises(ValueError, match="shape"):
+        pneumothorax_ratio(right, right, left[:, :100])
+
+
+def test_ptx_band_edges_come_from_the_manifest():
+    names = [band["name"] for band in manifests.load("ptx_bands.yaml")["bands"]]
+    assert names == ["small", "moderate", "large"]
+    assert [ptx_band(v) for v in (0.01, 0.1999, 0.2, 0.4999, 0.5, 1.3)] == [
+        "small", "small", "moderate", "moderate", "large", "large",
+    ]
+    with pytest.raises(ValueError, match="positive"):
+        ptx_band(0.0)

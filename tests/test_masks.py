@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from realdata import REFERENCE as SHARED_REFERENCE
+from realdata import wheel_member
 from transforms.masks import (
     mask_to_boxes,
     mask_to_polygons,
@@ -96,6 +98,26 @@ def test_siim_real_rows_decode_to_documented_facts_and_reencode_identically(enco
         assert (first_flat % 1024, first_flat // 1024) == tuple(decoded["first_pixel_row_col"])
         assert len(encoded.split()) == 2 * decoded["n_runs"]
     assert rle_encode(mask, "siim") == encoded.strip()
+
+
+def test_every_real_siim_row_in_the_torchxrayvision_wheel_round_trips(tmp_path):
+    path = wheel_member("siim-pneumothorax-train-rle.csv.gz", tmp_path / "siim.csv.gz")
+    with gzip.open(path, "rt", newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["ImageId", " EncodedPixels"]
+    encoded = [row[1] for row in rows[1:]]
+    assert len(encoded) == 12_954
+    positive = [text for text in encoded if text.strip() != "-1"]
+    assert len(positive) == 3_576
+    last_pixel_runs = 0
+    for text in positive:
+        mask = rle_decode(text, 1024, 1024, "siim")
+        assert rle_encode(mask, "siim") == text
+        last_pixel_runs += bool(mask[-1, -1])
+    # The original mask2rle silently drops a run that reaches the last pixel. No real row has a run
+    # there; whether a source mask lost one cannot be told from the strings. rle_encode writes it.
+    assert last_pixel_runs == 0
+    assert all(not rle_decode(text, 1024, 1024, "siim").any() for text in encoded if text.strip() == "-1")
 
 
 def test_conventions_differ_on_the_same_string():
@@ -223,6 +245,17 @@ def test_boxes_cover_every_foreground_pixel_tightly(mask):
     assert not (mask & ~covered).any()
 
 
+@settings(max_examples=100, deadline=None)
+@given(mask=masks_strategy)
+def test_each_component_gets_exactly_its_own_bounding_box(mask):
+    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    expected = []
+    for component in range(1, count):
+        rows, cols = np.nonzero(labels == component)
+        expected.append((int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1))
+    assert mask_to_boxes(mask) == sorted(expected)
+
+
 # ---- polygons --------------------------------------------------------------------------------
 
 
@@ -293,6 +326,24 @@ def test_random_masks_give_valid_bounded_rings_covering_every_component(mask):
     assert len(exteriors) >= count - 1
     unsimplified = mask_to_polygons(mask, max_vertices=10_000)
     np.testing.assert_array_equal(polygons_to_mask(unsimplified, *mask.shape), mask)
+
+
+discs = st.lists(
+    st.tuples(st.integers(40, 216), st.integers(40, 216), st.integers(10, 40), st.integers(10, 40), st.integers(0, 179)),
+    min_size=1,
+    max_size=4,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(blobs=discs)
+def test_blob_polygons_reach_iou_09_at_30_vertices(blobs):
+    mask = np.zeros((256, 256), dtype=bool)
+    for cx, cy, ax, ay, angle in blobs:  # union of ellipses: one blob or several, overlapping or not
+        mask |= _ellipse((256, 256), (cx, cy), (ax, ay), angle)
+    rings = mask_to_polygons(mask, max_vertices=30)
+    _assert_valid_rings(rings, 30)
+    assert polygon_mask_iou(rings, mask) >= 0.9
 
 
 def test_polygons_are_deterministic_and_empty_mask_gives_none():

@@ -1,23 +1,46 @@
-"""Letterbox arithmetic, box clipping, coordinate renderers and the cardiothoracic ratio.
+"""Letterbox arithmetic, box clipping, coordinate renderers, and the cardiothoracic and
+pneumothorax ratios with their bands.
 
 Coordinates are continuous pixel-edge coordinates: x = 0 is the left edge of column 0 and
 x = width its right edge (a box ``(x1, y1, x2, y2)`` covers columns ``x1 .. x2 - 1``). A point
 given in pixel-index coordinates (a pixel centre, e.g. a polygon vertex from
 :func:`transforms.masks.mask_to_polygons`) is the edge coordinate minus 0.5; the difference
 is at most half an original pixel, i.e. ``0.5 * scale`` canvas pixels.
+
+Coordinate conventions of the profiles (``coordinates:`` in ``manifests/profiles/*.yaml``), as
+:func:`render_box` and :func:`render_polygon` write them for unit coordinates of the canvas:
+
+- ``"bins1000"`` (IMT-CXR, Pix2seq/OFA tokens): each coordinate one token ``<bin_k>``, ``k`` in
+  1..1000 (:func:`to_bins`), x before y, no spaces inside a box or a ring:
+  box ``<bin_121><bin_241><bin_501><bin_801>``; a polygon is its rings' token runs
+  ``<bin_x><bin_y><bin_x><bin_y>...`` separated by one space.
+- ``"percent"`` (M4CXR): integers 0..100 (:func:`to_percent`): box ``[12, 24, 50, 80]``;
+  polygon ``[[x, y, x, y, ...], [x, y, ...]]`` (one inner list per ring, always nested).
+- ``"fixed3"``: floats with three decimals (:func:`to_fixed`): box ``[0.120, 0.240, 0.500, 0.800]``;
+  polygon nested as for ``"percent"``.
+
+:func:`parse_box` and :func:`parse_polygon` read these strings back into unit floats (bin centres,
+percent / 100, the decimals), within half a bin / half a percent / 0.0005 of what was rendered.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
 import manifests
+from transforms.masks import signed_area, simplify_ring
 
 CtrBand = Literal["normal", "mild", "moderate", "severe"]
+PtxBand = Literal["small", "moderate", "large"]
+PtxSide = Literal["right", "left", "both"]
+CoordinateConvention = Literal["bins1000", "percent", "fixed3"]
+COORDINATE_CONVENTIONS = ("bins1000", "percent", "fixed3")
+UnitRing = list[tuple[float, float]]
 
 
 def _content_side(side: int, scale: float) -> int:
@@ -63,6 +86,14 @@ class Letterbox:
     def box_to_unit(self, x1: float, y1: float, x2: float, y2: float) -> tuple[float, float, float, float]:
         """An original-pixel box -> ``(x1, y1, x2, y2)`` in [0, 1] of the canvas."""
         return (*self.to_unit(x1, y1), *self.to_unit(x2, y2))
+
+    def to_original(self, canvas_x: float, canvas_y: float) -> tuple[float, float]:
+        """Canvas pixel coordinates -> original pixel-edge coordinates (inverse of :meth:`to_canvas`)."""
+        return (canvas_x - self.pad_x) / self.scale, (canvas_y - self.pad_y) / self.scale
+
+    def unit_to_original(self, u: float, v: float) -> tuple[float, float]:
+        """Unit canvas coordinates -> original pixel-edge coordinates (inverse of :meth:`to_unit`)."""
+        return self.to_original(u * self.size, v * self.size)
 
 
 def letterbox_for(width: int, height: int, size: int = 512) -> Letterbox:
@@ -154,14 +185,157 @@ def cardiothoracic_ratio(heart_mask: np.ndarray, lung_mask: np.ndarray) -> float
     return heart_width / thorax_width
 
 
+def _band(value: float, manifest: str) -> str:
+    """Name of the band of ``manifest`` holding ``value``: bands in increasing order, each from
+    its ``from`` edge (inclusive) up to the next band's edge."""
+    bands = manifests.load(manifest)["bands"]
+    edges = np.array([band["from"] for band in bands[1:]], dtype=float)
+    return bands[int(np.searchsorted(edges, value, side="right"))]["name"]
+
+
 def ctr_band(ctr: float) -> CtrBand:
     """Severity band of a cardiothoracic ratio; band edges from ``manifests/ctr_bands.yaml``
     (each band includes its lower edge)."""
     if not math.isfinite(ctr) or ctr <= 0:
         raise ValueError(f"cardiothoracic ratio must be a positive number, got {ctr}")
-    bands = manifests.load("ctr_bands.yaml")["bands"]
-    chosen = bands[0]["name"]
-    for band in bands[1:]:
-        if ctr >= band["from"]:
-            chosen = band["name"]
-    return chosen
+    return _band(ctr, "ctr_bands.yaml")
+
+
+def _mask(mask: np.ndarray, what: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """A 2-D mask as bool, non-empty, of the given shape."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"{what} mask must be 2-D, got shape {mask.shape}")
+    if shape is not None and mask.shape != shape:
+        raise ValueError(f"{what} mask has shape {mask.shape}, the pneumothorax mask {shape}")
+    if not mask.any():
+        raise ValueError(f"{what} mask is empty")
+    return mask != 0
+
+
+def pneumothorax_ratio(ptx_mask: np.ndarray, right_lung: np.ndarray, left_lung: np.ndarray) -> tuple[float, PtxSide]:
+    """Pneumothorax area over the area of the lung on its side, and that side.
+
+    The side is the lung mask the pneumothorax overlaps (any shared pixel); when it overlaps both
+    or neither, the denominator is both lungs together (side ``"both"``). Right and left are the
+    patient's (CheXmask "Right Lung" / "Left Lung"). The whole pneumothorax area is counted, also
+    the part outside the lung mask, so the ratio can exceed 1 when the lung mask is small.
+    """
+    ptx = _mask(ptx_mask, "pneumothorax")
+    right = _mask(right_lung, "right lung", ptx.shape)
+    left = _mask(left_lung, "left lung", ptx.shape)
+    touches_right, touches_left = bool((ptx & right).any()), bool((ptx & left).any())
+    if touches_right != touches_left:
+        side: PtxSide = "right" if touches_right else "left"
+        lung_area = np.count_nonzero(right if touches_right else left)
+    else:
+        side = "both"
+        lung_area = np.count_nonzero(right | left)
+    return np.count_nonzero(ptx) / lung_area, side
+
+
+def ptx_band(ratio: float) -> PtxBand:
+    """Size band of a pneumothorax ratio; edges from ``manifests/ptx_bands.yaml`` (each band
+    includes its lower edge)."""
+    if not math.isfinite(ratio) or ratio <= 0:
+        raise ValueError(f"pneumothorax ratio must be a positive number, got {ratio}")
+    return _band(ratio, "ptx_bands.yaml")
+
+
+# ---------------------------------------------------------------- rendering per coordinate convention
+
+
+def _check_convention(convention: str) -> None:
+    if convention not in COORDINATE_CONVENTIONS:
+        raise ValueError(f"unknown coordinate convention {convention!r}; expected one of {list(COORDINATE_CONVENTIONS)}")
+
+
+def _render_values(values: list[float], convention: CoordinateConvention) -> str:
+    """Unit floats (x, y alternating) in one box or ring, as the convention writes them."""
+    if convention == "bins1000":
+        return "".join(f"<bin_{to_bins(v)}>" for v in values)
+    items = [str(to_percent(v)) if convention == "percent" else to_fixed(v, 3) for v in values]
+    return "[" + ", ".join(items) + "]"
+
+
+def render_box(unit_box: tuple[float, float, float, float], convention: CoordinateConvention) -> str:
+    """A unit box ``(u1, v1, u2, v2)`` as the convention writes it (see the module docstring)."""
+    _check_convention(convention)
+    if len(unit_box) != 4:
+        raise ValueError(f"a box has 4 coordinates, got {len(unit_box)}")
+    u1, v1, u2, v2 = unit_box
+    if u2 < u1 or v2 < v1:
+        raise ValueError(f"box corners are inverted: {tuple(unit_box)}")
+    return _render_values([u1, v1, u2, v2], convention)
+
+
+def render_polygon(rings_unit: list[UnitRing], convention: CoordinateConvention, max_vertices: int = 30) -> str:
+    """Rings of unit points as the convention writes them (see the module docstring).
+
+    Rings longer than ``max_vertices`` are simplified first (:func:`transforms.masks.simplify_ring`);
+    vertex order, and so a hole's orientation, is kept as given.
+    """
+    _check_convention(convention)
+    if max_vertices < 3:
+        raise ValueError(f"max_vertices must be at least 3, got {max_vertices}")
+    if not rings_unit:
+        raise ValueError("a polygon needs at least one ring")
+    rendered = []
+    for ring in rings_unit:
+        points = np.asarray(ring, dtype=float).reshape(-1, 2)
+        if len(points) < 3:
+            raise ValueError(f"a ring needs at least 3 vertices, got {len(points)}")
+        simplified = simplify_ring(points, max_vertices)
+        if (signed_area(simplified) < 0) != (signed_area(points) < 0):
+            simplified = simplified[::-1]
+        rendered.append(_render_values(simplified.ravel().tolist(), convention))
+    if convention == "bins1000":
+        return " ".join(rendered)
+    return "[" + ", ".join(rendered) + "]"
+
+
+_BIN_TOKEN = re.compile(r"<bin_(\d+)>")
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def _parse_values(text: str, convention: CoordinateConvention) -> list[float]:
+    """The unit floats of one rendered box or ring."""
+    if convention == "bins1000":
+        if _BIN_TOKEN.sub("", text).strip():
+            raise ValueError(f"unexpected text between bin tokens in {text!r}")
+        return [bin_center(int(b)) for b in _BIN_TOKEN.findall(text)]
+    body = text.strip()
+    if not (body.startswith("[") and body.endswith("]")):
+        raise ValueError(f"expected a bracketed list, got {text!r}")
+    numbers = [n.strip() for n in body[1:-1].split(",")]
+    if not all(_NUMBER.fullmatch(n) for n in numbers):
+        raise ValueError(f"expected comma-separated numbers in {text!r}")
+    return [int(n) / 100 if convention == "percent" else float(n) for n in numbers]
+
+
+def parse_box(text: str, convention: CoordinateConvention) -> tuple[float, float, float, float]:
+    """The unit box a :func:`render_box` string stands for (bin centres, percent / 100, decimals)."""
+    _check_convention(convention)
+    values = _parse_values(text, convention)
+    if len(values) != 4:
+        raise ValueError(f"a box has 4 coordinates, {text!r} has {len(values)}")
+    return tuple(values)
+
+
+def parse_polygon(text: str, convention: CoordinateConvention) -> list[UnitRing]:
+    """The rings of unit points a :func:`render_polygon` string stands for."""
+    _check_convention(convention)
+    if convention == "bins1000":
+        parts = text.split(" ")
+    else:
+        body = text.strip()
+        if not (body.startswith("[[") and body.endswith("]]")):
+            raise ValueError(f"expected a nested list of rings, got {text!r}")
+        parts = ["[" + part + "]" for part in body[2:-2].split("], [")]
+    rings = []
+    for part in parts:
+        values = _parse_values(part, convention)
+        if len(values) % 2 or len(values) < 6:
+            raise ValueError(f"a ring needs at least 3 (x, y) vertices, got {len(values)} numbers in {part!r}")
+        rings.append(list(zip(values[0::2], values[1::2])))
+    return rings

@@ -40,10 +40,9 @@ def _check_convention(convention: str) -> None:
 
 def _parse_rle_ints(rle: str) -> np.ndarray:
     """The whitespace-separated integers of an RLE string, as int64."""
-    tokens = rle.split()
     try:
-        values = np.array([int(token) for token in tokens], dtype=np.int64)
-    except ValueError as err:
+        values = np.array(rle.split(), dtype=np.int64)
+    except (ValueError, OverflowError) as err:
         raise ValueError(f"RLE contains a non-integer token: {err}") from None
     if values.size % 2:
         raise ValueError(f"RLE has an odd number of integers ({values.size}); expected start/length pairs")
@@ -96,12 +95,28 @@ def rle_decode(rle: str, height: int, width: int, convention: Convention) -> np.
         raise ValueError(
             f"RLE run ends at pixel {int(ends[-1])}, past the {height}x{width} mask ({n_pixels} pixels)"
         )
-    # +1 at each run start, -1 at each run end; the running sum is 1 inside runs.
-    edges = np.bincount(starts, minlength=n_pixels + 1) - np.bincount(ends, minlength=n_pixels + 1)
-    flat = np.cumsum(edges[:n_pixels]) > 0
+    # Alternating background / foreground stretches: gap before each run, the run, then the tail.
+    counts = np.empty(2 * starts.size + 1, dtype=np.int64)
+    counts[0:-1:2] = starts - np.concatenate(([0], ends[:-1]))
+    counts[1::2] = ends - starts
+    counts[-1] = n_pixels - ends[-1]
+    stretch_values = np.arange(counts.size, dtype=np.uint8) % 2
+    flat = np.repeat(stretch_values, counts)
+    return _from_flat_order(flat, height, width, convention).view(bool)
+
+
+def _from_flat_order(flat: np.ndarray, height: int, width: int, convention: Convention) -> np.ndarray:
+    """A uint8 flat pixel array in the convention's order as a C-contiguous ``(height, width)`` array."""
     if convention == "chexmask":
         return flat.reshape(height, width)
-    return flat.reshape(width, height).T.copy()
+    return cv2.transpose(flat.reshape(width, height))  # cv2 transposes uint8 far faster than numpy copies
+
+
+def _to_flat_order(mask: np.ndarray, convention: Convention) -> np.ndarray:
+    """A ``(height, width)`` uint8 mask flattened in the convention's pixel order."""
+    if convention == "chexmask":
+        return np.ascontiguousarray(mask).ravel()
+    return cv2.transpose(np.ascontiguousarray(mask)).ravel()
 
 
 def rle_encode(mask: np.ndarray, convention: Convention) -> str:
@@ -114,9 +129,12 @@ def rle_encode(mask: np.ndarray, convention: Convention) -> str:
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"mask must be 2-D (height, width), got shape {mask.shape}")
-    flat = (mask != 0).ravel(order="C" if convention == "chexmask" else "F")
-    padded = np.concatenate(([False], flat, [False]))
-    changes = np.flatnonzero(padded[1:] != padded[:-1])
+    flat = _to_flat_order((mask != 0).view(np.uint8), convention)
+    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    if flat.size and flat[0]:
+        changes = np.concatenate(([0], changes))
+    if flat.size and flat[-1]:
+        changes = np.concatenate((changes, [flat.size]))
     starts, ends = changes[0::2], changes[1::2]
     if starts.size == 0:
         return "" if convention == "chexmask" else _EMPTY_SIIM
@@ -238,7 +256,7 @@ def _simplest_ring(polygon: ShapelyPolygon, max_vertices: int, preserve_topology
     return best
 
 
-def _simplify_ring(coords: np.ndarray, max_vertices: int) -> np.ndarray:
+def simplify_ring(coords: np.ndarray, max_vertices: int) -> np.ndarray:
     """A valid ring (unclosed) of at most ``max_vertices`` vertices covering about the same area.
 
     Topology-preserving Douglas-Peucker first; a ring it cannot reduce enough falls back to plain
@@ -290,10 +308,10 @@ def mask_to_polygons(mask: np.ndarray, max_vertices: int = 30) -> list[Ring]:
         """The polygon's exterior as a ring of the given kind, its interiors as the other kind
         (interiors occur only in repaired contours: background enclosed by thin parts, or
         foreground enclosed by a self-touching hole contour)."""
-        (holes if hole else exteriors).append(_oriented(_simplify_ring(_ring_vertices(polygon), max_vertices), hole))
+        (holes if hole else exteriors).append(_oriented(simplify_ring(_ring_vertices(polygon), max_vertices), hole))
         for interior in polygon.interiors:
             inner = np.asarray(interior.coords)[:-1]
-            (exteriors if hole else holes).append(_oriented(_simplify_ring(inner, max_vertices), not hole))
+            (exteriors if hole else holes).append(_oriented(simplify_ring(inner, max_vertices), not hole))
 
     for contour, (_, _, _, parent) in zip(contours, hierarchy[0]):
         areas, bands = _valid_polygons(contour[:, 0, :].astype(float), *binary.shape)
