@@ -81,5 +81,72 @@ def print_summary(manifest: dict, out: str) -> None:
     console.print(f"output: {out}")
 
 
+@main.command()
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def card(out: Path) -> None:
+    """Write the dataset card OUT/README.md (Hub configs, licences, statistics, plots in OUT/card/)."""
+    from pipelines.card import write_card
+
+    with console.status("reading tables for the dataset card"):
+        path = write_card(out)
+    console.print(f"dataset card: {path}")
+
+
+@main.command()
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--rows", default=3, show_default=True, help="Rows shown per profile/task.")
+def preview(out: Path, rows: int) -> None:
+    """Write OUT/preview/index.html: sample rows with their images, boxes and polygons."""
+    from pipelines.preview import write_preview
+
+    with console.status("rendering preview"):
+        result = write_preview(out, rows_per_task=rows)
+    console.print(f"preview: {result.path}  ({result.items} rows, {result.images} images, {result.shapes} shapes)")
+
+
+@main.command()
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def verify(out: Path) -> None:
+    """Re-check OUT against manifest.json: checksums, row counts, reconciliation. Non-zero exit on any mismatch."""
+    from pipelines.verify import verify as verify_output
+
+    with console.status("verifying checksums and counts"):
+        problems = verify_output(out)
+    if problems:
+        console.print(f"{out}: {len(problems)} problem(s)", style="red", markup=False, soft_wrap=True)
+        for problem in problems:
+            console.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(1)
+    console.print(f"{out}: every output matches manifest.json")
+
+
+@main.command()
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--repo", "repo_id", required=True, help="Hub dataset repository, user/name.")
+@click.option("--private/--public", "private", default=True, show_default=True,
+              help="Repository visibility; --public is refused for rows of restricted sources.")
+@click.option("--accept-licence", "accepted", multiple=True, metavar="NAME",
+              help="Licence id (manifests/sources.yaml) whose terms you accept for a public push; repeatable.")
+@click.option("--dry-run", is_flag=True, help="List what would be uploaded; send nothing.")
+def publish(out: Path, repo_id: str, private: bool, accepted: tuple[str, ...], dry_run: bool) -> None:
+    """Upload OUT to the Hugging Face Hub (token from HF_TOKEN or the token file)."""
+    from pipelines.publish import LicenceError, PublishError, publish as publish_output
+
+    try:
+        with console.status("verifying" if dry_run else "verifying and uploading"):
+            result = publish_output(out, repo_id, public=not private, accepted=accepted, dry_run=dry_run)
+    except (LicenceError, PublishError) as refused:
+        console.print("[red]publish refused[/red]")
+        console.print(str(refused), markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    visibility = "private" if result.private else "public"
+    if result.dry_run:
+        console.print(f"dry run: {len(result.files)} files would go to {visibility} dataset {repo_id}:")
+        for path in result.files:
+            console.print(f"  {path}", markup=False, highlight=False, soft_wrap=True)
+    else:
+        console.print(f"uploaded {len(result.files)} files to {visibility} dataset {repo_id}: {result.commit_url}")
+
+
 if __name__ == "__main__":
     main()

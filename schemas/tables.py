@@ -39,7 +39,8 @@ BOX = {
     "label": _str,  # source spelling
     "finding": _str,  # harmonised name when the label maps to one, else null
     "origin": _str,
-    "reader": _str,
+    "reader": _str,  # one reader's box, or "consensus" for a fused box
+    "readers": List(_str),  # the readers behind the box (several for a consensus box)
     "x1": _f64,
     "y1": _f64,
     "x2": _f64,

@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from schemas.records import AnnotationRecord, Box, MaskRLE, Polygon, Reject
-from transforms import geometry, images, io, labels, masks, reports
+import manifests
+from transforms import boxes, geometry, images, io, labels, masks, reports
 from transforms.geometry import Letterbox
 from transforms.units import ImageUnit
 
 CHEXMASK_ORGANS = ("right lung", "left lung", "heart")
+FUSION = manifests.load("box_policies.yaml")["fusion"]
 
 
 class ImageSizeMismatch(ValueError):
@@ -73,14 +75,21 @@ def decode_unit(unit: ImageUnit, size: int) -> DecodedUnit:
 # ------------------------------------------------------------- geometry stage
 
 
-def _box_row(box: Box, lb: Letterbox, width: int, height: int) -> dict | None:
+def _clip(box: Box, width: int, height: int) -> Box | None:
+    """The box clipped to the image, or None when nothing of it has area inside."""
     clipped = geometry.clip_box(box.x1, box.y1, box.x2, box.y2, width, height)
     if clipped is None:
         return None
     x1, y1, x2, y2 = clipped
-    u1, v1, u2, v2 = lb.box_to_unit(x1, y1, x2, y2)
+    return box.model_copy(update={"x1": x1, "y1": y1, "x2": x2, "y2": y2})
+
+
+def _box_row(box: Box, lb: Letterbox, readers: tuple[str, ...] = ()) -> dict:
+    """A box (already inside the image) in original pixels and canvas units."""
+    u1, v1, u2, v2 = lb.box_to_unit(box.x1, box.y1, box.x2, box.y2)
     return {"label": box.label, "finding": labels.finding_for_box(box.origin, box.label), "origin": box.origin,
-            "reader": box.reader, "x1": x1, "y1": y1, "x2": x2, "y2": y2, "u1": u1, "v1": v1, "u2": u2, "v2": v2}
+            "reader": box.reader, "readers": list(readers or ([box.reader] if box.reader else [])),
+            "x1": box.x1, "y1": box.y1, "x2": box.x2, "y2": box.y2, "u1": u1, "v1": v1, "u2": u2, "v2": v2}
 
 
 def _polygon_row(label: str, origin: str, rings: list[list[tuple[float, float]]], lb: Letterbox) -> dict:
@@ -103,14 +112,14 @@ def _decode_for_image(mask: MaskRLE, width: int, height: int) -> np.ndarray:
     return masks.rle_decode(mask.rle, mask.height, mask.width, mask.convention)
 
 
-def _mask_geometry(label: str, origin: str, mask: np.ndarray, lb: Letterbox, max_vertices: int,
-                   width: int, height: int) -> tuple[list[dict], list[dict]]:
+def _mask_geometry(label: str, origin: str, mask: np.ndarray, lb: Letterbox,
+                   max_vertices: int) -> tuple[list[dict], list[dict]]:
     if not mask.any():
         return [], []
-    boxes = [_box_row(Box(label=label, x1=x1, y1=y1, x2=x2, y2=y2, origin=origin), lb, width, height)
+    boxes = [_box_row(Box(label=label, x1=x1, y1=y1, x2=x2, y2=y2, origin=origin), lb)
              for x1, y1, x2, y2 in masks.mask_to_boxes(mask)]
     polygons = [_polygon_row(label, origin, masks.mask_to_polygons(mask, max_vertices=max_vertices), lb)]
-    return [b for b in boxes if b], polygons
+    return boxes, polygons
 
 
 def _chexmask_geometry(ann: AnnotationRecord, lb: Letterbox, width: int, height: int):
@@ -121,8 +130,7 @@ def _chexmask_geometry(ann: AnnotationRecord, lb: Letterbox, width: int, height:
         mask = organ_masks.get(organ)
         if mask is not None and mask.any():
             x1, y1, x2, y2 = masks.mask_to_boxes(mask, union=True)[-1]
-            row = _box_row(Box(label=organ, x1=x1, y1=y1, x2=x2, y2=y2, origin="chexmask-mask"), lb, width, height)
-            boxes.append(row)
+            boxes.append(_box_row(Box(label=organ, x1=x1, y1=y1, x2=x2, y2=y2, origin="chexmask-mask"), lb))
     for contour in ann.landmarks:  # landmark contours are polygons as they stand
         polygons.append(_polygon_row(contour.label, contour.origin, [contour.points], lb))
     ctr = None
@@ -133,6 +141,17 @@ def _chexmask_geometry(ann: AnnotationRecord, lb: Letterbox, width: int, height:
     return boxes, polygons, ctr
 
 
+def _reader_consensus(read_boxes: list[Box]):
+    """Consensus boxes of multi-reader annotations (VinDr train): fused per class by the rule in
+    manifests/box_policies.yaml; the per-reader boxes stay beside them."""
+    per_reader = [box for box in read_boxes if box.reader and box.reader != FUSION["consensus_reader"]]
+    if len({box.reader for box in per_reader}) < 2:
+        return [], []
+    fusion = boxes.fuse_readers(per_reader, FUSION["iou_threshold"], FUSION["min_readers"],
+                                FUSION["consensus_reader"])
+    return fusion.consensus, fusion.unsupported
+
+
 def geometry_unit(decoded: DecodedUnit, max_vertices: int = 30) -> tuple[EnrichedUnit, list[Reject]]:
     """Boxes, polygons and CTR in original pixels and canvas units; clipped, never silently dropped."""
     unit, lb, width, height = decoded.unit, decoded.letterbox, decoded.width, decoded.height
@@ -140,26 +159,34 @@ def geometry_unit(decoded: DecodedUnit, max_vertices: int = 30) -> tuple[Enriche
     enriched = EnrichedUnit(decoded=decoded)
     rejects: list[Reject] = []
 
-    def add_boxes(boxes: list[Box], source: str, key: str) -> None:
+    def add_boxes(boxes: list[Box], source: str, key: str) -> list[Box]:
+        kept = []
         for box in boxes:
-            row = _box_row(box, lb, width, height)
-            if row is None:
+            clipped = _clip(box, width, height)
+            if clipped is None:
                 rejects.append(Reject(key=key, source=source, stage="geometry", level="item",
                                       reason="zero-area-box",
                                       detail=f"{box.label} ({box.x1},{box.y1},{box.x2},{box.y2}) has no area inside "
                                              f"the {width}x{height} image"))
             else:
-                enriched.boxes.append(row)
+                enriched.boxes.append(_box_row(clipped, lb))
+                kept.append(clipped)
+        return kept
 
-    add_boxes(record.boxes, record.image.source, unit.key)
+    read_boxes = add_boxes(record.boxes, record.image.source, unit.key)
+    consensus, unsupported = _reader_consensus(read_boxes)
+    enriched.boxes += [_box_row(c.box, lb, c.readers) for c in consensus]
+    for cluster in unsupported:
+        rejects.append(Reject(key=unit.key, source=record.image.source, stage="geometry", kind="filtered",
+                              level="item", reason="no-reader-consensus",
+                              detail=f"{cluster.box.label}: only {', '.join(cluster.readers)} drew it"))
     # Several mask rows of one label (SIIM) are separate masks of one finding: union them.
     by_label: dict[str, np.ndarray] = {}
     for mask in record.masks:
         decoded_mask = _decode_for_image(mask, width, height)
         by_label[mask.label] = by_label.get(mask.label, False) | decoded_mask
     for label in sorted(by_label):
-        boxes, polygons = _mask_geometry(label, record.masks[0].origin, by_label[label], lb, max_vertices,
-                                         width, height)
+        boxes, polygons = _mask_geometry(label, record.masks[0].origin, by_label[label], lb, max_vertices)
         enriched.boxes += boxes
         enriched.polygons += polygons
     for polygon in record.polygons:

@@ -1,0 +1,117 @@
+"""``cxr-instruct verify OUT``: re-check a finished build against its ``manifest.json``.
+
+Checks every listed output file (present, size, SHA-256, Parquet row count), that the per-table totals
+and the instruction counts agree with the shards, that ``read = written + rejected + filtered`` holds
+per source, that the rejects table holds one row per counted reject, that the build's own checks
+passed, and that no unlisted shard sits in a table folder (a stale shard would be picked up by a
+``<split>-*.parquet`` glob). Reads Parquet footers only, never row data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from pipelines.manifest import Manifest
+
+HASH_CHUNK_BYTES = 1 << 20
+TABLE_ROOTS = ("images", "annotations", "instructions", "rejects")
+"""Folders whose every ``*.parquet`` file must be listed in the manifest (``vq/`` is written later)."""
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_outputs(out_dir: Path, outputs: list[dict]) -> list[str]:
+    """Problems with the listed files: missing, wrong size, wrong checksum, wrong row count."""
+    problems = []
+    for entry in outputs:
+        path = out_dir / entry["path"]
+        if not path.is_file():
+            problems.append(f"{entry['path']}: missing")
+            continue
+        size = path.stat().st_size
+        if size != entry["bytes"]:
+            problems.append(f"{entry['path']}: {size} bytes, manifest says {entry['bytes']}")
+        sha = file_sha256(path)
+        if sha != entry["sha256"]:
+            problems.append(f"{entry['path']}: sha256 {sha[:12]}..., manifest says {entry['sha256'][:12]}...")
+            continue  # a corrupt file's footer may not parse; the checksum already says what is wrong
+        rows = pq.ParquetFile(path).metadata.num_rows
+        if rows != entry["rows"]:
+            problems.append(f"{entry['path']}: {rows} rows, manifest says {entry['rows']}")
+    return problems
+
+
+def check_unlisted(out_dir: Path, outputs: list[dict]) -> list[str]:
+    """Parquet files under the table folders that the manifest does not list."""
+    listed = {entry["path"] for entry in outputs}
+    found = sorted(
+        path.relative_to(out_dir).as_posix()
+        for root in TABLE_ROOTS
+        for path in (out_dir / root).rglob("*.parquet")
+    )
+    return [f"{path}: not listed in manifest.json outputs" for path in found if path not in listed]
+
+
+def check_tables(manifest: dict) -> list[str]:
+    """``tables`` and ``instructions`` agree with the rows of the listed shards."""
+    problems = []
+    from_shards: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for entry in manifest["outputs"]:
+        from_shards[entry["table"]][entry["split"]] += entry["rows"]
+    tables = manifest["tables"]
+    for table in sorted(set(tables) | set(from_shards)):
+        stated, summed = tables.get(table, {}), dict(from_shards.get(table, {}))
+        if stated != summed:
+            problems.append(f"tables[{table!r}] = {stated}, shards add up to {summed}")
+    for profile, tasks in manifest["instructions"].items():
+        for task, per_source in tasks.items():
+            summed: dict[str, int] = defaultdict(int)
+            for splits in per_source.values():
+                for split, n in splits.items():
+                    summed[split] += n
+            table = f"instructions/{profile}/{task}"
+            if dict(summed) != tables.get(table, {}):
+                problems.append(f"instructions[{profile!r}][{task!r}] add up to {dict(summed)}, "
+                                f"tables[{table!r}] = {tables.get(table, {})}")
+    return problems
+
+
+def check_reconciliation(manifest: dict) -> list[str]:
+    """Per source ``read = written + rejected + filtered``; the rejects table holds every counted reject;
+    the build's own checks passed."""
+    problems = []
+    counted_rejects = 0
+    for source, entry in manifest["counts"].items():
+        rejected, filtered = sum(entry["rejected"].values()), sum(entry["filtered"].values())
+        counted_rejects += rejected + filtered + sum(entry["item_rejects"].values())
+        if entry["read"] != entry["written"] + rejected + filtered:
+            problems.append(f"counts[{source!r}]: read {entry['read']} != written {entry['written']} "
+                            f"+ rejected {rejected} + filtered {filtered}")
+        if not entry["reconciled"]:
+            problems.append(f"counts[{source!r}]: marked not reconciled")
+    reject_rows = sum(manifest["tables"].get("rejects", {}).values())
+    if reject_rows != counted_rejects:
+        problems.append(f"rejects table has {reject_rows} rows, counts name {counted_rejects} rejects")
+    problems += [f"checks[{name!r}] is false" for name, passed in manifest["checks"].items() if not passed]
+    return problems
+
+
+def verify(out_dir: str | Path) -> list[str]:
+    """Every problem found in a build output; an empty list means it verifies."""
+    out = Path(out_dir)
+    if not (out / Manifest.FILE).is_file():
+        return [f"{out / Manifest.FILE}: missing (is {out} a cxr-instruct build output?)"]
+    manifest = Manifest.read(str(out))
+    return (check_outputs(out, manifest["outputs"]) + check_unlisted(out, manifest["outputs"])
+            + check_tables(manifest) + check_reconciliation(manifest))

@@ -1,0 +1,155 @@
+"""The dataset card: Hub configs whose globs load, counts that match the tables, licences and citations
+for every contributing source, deterministic plots, and statistics read without the image column."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from pathlib import Path
+
+import datasets
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from pipelines import card
+from pipelines.build import run_build
+from pipelines.manifest import Manifest
+from pipelines.synth import generate
+from schemas.config import load_config
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory) -> Path:
+    corpus = generate(tmp_path_factory.mktemp("corpus"), studies=6, seed=11)
+    out = tmp_path_factory.mktemp("out")
+    run_build(load_config(corpus / "build.yaml"), str(out))
+    card.write_card(out)
+    return out
+
+
+def front_matter(out: Path) -> tuple[dict, str]:
+    text = (out / "README.md").read_text()
+    assert text.startswith("---\n")
+    header, body = text[4:].split("\n---\n", 1)
+    return yaml.safe_load(header), body
+
+
+def test_every_config_glob_loads_the_rows_the_manifest_counts(build):
+    meta, _ = front_matter(build)
+    manifest = Manifest.read(str(build))
+    configs = {c["config_name"]: c for c in meta["configs"]}
+    assert len(configs) == len(manifest["tables"])
+    for table_dir, splits in manifest["tables"].items():
+        entry = configs[card.config_name(table_dir)]
+        assert {f["split"] for f in entry["data_files"]} == set(splits)
+        for data_file in entry["data_files"]:
+            files = sorted(str(p) for p in build.glob(data_file["path"]))
+            rows = datasets.load_dataset("parquet", data_files=files, split="train").num_rows
+            assert rows == splits[data_file["split"]], (table_dir, data_file)
+    assert configs["rejects"]["data_files"] == [{"split": "rejects", "path": "rejects/rejects-*.parquet"}]
+
+
+def test_licences_access_and_citations_of_every_contributing_source(build):
+    meta, body = front_matter(build)
+    sources = card.load_sources()
+    manifest = Manifest.read(str(build))
+    assert meta["license"] == "other"
+    assert set(card.contributing_sources(manifest)) == {"mimic", "vindr", "chexmask", "siim", "imagenome", "padchest"}
+    for name in card.contributing_sources(manifest):
+        entry = sources["sources"][name]
+        assert entry["licence"] in body and entry["access_note"] in body
+        assert entry["citation"].splitlines()[0] in body
+    for profile in manifest["profiles"]:
+        assert sources["methods"][profile]["citation"].splitlines()[0] in body
+    assert "credentialed" in body and "no sharing" in body and "Kaggle competition rules" in body
+    assert "not tokenized" in body
+
+
+def test_label_table_matches_a_direct_count_of_the_annotations(build):
+    _, body = front_matter(build)
+    table = pq.read_table(build / "annotations", columns=["findings"]).to_pylist()
+    direct = Counter((f["name"], f["presence"]) for row in table for f in row["findings"])
+    for name in ("Cardiomegaly", "Pleural Effusion", "No Finding"):
+        cells = [direct[(name, value)] for value, _ in card.PRESENCE_COLUMNS]
+        assert f"| {name} | " + " | ".join(map(str, cells)) + " |" in body
+
+
+def test_reject_summary_and_counts_per_task(build):
+    _, body = front_matter(build)
+    rejects = pq.read_table(build / "rejects").to_pylist()
+    by_reason = Counter((r["source"], r["stage"], r["kind"], r["reason"]) for r in rejects)
+    for (source, stage, kind, reason), n in by_reason.items():
+        assert f"| {source} | {stage} | {kind} | {reason} | {n} |" in body
+    manifest = Manifest.read(str(build))
+    mimic = manifest["instructions"]["m4cxr"]["disease_classification"]["mimic"]
+    assert f"| m4cxr | disease_classification | mimic | " + " | ".join(
+        str(mimic.get(s, 0)) for s in card.SPLITS) + f" | {sum(mimic.values())} |" in body
+
+
+def test_plots_are_embedded_and_byte_identical_on_a_second_write(build):
+    _, body = front_matter(build)
+    plots = sorted((build / "card").glob("*.png"))
+    assert [p.name for p in plots] == ["boxes_per_image.png", "ctr_histogram.png", "label_distribution.png"]
+    for plot in plots:
+        assert f"](card/{plot.name})" in body
+        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and b"matplotlib" not in plot.read_bytes()
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in plots}
+    readme = (build / "README.md").read_bytes()
+    card.write_card(build)
+    assert before == {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in plots}
+    assert readme == (build / "README.md").read_bytes()
+
+
+def test_statistics_never_read_the_image_column(build, monkeypatch):
+    asked: list[list[str]] = []
+    real = pq.ParquetFile.iter_batches
+
+    def spy(self, *args, columns=None, **kwargs):
+        asked.append(list(columns or []))
+        return real(self, *args, columns=columns, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
+    monkeypatch.setattr(pq, "read_table", lambda *a, **k: pytest.fail("card read a whole table"))
+    stats = card.card_statistics(build)
+    assert asked and all(columns and "image" not in columns for columns in asked)
+    assert sum(stats.images.values()) == sum(Manifest.read(str(build))["tables"]["images"].values())
+
+
+def test_tokenizer_fingerprint_comes_from_the_vq_table(build, tmp_path):
+    import pyarrow as pa
+
+    files = []
+    for split, fingerprint in (("train", "sha256:abc"), ("test", "sha256:abc")):
+        path = tmp_path / f"{split}-00000-of-00001.parquet"
+        pq.write_table(pa.table({"image_key": ["k"], "tokenizer": [fingerprint]}), path)
+        files.append(path)
+    assert card.tokenizer_fingerprints(files) == ["sha256:abc"]
+    pq.write_table(pa.table({"image_key": ["k"]}), files[0])
+    with pytest.raises(ValueError, match="'tokenizer'"):
+        card.tokenizer_fingerprints(files)
+
+
+def test_a_source_without_licence_facts_is_an_error(build):
+    manifest = Manifest.read(str(build))
+    manifest["counts"]["chexpert"] = {"read": 3, "written": 3, "rejected": {}, "filtered": {}}
+    with pytest.raises(ValueError, match="chexpert"):
+        card.render_card(manifest, card.card_statistics(build), card.load_sources(), manifest["tables"], [])
+
+
+def test_a_vq_table_gets_a_config_and_its_fingerprint_in_the_card(build, tmp_path):
+    import shutil
+
+    import pyarrow as pa
+
+    out = tmp_path / "out"
+    shutil.copytree(build, out)
+    (out / "vq" / "_rejects").mkdir(parents=True)
+    pq.write_table(pa.table({"image_key": ["a", "b"], "tokenizer": ["chameleon-7b:1234abcd"] * 2}),
+                   out / "vq" / "train-00000-of-00001.parquet")
+    pq.write_table(pa.table({"key": ["c"]}), out / "vq" / "_rejects" / "train-00000-of-00001.parquet")
+    card.write_card(out)
+    meta, body = front_matter(out)
+    vq = next(c for c in meta["configs"] if c["config_name"] == "vq")
+    assert vq["data_files"] == [{"split": "train", "path": "vq/train-*.parquet"}]
+    assert "`chameleon-7b:1234abcd`" in body and "not tokenized" not in body

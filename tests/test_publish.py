@@ -1,0 +1,210 @@
+"""Publishing: a real ``HfApi`` upload against a small fake Hub on 127.0.0.1, and the licence guard.
+
+The fake Hub answers the four calls a push makes (create repo, repo info, preupload, commit; the last
+two as described in /work/shared/VQGAN.md §10) and keeps the files each commit carried.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+from huggingface_hub import HfApi
+
+from pipelines.build import run_build
+from pipelines.card import load_sources, write_card
+from pipelines.cli import main
+from pipelines.publish import LicenceError, PublishError, licence_guard, publish, upload_plan
+from pipelines.synth import generate
+from schemas.config import load_config
+
+COMMIT_OID = "a" * 40
+
+
+class FakeHub:
+    """Repos by id -> {"private": bool, "files": {path: bytes}}; one thread serving HTTP on loopback."""
+
+    def __init__(self, existing: dict[str, bool] | None = None):
+        self.repos = {repo: {"private": private, "files": {}} for repo, private in (existing or {}).items()}
+        self.requests: list[tuple[str, str]] = []
+        self.card_metadata: dict | None = None
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler())
+        self.endpoint = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def handler(self):
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep pytest output clean
+                pass
+
+            def reply(self, status: int, doc: dict) -> None:
+                body = json.dumps(doc).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def body(self) -> bytes:
+                return self.rfile.read(int(self.headers.get("Content-Length", 0)))
+
+            def do_GET(self):
+                hub.requests.append(("GET", self.path))
+                repo = self.path.split("?")[0].removeprefix("/api/datasets/")
+                if repo in hub.repos:
+                    return self.reply(200, {"id": repo, "private": hub.repos[repo]["private"]})
+                self.reply(404, {"error": "Repository not found"})
+
+            def do_POST(self):
+                hub.requests.append(("POST", self.path))
+                data = self.body()
+                if self.path == "/api/repos/create":
+                    payload = json.loads(data)
+                    repo = f"{payload['organization']}/{payload['name']}"
+                    if repo in hub.repos:
+                        return self.reply(409, {"error": "You already created this dataset repo",
+                                                "url": f"{hub.endpoint}/datasets/{repo}"})
+                    hub.repos[repo] = {"private": payload.get("visibility") != "public", "files": {}}
+                    return self.reply(200, {"url": f"{hub.endpoint}/datasets/{repo}"})
+                if self.path == "/api/validate-yaml":  # the README's front matter, checked before the commit
+                    content = json.loads(data)["content"]
+                    hub.card_metadata = yaml.safe_load(content.split("---\n")[1])
+                    return self.reply(200, {})
+                repo, _, action = self.path.removeprefix("/api/datasets/").rpartition("/")[0].rpartition("/")
+                if action == "preupload":
+                    files = json.loads(data)["files"]
+                    return self.reply(200, {"files": [{"path": f["path"], "uploadMode": "regular",
+                                                       "shouldIgnore": False} for f in files]})
+                if action == "commit":
+                    for line in data.decode().splitlines():
+                        item = json.loads(line)
+                        if item["key"] == "file":
+                            value = item["value"]
+                            hub.repos[repo]["files"][value["path"]] = base64.b64decode(value["content"])
+                    return self.reply(200, {"commitUrl": f"{hub.endpoint}/datasets/{repo}/commit/{COMMIT_OID}",
+                                            "commitOid": COMMIT_OID})
+                self.reply(404, {"error": f"unexpected {self.path}"})
+
+        return Handler
+
+    def __enter__(self) -> "FakeHub":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory) -> Path:
+    corpus = generate(tmp_path_factory.mktemp("corpus"), studies=6, seed=3)
+    out = tmp_path_factory.mktemp("out")
+    run_build(load_config(corpus / "build.yaml"), str(out))
+    write_card(out)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def no_real_hub(monkeypatch, tmp_path):
+    """No test may reach the real Hub or read the developer's token."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: a stray call fails fast
+
+
+def test_private_upload_sends_every_file_of_the_output(build):
+    with FakeHub() as hub:
+        api = HfApi(endpoint=hub.endpoint, token="hf_dummy")
+        result = publish(build, "someone/cxr-demo", api=api)
+    repo = hub.repos["someone/cxr-demo"]
+    assert repo["private"] is True
+    assert sorted(repo["files"]) == result.files == upload_plan(build)
+    for path, data in repo["files"].items():
+        assert data == (build / path).read_bytes(), path
+    assert {"README.md", "manifest.json", "rejects/rejects-00000-of-00001.parquet"} <= set(repo["files"])
+    assert result.commit_url.endswith(COMMIT_OID) and not result.dry_run
+    configs = {c["config_name"]: c for c in hub.card_metadata["configs"]}
+    assert {"images", "annotations", "rejects", "m4cxr-disease_classification"} <= set(configs)
+
+
+def test_private_push_refuses_an_existing_public_repo(build):
+    with FakeHub(existing={"someone/open": False}) as hub:
+        with pytest.raises(PublishError, match="already exists and is public"):
+            publish(build, "someone/open", api=HfApi(endpoint=hub.endpoint, token="hf_dummy"))
+    assert not any(path.endswith("/commit/main") for _, path in hub.requests)
+
+
+def test_public_push_of_credentialed_rows_is_refused_before_any_request(build):
+    with FakeHub() as hub:
+        with pytest.raises(LicenceError) as refused:
+            publish(build, "someone/cxr-public", public=True, api=HfApi(endpoint=hub.endpoint, token="hf_dummy"))
+    assert hub.requests == []
+    message = str(refused.value)
+    for licence_id in ("physionet-credentialed-1.5.0", "physionet-vindr-cxr", "bimcv-padchest-terms",
+                       "kaggle-siim-acr-rules"):
+        assert f"--accept-licence {licence_id}" in message
+
+
+def manifest_with(read: dict[str, int]) -> dict:
+    return {"counts": {source: {"read": n} for source, n in read.items()}}
+
+
+def test_licence_guard_decides_from_the_sources_that_contributed():
+    sources = load_sources()
+    licence_guard(manifest_with({"chexmask": 5, "mimic": 0}), sources, public=True)  # open annotations only
+    licence_guard(manifest_with({"mimic": 5}), sources, public=False)  # private is always allowed
+    with pytest.raises(LicenceError, match="MIMIC-CXR"):
+        licence_guard(manifest_with({"mimic": 5, "chexmask": 5}), sources, public=True)
+    with pytest.raises(LicenceError, match="PadChest"):  # accepting one licence does not cover another
+        licence_guard(manifest_with({"mimic": 1, "padchest": 1}), sources, public=True,
+                      accepted=("physionet-credentialed-1.5.0",))
+    licence_guard(manifest_with({"mimic": 1, "imagenome": 1}), sources, public=True,
+                  accepted=("physionet-credentialed-1.5.0",))
+    with pytest.raises(LicenceError, match="not a licence id"):
+        licence_guard(manifest_with({"mimic": 1}), sources, public=False, accepted=("mit",))
+    with pytest.raises(LicenceError, match="no entry"):
+        licence_guard(manifest_with({"chexpert": 1}), sources, public=True)
+
+
+def test_public_push_with_every_licence_accepted_goes_public(build):
+    accepted = tuple(sorted({e["licence_id"] for e in load_sources()["sources"].values()}))
+    with FakeHub() as hub:
+        publish(build, "someone/accepted", public=True, accepted=accepted,
+                api=HfApi(endpoint=hub.endpoint, token="hf_dummy"))
+    assert hub.repos["someone/accepted"]["private"] is False
+
+
+def test_cli_dry_run_lists_files_and_sends_nothing(build):
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(main, ["publish", str(build), "--repo", "someone/x", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "manifest.json" in result.output and "private" in result.output
+    refused = CliRunner().invoke(main, ["publish", str(build), "--repo", "someone/x", "--public", "--dry-run"])
+    assert refused.exit_code != 0 and "--accept-licence" in refused.output
+
+
+def test_cli_without_token_says_how_to_get_one(build):
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(main, ["publish", str(build), "--repo", "someone/x"])
+    assert result.exit_code != 0 and "HF_TOKEN" in result.output
+
+
+def test_tampered_output_is_not_published(build, tmp_path):
+    import shutil
+
+    copy = tmp_path / "out"
+    shutil.copytree(build, copy)
+    (copy / "manifest.json").write_text((copy / "manifest.json").read_text().replace('"rows": ', '"rows": 1', 1))
+    with pytest.raises(PublishError, match="does not verify"):
+        publish(copy, "someone/x", dry_run=True)

@@ -1,0 +1,109 @@
+"""``cxr-instruct verify``: a clean build verifies; each kind of damage is named and exits non-zero."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pipelines.build import run_build
+from pipelines.cli import main
+from pipelines.synth import generate
+from pipelines.verify import verify
+from schemas.config import load_config
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory) -> Path:
+    corpus = generate(tmp_path_factory.mktemp("corpus"), studies=6, seed=5)
+    out = tmp_path_factory.mktemp("out")
+    run_build(load_config(corpus / "build.yaml"), str(out))
+    return out
+
+
+@pytest.fixture
+def copy(build, tmp_path) -> Path:
+    target = tmp_path / "out"
+    shutil.copytree(build, target)
+    return target
+
+
+def edit_manifest(out: Path, change) -> None:
+    path = out / "manifest.json"
+    doc = json.loads(path.read_text())
+    change(doc)
+    path.write_text(json.dumps(doc))
+
+
+def run_verify(out: Path):
+    return CliRunner().invoke(main, ["verify", str(out)])
+
+
+def test_clean_build_verifies(build):
+    assert verify(build) == []
+    result = run_verify(build)
+    assert result.exit_code == 0, result.output
+    assert "every output matches" in result.output
+
+
+def test_one_flipped_byte_in_a_shard_fails_with_its_path(copy):
+    shard = copy / "annotations" / "train-00000-of-00001.parquet"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+    result = run_verify(copy)
+    assert result.exit_code == 1
+    assert "annotations/train-00000-of-00001.parquet: sha256" in result.output
+    assert "1 problem" in result.output
+
+
+def test_missing_and_unlisted_shards_are_named(copy):
+    (copy / "images" / "test-00000-of-00001.parquet").unlink()
+    shutil.copy(copy / "images" / "train-00000-of-00001.parquet", copy / "images" / "train-00000-of-00002.parquet")
+    problems = verify(copy)
+    assert "images/test-00000-of-00001.parquet: missing" in problems
+    assert "images/train-00000-of-00002.parquet: not listed in manifest.json outputs" in problems
+
+
+def test_row_counts_that_disagree_with_the_shards_are_named(copy):
+    def inflate(doc):
+        doc["tables"]["images"]["train"] += 1
+        first = next(o for o in doc["outputs"] if o["table"] == "rejects")
+        first["rows"] += 1
+
+    edit_manifest(copy, inflate)
+    problems = verify(copy)
+    assert any(p.startswith("tables['images']") for p in problems), problems
+    assert any(p.startswith("rejects/rejects-00000-of-00001.parquet:") and "rows" in p for p in problems), problems
+
+
+def test_unreconciled_counts_and_failed_checks_are_named(copy):
+    def break_counts(doc):
+        source = sorted(doc["counts"])[0]
+        doc["counts"][source]["read"] += 2
+        doc["checks"]["leakage_free"] = False
+
+    edit_manifest(copy, break_counts)
+    problems = verify(copy)
+    assert any("read" in p and "!= written" in p for p in problems), problems
+    assert "checks['leakage_free'] is false" in problems
+
+
+def test_instruction_counts_must_add_up_to_their_table(copy):
+    def drop_instruction(doc):
+        profile = sorted(doc["instructions"])[0]
+        task = sorted(doc["instructions"][profile])[0]
+        source = sorted(doc["instructions"][profile][task])[0]
+        split = sorted(doc["instructions"][profile][task][source])[0]
+        doc["instructions"][profile][task][source][split] -= 1
+
+    edit_manifest(copy, drop_instruction)
+    assert any(p.startswith("instructions[") for p in verify(copy))
+
+
+def test_a_folder_without_manifest_is_refused(tmp_path):
+    result = run_verify(tmp_path)
+    assert result.exit_code == 1 and "manifest.json: missing" in result.output
