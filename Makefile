@@ -15,7 +15,7 @@ TXV_WHEEL := build/cache/torchxrayvision-1.5.7-py3-none-any.whl
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,tokenizer,loader,chexbert]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,6 +24,9 @@ demo: $(STAMP)
 	rm -rf $(DEMO)
 	$(BIN)/cxr-instruct synth --out $(DEMO)/corpus --studies $(STUDIES) --seed 0
 	$(BIN)/cxr-instruct build --config $(DEMO)/corpus/build.yaml --out $(DEMO)/out
+	$(BIN)/cxr-instruct card $(DEMO)/out
+	$(BIN)/cxr-instruct preview $(DEMO)/out
+	$(BIN)/cxr-instruct verify $(DEMO)/out
 	@echo "demo output: $(abspath $(DEMO)/out)"
 
 $(TXV_WHEEL):

@@ -10,6 +10,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from pipelines.export import export_command
+
 console = Console()
 
 
@@ -147,6 +149,8 @@ def publish(out: Path, repo_id: str, private: bool, accepted: tuple[str, ...], d
     else:
         console.print(f"uploaded {len(result.files)} files to {visibility} dataset {repo_id}: {result.commit_url}")
 
+
+main.add_command(export_command)
 
 if __name__ == "__main__":
     main()
