@@ -1,8 +1,10 @@
-"""Decoding of DICOM (uncompressed, JPEG baseline, JPEG 2000), PNG 8/16-bit and JPEG; windowing;
-letterbox; PNG encoding. DICOM files are written with pydicom at test time."""
+"""Decoding of DICOM (uncompressed, JPEG baseline, JPEG 2000, JPEG lossless), PNG 8/16-bit and JPEG;
+VOI LUT and windowing; letterbox; PNG encoding; the DICOM header allow-list. DICOM files are written
+with pydicom at test time (JPEG lossless streams by a small encoder here, pydicom has none)."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import cv2
@@ -11,11 +13,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, JPEGLosslessSV1, generate_uid
 
 from transforms.images import (
+    DICOM_FACTS_KEPT,
+    DICOM_KEYWORDS_READ,
+    DecodedImage,
     ImageDecodeError,
     decode_image,
     encode_png,
@@ -141,14 +147,6 @@ def test_jpeg_baseline_dicom_decodes_like_the_jpeg_itself():
     assert np.abs(pixels.astype(int) - image.astype(int)).mean() < 2
 
 
-def test_jpeg2000_lossless_dicom_round_trips_exactly():
-    stored = _radiograph()
-    dataset = _dicom_dataset(stored)
-    dataset.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg")
-    pixels = read_image(_dicom_bytes(dataset))
-    np.testing.assert_array_equal(pixels, stored)
-
-
 def test_dicom_without_pixel_data_is_rejected():
     dataset = _dicom_dataset(_radiograph())
     del dataset.PixelData
@@ -180,6 +178,188 @@ def test_constant_dicom_is_rejected_not_blanked():
 def test_unsupported_photometric_is_rejected():
     with pytest.raises(ImageDecodeError, match="PhotometricInterpretation"):
         read_image(_dicom_bytes(_dicom_dataset(_radiograph(), "PALETTE COLOR")))
+
+
+def _jpeg_lossless(pixels: np.ndarray, precision: int) -> bytes:
+    """A JPEG lossless stream (ITU T.81 Annex H, process 14, predictor 1, Pt 0, one component).
+
+    Huffman table: the 17 difference categories 0..16 all get 5-bit codes (canonical order, so
+    category k is coded as k). Differences are taken modulo 2**16 as the standard says."""
+    image = pixels.astype(np.int64)
+    rows, columns = image.shape
+    prediction = np.empty_like(image)
+    prediction[0, 0] = 1 << (precision - 1)
+    prediction[0, 1:] = image[0, :-1]  # first line: the sample to the left
+    prediction[1:, 0] = image[:-1, 0]  # first column: the sample above
+    prediction[1:, 1:] = image[1:, :-1]  # selection value 1: left
+    diff = (image - prediction) % 65536
+    diff = np.where(diff > 32768, diff - 65536, diff).ravel()
+    category = np.frexp(np.abs(diff).astype(np.float64))[1].astype(np.int64)  # bits of |diff|, 0 for 0
+    extra_bits = np.where(category == 16, 0, category)  # category 16 (diff 32768) has no extra bits
+    extra = np.where(diff < 0, diff + (1 << category) - 1, diff) & ((1 << extra_bits) - 1)
+    value = (category << extra_bits) | extra
+    length = 5 + extra_bits
+    shifts = length[:, None] - 1 - np.arange(21)[None, :]
+    bits = ((value[:, None] >> np.maximum(shifts, 0)) & 1)[shifts >= 0]
+    bits = np.concatenate([bits, np.ones(-len(bits) % 8, np.int64)])  # pad the last byte with 1-bits
+    scan = np.packbits(bits.astype(np.uint8))
+    scan = np.insert(scan, np.flatnonzero(scan == 0xFF) + 1, 0)  # byte stuffing
+
+    def segment(marker: int, payload: bytes) -> bytes:
+        return bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
+
+    counts = bytes(4) + bytes([17]) + bytes(11)  # 17 codes of length 5
+    frame = bytes([precision]) + rows.to_bytes(2, "big") + columns.to_bytes(2, "big") + bytes([1, 1, 0x11, 0])
+    return (b"\xff\xd8" + segment(0xC3, frame) + segment(0xC4, bytes([0x00]) + counts + bytes(range(17)))
+            + segment(0xDA, bytes([1, 1, 0x00, 1, 0, 0])) + scan.tobytes() + b"\xff\xd9")
+
+
+def _compressed(dataset: Dataset, syntax: str, frame: bytes) -> bytes:
+    dataset.file_meta.TransferSyntaxUID = syntax
+    dataset.PixelData = encapsulate([frame])
+    dataset["PixelData"].VR = "OB"
+    return _dicom_bytes(dataset)
+
+
+@pytest.mark.parametrize("maximum, bits", [(4095, 12), (65535, 16)])
+def test_jpeg_lossless_dicom_equals_its_uncompressed_twin(maximum, bits):
+    stored = _radiograph(maximum=maximum)
+    stored[5, 7], stored[6, 7] = 0, maximum  # a jump across the whole range (wraps modulo 2**16 at 16 bits)
+    plain = _dicom_bytes(_dicom_dataset(stored, bits_stored=bits, WindowCenter=1800, WindowWidth=1600))
+    lossless = _compressed(_dicom_dataset(stored, bits_stored=bits, WindowCenter=1800, WindowWidth=1600),
+                           JPEGLosslessSV1, _jpeg_lossless(stored, bits))
+    np.testing.assert_array_equal(read_image(lossless), stored)
+    np.testing.assert_array_equal(decode_image(lossless).pixels_uint8, decode_image(plain).pixels_uint8)
+
+
+def test_jpeg2000_dicom_equals_its_uncompressed_twin():
+    stored = _radiograph()
+    window = {"WindowCenter": 2000, "WindowWidth": 2400}
+    compressed = _dicom_dataset(stored, **window)
+    compressed.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg")
+    twin, plain = decode_image(_dicom_bytes(compressed)), decode_image(_dicom_bytes(_dicom_dataset(stored, **window)))
+    np.testing.assert_array_equal(twin.pixels_uint8, plain.pixels_uint8)
+    assert dataclasses.replace(twin, pixels_uint8=None) == dataclasses.replace(plain, pixels_uint8=None)
+
+
+def _voi_lut_item(table: np.ndarray, first_mapped: int, bits: int, as_ow: bool = False) -> Dataset:
+    item = Dataset()
+    item.LUTDescriptor = [len(table) % 65536, first_mapped, bits]
+    if as_ow:
+        item.add_new(0x00283006, "OW", table.astype("<u2").tobytes())  # LUTData
+    else:
+        item.add_new(0x00283006, "US", [int(v) for v in table])  # LUTData
+    return item
+
+
+def _gamma_lut(first_mapped: int, entries: int, bits: int = 16) -> np.ndarray:
+    """A non-linear (gamma 0.5) LUT over ``entries`` input values."""
+    return np.rint(np.sqrt(np.linspace(0, 1, entries)) * (2**bits - 1)).astype(np.int64)
+
+
+@pytest.mark.parametrize("as_ow", [False, True])
+def test_voi_lut_sequence_is_applied_with_clamping(as_ow):
+    stored = _radiograph()
+    first, entries, bits = 500, 2000, 16  # values below 500 take entry 0, from 2499 on the last entry
+    table = _gamma_lut(first, entries, bits)
+    dataset = _dicom_dataset(stored, WindowCenter=100, WindowWidth=10)  # the LUT wins over the window
+    dataset.VOILUTSequence = [_voi_lut_item(table, first, bits, as_ow)]
+    decoded = decode_image(_dicom_bytes(dataset))
+    assert decoded.windowing == "dicom-voi-lut"
+    expected = np.rint(table[np.clip(stored.astype(np.int64) - first, 0, entries - 1)] * 255 / (2**bits - 1))
+    np.testing.assert_array_equal(decoded.pixels_uint8, expected.astype(np.uint8))
+    assert decoded.pixels_uint8[stored < first].max() == 0 and decoded.pixels_uint8[stored >= first + entries - 1].min() == 255
+    np.testing.assert_array_equal(read_image(_dicom_bytes(dataset)), stored)  # read_image stops before the VOI
+
+
+@pytest.mark.parametrize("vr, first_mapped", [("US", 65536 - 2048), ("SS", -2048)])
+def test_voi_lut_first_value_mapped_is_signed_for_signed_pixels(vr, first_mapped):
+    stored = _radiograph(maximum=3000)
+    signed = stored.astype(np.int16) - 2048  # 12-bit signed: -2048 .. 952
+    dataset = _dicom_dataset(signed, bits_stored=12)
+    dataset.PixelRepresentation = 1
+    table = np.arange(4096, dtype=np.int64) // 16  # 8-bit output
+    dataset.VOILUTSequence = [_voi_lut_item(table, 0, 8)]
+    del dataset.VOILUTSequence[0].LUTDescriptor
+    dataset.VOILUTSequence[0].add_new(0x00283002, vr, [4096, first_mapped, 8])  # LUTDescriptor, both VRs seen
+    decoded = decode_image(_dicom_bytes(dataset))
+    np.testing.assert_array_equal(decoded.pixels_uint8, table[stored].astype(np.uint8))
+
+
+@pytest.mark.parametrize("change, reason", [
+    (lambda item: setattr(item, "LUTData", item.LUTData[:-1]), "declares 4096 entries but holds 4095"),
+    (lambda item: setattr(item, "LUTDescriptor", [4096, 0, 4]), "4 bits per entry"),
+    (lambda item: setattr(item, "LUTDescriptor", [4096, 0, 8]), r"outside 0\.\.255"),
+])
+def test_malformed_voi_lut_is_rejected(change, reason):
+    dataset = _dicom_dataset(_radiograph())
+    dataset.VOILUTSequence = [_voi_lut_item(_gamma_lut(0, 4096, 12), 0, 12)]
+    change(dataset.VOILUTSequence[0])
+    with pytest.raises(ImageDecodeError, match=reason):
+        decode_image(_dicom_bytes(dataset))
+
+
+def _twins(stored: np.ndarray, header: dict, lut: np.ndarray | None = None) -> tuple[bytes, bytes]:
+    """The same anatomy stored as MONOCHROME2 (``stored``) and as MONOCHROME1 (``4095 - stored``,
+    the window centre mirrored, the LUT reversed and inverted), as a scanner would write them."""
+    mono2 = _dicom_dataset(stored, "MONOCHROME2", **header)
+    mirrored = dict(header)
+    if "WindowCenter" in header:
+        mirrored["WindowCenter"] = 4095 - header["WindowCenter"]
+    mono1 = _dicom_dataset(4095 - stored, "MONOCHROME1", **mirrored)
+    if lut is not None:
+        mono2.VOILUTSequence = [_voi_lut_item(lut, 0, 16)]
+        mono1.VOILUTSequence = [_voi_lut_item(65535 - lut[::-1], 0, 16)]
+    return _dicom_bytes(mono1), _dicom_bytes(mono2)
+
+
+@pytest.mark.parametrize("header, lut, windowing", [
+    ({"WindowCenter": 1800, "WindowWidth": 1600}, None, "dicom-window"),
+    ({"WindowCenter": 1801, "WindowWidth": 1601}, None, "dicom-window"),
+    ({}, None, "percentile"),
+    ({}, _gamma_lut(0, 4096), "dicom-voi-lut"),
+])
+def test_monochrome1_and_monochrome2_twins_decode_to_the_same_image(header, lut, windowing):
+    mono1, mono2 = _twins(_radiograph(), header, lut)
+    first, second = decode_image(mono1), decode_image(mono2)
+    assert first.windowing == second.windowing == windowing
+    np.testing.assert_array_equal(first.pixels_uint8, second.pixels_uint8)
+    assert (first.photometric, second.photometric) == ("MONOCHROME1", "MONOCHROME2")
+
+
+def test_dicom_without_transfer_syntax_is_rejected_with_the_reason():
+    dataset = _dicom_dataset(_radiograph())
+    del dataset.file_meta
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, implicit_vr=True, little_endian=True)  # a bare dataset: no preamble, no file meta
+    data = buffer.getvalue()
+    with pytest.raises(ImageDecodeError, match="unrecognised image format"):
+        read_image(data)
+    with pytest.raises(ImageDecodeError, match="no TransferSyntaxUID"):
+        read_image(data, format="dicom")
+
+
+IDENTIFYING = {"PatientName": "Doe^Jane", "PatientID": "MRN-48213", "PatientBirthDate": "19510203",
+               "StudyDate": "20190412", "InstitutionName": "Saint Example Hospital", "AccessionNumber": "ACC-7781",
+               "ReferringPhysicianName": "House^Greg", "StationName": "XR-ROOM-3"}
+
+
+def test_only_the_allow_listed_header_facts_reach_the_decoded_image():
+    dataset = _dicom_dataset(_radiograph(), "MONOCHROME1", WindowCenter=2000, WindowWidth=3000, **IDENTIFYING)
+    decoded = decode_image(_dicom_bytes(dataset))
+    header_fields = {f.name for f in dataclasses.fields(DecodedImage)} - {"pixels_uint8", "source_format", "windowing"}
+    assert header_fields == set(DICOM_FACTS_KEPT)
+    assert {name: getattr(decoded, name) for name in DICOM_FACTS_KEPT} == {
+        "width": dataset.Columns, "height": dataset.Rows, "photometric": "MONOCHROME1", "bits_stored": 12}
+    text = repr(dataclasses.replace(decoded, pixels_uint8=None))
+    assert not [value for value in IDENTIFYING.values() if value in text]
+
+
+def test_header_keywords_read_carry_no_names_dates_or_free_text():
+    assert set(DICOM_FACTS_KEPT.values()) <= DICOM_KEYWORDS_READ
+    identifying_vrs = {"PN", "DA", "DT", "TM", "AS", "LO", "SH", "LT", "ST", "UT", "UC"}
+    assert not {keyword for keyword in DICOM_KEYWORDS_READ if dictionary_VR(keyword) in identifying_vrs}
+    assert not DICOM_KEYWORDS_READ & set(IDENTIFYING)
 
 
 # ---- PNG and JPEG ----------------------------------------------------------------------------

@@ -239,3 +239,79 @@ def test_row_exactly_at_threshold_passes(tmp_path):
     first, second = read_all(tmp_path)
     assert isinstance(first, AnnotationRecord)
     assert second.reason == "dice-rca-mean-below-threshold"
+
+
+# ---- Preprocessed (1024 x 1024) files, read only where OriginalResolution is absent ------------
+
+
+def install_preprocessed(root: Path, dataset: str, source: Path | None = None) -> Path:
+    """Place a CSV as ``root/Preprocessed/<dataset>.csv`` (the DataSubsets rows are in that space)."""
+    folder = root / "Preprocessed"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{dataset}.csv"
+    target.write_bytes((source or subset(dataset)).read_bytes())
+    return target
+
+
+@needs_reference
+def test_vindr_preprocessed_rows_are_kept_in_their_space_and_marked(tmp_path):
+    install_preprocessed(tmp_path, "VinDr-CXR")
+    _, rows = reference_rows("VinDr-CXR")
+    outputs = read_all(tmp_path, image_sources=("vindr",))
+    assert [o.target_key for o in outputs] == [f"vindr/{row[0]}" for row in rows]
+    for record in outputs:
+        assert record.provenance["space"] == "preprocessed-1024"
+        assert record.provenance["file"] == "Preprocessed/VinDr-CXR.csv"
+        assert (record.declared_width, record.declared_height) == (1024, 1024)
+        assert all((m.width, m.height) == (1024, 1024) for m in record.masks)
+
+
+@needs_reference
+def test_original_resolution_is_preferred_and_preprocessed_then_never_opened(tmp_path):
+    install(tmp_path, "VinDr-CXR")
+    (tmp_path / "Preprocessed").mkdir()
+    (tmp_path / "Preprocessed" / "VinDr-CXR.csv.gz").write_bytes(b"not gzip at all")  # opening it would raise
+    outputs = read_all(tmp_path, image_sources=("vindr",))
+    assert {o.provenance["space"] for o in outputs} == {"original"}
+    assert {o.provenance["file"] for o in outputs} == {"OriginalResolution/VinDr-CXR.csv"}
+
+
+@needs_reference
+@pytest.mark.parametrize("dataset, source", [("MIMIC-CXR-JPG", "mimic"), ("Padchest", "padchest")])
+def test_cropped_datasets_preprocessed_rows_are_rejected_with_the_reason(tmp_path, dataset, source):
+    install_preprocessed(tmp_path, dataset)
+    _, rows = reference_rows(dataset)
+    outputs = read_all(tmp_path)
+    assert [(o.key, o.reason, o.kind) for o in outputs] == [
+        (f"{source}/{row[0]}", "preprocessed-space-not-invertible", "rejected") for row in rows]
+    assert all("unpublished offsets" in o.detail and "no OriginalResolution row" in o.detail for o in outputs)
+
+
+@needs_reference
+def test_cropped_dataset_without_original_beside_an_invertible_one(tmp_path):
+    install(tmp_path, "VinDr-CXR")
+    install_preprocessed(tmp_path, "MIMIC-CXR-JPG")
+    outputs = read_all(tmp_path, image_sources=("mimic", "vindr"))
+    by_source = {(o.key.split("/")[0], o.reason if isinstance(o, Reject) else o.provenance["space"]) for o in outputs}
+    assert by_source == {("mimic", "preprocessed-space-not-invertible"), ("vindr", "original")}
+
+
+@needs_reference
+def test_preprocessed_size_columns_are_optional_but_must_say_1024(tmp_path):
+    header, rows = reference_rows("VinDr-CXR")
+    keep = [i for i, name in enumerate(header) if name not in ("Height", "Width")]
+    install_preprocessed(tmp_path, "VinDr-CXR", write_csv(tmp_path / "x.csv", [header[i] for i in keep],
+                                                          [[row[i] for i in keep] for row in rows]))
+    assert all(isinstance(o, AnnotationRecord) for o in read_all(tmp_path, image_sources=("vindr",)))
+
+    sized = [rows[0][:-2] + ["", ""], rows[1][:-2] + ["2048", "1024"], rows[2][:-2] + ["1024", "1024.0"]]
+    install_preprocessed(tmp_path, "VinDr-CXR", write_csv(tmp_path / "y.csv", header, sized))
+    outputs = read_all(tmp_path, image_sources=("vindr",))
+    assert [o.reason if isinstance(o, Reject) else "ok" for o in outputs] == ["ok", "bad-size", "ok"]
+    assert "not 1024" in outputs[1].detail
+
+
+def test_no_file_in_either_folder_is_an_error(tmp_path):
+    (tmp_path / "Preprocessed").mkdir()
+    with pytest.raises(FileNotFoundError, match="OriginalResolution,Preprocessed"):
+        read_all(tmp_path)

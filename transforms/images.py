@@ -2,12 +2,16 @@
 
 Pixel arrays are 2-D ``(height, width)`` with higher values brighter (MONOCHROME1 is inverted
 on read). Nothing here converts through PIL modes: 16-bit data is windowed explicitly
-(``formats/padchest.md`` §1, ``VQGAN.md`` §3, the 16-bit saturation trap).
+(``formats/padchest.md`` §1, ``VQGAN.md`` §3, the 16-bit saturation trap). DICOM pixel data in any
+transfer syntax pydicom decodes with the pinned plugins (uncompressed, JPEG baseline, JPEG lossless
+via pylibjpeg-libjpeg, JPEG 2000 via pylibjpeg-openjpeg) is accepted; DICOM headers are read only
+through :data:`DICOM_KEYWORDS_READ`, and only :data:`DICOM_FACTS_KEPT` leave this module.
 """
 
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -28,12 +32,52 @@ _DICOM_PREAMBLE = 128
 
 ROBUST_PERCENTILES = (0.5, 99.5)
 """Percentiles taken as black and white when no window is given, for data wider than 8 bits."""
-_PERCENTILE_SAMPLE_PIXELS = 1 << 20  # percentiles are estimated on a regular subgrid of about this many pixels
+_PERCENTILE_SAMPLE_PIXELS = 1 << 20  # percentiles are estimated on a regular subgrid of at most this many pixels
 PNG_COMPRESSION = 6
+
+
+DICOM_KEYWORDS_READ = frozenset({
+    # read by pydicom's pixel decoder to unpack PixelData
+    "TransferSyntaxUID", "PixelData", "Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored",
+    "HighBit", "PixelRepresentation", "PlanarConfiguration", "NumberOfFrames", "PhotometricInterpretation",
+    # read here: Modality LUT, VOI LUT or window
+    "RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth", "VOILUTSequence", "LUTDescriptor", "LUTData",
+})
+"""Every DICOM attribute decoding looks at. No name, id, date, place or device attribute is among them."""
+
+DICOM_FACTS_KEPT = {"width": "Columns", "height": "Rows", "photometric": "PhotometricInterpretation",
+                    "bits_stored": "BitsStored"}
+"""The header allow-list: :class:`DecodedImage` field -> the DICOM attribute it comes from. These four
+facts are all of a DICOM header that can reach outputs; everything else in DecodedImage is pixels or
+says what decoding did."""
 
 
 class ImageDecodeError(ValueError):
     """Bytes that do not give a usable single-frame grayscale image; the message says why."""
+
+
+@dataclass(frozen=True)
+class VoiLut:
+    """A DICOM VOI LUT (PS3.3 C.11.2.1.1): value ``v`` -> ``table[clip(v - first_mapped, 0, len - 1)]``,
+    the output spanning ``0 .. 2**bits - 1`` (black to white)."""
+
+    first_mapped: float
+    table: np.ndarray  # int64, one entry per input value from first_mapped on
+    bits: int
+
+    def inverted(self, pivot: float) -> VoiLut:
+        """The LUT for pixels stored as ``pivot - v`` that shows them as ``max - LUT(v)`` (MONOCHROME1)."""
+        top = 2**self.bits - 1
+        return VoiLut(pivot - self.first_mapped - (len(self.table) - 1), top - self.table[::-1], self.bits)
+
+    def to_uint8(self, pixels: np.ndarray) -> np.ndarray:
+        """The LUT applied to ``pixels`` and scaled linearly from its output range to 0..255."""
+        lut8 = np.rint(self.table * (255.0 / (2**self.bits - 1))).astype(np.uint8)
+        if np.issubdtype(pixels.dtype, np.integer) and float(self.first_mapped).is_integer():
+            index = pixels.astype(np.int64) - int(self.first_mapped)
+        else:
+            index = np.rint(pixels.astype(np.float64) - self.first_mapped).astype(np.int64)
+        return lut8[np.clip(index, 0, len(lut8) - 1)]
 
 
 @dataclass(frozen=True)
@@ -43,11 +87,17 @@ class HeaderFacts:
     photometric: str
     bits_stored: int
     window: tuple[float, float] | None  # (center, width) in the returned pixel scale, None when absent
+    voi_lut: VoiLut | None = None  # on the returned pixel scale; takes precedence over the window
+
+
+Windowing = Literal["dicom-voi-lut", "dicom-window", "percentile", "none"]
 
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """An image ready for the letterbox: 8-bit pixels plus what was done to get them."""
+    """An image ready for the letterbox: 8-bit pixels plus what was done to get them.
+
+    Of a DICOM header only the fields named in :data:`DICOM_FACTS_KEPT` are carried."""
 
     pixels_uint8: np.ndarray
     width: int
@@ -55,7 +105,7 @@ class DecodedImage:
     photometric: str  # as read, before inversion: DICOM PhotometricInterpretation; PNG/JPEG "MONOCHROME2" or "RGB"
     bits_stored: int
     source_format: ImageFormat
-    windowing: Literal["dicom-window", "percentile", "none"]
+    windowing: Windowing
 
 
 def sniff_format(data: bytes) -> ImageFormat:
@@ -77,9 +127,16 @@ def _check_contrast(pixels: np.ndarray) -> np.ndarray:
     return pixels
 
 
+def _header(dataset: pydicom.Dataset, keyword: str):
+    """A header value by keyword, only for keywords on :data:`DICOM_KEYWORDS_READ`."""
+    if keyword not in DICOM_KEYWORDS_READ:
+        raise KeyError(f"{keyword} is not on the DICOM keywords decoding may read")
+    return dataset.get(keyword)
+
+
 def _header_number(dataset: pydicom.Dataset, keyword: str) -> float | None:
     """A numeric header value; the first one when multi-valued (WindowCenter may hold several)."""
-    value = dataset.get(keyword)
+    value = _header(dataset, keyword)
     if isinstance(value, pydicom.multival.MultiValue):
         value = value[0] if len(value) else None
     if value is None or value == "":
@@ -92,9 +149,37 @@ def _header_number(dataset: pydicom.Dataset, keyword: str) -> float | None:
 
 def _stored_range(dataset: pydicom.Dataset, bits_stored: int) -> tuple[float, float]:
     """Lowest and highest stored value the header allows."""
-    if int(dataset.get("PixelRepresentation", 0)) == 1:
+    if int(_header(dataset, "PixelRepresentation") or 0) == 1:
         return -(2.0 ** (bits_stored - 1)), 2.0 ** (bits_stored - 1) - 1
     return 0.0, 2.0**bits_stored - 1
+
+
+def _voi_lut(dataset: pydicom.Dataset) -> VoiLut | None:
+    """The first VOI LUT of the VOILUTSequence, None when there is none; a malformed one is an error."""
+    items = _header(dataset, "VOILUTSequence")
+    if not items:
+        return None
+    item = items[0]
+    descriptor = _header(item, "LUTDescriptor")
+    data = _header(item, "LUTData")
+    if descriptor is None or len(descriptor) != 3 or data is None:
+        raise ImageDecodeError("DICOM VOILUTSequence item lacks a 3-value LUTDescriptor or LUTData")
+    entries, first_mapped, bits = (int(value) for value in descriptor)
+    entries = entries or 2**16  # PS3.3 C.11.2.1.1.1: 0 means 65536 entries
+    if int(_header(dataset, "PixelRepresentation") or 0) == 1 and first_mapped >= 2**15:
+        first_mapped -= 2**16  # the first value mapped is signed for signed pixels
+    if not 8 <= bits <= 16:
+        raise ImageDecodeError(f"DICOM VOI LUT has {bits} bits per entry; 8 to 16 are allowed")
+    if isinstance(data, bytes):  # LUTData read as OW
+        little_endian = dataset.original_encoding[1] is not False
+        table = np.frombuffer(data, dtype="<u2" if little_endian else ">u2").astype(np.int64)
+    else:
+        table = np.asarray(data if isinstance(data, (list, pydicom.multival.MultiValue)) else [data], np.int64)
+    if len(table) != entries:
+        raise ImageDecodeError(f"DICOM VOI LUT declares {entries} entries but holds {len(table)}")
+    if table.min() < 0 or table.max() > 2**bits - 1:
+        raise ImageDecodeError(f"DICOM VOI LUT values lie outside 0..{2**bits - 1} ({bits} bits)")
+    return VoiLut(float(first_mapped), table, bits)
 
 
 def _decode_dicom(data: bytes) -> tuple[np.ndarray, HeaderFacts]:
@@ -105,10 +190,12 @@ def _decode_dicom(data: bytes) -> tuple[np.ndarray, HeaderFacts]:
         raise ImageDecodeError(f"unreadable DICOM: {err}") from err
     if "PixelData" not in dataset:
         raise ImageDecodeError("DICOM has no PixelData")
+    if not _header(dataset.file_meta, "TransferSyntaxUID"):
+        raise ImageDecodeError("DICOM has no TransferSyntaxUID (no file meta): the pixel encoding is unknown")
     frames = int(_header_number(dataset, "NumberOfFrames") or 1)
     if frames != 1:
         raise ImageDecodeError(f"multi-frame DICOM ({frames} frames) is not a single radiograph")
-    photometric = str(dataset.get("PhotometricInterpretation", "")).strip().upper()
+    photometric = str(_header(dataset, "PhotometricInterpretation") or "").strip().upper()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise ImageDecodeError(f"unsupported DICOM PhotometricInterpretation {photometric or '(missing)'}")
     try:
@@ -118,7 +205,7 @@ def _decode_dicom(data: bytes) -> tuple[np.ndarray, HeaderFacts]:
     if stored.ndim != 2:
         raise ImageDecodeError(f"DICOM pixel array has shape {stored.shape}, expected one 2-D frame")
 
-    bits_stored = int(dataset.get("BitsStored") or stored.dtype.itemsize * 8)
+    bits_stored = int(_header(dataset, "BitsStored") or stored.dtype.itemsize * 8)
     slope = _header_number(dataset, "RescaleSlope")
     intercept = _header_number(dataset, "RescaleIntercept")
     slope = 1.0 if slope is None else slope
@@ -130,6 +217,7 @@ def _decode_dicom(data: bytes) -> tuple[np.ndarray, HeaderFacts]:
     center = _header_number(dataset, "WindowCenter")
     width = _header_number(dataset, "WindowWidth")
     window = (center, width) if center is not None and width is not None and width > 0 else None
+    voi_lut = _voi_lut(dataset)
 
     if photometric == "MONOCHROME1":
         # Invert within the range the header allows (after rescale), so the result and the
@@ -145,7 +233,9 @@ def _decode_dicom(data: bytes) -> tuple[np.ndarray, HeaderFacts]:
             pixels = np.float32(pivot) - pixels
         if window is not None:
             window = (pivot - window[0], window[1])
-    return _check_contrast(pixels), HeaderFacts(photometric, bits_stored, window)
+        if voi_lut is not None:
+            voi_lut = voi_lut.inverted(pivot)
+    return _check_contrast(pixels), HeaderFacts(photometric, bits_stored, window, voi_lut)
 
 
 def _decode_raster(data: bytes, fmt: ImageFormat) -> tuple[np.ndarray, str]:
@@ -197,7 +287,8 @@ def read_image(path_or_bytes: str | bytes, format: str | None = None) -> np.ndar
 
     Paths (local or ``gs://``) are read through :mod:`transforms.io`. The format comes from
     ``format`` or is sniffed. Raises :class:`ImageDecodeError` for empty, truncated or corrupt
-    files, DICOM without pixel data, multi-frame DICOM and images without contrast.
+    files, DICOM without pixel data or without a TransferSyntaxUID, multi-frame DICOM, malformed
+    VOI LUTs and images without contrast. The VOI LUT or window is applied by :func:`decode_image`.
     """
     data = _load(path_or_bytes)
     pixels, _ = _decode(data, _resolve_format(data, format))
@@ -223,31 +314,40 @@ def to_uint8(array: np.ndarray, window: tuple[float, float] | None = None) -> np
             raise ValueError(f"window width must be positive, got {width}")
         low, high = center - width / 2, center + width / 2
     else:
-        step = max(1, int(np.sqrt(array.size / _PERCENTILE_SAMPLE_PIXELS)))
+        step = max(1, math.ceil(math.sqrt(array.size / _PERCENTILE_SAMPLE_PIXELS)))
         low, high = np.percentile(array[::step, ::step], ROBUST_PERCENTILES)
         if high <= low:
             low, high = float(array.min()), float(array.max())
         if high <= low:
             raise ValueError(f"image has no contrast: every pixel is {low}")
-    scaled = (array.astype(np.float32) - np.float32(low)) * np.float32(255.0 / (high - low))
-    return np.rint(np.clip(scaled, 0, 255)).astype(np.uint8)
+    # the same float32 operations as (x - low) * k, clipped and rounded half to even, done in place
+    scaled = array.astype(np.float32)
+    scaled -= np.float32(low)
+    scaled *= np.float32(255.0 / (high - low))
+    np.clip(scaled, 0, 255, out=scaled)
+    np.rint(scaled, out=scaled)
+    return scaled.astype(np.uint8)
 
 
 def decode_image(path_or_bytes: str | bytes, format: str | None = None) -> DecodedImage:
-    """Decode and window to 8 bits: a DICOM's own WindowCenter/WindowWidth when present, else
-    :func:`to_uint8`'s robust min-max; 8-bit PNG/JPEG pass unchanged (MIMIC JPGs are already
-    equalised, ``formats/mimic-cxr.md`` §2.3)."""
+    """Decode and window to 8 bits: a DICOM's own VOI LUT (first VOILUTSequence item) when present,
+    else its WindowCenter/WindowWidth, else :func:`to_uint8`'s robust min-max; 8-bit PNG/JPEG pass
+    unchanged (MIMIC JPGs are already equalised, ``formats/mimic-cxr.md`` §2.3)."""
     data = _load(path_or_bytes)
     fmt = _resolve_format(data, format)
     pixels, header = _decode(data, fmt)
-    window = header.window
-    if window is not None:
-        windowing = "dicom-window"
-    elif pixels.dtype == np.uint8:
-        windowing = "none"
+    windowing: Windowing
+    if header.voi_lut is not None:
+        windowing = "dicom-voi-lut"
+        pixels_uint8 = header.voi_lut.to_uint8(pixels)
     else:
-        windowing = "percentile"
-    pixels_uint8 = to_uint8(pixels, window)
+        if header.window is not None:
+            windowing = "dicom-window"
+        elif pixels.dtype == np.uint8:
+            windowing = "none"
+        else:
+            windowing = "percentile"
+        pixels_uint8 = to_uint8(pixels, header.window)
     if pixels_uint8.min() == pixels_uint8.max():
         raise ImageDecodeError(f"image has no contrast after {windowing} windowing")
     height, width = pixels.shape

@@ -1,10 +1,16 @@
-"""CheXmask lung and heart segmentations, ``OriginalResolution/<Dataset>.csv[.gz]`` rows.
+"""CheXmask lung and heart segmentations, ``OriginalResolution/<Dataset>.csv[.gz]`` rows, and
+``Preprocessed/<Dataset>.csv[.gz]`` rows for a dataset whose OriginalResolution file is absent.
 
 Only the files whose image source is ingested are opened: ``MIMIC-CXR-JPG`` (-> ``mimic/<dicom_id>``),
 ``VinDr-CXR`` (-> ``vindr/<image_id>``) and ``Padchest`` (-> ``padchest/<ImageID>``). The files of
-CheXpert, ChestX-Ray8 and CANDID-PTX are never read. ``Preprocessed/`` is not read either: its
-1024 x 1024 space cannot be mapped back to the original images (the padding tables are not published).
-See ``formats/chexmask.md``.
+CheXpert, ChestX-Ray8 and CANDID-PTX are never read. See ``formats/chexmask.md``.
+
+A Preprocessed file is opened only when the dataset's OriginalResolution file is missing. Its rows live
+in a 1024 x 1024 space: for VinDr-CXR (centre-pad and resize) they are kept as they are, declared
+1024 x 1024 and marked ``provenance["space"] = "preprocessed-1024"`` for the geometry stage to map
+with :func:`transforms.chexmask_space.preprocessed_to_original` once the image size is known. MIMIC-CXR-JPG
+and PadChest were cropped before padding with unpublished offsets, so each of their Preprocessed rows
+is rejected (``preprocessed-space-not-invertible``).
 
 Each row becomes one :class:`AnnotationRecord` (three RLE masks, three landmark polygons, both Dice
 RCA values, the declared size) or one :class:`Reject`. Rows come out in file order, files in name
@@ -18,6 +24,7 @@ import math
 import re
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -30,6 +37,7 @@ from schemas.records import (
     Reject,
 )
 from transforms import io
+from transforms.chexmask_space import PREPROCESSED_SIZE
 
 NAME = "chexmask"
 ORIGIN = "chexmask"
@@ -39,19 +47,31 @@ DICE_RCA_MEAN_THRESHOLD = 0.7
 (README "Usage Guidelines" and DATA_DICTIONARY) is to use only masks with mean RCA Dice >= 0.7."""
 
 
+Space = Literal["original", "preprocessed-1024"]
+SPACE_FOLDERS: dict[Space, str] = {"original": "OriginalResolution", "preprocessed-1024": "Preprocessed"}
+"""Folder of each coordinate space, in order of preference."""
+
+
 @dataclass(frozen=True)
 class DatasetFile:
     stem: str  # file name without .csv[.gz]
     image_source: str  # the source that owns the images
     id_column: str  # the column holding that source's native id
+    preprocessing: Literal["pad-resize", "crop-pad-resize"]  # how CheXmask made its 1024 x 1024 input
+
+    @property
+    def preprocessed_invertible(self) -> bool:
+        """Whether Preprocessed rows map back to the image: only without the unpublished crop."""
+        return self.preprocessing == "pad-resize"
 
 
 DATASET_FILES = (
-    DatasetFile("MIMIC-CXR-JPG", "mimic", "dicom_id"),
-    DatasetFile("Padchest", "padchest", "ImageID"),
-    DatasetFile("VinDr-CXR", "vindr", "image_id"),
+    DatasetFile("MIMIC-CXR-JPG", "mimic", "dicom_id", "crop-pad-resize"),
+    DatasetFile("Padchest", "padchest", "ImageID", "crop-pad-resize"),
+    DatasetFile("VinDr-CXR", "vindr", "image_id", "pad-resize"),
 )
-"""The CheXmask files for images this project ingests; the other datasets' files are not read."""
+"""The CheXmask files for images this project ingests (``formats/chexmask.md`` §5 for the
+preprocessing); the other datasets' files are not read."""
 
 ORGAN_COLUMNS = {"Right Lung": "right lung", "Left Lung": "left lung", "Heart": "heart"}
 """RLE column -> mask label. ``Right Lung`` is the patient's right, i.e. the image left."""
@@ -118,17 +138,48 @@ def _size_value(text: str, column: str) -> int:
     return int(match.group(1))
 
 
-def _column_positions(header: list[str], dataset: DatasetFile, path: str) -> dict[str, int]:
-    """Canonical column name -> its position in the file, matched on whitespace-stripped header names."""
-    wanted = [dataset.id_column, *QUALITY_COLUMNS, "Landmarks", *ORGAN_COLUMNS, *SIZE_COLUMNS]
+def _column_positions(header: list[str], dataset: DatasetFile, space: Space, path: str) -> dict[str, int]:
+    """Canonical column name -> its position in the file, matched on whitespace-stripped header names.
+    Height and Width are required in OriginalResolution files only: Preprocessed rows are 1024 x 1024."""
+    wanted = [dataset.id_column, *QUALITY_COLUMNS, "Landmarks", *ORGAN_COLUMNS]
     positions = {name.strip(): index for index, name in enumerate(header)}
-    missing = [name for name in wanted if name not in positions]
+    missing = [name for name in wanted + list(SIZE_COLUMNS) if name not in positions]
+    if space == "preprocessed-1024":
+        missing = [name for name in missing if name not in SIZE_COLUMNS]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}")
-    return {name: positions[name] for name in wanted}
+    return {name: positions[name] for name in wanted + list(SIZE_COLUMNS) if name in positions}
 
 
-def parse_row(row: Mapping[str, str], dataset: DatasetFile, origin: str) -> AnnotationRecord | Reject:
+class _SizeError(ValueError):
+    """A row's Height/Width cannot be used; ``reason`` is the reject reason."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+
+
+def _declared_size(row: Mapping[str, str], space: Space) -> tuple[int, int]:
+    """(height, width) a row's masks are encoded at.
+
+    OriginalResolution rows carry their own size. Preprocessed rows are 1024 x 1024 whatever the
+    columns say, so empty or absent cells are fine there and any other size is an error."""
+    cells = [row.get(column, "").strip() for column in SIZE_COLUMNS]
+    if space == "original" and not all(cells):
+        raise _SizeError("missing-size", "Height/Width empty; the mask size is unknown")
+    try:
+        sizes = [_size_value(cell, column) for cell, column in zip(cells, SIZE_COLUMNS) if cell]
+    except ValueError as error:
+        raise _SizeError("bad-size", str(error)) from error
+    if space == "original":
+        return sizes[0], sizes[1]
+    if any(size != PREPROCESSED_SIZE for size in sizes):
+        raise _SizeError("bad-size", f"Preprocessed row declares Height/Width {cells}, not {PREPROCESSED_SIZE}")
+    return PREPROCESSED_SIZE, PREPROCESSED_SIZE
+
+
+def parse_row(row: Mapping[str, str], dataset: DatasetFile, origin: str,
+              space: Space = "original") -> AnnotationRecord | Reject:
     """One CheXmask row (canonical column name -> cell text) as a record, or the reason it is not one."""
     native = row[dataset.id_column].strip()
     key = f"{dataset.image_source}/{native}"
@@ -138,6 +189,10 @@ def parse_row(row: Mapping[str, str], dataset: DatasetFile, origin: str) -> Anno
 
     if not native:
         return reject("missing-id", f"empty {dataset.id_column}")
+    if space == "preprocessed-1024" and not dataset.preprocessed_invertible:
+        return reject("preprocessed-space-not-invertible",
+                      f"no OriginalResolution row; {dataset.stem} Preprocessed rows were cropped before padding "
+                      "with unpublished offsets, so they cannot be mapped onto the image")
     try:
         quality = {name: _quality_value(row[column].strip(), column) for column, name in QUALITY_COLUMNS.items()}
     except ValueError as error:
@@ -145,12 +200,10 @@ def parse_row(row: Mapping[str, str], dataset: DatasetFile, origin: str) -> Anno
     if quality["dice_rca_mean"] < DICE_RCA_MEAN_THRESHOLD:
         return reject("dice-rca-mean-below-threshold",
                       f"Dice RCA (Mean) {quality['dice_rca_mean']:.3f} < {DICE_RCA_MEAN_THRESHOLD}", "filtered")
-    if any(not row[column].strip() for column in SIZE_COLUMNS):
-        return reject("missing-size", "Height/Width empty; the mask size is unknown")
     try:
-        height, width = (_size_value(row[column].strip(), column) for column in SIZE_COLUMNS)
-    except ValueError as error:
-        return reject("bad-size", str(error))
+        height, width = _declared_size(row, space)
+    except _SizeError as error:
+        return reject(error.reason, str(error))
     try:
         landmarks = parse_landmarks(row["Landmarks"])
     except ValueError as error:
@@ -176,12 +229,12 @@ def parse_row(row: Mapping[str, str], dataset: DatasetFile, origin: str) -> Anno
         masks=masks,
         landmarks=contours,
         quality=quality,
-        provenance={"dataset": dataset.stem, "file": origin},
+        provenance={"dataset": dataset.stem, "file": origin, "space": space},
     )
 
 
-def read_file(path: str, dataset: DatasetFile, origin: str) -> Iterator[ReaderOutput]:
-    """Every row of one OriginalResolution file, streamed, columns selected by name."""
+def read_file(path: str, dataset: DatasetFile, origin: str, space: Space = "original") -> Iterator[ReaderOutput]:
+    """Every row of one OriginalResolution or Preprocessed file, streamed, columns selected by name."""
     csv.field_size_limit(max(csv.field_size_limit(), _FIELD_LIMIT))
     seen: set[str] = set()
     with io.open_text(path) as stream:
@@ -189,7 +242,7 @@ def read_file(path: str, dataset: DatasetFile, origin: str) -> Iterator[ReaderOu
         header = next(rows, None)
         if header is None:
             raise ValueError(f"{path}: empty file, no header")
-        positions = _column_positions(header, dataset, path)
+        positions = _column_positions(header, dataset, space, path)
         id_position = positions[dataset.id_column]
         for number, cells in enumerate(rows, start=1):
             if not cells:  # a blank line is not a row
@@ -204,18 +257,25 @@ def read_file(path: str, dataset: DatasetFile, origin: str) -> Iterator[ReaderOu
                              detail=f"{origin} data row {number}: {native} appears again")
             else:
                 seen.add(native)
-                yield parse_row({name: cells[index] for name, index in positions.items()}, dataset, origin)
+                yield parse_row({name: cells[index] for name, index in positions.items()}, dataset, origin, space)
+
+
+def _dataset_file(folder: str, dataset: DatasetFile) -> str | None:
+    return io.first_existing(folder, f"{dataset.stem}.csv", f"{dataset.stem}.csv.gz")
 
 
 def read(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> Iterator[ReaderOutput]:
-    """The rows of the OriginalResolution files whose image source is in ``image_sources``."""
+    """The rows of each ingested dataset's file: OriginalResolution when it exists, else Preprocessed."""
     wanted = [dataset for dataset in DATASET_FILES if dataset.image_source in image_sources]
-    folder = io.join(root, "OriginalResolution")
-    found = [(dataset, io.first_existing(folder, f"{dataset.stem}.csv", f"{dataset.stem}.csv.gz"))
-             for dataset in wanted]
-    if wanted and all(path is None for _, path in found):
+    found: list[tuple[DatasetFile, str, Space]] = []
+    for dataset in wanted:
+        for space, folder in SPACE_FOLDERS.items():
+            path = _dataset_file(io.join(root, folder), dataset)
+            if path is not None:
+                found.append((dataset, path, space))
+                break
+    if wanted and not found:
         stems = [dataset.stem for dataset in wanted]
-        raise FileNotFoundError(f"none of {stems} (.csv or .csv.gz) found in {folder}")
-    for dataset, path in sorted(found, key=lambda pair: pair[0].stem):
-        if path is not None:
-            yield from read_file(path, dataset, io.relative(path, root))
+        raise FileNotFoundError(f"none of {stems} (.csv or .csv.gz) found in {root}/{{{','.join(SPACE_FOLDERS.values())}}}")
+    for dataset, path, space in sorted(found, key=lambda entry: entry[0].stem):
+        yield from read_file(path, dataset, io.relative(path, root), space)
