@@ -15,6 +15,7 @@ import numpy as np
 from schemas.records import AnnotationRecord, Box, MaskRLE, Polygon, Reject
 import manifests
 from transforms import boxes, geometry, images, io, labels, masks, reports
+from transforms.chexmask_space import preprocessed_to_original
 from transforms.geometry import Letterbox
 from transforms.units import ImageUnit
 
@@ -122,17 +123,34 @@ def _mask_geometry(label: str, origin: str, mask: np.ndarray, lb: Letterbox,
     return boxes, polygons
 
 
+def _inside(points: np.ndarray, width: int, height: int) -> list[tuple[float, float]]:
+    """Pixel-index points clipped to the image (mapped-back points can fall in the padding)."""
+    clipped = np.clip(points, 0, [width - 1, height - 1])
+    return [(float(x), float(y)) for x, y in clipped]
+
+
 def _chexmask_geometry(ann: AnnotationRecord, lb: Letterbox, width: int, height: int):
-    """Organ boxes from the masks, organ polygons from the landmark contours, and the CTR."""
-    organ_masks = {m.label: _decode_for_image(m, width, height) for m in ann.masks}
+    """Organ boxes from the masks, organ polygons from the landmark contours, and the CTR.
+
+    Rows from CheXmask's ``Preprocessed`` folder (1024x1024, centre-padded and resized) are mapped
+    back to the image's own size first; OriginalResolution rows must match the image size."""
+    preprocessed = ann.provenance.get("space") == "preprocessed-1024"
+    if preprocessed:
+        organ_masks = {m.label: preprocessed_to_original(masks.rle_decode(m.rle, m.height, m.width, m.convention),
+                                                         width, height) for m in ann.masks}
+        contours = [(c.label, c.origin, _inside(preprocessed_to_original(np.array(c.points), width, height),
+                                                width, height)) for c in ann.landmarks]
+    else:
+        organ_masks = {m.label: _decode_for_image(m, width, height) for m in ann.masks}
+        contours = [(c.label, c.origin, c.points) for c in ann.landmarks]
     boxes, polygons = [], []
     for organ in CHEXMASK_ORGANS:
         mask = organ_masks.get(organ)
         if mask is not None and mask.any():
             x1, y1, x2, y2 = masks.mask_to_boxes(mask, union=True)[-1]
             boxes.append(_box_row(Box(label=organ, x1=x1, y1=y1, x2=x2, y2=y2, origin="chexmask-mask"), lb))
-    for contour in ann.landmarks:  # landmark contours are polygons as they stand
-        polygons.append(_polygon_row(contour.label, contour.origin, [contour.points], lb))
+    for label, origin, points in contours:  # landmark contours are polygons as they stand
+        polygons.append(_polygon_row(label, origin, [points], lb))
     ctr = None
     if all(organ in organ_masks for organ in CHEXMASK_ORGANS):
         lungs = organ_masks["right lung"] | organ_masks["left lung"]
