@@ -10,9 +10,12 @@ temporary folder. Every timing starts from the file path, so each one includes r
 
     floor            pixel_array -> cv2.resize(INTER_AREA) of the 16-bit array to 427 x 512
                      (long side 512): no windowing, no 8-bit conversion, no padding
-    ours, no PNG     images.decode_image (percentile or header window -> uint8) + images.letterbox
-                     (INTER_AREA resize, centred on a black 512 x 512 canvas)
+    ours, no PNG     images.decode_letterboxed: the window chosen on the full image (header window, or
+                     percentiles on a subgrid), INTER_AREA resize of the stored values, window applied
+                     to the 512-side result, centred on a black 512 x 512 canvas (the pipeline's path)
     ours + PNG       the same + images.encode_png (what the pipeline's image stage does)
+    window first     images.decode_image (window the full image to uint8) + images.letterbox: the
+                     order before decode_letterboxed, kept for comparison
     pydicom+Pillow   pixel_array -> min-max scale to uint8 in numpy -> PIL Image -> thumbnail
                      (512, 512) -> paste on a black 512 x 512 canvas
 
@@ -81,6 +84,10 @@ def floor(path: str) -> np.ndarray:
 
 
 def ours_without_png(path: str) -> np.ndarray:
+    return images.decode_letterboxed(path, size=SIZE).canvas
+
+
+def window_first(path: str) -> np.ndarray:
     return images.letterbox(images.decode_image(path).pixels_uint8, SIZE)[0]
 
 
@@ -119,7 +126,7 @@ def main() -> None:
     cv2.setNumThreads(1)
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core, as one Beam worker thread
     functions = {"floor": floor, "ours, no PNG": ours_without_png, "ours + PNG": ours_with_png,
-                 "pydicom+Pillow": pydicom_pillow}
+                 "window first": window_first, "pydicom+Pillow": pydicom_pillow}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "image.dcm"
         write_dicom(path, radiograph(ROWS, COLUMNS), args.window)

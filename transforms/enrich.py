@@ -58,18 +58,18 @@ class EnrichedUnit:
 
 
 def decode_unit(unit: ImageUnit, size: int) -> DecodedUnit:
-    """Decode the image bytes, window to 8-bit, letterbox to ``size`` and encode as PNG."""
+    """Decode the image bytes, letterbox to ``size``, window to 8-bit and encode as PNG."""
     ref = unit.record.image
-    decoded = images.decode_image(io.read_bytes(ref.uri), ref.format)
+    image = images.decode_letterboxed(io.read_bytes(ref.uri), ref.format, size)
     expected = (ref.expected_width, ref.expected_height)
-    if None not in expected and expected != (decoded.width, decoded.height):
+    if None not in expected and expected != (image.width, image.height):
         raise ImageSizeMismatch(
-            f"{ref.image_key}: metadata says {expected[0]}x{expected[1]}, file is {decoded.width}x{decoded.height}"
+            f"{ref.image_key}: metadata says {expected[0]}x{expected[1]}, file is {image.width}x{image.height}"
         )
-    canvas, box = images.letterbox(decoded.pixels_uint8, size)
     return DecodedUnit(
-        unit=unit, png=images.encode_png(canvas), letterbox=box, width=decoded.width, height=decoded.height,
-        photometric=decoded.photometric, bits_stored=decoded.bits_stored, source_format=decoded.source_format,
+        unit=unit, png=images.encode_png(image.canvas), letterbox=image.letterbox, width=image.width,
+        height=image.height, photometric=image.photometric, bits_stored=image.bits_stored,
+        source_format=image.source_format,
     )
 
 
