@@ -172,3 +172,56 @@ def clean_text(text: str, deid_token: str = "___") -> str:
     text = _DEID_RUN.sub(lambda _: deid_token, text)
     paragraphs = (" ".join(paragraph.split()) for paragraph in _PARAGRAPH_BREAK.split(text))
     return "\n\n".join(paragraph for paragraph in paragraphs if paragraph)
+
+
+_SENTENCE_END = re.compile(r"[.!?]+(?=\s|\Z)|\n[ \t\r\f\v]*\n|\n(?=[ \t]*(?:\d+[.)]|[-*•])\s)")
+_PRIOR_REFERENCES = tuple(re.compile(pattern) for pattern in manifests.load("attributes.yaml")["prior_references"])
+_BLANKS = re.compile(r"[ \t]{2,}")
+_ITEM_NUMBER = re.compile(r"\s*\d{1,2}[.)]\s*")
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of every non-empty sentence, stripped, so ``text[start:end]`` is the sentence.
+
+    A sentence ends after a run of ``.``, ``!`` or ``?`` followed by whitespace or the end of the text
+    (so "2.5 cm" does not end one), at a blank line, and before a line that starts a numbered or
+    bulleted item; an item number such as "1." belongs to the sentence it numbers.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"report text must be str, got {type(text).__name__}")
+    spans = []
+    start = 0
+    for end in [match.end() for match in _SENTENCE_END.finditer(text)] + [len(text)]:
+        piece = text[start:end]
+        if _ITEM_NUMBER.fullmatch(piece):
+            continue  # "1." numbers the next sentence: keep it with that one
+        if piece.strip():
+            left = start + len(piece) - len(piece.lstrip())
+            spans.append((left, start + len(piece.rstrip())))
+        start = end
+    return spans
+
+
+def drop_prior_references(text: str) -> tuple[str, list[str]]:
+    """The report without sentences that refer to other images, and the removed sentences in order.
+
+    For single-image targets: a sentence is removed when it matches one of the ``prior_references``
+    patterns of ``manifests/attributes.yaml`` (lower-cased): comparisons with a prior study, changes
+    over time ("unchanged", "again seen", "new", "interval ..."), and views the image is not ("lateral
+    view"). Kept sentences keep their text and line structure; blanks left behind are collapsed.
+    """
+    kept_pieces: list[str] = []
+    removed: list[str] = []
+    position = 0
+    for start, end in sentence_spans(text):
+        sentence = text[start:end]
+        if any(pattern.search(sentence.lower()) for pattern in _PRIOR_REFERENCES):
+            kept_pieces.append(text[position:start])
+            removed.append(sentence)
+            position = end + len(text[end:]) - len(text[end:].lstrip(" \t"))
+            if (start == 0 or text[start - 1] == "\n") and text.startswith("\n", position):
+                position += 1  # the sentence was a whole line: its line goes with it
+    kept_pieces.append(text[position:])
+    lines = (_BLANKS.sub(" ", line).strip() for line in "".join(kept_pieces).split("\n"))
+    cleaned = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    return cleaned, removed
