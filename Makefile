@@ -23,6 +23,8 @@ install: $(STAMP)
 demo: $(STAMP)
 	rm -rf $(DEMO)
 	$(BIN)/cxr-instruct synth --out $(DEMO)/corpus --studies $(STUDIES) --seed 0
+	$(BIN)/cxr-instruct tokenizer tiny --out $(DEMO)/tiny-tokenizer
+	printf 'tokenizer:\n  model: ../tiny-tokenizer\n' >> $(DEMO)/corpus/build.yaml
 	$(BIN)/cxr-instruct build --config $(DEMO)/corpus/build.yaml --out $(DEMO)/out
 	$(BIN)/cxr-instruct card $(DEMO)/out
 	$(BIN)/cxr-instruct preview $(DEMO)/out

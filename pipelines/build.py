@@ -209,9 +209,15 @@ def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dic
 
 
 def run_build(config: BuildConfig, out_dir: str, beam_args: list[str] | None = None) -> dict:
-    """Run the build and return the manifest it wrote."""
+    """Run the build (and the tokenizer stage when the config has one); return the manifest."""
     inputs = input_fingerprints(config)
     options = PipelineOptions(beam_args if beam_args else DEFAULT_BEAM_ARGS)
     with beam.Pipeline(options=options) as p:
         build_graph(p, config, out_dir, inputs)
+    if config.tokenizer is not None:
+        from pipelines.tokenize import run_tokenize
+
+        tok = config.tokenizer
+        run_tokenize(out_dir, tok.model, device=tok.device, batch_size=tok.batch_size, beam_args=beam_args,
+                     precision=tok.precision, vocabulary=tok.vocabulary)
     return Manifest.read(out_dir)

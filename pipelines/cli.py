@@ -10,7 +10,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.export import export_command
+# Beam without its [gcp] extra warns at import, on the root logger, about Google client libraries a
+# local run never uses; the filter must be in place before anything imports apache_beam.
+logging.getLogger().addFilter(lambda record: not record.getMessage().startswith("apitools not found"))
+
+from pipelines.export import export_command  # noqa: E402
+from pipelines.tokenize import tokenize_command, tokenizer_group  # noqa: E402
 
 console = Console()
 
@@ -21,9 +26,6 @@ def main(verbose: bool) -> None:
     """Build chest X-ray instruction data from six public datasets."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Beam without its [gcp] extra warns at import about Google client libraries a local run never uses.
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(lambda record: not record.getMessage().startswith("apitools not found"))
 
 
 @main.command()
@@ -151,6 +153,8 @@ def publish(out: Path, repo_id: str, private: bool, accepted: tuple[str, ...], d
 
 
 main.add_command(export_command)
+main.add_command(tokenize_command)
+main.add_command(tokenizer_group)
 
 if __name__ == "__main__":
     main()

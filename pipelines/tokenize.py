@@ -34,10 +34,10 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
-from datasets import Features, List, Value
+from datasets import Features
 
 import manifests
-from schemas.tables import REJECTS
+from schemas.tables import CODES_PER_IMAGE, REJECTS, VQ
 from transforms.enrich import kebab
 
 DEFAULT_BEAM_ARGS = ["--runner=FnApiRunner"]
@@ -45,18 +45,6 @@ STAGE = "tokenize"
 REJECT_DIR = "_rejects"
 MARKER_DIR = "_complete"
 FINGERPRINT_FILE = "tokenizer.json"
-
-CODES_PER_IMAGE = manifests.load("tokenizer.yaml")["codes_per_image"]
-VQ = Features(
-    {
-        "image_key": Value("string"),
-        "codes": List(Value("int16"), length=CODES_PER_IMAGE),  # row-major 32 x 32 grid, 0..8191
-        "lm_ids": List(Value("int32"), length=CODES_PER_IMAGE),  # LM vocabulary ids of the codes
-        "tokenizer": Value("string"),  # fingerprint id; vq/tokenizer.json holds the full fingerprint
-    }
-)
-"""The vq table (to move to schemas.tables). ``List(..., length=1024)`` is an Arrow fixed_size_list."""
-
 
 def settings() -> dict:
     return manifests.load("tokenizer.yaml")

@@ -31,6 +31,18 @@ class ShardingConfig(BaseModel):
     rejects: int = 50000
 
 
+class TokenizerConfig(BaseModel):
+    """When present, ``build`` also writes ``vq/`` (the same stage as ``cxr-instruct tokenize``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str  # local HF-format ChameleonVQVAE folder; relative to the config file
+    device: str = "cpu"
+    batch_size: int | None = None
+    precision: Literal["fp32", "bf16"] | None = None
+    vocabulary: str | None = None  # Chameleon text_tokenizer.json for lm_ids
+
+
 class BuildConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -39,6 +51,7 @@ class BuildConfig(BaseModel):
     profiles: list[Literal["imt-cxr", "m4cxr", "chexmix"]] = Field(default_factory=lambda: list(PROFILES))
     seed: int = 0
     rows_per_shard: ShardingConfig = Field(default_factory=ShardingConfig)
+    tokenizer: TokenizerConfig | None = None
 
     @field_validator("sources")
     @classmethod
@@ -65,6 +78,15 @@ def load_config(path: str | Path) -> BuildConfig:
     data = yaml.safe_load(path.read_text())
     config = BuildConfig.model_validate(data)
     for src in config.sources.values():
-        if "://" not in src.root and not Path(src.root).is_absolute():
-            src.root = str((path.parent / src.root).resolve())
+        src.root = _resolve(src.root, path.parent)
+    if config.tokenizer is not None:
+        config.tokenizer.model = _resolve(config.tokenizer.model, path.parent)
+        if config.tokenizer.vocabulary:
+            config.tokenizer.vocabulary = _resolve(config.tokenizer.vocabulary, path.parent)
     return config
+
+
+def _resolve(location: str, base: Path) -> str:
+    if "://" in location or Path(location).is_absolute():
+        return location
+    return str((base / location).resolve())

@@ -8,6 +8,8 @@ from __future__ import annotations
 import pyarrow as pa
 from datasets import Features, Image, List, Value
 
+import manifests
+
 _str = Value("string")
 _f64 = Value("float64")
 _i32 = Value("int32")
@@ -117,11 +119,23 @@ REJECTS = Features(
     }
 )
 
+CODES_PER_IMAGE = manifests.load("tokenizer.yaml")["codes_per_image"]
+VQ = Features(
+    {
+        "image_key": _str,
+        "codes": List(Value("int16"), length=CODES_PER_IMAGE),  # row-major 32 x 32 grid, 0..8191
+        "lm_ids": List(Value("int32"), length=CODES_PER_IMAGE),  # LM vocabulary ids of the codes
+        "tokenizer": _str,  # fingerprint id; vq/tokenizer.json holds the full fingerprint
+    }
+)
+"""Written by the tokenize stage (pipelines/tokenize.py); ``List(..., length=N)`` is an Arrow fixed_size_list."""
+
 TABLES: dict[str, Features] = {
     "images": IMAGES,
     "annotations": ANNOTATIONS,
     "instructions": INSTRUCTIONS,
     "rejects": REJECTS,
+    "vq": VQ,
 }
 
 
@@ -130,5 +144,6 @@ def arrow_schema(table: str) -> pa.Schema:
     return TABLES[table].arrow_schema
 
 
-ROW_KEY = {"images": "image_key", "annotations": "image_key", "instructions": "id", "rejects": "key"}
+ROW_KEY = {"images": "image_key", "annotations": "image_key", "instructions": "id", "rejects": "key",
+           "vq": "image_key"}
 """The column whose value names a row: shards are chosen by its stable hash and sorted by it."""
