@@ -22,6 +22,7 @@ from schemas.config import BuildConfig
 from schemas.records import IMAGE_SOURCES, AnnotationRecord, Reject, SourceRecord
 from transforms import enrich
 from transforms.sources import reader
+from transforms.severity import FitSeverityIdf
 from transforms.splits import patient_key
 from transforms.tasks import generator, load_profile
 from transforms.units import ImageUnit, join_image
@@ -160,7 +161,15 @@ def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dic
     rows = enriched | "Rows" >> beam.ParDo(ToRows()).with_outputs("annotation_rows", "events", "patients",
                                                                    main="images")
     events.append(rows.events)
-    annotation_rows = rows.annotation_rows
+    # MediVLM-style severity: the IDF table is fitted on the train split only, then applied to all rows.
+    severity_idf = (
+        rows.annotation_rows
+        | "Train rows" >> beam.Filter(lambda a: a["split"] == "train")
+        | "Severity terms" >> beam.Map(enrich.severity_terms_of)
+        | "Fit severity IDF" >> beam.CombineGlobally(FitSeverityIdf())
+    )
+    annotation_rows = rows.annotation_rows | "Severity TF-IDF" >> beam.Map(
+        enrich.add_severity_tfidf, idf_table=beam.pvalue.AsSingleton(severity_idf))
     instructions, bad_tasks = annotation_rows | "Tasks" >> beam.Map(
         task_rows, profiles, config.seed).with_exception_handling()
     rejects.append(bad_tasks | "Task rejects" >> beam.Map(task_failure_reject))
@@ -198,12 +207,13 @@ def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dic
         p
         | "Manifest seed" >> beam.Create([None])
         | "Manifest" >> beam.Map(
-            lambda _, counts, shards, straddling, instruction_counts: manifest.write(
-                out_dir, counts, shards, straddling, instruction_counts),
+            lambda _, counts, shards, straddling, instruction_counts, severity_idf: manifest.write(
+                out_dir, counts, shards, straddling, instruction_counts, severity_idf),
             counts=beam.pvalue.AsList(counts),
             shards=beam.pvalue.AsList(shards),
             straddling=beam.pvalue.AsList(straddling),
             instruction_counts=beam.pvalue.AsList(instruction_counts),
+            severity_idf=beam.pvalue.AsSingleton(severity_idf),
         )
     )
 

@@ -102,7 +102,7 @@ class Manifest:
         self.inputs = inputs
         self.task_weights = {p.name: {task: spec.weight for task, spec in p.tasks.items()} for p in profiles}
 
-    def document(self, counts, shards, straddling, instruction_counts=()) -> dict:
+    def document(self, counts, shards, straddling, instruction_counts=(), severity_idf=None) -> dict:
         outputs = sorted(shards, key=lambda s: s["path"])
         tables: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         for shard in outputs:
@@ -118,6 +118,7 @@ class Manifest:
             "counts": per_source,
             "tables": {name: dict(sorted(splits.items())) for name, splits in sorted(tables.items())},
             "instructions": instruction_table(instruction_counts),
+            "severity_idf": severity_idf,  # fitted on the train split; applied to every row's severity_tfidf
             "outputs": outputs,
             "leakage": {
                 "passed": not straddling,
@@ -141,8 +142,8 @@ class Manifest:
             },
         }
 
-    def write(self, out_dir: str, counts, shards, straddling, instruction_counts=()) -> dict:
-        doc = self.document(counts, shards, straddling, instruction_counts)
+    def write(self, out_dir: str, counts, shards, straddling, instruction_counts=(), severity_idf=None) -> dict:
+        doc = self.document(counts, shards, straddling, instruction_counts, severity_idf)
         _write_json(io.join(out_dir, self.FILE), doc)
         for profile in self.task_weights:
             _write_json(io.join(out_dir, "instructions", profile, "weights.json"),

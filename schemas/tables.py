@@ -73,6 +73,22 @@ REGION = {
     "severity_cues": List(_str),
 }
 
+# An attribute mention (schemas.records.AttributeMention); span offsets index ``report_text`` for
+# English reports, and the sentence list of LabelsLocalizationsBySentence for PadChest.
+MENTION = {
+    "finding": _str,
+    "presence": Value("int8"),
+    "laterality": _str,
+    "zones": List(_str),
+    "severity_min": Value("int8"),  # ordinal 0 trace .. 3 large/severe; null when unstated
+    "severity_max": Value("int8"),
+    "severity_scale": _str,  # "size" | "severity"
+    "temporal": _str,
+    "sentence": _str,
+    "span_start": _i32,
+    "span_end": _i32,
+}
+
 ANNOTATIONS = Features(
     {
         "image_key": _str,
@@ -87,8 +103,19 @@ ANNOTATIONS = Features(
         "report_text": _str,
         "report_language": _str,
         "sections": List(SECTION),
+        "mentions": List(MENTION),
+        # transforms.labels.label_report on the FINDINGS section alone (chain-of-thought targets);
+        # the harmonised "findings" above stay the source's official labels
+        "findings_labels": List({"name": _str, "value": _f64}),
+        "attribute_prompt": _str,  # IMT-CXR-style phrases of the positive mentions
+        "severity_ordinal": _f64,  # [0, 1] from mention severities (transforms.severity)
+        "severity_bucket": _str,
+        "severity_tfidf": _f64,  # MediVLM-style, IDF fitted on the train split of this build
         "ctr": _f64,
         "ctr_band": _str,
+        "ptx_ratio": _f64,  # pneumothorax area over its side's lung area (needs lung masks on the image)
+        "ptx_side": _str,  # "right" | "left" | "both"
+        "ptx_band": _str,
         "provenance": _str,  # JSON object
     }
 )

@@ -114,3 +114,20 @@ def test_chexmask_size_mismatch_rejects_the_annotation_not_the_image():
     assert (reject.source, reject.stage, reject.reason, reject.level) == ("chexmask", "geometry",
                                                                            "mask-size-mismatch", "record")
     assert "swapped" in reject.detail
+
+
+def test_pneumothorax_ratio_uses_the_lung_on_its_side():
+    lungs = organs((HEIGHT, WIDTH))
+    right = lungs["right lung"]  # the patient's right lung, on the image left
+    rim = right & ~ellipse((HEIGHT, WIDTH), (WIDTH * 3 // 10, HEIGHT // 2), (WIDTH // 7 - 12, HEIGHT // 3 - 12))
+    record = SourceRecord(
+        image=ImageRef(image_key="siim/1.2.3", source="siim", native_id="1.2.3", uri="/x.dcm", format="dicom",
+                       subject_id="p"),
+        masks=[MaskRLE(label="Pneumothorax", rle=masks.rle_encode(rim, "siim"), convention="siim", height=HEIGHT,
+                       width=WIDTH, origin="siim-rle")])
+    annotation = chexmask_annotation(lungs, "original").model_copy(update={"target_key": "siim/1.2.3"})
+    enriched, rejects = enrich.geometry_unit(decoded(record, [annotation]))
+    assert not rejects and enriched.ptx_side == "right"
+    assert abs(enriched.ptx_ratio - rim.sum() / right.sum()) < 1e-12
+    row = enrich.annotation_row(enrich.language_unit(enriched))
+    assert row["ptx_band"] == geometry.ptx_band(enriched.ptx_ratio) and row["ptx_side"] == "right"

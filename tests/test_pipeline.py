@@ -93,6 +93,7 @@ def test_annotations_carry_geometry_findings_and_sections(build, truth):
     annotations = {row["image_key"]: row for row in load(out, "annotations")}
     by_source = Counter(row["source"] for row in annotations.values())
     assert set(by_source) == {"mimic", "vindr", "siim", "padchest"}
+    labelled = 0
     for key, row in annotations.items():
         assert [f["name"] for f in row["findings"]][0] == "No Finding" and len(row["findings"]) == 14
         for box in row["boxes"]:
@@ -104,11 +105,20 @@ def test_annotations_carry_geometry_findings_and_sections(build, truth):
             stated = {f["name"]: f["presence"] for f in row["findings"] if f["presence"] is not None}
             for name, presence in info["findings"].items():
                 assert stated.get(name) == presence, (key, name)
+            # the rule-based labeler on the FINDINGS section alone recovers the case's truth too
+            labelled += row["findings_labels"] is not None
+            from_text = {label["name"]: label["value"] for label in row["findings_labels"] or ()}
+            for name, presence in info["findings"].items():
+                if name != "No Finding" and row["findings_labels"] is not None:
+                    assert from_text[name] == presence, (key, name)
+            for mention in row["mentions"]:  # spans index the stored report text
+                assert row["report_text"][mention["span_start"]:mention["span_end"]] == mention["sentence"]
         if info.get("chexmask") and info["chexmask"]["passes"] and "chexmask" in row["annotation_sources"]:
             assert row["ctr_band"] == info["ctr_band"], key
             assert {p["label"] for p in row["polygons"]} >= {"right lung", "left lung", "heart"}
         if info.get("imagenome") and not (info.get("imagenome_gold") and row["split"] == "train"):
             assert "imagenome" in row["annotation_sources"], key
+    assert labelled >= by_source["mimic"] // 2  # most synthetic MIMIC reports have a FINDINGS section
 
 
 def test_chexmask_quality_filter_is_recorded_not_silent(build, truth):

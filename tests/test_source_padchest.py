@@ -239,6 +239,7 @@ def test_real_label_csv_from_the_torchxrayvision_wheel(tmp_path):
     target = wheel_member(f"{CSV_NAME}.gz", tmp_path / f"{CSV_NAME}.gz")
     table = padchest.read_label_table(str(target))
     assert len(table) == 160861 and table["image_id"].is_unique and table["patient_id"].str.len().min() > 10
+    assert table["report_id"].nunique() == 107783
     # every row's list and CUI cells parse; whole records for a stable tenth of the rows
     for column, parse in (("labels", padchest.parse_labels), ("localizations", padchest.parse_localizations),
                           ("by_sentence", padchest.parse_by_sentence)):

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from schemas.records import AnnotationRecord, Box, MaskRLE, Polygon, Reject
+from schemas.records import AnnotationRecord, AttributeMention, Box, MaskRLE, Reject
 import manifests
-from transforms import boxes, geometry, images, io, labels, masks, reports
+from transforms import boxes, geometry, images, io, labels, masks, phrases, reports, severity
 from transforms.chexmask_space import preprocessed_to_original
 from transforms.geometry import Letterbox
 from transforms.units import ImageUnit
@@ -49,9 +49,13 @@ class EnrichedUnit:
     boxes: list[dict] = field(default_factory=list)
     polygons: list[dict] = field(default_factory=list)
     ctr: float | None = None
+    ptx_ratio: float | None = None
+    ptx_side: str | None = None
     annotations: list[AnnotationRecord] = field(default_factory=list)  # those that survived geometry
     findings: list[dict] = field(default_factory=list)
     sections: list[dict] = field(default_factory=list)
+    mentions: list[AttributeMention] = field(default_factory=list)
+    findings_labels: dict[str, float | None] | None = None
 
 
 # ---------------------------------------------------------------- image stage
@@ -156,7 +160,7 @@ def _chexmask_geometry(ann: AnnotationRecord, lb: Letterbox, width: int, height:
         lungs = organ_masks["right lung"] | organ_masks["left lung"]
         if lungs.any() and organ_masks["heart"].any():
             ctr = float(geometry.cardiothoracic_ratio(organ_masks["heart"], lungs))
-    return boxes, polygons, ctr
+    return boxes, polygons, ctr, organ_masks
 
 
 def _reader_consensus(read_boxes: list[Box]):
@@ -210,10 +214,11 @@ def geometry_unit(decoded: DecodedUnit, max_vertices: int = 30) -> tuple[Enriche
     for polygon in record.polygons:
         enriched.polygons.append(_polygon_row(polygon.label, polygon.origin, polygon.rings, lb))
 
+    organ_masks: dict[str, np.ndarray] = {}  # CheXmask lungs and heart, when an annotation has them
     for ann in unit.annotations:
         try:
             if ann.source == "chexmask":
-                boxes, polygons, ctr = _chexmask_geometry(ann, lb, width, height)
+                boxes, polygons, ctr, organ_masks = _chexmask_geometry(ann, lb, width, height)
                 enriched.boxes += boxes
                 enriched.polygons += polygons
                 enriched.ctr = ctr if ctr is not None else enriched.ctr
@@ -226,17 +231,46 @@ def geometry_unit(decoded: DecodedUnit, max_vertices: int = 30) -> tuple[Enriche
                                   reason=_reason(exc), detail=f"{ann.native_id}: {exc}"))
             continue
         enriched.annotations.append(ann)
+    ptx = by_label.get("Pneumothorax")
+    if ptx is not None and ptx.any() and {"right lung", "left lung"} <= set(organ_masks):
+        enriched.ptx_ratio, enriched.ptx_side = geometry.pneumothorax_ratio(
+            ptx, organ_masks["right lung"], organ_masks["left lung"])
     return enriched, rejects
 
 
 # ------------------------------------------------------------- language stage
 
 
+MENTION_SECTIONS = ("findings", "impression")
+
+
+def report_mentions(record) -> list[AttributeMention]:
+    """Attribute mentions of a record's report: English rules on the findings and impression
+    sections (spans into the full report text); PadChest's sentence labels, never its stemmed text."""
+    report = record.report
+    if report is not None and report.language == "en":
+        mentions = []
+        for section in reports.section_spans(report.text):
+            if section.name in MENTION_SECTIONS:
+                for mention in phrases.extract_mentions(section.text):
+                    start, end = mention.span
+                    mentions.append(mention.model_copy(update={"span": (start + section.start, end + section.start)}))
+        return mentions
+    by_sentence = record.provenance.get("labels_localizations_by_sentence")
+    if record.image.source == "padchest" and by_sentence:
+        return phrases.padchest_mentions(json.loads(by_sentence))
+    return []
+
+
 def language_unit(enriched: EnrichedUnit) -> EnrichedUnit:
-    """Report sections (English reports) and the harmonised findings."""
+    """Report sections and attribute mentions, and the harmonised findings."""
     record = enriched.decoded.unit.record
     if record.report is not None and record.report.language == "en":
         enriched.sections = [{"name": name, "text": text} for name, text in reports.section_list(record.report.text)]
+    enriched.mentions = report_mentions(record)
+    findings_text = next((s["text"] for s in reversed(enriched.sections) if s["name"] == "findings"), None)
+    if findings_text:  # findings-only labels, for chain-of-thought targets (the study labels stay official)
+        enriched.findings_labels = labels.label_report(findings_text)
     raw = (list(record.raw_labels) + labels.box_labels(record.boxes)
            + [label for ann in enriched.annotations for label in ann.raw_labels])
     enriched.findings = [
@@ -276,6 +310,7 @@ def annotation_row(enriched: EnrichedUnit) -> dict:
         if ann.split_hint:
             provenance[f"{ann.source}.split"] = ann.split_hint
     raw_labels = list(record.raw_labels) + [label for ann in enriched.annotations for label in ann.raw_labels]
+    score = severity.severity_ordinal(enriched.mentions)
     return {
         "image_key": unit.key, "source": record.image.source, "split": unit.split,
         "annotation_sources": sorted({ann.source for ann in enriched.annotations}),
@@ -287,10 +322,46 @@ def annotation_row(enriched: EnrichedUnit) -> dict:
         "report_text": report.text if report else None,
         "report_language": report.language if report else None,
         "sections": enriched.sections,
+        "mentions": [_mention_row(m) for m in enriched.mentions],
+        "findings_labels": None if enriched.findings_labels is None else [
+            {"name": name, "value": value} for name, value in enriched.findings_labels.items()],
+        "attribute_prompt": phrases.attribute_prompt(enriched.mentions) or None,
+        "severity_ordinal": score,
+        "severity_bucket": severity.severity_bucket(score),
+        "severity_tfidf": None,  # filled once the build has fitted the IDF table (add_severity_tfidf)
         "ctr": enriched.ctr,
         "ctr_band": geometry.ctr_band(enriched.ctr) if enriched.ctr is not None else None,
+        "ptx_ratio": enriched.ptx_ratio,
+        "ptx_side": enriched.ptx_side,
+        "ptx_band": geometry.ptx_band(enriched.ptx_ratio) if enriched.ptx_ratio is not None else None,
         "provenance": json.dumps(provenance, sort_keys=True),
     }
+
+
+def _mention_row(mention: AttributeMention) -> dict:
+    low, high = mention.severity if mention.severity is not None else (None, None)
+    return {"finding": mention.finding, "presence": mention.presence, "laterality": mention.laterality,
+            "zones": list(mention.zones), "severity_min": low, "severity_max": high,
+            "severity_scale": mention.severity_scale, "temporal": mention.temporal, "sentence": mention.sentence,
+            "span_start": mention.span[0], "span_end": mention.span[1]}
+
+
+def _row_mentions(row: dict) -> list[AttributeMention]:
+    return [AttributeMention(finding=m["finding"], presence=m["presence"], laterality=m["laterality"],
+                             zones=m["zones"], severity_scale=m["severity_scale"], temporal=m["temporal"],
+                             severity=None if m["severity_min"] is None else (m["severity_min"], m["severity_max"]),
+                             sentence=m["sentence"], span=(m["span_start"], m["span_end"]))
+            for m in row["mentions"]]
+
+
+def severity_terms_of(row: dict) -> list[str]:
+    """The TF-IDF seed terms of an annotation row's mentions (for fitting the IDF table)."""
+    return severity.severity_terms(_row_mentions(row))
+
+
+def add_severity_tfidf(row: dict, idf_table: dict) -> dict:
+    """The row with its MediVLM-style severity, from the table fitted on this build's train split."""
+    return {**row, "severity_tfidf": severity.severity_tfidf(_row_mentions(row), idf_table)}
 
 
 def _box_sort_key(box: dict) -> tuple:
