@@ -10,6 +10,7 @@ import json
 from collections import defaultdict
 from importlib import metadata
 
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from schemas.config import BuildConfig
@@ -35,19 +36,32 @@ def versions() -> dict[str, str]:
 
 
 def input_fingerprints(config: BuildConfig) -> dict[str, dict]:
-    """Per source: file count, total bytes and a SHA-256 over the sorted (relative path, size) list.
+    """Per source: file count, total bytes and a SHA-256 over the sorted list of every input file.
 
-    A listing fingerprint, not a content hash: it changes when a file is added, removed, renamed or
-    resized, and costs one listing even for a million files.
+    ``config.fingerprint`` picks what each file contributes: ``size-mtime`` (relative path, size and
+    modification time: one listing, cheap for a million files) or ``sha256`` (relative path and a
+    hash of its content: reads every byte, for audits).
     """
     result = {}
     for name, src in sorted(config.enabled_sources().items()):
         match = FileSystems.match([io.join(src.root, "**")])[0].metadata_list
-        listing = sorted((io.relative(m.path, src.root), m.size_in_bytes) for m in match)
-        digest = hashlib.sha256("\n".join(f"{path}\t{size}" for path, size in listing).encode()).hexdigest()
-        result[name] = {"root": src.root, "files": len(listing), "bytes": sum(s for _, s in listing),
-                        "listing_sha256": digest}
+        entries = []
+        for m in sorted(match, key=lambda m: m.path):
+            what = _content_sha256(m.path) if config.fingerprint == "sha256" else \
+                f"{m.size_in_bytes}\t{m.last_updated_in_seconds:.6f}"
+            entries.append(f"{io.relative(m.path, src.root)}\t{what}")
+        digest = hashlib.sha256("\n".join(entries).encode()).hexdigest()
+        result[name] = {"root": src.root, "files": len(entries), "bytes": sum(m.size_in_bytes for m in match),
+                        "fingerprint": config.fingerprint, "sha256": digest}
     return result
+
+
+def _content_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def reconcile(counts: list[tuple[tuple[str, str], int]], sources: list[str]) -> dict[str, dict]:

@@ -52,6 +52,8 @@ class BuildConfig(BaseModel):
     seed: int = 0
     rows_per_shard: ShardingConfig = Field(default_factory=ShardingConfig)
     tokenizer: TokenizerConfig | None = None
+    # how manifest.json fingerprints input files: size + mtime of each (cheap), or a content hash
+    fingerprint: Literal["size-mtime", "sha256"] = "size-mtime"
 
     @field_validator("sources")
     @classmethod
