@@ -1,6 +1,7 @@
 """Task generators, one module per task family, and the profiles that select and render them.
 
-A generator is ``generate(annotation_row: dict, profile: Profile, seed: int) -> list[dict]``: it
+A generator is ``generate(annotation_row: dict, profile: Profile, seed: int) -> list[dict]`` (a module
+serving several tasks names them in ``GENERATORS = {task: function}``): it
 consumes one enriched annotation row (the ``annotations`` table schema) and returns instruction rows
 (the ``instructions`` table schema). Generators never read raw source files.
 """
@@ -47,7 +48,9 @@ def load_profile(name: str) -> Profile:
 
 
 def generator(task: str) -> Callable[[dict, Profile, int], list[dict]]:
-    return importlib.import_module(TASK_MODULES[task]).generate
+    """A module serving several tasks maps them in ``GENERATORS``; otherwise its ``generate``."""
+    module = importlib.import_module(TASK_MODULES[task])
+    return getattr(module, "GENERATORS", {}).get(task) or module.generate
 
 
 def instruction_id(profile: str, task: str, image_keys: list[str], variant: str) -> str:
