@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from schemas.records import AnnotationRecord, AttributeMention, Box, MaskRLE, Reject
 import manifests
+from schemas.records import AnnotationRecord, AttributeMention, Box, MaskRLE, Reject
 from transforms import boxes, geometry, images, io, labels, masks, phrases, reports, severity
 from transforms.chexmask_space import preprocessed_to_original
 from transforms.geometry import Letterbox
@@ -121,10 +121,9 @@ def _mask_geometry(label: str, origin: str, mask: np.ndarray, lb: Letterbox,
                    max_vertices: int) -> tuple[list[dict], list[dict]]:
     if not mask.any():
         return [], []
-    boxes = [_box_row(Box(label=label, x1=x1, y1=y1, x2=x2, y2=y2, origin=origin), lb)
-             for x1, y1, x2, y2 in masks.mask_to_boxes(mask)]
-    polygons = [_polygon_row(label, origin, masks.mask_to_polygons(mask, max_vertices=max_vertices), lb)]
-    return boxes, polygons
+    rows = [_box_row(Box(label=label, x1=x1, y1=y1, x2=x2, y2=y2, origin=origin), lb)
+            for x1, y1, x2, y2 in masks.mask_to_boxes(mask)]
+    return rows, [_polygon_row(label, origin, masks.mask_to_polygons(mask, max_vertices=max_vertices), lb)]
 
 
 def _inside(points: np.ndarray, width: int, height: int) -> list[tuple[float, float]]:
@@ -147,12 +146,12 @@ def _chexmask_geometry(ann: AnnotationRecord, lb: Letterbox, width: int, height:
     else:
         organ_masks = {m.label: _decode_for_image(m, width, height) for m in ann.masks}
         contours = [(c.label, c.origin, c.points) for c in ann.landmarks]
-    boxes, polygons = [], []
+    organ_boxes, polygons = [], []
     for organ in CHEXMASK_ORGANS:
         mask = organ_masks.get(organ)
         if mask is not None and mask.any():
             x1, y1, x2, y2 = masks.mask_to_boxes(mask, union=True)[-1]
-            boxes.append(_box_row(Box(label=organ, x1=x1, y1=y1, x2=x2, y2=y2, origin="chexmask-mask"), lb))
+            organ_boxes.append(_box_row(Box(label=organ, x1=x1, y1=y1, x2=x2, y2=y2, origin="chexmask-mask"), lb))
     for label, origin, points in contours:  # landmark contours are polygons as they stand
         polygons.append(_polygon_row(label, origin, [points], lb))
     ctr = None
@@ -160,7 +159,7 @@ def _chexmask_geometry(ann: AnnotationRecord, lb: Letterbox, width: int, height:
         lungs = organ_masks["right lung"] | organ_masks["left lung"]
         if lungs.any() and organ_masks["heart"].any():
             ctr = float(geometry.cardiothoracic_ratio(organ_masks["heart"], lungs))
-    return boxes, polygons, ctr, organ_masks
+    return organ_boxes, polygons, ctr, organ_masks
 
 
 def _reader_consensus(read_boxes: list[Box]):
@@ -181,9 +180,9 @@ def geometry_unit(decoded: DecodedUnit, max_vertices: int = 30) -> tuple[Enriche
     enriched = EnrichedUnit(decoded=decoded)
     rejects: list[Reject] = []
 
-    def add_boxes(boxes: list[Box], source: str, key: str) -> list[Box]:
+    def add_boxes(stated: list[Box], source: str, key: str) -> list[Box]:
         kept = []
-        for box in boxes:
+        for box in stated:
             clipped = _clip(box, width, height)
             if clipped is None:
                 rejects.append(Reject(key=key, source=source, stage="geometry", level="item",
@@ -208,9 +207,9 @@ def geometry_unit(decoded: DecodedUnit, max_vertices: int = 30) -> tuple[Enriche
         decoded_mask = _decode_for_image(mask, width, height)
         by_label[mask.label] = by_label.get(mask.label, False) | decoded_mask
     for label in sorted(by_label):
-        boxes, polygons = _mask_geometry(label, record.masks[0].origin, by_label[label], lb, max_vertices)
-        enriched.boxes += boxes
-        enriched.polygons += polygons
+        mask_boxes, mask_polygons = _mask_geometry(label, record.masks[0].origin, by_label[label], lb, max_vertices)
+        enriched.boxes += mask_boxes
+        enriched.polygons += mask_polygons
     for polygon in record.polygons:
         enriched.polygons.append(_polygon_row(polygon.label, polygon.origin, polygon.rings, lb))
 
@@ -218,9 +217,9 @@ def geometry_unit(decoded: DecodedUnit, max_vertices: int = 30) -> tuple[Enriche
     for ann in unit.annotations:
         try:
             if ann.source == "chexmask":
-                boxes, polygons, ctr, organ_masks = _chexmask_geometry(ann, lb, width, height)
-                enriched.boxes += boxes
-                enriched.polygons += polygons
+                organ_boxes, organ_polygons, ctr, organ_masks = _chexmask_geometry(ann, lb, width, height)
+                enriched.boxes += organ_boxes
+                enriched.polygons += organ_polygons
                 enriched.ctr = ctr if ctr is not None else enriched.ctr
             else:
                 add_boxes(ann.boxes, ann.source, ann.target_key)
