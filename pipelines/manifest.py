@@ -10,6 +10,8 @@ import json
 from collections import defaultdict
 from importlib import metadata
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
@@ -104,6 +106,32 @@ def instruction_table(instruction_counts) -> dict:
 def _write_json(path: str, doc: dict) -> None:
     with FileSystems.create(path) as handle:
         handle.write(json.dumps(doc, indent=2).encode("utf-8") + b"\n")
+
+
+def record_vq_outputs(out_dir: str) -> dict:
+    """Add the tokenize stage's shards (``vq/`` and ``vq/_rejects/``), their checksums and the tokenizer
+    fingerprint id to an existing manifest.json, replacing earlier vq entries; returns the manifest."""
+    doc = Manifest.read(out_dir)
+    entries = []
+    for pattern in (("vq", "*.parquet"), ("vq", "_rejects", "*.parquet")):
+        for path in io.glob(io.join(out_dir, *pattern)):
+            data = io.read_bytes(path)
+            relative = io.relative(path, out_dir)
+            table, name = relative.rsplit("/", 1)
+            entries.append({"path": relative, "table": table, "split": name.split("-", 1)[0],
+                            "rows": pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows,
+                            "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    kept = [entry for entry in doc["outputs"] if entry["table"] not in ("vq", "vq/_rejects")]
+    doc["outputs"] = sorted(kept + entries, key=lambda entry: entry["path"])
+    tables = {name: splits for name, splits in doc["tables"].items() if name not in ("vq", "vq/_rejects")}
+    for entry in entries:
+        tables.setdefault(entry["table"], {}).setdefault(entry["split"], 0)
+        tables[entry["table"]][entry["split"]] += entry["rows"]
+    doc["tables"] = {name: dict(sorted(splits.items())) for name, splits in sorted(tables.items())}
+    with io.open_text(io.join(out_dir, "vq", "tokenizer.json")) as handle:
+        doc["tokenizer"] = json.load(handle)["id"]
+    _write_json(io.join(out_dir, Manifest.FILE), doc)
+    return doc
 
 
 class Manifest:

@@ -37,6 +37,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from datasets import Features
 
 import manifests
+from pipelines.manifest import Manifest, record_vq_outputs
 from schemas.tables import CODES_PER_IMAGE, REJECTS, VQ
 from transforms.enrich import kebab
 
@@ -269,6 +270,8 @@ def run_tokenize(out_dir: str, model_dir: str, device: str = "cpu", batch_size: 
         with beam.Pipeline(options=PipelineOptions(beam_args if beam_args else DEFAULT_BEAM_ARGS)) as p:
             build_graph(p, out_dir, pending, handler, mapping.ids, fingerprint["id"], config["image_size"])
     written = [read_json(marker_path(out_dir, shard)) for shard in pending]
+    if FileSystems.exists(FileSystems.join(out_dir, Manifest.FILE)):  # a build's output: list vq/ in its manifest
+        record_vq_outputs(out_dir)
     return {
         "tokenizer": fingerprint["id"],
         "skipped": done,

@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 from pipelines.manifest import Manifest
 
 HASH_CHUNK_BYTES = 1 << 20
-TABLE_ROOTS = ("images", "annotations", "instructions", "rejects")
-"""Folders whose every ``*.parquet`` file must be listed in the manifest (``vq/`` is written later)."""
+TABLE_ROOTS = ("images", "annotations", "instructions", "rejects", "vq")
+"""Folders whose every ``*.parquet`` file must be listed in the manifest (the tokenize stage adds ``vq/``)."""
 
 
 def file_sha256(path: Path) -> str:

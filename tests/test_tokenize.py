@@ -161,3 +161,18 @@ def test_handler_batches_at_a_fixed_size_and_hints_a_gpu_only_on_cuda():
     assert gpu.get_resource_hints() == {"accelerator": "type:nvidia-l4;count:1;install-nvidia-driver"}
     assert cpu.get_resource_hints() == {} and gpu.share_model_across_processes()
     assert gpu.get_num_bytes([np.zeros((4, 4), np.uint8)] * 3) == 48
+
+
+def test_a_tokenized_build_lists_vq_in_its_manifest_and_verifies(built, tmp_path):
+    from pipelines.verify import verify
+
+    build, model = built
+    out = tmp_path / "out"
+    shutil.copytree(build, out)
+    run_tokenize(str(out), str(model), batch_size=4)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["tables"]["vq"] == manifest["tables"]["images"]
+    assert manifest["tokenizer"].startswith("untrained-")
+    assert verify(out) == []
+    next((out / "vq").glob("train-*.parquet")).write_bytes(b"tampered")
+    assert any("vq/train-" in problem for problem in verify(out))
