@@ -132,7 +132,7 @@ def _inside(points: np.ndarray, width: int, height: int) -> list[tuple[float, fl
     return [(float(x), float(y)) for x, y in clipped]
 
 
-def _chexmask_geometry(ann: AnnotationRecord, lb: Letterbox, width: int, height: int):
+def _chexmask_geometry(ann: AnnotationRecord, lb: Letterbox, width: int, height: int, max_vertices: int):
     """Organ boxes from the masks, organ polygons from the landmark contours, and the CTR.
 
     Rows from CheXmask's ``Preprocessed`` folder (1024x1024, centre-padded and resized) are mapped
@@ -152,8 +152,9 @@ def _chexmask_geometry(ann: AnnotationRecord, lb: Letterbox, width: int, height:
         if mask is not None and mask.any():
             x1, y1, x2, y2 = masks.mask_to_boxes(mask, union=True)[-1]
             organ_boxes.append(_box_row(Box(label=organ, x1=x1, y1=y1, x2=x2, y2=y2, origin="chexmask-mask"), lb))
-    for label, origin, points in contours:  # landmark contours are polygons as they stand
-        polygons.append(_polygon_row(label, origin, [points], lb))
+    for label, origin, points in contours:  # landmark contours are polygons, reduced to the vertex budget
+        ring = masks.simplify_ring(np.asarray(points, dtype=np.float64), max_vertices)
+        polygons.append(_polygon_row(label, origin, [[(float(x), float(y)) for x, y in ring]], lb))
     ctr = None
     if all(organ in organ_masks for organ in CHEXMASK_ORGANS):
         lungs = organ_masks["right lung"] | organ_masks["left lung"]
@@ -217,7 +218,7 @@ def geometry_unit(decoded: DecodedUnit, max_vertices: int = 30) -> tuple[Enriche
     for ann in unit.annotations:
         try:
             if ann.source == "chexmask":
-                organ_boxes, organ_polygons, ctr, organ_masks = _chexmask_geometry(ann, lb, width, height)
+                organ_boxes, organ_polygons, ctr, organ_masks = _chexmask_geometry(ann, lb, width, height, max_vertices)
                 enriched.boxes += organ_boxes
                 enriched.polygons += organ_polygons
                 enriched.ctr = ctr if ctr is not None else enriched.ctr

@@ -17,9 +17,16 @@ from pydantic import BaseModel, ConfigDict
 
 import manifests
 
+GROUNDING_TASKS = (
+    "lesion_localization", "finding_grounding", "grounded_finding", "abnormality_detection",
+    "multi_finding_grounding", "organ_grounding", "grounded_organ", "anatomical_region_grounding",
+    "grounded_anatomical_region", "phrase_grounding", "grounded_phrase_generation",
+)
 TASK_MODULES = {
     "disease_classification": "transforms.tasks.classification",
     "report_pretraining": "transforms.tasks.pretraining",
+    "segmentation": "transforms.tasks.segmentation",
+    **{task: "transforms.tasks.grounding" for task in GROUNDING_TASKS},
 }
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from functools import lru_cache
 
 import manifests
 from schemas.records import Box
@@ -27,6 +28,7 @@ from transforms.hashing import seeded_rng
 from transforms.tasks import Profile, instruction_row
 from transforms.tasks.classification import NO_FINDING, phrase
 from transforms.templates import TemplateSet, load_template_set, render
+
 
 CONFIG = manifests.load("grounding.yaml")
 ROLE_OF_ORIGIN = {origin: role for role, origins in CONFIG["box_roles"].items() for origin in origins}
@@ -59,6 +61,11 @@ def is_multi_reader(row: dict) -> bool:
     return len(readers) >= 2
 
 
+@lru_cache(maxsize=None)
+def _merge_overlap(profile: str) -> float | None:
+    return box_policy(profile).merge_overlap
+
+
 def localisation_boxes(row: dict, profile: str) -> list[dict]:
     """The lesion boxes a profile's targets use, as ``{label, finding, origin, unit}`` sorted by
     label then coordinates (see the module docstring for the reader and merge rules)."""
@@ -67,7 +74,7 @@ def localisation_boxes(row: dict, profile: str) -> list[dict]:
         lesions = [box for box in lesions if not _individual(box["reader"])]
     finding_of = {box["label"]: box["finding"] for box in lesions}
     chosen = [(box["label"], box["origin"], unit_box(box)) for box in lesions]
-    merge_overlap = box_policy(profile).merge_overlap
+    merge_overlap = _merge_overlap(profile)
     if merge_overlap is not None and chosen:
         merged = merge_overlapping([Box(label=label, x1=u[0], y1=u[1], x2=u[2], y2=u[3], origin=origin)
                                     for label, origin, u in chosen], merge_overlap)

@@ -11,11 +11,13 @@ the canonical unit rings as stored in the annotation row, and the start vertex c
 
 from __future__ import annotations
 
+
 import manifests
 from transforms.geometry import render_polygon
 from transforms.hashing import seeded_rng
 from transforms.tasks import Profile, instruction_row
 from transforms.templates import load_template_set, render
+
 
 TASK = "segmentation"
 CONFIG = manifests.load("grounding.yaml")["segmentation"]

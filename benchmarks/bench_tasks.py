@@ -1,0 +1,101 @@
+"""Task generator throughput on one core: instruction rows/s of each generator over the annotation
+rows of a build, side by side with the 20,000 rows/s target.
+
+    .venv/bin/python benchmarks/bench_tasks.py [--out BUILD] [--studies 20] [--repeat 20]
+
+Without ``--out`` it writes a synthetic corpus and builds it in a temporary folder first (not
+timed). Each generator runs ``--repeat`` times over every annotation row (seed = pass number, so
+template and sample choices vary; the report text caches are cleared before each pass); a generator that yields no rows on these sources is reported so.
+Rows/s counts instruction rows out; rows/s in counts annotation rows consumed.
+To add a generator, append its (profile name, coordinates, task, template set) to ``CASES``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from transforms.tasks import Profile, TaskSpec, generator
+from transforms.tasks import attributes, grounding, report, segmentation, triage
+
+TARGET_ROWS_PER_S = 20_000
+CASES: list[tuple[str, str, str, str]] = [
+    ("imt-cxr", "bins1000", "lesion_localization", "grounding_imt"),
+    ("imt-cxr", "bins1000", segmentation.TASK, "segmentation_imt"),
+    *(("m4cxr", "percent", task, "grounding_m4cxr") for task in grounding.GENERATORS if task != "lesion_localization"),
+    ("imt-cxr", "bins1000", attributes.SEVERITY, "attributes_imt"),
+    ("imt-cxr", "bins1000", attributes.LOCATION, "attributes_imt"),
+    ("imt-cxr", "bins1000", report.REPORT, "report_imt"),
+    ("imt-cxr", "bins1000", report.WITH_ATTRIBUTES, "report_imt"),
+    ("m4cxr", "percent", report.COT, "report_cot_m4cxr"),
+    ("m4cxr", "percent", triage.TASK, "triage"),
+]
+UNWIRED = {**grounding.GENERATORS, segmentation.TASK: segmentation.generate, **attributes.GENERATORS,
+           **report.GENERATORS, triage.TASK: triage.generate}
+
+
+def _generate(task: str):
+    """The task's generator: through the registry when the lead has wired it, else the module's."""
+    try:
+        return generator(task)
+    except KeyError:
+        return UNWIRED[task]
+
+
+def annotation_rows(out: Path) -> list[dict]:
+    return [row for path in sorted((out / "annotations").glob("*.parquet")) for row in pq.read_table(path).to_pylist()]
+
+
+def throughput(rows: list[dict], profile_name: str, coordinates: str, task: str, template_set: str,
+               repeat: int) -> tuple[int, float]:
+    """(instruction rows made, seconds) for ``repeat`` passes over ``rows``."""
+    profile = Profile(name=profile_name, coordinates=coordinates, tasks={task: TaskSpec(template_set=template_set)})
+    generate = _generate(task)
+    generate(rows[0], profile, 0)  # warm the manifest caches
+    made = 0
+    start = time.perf_counter()
+    for seed in range(repeat):
+        for cached in report.CACHED:  # each pass starts cold: only a study's shared report is reused
+            cached.cache_clear()
+        for row in rows:
+            made += len(generate(row, profile, seed))
+    return made, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--studies", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=20)
+    args = parser.parse_args()
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
+    with tempfile.TemporaryDirectory() as tmp:
+        out = args.out
+        if out is None:
+            from pipelines.build import run_build
+            from pipelines.synth import generate
+            from schemas.config import load_config
+
+            corpus = generate(Path(tmp) / "corpus", studies=args.studies, seed=0)
+            out = Path(tmp) / "out"
+            run_build(load_config(corpus / "build.yaml"), str(out))
+        rows = annotation_rows(out)
+    print(f"{len(rows)} annotation rows x {args.repeat} passes, one core; target {TARGET_ROWS_PER_S:,} rows/s")
+    print(f"{'profile':8} {'task':28} {'rows out':>9} {'rows/s out':>11} {'rows/s in':>10} {'/ target':>9}")
+    for profile_name, coordinates, task, template_set in CASES:
+        made, seconds = throughput(rows, profile_name, coordinates, task, template_set, args.repeat)
+        consumed = len(rows) * args.repeat / seconds
+        if made == 0:
+            print(f"{profile_name:8} {task:28} {0:>9} {'-':>11} {consumed:10.0f} {'no rows':>9}")
+            continue
+        rate = made / seconds
+        print(f"{profile_name:8} {task:28} {made:9d} {rate:11.0f} {consumed:10.0f} {rate / TARGET_ROWS_PER_S:8.2f}x")
+
+
+if __name__ == "__main__":
+    main()
