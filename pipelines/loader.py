@@ -45,31 +45,34 @@ def mixture_probabilities(rows: dict[str, dict[str, int]], task_weights: dict[st
                           source_weights: dict[str, float] | None = None) -> dict[tuple[str, str], float]:
     """Probability of each (task, source) pool: P(task) x P(source | task); pools without rows get none.
 
-    ``rows`` is {task: {source: row count in the split}}. Tasks are weighted by ``task_weights``
-    among tasks with rows; sources proportionally to rows, or by ``source_weights`` when given.
+    ``rows`` is {task: {source: row count in the split}}. Sources are weighted proportionally to rows,
+    or by ``source_weights`` when given (a weight of 0 leaves a source out, and a task left with no
+    weighted source drops out); tasks are then weighted by ``task_weights`` among those remaining.
     """
-    tasks = {t: {s: n for s, n in sources.items() if n > 0} for t, sources in rows.items()}
-    tasks = {t: s for t, s in tasks.items() if s}
-    if not tasks:
-        raise LoaderError("no task has rows in this split")
-    task_total = sum(task_weights[t] for t in tasks)
-    if task_total <= 0:
-        raise LoaderError(f"task weights {task_weights} give no weight to the tasks with rows {sorted(tasks)}")
-    result = {}
-    for task, sources in sorted(tasks.items()):
+    within_tasks = {}
+    for task, sources in sorted(rows.items()):
+        sources = {s: n for s, n in sources.items() if n > 0}
+        if not sources:
+            continue
         if source_weights is None:
             within = dict(sources)
         else:
             missing = sorted(set(sources) - set(source_weights))
             if missing:
                 raise LoaderError(f"source_weights names no weight for {missing} (task {task}); give 0 to leave one out")
-            within = {s: source_weights[s] for s in sources}
+            within = {s: source_weights[s] for s in sources if source_weights[s] > 0}
+        if within:
+            within_tasks[task] = within
+    if not within_tasks:
+        raise LoaderError("no task has weighted rows in this split")
+    task_total = sum(task_weights[t] for t in within_tasks)
+    if task_total <= 0:
+        raise LoaderError(f"task weights {task_weights} give no weight to the tasks with rows {sorted(within_tasks)}")
+    result = {}
+    for task, within in within_tasks.items():
         total = sum(within.values())
-        if total <= 0:
-            raise LoaderError(f"task {task}: source weights {within} sum to zero")
         for source, weight in sorted(within.items()):
-            if weight > 0:
-                result[(task, source)] = task_weights[task] / task_total * weight / total
+            result[(task, source)] = task_weights[task] / task_total * weight / total
     return result
 
 

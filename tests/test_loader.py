@@ -44,7 +44,7 @@ def test_mixture_probabilities_weight_tasks_then_sources():
     assert p == pytest.approx({("a", "mimic"): 0.25, ("a", "vindr"): 0.25, ("b", "siim"): 0.5})
     with pytest.raises(LoaderError, match="no weight for \\['vindr'\\]"):
         mixture_probabilities(rows, {"a": 1, "b": 1, "c": 1}, {"mimic": 1.0, "siim": 1.0})
-    with pytest.raises(LoaderError, match="no task has rows"):
+    with pytest.raises(LoaderError, match="no task has weighted rows"):
         mixture_probabilities({"c": {"mimic": 0}}, {"c": 1.0})
 
 
@@ -58,11 +58,18 @@ def test_same_seed_same_stream_other_seed_other_stream(build_out):
 
 def test_sources_follow_rows_within_a_task(build_out):
     stream = MixtureStream(build_out, "imt-cxr", samples_per_epoch=6000, epochs=1, decode_images=False)
-    rows = Counter(r["source"] for p in stream.shards for r in pq.read_table(p, columns=["source"]).to_pylist())
-    seen = Counter(s["source"] for s in stream)
-    for source, n in rows.items():
-        expected = 6000 * n / sum(rows.values())
-        assert abs(seen[source] - expected) < 4 * np.sqrt(expected), (source, seen, rows)
+    weights = json.loads((build_out / "instructions" / "imt-cxr" / "weights.json").read_text())["tasks"]
+    table = [r for p in stream.shards for r in pq.read_table(p, columns=["task", "source"]).to_pylist()]
+    rows: dict[str, Counter] = {}
+    for r in table:
+        rows.setdefault(r["task"], Counter())[r["source"]] += 1
+    task_total = sum(weights[t]["weight"] for t in rows)
+    seen = Counter((s["task"], s["source"]) for s in stream)
+    for task, sources in rows.items():  # P(task) by weight, then sources by their rows in that task
+        for source, n in sources.items():
+            expected = 6000 * weights[task]["weight"] / task_total * n / sum(sources.values())
+            assert abs(seen[(task, source)] - expected) < 4 * np.sqrt(expected) + 2, (task, source, seen, rows)
+    rows = Counter(r["source"] for r in table)
     only = MixtureStream(build_out, "imt-cxr", epochs=1, decode_images=False,
                          source_weights={s: float(s == "mimic") for s in rows})
     assert {s["source"] for s in only} == {"mimic"}

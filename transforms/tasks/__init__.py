@@ -26,6 +26,12 @@ TASK_MODULES = {
     "disease_classification": "transforms.tasks.classification",
     "report_pretraining": "transforms.tasks.pretraining",
     "segmentation": "transforms.tasks.segmentation",
+    "severity_classification": "transforms.tasks.attributes",
+    "location_classification": "transforms.tasks.attributes",
+    "report_generation": "transforms.tasks.report",
+    "report_generation_with_attributes": "transforms.tasks.report",
+    "report_generation_cot": "transforms.tasks.report",
+    "triage": "transforms.tasks.triage",
     **{task: "transforms.tasks.grounding" for task in GROUNDING_TASKS},
 }
 

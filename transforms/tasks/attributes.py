@@ -39,7 +39,8 @@ _VOCABULARY = manifests.load("attributes.yaml")
 _FINDING_WORDS = {name: entry["render"] for name, entry in _VOCABULARY["findings"].items()}
 _LATERAL = {name for name, entry in _VOCABULARY["findings"].items() if entry["lateral"]}
 _DEFAULT_SCALE = {name: entry["scale"] for name, entry in _VOCABULARY["findings"].items()}
-_SEVERITY_WORDS = {scale: {int(k): v for k, v in words.items()} for scale, words in _VOCABULARY["severity_render"].items()}
+_SEVERITY_WORDS = {scale: {int(k): v for k, v in words.items()}
+                   for scale, words in _VOCABULARY["severity_render"].items()}
 _WORD_ORDINALS = {scale: {word: ordinal for ordinal, word in words.items()} for scale, words in _SEVERITY_WORDS.items()}
 _ZONE_RENDER: dict[str, str] = _VOCABULARY["zone_render"]
 _ZONE_IMPLIES: dict[str, str] = _VOCABULARY["zone_implies"]

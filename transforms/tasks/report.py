@@ -43,7 +43,7 @@ REPORT = "report_generation"
 WITH_ATTRIBUTES = "report_generation_with_attributes"
 COT = "report_generation_cot"
 TARGET_SECTIONS = ("findings", "impression")
-_CACHE_SIZE = 8192  # filtered texts and labels are pure functions of the section text
+_CACHE_SIZE = 8192  # pure functions of report text: a study's images share one report, and three tasks read it
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
@@ -54,7 +54,7 @@ def single_image_text(section_text: str) -> tuple[str, tuple[str, ...]]:
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
-def _labels_of(text: str) -> tuple[tuple[str, float | None], ...]:
+def labels_of_text(text: str) -> tuple[tuple[str, float | None], ...]:
     return tuple(label_report(text).items())
 
 
@@ -75,16 +75,17 @@ def target_section(row: dict, names: tuple[str, ...] = TARGET_SECTIONS) -> dict 
 def target_attribute_prompt(row: dict, target_text: str) -> str:
     """The attribute prompt of the positive mentions whose (cleaned) sentence is in the target text."""
     return attribute_prompt(
-        AttributeMention(finding=m["finding"], presence=m["presence"], laterality=m["laterality"], zones=m["zones"],
-                         severity=None if m["severity_min"] is None else (m["severity_min"], m["severity_max"]),
-                         severity_scale=m["severity_scale"], temporal=m["temporal"], sentence=m["sentence"],
-                         span=(m["span_start"], m["span_end"]))
+        AttributeMention.model_construct(  # rows of the annotations table, validated when they were made
+            finding=m["finding"], presence=m["presence"], laterality=m["laterality"], zones=m["zones"],
+            severity=None if m["severity_min"] is None else (m["severity_min"], m["severity_max"]),
+            severity_scale=m["severity_scale"], temporal=m["temporal"], sentence=m["sentence"],
+            span=(m["span_start"], m["span_end"]))
         for m in row["mentions"] or ()
-        if m["presence"] == 1 and _cleaned(m["sentence"]) in target_text)
+        if m["presence"] == 1 and cleaned_sentence(m["sentence"]) in target_text)
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
-def _cleaned(sentence: str) -> str:
+def cleaned_sentence(sentence: str) -> str:
     return clean_text(sentence)
 
 
@@ -137,7 +138,7 @@ def generate_report_cot(row: dict, profile: Profile, seed: int) -> list[dict]:
     if row["findings_labels"] is None:
         raise ValueError(f"{row['image_key']} has a findings section but no findings_labels")
     if target["removed"]:
-        labels, basis = list(_labels_of(target["text"])), "relabelled_after_prior_filter"
+        labels, basis = list(labels_of_text(target["text"])), "relabelled_after_prior_filter"
     else:
         labels, basis = [(item["name"], item["value"]) for item in row["findings_labels"]], "findings_labels"
     positives = positive_observations(labels, profile.uncertain)
@@ -150,5 +151,8 @@ def generate_report_cot(row: dict, profile: Profile, seed: int) -> list[dict]:
                             target={**target, "findings": positives, "labels_basis": basis},
                             template_id=f"{first.id}+{second.id}")]
 
+
+CACHED = (single_image_text, labels_of_text, cleaned_sentence)
+"""The memoised text functions (benchmarks clear them to time cold passes)."""
 
 GENERATORS = {REPORT: generate_report, WITH_ATTRIBUTES: generate_report_with_attributes, COT: generate_report_cot}
