@@ -24,7 +24,7 @@ from transforms import enrich
 from transforms.sources import reader
 from transforms.severity import FitSeverityIdf
 from transforms.splits import patient_key
-from transforms.tasks import generator, load_profile
+from transforms.tasks import generator, load_profile, multi
 from transforms.units import ImageUnit, join_image
 
 log = logging.getLogger(__name__)
@@ -94,18 +94,30 @@ class ToRows(beam.DoFn):
         yield TaggedOutput("patients", (patient_key(unit.record.image), unit.split))
 
 
-def task_rows(annotation: dict, profiles: list, seed: int) -> list[tuple[str, str, dict]]:
+def task_rows(group, unit: str, profiles: list, seed: int) -> list[tuple[str, str, dict]]:
+    """Instruction rows of every profile task that consumes this kind of unit: one annotation row
+    ("image"), the rows of one study ("study"), or the studies of one patient ("patient")."""
     rows = []
     for profile in profiles:
         for task in profile.tasks:
-            for row in generator(task)(annotation, profile, seed):
+            if multi.UNITS.get(task, "image") != unit:
+                continue
+            for row in generator(task)(group, profile, seed):
                 rows.append((f"instructions/{profile.name}/{task}", row["split"], row))
     return rows
 
 
+def first_row(group) -> dict:
+    """The first annotation row of an image, study or patient group."""
+    while isinstance(group, list):
+        group = group[0]
+    return group
+
+
 def task_failure_reject(failure) -> Reject:
-    annotation, (exc_type, exc_repr, _traceback) = failure
-    return Reject(key=annotation["image_key"], source=annotation["source"], stage="tasks", level="item",
+    group, (exc_type, exc_repr, _traceback) = failure
+    row = first_row(group)
+    return Reject(key=row["image_key"], source=row["source"], stage="tasks", level="item",
                   reason=enrich.kebab(exc_type.__name__), detail=exc_repr)
 
 
@@ -170,9 +182,28 @@ def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dic
     )
     annotation_rows = rows.annotation_rows | "Severity TF-IDF" >> beam.Map(
         enrich.add_severity_tfidf, idf_table=beam.pvalue.AsSingleton(severity_idf))
-    instructions, bad_tasks = annotation_rows | "Tasks" >> beam.Map(
-        task_rows, profiles, config.seed).with_exception_handling()
-    rejects.append(bad_tasks | "Task rejects" >> beam.Map(task_failure_reject))
+    # Study and patient units for multi-image and multi-study tasks, in time order within a patient.
+    studies = (
+        annotation_rows
+        | "Rows with a study" >> beam.Filter(lambda a: a["study_id"] is not None)
+        | "Key by study" >> beam.Map(lambda a: ((a["source"], a["study_id"]), a))
+        | "Group studies" >> beam.GroupByKey()
+        | "Study rows" >> beam.Map(lambda kv: sorted(kv[1], key=lambda a: a["image_key"]))
+    )
+    patients = (
+        studies
+        | "Rows with a patient" >> beam.Filter(lambda study: study[0]["subject_id"] is not None)
+        | "Key by patient" >> beam.Map(lambda study: ((study[0]["source"], study[0]["subject_id"]), study))
+        | "Group patients" >> beam.GroupByKey()
+        | "Patient studies" >> beam.Map(lambda kv: multi.in_time_order(list(kv[1])))
+    )
+    instruction_lists = []
+    for unit, groups in (("image", annotation_rows), ("study", studies), ("patient", patients)):
+        made, bad_tasks = groups | f"Tasks per {unit}" >> beam.Map(
+            task_rows, unit, profiles, config.seed).with_exception_handling()
+        instruction_lists.append(made)
+        rejects.append(bad_tasks | f"Task rejects per {unit}" >> beam.Map(task_failure_reject))
+    instructions = instruction_lists | "All instructions" >> beam.Flatten()
 
     all_rejects = rejects | "All rejects" >> beam.Flatten()
     reject_rows = all_rejects | "Reject rows" >> beam.Map(lambda r: ("rejects", "rejects", r.model_dump()))

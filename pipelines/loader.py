@@ -1,10 +1,12 @@
 """A reproducible mixture loader over one profile's instruction shards (PyTorch ``IterableDataset``).
 
-Sampling, for every sample of an epoch: a task is drawn by the profile's ``weights.json`` weight among
-the tasks that have rows in the split (weights renormalised over them); then a source inside that
-task, proportionally to its rows by default (so every row of a task is equally likely) or by
-``source_weights`` ({source: weight}, every source with rows must be named; weight 0 leaves one out
-on purpose); then a row of that (task, source) pool. Rows of a pool are taken without replacement
+Sampling, for every sample of an epoch: a (task, source) pool is drawn (:func:`mixture_probabilities`):
+a task by the profile's ``weights.json`` weight among the tasks that have rows in the split (weights
+renormalised over them), and a source inside that task proportionally to its rows by default (so
+every row of a task is equally likely), by the task's ``source_weights`` in ``weights.json`` where
+the profile gives them (M4CXR's per-dataset pool weights; a source not named there is left out), or
+by the caller's ``source_weights`` ({source: weight} for every task, overriding the profile's; every
+source with rows must be named; weight 0 leaves one out on purpose); then a row of that pool. Rows of a pool are taken without replacement
 in a shuffled order and reshuffled when the pool runs out, so small pools repeat only as often as
 their weight asks. The draw is joint: one ``numpy`` generator seeded from ``stable_hash(seed,
 epoch)`` picks the pool of every sample of the epoch at once.
@@ -42,38 +44,51 @@ class LoaderError(ValueError):
 
 
 def mixture_probabilities(rows: dict[str, dict[str, int]], task_weights: dict[str, float],
-                          source_weights: dict[str, float] | None = None) -> dict[tuple[str, str], float]:
-    """Probability of each (task, source) pool: P(task) x P(source | task); pools without rows get none.
+                          source_weights: dict[str, float] | None = None,
+                          task_source_weights: dict[str, dict[str, float]] | None = None,
+                          ) -> dict[tuple[str, str], float]:
+    """Probability of each (task, source) pool; pools without rows get none.
 
-    ``rows`` is {task: {source: row count in the split}}. Sources are weighted proportionally to rows,
-    or by ``source_weights`` when given (a weight of 0 leaves a source out, and a task left with no
-    weighted source drops out); tasks are then weighted by ``task_weights`` among those remaining.
+    ``rows`` is {task: {source: row count in the split}}. Each pool gets a mass, and the masses are
+    normalised over all pools:
+
+    - by default ``task weight x rows / task rows`` (sources in proportion to their rows);
+    - with ``task_source_weights[task]`` (the profile's ``source_weights`` of that task, from
+      ``weights.json``) ``task weight x source weight / sum of the task's source weights``: a pool's
+      share is fixed by the profile whether or not its sibling pools have rows in this split, and a
+      source not named gets none;
+    - with ``source_weights`` (the caller's override, for every task) ``task weight x source weight /
+      sum over the task's sources with rows``; every source with rows must be named, 0 leaves one out.
     """
-    within_tasks = {}
+    task_source_weights = task_source_weights or {}
+    masses = {}
     for task, sources in sorted(rows.items()):
         sources = {s: n for s, n in sources.items() if n > 0}
         if not sources:
             continue
-        if source_weights is None:
-            within = dict(sources)
-        else:
+        if source_weights is not None:
             missing = sorted(set(sources) - set(source_weights))
             if missing:
                 raise LoaderError(f"source_weights names no weight for {missing} (task {task}); give 0 to leave one out")
-            within = {s: source_weights[s] for s in sources if source_weights[s] > 0}
-        if within:
-            within_tasks[task] = within
-    if not within_tasks:
-        raise LoaderError("no task has weighted rows in this split")
-    task_total = sum(task_weights[t] for t in within_tasks)
-    if task_total <= 0:
-        raise LoaderError(f"task weights {task_weights} give no weight to the tasks with rows {sorted(within_tasks)}")
-    result = {}
-    for task, within in within_tasks.items():
-        total = sum(within.values())
+            within = {s: source_weights[s] for s in sources}
+            total = sum(within.values())
+        elif task in task_source_weights:
+            declared = task_source_weights[task]
+            within = {s: declared.get(s, 0.0) for s in sources}
+            total = sum(declared.values())
+        else:
+            within, total = sources, sum(sources.values())
+        if total <= 0:
+            continue
         for source, weight in sorted(within.items()):
-            result[(task, source)] = task_weights[task] / task_total * weight / total
-    return result
+            if weight > 0:
+                masses[(task, source)] = task_weights[task] * weight / total
+    if not masses:
+        raise LoaderError("no task has weighted rows in this split")
+    mass_total = sum(masses.values())
+    if mass_total <= 0:
+        raise LoaderError(f"task weights {task_weights} give no weight to the tasks with rows {sorted(rows)}")
+    return {pool: mass / mass_total for pool, mass in masses.items() if mass > 0}
 
 
 class _GroupCache:
@@ -144,7 +159,8 @@ class MixtureStream:
         if {t: s for t, s in declared.items() if s} != rows:
             raise LoaderError(f"{weights_path} rows for split {split!r} {declared} disagree with the shards {rows}")
         task_weights = {t: spec["weight"] for t, spec in weights["tasks"].items()}
-        probabilities = mixture_probabilities(rows, task_weights, source_weights)
+        task_source_weights = {t: spec["source_weights"] for t, spec in weights["tasks"].items() if "source_weights" in spec}
+        probabilities = mixture_probabilities(rows, task_weights, source_weights, task_source_weights)
         self.pools = sorted(probabilities)
         self.pool_probabilities = np.array([probabilities[p] for p in self.pools])
         self.pool_probabilities /= self.pool_probabilities.sum()

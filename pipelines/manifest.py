@@ -143,6 +143,8 @@ class Manifest:
         self.config = config.model_dump(mode="json")
         self.inputs = inputs
         self.task_weights = {p.name: {task: spec.weight for task, spec in p.tasks.items()} for p in profiles}
+        self.source_weights = {p.name: {task: spec.source_weights for task, spec in p.tasks.items()
+                                        if spec.source_weights is not None} for p in profiles}
 
     def document(self, counts, shards, straddling, instruction_counts=(), severity_idf=None) -> dict:
         outputs = sorted(shards, key=lambda s: s["path"])
@@ -174,12 +176,15 @@ class Manifest:
         }
 
     def weights(self, profile: str, instructions: dict) -> dict:
-        """``instructions/<profile>/weights.json``: task weights of the profile and the rows behind them."""
+        """``instructions/<profile>/weights.json``: task weights of the profile (with the task's
+        ``source_weights`` where the profile gives them) and the rows behind them."""
         tasks = instructions.get(profile, {})
+        source_weights = self.source_weights[profile]
         return {
             "profile": profile,
             "tasks": {
-                task: {"weight": weight, "rows": tasks.get(task, {})}
+                task: {"weight": weight, "rows": tasks.get(task, {}),
+                       **({"source_weights": dict(sorted(source_weights[task].items()))} if task in source_weights else {})}
                 for task, weight in sorted(self.task_weights[profile].items())
             },
         }

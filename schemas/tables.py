@@ -94,6 +94,10 @@ ANNOTATIONS = Features(
         "image_key": _str,
         "source": _str,
         "split": _str,
+        "subject_id": _str,  # the study and patient fields travel with the row so that study- and
+        "study_id": _str,  # patient-level tasks can group rows without the images table
+        "view": _str,
+        "study_datetime": _str,
         "annotation_sources": List(_str),  # e.g. ["chexmask", "imagenome"]
         "findings": List(FINDING),  # the 14 harmonised findings, presence 1/0/-1/null
         "raw_labels": List(RAW_LABEL),

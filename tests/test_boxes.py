@@ -17,6 +17,7 @@ from transforms.boxes import (
     circle_to_box,
     fuse_readers,
     merge_overlapping,
+    merge_overlapping_corners,
     pairwise_iou,
     pairwise_overlap,
     profile_boxes,
@@ -190,6 +191,22 @@ def test_merged_boxes_no_longer_overlap_and_cover_every_input(boxes, seed, overl
     for box in boxes:
         assert any(m.label == box.label and m.x1 <= box.x1 and m.y1 <= box.y1 and m.x2 >= box.x2 and m.y2 >= box.y2
                    for m in merged)
+
+
+@settings(max_examples=150, deadline=None)
+@given(boxes=reader_boxes, seed=st.integers(0, 2**16), overlap=st.sampled_from([0.0, 0.3, 0.5, 0.9]))
+def test_corner_tuple_merge_gives_the_box_merge_values(boxes, seed, overlap):
+    order = np.random.default_rng(seed).permutation(len(boxes)) if boxes else []
+    tuples = [(boxes[i].label, boxes[i].origin, _corners(boxes[i])) for i in order]
+    expected = sorted({(m.label, m.origin, _corners(m)) for m in merge_overlapping(boxes, overlap)})
+    assert merge_overlapping_corners(tuples, overlap) == expected
+
+
+def test_corner_tuple_merge_rejects_boxes_without_area():
+    with pytest.raises(ValueError, match="no positive area"):
+        merge_overlapping_corners([("Nodule/Mass", "vindr-annotations", (0.2, 0.1, 0.2, 0.3))])
+    with pytest.raises(ValueError, match="overlap"):
+        merge_overlapping_corners([], 1.0)
 
 
 def test_merge_rejects_bad_overlap():

@@ -17,6 +17,7 @@ from pipelines.build import run_build
 from pipelines.loader import LoaderError, MixtureStream, mixture_dataset, mixture_probabilities
 from pipelines.synth import generate
 from schemas.config import load_config
+from transforms.tasks import load_profile
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +47,79 @@ def test_mixture_probabilities_weight_tasks_then_sources():
         mixture_probabilities(rows, {"a": 1, "b": 1, "c": 1}, {"mimic": 1.0, "siim": 1.0})
     with pytest.raises(LoaderError, match="no task has weighted rows"):
         mixture_probabilities({"c": {"mimic": 0}}, {"c": 1.0})
+
+
+# M4CXR's sampling weights of the (task, dataset) pools we build (instruction_tuning.yaml of
+# deepnoid-ai/M4CXR-TNNLS, under our task and source names), and the weights of our own tasks, whose
+# sources share them by rows.
+M4CXR_POOLS = {
+    ("report_generation_cot", "mimic"): 200.0,
+    ("disease_classification", "vindr"): 3.0, ("disease_classification", "siim"): 4.0,
+    ("finding_grounding", "vindr"): 2.0, ("finding_grounding", "siim"): 4.0,
+    ("grounded_finding", "vindr"): 2.0, ("grounded_finding", "siim"): 2.0,
+    ("abnormality_detection", "vindr"): 3.0, ("abnormality_detection", "siim"): 2.0,
+    ("multi_finding_grounding", "vindr"): 2.0,
+    ("grounded_phrase_generation", "imagenome"): 40.0, ("phrase_grounding", "imagenome"): 40.0,
+    ("anatomical_region_grounding", "imagenome"): 20.0, ("grounded_anatomical_region", "imagenome"): 20.0,
+}
+OWN_TASKS = {"organ_grounding": 0.8, "grounded_organ": 0.8, "triage": 2.0}
+
+
+def m4cxr_weights() -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    profile = load_profile("m4cxr")
+    return ({t: spec.weight for t, spec in profile.tasks.items()},
+            {t: spec.source_weights for t, spec in profile.tasks.items() if spec.source_weights is not None})
+
+
+def expected_m4cxr(rows: dict[str, dict[str, int]]) -> dict[tuple[str, str], float]:
+    """Pool probabilities from M4CXR's pool weights (present pools only) and our tasks' row shares."""
+    mass = {pool: w for pool, w in M4CXR_POOLS.items() if rows.get(pool[0], {}).get(pool[1])}
+    for task, weight in OWN_TASKS.items():
+        for source, n in rows.get(task, {}).items():
+            mass[(task, source)] = weight * n / sum(rows[task].values())
+    return {pool: m / sum(mass.values()) for pool, m in mass.items()}
+
+
+def test_profile_source_weights_reproduce_m4cxr_pool_proportions():
+    task_weights, task_source_weights = m4cxr_weights()
+    rows: dict[str, dict[str, int]] = {}
+    for task, source in M4CXR_POOLS:
+        rows.setdefault(task, {})[source] = 7 if source == "vindr" else 50  # row counts must not matter
+    rows["disease_classification"].update(mimic=80, padchest=40)  # sources M4CXR does not use for the task
+    rows.update(organ_grounding={"mimic": 30, "vindr": 10}, grounded_organ={"padchest": 5}, triage={"mimic": 9})
+    p = mixture_probabilities(rows, task_weights, None, task_source_weights)
+    assert p == pytest.approx(expected_m4cxr(rows))
+    total = sum(M4CXR_POOLS.values()) + sum(OWN_TASKS.values())
+    assert p[("report_generation_cot", "mimic")] == pytest.approx(200 / total)
+    assert p[("organ_grounding", "vindr")] == pytest.approx(0.8 / 4 / total)
+    del rows["disease_classification"]["siim"]  # a pool without rows drops out; its sibling keeps its share
+    p = mixture_probabilities(rows, task_weights, None, task_source_weights)
+    assert p[("disease_classification", "vindr")] == pytest.approx(3.0 / (total - 4.0))
+    assert ("disease_classification", "mimic") not in p
+    override = {"mimic": 1.0, "vindr": 1.0, "padchest": 0.0, "siim": 1.0, "imagenome": 1.0}
+    p = mixture_probabilities(rows, task_weights, override, task_source_weights)  # the caller's weights win
+    assert p[("disease_classification", "mimic")] == pytest.approx(p[("disease_classification", "vindr")])
+
+
+def test_weights_json_carries_source_weights_and_the_stream_follows_them(build_out):
+    weights = json.loads((build_out / "instructions" / "m4cxr" / "weights.json").read_text())["tasks"]
+    _, task_source_weights = m4cxr_weights()
+    assert {t: spec["source_weights"] for t, spec in weights.items() if "source_weights" in spec} == task_source_weights
+    assert all("source_weights" not in spec for spec in json.loads(
+        (build_out / "instructions" / "imt-cxr" / "weights.json").read_text())["tasks"].values())
+    stream = MixtureStream(build_out, "m4cxr", samples_per_epoch=4000, epochs=1, decode_images=False)
+    rows: dict[str, dict[str, int]] = {}
+    for task, spec in weights.items():
+        for source, splits in spec["rows"].items():
+            if splits.get("train"):
+                rows.setdefault(task, {})[source] = splits["train"]
+    expected = expected_m4cxr(rows)
+    assert ("disease_classification", "mimic") not in expected and ("disease_classification", "vindr") in expected
+    seen = Counter((s["task"], s["source"]) for s in stream)
+    assert set(seen) <= set(expected)
+    for pool, probability in expected.items():
+        mean = 4000 * probability
+        assert abs(seen[pool] - mean) < 4 * np.sqrt(mean) + 2, (pool, seen, expected)
 
 
 def test_same_seed_same_stream_other_seed_other_stream(build_out):

@@ -203,6 +203,38 @@ def merge_overlapping(boxes: list[Box], overlap: float = 0.5) -> list[Box]:
     return sorted(result, key=_sort_key)
 
 
+Corners = tuple[float, float, float, float]
+
+
+def merge_overlapping_corners(boxes: list[tuple[str, str, Corners]], overlap: float = 0.5) -> list[tuple[str, str, Corners]]:
+    """The enclosing boxes of :func:`merge_overlapping` for plain ``(label, origin, (x1, y1, x2, y2))``
+    tuples, without readers or ``Box`` models (the fast path of per-row task generators).
+
+    Same rule and same values as :func:`merge_overlapping`; sorted by label, origin, then corners.
+    """
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    groups: dict[tuple[str, str], list[Corners]] = {}
+    for label, origin, (x1, y1, x2, y2) in boxes:
+        if x2 <= x1 or y2 <= y1:
+            raise ValueError(f"box {label!r} ({x1}, {y1}, {x2}, {y2}) has no positive area")
+        groups.setdefault((label, origin), []).append((float(x1), float(y1), float(x2), float(y2)))
+    result = []
+    for (label, origin), members in groups.items():
+        if len(members) == 1:
+            result.append((label, origin, members[0]))
+            continue
+        corners = np.array(sorted(members))
+        while True:
+            components = _components(pairwise_overlap(corners, corners) > overlap)
+            if len(components) == len(corners):
+                break
+            corners = np.array([(corners[c, 0].min(), corners[c, 1].min(), corners[c, 2].max(), corners[c, 3].max())
+                                for c in components])
+        result += [(label, origin, tuple(float(v) for v in row)) for row in corners.tolist()]
+    return sorted(result)
+
+
 def _components(linked: np.ndarray) -> list[list[int]]:
     """Connected components of a symmetric boolean adjacency matrix, each sorted, ordered by first index."""
     reach = linked | np.eye(len(linked), dtype=bool)

@@ -313,6 +313,8 @@ def annotation_row(enriched: EnrichedUnit) -> dict:
     score = severity.severity_ordinal(enriched.mentions)
     return {
         "image_key": unit.key, "source": record.image.source, "split": unit.split,
+        "subject_id": record.image.subject_id, "study_id": record.image.study_id, "view": record.image.view,
+        "study_datetime": record.image.study_datetime,
         "annotation_sources": sorted({ann.source for ann in enriched.annotations}),
         "findings": enriched.findings,
         "raw_labels": [label.model_dump() for label in raw_labels],

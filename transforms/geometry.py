@@ -7,7 +7,7 @@ given in pixel-index coordinates (a pixel centre, e.g. a polygon vertex from
 :func:`transforms.masks.mask_to_polygons`) is the edge coordinate minus 0.5; the difference
 is at most half an original pixel, i.e. ``0.5 * scale`` canvas pixels.
 
-Coordinate conventions of the profiles (``coordinates:`` in ``manifests/profiles/*.yaml``), as
+Coordinate conventions of the profiles (``coordinates:`` in ``manifests/mixtures/*.yaml``), as
 :func:`render_box` and :func:`render_polygon` write them for unit coordinates of the canvas:
 
 - ``"bins1000"`` (IMT-CXR, Pix2seq/OFA tokens): each coordinate one token ``<bin_k>``, ``k`` in
@@ -251,10 +251,26 @@ def _check_convention(convention: str) -> None:
 
 
 def _render_values(values: list[float], convention: CoordinateConvention) -> str:
-    """Unit floats (x, y alternating) in one box or ring, as the convention writes them."""
+    """Unit floats (x, y alternating) in one box, as the convention writes them."""
     if convention == "bins1000":
         return "".join(f"<bin_{to_bins(v)}>" for v in values)
     items = [str(to_percent(v)) if convention == "percent" else to_fixed(v, 3) for v in values]
+    return "[" + ", ".join(items) + "]"
+
+
+def _render_ring_values(units: np.ndarray, convention: CoordinateConvention) -> str:
+    """:func:`_render_values` for a ring's many values at once: the same arithmetic as
+    :func:`to_bins`, :func:`to_percent` and :func:`to_fixed`, vectorised."""
+    outside = ~((units >= 0.0) & (units <= 1.0))  # NaN included
+    if outside.any():
+        _check_unit(float(units[np.argmax(outside)]))
+    if convention == "bins1000":
+        bins = np.minimum(np.floor(units * 1000).astype(np.int64) + 1, 1000)
+        return "".join([f"<bin_{b}>" for b in bins.tolist()])
+    if convention == "percent":
+        items = [str(p) for p in np.floor(units * 100 + 0.5).astype(np.int64).tolist()]
+    else:
+        items = [f"{v:.3f}" for v in units.tolist()]
     return "[" + ", ".join(items) + "]"
 
 
@@ -286,9 +302,9 @@ def render_polygon(rings_unit: list[UnitRing], convention: CoordinateConvention,
         if len(points) < 3:
             raise ValueError(f"a ring needs at least 3 vertices, got {len(points)}")
         simplified = simplify_ring(points, max_vertices)
-        if (signed_area(simplified) < 0) != (signed_area(points) < 0):
+        if simplified is not points and (signed_area(simplified) < 0) != (signed_area(points) < 0):
             simplified = simplified[::-1]
-        rendered.append(_render_values(simplified.ravel().tolist(), convention))
+        rendered.append(_render_ring_values(simplified.ravel(), convention))
     if convention == "bins1000":
         return " ".join(rendered)
     return "[" + ", ".join(rendered) + "]"

@@ -175,7 +175,8 @@ def clean_text(text: str, deid_token: str = "___") -> str:
 
 
 _SENTENCE_END = re.compile(r"[.!?]+(?=\s|\Z)|\n[ \t\r\f\v]*\n|\n(?=[ \t]*(?:\d+[.)]|[-*•])\s)")
-_PRIOR_REFERENCES = tuple(re.compile(pattern) for pattern in manifests.load("attributes.yaml")["prior_references"])
+# One alternation of all the patterns: a sentence matches it exactly when it matches any of them.
+_PRIOR_REFERENCE = re.compile("|".join(f"(?:{pattern})" for pattern in manifests.load("attributes.yaml")["prior_references"]))
 _BLANKS = re.compile(r"[ \t]{2,}")
 _ITEM_NUMBER = re.compile(r"\s*\d{1,2}[.)]\s*")
 
@@ -215,7 +216,7 @@ def drop_prior_references(text: str) -> tuple[str, list[str]]:
     position = 0
     for start, end in sentence_spans(text):
         sentence = text[start:end]
-        if any(pattern.search(sentence.lower()) for pattern in _PRIOR_REFERENCES):
+        if _PRIOR_REFERENCE.search(sentence.lower()):
             kept_pieces.append(text[position:start])
             removed.append(sentence)
             position = end + len(text[end:]) - len(text[end:].lstrip(" \t"))

@@ -1,4 +1,4 @@
-"""Task generators, one module per task family, and the profiles that select and render them.
+"""Task generators, one module per task family, and the mixture profiles (``manifests/mixtures/``) that select and render them.
 
 A generator is ``generate(annotation_row: dict, profile: Profile, seed: int) -> list[dict]`` (a module
 serving several tasks names them in ``GENERATORS = {task: function}``): it
@@ -13,7 +13,7 @@ import importlib
 import json
 from typing import Callable, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 import manifests
 
@@ -32,14 +32,37 @@ TASK_MODULES = {
     "report_generation_with_attributes": "transforms.tasks.report",
     "report_generation_cot": "transforms.tasks.report",
     "triage": "transforms.tasks.triage",
+    "report_generation_multi_image": "transforms.tasks.multi",
+    "report_generation_multi_study": "transforms.tasks.multi",
     **{task: "transforms.tasks.grounding" for task in GROUNDING_TASKS},
 }
 
 
 class TaskSpec(BaseModel):
+    """One task of a mixture profile: its template set and sampling weight.
+
+    ``source_weights`` ({source: weight}), when given, weighs the task's (task, source) pools: a pool
+    is drawn with probability ``weight x source weight / sum of the task's source weights`` (over all
+    tasks, renormalised over the pools with rows), and a source not named gets weight 0. Without it,
+    sources share the task's weight in proportion to their rows.
+    """
+
     model_config = ConfigDict(extra="forbid")
     template_set: str
-    weight: float = 1.0
+    weight: float = Field(1.0, ge=0)
+    source_weights: dict[str, float] | None = None
+
+    @field_validator("source_weights")
+    @classmethod
+    def _known_sources(cls, weights: dict[str, float] | None) -> dict[str, float] | None:
+        if weights is None:
+            return None
+        unknown = sorted(set(weights) - set(manifests.load("sources.yaml")["sources"]))
+        if unknown:
+            raise ValueError(f"source_weights names unknown source(s) {unknown}")
+        if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
+            raise ValueError(f"source_weights {weights} must be >= 0 with at least one > 0")
+        return weights
 
 
 class Profile(BaseModel):
@@ -53,7 +76,8 @@ class Profile(BaseModel):
 
 
 def load_profile(name: str) -> Profile:
-    profile = Profile.model_validate(manifests.load(f"profiles/{name}.yaml"))
+    """The mixture profile ``manifests/mixtures/<name>.yaml``."""
+    profile = Profile.model_validate(manifests.load(f"mixtures/{name}.yaml"))
     unknown = sorted(set(profile.tasks) - set(TASK_MODULES))
     if unknown:
         raise ValueError(f"profile {name!r} names unknown task(s) {unknown}")

@@ -21,8 +21,7 @@ from collections.abc import Callable
 from functools import lru_cache
 
 import manifests
-from schemas.records import Box
-from transforms.boxes import box_policy, merge_overlapping
+from transforms.boxes import box_policy, merge_overlapping_corners
 from transforms.geometry import render_box
 from transforms.hashing import seeded_rng
 from transforms.tasks import Profile, instruction_row
@@ -76,9 +75,7 @@ def localisation_boxes(row: dict, profile: str) -> list[dict]:
     chosen = [(box["label"], box["origin"], unit_box(box)) for box in lesions]
     merge_overlap = _merge_overlap(profile)
     if merge_overlap is not None and chosen:
-        merged = merge_overlapping([Box(label=label, x1=u[0], y1=u[1], x2=u[2], y2=u[3], origin=origin)
-                                    for label, origin, u in chosen], merge_overlap)
-        chosen = [(box.label, box.origin, (box.x1, box.y1, box.x2, box.y2)) for box in merged]
+        chosen = merge_overlapping_corners(chosen, merge_overlap)
     return [{"label": label, "finding": finding_of[label], "origin": origin, "unit": unit}
             for label, origin, unit in sorted(set(chosen), key=lambda c: (c[0], c[2], c[1]))]
 
