@@ -11,7 +11,7 @@ import csv
 import cv2
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from realdata import REFERENCE
@@ -69,7 +69,8 @@ def test_points_follow_the_published_reverse_formula():
 @settings(max_examples=40, deadline=None)
 @given(width=sizes, height=sizes)
 def test_mask_round_trip_keeps_the_shape(width, height):
-    original = ellipse(width, height)
+    assume(max(width, height) <= 2 * min(width, height))  # radiograph proportions: a 40 x 2608 strip
+    original = ellipse(width, height)                      # is ~16 px wide at 1024, too few to bound IoU
     mapped = mask_to_original(preprocess(original), width, height)
     assert mapped.shape == (height, width) and mapped.dtype == np.bool_
     # detail lost going down to 1024 when the image is larger is at most a pixel ring of the small grid

@@ -140,7 +140,8 @@ def test_llava_export_is_read_by_the_llava_contract(build_out, tmp_path):
         for item in items:
             row = by_id[item["id"]]
             assert item["conversations"] == row["conversations"]
-            assert item["image"] == image_file_name(row["image_keys"][0])
+            named = [item["image"]] if "image" in item else item["images"]  # multi-image rows list them all
+            assert named == [image_file_name(key) for key in row["image_keys"]]
         total += count
     assert total == len(rows) and report["images"] == len({k for row in rows for k in row["image_keys"]})
     export(build_out, "m4cxr", "llava", tmp_path / "b")

@@ -53,14 +53,16 @@ def test_mixture_probabilities_weight_tasks_then_sources():
 # deepnoid-ai/M4CXR-TNNLS, under our task and source names), and the weights of our own tasks, whose
 # sources share them by rows.
 M4CXR_POOLS = {
-    ("report_generation_cot", "mimic"): 200.0,
+    ("report_generation_cot", "mimic"): 200.0, ("report_generation_multi_image", "mimic"): 120.0,
+    ("report_generation_multi_study", "mimic"): 60.0,
     ("disease_classification", "vindr"): 3.0, ("disease_classification", "siim"): 4.0,
     ("finding_grounding", "vindr"): 2.0, ("finding_grounding", "siim"): 4.0,
     ("grounded_finding", "vindr"): 2.0, ("grounded_finding", "siim"): 2.0,
     ("abnormality_detection", "vindr"): 3.0, ("abnormality_detection", "siim"): 2.0,
     ("multi_finding_grounding", "vindr"): 2.0,
-    ("grounded_phrase_generation", "imagenome"): 40.0, ("phrase_grounding", "imagenome"): 40.0,
-    ("anatomical_region_grounding", "imagenome"): 20.0, ("grounded_anatomical_region", "imagenome"): 20.0,
+    # ImaGenome annotates MIMIC images, so its task rows carry the image's source
+    ("grounded_phrase_generation", "mimic"): 40.0, ("phrase_grounding", "mimic"): 40.0,
+    ("anatomical_region_grounding", "mimic"): 20.0, ("grounded_anatomical_region", "mimic"): 20.0,
 }
 OWN_TASKS = {"organ_grounding": 0.8, "grounded_organ": 0.8, "triage": 2.0}
 

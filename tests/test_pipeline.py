@@ -27,7 +27,7 @@ STUDIES = 6
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    return generate(tmp_path_factory.mktemp("corpus"), studies=STUDIES, seed=7)
+    return generate(tmp_path_factory.mktemp("corpus"), studies=STUDIES, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +142,20 @@ def test_instructions_load_and_inherit_the_image_split(build):
             assert row["conversations"][0]["from"] == "human" and "<image>" in row["conversations"][0]["value"]
             json.loads(row["target"])
         assert len(set(rows["id"])) == len(rows)
+
+
+def test_multi_study_rows_follow_time_and_never_leak_their_target(build):
+    out, _ = build
+    images = load(out, "images").select_columns(["image_key", "study_datetime", "study_id"])
+    when = {row["image_key"]: (row["study_datetime"], row["study_id"]) for row in images}
+    rows = load(out, "instructions/m4cxr/report_generation_multi_study")
+    assert len(rows) > 0  # seed 0 has patients with consecutive FINDINGS-bearing studies
+    for row in rows:
+        target = json.loads(row["target"])
+        studies = [when[key] for key in row["image_keys"]]
+        assert studies == sorted(studies) and studies[0][1] == target["prior_study_id"] != target["study_id"]
+        assert target["report"] not in row["conversations"][0]["value"]
+        assert sum(turn["value"].count("<image>") for turn in row["conversations"]) == len(row["image_keys"])
 
 
 def test_two_builds_are_byte_identical(build, corpus, tmp_path):
