@@ -7,7 +7,9 @@ Without ``--out`` it writes a synthetic corpus and builds it in a temporary fold
 timed). Each generator runs ``--repeat`` times over every annotation row (seed = pass number, so
 template and sample choices vary; the report text caches are cleared before each pass); a generator that yields no rows on these sources is reported so.
 Rows/s counts instruction rows out; rows/s in counts annotation rows consumed.
-To add a generator, append its (profile name, coordinates, task, template set) to ``CASES``.
+To add a generator, append its (profile name, coordinates, task, template set) to ``CASES``. The
+study- and patient-level generators (transforms/tasks/multi.py) are not in it: they run once per
+study or patient, not per row.
 """
 
 from __future__ import annotations
@@ -35,18 +37,6 @@ CASES: list[tuple[str, str, str, str]] = [
     ("m4cxr", "percent", report.COT, "report_cot_m4cxr"),
     ("m4cxr", "percent", triage.TASK, "triage"),
 ]
-UNWIRED = {**grounding.GENERATORS, segmentation.TASK: segmentation.generate, **attributes.GENERATORS,
-           **report.GENERATORS, triage.TASK: triage.generate}
-
-
-def _generate(task: str):
-    """The task's generator: through the registry when the lead has wired it, else the module's."""
-    try:
-        return generator(task)
-    except KeyError:
-        return UNWIRED[task]
-
-
 def annotation_rows(out: Path) -> list[dict]:
     return [row for path in sorted((out / "annotations").glob("*.parquet")) for row in pq.read_table(path).to_pylist()]
 
@@ -55,7 +45,7 @@ def throughput(rows: list[dict], profile_name: str, coordinates: str, task: str,
                repeat: int) -> tuple[int, float]:
     """(instruction rows made, seconds) for ``repeat`` passes over ``rows``."""
     profile = Profile(name=profile_name, coordinates=coordinates, tasks={task: TaskSpec(template_set=template_set)})
-    generate = _generate(task)
+    generate = generator(task)
     for row in rows:  # warm the manifest caches and load the labeller's models (not timed)
         generate(row, profile, 0)
     made = 0
@@ -88,14 +78,18 @@ def main() -> None:
         rows = annotation_rows(out)
     print(f"{len(rows)} annotation rows x {args.repeat} passes, one core; target {TARGET_ROWS_PER_S:,} rows/s")
     print(f"{'profile':8} {'task':28} {'rows out':>9} {'rows/s out':>11} {'rows/s in':>10} {'/ target':>9}")
+    all_made, all_seconds = 0, 0.0
     for profile_name, coordinates, task, template_set in CASES:
         made, seconds = throughput(rows, profile_name, coordinates, task, template_set, args.repeat)
+        all_made, all_seconds = all_made + made, all_seconds + seconds
         consumed = len(rows) * args.repeat / seconds
         if made == 0:
             print(f"{profile_name:8} {task:28} {0:>9} {'-':>11} {consumed:10.0f} {'no rows':>9}")
             continue
         rate = made / seconds
         print(f"{profile_name:8} {task:28} {made:9d} {rate:11.0f} {consumed:10.0f} {rate / TARGET_ROWS_PER_S:8.2f}x")
+    rate = all_made / all_seconds
+    print(f"{'all':8} {'(every generator above)':28} {all_made:9d} {rate:11.0f} {'':>10} {rate / TARGET_ROWS_PER_S:8.2f}x")
 
 
 if __name__ == "__main__":
