@@ -1,7 +1,8 @@
 """The build: one Beam graph from the six native sources to the output tables.
 
 read -> join (CoGroupByKey on image_key) -> split -> Reshuffle -> image -> geometry -> language
--> tasks -> write (stable-hash Parquet shards) -> manifest.json
+-> severity IDF (fitted on train) -> group by study and by patient -> tasks (per image, study,
+patient) -> write (stable-hash Parquet shards) -> manifest.json [-> tokenize, when configured]
 
 Stage logic lives in ``transforms``; this module only routes, groups, guards and writes. Every
 failure becomes a reject row with its stage; ``manifest.json`` reconciles
