@@ -12,18 +12,14 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from builds import synthetic_build
 from pipelines import card
-from pipelines.build import run_build
 from pipelines.manifest import Manifest
-from pipelines.synth import generate
-from schemas.config import load_config
 
 
 @pytest.fixture(scope="module")
 def build(tmp_path_factory) -> Path:
-    corpus = generate(tmp_path_factory.mktemp("corpus"), studies=6, seed=11)
-    out = tmp_path_factory.mktemp("out")
-    run_build(load_config(corpus / "build.yaml"), str(out))
+    out = synthetic_build(tmp_path_factory, studies=6, seed=11)
     card.write_card(out)
     return out
 
@@ -83,7 +79,7 @@ def test_reject_summary_and_counts_per_task(build):
         assert f"| {source} | {stage} | {kind} | {reason} | {n} |" in body
     manifest = Manifest.read(str(build))
     mimic = manifest["instructions"]["m4cxr"]["disease_classification"]["mimic"]
-    assert f"| m4cxr | disease_classification | mimic | " + " | ".join(
+    assert "| m4cxr | disease_classification | mimic | " + " | ".join(
         str(mimic.get(s, 0)) for s in card.SPLITS) + f" | {sum(mimic.values())} |" in body
 
 

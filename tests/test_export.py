@@ -22,11 +22,9 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipelines.build import run_build
+from builds import synthetic_build
 from pipelines.export import (ChexmixOptions, ExportError, chexmix_ids, export, export_command, image_file_name,
                               llava_record, messages_record, vq_lookup)
-from pipelines.synth import generate
-from schemas.config import load_config
 from transforms.hashing import stable_hash
 
 BEGIN, END = 8197, 8196
@@ -41,9 +39,7 @@ CHAT_TEMPLATE = (
 
 @pytest.fixture(scope="module")
 def build_out(tmp_path_factory) -> Path:
-    corpus = generate(tmp_path_factory.mktemp("corpus"), studies=4, seed=3)
-    out = tmp_path_factory.mktemp("out")
-    run_build(load_config(corpus / "build.yaml"), str(out))
+    out = synthetic_build(tmp_path_factory, studies=4, seed=3)
     write_vq_table(out)
     return out
 

@@ -13,18 +13,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.build import run_build
+from builds import synthetic_build
 from pipelines.loader import LoaderError, MixtureStream, mixture_dataset, mixture_probabilities
-from pipelines.synth import generate
-from schemas.config import load_config
 from transforms.tasks import load_profile
 
 
 @pytest.fixture(scope="module")
 def build_out(tmp_path_factory) -> Path:
-    corpus = generate(tmp_path_factory.mktemp("corpus"), studies=4, seed=5)
-    out = tmp_path_factory.mktemp("out")
-    run_build(load_config(corpus / "build.yaml"), str(out))
+    out = synthetic_build(tmp_path_factory, studies=4, seed=5)
     return out
 
 

@@ -9,9 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.build import run_build
-from pipelines.synth import generate
-from schemas.config import load_config
+from builds import synthetic_build
 from transforms.tasks import TASK_MODULES, generator, load_profile
 from transforms.templates import load_template_set
 
@@ -35,9 +33,7 @@ UNREACHED_IN_SYNTH = {("grounding_imt", f"imt-loc-located-{i}") for i in (1, 2, 
 
 @pytest.fixture(scope="module")
 def build_out(tmp_path_factory) -> Path:
-    corpus = generate(tmp_path_factory.mktemp("corpus"), studies=4, seed=11)
-    out = tmp_path_factory.mktemp("out")
-    run_build(load_config(corpus / "build.yaml"), str(out))
+    out = synthetic_build(tmp_path_factory, studies=4, seed=11)
     return out
 
 

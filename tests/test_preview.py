@@ -17,10 +17,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipelines.build import run_build
+from builds import synthetic_build
 from pipelines.preview import CANVAS, overlay_svg, render_item, sample_ids, write_preview
-from pipelines.synth import generate
-from schemas.config import load_config
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -28,9 +26,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 
 @pytest.fixture(scope="module")
 def build(tmp_path_factory) -> Path:
-    corpus = generate(tmp_path_factory.mktemp("corpus"), studies=6, seed=2)
-    out = tmp_path_factory.mktemp("out")
-    run_build(load_config(corpus / "build.yaml"), str(out))
+    out = synthetic_build(tmp_path_factory, studies=6, seed=2)
     return out
 
 

@@ -16,12 +16,10 @@ import pytest
 import yaml
 from huggingface_hub import HfApi
 
-from pipelines.build import run_build
+from builds import synthetic_build
 from pipelines.card import load_sources, write_card
 from pipelines.cli import main
 from pipelines.publish import LicenceError, PublishError, licence_guard, publish, upload_plan
-from pipelines.synth import generate
-from schemas.config import load_config
 
 COMMIT_OID = "a" * 40
 
@@ -105,9 +103,7 @@ class FakeHub:
 
 @pytest.fixture(scope="module")
 def build(tmp_path_factory) -> Path:
-    corpus = generate(tmp_path_factory.mktemp("corpus"), studies=6, seed=3)
-    out = tmp_path_factory.mktemp("out")
-    run_build(load_config(corpus / "build.yaml"), str(out))
+    out = synthetic_build(tmp_path_factory, studies=6, seed=3)
     write_card(out)
     return out
 

@@ -2,7 +2,6 @@
 processes), the vq table loads with ``datasets``, resume after a crash writes each image once, bad
 images become rejects, and CUDA without CUDA fails before anything runs."""
 
-import io
 import json
 import shutil
 from pathlib import Path

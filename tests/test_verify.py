@@ -9,18 +9,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipelines.build import run_build
+from builds import synthetic_build
 from pipelines.cli import main
-from pipelines.synth import generate
 from pipelines.verify import verify
-from schemas.config import load_config
 
 
 @pytest.fixture(scope="module")
 def build(tmp_path_factory) -> Path:
-    corpus = generate(tmp_path_factory.mktemp("corpus"), studies=6, seed=5)
-    out = tmp_path_factory.mktemp("out")
-    run_build(load_config(corpus / "build.yaml"), str(out))
+    out = synthetic_build(tmp_path_factory, studies=6, seed=5)
     return out
 
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 
 import manifests
-from schemas.records import Box, Finding, Presence, RawLabel
+from schemas.records import Box, Finding, RawLabel
 from transforms.labeler import label_report  # noqa: F401
 
 LABELS_MANIFEST = "labels.yaml"
