@@ -91,7 +91,8 @@ _TEMPORAL = _table(_VOCABULARY["temporal"], ("temporal",))
 _ZONE_ORDER = {zone: index for index, zone in enumerate(_VOCABULARY["zone_order"])}
 _ZONE_RENDER: dict[str, str] = _VOCABULARY["zone_render"]
 _ZONE_IMPLIES: dict[str, str] = _VOCABULARY["zone_implies"]
-_SEVERITY_RENDER = {scale: {int(k): v for k, v in words.items()} for scale, words in _VOCABULARY["severity_render"].items()}
+SEVERITY_RENDER = {scale: {int(k): v for k, v in words.items()} for scale, words in _VOCABULARY["severity_render"].items()}
+"""scale ("size" | "severity") -> ordinal -> word, as the attribute prompt writes them."""
 _PADCHEST = _VOCABULARY["padchest"]
 _BINDING_STOP = _alternation(_VOCABULARY["binding"]["stop_words"])
 _PREMODIFIER_REACH: int = _VOCABULARY["binding"]["premodifier_reach"]
@@ -256,25 +257,30 @@ def extract_mentions(text: str) -> list[AttributeMention]:
     return mentions
 
 
-def _severity_phrase(mention: AttributeMention) -> str | None:
-    if mention.severity is None:
-        return None
-    words = _SEVERITY_RENDER[mention.severity_scale or _FINDING_RULES[mention.finding].scale]
-    low, high = mention.severity
+def severity_words(low: int, high: int, scale: str) -> str:
+    """"moderate", or "mild to moderate" for a range, in the words of ``scale``."""
+    words = SEVERITY_RENDER[scale]
     return words[low] if low == high else f"{words[low]} to {words[high]}"
 
 
-def _zone_phrase(zones: Sequence[str]) -> str | None:
+def zone_words(zones: Sequence[str]) -> str | None:
+    """"apical", "lower and retrocardiac": the zones, leaving out one implied by a more specific one."""
     implied = {_ZONE_IMPLIES[zone] for zone in zones if zone in _ZONE_IMPLIES}
     shown = [_ZONE_RENDER[zone] for zone in zones if zone not in implied]
     return " and ".join(shown) or None
+
+
+def _severity_phrase(mention: AttributeMention) -> str | None:
+    if mention.severity is None:
+        return None
+    return severity_words(*mention.severity, mention.severity_scale or _FINDING_RULES[mention.finding].scale)
 
 
 def attribute_phrase(mention: AttributeMention) -> str:
     """IMT-CXR-style phrase of one mention: severity, side, zone, finding ("small left apical pneumothorax")."""
     if mention.finding not in _FINDING_RULES:
         raise ValueError(f"no phrase for finding {mention.finding!r}; known: {sorted(_FINDING_RULES)}")
-    parts = (_severity_phrase(mention), mention.laterality, _zone_phrase(mention.zones), _FINDING_RULES[mention.finding].render)
+    parts = (_severity_phrase(mention), mention.laterality, zone_words(mention.zones), _FINDING_RULES[mention.finding].render)
     return " ".join(part for part in parts if part)
 
 

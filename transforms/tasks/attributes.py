@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import manifests
 from transforms.hashing import seeded_rng
+from transforms.phrases import SEVERITY_RENDER, severity_words, zone_words
 from transforms.tasks import Profile, instruction_row
 from transforms.templates import load_template_set, render
 
@@ -39,11 +40,7 @@ _VOCABULARY = manifests.load("attributes.yaml")
 _FINDING_WORDS = {name: entry["render"] for name, entry in _VOCABULARY["findings"].items()}
 _LATERAL = {name for name, entry in _VOCABULARY["findings"].items() if entry["lateral"]}
 _DEFAULT_SCALE = {name: entry["scale"] for name, entry in _VOCABULARY["findings"].items()}
-_SEVERITY_WORDS = {scale: {int(k): v for k, v in words.items()}
-                   for scale, words in _VOCABULARY["severity_render"].items()}
-_WORD_ORDINALS = {scale: {word: ordinal for ordinal, word in words.items()} for scale, words in _SEVERITY_WORDS.items()}
-_ZONE_RENDER: dict[str, str] = _VOCABULARY["zone_render"]
-_ZONE_IMPLIES: dict[str, str] = _VOCABULARY["zone_implies"]
+_WORD_ORDINALS = {scale: {word: ordinal for ordinal, word in words.items()} for scale, words in SEVERITY_RENDER.items()}
 _MEASURED_SEVERITY = {  # finding -> (row column with the band, scale of the band's words, basis)
     CARDIOMEGALY: ("ctr_band", "severity", "ctr"),
     PNEUMOTHORAX: ("ptx_band", "size", "mask"),
@@ -51,17 +48,9 @@ _MEASURED_SEVERITY = {  # finding -> (row column with the band, scale of the ban
 _MASK_SIDES = ("left", "right")
 
 
-def severity_words(low: int, high: int, scale: str) -> str:
-    """"moderate", or "mild to moderate" for a range (the words of the attribute prompt)."""
-    words = _SEVERITY_WORDS[scale]
-    return words[low] if low == high else f"{words[low]} to {words[high]}"
-
-
 def location_words(laterality: str | None, zones: list[str]) -> str:
-    """"left apical": side then zones, a zone implied by a more specific one left out (as the attribute prompt)."""
-    implied = {_ZONE_IMPLIES[zone] for zone in zones if zone in _ZONE_IMPLIES}
-    shown = " and ".join(_ZONE_RENDER[zone] for zone in zones if zone not in implied)
-    return " ".join(part for part in (laterality, shown) if part)
+    """"left apical": side then zones, in the words of the attribute prompt."""
+    return " ".join(part for part in (laterality, zone_words(zones)) if part)
 
 
 def positive_mentions(row: dict) -> dict[str, list[dict]]:
