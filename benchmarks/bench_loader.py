@@ -42,13 +42,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out
         if out is None:
-            from pipelines.build import run_build
-            from pipelines.synth import generate
-            from schemas.config import load_config
+            from pipelines.demo import synthetic_build
 
-            corpus = generate(Path(tmp) / "corpus", studies=args.studies, seed=0)
-            out = Path(tmp) / "out"
-            run_build(load_config(corpus / "build.yaml"), str(out))
+            out = synthetic_build(Path(tmp) / "corpus", Path(tmp) / "out", args.studies)
         index_start = time.perf_counter()
         stream = MixtureStream(out, args.profile)
         index_seconds = time.perf_counter() - index_start

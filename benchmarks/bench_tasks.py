@@ -68,13 +68,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out
         if out is None:
-            from pipelines.build import run_build
-            from pipelines.synth import generate
-            from schemas.config import load_config
+            from pipelines.demo import synthetic_build
 
-            corpus = generate(Path(tmp) / "corpus", studies=args.studies, seed=0)
-            out = Path(tmp) / "out"
-            run_build(load_config(corpus / "build.yaml"), str(out))
+            out = synthetic_build(Path(tmp) / "corpus", Path(tmp) / "out", args.studies)
         rows = annotation_rows(out)
     print(f"{len(rows)} annotation rows x {args.repeat} passes, one core; target {TARGET_ROWS_PER_S:,} rows/s")
     print(f"{'profile':8} {'task':28} {'rows out':>9} {'rows/s out':>11} {'rows/s in':>10} {'/ target':>9}")
