@@ -1,12 +1,14 @@
 """The build: one Beam graph from the six native sources to the output tables.
 
-read -> join (CoGroupByKey on image_key) -> split -> Reshuffle -> image -> geometry -> language
--> severity IDF (fitted on train) -> group by study and by patient -> tasks (per image, study,
-patient) -> write (stable-hash Parquet shards) -> manifest.json [-> tokenize, when configured]
+read -> join (CoGroupByKey on image_key) -> split -> group by images shard -> image -> geometry
+-> language (pipelines/image_stage.py: writes ``images/`` and a checkpoint per shard) -> severity
+IDF (fitted on train) -> group by study and by patient -> tasks (per image, study, patient) ->
+write (stable-hash Parquet shards) -> manifest.json [-> tokenize, when configured]
 
 Stage logic lives in ``transforms``; this module only routes, groups, guards and writes. Every
 failure becomes a reject row with its stage; ``manifest.json`` reconciles
-``read = written + rejected + filtered`` per source.
+``read = written + rejected + filtered`` per source. A build killed midway and run again reuses
+the images shards it finished (see pipelines/image_stage.py).
 """
 
 from __future__ import annotations
@@ -15,18 +17,19 @@ import logging
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.pvalue import TaggedOutput
 
+from pipelines.image_stage import ImageStage, work_dir
 from pipelines.manifest import Manifest, input_fingerprints
 from pipelines.write import WriteTables
 from schemas.config import BuildConfig
 from schemas.records import IMAGE_SOURCES, AnnotationRecord, Reject, SourceRecord
-from transforms import enrich
+from transforms import enrich, io
 from transforms.sources import reader
 from transforms.severity import FitSeverityIdf
-from transforms.splits import patient_key
 from transforms.tasks import generator, load_profile, multi
-from transforms.units import ImageUnit, join_image
+from transforms.units import join_image
 
 log = logging.getLogger(__name__)
 
@@ -58,43 +61,6 @@ class JoinUnits(beam.DoFn):
             yield TaggedOutput("rejects", item) if isinstance(item, Reject) else item
 
 
-def unit_of(element) -> ImageUnit:
-    """The ImageUnit inside whatever a per-image stage was working on."""
-    if isinstance(element, ImageUnit):
-        return element
-    if isinstance(element, enrich.DecodedUnit):
-        return element.unit
-    return element.decoded.unit  # EnrichedUnit
-
-
-def failure_rejects(stage: str, failure) -> list[Reject]:
-    """A dead-letter element of ``with_exception_handling`` -> a reject for the image and for every
-    annotation that was riding on it (they cannot exist without their image)."""
-    element, (exc_type, exc_repr, _traceback) = failure
-    unit = unit_of(element)
-    reason = enrich.kebab(exc_type.__name__)
-    rejects = [Reject(key=unit.key, source=unit.record.image.source, stage=stage, reason=reason, detail=exc_repr)]
-    for ann in unit.annotations:
-        rejects.append(Reject(key=ann.target_key, source=ann.source, stage=stage, reason="target-image-rejected",
-                              detail=f"{unit.key}: {reason}"))
-    return rejects
-
-
-class ToRows(beam.DoFn):
-    """Output rows of one finished image, plus the 'written' events that reconcile the counts."""
-
-    def process(self, enriched: enrich.EnrichedUnit):
-        unit = enriched.decoded.unit
-        image = enrich.image_row(enriched)
-        annotation = enrich.annotation_row(enriched)
-        yield ("images", unit.split, image)
-        yield TaggedOutput("annotation_rows", annotation)
-        yield TaggedOutput("events", (unit.record.image.source, "written"))
-        for ann in enriched.annotations:
-            yield TaggedOutput("events", (ann.source, "written"))
-        yield TaggedOutput("patients", (patient_key(unit.record.image), unit.split))
-
-
 def task_rows(group, unit: str, profiles: list, seed: int) -> list[tuple[str, str, dict]]:
     """Instruction rows of every profile task that consumes this kind of unit: one annotation row
     ("image"), the rows of one study ("study"), or the studies of one patient ("patient")."""
@@ -120,12 +86,6 @@ def task_failure_reject(failure) -> Reject:
     row = first_row(group)
     return Reject(key=row["image_key"], source=row["source"], stage="tasks", level="item",
                   reason=enrich.kebab(exc_type.__name__), detail=exc_repr)
-
-
-def guarded(pcoll, label: str, fn, stage: str, *args, **kwargs):
-    """``Map(fn)`` with Beam's exception handling: (good, rejects) with the stage recorded."""
-    good, bad = pcoll | label >> beam.Map(fn, *args, **kwargs).with_exception_handling()
-    return good, bad | f"{label} rejects" >> beam.FlatMap(lambda failure: failure_rejects(stage, failure))
 
 
 # ------------------------------------------------------------------ graph
@@ -160,28 +120,19 @@ def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dic
         | "Units and split" >> beam.ParDo(JoinUnits()).with_outputs("rejects", main="units")
     )
     rejects.append(joined.rejects)
-    units = joined.units | "Spread work" >> beam.Reshuffle()
-
-    decoded, bad = guarded(units, "Image", enrich.decode_unit, "image", config.image_size)
-    rejects.append(bad)
-    geometry, bad = guarded(decoded, "Geometry", enrich.geometry_unit, "geometry", max_vertices=max_vertices)
-    rejects.append(bad)
-    rejects.append(geometry | "Item rejects" >> beam.FlatMap(lambda result: result[1]))
-    located = geometry | "Located units" >> beam.Map(lambda result: result[0])
-    enriched, bad = guarded(located, "Language", enrich.language_unit, "language")
-    rejects.append(bad)
-
-    rows = enriched | "Rows" >> beam.ParDo(ToRows()).with_outputs("annotation_rows", "events", "patients",
-                                                                   main="images")
-    events.append(rows.events)
+    roots = {name: src.root for name, src in sources.items()}
+    per_image = joined.units | "Per-image stages" >> ImageStage(
+        out_dir, config.rows_per_shard.images, config.image_size, max_vertices, roots)
+    rejects.append(per_image.rejects)
+    events.append(per_image.events)
     # MediVLM-style severity: the IDF table is fitted on the train split only, then applied to all rows.
     severity_idf = (
-        rows.annotation_rows
+        per_image.annotation_rows
         | "Train rows" >> beam.Filter(lambda a: a["split"] == "train")
         | "Severity terms" >> beam.Map(enrich.severity_terms_of)
         | "Fit severity IDF" >> beam.CombineGlobally(FitSeverityIdf())
     )
-    annotation_rows = rows.annotation_rows | "Severity TF-IDF" >> beam.Map(
+    annotation_rows = per_image.annotation_rows | "Severity TF-IDF" >> beam.Map(
         enrich.add_severity_tfidf, idf_table=beam.pvalue.AsSingleton(severity_idf))
     # Study and patient units for multi-image and multi-study tasks, in time order within a patient.
     studies = (
@@ -212,13 +163,13 @@ def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dic
         lambda r: (r.source, f"{r.kind}:{r.stage}" if r.level == "record" else f"item-{r.kind}:{r.stage}:{r.reason}")))
 
     table_rows = (
-        rows.images,
         annotation_rows | "Annotation rows" >> beam.Map(lambda a: ("annotations", a["split"], a)),
         instructions | "Instruction rows" >> beam.FlatMap(lambda rs: rs),
         reject_rows,
     ) | "All rows" >> beam.Flatten()
-    shards = table_rows | "Write" >> WriteTables(
+    written = table_rows | "Write" >> WriteTables(
         out_dir, config.rows_per_shard.model_dump(), always=[("rejects", "rejects")])
+    shards = (written, per_image.shards) | "All shards" >> beam.Flatten()
 
     counts = events | "All events" >> beam.Flatten() | "Count events" >> beam.combiners.Count.PerElement()
     instruction_counts = (
@@ -228,7 +179,7 @@ def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dic
         | "Count instructions" >> beam.combiners.Count.PerElement()
     )
     straddling = (
-        rows.patients
+        per_image.patients
         | "Distinct patient splits" >> beam.Distinct()
         | "Splits per patient" >> beam.combiners.Count.PerKey()
         | "Patients in several splits" >> beam.Filter(lambda kv: kv[1] > 1)
@@ -256,6 +207,8 @@ def run_build(config: BuildConfig, out_dir: str, beam_args: list[str] | None = N
     options = PipelineOptions(beam_args if beam_args else DEFAULT_BEAM_ARGS)
     with beam.Pipeline(options=options) as p:
         build_graph(p, config, out_dir, inputs)
+    if io.exists(work_dir(out_dir)):  # manifest.json is written: the per-shard checkpoints are spent
+        FileSystems.delete([work_dir(out_dir)])
     if config.tokenizer is not None:
         from pipelines.tokenize import run_tokenize
 

@@ -12,7 +12,6 @@ from importlib import metadata
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from schemas.config import BuildConfig
@@ -21,6 +20,8 @@ from transforms import io
 
 PACKAGES = ("cxr-instruct", "apache-beam", "pyarrow", "numpy", "pydicom", "opencv-python-headless",
             "shapely", "pydantic", "datasets")
+
+SHARD_FIELDS = ("path", "table", "split", "rows", "bytes", "sha256")  # one entry of "outputs", in this order
 
 
 class ReconciliationError(RuntimeError):
@@ -49,21 +50,13 @@ def input_fingerprints(config: BuildConfig) -> dict[str, dict]:
         match = FileSystems.match([io.join(src.root, "**")])[0].metadata_list
         entries = []
         for m in sorted(match, key=lambda m: m.path):
-            what = _content_sha256(m.path) if config.fingerprint == "sha256" else \
+            what = io.sha256_of(m.path) if config.fingerprint == "sha256" else \
                 f"{m.size_in_bytes}\t{m.last_updated_in_seconds:.6f}"
             entries.append(f"{io.relative(m.path, src.root)}\t{what}")
         digest = hashlib.sha256("\n".join(entries).encode()).hexdigest()
         result[name] = {"root": src.root, "files": len(entries), "bytes": sum(m.size_in_bytes for m in match),
                         "fingerprint": config.fingerprint, "sha256": digest}
     return result
-
-
-def _content_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def reconcile(counts: list[tuple[tuple[str, str], int]], sources: list[str]) -> dict[str, dict]:
@@ -147,7 +140,7 @@ class Manifest:
                                         if spec.source_weights is not None} for p in profiles}
 
     def document(self, counts, shards, straddling, instruction_counts=(), severity_idf=None) -> dict:
-        outputs = sorted(shards, key=lambda s: s["path"])
+        outputs = [{field: shard[field] for field in SHARD_FIELDS} for shard in sorted(shards, key=lambda s: s["path"])]
         tables: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         for shard in outputs:
             tables[shard["table"]][shard["split"]] += shard["rows"]

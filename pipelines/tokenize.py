@@ -10,8 +10,9 @@ Output, beside the build's tables:
   (the fingerprint id); same shard names as ``images/``, rows sorted by image_key.
 - ``vq/_rejects/<split>-SSSSS-of-NNNNN.parquet``: images that could not be tokenized (rejects schema,
   stage ``tokenize``); written for every shard, empty ones included.
-- ``vq/_complete/<split>-SSSSS-of-NNNNN.json``: written last per shard; a rerun skips shards that have
-  one, so a crash costs at most the unfinished shards and no row is ever written twice.
+- ``vq/_complete/<split>-SSSSS-of-NNNNN.json``: written last per shard, with the sha256 of the images
+  shard it read and of both files it wrote; a rerun skips a shard only when all three still match, so
+  a crash costs at most the unfinished shards and a rebuilt or damaged shard is tokenized again.
 - ``vq/tokenizer.json``: the full tokenizer fingerprint (config, weights hash, precision, id mapping).
 
 torch and transformers are imported only inside the stage (the ``tokenizer`` extra), so the command
@@ -23,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +42,16 @@ import manifests
 from pipelines.manifest import Manifest, record_vq_outputs
 from schemas.tables import CODES_PER_IMAGE, REJECTS, VQ
 from transforms.enrich import kebab
+from transforms.io import sha256_of
 
 DEFAULT_BEAM_ARGS = ["--runner=FnApiRunner"]
 STAGE = "tokenize"
 REJECT_DIR = "_rejects"
 MARKER_DIR = "_complete"
 FINGERPRINT_FILE = "tokenizer.json"
+
+log = logging.getLogger(__name__)
+
 
 def settings() -> dict:
     return manifests.load("tokenizer.yaml")
@@ -81,9 +87,14 @@ def write_bytes(path: str, data: bytes) -> None:
         handle.write(data)
 
 
+def _sha256_or_none(path: str) -> str | None:
+    return sha256_of(path) if FileSystems.exists(path) else None
+
+
 def completed_shards(out_dir: str, shards: list[str], fingerprint_id: str) -> list[str]:
-    """Shards with a completion marker. A marker from another tokenizer raises: one vq table never
-    mixes codes of two tokenizers (write to a fresh output or delete ``vq/``)."""
+    """Shards whose completion marker still matches, by sha256, the images shard and the two files it
+    wrote. A marker from another tokenizer raises: one vq table never mixes codes of two tokenizers
+    (write to a fresh output or delete ``vq/``)."""
     done = []
     for shard in shards:
         path = marker_path(out_dir, shard)
@@ -93,6 +104,14 @@ def completed_shards(out_dir: str, shards: list[str], fingerprint_id: str) -> li
         if marker["tokenizer"] != fingerprint_id:
             raise RuntimeError(f"{path} was written by tokenizer {marker['tokenizer']}, this run is "
                                f"{fingerprint_id}: delete {vq_path(out_dir)} to re-tokenize")
+        stale = [name for name, file, digest in (
+            ("images shard", FileSystems.join(out_dir, "images", shard), marker.get("images_sha256")),
+            ("vq shard", vq_path(out_dir, shard), marker["sha256"]),
+            ("rejects", vq_path(out_dir, REJECT_DIR, shard), marker["rejects_sha256"]),
+        ) if _sha256_or_none(file) != digest]
+        if stale:
+            log.warning("%s: %s changed since it was written; tokenizing the shard again", path, ", ".join(stale))
+            continue
         done.append(shard)
     return done
 
@@ -170,6 +189,7 @@ def write_shard(element, out_dir: str, fingerprint_id: str, row_group_rows: int)
     write_bytes(vq_path(out_dir, shard), data)
     write_bytes(vq_path(out_dir, REJECT_DIR, shard), reject_data)
     marker = {"shard": shard, "tokenizer": fingerprint_id, "rows": len(rows), "rejects": len(rejects),
+              "images_sha256": sha256_of(FileSystems.join(out_dir, "images", shard)),
               "sha256": hashlib.sha256(data).hexdigest(), "rejects_sha256": hashlib.sha256(reject_data).hexdigest()}
     write_bytes(marker_path(out_dir, shard), json.dumps(marker, indent=2, sort_keys=True).encode() + b"\n")
     return marker

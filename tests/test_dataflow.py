@@ -5,11 +5,12 @@ whole source into one element.
 Aggregations the build graph is allowed to have (anything else fails ``test_every_grouping_...``):
 
 - GroupByKey on fine keys: ``Join on image_key`` (one image + its CheXmask/ImaGenome annotations),
-  ``Spread work`` (Reshuffle, random keys), ``Group studies`` ((source, study_id)), ``Group patients``
-  ((source, subject_id)), ``Write/Group shard`` ((table, split, shard, n): at most ~rows_per_shard rows).
+  ``Per-image stages/Group images shard`` ((split, shard, n): the metadata of ~rows_per_shard.images
+  units, no pixels), ``Group studies`` ((source, study_id)), ``Group patients`` ((source, subject_id)),
+  ``Write/Group shard`` ((table, split, shard, n): at most ~rows_per_shard rows).
 - Combiners (lifted: partial accumulators per bundle, so a key's values are never listed):
   ``Fit severity IDF`` (the only global combine: a Counter of seed-term signatures, bounded by the
-  seed-term vocabulary, not by the corpus), ``Write/Sum per split`` (an int per (table, split)),
+  seed-term vocabulary, not by the corpus), ``Write/Sum per split`` and ``Per-image stages/Units per split`` (an int per (table, split)),
   ``Count events`` / ``Count instructions`` (an int per (source, stage, reason) / (profile, task,
   source, split)), ``Distinct patient splits`` / ``Splits per patient`` (per patient).
 - Side inputs, each a small table: the IDF table, the shard plan, per-key counts, one description per
@@ -49,18 +50,20 @@ DATAFLOW_ARGS = [
 ]
 OUT = "gs://bucket/out"
 
-FINE_KEY_GROUPS = {"Join on image_key", "Spread work", "Group studies", "Group patients", "Write/Group shard"}
+FINE_KEY_GROUPS = {"Join on image_key", "Per-image stages/Group images shard", "Group studies", "Group patients",
+                   "Write/Group shard"}
 COMBINES = {
     "Fit severity IDF": "FitSeverityIdf",
     "Write/Sum per split": "NoSideInputsCallableWrapperCombineFn",
+    "Per-image stages/Units per split": "NoSideInputsCallableWrapperCombineFn",
     "Count events": "CountCombineFn",
     "Count instructions": "CountCombineFn",
     "Distinct patient splits": "NoSideInputsCallableWrapperCombineFn",
     "Splits per patient": "CountCombineFn",
 }
 GLOBAL_COMBINES = {"Fit severity IDF"}
-SIDE_INPUT_PRODUCERS = {"Fit severity IDF", "Write/Shards per split", "Count events", "Count instructions",
-                        "Write/Write shard", "Patient keys"}
+SIDE_INPUT_PRODUCERS = {"Fit severity IDF", "Write/Shards per split", "Per-image stages/Shards per split",
+                        "Count events", "Count instructions", "All shards", "Patient keys"}
 
 
 class GraphWalk(PipelineVisitor):
@@ -224,11 +227,11 @@ def test_the_global_combine_accumulator_is_bounded_by_the_seed_terms():
 
 
 def test_decoding_is_not_fused_with_the_per_source_read(build_pipeline):
-    """A Reshuffle sits between the one-element-per-source reads and the image stage, so Dataflow
-    spreads decoding over all workers instead of one worker per source."""
+    """A GroupByKey on the images shard sits between the one-element-per-source reads and the image
+    stage, so Dataflow spreads decoding over all workers instead of one worker per source."""
     _, walk = build_pipeline
-    image = next(node for node in walk.leaves if node.full_label.startswith("Image/"))
-    assert image.inputs[0].producer.full_label.startswith("Spread work/")
+    image = next(node for node in walk.leaves if node.full_label.startswith("Per-image stages/Process images shard"))
+    assert image.inputs[0].producer.full_label.startswith("Per-image stages/Group images shard")
 
 
 def test_only_the_tokenizer_step_asks_for_a_gpu(build_pipeline, options):

@@ -111,6 +111,28 @@ def test_resume_after_crash_encodes_only_unfinished_shards_once(built, tokenized
     assert again["written"] == [] and again["images"] == 0
 
 
+def test_a_marker_is_trusted_only_while_its_checksums_match(built, tokenized, tmp_path):
+    """A vq shard damaged after its marker was written, and an images shard rebuilt since, are both
+    tokenized again; untouched shards are skipped."""
+    _, model = built
+    first, _ = tokenized
+    out = tmp_path / "out"
+    shutil.copytree(first, out)
+    expected = vq_files(first)
+    names = sorted(p.name for p in (out / "images").glob("*.parquet"))
+    damaged, rebuilt = names[0], names[-1]
+    vq_shard = out / "vq" / damaged
+    vq_shard.write_bytes(vq_shard.read_bytes()[:-8] + b"\0" * 8)  # bit rot, marker untouched
+    images_shard = out / "images" / rebuilt
+    table = pq.read_table(images_shard)
+    pq.write_table(table, images_shard, compression="snappy")  # same rows, different bytes
+
+    resumed = run_tokenize(str(out), str(model), batch_size=4)
+    assert sorted(m["shard"] for m in resumed["written"]) == sorted({damaged, rebuilt})
+    assert sorted(resumed["skipped"]) == sorted(set(names) - {damaged, rebuilt})
+    assert vq_files(out) == expected
+
+
 def test_unreadable_image_becomes_a_reject_not_a_blank(built, tmp_path):
     build, model = built
     out = copy_images(build, tmp_path)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import hashlib
 import io
 import posixpath
 from typing import IO
@@ -33,6 +34,15 @@ def read_bytes(path: str) -> bytes:
     """Raw bytes of a file, never decompressed (images, DICOM)."""
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
         return f.read()
+
+
+def sha256_of(path: str) -> str:
+    """Hex SHA-256 of a file's raw bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def open_binary(path: str) -> IO[bytes]:

@@ -1,0 +1,124 @@
+"""Memory bound and worker scaling of the whole build, measured side by side in one run.
+
+    .venv/bin/python benchmarks/bench_scale.py [--studies 40] [--factor 10] [--workdir DIR]
+
+Writes two synthetic corpora, 1x (``--studies``) and ``--factor``x, then runs ``cxr-instruct build``
+as a child process (FnApiRunner):
+
+1. peak RSS of the whole run, 1x vs 10x corpus, one worker (all stages in one process; peak from
+   the kernel's ``ru_maxrss`` of the child, and the sampled total over its process tree);
+   target: 10x <= 1.2x the peak of 1x;
+2. wall time per image on the 10x corpus with 1 and 2 worker processes (``--workers 2`` =
+   FnApiRunner multi_processing); target: >= 1.7x speed-up.
+
+Corpus generation is not timed. Linux only (the process-tree sampler reads /proc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from pipelines.synth import generate
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+MEMORY_TARGET = 1.2
+SPEEDUP_TARGET = 1.7
+
+
+def tree_rss(root: int) -> int:
+    """Resident bytes of ``root`` and all its descendants (from /proc)."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/statm") as handle:
+                rss[int(entry)] = int(handle.read().split()[1]) * PAGE
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        parents[int(entry)] = int(fields[1])
+    members, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        children = [child for child, parent in parents.items() if parent == pid and child not in members]
+        members.update(children)
+        frontier += children
+    return sum(rss.get(pid, 0) for pid in members)
+
+
+def run_build(config: Path, out: Path, workers: int) -> dict:
+    """One ``cxr-instruct build`` in a child process: wall seconds, peak RSS (kernel and sampled tree)."""
+    command = [sys.executable, "-m", "pipelines.cli", "build", "--config", str(config), "--out", str(out),
+               "--workers", str(workers)]
+    start = time.perf_counter()
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak_tree, done = 0, threading.Event()
+
+    def sample():
+        nonlocal peak_tree
+        while not done.is_set():
+            peak_tree = max(peak_tree, tree_rss(child.pid))
+            done.wait(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise RuntimeError(f"build failed ({child.returncode}): {child.stderr.read().decode()[-3000:]}")
+    manifest = json.loads((out / "manifest.json").read_text())
+    images = sum(entry["read"] for name, entry in manifest["counts"].items()
+                 if name in ("mimic", "vindr", "siim", "padchest"))
+    written = sum(manifest["tables"]["images"].values())
+    return {"wall_s": wall, "peak_rss": usage.ru_maxrss * 1024, "peak_tree_rss": peak_tree,
+            "images": images, "written": written}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--studies", type=int, default=40, help="MIMIC studies of the 1x corpus")
+    parser.add_argument("--factor", type=int, default=10)
+    parser.add_argument("--workdir", type=Path, default=None, help="keep corpora and outputs here")
+    args = parser.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    corpora = {}
+    for label, studies in (("1x", args.studies), (f"{args.factor}x", args.studies * args.factor)):
+        started = time.perf_counter()
+        corpora[label] = generate(workdir / f"corpus-{label}", studies=studies, seed=0) / "build.yaml"
+        print(f"corpus {label}: {studies} studies written in {time.perf_counter() - started:.0f} s (not timed)")
+    big = f"{args.factor}x"
+    runs = [("1x", 1), (big, 1), (big, 2)]
+    results = {}
+    for label, workers in runs:
+        results[(label, workers)] = run_build(corpora[label], workdir / f"out-{label}-w{workers}", workers)
+        r = results[(label, workers)]
+        print(f"build {label:>4} workers={workers}: {r['images']:5d} images ({r['written']} written)  "
+              f"{r['wall_s']:6.1f} s  {1000 * r['wall_s'] / r['images']:6.1f} ms/image  "
+              f"peak RSS {r['peak_rss'] / 2**30:.2f} GiB (process tree {r['peak_tree_rss'] / 2**30:.2f} GiB)")
+
+    small, large, parallel = results[("1x", 1)], results[(big, 1)], results[(big, 2)]
+    memory_ratio = large["peak_rss"] / small["peak_rss"]
+    speedup = (large["wall_s"] / large["images"]) / (parallel["wall_s"] / parallel["images"])
+    print()
+    print(f"peak RSS {big} / 1x (one worker): {memory_ratio:.2f}x for {large['images'] / small['images']:.1f}x the "
+          f"images (target <= {MEMORY_TARGET}x): {'met' if memory_ratio <= MEMORY_TARGET else 'NOT met'}")
+    print(f"speed-up 2 workers vs 1 on {big}: {speedup:.2f}x (target >= {SPEEDUP_TARGET}x): "
+          f"{'met' if speedup >= SPEEDUP_TARGET else 'NOT met'}  [{os.cpu_count()} CPUs]")
+
+
+if __name__ == "__main__":
+    main()

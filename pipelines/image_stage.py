@@ -1,0 +1,281 @@
+"""The per-image stages (image -> geometry -> language), run one images shard at a time.
+
+Units are grouped by the ``images/`` shard they belong to: a split's shard count follows from its
+unit count (``rows_per_shard.images``), a unit's shard from a stable hash of its key. One call
+takes every unit of a shard in key order through decode, geometry and language, streams the
+image rows straight into the shard's Parquet file and sends only the small annotation rows on.
+
+- Memory: PNG bytes never travel through the pipeline; a worker holds one row group of them.
+- Resume: after the shard file the stage writes a checkpoint (everything it sends on, pickled)
+  and then a completion marker with both files' sha256, the stage settings and a digest of the
+  shard's input units. A rerun that finds a marker whose checksums, settings and inputs all
+  match sends the checkpoint on without decoding anything, so a build killed midway restarts
+  from its last finished shard and writes byte-identical output.
+
+Checkpoints and markers live in ``<out>/_work/images/``; the build deletes ``_work`` when it
+has written manifest.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io as stdio
+import json
+import logging
+import math
+import pickle
+from dataclasses import dataclass, field
+from importlib import metadata
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import TaggedOutput
+
+from pipelines.write import ROW_GROUP_ROWS, shard_path
+from schemas.records import Reject
+from schemas.tables import arrow_schema
+from transforms import enrich, io
+from transforms.hashing import shard_of
+from transforms.splits import patient_key
+from transforms.units import ImageUnit
+
+log = logging.getLogger(__name__)
+
+WORK_DIR = "_work"
+OUTPUTS = ("rejects", "events", "patients", "shards")  # tagged outputs besides the annotation rows
+
+
+def work_dir(out_dir: str) -> str:
+    return io.join(out_dir, WORK_DIR)
+
+
+@dataclass
+class ShardResult:
+    """What one images shard sends on: the checkpoint of the stage."""
+
+    annotation_rows: list[dict] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    events: list[tuple[str, str]] = field(default_factory=list)  # (source, "written")
+    patients: list[tuple[str, str]] = field(default_factory=list)  # (patient key, split)
+
+
+class _HashingSink(stdio.RawIOBase):
+    """A write-only stream that forwards to ``handle`` and hashes what passes (for Parquet writers)."""
+
+    def __init__(self, handle):
+        super().__init__()
+        self.handle = handle
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        self.sha256.update(data)
+        self.size += len(data)
+        self.handle.write(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+
+def _file_sha256(path: str) -> str | None:
+    return io.sha256_of(path) if io.exists(path) else None
+
+
+def _write_atomically(path: str, write):
+    """``write(handle)`` into ``path.partial``, then rename: a killed run never leaves a torn file.
+    Returns what ``write`` returns."""
+    partial = path + ".partial"
+    with FileSystems.create(partial) as handle:
+        written = write(handle)
+    if io.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([partial], [path])
+    return written
+
+
+def units_digest(units: list[ImageUnit]) -> str:
+    """SHA-256 over the units of a shard (records, annotations, split), in key order."""
+    digest = hashlib.sha256()
+    for unit in units:
+        digest.update(unit.record.model_dump_json().encode())
+        for ann in unit.annotations:
+            digest.update(ann.model_dump_json().encode())
+        digest.update(f"\0{unit.split}\0{unit.split_authority}\n".encode())
+    return digest.hexdigest()
+
+
+def unit_rejects(unit: ImageUnit, stage: str, exc: Exception, where: str, annotations) -> list[Reject]:
+    """A failed unit: a reject for the image (detail starts with its file) and for each annotation riding on it."""
+    reason = enrich.kebab(type(exc).__name__)
+    rejects = [Reject(key=unit.key, source=unit.record.image.source, stage=stage, reason=reason,
+                      detail=f"{where}: {exc}")]
+    for ann in annotations:
+        rejects.append(Reject(key=ann.target_key, source=ann.source, stage=stage, reason="target-image-rejected",
+                              detail=f"{ann.native_id}: {unit.key} ({where}): {reason}"))
+    return rejects
+
+
+def run_unit(unit: ImageUnit, image_size: int, max_vertices: int, where: str):
+    """One unit through image, geometry and language: ``(image_row | None, ShardResult part)``."""
+    result = ShardResult()
+    stage, annotations = "image", unit.annotations
+    try:
+        decoded = enrich.decode_unit(unit, image_size)
+        stage = "geometry"
+        enriched, item_rejects = enrich.geometry_unit(decoded, max_vertices=max_vertices)
+        result.rejects += item_rejects
+        stage, annotations = "language", enriched.annotations  # the others were rejected by geometry
+        enriched = enrich.language_unit(enriched)
+    except Exception as exc:  # noqa: BLE001 - every failure of one image becomes its reject rows
+        result.rejects += unit_rejects(unit, stage, exc, where, annotations)
+        return None, result
+    result.annotation_rows.append(enrich.annotation_row(enriched))
+    result.events.append((unit.record.image.source, "written"))
+    result.events += [(ann.source, "written") for ann in enriched.annotations]
+    result.patients.append((patient_key(unit.record.image), unit.split))
+    return enrich.image_row(enriched), result
+
+
+class ProcessImageShard(beam.DoFn):
+    """``((split, shard, num_shards), units)`` -> annotation rows; rejects, events, patients and the
+    shard's description as tagged outputs. Reuses a verified checkpoint when there is one."""
+
+    def __init__(self, out_dir: str, image_size: int, max_vertices: int, roots: dict[str, str]):
+        self.out_dir = out_dir
+        self.settings = {"image_size": image_size, "max_vertices": max_vertices}
+        self.roots = roots
+        self.reused = Metrics.counter("image_stage", "shards_reused")
+        self.processed = Metrics.counter("image_stage", "shards_processed")
+
+    def setup(self):
+        try:
+            self.settings["version"] = metadata.version("cxr-instruct")
+        except metadata.PackageNotFoundError:
+            self.settings["version"] = "unknown"
+
+    def process(self, element):
+        (split, shard, num_shards), units = element
+        units = sorted(units, key=lambda u: u.key)
+        name = f"{split}-{shard:05d}-of-{num_shards:05d}"
+        paths = {"shard": shard_path(self.out_dir, "images", split, shard, num_shards),
+                 "checkpoint": io.join(work_dir(self.out_dir), "images", f"{name}.pkl"),
+                 "marker": io.join(work_dir(self.out_dir), "images", f"{name}.json")}
+        digest = units_digest(units)
+        marker = self._verified_marker(paths, digest)
+        if marker is not None:
+            self.reused.inc()
+            with io.open_binary(paths["checkpoint"]) as handle:
+                result = pickle.load(handle)
+        else:
+            self.processed.inc()
+            marker, result = self._process(units, paths, split, name, digest)
+        yield from result.annotation_rows
+        for tag in ("rejects", "events", "patients"):
+            for item in getattr(result, tag):
+                yield TaggedOutput(tag, item)
+        yield TaggedOutput("shards", marker["shard"])
+
+    def _verified_marker(self, paths: dict, digest: str) -> dict | None:
+        if not io.exists(paths["marker"]):
+            return None
+        with io.open_text(paths["marker"]) as handle:
+            marker = json.load(handle)
+        checks = {
+            "settings": marker.get("settings") == self.settings,
+            "inputs": marker.get("units_sha256") == digest,
+            "shard": _file_sha256(paths["shard"]) == marker["shard"]["sha256"],
+            "checkpoint": _file_sha256(paths["checkpoint"]) == marker.get("checkpoint_sha256"),
+        }
+        failed = [name for name, ok in checks.items() if not ok]
+        if failed:
+            log.warning("%s: completion marker does not match (%s); redoing the shard", paths["marker"],
+                        ", ".join(failed))
+            return None
+        return marker
+
+    def _where(self, unit: ImageUnit) -> str:
+        ref = unit.record.image
+        return io.relative(ref.uri, self.roots.get(ref.source, ""))
+
+    def _process(self, units: list[ImageUnit], paths: dict, split: str, name: str, digest: str):
+        result = ShardResult()
+        schema = arrow_schema("images")
+        group_rows = ROW_GROUP_ROWS["images"]
+
+        def write_shard(handle) -> tuple[_HashingSink, int]:
+            sink, rows_written = _HashingSink(handle), 0
+            with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
+                batch = []
+                for unit in units:
+                    row, part = run_unit(unit, self.settings["image_size"], self.settings["max_vertices"],
+                                         self._where(unit))
+                    for attr in ("annotation_rows", "rejects", "events", "patients"):
+                        getattr(result, attr).extend(getattr(part, attr))
+                    if row is not None:
+                        batch.append(row)
+                    if len(batch) == group_rows:
+                        writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                        rows_written += len(batch)
+                        batch = []
+                if batch or not rows_written:  # an all-rejected shard is still a valid, empty table
+                    writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                    rows_written += len(batch)
+            return sink, rows_written
+
+        sink, rows_written = _write_atomically(paths["shard"], write_shard)
+        checkpoint = pickle.dumps(result, protocol=5)
+        _write_atomically(paths["checkpoint"], lambda handle: handle.write(checkpoint))
+        marker = {
+            "shard": {"path": f"images/{name}.parquet", "table": "images", "split": split, "rows": rows_written,
+                      "bytes": sink.size, "sha256": sink.sha256.hexdigest()},
+            "checkpoint_sha256": hashlib.sha256(checkpoint).hexdigest(),
+            "settings": self.settings,
+            "units": len(units),
+            "units_sha256": digest,
+        }
+        _write_atomically(paths["marker"], lambda handle: handle.write(
+            json.dumps(marker, indent=2, sort_keys=True).encode() + b"\n"))
+        return marker, result
+
+
+class ImageStage(beam.PTransform):
+    """Units -> annotation rows (main) plus ``rejects``, ``events``, ``patients`` and ``shards``."""
+
+    def __init__(self, out_dir: str, rows_per_shard: int, image_size: int, max_vertices: int,
+                 roots: dict[str, str]):
+        super().__init__()
+        self.out_dir = out_dir
+        self.rows_per_shard = rows_per_shard
+        self.image_size = image_size
+        self.max_vertices = max_vertices
+        self.roots = roots
+
+    def expand(self, units):
+        rows_per_shard = self.rows_per_shard
+        shards_per_split = (
+            units
+            | "Unit split" >> beam.Map(lambda unit: (unit.split, 1))
+            | "Units per split" >> beam.CombinePerKey(sum)
+            | "Shards per split" >> beam.Map(lambda kv: (kv[0], max(1, math.ceil(kv[1] / rows_per_shard))))
+        )
+
+        def assign(unit: ImageUnit, shards: dict[str, int]):
+            n = shards[unit.split]
+            return (unit.split, shard_of(unit.key, n), n), unit
+
+        return (
+            units
+            | "Assign images shard" >> beam.Map(assign, shards=beam.pvalue.AsDict(shards_per_split))
+            | "Group images shard" >> beam.GroupByKey()
+            | "Process images shard" >> beam.ParDo(
+                ProcessImageShard(self.out_dir, self.image_size, self.max_vertices, self.roots)
+            ).with_outputs(*OUTPUTS, main="annotation_rows")
+        )
