@@ -101,6 +101,25 @@ def test_synthetic_report_sections():
     ]
 
 
+ADMINISTRATIVE_HEADER = (
+    "Patient:  SYNTHPHI, Jane Q                MRN:  123456789",
+    "Date of birth:  03/14/1948                Accession #:  A12345678",
+    "Referring physician:  SYNTHDOC, Alan MD",
+    "",
+)
+
+
+@pytest.mark.parametrize("tolerant", [False, True])
+def test_an_unscrubbed_administrative_header_stays_in_the_preamble(tolerant):
+    """The synthetic corpus's un-scrubbed header block (mixed-case labels, pipelines/synth/phi.py) is
+    not a section in either mode, so FINDINGS and IMPRESSION come out as without it."""
+    body = [line[1:] for line in SYNTHETIC.split("\n")[1:-1]]  # without the one leading space
+    with_header = mimic_report(*ADMINISTRATIVE_HEADER, *body)
+    got, plain = section_list(with_header, tolerant), section_list(SYNTHETIC, tolerant)
+    assert got[0][0] == "preamble" and "MRN:  123456789" in got[0][1]
+    assert got[1:] == plain[1:]
+
+
 def test_header_needs_newline_and_a_leading_space():
     text = " FINAL REPORT\nIMPRESSION:  no space before the header\n IMPRESSION:  one space"
     assert section_list(text) == [

@@ -70,6 +70,26 @@ def test_truth_lists_every_image_file_and_nothing_else(corpus, truth):
         assert entry["findings"].get("No Finding", 1) == 1
 
 
+def test_planted_phi_is_listed_per_image_and_kept_per_patient(truth):
+    """Fake PHI (pipelines/synth/phi.py): one identity per patient, never in the datasets' own ids."""
+    identities = {}
+    for key, entry in truth["images"].items():
+        values = {item["field"]: item["value"] for item in entry["planted_phi"]}
+        assert len(values) == len(entry["planted_phi"]) and all(values.values())
+        if entry["source"] == "padchest":
+            assert values == {}
+            continue
+        assert "PatientID" not in values and not {entry["subject_id"], entry["study_id"]} & set(values.values())
+        if entry["source"] in ("mimic", "siim"):
+            person = (values.get("PatientName"), values["PatientBirthDate"], values["OtherPatientIDs"])
+            assert identities.setdefault((entry["source"], entry["subject_id"]), person) == person
+        if entry["source"] == "mimic":
+            assert values["mrn"] == values["OtherPatientIDs"] and values["PatientName"].startswith("SYNTHPHI^")
+            assert values["date of birth"] == f"{values['PatientBirthDate'][4:6]}/{values['PatientBirthDate'][6:]}/" \
+                                               f"{values['PatientBirthDate'][:4]}"
+    assert len(identities) < sum(e["source"] in ("mimic", "siim") for e in truth["images"].values())
+
+
 def test_generate_refuses_a_foreign_non_empty_folder(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError):
@@ -198,6 +218,16 @@ def test_patients_in_truth_are_in_time_order(truth):
 # ---------------------------------------------------------------------------------------- VinDr
 
 
+VINDR_WHITELIST = {
+    "PatientSex", "PatientAge", "PatientSize", "PatientWeight", "PhotometricInterpretation", "Rows", "Columns",
+    "PixelSpacing", "PixelAspectRatio", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
+    "SmallestImagePixelValue", "LargestImagePixelValue", "WindowCenter", "WindowWidth", "RescaleIntercept",
+    "RescaleSlope", "LossyImageCompression", "LossyImageCompressionRatio", "LossyImageCompressionMethod",
+    "SamplesPerPixel", "NumberOfFrames", "PixelData",
+}
+"""VinDr's de-identification whitelist (formats/vindr-cxr.md §2)."""
+
+
 @pytest.mark.filterwarnings("ignore:Invalid value for VR UI")  # the MD5 instance UID is the real trap
 def test_vindr_dicoms_are_whitelisted_hex_named_and_varied(corpus, truth):
     files = sorted((corpus / "vindr-cxr").glob("*/*.dicom"))
@@ -208,6 +238,8 @@ def test_vindr_dicoms_are_whitelisted_hex_named_and_varied(corpus, truth):
         dataset = pydicom.dcmread(path)
         for forbidden in ("PatientID", "StudyInstanceUID", "SOPInstanceUID", "SOPClassUID", "Modality", "ViewPosition"):
             assert forbidden not in dataset
+        planted = {item["field"] for item in truth["images"][f"vindr/{path.stem}"]["planted_phi"]}
+        assert {element.keyword for element in dataset} - VINDR_WHITELIST == planted  # the whitelist + fake PHI
         assert dataset.file_meta.MediaStorageSOPInstanceUID == path.stem
         pixels = dataset.pixel_array
         assert pixels.shape == (truth["images"][f"vindr/{path.stem}"]["height"], dataset.Columns)

@@ -8,13 +8,13 @@ annotation or one box come back as rejects beside the unit, and the unit goes on
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 import manifests
 from schemas.records import AnnotationRecord, AttributeMention, Box, MaskRLE, Reject
-from transforms import boxes, geometry, images, io, labels, masks, phrases, reports, severity
+from transforms import boxes, deid, geometry, images, io, labels, masks, phrases, reports, severity
 from transforms.chexmask_space import preprocessed_to_original
 from transforms.geometry import Letterbox
 from transforms.units import ImageUnit
@@ -163,6 +163,16 @@ def _chexmask_geometry(ann: AnnotationRecord, lb: Letterbox, width: int, height:
     return organ_boxes, polygons, ctr, organ_masks
 
 
+def _box_problem(box: Box, width: int, height: int) -> tuple[str, str]:
+    """Reason and wording for a box with no area inside the image: inverted (``negative-box``),
+    degenerate or wholly outside (``zero-area-box``)."""
+    if box.x2 < box.x1 or box.y2 < box.y1:
+        return "negative-box", f"has a negative {'width' if box.x2 < box.x1 else 'height'}"
+    if box.x2 == box.x1 or box.y2 == box.y1:
+        return "zero-area-box", f"has zero {'width' if box.x2 == box.x1 else 'height'}"
+    return "zero-area-box", f"has no area inside the {width}x{height} image"
+
+
 def _reader_consensus(read_boxes: list[Box]):
     """Consensus boxes of multi-reader annotations (VinDr train): fused per class by the rule in
     manifests/box_policies.yaml; the per-reader boxes stay beside them."""
@@ -186,10 +196,10 @@ def geometry_unit(decoded: DecodedUnit, max_vertices: int = 30) -> tuple[Enriche
         for box in stated:
             clipped = _clip(box, width, height)
             if clipped is None:
-                rejects.append(Reject(key=key, source=source, stage="geometry", level="item",
-                                      reason="zero-area-box",
-                                      detail=f"{box.label} ({box.x1},{box.y1},{box.x2},{box.y2}) has no area inside "
-                                             f"the {width}x{height} image"))
+                reason, problem = _box_problem(box, width, height)
+                rejects.append(Reject(key=key, source=source, stage="geometry", level="item", reason=reason,
+                                      detail=f"{box.where + ': ' if box.where else ''}{box.label} "
+                                             f"({box.x1},{box.y1},{box.x2},{box.y2}) {problem}"))
             else:
                 enriched.boxes.append(_box_row(clipped, lb))
                 kept.append(clipped)
@@ -262,8 +272,25 @@ def report_mentions(record) -> list[AttributeMention]:
     return []
 
 
+def _scrub_report(decoded: DecodedUnit) -> DecodedUnit:
+    """The unit with its English report de-identified (new objects; the input is left as it was)."""
+    record = decoded.unit.record
+    report = record.report
+    if report is None or report.language != "en":
+        return decoded
+    text = deid.scrub(report.text)
+    if text == report.text:
+        return decoded
+    record = record.model_copy(update={"report": report.model_copy(update={"text": text})})
+    return replace(decoded, unit=replace(decoded.unit, record=record))
+
+
 def language_unit(enriched: EnrichedUnit) -> EnrichedUnit:
-    """Report sections and attribute mentions, and the harmonised findings."""
+    """De-identified report, its sections and attribute mentions, and the harmonised findings.
+
+    The English report is scrubbed first (``transforms/deid.py``) and replaces the record's report, so
+    sections, mention spans and the annotation row's ``report_text`` all refer to the scrubbed text."""
+    enriched.decoded = _scrub_report(enriched.decoded)
     record = enriched.decoded.unit.record
     if record.report is not None and record.report.language == "en":
         enriched.sections = [{"name": name, "text": text} for name, text in reports.section_list(record.report.text)]
@@ -311,6 +338,9 @@ def annotation_row(enriched: EnrichedUnit) -> dict:
             provenance[f"{ann.source}.split"] = ann.split_hint
     raw_labels = list(record.raw_labels) + [label for ann in enriched.annotations for label in ann.raw_labels]
     score = severity.severity_ordinal(enriched.mentions)
+    report_text = None if report is None else report.text
+    if report is not None and report.language == "en":
+        report_text = deid.scrub(report_text)  # idempotent: a no-op after language_unit, a guard without it
     return {
         "image_key": unit.key, "source": record.image.source, "split": unit.split,
         "subject_id": record.image.subject_id, "study_id": record.image.study_id, "view": record.image.view,
@@ -321,7 +351,7 @@ def annotation_row(enriched: EnrichedUnit) -> dict:
         "boxes": sorted(enriched.boxes, key=_box_sort_key),
         "polygons": enriched.polygons,
         "regions": [region.model_dump() for ann in enriched.annotations for region in ann.regions],
-        "report_text": report.text if report else None,
+        "report_text": report_text,
         "report_language": report.language if report else None,
         "sections": enriched.sections,
         "mentions": [_mention_row(m) for m in enriched.mentions],

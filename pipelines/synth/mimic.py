@@ -4,6 +4,10 @@ the JPG release's CSVs (metadata with its 12 columns, split, chexpert, negbio) n
 Traps reproduced: numeric ``StudyTime`` that lost its leading zeros (a third of the studies happen
 before 10:00), ``No Finding`` only ``1.0`` or blank, empty orientation for portable AP studies,
 one leading space on every report line after ``FINAL REPORT``, MONOCHROME1 on every fifth image.
+
+Not de-identified on purpose (``phi.py``): each DICOM header also names the patient, birth date,
+hospital MRN, accession, institution and staff, and each report opens with an administrative header
+block; the truth lists every planted value per image (``planted_phi``).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 from pydicom.dataset import Dataset
 
-from pipelines.synth import anatomy, output, text
+from pipelines.synth import anatomy, output, phi, text
 from pipelines.synth.cases import CHEXPERT_14, Patient, Study, View, rng_for, stated_labels
 
 METADATA_COLUMNS = (
@@ -48,7 +52,8 @@ def label_cell(value: int | None) -> str:
     return "" if value is None else f"{float(value):.1f}"
 
 
-def _dicom(patient: Patient, study: Study, view: View, pixels, monochrome1: bool, seed: int) -> Dataset:
+def _dicom(patient: Patient, study: Study, view: View, pixels, monochrome1: bool, seed: int,
+           planted: dict[str, str]) -> Dataset:
     sop_uid = output.dicom_uid(seed, "mimic-sop", view.image_id)
     dataset = output.new_dataset(output.DX_FOR_PRESENTATION, sop_uid)
     exam = procedure(study)
@@ -77,6 +82,7 @@ def _dicom(patient: Patient, study: Study, view: View, pixels, monochrome1: bool
     dataset.PixelRepresentation = 0
     dataset.RescaleIntercept, dataset.RescaleSlope = "0", "1"
     dataset.PixelData = pixels.tobytes()
+    phi.plant_dicom(dataset, planted)
     return dataset
 
 
@@ -89,8 +95,10 @@ def write(root: Path, patients: list[Patient], seed: int) -> tuple[dict[str, dic
     for patient in patients:
         for study in patient.studies:
             folder = study_folder(study)
-            report = text.mimic_report(patient, study, seed)
+            report, report_phi = text.mimic_report_with_phi(patient, study, seed)
             output.write_text(root / f"{folder}.txt", report)
+            person = phi.mimic_patient(seed, patient)
+            dicom_phi = phi.dicom_fields(person, phi.visit(seed, "mimic", study.study_id))
             study_rows.append((patient.subject_id, study.study_id, f"{folder}.txt"))
             stated = stated_labels(study.findings)
             labels.append({"subject_id": patient.subject_id, "study_id": study.study_id,
@@ -108,7 +116,7 @@ def write(root: Path, patients: list[Patient], seed: int) -> tuple[dict[str, dic
                     image = anatomy.render_lateral(view.width, view.height, study.findings, rng, burned)
                 monochrome1 = image_number % 5 == 4
                 pixels = anatomy.to_unsigned(1.0 - image if monochrome1 else image, _BITS)
-                output.save_dicom(_dicom(patient, study, view, pixels, monochrome1, seed),
+                output.save_dicom(_dicom(patient, study, view, pixels, monochrome1, seed, dicom_phi),
                                   root / folder / f"{view.image_id}.dcm")
                 image_number += 1
                 records.append((patient.subject_id, study.study_id, view.image_id, f"{folder}/{view.image_id}.dcm"))
@@ -125,6 +133,7 @@ def write(root: Path, patients: list[Patient], seed: int) -> tuple[dict[str, dic
                     "study_date": study.date, "study_time": study.time, "study_order": study.order,
                     "photometric": "MONOCHROME1" if monochrome1 else "MONOCHROME2",
                     "lesion_boxes": anatomy.lesion_boxes_json(summary),
+                    "planted_phi": phi.plant_entries(dicom_phi) + report_phi,
                 }
     output.write_csv(root / "cxr-record-list.csv.gz",
                      pd.DataFrame(records, columns=["subject_id", "study_id", "dicom_id", "path"]))

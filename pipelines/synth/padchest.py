@@ -121,6 +121,7 @@ def write(root: Path, cases: list[ImageCase], seed: int) -> tuple[dict[str, dict
                 "chexmask": None, "imagenome": False, "imagenome_gold": False,
                 "image_dir": folder, "labels_missing": case.index == NULL_LABELS_CASE,
                 "lesion_boxes": anatomy.lesion_boxes_json(summary),
+                "planted_phi": [],  # PNGs carry no header, and the CSV holds only the dataset's own fields
             }
     output.write_csv(root / LABEL_FILE, pd.DataFrame(rows, columns=list(COLUMNS)), index=True)
     return truth, frontals

@@ -6,6 +6,10 @@ Secondary Capture, ``PatientID`` = ``PatientName`` = a UUID, ``PatientAge`` a ba
 ``ImageId, EncodedPixels``, values with a leading space, `` -1`` for negatives, and one row per
 pneumothorax component (relative, column-major, 0-based RLE) so multi-row images must be unioned.
 Every seventh image belongs to the previous image's patient, as NIH patients have several images.
+
+Each header also carries fake PHI (``phi.py``: birth date, MRN, accession, institution, staff and an
+acquisition date; PatientName stays the UUID, as in the real files), listed per image in the truth as
+``planted_phi``; no reader may pass it on.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGBaseline8Bit
 
-from pipelines.synth import anatomy, output
+from pipelines.synth import anatomy, output, phi
 from pipelines.synth.cases import ImageCase, rng_for, stable_int
 from transforms.masks import rle_encode
 
@@ -42,7 +46,15 @@ def patient_uuid(seed: int, index: int) -> str:
                          version=4))
 
 
-def _dicom(case: ImageCase, uids: tuple[str, str, str], patient: str, view: str, jpeg: bytes) -> Dataset:
+def planted_fields(case: ImageCase, patient: str, study_uid: str, seed: int) -> dict[str, str]:
+    """The fake PHI of one image's header; a patient keeps one identity across images."""
+    person = phi.patient(seed, "siim", patient, case.sex)
+    return {**phi.dicom_fields(person, phi.visit(seed, "siim", study_uid), with_name=False),
+            "AcquisitionDate": phi.fake_date(seed, "siim", study_uid, 2010, 8)}
+
+
+def _dicom(case: ImageCase, uids: tuple[str, str, str], patient: str, view: str, jpeg: bytes,
+           planted: dict[str, str]) -> Dataset:
     study, series, instance = uids
     dataset = output.new_dataset(output.SECONDARY_CAPTURE, instance, JPEGBaseline8Bit)
     dataset.file_meta.ImplementationVersionName = "OFFIS_DCMTK_360"
@@ -68,6 +80,7 @@ def _dicom(case: ImageCase, uids: tuple[str, str, str], patient: str, view: str,
     dataset.PixelData = encapsulate([jpeg])
     dataset["PixelData"].VR = "OB"
     dataset["PixelData"].is_undefined_length = True
+    phi.plant_dicom(dataset, planted)
     return dataset
 
 
@@ -87,8 +100,9 @@ def write(root: Path, cases: list[ImageCase], seed: int) -> dict[str, dict]:
         encoded, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])
         if not encoded:
             raise RuntimeError(f"OpenCV could not JPEG-encode SIIM image {image_id}")
+        planted = planted_fields(case, patient, uids[0], seed)
         with output.deliberate_invalid_values():
-            output.save_dicom(_dicom(case, uids, patient, view, jpeg.tobytes()),
+            output.save_dicom(_dicom(case, uids, patient, view, jpeg.tobytes(), planted),
                               root / "dicom-images-train" / uids[0] / uids[1] / f"{image_id}.dcm")
         components = [mask for _, mask in frontal.lesions.get("Pneumothorax", [])]
         lines += [f"{image_id}, {rle_encode(mask, 'siim')}" for mask in components] or [f"{image_id}, -1"]
@@ -101,6 +115,7 @@ def write(root: Path, cases: list[ImageCase], seed: int) -> dict[str, dict]:
             "pneumothorax_components": len(components),
             "pneumothorax_area": int(np.sum([mask.sum() for mask in components])),
             "lesion_boxes": {"Pneumothorax": [list(anatomy.box_of(mask)) for mask in components]} if components else {},
+            "planted_phi": phi.plant_entries(planted),
         }
     output.write_text(root / "train-rle.csv", "\n".join(lines) + "\n")
     return truth

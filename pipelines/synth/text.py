@@ -7,6 +7,11 @@ labels. Phrasing follows the CheXpert mention/negation/uncertainty conventions (
 §3): negations ("No pneumothorax."), uncertainty ("Cannot exclude pneumonia.", "Possible ..."),
 hedges on causes ("likely reflecting fluid overload") and temporal words only when a prior exists.
 Filler sentences never contain a CheXpert mention phrase.
+
+The reports are un-scrubbed on purpose (``phi.py``): an administrative header block after
+``FINAL REPORT``, a comparison date where real MIMIC writes ``___`` and, in about a third of the
+studies, a NOTIFICATION naming a physician and a date. Scrubbed as MIMIC does (every such value ->
+``___``), a report is the de-identified layout again.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import textwrap
 
 import numpy as np
 
+from pipelines.synth import phi
 from pipelines.synth.cases import CHEXPERT_14, Finding, Findings, Patient, Study, is_normal, rng_for
 
 REPORT_WIDTH = 79
@@ -164,11 +170,23 @@ def findings_sentences(study: Study, seed: int) -> dict[str, str]:
 
 def mimic_report(patient: Patient, study: Study, seed: int) -> str:
     """The study's report in the official MIMIC-CXR text layout (one leading space per line)."""
+    return mimic_report_with_phi(patient, study, seed)[0]
+
+
+def mimic_report_with_phi(patient: Patient, study: Study, seed: int) -> tuple[str, list[dict]]:
+    """The study's report and the fake PHI planted in it (``phi.py`` entries)."""
     rng = rng_for(seed, "mimic-report", study.study_id)
     frontal = [v.position for v in study.views if v.frontal]
     kind = "AP" if frontal and frontal[0] == "AP" else ("PA" if len(study.views) > 1 else "PA-only")
     examination, technique = _EXAMINATIONS[kind]
     comparison = str(rng.choice(["___.", "Chest radiograph from ___."])) if study.prior_study_id else "None."
+    person = phi.mimic_patient(seed, patient)
+    facts = phi.visit(seed, "mimic", study.study_id)
+    header, planted = phi.report_header(person, facts)
+    if comparison.startswith("Chest radiograph"):  # the prior's date, where MIMIC writes ___
+        prior = next(s for s in patient.studies if s.study_id == study.prior_study_id)
+        comparison = f"Chest radiograph from {phi.us_date(prior.date)}."
+        planted.append({"in": "report", "field": "comparison date", "value": phi.us_date(prior.date)})
     ordered = _ordered(study.findings)
     body = list(findings_sentences(study, seed).values())
     lung_findings = {"Lung Opacity", "Consolidation", "Edema", "Atelectasis", "Lung Lesion", "Pneumonia"}
@@ -184,7 +202,7 @@ def mimic_report(patient: Patient, study: Study, seed: int) -> str:
     else:
         impression = ["  ".join(impression_parts)]
     layout = report_layout(study)
-    lines = [" " * 33 + "FINAL REPORT", f"EXAMINATION:  {examination}", ""]
+    lines = [" " * 33 + "FINAL REPORT", *header, "", f"EXAMINATION:  {examination}", ""]
     lines += _wrap(f"INDICATION:  {study.indication}") + ["", f"TECHNIQUE:  {technique}", "",
                                                             f"COMPARISON:  {comparison}", ""]
     if layout in ("full", "findings"):
@@ -195,7 +213,11 @@ def mimic_report(patient: Patient, study: Study, seed: int) -> str:
             lines += _wrap(item)
     else:
         lines.pop()
-    return "\n".join([lines[0]] + [" " + line for line in lines[1:]]) + "\n"
+    if phi.notifies(seed, study.study_id):
+        sentence, named = phi.notification(facts, study.date, seed, study.study_id)
+        lines += ["", *_wrap(f"NOTIFICATION:  {sentence}")]
+        planted += named
+    return "\n".join([lines[0]] + [" " + line for line in lines[1:]]) + "\n", planted
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,9 +4,13 @@
 true finding, the third misses some and sometimes marks a one-reader false positive; boxes jitter
 between readers. ``test/`` images carry one consensus row set without ``rad_id``. Traps
 reproduced: ``.dicom`` files named by the MD5 of an original SOP Instance UID, a whitelisted header
-without any patient/study/SOP identifiers, MONOCHROME1 on every third image, JPEG 2000 lossless on
+without any patient/study/SOP identifiers or view, MONOCHROME1 on every third image, JPEG 2000 lossless on
 every fourth, ``Other diseases`` (train) vs ``Other disease`` (test), ``No finding`` rows with
 empty coordinates, ``PatientAge`` sometimes without its unit letter.
+
+Beyond the whitelist, each header also carries fake PHI the real de-identification deletes
+(``phi.py``: patient name, birth date, MRN, accession, institution, staff, study and series dates),
+listed per image in the truth as ``planted_phi``; no reader may pass it on.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import pandas as pd
 from pydicom.dataset import Dataset
 from pydicom.uid import JPEG2000Lossless
 
-from pipelines.synth import anatomy, output
+from pipelines.synth import anatomy, output, phi
 from pipelines.synth.cases import ImageCase, rng_for
 
 LOCAL_LABELS = (
@@ -69,8 +73,16 @@ def _jitter(box: tuple[int, int, int, int], rng: np.random.Generator, width: int
     return [x1, y1, x2, y2]
 
 
-def _dicom(case: ImageCase, pixels: np.ndarray, bits: int, monochrome1: bool, compressed: bool, key: str) -> Dataset:
-    """Only the de-identification whitelist survives; the file meta keeps the MD5 as instance UID."""
+def planted_fields(case: ImageCase, key: str, seed: int) -> dict[str, str]:
+    """The fake PHI of one image's header (VinDr has no patient ids: the identity is per image)."""
+    exam_date = phi.fake_date(seed, "vindr", key, 2018, 3)
+    person = phi.patient(seed, "vindr", key, case.sex, int(exam_date[:4]) - case.age)  # agrees with PatientAge
+    return {**phi.dicom_fields(person, phi.visit(seed, "vindr", key)), "StudyDate": exam_date, "SeriesDate": exam_date}
+
+
+def _dicom(case: ImageCase, pixels: np.ndarray, bits: int, monochrome1: bool, compressed: bool, key: str,
+           planted: dict[str, str]) -> Dataset:
+    """The de-identification whitelist plus the planted PHI; the file meta keeps the MD5 as instance UID."""
     dataset = output.new_dataset(output.DX_FOR_PRESENTATION, key, implementation_uid="1.2.3.4")
     age = f"{case.age:03d}Y" if case.index % 6 != 3 else f"{case.age:03d}"  # the unit letter is sometimes missing
     dataset.PatientSex = case.sex
@@ -85,6 +97,7 @@ def _dicom(case: ImageCase, pixels: np.ndarray, bits: int, monochrome1: bool, co
     dataset.RescaleIntercept, dataset.RescaleSlope = "0", "1"
     dataset.LossyImageCompression = "00"
     dataset.PixelData = pixels.tobytes()
+    phi.plant_dicom(dataset, planted)
     if compressed:
         dataset.compress(JPEG2000Lossless, pixels, generate_instance_uid=False)
     return dataset
@@ -137,8 +150,10 @@ def write(root: Path, cases: list[ImageCase], seed: int) -> tuple[dict[str, dict
         bits = 14 if case.index % 2 == 0 else 12
         pixels = anatomy.to_unsigned(1.0 - image if monochrome1 else image, bits)
         compressed = case.index % 4 == 2
+        planted = planted_fields(case, key, seed)
         with output.deliberate_invalid_values():
-            output.save_dicom(_dicom(case, pixels, bits, monochrome1, compressed, key), root / split / f"{key}.dicom")
+            output.save_dicom(_dicom(case, pixels, bits, monochrome1, compressed, key, planted),
+                              root / split / f"{key}.dicom")
         boxes = {BOX_CLASSES[name]: [box for _, box in parts]
                  for name, parts in summary.lesion_boxes.items() if name in BOX_CLASSES and parts}
         true_labels = set(boxes) | ({"Pneumonia"} if "Pneumonia" in case.findings else set())
@@ -174,6 +189,7 @@ def write(root: Path, cases: list[ImageCase], seed: int) -> tuple[dict[str, dict
             "photometric": "MONOCHROME1" if monochrome1 else "MONOCHROME2",
             "transfer_syntax": str(JPEG2000Lossless) if compressed else "1.2.840.10008.1.2.1",
             "lesion_boxes": anatomy.lesion_boxes_json(summary),
+            "planted_phi": phi.plant_entries(planted),
         }
     coordinates = ["x_min", "y_min", "x_max", "y_max"]
     output.write_csv(root / "annotations" / "annotations_train.csv",
