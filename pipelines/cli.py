@@ -33,13 +33,20 @@ def main(verbose: bool) -> None:
               help="Folder to write the corpus into.")
 @click.option("--studies", default=40, show_default=True, help="Number of MIMIC-CXR studies (other sources scale with it).")
 @click.option("--seed", default=0, show_default=True)
-def synth(out: Path, studies: int, seed: int) -> None:
+@click.option("--faults", is_flag=True,
+              help="Also plant one bad input of every kind in manifests/faults.yaml (listed in SYNTHETIC_TRUTH.json).")
+def synth(out: Path, studies: int, seed: int, faults: bool) -> None:
     """Write a synthetic corpus of all six sources in their native layouts, plus build.yaml."""
     from pipelines.synth import generate
+    from pipelines.synth.faults import NotEnoughVictims
 
     with console.status(f"writing synthetic corpus ({studies} studies) to {out}"):
-        generate(out, studies=studies, seed=seed)
-    console.print(f"synthetic corpus: {out}  (config: {out / 'build.yaml'})")
+        try:
+            generate(out, studies=studies, seed=seed, faults=faults)
+        except NotEnoughVictims as error:
+            raise click.UsageError(str(error)) from None
+    planted = "  with one fault of every kind (see SYNTHETIC_TRUTH.json 'faults')" if faults else ""
+    console.print(f"synthetic corpus: {out}  (config: {out / 'build.yaml'}){planted}")
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

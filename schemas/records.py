@@ -44,6 +44,7 @@ class Box(Record):
     y2: float
     origin: str  # e.g. "vindr-annotations", "imagenome-scene-graph"
     reader: str | None = None  # kept per reader, never fused silently
+    where: str | None = None  # provenance for reject details, e.g. "annotations/annotations_train.csv row 17"
 
 
 class MaskRLE(Record):

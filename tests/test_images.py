@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import zlib
 
 import cv2
 import numpy as np
@@ -338,6 +339,47 @@ def test_dicom_without_transfer_syntax_is_rejected_with_the_reason():
         read_image(data)
     with pytest.raises(ImageDecodeError, match="no TransferSyntaxUID"):
         read_image(data, format="dicom")
+
+
+def test_wrong_transfer_syntax_is_named_in_the_error():
+    image = to_uint8(_radiograph())
+    dataset = _dicom_dataset(image, bits_stored=8)
+    dataset.PixelData = encapsulate([_jpeg(image)])  # JPEG data, file meta still says Explicit VR Little Endian
+    dataset["PixelData"].VR = "OB"
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=False)
+    with pytest.raises(ImageDecodeError, match=r"Explicit VR Little Endian\) is a native syntax but the PixelData "
+                                               r"is encapsulated"):
+        read_image(buffer.getvalue(), format="dicom")
+    native = _dicom_bytes(_dicom_dataset(_radiograph()))  # and the other way round: RLE Lossless, same length
+    relabelled = native.replace(b"1.2.840.10008.1.2.1\x00", b"1.2.840.10008.1.2.5\x00", 1)
+    with pytest.raises(ImageDecodeError, match=r"is a compressed syntax but the PixelData is native"):
+        read_image(relabelled)
+    unknown = native.replace(b"1.2.840.10008.1.2.1\x00", b"1.2.3.4.5.6.7.8.9.10", 1)
+    with pytest.raises(ImageDecodeError, match=r"1\.2\.3\.4\.5\.6\.7\.8\.9\.10 is not a known transfer syntax"):
+        read_image(unknown)
+
+
+def _with_ihdr(data: bytes, depth: int | None = None, colour: int | None = None, fix_crc: bool = True) -> bytes:
+    """The PNG with its IHDR bit depth and/or colour type changed (checksum recomputed unless told not to)."""
+    out = bytearray(data)
+    out[24] = out[24] if depth is None else depth
+    out[25] = out[25] if colour is None else colour
+    if fix_crc:
+        out[29:33] = zlib.crc32(bytes(out[12:29])).to_bytes(4, "big")
+    return bytes(out)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"depth": 8}, r"IHDR says 128x96, 8-bit, colour type 0, which needs 12384 bytes .* holds 24672"),
+    ({"depth": 16, "colour": 3}, "a depth and colour type the PNG format does not allow"),
+    ({"depth": 8, "fix_crc": False}, "the IHDR checksum does not match"),
+])
+def test_16bit_png_with_a_wrong_header_says_what_is_wrong(change, message):
+    data = _png(_radiograph())
+    assert data[24] == 16
+    with pytest.raises(ImageDecodeError, match=message):
+        read_image(_with_ihdr(data, **change))
 
 
 IDENTIFYING = {"PatientName": "Doe^Jane", "PatientID": "MRN-48213", "PatientBirthDate": "19510203",

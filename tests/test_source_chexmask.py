@@ -187,9 +187,26 @@ def test_bad_rows_are_rejected_one_by_one(tmp_path):
         "unparseable-landmarks", "bad-rle", "bad-rle", "bad-rle", "bad-rle", "bad-dice-value", "bad-dice-value",
         "bad-size", "ok", "missing-id", "ok", "duplicate-row", "malformed-row", "ok",
     ]
+    assert outputs[1].detail.startswith("OriginalResolution/MIMIC-CXR-JPG.csv row 2: Heart: ")
+    assert outputs[11].detail == f"OriginalResolution/MIMIC-CXR-JPG.csv row 12: {good[column['dicom_id']]} appears again (first read from row 11)"
+    assert outputs[12].detail == f"OriginalResolution/MIMIC-CXR-JPG.csv row 13: 4 cells for {len(header)} columns"
     numpy_repr = outputs[8]
     assert numpy_repr.landmarks == outputs[10].landmarks  # NumPy repr and flat string parse alike
     assert (outputs[13].declared_height, outputs[13].declared_width) == (1024, 1024)
+
+
+@needs_reference
+def test_a_row_that_is_not_utf8_is_rejected_and_reading_goes_on(tmp_path):
+    header, rows = reference_rows("MIMIC-CXR-JPG")
+    id_at = header.index("dicom_id")
+    named = [[name if i == id_at else cell for i, cell in enumerate(rows[0])] for name in ("first", "second", "third")]
+    path = write_csv(tmp_path / "x.csv", header, named)
+    path.write_bytes(path.read_bytes().replace(b"second", b"s\xe9cond"))
+    install(tmp_path, "MIMIC-CXR-JPG", path)
+    outputs = read_all(tmp_path)
+    assert [getattr(o, "reason", "ok") for o in outputs] == ["ok", "undecodable-row", "ok"]
+    assert outputs[1].detail == "OriginalResolution/MIMIC-CXR-JPG.csv row 2: bytes that are not UTF-8"
+    assert outputs[1].key == "mimic/" and outputs[2].target_key == "mimic/third"
 
 
 def runs_of(mask: np.ndarray) -> str:

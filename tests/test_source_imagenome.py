@@ -139,12 +139,31 @@ def test_scene_graph_becomes_one_record_with_boxes_kept_as_stated(tmp_path):
         ("right lung", "No pneumothorax.", ["anatomicalfinding|no|pneumothorax"], []),
     ]
     assert record.split_hint == "train"
+    assert [b.where for b in record.boxes] == [
+        f"silver_dataset/scene_graph/{CURRENT}_SceneGraph.json objects[{i}]" for i in range(3)]
     assert "images_to_avoid" not in record.provenance
     assert record.provenance["file"] == f"silver_dataset/scene_graph/{CURRENT}_SceneGraph.json"
     assert json.loads(record.provenance["relationships"]) == [{
         "region": "right lung", "relation": ["comparison|yes|worsened"],
         "previous_key": f"mimic/{PRIOR}", "phrase": "New right lower lobe opacity.",
     }]
+
+
+def test_unreadable_split_rows_are_item_rejects_and_an_unnamed_gold_row_is_an_error(tmp_path):
+    write_splits(tmp_path, {"train": [CURRENT]}, avoid=[PRIOR])
+    train = tmp_path / "silver_dataset" / "splits" / "train.csv"
+    train.write_text(train.read_text() + f"1,10000001,50000001,{CURRENT}\n")  # cut short: 4 cells for 6
+    write_graph(tmp_path, CURRENT, full_graph())
+    write_graph(tmp_path, PRIOR, scene_graph(PRIOR))
+    outputs = read_all(tmp_path)
+    problem = next(o for o in outputs if isinstance(o, Reject) and o.reason == "malformed-row")
+    assert (problem.key, problem.level) == (f"mimic/{CURRENT}", "item")
+    assert problem.detail == "silver_dataset/splits/train.csv row 2: 4 cells for 6 columns"
+    assert len(record_level(outputs)) == 2
+    avoid = tmp_path / "silver_dataset" / "splits" / "images_to_avoid.csv"
+    avoid.write_text(avoid.read_text() + "10000001\n")  # a gold row that names no image
+    with pytest.raises(imagenome.ImaGenomeInputError, match="gold image could enter training"):
+        read_all(tmp_path)
 
 
 @pytest.mark.parametrize("avoid_index", [False, True])

@@ -304,6 +304,36 @@ def test_bad_values_are_rejected_one_by_one(tmp_path):
     assert (item.key, item.reason) == (f"mimic/{fake_dicom_id('fine')}", "bad-label-value")
 
 
+def test_unreadable_report_or_row_costs_that_item_or_image_and_the_rest_is_read(tmp_path):
+    subject = "10000001"
+    empty, latin1, short, labelled = (Image(fake_dicom_id(n), subject, f"5000000{i}") for i, n in enumerate("abcd"))
+    build_tree(tmp_path, [empty, latin1, short, labelled], reports={empty.study: "", labelled.study: REPORT},
+               chexpert={labelled.study: {"Edema": "1.0"}, latin1.study: {"Edema": "0.0"}})
+    (tmp_path / f"{latin1.folder()}.txt").write_bytes(REPORT.encode() + " Réévalué.".encode("latin-1"))
+    metadata = tmp_path / "mimic-cxr-2.0.0-metadata.csv.gz"
+    lines = gzip.decompress(metadata.read_bytes()).decode().splitlines()
+    lines[3] = ",".join(lines[3].split(",")[:4])  # the third data row loses its last eight cells
+    metadata.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    chexpert = tmp_path / "mimic-cxr-2.0.0-chexpert.csv.gz"
+    chexpert.write_bytes(gzip.compress(gzip.decompress(chexpert.read_bytes()) + f"{subject},{latin1.study}\n".encode()))
+    outputs = read_all(tmp_path)
+    by_id = records_by_id(outputs)
+    problems = {(o.key.removeprefix("mimic/"), o.reason): o for o in outputs if isinstance(o, Reject)}
+    assert set(by_id) == {empty.dicom_id, latin1.dicom_id, labelled.dicom_id}
+    assert by_id[labelled.dicom_id].report.text == REPORT and labels_of(by_id[labelled.dicom_id], "mimic-chexpert")
+    for image, reason, detail in (
+        (empty, "empty-report", f"{empty.folder()}.txt: 0 bytes and no text"),
+        (latin1, "undecodable-report", f"{latin1.folder()}.txt: not UTF-8 text: byte 0xe9 at offset {len(REPORT) + 2}"),
+    ):
+        reject = problems[(image.dicom_id, reason)]
+        assert (reject.level, reject.stage, reject.detail) == ("item", "read", detail)
+        assert by_id[image.dicom_id].report is None and by_id[image.dicom_id].provenance == {"report": reason}
+    row = problems[(short.dicom_id, "malformed-row")]
+    assert row.level == "record" and row.detail.endswith("mimic-cxr-2.0.0-metadata.csv.gz row 3: 4 cells for 12 columns")
+    label_row = problems[(latin1.dicom_id, "malformed-row")]  # a second, cut-short label row of its study: an item
+    assert label_row.level == "item" and label_row.detail == "mimic-cxr-2.0.0-chexpert.csv.gz row 3: 2 cells for 16 columns"
+
+
 def test_jpg_tree_plain_csvs_and_spaced_headers(tmp_path):
     images = [Image(fake_dicom_id(str(i)), "19999999", "59999999", view="AP") for i in range(3)]
     build_tree(tmp_path, images, extension=".jpg", gz=False,

@@ -159,11 +159,40 @@ def test_records_and_rejects(tmp_path):
     absent = found[DIR_MISMATCH][0]  # its PNG sits in folder 5, the CSV says 3
     assert isinstance(absent, Reject) and (absent.reason, absent.kind) == ("image-not-present", "filtered")
     assert found[BAD_LABELS][0].reason == "unparseable-row" and "not a list literal" in found[BAD_LABELS][0].detail
+    bad_row = [i for i, values in enumerate(ROWS, start=1) if values["ImageID"] == BAD_LABELS][0]
+    assert found[BAD_LABELS][0].detail.startswith(f"{CSV_NAME} row {bad_row}: Labels: not a list literal")
     assert found[NO_PATIENT][0].reason == "unparseable-row" and "PatientID" in found[NO_PATIENT][0].detail
-    assert [o.reason for o in found[DUPLICATE]] == ["duplicate-image-id", "duplicate-image-id"]
+    first, again = found[DUPLICATE]  # the first row in file order is read, the repeat is a reject naming both rows
+    assert isinstance(first, SourceRecord) and first.image.uri == str(tmp_path / "0" / DUPLICATE)
+    assert isinstance(again, Reject) and again.reason == "duplicate-image-id"
+    duplicate_rows = [number for number, values in enumerate(ROWS, start=1) if values["ImageID"] == DUPLICATE]
+    assert f"row {duplicate_rows[1]}: ImageID {DUPLICATE} is already read from row {duplicate_rows[0]}" in again.detail
     for image_id in broken_ids():
         assert [(o.reason, o.kind, o.stage, o.source) for o in found[image_id]] == [
             ("image-not-present", "filtered", "read", "padchest")]
+
+
+def test_unreadable_rows_and_unnamed_pngs_are_rejects_and_the_rest_is_read(tmp_path):
+    root = make_tree(tmp_path)
+    table = root / CSV_NAME
+    cells = [[str(i), *(values[name] for name in HEADER[1:])] for i, values in enumerate(ROWS)]
+    cells[0] = cells[0][:6]  # the IN_DIR row loses its last columns
+    cells[1][HEADER.index("Report")] = "@@"
+    buffer = stdio.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows([HEADER, *cells])
+    table.write_bytes(buffer.getvalue().encode().replace(b"@@", b"caf\xe9"))  # the FLAT row: not UTF-8
+    write_png(root / "9" / "unnamed.png")
+    outputs = list(padchest.read(str(root)))
+    found = {(o.key.removeprefix("padchest/"), getattr(o, "reason", "record")): o for o in outputs}
+    short = found[(IN_DIR, "malformed-row")]
+    assert short.detail == f"{CSV_NAME} row 1: 6 cells for {len(HEADER)} columns" and short.level == "record"
+    assert found[(FLAT, "undecodable-row")].detail == f"{CSV_NAME} row 2: bytes that are not UTF-8"
+    assert (NULL_LABELS, "record") in found  # the rows after them are read
+    orphan = found[("unnamed.png", "unlabelled-image")]
+    assert orphan.kind == "filtered" and orphan.detail == f"9/unnamed.png: no row in {CSV_NAME}"
+    assert len(outputs) == len(ROWS) + 1
+    with pytest.raises(ValueError, match="row 1: 6 cells"):
+        padchest.read_label_table(str(table))
 
 
 def test_gzipped_csv_and_registry(tmp_path):

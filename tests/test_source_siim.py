@@ -187,6 +187,33 @@ def test_bad_rows_are_rejected_per_image(tmp_path):
     assert found[ids[5]].masks == [] and found[ids[5]].raw_labels[0].value == 0.0
 
 
+def test_unreadable_rows_reject_their_image_by_row_and_the_rest_is_read(tmp_path):
+    ids = [f"1.2.276.0.7230010.3.1.4.8323329.{n}.1517875100.100000" for n in range(1, 5)]
+    lines = ["ImageId,EncodedPixels", f"{ids[0]},-1", ids[1], f"{ids[2]},10 5,7", f"{ids[3]},-1"]
+    data = "\n".join(lines).encode() + b"\n" + f"{ids[2]},3 4".encode() + b"\xe9\n"
+    (tmp_path / "train-rle.csv").write_bytes(data)
+    for image_id in ids:
+        write_siim_dicom(tmp_path, image_id)
+    found = {o.key.split("/", 1)[1]: o for o in siim.read(str(tmp_path))}
+    assert isinstance(found[ids[0]], SourceRecord) and isinstance(found[ids[3]], SourceRecord)
+    assert (found[ids[1]].reason, found[ids[1]].detail) == ("malformed-row", "train-rle.csv row 2: 1 cells for 2 columns")
+    assert found[ids[2]].reason == "malformed-row"  # both of its rows are broken: one too long, one not UTF-8
+    assert found[ids[2]].detail == ("train-rle.csv row 3: 3 cells for 2 columns; "
+                                    "train-rle.csv row 5: bytes that are not UTF-8")
+    with pytest.raises(ValueError, match="row 2: 1 cells"):
+        siim.read_rle_rows(str(tmp_path / "train-rle.csv"))
+
+
+def test_rle_rejects_name_their_row(tmp_path):
+    ids = [f"1.2.276.0.7230010.3.1.4.8323329.{n}.1517875100.100000" for n in range(1, 3)]
+    write_rle_file(tmp_path / "train-rle.csv", [(ids[0], " 10 5"), (ids[0], " 10 x"), (ids[1], " 1000 100")])
+    write_siim_dicom(tmp_path, ids[0])
+    write_siim_dicom(tmp_path, ids[1], size=32)
+    found = {o.key.split("/", 1)[1]: o for o in siim.read(str(tmp_path))}
+    assert found[ids[0]].detail == "train-rle.csv row 2: RLE token 'x' is not a non-negative integer"
+    assert found[ids[1]].detail.startswith("train-rle.csv row 3: the RLE spans 1100 pixels > 32x32")
+
+
 def test_header_problems_are_rejected(tmp_path):
     ids = [f"1.2.276.0.7230010.3.1.4.8323329.{n}.1517875100.100000" for n in range(1, 4)]
     write_rle_file(tmp_path / "train-rle.csv", [(i, "-1") for i in ids])

@@ -150,6 +150,9 @@ def test_physionet_layout_records_and_rejects(tmp_path):
 
     bad = found[f"vindr/{TRAIN_BAD_BOX}"]
     assert isinstance(bad, Reject) and bad.reason == "malformed-annotation" and "R3" in bad.detail
+    assert bad.detail.startswith("annotations/annotations_train.csv row 10, reader R3")
+    assert missing.detail.startswith("annotations/annotations_train.csv row 8, annotations/image_labels_train.csv row 7:")
+    assert [b.where for b in a.boxes][0] == "annotations/annotations_train.csv row 1"
 
     test = found[f"vindr/{TEST_A}"]
     assert test.image.official_split == "test" and (test.image.expected_height, test.image.expected_width) == (64, 64)
@@ -163,11 +166,32 @@ def test_physionet_layout_records_and_rejects(tmp_path):
 def test_gzipped_csvs_read_like_plain(tmp_path):
     plain = list(vindr.read(str(make_physionet_tree(tmp_path / "plain"))))
     gz = list(vindr.read(str(make_physionet_tree(tmp_path / "gz", gz=True))))
-    def without_paths(outputs):
-        return [o.model_dump(exclude={"image": {"uri"}}) if isinstance(o, SourceRecord)
-                else o.model_dump(exclude={"detail"}) for o in outputs]
+    def without_paths(outputs):  # box provenance names the file: .csv or .csv.gz
+        return [o.model_dump(exclude={"image": {"uri"}, "boxes": {"__all__": {"where"}}})
+                if isinstance(o, SourceRecord) else o.model_dump(exclude={"detail"}) for o in outputs]
 
     assert without_paths(plain) == without_paths(gz)
+    assert [b.where for o in gz if isinstance(o, SourceRecord) for b in o.boxes][0].startswith(
+        "annotations/annotations_train.csv.gz row ")
+
+
+def test_an_unreadable_row_is_an_item_reject_and_its_image_is_read(tmp_path):
+    root = make_physionet_tree(tmp_path)
+    boxes = root / "annotations" / "annotations_train.csv"
+    boxes.write_bytes(boxes.read_bytes() + f"{TRAIN_A},R11,Nodule/Mass,1,2\n".encode()
+                      + f"{TRAIN_B},R12,No finding,,,,\n".encode().replace(b"No finding", b"No f\xeending"))
+    found: dict[str, list] = {}
+    for output in vindr.read(str(root)):
+        found.setdefault(output.key, []).append(output)
+    record, short = found[f"vindr/{TRAIN_A}"]
+    assert isinstance(record, SourceRecord) and len(record.boxes) == 4  # the other rows are all read
+    assert (short.reason, short.level, short.detail) == (
+        "malformed-row", "item", "annotations/annotations_train.csv row 11: 5 cells for 7 columns")
+    _, latin1 = found[f"vindr/{TRAIN_B}"]
+    assert (latin1.reason, latin1.detail) == ("undecodable-row", "annotations/annotations_train.csv row 12: "
+                                                                 "bytes that are not UTF-8")
+    with pytest.raises(ValueError, match="row 11: 5 cells for 7 columns"):
+        vindr.read_annotations(str(boxes), "physionet")
 
 
 def test_read_is_deterministic_and_registered(tmp_path):

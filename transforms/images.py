@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+import zlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,6 +30,7 @@ FORMATS: tuple[ImageFormat, ...] = ("dicom", "png", "jpeg")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _DICOM_PREAMBLE = 128
+_ITEM_TAG = b"\xfe\xff\x00\xe0"  # (FFFE,E000) little endian: the first item of encapsulated pixel data
 
 ROBUST_PERCENTILES = (0.5, 99.5)
 """Percentiles taken as black and white when no window is given, for data wider than 8 bits."""
@@ -182,6 +184,28 @@ def _voi_lut(dataset: pydicom.Dataset) -> VoiLut | None:
     return VoiLut(float(first_mapped), table, bits)
 
 
+def _transfer_syntax(dataset: pydicom.Dataset) -> pydicom.uid.UID:
+    """The file's transfer syntax, checked against how its PixelData is stored: a compressed syntax
+    needs encapsulated (undefined-length) pixel data and a native one a plain value, so a file whose
+    header names the wrong syntax fails here with that said, not deep inside a decoder."""
+    syntax = pydicom.uid.UID(str(_header(dataset.file_meta, "TransferSyntaxUID")).strip())
+    if not syntax.is_transfer_syntax:
+        raise ImageDecodeError(f"DICOM TransferSyntaxUID {syntax} is not a known transfer syntax")
+    element = dataset["PixelData"]
+    encapsulated = element.is_undefined_length
+    if not encapsulated and isinstance(element.value, bytes) and element.value[:4] == _ITEM_TAG:
+        # written with a defined length, but an item tag first and not the size of native pixels
+        sizes = [_header_number(dataset, k) for k in ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated")]
+        native = None if None in sizes[:2] else int(sizes[0] * sizes[1] * (sizes[2] or 1) * (sizes[3] or 16) // 8)
+        encapsulated = native is not None and len(element.value) not in (native, native + 1)
+    if syntax.is_compressed != encapsulated:
+        raise ImageDecodeError(
+            f"DICOM TransferSyntaxUID {syntax} ({syntax.name}) is a {'compressed' if syntax.is_compressed else 'native'}"
+            f" syntax but the PixelData is {'encapsulated (compressed)' if encapsulated else 'native'}: "
+            "the header names the wrong transfer syntax")
+    return syntax
+
+
 def _decode_dicom(data: bytes) -> tuple[np.ndarray, HeaderFacts]:
     """Pixels after the Modality LUT with MONOCHROME1 inverted, and the header facts kept."""
     try:
@@ -192,6 +216,7 @@ def _decode_dicom(data: bytes) -> tuple[np.ndarray, HeaderFacts]:
         raise ImageDecodeError("DICOM has no PixelData")
     if not _header(dataset.file_meta, "TransferSyntaxUID"):
         raise ImageDecodeError("DICOM has no TransferSyntaxUID (no file meta): the pixel encoding is unknown")
+    syntax = _transfer_syntax(dataset)
     frames = int(_header_number(dataset, "NumberOfFrames") or 1)
     if frames != 1:
         raise ImageDecodeError(f"multi-frame DICOM ({frames} frames) is not a single radiograph")
@@ -201,7 +226,8 @@ def _decode_dicom(data: bytes) -> tuple[np.ndarray, HeaderFacts]:
     try:
         stored = dataset.pixel_array
     except Exception as err:  # pydicom raises many kinds for truncated or undecodable pixel data
-        raise ImageDecodeError(f"DICOM pixel data cannot be decoded: {type(err).__name__}: {err}") from err
+        raise ImageDecodeError(f"DICOM pixel data cannot be decoded as {syntax.name} ({syntax}): "
+                               f"{type(err).__name__}: {err}") from err
     if stored.ndim != 2:
         raise ImageDecodeError(f"DICOM pixel array has shape {stored.shape}, expected one 2-D frame")
 
@@ -244,7 +270,8 @@ def _decode_raster(data: bytes, fmt: ImageFormat) -> tuple[np.ndarray, str]:
     # OpenCV 5 returns None for truncated PNG and JPEG streams (checked by the tests), never a partial image.
     pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if pixels is None:
-        raise ImageDecodeError(f"corrupt or truncated {fmt.upper()}: OpenCV could not decode {len(data)} bytes")
+        why = png_header_problem(data) if fmt == "png" else None
+        raise ImageDecodeError(why or f"corrupt or truncated {fmt.upper()}: OpenCV could not decode {len(data)} bytes")
     photometric = "MONOCHROME2"
     if pixels.ndim == 3:
         channels = pixels.shape[2]
@@ -256,6 +283,52 @@ def _decode_raster(data: bytes, fmt: ImageFormat) -> tuple[np.ndarray, str]:
         else:
             raise ImageDecodeError(f"{fmt.upper()} with {channels} channels is not supported")
     return _check_contrast(pixels), photometric
+
+
+_PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
+"""PNG colour type -> the bit depths the PNG specification allows with it."""
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+def png_header_problem(data: bytes) -> str | None:
+    """Why a PNG that does not decode is broken, read from its IHDR and image data, or None when
+    neither explains it: a missing or corrupt IHDR, an invalid size, depth or colour type, or image
+    data whose size does not fit the header (e.g. 16-bit pixels under a header that says 8 bits)."""
+    if not data.startswith(_PNG_MAGIC):
+        return "not a PNG: the 8-byte PNG signature is missing"
+    ihdr = data[8:33]
+    if len(ihdr) < 25 or ihdr[4:8] != b"IHDR" or int.from_bytes(ihdr[:4], "big") != 13:
+        return "PNG header broken: the file does not start with a 13-byte IHDR chunk"
+    if zlib.crc32(ihdr[4:21]) != int.from_bytes(ihdr[21:25], "big"):
+        return "PNG header broken: the IHDR checksum does not match its content"
+    width, height = int.from_bytes(ihdr[8:12], "big"), int.from_bytes(ihdr[12:16], "big")
+    depth, colour, interlace = ihdr[16], ihdr[17], ihdr[20]
+    header = f"IHDR says {width}x{height}, {depth}-bit, colour type {colour}"
+    if not width or not height:
+        return f"PNG header invalid: {header}"
+    if depth not in _PNG_DEPTHS.get(colour, ()):
+        return f"PNG header invalid: {header}, a depth and colour type the PNG format does not allow"
+    idat, offset, kind = bytearray(), 8, b""
+    while kind != b"IEND":
+        if offset + 12 > len(data):
+            return f"corrupt or truncated PNG: the file ends after {offset} bytes without an IEND chunk"
+        length, kind = int.from_bytes(data[offset:offset + 4], "big"), data[offset + 4:offset + 8]
+        if offset + 12 + length > len(data):
+            return f"corrupt or truncated PNG: the file ends inside a {kind!r} chunk"
+        if kind == b"IDAT":
+            idat += data[offset + 8:offset + 8 + length]
+        offset += 12 + length
+    expected = height * (1 + math.ceil(width * _PNG_CHANNELS[colour] * depth / 8))  # without interlacing
+    cap = 4 * expected + 1  # never inflate more than a few times what the header allows
+    try:
+        size = len(zlib.decompressobj().decompress(bytes(idat), cap))
+    except zlib.error as err:
+        return f"PNG image data corrupt ({header}): {err}"
+    if interlace == 0 and size != expected:
+        holds = f"more than {cap - 1}" if size == cap else str(size)
+        return (f"PNG header does not fit its image data: {header}, which needs {expected} bytes of "
+                f"filtered rows; the image data holds {holds}")
+    return None
 
 
 def _load(path_or_bytes: str | bytes) -> bytes:

@@ -32,6 +32,10 @@ carry mtime 0, DICOM UIDs derive from hashes, and nothing records the time of th
       ``photometric``, ``imagenome_split``; VinDr ``photometric``, ``transfer_syntax``; SIIM
       ``pneumothorax_components``, ``pneumothorax_area``; PadChest ``image_dir``, ``labels_missing``.
 - ``patients``: ``"<source>/<subject_id>"`` -> study ids in time order (MIMIC, SIIM, PadChest).
+- with ``faults=True`` (``synth --faults``) also ``faults`` and ``faulted``: every planted bad input with
+  its file, row, expected reject key, stage and reason, and the images and annotations the faults
+  lose (see :mod:`pipelines.synth.faults`; the kinds are ``manifests/faults.yaml``). ``images`` still
+  describes the clean cases.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ import yaml
 
 from pipelines.synth import chexmask, imagenome, mimic, padchest, siim, vindr
 from pipelines.synth.cases import make_image_cases, make_mimic_patients
+from pipelines.synth.faults import NotEnoughVictims, inject as inject_faults
 
 SOURCE_ROOTS = {"mimic": "mimic-cxr", "vindr": "vindr-cxr", "chexmask": "chexmask", "siim": "siim-acr",
                 "imagenome": "chest-imagenome", "padchest": "padchest"}
@@ -57,6 +62,10 @@ def _prepare(out: Path) -> None:
         return
     if not (out / TRUTH_FILE).exists():
         raise FileExistsError(f"{out} is not empty and holds no synthetic corpus; choose an empty folder")
+    _clear(out)
+
+
+def _clear(out: Path) -> None:
     for name in SOURCE_ROOTS.values():
         if (out / name).exists():
             shutil.rmtree(out / name)
@@ -67,8 +76,11 @@ def _build_yaml(seed: int) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def generate(out: str | Path, studies: int = 40, seed: int = 0) -> Path:
-    """Write the synthetic corpus of all six sources, ``build.yaml`` and the truth file; returns ``out``."""
+def generate(out: str | Path, studies: int = 40, seed: int = 0, faults: bool = False) -> Path:
+    """Write the synthetic corpus of all six sources, ``build.yaml`` and the truth file; returns ``out``.
+
+    With ``faults``, one bad input of every kind in ``manifests/faults.yaml`` is then planted in the
+    native files (:mod:`pipelines.synth.faults`) and listed in the truth file."""
     if studies < 1:
         raise ValueError(f"studies must be at least 1, got {studies}")
     out = Path(out)
@@ -90,6 +102,12 @@ def generate(out: str | Path, studies: int = 40, seed: int = 0) -> Path:
     for key, entry in imagenome.write(out / SOURCE_ROOTS["imagenome"], patients, mimic_frontals, seed).items():
         images[key].update(entry)
     truth = {"seed": seed, "studies": studies, "images": images, "patients": _patients(patients, images)}
+    if faults:
+        try:
+            truth.update(inject_faults(out, SOURCE_ROOTS, images, seed))
+        except NotEnoughVictims:
+            _clear(out)  # no half-faulted corpus without its truth file
+            raise
     (out / TRUTH_FILE).write_text(json.dumps(truth, indent=1, sort_keys=True) + "\n")
     (out / "build.yaml").write_text(_build_yaml(seed))
     return out

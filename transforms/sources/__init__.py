@@ -14,6 +14,11 @@ access goes through :mod:`transforms.io`) and yields, for every unit of input, e
 - :class:`schemas.records.Reject` — the unit could not be read (``kind="rejected"``) or a documented
   rule left it out (``kind="filtered"``), with ``stage="read"`` and a short reason.
 
+A reject's ``detail`` names the file it comes from, relative to ``root``, and for a CSV the 1-based
+data row (``"annotations/annotations_train.csv row 17: ..."``). CSVs are read through
+:mod:`transforms.sources.csvrows`: a row with missing or extra cells, or with bytes that are not
+UTF-8, becomes a reject of its own (or of the image it names) and the rest of the file is read.
+
 So ``units read == records + rejects`` per source, which the manifest reconciles. A reader never
 opens another source's files, never decodes pixels (that is the image stage) and keeps geometry
 in original pixels. ``image_sources`` tells annotation readers which image sources are ingested,

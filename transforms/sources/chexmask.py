@@ -19,7 +19,6 @@ order: the files are far too large to sort in memory, and file order is determin
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 from collections.abc import Collection, Iterator, Mapping
@@ -37,6 +36,7 @@ from schemas.records import (
     Reject,
 )
 from transforms import io
+from transforms.sources import csvrows
 from transforms.chexmask_space import PREPROCESSED_SIZE
 
 NAME = "chexmask"
@@ -84,8 +84,6 @@ QUALITY_COLUMNS = {"Dice RCA (Mean)": "dice_rca_mean", "Dice RCA (Max)": "dice_r
 SIZE_COLUMNS = ("Height", "Width")
 _INTEGER = re.compile(r"-?\d+")
 _SIZE = re.compile(r"^(\d+)(?:\.0*)?$")
-_FIELD_LIMIT = 1 << 28
-"""Largest CSV cell accepted (bytes); original-resolution RLE cells exceed the csv module's default."""
 
 
 def parse_landmarks(text: str) -> np.ndarray:
@@ -179,13 +177,15 @@ def _declared_size(row: Mapping[str, str], space: Space) -> tuple[int, int]:
 
 
 def parse_row(row: Mapping[str, str], dataset: DatasetFile, origin: str,
-              space: Space = "original") -> AnnotationRecord | Reject:
-    """One CheXmask row (canonical column name -> cell text) as a record, or the reason it is not one."""
+              space: Space = "original", number: int | None = None) -> AnnotationRecord | Reject:
+    """One CheXmask row (canonical column name -> cell text) as a record, or the reason it is not one;
+    reject details name ``origin`` and, when given, the data row ``number``."""
     native = row[dataset.id_column].strip()
     key = f"{dataset.image_source}/{native}"
+    where = origin if number is None else f"{origin} row {number}"
 
     def reject(reason: str, detail: str, kind: str = "rejected") -> Reject:
-        return Reject(key=key, source=NAME, stage="read", reason=reason, detail=f"{origin}: {detail}", kind=kind)
+        return Reject(key=key, source=NAME, stage="read", reason=reason, detail=f"{where}: {detail}", kind=kind)
 
     if not native:
         return reject("missing-id", f"empty {dataset.id_column}")
@@ -234,30 +234,31 @@ def parse_row(row: Mapping[str, str], dataset: DatasetFile, origin: str,
 
 
 def read_file(path: str, dataset: DatasetFile, origin: str, space: Space = "original") -> Iterator[ReaderOutput]:
-    """Every row of one OriginalResolution or Preprocessed file, streamed, columns selected by name."""
-    csv.field_size_limit(max(csv.field_size_limit(), _FIELD_LIMIT))
-    seen: set[str] = set()
-    with io.open_text(path) as stream:
-        rows = csv.reader(stream)
-        header = next(rows, None)
-        if header is None:
-            raise ValueError(f"{path}: empty file, no header")
-        positions = _column_positions(header, dataset, space, path)
-        id_position = positions[dataset.id_column]
-        for number, cells in enumerate(rows, start=1):
-            if not cells:  # a blank line is not a row
-                continue
-            native = cells[id_position].strip() if id_position < len(cells) else ""
-            key = f"{dataset.image_source}/{native}"
-            if len(cells) != len(header):
-                yield Reject(key=key, source=NAME, stage="read", reason="malformed-row",
-                             detail=f"{origin} data row {number}: {len(cells)} cells for {len(header)} columns")
-            elif native and native in seen:
-                yield Reject(key=key, source=NAME, stage="read", reason="duplicate-row",
-                             detail=f"{origin} data row {number}: {native} appears again")
-            else:
-                seen.add(native)
-                yield parse_row({name: cells[index] for name, index in positions.items()}, dataset, origin, space)
+    """Every row of one OriginalResolution or Preprocessed file, streamed, columns selected by name.
+    The first row of an id is read, a repeat is a ``duplicate-row`` reject; a row with the wrong
+    number of cells or bytes that are not UTF-8 is a reject naming its row, and reading goes on."""
+    rows = csvrows.records(path)
+    first = next(rows, None)
+    if first is None:
+        raise ValueError(f"{path}: empty file, no header")
+    header = first[1]
+    positions = _column_positions(header, dataset, space, path)
+    id_position = positions[dataset.id_column]
+    seen: dict[str, int] = {}
+    for number, cells, problem in rows:
+        native = cells[id_position].strip() if id_position < len(cells) and problem is None else ""
+        if problem is not None:
+            bad = csvrows.BadRow(number, cells, "malformed-row" if len(cells) != len(header) else "undecodable-row",
+                                 problem)
+            native = bad.cell(id_position)
+            yield Reject(key=f"{dataset.image_source}/{native}", source=NAME, stage="read", reason=bad.reason,
+                         detail=bad.where(origin))
+        elif native and native in seen:
+            yield Reject(key=f"{dataset.image_source}/{native}", source=NAME, stage="read", reason="duplicate-row",
+                         detail=f"{origin} row {number}: {native} appears again (first read from row {seen[native]})")
+        else:
+            seen.setdefault(native, number)
+            yield parse_row({name: cells[index] for name, index in positions.items()}, dataset, origin, space, number)
 
 
 def _dataset_file(folder: str, dataset: DatasetFile) -> str | None:

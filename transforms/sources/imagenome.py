@@ -26,12 +26,12 @@ Mapping into :class:`AnnotationRecord` (target ``mimic/<dicom_id>``):
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections.abc import Collection, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import pandas as pd
 
 from schemas.records import (
     IMAGE_SOURCES,
@@ -42,6 +42,9 @@ from schemas.records import (
     Reject,
 )
 from transforms import io
+from transforms.sources import csvrows
+
+log = logging.getLogger(__name__)
 
 NAME = "imagenome"
 TARGET_SOURCE = "mimic"
@@ -64,6 +67,8 @@ class SplitTables:
     split_of: Mapping[str, str]  # dicom_id -> "train" | "valid" | "test"
     conflicting: Mapping[str, list[str]]  # dicom_id -> the several splits that list it
     to_avoid: frozenset[str]  # gold dicom_ids
+    bad_rows: Mapping[str, list[str]] = field(default_factory=dict)  # dicom_id -> "<file> row N: ..."
+    unattributed: list[str] = field(default_factory=list)  # bad split rows that name no readable dicom_id
 
 
 def strip_dcm(image_id: str) -> str:
@@ -71,18 +76,28 @@ def strip_dcm(image_id: str) -> str:
     return image_id[: -len(".dcm")] if image_id.endswith(".dcm") else image_id
 
 
-def _dicom_ids(path: str) -> list[str]:
-    """The ``dicom_id`` column of a split CSV (selected by name; the unnamed index column is ignored)."""
-    with io.open_text(path) as stream:
-        frame = pd.read_csv(stream, dtype=str, keep_default_na=False,
-                            usecols=lambda name: name.strip().lower() == "dicom_id")
-    if frame.shape[1] != 1:
+def _dicom_ids(path: str, root: str = "") -> tuple[list[str], dict[str, list[str]], list[str]]:
+    """The ``dicom_id`` column of a split CSV (selected by name; the unnamed index column is ignored),
+    and its unreadable rows (wrong cell count, not UTF-8): by the dicom_id they name, and those naming none."""
+    table = csvrows.read_table(path)
+    position = next((i for i, name in enumerate(table.header) if name.lower() == "dicom_id"), None)
+    if position is None:
         raise ImaGenomeInputError(f"{path}: no dicom_id column")
-    return [strip_dcm(value.strip()) for value in frame.iloc[:, 0]]
+    name = io.relative(path, root) if root else path
+    bad: dict[str, list[str]] = {}
+    unnamed: list[str] = []
+    for row in table.bad:
+        dicom_id = strip_dcm(row.cell(position))
+        (bad.setdefault(dicom_id, []) if dicom_id else unnamed).append(row.where(name))
+    return [strip_dcm(cells[position].strip()) for _, cells in table.rows], bad, unnamed
 
 
 def load_splits(root: str) -> SplitTables:
-    """ImaGenome's split of every listed image and the gold images to avoid; all four files required."""
+    """ImaGenome's split of every listed image and the gold images to avoid; all four files required.
+
+    An unreadable row that still names its dicom_id is filed in ``bad_rows`` (and, in
+    ``images_to_avoid``, still counts as gold); one that names none cannot be attributed: in a split
+    file it is ``unattributed``, in ``images_to_avoid`` it is an error, since a gold image could leak."""
     splits_dir = io.join(root, "silver_dataset", "splits")
 
     def required(stem: str) -> str:
@@ -92,15 +107,29 @@ def load_splits(root: str) -> SplitTables:
         return path
 
     listed: dict[str, list[str]] = {}
+    bad_rows: dict[str, list[str]] = {}
+    unattributed: list[str] = []
     for split in SPLIT_FILES:
-        for dicom_id in _dicom_ids(required(split)):
+        ids, bad, unnamed = _dicom_ids(required(split), root)
+        for dicom_id in ids:
             splits = listed.setdefault(dicom_id, [])
             if split not in splits:
                 splits.append(split)
+        for dicom_id, details in bad.items():
+            bad_rows.setdefault(dicom_id, []).extend(details)
+        unattributed += unnamed
+    avoid, bad, unnamed = _dicom_ids(required(AVOID_FILE), root)
+    if unnamed:
+        raise ImaGenomeInputError(f"{'; '.join(unnamed)}: an images_to_avoid row names no dicom_id, so a gold "
+                                  "image could enter training")
+    for dicom_id, details in bad.items():
+        bad_rows.setdefault(dicom_id, []).extend(details)
     return SplitTables(
         split_of={dicom_id: splits[0] for dicom_id, splits in listed.items() if len(splits) == 1},
         conflicting={dicom_id: splits for dicom_id, splits in listed.items() if len(splits) > 1},
-        to_avoid=frozenset(_dicom_ids(required(AVOID_FILE))),
+        to_avoid=frozenset(avoid) | frozenset(bad),
+        bad_rows=bad_rows,
+        unattributed=unattributed,
     )
 
 
@@ -128,6 +157,12 @@ def read(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> Iterator[
                          detail=f"{TARGET_SOURCE} is not among the ingested image sources", kind="filtered")
         return
     splits = load_splits(root)
+    for detail in splits.unattributed:  # a split row too broken to name its image is a unit of its own
+        yield Reject(key=f"{TARGET_SOURCE}/", source=NAME, stage="read", reason="malformed-row", detail=detail)
+    orphans = sorted(set(splits.bad_rows) - set(files))
+    if orphans:
+        log.warning("imagenome: unreadable split rows for %d image(s) without a scene graph: %s",
+                    len(orphans), "; ".join(d for dicom_id in orphans[:5] for d in splits.bad_rows[dicom_id]))
     for dicom_id in sorted(files):
         yield from parse_scene_graph(dicom_id, io.read_bytes(files[dicom_id]), io.relative(files[dicom_id], root),
                                      splits)
@@ -158,11 +193,13 @@ def parse_scene_graph(dicom_id: str, data: bytes, origin: str, splits: SplitTabl
             yield reject("unexpected-json-structure", f"{name!r} is not a list of objects")
             return
 
-    item_rejects: list[Reject] = []
+    item_rejects: list[Reject] = [
+        Reject(key=key, source=NAME, stage="read", reason="malformed-row", detail=detail, level="item")
+        for detail in splits.bad_rows.get(dicom_id, [])]
     boxes = []
     for index, obj in enumerate(sections["objects"]):
         try:
-            boxes.append(_box(obj))
+            boxes.append(_box(obj, f"{origin} objects[{index}]"))
         except (KeyError, TypeError, ValueError) as error:
             item_rejects.append(reject("bad-box", f"objects[{index}]: {error}", level="item"))
     regions = []
@@ -208,13 +245,13 @@ def _coordinate(obj: Mapping, name: str) -> float:
     return number
 
 
-def _box(obj: Mapping) -> Box:
-    """The object's box in original pixels, unclipped."""
+def _box(obj: Mapping, where: str | None = None) -> Box:
+    """The object's box in original pixels, unclipped; ``where`` names the object for reject details."""
     label = obj["bbox_name"]
     if not isinstance(label, str) or not label:
         raise ValueError(f"bbox_name is {label!r}")
     x1, y1, x2, y2 = (_coordinate(obj, f"original_{axis}") for axis in ("x1", "y1", "x2", "y2"))
-    return Box(label=label, x1=x1, y1=y1, x2=x2, y2=y2, origin=BOX_ORIGIN)
+    return Box(label=label, x1=x1, y1=y1, x2=x2, y2=y2, origin=BOX_ORIGIN, where=where)
 
 
 def _string_list(value: object, what: str) -> list[str]:

@@ -9,6 +9,11 @@ The image files on disk are the authority: one output per image file. Metadata r
 are not images; their number is logged, not rejected. When a study folder holds both the DICOM and
 the JPG of one ``dicom_id`` the DICOM is read and the JPG is recorded as filtered
 (``duplicate-image-file``).
+
+An unreadable metadata or split row (missing cells, not UTF-8) rejects its image (``malformed-row``,
+naming the file and row); an unreadable label row is an item reject on each image of its study. A
+report that is not UTF-8 or holds no text costs the image its report only: an item reject
+(``undecodable-report`` / ``empty-report``), ``report`` None and ``provenance["report"]`` the reason.
 """
 
 from __future__ import annotations
@@ -17,10 +22,9 @@ import logging
 import math
 import re
 from collections.abc import Collection, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time
 
-import pandas as pd
 
 from schemas.records import (
     IMAGE_SOURCES,
@@ -32,6 +36,7 @@ from schemas.records import (
     SourceRecord,
 )
 from transforms import io
+from transforms.sources import csvrows
 
 NAME = "mimic"
 
@@ -71,6 +76,24 @@ class StudyTables:
     split_conflicts: set[str]
     labels: Mapping[str, Mapping[str, Mapping[str, str]]]  # system -> study_id -> {label name: cell}
     reports: set[str]  # report paths relative to root
+    bad_rows: Mapping[str, list[str]] = field(default_factory=dict)  # dicom_id -> "<file> row N: ..." (metadata, split)
+    bad_label_rows: Mapping[str, list[str]] = field(default_factory=dict)  # study_id -> "<file> row N: ..."
+    unattributed: list[str] = field(default_factory=list)  # bad rows that name no readable id
+
+
+@dataclass(frozen=True)
+class CsvRows:
+    """One CSV: canonical column names, good rows (number, stripped cells in column order), bad rows."""
+
+    name: str  # the file as reject details cite it (relative to the MIMIC root)
+    columns: list[str]
+    rows: list[tuple[int, list[str]]]
+    bad: list[csvrows.BadRow]
+    positions: dict[str, int]  # canonical column name -> position in the file, to read a bad row's ids
+
+    def column(self, name: str) -> list[str]:
+        index = self.columns.index(name)
+        return [cells[index] for _, cells in self.rows]
 
 
 def normalise_column(name: str) -> str:
@@ -78,21 +101,23 @@ def normalise_column(name: str) -> str:
     return re.sub(r"[\s_]+", "", name.strip().lower())
 
 
-def read_csv_by_name(path: str, wanted: Collection[str] | None = None) -> pd.DataFrame:
-    """All cells as strings (blank stays ""), headers stripped; ``wanted`` keeps only those columns.
+def read_csv_rows(path: str, wanted: Collection[str] | None = None, root: str = "") -> CsvRows:
+    """All cells as stripped strings (blank stays ""), headers stripped; ``wanted`` keeps only those columns.
 
-    ``wanted`` names are canonical spellings, matched through :func:`normalise_column`, and the
-    returned frame uses the canonical spelling. Raises :class:`MimicInputError` if one is missing.
+    ``wanted`` names are canonical spellings, matched through :func:`normalise_column`, and the result
+    uses the canonical spelling. Raises :class:`MimicInputError` if one is missing. A row with the
+    wrong number of cells or bytes that are not UTF-8 is kept apart in ``bad``; the others are read.
     """
     canonical = {normalise_column(name): name for name in wanted or ()}
-    usecols = (lambda name: normalise_column(name) in canonical) if wanted else None
-    with io.open_text(path) as stream:
-        frame = pd.read_csv(stream, dtype=str, keep_default_na=False, usecols=usecols)
-    frame.columns = [canonical.get(normalise_column(c), c.strip()) for c in frame.columns]
-    missing = sorted(set(canonical.values()) - set(frame.columns))
+    table = csvrows.read_table(path)
+    header = [canonical.get(normalise_column(name), name) for name in table.header]
+    missing = sorted(set(canonical.values()) - set(header))
     if missing:
         raise MimicInputError(f"{path}: missing column(s) {missing}")
-    return frame.apply(lambda column: column.str.strip())
+    keep = [index for index, name in enumerate(header) if not wanted or name in canonical.values()]
+    rows = [(number, [cells[index].strip() for index in keep]) for number, cells in table.rows]
+    return CsvRows(io.relative(path, root) if root else io.basename(path), [header[index] for index in keep],
+                   rows, table.bad, {name: index for index, name in enumerate(header)})
 
 
 def study_datetime(study_date: str, study_time: str) -> str | None:
@@ -136,19 +161,29 @@ def _required_csv(root: str, stem: str) -> str:
     return path
 
 
-def _unique_rows(frame: pd.DataFrame, key: str, columns: list[str]) -> tuple[dict[str, tuple], set[str]]:
+def _unique_rows(table: CsvRows, key: str, columns: list[str]) -> tuple[dict[str, tuple], set[str]]:
     """``key value -> row tuple`` of ``columns``, plus the keys whose repeated rows disagree."""
     rows: dict[str, tuple] = {}
     conflicting: set[str] = set()
-    for key_value, *values in zip(frame[key], *(frame[c] for c in columns)):
+    for key_value, *values in zip(table.column(key), *(table.column(c) for c in columns)):
         values_tuple = tuple(values)
         if rows.setdefault(key_value, values_tuple) != values_tuple:
             conflicting.add(key_value)
     return rows, conflicting
 
 
-def _study_labels(root: str) -> dict[str, dict[str, dict[str, str]]]:
-    """system -> study_id -> {label column name: cell text}; absent optional files give no entry."""
+def _bad_rows_by(table: CsvRows, id_column: str, found: dict[str, list[str]], unattributed: list[str]) -> None:
+    """File each bad row of ``table`` under the id it names, or as unattributed when it names none."""
+    position = table.positions.get(id_column)
+    for bad in table.bad:
+        value = bad.cell(position)
+        (found.setdefault(value, []) if value else unattributed).append(bad.where(table.name))
+
+
+def _study_labels(root: str, bad_label_rows: dict[str, list[str]],
+                  unattributed: list[str]) -> dict[str, dict[str, dict[str, str]]]:
+    """system -> study_id -> {label column name: cell text}; absent optional files give no entry.
+    Rows that cannot be read are filed in ``bad_label_rows`` by study (or ``unattributed``)."""
     tables: dict[str, dict[str, dict[str, str]]] = {}
     for system, stem in LABEL_FILES.items():
         path = io.first_existing(root, f"{stem}.csv.gz", f"{stem}.csv")
@@ -157,15 +192,16 @@ def _study_labels(root: str) -> dict[str, dict[str, dict[str, str]]]:
             report = log.info if system == "mimic-test-labeled" else log.warning
             report("mimic: %s.csv(.gz) not found under %s; no %s labels", stem, root, system)
             continue
-        frame = read_csv_by_name(path)
-        study_column = next((c for c in frame.columns if normalise_column(c) == "studyid"), None)
+        table = read_csv_rows(path, root=root)
+        study_column = next((c for c in table.columns if normalise_column(c) == "studyid"), None)
         if study_column is None:
             raise MimicInputError(f"{path}: no study_id column")
-        label_columns = [c for c in frame.columns if normalise_column(c) not in ID_COLUMNS]
+        label_columns = [c for c in table.columns if normalise_column(c) not in ID_COLUMNS]
         tables[system] = {
             study: dict(zip(label_columns, cells))
-            for study, *cells in zip(frame[study_column], *(frame[c] for c in label_columns))
+            for study, *cells in zip(table.column(study_column), *(table.column(c) for c in label_columns))
         }
+        _bad_rows_by(table, study_column, bad_label_rows, unattributed)
     return tables
 
 
@@ -185,6 +221,19 @@ def _raw_labels(
     return raw, bad
 
 
+def read_report(root: str, report_path: str) -> tuple[Report | None, tuple[str, str] | None]:
+    """The study's report, or None and ``(reason, problem)`` when its file is not UTF-8 text or holds
+    no text (the image is still read; the report is an item reject)."""
+    data = io.read_bytes(io.join(root, report_path))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return None, ("undecodable-report", f"not UTF-8 text: byte {data[error.start]:#04x} at offset {error.start}")
+    if not text.strip():
+        return None, ("empty-report", f"{len(data)} bytes and no text")
+    return Report(text=text, language="en", origin=report_path), None
+
+
 def _optional_int(text: str) -> int | None:
     """An integer cell (``"3056"`` or ``"3056.0"``); blank -> None; otherwise ValueError."""
     if text == "":
@@ -197,16 +246,24 @@ def _optional_int(text: str) -> int | None:
 
 def load_tables(root: str) -> StudyTables:
     """Read the metadata, split and label CSVs and list the reports under ``root``."""
-    metadata = read_csv_by_name(
+    metadata = read_csv_rows(
         _required_csv(root, METADATA_FILE),
         ["dicom_id", "subject_id", "study_id", "ViewPosition", "Rows", "Columns", "StudyDate", "StudyTime"],
+        root,
     )
-    split = read_csv_by_name(_required_csv(root, SPLIT_FILE), ["dicom_id", "split"])
+    split = read_csv_rows(_required_csv(root, SPLIT_FILE), ["dicom_id", "split"], root)
     meta_columns = ["subject_id", "study_id", "ViewPosition", "Rows", "Columns", "StudyDate", "StudyTime"]
     meta_rows, meta_conflicts = _unique_rows(metadata, "dicom_id", meta_columns)
     split_rows, split_conflicts = _unique_rows(split, "dicom_id", ["split"])
+    bad_rows: dict[str, list[str]] = {}
+    bad_label_rows: dict[str, list[str]] = {}
+    unattributed: list[str] = []
+    for table in (metadata, split):
+        _bad_rows_by(table, "dicom_id", bad_rows, unattributed)
+    labels = _study_labels(root, bad_label_rows, unattributed)
     reports = {io.relative(path, root) for path in io.glob(io.join(root, "files", "p*", "p*", "s*.txt"))}
-    return StudyTables(meta_rows, meta_conflicts, split_rows, split_conflicts, _study_labels(root), reports)
+    return StudyTables(meta_rows, meta_conflicts, split_rows, split_conflicts, labels, reports,
+                       bad_rows, bad_label_rows, unattributed)
 
 
 def _image_files(root: str) -> dict[str, list[str]]:
@@ -231,6 +288,8 @@ def read(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> Iterator[
         log.info("mimic: %d metadata rows have no image file under %s/files (not images, not rejects)",
                  without_file, root)
 
+    for detail in tables.unattributed:  # a row too broken to name its image or study is a unit of its own
+        yield Reject(key=f"{NAME}/", source=NAME, stage="read", reason="malformed-row", detail=detail)
     for dicom_id in sorted(files):
         key = f"{NAME}/{dicom_id}"
         chosen, *duplicates = files[dicom_id]
@@ -259,6 +318,9 @@ def _read_image(
         yield reject("unexpected-path", f"{relative_path} is not files/pXX/pSUBJECT/sSTUDY/<dicom_id>.dcm|.jpg")
         return
     _, path_subject, path_study, _, extension = path_match.groups()
+    if dicom_id in tables.bad_rows:  # a metadata or split row of this image cannot be read
+        yield reject("malformed-row", f"{relative_path}: " + "; ".join(tables.bad_rows[dicom_id]))
+        return
     for rows, conflicts, what in (
         (tables.metadata, tables.metadata_conflicts, "metadata"),
         (tables.split, tables.split_conflicts, "split"),
@@ -285,11 +347,16 @@ def _read_image(
         return
 
     report_path = f"files/p{subject_id[:2]}/p{subject_id}/s{study_id}.txt"
-    report = None
+    report, report_problem = None, None
     if report_path in tables.reports:
-        with io.open_text(io.join(root, report_path)) as stream:
-            report = Report(text=stream.read(), language="en", origin=report_path)
+        report, report_problem = read_report(root, report_path)
     raw_labels, bad_labels = _raw_labels(key, study_id, tables.labels)
+    if report_problem is not None:
+        bad_labels.insert(0, Reject(key=key, source=NAME, stage="read", level="item", reason=report_problem[0],
+                                    detail=f"{report_path}: {report_problem[1]}"))
+    for detail in tables.bad_label_rows.get(study_id, []):
+        bad_labels.append(Reject(key=key, source=NAME, stage="read", level="item", reason="malformed-row",
+                                 detail=detail))
     yield SourceRecord(
         image=ImageRef(
             image_key=key,
@@ -307,5 +374,6 @@ def _read_image(
         ),
         raw_labels=raw_labels,
         report=report,
+        provenance={"report": report_problem[0]} if report_problem else {},
     )
     yield from bad_labels

@@ -8,6 +8,11 @@ folders are listed once. Label lists are parsed from their syntax tree (never ``
 columns (NumPy reprs without commas) with a regex. Reports are stemmed Spanish, kept verbatim.
 Missing values are the text ``nan`` in the real file (103 rows have ``Labels`` = ``nan``, also
 inside lists: ``"[['unchanged'], nan, ...]"``); blank cells read the same way.
+
+Reject details name the CSV and the data row. A repeated ``ImageID`` keeps its first row in file
+order (the repeats are ``duplicate-image-id`` rejects); a row with missing cells or bytes that are not
+UTF-8 is a reject and the rest of the file is read; a PNG that no row names is filtered
+(``unlabelled-image``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import pandas as pd
 
 from schemas.records import IMAGE_SOURCES, ImageRef, RawLabel, ReaderOutput, Reject, Report, SourceRecord
 from transforms import io
+from transforms.sources import csvrows
 
 NAME = "padchest"
 LABEL_CSV = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19"
@@ -77,17 +83,32 @@ def select_columns(header: Collection[str]) -> dict[str, str]:
     return selected
 
 
+def label_rows(path: str) -> tuple[pd.DataFrame, list[csvrows.BadRow], int | None]:
+    """The good rows' needed columns as strings (blank = ""), renamed to the fields of :data:`COLUMNS`
+    plus ``row`` (the data row number), stripped (except ``report``, kept verbatim) and sorted by
+    ``image_id`` then row; the rows that are not rows of the header (wrong cell count, not UTF-8); and
+    the ``ImageID`` position, to key a bad row."""
+    header = next(csvrows.records(path), None)
+    if header is None:
+        raise ValueError(f"{path}: empty file, no header")
+    columns = select_columns(header[1])
+    positions = [header[1].index(columns[field]) for field in COLUMNS]
+    table = csvrows.read_table(path, keep=positions)
+    verbatim = list(COLUMNS).index("report")
+    frame = pd.DataFrame(
+        [[cell if i == verbatim else cell.strip() for i, cell in enumerate(cells)] for _, cells in table.rows],
+        columns=list(COLUMNS), dtype=object)
+    frame["row"] = [number for number, _ in table.rows]
+    frame = frame.sort_values(["image_id", "row"], kind="stable", ignore_index=True)
+    return frame, table.bad, positions[0]
+
+
 def read_label_table(path: str) -> pd.DataFrame:
-    """The needed columns as strings (blank = ""), renamed to the fields of :data:`COLUMNS`,
-    stripped (except ``report``, kept verbatim) and sorted by ``image_id``."""
-    with io.open_text(path) as handle:
-        table = pd.read_csv(handle, dtype=str, keep_default_na=False)
-    columns = select_columns(table.columns)
-    table = table[[columns[field] for field in COLUMNS]].set_axis(list(COLUMNS), axis="columns")
-    for field in COLUMNS:
-        if field != "report":
-            table[field] = table[field].str.strip()
-    return table.sort_values("image_id", kind="stable", ignore_index=True)
+    """:func:`label_rows`' table; ValueError when any row is bad."""
+    table, bad, _ = label_rows(path)
+    if bad:
+        raise ValueError(bad[0].where(path))
+    return table
 
 
 def list_images(root: str) -> set[str]:
@@ -208,8 +229,17 @@ def _reject(image_id: str, reason: str, detail: str, kind: Literal["rejected", "
     return Reject(key=f"{NAME}/{image_id}", source=NAME, stage="read", reason=reason, detail=detail, kind=kind)
 
 
+def _parsed(row: dict[str, str], field: str, parse):
+    """``parse(row[field])``; a ValueError names the column it came from."""
+    try:
+        return parse(row[field])
+    except ValueError as error:
+        raise ValueError(f"{COLUMNS[field][0]}: {error}") from None
+
+
 def row_record(row: dict[str, str], uri: str) -> SourceRecord:
-    """The record of one CSV row whose image is at ``uri``; ValueError on an unparseable field."""
+    """The record of one CSV row whose image is at ``uri``; ValueError (naming the column) on an
+    unparseable field."""
     if not row["patient_id"]:
         raise ValueError("blank PatientID (needed for the patient-wise split)")
     method = row["method_label"] or None
@@ -217,12 +247,12 @@ def row_record(row: dict[str, str], uri: str) -> SourceRecord:
     if is_null(row["labels"]):
         labels = []
         provenance["labels"] = "missing"
-    elif not (labels := parse_labels(row["labels"])):
+    elif not (labels := _parsed(row, "labels", parse_labels)):
         provenance["labels"] = "empty"
-    localizations = [] if is_null(row["localizations"]) else parse_localizations(row["localizations"])
+    localizations = [] if is_null(row["localizations"]) else _parsed(row, "localizations", parse_localizations)
     if not is_null(row["by_sentence"]):
         provenance["labels_localizations_by_sentence"] = json.dumps(
-            parse_by_sentence(row["by_sentence"]), ensure_ascii=False
+            _parsed(row, "by_sentence", parse_by_sentence), ensure_ascii=False
         )
     provenance["label_cuis"] = json.dumps(parse_cuis(row["label_cuis"]))
     provenance["localization_cuis"] = json.dumps(parse_cuis(row["localization_cuis"]))
@@ -253,29 +283,46 @@ def row_record(row: dict[str, str], uri: str) -> SourceRecord:
 
 
 def read(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> Iterator[ReaderOutput]:
-    """Every row of the PadChest label CSV as a SourceRecord or Reject, sorted by key.
+    """Every row of the PadChest label CSV as a SourceRecord or Reject, sorted by key then row, then
+    a filtered Reject for each PNG that no row names.
 
+    A repeated ImageID: the first row in file order is read, each later one is a
+    ``duplicate-image-id`` reject. A row that is not a row of the header (missing cells, bytes that
+    are not UTF-8) is a reject naming its row; the rest of the file is read as usual.
     ``image_sources`` is part of the reader contract; an image source ignores it.
     """
     csv_path = find_label_csv(root)
-    table = read_label_table(csv_path)
-    rows_per_id = table["image_id"].value_counts().to_dict()
+    name = io.relative(csv_path, root)
+    table, bad_rows, id_at = label_rows(csv_path)
     present = list_images(root)
-    fields = list(table.columns)
-    for values in zip(*(table[field] for field in fields), strict=True):
-        row = dict(zip(fields, values, strict=True))
+    outputs: list[tuple[str, int, ReaderOutput]] = []
+    for bad in bad_rows:
+        image_id = bad.cell(id_at)
+        outputs.append((image_id, bad.number, _reject(image_id, bad.reason, bad.where(name))))
+    first_row: dict[str, int] = {}
+    fields = [field for field in table.columns if field != "row"]
+    for values in zip(table["row"], *(table[field] for field in fields), strict=True):
+        number, row = int(values[0]), dict(zip(fields, values[1:], strict=True))
         image_id = row["image_id"]
+        first = first_row.setdefault(image_id, number)
         if not image_id:
-            yield _reject(image_id, "missing-image-id", f"{csv_path}: a row has a blank ImageID")
-        elif rows_per_id[image_id] > 1:
-            yield _reject(image_id, "duplicate-image-id", f"{csv_path}: {rows_per_id[image_id]} rows for this ImageID")
+            output: ReaderOutput = _reject(image_id, "missing-image-id", f"{name} row {number}: blank ImageID")
+        elif first != number:
+            output = _reject(image_id, "duplicate-image-id",
+                             f"{name} row {number}: ImageID {image_id} is already read from row {first}")
         elif (relative := image_path(row, present)) is None:
-            yield _reject(
-                image_id, "image-not-present",
-                f"no {row['image_dir']}/{image_id} or {image_id} under {root}", kind="filtered",
-            )
+            output = _reject(image_id, "image-not-present",
+                             f"{name} row {number}: no {row['image_dir']}/{image_id} or {image_id} under {root}",
+                             kind="filtered")
         else:
             try:
-                yield row_record(row, io.join(root, relative))
+                output = row_record(row, io.join(root, relative))
             except ValueError as error:
-                yield _reject(image_id, "unparseable-row", f"{csv_path}: {error}")
+                output = _reject(image_id, "unparseable-row", f"{name} row {number}: {error}")
+        outputs.append((image_id, number, output))
+    outputs.sort(key=lambda item: (item[0], item[1]))
+    yield from (output for _, _, output in outputs)
+    named = {image_id for image_id, _, _ in outputs}
+    for relative in sorted(present):
+        if io.basename(relative) not in named:
+            yield _reject(io.basename(relative), "unlabelled-image", f"{relative}: no row in {name}", kind="filtered")

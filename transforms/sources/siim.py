@@ -9,6 +9,9 @@ Each non-``-1`` row is kept as its own MaskRLE (the geometry stage unions them).
 are checked for syntax and extent here but decoded by ``transforms.masks`` (SIIM convention:
 0-based, relative starts, column-major). There is no official split (``official_split`` None) and
 no usable date: every SIIM header says 1901-01-01, so ``study_datetime`` stays None.
+
+Reject details name the label file and its data row (``"train-rle.csv row 17: ..."``). A row that
+cannot be read (missing cells, not UTF-8) rejects the image it names: its masks cannot be trusted.
 """
 
 from __future__ import annotations
@@ -19,12 +22,12 @@ from collections import defaultdict
 from collections.abc import Collection, Iterator
 from typing import Literal, NamedTuple
 
-import pandas as pd
 import pydicom
 from pydicom.errors import InvalidDicomError
 
 from schemas.records import IMAGE_SOURCES, ImageRef, MaskRLE, RawLabel, ReaderOutput, Reject, SourceRecord
 from transforms import io
+from transforms.sources import csvrows
 
 NAME = "siim"
 RLE_FILES = {"stage-1": "train-rle", "stage-2": "stage_2_train"}  # stems; .csv or .csv.gz
@@ -56,18 +59,30 @@ def find_rle_file(root: str) -> str:
     return next(iter(found.values()))
 
 
-def read_rle_rows(path: str) -> dict[str, list[str]]:
-    """ImageId -> its stripped EncodedPixels values in file order (both header spellings accepted)."""
-    with io.open_text(path) as handle:
-        table = pd.read_csv(handle, dtype=str, keep_default_na=False)
-    table.columns = [name.strip() for name in table.columns]
-    missing = [name for name in ("ImageId", "EncodedPixels") if name not in table.columns]
+RleRows = dict[str, list[tuple[int, str]]]
+"""ImageId -> its ``(row number, stripped EncodedPixels)`` in file order."""
+
+
+def rle_table(path: str) -> tuple[RleRows, list[csvrows.BadRow], int | None]:
+    """The RLE rows by ImageId, the rows that are not CSV rows of the header (wrong cell count, not
+    UTF-8), and the ImageId position (to key a bad row); both header spellings accepted."""
+    table = csvrows.read_table(path)
+    missing = [name for name in ("ImageId", "EncodedPixels") if name not in table.header]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; found {list(table.columns)}")
-    rows: dict[str, list[str]] = defaultdict(list)
-    for image_id, rle in zip(table["ImageId"].str.strip(), table["EncodedPixels"].str.strip(), strict=True):
-        rows[image_id].append(rle)
-    return dict(rows)
+        raise ValueError(f"{path}: missing column(s) {missing}; found {table.header}")
+    id_at, rle_at = table.position("ImageId"), table.position("EncodedPixels")
+    rows: RleRows = defaultdict(list)
+    for number, cells in table.rows:
+        rows[cells[id_at].strip()].append((number, cells[rle_at].strip()))
+    return dict(rows), table.bad, id_at
+
+
+def read_rle_rows(path: str) -> dict[str, list[str]]:
+    """ImageId -> its stripped EncodedPixels values in file order; ValueError on any bad row."""
+    rows, bad, _ = rle_table(path)
+    if bad:
+        raise ValueError(bad[0].where(path))
+    return {image_id: [rle for _, rle in entries] for image_id, entries in rows.items()}
 
 
 def rle_extent(rle: str) -> int:
@@ -128,18 +143,24 @@ def _reject(image_id: str, reason: str, detail: str, kind: Literal["rejected", "
     return Reject(key=f"{NAME}/{image_id}", source=NAME, stage="read", reason=reason, detail=detail, kind=kind)
 
 
-def image_output(image_id: str, uri: str, rles: list[str], rle_file: str) -> SourceRecord | Reject:
-    """The record (or the reason there is none) for one labelled DICOM and its RLE rows."""
-    empty = [rle for rle in rles if rle == EMPTY_RLE]
-    masks = [rle for rle in rles if rle != EMPTY_RLE]
+def image_output(image_id: str, uri: str, rows: list[tuple[int, str]], rle_file: str) -> SourceRecord | Reject:
+    """The record (or the reason there is none) for one labelled DICOM and its numbered RLE rows.
+
+    ``rle_file`` is the label file's name as reject details cite it (``"train-rle.csv row 3: ..."``)."""
+    empty = [number for number, rle in rows if rle == EMPTY_RLE]
+    masks = [(number, rle) for number, rle in rows if rle != EMPTY_RLE]
     if empty and masks:
         return _reject(
-            image_id, "contradictory-rle-rows", f"{rle_file}: {len(empty)} '-1' row(s) and {len(masks)} mask row(s)"
+            image_id, "contradictory-rle-rows",
+            f"{rle_file} rows {', '.join(str(number) for number, _ in rows)}: "
+            f"{len(empty)} '-1' row(s) and {len(masks)} mask row(s)",
         )
-    try:
-        extents = [rle_extent(rle) for rle in masks]
-    except ValueError as error:
-        return _reject(image_id, "bad-rle", f"{rle_file}: {error}")
+    extents = []
+    for number, rle in masks:
+        try:
+            extents.append((number, rle_extent(rle)))
+        except ValueError as error:
+            return _reject(image_id, "bad-rle", f"{rle_file} row {number}: {error}")
     try:
         header = read_header(uri)
     except ValueError as error:
@@ -147,10 +168,12 @@ def image_output(image_id: str, uri: str, rles: list[str], rle_file: str) -> Sou
     if header.patient_id is None:
         return _reject(image_id, "missing-patient-id", f"{uri}: no PatientID, needed for the patient-wise split")
     height, width = header.height, header.width
-    if any(extent > height * width for extent in extents):
-        return _reject(
-            image_id, "rle-out-of-bounds", f"{rle_file}: an RLE spans {max(extents)} pixels > {height}x{width}"
-        )
+    for number, extent in extents:
+        if extent > height * width:
+            return _reject(
+                image_id, "rle-out-of-bounds",
+                f"{rle_file} row {number}: the RLE spans {extent} pixels > {height}x{width} of {io.basename(uri)}",
+            )
     return SourceRecord(
         image=ImageRef(
             image_key=f"{NAME}/{image_id}",
@@ -167,7 +190,7 @@ def image_output(image_id: str, uri: str, rles: list[str], rle_file: str) -> Sou
         raw_labels=[RawLabel(system=LABEL_SYSTEM, name=LABEL_NAME, value=1.0 if masks else 0.0)],
         masks=[
             MaskRLE(label=MASK_LABEL, rle=rle, convention="siim", height=height, width=width, origin=RLE_ORIGIN)
-            for rle in masks
+            for _, rle in masks
         ],
         # <root>/<dicom-images-*>/<Study>/<Series>/<SOP>.dcm: the image folder is 4th from the end
         provenance={"rle_file": io.basename(rle_file), "image_folder": uri.rstrip("/").split("/")[-4]},
@@ -191,17 +214,26 @@ def read(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> Iterator[
     ``image_sources`` is part of the reader contract; an image source ignores it.
     """
     rle_file = find_rle_file(root)
-    rle_rows = read_rle_rows(rle_file)
+    name = io.relative(rle_file, root)
+    rle_rows, bad_rows, id_at = rle_table(rle_file)
+    bad_by_id: dict[str, list[csvrows.BadRow]] = defaultdict(list)
+    for bad in bad_rows:
+        bad_by_id[bad.cell(id_at)].append(bad)
     images, repeated = list_images(root)
-    for image_id in sorted(set(rle_rows) | set(images) | set(repeated)):
-        if not image_id:
-            yield _reject(image_id, "missing-image-id", f"{rle_file}: {len(rle_rows[image_id])} row(s), blank ImageId")
+    for image_id in sorted(set(rle_rows) | set(images) | set(repeated) | set(bad_by_id)):
+        if image_id in bad_by_id:  # its masks cannot be trusted when one of its rows is unreadable
+            bad = bad_by_id[image_id]
+            yield _reject(image_id, bad[0].reason, "; ".join(row.where(name) for row in bad))
+        elif not image_id:
+            yield _reject(image_id, "missing-image-id",
+                          f"{name} rows {', '.join(str(n) for n, _ in rle_rows[image_id])}: blank ImageId")
         elif image_id in repeated:
             for uri in repeated[image_id]:
                 yield _reject(image_id, "duplicate-image-id", f"{uri}: this SOPInstanceUID is in {repeated[image_id]}")
         elif image_id not in images:
-            yield _reject(image_id, "image-not-present", f"{rle_file} has rows but no DICOM named {image_id}.dcm")
+            first = rle_rows[image_id][0][0]
+            yield _reject(image_id, "image-not-present", f"{name} row {first}: no DICOM named {image_id}.dcm")
         elif image_id not in rle_rows:
-            yield _reject(image_id, "unlabelled-image", f"{images[image_id]} has no row in {rle_file}", kind="filtered")
+            yield _reject(image_id, "unlabelled-image", f"{images[image_id]} has no row in {name}", kind="filtered")
         else:
-            yield image_output(image_id, images[image_id], rle_rows[image_id], rle_file)
+            yield image_output(image_id, images[image_id], rle_rows[image_id], name)

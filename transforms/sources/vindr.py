@@ -12,6 +12,10 @@ VinDr has no patient or study id: ``subject_id`` stays None and the pipeline tre
 its own patient; the official split is the folder. Each DICOM header is read (without pixels) for
 the image size. Images with no annotation or label row still become records, with
 ``provenance["labels"] = "missing"``.
+
+Details and each box's ``where`` name the label file and data row. A box row that is invalid on its
+face (inverted, negative, non-numeric) rejects its image (``malformed-annotation``); a row that cannot
+be read at all (missing cells, not UTF-8) is an item reject and the image is read without it.
 """
 
 from __future__ import annotations
@@ -23,12 +27,12 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-import pandas as pd
 import pydicom
 from pydicom.errors import InvalidDicomError
 
 from schemas.records import IMAGE_SOURCES, Box, ImageRef, RawLabel, ReaderOutput, Reject, SourceRecord
 from transforms import io
+from transforms.sources import csvrows
 
 NAME = "vindr"
 SPLITS = ("train", "test")
@@ -70,8 +74,8 @@ def _csv(base: str, stem: str) -> str | None:
 
 
 def _header(path: str) -> list[str]:
-    with io.open_text(path) as handle:
-        return [name.strip() for name in handle.readline().rstrip("\r\n").split(",")]
+    first = next(csvrows.records(path), None)
+    return [name.strip() for name in first[1]] if first else []
 
 
 def detect_layout(root: str) -> Layout:
@@ -106,51 +110,87 @@ def detect_layout(root: str) -> Layout:
     )
 
 
-def _read_table(path: str, required: Collection[str]) -> pd.DataFrame:
-    """A CSV as stripped strings, with header names stripped and ``Other disease`` renamed."""
-    with io.open_text(path) as handle:
-        table = pd.read_csv(handle, dtype=str, keep_default_na=False)
-    table.columns = [LABEL_SPELLINGS.get(name.strip(), name.strip()) for name in table.columns]
-    duplicated = sorted({name for name in table.columns if list(table.columns).count(name) > 1})
+ROW = "_row"
+"""Key of the data row number (as text) in every row dict the table readers return."""
+
+
+@dataclass
+class Rows:
+    """One label file's good rows grouped by image_id (each row a dict with :data:`ROW`), and its bad
+    rows (wrong cell count, not UTF-8) grouped by the image_id they name ("" when unreadable)."""
+
+    by_image: dict[str, list[dict[str, str]]]
+    bad: dict[str, list[csvrows.BadRow]]
+
+    def first_row(self, image_id: str) -> int:
+        """The number of the first row, good or bad, that names ``image_id``."""
+        numbers = [int(row[ROW]) for row in self.by_image.get(image_id, [])]
+        return min(numbers + [row.number for row in self.bad.get(image_id, [])])
+
+
+def _read_rows(path: str, required: Collection[str], columns: Collection[str]) -> Rows:
+    """A CSV's ``columns`` (those present) as stripped strings by name, ``Other disease`` renamed."""
+    table = csvrows.read_table(path)
+    header = [LABEL_SPELLINGS.get(name, name) for name in table.header]
+    duplicated = sorted({name for name in header if header.count(name) > 1})
     if duplicated:
         raise ValueError(f"{path}: duplicate columns {duplicated} (after normalising spellings)")
-    missing = [name for name in required if name not in table.columns]
+    missing = [name for name in required if name not in header]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; found {list(table.columns)}")
-    for name in table.columns:
-        table[name] = table[name].str.strip()
-    return table
+        raise ValueError(f"{path}: missing column(s) {missing}; found {header}")
+    present = [(name, header.index(name)) for name in columns if name in header]
+    by_image: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for number, cells in table.rows:
+        row = {name: cells[position].strip() for name, position in present}
+        row[ROW] = str(number)
+        by_image[row["image_id"]].append(row)
+    bad: dict[str, list[csvrows.BadRow]] = defaultdict(list)
+    for row in table.bad:
+        bad[row.cell(header.index("image_id"))].append(row)
+    return Rows(dict(by_image), dict(bad))
 
 
-def _rows_by_image(table: pd.DataFrame, columns: Collection[str]) -> dict[str, list[dict[str, str]]]:
-    present = [name for name in columns if name in table.columns]
-    rows: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for values in zip(*(table[name] for name in present), strict=True):
-        row = dict(zip(present, values, strict=True))
-        rows[row["image_id"]].append(row)
-    return dict(rows)
+def _strict(rows: Rows, path: str) -> dict[str, list[dict[str, str]]]:
+    if rows.bad:
+        raise ValueError(next(iter(rows.bad.values()))[0].where(path))
+    return rows.by_image
 
 
-def read_annotations(path: str, layout: LayoutName) -> dict[str, list[dict[str, str]]]:
-    """Box rows grouped by image_id; each row maps column name -> stripped string."""
+def annotation_rows(path: str, layout: LayoutName) -> Rows:
+    """Box rows grouped by image_id (column name -> stripped string, plus :data:`ROW`), and bad rows."""
     required = ["image_id", "class_name", *COORDINATES]
     if layout == "kaggle":
         required += ["class_id", "rad_id"]
-    table = _read_table(path, required)
-    return _rows_by_image(table, [*required, "rad_id"])
+    return _read_rows(path, required, [*required, "rad_id"])
+
+
+def read_annotations(path: str, layout: LayoutName) -> dict[str, list[dict[str, str]]]:
+    """:func:`annotation_rows`' good rows; ValueError when any row is bad."""
+    return _strict(annotation_rows(path, layout), path)
+
+
+def image_label_rows(path: str) -> Rows:
+    """Image-level label rows grouped by image_id; all 28 label columns are required by name."""
+    header = [LABEL_SPELLINGS.get(name, name) for name in
+              (name.strip() for name in next(csvrows.records(path), (0, [], None))[1])]
+    unknown = sorted(set(header) - {"image_id", "rad_id", *IMAGE_LABELS})
+    if unknown:
+        raise ValueError(f"{path}: unknown label column(s) {unknown}")
+    return _read_rows(path, ["image_id", *IMAGE_LABELS], ["image_id", "rad_id", *IMAGE_LABELS])
 
 
 def read_image_labels(path: str) -> dict[str, list[dict[str, str]]]:
-    """Image-level label rows grouped by image_id; all 28 label columns are required by name."""
-    table = _read_table(path, ["image_id", *IMAGE_LABELS])
-    unknown = sorted(set(table.columns) - {"image_id", "rad_id", *IMAGE_LABELS})
-    if unknown:
-        raise ValueError(f"{path}: unknown label column(s) {unknown}")
-    return _rows_by_image(table, ["image_id", "rad_id", *IMAGE_LABELS])
+    """:func:`image_label_rows`' good rows; ValueError when any row is bad."""
+    return _strict(image_label_rows(path), path)
 
 
 def _reader_of(row: dict[str, str]) -> str:
     return row.get("rad_id") or CONSENSUS_READER
+
+
+def _row_prefix(row: dict[str, str]) -> str:
+    """``"row 17, "`` for a row read with its number, "" otherwise."""
+    return f"row {row[ROW]}, " if ROW in row else ""
 
 
 def _label_value(text: str) -> float | None:
@@ -171,35 +211,39 @@ def image_label_raw_labels(rows: list[dict[str, str]]) -> list[RawLabel]:
             try:
                 value = _label_value(row[name])
             except ValueError as error:
-                raise ValueError(f"reader {reader}, column {name!r}: {error}") from None
+                raise ValueError(f"{_row_prefix(row)}reader {reader}, column {name!r}: {error}") from None
             labels.append(RawLabel(system=IMAGE_LABEL_SYSTEM, name=name, value=value, reader=reader))
     return labels
 
 
-def annotation_boxes_and_labels(rows: list[dict[str, str]], origin: str) -> tuple[list[Box], list[RawLabel]]:
+def annotation_boxes_and_labels(rows: list[dict[str, str]], origin: str,
+                                source_file: str | None = None) -> tuple[list[Box], list[RawLabel]]:
     """Boxes from rows with coordinates; a RawLabel (value 1.0) from rows whose coordinates are all empty.
 
     Raises ValueError on partial, non-numeric, negative or inverted coordinates, and on a
-    ``No finding`` row that has coordinates.
+    ``No finding`` row that has coordinates; the message names the row when it was read with its
+    number. With ``source_file`` each box records ``where`` = ``"<source_file> row N"``.
     """
     boxes, labels = [], []
     for row in rows:
         label, reader = row["class_name"], _reader_of(row)
         texts = [row[name] for name in COORDINATES]
+        at = _row_prefix(row)
         if not label:
-            raise ValueError(f"reader {reader}: empty class_name")
+            raise ValueError(f"{at}reader {reader}: empty class_name")
         if all(text == "" for text in texts):
             labels.append(RawLabel(system=origin, name=label, value=1.0, reader=reader))
             continue
         if label == "No finding":
-            raise ValueError(f"reader {reader}: 'No finding' row with coordinates {texts}")
+            raise ValueError(f"{at}reader {reader}: 'No finding' row with coordinates {texts}")
         try:
             x1, y1, x2, y2 = (float(text) for text in texts)
         except ValueError:
-            raise ValueError(f"reader {reader}, {label!r}: non-numeric coordinates {texts}") from None
+            raise ValueError(f"{at}reader {reader}, {label!r}: non-numeric coordinates {texts}") from None
         if not all(math.isfinite(v) and v >= 0 for v in (x1, y1, x2, y2)) or x2 < x1 or y2 < y1:
-            raise ValueError(f"reader {reader}, {label!r}: invalid box {texts}")
-        boxes.append(Box(label=label, x1=x1, y1=y1, x2=x2, y2=y2, origin=origin, reader=reader))
+            raise ValueError(f"{at}reader {reader}, {label!r}: invalid box {texts}")
+        where = f"{source_file} row {row[ROW]}" if source_file and ROW in row else None
+        boxes.append(Box(label=label, x1=x1, y1=y1, x2=x2, y2=y2, origin=origin, reader=reader, where=where))
     boxes.sort(key=lambda b: (b.reader or "", b.label, b.x1, b.y1, b.x2, b.y2))
     labels.sort(key=lambda r: (r.reader or "", r.name))
     return boxes, labels
@@ -231,16 +275,20 @@ def image_output(
     layout: Layout,
     annotation_rows: list[dict[str, str]],
     label_rows: list[dict[str, str]],
+    root: str = "",
 ) -> SourceRecord | Reject:
-    """The record (or the reason there is none) for one DICOM file of ``split``."""
+    """The record (or the reason there is none) for one DICOM file of ``split``; details and box
+    ``where`` name the label files relative to ``root`` and the row."""
+    boxes_file = io.relative(layout.annotation_files[split], root) if split in layout.annotation_files else None
     try:
-        boxes, row_labels = annotation_boxes_and_labels(annotation_rows, layout.origin)
+        boxes, row_labels = annotation_boxes_and_labels(annotation_rows, layout.origin, boxes_file)
     except ValueError as error:
-        return _reject(image_id, "malformed-annotation", f"{layout.annotation_files[split]}: {error}")
+        return _reject(image_id, "malformed-annotation", f"{boxes_file} {error}")
     try:
         image_labels = image_label_raw_labels(label_rows)
     except ValueError as error:
-        return _reject(image_id, "bad-label-value", f"{layout.image_label_files[split]}: {error}")
+        return _reject(image_id, "bad-label-value",
+                       f"{io.relative(layout.image_label_files[split], root)} {error}")
     try:
         height, width = read_image_size(uri)
     except ValueError as error:
@@ -288,14 +336,21 @@ def read(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> Iterator[
     outputs: list[tuple[str, str, ReaderOutput]] = []
     for split in SPLITS:
         boxes_path, labels_path = layout.annotation_files.get(split), layout.image_label_files.get(split)
-        annotations = read_annotations(boxes_path, layout.name) if boxes_path else {}
-        image_labels = read_image_labels(labels_path) if labels_path else {}
-        for image_id in sorted(set(images[split]) | set(annotations) | set(image_labels)):
+        box_rows = annotation_rows(boxes_path, layout.name) if boxes_path else Rows({}, {})
+        label_rows = image_label_rows(labels_path) if labels_path else Rows({}, {})
+        tables = [(io.relative(path, root), rows) for path, rows in ((boxes_path, box_rows), (labels_path, label_rows))
+                  if path]  # (file as details cite it, its rows)
+        annotations, image_labels = box_rows.by_image, label_rows.by_image
+        named = {image_id for _, rows in tables for image_id in (*rows.by_image, *rows.bad)}
+        for bad_name, rows in tables:  # a row too broken to name its image is a unit of its own
+            for bad in rows.bad.get("", []):
+                outputs.append(("", split, _reject("", bad.reason, bad.where(bad_name))))
+        for image_id in sorted((set(images[split]) | named) - {""}):
             if image_id not in images[split]:
-                files = [path for path, rows in ((boxes_path, annotations), (labels_path, image_labels))
-                         if image_id in rows]
+                first_rows = [f"{name} row {rows.first_row(image_id)}" for name, rows in tables
+                              if image_id in rows.by_image or image_id in rows.bad]
                 output: ReaderOutput = _reject(
-                    image_id, "image-not-present", f"rows in {files} but no {split}/{image_id}{IMAGE_EXTENSION}"
+                    image_id, "image-not-present", f"{', '.join(first_rows)}: no {split}/{image_id}{IMAGE_EXTENSION}"
                 )
             elif image_id in in_both:
                 output = _reject(
@@ -304,9 +359,15 @@ def read(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> Iterator[
             else:
                 output = image_output(
                     image_id, split, images[split][image_id], layout,
-                    annotations.get(image_id, []), image_labels.get(image_id, []),
+                    annotations.get(image_id, []), image_labels.get(image_id, []), root,
                 )
             outputs.append((image_id, split, output))
+            if image_id in images[split]:  # a bad row of a present image loses that row, not the image
+                for name, rows in tables:
+                    for bad in rows.bad.get(image_id, []):
+                        outputs.append((image_id, split, Reject(
+                            key=f"{NAME}/{image_id}", source=NAME, stage="read", reason=bad.reason,
+                            detail=bad.where(name), level="item")))
     outputs.sort(key=lambda item: (item[0], SPLITS.index(item[1])))
     for _, _, output in outputs:
         yield output

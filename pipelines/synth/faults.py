@@ -1,0 +1,376 @@
+"""Bad inputs for ``cxr-instruct synth --faults``: the clean corpus, then one damage per fault kind.
+
+The kinds, and the stage and reason the build must reject each with, are data in
+``manifests/faults.yaml``; this module only knows how to plant each kind in the native files. Each
+victim is chosen from a ranking by SHA-256 of ``(seed, kind, key)``, victims are disjoint, and every
+write is byte-stable, so the same ``(studies, seed)`` give the same faulted corpus. Faults that damage
+input rewrite an existing file; faults that add input (a row for an image that does not exist, a
+repeated id, an out-of-image box) append a row or an object.
+
+:func:`inject` returns what goes into ``SYNTHETIC_TRUTH.json``:
+
+- ``faults``: one entry per kind: ``kind``, ``source``, ``stage``, ``reason``, ``level``, ``loses``,
+  ``file`` (relative to the corpus root), ``row`` (1-based data row of a CSV, None for a whole file),
+  ``where`` (the object inside a JSON file, e.g. ``objects[41]``, else None), ``key`` (the reject key
+  expected) and ``keys`` (every key the fault hits: a report is shared by the images of its study).
+- ``faulted``: ``images``, the truth images a fault loses, and ``annotations``, the
+  ``"<source>:<image key>"`` CheXmask rows and scene graphs lost (their own fault, or riding on a lost
+  image). Every other truth image and annotation must come out of the build.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import struct
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pydicom
+from pydicom.uid import ExplicitVRLittleEndian
+
+import manifests
+from pipelines.synth import output
+
+KINDS: dict[str, dict] = manifests.load("faults.yaml")["kinds"]
+CHEXMASK_FILES = {"mimic": ("MIMIC-CXR-JPG", "dicom_id"), "vindr": ("VinDr-CXR", "image_id"),
+                  "padchest": ("Padchest", "ImageID")}
+PADCHEST_CSV = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz"
+
+
+class NotEnoughVictims(ValueError):
+    """The corpus is too small to give every fault kind its own victim."""
+
+
+@dataclass
+class Corpus:
+    """The clean corpus being damaged: its folders, its truth, and the keys already hit."""
+
+    out: Path
+    roots: dict[str, str]  # source -> folder name under out
+    images: dict[str, dict]  # the truth's images
+    seed: int
+    used: set[str] = field(default_factory=set)
+
+    def path(self, source: str, *parts: str) -> Path:
+        return self.out.joinpath(self.roots[source], *parts)
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.out).as_posix()
+
+    def pick(self, kind: str, candidates: Iterable[str]) -> str:
+        """The first unused candidate in the kind's hash ranking; it becomes used."""
+        free = [key for key in candidates if key not in self.used]
+        if not free:
+            raise NotEnoughVictims(f"no victim left for fault {kind!r}: generate more studies (5 or more)")
+        victim = min(free, key=lambda key: hashlib.sha256(f"{self.seed}|{kind}|{key}".encode()).hexdigest())
+        self.used.add(victim)
+        return victim
+
+    def of_source(self, source: str, test: Callable[[dict], bool] = lambda entry: True) -> list[str]:
+        return sorted(key for key, entry in self.images.items() if entry["source"] == source and test(entry))
+
+
+def _native(key: str) -> str:
+    return key.split("/", 1)[1]
+
+
+# ---------------------------------------------------------------- file helpers
+
+
+def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
+    """Header and data rows of a (possibly gzipped) CSV."""
+    data = path.read_bytes()
+    text = (gzip.decompress(data) if path.suffix == ".gz" else data).decode("utf-8")
+    header, *rows = csv.reader(io.StringIO(text, newline=""))
+    return header, rows
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    """As pandas wrote it: minimal quoting, ``\\n`` line ends, gzip with mtime 0 for ``.gz``."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    output.write_text(path, buffer.getvalue())
+
+
+def row_of(header: list[str], rows: list[list[str]], column: str, value: str) -> int:
+    """The index in ``rows`` of the first row whose ``column`` (stripped) is ``value``."""
+    position = [name.strip() for name in header].index(column)
+    return next(i for i, row in enumerate(rows) if row[position].strip() == value)
+
+
+def mimic_image(corpus: Corpus, key: str) -> Path:
+    entry = corpus.images[key]
+    subject, study = entry["subject_id"], entry["study_id"]
+    return corpus.path("mimic", "files", f"p{subject[:2]}", f"p{subject}", f"s{study}", f"{_native(key)}.dcm")
+
+
+def vindr_image(corpus: Corpus, key: str) -> Path:
+    return corpus.path("vindr", corpus.images[key]["split"], f"{_native(key)}.dicom")
+
+
+def siim_image(corpus: Corpus, key: str) -> Path:
+    (path,) = corpus.path("siim").glob(f"dicom-images-*/*/*/{_native(key)}.dcm")
+    return path
+
+
+def padchest_image(corpus: Corpus, key: str) -> Path:
+    return corpus.path("padchest", str(corpus.images[key]["image_dir"]), _native(key))
+
+
+def fault(corpus: Corpus, kind: str, path: Path, keys: list[str], row: int | None = None,
+          where: str | None = None) -> dict:
+    spec = KINDS[kind]
+    return {"kind": kind, "source": spec["source"], "stage": spec["stage"], "reason": spec["reason"],
+            "level": spec["level"], "loses": spec["loses"], "file": corpus.relative(path), "row": row,
+            "where": where, "key": keys[0], "keys": keys}
+
+
+# ---------------------------------------------------------------- image files
+
+
+def truncated_dicom(corpus: Corpus, kind: str) -> dict:
+    key = corpus.pick(kind, corpus.of_source("mimic"))
+    path = mimic_image(corpus, key)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 3 // 5])
+    return fault(corpus, kind, path, [key])
+
+
+def dicom_without_pixel_data(corpus: Corpus, kind: str) -> dict:
+    key = corpus.pick(kind, corpus.of_source("vindr"))
+    path = vindr_image(corpus, key)
+    dataset = pydicom.dcmread(path)
+    del dataset.PixelData
+    with output.deliberate_invalid_values():
+        output.save_dicom(dataset, path)
+    return fault(corpus, kind, path, [key])
+
+
+def wrong_transfer_syntax(corpus: Corpus, kind: str) -> dict:
+    key = corpus.pick(kind, corpus.of_source("siim"))
+    path = siim_image(corpus, key)
+    dataset = pydicom.dcmread(path)
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian  # the pixel data stays JPEG
+    dataset.save_as(path, enforce_file_format=False)
+    return fault(corpus, kind, path, [key])
+
+
+def zero_byte_png(corpus: Corpus, kind: str) -> dict:
+    key = corpus.pick(kind, corpus.of_source("padchest"))
+    path = padchest_image(corpus, key)
+    path.write_bytes(b"")
+    return fault(corpus, kind, path, [key])
+
+
+def _png_depth(path: Path) -> int:
+    return path.read_bytes()[24]  # IHDR: 8 signature + 8 chunk head + 8 width/height bytes
+
+
+def bad_16bit_png_header(corpus: Corpus, kind: str) -> dict:
+    key = corpus.pick(kind, [k for k in corpus.of_source("padchest") if _png_depth(padchest_image(corpus, k)) == 16])
+    path = padchest_image(corpus, key)
+    data = bytearray(path.read_bytes())
+    data[24] = 8  # the header now claims 8 bits per sample; the image data stays 16-bit
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))  # a valid checksum over the lie
+    path.write_bytes(bytes(data))
+    return fault(corpus, kind, path, [key])
+
+
+# ---------------------------------------------------------------- label and annotation files
+
+
+def _siim_rle_row(corpus: Corpus, kind: str, damage: Callable[[str, dict], str]) -> dict:
+    key = corpus.pick(kind, corpus.of_source("siim"))
+    path = corpus.path("siim", "train-rle.csv")
+    header, rows = read_csv(path)
+    index = row_of(header, rows, "ImageId", _native(key))
+    rle_at = [name.strip() for name in header].index("EncodedPixels")
+    rows[index][rle_at] = " " + damage(rows[index][rle_at].strip(), corpus.images[key])
+    write_csv(path, header, rows)
+    return fault(corpus, kind, path, [key], row=index + 1)
+
+
+def malformed_rle_siim(corpus: Corpus, kind: str) -> dict:
+    """An odd number of integers: a run start without its length."""
+    return _siim_rle_row(corpus, kind, lambda rle, _: "5 10 20" if rle == "-1" else " ".join(rle.split()[:-1]))
+
+
+def rle_past_image_end(corpus: Corpus, kind: str) -> dict:
+    return _siim_rle_row(corpus, kind, lambda _, entry: f"{entry['width'] * entry['height'] - 10} 50")
+
+
+def malformed_rle_chexmask(corpus: Corpus, kind: str) -> dict:
+    key = corpus.pick(kind, [k for k, e in sorted(corpus.images.items())
+                             if (e.get("chexmask") or {}).get("passes") and e["source"] in CHEXMASK_FILES])
+    stem, id_column = CHEXMASK_FILES[corpus.images[key]["source"]]
+    (path,) = corpus.path("chexmask", "OriginalResolution").glob(f"{stem}.csv*")
+    header, rows = read_csv(path)
+    index = row_of(header, rows, id_column, _native(key))
+    heart = header.index("Heart")
+    rows[index][heart] = f"{rows[index][heart]} 12x"
+    write_csv(path, header, rows)
+    return fault(corpus, kind, path, [key], row=index + 1)
+
+
+def _vindr_box_rows(corpus: Corpus, key: str) -> tuple[Path, list[str], list[list[str]]]:
+    path = corpus.path("vindr", "annotations", f"annotations_{corpus.images[key]['split']}.csv")
+    return (path, *read_csv(path))
+
+
+def box_outside_image(corpus: Corpus, kind: str) -> dict:
+    def boxes(key: str) -> tuple[Path, list[str], list[list[str]], list[list[str]]]:
+        path, header, rows = _vindr_box_rows(corpus, key)
+        image_id, x_min = header.index("image_id"), header.index("x_min")
+        return path, header, rows, [row for row in rows if row[image_id] == _native(key) and row[x_min]]
+
+    key = corpus.pick(kind, [k for k in corpus.of_source("vindr") if boxes(k)[3]])
+    path, header, rows, own = boxes(key)
+    x_min, x_max = header.index("x_min"), header.index("x_max")
+    copy = list(own[0])
+    width = corpus.images[key]["width"]
+    copy[x_min], copy[x_max] = f"{width + 10:.1f}", f"{width + 60:.1f}"
+    write_csv(path, header, rows + [copy])
+    return fault(corpus, kind, path, [key], row=len(rows) + 1)
+
+
+def missing_image(corpus: Corpus, kind: str) -> dict:
+    image_id = hashlib.md5(f"{corpus.seed}|{kind}".encode()).hexdigest()  # VinDr ids are 32 hex digits
+    path = corpus.path("vindr", "annotations", "annotations_train.csv")
+    header, rows = read_csv(path)
+    write_csv(path, header, rows + [[image_id, *rows[0][1:]]])
+    return fault(corpus, kind, path, [f"vindr/{image_id}"], row=len(rows) + 1)
+
+
+def _scene_graph_object(corpus: Corpus, kind: str, width: float) -> dict:
+    """A copy of the graph's first object added with ``x2 = x1 - width`` (in both coordinate spaces)."""
+    key = corpus.pick(kind, corpus.of_source("mimic", lambda e: e.get("imagenome") and not e.get("imagenome_gold")))
+    path = corpus.path("imagenome", "silver_dataset", "scene_graph", f"{_native(key)}_SceneGraph.json")
+    graph = json.loads(path.read_text())
+    added = dict(graph["objects"][0])
+    added["original_x2"] = added["original_x1"] - width
+    added["x2"] = max(0, added["x1"] - round(width * 224 / max(corpus.images[key]["width"], 1)))
+    graph["objects"].append(added)
+    output.write_text(path, json.dumps(graph, indent=1))
+    return fault(corpus, kind, path, [key], where=f"objects[{len(graph['objects']) - 1}]")
+
+
+def zero_area_box(corpus: Corpus, kind: str) -> dict:
+    return _scene_graph_object(corpus, kind, 0)
+
+
+def negative_box(corpus: Corpus, kind: str) -> dict:
+    return _scene_graph_object(corpus, kind, 50)
+
+
+def _padchest_rows(corpus: Corpus) -> tuple[Path, list[str], list[list[str]]]:
+    path = corpus.path("padchest", PADCHEST_CSV)
+    return (path, *read_csv(path))
+
+
+def duplicate_id(corpus: Corpus, kind: str) -> dict:
+    key = corpus.pick(kind, corpus.of_source("padchest"))
+    path, header, rows = _padchest_rows(corpus)
+    write_csv(path, header, rows + [list(rows[row_of(header, rows, "ImageID", _native(key))])])
+    return fault(corpus, kind, path, [key], row=len(rows) + 1)
+
+
+def unparseable_label_list(corpus: Corpus, kind: str) -> dict:
+    key = corpus.pick(kind, corpus.of_source("padchest"))
+    path, header, rows = _padchest_rows(corpus)
+    index, labels = row_of(header, rows, "ImageID", _native(key)), header.index("Labels")
+    cell = rows[index][labels].strip()
+    rows[index][labels] = cell[:-1] if cell.endswith("]") else "['normal'"  # the closing bracket lost
+    write_csv(path, header, rows)
+    return fault(corpus, kind, path, [key], row=index + 1)
+
+
+def csv_missing_columns(corpus: Corpus, kind: str) -> dict:
+    key = corpus.pick(kind, corpus.of_source("mimic"))
+    path = corpus.path("mimic", "mimic-cxr-2.0.0-metadata.csv.gz")
+    header, rows = read_csv(path)
+    index = row_of(header, rows, "dicom_id", _native(key))
+    rows[index] = rows[index][:4]
+    write_csv(path, header, rows)
+    return fault(corpus, kind, path, [key], row=index + 1)
+
+
+# ---------------------------------------------------------------- reports
+
+
+def _study_report(corpus: Corpus, kind: str) -> tuple[Path, list[str]]:
+    """A MIMIC study with a report file and no image hit yet; its report path and image keys."""
+    studies: dict[str, list[str]] = {}
+    for key in corpus.of_source("mimic"):
+        studies.setdefault(corpus.images[key]["study_id"], []).append(key)
+
+    def report(study: str) -> Path:
+        subject = corpus.images[studies[study][0]]["subject_id"]
+        return corpus.path("mimic", "files", f"p{subject[:2]}", f"p{subject}", f"s{study}.txt")
+
+    free = [s for s, keys in studies.items() if report(s).exists() and not corpus.used & set(keys)]
+    study = corpus.pick(kind, free)
+    corpus.used.update(studies[study])
+    return report(study), sorted(studies[study])
+
+
+def non_utf8_report(corpus: Corpus, kind: str) -> dict:
+    path, keys = _study_report(corpus, kind)
+    text = path.read_text(encoding="utf-8") + " Réévaluation demandée.\n"
+    path.write_bytes(text.encode("latin-1", errors="replace"))
+    return fault(corpus, kind, path, keys)
+
+
+def empty_report(corpus: Corpus, kind: str) -> dict:
+    path, keys = _study_report(corpus, kind)
+    path.write_bytes(b"")
+    return fault(corpus, kind, path, keys)
+
+
+INJECTORS: dict[str, Callable[[Corpus, str], dict]] = {
+    # the most constrained victims first (scene graphs off the gold list, CheXmask rows that pass,
+    # whole studies), so a small corpus still has one for every kind
+    "zero-area-box": zero_area_box,
+    "negative-box": negative_box,
+    "malformed-rle-chexmask": malformed_rle_chexmask,
+    "non-utf8-report": non_utf8_report,
+    "empty-report": empty_report,
+    "box-outside-image": box_outside_image,
+    "bad-16bit-png-header": bad_16bit_png_header,
+    "truncated-dicom": truncated_dicom,
+    "csv-missing-columns": csv_missing_columns,
+    "dicom-without-pixel-data": dicom_without_pixel_data,
+    "missing-image": missing_image,
+    "wrong-transfer-syntax": wrong_transfer_syntax,
+    "malformed-rle-siim": malformed_rle_siim,
+    "rle-past-image-end": rle_past_image_end,
+    "zero-byte-png": zero_byte_png,
+    "unparseable-label-list": unparseable_label_list,
+    "duplicate-id": duplicate_id,
+}
+
+
+def inject(out: Path, roots: dict[str, str], images: dict[str, dict], seed: int) -> dict:
+    """Plant one fault of every kind in ``manifests/faults.yaml`` into the clean corpus at ``out``;
+    returns ``{"faults": [...], "faulted": {"images": [...], "annotations": [...]}}`` for the truth file."""
+    unknown = sorted(set(KINDS) ^ set(INJECTORS))
+    if unknown:
+        raise KeyError(f"fault kinds without an injector or without a manifest entry: {unknown}")
+    corpus = Corpus(out=Path(out), roots=roots, images=images, seed=seed)
+    faults = sorted((INJECTORS[kind](corpus, kind) for kind in INJECTORS), key=lambda f: f["kind"])
+    lost_images = sorted({f["key"] for f in faults if f["loses"] == "image"})
+    lost_annotations = {f"{f['source']}:{f['key']}" for f in faults if f["loses"] == "annotation"}
+    for key in lost_images:  # CheXmask rows and scene graphs cannot outlive their image
+        entry = images[key]
+        if entry.get("chexmask") is not None:
+            lost_annotations.add(f"chexmask:{key}")
+        if entry.get("imagenome"):
+            lost_annotations.add(f"imagenome:{key}")
+    return {"faults": faults, "faulted": {"images": lost_images, "annotations": sorted(lost_annotations)}}
