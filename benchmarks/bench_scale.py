@@ -11,6 +11,9 @@ as a child process (FnApiRunner):
 2. wall time per image on the 10x corpus with 1 and 2 worker processes (``--workers 2`` =
    FnApiRunner multi_processing); target: >= 1.7x speed-up.
 
+Both corpora are built with ``rows_per_shard.images`` = ``--images-per-shard`` (default 64): the
+per-image stages run one images shard per element, so the shard count is the parallelism a runner
+can use (1M images at the default 500 give ~2,000 shards; a 2,000-image corpus at 500 would give 5).
 Corpus generation is not timed. Linux only (the process-tree sampler reads /proc).
 """
 
@@ -19,12 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+import yaml
 
 from pipelines.synth import generate
 
@@ -92,19 +98,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--studies", type=int, default=40, help="MIMIC studies of the 1x corpus")
     parser.add_argument("--factor", type=int, default=10)
+    parser.add_argument("--images-per-shard", type=int, default=64, help="rows_per_shard.images of both builds")
     parser.add_argument("--workdir", type=Path, default=None, help="keep corpora and outputs here")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-scale-"))
     corpora = {}
     for label, studies in (("1x", args.studies), (f"{args.factor}x", args.studies * args.factor)):
         started = time.perf_counter()
-        corpora[label] = generate(workdir / f"corpus-{label}", studies=studies, seed=0) / "build.yaml"
-        print(f"corpus {label}: {studies} studies written in {time.perf_counter() - started:.0f} s (not timed)")
+        corpus = workdir / f"corpus-{label}"
+        if not (corpus / "SYNTHETIC_TRUTH.json").exists() or \
+                json.loads((corpus / "SYNTHETIC_TRUTH.json").read_text())["studies"] != studies:
+            generate(corpus, studies=studies, seed=0)
+        config = yaml.safe_load((corpus / "build.yaml").read_text())
+        config["rows_per_shard"] = {"images": args.images_per_shard}
+        corpora[label] = corpus / "build-bench.yaml"
+        corpora[label].write_text(yaml.safe_dump(config))
+        print(f"corpus {label}: {studies} studies ready in {time.perf_counter() - started:.0f} s (not timed)")
     big = f"{args.factor}x"
     runs = [("1x", 1), (big, 1), (big, 2)]
     results = {}
     for label, workers in runs:
-        results[(label, workers)] = run_build(corpora[label], workdir / f"out-{label}-w{workers}", workers)
+        out = workdir / f"out-{label}-w{workers}"
+        shutil.rmtree(out, ignore_errors=True)
+        results[(label, workers)] = run_build(corpora[label], out, workers)
         r = results[(label, workers)]
         print(f"build {label:>4} workers={workers}: {r['images']:5d} images ({r['written']} written)  "
               f"{r['wall_s']:6.1f} s  {1000 * r['wall_s'] / r['images']:6.1f} ms/image  "

@@ -20,6 +20,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.pvalue import TaggedOutput
 
+from pipelines.grouping import GroupPacked, pack, unpack_all
 from pipelines.image_stage import ImageStage, work_dir
 from pipelines.manifest import Manifest, input_fingerprints
 from pipelines.write import WriteTables
@@ -55,9 +56,11 @@ class ReadSource(beam.DoFn):
 
 
 class JoinUnits(beam.DoFn):
+    """One image_key's packed records and annotations -> its unit, or rejects for what cannot join."""
+
     def process(self, element):
         key, grouped = element
-        for item in join_image(key, grouped["images"], grouped["annotations"]):
+        for item in join_image(key, unpack_all(grouped["images"]), unpack_all(grouped["annotations"])):
             yield TaggedOutput("rejects", item) if isinstance(item, Reject) else item
 
 
@@ -113,8 +116,10 @@ def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dic
 
     joined = (
         {
-            "images": images | "All images" >> beam.Flatten(),
-            "annotations": annotations | "All annotations" >> beam.Flatten(),
+            "images": images | "All images" >> beam.Flatten()
+            | "Pack images" >> beam.MapTuple(lambda key, record: (key, pack(record))),
+            "annotations": annotations | "All annotations" >> beam.Flatten()
+            | "Pack annotations" >> beam.MapTuple(lambda key, record: (key, pack(record))),
         }
         | "Join on image_key" >> beam.CoGroupByKey()
         | "Units and split" >> beam.ParDo(JoinUnits()).with_outputs("rejects", main="units")
@@ -139,14 +144,14 @@ def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dic
         annotation_rows
         | "Rows with a study" >> beam.Filter(lambda a: a["study_id"] is not None)
         | "Key by study" >> beam.Map(lambda a: ((a["source"], a["study_id"]), a))
-        | "Group studies" >> beam.GroupByKey()
+        | "Group studies" >> GroupPacked()
         | "Study rows" >> beam.Map(lambda kv: sorted(kv[1], key=lambda a: a["image_key"]))
     )
     patients = (
         studies
         | "Rows with a patient" >> beam.Filter(lambda study: study[0]["subject_id"] is not None)
         | "Key by patient" >> beam.Map(lambda study: ((study[0]["source"], study[0]["subject_id"]), study))
-        | "Group patients" >> beam.GroupByKey()
+        | "Group patients" >> GroupPacked()
         | "Patient studies" >> beam.Map(lambda kv: multi.in_time_order(list(kv[1])))
     )
     instruction_lists = []

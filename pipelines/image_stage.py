@@ -34,6 +34,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
+from pipelines.grouping import GroupPacked
 from pipelines.write import ROW_GROUP_ROWS, shard_path
 from schemas.records import Reject
 from schemas.tables import arrow_schema
@@ -274,7 +275,7 @@ class ImageStage(beam.PTransform):
         return (
             units
             | "Assign images shard" >> beam.Map(assign, shards=beam.pvalue.AsDict(shards_per_split))
-            | "Group images shard" >> beam.GroupByKey()
+            | "Group images shard" >> GroupPacked()
             | "Process images shard" >> beam.ParDo(
                 ProcessImageShard(self.out_dir, self.image_size, self.max_vertices, self.roots)
             ).with_outputs(*OUTPUTS, main="annotation_rows")

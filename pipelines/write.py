@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from pipelines.grouping import GroupPacked
 from schemas.tables import ROW_KEY, arrow_schema
 from transforms.hashing import shard_of
 
@@ -112,6 +113,6 @@ class WriteTables(beam.PTransform):
         return (
             (plan, keyed)
             | "Merge plan" >> beam.Flatten()
-            | "Group shard" >> beam.GroupByKey()
+            | "Group shard" >> GroupPacked()
             | "Write shard" >> beam.Map(lambda element: write_shard(out_dir, element))
         )
