@@ -1,8 +1,8 @@
-"""GroupByKey whose values cross the shuffle as pickled bytes.
+"""GroupByKey whose values cross the shuffle as compressed pickled bytes.
 
 Beam's local FnApiRunner keeps every value of a GroupByKey as a live Python object until the
 groups are read, and a dict of rows or a pydantic record costs several times its pickle. Packing
-values into bytes before the grouping and unpacking them in the consumer keeps a local build's
+values into compressed bytes before the grouping and unpacking them in the consumer keeps a local build's
 peak memory close to the size of its data (benchmarks/bench_scale.py). On Dataflow the values are
 serialised for the shuffle anyway, so packing costs nothing there.
 """
@@ -10,6 +10,7 @@ serialised for the shuffle anyway, so packing costs nothing there.
 from __future__ import annotations
 
 import pickle
+import zlib
 
 import apache_beam as beam
 
@@ -17,12 +18,17 @@ PROTOCOL = 5
 
 
 def pack(value) -> bytes:
-    return pickle.dumps(value, protocol=PROTOCOL)
+    """Pickled and zlib-compressed (level 1): rows of text and coordinates shrink 3-5x for ~1 us/KB."""
+    return zlib.compress(pickle.dumps(value, protocol=PROTOCOL), 1)
+
+
+def unpack(packed: bytes):
+    return pickle.loads(zlib.decompress(packed))
 
 
 def unpack_all(values) -> list:
     """The values of one group, unpacked."""
-    return [pickle.loads(value) for value in values]
+    return [unpack(value) for value in values]
 
 
 class GroupPacked(beam.PTransform):

@@ -19,7 +19,6 @@ has written manifest.json.
 from __future__ import annotations
 
 import hashlib
-import io as stdio
 import json
 import logging
 import math
@@ -28,16 +27,12 @@ from dataclasses import dataclass, field
 from importlib import metadata
 
 import apache_beam as beam
-import pyarrow as pa
-import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
 from pipelines.grouping import GroupPacked
-from pipelines.write import ROW_GROUP_ROWS, shard_path
+from pipelines.write import ROW_GROUP_ROWS, shard_path, stream_parquet, write_atomically
 from schemas.records import Reject
-from schemas.tables import arrow_schema
 from transforms import enrich, io
 from transforms.hashing import shard_of
 from transforms.splits import patient_key
@@ -63,43 +58,8 @@ class ShardResult:
     patients: list[tuple[str, str]] = field(default_factory=list)  # (patient key, split)
 
 
-class _HashingSink(stdio.RawIOBase):
-    """A write-only stream that forwards to ``handle`` and hashes what passes (for Parquet writers)."""
-
-    def __init__(self, handle):
-        super().__init__()
-        self.handle = handle
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data) -> int:
-        data = bytes(data)
-        self.sha256.update(data)
-        self.size += len(data)
-        self.handle.write(data)
-        return len(data)
-
-    def tell(self) -> int:
-        return self.size
-
-
 def _file_sha256(path: str) -> str | None:
     return io.sha256_of(path) if io.exists(path) else None
-
-
-def _write_atomically(path: str, write):
-    """``write(handle)`` into ``path.partial``, then rename: a killed run never leaves a torn file.
-    Returns what ``write`` returns."""
-    partial = path + ".partial"
-    with FileSystems.create(partial) as handle:
-        written = write(handle)
-    if io.exists(path):
-        FileSystems.delete([path])
-    FileSystems.rename([partial], [path])
-    return written
 
 
 def units_digest(units: list[ImageUnit]) -> str:
@@ -208,41 +168,33 @@ class ProcessImageShard(beam.DoFn):
 
     def _process(self, units: list[ImageUnit], paths: dict, split: str, name: str, digest: str):
         result = ShardResult()
-        schema = arrow_schema("images")
-        group_rows = ROW_GROUP_ROWS["images"]
 
-        def write_shard(handle) -> tuple[_HashingSink, int]:
-            sink, rows_written = _HashingSink(handle), 0
-            with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
-                batch = []
-                for unit in units:
-                    row, part = run_unit(unit, self.settings["image_size"], self.settings["max_vertices"],
-                                         self._where(unit))
-                    for attr in ("annotation_rows", "rejects", "events", "patients"):
-                        getattr(result, attr).extend(getattr(part, attr))
-                    if row is not None:
-                        batch.append(row)
-                    if len(batch) == group_rows:
-                        writer.write_table(pa.Table.from_pylist(batch, schema=schema))
-                        rows_written += len(batch)
-                        batch = []
-                if batch or not rows_written:  # an all-rejected shard is still a valid, empty table
-                    writer.write_table(pa.Table.from_pylist(batch, schema=schema))
-                    rows_written += len(batch)
-            return sink, rows_written
+        def image_rows():  # one row group at a time; the shard's other outputs collect in ``result``
+            batch = []
+            for unit in units:
+                row, part = run_unit(unit, self.settings["image_size"], self.settings["max_vertices"],
+                                     self._where(unit))
+                for attr in ("annotation_rows", "rejects", "events", "patients"):
+                    getattr(result, attr).extend(getattr(part, attr))
+                if row is not None:
+                    batch.append(row)
+                if len(batch) == ROW_GROUP_ROWS["images"]:
+                    yield batch
+                    batch = []
+            yield batch
 
-        sink, rows_written = _write_atomically(paths["shard"], write_shard)
+        rows, size, sha256 = stream_parquet(paths["shard"], "images", image_rows())
         checkpoint = pickle.dumps(result, protocol=5)
-        _write_atomically(paths["checkpoint"], lambda handle: handle.write(checkpoint))
+        write_atomically(paths["checkpoint"], lambda handle: handle.write(checkpoint))
         marker = {
-            "shard": {"path": f"images/{name}.parquet", "table": "images", "split": split, "rows": rows_written,
-                      "bytes": sink.size, "sha256": sink.sha256.hexdigest()},
+            "shard": {"path": f"images/{name}.parquet", "table": "images", "split": split, "rows": rows,
+                      "bytes": size, "sha256": sha256},
             "checkpoint_sha256": hashlib.sha256(checkpoint).hexdigest(),
             "settings": self.settings,
             "units": len(units),
             "units_sha256": digest,
         }
-        _write_atomically(paths["marker"], lambda handle: handle.write(
+        write_atomically(paths["marker"], lambda handle: handle.write(
             json.dumps(marker, indent=2, sort_keys=True).encode() + b"\n"))
         return marker, result
 

@@ -9,15 +9,16 @@ shard of the plan is written, empty ones included, so ``-SSSSS-of-NNNNN`` names 
 from __future__ import annotations
 
 import hashlib
-import io
+import io as stdio
 import math
+from collections.abc import Iterable
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.grouping import GroupPacked
+from pipelines.grouping import pack, unpack
 from schemas.tables import ROW_KEY, arrow_schema
 from transforms.hashing import shard_of
 
@@ -43,30 +44,74 @@ def shard_path(out_dir: str, table_dir: str, split: str, shard: int, num_shards:
     return FileSystems.join(out_dir, table_dir, f"{split}-{shard:05d}-of-{num_shards:05d}.parquet")
 
 
-def parquet_bytes(table: str, rows: list[dict]) -> bytes:
-    arrow = pa.Table.from_pylist(rows, schema=arrow_schema(table))
-    buffer = io.BytesIO()
-    pq.write_table(arrow, buffer, compression="zstd", row_group_size=ROW_GROUP_ROWS[table])
-    return buffer.getvalue()
+class HashingSink(stdio.RawIOBase):
+    """A write-only stream that forwards to ``handle`` and hashes what passes (for Parquet writers)."""
+
+    def __init__(self, handle):
+        super().__init__()
+        self.handle = handle
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        self.sha256.update(data)
+        self.size += len(data)
+        self.handle.write(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+
+def write_atomically(path: str, write):
+    """``write(handle)`` into ``path.partial``, then rename: a killed run never leaves a torn file
+    under a final name. Returns what ``write`` returns."""
+    partial = path + ".partial"
+    with FileSystems.create(partial) as handle:
+        written = write(handle)
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([partial], [path])
+    return written
+
+
+def stream_parquet(path: str, table: str, batches: Iterable[list[dict]]) -> tuple[int, int, str]:
+    """Write row batches (one row group each, in order) as one zstd Parquet file; a file with no
+    batches is a valid empty table. Returns (rows, bytes, sha256); only one batch is held at a time."""
+    schema = arrow_schema(table)
+
+    def write(handle):
+        sink, rows = HashingSink(handle), 0
+        with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
+            for batch in batches:
+                if batch:
+                    writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                    rows += len(batch)
+            if not rows:
+                writer.write_table(schema.empty_table())
+        return rows, sink.size, sink.sha256.hexdigest()
+
+    return write_atomically(path, write)
 
 
 def write_shard(out_dir: str, element) -> dict:
-    """Write one shard file and describe it (path relative to the output, rows, sha256)."""
-    (table_dir, split, shard, num_shards), rows = element
+    """Write one shard file and describe it (path relative to the output, rows, sha256).
+
+    ``element`` is ``((table_dir, split, shard, n), values)``; a value is ``(sort key, packed row)``,
+    or None for the shard plan's placeholder. Rows are unpacked one row group at a time."""
+    (table_dir, split, shard, num_shards), values = element
     table = table_of(table_dir)
-    rows = sorted((row for row in rows if row is not None), key=lambda r: row_sort_key(table, r))
-    data = parquet_bytes(table, rows)
-    path = shard_path(out_dir, table_dir, split, shard, num_shards)
-    with FileSystems.create(path) as handle:
-        handle.write(data)
-    return {
-        "path": f"{table_dir}/{split}-{shard:05d}-of-{num_shards:05d}.parquet",
-        "table": table_dir,
-        "split": split,
-        "rows": len(rows),
-        "bytes": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
-    }
+    entries = sorted(value for value in values if value is not None)  # packed bytes break sort-key ties
+    group = ROW_GROUP_ROWS[table]
+    batches = ([unpack(packed) for _, packed in entries[start:start + group]]
+               for start in range(0, len(entries), group))
+    rows, size, sha256 = stream_parquet(shard_path(out_dir, table_dir, split, shard, num_shards), table, batches)
+    return {"path": f"{table_dir}/{split}-{shard:05d}-of-{num_shards:05d}.parquet", "table": table_dir,
+            "split": split, "rows": rows, "bytes": size, "sha256": sha256}
 
 
 class WriteTables(beam.PTransform):
@@ -105,14 +150,14 @@ class WriteTables(beam.PTransform):
         def assign(r, shards):
             table_dir, split, row = r
             n = shards[(table_dir, split)]
-            key = row[ROW_KEY[table_of(table_dir)]]
-            return (table_dir, split, shard_of(key, n), n), row
+            table = table_of(table_dir)
+            return (table_dir, split, shard_of(row[ROW_KEY[table]], n), n), (row_sort_key(table, row), pack(row))
 
         keyed = rows | "Assign shard" >> beam.Map(assign, shards=beam.pvalue.AsDict(counts))
         out_dir = self.out_dir
         return (
             (plan, keyed)
             | "Merge plan" >> beam.Flatten()
-            | "Group shard" >> GroupPacked()
+            | "Group shard" >> beam.GroupByKey()
             | "Write shard" >> beam.Map(lambda element: write_shard(out_dir, element))
         )
