@@ -64,7 +64,7 @@ def to_preprocessed(mask: np.ndarray) -> np.ndarray:
     return cv2.resize(square, (1024, 1024), interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
-def test_boxes_are_clipped_and_zero_area_boxes_are_item_rejects():
+def test_boxes_are_clipped_and_boxes_outside_the_image_are_item_rejects():
     record = vindr_record([Box(label="Nodule/Mass", x1=-20, y1=100, x2=50, y2=160, origin="vindr-annotations",
                                reader="R1"),
                            Box(label="Nodule/Mass", x1=950, y1=10, x2=990, y2=60, origin="vindr-annotations",
@@ -72,7 +72,7 @@ def test_boxes_are_clipped_and_zero_area_boxes_are_item_rejects():
     enriched, rejects = enrich.geometry_unit(decoded(record))
     (box,) = enriched.boxes
     assert (box["x1"], box["x2"]) == (0, 50) and box["finding"] == "Lung Lesion"
-    assert [(r.reason, r.level) for r in rejects] == [("zero-area-box", "item")]
+    assert [(r.reason, r.level) for r in rejects] == [("box-outside-image", "item")]
 
 
 def test_three_readers_give_a_consensus_box_beside_their_own():

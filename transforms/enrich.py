@@ -165,12 +165,12 @@ def _chexmask_geometry(ann: AnnotationRecord, lb: Letterbox, width: int, height:
 
 def _box_problem(box: Box, width: int, height: int) -> tuple[str, str]:
     """Reason and wording for a box with no area inside the image: inverted (``negative-box``),
-    degenerate or wholly outside (``zero-area-box``)."""
+    degenerate (``zero-area-box``) or wholly outside the image (``box-outside-image``)."""
     if box.x2 < box.x1 or box.y2 < box.y1:
         return "negative-box", f"has a negative {'width' if box.x2 < box.x1 else 'height'}"
     if box.x2 == box.x1 or box.y2 == box.y1:
         return "zero-area-box", f"has zero {'width' if box.x2 == box.x1 else 'height'}"
-    return "zero-area-box", f"has no area inside the {width}x{height} image"
+    return "box-outside-image", f"has no area inside the {width}x{height} image"
 
 
 def _reader_consensus(read_boxes: list[Box]):
