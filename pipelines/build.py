@@ -23,7 +23,7 @@ from apache_beam.pvalue import TaggedOutput
 from pipelines.grouping import GroupPacked, pack, unpack_all
 from pipelines.image_stage import ImageStage, work_dir
 from pipelines.manifest import Manifest, input_fingerprints
-from pipelines.write import WriteTables
+from pipelines.write import WriteTables, prepare
 from schemas.config import BuildConfig
 from schemas.records import IMAGE_SOURCES, AnnotationRecord, Reject, SourceRecord
 from transforms import enrich, io
@@ -64,16 +64,18 @@ class JoinUnits(beam.DoFn):
             yield TaggedOutput("rejects", item) if isinstance(item, Reject) else item
 
 
-def task_rows(group, unit: str, profiles: list, seed: int) -> list[tuple[str, str, dict]]:
+def task_rows(group, unit: str, profiles: list, seed: int) -> list[tuple[tuple, tuple]]:
     """Instruction rows of every profile task that consumes this kind of unit: one annotation row
-    ("image"), the rows of one study ("study"), or the studies of one patient ("patient")."""
+    ("image"), the rows of one study ("study"), or the studies of one patient ("patient"). Each as
+    ``((profile, task, source, split), prepared row)``: its manifest cell and the row for the writer."""
     rows = []
     for profile in profiles:
         for task in profile.tasks:
             if multi.UNITS.get(task, "image") != unit:
                 continue
             for row in generator(task)(group, profile, seed):
-                rows.append((f"instructions/{profile.name}/{task}", row["split"], row))
+                cell = (profile.name, task, row["source"], row["split"])
+                rows.append((cell, prepare(f"instructions/{profile.name}/{task}", row["split"], row)))
     return rows
 
 
@@ -163,13 +165,13 @@ def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dic
     instructions = instruction_lists | "All instructions" >> beam.Flatten()
 
     all_rejects = rejects | "All rejects" >> beam.Flatten()
-    reject_rows = all_rejects | "Reject rows" >> beam.Map(lambda r: ("rejects", "rejects", r.model_dump()))
+    reject_rows = all_rejects | "Reject rows" >> beam.Map(lambda r: prepare("rejects", "rejects", r.model_dump()))
     events.append(all_rejects | "Reject events" >> beam.Map(
         lambda r: (r.source, f"{r.kind}:{r.stage}" if r.level == "record" else f"item-{r.kind}:{r.stage}:{r.reason}")))
 
     table_rows = (
-        annotation_rows | "Annotation rows" >> beam.Map(lambda a: ("annotations", a["split"], a)),
-        instructions | "Instruction rows" >> beam.FlatMap(lambda rs: rs),
+        annotation_rows | "Annotation rows" >> beam.Map(lambda a: prepare("annotations", a["split"], a)),
+        instructions | "Instruction rows" >> beam.FlatMap(lambda rs: [prepared for _, prepared in rs]),
         reject_rows,
     ) | "All rows" >> beam.Flatten()
     written = table_rows | "Write" >> WriteTables(
@@ -179,8 +181,7 @@ def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dic
     counts = events | "All events" >> beam.Flatten() | "Count events" >> beam.combiners.Count.PerElement()
     instruction_counts = (
         instructions
-        | "Instruction cells" >> beam.FlatMap(lambda rs: [(r["profile"], r["task"], r["source"], r["split"])
-                                                          for _, _, r in rs])
+        | "Instruction cells" >> beam.FlatMap(lambda rs: [cell for cell, _ in rs])
         | "Count instructions" >> beam.combiners.Count.PerElement()
     )
     straddling = (

@@ -40,6 +40,14 @@ def row_sort_key(table: str, row: dict) -> tuple:
     return (key,)
 
 
+def prepare(table_dir: str, split: str, row: dict) -> tuple:
+    """A row as WriteTables takes it: ``(table_dir, split, row key, sort key, packed row)``. Rows are
+    packed where they are made, so the whole-table steps before the shard grouping (counting and
+    assigning shards) move compact bytes, not dicts."""
+    table = table_of(table_dir)
+    return table_dir, split, row[ROW_KEY[table]], row_sort_key(table, row), pack(row)
+
+
 def shard_path(out_dir: str, table_dir: str, split: str, shard: int, num_shards: int) -> str:
     return FileSystems.join(out_dir, table_dir, f"{split}-{shard:05d}-of-{num_shards:05d}.parquet")
 
@@ -115,7 +123,7 @@ def write_shard(out_dir: str, element) -> dict:
 
 
 class WriteTables(beam.PTransform):
-    """``(table_dir, split, row)`` -> shard files; outputs one description per file written.
+    """Prepared rows (:func:`prepare`) -> shard files; outputs one description per file written.
 
     ``always`` names (table_dir, split) pairs that get a file even when they have no rows (e.g. an
     empty rejects table still loads).
@@ -136,7 +144,7 @@ class WriteTables(beam.PTransform):
 
         counts = (
             (
-                rows | "Count key" >> beam.Map(lambda r: ((r[0], r[1]), 1)),
+                rows | "Count key" >> beam.Map(lambda prepared: ((prepared[0], prepared[1]), 1)),
                 rows.pipeline | "Always" >> beam.Create([(pair, 0) for pair in self.always]),
             )
             | "Merge counts" >> beam.Flatten()
@@ -147,11 +155,10 @@ class WriteTables(beam.PTransform):
             lambda kv: [((kv[0][0], kv[0][1], shard, kv[1]), None) for shard in range(kv[1])]
         )
 
-        def assign(r, shards):
-            table_dir, split, row = r
+        def assign(prepared, shards):
+            table_dir, split, key, sort_key, packed = prepared
             n = shards[(table_dir, split)]
-            table = table_of(table_dir)
-            return (table_dir, split, shard_of(row[ROW_KEY[table]], n), n), (row_sort_key(table, row), pack(row))
+            return (table_dir, split, shard_of(key, n), n), (sort_key, packed)
 
         keyed = rows | "Assign shard" >> beam.Map(assign, shards=beam.pvalue.AsDict(counts))
         out_dir = self.out_dir

@@ -7,7 +7,7 @@ import apache_beam as beam
 import datasets
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.write import WriteTables
+from pipelines.write import WriteTables, prepare
 
 
 def reject(i: int) -> dict:
@@ -25,7 +25,7 @@ def instruction(i: int, split: str) -> dict:
 def run(out: Path, rows, order_seed: int):
     rows = sorted(rows, key=lambda r: hashlib.sha256(f"{order_seed}{r[2]}".encode()).hexdigest())
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
-        (p | beam.Create(rows) | WriteTables(str(out), {"instructions": 40, "rejects": 1000},
+        (p | beam.Create([prepare(*row) for row in rows]) | WriteTables(str(out), {"instructions": 40, "rejects": 1000},
                                              always=[("rejects", "rejects")]))
 
 

@@ -30,7 +30,9 @@ carry mtime 0, DICOM UIDs derive from hashes, and nothing records the time of th
       (None for lateral images);
     - per source extras: MIMIC ``study_date``, ``study_time`` (HHMMSS.fff), ``study_order``,
       ``photometric``, ``imagenome_split``; VinDr ``photometric``, ``transfer_syntax``; SIIM
-      ``pneumothorax_components``, ``pneumothorax_area``; PadChest ``image_dir``, ``labels_missing``.
+      ``pneumothorax_components``, ``pneumothorax_area``; PadChest ``image_dir``, ``labels_missing``;
+    - ``planted_phi``: the fake identifying values planted in the image's DICOM header and report
+      header, each ``{"in", "field", "value"}`` (pipelines/synth/phi.py); no output may contain one.
 - ``patients``: ``"<source>/<subject_id>"`` -> study ids in time order (MIMIC, SIIM, PadChest).
 - with ``faults=True`` (``synth --faults``) also ``faults`` and ``faulted``: every planted bad input with
   its file, row, expected reject key, stage and reason, and the images and annotations the faults
