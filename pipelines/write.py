@@ -1,9 +1,12 @@
 """Deterministic sharded Parquet writing.
 
-Rows arrive as ``(table_dir, split, row)``. The shard count of each (table_dir, split) follows from
-its row count (``ceil(rows / rows_per_shard)``); a row's shard is a stable hash of its key; rows in a
-shard are sorted by key. So names and bytes are identical on every run and every runner. Every
-shard of the plan is written, empty ones included, so ``-SSSSS-of-NNNNN`` names stay contiguous.
+Rows arrive prepared (:func:`prepare`: table, split, key, sort key and the packed row). The shard
+count of each (table_dir, split) follows from its row count (``ceil(rows / rows_per_shard)``); a
+row's shard is a stable hash of its key; rows in a shard are sorted by key. So names and bytes are
+identical on every run and every runner. Every shard of the plan is written, empty ones included, so
+``-SSSSS-of-NNNNN`` names stay contiguous. Files are streamed a row group at a time under a
+``.partial`` name and renamed when complete (:func:`stream_parquet`, also used by the image stage,
+which writes the ``images/`` table itself).
 """
 
 from __future__ import annotations
