@@ -58,10 +58,6 @@ class ShardResult:
     patients: list[tuple[str, str]] = field(default_factory=list)  # (patient key, split)
 
 
-def _file_sha256(path: str) -> str | None:
-    return io.sha256_of(path) if io.exists(path) else None
-
-
 def units_digest(units: list[ImageUnit]) -> str:
     """SHA-256 over the units of a shard (records, annotations, split), in key order."""
     digest = hashlib.sha256()
@@ -152,8 +148,8 @@ class ProcessImageShard(beam.DoFn):
         checks = {
             "settings": marker.get("settings") == self.settings,
             "inputs": marker.get("units_sha256") == digest,
-            "shard": _file_sha256(paths["shard"]) == marker["shard"]["sha256"],
-            "checkpoint": _file_sha256(paths["checkpoint"]) == marker.get("checkpoint_sha256"),
+            "shard": io.sha256_if_exists(paths["shard"]) == marker["shard"]["sha256"],
+            "checkpoint": io.sha256_if_exists(paths["checkpoint"]) == marker.get("checkpoint_sha256"),
         }
         failed = [name for name, ok in checks.items() if not ok]
         if failed:

@@ -42,7 +42,7 @@ import manifests
 from pipelines.manifest import Manifest, record_vq_outputs
 from schemas.tables import CODES_PER_IMAGE, REJECTS, VQ
 from transforms.enrich import kebab
-from transforms.io import sha256_of
+from transforms.io import sha256_if_exists, sha256_of
 
 DEFAULT_BEAM_ARGS = ["--runner=FnApiRunner"]
 STAGE = "tokenize"
@@ -87,10 +87,6 @@ def write_bytes(path: str, data: bytes) -> None:
         handle.write(data)
 
 
-def _sha256_or_none(path: str) -> str | None:
-    return sha256_of(path) if FileSystems.exists(path) else None
-
-
 def completed_shards(out_dir: str, shards: list[str], fingerprint_id: str) -> list[str]:
     """Shards whose completion marker still matches, by sha256, the images shard and the two files it
     wrote. A marker from another tokenizer raises: one vq table never mixes codes of two tokenizers
@@ -108,7 +104,7 @@ def completed_shards(out_dir: str, shards: list[str], fingerprint_id: str) -> li
             ("images shard", FileSystems.join(out_dir, "images", shard), marker.get("images_sha256")),
             ("vq shard", vq_path(out_dir, shard), marker["sha256"]),
             ("rejects", vq_path(out_dir, REJECT_DIR, shard), marker["rejects_sha256"]),
-        ) if _sha256_or_none(file) != digest]
+        ) if sha256_if_exists(file) != digest]
         if stale:
             log.warning("%s: %s changed since it was written; tokenizing the shard again", path, ", ".join(stale))
             continue

@@ -45,6 +45,11 @@ def sha256_of(path: str) -> str:
     return digest.hexdigest()
 
 
+def sha256_if_exists(path: str) -> str | None:
+    """Hex SHA-256 of a file, or None when there is no such file (for checking completion markers)."""
+    return sha256_of(path) if exists(path) else None
+
+
 def open_binary(path: str) -> IO[bytes]:
     """A binary stream; ``.gz`` and ``.bz2`` files are decompressed by their extension."""
     raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
@@ -55,9 +60,10 @@ def open_binary(path: str) -> IO[bytes]:
     return raw
 
 
-def open_text(path: str, encoding: str = "utf-8") -> IO[str]:
-    """A text stream (newlines untranslated, as the csv module wants) of a possibly compressed file."""
-    return io.TextIOWrapper(open_binary(path), encoding=encoding, newline="")
+def open_text(path: str, encoding: str = "utf-8", errors: str = "strict") -> IO[str]:
+    """A text stream (newlines untranslated, as the csv module wants) of a possibly compressed file;
+    ``errors`` is the codec error handler, as for ``open``."""
+    return io.TextIOWrapper(open_binary(path), encoding=encoding, errors=errors, newline="")
 
 
 def first_existing(base: str, *names: str) -> str | None:
