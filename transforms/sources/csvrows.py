@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import io as _io
 import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -58,7 +57,7 @@ class BadRow:
 
 def open_text(path: str) -> IO[str]:
     """A text stream that never raises on bytes that are not UTF-8 (they become surrogates)."""
-    return _io.TextIOWrapper(io.open_binary(path), encoding="utf-8-sig", errors=_ERROR_HANDLER, newline="")
+    return io.open_text(path, encoding="utf-8-sig", errors=_ERROR_HANDLER)
 
 
 def records(path: str) -> Iterator[tuple[int, list[str], str | None]]:
