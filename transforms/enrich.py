@@ -338,9 +338,6 @@ def annotation_row(enriched: EnrichedUnit) -> dict:
             provenance[f"{ann.source}.split"] = ann.split_hint
     raw_labels = list(record.raw_labels) + [label for ann in enriched.annotations for label in ann.raw_labels]
     score = severity.severity_ordinal(enriched.mentions)
-    report_text = None if report is None else report.text
-    if report is not None and report.language == "en":
-        report_text = deid.scrub(report_text)  # idempotent: a no-op after language_unit, a guard without it
     return {
         "image_key": unit.key, "source": record.image.source, "split": unit.split,
         "subject_id": record.image.subject_id, "study_id": record.image.study_id, "view": record.image.view,
@@ -351,7 +348,7 @@ def annotation_row(enriched: EnrichedUnit) -> dict:
         "boxes": sorted(enriched.boxes, key=_box_sort_key),
         "polygons": enriched.polygons,
         "regions": [region.model_dump() for ann in enriched.annotations for region in ann.regions],
-        "report_text": report_text,
+        "report_text": report.text if report else None,  # scrubbed by language_unit
         "report_language": report.language if report else None,
         "sections": enriched.sections,
         "mentions": [_mention_row(m) for m in enriched.mentions],
