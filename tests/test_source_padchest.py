@@ -191,8 +191,9 @@ def test_unreadable_rows_and_unnamed_pngs_are_rejects_and_the_rest_is_read(tmp_p
     orphan = found[("unnamed.png", "unlabelled-image")]
     assert orphan.kind == "filtered" and orphan.detail == f"9/unnamed.png: no row in {CSV_NAME}"
     assert len(outputs) == len(ROWS) + 1
-    with pytest.raises(ValueError, match="row 1: 6 cells"):
-        padchest.read_label_table(str(table))
+    good, bad, _ = padchest.label_rows(str(table))
+    assert [(row.number, row.reason) for row in bad] == [(1, "malformed-row"), (2, "undecodable-row")]
+    assert 1 not in set(good["row"]) and 2 not in set(good["row"])
 
 
 def test_gzipped_csv_and_registry(tmp_path):
@@ -266,8 +267,8 @@ def test_bad_sizes_raise(text):
 def test_real_label_csv_from_the_torchxrayvision_wheel(tmp_path):
     """Every real row parses (set TORCHXRAYVISION_WHEEL to the downloaded torchxrayvision-1.5.7 wheel)."""
     target = wheel_member(f"{CSV_NAME}.gz", tmp_path / f"{CSV_NAME}.gz")
-    table = padchest.read_label_table(str(target))
-    assert len(table) == 160861 and table["image_id"].is_unique and table["patient_id"].str.len().min() > 10
+    table, bad, _ = padchest.label_rows(str(target))
+    assert bad == [] and len(table) == 160861 and table["image_id"].is_unique and table["patient_id"].str.len().min() > 10
     assert table["report_id"].nunique() == 107783
     # every row's list and CUI cells parse; whole records for a stable tenth of the rows
     for column, parse in (("labels", padchest.parse_labels), ("localizations", padchest.parse_localizations),

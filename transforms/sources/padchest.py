@@ -103,14 +103,6 @@ def label_rows(path: str) -> tuple[pd.DataFrame, list[csvrows.BadRow], int | Non
     return frame, table.bad, positions[0]
 
 
-def read_label_table(path: str) -> pd.DataFrame:
-    """:func:`label_rows`' table; ValueError when any row is bad."""
-    table, bad, _ = label_rows(path)
-    if bad:
-        raise ValueError(bad[0].where(path))
-    return table
-
-
 def list_images(root: str) -> set[str]:
     """Paths relative to ``root`` of the PNGs at ``<root>/*.png`` and ``<root>/*/*.png``."""
     paths = io.glob(io.join(root, "*.png")) + io.glob(io.join(root, "*", "*.png"))
