@@ -63,7 +63,7 @@ def tree_rss(root: int) -> int:
     return sum(rss.get(pid, 0) for pid in members)
 
 
-def run_build(config: Path, out: Path, workers: int) -> dict:
+def timed_build(config: Path, out: Path, workers: int) -> dict:
     """One ``cxr-instruct build`` in a child process: wall seconds, peak RSS (kernel and sampled tree)."""
     command = [sys.executable, "-m", "pipelines.cli", "build", "--config", str(config), "--out", str(out),
                "--workers", str(workers)]
@@ -120,7 +120,7 @@ def main() -> None:
     for label, workers in runs:
         out = workdir / f"out-{label}-w{workers}"
         shutil.rmtree(out, ignore_errors=True)
-        results[(label, workers)] = run_build(corpora[label], out, workers)
+        results[(label, workers)] = timed_build(corpora[label], out, workers)
         r = results[(label, workers)]
         print(f"build {label:>4} workers={workers}: {r['images']:5d} images ({r['written']} written)  "
               f"{r['wall_s']:6.1f} s  {1000 * r['wall_s'] / r['images']:6.1f} ms/image  "
