@@ -1,18 +1,16 @@
-"""GroupByKey whose values cross the shuffle as compressed pickled bytes.
+"""Values that cross a grouping as compressed pickled bytes.
 
-Beam's local FnApiRunner keeps every value of a GroupByKey as a live Python object until the
-groups are read, and a dict of rows or a pydantic record costs several times its pickle. Packing
-values into compressed bytes before the grouping and unpacking them in the consumer keeps a local build's
-peak memory close to the size of its data (benchmarks/bench_scale.py). On Dataflow the values are
-serialised for the shuffle anyway, so packing costs nothing there.
+Beam's local FnApiRunner keeps every PCollection between stages in memory, and a dict of rows or a
+pydantic record costs several times its pickle there. Records, units and rows are packed where they
+are made and unpacked where they are used, so what the runner holds is compact bytes
+(benchmarks/bench_scale.py). On Dataflow values are serialised for the shuffle anyway, so packing
+costs nothing there.
 """
 
 from __future__ import annotations
 
 import pickle
 import zlib
-
-import apache_beam as beam
 
 PROTOCOL = 5
 
@@ -29,18 +27,3 @@ def unpack(packed: bytes):
 def unpack_all(values) -> list:
     """The values of one group, unpacked."""
     return [unpack(value) for value in values]
-
-
-class GroupPacked(beam.PTransform):
-    """``(key, value)`` -> ``(key, [values])``, like GroupByKey, with the values packed in between.
-
-    The GroupByKey inside is labelled ``GroupByKey``, so a step named ``"Group studies"`` shows as
-    ``Group studies/GroupByKey`` in the graph."""
-
-    def expand(self, pcoll):
-        return (
-            pcoll
-            | "Pack" >> beam.MapTuple(lambda key, value: (key, pack(value)))
-            | "GroupByKey" >> beam.GroupByKey()
-            | "Unpack" >> beam.MapTuple(lambda key, values: (key, unpack_all(values)))
-        )

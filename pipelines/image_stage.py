@@ -1,16 +1,20 @@
 """The per-image stages (image -> geometry -> language), run one images shard at a time.
 
 Units are grouped by the ``images/`` shard they belong to: a split's shard count follows from its
-unit count (``rows_per_shard.images``), a unit's shard from a stable hash of its key. One call
-takes every unit of a shard in key order through decode, geometry and language, streams the
-image rows straight into the shard's Parquet file and sends only the small annotation rows on.
+unit count (``rows_per_shard.images``), a unit's shard from a stable hash of its patient (of its
+study, or of the image itself, when the source has no patient ids), so every study and patient is
+whole inside one shard and the task stage (pipelines/task_stage.py) can build them there. One call
+takes every unit of a shard in key order through decode, geometry and language, streams the image
+rows straight into the shard's Parquet file and keeps the annotation rows in the shard's checkpoint.
 
-- Memory: PNG bytes never travel through the pipeline; a worker holds one row group of them.
-- Resume: after the shard file the stage writes a checkpoint (everything it sends on, pickled)
-  and then a completion marker with both files' sha256, the stage settings and a digest of the
-  shard's input units. A rerun that finds a marker whose checksums, settings and inputs all
-  match sends the checkpoint on without decoding anything, so a build killed midway restarts
-  from its last finished shard and writes byte-identical output.
+- Memory: neither PNG bytes nor annotation rows travel through the pipeline. The stage sends on a
+  reference to its checkpoint, per-shard counts, the patients it saw and the train rows' severity
+  terms, so a local run's memory does not grow with the corpus (benchmarks/bench_scale.py).
+- Resume: after the shard file the stage writes a checkpoint (annotation rows, rejects, counts,
+  patients, pickled) and then a completion marker with both files' sha256, the stage settings and
+  a digest of the shard's input units. A rerun that finds a marker whose checksums, settings and
+  inputs all match sends the checkpoint on without decoding anything, so a build killed midway
+  restarts from its last finished shard and writes byte-identical output.
 
 Checkpoints and markers live in ``<out>/_work/images/``; the build deletes ``_work`` when it
 has written manifest.json.
@@ -23,6 +27,7 @@ import json
 import logging
 import math
 import pickle
+from collections import Counter
 from dataclasses import dataclass, field
 from importlib import metadata
 
@@ -30,7 +35,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
-from pipelines.grouping import GroupPacked
+from pipelines.grouping import pack, unpack_all
 from pipelines.write import ROW_GROUP_ROWS, shard_path, stream_parquet, write_atomically
 from schemas.records import Reject
 from transforms import enrich, io
@@ -41,11 +46,36 @@ from transforms.units import ImageUnit
 log = logging.getLogger(__name__)
 
 WORK_DIR = "_work"
-OUTPUTS = ("rejects", "events", "patients", "shards")  # tagged outputs besides the annotation rows
+OUTPUTS = ("rejects", "events", "patients", "shards", "severity_terms")  # tagged outputs besides the checkpoints
 
 
 def work_dir(out_dir: str) -> str:
     return io.join(out_dir, WORK_DIR)
+
+
+def shard_group(image) -> str:
+    """What decides an image's shard: its patient, else its study, else the image itself, so studies
+    and patients never span two shards of a split."""
+    if image.subject_id:
+        return patient_key(image)
+    if image.study_id:
+        return f"{image.source}/study/{image.study_id}"
+    return image.image_key
+
+
+def unit_entry(unit: ImageUnit) -> tuple[str, str, bytes]:
+    """A unit as the image stage takes it: ``(split, shard group, packed unit)``, so the runner moves
+    compact bytes and the shard assignment needs nothing unpacked."""
+    return unit.split, shard_group(unit.record.image), pack(unit)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where one images shard's annotation rows are (what the task stage reads)."""
+
+    split: str
+    name: str  # "<split>-SSSSS-of-NNNNN", as the images shard
+    path: str
 
 
 @dataclass
@@ -102,8 +132,9 @@ def run_unit(unit: ImageUnit, image_size: int, max_vertices: int, where: str):
 
 
 class ProcessImageShard(beam.DoFn):
-    """``((split, shard, num_shards), units)`` -> annotation rows; rejects, events, patients and the
-    shard's description as tagged outputs. Reuses a verified checkpoint when there is one."""
+    """``((split, shard, num_shards), packed units)`` -> the shard's :class:`Checkpoint`; as tagged outputs
+    its rejects, ``((source, event), count)`` pairs, distinct ``(patient, split)`` pairs, the severity
+    terms of its train rows and the shard's description. Reuses a verified checkpoint when there is one."""
 
     def __init__(self, out_dir: str, image_size: int, max_vertices: int, roots: dict[str, str]):
         self.out_dir = out_dir
@@ -113,14 +144,15 @@ class ProcessImageShard(beam.DoFn):
         self.processed = Metrics.counter("image_stage", "shards_processed")
 
     def setup(self):
+        io.map_large_allocations()  # decoded images go back to the OS when freed
         try:
             self.settings["version"] = metadata.version("cxr-instruct")
         except metadata.PackageNotFoundError:
             self.settings["version"] = "unknown"
 
     def process(self, element):
-        (split, shard, num_shards), units = element
-        units = sorted(units, key=lambda u: u.key)
+        (split, shard, num_shards), packed_units = element
+        units = sorted(unpack_all(packed_units), key=lambda u: u.key)
         name = f"{split}-{shard:05d}-of-{num_shards:05d}"
         paths = {"shard": shard_path(self.out_dir, "images", split, shard, num_shards),
                  "checkpoint": io.join(work_dir(self.out_dir), "images", f"{name}.pkl"),
@@ -134,10 +166,16 @@ class ProcessImageShard(beam.DoFn):
         else:
             self.processed.inc()
             marker, result = self._process(units, paths, split, name, digest)
-        yield from result.annotation_rows
-        for tag in ("rejects", "events", "patients"):
-            for item in getattr(result, tag):
-                yield TaggedOutput(tag, item)
+        yield Checkpoint(split, name, paths["checkpoint"])
+        for reject in result.rejects:
+            yield TaggedOutput("rejects", reject)
+        for event, count in sorted(Counter(result.events).items()):
+            yield TaggedOutput("events", (event, count))
+        for patient in sorted(set(result.patients)):
+            yield TaggedOutput("patients", patient)
+        for row in result.annotation_rows:
+            if row["split"] == "train":
+                yield TaggedOutput("severity_terms", enrich.severity_terms_of(row))
         yield TaggedOutput("shards", marker["shard"])
 
     def _verified_marker(self, paths: dict, digest: str) -> dict | None:
@@ -196,7 +234,8 @@ class ProcessImageShard(beam.DoFn):
 
 
 class ImageStage(beam.PTransform):
-    """Units -> annotation rows (main) plus ``rejects``, ``events``, ``patients`` and ``shards``."""
+    """Unit entries (:func:`unit_entry`) -> checkpoints (main) plus ``rejects``, ``events``, ``patients``, ``severity_terms`` and
+    ``shards`` (see :class:`ProcessImageShard`)."""
 
     def __init__(self, out_dir: str, rows_per_shard: int, image_size: int, max_vertices: int,
                  roots: dict[str, str]):
@@ -207,24 +246,25 @@ class ImageStage(beam.PTransform):
         self.max_vertices = max_vertices
         self.roots = roots
 
-    def expand(self, units):
+    def expand(self, entries):
         rows_per_shard = self.rows_per_shard
         shards_per_split = (
-            units
-            | "Unit split" >> beam.Map(lambda unit: (unit.split, 1))
+            entries
+            | "Unit split" >> beam.Map(lambda entry: (entry[0], 1))
             | "Units per split" >> beam.CombinePerKey(sum)
             | "Shards per split" >> beam.Map(lambda kv: (kv[0], max(1, math.ceil(kv[1] / rows_per_shard))))
         )
 
-        def assign(unit: ImageUnit, shards: dict[str, int]):
-            n = shards[unit.split]
-            return (unit.split, shard_of(unit.key, n), n), unit
+        def assign(entry: tuple[str, str, bytes], shards: dict[str, int]):
+            split, group, packed = entry
+            n = shards[split]
+            return (split, shard_of(group, n), n), packed
 
         return (
-            units
+            entries
             | "Assign images shard" >> beam.Map(assign, shards=beam.pvalue.AsDict(shards_per_split))
-            | "Group images shard" >> GroupPacked()
+            | "Group images shard" >> beam.GroupByKey()
             | "Process images shard" >> beam.ParDo(
                 ProcessImageShard(self.out_dir, self.image_size, self.max_vertices, self.roots)
-            ).with_outputs(*OUTPUTS, main="annotation_rows")
+            ).with_outputs(*OUTPUTS, main="checkpoints")
         )

@@ -1,12 +1,17 @@
-"""Deterministic sharded Parquet writing.
+"""Deterministic sharded Parquet writing, two ways in.
 
-Rows arrive prepared (:func:`prepare`: table, split, key, sort key and the packed row). The shard
-count of each (table_dir, split) follows from its row count (``ceil(rows / rows_per_shard)``); a
-row's shard is a stable hash of its key; rows in a shard are sorted by key. So names and bytes are
-identical on every run and every runner. Every shard of the plan is written, empty ones included, so
-``-SSSSS-of-NNNNN`` names stay contiguous. Files are streamed a row group at a time under a
-``.partial`` name and renamed when complete (:func:`stream_parquet`, also used by the image stage,
-which writes the ``images/`` table itself).
+- :class:`WriteTables` takes prepared rows (:func:`prepare`: table, split, key, sort key and the
+  packed row) through a GroupByKey: the shard count of each (table_dir, split) follows from its row
+  count (``ceil(rows / rows_per_shard)``) and a row's shard is a stable hash of its key. The build
+  uses it for the rejects table; every shard of the plan is written, empty ones included, so
+  ``-SSSSS-of-NNNNN`` names stay contiguous.
+- :class:`WriteFragments` takes references to :class:`Fragment` work files (the task stage's rows of
+  one images shard) and cuts their concatenation into shards of ``rows_per_shard`` rows, so the
+  annotation and instruction rows never pass through the runner's memory.
+
+Either way rows in a shard are sorted by key and names and bytes are identical on every run and
+every runner. Files are streamed a row group at a time under a ``.partial`` name and renamed when
+complete (:func:`stream_parquet`, also used by the image stage, which writes ``images/`` itself).
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from __future__ import annotations
 import hashlib
 import io as stdio
 import math
+import pickle
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import apache_beam as beam
 import pyarrow as pa
@@ -109,20 +116,24 @@ def stream_parquet(path: str, table: str, batches: Iterable[list[dict]]) -> tupl
     return write_atomically(path, write)
 
 
-def write_shard(out_dir: str, element) -> dict:
-    """Write one shard file and describe it (path relative to the output, rows, sha256).
-
-    ``element`` is ``((table_dir, split, shard, n), values)``; a value is ``(sort key, packed row)``,
-    or None for the shard plan's placeholder. Rows are unpacked one row group at a time."""
-    (table_dir, split, shard, num_shards), values = element
+def write_sorted(out_dir: str, table_dir: str, split: str, shard: int, num_shards: int, entries: list) -> dict:
+    """Write ``(sort key, packed row)`` entries, sorted, as one shard file and describe it (path
+    relative to the output, rows, sha256). Rows are unpacked one row group at a time."""
     table = table_of(table_dir)
-    entries = sorted(value for value in values if value is not None)  # packed bytes break sort-key ties
+    entries = sorted(entries)  # packed bytes break sort-key ties
     group = ROW_GROUP_ROWS[table]
     batches = ([unpack(packed) for _, packed in entries[start:start + group]]
                for start in range(0, len(entries), group))
     rows, size, sha256 = stream_parquet(shard_path(out_dir, table_dir, split, shard, num_shards), table, batches)
     return {"path": f"{table_dir}/{split}-{shard:05d}-of-{num_shards:05d}.parquet", "table": table_dir,
             "split": split, "rows": rows, "bytes": size, "sha256": sha256}
+
+
+def write_shard(out_dir: str, element) -> dict:
+    """``((table_dir, split, shard, n), values)`` -> one shard file; a value is ``(sort key, packed
+    row)``, or None for the shard plan's placeholder."""
+    (table_dir, split, shard, num_shards), values = element
+    return write_sorted(out_dir, table_dir, split, shard, num_shards, [v for v in values if v is not None])
 
 
 class WriteTables(beam.PTransform):
@@ -170,4 +181,83 @@ class WriteTables(beam.PTransform):
             | "Merge plan" >> beam.Flatten()
             | "Group shard" >> beam.GroupByKey()
             | "Write shard" >> beam.Map(lambda element: write_shard(out_dir, element))
+        )
+
+
+def plan_fragment_shards(element, rows_per_shard: dict[str, int]) -> list[tuple]:
+    """``((table_dir, split), fragments)`` -> ``((table_dir, split, shard, n), slices)`` per shard.
+
+    Fragments are laid end to end in images-shard order; shard ``k`` takes rows ``[k R, (k+1) R)``
+    of that sequence (R = rows_per_shard of the table), as ``(fragment path, start, stop)`` slices."""
+    (table_dir, split), fragments = element
+    fragments = sorted(fragments, key=lambda f: f.shard)
+    size = rows_per_shard[table_of(table_dir)]
+    total = sum(f.rows for f in fragments)
+    num_shards = max(1, math.ceil(total / size))
+    plan, first = [], 0
+    for shard in range(num_shards):
+        low, high = shard * size, min((shard + 1) * size, total)
+        slices = []
+        for fragment in fragments:
+            start, stop = max(low, first), min(high, first + fragment.rows)
+            if start < stop:
+                slices.append((fragment.path, start - first, stop - first))
+            first += fragment.rows
+        first = 0
+        plan.append(((table_dir, split, shard, num_shards), slices))
+    return plan
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """One images shard's rows of one (table_dir, split): ``(sort key, packed row)`` entries, sorted,
+    pickled in a work file (written by the task stage, read by :class:`WriteFragments`)."""
+
+    table_dir: str
+    split: str
+    shard: str  # the images shard it came from: fragments are laid end to end in this order
+    path: str
+    rows: int
+
+
+def write_fragment(path: str, entries: list[tuple]) -> None:
+    payload = pickle.dumps(sorted(entries), protocol=5)
+    write_atomically(path, lambda handle: handle.write(payload))
+
+
+def read_fragment(path: str) -> list[tuple]:
+    with FileSystems.open(path) as handle:
+        return pickle.loads(handle.read())
+
+
+def write_fragment_shard(out_dir: str, element) -> dict:
+    (table_dir, split, shard, num_shards), slices = element
+    entries = []
+    for path, start, stop in slices:
+        entries += read_fragment(path)[start:stop]
+    return write_sorted(out_dir, table_dir, split, shard, num_shards, entries)
+
+
+class WriteFragments(beam.PTransform):
+    """Row :class:`Fragment` references -> shard files of ``rows_per_shard`` rows; outputs one description
+    per file written.
+
+    Only references cross the grouping (one per images shard and table), so the rows themselves never
+    pass through the runner: each writer reads the slices of the fragments its shard covers. The
+    layout depends only on the fragments, so names and bytes are identical on every run and runner."""
+
+    def __init__(self, out_dir: str, rows_per_shard: dict[str, int]):
+        super().__init__()
+        self.out_dir = out_dir
+        self.rows_per_shard = rows_per_shard
+
+    def expand(self, fragments):
+        out_dir, rows_per_shard = self.out_dir, self.rows_per_shard
+        return (
+            fragments
+            | "Key by table" >> beam.Map(lambda f: ((f.table_dir, f.split), f))
+            | "Group fragments" >> beam.GroupByKey()
+            | "Plan shards" >> beam.FlatMap(plan_fragment_shards, rows_per_shard)
+            | "Spread shards" >> beam.Reshuffle()
+            | "Write shard" >> beam.Map(lambda element: write_fragment_shard(out_dir, element))
         )

@@ -5,14 +5,17 @@ whole source into one element.
 Aggregations the build graph is allowed to have (anything else fails ``test_every_grouping_...``):
 
 - GroupByKey on fine keys: ``Join on image_key`` (one image + its CheXmask/ImaGenome annotations),
-  ``Per-image stages/Group images shard`` ((split, shard, n): the metadata of ~rows_per_shard.images
-  units, no pixels), ``Group studies`` ((source, study_id)), ``Group patients`` ((source, subject_id)),
-  ``Write/Group shard`` ((table, split, shard, n): at most ~rows_per_shard rows).
+  ``Per-image stages/Group images shard`` ((split, shard, n): the packed units of ~rows_per_shard.images
+  images, no pixels), ``Write/Group fragments`` ((table, split): one fragment reference per images
+  shard, no rows), ``Write rejects/Group shard`` ((table, split, shard, n): at most ~rows_per_shard
+  rejects), and the reshuffles ``Sources`` (the six source roots) and ``Write/Spread shards`` (one
+  slice plan per output shard).
 - Combiners (lifted: partial accumulators per bundle, so a key's values are never listed):
   ``Fit severity IDF`` (the only global combine: a Counter of seed-term signatures, bounded by the
-  seed-term vocabulary, not by the corpus), ``Write/Sum per split`` and ``Per-image stages/Units per split`` (an int per (table, split)),
-  ``Count events`` / ``Count instructions`` (an int per (source, stage, reason) / (profile, task,
-  source, split)), ``Distinct patient splits`` / ``Splits per patient`` (per patient).
+  seed-term vocabulary, not by the corpus), ``Write rejects/Sum per split`` and ``Per-image
+  stages/Units per split`` (an int per (table, split)), ``Count events`` / ``Count instructions`` (an
+  int per (source, stage, reason) / (profile, task, source, split)), ``Distinct patient splits`` /
+  ``Splits per patient`` (per patient).
 - Side inputs, each a small table: the IDF table, the shard plan, per-key counts, one description per
   written shard, and the keys of patients found in two splits (empty when the build is correct).
 """
@@ -50,19 +53,19 @@ DATAFLOW_ARGS = [
 ]
 OUT = "gs://bucket/out"
 
-FINE_KEY_GROUPS = {"Join on image_key", "Per-image stages/Group images shard", "Group studies", "Group patients",
-                   "Write/Group shard"}
+FINE_KEY_GROUPS = {"Join on image_key", "Per-image stages/Group images shard", "Write/Group fragments",
+                   "Write rejects/Group shard", "Sources", "Write/Spread shards"}
 COMBINES = {
     "Fit severity IDF": "FitSeverityIdf",
-    "Write/Sum per split": "NoSideInputsCallableWrapperCombineFn",
+    "Write rejects/Sum per split": "NoSideInputsCallableWrapperCombineFn",
     "Per-image stages/Units per split": "NoSideInputsCallableWrapperCombineFn",
-    "Count events": "CountCombineFn",
-    "Count instructions": "CountCombineFn",
+    "Count events": "NoSideInputsCallableWrapperCombineFn",
+    "Count instructions": "NoSideInputsCallableWrapperCombineFn",
     "Distinct patient splits": "NoSideInputsCallableWrapperCombineFn",
     "Splits per patient": "CountCombineFn",
 }
 GLOBAL_COMBINES = {"Fit severity IDF"}
-SIDE_INPUT_PRODUCERS = {"Fit severity IDF", "Write/Shards per split", "Per-image stages/Shards per split",
+SIDE_INPUT_PRODUCERS = {"Fit severity IDF", "Write rejects/Shards per split", "Per-image stages/Shards per split",
                         "Count events", "Count instructions", "All shards", "Patient keys"}
 
 

@@ -6,8 +6,10 @@ from pathlib import Path
 import apache_beam as beam
 import datasets
 from apache_beam.options.pipeline_options import PipelineOptions
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pipelines.write import WriteTables, prepare
+from pipelines.write import Fragment, WriteFragments, WriteTables, plan_fragment_shards, prepare, write_fragment
 
 
 def reject(i: int) -> dict:
@@ -58,3 +60,60 @@ def test_tables_load_back_with_datasets_and_rows_are_sorted(tmp_path):
     assert inst.num_rows == 7
     assert inst.features["conversations"] == datasets.List({"from": datasets.Value("string"),
                                                             "value": datasets.Value("string")})
+
+
+# ------------------------------------------------------------------ fragments (the task stage's rows)
+
+
+def fragments(tmp_path: Path, sizes: list[int], split: str = "train") -> list[Fragment]:
+    """One fragment per images shard ``shard-NN`` with ``sizes[NN]`` instruction rows."""
+    made, i = [], 0
+    for number, size in enumerate(sizes):
+        path = str(tmp_path / "work" / f"shard-{number:02d}.pkl")
+        entries = []
+        for _ in range(size):
+            _, _, _, sort_key, packed = prepare("instructions/imt-cxr/t", split, instruction(i, split))
+            entries.append((sort_key, packed))
+            i += 1
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_fragment(path, entries)
+        made.append(Fragment("instructions/imt-cxr/t", split, f"shard-{number:02d}", path, size))
+    return made
+
+
+@settings(max_examples=200, deadline=None)
+@given(sizes=st.lists(st.integers(0, 50), min_size=1, max_size=12), per_shard=st.integers(1, 60),
+       order=st.randoms(use_true_random=False))
+def test_fragment_plan_covers_every_row_once_in_full_shards(sizes, per_shard, order):
+    frags = [Fragment("annotations", "train", f"s{n:02d}", f"s{n:02d}.pkl", size) for n, size in enumerate(sizes)]
+    shuffled = list(frags)
+    order.shuffle(shuffled)
+    plan = plan_fragment_shards((("annotations", "train"), shuffled), {"annotations": per_shard})
+    total = sum(sizes)
+    assert [key[2] for key, _ in plan] == list(range(len(plan)))
+    assert {key[3] for key, _ in plan} == {len(plan)} and len(plan) == max(1, -(-total // per_shard))
+    covered = [(path, row) for _, slices in plan for path, start, stop in slices for row in range(start, stop)]
+    assert sorted(covered) == sorted((f.path, row) for f in frags for row in range(f.rows))
+    assert all(stop > start for _, slices in plan for _, start, stop in slices)
+    sizes_out = [sum(stop - start for _, start, stop in slices) for _, slices in plan]
+    assert all(size == per_shard for size in sizes_out[:-1]) and 0 <= sizes_out[-1] <= per_shard
+    assert plan == plan_fragment_shards((("annotations", "train"), frags), {"annotations": per_shard})
+
+
+def write_fragments(out: Path, frags: list[Fragment], per_shard: int):
+    with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
+        p | beam.Create(frags) | WriteFragments(str(out), {"instructions": per_shard})
+
+
+def test_fragments_in_any_order_give_identical_sorted_shards_that_load(tmp_path):
+    frags = fragments(tmp_path, [7, 0, 12, 5])
+    write_fragments(tmp_path / "a", frags, 10)
+    write_fragments(tmp_path / "b", frags[::-1], 10)
+    a, b = checksums(tmp_path / "a"), checksums(tmp_path / "b")
+    assert a == b
+    assert sorted(a) == [f"instructions/imt-cxr/t/train-0000{k}-of-00003.parquet" for k in range(3)]
+    shards = [datasets.load_dataset("parquet", data_files=str(tmp_path / "a" / name), split="train")["id"]
+              for name in sorted(a)]
+    assert [len(ids) for ids in shards] == [10, 10, 4]
+    assert all(ids == sorted(ids) for ids in shards)
+    assert sorted(i for ids in shards for i in ids) == [f"id{i:04d}" for i in range(24)]

@@ -6,6 +6,7 @@ Readers and stages use these helpers instead of ``open()`` / ``os.walk`` on inpu
 from __future__ import annotations
 
 import bz2
+import ctypes
 import gzip
 import hashlib
 import io
@@ -82,3 +83,20 @@ def basename(path: str) -> str:
 def relative(path: str, root: str) -> str:
     root = root.rstrip("/") + "/"
     return path[len(root):] if path.startswith(root) else path
+
+
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+
+
+def map_large_allocations(threshold: int = 1 << 20) -> bool:
+    """Have glibc serve every allocation of ``threshold`` bytes or more with its own mmap.
+
+    By default glibc raises that threshold after the first large free (up to 32 MiB), so decoded
+    images then come from the heap and their pages stay resident after they are freed: a process's
+    RSS creeps up with the largest images it has seen. A fixed threshold hands each image's buffers
+    back to the OS when they are freed. Returns False (and changes nothing) where libc is not glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))

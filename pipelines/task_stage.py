@@ -1,0 +1,105 @@
+"""The task stage: one images shard's annotation rows -> every table row it makes, staged as fragments.
+
+It runs once per images shard, after the severity IDF table is fitted on the train split. It reads
+the shard's checkpoint (pipelines/image_stage.py), adds each row's MediVLM-style severity, builds
+the shard's studies and patients (whole inside one shard, by how the image stage shards) and runs
+every profile task on its image, study or patient groups. Rows are not sent through the pipeline:
+each (table, split) gets one fragment file per images shard, its rows packed and sorted by key, and
+the stage sends on a :class:`Fragment` reference that ``WriteFragments`` (pipelines/write.py) turns
+into output shards. A task that fails on a group becomes a ``tasks`` reject for that group only.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections import Counter, defaultdict
+
+import apache_beam as beam
+from apache_beam.pvalue import TaggedOutput
+
+from pipelines.image_stage import Checkpoint, work_dir
+from pipelines.write import Fragment, prepare, write_fragment
+from schemas.records import Reject
+from transforms import enrich, io
+from transforms.tasks import generator, multi
+
+
+def task_rows(group, unit: str, profiles: list, seed: int) -> list[tuple[tuple, tuple]]:
+    """Instruction rows of every profile task that consumes this kind of unit: one annotation row
+    ("image"), the rows of one study ("study"), or the studies of one patient ("patient"). Each as
+    ``((profile, task, source, split), prepared row)``: its manifest cell and the row for the writer."""
+    rows = []
+    for profile in profiles:
+        for task in profile.tasks:
+            if multi.UNITS.get(task, "image") != unit:
+                continue
+            for row in generator(task)(group, profile, seed):
+                cell = (profile.name, task, row["source"], row["split"])
+                rows.append((cell, prepare(f"instructions/{profile.name}/{task}", row["split"], row)))
+    return rows
+
+
+def first_row(group) -> dict:
+    """The first annotation row of an image, study or patient group."""
+    while isinstance(group, list):
+        group = group[0]
+    return group
+
+
+def task_groups(rows: list[dict]):
+    """``(unit, group)`` for every image, study (rows by image key) and patient (studies in time
+    order) among one shard's annotation rows."""
+    studies = defaultdict(list)
+    for row in rows:
+        yield "image", row
+        if row["study_id"] is not None:
+            studies[(row["source"], row["study_id"])].append(row)
+    patients = defaultdict(list)
+    for key in sorted(studies):
+        study = sorted(studies[key], key=lambda a: a["image_key"])
+        yield "study", study
+        if study[0]["subject_id"] is not None:
+            patients[(study[0]["source"], study[0]["subject_id"])].append(study)
+    for key in sorted(patients):
+        yield "patient", multi.in_time_order(patients[key])
+
+
+def fragment_path(out_dir: str, table_dir: str, split: str, shard: str) -> str:
+    return io.join(work_dir(out_dir), "rows", table_dir, split, f"{shard}.pkl")
+
+
+class RunTasks(beam.DoFn):
+    """:class:`Checkpoint` -> one :class:`Fragment` per (table_dir, split) with rows; tagged outputs
+    ``rejects`` (failed task groups) and ``instruction_counts`` (``((profile, task, source, split), n)``)."""
+
+    def __init__(self, out_dir: str, profiles: list, seed: int):
+        self.out_dir = out_dir
+        self.profiles = profiles
+        self.seed = seed
+
+    def process(self, checkpoint: Checkpoint, idf_table: dict):
+        with io.open_binary(checkpoint.path) as handle:
+            annotation_rows = pickle.load(handle).annotation_rows
+        rows = sorted((enrich.add_severity_tfidf(row, idf_table) for row in annotation_rows),
+                      key=lambda a: a["image_key"])
+        tables, cells = defaultdict(list), Counter()
+        for row in rows:
+            tables[("annotations", row["split"])].append(prepare("annotations", row["split"], row))
+        for unit, group in task_groups(rows):
+            try:
+                made = task_rows(group, unit, self.profiles, self.seed)
+            except Exception as exc:  # noqa: BLE001 - a failing task costs its group, not the shard
+                row = first_row(group)
+                yield TaggedOutput("rejects", Reject(
+                    key=row["image_key"], source=row["source"], stage="tasks", level="item",
+                    reason=enrich.kebab(type(exc).__name__), detail=repr(exc)))
+                continue
+            for cell, prepared in made:
+                cells[cell] += 1
+                tables[prepared[:2]].append(prepared)
+        for (table_dir, split), prepared_rows in sorted(tables.items()):
+            path = fragment_path(self.out_dir, table_dir, split, checkpoint.name)
+            write_fragment(path, [(sort_key, packed) for _, _, _, sort_key, packed in prepared_rows])
+            yield Fragment(table_dir, split, checkpoint.name, path, len(prepared_rows))
+        for cell, count in sorted(cells.items()):
+            yield TaggedOutput("instruction_counts", (cell, count))
