@@ -150,6 +150,7 @@ def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dic
 def run_build(config: BuildConfig, out_dir: str, beam_args: list[str] | None = None) -> dict:
     """Run the build (and the tokenizer stage when the config has one); return the manifest."""
     inputs = input_fingerprints(config)
+    io.map_large_allocations()  # a local runner's big PCollection buffers go back to the OS when spent
     options = PipelineOptions(beam_args if beam_args else DEFAULT_BEAM_ARGS)
     with beam.Pipeline(options=options) as p:
         build_graph(p, config, out_dir, inputs)

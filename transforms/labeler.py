@@ -28,13 +28,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
-
-import spacy
-from spacy.matcher import PhraseMatcher
-from spacy.tokens import Doc, Span
+from typing import TYPE_CHECKING, Any, Literal
 
 import manifests
+
+if TYPE_CHECKING:
+    from spacy.language import Language
+    from spacy.matcher import PhraseMatcher
+    from spacy.tokens import Doc, Span
 
 OBSERVATIONS: tuple[str, ...] = (
     "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Lesion", "Lung Opacity", "Edema",
@@ -157,8 +158,14 @@ def load_rules() -> Rules:
 
 
 @lru_cache(maxsize=1)
-def _pipeline() -> tuple[spacy.language.Language, PhraseMatcher]:
-    """``spacy.blank("en")`` + rule sentencizer, and a PhraseMatcher of every cue (label = phrase)."""
+def _pipeline() -> tuple[Language, PhraseMatcher]:
+    """``spacy.blank("en")`` + rule sentencizer, and a PhraseMatcher of every cue (label = phrase).
+
+    spaCy is imported here, not at module import: it pulls in torch through thinc (~1.5 s), which a
+    process that only routes records (a local runner's main process) never needs."""
+    import spacy
+    from spacy.matcher import PhraseMatcher
+
     nlp = spacy.blank("en")
     nlp.add_pipe("sentencizer")
     matcher = PhraseMatcher(nlp.vocab, attr="LOWER")
@@ -263,6 +270,8 @@ def _outermost(spans: list[Span]) -> list[Span]:
 def extract_label_mentions(text: str) -> list[Mention]:
     """Every observation mention of a report with its value (the labeler's evidence)."""
     rules = load_rules()
+    from spacy.tokens import Span
+
     nlp, matcher = _pipeline()
     doc: Doc = nlp(clean_for_labeling(text))
     spans = _outermost([Span(doc, start, end, label=key) for key, start, end in matcher(doc)])
