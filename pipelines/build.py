@@ -8,7 +8,7 @@ Parquet shards) -> manifest.json [-> tokenize, when configured]
 
 Stage logic lives in ``transforms``; this module only routes, groups, guards and writes. Past the
 join, per-image data stays in files: the PCollections carry shard references, counts and rejects,
-so a local run's memory does not grow with the corpus. Every failure becomes a reject row with its
+and before it only packed records, so a local run's memory grows little with the corpus. Every failure becomes a reject row with its
 stage; ``manifest.json`` reconciles ``read = written + rejected + filtered`` per source. A build
 killed midway and run again reuses the images shards it finished (see pipelines/image_stage.py).
 """

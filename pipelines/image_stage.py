@@ -9,7 +9,8 @@ rows straight into the shard's Parquet file and keeps the annotation rows in the
 
 - Memory: neither PNG bytes nor annotation rows travel through the pipeline. The stage sends on a
   reference to its checkpoint, per-shard counts, the patients it saw and the train rows' severity
-  terms, so a local run's memory does not grow with the corpus (benchmarks/bench_scale.py).
+  terms, so what a local runner holds past the join is per shard, not per image
+  (benchmarks/bench_scale.py).
 - Resume: after the shard file the stage writes a checkpoint (annotation rows, rejects, counts,
   patients, pickled) and then a completion marker with both files' sha256, the stage settings and
   a digest of the shard's input units. A rerun that finds a marker whose checksums, settings and

@@ -177,4 +177,5 @@ def arrow_schema(table: str) -> pa.Schema:
 
 ROW_KEY = {"images": "image_key", "annotations": "image_key", "instructions": "id", "rejects": "key",
            "vq": "image_key"}
-"""The column whose value names a row: shards are chosen by its stable hash and sorted by it."""
+"""The column whose value names a row: rows are sorted by it inside a shard (and rejects shards are
+chosen by its stable hash)."""
