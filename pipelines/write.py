@@ -184,30 +184,6 @@ class WriteTables(beam.PTransform):
         )
 
 
-def plan_fragment_shards(element, rows_per_shard: dict[str, int]) -> list[tuple]:
-    """``((table_dir, split), fragments)`` -> ``((table_dir, split, shard, n), slices)`` per shard.
-
-    Fragments are laid end to end in images-shard order; shard ``k`` takes rows ``[k R, (k+1) R)``
-    of that sequence (R = rows_per_shard of the table), as ``(fragment path, start, stop)`` slices."""
-    (table_dir, split), fragments = element
-    fragments = sorted(fragments, key=lambda f: f.shard)
-    size = rows_per_shard[table_of(table_dir)]
-    total = sum(f.rows for f in fragments)
-    num_shards = max(1, math.ceil(total / size))
-    plan, first = [], 0
-    for shard in range(num_shards):
-        low, high = shard * size, min((shard + 1) * size, total)
-        slices = []
-        for fragment in fragments:
-            start, stop = max(low, first), min(high, first + fragment.rows)
-            if start < stop:
-                slices.append((fragment.path, start - first, stop - first))
-            first += fragment.rows
-        first = 0
-        plan.append(((table_dir, split, shard, num_shards), slices))
-    return plan
-
-
 @dataclass(frozen=True)
 class Fragment:
     """One images shard's rows of one (table_dir, split): ``(sort key, packed row)`` entries, sorted,
@@ -228,6 +204,27 @@ def write_fragment(path: str, entries: list[tuple]) -> None:
 def read_fragment(path: str) -> list[tuple]:
     with FileSystems.open(path) as handle:
         return pickle.loads(handle.read())
+
+
+def plan_fragment_shards(element, rows_per_shard: dict[str, int]) -> list[tuple]:
+    """``((table_dir, split), fragments)`` -> ``((table_dir, split, shard, n), slices)`` per shard.
+
+    Fragments are laid end to end in images-shard order; shard ``k`` takes rows ``[k R, (k+1) R)``
+    of that sequence (R = rows_per_shard of the table), as ``(fragment path, start, stop)`` slices."""
+    (table_dir, split), fragments = element
+    size = rows_per_shard[table_of(table_dir)]
+    num_shards = max(1, math.ceil(sum(f.rows for f in fragments) / size))
+    slices = [[] for _ in range(num_shards)]
+    first = 0  # position of the fragment's first row in the sequence
+    for fragment in sorted(fragments, key=lambda f: f.shard):
+        row, end = first, first + fragment.rows
+        while row < end:
+            shard = row // size
+            stop = min(end, (shard + 1) * size)
+            slices[shard].append((fragment.path, row - first, stop - first))
+            row = stop
+        first = end
+    return [((table_dir, split, shard, num_shards), parts) for shard, parts in enumerate(slices)]
 
 
 def write_fragment_shard(out_dir: str, element) -> dict:
