@@ -7,10 +7,11 @@ whole inside a shard; rows go to fragment files) -> write (pipelines/write.py: f
 Parquet shards) -> manifest.json [-> tokenize, when configured]
 
 Stage logic lives in ``transforms``; this module only routes, groups, guards and writes. Past the
-join, per-image data stays in files: the PCollections carry shard references, counts and rejects,
-and before it only packed records, so a local run's memory grows little with the corpus. Every failure becomes a reject row with its
-stage; ``manifest.json`` reconciles ``read = written + rejected + filtered`` per source. A build
-killed midway and run again reuses the images shards it finished (see pipelines/image_stage.py).
+join, per-image data stays in files: the PCollections carry shard references, counts and rejects
+(before it, packed records), so a local run's memory grows little with the corpus. Every failure
+becomes a reject row with its stage; ``manifest.json`` reconciles ``read = written + rejected +
+filtered`` per source. A build killed midway and run again reuses the images shards it finished
+(see pipelines/image_stage.py).
 """
 
 from __future__ import annotations

@@ -81,7 +81,8 @@ class Checkpoint:
 
 @dataclass
 class ShardResult:
-    """What one images shard sends on: the checkpoint of the stage."""
+    """What one images shard made besides its image rows (pickled as the shard's checkpoint): the
+    annotation rows the task stage reads, and the rejects, events and patients the stage sends on."""
 
     annotation_rows: list[dict] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
@@ -235,8 +236,8 @@ class ProcessImageShard(beam.DoFn):
 
 
 class ImageStage(beam.PTransform):
-    """Unit entries (:func:`unit_entry`) -> checkpoints (main) plus ``rejects``, ``events``, ``patients``, ``severity_terms`` and
-    ``shards`` (see :class:`ProcessImageShard`)."""
+    """Unit entries (:func:`unit_entry`) -> checkpoints (main) plus ``rejects``, ``events``,
+    ``patients``, ``severity_terms`` and ``shards`` (see :class:`ProcessImageShard`)."""
 
     def __init__(self, out_dir: str, rows_per_shard: int, image_size: int, max_vertices: int,
                  roots: dict[str, str]):

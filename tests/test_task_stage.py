@@ -92,5 +92,6 @@ def test_fragments_hold_every_row_sorted_and_a_failed_group_is_one_reject(tmp_pa
     annotations = [unpack(packed) for _, packed in read_fragment(fragments[("annotations", "train")].path)]
     assert [r["image_key"] for r in annotations] == [f"mimic/{k}" for k in "abcde"]
     assert all(r["severity_tfidf"] == 0.0 for r in annotations)  # filled from the fitted table
-    studies = [unpack(p)["id"] for _, p in read_fragment(fragments[(f"instructions/m4cxr/{MULTI_IMAGE}", "train")].path)]
+    study_rows = read_fragment(fragments[(f"instructions/m4cxr/{MULTI_IMAGE}", "train")].path)
+    studies = [unpack(packed)["id"] for _, packed in study_rows]
     assert studies == [f"{MULTI_IMAGE}:['a']", f"{MULTI_IMAGE}:['e']"]  # s2 failed, the others were written
