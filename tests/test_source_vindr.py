@@ -190,8 +190,10 @@ def test_an_unreadable_row_is_an_item_reject_and_its_image_is_read(tmp_path):
     _, latin1 = found[f"vindr/{TRAIN_B}"]
     assert (latin1.reason, latin1.detail) == ("undecodable-row", "annotations/annotations_train.csv row 12: "
                                                                  "bytes that are not UTF-8")
-    with pytest.raises(ValueError, match="row 11: 5 cells for 7 columns"):
-        vindr.read_annotations(str(boxes), "physionet")
+    bad = vindr.annotation_rows(str(boxes), "physionet").bad
+    assert {image: [row.where(str(boxes)) for row in rows] for image, rows in bad.items()} == {
+        TRAIN_A: [f"{boxes} row 11: 5 cells for 7 columns"],
+        TRAIN_B: [f"{boxes} row 12: bytes that are not UTF-8"]}
 
 
 def test_read_is_deterministic_and_registered(tmp_path):
@@ -323,7 +325,9 @@ def test_real_kaggle_file_from_the_torchxrayvision_wheel(tmp_path):
     """All 67,914 real rows parse (set TORCHXRAYVISION_WHEEL to the downloaded torchxrayvision-1.5.7 wheel)."""
     target = wheel_member("vinbigdata-train.csv.gz", tmp_path / "train.csv.gz")
     assert vindr.detect_layout(str(tmp_path)).name == "kaggle"
-    rows = vindr.read_annotations(str(target), "kaggle")
+    table = vindr.annotation_rows(str(target), "kaggle")
+    assert not table.bad
+    rows = table.by_image
     parsed = [vindr.annotation_boxes_and_labels(image_rows, "vindr-kaggle") for image_rows in rows.values()]
     assert len(rows) == 15000
     assert sum(len(boxes) + len(labels) for boxes, labels in parsed) == 67914

@@ -150,23 +150,12 @@ def _read_rows(path: str, required: Collection[str], columns: Collection[str]) -
     return Rows(dict(by_image), dict(bad))
 
 
-def _strict(rows: Rows, path: str) -> dict[str, list[dict[str, str]]]:
-    if rows.bad:
-        raise ValueError(next(iter(rows.bad.values()))[0].where(path))
-    return rows.by_image
-
-
 def annotation_rows(path: str, layout: LayoutName) -> Rows:
     """Box rows grouped by image_id (column name -> stripped string, plus :data:`ROW`), and bad rows."""
     required = ["image_id", "class_name", *COORDINATES]
     if layout == "kaggle":
         required += ["class_id", "rad_id"]
     return _read_rows(path, required, [*required, "rad_id"])
-
-
-def read_annotations(path: str, layout: LayoutName) -> dict[str, list[dict[str, str]]]:
-    """:func:`annotation_rows`' good rows; ValueError when any row is bad."""
-    return _strict(annotation_rows(path, layout), path)
 
 
 def image_label_rows(path: str) -> Rows:
@@ -177,11 +166,6 @@ def image_label_rows(path: str) -> Rows:
     if unknown:
         raise ValueError(f"{path}: unknown label column(s) {unknown}")
     return _read_rows(path, ["image_id", *IMAGE_LABELS], ["image_id", "rad_id", *IMAGE_LABELS])
-
-
-def read_image_labels(path: str) -> dict[str, list[dict[str, str]]]:
-    """:func:`image_label_rows`' good rows; ValueError when any row is bad."""
-    return _strict(image_label_rows(path), path)
 
 
 def _reader_of(row: dict[str, str]) -> str:
