@@ -24,10 +24,6 @@ PACKAGES = ("cxr-instruct", "apache-beam", "pyarrow", "numpy", "pydicom", "openc
 SHARD_FIELDS = ("path", "table", "split", "rows", "bytes", "sha256")  # one entry of "outputs", in this order
 
 
-class ReconciliationError(RuntimeError):
-    """Counts do not add up: something was dropped without a reject row."""
-
-
 def versions() -> dict[str, str]:
     found = {}
     for name in PACKAGES:
