@@ -1,13 +1,17 @@
-"""Real files read at test time, never committed: the torchxrayvision 1.5.7 wheel's label files and
-the reference samples beside the repository (``../shared/reference``).
+"""Real data for the tests: small freely licensed files committed under ``tests/data/`` (each folder's
+``SOURCES.md`` names origin and licence), and label files read at test time from the torchxrayvision
+1.5.7 wheel, never copied into the repository (PadChest, SIIM and VinDr-Kaggle rows, IU X-ray reports).
 
 ``make test`` downloads the wheel (``pip download --no-deps torchxrayvision==1.5.7``) and points
-``TORCHXRAYVISION_WHEEL`` at it; without it the real-data tests skip with that message.
+``TORCHXRAYVISION_WHEEL`` at it; without it the tests that need it skip with that message.
 """
 
 from __future__ import annotations
 
+import ast
 import csv
+import gzip
+import io
 import os
 import tarfile
 import zipfile
@@ -17,17 +21,58 @@ from xml.etree import ElementTree
 
 import pytest
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+DATA = Path(__file__).resolve().parent / "data"
+REFERENCE = DATA  # the former name, still used by tests/test_labeler.py
+
+
+def wheel_path() -> Path:
+    """The torchxrayvision 1.5.7 wheel named by ``TORCHXRAYVISION_WHEEL`` (skips the test without it)."""
+    wheel = os.environ.get("TORCHXRAYVISION_WHEEL")
+    if not wheel or not Path(wheel).is_file():
+        pytest.skip("TORCHXRAYVISION_WHEEL is not set to the torchxrayvision 1.5.7 wheel (pip download --no-deps)")
+    return Path(wheel)
+
+
+def wheel_bytes(member: str) -> bytes:
+    """The bytes of ``member`` (a path inside the wheel, e.g. ``torchxrayvision/datasets.py``)."""
+    with zipfile.ZipFile(wheel_path()) as archive:
+        return archive.read(member)
 
 
 def wheel_member(name: str, target: Path) -> Path:
     """Extract ``torchxrayvision/data/<name>`` from the wheel to ``target`` (skips the test without it)."""
-    wheel = os.environ.get("TORCHXRAYVISION_WHEEL")
-    if not wheel or not Path(wheel).is_file():
-        pytest.skip("TORCHXRAYVISION_WHEEL is not set to the torchxrayvision 1.5.7 wheel (pip download --no-deps)")
-    with zipfile.ZipFile(wheel) as archive:
-        target.write_bytes(archive.read(f"torchxrayvision/data/{name}"))
+    target.write_bytes(wheel_bytes(f"torchxrayvision/data/{name}"))
     return target
+
+
+def wheel_csv_text(name: str) -> str:
+    """The text of the gzipped CSV ``torchxrayvision/data/<name>`` (read in memory, never written out)."""
+    return gzip.decompress(wheel_bytes(f"torchxrayvision/data/{name}")).decode("utf-8")
+
+
+def vindr_kaggle_rows(image_ids: set[str] | None = None) -> list[dict[str, str]]:
+    """Rows of the VinBigData (Kaggle) ``train.csv`` copy in the wheel, in file order, as strings;
+    only the rows of ``image_ids`` when given."""
+    rows = csv.DictReader(io.StringIO(wheel_csv_text("vinbigdata-train.csv.gz"), newline=""))
+    return [row for row in rows if image_ids is None or row["image_id"] in image_ids]
+
+
+def siim_rle_lines() -> tuple[str, list[tuple[str, str]]]:
+    """The SIIM ``train-rle.csv`` copy in the wheel: its header line and ``(ImageId, EncodedPixels)`` per
+    line, exactly as written (that copy has ``' EncodedPixels'`` in the header, no space before values)."""
+    header, *lines = wheel_csv_text("siim-pneumothorax-train-rle.csv.gz").splitlines()
+    return header, [tuple(line.split(",", 1)) for line in lines if line]
+
+
+def padchest_missing_image_ids() -> list[str]:
+    """The ImageIDs torchxrayvision's ``PC_Dataset`` drops as missing or broken PNGs (the ``missing`` list
+    in the wheel's ``torchxrayvision/datasets.py``), read from the source without importing it."""
+    tree = ast.parse(wheel_bytes("torchxrayvision/datasets.py").decode("utf-8"))
+    dataset = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "PC_Dataset")
+    for node in ast.walk(dataset):
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["missing"]:
+            return [ast.literal_eval(element) for element in node.value.elts]
+    raise AssertionError("PC_Dataset in the wheel has no 'missing' list")
 
 
 # ---------------------------------------------------------------- IU X-ray (Open-i) reports
@@ -72,9 +117,10 @@ def iu_development_reports(tmp_dir: Path) -> list[IUReport]:
 
 
 def negbio_openi_development_gold() -> dict[int, dict[str, int]]:
-    """NegBio's OpenI gold labels (ChestX-ray14 names + ``normal``) for even ids only."""
+    """NegBio's OpenI gold labels (ChestX-ray14 names + ``normal``) for even ids only (the committed copy
+    holds no others; the filter stays as a second guard)."""
     gold = {}
-    with (REFERENCE / "reports" / "negbio_openi_gld_std14.csv").open(newline="") as handle:
+    with (DATA / "reports" / "negbio_openi_gld_std14_even_ids.csv").open(newline="") as handle:
         for row in csv.DictReader(handle):
             if is_development_id(row["filename"]):
                 gold[int(row["filename"][3:])] = {k: int(v) for k, v in row.items() if k != "filename"}

@@ -1,10 +1,11 @@
-"""CheXmask reader: real physician-study rows used as OriginalResolution files, plus crafted bad rows."""
+"""CheXmask reader: rows in the real file layout (written by the synthetic corpus's writer, see
+``tests/synthetic_rows.py``; real CheXmask rows are not redistributable), plus crafted bad rows."""
 
 from __future__ import annotations
 
-import csv
+import dataclasses
+import functools
 import gzip
-import io as stdio
 import json
 from pathlib import Path
 
@@ -14,115 +15,125 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from realdata import REFERENCE as SHARED_REFERENCE
 from schemas.records import AnnotationRecord, Reject
+from synthetic_rows import FAILING_ROW, ChexmaskRows, chexmask_rows
 from transforms.sources import chexmask
 
-REFERENCE = SHARED_REFERENCE / "chexmask"
-needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason="shared/reference/chexmask not present")
-
 ORGAN_COLUMN = {"right lung": "Right Lung", "left lung": "Left Lung", "heart": "Heart"}
+ORGAN_KEY = {"right lung": "right_lung", "left lung": "left_lung", "heart": "heart"}
+ORIGINAL_SIZES = [(1180, 1420), (1010, 960), (1240, 1300)]  # (width, height) of the three images
+PASSING = [0, 1]  # row FAILING_ROW (2) has Dice RCA (Mean) < 0.7
 
 
-def subset(dataset: str) -> Path:
-    return REFERENCE / f"DataSubsets_{dataset}_first3rows.csv"
+@functools.cache
+def rows_of(dataset: str, space: str = "original") -> ChexmaskRows:
+    """Three rows of ``dataset`` at the original sizes, or at 1024 x 1024 for the Preprocessed space
+    (whose files store Landmarks as flat comma-separated integers)."""
+    if space == "original":
+        return chexmask_rows(dataset, ORIGINAL_SIZES)
+    data = chexmask_rows(dataset, [(1024, 1024)] * 3)
+    at = data.column("Landmarks")
+    flat = [[",".join(map(str, chexmask.parse_landmarks(cell).ravel())) if i == at else cell
+             for i, cell in enumerate(row)] for row in data.rows]
+    return dataclasses.replace(data, rows=flat)
 
 
-def install(root: Path, dataset: str, source: Path | None = None, gz: bool = False) -> Path:
-    """Place a CSV as ``root/OriginalResolution/<dataset>.csv[.gz]``."""
+def install(root: Path, dataset: str, text: str | None = None, gz: bool = False) -> Path:
+    """Place a CSV as ``root/OriginalResolution/<dataset>.csv[.gz]`` (the dataset's rows by default)."""
     folder = root / "OriginalResolution"
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{dataset}.csv{'.gz' if gz else ''}"
-    data = (source or subset(dataset)).read_bytes()
+    data = (rows_of(dataset).csv_text() if text is None else text).encode()
     target.write_bytes(gzip.compress(data) if gz else data)
     return target
 
 
-def reference_rows(dataset: str) -> tuple[list[str], list[list[str]]]:
-    with open(subset(dataset), newline="") as stream:
-        header, *rows = list(csv.reader(stream))
-    return header, rows
-
-
-def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = stdio.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows([header, *rows])
-    path.write_text(buffer.getvalue())
-    return path
+def official_decode(rle: str, height: int, width: int) -> np.ndarray:
+    """CheXmask's own decoding (``DataPostprocessing/utils.py`` ``get_mask_from_RLE``): 1-based absolute
+    starts over the row-major flattened image."""
+    runs = [int(token) for token in rle.split()]
+    flat = np.zeros(height * width, bool)
+    for start, length in zip(runs[0::2], runs[1::2]):
+        flat[start - 1 : start - 1 + length] = True
+    return flat.reshape(height, width)
 
 
 def read_all(root: Path, image_sources=("mimic", "vindr", "siim", "padchest")) -> list:
     return list(chexmask.read(str(root), image_sources))
 
 
-@needs_reference
 @pytest.mark.parametrize("gz", [False, True])
 def test_mimic_rows_threshold_and_geometry(tmp_path, gz):
+    data = rows_of("MIMIC-CXR-JPG")
     install(tmp_path, "MIMIC-CXR-JPG", gz=gz)
     outputs = read_all(tmp_path)
-    facts = json.loads((REFERENCE / "DataSubsets_first3rows_DECODED_FACTS.json").read_text())
-    expected = facts["DataSubsets_MIMIC-CXR-JPG_first3rows.csv"]["rows"]
     assert len(outputs) == 3  # one output per row
+    mean_at, max_at = data.column("Dice RCA (Mean)"), data.column("Dice RCA (Max)")
 
-    filtered = outputs[1]
+    filtered = outputs[FAILING_ROW]
+    assert float(data.rows[FAILING_ROW][mean_at]) < 0.7
     assert isinstance(filtered, Reject)
     assert (filtered.key, filtered.kind, filtered.reason) == (
-        f"mimic/{expected[1]['dicom_id']}", "filtered", "dice-rca-mean-below-threshold")
+        f"mimic/{data.rows[FAILING_ROW][0]}", "filtered", "dice-rca-mean-below-threshold")
 
-    for record, fact in ((outputs[0], expected[0]), (outputs[2], expected[2])):
+    for index in PASSING:
+        record, row, frontal = outputs[index], data.rows[index], data.frontals[index]
+        width, height = ORIGINAL_SIZES[index]
         assert isinstance(record, AnnotationRecord)
-        assert record.target_key == f"mimic/{fact['dicom_id']}"
-        assert record.quality == {"dice_rca_mean": fact["Dice RCA (Mean)"], "dice_rca_max": fact["Dice RCA (Max)"]}
-        assert (record.declared_height, record.declared_width) == (1024, 1024)
+        assert record.target_key == f"mimic/{row[0]}"
+        assert record.quality == {"dice_rca_mean": float(row[mean_at]), "dice_rca_max": float(row[max_at])}
+        assert (record.declared_height, record.declared_width) == (height, width)
         assert [m.label for m in record.masks] == ["right lung", "left lung", "heart"]
         for mask in record.masks:
-            organ = fact[ORGAN_COLUMN[mask.label]]
-            assert (mask.convention, mask.height, mask.width) == ("chexmask", 1024, 1024)
-            assert mask.rle.split()[:2] == organ["first_run"]
+            cell = row[data.column(ORGAN_COLUMN[mask.label])]
+            assert (mask.convention, mask.height, mask.width) == ("chexmask", height, width)
+            assert mask.rle.split()[:2] == cell.split()[:2]
         for contour in record.landmarks:
             points = np.array(contour.points)
-            organ = fact[ORGAN_COLUMN[contour.label]]
+            # row 0 stores the landmarks as a NumPy repr, row 1 as flat integers: both parse to the truth
+            assert np.array_equal(points, frontal.landmarks[ORGAN_KEY[contour.label]])
             # the filled landmark contour is the mask: same extents in both
-            assert (points[:, 0].min(), points[:, 0].max()) == (organ["col_min"], organ["col_max"])
-            assert (points[:, 1].min(), points[:, 1].max()) == (organ["row_min"], organ["row_max"])
+            mask_rows, mask_cols = np.nonzero(official_decode(row[data.column(ORGAN_COLUMN[contour.label])],
+                                                              height, width))
+            assert (points[:, 0].min(), points[:, 0].max()) == (mask_cols.min(), mask_cols.max())
+            assert (points[:, 1].min(), points[:, 1].max()) == (mask_rows.min(), mask_rows.max())
         rings = {p.label: np.array(p.points) for p in record.landmarks}
         assert [len(rings[label]) for label in ("right lung", "left lung", "heart")] == [44, 50, 26]
         # Right Lung is the patient's right: the image left
-        assert rings["right lung"][:, 0].mean() < 512 < rings["left lung"][:, 0].mean()
+        assert rings["right lung"][:, 0].mean() < width / 2 < rings["left lung"][:, 0].mean()
 
 
-@needs_reference
 def test_padchest_swapped_columns_read_by_name_and_empty_size_rejected(tmp_path):
-    install(tmp_path, "Padchest")
+    data = rows_of("Padchest")
+    assert data.header[1:3] == ["Dice RCA (Max)", "Dice RCA (Mean)"]
+    passing = [data.rows[i] for i in PASSING]
+    # the physician-study Padchest subset leaves Height/Width empty
+    install(tmp_path, "Padchest", data.csv_text([row[:-2] + ["", ""] for row in passing]))
     outputs = read_all(tmp_path)
-    header, rows = reference_rows("Padchest")
-    assert header[1:3] == ["Dice RCA (Max)", "Dice RCA (Mean)"]
-    assert [(o.key, o.reason) for o in outputs] == [(f"padchest/{row[0]}", "missing-size") for row in rows]
+    assert [(o.key, o.reason) for o in outputs] == [(f"padchest/{row[0]}", "missing-size") for row in passing]
     assert all(o.key.endswith(".png") for o in outputs)
 
-    # the same rows with the size filled in: quality comes from the columns' names, not positions
-    sized = [row[:-2] + ["1024", "1024"] for row in rows]
-    install(tmp_path, "Padchest", write_csv(tmp_path / "sized.csv", header, sized))
+    # the same rows with their size: quality comes from the columns' names, not positions
+    install(tmp_path, "Padchest", data.csv_text(passing))
     records = read_all(tmp_path)
     assert all(isinstance(r, AnnotationRecord) for r in records)
-    for record, row in zip(records, rows):
+    for record, row in zip(records, passing, strict=True):
         assert record.quality == {"dice_rca_mean": float(row[2]), "dice_rca_max": float(row[1])}
-        assert record.quality["dice_rca_max"] < record.quality["dice_rca_mean"]  # as published: never assumed
+    # as written, Max < Mean in the first row only: never reordered, never assumed
+    assert [r.quality["dice_rca_max"] < r.quality["dice_rca_mean"] for r in records] == [True, False]
 
 
-@needs_reference
 def test_vindr_id_column_and_source_selection(tmp_path):
     install(tmp_path, "VinDr-CXR")
     install(tmp_path, "MIMIC-CXR-JPG")
-    _, vindr_rows = reference_rows("VinDr-CXR")
+    vindr_rows = rows_of("VinDr-CXR").rows
     outputs = read_all(tmp_path, image_sources=("vindr",))
-    assert [o.target_key for o in outputs] == [f"vindr/{row[0]}" for row in vindr_rows]
-    assert all(o.native_id.startswith("VinDr-CXR/") for o in outputs)
+    assert [o.key for o in outputs] == [f"vindr/{row[0]}" for row in vindr_rows]
+    assert all(o.native_id.startswith("VinDr-CXR/") for o in outputs if isinstance(o, AnnotationRecord))
+    assert [isinstance(o, AnnotationRecord) for o in outputs] == [True, True, False]
     assert read_all(tmp_path, image_sources=("siim",)) == []
 
 
-@needs_reference
 def test_files_of_datasets_not_ingested_are_never_opened(tmp_path):
     install(tmp_path, "MIMIC-CXR-JPG")
     folder = tmp_path / "OriginalResolution"
@@ -138,20 +149,19 @@ def test_no_file_for_any_ingested_source_is_an_error(tmp_path):
         read_all(tmp_path)
 
 
-@needs_reference
 def test_missing_column_is_an_error(tmp_path):
-    header, rows = reference_rows("MIMIC-CXR-JPG")
-    keep = [i for i, name in enumerate(header) if name != "Heart"]
-    install(tmp_path, "MIMIC-CXR-JPG", write_csv(tmp_path / "x.csv", [header[i] for i in keep],
-                                                 [[row[i] for i in keep] for row in rows]))
+    data = rows_of("MIMIC-CXR-JPG")
+    keep = [i for i, name in enumerate(data.header) if name != "Heart"]
+    install(tmp_path, "MIMIC-CXR-JPG", data.csv_text([[row[i] for i in keep] for row in data.rows],
+                                                     [data.header[i] for i in keep]))
     with pytest.raises(ValueError, match="Heart"):
         read_all(tmp_path)
 
 
-@needs_reference
 def test_bad_rows_are_rejected_one_by_one(tmp_path):
-    header, rows = reference_rows("MIMIC-CXR-JPG")
-    good = rows[0]
+    data = rows_of("MIMIC-CXR-JPG")
+    header, good = data.header, data.rows[0]
+    width, height = ORIGINAL_SIZES[0]
     column = {name: i for i, name in enumerate(header)}
 
     def variant(new_id: str, **changes: str) -> list[str]:
@@ -161,25 +171,26 @@ def test_bad_rows_are_rejected_one_by_one(tmp_path):
             row[column[name.replace("_", " ")]] = value
         return row
 
-    landmarks = chexmask.parse_landmarks(good[column["Landmarks"]])
+    assert good[column["Landmarks"]].startswith("[[")  # the good row stores them as a NumPy repr
+    flat = ",".join(str(v) for v in chexmask.parse_landmarks(good[column["Landmarks"]]).ravel())
     crafted = [
-        variant("a-short-landmarks", Landmarks=",".join(good[column["Landmarks"]].split(",")[:-2])),
+        variant("a-short-landmarks", Landmarks=",".join(flat.split(",")[:-2])),
         variant("b-odd-rle", Heart=good[column["Heart"]] + " 7"),
-        variant("c-rle-outside", Left_Lung="1048570 10"),
+        variant("c-rle-outside", Left_Lung=f"{height * width - 5} 10"),
         variant("d-rle-overlap", Left_Lung="10 5 12 3"),
         variant("e-rle-zero-start", Left_Lung="0 5"),
         variant("f-bad-dice", **{"Dice RCA (Max)": "n/a"}),
         variant("g-nan-dice", **{"Dice RCA (Mean)": "nan"}),
         variant("h-bad-size", Height="1024x"),
-        variant("i-numpy-landmarks", Landmarks=str(landmarks)),
+        variant("i-flat-landmarks", Landmarks=flat),
         variant(""),
         good,
         good,  # the same id again
         good[:4],  # a truncated row
-        variant("k-padded", Height=" 1024 ", Width="1024.0"),
+        variant("k-padded", Height=f" {height} ", Width=f"{width}.0"),
     ]
     # header cells carry stray spaces: still selected by name
-    install(tmp_path, "MIMIC-CXR-JPG", write_csv(tmp_path / "x.csv", [f" {h} " for h in header], crafted))
+    install(tmp_path, "MIMIC-CXR-JPG", data.csv_text(crafted, [f" {h} " for h in header]))
     outputs = read_all(tmp_path)
     assert len(outputs) == len(crafted)
     reasons = [o.reason if isinstance(o, Reject) else "ok" for o in outputs]
@@ -190,19 +201,18 @@ def test_bad_rows_are_rejected_one_by_one(tmp_path):
     assert outputs[1].detail.startswith("OriginalResolution/MIMIC-CXR-JPG.csv row 2: Heart: ")
     assert outputs[11].detail == f"OriginalResolution/MIMIC-CXR-JPG.csv row 12: {good[column['dicom_id']]} appears again (first read from row 11)"
     assert outputs[12].detail == f"OriginalResolution/MIMIC-CXR-JPG.csv row 13: 4 cells for {len(header)} columns"
-    numpy_repr = outputs[8]
-    assert numpy_repr.landmarks == outputs[10].landmarks  # NumPy repr and flat string parse alike
-    assert (outputs[13].declared_height, outputs[13].declared_width) == (1024, 1024)
+    flat_string = outputs[8]
+    assert flat_string.landmarks == outputs[10].landmarks  # NumPy repr and flat string parse alike
+    assert (outputs[13].declared_height, outputs[13].declared_width) == (height, width)
 
 
-@needs_reference
 def test_a_row_that_is_not_utf8_is_rejected_and_reading_goes_on(tmp_path):
-    header, rows = reference_rows("MIMIC-CXR-JPG")
-    id_at = header.index("dicom_id")
-    named = [[name if i == id_at else cell for i, cell in enumerate(rows[0])] for name in ("first", "second", "third")]
-    path = write_csv(tmp_path / "x.csv", header, named)
+    data = rows_of("MIMIC-CXR-JPG")
+    id_at = data.column("dicom_id")
+    named = [[name if i == id_at else cell for i, cell in enumerate(data.rows[0])]
+             for name in ("first", "second", "third")]
+    path = install(tmp_path, "MIMIC-CXR-JPG", data.csv_text(named))
     path.write_bytes(path.read_bytes().replace(b"second", b"s\xe9cond"))
-    install(tmp_path, "MIMIC-CXR-JPG", path)
     outputs = read_all(tmp_path)
     assert [getattr(o, "reason", "ok") for o in outputs] == ["ok", "undecodable-row", "ok"]
     assert outputs[1].detail == "OriginalResolution/MIMIC-CXR-JPG.csv row 2: bytes that are not UTF-8"
@@ -246,13 +256,12 @@ def test_landmarks_with_wrong_count_are_refused(points, keep):
         chexmask.parse_landmarks(",".join(str(v) for v in points.ravel()[:keep]))
 
 
-@needs_reference
 def test_row_exactly_at_threshold_passes(tmp_path):
-    header, rows = reference_rows("MIMIC-CXR-JPG")
-    mean = header.index("Dice RCA (Mean)")
-    at, below = list(rows[0]), list(rows[2])
+    data = rows_of("MIMIC-CXR-JPG")
+    mean = data.column("Dice RCA (Mean)")
+    at, below = list(data.rows[FAILING_ROW]), list(data.rows[0])
     at[mean], below[mean] = "0.7", "0.6999"
-    install(tmp_path, "MIMIC-CXR-JPG", write_csv(tmp_path / "x.csv", header, [at, below]))
+    install(tmp_path, "MIMIC-CXR-JPG", data.csv_text([at, below]))
     first, second = read_all(tmp_path)
     assert isinstance(first, AnnotationRecord)
     assert second.reason == "dice-rca-mean-below-threshold"
@@ -261,68 +270,68 @@ def test_row_exactly_at_threshold_passes(tmp_path):
 # ---- Preprocessed (1024 x 1024) files, read only where OriginalResolution is absent ------------
 
 
-def install_preprocessed(root: Path, dataset: str, source: Path | None = None) -> Path:
-    """Place a CSV as ``root/Preprocessed/<dataset>.csv`` (the DataSubsets rows are in that space)."""
+def install_preprocessed(root: Path, dataset: str, text: str | None = None) -> Path:
+    """Place a CSV as ``root/Preprocessed/<dataset>.csv`` (the dataset's 1024 x 1024 rows by default)."""
     folder = root / "Preprocessed"
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{dataset}.csv"
-    target.write_bytes((source or subset(dataset)).read_bytes())
+    target.write_text(rows_of(dataset, "preprocessed").csv_text() if text is None else text)
     return target
 
 
-@needs_reference
 def test_vindr_preprocessed_rows_are_kept_in_their_space_and_marked(tmp_path):
     install_preprocessed(tmp_path, "VinDr-CXR")
-    _, rows = reference_rows("VinDr-CXR")
+    rows = rows_of("VinDr-CXR", "preprocessed").rows
     outputs = read_all(tmp_path, image_sources=("vindr",))
-    assert [o.target_key for o in outputs] == [f"vindr/{row[0]}" for row in rows]
-    for record in outputs:
+    assert [o.key for o in outputs] == [f"vindr/{row[0]}" for row in rows]
+    assert outputs[FAILING_ROW].reason == "dice-rca-mean-below-threshold"
+    for record in (outputs[i] for i in PASSING):
         assert record.provenance["space"] == "preprocessed-1024"
         assert record.provenance["file"] == "Preprocessed/VinDr-CXR.csv"
         assert (record.declared_width, record.declared_height) == (1024, 1024)
         assert all((m.width, m.height) == (1024, 1024) for m in record.masks)
 
 
-@needs_reference
 def test_original_resolution_is_preferred_and_preprocessed_then_never_opened(tmp_path):
     install(tmp_path, "VinDr-CXR")
     (tmp_path / "Preprocessed").mkdir()
     (tmp_path / "Preprocessed" / "VinDr-CXR.csv.gz").write_bytes(b"not gzip at all")  # opening it would raise
-    outputs = read_all(tmp_path, image_sources=("vindr",))
-    assert {o.provenance["space"] for o in outputs} == {"original"}
-    assert {o.provenance["file"] for o in outputs} == {"OriginalResolution/VinDr-CXR.csv"}
+    records = [o for o in read_all(tmp_path, image_sources=("vindr",)) if isinstance(o, AnnotationRecord)]
+    assert len(records) == len(PASSING)
+    assert {o.provenance["space"] for o in records} == {"original"}
+    assert {o.provenance["file"] for o in records} == {"OriginalResolution/VinDr-CXR.csv"}
 
 
-@needs_reference
 @pytest.mark.parametrize("dataset, source", [("MIMIC-CXR-JPG", "mimic"), ("Padchest", "padchest")])
 def test_cropped_datasets_preprocessed_rows_are_rejected_with_the_reason(tmp_path, dataset, source):
     install_preprocessed(tmp_path, dataset)
-    _, rows = reference_rows(dataset)
+    rows = rows_of(dataset, "preprocessed").rows
     outputs = read_all(tmp_path)
     assert [(o.key, o.reason, o.kind) for o in outputs] == [
         (f"{source}/{row[0]}", "preprocessed-space-not-invertible", "rejected") for row in rows]
     assert all("unpublished offsets" in o.detail and "no OriginalResolution row" in o.detail for o in outputs)
 
 
-@needs_reference
 def test_cropped_dataset_without_original_beside_an_invertible_one(tmp_path):
     install(tmp_path, "VinDr-CXR")
     install_preprocessed(tmp_path, "MIMIC-CXR-JPG")
     outputs = read_all(tmp_path, image_sources=("mimic", "vindr"))
     by_source = {(o.key.split("/")[0], o.reason if isinstance(o, Reject) else o.provenance["space"]) for o in outputs}
-    assert by_source == {("mimic", "preprocessed-space-not-invertible"), ("vindr", "original")}
+    assert by_source == {("mimic", "preprocessed-space-not-invertible"), ("vindr", "original"),
+                         ("vindr", "dice-rca-mean-below-threshold")}
 
 
-@needs_reference
 def test_preprocessed_size_columns_are_optional_but_must_say_1024(tmp_path):
-    header, rows = reference_rows("VinDr-CXR")
+    data = rows_of("VinDr-CXR", "preprocessed")
+    header, rows = data.header, [list(row) for row in data.rows]
+    rows[FAILING_ROW][data.column("Dice RCA (Mean)")] = "0.9"  # every row passes the threshold here
     keep = [i for i, name in enumerate(header) if name not in ("Height", "Width")]
-    install_preprocessed(tmp_path, "VinDr-CXR", write_csv(tmp_path / "x.csv", [header[i] for i in keep],
-                                                          [[row[i] for i in keep] for row in rows]))
+    install_preprocessed(tmp_path, "VinDr-CXR", data.csv_text([[row[i] for i in keep] for row in rows],
+                                                              [header[i] for i in keep]))
     assert all(isinstance(o, AnnotationRecord) for o in read_all(tmp_path, image_sources=("vindr",)))
 
     sized = [rows[0][:-2] + ["", ""], rows[1][:-2] + ["2048", "1024"], rows[2][:-2] + ["1024", "1024.0"]]
-    install_preprocessed(tmp_path, "VinDr-CXR", write_csv(tmp_path / "y.csv", header, sized))
+    install_preprocessed(tmp_path, "VinDr-CXR", data.csv_text(sized))
     outputs = read_all(tmp_path, image_sources=("vindr",))
     assert [o.reason if isinstance(o, Reject) else "ok" for o in outputs] == ["ok", "bad-size", "ok"]
     assert "not 1024" in outputs[1].detail
