@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from pipelines import card, preview
 from pipelines.demo import synthetic_build
 from pipelines.synth import phi
-from realdata import REFERENCE, iu_development_reports
+from realdata import DATA, iu_development_reports
 from transforms import deid, phrases, reports
 from transforms.images import DICOM_FACTS_KEPT, DICOM_KEYWORDS_READ
 
@@ -342,9 +342,10 @@ def test_scrub_leaves_clinical_and_already_scrubbed_text(text):
 
 
 def test_scrub_leaves_real_deidentified_reports_unchanged():
-    paths = [REFERENCE / "mimic_cxr" / "official_example_report_mimic-cxr-website.txt",
-             *sorted((REFERENCE / "reports").glob("negbio_example_*.txt")),
-             REFERENCE / "reports" / "chexpert_labeler_sample_reports.csv"]
+    paths = [DATA / "mimic_cxr" / "official_example_report.txt",
+             *sorted((DATA / "reports").glob("negbio_example_*.txt")),
+             DATA / "reports" / "chexpert_labeler_sample_reports.csv"]
+    assert len(paths) == 4 and all(path.is_file() for path in paths)
     for path in paths:
         text = path.read_text()
         assert deid.scrub(text) == text, path.name

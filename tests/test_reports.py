@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from realdata import REFERENCE as SHARED_REFERENCE
+from realdata import DATA
 from transforms.reports import (
     choose_section,
     clean_text,
@@ -21,14 +21,12 @@ from transforms.reports import (
     sentence_spans,
 )
 
-REFERENCE = SHARED_REFERENCE
-OFFICIAL_EXAMPLE = REFERENCE / "mimic_cxr" / "official_example_report_mimic-cxr-website.txt"
-NEGBIO_EXAMPLES = REFERENCE / "reports"
+OFFICIAL_EXAMPLE = DATA / "mimic_cxr" / "official_example_report.txt"
+NEGBIO_EXAMPLES = DATA / "reports"
 
 
 def _reference_text(path: Path) -> str:
-    if not path.is_file():
-        pytest.skip(f"reference file {path} not available")
+    """A committed reference text (origin and licence: tests/data/*/SOURCES.md)."""
     return path.read_text(encoding="utf-8")
 
 
@@ -55,7 +53,7 @@ SYNTHETIC = mimic_report(
 )
 
 
-# --- the official example (formats/mimic-cxr.md §10) -----------------------------------------
+# --- the official example (docs/formats/mimic-cxr.md, tests/data/mimic_cxr) ---------------------
 
 def test_official_example_sections_and_impression():
     text = _reference_text(OFFICIAL_EXAMPLE)

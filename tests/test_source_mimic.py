@@ -20,12 +20,11 @@ from hypothesis import strategies as st
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from realdata import REFERENCE as SHARED_REFERENCE
+from realdata import DATA
 from schemas.records import Reject, SourceRecord
 from transforms.sources import mimic
 
-REFERENCE = SHARED_REFERENCE / "mimic_cxr"
-needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason="shared/reference/mimic_cxr not present")
+OFFICIAL_EXAMPLE_REPORT = DATA / "mimic_cxr" / "official_example_report.txt"
 
 METADATA_HEADER = [
     "dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows", "Columns",
@@ -156,15 +155,31 @@ def labels_of(record: SourceRecord, system: str) -> dict[str, float | None]:
 # --------------------------------------------------------------------------------------------------------------
 
 
-@needs_reference
-def test_reference_metadata_rows(tmp_path):
-    """Real metadata rows (transcribed from the official notebook) drive a tree of matching files."""
-    with open(REFERENCE / "metadata_rows_transcribed_from_official_notebook.csv", newline="") as stream:
-        rows = list(csv.DictReader(stream))
+# Rows in the published metadata layout (docs/formats/mimic-cxr.md §3), with invented ids but the value
+# shapes of the real file: two-view PA + LATERAL studies of 3056 x 2544, a portable AP study of 2705 x 2539
+# with an empty PatientOrientationCodeSequence_CodeMeaning, and StudyTime written as a number that has lost
+# its leading zero (71502.25 is 07:15:02.25).
+PUBLISHED_LAYOUT_ROWS = """\
+dicom_id,subject_id,study_id,PerformedProcedureStepDescription,ViewPosition,Rows,Columns,StudyDate,StudyTime,ProcedureCodeSequence_CodeMeaning,ViewCodeSequence_CodeMeaning,PatientOrientationCodeSequence_CodeMeaning
+0a1b2c3d-11111111-22222222-33333333-44444401,10000099,50000011,CHEST (PA AND LAT),PA,3056,2544,21760311,194507.125,CHEST (PA AND LAT),postero-anterior,Erect
+0a1b2c3d-11111111-22222222-33333333-44444402,10000099,50000011,CHEST (PA AND LAT),LATERAL,3056,2544,21760311,194507.125,CHEST (PA AND LAT),lateral,Erect
+0a1b2c3d-11111111-22222222-33333333-44444403,10000099,50000022,CHEST (PA AND LAT),PA,3056,2544,21760402,121530.5,CHEST (PA AND LAT),postero-anterior,Erect
+0a1b2c3d-11111111-22222222-33333333-44444404,10000099,50000022,CHEST (PA AND LAT),LATERAL,3056,2544,21760402,121530.5,CHEST (PA AND LAT),lateral,Erect
+0a1b2c3d-11111111-22222222-33333333-44444405,10000099,50000033,CHEST (PORTABLE AP),AP,2705,2539,21760519,71502.25,CHEST (PORTABLE AP),antero-posterior,
+"""
+
+
+def test_published_metadata_layout_and_official_example_report(tmp_path):
+    """Rows in the published 12-column layout drive a tree of matching files; the report beside the
+    first study is the MIMIC-CXR authors' official example (tests/data/mimic_cxr/SOURCES.md)."""
+    rows = list(csv.DictReader(stdio.StringIO(PUBLISHED_LAYOUT_ROWS)))
+    assert list(rows[0]) == METADATA_HEADER and rows[-1]["PatientOrientationCodeSequence_CodeMeaning"] == ""
     images = [Image(r["dicom_id"], r["subject_id"], r["study_id"], r["ViewPosition"], r["Rows"], r["Columns"],
                     r["StudyDate"], r["StudyTime"], "train") for r in rows]
     build_tree(tmp_path, images)
-    report_text = (REFERENCE / "official_example_report_mimic-cxr-website.txt").read_bytes().decode()
+    metadata = tmp_path / "mimic-cxr-2.0.0-metadata.csv.gz"
+    metadata.write_bytes(gzip.compress(PUBLISHED_LAYOUT_ROWS.encode()))  # the rows verbatim, empty cell kept
+    report_text = OFFICIAL_EXAMPLE_REPORT.read_bytes().decode()
     first = images[0]
     (tmp_path / f"{first.folder()}.txt").write_text(report_text, newline="")
 
@@ -180,8 +195,8 @@ def test_reference_metadata_rows(tmp_path):
         assert image.format == "dicom" and image.official_split == "train"
         subject, study = row["subject_id"], row["study_id"]
         assert image.uri == str(tmp_path / f"files/p{subject[:2]}/p{subject}/s{study}/{row['dicom_id']}.dcm")
-    portable = next(r for r in rows if r["StudyTime"] == "80556.875")
-    assert by_id[portable["dicom_id"]].image.study_datetime == "2180-07-23T08:05:56.875000"
+    portable = next(r for r in rows if r["StudyTime"] == "71502.25")
+    assert by_id[portable["dicom_id"]].image.study_datetime == "2176-05-19T07:15:02.250000"
     report = by_id[first.dicom_id].report
     assert report.text == report_text and report.language == "en"
     assert report.origin == f"{first.folder()}.txt"
