@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from realdata import REFERENCE as SHARED_REFERENCE
+from pipelines.synth import imagenome as synth_imagenome
+from pipelines.synth import mimic as synth_mimic
+from pipelines.synth.cases import make_mimic_patients
+from realdata import DATA
 from schemas.records import AnnotationRecord, Reject
 from transforms.sources import imagenome
 
-REFERENCE = SHARED_REFERENCE / "chest_imagenome"
-needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason="shared/reference/chest_imagenome not present")
+SCENE_GRAPH_EXAMPLE = DATA / "chest_imagenome" / "scene_graph_example.json"  # ours, see its SOURCES.md
 
 SPLIT_HEADER = ",subject_id,study_id,dicom_id,path,ViewPosition"  # pandas index column first, unnamed
 
@@ -271,26 +273,48 @@ def test_missing_inputs_are_clear_errors(tmp_path):
         read_all(empty)
 
 
-@needs_reference
-def test_real_split_excerpt_is_read_by_name(tmp_path):
-    lines = (REFERENCE / "silver_splits_valid_csv_first12_via_PLAN-Lab.csv").read_text().splitlines()
-    assert lines[0].startswith(",")  # the unnamed index column is really there
-    write_splits(tmp_path, {}, avoid=[])
-    (tmp_path / "silver_dataset" / "splits" / "valid.csv").write_text("\n".join(lines) + "\n")
+def test_synthetic_corpus_split_file_is_read_by_name(tmp_path):
+    """The split CSV as the synthetic corpus writes it in ImaGenome's layout (real split rows are
+    credentialed): an unnamed pandas index column first, then the named columns."""
+    patients = make_mimic_patients(6, 0)
+    _, frontals = synth_mimic.write(tmp_path / "mimic-cxr", patients, 0)
+    synth_imagenome.write(tmp_path / "corpus", patients, frontals, 0)
+    lines = (tmp_path / "corpus" / "silver_dataset" / "splits" / "valid.csv").read_text().splitlines()
+    assert lines[0] == SPLIT_HEADER  # the unnamed index column is really there
+    assert len(lines) >= 3 and all(line.split(",")[0] == str(i) for i, line in enumerate(lines[1:]))
+    root = tmp_path / "tree"
+    write_splits(root, {}, avoid=[])
+    (root / "silver_dataset" / "splits" / "valid.csv").write_text("\n".join(lines) + "\n")
     ids = [line.split(",")[3] for line in lines[1:3]]
     for dicom_id in ids:
-        write_graph(tmp_path, dicom_id, scene_graph(dicom_id))
-    assert [(r.target_key, r.split_hint) for r in read_all(tmp_path)] == [(f"mimic/{d}", "valid") for d in sorted(ids)]
+        write_graph(root, dicom_id, scene_graph(dicom_id))
+    assert [(r.target_key, r.split_hint) for r in read_all(root)] == [(f"mimic/{d}", "valid") for d in sorted(ids)]
 
 
-@needs_reference
-def test_reconstructed_example_has_the_expected_shape(tmp_path):
-    """Shape only: counts are taken from the file itself, its values are placeholders."""
-    example = json.loads((REFERENCE / "RECONSTRUCTED_NOT_REAL_scene_graph_example.json").read_text())
+def test_hand_written_example_scene_graph(tmp_path):
+    """Our own example in the documented key layout (tests/data/chest_imagenome): every object, every
+    phrase and every relationship comes through, boxes unclipped, the previous image found."""
+    example = json.loads(SCENE_GRAPH_EXAMPLE.read_text())
     dicom_id = example["image_id"]
-    write_splits(tmp_path, {}, avoid=[])
+    write_splits(tmp_path, {"test": [dicom_id]}, avoid=[])
     write_graph(tmp_path, dicom_id, example)
     (record,) = read_all(tmp_path)
-    assert len(record.boxes) == len(example["objects"])
-    assert len(record.regions) == sum(len(entry["phrases"]) for entry in example["attributes"])
-    assert len(json.loads(record.provenance["relationships"])) == len(example["relationships"])
+    assert isinstance(record, AnnotationRecord) and record.split_hint == "test"
+    assert len(record.boxes) == len(example["objects"]) == 4
+    assert [(b.label, b.x1, b.y1, b.x2, b.y2) for b in record.boxes] == [
+        (o["bbox_name"], o["original_x1"], o["original_y1"], o["original_x2"], o["original_y2"])
+        for o in example["objects"]]
+    assert record.boxes[1].x1 < 0 and record.boxes[3].x1 == record.boxes[3].x2  # kept as stated
+    assert len(record.regions) == sum(len(entry["phrases"]) for entry in example["attributes"]) == 4
+    assert [(r.region, r.phrase, r.attributes) for r in record.regions][:2] == [
+        ("left lower lung zone", "Patchy opacity in the left lower lobe has increased.",
+         ["anatomicalfinding|yes|lung opacity", "nlp|yes|abnormal"]),
+        ("left lower lung zone", "Findings may represent pneumonia.", ["disease|yes|pneumonia", "nlp|yes|abnormal"]),
+    ]
+    relationships = json.loads(record.provenance["relationships"])
+    assert len(relationships) == len(example["relationships"]) == 2
+    previous = "mimic/aaaaaaaa-bbbbbbbb-cccccccc-dddddddd-00000000"
+    assert [(r["region"], r["relation"], r["previous_key"]) for r in relationships] == [
+        ("left lower lung zone", ["comparison|yes|worsened"], previous),
+        ("cardiac silhouette", ["comparison|yes|no change"], previous),
+    ]
