@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import itertools
 
 import numpy as np
@@ -10,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from realdata import REFERENCE
+from realdata import vindr_kaggle_rows
 from schemas.records import Box
 from transforms.boxes import (
     box_policy,
@@ -95,8 +94,8 @@ def test_a_box_joins_the_cluster_it_overlaps_most():
 
 
 def test_fusion_of_the_real_vindr_multi_reader_image():
-    with open(REFERENCE / "vindr_cxr" / "kaggle_vinbigdata_train_one_image_all_readers.csv", newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if row["image_id"] == "9a5094b2563a1ef3ff50dc5c7ff71345"]
+    """Real Kaggle rows of one image read by three radiologists (from the torchxrayvision wheel)."""
+    rows = vindr_kaggle_rows({"9a5094b2563a1ef3ff50dc5c7ff71345"})
     boxes, _ = vindr.annotation_boxes_and_labels(rows, "vindr-kaggle")
     fusion = fuse_readers(boxes, iou_threshold=0.4, min_readers=2)
     # the three readers' Cardiomegaly boxes agree; every other class was drawn by one reader only

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import csv
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import manifests
+from realdata import vindr_kaggle_rows
 from schemas.records import Box, RawLabel
 from transforms.labels import (
     TAXONOMY,
@@ -30,10 +30,8 @@ CHEXPERT_14 = [
     "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
     "Fracture", "Support Devices",
 ]
-VINDR_KAGGLE_READERS = (
-    Path(__file__).resolve().parents[1] / ".." / "shared" / "reference" / "vindr_cxr"
-    / "kaggle_vinbigdata_train_one_image_all_readers.csv"
-)
+MULTI_READER_IMAGE = "9a5094b2563a1ef3ff50dc5c7ff71345"  # VinDr train image, three readers' boxes
+NO_FINDING_IMAGE = "50a418190bc3fb1ef1633bf9678929b3"  # VinDr train image, three readers' "No finding"
 
 
 def presences(findings: list[Finding]) -> dict[str, int | None]:
@@ -223,11 +221,11 @@ def test_vindr_no_finding_unanimous():
     assert all(got[name] == 0 for name in CHEXPERT_14 if name not in ("No Finding", "Support Devices"))
 
 
-def _kaggle_rows() -> list[dict[str, str]]:
-    if not VINDR_KAGGLE_READERS.is_file():
-        pytest.skip(f"reference file {VINDR_KAGGLE_READERS} not available")
-    with VINDR_KAGGLE_READERS.open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+def _kaggle_rows(image_id: str) -> list[dict[str, str]]:
+    """The real VinBigData (Kaggle) rows of one image, read from the torchxrayvision wheel at test time."""
+    rows = vindr_kaggle_rows({image_id})
+    assert rows, f"{image_id} is not in the wheel's vinbigdata-train.csv.gz"
+    return rows
 
 
 def _kaggle_raw_labels(rows: list[dict[str, str]]) -> list[RawLabel]:
@@ -245,7 +243,7 @@ def _kaggle_raw_labels(rows: list[dict[str, str]]) -> list[RawLabel]:
 
 
 def test_vindr_real_multi_reader_boxes():
-    rows = [row for row in _kaggle_rows() if row["image_id"] == "9a5094b2563a1ef3ff50dc5c7ff71345"]
+    rows = _kaggle_rows(MULTI_READER_IMAGE)
     findings = by_name(harmonize(_kaggle_raw_labels(rows)))
     got = {name: finding.presence for name, finding in findings.items()}
     assert got["Cardiomegaly"] == 1  # R8, R9 and R10 all drew it
@@ -258,7 +256,7 @@ def test_vindr_real_multi_reader_boxes():
 
 
 def test_vindr_real_no_finding_rows():
-    rows = [row for row in _kaggle_rows() if row["image_id"] == "50a418190bc3fb1ef1633bf9678929b3"]
+    rows = _kaggle_rows(NO_FINDING_IMAGE)
     got = presences(harmonize(_kaggle_raw_labels(rows)))
     assert got["No Finding"] == 1 and got["Cardiomegaly"] == 0 and got["Pneumonia"] is None
 

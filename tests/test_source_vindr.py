@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +13,9 @@ from hypothesis import strategies as st
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from realdata import REFERENCE as SHARED_REFERENCE, wheel_member
+from realdata import vindr_kaggle_rows, wheel_csv_text, wheel_member
 from schemas.records import Reject, SourceRecord
 from transforms.sources import reader, vindr
-
-REFERENCE = SHARED_REFERENCE / "vindr_cxr"
 
 TRAIN_A = "9a5094b2563a1ef3ff50dc5c7ff71345"
 TRAIN_B = "50a418190bc3fb1ef1633bf9678929b3"
@@ -201,8 +198,19 @@ def test_read_is_deterministic_and_registered(tmp_path):
     assert [o.model_dump() for o in vindr.read(root)] == [o.model_dump() for o in reader("vindr").read(root)]
 
 
+KAGGLE_HEADER = ["image_id", "class_name", "class_id", "rad_id", "x_min", "y_min", "x_max", "y_max"]
+
+
+def write_kaggle_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    """Real Kaggle rows (read from the torchxrayvision wheel at test time) as a ``train.csv``."""
+    write_csv(path, KAGGLE_HEADER, [[row[name] for name in KAGGLE_HEADER] for row in rows])
+
+
 def test_kaggle_layout_with_real_rows(tmp_path):
-    shutil.copy(REFERENCE / "kaggle_vinbigdata_train_one_image_all_readers.csv", tmp_path / "train.csv")
+    """All rows of two real training images: TRAIN_A read by R8, R9 and R10 (overlapping boxes of one
+    class from each), TRAIN_B three readers' ``No finding`` rows with empty coordinates."""
+    rows = vindr_kaggle_rows({TRAIN_A, TRAIN_B})
+    write_kaggle_rows(tmp_path / "train.csv", rows)
     write_vindr_dicom(tmp_path / "train" / f"{TRAIN_A}.dicom", 2000, 2000)
     write_vindr_dicom(tmp_path / "train" / f"{TRAIN_B}.dicom", 30, 30)
     write_vindr_dicom(tmp_path / "test" / f"{TEST_A}.dicom", 30, 30)  # Kaggle test images have no labels
@@ -210,10 +218,15 @@ def test_kaggle_layout_with_real_rows(tmp_path):
     assert vindr.detect_layout(str(tmp_path)).name == "kaggle"
     a = found[f"vindr/{TRAIN_A}"]
     assert {b.origin for b in a.boxes} == {"vindr-kaggle"} and a.provenance["layout"] == "kaggle"
+    boxed = [row for row in rows if row["image_id"] == TRAIN_A]
     cardiomegaly = sorted((b.reader, b.x1, b.y1, b.x2, b.y2) for b in a.boxes if b.label == "Cardiomegaly")
-    assert cardiomegaly == [("R10", 691.0, 1375.0, 1653.0, 1831.0), ("R8", 689.0, 1313.0, 1666.0, 1763.0),
-                            ("R9", 692.0, 1375.0, 1657.0, 1799.0)]  # overlapping boxes kept per reader, not fused
-    assert len(a.boxes) == 6 and a.raw_labels == []
+    assert [reader_id for reader_id, *_ in cardiomegaly] == ["R10", "R8", "R9"]
+    assert cardiomegaly == sorted((row["rad_id"], *(float(row[name]) for name in vindr.COORDINATES))
+                                  for row in boxed if row["class_name"] == "Cardiomegaly")
+    first, *others = [box[1:] for box in cardiomegaly]  # the three boxes overlap: kept per reader, not fused
+    assert all(max(first[0], box[0]) < min(first[2], box[2]) and max(first[1], box[1]) < min(first[3], box[3])
+               for box in others)
+    assert len(a.boxes) == len(boxed) == 6 and a.raw_labels == []
     b = found[f"vindr/{TRAIN_B}"]
     assert b.boxes == [] and [(r.name, r.reader, r.system) for r in b.raw_labels] == [
         ("No finding", reader_id, "vindr-kaggle") for reader_id in ("R11", "R15", "R16")]
@@ -222,10 +235,12 @@ def test_kaggle_layout_with_real_rows(tmp_path):
 
 
 def test_kaggle_first40_rows_missing_images_are_rejected_once_each(tmp_path):
-    src = REFERENCE / "kaggle_vinbigdata_train_csv_first40_via_torchxrayvision.csv"
-    shutil.copy(src, tmp_path / "train.csv")
+    """The header and first 40 rows of the real Kaggle file, byte for byte, with no image present."""
+    lines = wheel_csv_text("vinbigdata-train.csv.gz").splitlines(keepends=True)[:41]
+    assert lines[0].rstrip() == ",".join(KAGGLE_HEADER)
+    (tmp_path / "train.csv").write_text("".join(lines))
     (tmp_path / "train").mkdir()
-    image_ids = {line.split(",")[0] for line in src.read_text().splitlines()[1:] if line}
+    image_ids = {line.split(",")[0] for line in lines[1:]}
     outputs = list(vindr.read(str(tmp_path)))
     assert len(outputs) == len(image_ids) > 1
     assert {o.reason for o in outputs} == {"image-not-present"}
