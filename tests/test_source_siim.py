@@ -1,9 +1,10 @@
-"""SIIM-ACR reader on the real stage-1 RLE rows with small DICOMs written to match their ImageIds."""
+"""SIIM-ACR reader on real RLE rows (read from the torchxrayvision wheel at test time) with small DICOMs
+written to match their ImageIds."""
 
 from __future__ import annotations
 
+import functools
 import gzip
-import shutil
 import uuid
 from pathlib import Path
 
@@ -15,13 +16,9 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGBaseline8Bit
 
-from realdata import REFERENCE as SHARED_REFERENCE, wheel_member
+from realdata import siim_rle_lines, wheel_member
 from schemas.records import Reject, SourceRecord
 from transforms.sources import reader, siim
-
-REFERENCE = SHARED_REFERENCE / "siim_acr"
-STAGE1 = REFERENCE / "train-rle_stage1_original_format_first18.csv"
-TXV_COPY = REFERENCE / "siim-pneumothorax-train-rle_torchxrayvision_first30.csv"
 
 # SIIM headers carry PatientAge as a bare number ("62"), not a DICOM AS string; the fixtures copy that
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR AS")
@@ -29,8 +26,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR AS")
 FOUR_MASKS = "1.2.276.0.7230010.3.1.4.8323329.32579.1517875161.299312"
 ONE_MASK = "1.2.276.0.7230010.3.1.4.8323329.4904.1517875185.355709"
 NEGATIVE = "1.2.276.0.7230010.3.1.4.8323329.5597.1517875188.959090"
-NOT_PRESENT = "1.2.276.0.7230010.3.1.4.8323329.10206.1517875222.624433"  # last stage-1 row; no DICOM written
+NOT_PRESENT = "1.2.276.0.7230010.3.1.4.8323329.10206.1517875222.624433"  # no DICOM written for it
 UNLABELLED = "1.2.276.0.7230010.3.1.4.8323329.99999.1517879999.999999"  # a DICOM with no RLE row
+NAMED = (FOUR_MASKS, ONE_MASK, NEGATIVE, NOT_PRESENT)
 
 
 def csv_rows(path: Path) -> list[tuple[str, str]]:
@@ -39,8 +37,25 @@ def csv_rows(path: Path) -> list[tuple[str, str]]:
     return [tuple(line.split(",", 1)) for line in lines if line]
 
 
+@functools.cache
+def stage1_records() -> tuple[tuple[str, str], ...]:
+    """Real rows for a stage-1 style file: every row of the first ten images of the wheel's copy and of
+    the four named images, in the copy's order (FOUR_MASKS has four rows, one per separate mask)."""
+    _, lines = siim_rle_lines()
+    first = list(dict.fromkeys(image_id for image_id, _ in lines))[:10]
+    wanted = set(first) | set(NAMED)
+    return tuple(line for line in lines if line[0] in wanted)
+
+
+def stage1_text() -> str:
+    """The rows spelled as the original stage-1 ``train-rle.csv`` (the copy in the wheel was re-saved):
+    a space after the header's comma, so pandas names the column ``' EncodedPixels'``, and one space
+    before every value (docs/formats/siim-acr.md §3)."""
+    return "ImageId, EncodedPixels\n" + "".join(f"{image_id}, {rle}\n" for image_id, rle in stage1_records())
+
+
 def stage1_ids() -> list[str]:
-    return list(dict.fromkeys(image_id for image_id, _ in csv_rows(STAGE1)))
+    return list(dict.fromkeys(image_id for image_id, _ in stage1_records()))
 
 
 def patient_of(image_id: str) -> str:
@@ -78,9 +93,9 @@ def write_siim_dicom(root: Path, image_id: str, folder: str = "dicom-images-trai
 
 
 def make_stage1_tree(root: Path) -> Path:
-    """The real stage-1 file, a DICOM for every id but NOT_PRESENT, one test-folder image, one unlabelled."""
+    """The stage-1 file, a DICOM for every id but NOT_PRESENT, one test-folder image, one unlabelled."""
     root.mkdir(parents=True, exist_ok=True)
-    shutil.copy(STAGE1, root / "train-rle.csv")
+    (root / "train-rle.csv").write_text(stage1_text())
     for image_id in stage1_ids():
         if image_id != NOT_PRESENT:
             folder = "dicom-images-test" if image_id == ONE_MASK else "dicom-images-train"
@@ -95,13 +110,15 @@ def write_rle_file(path: Path, rows: list[tuple[str, str]], header: str = "Image
 
 def test_stage1_real_rows(tmp_path):
     outputs = list(siim.read(str(make_stage1_tree(tmp_path))))
+    written = csv_rows(tmp_path / "train-rle.csv")
+    assert all(rle.startswith(" ") for _, rle in written)  # stage-1 spelling
     keys = [o.key for o in outputs]
-    assert keys == sorted(keys) and len(keys) == len(set(keys)) == len(stage1_ids()) + 1
+    assert keys == sorted(keys) and len(keys) == len(set(keys)) == len(stage1_ids()) + 1 == 15
     found = {o.key: o for o in outputs}
 
     four = found[f"siim/{FOUR_MASKS}"]
     assert isinstance(four, SourceRecord)
-    expected_rles = [rle.strip() for image_id, rle in csv_rows(STAGE1) if image_id == FOUR_MASKS]
+    expected_rles = [rle.strip() for image_id, rle in written if image_id == FOUR_MASKS]
     assert len(expected_rles) == 4
     assert [m.rle for m in four.masks] == expected_rles  # kept apart, in file order, stripped
     assert {(m.label, m.convention, m.height, m.width, m.origin) for m in four.masks} == {
@@ -128,14 +145,15 @@ def test_stage1_real_rows(tmp_path):
     assert isinstance(unlabelled, Reject) and (unlabelled.reason, unlabelled.kind) == ("unlabelled-image", "filtered")
 
     positives = {o.key for o in outputs if isinstance(o, SourceRecord) and o.raw_labels[0].value == 1.0}
-    assert len(positives) == len({i for i, r in csv_rows(STAGE1) if r.strip() != "-1"})
+    assert len(positives) == len({i for i, r in written if r.strip() != "-1" and i != NOT_PRESENT})
 
 
 def test_stage2_spelling_reads_the_same(tmp_path):
     stage1 = list(siim.read(str(make_stage1_tree(tmp_path / "s1"))))
     root2 = make_stage1_tree(tmp_path / "s2")
+    stage1_rows = csv_rows(root2 / "train-rle.csv")
     (root2 / "train-rle.csv").unlink()
-    write_rle_file(root2 / "stage_2_train.csv", [(i, r.strip()) for i, r in csv_rows(STAGE1)])
+    write_rle_file(root2 / "stage_2_train.csv", [(i, r.strip()) for i, r in stage1_rows])
     stage2 = list(siim.read(str(root2)))
     def comparable(outputs):
         return [o.model_dump(exclude={"image": {"uri"}, "provenance": True}) if isinstance(o, SourceRecord)
@@ -146,10 +164,13 @@ def test_stage2_spelling_reads_the_same(tmp_path):
 
 
 def test_torchxrayvision_copy_gzipped(tmp_path):
-    """Header with the space, values without; read from .csv.gz."""
-    with open(TXV_COPY, "rb") as src, gzip.open(tmp_path / "train-rle.csv.gz", "wb") as dst:
-        dst.write(src.read())
-    rows = csv_rows(TXV_COPY)
+    """The first 30 rows of torchxrayvision's re-saved copy as it spells them (header with the space,
+    values without); read from .csv.gz."""
+    header, lines = siim_rle_lines()
+    rows = lines[:30]
+    assert header == "ImageId, EncodedPixels" and not any(r.startswith(" ") for _, r in rows)
+    with gzip.open(tmp_path / "train-rle.csv.gz", "wt") as dst:
+        dst.write("".join(f"{line}\n" for line in [header, *(f"{i},{r}" for i, r in rows)]))
     for image_id in dict.fromkeys(i for i, _ in rows):
         write_siim_dicom(tmp_path, image_id)
     records = list(siim.read(str(tmp_path)))
@@ -160,7 +181,7 @@ def test_torchxrayvision_copy_gzipped(tmp_path):
 def test_label_file_must_be_unambiguous(tmp_path):
     with pytest.raises(ValueError, match="no SIIM label file"):
         list(siim.read(str(tmp_path)))
-    shutil.copy(STAGE1, tmp_path / "train-rle.csv")
+    write_rle_file(tmp_path / "train-rle.csv", [(NEGATIVE, " -1")], header="ImageId, EncodedPixels")
     write_rle_file(tmp_path / "stage_2_train.csv", [])
     with pytest.raises(ValueError, match="both"):
         list(siim.read(str(tmp_path)))
