@@ -6,12 +6,18 @@ Two backends behind :func:`label_report`:
 (LANGUAGE.md §3) with a parser-free classifier:
 
 1. clean like the CheXpert loader (lower case, ``and/or`` -> ``or``, ``x/y`` -> ``x or y``, spaces
-   after ``.`` and ``,``) and split sentences with ``spacy.blank("en")`` + the rule sentencizer;
+   after ``.`` and ``,``, every run of whitespace one space) after normalising line ends (CRLF and
+   CR become LF) and ending a sentence at a blank line or before a numbered line when no punctuation
+   does (see :func:`clean_for_labeling`), so a hedge or negation broken over lines ("Cannot\r\n
+   exclude pneumonia.") reads as on one line; then split sentences with ``spacy.blank("en")`` + the
+   rule sentencizer;
 2. mentions: the phrase lists of ``manifests/labeler/mentions.yaml`` as regular expressions per
    sentence, minus unmentions (incl. the positional ones such as "over the left heart");
 3. classification: the cues of ``manifests/labeler/cues.yaml`` (pre-negation uncertainty, negation,
    post-negation uncertainty; first phase that covers a mention wins) matched on lower-case tokens,
-   each with a direction and a scope that stops at terminators ("but", "however", ...);
+   each with a direction and a scope that stops at terminators ("but", "however", ...); a mention
+   glued to a negating prefix ("nonconsolidating") is negated; a differential ("atelectasis versus
+   scarring") is read as the manifest's ``differential.reading`` says (ours: positive);
 4. aggregation: per observation positive beats uncertain beats negative; "chf" / "heart failure"
    add Cardiomegaly -1; No Finding is 1 only when nothing but Support Devices is positive or
    uncertain, else None (never 0).
@@ -56,6 +62,10 @@ _SLASH_WORDS = re.compile(r"(?<=[a-z])/(?=[a-z])")
 _DOUBLE_DOT = re.compile(r"\.\.+")
 _SPACE_AFTER = re.compile(r"([.,])(?=[^\s\d])")
 _WHITESPACE = re.compile(r"\s+")
+_LINE_END = re.compile(r"\r\n?")
+_UNPUNCTUATED_BREAK = re.compile(r"(?<=[^\s.!?;:,])[ \t]*\n(?=[ \t]*\n|[ \t]*(?:\d{1,2}[.)]|[-*\u2022])\s)")
+"""A line break after a line that ends without punctuation, before a blank line or a numbered or
+bulleted line: the end of a sentence that the report wrote as layout."""
 
 Value = float | None
 
@@ -83,6 +93,7 @@ class Rules:
     cue_rules: Mapping[str, tuple[CueRule, ...]]  # matcher label (the phrase) -> rules
     stable_heart_words: tuple[str, ...]
     stable_heart_unless: tuple[str, ...]
+    negating_prefix: re.Pattern[str] | None  # the whole word part before a mention: "non" of "nonconsolidating"
 
 
 def _alternation(phrases: list[str]) -> re.Pattern[str] | None:
@@ -146,6 +157,15 @@ def load_rules() -> Rules:
                 add([phrase], CueRule(phase, group["direction"], limits.get(phrase)))
     stable = cues["stable_heart"]
     add(stable["phrases"], CueRule("stable_heart", stable["direction"], None))
+    differential = cues["differential"]
+    if differential["reading"] == "uncertain":  # the CheXpert labeler's reading of "or" / "versus"
+        for phrase in differential["phrases"]:
+            add([phrase], CueRule("post_negation_uncertainty", "forward", differential["forward_tokens"][phrase]))
+            add([phrase], CueRule("post_negation_uncertainty", "backward", differential["backward_tokens"][phrase]))
+    elif differential["reading"] != "positive":
+        raise ValueError(f"labeler/cues.yaml: differential.reading must be 'positive' or 'uncertain', "
+                         f"got {differential['reading']!r}")
+    prefixes = cues["negating_prefixes"]
     return Rules(
         mention_patterns={name: _alternation(spec["mention"]) for name, spec in observations.items()},
         unmention_patterns=unmentions,
@@ -154,6 +174,7 @@ def load_rules() -> Rules:
         cue_rules={phrase: tuple(rules) for phrase, rules in cue_rules.items()},
         stable_heart_words=tuple(stable["mention_words"]),
         stable_heart_unless=tuple(stable["not_when_sentence_has"]),
+        negating_prefix=_alternation(prefixes),
     )
 
 
@@ -179,9 +200,15 @@ def _pipeline() -> tuple[Language, PhraseMatcher]:
 
 def clean_for_labeling(text: str) -> str:
     """The CheXpert loader's normalisation: lower case, ``and/or`` -> ``or``, ``x/y`` -> ``x or y``,
-    ``..`` -> ``.``, a space after ``.`` and ``,`` (not inside numbers), whitespace collapsed."""
+    ``..`` -> ``.``, a space after ``.`` and ``,`` (not inside numbers), whitespace collapsed.
+
+    Before it, line ends are normalised (CRLF and CR become LF) and a line that ends without
+    punctuation gets a ``.`` when a blank line or a numbered / bulleted line follows ("No
+    pneumothorax\n\nIMPRESSION: ..."), so no cue reaches into the next paragraph or list item. Any
+    other line break is a space, wherever it falls: "Cannot\r\n exclude" reads as "cannot exclude"."""
     if not isinstance(text, str):
         raise TypeError(f"report text must be str, got {type(text).__name__}")
+    text = _UNPUNCTUATED_BREAK.sub(".\n", _LINE_END.sub("\n", text))
     text = _AND_OR.sub("or", text.lower())
     text = _SLASH_WORDS.sub(" or ", text)
     text = _DOUBLE_DOT.sub(".", text)
@@ -202,8 +229,8 @@ class Mention:
     cue: str | None  # the deciding cue phrase
 
 
-def _sentence_mentions(sentence: Span, rules: Rules) -> list[tuple[str, Span]]:
-    """(observation, token span) of every mention in one sentence."""
+def _sentence_mentions(sentence: Span, rules: Rules) -> list[tuple[str, Span, str | None]]:
+    """(observation, token span, negating prefix or None) of every mention in one sentence."""
     found = []
     text = sentence.text
     for name, pattern in rules.mention_patterns.items():
@@ -214,7 +241,9 @@ def _sentence_mentions(sentence: Span, rules: Rules) -> list[tuple[str, Span]]:
             if start == end or any(start < b_end and b_start < end for b_start, b_end in blocked):
                 continue
             span = sentence.char_span(start, end, alignment_mode="expand")
-            found.append((name, span))
+            word_start = text.rfind(" ", 0, start) + 1  # the mention's word, up to the match
+            prefix = rules.negating_prefix.fullmatch(text, word_start, start) if rules.negating_prefix else None
+            found.append((name, span, prefix.group() if prefix else None))
     return found
 
 
@@ -279,8 +308,8 @@ def extract_label_mentions(text: str) -> list[Mention]:
     result = []
     for sentence in doc.sents:
         cues = [(span, rule) for span, rule in cue_spans if sentence.start <= span.start < sentence.end]
-        for name, span in _sentence_mentions(sentence, rules):
-            value, cue = _classify(name, span, cues, sentence, rules)
+        for name, span, prefix in _sentence_mentions(sentence, rules):
+            value, cue = (0.0, prefix) if prefix else _classify(name, span, cues, sentence, rules)
             result.append(Mention(name, span.text, sentence.text, span.start, span.end, value, cue))
     return result
 
