@@ -1,12 +1,11 @@
 """CheXmask Preprocessed (1024 x 1024) masks and landmarks mapped onto the original image.
 
 The forward preprocessing is simulated here as ``DataPreparation/vindr-cxr.py`` does it (centre-pad
-to a square, resize to 1024); real VinDr-CXR rows from the shared reference check that a mapped mask
-and the contour CheXmask's ``back_vin.py`` draws from the mapped landmarks agree."""
+to a square, resize to 1024); VinDr-CXR rows in the Preprocessed layout (1024 x 1024, masks the filled
+landmark contours, written by the synthetic corpus's writer: ``tests/synthetic_rows.py``) check that a
+mapped mask and the contour CheXmask's ``back_vin.py`` draws from the mapped landmarks agree."""
 
 from __future__ import annotations
-
-import csv
 
 import cv2
 import numpy as np
@@ -14,7 +13,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from realdata import REFERENCE
+from synthetic_rows import chexmask_rows
 from transforms.chexmask_space import (
     PREPROCESSED_SIZE,
     mask_to_original,
@@ -25,7 +24,6 @@ from transforms.chexmask_space import (
 from transforms.masks import rle_decode
 from transforms.sources.chexmask import LANDMARK_SLICES, parse_landmarks
 
-VINDR_ROWS = REFERENCE / "chexmask" / "DataSubsets_VinDr-CXR_first3rows.csv"
 ORGAN_COLUMN = {"right lung": "Right Lung", "left lung": "Left Lung", "heart": "Heart"}
 
 sizes = st.integers(40, 3200)
@@ -104,11 +102,11 @@ def test_a_landmark_falls_inside_the_block_its_pixel_maps_to(width, height, x, y
     assert mask_to_original(pixel, width, height)[point_y, point_x]
 
 
-@pytest.mark.skipif(not VINDR_ROWS.is_file(), reason="shared/reference/chexmask not present")
 @pytest.mark.parametrize("width, height", [(2500, 3000), (3072, 2560), (1024, 1024)])
-def test_real_rows_mask_and_landmark_contour_agree_after_mapping(width, height):
-    with open(VINDR_ROWS, newline="") as stream:
-        rows = list(csv.DictReader(stream))
+def test_preprocessed_rows_mask_and_landmark_contour_agree_after_mapping(width, height):
+    data = chexmask_rows("VinDr-CXR", [(PREPROCESSED_SIZE, PREPROCESSED_SIZE)] * 3, seed=11)
+    rows = [dict(zip(data.header, cells, strict=True)) for cells in data.rows]
+    assert all((row["Height"], row["Width"]) == ("1024", "1024") for row in rows)
     for row in rows:
         landmarks = preprocessed_to_original(parse_landmarks(row["Landmarks"]), width, height)
         for organ, rows_of_organ in LANDMARK_SLICES.items():

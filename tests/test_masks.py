@@ -1,10 +1,12 @@
-"""RLE codecs on real CheXmask / SIIM rows, property round-trips, boxes and polygons from masks."""
+"""RLE codecs on CheXmask rows in the real layout (synthetic values) and on real SIIM rows (from the
+torchxrayvision wheel), each checked against the dataset's own decoding logic; property round-trips,
+boxes and polygons from masks."""
 
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
-import json
 
 import cv2
 import numpy as np
@@ -14,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from realdata import REFERENCE as SHARED_REFERENCE
-from realdata import wheel_member
+from realdata import siim_rle_lines, wheel_member
+from synthetic_rows import chexmask_rows
 from transforms.masks import (
     mask_to_boxes,
     mask_to_polygons,
@@ -26,77 +28,81 @@ from transforms.masks import (
     rle_encode,
     signed_area,
 )
+from transforms.sources.chexmask import LANDMARK_SLICES, parse_landmarks
 
-REFERENCE = SHARED_REFERENCE
-CHEXMASK = REFERENCE / "chexmask"
-SIIM = REFERENCE / "siim_acr"
-ORGANS = ("Right Lung", "Left Lung", "Heart")
+ORGANS = {"Right Lung": "right lung", "Left Lung": "left lung", "Heart": "heart"}  # column -> landmark slice
+CHEXMASK_FILES = ("MIMIC-CXR-JPG", "VinDr-CXR", "Padchest")
+CHEXMASK_SIZES = [(1024, 1024), (980, 1130), (1300, 1090)]  # (width, height): square, portrait, landscape
 
 csv.field_size_limit(1 << 30)
 
 
-def _chexmask_cases():
-    facts_path = CHEXMASK / "DataSubsets_first3rows_DECODED_FACTS.json"
-    if not facts_path.exists():
-        return []
-    facts = json.loads(facts_path.read_text())
-    cases = []
-    for file_name, file_facts in sorted(facts.items()):
-        with open(CHEXMASK / file_name, newline="") as handle:
-            rows = list(csv.DictReader(handle))
-        assert len(rows) == len(file_facts["rows"])
-        for index, (row, row_facts) in enumerate(zip(rows, file_facts["rows"])):
-            for organ in ORGANS:
-                cases.append(pytest.param(row, row_facts, organ, id=f"{file_name}-{index}-{organ}"))
-    return cases
+@functools.cache
+def chexmask_file(stem: str):
+    return chexmask_rows(stem, CHEXMASK_SIZES, seed=3)
 
 
-def _siim_cases():
-    facts_path = SIIM / "train-rle_stage1_first18_DECODED_FACTS.json"
-    if not facts_path.exists():
-        return []
-    records = json.loads(facts_path.read_text())["records"]
-    with open(SIIM / "train-rle_stage1_original_format_first18.csv", newline="") as handle:
-        rows = list(csv.reader(handle))[1:]
-    assert len(rows) == len(records)
-    return [pytest.param(row[1], record, id=f"siim-{i}") for i, (row, record) in enumerate(zip(rows, records))]
+def chexmask_official_decode(rle: str, height: int, width: int) -> np.ndarray:
+    """CheXmask's ``get_mask_from_RLE`` logic: 1-based absolute starts, row-major (no transpose)."""
+    runs = [int(token) for token in rle.split()]
+    flat = np.zeros(height * width, bool)
+    for start, length in zip(runs[0::2], runs[1::2]):
+        flat[start - 1 : start - 1 + length] = True
+    return flat.reshape(height, width)
 
 
-def _bounds(mask: np.ndarray) -> tuple[int, int, int, int]:
-    rows, cols = np.nonzero(mask)
-    return int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())
+def siim_competition_decode(rle: str, height: int = 1024, width: int = 1024) -> np.ndarray:
+    """The competition's ``mask_functions.rle2mask`` logic: the first start is a 0-based index, every
+    later one the gap since the previous run's end; column-major, so the result is transposed."""
+    values = [int(token) for token in rle.split()]
+    flat = np.zeros(width * height, bool)
+    position = 0
+    for start, length in zip(values[0::2], values[1::2]):
+        position += start
+        flat[position : position + length] = True
+        position += length
+    return flat.reshape(width, height).T
 
 
-@pytest.mark.parametrize(("row", "facts", "organ"), _chexmask_cases())
-def test_chexmask_real_rows_decode_to_documented_facts_and_reencode_identically(row, facts, organ):
-    # Padchest rows have an empty size; the format spec decodes them at 1024 x 1024.
-    height = int(row["Height"] or 1024)
-    width = int(row["Width"] or 1024)
-    expected = facts[organ]
+@pytest.mark.parametrize("organ", ORGANS)
+@pytest.mark.parametrize("index", range(len(CHEXMASK_SIZES)))
+@pytest.mark.parametrize("stem", CHEXMASK_FILES)
+def test_chexmask_rows_decode_like_the_official_decoder_and_reencode_identically(stem, index, organ):
+    data = chexmask_file(stem)
+    row = dict(zip(data.header, data.rows[index], strict=True))
+    height, width = int(row["Height"]), int(row["Width"])
+    assert (width, height) == CHEXMASK_SIZES[index]
     mask = rle_decode(row[organ], height, width, "chexmask")
     assert mask.dtype == bool and mask.shape == (height, width)
-    assert int(mask.sum()) == expected["area_px"]
-    assert _bounds(mask) == (expected["row_min"], expected["row_max"], expected["col_min"], expected["col_max"])
-    assert row[organ].split()[:2] == expected["first_run"]
+    np.testing.assert_array_equal(mask, chexmask_official_decode(row[organ], height, width))
+    # the mask is exactly the filled contour of the organ's landmark slice, as in the real files
+    points = parse_landmarks(row["Landmarks"])[LANDMARK_SLICES[ORGANS[organ]]]
+    drawn = np.zeros((height, width), np.uint8)
+    cv2.drawContours(drawn, [points.reshape(-1, 1, 2).astype(np.int32)], -1, 1, thickness=cv2.FILLED)
+    np.testing.assert_array_equal(mask, drawn.astype(bool))
     # the first run's 1-based start is the row-major index of the first foreground pixel, plus one
-    assert int(np.flatnonzero(mask.ravel())[0]) + 1 == int(expected["first_run"][0])
+    assert int(np.flatnonzero(mask.ravel())[0]) + 1 == int(row[organ].split()[0])
     assert rle_encode(mask, "chexmask") == row[organ]
 
 
-@pytest.mark.parametrize(("encoded", "record"), _siim_cases())
-def test_siim_real_rows_decode_to_documented_facts_and_reencode_identically(encoded, record):
-    mask = rle_decode(encoded, 1024, 1024, "siim")
-    decoded = record["decoded"]
-    if isinstance(decoded, str):  # " -1": no pneumothorax
-        assert encoded.strip() == "-1"
-        assert not mask.any()
-    else:
-        assert int(mask.sum()) == decoded["area_px"] == decoded["sum_of_lengths"]
-        assert _bounds(mask) == (decoded["row_min"], decoded["row_max"], decoded["col_min"], decoded["col_max"])
-        first_flat = int(np.flatnonzero(mask.T.ravel())[0])  # column-major order
-        assert (first_flat % 1024, first_flat // 1024) == tuple(decoded["first_pixel_row_col"])
-        assert len(encoded.split()) == 2 * decoded["n_runs"]
-    assert rle_encode(mask, "siim") == encoded.strip()
+def test_siim_real_rows_decode_like_the_competition_code_and_reencode_identically():
+    """The first 120 rows of the real file; each value is also given a leading space, as the original
+    stage-1 file writes it."""
+    _, lines = siim_rle_lines()
+    positives = 0
+    for number, (_, encoded) in enumerate(lines[:120], start=1):
+        mask = rle_decode(f" {encoded}", 1024, 1024, "siim")
+        if encoded.strip() == "-1":  # no pneumothorax
+            assert not mask.any(), number
+        else:
+            positives += 1
+            np.testing.assert_array_equal(mask, siim_competition_decode(encoded), err_msg=f"row {number}")
+            values = [int(token) for token in encoded.split()]
+            assert int(mask.sum()) == sum(values[1::2]), number
+            first_flat = int(np.flatnonzero(mask.T.ravel())[0])  # column-major order
+            assert first_flat == values[0], number  # the first start is absolute
+        assert rle_encode(mask, "siim") == encoded.strip(), number
+    assert positives >= 20
 
 
 def test_every_real_siim_row_in_the_torchxrayvision_wheel_round_trips(tmp_path):

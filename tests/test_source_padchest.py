@@ -12,14 +12,13 @@ import cv2
 import numpy as np
 import pytest
 
-from realdata import REFERENCE as SHARED_REFERENCE, wheel_member
+from realdata import padchest_missing_image_ids, wheel_member
 from schemas.records import Reject, SourceRecord
 from transforms.sources import padchest, reader
 
-REFERENCE = SHARED_REFERENCE / "padchest"
 CSV_NAME = f"{padchest.LABEL_CSV}.csv"
 
-# formats/padchest.md section 2: the real order, the unnamed index first
+# docs/formats/padchest.md §2: the real order, the unnamed index first
 HEADER = [
     "", "ImageID", "ImageDir", "StudyDate_DICOM", "StudyID", "PatientID", "PatientBirth", "PatientSex_DICOM",
     "ViewPosition_DICOM", "Projection", "MethodProjection", "Pediatric", "Modality_DICOM", "Manufacturer_DICOM",
@@ -40,12 +39,6 @@ DUPLICATE = "700000000000000000000000000000000000000000007_00-005-005.png"
 PATIENT = "123456789012345678901234567890123456789012345"  # 45 digits: a float would lose them
 STUDY = "98765432109876543210987654321098765432109"
 REPORT = " sin hallazg patologic relev . siluet cardiomediastin dentr limit normal ."
-
-
-def broken_ids() -> list[str]:
-    """The ImageIDs of reference/padchest/known_broken_or_missing_images.txt (comments dropped)."""
-    lines = (line.split("#", 1)[0].strip() for line in (REFERENCE / "known_broken_or_missing_images.txt").open())
-    return [line for line in lines if line]
 
 
 def row(image_id: str, **values: str) -> dict[str, str]:
@@ -81,7 +74,6 @@ ROWS = [
     row(BAD_LABELS, Labels="['normal', "),
     row(NO_PATIENT, PatientID=""),
     row(DUPLICATE), row(DUPLICATE, ImageDir="1"),
-    *(row(image_id, ImageDir="12") for image_id in broken_ids()),
 ]
 
 
@@ -104,10 +96,10 @@ def write_png(path: Path) -> None:
     assert cv2.imwrite(str(path), np.arange(48, dtype=np.uint16).reshape(6, 8) * 1300)  # 16-bit like PadChest
 
 
-def make_tree(root: Path, csv_name: str = CSV_NAME) -> Path:
-    """Images for the good rows (in ImageDir folders and flat); none for the known-broken ids."""
+def make_tree(root: Path, csv_name: str = CSV_NAME, rows: list[dict[str, str]] = ROWS) -> Path:
+    """Images for the good rows (in ImageDir folders and flat); none for other rows."""
     root.mkdir(parents=True, exist_ok=True)
-    write_label_csv(root / csv_name, ROWS)
+    write_label_csv(root / csv_name, rows)
     for relative in (f"0/{IN_DIR}", FLAT, f"7/{NULL_LABELS}", f"5/{DIR_MISMATCH}", f"0/{BAD_LABELS}",
                      f"0/{NO_PATIENT}", f"0/{DUPLICATE}"):
         write_png(root / relative)
@@ -167,9 +159,21 @@ def test_records_and_rejects(tmp_path):
     assert isinstance(again, Reject) and again.reason == "duplicate-image-id"
     duplicate_rows = [number for number, values in enumerate(ROWS, start=1) if values["ImageID"] == DUPLICATE]
     assert f"row {duplicate_rows[1]}: ImageID {DUPLICATE} is already read from row {duplicate_rows[0]}" in again.detail
-    for image_id in broken_ids():
+
+
+def test_known_broken_images_listed_but_absent_are_filtered_one_by_one(tmp_path):
+    """The ImageIDs torchxrayvision drops as missing or broken PNGs (read from the wheel at test time):
+    rows for them whose PNG is absent are filtered, each with its reason; the other rows are read."""
+    broken = padchest_missing_image_ids()
+    assert len(broken) == 21 and all(image_id.endswith(".png") for image_id in broken)
+    root = make_tree(tmp_path, rows=[*ROWS, *(row(image_id, ImageDir="12") for image_id in broken)])
+    found: dict[str, list] = {}
+    for output in padchest.read(str(root)):
+        found.setdefault(output.key.removeprefix("padchest/"), []).append(output)
+    for image_id in broken:
         assert [(o.reason, o.kind, o.stage, o.source) for o in found[image_id]] == [
             ("image-not-present", "filtered", "read", "padchest")]
+    assert isinstance(found[IN_DIR][0], SourceRecord) and len(found) == len({r["ImageID"] for r in ROWS}) + 21
 
 
 def test_unreadable_rows_and_unnamed_pngs_are_rejects_and_the_rest_is_read(tmp_path):
