@@ -22,7 +22,7 @@ from transformers import ChameleonVQVAE
 
 from transforms import vqgan
 
-# Peak activation memory per 512^2 image in inference mode (VQGAN.md section 5: CPU RSS proxy).
+# Peak activation memory per 512^2 image in inference mode (docs/tokenizer.md §4: CPU RSS proxy).
 BYTES_PER_IMAGE = {"fp32": 680 * 2**20, "bf16": 316 * 2**20}
 
 

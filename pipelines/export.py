@@ -65,7 +65,7 @@ class ExportError(ValueError):
 
 @dataclass(frozen=True)
 class ChexmixOptions:
-    """Token layout of the ``chexmix`` export (defaults: CheXmix / Chameleon, VQGAN.md section 4).
+    """Token layout of the ``chexmix`` export (defaults: CheXmix / Chameleon, docs/tokenizer.md §3).
 
     ``image_id_range`` is the closed range of LM ids that belong to image codes; a text token inside
     it (or equal to a begin/end id) means the tokenizer does not match the VQ vocabulary, an error.

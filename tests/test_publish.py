@@ -1,7 +1,7 @@
 """Publishing: a real ``HfApi`` upload against a small fake Hub on 127.0.0.1, and the licence guard.
 
 The fake Hub answers the four calls a push makes (create repo, repo info, preupload, commit; the last
-two as described in /work/shared/VQGAN.md §10) and keeps the files each commit carried.
+two as described in docs/tokenizer.md §5) and keeps the files each commit carried.
 """
 
 from __future__ import annotations

@@ -225,7 +225,7 @@ VINDR_WHITELIST = {
     "RescaleSlope", "LossyImageCompression", "LossyImageCompressionRatio", "LossyImageCompressionMethod",
     "SamplesPerPixel", "NumberOfFrames", "PixelData",
 }
-"""VinDr's de-identification whitelist (formats/vindr-cxr.md §2)."""
+"""VinDr's de-identification whitelist (docs/formats/vindr-cxr.md §2)."""
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR UI")  # the MD5 instance UID is the real trap

@@ -18,7 +18,7 @@ from transforms.sources import chexmask, padchest, vindr
 
 PADCHEST_CSV = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz"
 
-# formats/chest-imagenome.md §4 (36 bbox names) and §5 (attribute names per category).
+# docs/formats/chest-imagenome.md §4 (36 bbox names) and §5 (attribute names per category).
 IMAGENOME_BBOX_NAMES = (
     "right lung", "right upper lung zone", "right mid lung zone", "right lower lung zone", "right hilar structures",
     "right apical zone", "right costophrenic angle", "right cardiophrenic angle", "right hemidiaphragm", "left lung",
@@ -69,7 +69,7 @@ def padchest_rows(tmp_path_factory):
 
 def test_every_real_padchest_label_is_mapped_or_listed(padchest_rows):
     labels = {label for cell, _ in padchest_rows if not padchest.is_null(cell) for label in padchest.parse_labels(cell)}
-    assert len(labels) == 193  # the 194 distinct strings of LANGUAGE.md §7 less the empty one
+    assert len(labels) == 193  # the 194 distinct strings of docs/language.md §7 less the empty one
     assert undecided("padchest-labels", labels) == []
 
 

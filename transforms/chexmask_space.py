@@ -1,6 +1,6 @@
 """CheXmask ``Preprocessed`` rows (1024 x 1024) mapped back onto the image they annotate.
 
-CheXmask segmented VinDr-CXR and CheXpert images after two steps (``formats/chexmask.md`` §5,
+CheXmask segmented VinDr-CXR and CheXpert images after two steps (``docs/formats/chexmask.md`` §5,
 ``DataPreparation/vindr-cxr.py``): centre-pad to a square of side ``L = max(height, width)`` with
 ``pad_left = (L - width) // 2`` and ``pad_top = (L - height) // 2``, then resize to 1024 x 1024.
 Knowing the original size is enough to undo that. CheXmask's own reverse (``back_vin.py``) maps a

@@ -2,7 +2,7 @@
 
 Pixel arrays are 2-D ``(height, width)`` with higher values brighter (MONOCHROME1 is inverted
 on read). Nothing here converts through PIL modes: 16-bit data is windowed explicitly
-(``formats/padchest.md`` §1, ``VQGAN.md`` §3, the 16-bit saturation trap). DICOM pixel data in any
+(``docs/formats/padchest.md`` §1, ``docs/tokenizer.md`` §2, the 16-bit saturation trap). DICOM pixel data in any
 transfer syntax pydicom decodes with the pinned plugins (uncompressed, JPEG baseline, JPEG lossless
 via pylibjpeg-libjpeg, JPEG 2000 via pylibjpeg-openjpeg) is accepted; DICOM headers are read only
 through :data:`DICOM_KEYWORDS_READ`, and only :data:`DICOM_FACTS_KEPT` leave this module.
@@ -415,7 +415,7 @@ def _apply_window(array: np.ndarray, low: float, high: float) -> np.ndarray:
 def decode_image(path_or_bytes: str | bytes, format: str | None = None) -> DecodedImage:
     """Decode and window to 8 bits: a DICOM's own VOI LUT (first VOILUTSequence item) when present,
     else its WindowCenter/WindowWidth, else :func:`to_uint8`'s robust min-max; 8-bit PNG/JPEG pass
-    unchanged (MIMIC JPGs are already equalised, ``formats/mimic-cxr.md`` §2.3)."""
+    unchanged (MIMIC JPGs are already equalised, ``docs/formats/mimic-cxr.md`` §2.3)."""
     data = _load(path_or_bytes)
     fmt = _resolve_format(data, format)
     pixels, header = _decode(data, fmt)

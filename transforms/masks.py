@@ -2,7 +2,7 @@
 
 Masks are boolean ``(height, width)`` arrays, ``mask[row, col]``.
 
-RLE conventions (``formats/chexmask.md`` §3 and ``formats/siim-acr.md`` §4):
+RLE conventions (``docs/formats/chexmask.md`` §3 and ``docs/formats/siim-acr.md`` §4):
 
 - ``"chexmask"``: ``start length`` pairs, starts 1-based and absolute, pixels flattened row-major.
   An empty mask is ``""``.

@@ -5,7 +5,7 @@ The model is ``transformers``' ``ChameleonVQVAE`` (encoder + quantizer; no decod
 from a local folder: no hub access. Preprocessing follows Meta's reference
 (``chameleon/inference/image_tokenizer.py``), not the HF image processor: grayscale -> three
 identical channels -> ``x / 255.0 * 2 - 1``. Data (key maps, tiny config, offsets) live in
-``manifests/tokenizer.yaml``. Facts and measurements: ``VQGAN.md`` in the shared notes.
+``manifests/tokenizer.yaml``. Facts and measurements: ``docs/tokenizer.md``.
 """
 
 from __future__ import annotations

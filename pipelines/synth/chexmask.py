@@ -1,4 +1,4 @@
-"""CheXmask (``OriginalResolution``) writer (``formats/chexmask.md``).
+"""CheXmask (``OriginalResolution``) writer (``docs/formats/chexmask.md``).
 
 One row per covered frontal image of MIMIC (``MIMIC-CXR-JPG.csv.gz``, ``dicom_id``), VinDr
 (``VinDr-CXR.csv``, ``image_id``) and PadChest (``Padchest.csv``, ``ImageID``) — the mix of ``.csv`` and

@@ -1,4 +1,4 @@
-"""Chest ImaGenome (silver dataset) writer (``formats/chest-imagenome.md`` §1–5).
+"""Chest ImaGenome (silver dataset) writer (``docs/formats/chest-imagenome.md`` §1–5).
 
 One ``scene_graph/<dicom_id>_SceneGraph.json`` per frontal MIMIC image, except every ninth one (the
 real set also misses a few images); objects carry boxes in the 224 x 224 letterbox space and in

@@ -3,7 +3,7 @@
 
 Only the files whose image source is ingested are opened: ``MIMIC-CXR-JPG`` (-> ``mimic/<dicom_id>``),
 ``VinDr-CXR`` (-> ``vindr/<image_id>``) and ``Padchest`` (-> ``padchest/<ImageID>``). The files of
-CheXpert, ChestX-Ray8 and CANDID-PTX are never read. See ``formats/chexmask.md``.
+CheXpert, ChestX-Ray8 and CANDID-PTX are never read. See ``docs/formats/chexmask.md``.
 
 A Preprocessed file is opened only when the dataset's OriginalResolution file is missing. Its rows live
 in a 1024 x 1024 space: for VinDr-CXR (centre-pad and resize) they are kept as they are, declared
@@ -70,7 +70,7 @@ DATASET_FILES = (
     DatasetFile("Padchest", "padchest", "ImageID", "crop-pad-resize"),
     DatasetFile("VinDr-CXR", "vindr", "image_id", "pad-resize"),
 )
-"""The CheXmask files for images this project ingests (``formats/chexmask.md`` §5 for the
+"""The CheXmask files for images this project ingests (``docs/formats/chexmask.md`` §5 for the
 preprocessing); the other datasets' files are not read."""
 
 ORGAN_COLUMNS = {"Right Lung": "right lung", "Left Lung": "left lung", "Heart": "heart"}

@@ -3,7 +3,7 @@
 ``root`` is the ``chest-imagenome`` folder. Scene graphs are read from ``silver_dataset/scene_graph/``
 and one level down (``silver_dataset/scene_graph/scene_graph/``, how the zip often unpacks). Splits come
 from ``silver_dataset/splits/{train,valid,test}.csv`` and gold images from ``images_to_avoid.csv``
-(``.csv`` or ``.csv.gz``). See ``formats/chest-imagenome.md``.
+(``.csv`` or ``.csv.gz``). See ``docs/formats/chest-imagenome.md``.
 
 Mapping into :class:`AnnotationRecord` (target ``mimic/<dicom_id>``):
 

@@ -3,7 +3,7 @@
 ``root`` holds ``files/p1X/p1XXXXXXX/s5XXXXXXX/<dicom_id>.dcm|.jpg`` (report ``s5XXXXXXX.txt`` beside
 the study folder) and the CSVs side by side: ``mimic-cxr-2.0.0-metadata`` and ``-split`` (required),
 ``-chexpert`` and ``-negbio`` and ``mimic-cxr-2.1.0-test-set-labeled`` (optional), each ``.csv`` or
-``.csv.gz``. See ``formats/mimic-cxr.md``.
+``.csv.gz``. See ``docs/formats/mimic-cxr.md``.
 
 The image files on disk are the authority: one output per image file. Metadata rows without a file
 are not images; their number is logged, not rejected. When a study folder holds both the DICOM and

@@ -1,4 +1,4 @@
-"""PadChest reader: one SourceRecord per label-CSV row whose PNG is present (see formats/padchest.md).
+"""PadChest reader: one SourceRecord per label-CSV row whose PNG is present (see docs/formats/padchest.md).
 
 The label CSV ``PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv[.gz]`` is read as strings and
 its columns are found by name, case-insensitively (the real file says ``labelCUIS`` and

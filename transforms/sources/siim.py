@@ -1,4 +1,4 @@
-"""SIIM-ACR Pneumothorax reader: one SourceRecord per labelled DICOM (see formats/siim-acr.md).
+"""SIIM-ACR Pneumothorax reader: one SourceRecord per labelled DICOM (see docs/formats/siim-acr.md).
 
 Labels come from ``train-rle.csv`` (stage 1: header ``ImageId, EncodedPixels`` and values with a
 leading space) or ``stage_2_train.csv`` (no spaces); names and values are stripped, so both read the

@@ -1,4 +1,4 @@
-"""VinDr-CXR reader: one SourceRecord per ``train/`` or ``test/`` DICOM (see formats/vindr-cxr.md).
+"""VinDr-CXR reader: one SourceRecord per ``train/`` or ``test/`` DICOM (see docs/formats/vindr-cxr.md).
 
 Two native layouts are accepted, detected from the files present and never guessed:
 
