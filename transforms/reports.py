@@ -1,6 +1,6 @@
 """Report sections (MIMIC-CXR official rules, plus a tolerant variant) and report text cleaning.
 
-Strict mode reproduces ``section_text`` of the official MIMIC-CXR parser (formats/mimic-cxr.md §8.1):
+Strict mode reproduces ``section_text`` of the official MIMIC-CXR parser (docs/formats/mimic-cxr.md §7.1):
 
 1. a header is newline + ONE space + ``[A-Z ()/,-]+`` + ``:`` + one whitespace character;
 2. text before the first header is ``preamble``; a section runs from the end of its header to the

@@ -1,4 +1,4 @@
-"""MIMIC-CXR 2.0.0 writer (``formats/mimic-cxr.md``): DICOMs, reports beside the study folders, and
+"""MIMIC-CXR 2.0.0 writer (``docs/formats/mimic-cxr.md``): DICOMs, reports beside the study folders, and
 the JPG release's CSVs (metadata with its 12 columns, split, chexpert, negbio) next to the lists.
 
 Traps reproduced: numeric ``StudyTime`` that lost its leading zeros (a third of the studies happen

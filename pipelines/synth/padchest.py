@@ -1,4 +1,4 @@
-"""PadChest writer (``formats/padchest.md``): 16-bit PNGs under ``<ImageDir>/`` and the 36-column
+"""PadChest writer (``docs/formats/padchest.md``): 16-bit PNGs under ``<ImageDir>/`` and the 36-column
 label CSV (``PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz``).
 
 Traps reproduced: an unnamed index column, ``ExposureTime`` without ``_DICOM``, lower-case

@@ -1,4 +1,4 @@
-"""SIIM-ACR Pneumothorax (Kaggle 2019, stage 1) writer (``formats/siim-acr.md``).
+"""SIIM-ACR Pneumothorax (Kaggle 2019, stage 1) writer (``docs/formats/siim-acr.md``).
 
 ``dicom-images-train/<Study>/<Series>/<SOP>.dcm``: 1024 x 1024, 8-bit MONOCHROME2, JPEG baseline,
 Secondary Capture, ``PatientID`` = ``PatientName`` = a UUID, ``PatientAge`` a bare number, the

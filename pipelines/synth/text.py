@@ -3,7 +3,7 @@ stemmed-Spanish report strings with their label columns.
 
 MIMIC: every stated finding is written in the FINDINGS body and again in the IMPRESSION with the
 same polarity, so a labeler reading either section (or both) recovers exactly the case's stated
-labels. Phrasing follows the CheXpert mention/negation/uncertainty conventions (``LANGUAGE.md``
+labels. Phrasing follows the CheXpert mention/negation/uncertainty conventions (``docs/language.md``
 §3): negations ("No pneumothorax."), uncertainty ("Cannot exclude pneumonia.", "Possible ..."),
 hedges on causes ("likely reflecting fluid overload") and temporal words only when a prior exists.
 Filler sentences never contain a CheXpert mention phrase.

@@ -1,4 +1,4 @@
-"""VinDr-CXR (PhysioNet 1.0.0) writer (``formats/vindr-cxr.md``).
+"""VinDr-CXR (PhysioNet 1.0.0) writer (``docs/formats/vindr-cxr.md``).
 
 ``train/`` images are read by 3 of the 17 radiologists (``rad_id`` R1..R17): two always mark every
 true finding, the third misses some and sometimes marks a one-reader false positive; boxes jitter
@@ -48,7 +48,7 @@ TRUTH_NAMES = {"Atelectasis": "Atelectasis", "Cardiomegaly": "Cardiomegaly", "Co
                "Nodule/Mass": "Lung Lesion", "Pleural thickening": "Pleural Other",
                "Aortic enlargement": "Enlarged Cardiomediastinum", "Pneumonia": "Pneumonia",
                "Edema": "Edema", "Rib fracture": "Fracture"}
-"""VinDr label -> the CheXpert-14 name the truth file states (LANGUAGE.md §8.4 plus its extensions)."""
+"""VinDr label -> the CheXpert-14 name the truth file states (docs/language.md §8.4 plus its extensions)."""
 
 _READERS = tuple(f"R{n}" for n in range(1, 18))
 
