@@ -2,8 +2,10 @@
 
 English rules (``extract_mentions``), all vocabularies in ``manifests/attributes.yaml``:
 
-1. The report is cut into sentences (:func:`transforms.reports.sentence_spans`); each sentence into
-   clauses at semicolons, commas and termination words ("but", "however", ...).
+1. The report is cut into sentences (:func:`transforms.reports.sentence_spans`); each sentence is
+   matched lower-cased with every run of whitespace (line ends CRLF / CR / LF included) read as one
+   space, so "Cannot\r\n exclude" or "No\n pneumothorax" read as on one line; each sentence is cut
+   into clauses at semicolons, commas and termination words ("but", "however", ...).
 2. Findings are the CheXpert-14 mention phrases (word-bounded regexes on lower-cased text); a match
    overlapping an ``unmention`` phrase is not a mention; overlapping matches keep the earliest, then
    the longest. ``finding`` holds the CheXpert name ("nodule" -> Lung Lesion); the words themselves
@@ -16,8 +18,17 @@ English rules (``extract_mentions``), all vocabularies in ``manifests/attributes
    modifier words between, no stop word such as "with", "in", "is"), else to the nearest finding of
    their clause (gap in characters), else, in a clause without findings, to the nearest finding of
    the sentence. Laterality and zones bind only to findings that can have a side (not the heart).
-   Several lateralities on one finding: left + right -> bilateral. Several severity words -> range.
-5. ``span`` is the sentence's character span in the input text: ``text[slice(*span)] == sentence``.
+   A side word inside the name of another structure ("right atrium", "left heart border", "right
+   mainstem bronchus") lateralises nothing. A device (``own_side_only``) takes a side only from a
+   side word that premodifies it ("right internal jugular line") or names its site ("pacemaker in
+   the left chest wall"), never from its tip's place or a nearby lung finding.
+   Several lateralities on one finding: left + right -> bilateral, except that a finding stated on
+   each side at a different height gives one mention per side with its own zones ("right upper and
+   left lower lobe opacities"); a plural effusion without a side is bilateral. Several severity
+   words -> range.
+5. ``span`` is the sentence's character span in the ORIGINAL input text and ``sentence`` those
+   original characters, line breaks and repeated spaces included: ``text[slice(*span)] == sentence``.
+   The whitespace-normalised text of step 1 is internal to matching and never returned.
 
 PadChest (``padchest_mentions``) never runs these rules: its sentence-level labels are mapped through
 the padchest-labels system of ``manifests/labels.yaml`` and its localizations through the table in
@@ -58,6 +69,8 @@ class _FindingRule:
     lateral: bool
     scale: str
     render: str
+    own_side_only: bool  # a device: sides only from its premodifiers and its site
+    paired_plural: re.Pattern[str] | None  # "effusions": one in each pleural space unless a side says otherwise
 
 
 def _alternation(patterns: Sequence[str]) -> re.Pattern[str] | None:
@@ -71,7 +84,8 @@ def _table(rows: Iterable[dict], value_keys: Sequence[str]) -> tuple[tuple[re.Pa
 _VOCABULARY = manifests.load(ATTRIBUTES_MANIFEST)
 _FINDINGS = tuple(
     _FindingRule(name, _alternation(entry["patterns"]), _alternation(entry["unmention"]), entry["lateral"],
-                 entry["scale"], entry["render"])
+                 entry["scale"], entry["render"], entry.get("own_side_only", False),
+                 _alternation(entry.get("paired_plural", ())))
     for name, entry in _VOCABULARY["findings"].items()
 )
 _FINDING_RULES = {rule.name: rule for rule in _FINDINGS}
@@ -84,11 +98,17 @@ _PSEUDO = _alternation(_VOCABULARY["presence"]["pseudo"])
 _SCOPE_TERMINATOR = _alternation(_VOCABULARY["presence"]["scope_terminators"])
 _CLAUSE_BOUNDARY = _alternation(_VOCABULARY["clause_boundaries"])
 _LATERALITY = _table(_VOCABULARY["laterality"], ("laterality", "implicit", "zones"))
+_SIDED_STRUCTURE = re.compile("|".join(f"(?:{pattern})" for pattern in _VOCABULARY["sided_structures"]))
+_DEVICE_SITE = re.compile("|".join(f"(?:{pattern})" for pattern in _VOCABULARY["device_sites"]))
+_WHITESPACE = re.compile(r"\s+")
 _ZONES = _table(_VOCABULARY["zones"], ("zones",))
 _SEVERITY_RANGES = _table(_VOCABULARY["severity_ranges"], ("min", "max"))
 _SEVERITY_WORDS = _table(_VOCABULARY["severity_words"], ("ordinal", "scale"))
 _TEMPORAL = _table(_VOCABULARY["temporal"], ("temporal",))
 _ZONE_ORDER = {zone: index for index, zone in enumerate(_VOCABULARY["zone_order"])}
+_VERTICAL = frozenset({"upper", "middle", "lower"})
+_COORDINATED = re.compile(r"(?:[- ]sided)?\s*(?:,|and\b|or\b|&)")
+"""After a side word: it is coordinated with the next one ("right and left basilar"), no noun of its own."""
 _ZONE_RENDER: dict[str, str] = _VOCABULARY["zone_render"]
 _ZONE_IMPLIES: dict[str, str] = _VOCABULARY["zone_implies"]
 SEVERITY_RENDER = {scale: {int(k): v for k, v in words.items()} for scale, words in _VOCABULARY["severity_render"].items()}
@@ -148,20 +168,29 @@ def _premodifies(cue: _Match, finding: _Match, sentence: str) -> bool:
 
 
 def _bind(cues: Iterable[_Match], findings: Sequence[_Match], sentence: str, clause: list[int],
-          boundaries: Sequence[int], lateral_only: bool) -> dict[int, list[_Match]]:
+          boundaries: Sequence[int], lateral_only: bool,
+          sites: Sequence[_Match] | None = None) -> dict[int, list[_Match]]:
     """Finding index -> the cues bound to it.
 
     A cue binds to the finding it premodifies, else to the nearest finding of its clause; a cue in a
     clause without a finding ("bibasilar opacities, right greater than left") to the nearest finding
-    of the sentence.
+    of the sentence. With ``sites`` (laterality), an ``own_side_only`` finding (a device) takes only a
+    cue that premodifies it or lies in one of ``sites``; a cue no candidate takes binds nowhere.
     """
     bound: dict[int, list[_Match]] = {}
     eligible = [i for i, finding in enumerate(findings) if finding.value.lateral or not lateral_only]
+
+    def takes(i: int, cue: _Match) -> bool:
+        if sites is None or not findings[i].value.own_side_only:
+            return True
+        return _premodifies(cue, findings[i], sentence) or any(_overlaps(cue, site) for site in sites)
+
     for cue in cues:
         if any(_overlaps(cue, finding) for finding in findings):
             continue  # "increased" inside "increased density" is part of the finding
         where = _clause_of(cue.start, boundaries)
         candidates = [i for i in eligible if clause[i] == where] or eligible
+        candidates = [i for i in candidates if takes(i, cue)]
         if not candidates:
             continue
         forward = [i for i in candidates if _premodifies(cue, findings[i], sentence)]
@@ -190,6 +219,19 @@ def _presence(finding: _Match, sentence: str, clause_end: int) -> int:
     return 1
 
 
+def _side_cues(sentence: str) -> tuple[list[_Match], list[_Match]]:
+    """(laterality cues, device sites) of a sentence; a side inside a sided structure's name is no cue."""
+    structures = [_Match(m.start(), m.end(), None) for m in _SIDED_STRUCTURE.finditer(sentence)]
+    cues = [cue for cue in _table_matches(sentence, _LATERALITY) if not any(_overlaps(cue, s) for s in structures)]
+    return cues, [_Match(m.start(), m.end(), None) for m in _DEVICE_SITE.finditer(sentence)]
+
+
+def _matching_text(sentence: str) -> str:
+    """What the rules match a sentence as: lower case, every run of whitespace (CR and LF included) one
+    space. Offsets into it are internal; mentions point into the original text (module doc, step 5)."""
+    return _WHITESPACE.sub(" ", sentence.lower())
+
+
 def _laterality(cues: Sequence[_Match]) -> str | None:
     """Explicit sides win over implicit ones (plural "bases"); left + right is bilateral."""
     explicit = [cue for cue in cues if not cue.value[1]]
@@ -202,6 +244,30 @@ def _laterality(cues: Sequence[_Match]) -> str | None:
 def _zones(cues: Sequence[_Match]) -> list[str]:
     zones = {zone for cue in cues for zone in (cue.value[-1] or ())}
     return sorted(zones, key=_ZONE_ORDER.__getitem__)
+
+
+def _sides_and_zones(sides: Sequence[_Match], places: Sequence[_Match],
+                     sentence: str) -> list[tuple[str | None, list[str]]]:
+    """(laterality, zones) of one finding: one pair, or one pair per side when the finding is stated on
+    each side at a different height ("right upper and left lower lobe opacities", "haziness in the
+    right lung and left base"), so each side keeps its own zones. A zone belongs to the explicit side
+    word before it (the first one when none is before it); a side word coordinated with the next one
+    ("right and left basilar") shares its zones. The same heights on both sides ("right lower lobe and
+    left base") stay one bilateral mention with all the zones."""
+    explicit = sorted((cue for cue in sides if not cue.value[1]), key=lambda cue: cue.start)
+    if {cue.value[0] for cue in explicit} != {"left", "right"}:
+        return [(_laterality(sides), _zones([*sides, *places]))]
+    owners = [side for side in explicit if not _COORDINATED.match(sentence, side.end)] or explicit[-1:]
+    own: dict[str, list[_Match]] = {"left": [], "right": []}
+    for cue in [*sides, *places]:
+        owner = max((side for side in owners if side.start <= cue.start), key=lambda side: side.start,
+                    default=owners[0])
+        own[owner.value[0]].append(cue)
+    zones = {side: _zones(cues) for side, cues in own.items()}
+    same_height = _VERTICAL.intersection(zones["left"]) == _VERTICAL.intersection(zones["right"])
+    if same_height or not all(own.values()):
+        return [("bilateral", _zones([*sides, *places]))]
+    return [(side, zones[side]) for side in dict.fromkeys(cue.value[0] for cue in explicit)]
 
 
 def _severity(ranges: Sequence[_Match], words: Sequence[_Match], rule: _FindingRule) -> tuple[tuple[int, int] | None, str | None]:
@@ -226,14 +292,15 @@ def extract_mentions(text: str) -> list[AttributeMention]:
         raise TypeError(f"report text must be str, got {type(text).__name__}")
     mentions = []
     for sentence_start, sentence_end in sentence_spans(text):
-        sentence = text[sentence_start:sentence_end].lower()
+        sentence = _matching_text(text[sentence_start:sentence_end])
         findings = _finding_matches(sentence)
         if not findings:
             continue
         boundaries = [m.start() for m in _CLAUSE_BOUNDARY.finditer(sentence)]
         clause = [_clause_of(finding.start, boundaries) for finding in findings]
         clause_ends = [next((b for b in boundaries if b > finding.start), len(sentence)) for finding in findings]
-        sides = _bind(_table_matches(sentence, _LATERALITY), findings, sentence, clause, boundaries, lateral_only=True)
+        side_cues, sites = _side_cues(sentence)
+        sides = _bind(side_cues, findings, sentence, clause, boundaries, lateral_only=True, sites=sites)
         places = _bind(_table_matches(sentence, _ZONES), findings, sentence, clause, boundaries, lateral_only=True)
         ranges = _table_matches(sentence, _SEVERITY_RANGES)
         words = [w for w in _table_matches(sentence, _SEVERITY_WORDS) if not any(_overlaps(w, r) for r in ranges)]
@@ -243,17 +310,17 @@ def extract_mentions(text: str) -> list[AttributeMention]:
         for index, finding in enumerate(findings):
             rule = finding.value
             severity, scale = _severity(range_cues.get(index, ()), word_cues.get(index, ()), rule)
-            mentions.append(AttributeMention(
-                finding=rule.name,
-                presence=_presence(finding, sentence, clause_ends[index]),
-                laterality=_laterality(sides.get(index, ())),
-                zones=_zones(sides.get(index, []) + places.get(index, [])),
-                severity=severity,
-                severity_scale=scale,
-                temporal=_nearest_value(times.get(index, ()), finding),
-                sentence=text[sentence_start:sentence_end],
-                span=(sentence_start, sentence_end),
-            ))
+            side = sides.get(index, [])
+            if rule.paired_plural and rule.paired_plural.fullmatch(sentence, finding.start, finding.end):
+                side = [*side, _Match(finding.start, finding.end, ("bilateral", True, None))]  # implicit
+            presence = _presence(finding, sentence, clause_ends[index])
+            temporal = _nearest_value(times.get(index, ()), finding)
+            for laterality, zones in _sides_and_zones(side, places.get(index, []), sentence):
+                mentions.append(AttributeMention(
+                    finding=rule.name, presence=presence, laterality=laterality, zones=zones, severity=severity,
+                    severity_scale=scale, temporal=temporal, sentence=text[sentence_start:sentence_end],
+                    span=(sentence_start, sentence_end),
+                ))
     return mentions
 
 
