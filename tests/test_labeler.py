@@ -14,8 +14,8 @@ import realdata
 from transforms import labeler
 from transforms.labeler import OBSERVATIONS, clean_for_labeling, extract_label_mentions, label_report
 
-SAMPLES = realdata.REFERENCE / "reports" / "chexpert_labeler_sample_reports.csv"
-LABELED = realdata.REFERENCE / "reports" / "chexpert_labeler_labeled_reports.csv"
+SAMPLES = realdata.DATA / "reports" / "chexpert_labeler_sample_reports.csv"
+LABELED = realdata.DATA / "reports" / "chexpert_labeler_labeled_reports.csv"
 
 
 def _row(**values: float) -> dict[str, float | None]:
