@@ -22,7 +22,6 @@ from xml.etree import ElementTree
 import pytest
 
 DATA = Path(__file__).resolve().parent / "data"
-REFERENCE = DATA  # the former name, still used by tests/test_labeler.py
 
 
 def wheel_path() -> Path:
