@@ -21,6 +21,8 @@ from transforms.units import ImageUnit
 
 CHEXMASK_ORGANS = ("right lung", "left lung", "heart")
 FUSION = manifests.load("box_policies.yaml")["fusion"]
+MIN_RING_AREA: float = manifests.load("grounding.yaml")["mask_polygons"]["min_ring_area"]
+"""Mask polygon rings smaller than this (square pixels of the original image) are noise and dropped."""
 
 
 class ImageSizeMismatch(ValueError):
@@ -118,12 +120,15 @@ def _decode_for_image(mask: MaskRLE, width: int, height: int) -> np.ndarray:
 
 
 def _mask_geometry(label: str, origin: str, mask: np.ndarray, lb: Letterbox,
-                   max_vertices: int) -> tuple[list[dict], list[dict]]:
+                   max_vertices: int) -> tuple[list[dict], list[dict], int]:
+    """Boxes and the polygon of a mask, and how many rings were dropped below ``MIN_RING_AREA``."""
     if not mask.any():
-        return [], []
+        return [], [], 0
     rows = [_box_row(Box(label=label, x1=x1, y1=y1, x2=x2, y2=y2, origin=origin), lb)
             for x1, y1, x2, y2 in masks.mask_to_boxes(mask)]
-    return rows, [_polygon_row(label, origin, masks.mask_to_polygons(mask, max_vertices=max_vertices), lb)]
+    rings = masks.mask_to_polygons(mask, max_vertices=max_vertices)
+    kept = [ring for ring in rings if abs(masks.signed_area(ring)) >= MIN_RING_AREA]
+    return rows, ([_polygon_row(label, origin, kept, lb)] if kept else []), len(rings) - len(kept)
 
 
 def _inside(points: np.ndarray, width: int, height: int) -> list[tuple[float, float]]:
@@ -218,9 +223,14 @@ def geometry_unit(decoded: DecodedUnit, max_vertices: int = 30) -> tuple[Enriche
         decoded_mask = _decode_for_image(mask, width, height)
         by_label[mask.label] = by_label.get(mask.label, False) | decoded_mask
     for label in sorted(by_label):
-        mask_boxes, mask_polygons = _mask_geometry(label, record.masks[0].origin, by_label[label], lb, max_vertices)
+        mask_boxes, mask_polygons, dropped = _mask_geometry(label, record.masks[0].origin, by_label[label], lb,
+                                                            max_vertices)
         enriched.boxes += mask_boxes
         enriched.polygons += mask_polygons
+        if dropped:
+            rejects.append(Reject(key=unit.key, source=record.image.source, stage="geometry", kind="filtered",
+                                  level="item", reason="polygon-ring-below-min-area",
+                                  detail=f"{label}: {dropped} ring(s) under {MIN_RING_AREA} px²"))
     for polygon in record.polygons:
         enriched.polygons.append(_polygon_row(polygon.label, polygon.origin, polygon.rings, lb))
 
@@ -273,12 +283,13 @@ def report_mentions(record) -> list[AttributeMention]:
 
 
 def _scrub_report(decoded: DecodedUnit) -> DecodedUnit:
-    """The unit with its English report de-identified (new objects; the input is left as it was)."""
+    """The unit with its English report's line endings normalised (CR LF and CR -> LF) and the report
+    de-identified (new objects; the input is left as it was)."""
     record = decoded.unit.record
     report = record.report
     if report is None or report.language != "en":
         return decoded
-    text = deid.scrub(report.text)
+    text = deid.scrub(reports.normalise_line_endings(report.text))
     if text == report.text:
         return decoded
     record = record.model_copy(update={"report": report.model_copy(update={"text": text})})
@@ -288,16 +299,17 @@ def _scrub_report(decoded: DecodedUnit) -> DecodedUnit:
 def language_unit(enriched: EnrichedUnit) -> EnrichedUnit:
     """De-identified report, its sections and attribute mentions, and the harmonised findings.
 
-    The English report is scrubbed first (``transforms/deid.py``) and replaces the record's report, so
-    sections, mention spans and the annotation row's ``report_text`` all refer to the scrubbed text."""
+    The English report's line endings are normalised and the report is scrubbed first
+    (``transforms/deid.py``); the result replaces the record's report, so sections, mention spans and the
+    annotation row's ``report_text`` all refer to that text, and no carriage return reaches a target."""
     enriched.decoded = _scrub_report(enriched.decoded)
     record = enriched.decoded.unit.record
     if record.report is not None and record.report.language == "en":
         enriched.sections = [{"name": name, "text": text} for name, text in reports.section_list(record.report.text)]
     enriched.mentions = report_mentions(record)
     findings_text = next((s["text"] for s in reversed(enriched.sections) if s["name"] == "findings"), None)
-    if findings_text:  # findings-only labels, for chain-of-thought targets (the study labels stay official)
-        enriched.findings_labels = labels.label_report(findings_text)
+    if findings_text:  # the cleaned FINDINGS text's labels, for chain-of-thought targets (study labels stay official)
+        enriched.findings_labels = labels.label_report(reports.clean_text(findings_text))
     raw = (list(record.raw_labels) + labels.box_labels(record.boxes)
            + [label for ann in enriched.annotations for label in ann.raw_labels])
     enriched.findings = [
@@ -375,22 +387,19 @@ def _mention_row(mention: AttributeMention) -> dict:
             "span_start": mention.span[0], "span_end": mention.span[1]}
 
 
-def _row_mentions(row: dict) -> list[AttributeMention]:
-    return [AttributeMention(finding=m["finding"], presence=m["presence"], laterality=m["laterality"],
-                             zones=m["zones"], severity_scale=m["severity_scale"], temporal=m["temporal"],
-                             severity=None if m["severity_min"] is None else (m["severity_min"], m["severity_max"]),
-                             sentence=m["sentence"], span=(m["span_start"], m["span_end"]))
-            for m in row["mentions"]]
+def row_mentions(row: dict) -> list[AttributeMention]:
+    """An annotation row's mentions as AttributeMention records."""
+    return [AttributeMention.from_row(m) for m in row["mentions"]]
 
 
 def severity_terms_of(row: dict) -> list[str]:
     """The TF-IDF seed terms of an annotation row's mentions (for fitting the IDF table)."""
-    return severity.severity_terms(_row_mentions(row))
+    return severity.severity_terms(row_mentions(row))
 
 
 def add_severity_tfidf(row: dict, idf_table: dict) -> dict:
     """The row with its MediVLM-style severity, from the table fitted on this build's train split."""
-    return {**row, "severity_tfidf": severity.severity_tfidf(_row_mentions(row), idf_table)}
+    return {**row, "severity_tfidf": severity.severity_tfidf(row_mentions(row), idf_table)}
 
 
 def _box_sort_key(box: dict) -> tuple:

@@ -154,6 +154,11 @@ def choose_section(text: str, tolerant: bool = False) -> tuple[str, str] | None:
     return None
 
 
+def normalise_line_endings(text: str) -> str:
+    """CR LF and lone CR line endings as LF."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def clean_text(text: str, deid_token: str = "___") -> str:
     """Report text with whitespace normalised, for prompts and targets.
 
@@ -168,7 +173,7 @@ def clean_text(text: str, deid_token: str = "___") -> str:
     """
     if not isinstance(text, str):
         raise TypeError(f"report text must be str, got {type(text).__name__}")
-    text = _SEPARATOR_LINE.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    text = _SEPARATOR_LINE.sub("", normalise_line_endings(text))
     text = _DEID_RUN.sub(lambda _: deid_token, text)
     paragraphs = (" ".join(paragraph.split()) for paragraph in _PARAGRAPH_BREAK.split(text))
     return "\n\n".join(paragraph for paragraph in paragraphs if paragraph)

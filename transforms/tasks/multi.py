@@ -6,14 +6,16 @@ a list of rows, in time order (``study_datetime``, never ids). ``UNITS`` says wh
 the build groups rows by study and by patient before calling them.
 
 - multi-image: up to five images of one study (frontal views first) and the study's FINDINGS
-  section with prior references removed (no prior image is shown), as for a single image.
+  section with its comparison wording rewritten out (no prior image is shown), as for a single image.
 - multi-study: a study and the one just before it, prior images first (at most five per study, ten in
   all). The prior study's FINDINGS text is given in the prompt, the one place a report enters a prompt,
   as M4CXR defines this task; the target is the current FINDINGS text with its comparisons kept, since
   the prior is shown.
 
 The findings list of the first answer comes from the labeler run on exactly the text of the second
-answer, as in the single-image chain of thought (``transforms.tasks.report``).
+answer, and must agree with the harmonised findings of the images shown (the current study's, for
+multi-study), as in the single-image chain of thought (:func:`transforms.tasks.report.consistent_findings`);
+a group whose text and labels disagree gets no row.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import json
 from transforms.hashing import seeded_rng
 from transforms.reports import clean_text
 from transforms.tasks import Profile, instruction_id
-from transforms.tasks.report import findings_answer, labels_of_text, positive_observations, target_section
+from transforms.tasks.report import consistent_findings, findings_answer, labels_of_text, target_section
+from transforms.views import is_frontal
 from transforms.templates import load_template_set, render
 
 MULTI_IMAGE = "report_generation_multi_image"
@@ -31,12 +34,11 @@ MULTI_STUDY = "report_generation_multi_study"
 UNITS = {MULTI_IMAGE: "study", MULTI_STUDY: "patient"}
 """The group each task consumes: the rows of one study, or the studies of one patient."""
 MAX_IMAGES_PER_STUDY = 5
-FRONTAL_VIEWS = ("PA", "AP")
 
 
 def study_images(study: list[dict]) -> list[dict]:
     """The rows whose images are shown for a study: frontal views first, then by key, at most five."""
-    ordered = sorted(study, key=lambda row: (row["view"] not in FRONTAL_VIEWS, row["image_key"]))
+    ordered = sorted(study, key=lambda row: (not is_frontal(row["view"]), row["image_key"]))
     return ordered[:MAX_IMAGES_PER_STUDY]
 
 
@@ -77,10 +79,14 @@ def _row(profile: Profile, task: str, rows: list[dict], variant: str, conversati
     }
 
 
-def _chain(task: str, profile: Profile, seed: int, key: str, text: str, fields: dict) -> tuple[list[dict], dict, str]:
-    """The four turns (findings list, then the section) and the structured target."""
-    labels = list(labels_of_text(text))
-    positives = positive_observations(labels, profile.uncertain)
+def _chain(task: str, profile: Profile, seed: int, key: str, text: str, shown: list[dict],
+           fields: dict) -> tuple[list[dict], dict, str] | None:
+    """The four turns (findings list, then the section) and the structured target; None when the
+    text's findings and the labels of the images ``shown`` disagree."""
+    agreed = consistent_findings(list(labels_of_text(text)), shown, profile.uncertain)
+    if agreed is None:
+        return None
+    labels, positives = agreed
     templates = load_template_set(profile.tasks[task].template_set)
     rng = seeded_rng(seed, profile.name, task, templates.version, key)
     kind = "multi_image" if task == MULTI_IMAGE else "multi_study"
@@ -97,10 +103,12 @@ def generate_multi_image(study: list[dict], profile: Profile, seed: int) -> list
     target = target_section(rows[0], names=("findings",))  # one report for every image of the study
     if target is None:
         return []
-    conversations, answer, template_id = _chain(MULTI_IMAGE, profile, seed, rows[0]["study_id"], target["text"],
-                                                {"count": len(rows)})
+    chain = _chain(MULTI_IMAGE, profile, seed, rows[0]["study_id"], target["text"], rows, {"count": len(rows)})
+    if chain is None:
+        return []
+    conversations, answer, template_id = chain
     return [_row(profile, MULTI_IMAGE, rows, "multi_image", _images_first(conversations, len(rows)),
-                 {**answer, "removed": target["removed"], "study_id": rows[0]["study_id"]}, template_id)]
+                 {**answer, "rewritten": target["rewritten"], "study_id": rows[0]["study_id"]}, template_id)]
 
 
 def generate_multi_study(patient: list[list[dict]], profile: Profile, seed: int) -> list[dict]:
@@ -111,10 +119,12 @@ def generate_multi_study(patient: list[list[dict]], profile: Profile, seed: int)
         prior_text, current_text = findings_text(prior_rows[0]), findings_text(current_rows[0])
         if not (prior_text and current_text):
             continue
+        chain = _chain(MULTI_STUDY, profile, seed, current_rows[0]["study_id"], current_text, current_rows,
+                       {"prior_count": len(prior_rows), "count": len(current_rows), "prior_report": prior_text})
+        if chain is None:
+            continue
+        conversations, answer, template_id = chain
         rows = prior_rows + current_rows
-        conversations, answer, template_id = _chain(
-            MULTI_STUDY, profile, seed, current_rows[0]["study_id"], current_text,
-            {"prior_count": len(prior_rows), "count": len(current_rows), "prior_report": prior_text})
         target = {**answer, "prior_study_id": prior_rows[0]["study_id"], "study_id": current_rows[0]["study_id"],
                   "prior_report": prior_text}
         result.append(_row(profile, MULTI_STUDY, rows, "multi_study", _images_first(conversations, len(rows)),

@@ -1,12 +1,14 @@
 """CheXmix-style pretraining rows: an image paired with its English report text.
 
-The text is the findings section followed by the impression (official MIMIC section rules). Sources
+The text is the findings section followed by the impression (official MIMIC section rules), each
+cleaned (:func:`transforms.reports.clean_text`: the report's line layout goes, paragraphs stay). Sources
 without English report text (VinDr, SIIM) or with stemmed Spanish (PadChest) yield nothing here.
 The VQ codes are joined to these rows by ``image_key`` at export time.
 """
 
 from __future__ import annotations
 
+from transforms.reports import clean_text
 from transforms.tasks import Profile, instruction_row
 from transforms.templates import load_template_set, render
 
@@ -15,8 +17,8 @@ SECTIONS_USED = ("findings", "impression")
 
 
 def used_sections(row: dict) -> dict[str, str]:
-    """The non-empty findings / impression texts of the row's report, in that order."""
-    sections = {s["name"]: s["text"].strip() for s in row["sections"]}
+    """The non-empty findings / impression texts of the row's report, cleaned, in that order."""
+    sections = {s["name"]: clean_text(s["text"]) for s in row["sections"]}
     return {name: sections[name] for name in SECTIONS_USED if sections.get(name)}
 
 

@@ -1,30 +1,32 @@
 """Single-image report generation: IMT-CXR plain and attribute-prompted, M4CXR chain of thought.
 
-Only English reports (``report_language == "en"``). The target text is one section of the report —
-FINDINGS, or IMPRESSION when the report has no findings section — after
-:func:`transforms.reports.drop_prior_references` (a single image cannot show a change since a prior
-study) and :func:`transforms.reports.clean_text`. The removed sentences travel in the target JSON
-(``removed``). When nothing is left after the filter, the image gets no report row.
+Only English reports, and only on frontal views (:mod:`transforms.views`): report text names sides,
+which a lateral view cannot show. The target text is one section of the report (FINDINGS, or
+IMPRESSION when the report has no findings section), cleaned (:func:`transforms.reports.clean_text`)
+and with its comparison wording rewritten out (:mod:`transforms.comparisons`): a single image cannot
+show a change since a prior study, but the finding a comparing sentence states stays ("New moderate
+right pneumothorax." -> "Moderate right pneumothorax."); a sentence is dropped only when nothing but
+comparison was in it. The rewrites travel in the target JSON (``rewritten``). When nothing is left,
+the image gets no report row.
 
 ``report_generation_with_attributes`` adds an attribute prompt (the IMT-CXR phrases of the report's own
 positive mentions, :func:`transforms.phrases.attribute_prompt`) to the human turn: that the prompt comes
 from the same report is what the IMT-CXR task defines, so it is not a leak. It is the row's
-``attribute_prompt`` restricted to the mentions whose sentence the target text still contains: the row's
-prompt also covers the impression and the sentences the prior filter removed ("new moderate edema"),
-and a prompt naming what the target never says would teach the model to ignore its prompt. Images with
-no such mention get no row.
+``attribute_prompt`` restricted to the mentions whose sentence the target text still contains verbatim
+(a rewritten sentence no longer does, and its attributes may have been worded differently), so the
+prompt never names what the target does not say. Images with no such mention get no row.
 
 ``report_generation_cot`` (M4CXR) has four turns: the image and "which findings?" -> the positive
-CheXpert observations, then "write the FINDINGS section" -> the filtered FINDINGS text (no findings
-section: no row). The findings list comes from ``findings_labels``, the labeler run on the FINDINGS
-section alone, not from the harmonised ``findings``: for MIMIC those are the official study labels,
-drawn mostly from the impression, so they can name observations the FINDINGS text never states, and
-the chain of thought would then disagree with its own second answer. When the prior filter removed
-sentences, the same labeler (``transforms.labels.label_report``, as the enrich stage runs it) labels the
-kept text again, so the list always matches the text it introduces (``labels_basis`` in the target
-says which). Uncertain observations (-1) follow the profile's ``uncertain`` policy; a report with no
-positive observation answers "No Finding" only when the labeler sets No Finding, else "No definite
-finding" (its observations are all uncertain and excluded).
+CheXpert observations, then "write the FINDINGS section" -> the FINDINGS target text (no findings
+section: no row). The findings list is the labeler (:func:`transforms.labels.label_report`) run on
+exactly the target text, so list and report are one labelling of one text (the annotation row's
+``findings_labels`` is that labelling whenever no sentence was rewritten). The row must also agree with
+the image's harmonised findings (:func:`consistent_findings`): a target that omits a finding the image
+is labelled with (the impression states it, the FINDINGS section does not) or lists one the image is
+labelled without gives no row, since either would teach a list that contradicts the image. Uncertain
+observations (-1) follow the profile's ``uncertain`` policy. Without a positive observation the
+answer is "No Finding" when the labeler sets No Finding, else "No definite finding" (its
+observations are all uncertain and excluded).
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ from __future__ import annotations
 from functools import lru_cache
 
 from schemas.records import AttributeMention
+from transforms import comparisons
 from transforms.hashing import seeded_rng
 from transforms.labels import NO_FINDING, label_report
 from transforms.phrases import attribute_prompt
-from transforms.reports import clean_text, drop_prior_references
+from transforms.reports import clean_text
 from transforms.tasks import Profile, instruction_row
 from transforms.templates import load_template_set, render
+from transforms.views import is_frontal
 
 REPORT = "report_generation"
 WITH_ATTRIBUTES = "report_generation_with_attributes"
@@ -47,10 +51,9 @@ _CACHE_SIZE = 8192  # pure functions of report text: a study's images share one 
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
-def single_image_text(section_text: str) -> tuple[str, tuple[str, ...]]:
-    """(cleaned text without prior references, the removed sentences cleaned)."""
-    kept, removed = drop_prior_references(section_text)
-    return clean_text(kept), tuple(clean_text(sentence) for sentence in removed)
+def single_image_text(section_text: str) -> tuple[str, tuple[comparisons.Rewrite, ...]]:
+    """The cleaned section with its comparison wording rewritten out, and the rewrites."""
+    return comparisons.single_image_text(clean_text(section_text))
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
@@ -60,7 +63,7 @@ def labels_of_text(text: str) -> tuple[tuple[str, float | None], ...]:
 
 def target_section(row: dict, names: tuple[str, ...] = TARGET_SECTIONS) -> dict | None:
     """The first of ``names`` the report has (the last occurrence of a repeated name, as the official
-    section rules), filtered for a single image: {section, text, removed}; None when the report has
+    section rules), rewritten for a single image: {section, text, rewritten}; None when the report has
     none of them or nothing is left."""
     if row["report_language"] != "en":
         return None
@@ -68,20 +71,14 @@ def target_section(row: dict, names: tuple[str, ...] = TARGET_SECTIONS) -> dict 
     name = next((n for n in names if sections.get(n, "").strip()), None)
     if name is None:
         return None
-    text, removed = single_image_text(sections[name])
-    return {"section": name, "text": text, "removed": list(removed)} if text else None
+    text, rewrites = single_image_text(sections[name])
+    return {"section": name, "text": text, "rewritten": [r.as_dict() for r in rewrites]} if text else None
 
 
 def target_attribute_prompt(row: dict, target_text: str) -> str:
     """The attribute prompt of the positive mentions whose (cleaned) sentence is in the target text."""
-    return attribute_prompt(
-        AttributeMention.model_construct(  # rows of the annotations table, validated when they were made
-            finding=m["finding"], presence=m["presence"], laterality=m["laterality"], zones=m["zones"],
-            severity=None if m["severity_min"] is None else (m["severity_min"], m["severity_max"]),
-            severity_scale=m["severity_scale"], temporal=m["temporal"], sentence=m["sentence"],
-            span=(m["span_start"], m["span_end"]))
-        for m in row["mentions"] or ()
-        if m["presence"] == 1 and cleaned_sentence(m["sentence"]) in target_text)
+    return attribute_prompt(AttributeMention.from_row(m) for m in row["mentions"] or ()
+                            if m["presence"] == 1 and cleaned_sentence(m["sentence"]) in target_text)
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
@@ -93,6 +90,30 @@ def positive_observations(labels: list[tuple[str, float | None]], uncertain: str
     """The observations labelled positive, in label order; -1 counts only under the "positive" policy."""
     wanted = {1.0, -1.0} if uncertain == "positive" else {1.0}
     return [name for name, value in labels if name != NO_FINDING and value in wanted]
+
+
+def target_labels(row: dict, target: dict) -> list[tuple[str, float | None]]:
+    """The labeler's labels of a FINDINGS target text: the row's ``findings_labels`` (the labeler on the
+    cleaned FINDINGS section) when no sentence was rewritten, else the labeler on the target text."""
+    if target["section"] == "findings" and not target["rewritten"] and row["findings_labels"] is not None:
+        return [(item["name"], item["value"]) for item in row["findings_labels"]]
+    return list(labels_of_text(target["text"]))
+
+
+def consistent_findings(labels: list[tuple[str, float | None]], rows: list[dict],
+                        uncertain: str) -> tuple[list, list[str]] | None:
+    """A text's labels and its positive observations, when they agree with the harmonised findings of
+    the images shown (``rows``): every observation an image is labelled positive with is positive in
+    the text, and none of the text's positives is labelled absent (0) on any image. None when they
+    disagree. An observation the images leave unlabelled (null) may be stated by the text."""
+    positives = positive_observations(labels, uncertain)
+    stated = {name for name, value in labels if value == 1.0}
+    presences = [(f["name"], f["presence"]) for row in rows for f in row["findings"] or ()]
+    labelled = {name for name, presence in presences if presence == 1 and name != NO_FINDING}
+    absent = {name for name, presence in presences if presence == 0}
+    if labelled - stated or absent & set(positives):
+        return None
+    return labels, positives
 
 
 def findings_answer(labels: list[tuple[str, float | None]], positives: list[str], answers: dict[str, str]) -> str:
@@ -107,8 +128,13 @@ def _rng(task: str, version: int, row: dict, profile: Profile, seed: int):
     return seeded_rng(seed, profile.name, task, version, row["image_key"])
 
 
+def single_image_target(row: dict, names: tuple[str, ...] = TARGET_SECTIONS) -> dict | None:
+    """The target of a single-image report row: a frontal view's section (see :func:`target_section`)."""
+    return target_section(row, names) if is_frontal(row["view"]) else None
+
+
 def generate_report(row: dict, profile: Profile, seed: int) -> list[dict]:
-    target = target_section(row)
+    target = single_image_target(row)
     if target is None:
         return []
     templates = load_template_set(profile.tasks[REPORT].template_set)
@@ -119,7 +145,7 @@ def generate_report(row: dict, profile: Profile, seed: int) -> list[dict]:
 
 
 def generate_report_with_attributes(row: dict, profile: Profile, seed: int) -> list[dict]:
-    target = target_section(row)
+    target = single_image_target(row)
     attributes = target_attribute_prompt(row, target["text"]) if target and row["attribute_prompt"] else ""
     if not attributes:
         return []
@@ -132,24 +158,20 @@ def generate_report_with_attributes(row: dict, profile: Profile, seed: int) -> l
 
 
 def generate_report_cot(row: dict, profile: Profile, seed: int) -> list[dict]:
-    target = target_section(row, names=("findings",))
+    target = single_image_target(row, names=("findings",))
     if target is None:
         return []
-    if row["findings_labels"] is None:
-        raise ValueError(f"{row['image_key']} has a findings section but no findings_labels")
-    if target["removed"]:
-        labels, basis = list(labels_of_text(target["text"])), "relabelled_after_prior_filter"
-    else:
-        labels, basis = [(item["name"], item["value"]) for item in row["findings_labels"]], "findings_labels"
-    positives = positive_observations(labels, profile.uncertain)
+    agreed = consistent_findings(target_labels(row, target), [row], profile.uncertain)
+    if agreed is None:
+        return []
+    labels, positives = agreed
     templates = load_template_set(profile.tasks[COT].template_set)
     rng = _rng(COT, templates.version, row, profile, seed)
     first, second = templates.pick("findings_list", rng), templates.pick("findings_section", rng)
     conversations = (render(first, findings=findings_answer(labels, positives, templates.answers))
                      + render(second, report=target["text"]))
     return [instruction_row(profile=profile.name, task=COT, row=row, variant="cot", conversations=conversations,
-                            target={**target, "findings": positives, "labels_basis": basis},
-                            template_id=f"{first.id}+{second.id}")]
+                            target={**target, "findings": positives}, template_id=f"{first.id}+{second.id}")]
 
 
 CACHED = (single_image_text, labels_of_text, cleaned_sentence)
