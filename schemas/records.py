@@ -115,6 +115,15 @@ class AttributeMention(Record):
     sentence: str
     span: tuple[int, int]  # character offsets into the report text
 
+    @classmethod
+    def from_row(cls, row: dict) -> AttributeMention:
+        """A ``mentions`` item of an annotations-table row, unvalidated (it was validated when made)."""
+        return cls.model_construct(
+            finding=row["finding"], presence=row["presence"], laterality=row["laterality"], zones=row["zones"],
+            severity=None if row["severity_min"] is None else (row["severity_min"], row["severity_max"]),
+            severity_scale=row["severity_scale"], temporal=row["temporal"], sentence=row["sentence"],
+            span=(row["span_start"], row["span_end"]))
+
 
 class Turn(Record):
     from_: Literal["human", "gpt"] = Field(alias="from")

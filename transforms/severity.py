@@ -1,7 +1,8 @@
-"""Report severity scores from attribute mentions (LANGUAGE.md §9; parameters in manifests/severity.yaml).
+"""Report severity scores from attribute mentions (parameters in manifests/severity.yaml).
 
 ``severity_ordinal``: weighted mean of the ordinal severity of the findings present, in [0, 1], with a
-bucket (none / mild / moderate / severe) for templates. ``severity_tfidf``: MediVLM's TF-IDF sum over
+bucket (none / mild / moderate / severe). ``triage_bucket``: the bucket of the most severe finding
+present (what triage answers; a mean would call a large pneumothorax beside small findings moderate). ``severity_tfidf``: MediVLM's TF-IDF sum over
 seed terms, but counting only affirmed mentions; its IDF table and min / max are fitted once on the
 training split by the Beam CombineFn :class:`FitSeverityIdf` and frozen, so shards need no global pass
 and validation / test never influence it.
@@ -23,6 +24,7 @@ _SEVERITY = manifests.load("severity.yaml")
 VERSION: str = _SEVERITY["version"]
 _ORDINAL = _SEVERITY["ordinal"]
 _TFIDF = _SEVERITY["tfidf"]
+_TRIAGE = _SEVERITY["triage"]
 DEFAULT_WEIGHTS: Mapping[str, float] = _ORDINAL["weights"]
 _MAX_ORDINAL = 3
 _ORDINAL_TERMS = {int(ordinal): term for ordinal, term in _TFIDF["ordinal_terms"].items()}
@@ -66,6 +68,17 @@ def severity_bucket(score: float) -> str:
     if not 0.0 <= score <= 1.0:
         raise ValueError(f"severity score {score!r} is outside [0, 1]")
     return next(bucket["name"] for bucket in _ORDINAL["buckets"] if score <= bucket["upper"])
+
+
+def triage_bucket(mentions: Iterable[AttributeMention]) -> str:
+    """none / mild / moderate / severe: the largest ordinal of a finding present (presence 1, weight > 0),
+    or of an uncertain one capped at ``uncertain_cap`` when no finding is present (manifest ``triage``)."""
+    levels = {finding: level for finding, level in _finding_levels(mentions).items()
+              if DEFAULT_WEIGHTS.get(finding, 0) > 0}
+    definite = [ordinal for factor, ordinal in levels.values() if factor == 1.0]
+    uncertain = [min(ordinal, _TRIAGE["uncertain_cap"]) for factor, ordinal in levels.values() if factor < 1.0]
+    level = max(definite) if definite else max(uncertain, default=None)
+    return "none" if level is None else _TRIAGE["buckets"][level]
 
 
 def _as_mentions(text_or_mentions: str | Iterable[AttributeMention]) -> list[AttributeMention]:

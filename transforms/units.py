@@ -1,7 +1,10 @@
 """Joining annotations onto their images and fixing each image's split.
 
 An ``ImageUnit`` is one image with everything known about it; every row derived from it inherits
-its split, so no patient can straddle splits through a derived task.
+its split, so no patient can straddle splits through a derived task. The image's own source decides
+its split (MIMIC-CXR's official split for MIMIC images; CheXmask and Chest ImaGenome never move an
+image), with one exception: a Chest ImaGenome gold-set image whose split is train is held out
+entirely (:func:`held_out`), since gold images are ImaGenome's evaluation set.
 """
 
 from __future__ import annotations
@@ -41,12 +44,25 @@ def join_image(
         yield Reject(key=key, source=dup.image.source, stage="join", reason="duplicate-image-key",
                      detail=f"{dup.image.uri} has the same key as {record.image.uri}")
     split, authority = assign_split(record.image)
-    kept = []
+    gold = next((ann for ann in annotations if is_gold(ann)), None)
+    if gold is not None and split == "train":
+        yield from held_out(key, record, annotations, gold)
+        return
+    yield ImageUnit(record=record, split=split, split_authority=authority, annotations=annotations)
+
+
+def is_gold(annotation: AnnotationRecord) -> bool:
+    """An annotation that marks its image as a Chest ImaGenome gold-set image (``images_to_avoid.csv``)."""
+    return annotation.source == "imagenome" and annotation.provenance.get("images_to_avoid") == "true"
+
+
+def held_out(key: str, record: SourceRecord, annotations: list[AnnotationRecord],
+             gold: AnnotationRecord) -> Iterator[Reject]:
+    """A gold-set image whose own split is train never enters training: neither the image nor any of
+    its annotations is written anywhere. One filtered reject for the image and one per annotation."""
+    why = f"{gold.native_id}: Chest ImaGenome gold images (images_to_avoid.csv) never enter training"
+    yield Reject(key=key, source=record.image.source, stage="split", kind="filtered",
+                 reason="imagenome-gold-image-in-train", detail=why)
     for ann in annotations:
-        if ann.source == "imagenome" and ann.provenance.get("images_to_avoid") == "true" and split == "train":
-            yield Reject(key=ann.target_key, source=ann.source, stage="split", kind="filtered",
-                         reason="imagenome-gold-image-in-train",
-                         detail=f"{ann.native_id}: gold images (images_to_avoid.csv) never enter training")
-        else:
-            kept.append(ann)
-    yield ImageUnit(record=record, split=split, split_authority=authority, annotations=kept)
+        yield Reject(key=ann.target_key, source=ann.source, stage="split", kind="filtered",
+                     reason="imagenome-gold-image-in-train", detail=f"{ann.native_id}: annotates a held-out image; {why}")

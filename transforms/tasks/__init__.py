@@ -13,7 +13,7 @@ import importlib
 import json
 from typing import Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 import manifests
 
@@ -36,6 +36,16 @@ TASK_MODULES = {
     "report_generation_multi_study": "transforms.tasks.multi",
     **{task: "transforms.tasks.grounding" for task in GROUNDING_TASKS},
 }
+
+
+FINDING_PHRASES: dict[str, str] = manifests.load("finding_phrases.yaml")
+if missing := sorted(set(manifests.load("labels.yaml")["taxonomy"]) - set(FINDING_PHRASES)):
+    raise ValueError(f"manifests/finding_phrases.yaml lacks taxonomy name(s) {missing}")
+
+
+def finding_phrase(name: str) -> str:
+    """How a taxonomy finding reads inside a sentence ("Pleural Other" -> "pleural thickening")."""
+    return FINDING_PHRASES[name]
 
 
 class TaskSpec(BaseModel):
@@ -65,14 +75,41 @@ class TaskSpec(BaseModel):
         return weights
 
 
+class TaskGroup(BaseModel):
+    """A task group of a paper's mixture ("classification 0.15"): its weight and the tasks that share it."""
+
+    model_config = ConfigDict(extra="forbid")
+    weight: float = Field(ge=0)
+    tasks: list[str]
+
+
 class Profile(BaseModel):
+    """A mixture profile. ``groups``, when given, writes down the paper's task groups: every task is in
+    exactly one group and the weights of a group's tasks add up to the group's weight."""
+
     model_config = ConfigDict(extra="forbid")
     name: str
     description: str = ""
     coordinates: Literal["bins1000", "percent", "fixed3"]
     polygon_max_vertices: int = 30
     uncertain: Literal["exclude", "positive", "negative"] = "exclude"
+    groups: dict[str, TaskGroup] | None = None
     tasks: dict[str, TaskSpec]
+
+    @model_validator(mode="after")
+    def _groups_cover_tasks(self) -> Profile:
+        if self.groups is None:
+            return self
+        grouped = [task for group in self.groups.values() for task in group.tasks]
+        if sorted(grouped) != sorted(self.tasks):
+            raise ValueError(f"profile {self.name!r}: groups list tasks {sorted(grouped)}, "
+                             f"the profile has {sorted(self.tasks)} (each task in exactly one group)")
+        for name, group in self.groups.items():
+            total = sum(self.tasks[task].weight for task in group.tasks)
+            if abs(total - group.weight) > 1e-9:
+                raise ValueError(f"profile {self.name!r}: the tasks of group {name!r} weigh {total:g}, "
+                                 f"the group {group.weight:g}")
+        return self
 
 
 def load_profile(name: str) -> Profile:

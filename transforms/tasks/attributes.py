@@ -17,7 +17,8 @@ images (no report) get their cardiomegaly grade from the CTR, SIIM images their 
 the mask. A ``normal`` CTR band on a positive cardiomegaly contradicts the label and is not asked. The
 target always carries the measurement next to the answer, with ``basis`` naming what answered.
 
-Location (task ``location_classification``): for findings that can have a side, each distinct stated
+Location (task ``location_classification``), on frontal views only (:mod:`transforms.views`: a lateral
+view cannot show a side): for findings that can have a side, each distinct stated
 (laterality, zones) of the positive mentions, in report order, joined by " and ". A pneumothorax the
 report does not place takes the side of its mask (``ptx_side`` left/right; ``both`` also means the mask
 touched neither lung, so it is not used as a side).
@@ -28,8 +29,9 @@ from __future__ import annotations
 import manifests
 from transforms.hashing import seeded_rng
 from transforms.phrases import SEVERITY_RENDER, severity_words, zone_words
-from transforms.tasks import Profile, instruction_row
+from transforms.tasks import Profile, finding_phrase, instruction_row
 from transforms.templates import load_template_set, render
+from transforms.views import is_frontal
 
 SEVERITY = "severity_classification"
 LOCATION = "location_classification"
@@ -37,7 +39,6 @@ CARDIOMEGALY = "Cardiomegaly"
 PNEUMOTHORAX = "Pneumothorax"
 
 _VOCABULARY = manifests.load("attributes.yaml")
-_FINDING_WORDS = {name: entry["render"] for name, entry in _VOCABULARY["findings"].items()}
 _LATERAL = {name for name, entry in _VOCABULARY["findings"].items() if entry["lateral"]}
 _DEFAULT_SCALE = {name: entry["scale"] for name, entry in _VOCABULARY["findings"].items()}
 _WORD_ORDINALS = {scale: {word: ordinal for ordinal, word in words.items()} for scale, words in SEVERITY_RENDER.items()}
@@ -145,7 +146,7 @@ def _rows(task: str, kind: str, targets: list[dict], row: dict, profile: Profile
         template = templates.pick(kind, rng)
         rows.append(instruction_row(
             profile=profile.name, task=task, row=row, variant=f"{kind}:{target['finding']}",
-            conversations=render(template, finding=_FINDING_WORDS[target["finding"]], answer=target["answer"]),
+            conversations=render(template, finding=finding_phrase(target["finding"]), answer=target["answer"]),
             target=target, template_id=template.id))
     return rows
 
@@ -155,6 +156,8 @@ def generate_severity(row: dict, profile: Profile, seed: int) -> list[dict]:
 
 
 def generate_location(row: dict, profile: Profile, seed: int) -> list[dict]:
+    if not is_frontal(row["view"]):
+        return []
     return _rows(LOCATION, "location", location_answers(row), row, profile, seed)
 
 

@@ -10,8 +10,14 @@ whose box policy merges (``manifests/box_policies.yaml``, M4CXR) then merge over
 boxes. The letterbox scales x and y alike, so overlap ratios are the same on the canvas as in the
 original pixels and merging runs on the unit coordinates directly.
 
-IMT-CXR asks by harmonised finding (a box whose label maps to none is not asked there); M4CXR asks
-by the dataset's own class label, as it trains on each dataset's label set.
+IMT-CXR asks by harmonised finding (a box whose label maps to none is not asked there; the finding
+read through :func:`transforms.tasks.finding_phrase`); M4CXR asks by the dataset's own class label, as
+it trains on each dataset's label set. A location ("in the lower left lung") is added only on a
+frontal view (:mod:`transforms.views`).
+
+Finding grounding and multi-finding grounding also ask about definitely absent class labels
+(:func:`absent_labels`, ratio and rules in ``manifests/grounding.yaml`` ``negatives``), answered as
+M4CXR's templates answer them; a label that is only unannotated is never asked as absent.
 """
 
 from __future__ import annotations
@@ -24,8 +30,11 @@ import manifests
 from transforms.boxes import box_policy, merge_overlapping_corners
 from transforms.geometry import render_box
 from transforms.hashing import seeded_rng
-from transforms.tasks import Profile, instruction_row
-from transforms.tasks.classification import NO_FINDING, phrase
+from transforms.labels import label_rules
+from transforms.tasks import Profile, finding_phrase, instruction_row
+from transforms.tasks.classification import NO_FINDING
+from transforms.tasks.report import single_image_text
+from transforms.views import is_frontal
 from transforms.templates import TemplateSet, load_template_set, render
 
 
@@ -33,6 +42,7 @@ CONFIG = manifests.load("grounding.yaml")
 ROLE_OF_ORIGIN = {origin: role for role, origins in CONFIG["box_roles"].items() for origin in origins}
 ZONE_ORDER = {zone: i for i, zone in enumerate(manifests.load("attributes.yaml")["zone_order"])}
 CONSENSUS_READER = manifests.load("box_policies.yaml")["fusion"]["consensus_reader"]
+NEGATIVES = CONFIG["negatives"]
 
 Unit = tuple[float, float, float, float]
 
@@ -78,6 +88,34 @@ def localisation_boxes(row: dict, profile: str) -> list[dict]:
         chosen = merge_overlapping_corners(chosen, merge_overlap)
     return [{"label": label, "finding": finding_of[label], "origin": origin, "unit": unit}
             for label, origin, unit in sorted(set(chosen), key=lambda c: (c[0], c[2], c[1]))]
+
+
+@lru_cache(maxsize=None)
+def _box_system_labels(system: str) -> tuple[str, ...]:
+    """The class labels readers of a box system can draw (its map and not_mapped keys, less No finding)."""
+    rules = label_rules().systems[system]
+    return tuple(sorted(label for label in {*rules.targets, *rules.not_mapped} if label.lower() != NO_FINDING.lower()))
+
+
+def absent_labels(row: dict) -> list[str]:
+    """The class labels of the row's box source that are definitely absent, sorted: no box of the label
+    on the image, no raw label of it at 1 or -1 from any reader, and either the source boxes
+    exhaustively (``exhaustive_box_sources``: its readers saw the whole image) or it states the label 0."""
+    raw = row.get("raw_labels") or []
+    systems = ({box["origin"] for box in row["boxes"]} | {label["system"] for label in raw}) & set(NEGATIVES["box_systems"])
+    boxed = {box["label"] for box in row["boxes"] if box_role(box) == "lesion"}
+    stated: dict[str, set] = {}
+    for label in raw:
+        stated.setdefault(label["name"], set()).add(label["value"])
+    exhaustive = row["source"] in CONFIG["exhaustive_box_sources"]
+    absent = []
+    for label in sorted({name for system in systems for name in _box_system_labels(system)}):
+        values = stated.get(label, set())
+        if label in boxed or values & {1.0, -1.0}:
+            continue
+        if exhaustive or values == {0.0}:
+            absent.append(label)
+    return absent
 
 
 def location_phrase(mentions: list[dict], finding: str) -> str | None:
@@ -139,15 +177,15 @@ class _Task:
 
 
 def lesion_localization(row: dict, profile: Profile, seed: int) -> list[dict]:
-    """IMT-CXR: one row per harmonised finding with boxes; the referring expression carries the
-    location from the image's own mention when there is one."""
+    """IMT-CXR: one row per harmonised finding with boxes; on a frontal view the referring expression
+    carries the location from the image's own mention when there is one."""
     task = _Task("lesion_localization", row, profile, seed)
     mapped = [box for box in localisation_boxes(row, profile.name) if box["finding"]]
     rows = []
     for finding, boxes in sorted(_grouped(mapped, "finding").items()):
-        location = location_phrase(row.get("mentions"), finding)
+        location = location_phrase(row.get("mentions"), finding) if is_frontal(row["view"]) else None
         target = {"finding": finding, "location": location, "boxes": [_target_box(b) for b in boxes]}
-        fields = {"finding": phrase(finding), "boxes": task.boxes(boxes)}
+        fields = {"finding": finding_phrase(finding), "boxes": task.boxes(boxes)}
         if location:
             rows.append(task.row_of("located", finding, target, location=location, **fields))
         else:
@@ -156,11 +194,21 @@ def lesion_localization(row: dict, profile: Profile, seed: int) -> list[dict]:
 
 
 def finding_grounding(row: dict, profile: Profile, seed: int) -> list[dict]:
-    """M4CXR: one row per class label with boxes: label -> its boxes."""
+    """M4CXR: one row per class label with boxes (label -> its boxes), and a seeded sample of
+    definitely absent labels (label -> answers.absent), ``negatives_per_positive`` per label with boxes
+    and at least ``min_negatives``."""
     task = _Task("finding_grounding", row, profile, seed)
-    return [task.row_of("finding_grounding", label, {"label": label, "boxes": [_target_box(b) for b in boxes]},
+    groups = _grouped(localisation_boxes(row, profile.name), "label")
+    rows = [task.row_of("finding_grounding", label,
+                        {"label": label, "present": True, "boxes": [_target_box(b) for b in boxes]},
                         finding=label, boxes=task.boxes(boxes))
-            for label, boxes in _grouped(localisation_boxes(row, profile.name), "label").items()]
+            for label, boxes in groups.items()]
+    absent = absent_labels(row)
+    wanted = max(NEGATIVES["negatives_per_positive"] * len(groups), NEGATIVES["min_negatives"])
+    for label in sorted(task.rng.sample(absent, min(wanted, len(absent)))):
+        rows.append(task.row_of("finding_grounding", f"absent:{label}", {"label": label, "present": False, "boxes": []},
+                                finding=label, boxes=task.templates.answers["absent"]))
+    return rows
 
 
 def grounded_finding(row: dict, profile: Profile, seed: int) -> list[dict]:
@@ -177,8 +225,8 @@ def grounded_finding(row: dict, profile: Profile, seed: int) -> list[dict]:
 
 
 def abnormality_detection(row: dict, profile: Profile, seed: int) -> list[dict]:
-    """M4CXR: every class with its boxes, or "no abnormality" when the source says No Finding and
-    boxes nothing; only for sources whose readers box every local abnormality."""
+    """M4CXR: every class with its boxes, or "no abnormality" when the source says No Finding (presence
+    1) and boxes nothing; only for sources whose readers box every local abnormality."""
     if row["source"] not in CONFIG["exhaustive_box_sources"]:
         return []
     task = _Task("abnormality_detection", row, profile, seed)
@@ -195,16 +243,21 @@ def abnormality_detection(row: dict, profile: Profile, seed: int) -> list[dict]:
 
 
 def multi_finding_grounding(row: dict, profile: Profile, seed: int) -> list[dict]:
-    """M4CXR: a seeded subset of 2..multi_finding_max class labels -> each one's boxes."""
+    """M4CXR: a seeded subset of 2..multi_finding_max class labels, drawn from those with boxes and the
+    definitely absent ones -> the boxes of each present one, or answers.none_found."""
     task = _Task("multi_finding_grounding", row, profile, seed)
     groups = _grouped(localisation_boxes(row, profile.name), "label")
-    if len(groups) < 2:
+    candidates = sorted(set(groups) | set(absent_labels(row)))
+    if len(candidates) < 2:
         return []
-    count = task.rng.randint(2, min(len(groups), CONFIG["multi_finding_max"]))
-    chosen = {label: groups[label] for label in sorted(task.rng.sample(sorted(groups), count))}
-    target = {"labels": list(chosen), "boxes": [_target_box(b) for boxes in chosen.values() for b in boxes]}
-    return [task.row_of("multi_finding_grounding", "|".join(chosen), target,
-                        finding_list=", ".join(chosen), findings=task.labelled(chosen))]
+    count = task.rng.randint(2, min(len(candidates), CONFIG["multi_finding_max"]))
+    asked = sorted(task.rng.sample(candidates, count))
+    present = {label: groups[label] for label in asked if label in groups}
+    target = {"labels": asked, "present": list(present), "absent": [label for label in asked if label not in groups],
+              "boxes": [_target_box(b) for boxes in present.values() for b in boxes]}
+    answer = task.labelled(present) if present else task.templates.answers["none_found"]
+    return [task.row_of("multi_finding_grounding", "|".join(asked), target,
+                        finding_list=", ".join(asked), findings=answer)]
 
 
 def _role_boxes(row: dict, role: str) -> list[dict]:
@@ -231,10 +284,11 @@ def _structure_grounding(task_name: str, role: str, name_field: str, doc: str) -
 
 
 def _region_phrases(row: dict) -> tuple[dict[str, dict], list[tuple[str, str]]]:
-    """Region boxes by name, and the (region, phrase) pairs of the row whose region has a box
-    (a phrase of a region without a box cannot be grounded)."""
+    """Region boxes by name, and the (region, phrase) pairs of the row whose region has a box (a
+    phrase of a region without a box cannot be grounded). Phrases are cleaned and have their
+    comparison wording rewritten out (a single image is shown); a phrase with nothing else is left out."""
     boxes = {b["label"]: b for b in _role_boxes(row, "region")}
-    pairs = [(entry["region"], " ".join(entry["phrase"].split())) for entry in row.get("regions") or []]
+    pairs = [(entry["region"], single_image_text(entry["phrase"])[0]) for entry in row.get("regions") or []]
     return boxes, [(region, text) for region, text in pairs if region in boxes and text]
 
 

@@ -1,8 +1,9 @@
-"""Triage: how severe (how urgent) a study is, answered with the severity bucket of its report.
+"""Triage: how severe (how urgent) a study is, answered with the bucket of its most severe finding.
 
-The bucket is ``severity_bucket`` of the row's ``severity_ordinal`` (``manifests/severity.yaml``: the
-weighted stated ordinals of the report's positive mentions); the target carries the score, the
-MediVLM-style ``severity_tfidf`` when the build has fitted it, and the manifest version. The score
+The bucket is :func:`transforms.severity.triage_bucket` of the row's mentions (``manifests/severity.yaml``
+``triage``: the largest stated ordinal of a finding present, never a mean, so a large pneumothorax is a
+severe study whatever else is small); the target carries it beside the weighted ``severity_ordinal``,
+the MediVLM-style ``severity_tfidf`` when the build has fitted it, and the manifest version. The score
 describes a report, so only rows with a report are asked: an image without one (VinDr, SIIM) scores 0
 because nothing was said, not because nothing is wrong. PadChest rows qualify: their mentions come from
 the radiologists' sentence labels.
@@ -11,7 +12,9 @@ the radiologists' sentence labels.
 from __future__ import annotations
 
 import manifests
+from schemas.records import AttributeMention
 from transforms.hashing import seeded_rng
+from transforms.severity import triage_bucket
 from transforms.tasks import Profile, instruction_row
 from transforms.templates import load_template_set, render
 
@@ -23,7 +26,7 @@ BUCKETS = tuple(bucket["name"] for bucket in _SEVERITY["ordinal"]["buckets"])
 def generate(row: dict, profile: Profile, seed: int) -> list[dict]:
     if row["report_text"] is None:
         return []
-    bucket, score = row["severity_bucket"], row["severity_ordinal"]
+    bucket, score = triage_bucket(AttributeMention.from_row(m) for m in row["mentions"] or ()), row["severity_ordinal"]
     if bucket not in BUCKETS or score is None:
         raise ValueError(f"{row['image_key']} has a report but severity {score!r} / bucket {bucket!r}; "
                          f"buckets are {BUCKETS}")
