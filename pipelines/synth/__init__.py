@@ -22,6 +22,10 @@ carry mtime 0, DICOM UIDs derive from hashes, and nothing records the time of th
       (``train``/``test``); None for SIIM and PadChest, which the pipeline splits by patient;
     - ``findings``: ``{CheXpert-14 name: 1 | 0 | -1}`` for the names the case states (MIMIC: the
       report states them in FINDINGS and IMPRESSION alike; ``No Finding`` is only ever 1);
+    - ``finding_details``: name -> ``{presence, laterality, zone, severity, change, detail}`` of the
+      case's findings (MIMIC: every stated one; VinDr and PadChest: the positive ones; SIIM: the
+      pneumothorax): the patient's side (``right``/``left``/``bilateral``), severity 1..3, the change
+      against the prior study, and the device of Support Devices;
     - ``ctr``, ``ctr_band`` (``normal``/``mild``/``moderate``/``severe``), measured on the lung and
       heart masks the corpus writes; None for lateral images;
     - ``chexmask``: None, or ``{"dice_rca_mean": float, "passes": bool}`` (passes = mean >= 0.7);

@@ -249,6 +249,15 @@ def is_normal(findings: Findings) -> bool:
     return not any(f.presence != 0 for f in findings.values() if f.name in ABNORMAL)
 
 
+def finding_details(findings: Findings, names: object = None) -> dict[str, dict]:
+    """What the truth file states of each finding (all, or those in ``names``): presence, laterality
+    (the patient's side), zone, severity (1 small/mild, 2 moderate, 3 large/severe), change against
+    the prior study and the device name for Support Devices."""
+    return {name: {"presence": f.presence, "laterality": f.laterality, "zone": f.zone, "severity": f.severity,
+                   "change": f.change, "detail": f.detail}
+            for name, f in sorted(findings.items()) if names is None or name in names}
+
+
 def stated_labels(findings: Findings) -> dict[str, int]:
     """The CheXpert-style labels a report with these findings states; No Finding is only 1 or absent."""
     labels = {name: finding.presence for name, finding in sorted(findings.items())}

@@ -18,7 +18,7 @@ import pandas as pd
 from pydicom.dataset import Dataset
 
 from pipelines.synth import anatomy, output, phi, text
-from pipelines.synth.cases import CHEXPERT_14, Patient, Study, View, rng_for, stated_labels
+from pipelines.synth.cases import CHEXPERT_14, Patient, Study, View, finding_details, rng_for, stated_labels
 
 METADATA_COLUMNS = (
     "dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows", "Columns",
@@ -127,7 +127,8 @@ def write(root: Path, patients: list[Patient], seed: int) -> tuple[dict[str, dic
                 truth[f"mimic/{view.image_id}"] = {
                     "source": "mimic", "subject_id": patient.subject_id, "study_id": study.study_id,
                     "view": view.position, "width": view.width, "height": view.height, "split": patient.split,
-                    "findings": stated, "ctr": round(summary.ctr, 4) if summary else None,
+                    "findings": stated, "finding_details": finding_details(study.findings),
+                    "ctr": round(summary.ctr, 4) if summary else None,
                     "ctr_band": summary.ctr_band if summary else None, "chexmask": None,
                     "imagenome": False, "imagenome_gold": False,
                     "study_date": study.date, "study_time": study.time, "study_order": study.order,

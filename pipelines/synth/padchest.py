@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.synth import anatomy, output, text
-from pipelines.synth.cases import ImageCase, rng_for, stable_int
+from pipelines.synth.cases import ImageCase, finding_details, rng_for, stable_int
 
 LABEL_FILE = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz"
 COLUMNS = (
@@ -117,6 +117,7 @@ def write(root: Path, cases: list[ImageCase], seed: int) -> tuple[dict[str, dict
                 "source": "padchest", "subject_id": patient, "study_id": study,
                 "view": "LATERAL" if projection == "L" else projection[:2], "width": case.width,
                 "height": case.height, "split": None, "findings": findings,
+                "finding_details": finding_details(case.findings, set(findings)),
                 "ctr": round(summary.ctr, 4) if summary else None, "ctr_band": summary.ctr_band if summary else None,
                 "chexmask": None, "imagenome": False, "imagenome_gold": False,
                 "image_dir": folder, "labels_missing": case.index == NULL_LABELS_CASE,

@@ -24,7 +24,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGBaseline8Bit
 
 from pipelines.synth import anatomy, output, phi
-from pipelines.synth.cases import ImageCase, rng_for, stable_int
+from pipelines.synth.cases import ImageCase, finding_details, rng_for, stable_int
 from transforms.masks import rle_encode
 
 UID_STEM = "1.2.276.0.7230010.3.1"
@@ -110,6 +110,7 @@ def write(root: Path, cases: list[ImageCase], seed: int) -> dict[str, dict]:
             "source": "siim", "subject_id": patient, "study_id": uids[0], "view": view,
             "width": case.width, "height": case.height, "split": None,
             "findings": {"Pneumothorax": int(bool(components))},
+            "finding_details": finding_details(case.findings),
             "ctr": round(frontal.ctr, 4), "ctr_band": frontal.ctr_band, "chexmask": None,
             "imagenome": False, "imagenome_gold": False,
             "pneumothorax_components": len(components),

@@ -44,15 +44,26 @@ def _side_words(finding: Finding) -> str:
     return {"bilateral": "bilateral", "right": "right", "left": "left"}.get(finding.laterality or "", "")
 
 
-def _changed(sentence_subject: str, change: str | None) -> str:
-    """``<subject> has increased since the prior study.``-style sentence for a change, else the bare subject."""
-    verbs = {"worsened": "has increased since the prior study", "improved": "has decreased since the prior study",
-             "unchanged": "is unchanged from the prior study"}
-    if change in verbs:
-        return f"{sentence_subject} {verbs[change]}."
-    if change == "new":
-        return f"New {sentence_subject[0].lower()}{sentence_subject[1:]}."
-    return f"{sentence_subject}."
+_CHANGE_WORDING = {
+    "worsened": ("{S} {has} increased since the prior study.", "Increasing {s}.",
+                 "{S}, increased compared to the prior radiograph.", "Interval increase in {s}."),
+    "improved": ("{S} {has} decreased since the prior study.", "Decreasing {s}.", "{S}, improved since ___."),
+    "unchanged": ("{S} {is} unchanged from the prior study.", "Stable {s}.", "{S}, unchanged.",
+                  "Again seen {is} {s}."),
+    "new": ("New {s}.", "Interval development of {s}.", "{S} {is} new since the prior study."),
+}
+"""How a report words a change against the prior study: the first wording mostly, the others as real
+reports vary it (single-image targets must rewrite every one of them, transforms/comparisons.py)."""
+
+
+def _changed(sentence_subject: str, change: str | None, rng: np.random.Generator, plural: bool = False) -> str:
+    """A sentence stating the subject with its change against the prior study, else the bare subject."""
+    wordings = _CHANGE_WORDING.get(change or "")
+    if wordings is None:
+        return f"{sentence_subject}."
+    wording = wordings[0] if rng.random() < 0.5 else wordings[int(rng.integers(1, len(wordings)))]
+    return wording.format(S=sentence_subject, s=sentence_subject[0].lower() + sentence_subject[1:],
+                          has="have" if plural else "has", **{"is": "are" if plural else "is"})
 
 
 def _capital(text: str) -> str:
@@ -75,13 +86,11 @@ def finding_sentence(finding: Finding, rng: np.random.Generator) -> str:
         return str(rng.choice([f"{_capital(degree)} cardiomegaly.", f"There is {degree} cardiomegaly."]))
     if name == "Pleural Effusion":
         if side != "bilateral":
-            return _changed(_capital(f"{size} {side} pleural effusion"), change)
-        sentence = _changed(_capital(f"{size} bilateral pleural effusions"), change)
-        return sentence.replace("has increased", "have increased").replace(
-            "has decreased", "have decreased").replace("is unchanged", "are unchanged")
+            return _changed(_capital(f"{size} {side} pleural effusion"), change, rng)
+        return _changed(_capital(f"{size} bilateral pleural effusions"), change, rng, plural=True)
     if name == "Pneumothorax":
         where = f"{side} apical" if finding.zone == "upper" and (finding.severity or 1) == 1 else side
-        return _changed(_capital(f"{size} {where} pneumothorax"), change)
+        return _changed(_capital(f"{size} {where} pneumothorax"), change, rng)
     if name == "Lung Lesion":
         if (finding.severity or 1) == 3:
             subject = f"A {int(rng.integers(3, 6))} cm mass in the {side} {_LOBE[finding.zone or 'middle']}"
@@ -90,9 +99,9 @@ def finding_sentence(finding: Finding, rng: np.random.Generator) -> str:
             subject = f"A {millimetres} mm nodule in the {side} {_LOBE[finding.zone or 'middle']}"
         return f"{subject} is unchanged from the prior study." if change == "unchanged" else f"{subject} is noted."
     if name == "Consolidation":
-        return _changed(_capital(f"{side} {_LOBE[finding.zone or 'lower']} consolidation"), change)
+        return _changed(_capital(f"{side} {_LOBE[finding.zone or 'lower']} consolidation"), change, rng)
     if name == "Lung Opacity":
-        return _changed(f"Patchy opacity in the {side} {_LOBE[finding.zone or 'lower']}", change)
+        return _changed(f"Patchy opacity in the {side} {_LOBE[finding.zone or 'lower']}", change, rng)
     if name == "Pneumonia":
         if presence == -1:
             return str(rng.choice(["Cannot exclude pneumonia.", "Possible pneumonia.", "This may represent pneumonia."]))
@@ -101,10 +110,10 @@ def finding_sentence(finding: Finding, rng: np.random.Generator) -> str:
         where = "bibasilar" if side == "bilateral" else f"{side} basilar"
         if presence == -1:
             return f"Possible {where} atelectasis."
-        return _changed(_capital(f"{degree} {where} atelectasis"), change)
+        return _changed(_capital(f"{degree} {where} atelectasis"), change, rng)
     if name == "Edema":
         if change in ("worsened", "improved", "unchanged"):
-            return _changed(_capital(f"{degree} pulmonary edema"), change)
+            return _changed(_capital(f"{degree} pulmonary edema"), change, rng)
         base = _capital(f"{degree} pulmonary edema")
         return str(rng.choice([f"{base}.", f"{base}, likely reflecting fluid overload."])) if change is None \
             else f"New {degree} pulmonary edema."

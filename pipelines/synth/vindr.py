@@ -24,7 +24,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import JPEG2000Lossless
 
 from pipelines.synth import anatomy, output, phi
-from pipelines.synth.cases import ImageCase, rng_for
+from pipelines.synth.cases import ImageCase, finding_details, rng_for
 
 LOCAL_LABELS = (
     "Aortic enlargement", "Atelectasis", "Calcification", "Cardiomegaly", "Clavicle fracture", "Consolidation",
@@ -184,6 +184,7 @@ def write(root: Path, cases: list[ImageCase], seed: int) -> tuple[dict[str, dict
         truth[f"vindr/{key}"] = {
             "source": "vindr", "subject_id": None, "study_id": None, "view": "PA", "width": case.width,
             "height": case.height, "split": split, "findings": dict(sorted(findings.items())),
+            "finding_details": finding_details(case.findings, {n for n, v in findings.items() if v == 1}),
             "ctr": round(summary.ctr, 4), "ctr_band": summary.ctr_band, "chexmask": None,
             "imagenome": False, "imagenome_gold": False,
             "photometric": "MONOCHROME1" if monochrome1 else "MONOCHROME2",
