@@ -153,6 +153,30 @@ def verify(out: Path) -> None:
 
 @main.command()
 @click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def audit(out: Path) -> None:
+    """Re-check every instruction row against its images' annotations; writes OUT/audit.json.
+    Non-zero exit on any contradiction."""
+    from pipelines.audit import audit as audit_output
+
+    with console.status("auditing every instruction row"):
+        document = audit_output(out)
+    table = Table(title=f"row audit: {document['rows']} rows, {document['rows_with_contradictions']} with contradictions")
+    table.add_column("profile/task")
+    table.add_column("rows", justify="right")
+    table.add_column("contradictions")
+    for name, cell in document["by_task"].items():
+        found = ", ".join(f"{kind} {n}" for kind, n in cell["contradictions"].items()) or "none"
+        table.add_row(name, str(cell["rows"]), found)
+    console.print(table)
+    console.print(f"audit: {out / 'audit.json'}")
+    if document["rows_with_contradictions"]:
+        console.print(f"[red]{sum(document['contradictions'].values())} contradiction(s); "
+                      f"examples in audit.json[/red]")
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--repo", "repo_id", required=True, help="Hub dataset repository, user/name.")
 @click.option("--private/--public", "private", default=True, show_default=True,
               help="Repository visibility; --public is refused for rows of restricted sources.")

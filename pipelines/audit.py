@@ -1,0 +1,78 @@
+"""``cxr-instruct audit OUT``: every instruction row of a finished build re-checked against its images.
+
+Reads the ``annotations`` table once (one :class:`transforms.audit.ImageFacts` per image, a few KB each),
+then streams every ``instructions/<profile>/<task>/*.parquet`` shard and runs
+:func:`transforms.audit.audit_row` on each row. Writes ``OUT/audit.json`` (counts per kind, per
+profile/task, and up to ``EXAMPLES_PER_KIND`` examples of each kind) atomically, and returns the
+document; the command prints a table and exits non-zero when any contradiction is found.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from transforms.audit import KINDS, audit_row, facts_from_annotation
+
+FILE = "audit.json"
+VERSION = 1
+EXAMPLES_PER_KIND = 20
+
+
+def _rows(paths: list[Path]):
+    for path in paths:
+        yield from pq.read_table(path).to_pylist()
+
+
+def image_facts(out_dir: Path) -> dict:
+    """``image_key`` -> facts, from every shard of the annotations table."""
+    return {row["image_key"]: facts_from_annotation(row)
+            for row in _rows(sorted((out_dir / "annotations").glob("*.parquet")))}
+
+
+def audit(out_dir: str | Path) -> dict:
+    """Audit every instruction row of the build in ``out_dir``; writes and returns ``audit.json``."""
+    out_dir = Path(out_dir)
+    facts = image_facts(out_dir)
+    kinds: Counter = Counter()
+    per_task: dict[str, dict] = defaultdict(lambda: {"rows": 0, "rows_with_contradictions": 0,
+                                                     "contradictions": Counter()})
+    examples: dict[str, list] = defaultdict(list)
+    rows = flagged = 0
+    for shard in sorted((out_dir / "instructions").glob("*/*/*.parquet")):
+        for row in pq.read_table(shard).to_pylist():
+            found = audit_row(row, facts)
+            cell = per_task[f"{row['profile']}/{row['task']}"]
+            rows += 1
+            cell["rows"] += 1
+            if found:
+                flagged += 1
+                cell["rows_with_contradictions"] += 1
+            for contradiction in found:
+                kinds[contradiction.kind] += 1
+                cell["contradictions"][contradiction.kind] += 1
+                if len(examples[contradiction.kind]) < EXAMPLES_PER_KIND:
+                    examples[contradiction.kind].append(contradiction.as_dict())
+    document = {
+        "version": VERSION,
+        "images": len(facts),
+        "rows": rows,
+        "rows_with_contradictions": flagged,
+        "contradictions": {kind: kinds.get(kind, 0) for kind in KINDS},
+        "by_task": {name: {**cell, "contradictions": dict(sorted(cell["contradictions"].items()))}
+                    for name, cell in sorted(per_task.items())},
+        "kinds": KINDS,
+        "examples": {kind: examples[kind] for kind in KINDS if examples[kind]},
+    }
+    _write_atomically(out_dir / FILE, json.dumps(document, indent=2) + "\n")
+    return document
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
