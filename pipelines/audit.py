@@ -37,6 +37,8 @@ def image_facts(out_dir: Path) -> dict:
 def audit(out_dir: str | Path) -> dict:
     """Audit every instruction row of the build in ``out_dir``; writes and returns ``audit.json``."""
     out_dir = Path(out_dir)
+    if not (out_dir / "manifest.json").is_file():
+        raise FileNotFoundError(f"{out_dir}: no manifest.json, not a finished build")
     facts = image_facts(out_dir)
     kinds: Counter = Counter()
     per_task: dict[str, dict] = defaultdict(lambda: {"rows": 0, "rows_with_contradictions": 0,

@@ -158,8 +158,12 @@ def audit(out: Path) -> None:
     Non-zero exit on any contradiction."""
     from pipelines.audit import audit as audit_output
 
-    with console.status("auditing every instruction row"):
-        document = audit_output(out)
+    try:
+        with console.status("auditing every instruction row"):
+            document = audit_output(out)
+    except FileNotFoundError as missing:
+        console.print(str(missing), style="red", markup=False, highlight=False)
+        sys.exit(2)
     table = Table(title=f"row audit: {document['rows']} rows, {document['rows_with_contradictions']} with contradictions")
     table.add_column("profile/task")
     table.add_column("rows", justify="right")

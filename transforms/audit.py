@@ -131,6 +131,12 @@ class ImageFacts:
         """Whether a required box lies inside one of the claimed boxes."""
         return any(_contains(unit, required.unit) for unit in claimed)
 
+    def report_positives(self, section: str) -> set[str] | None:
+        """The findings a report section states as positive (the labeler on its cleaned text); None
+        without that section."""
+        text = self.sections.get(section)
+        return None if text is None else _positives(clean_text(text))
+
 
 def _close(a: Iterable[float], b: Iterable[float]) -> bool:
     return all(abs(x - y) <= _TOLERANCE for x, y in zip(a, b))
@@ -457,16 +463,18 @@ def _segmentation(r: _Row) -> None:
         r.flag("answer-text-mismatch", f"{t['structure']}: answer is not the target's polygon")
 
 
-def _report_text_checks(r: _Row, target_text: str, source_text: str | None, images: list[ImageFacts],
+def _report_text_checks(r: _Row, target_text: str, source: ImageFacts, section: str, shown: list[ImageFacts],
                         single_study: bool) -> None:
-    if source_text is not None:
-        dropped = _positives(clean_text(source_text)) - _positives(target_text)
-        for finding in sorted(dropped):
-            r.flag("report-drops-finding", f"{finding} is positive in the source section, not in the target")
+    """A report target keeps every finding its source section states, has no comparison wording when
+    a single study is shown, and names no side when only lateral views are shown."""
+    stated = source.report_positives(section)
+    if stated is not None:
+        for finding in sorted(stated - _positives(target_text)):
+            r.flag("report-drops-finding", f"{finding} is positive in the source {section}, not in the target")
     if single_study and any(comparisons.compares(s) for s in _sentences(target_text)):
         r.flag("comparison-in-single-image", target_text[:120])
-    if not any(is_frontal(image.view) for image in images) and _SIDE_WORDS.search(target_text):
-        r.flag("side-on-lateral", f"report names a side, shown only {[i.view for i in images]} views")
+    if not any(is_frontal(image.view) for image in shown) and _SIDE_WORDS.search(target_text):
+        r.flag("side-on-lateral", f"report names a side, shown only {[i.view for i in shown]} views")
 
 
 def _sentences(text: str) -> list[str]:
@@ -497,7 +505,7 @@ def _findings_list(r: _Row, text: str, listed: list[str], images: list[ImageFact
 def _report(r: _Row) -> None:
     t = r.target
     r.text(t["text"], "target text")
-    _report_text_checks(r, t["text"], r.first.sections.get(t["section"]), [r.first], single_study=True)
+    _report_text_checks(r, t["text"], r.first, t["section"], [r.first], single_study=True)
     if r.row["task"] == "report_generation_cot":
         _findings_list(r, t["text"], t["findings"], [r.first])
 
@@ -505,7 +513,7 @@ def _report(r: _Row) -> None:
 def _multi_image(r: _Row) -> None:
     t = r.target
     r.text(t["report"], "report")
-    _report_text_checks(r, t["report"], r.first.sections.get("findings"), r.images, single_study=True)
+    _report_text_checks(r, t["report"], r.first, "findings", r.images, single_study=True)
     _findings_list(r, t["report"], t["findings"], r.images)
 
 
@@ -513,7 +521,7 @@ def _multi_study(r: _Row) -> None:
     t = r.target
     current = [image for image in r.images if image.study_id == t["study_id"]]
     r.text(t["report"], "report")
-    _report_text_checks(r, t["report"], current[0].sections.get("findings"), current, single_study=False)
+    _report_text_checks(r, t["report"], current[0], "findings", current, single_study=False)
     _findings_list(r, t["report"], t["findings"], current)
 
 

@@ -278,7 +278,7 @@ def report_mentions(record) -> list[AttributeMention]:
         return mentions
     by_sentence = record.provenance.get("labels_localizations_by_sentence")
     if record.image.source == "padchest" and by_sentence:
-        return phrases.padchest_mentions(json.loads(by_sentence))
+        return phrases.padchest_mentions(json.loads(by_sentence), report.text if report is not None else None)
     return []
 
 

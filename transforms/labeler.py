@@ -3,7 +3,7 @@
 Two backends behind :func:`label_report`:
 
 ``rules`` (default, pure Python, offline) follows the CheXpert labeler's three stages
-(LANGUAGE.md §3) with a parser-free classifier:
+(docs/language.md §3) with a parser-free classifier:
 
 1. clean like the CheXpert loader (lower case, ``and/or`` -> ``or``, ``x/y`` -> ``x or y``, spaces
    after ``.`` and ``,``, every run of whitespace one space) after normalising line ends (CRLF and
@@ -106,7 +106,7 @@ def _alternation(phrases: list[str]) -> re.Pattern[str] | None:
 
 
 def _positional_unmentions(mention: list[str], spec: Mapping[str, Any]) -> list[str]:
-    """"over the left heart", "in the cardiac silhouette", ...: places, not findings (LANGUAGE.md §3.2)."""
+    """"over the left heart", "in the cardiac silhouette", ...: places, not findings (docs/language.md §3.2)."""
     keep = set(spec["keep"])
     result = []
     for phrase in mention:
@@ -315,7 +315,7 @@ def extract_label_mentions(text: str) -> list[Mention]:
 
 
 def aggregate(mentions: list[Mention]) -> dict[str, Value]:
-    """CheXpert aggregation of classified mentions into the 14 observations (LANGUAGE.md §3.4)."""
+    """CheXpert aggregation of classified mentions into the 14 observations (docs/language.md §3.4)."""
     rules = load_rules()
     labels: dict[str, Value] = dict.fromkeys(OBSERVATIONS)
     blocks_no_finding = False
@@ -379,7 +379,7 @@ class CheXbertLabeler:
     model is ``bert`` + 13 ``Linear(hidden, 4)`` + 1 ``Linear(hidden, 2)`` heads in ``linear_heads``,
     applied to the [CLS] vector, in :data:`CHEXBERT_ORDER`. f1chexbert 0.0.2 itself is not used: it
     fetches its tokenizer from the Hugging Face Hub and calls ``encode_plus``, which transformers 5
-    removed (LANGUAGE.md §4.1); this class reads the same checkpoint layout offline.
+    removed (docs/language.md §4.1); this class reads the same checkpoint layout offline.
     """
 
     def __init__(self, checkpoint: str | Path):

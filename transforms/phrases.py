@@ -114,6 +114,7 @@ _ZONE_IMPLIES: dict[str, str] = _VOCABULARY["zone_implies"]
 SEVERITY_RENDER = {scale: {int(k): v for k, v in words.items()} for scale, words in _VOCABULARY["severity_render"].items()}
 """scale ("size" | "severity") -> ordinal -> word, as the attribute prompt writes them."""
 _PADCHEST = _VOCABULARY["padchest"]
+_SEVERITY_STEMS: dict[str, int] = _PADCHEST["severity_stems"]
 _BINDING_STOP = _alternation(_VOCABULARY["binding"]["stop_words"])
 _PREMODIFIER_REACH: int = _VOCABULARY["binding"]["premodifier_reach"]
 
@@ -396,7 +397,8 @@ def _label_groups(items: Sequence[str]) -> list[tuple[list[str], list[str]]]:
     return groups
 
 
-def padchest_mentions(labels_by_sentence: Sequence[Sequence[str] | None]) -> list[AttributeMention]:
+def padchest_mentions(labels_by_sentence: Sequence[Sequence[str] | None],
+                      report: str | None = None) -> list[AttributeMention]:
     """English mentions from PadChest ``LabelsLocalizationsBySentence`` (one item list per sentence).
 
     Consecutive labels share the ``loc`` items that follow them. A side suffix ("pleural effusion left
@@ -406,14 +408,18 @@ def padchest_mentions(labels_by_sentence: Sequence[Sequence[str] | None]) -> lis
     labels and no-information labels give no mention. A None (``nan``) sentence has no labels.
     ``sentence`` is the sentence's items joined by ", "; ``span`` its offsets in those sentences joined
     by " . " (PadChest's own sentence separator): there is no English report text to point into.
-    ValueError for an unknown label or localization.
+    With the stemmed Spanish ``report``, a severity word of a sentence (``severity_stems``) grades the
+    sentence's mentions when the report has exactly one sentence per label list and the sentence's
+    mentions name one finding. ValueError for an unknown label or localization.
     """
     rendered = [", ".join(items) if items else "" for items in labels_by_sentence]
+    grades = _padchest_grades(report, len(labels_by_sentence))
     mentions = []
     offset = 0
-    for items, sentence in zip(labels_by_sentence, rendered):
+    for items, sentence, grade in zip(labels_by_sentence, rendered, grades):
         span = (offset, offset + len(sentence))
         offset = span[1] + len(" . ")
+        found = []
         for labels, locations in _label_groups(items or ()):
             attributes = [_padchest_location(name) for name in locations]
             zones = sorted({zone for entry in attributes for zone in entry.get("zones", ())}, key=_ZONE_ORDER.__getitem__)
@@ -427,9 +433,23 @@ def padchest_mentions(labels_by_sentence: Sequence[Sequence[str] | None]) -> lis
                         laterality=laterality if _FINDING_RULES[finding].lateral else None,
                         zones=zones if _FINDING_RULES[finding].lateral else [],
                         sentence=sentence, span=span)
-                    if mention not in mentions:  # two labels of one group, one category: one mention
-                        mentions.append(mention)
+                    if mention not in mentions and mention not in found:  # two labels, one category: one mention
+                        found.append(mention)
+        if grade is not None and len({m.finding for m in found}) == 1:
+            found = [m.model_copy(update={"severity": (grade, grade), "severity_scale": _FINDING_RULES[m.finding].scale})
+                     for m in found]
+        mentions += found
     return mentions
+
+
+def _padchest_grades(report: str | None, sentences: int) -> list[int | None]:
+    """Per report sentence, the largest severity stem it holds (None: no stem, or the report's
+    sentences do not line up one to one with the label lists)."""
+    parts = [part.split() for part in (report or "").split(".") if part.strip()]
+    if len(parts) != sentences:
+        return [None] * sentences
+    return [max((_SEVERITY_STEMS[token] for token in words if token in _SEVERITY_STEMS), default=None)
+            for words in parts]
 
 
 def mention_regions(mention: AttributeMention, system: str = "imagenome-regions") -> list[str]:

@@ -180,9 +180,6 @@ def clean_text(text: str, deid_token: str = "___") -> str:
 
 
 _SENTENCE_END = re.compile(r"[.!?]+(?=\s|\Z)|\n[ \t\r\f\v]*\n|\n(?=[ \t]*(?:\d+[.)]|[-*•])\s)")
-# One alternation of all the patterns: a sentence matches it exactly when it matches any of them.
-_PRIOR_REFERENCE = re.compile("|".join(f"(?:{pattern})" for pattern in manifests.load("attributes.yaml")["prior_references"]))
-_BLANKS = re.compile(r"[ \t]{2,}")
 _ITEM_NUMBER = re.compile(r"\s*\d{1,2}[.)]\s*")
 
 
@@ -206,28 +203,3 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
             spans.append((left, start + len(piece.rstrip())))
         start = end
     return spans
-
-
-def drop_prior_references(text: str) -> tuple[str, list[str]]:
-    """The report without sentences that refer to other images, and the removed sentences in order.
-
-    For single-image targets: a sentence is removed when it matches one of the ``prior_references``
-    patterns of ``manifests/attributes.yaml`` (lower-cased): comparisons with a prior study, changes
-    over time ("unchanged", "again seen", "new", "interval ..."), and views the image is not ("lateral
-    view"). Kept sentences keep their text and line structure; blanks left behind are collapsed.
-    """
-    kept_pieces: list[str] = []
-    removed: list[str] = []
-    position = 0
-    for start, end in sentence_spans(text):
-        sentence = text[start:end]
-        if _PRIOR_REFERENCE.search(sentence.lower()):
-            kept_pieces.append(text[position:start])
-            removed.append(sentence)
-            position = end + len(text[end:]) - len(text[end:].lstrip(" \t"))
-            if (start == 0 or text[start - 1] == "\n") and text.startswith("\n", position):
-                position += 1  # the sentence was a whole line: its line goes with it
-    kept_pieces.append(text[position:])
-    lines = (_BLANKS.sub(" ", line).strip() for line in "".join(kept_pieces).split("\n"))
-    cleaned = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
-    return cleaned, removed

@@ -244,7 +244,7 @@ PADCHEST_CUIS = {
 
 PADCHEST_LOCALIZATION_CUIS = {
     "cardiac": "C1522601", "left": "C0443246", "right": "C0444532", "basal": "C1282378", "apical": "C0734296",
-    "bilateral": "C0238767", "lower lobe": "C0225758", "upper lobe": "C0225756", "middle lobe": "C4281590",
+    "bilateral": "C0238767", "lower lobe": "C0225758", "upper lobe": "C0225756", "middle lobe": "C4281590", "lingula": "C0225740",
     "pleural": "C0032225", "rib": "C0035561",
 }
 _SPANISH_SIDE = {"right": "derech", "left": "izquierd", "bilateral": "bilateral"}
@@ -265,6 +265,8 @@ def _spanish_sentence(finding: Finding) -> tuple[str, str, list[str]]:
     side_stem = _SPANISH_SIDE.get(side, "derech")
     size = _SPANISH_SIZE[finding.severity or 1]
     lobe_stem, lobe = _SPANISH_LOBE[finding.zone or "lower"]
+    if (finding.zone, side) == ("middle", "left"):  # the middle lobe is the right lung's; the left has the lingula
+        lobe_stem, lobe = "lingul", "lingula"
     name = finding.name
     if name == "Cardiomegaly":
         return "cardiomegali", "cardiomegaly", ["cardiac"]

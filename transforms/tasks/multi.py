@@ -5,6 +5,9 @@ annotation rows of one study, ``generate_multi_study(patient, ...)`` the studies
 a list of rows, in time order (``study_datetime``, never ids). ``UNITS`` says which group a task needs;
 the build groups rows by study and by patient before calling them.
 
+A study is shown only with a frontal view among its images: its report names sides, which a lateral
+view alone cannot show.
+
 - multi-image: up to five images of one study (frontal views first) and the study's FINDINGS
   section with its comparison wording rewritten out (no prior image is shown), as for a single image.
 - multi-study: a study and the one just before it, prior images first (at most five per study, ten in
@@ -98,7 +101,7 @@ def _chain(task: str, profile: Profile, seed: int, key: str, text: str, shown: l
 
 def generate_multi_image(study: list[dict], profile: Profile, seed: int) -> list[dict]:
     rows = study_images(study)
-    if len(rows) < 2:
+    if len(rows) < 2 or not is_frontal(rows[0]["view"]):  # frontal first: none means no side is visible
         return []
     target = target_section(rows[0], names=("findings",))  # one report for every image of the study
     if target is None:
@@ -117,7 +120,7 @@ def generate_multi_study(patient: list[list[dict]], profile: Profile, seed: int)
     for prior, current in zip(studies, studies[1:]):
         prior_rows, current_rows = study_images(prior), study_images(current)
         prior_text, current_text = findings_text(prior_rows[0]), findings_text(current_rows[0])
-        if not (prior_text and current_text):
+        if not (prior_text and current_text and is_frontal(current_rows[0]["view"])):
             continue
         chain = _chain(MULTI_STUDY, profile, seed, current_rows[0]["study_id"], current_text, current_rows,
                        {"prior_count": len(prior_rows), "count": len(current_rows), "prior_report": prior_text})

@@ -1,0 +1,263 @@
+"""Every instruction row of a 150-study synthetic build checked against the corpus's own truth.
+
+The row checks are those of ``cxr-instruct audit`` (transforms/audit.py), but each image's facts come
+from ``SYNTHETIC_TRUTH.json`` (:func:`truth_facts`): which findings the case states and how, where its
+lesions are, how severe they are and on which side, the view, and whether it is a Chest ImaGenome gold
+image. Only what the truth does not describe (report sections, organ outlines, region phrases) comes
+from the build. Then: zero contradictions of every kind, and the audit is shown to catch each kind of
+defect when one is planted, so the zero means something.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.synth import generate
+from pipelines.synth.vindr import BOX_CLASSES, LOCAL_LABELS
+from pipelines.build import run_build
+from schemas.config import load_config
+from transforms.audit import KINDS, ImageFacts, LesionBox, audit_row, facts_from_annotation
+from transforms.geometry import letterbox_for
+from transforms.labels import NO_FINDING
+
+STUDIES = 150
+TAXONOMY = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Lesion", "Lung Opacity", "Edema",
+            "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
+            "Fracture", "Support Devices")
+DEVICE_SIDES = {"pacemaker": "left", "right internal jugular line": "right"}
+"""The side of each synthetic device as its report sentence states it (pipelines/synth/text.py)."""
+BOX_LABEL = {"vindr": BOX_CLASSES, "siim": {"Pneumothorax": "Pneumothorax"}}
+"""Case finding -> the class label its box carries, per source that boxes lesions."""
+
+
+def iou(a, b) -> float:
+    width, height = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
+    if width <= 0 or height <= 0:
+        return 0.0
+    inter = width * height
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@dataclass
+class TruthFacts(ImageFacts):
+    """Facts of an image from the synthetic truth. Boxes are the case's lesion outlines, so a box the
+    pipeline draws (a reader consensus, a merge of overlapping boxes) matches one by overlap, not exactly."""
+
+    positives: frozenset[str] = frozenset()
+
+    def box_supported(self, label, finding, unit) -> bool:
+        """One of the label's lesion boxes, or the enclosing box of those mostly inside it, overlaps
+        the drawn box by IoU >= 0.5."""
+        own = [b.unit for b in self.lesion_boxes if b.label == label]
+        if any(iou(box, unit) >= 0.5 for box in own):
+            return True
+        inside = [box for box in own if _inside_fraction(box, unit) >= 0.5]
+        if not inside:
+            return False
+        enclosing = (min(b[0] for b in inside), min(b[1] for b in inside),
+                     max(b[2] for b in inside), max(b[3] for b in inside))
+        return iou(enclosing, unit) >= 0.5
+
+    def box_covered(self, required, claimed) -> bool:
+        return any(iou(required.unit, unit) >= 0.5 or _inside_fraction(required.unit, unit) >= 0.8 for unit in claimed)
+
+    def report_positives(self, section):
+        return set(self.positives) if section in self.sections else None
+
+
+def _inside_fraction(box, outer) -> float:
+    width, height = min(box[2], outer[2]) - max(box[0], outer[0]), min(box[3], outer[3]) - max(box[1], outer[1])
+    if width <= 0 or height <= 0:
+        return 0.0
+    return width * height / ((box[2] - box[0]) * (box[3] - box[1]))
+
+
+def truth_presence(entry: dict) -> dict[str, int | None]:
+    """Presence of every taxonomy finding as the case states it, per source:
+
+    - MIMIC: the findings the report states (1 / 0 / -1); the others are not stated (None).
+    - VinDr: its readers label every local and global finding; the truth lists them all (Edema and
+      Fracture only when present: the writer boxes them then), so what is not 1 is 0. No device label.
+    - SIIM: pneumothorax only.
+    - PadChest: the labels list every finding of the study (absent ones are 0), unless the row has no
+      labels at all (every finding None).
+    """
+    stated = entry["findings"]
+    if entry["source"] == "mimic":
+        return {name: stated.get(name) for name in TAXONOMY}
+    if entry["source"] == "siim":
+        return {name: stated.get(name) if name == "Pneumothorax" else None for name in TAXONOMY}
+    if entry["source"] == "vindr":
+        return {name: None if name == "Support Devices" else stated.get(name, 0) for name in TAXONOMY}
+    if entry.get("labels_missing"):
+        return {name: None for name in TAXONOMY}
+    return {name: stated.get(name, 0) for name in TAXONOMY}
+
+
+def truth_sides(entry: dict) -> dict[str, frozenset[str]]:
+    sides = {}
+    for name, detail in (entry.get("finding_details") or {}).items():
+        if detail["presence"] != 1:
+            continue
+        side = DEVICE_SIDES.get(detail["detail"]) if name == "Support Devices" else detail["laterality"]
+        if side:
+            sides[name] = frozenset({side} if side != "bilateral" else {"left", "right", "bilateral"})
+    return sides
+
+
+WORDED_SEVERITIES = {
+    "mimic": {"Pleural Effusion", "Pneumothorax", "Cardiomegaly", "Atelectasis", "Edema"},
+    "padchest": {"Pleural Effusion"},
+}
+"""Findings whose severity the synthetic report words (pipelines/synth/text.py: "small left pleural
+effusion", "moderate cardiomegaly", PadChest's "grand derram pleural"); VinDr and SIIM have no report."""
+
+
+def truth_severities(entry: dict) -> dict[str, tuple[int, int]]:
+    worded = WORDED_SEVERITIES.get(entry["source"], set())
+    return {name: (detail["severity"], detail["severity"])
+            for name, detail in (entry.get("finding_details") or {}).items()
+            if detail["presence"] == 1 and detail["severity"] and name in worded}
+
+
+def truth_facts(entry: dict, built: ImageFacts, size: int = 512) -> TruthFacts:
+    presence = truth_presence(entry)
+    boxes = []
+    if entry["lesion_boxes"] and entry["source"] in BOX_LABEL:
+        letterbox = letterbox_for(entry["width"], entry["height"], size)
+        for finding, finding_boxes in entry["lesion_boxes"].items():
+            label = BOX_LABEL[entry["source"]].get(finding)
+            if label and presence.get(finding) == 1:
+                boxes += [LesionBox(label, finding, letterbox.box_to_unit(*box)) for box in finding_boxes]
+    absent = frozenset()
+    if entry["source"] == "vindr":
+        positive_labels = {BOX_CLASSES[name] for name, p in presence.items() if p == 1 and name in BOX_CLASSES}
+        absent = frozenset(set(LOCAL_LABELS) - positive_labels)
+    elif entry["source"] == "siim" and presence["Pneumothorax"] == 0:
+        absent = frozenset({"Pneumothorax"})
+    bands = dict(built.bands, ctr_band=entry["ctr_band"])
+    return TruthFacts(
+        key=built.key, source=entry["source"], split=built.split, view=entry["view"], held_out=entry["imagenome_gold"],
+        study_id=built.study_id, presence=presence, absent_labels=absent, lesion_boxes=tuple(boxes),
+        required_boxes=tuple(boxes), structure_boxes=built.structure_boxes, polygons=built.polygons,
+        polygon_areas=built.polygon_areas, sides=truth_sides(entry), severities=truth_severities(entry),
+        bands=bands, sections=built.sections, region_phrases=built.region_phrases,
+        positives=frozenset(n for n, p in presence.items() if p == 1 and n != NO_FINDING))
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory):
+    corpus = generate(tmp_path_factory.mktemp("corpus"), studies=STUDIES, seed=0)
+    out = tmp_path_factory.mktemp("out")
+    run_build(load_config(corpus / "build.yaml"), str(out))
+    truth = json.loads((corpus / "SYNTHETIC_TRUTH.json").read_text())["images"]
+    annotations = {row["image_key"]: row for path in sorted(out.glob("annotations/*.parquet"))
+                   for row in pq.read_table(path).to_pylist()}
+    built = {key: facts_from_annotation(row) for key, row in annotations.items()}
+    facts = {key: truth_facts(truth[key], built[key]) for key in built}
+    rows = [row for path in sorted(out.glob("instructions/*/*/*.parquet")) for row in pq.read_table(path).to_pylist()]
+    return {"out": out, "truth": truth, "annotations": annotations, "facts": facts, "rows": rows}
+
+
+def test_every_row_agrees_with_the_truth(build):
+    found = [c for row in build["rows"] for c in audit_row(row, build["facts"])]
+    by_kind = Counter(c.kind for c in found)
+    examples = {kind: next(c.as_dict() for c in found if c.kind == kind) for kind in by_kind}
+    assert not found, f"{len(found)} contradictions: {dict(by_kind)}; examples {json.dumps(examples, indent=1)}"
+    assert len(build["rows"]) > 5000
+
+
+def test_every_task_of_every_profile_has_rows_and_a_check(build):
+    from transforms.audit import CHECKS
+    from transforms.tasks import TASK_MODULES, load_profile
+
+    assert set(CHECKS) == set(TASK_MODULES)
+    made = Counter((row["profile"], row["task"]) for row in build["rows"])
+    for profile in ("imt-cxr", "m4cxr", "chexmix"):
+        for task in load_profile(profile).tasks:
+            assert made[(profile, task)] > 0, (profile, task)
+
+
+# ---------------------------------------------------------------- planted defects are caught
+
+
+def _first(rows, task, predicate=lambda row, target: True):
+    return next(row for row in rows if row["task"] == task and predicate(row, json.loads(row["target"])))
+
+
+def _with_target(row, **changes):
+    return {**row, "target": json.dumps({**json.loads(row["target"]), **changes})}
+
+
+def _kinds(row, facts) -> set[str]:
+    return {c.kind for c in audit_row(row, facts)}
+
+
+def test_the_audit_catches_planted_contradictions(build):
+    rows, facts = build["rows"], build["facts"]
+    yes = _first(rows, "disease_classification", lambda r, t: t.get("present") is True)
+    assert "positive-for-absent" in _kinds(
+        _with_target(yes, finding=next(n for n, p in facts[yes["image_keys"][0]].presence.items() if p == 0)), facts)
+    siim = _first(rows, "disease_classification", lambda r, t: r["source"] == "siim" and "positives" in t)
+    assert "negative-for-unannotated" in _kinds(_with_target(siim, question="open"), facts)
+    grounding = _first(rows, "finding_grounding", lambda r, t: t["present"])
+    moved = [{**box, "box": [min(v + 0.2, 1.0) for v in box["box"]]} for box in json.loads(grounding["target"])["boxes"]]
+    assert "box-not-annotated" in _kinds(_with_target(grounding, boxes=moved), facts)
+    absent = _first(rows, "finding_grounding", lambda r, t: not t["present"])
+    present_label = next(b.label for b in facts[absent["image_keys"][0]].lesion_boxes) if facts[
+        absent["image_keys"][0]].lesion_boxes else None
+    if present_label:
+        assert "negative-for-present" in _kinds(_with_target(absent, label=present_label), facts)
+    lateral = next(key for key, f in facts.items() if f.view == "LATERAL" and f.source == "mimic")
+    location = _first(rows, "location_classification")
+    moved_row = {**location, "image_keys": [lateral], "split": facts[lateral].split}
+    assert "side-on-lateral" in _kinds(moved_row, facts)
+    cot = _first(rows, "report_generation_cot", lambda r, t: t["findings"])
+    assert "findings-list-disagrees" in _kinds(_with_target(cot, findings=[]), facts)
+    report = _first(rows, "report_generation", lambda r, t: facts[r["image_keys"][0]].positives)
+    dropped = {**report, "conversations": [report["conversations"][0], {"from": "gpt", "value": "No acute process."}]}
+    assert "report-drops-finding" in _kinds(_with_target(dropped, text="No acute process."), facts)
+    gold = next(key for key, entry in build["truth"].items() if entry.get("imagenome_gold") and key in facts)
+    assert "held-out-in-train" in _kinds({**report, "image_keys": [gold], "split": "train"},
+                                         {**facts, gold: replace(facts[gold], split="train")})
+
+
+# ---------------------------------------------------------------- each defect class, on the truth
+
+
+def test_gold_images_are_in_no_train_table(build):
+    gold = {key for key, entry in build["truth"].items() if entry["imagenome_gold"]}
+    written = {key: row["split"] for key, row in build["annotations"].items()}
+    assert gold and not any(written.get(key) == "train" for key in gold)
+    assert any(entry["split"] == "train" for key, entry in build["truth"].items() if key in gold)  # there were some
+    train_rows = [row for row in build["rows"] if row["split"] == "train"]
+    assert not any(key in gold for row in train_rows for key in row["image_keys"])
+    images = {row["image_key"]: row["split"] for path in build["out"].glob("images/*.parquet")
+              for row in pq.read_table(path, columns=["image_key", "split"]).to_pylist()}
+    assert not any(images.get(key) == "train" for key in gold)
+
+
+def test_grounding_asks_about_absent_findings_at_the_documented_ratio(build):
+    rows = [row for row in build["rows"] if row["task"] == "finding_grounding"]
+    present = sum(json.loads(row["target"])["present"] for row in rows)
+    absent = len(rows) - present
+    assert present and absent >= present  # one per present label, and one on every image without any
+    assert any(json.loads(row["target"])["absent"] for row in build["rows"] if row["task"] == "multi_finding_grounding")
+    for row in rows:
+        if not json.loads(row["target"])["present"]:
+            assert row["conversations"][1]["value"] == "Not present."
+
+
+def test_report_targets_keep_every_stated_finding_and_lose_only_comparison_wording(build):
+    rows = [row for row in build["rows"] if row["task"] in ("report_generation", "report_generation_cot")]
+    rewritten = [json.loads(row["target"])["rewritten"] for row in rows]
+    assert sum(bool(r) for r in rewritten) > 20  # the corpus words changes in many ways; each was rewritten
+    for changes in rewritten:
+        for change in changes:
+            assert not change["residual"], change
