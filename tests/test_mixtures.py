@@ -125,3 +125,21 @@ def test_templates_of_the_mixtures_are_all_used_and_filled(build_out):
             assert not re.search(r"\{\w*\}", turn["value"]), (row["task"], turn["value"])
     assert used <= defined
     assert defined - used == UNREACHED_IN_SYNTH
+
+
+def test_imt_cxr_follows_the_papers_mixture_groups():
+    from transforms.tasks import Profile
+
+    profile = load_profile("imt-cxr")
+    groups = {name: group.weight for name, group in profile.groups.items()}
+    assert groups == {"classification": 0.15, "lesion_localization": 0.20, "segmentation": 0.15,
+                      "report_generation": 0.50}
+    assert profile.tasks["lesion_localization"].weight == 0.20 and profile.tasks["segmentation"].weight == 0.15
+    document = profile.model_dump()
+    document["tasks"]["segmentation"]["weight"] = 0.075  # the group's tasks no longer add up to its weight
+    with pytest.raises(ValueError, match="group 'segmentation'"):
+        Profile.model_validate(document)
+    document = profile.model_dump()
+    document["groups"]["segmentation"]["tasks"] = []  # a task in no group
+    with pytest.raises(ValueError, match="each task in exactly one group"):
+        Profile.model_validate(document)

@@ -324,7 +324,7 @@ def test_attribute_prompt_renders_positive_mentions_only():
 
 def test_attribute_phrase_without_attributes_is_the_finding():
     mention = AttributeMention(finding="Lung Lesion", presence=1, sentence="Nodule.", span=(0, 7))
-    assert attribute_phrase(mention) == "lung lesion"
+    assert attribute_phrase(mention) == "lung nodule or mass"
     with pytest.raises(ValueError, match="no phrase"):
         attribute_phrase(mention.model_copy(update={"finding": "Scoliosis"}))
 

@@ -13,7 +13,6 @@ from realdata import DATA
 from transforms.reports import (
     choose_section,
     clean_text,
-    drop_prior_references,
     normalise_section_name,
     section_list,
     section_spans,
@@ -367,7 +366,7 @@ def test_clean_text_is_idempotent_and_tidy(text):
     assert re.sub(r"[\s_X]", "", cleaned) == re.sub(r"[\s_X]", "", text)
 
 
-# ---------------------------------------------------------------- sentences and prior references
+# ---------------------------------------------------------------- sentences
 
 
 def test_sentence_spans_slice_stripped_sentences():
@@ -378,43 +377,3 @@ def test_sentence_spans_slice_stripped_sentences():
     assert sentence_spans("") == sentence_spans(" \n ") == []
     with pytest.raises(TypeError, match="must be str"):
         sentence_spans(b"bytes")
-
-
-@pytest.mark.parametrize("sentence", [
-    "Compared with the previous study, the effusion is smaller.",
-    "Comparison is made to the prior radiograph.",
-    "Left basilar opacity is again seen.",
-    "The cardiomediastinal silhouette is unchanged.",
-    "Stable mild cardiomegaly.",
-    "No significant change since the prior examination.",
-    "Interval increase in the right effusion.",
-    "New left lower lobe consolidation.",
-    "The nodule is best seen on the lateral view.",
-    "PA and lateral views of the chest were obtained.",
-    "Persistent right apical scarring.",
-    "The effusion has decreased.",
-])
-def test_drop_prior_references_removes_each_kind(sentence):
-    text = f"Heart size is normal. {sentence} No pneumothorax."
-    assert drop_prior_references(text) == ("Heart size is normal. No pneumothorax.", [sentence])
-
-
-def test_drop_prior_references_keeps_single_image_sentences_and_layout():
-    text = ("FINDINGS: Small left pleural effusion. Mild cardiomegaly.\n\n"
-            "IMPRESSION:\n1. Small left effusion, unchanged from prior.\n2. Mild cardiomegaly.")
-    cleaned, removed = drop_prior_references(text)
-    assert cleaned == "FINDINGS: Small left pleural effusion. Mild cardiomegaly.\n\nIMPRESSION:\n2. Mild cardiomegaly."
-    assert removed == ["1. Small left effusion, unchanged from prior."]
-    assert drop_prior_references("No acute disease.") == ("No acute disease.", [])
-    assert drop_prior_references("Unchanged.") == ("", ["Unchanged."])
-
-
-@settings(max_examples=80, deadline=None)
-@given(st.lists(st.sampled_from(["Stable cardiomegaly.", "No effusion.", "Small left effusion.", "\n", "\n\n", " ",
-                                 "Again seen is a nodule.", "Lateral view is normal.", "1. ", "Clear lungs"]), max_size=10))
-def test_drop_prior_references_removes_whole_sentences_once(pieces):
-    text = "".join(pieces)
-    cleaned, removed = drop_prior_references(text)
-    original = iter(text[start:end] for start, end in sentence_spans(text))
-    assert all(sentence in original for sentence in removed)  # in order, each an original sentence
-    assert drop_prior_references(cleaned) == (cleaned, [])

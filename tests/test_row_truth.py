@@ -261,3 +261,47 @@ def test_report_targets_keep_every_stated_finding_and_lose_only_comparison_wordi
     for changes in rewritten:
         for change in changes:
             assert not change["residual"], change
+
+
+def test_mask_polygons_keep_no_ring_below_the_minimum_area_and_count_the_dropped(build):
+    from transforms.audit import MIN_RING_AREA
+
+    siim = [row for row in build["annotations"].values() if row["source"] == "siim"]
+    areas = [area for row in siim for key, found in facts_from_annotation(row).polygon_areas.items()
+             if key[1] == "siim-rle" for area in found]
+    assert areas and min(areas) >= MIN_RING_AREA
+    manifest = json.loads((build["out"] / "manifest.json").read_text())
+    assert manifest["counts"]["siim"]["item_rejects"].get("filtered:geometry:polygon-ring-below-min-area", 0) > 0
+
+
+# ---------------------------------------------------------------- the command
+
+
+def test_audit_command_writes_audit_json_and_fails_on_a_planted_contradiction(build, tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from pipelines.cli import main
+
+    runner = CliRunner()
+    clean = runner.invoke(main, ["audit", str(build["out"])])
+    assert clean.exit_code == 0, clean.output
+    document = json.loads((build["out"] / "audit.json").read_text())
+    assert document["rows"] == len(build["rows"]) and document["rows_with_contradictions"] == 0
+    assert set(document["contradictions"]) == set(KINDS) and not any(document["contradictions"].values())
+
+    tampered = tmp_path / "out"
+    shutil.copytree(build["out"], tampered)
+    shard = sorted(tampered.glob("instructions/imt-cxr/disease_classification/*.parquet"))[0]
+    table = pq.read_table(shard)
+    rows = table.to_pylist()
+    flip = next(i for i, row in enumerate(rows) if '"present": true' in row["target"])
+    rows[flip]["target"] = rows[flip]["target"].replace('"present": true', '"present": false')
+    pq.write_table(table.from_pylist(rows, schema=table.schema), shard)
+    failed = runner.invoke(main, ["audit", str(tampered)])
+    assert failed.exit_code == 1 and "negative-for-present" in failed.output
+    assert json.loads((tampered / "audit.json").read_text())["contradictions"]["negative-for-present"] == 1
+
+    not_a_build = runner.invoke(main, ["audit", str(tmp_path)])
+    assert not_a_build.exit_code == 2 and "no manifest.json" in not_a_build.output

@@ -48,3 +48,21 @@ def test_vindr_validation_is_carved_from_official_train_only():
              for i in range(200)}
     assert tests == {("test", "official")}
     assert assign_split(ref(source="mimic", official="train")) == ("train", "official")  # MIMIC keeps its own
+
+
+def test_a_gold_set_image_in_train_is_held_out_with_every_annotation():
+    from schemas.records import AnnotationRecord, Reject, SourceRecord
+    from transforms.units import ImageUnit, join_image
+
+    def record(official):
+        return SourceRecord(image=ImageRef(image_key="mimic/d1", source="mimic", native_id="d1", uri="/d1.dcm",
+                                           format="dicom", subject_id="10000032", official_split=official))
+
+    gold = AnnotationRecord(target_key="mimic/d1", source="imagenome", native_id="d1_SceneGraph.json",
+                            provenance={"images_to_avoid": "true"})
+    masks = AnnotationRecord(target_key="mimic/d1", source="chexmask", native_id="MIMIC-CXR-JPG.csv row 4")
+    held = list(join_image("mimic/d1", [record("train")], [gold, masks]))
+    assert all(isinstance(item, Reject) and item.kind == "filtered" and item.stage == "split" for item in held)
+    assert sorted(item.source for item in held) == ["chexmask", "imagenome", "mimic"]  # the image and both annotations
+    (unit,) = join_image("mimic/d1", [record("test")], [gold, masks])  # outside train the official split stands
+    assert isinstance(unit, ImageUnit) and unit.split == "test" and len(unit.annotations) == 2

@@ -23,9 +23,9 @@ def mention(finding, presence=1, laterality=None, zones=(), severity=None, scale
             "sentence": sentence, "span_start": 0, "span_end": len(sentence)}
 
 
-def annotation_row(mentions=(), presence=None, key="mimic/a1", source="mimic", **columns):
+def annotation_row(mentions=(), presence=None, key="mimic/a1", source="mimic", view="PA", **columns):
     presence = presence or {}
-    row = {"image_key": key, "source": source, "split": "train", "mentions": list(mentions),
+    row = {"image_key": key, "source": source, "split": "train", "view": view, "mentions": list(mentions),
            "findings": [{"name": n, "presence": presence.get(n), "systems": [], "raw": []} for n in TAXONOMY],
            "ctr": None, "ctr_band": None, "ptx_ratio": None, "ptx_side": None, "ptx_band": None}
     return row | columns
@@ -55,6 +55,12 @@ def test_several_mentions_of_one_finding_give_their_combined_range():
 def test_negated_or_uncertain_mentions_are_never_asked(presence):
     row = annotation_row([mention("Pneumothorax", presence, "left", ["apical"], (1, 1), "size")])
     assert asked(SEVERITY, row) == [] and asked(LOCATION, row) == []
+
+
+@pytest.mark.parametrize("view", ["LATERAL", "L", None])
+def test_no_location_is_asked_on_a_view_without_left_and_right(view):
+    row = annotation_row([mention("Pneumothorax", 1, "left", ["apical"], (1, 1), "size")], view=view)
+    assert asked(LOCATION, row) == [] and len(asked(SEVERITY, row)) == 1  # severity has no side
 
 
 def test_the_report_wins_over_the_ctr_band_which_only_fills_in():

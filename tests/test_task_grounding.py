@@ -8,7 +8,7 @@ import pytest
 
 from transforms.geometry import parse_box
 from transforms.tasks import Profile
-from transforms.tasks.grounding import GENERATORS, localisation_boxes, location_phrase
+from transforms.tasks.grounding import GENERATORS, absent_labels, localisation_boxes, location_phrase
 from transforms.templates import load_template_set
 
 M4_TASKS = [task for task in GENERATORS if task != "lesion_localization"]
@@ -27,9 +27,11 @@ def mention(finding, laterality=None, zones=(), presence=1):
     return {"finding": finding, "presence": presence, "laterality": laterality, "zones": list(zones)}
 
 
-def row(boxes=(), source="vindr", key="vindr/abc", readers=(), no_finding=None, regions=(), mentions=()):
-    return {"image_key": key, "source": source, "split": "train", "boxes": list(boxes),
-            "raw_labels": [{"system": "vindr-image-labels", "name": "No finding", "value": 0.0, "reader": r} for r in readers],
+def row(boxes=(), source="vindr", key="vindr/abc", readers=(), no_finding=None, regions=(), mentions=(), view="PA",
+        raw=()):
+    return {"image_key": key, "source": source, "split": "train", "view": view, "boxes": list(boxes),
+            "raw_labels": [{"system": "vindr-image-labels", "name": "No finding", "value": 0.0, "reader": r}
+                           for r in readers] + list(raw),
             "findings": [{"name": "No Finding", "presence": no_finding, "systems": [], "raw": []}],
             "regions": list(regions), "mentions": list(mentions)}
 
@@ -117,22 +119,67 @@ def test_abnormality_detection_says_no_abnormality_only_when_the_source_states_i
     assert found["conversations"][1]["value"] == "Pleural effusion: [12, 55, 31, 81]"
 
 
-def test_multi_finding_grounding_answers_each_asked_finding_with_its_boxes():
+def test_multi_finding_grounding_answers_each_present_asked_label_with_its_boxes():
     labels = ["Aortic enlargement", "Cardiomegaly", "Nodule/Mass", "Pleural effusion", "Pleural thickening"]
     image = row(boxes=[box(label, (0.1 * i, 0.1, 0.1 * i + 0.05, 0.2)) for i, label in enumerate(labels)])
-    sizes = set()
-    for seed in range(20):
+    sizes, none_found = set(), 0
+    for seed in range(40):
         (only,) = GENERATORS["multi_finding_grounding"](image, M4, seed=seed)
-        asked = json.loads(only["target"])["labels"]
+        target = json.loads(only["target"])
+        asked = target["labels"]
         sizes.add(len(asked))
         assert 2 <= len(asked) <= 4 and asked == sorted(asked)
-        for item in only["conversations"][1]["value"].split("; "):
+        assert target["present"] == [label for label in asked if label in labels]
+        assert target["absent"] == [label for label in asked if label not in labels]
+        assert set(target["absent"]) <= set(absent_labels(image))
+        answer = only["conversations"][1]["value"]
+        if not target["present"]:
+            none_found += 1
+            assert answer == "Not found."
+            continue
+        items = answer.split("; ")
+        assert [item.split(": ")[0] for item in items] == target["present"]
+        for item in items:
             label, rendered = item.split(": ")
             i = labels.index(label)
-            assert label in asked
             assert_close(parse_box(rendered, "percent"), (0.1 * i, 0.1, 0.1 * i + 0.05, 0.2), "percent")
-    assert sizes == {2, 3, 4}
-    assert GENERATORS["multi_finding_grounding"](row(boxes=[box("Cardiomegaly", (0.3, 0.4, 0.7, 0.6))]), M4, 0) == []
+    assert sizes == {2, 3, 4} and none_found
+    siim = row(source="siim", key="siim/9", boxes=[box("Pneumothorax", (0.3, 0.4, 0.7, 0.6), origin="siim-rle")])
+    assert GENERATORS["multi_finding_grounding"](siim, M4, 0) == []  # one label only
+
+
+def test_finding_grounding_asks_about_definitely_absent_labels_too():
+    image = row(readers=("R1", "R2"), boxes=[
+        box("Cardiomegaly", (0.3, 0.4, 0.7, 0.6), finding="Cardiomegaly", reader="consensus"),
+        box("Nodule/Mass", (0.2, 0.2, 0.25, 0.25), finding="Lung Lesion", reader="R1")],  # one reader: undecided
+        raw=[{"system": "vindr-image-labels", "name": "Pneumothorax", "value": 1.0, "reader": "R2"}])
+    absent = absent_labels(image)
+    assert "Cardiomegaly" not in absent and "Nodule/Mass" not in absent and "Pneumothorax" not in absent
+    assert {"Pleural effusion", "Edema", "Other lesion"} <= set(absent)
+    rows = GENERATORS["finding_grounding"](image, M4, seed=0)
+    targets = [json.loads(r["target"]) for r in rows]
+    assert [t["label"] for t in targets if t["present"]] == ["Cardiomegaly"]
+    (negative,) = [r for r, t in zip(rows, targets) if not t["present"]]  # one per label with boxes
+    assert json.loads(negative["target"])["label"] in absent and negative["conversations"][1]["value"] == "Not present."
+    normal = row(readers=("R1", "R2"), no_finding=1,  # the readers' coordinate-less "No finding" rows
+                 raw=[{"system": "vindr-annotations", "name": "No finding", "value": 1.0, "reader": r} for r in ("R1", "R2")])
+    assert [json.loads(r["target"])["present"] for r in GENERATORS["finding_grounding"](normal, M4, seed=0)] == [False]
+
+
+def test_absence_needs_a_statement_where_readers_do_not_box_everything():
+    stated = [{"system": "siim-rle", "name": "Pneumothorax", "value": 0.0, "reader": None}]
+    negative = row(source="siim", key="siim/4", raw=stated)
+    assert absent_labels(negative) == ["Pneumothorax"]
+    (only,) = GENERATORS["finding_grounding"](negative, M4, seed=0)
+    assert json.loads(only["target"]) == {"label": "Pneumothorax", "present": False, "boxes": []}
+    assert absent_labels(row(source="siim", key="siim/5")) == []  # nothing stated: nothing asked
+    assert absent_labels(row(source="mimic", key="mimic/5")) == []  # no box source at all
+
+
+def test_no_location_on_a_lateral_view():
+    lateral = {**VINDR_TRAIN, "view": "LATERAL"}
+    (only,) = GENERATORS["lesion_localization"](lateral, IMT, seed=0)
+    assert json.loads(only["target"])["location"] is None and "left" not in only["conversations"][0]["value"]
 
 
 def test_organ_region_and_phrase_tasks_read_back_to_the_row_boxes():

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from transforms.labels import label_report
 from transforms.tasks import Profile, TaskSpec
 from transforms.tasks.multi import MULTI_IMAGE, MULTI_STUDY, generate_multi_image, generate_multi_study
 
@@ -13,10 +14,13 @@ PROFILE = Profile(name="m4cxr", coordinates="percent", tasks={
     MULTI_IMAGE: TaskSpec(template_set="report_multi_m4cxr"), MULTI_STUDY: TaskSpec(template_set="report_multi_m4cxr")})
 
 
-def row(key: str, study: str, when: str, view: str, findings: str, split: str = "train") -> dict:
+def row(key: str, study: str, when: str, view: str, findings: str, split: str = "train", labels=None) -> dict:
+    """An annotation row of a MIMIC image; its study labels are the labeler's on the findings text (or ``labels``)."""
+    stated = labels if labels is not None else label_report(findings)
     return {"image_key": f"mimic/{key}", "source": "mimic", "split": split, "subject_id": "10000032",
             "study_id": study, "view": view, "study_datetime": when, "report_language": "en",
-            "sections": [{"name": "findings", "text": findings}, {"name": "impression", "text": "See above."}]}
+            "sections": [{"name": "findings", "text": findings}, {"name": "impression", "text": "See above."}],
+            "findings": [{"name": n, "presence": None if v is None else int(v)} for n, v in stated.items()]}
 
 
 EARLY = [row("b-lat", "51000000", "2180-05-06T09:00:00", "LATERAL", "Small left pleural effusion."),
@@ -29,17 +33,26 @@ def slots(conversations) -> int:
     return sum(turn["value"].count("<image>") for turn in conversations)
 
 
-def test_multi_image_shows_frontal_first_and_filters_priors():
-    study = [row("z-lat", "5", "2180-01-01T00:00:00", "LATERAL", "Compared with the prior study, no change. Small left effusion."),
-             row("y-pa", "5", "2180-01-01T00:00:00", "PA", "Compared with the prior study, no change. Small left effusion.")]
+def test_multi_image_shows_frontal_first_and_rewrites_comparisons():
+    text = "Compared with the prior study, no change. Small left effusion, unchanged."
+    study = [row("z-lat", "5", "2180-01-01T00:00:00", "LATERAL", text), row("y-pa", "5", "2180-01-01T00:00:00", "PA", text)]
     (only,) = generate_multi_image(study, PROFILE, seed=0)
     assert only["image_keys"] == ["mimic/y-pa", "mimic/z-lat"]
     assert slots(only["conversations"]) == 2 and only["conversations"][0]["value"].startswith("<image>\n<image>\n")
     target = json.loads(only["target"])
-    assert target["report"] == "Small left effusion." and target["removed"]
+    assert target["report"] == "Small left effusion." and len(target["rewritten"]) == 2
     assert target["findings"] == ["Pleural Effusion"] and only["conversations"][1]["value"] == "Pleural Effusion"
     assert [t["from"] for t in only["conversations"]] == ["human", "gpt", "human", "gpt"]
     assert generate_multi_image(study[:1], PROFILE, seed=0) == []  # one image is the single-image task
+
+
+def test_multi_image_needs_a_frontal_view_and_labels_that_agree_with_the_text():
+    laterals = [row(key, "5", "2180-01-01T00:00:00", view, "Small left effusion.") for key, view in (("a", "LATERAL"), ("b", "LL"))]
+    assert generate_multi_image(laterals, PROFILE, seed=0) == []  # the report names a side no view shows
+    omitted = {**label_report("Small left effusion."), "Pneumothorax": 1.0}  # stated only in the impression
+    disagreeing = [row(key, "5", "2180-01-01T00:00:00", view, "Small left effusion.", labels=omitted)
+                   for key, view in (("a", "PA"), ("b", "LATERAL"))]
+    assert generate_multi_image(disagreeing, PROFILE, seed=0) == []
 
 
 def test_multi_study_pairs_consecutive_studies_in_time_order_not_id_order():

@@ -24,11 +24,25 @@ def profiles():
 
 def test_null_presence_is_never_asked_as_negative(profiles):
     row = annotation_row({"Cardiomegaly": 1, "Pneumothorax": 0, "Edema": -1})
-    positives, negatives = classes(row, "exclude")
-    assert positives == ["Cardiomegaly"] and negatives == ["Pneumothorax"]
+    positives, negatives, complete = classes(row, "exclude")
+    assert positives == ["Cardiomegaly"] and negatives == ["Pneumothorax"] and not complete
     rows = generator("disease_classification")(row, profiles["imt-cxr"], seed=0)
     asked = {json.loads(r["target"]).get("finding") for r in rows} - {None}
     assert asked == {"Cardiomegaly", "Pneumothorax"}  # Edema (uncertain) and unannotated findings never asked
+    (listed,) = [json.loads(r["target"]) for r in rows if "candidates" in json.loads(r["target"])]
+    assert listed["question"] == "candidates" and listed["candidates"] == ["Cardiomegaly", "Pneumothorax"]
+
+
+def test_the_open_question_only_where_the_source_states_every_finding(profiles):
+    complete = annotation_row({n: 0 for n in TAXONOMY[1:]} | {"Cardiomegaly": 1, "Pleural Other": 1})
+    opened = [r for r in generator("disease_classification")(complete, profiles["imt-cxr"], seed=0)
+              if "candidates" in json.loads(r["target"])]
+    assert json.loads(opened[0]["target"])["question"] == "open"
+    assert opened[0]["conversations"][1]["value"] == "cardiomegaly, pleural thickening"  # natural phrases
+    assert "pleural other" not in " ".join(t["value"] for r in opened for t in r["conversations"])
+    siim = annotation_row({"Pneumothorax": 0}, key="siim/1.2.3", source="siim")
+    rows = [json.loads(r["target"]) for r in generator("disease_classification")(siim, profiles["imt-cxr"], seed=0)]
+    assert not any(t.get("question") == "open" for t in rows)  # SIIM labels pneumothorax alone
 
 
 def test_yes_no_negatives_are_balanced_and_answers_true(profiles):
@@ -53,7 +67,7 @@ def test_m4cxr_candidates_are_the_annotated_findings(profiles):
     row = annotation_row({"Pneumothorax": 0}, key="siim/1.2.3", source="siim")
     (only,) = generator("disease_classification")(row, profiles["m4cxr"], seed=0)
     assert only["conversations"][0]["value"].endswith("pneumothorax.")
-    assert only["conversations"][1]["value"] == "No Finding"
+    assert only["conversations"][1]["value"] == "Not found."  # never "No Finding": nothing else is known
 
 
 def test_generation_is_deterministic_and_seeded(profiles):
@@ -78,6 +92,9 @@ def test_pretraining_uses_findings_and_impression(profiles):
                        {"name": "impression", "text": "Cardiomegaly."}]
     (only,) = generator("report_pretraining")(row, profiles["chexmix"], seed=0)
     assert only["conversations"][1]["value"] == "FINDINGS: Heart is enlarged.\nIMPRESSION: Cardiomegaly."
+    row["sections"][1]["text"] = "Heart is\r\n enlarged.  "  # line layout and CR LF are cleaned away
+    assert json.loads(generator("report_pretraining")(row, profiles["chexmix"], seed=0)[0]["target"])[
+        "findings"] == "Heart is enlarged."
     assert json.loads(only["target"]) == {"findings": "Heart is enlarged.", "impression": "Cardiomegaly."}
     row["report_language"] = "es-stemmed"
     assert generator("report_pretraining")(row, profiles["chexmix"], seed=0) == []

@@ -12,9 +12,9 @@ the image gets no report row.
 ``report_generation_with_attributes`` adds an attribute prompt (the IMT-CXR phrases of the report's own
 positive mentions, :func:`transforms.phrases.attribute_prompt`) to the human turn: that the prompt comes
 from the same report is what the IMT-CXR task defines, so it is not a leak. It is the row's
-``attribute_prompt`` restricted to the mentions whose sentence the target text still contains verbatim
-(a rewritten sentence no longer does, and its attributes may have been worded differently), so the
-prompt never names what the target does not say. Images with no such mention get no row.
+``attribute_prompt`` restricted to the mentions whose sentence, rewritten for a single image as the
+target is, the target text contains, so the prompt never names what the target does not say. Images
+with no such mention get no row.
 
 ``report_generation_cot`` (M4CXR) has four turns: the image and "which findings?" -> the positive
 CheXpert observations, then "write the FINDINGS section" -> the FINDINGS target text (no findings
@@ -76,14 +76,17 @@ def target_section(row: dict, names: tuple[str, ...] = TARGET_SECTIONS) -> dict 
 
 
 def target_attribute_prompt(row: dict, target_text: str) -> str:
-    """The attribute prompt of the positive mentions whose (cleaned) sentence is in the target text."""
+    """The attribute prompt of the positive mentions whose sentence, as a single-image target words it,
+    is in the target text."""
     return attribute_prompt(AttributeMention.from_row(m) for m in row["mentions"] or ()
-                            if m["presence"] == 1 and cleaned_sentence(m["sentence"]) in target_text)
+                            if m["presence"] == 1 and (sentence := cleaned_sentence(m["sentence"]))
+                            and sentence in target_text)
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
 def cleaned_sentence(sentence: str) -> str:
-    return clean_text(sentence)
+    """A mention's sentence as a single-image target words it (cleaned, comparison rewritten out)."""
+    return single_image_text(sentence)[0]
 
 
 def positive_observations(labels: list[tuple[str, float | None]], uncertain: str) -> list[str]:
