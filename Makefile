@@ -29,6 +29,7 @@ demo: $(STAMP)
 	$(BIN)/cxr-instruct card $(DEMO)/out
 	$(BIN)/cxr-instruct preview $(DEMO)/out
 	$(BIN)/cxr-instruct verify $(DEMO)/out
+	$(BIN)/cxr-instruct audit $(DEMO)/out
 	@echo "demo output: $(abspath $(DEMO)/out)"
 
 $(TXV_WHEEL):

@@ -87,19 +87,21 @@ RULES = [
     ("Calcified granuloma in the right upper lobe. No pneumothorax.", dict(Pneumothorax=0.0)),
     ("No acute cardiopulmonary abnormality.", dict(No_Finding=1.0)),
     ("", dict(No_Finding=1.0)),
-    # the loader's normalisation: and/or and slashes become "or" (so a differential, read as positive)
-    ("Left base atelectasis/scarring.", dict(Atelectasis=1.0, Lung_Opacity=1.0)),
+    # the loader's normalisation: and/or and slashes become "or" (so a differential: uncertain)
+    ("Left base atelectasis/scarring.", dict(Atelectasis=-1.0, Lung_Opacity=-1.0)),
     ("Possible atelectasis/scarring.", dict(Atelectasis=-1.0, Lung_Opacity=-1.0)),
 ]
 
 # Our rules beyond the CheXpert labeler's lists (manifests/labeler/*.yaml, "added"), one sentence each.
 ADDED_RULES = [
-    # a differential names its alternatives as findings; a hedge word still covers all of them
-    ("Streaky opacity, atelectasis versus scarring.", dict(Lung_Opacity=1.0, Atelectasis=1.0)),
-    ("Right basilar opacity, atelectasis or infiltrate.", dict(Lung_Opacity=1.0, Atelectasis=1.0)),
+    # a differential leaves its alternatives uncertain (the CheXpert labeler's reading, the default);
+    # what the radiologist sees beside it stays positive, and a negation covers a whole list
+    ("Streaky opacity, atelectasis versus scarring.", dict(Lung_Opacity=1.0, Atelectasis=-1.0)),
+    ("Right basilar opacity, atelectasis or infiltrate.", dict(Lung_Opacity=1.0, Atelectasis=-1.0)),
     ("Opacity may represent atelectasis or pneumonia.", dict(Lung_Opacity=1.0, Atelectasis=-1.0, Pneumonia=-1.0)),
     ("No effusion or pneumothorax.", dict(Pleural_Effusion=0.0, Pneumothorax=0.0, No_Finding=1.0)),
-    ("No significant change in the right pneumothorax or pleural fluid.", dict(Pneumothorax=1.0, Pleural_Effusion=1.0)),
+    ("No significant change in the right pneumothorax or pleural fluid.",
+     dict(Pneumothorax=-1.0, Pleural_Effusion=-1.0)),
     # "probable" states a high likelihood; "possible" stays a hedge
     ("Probable small bilateral pleural effusions.", dict(Pleural_Effusion=1.0)),
     ("Probable right lower lobe pneumonia.", dict(Pneumonia=1.0)),
@@ -166,22 +168,27 @@ def test_crlf_and_leading_space_layout_label_like_the_flat_report():
         assert extract_label_mentions(text) == extract_label_mentions(flat)
 
 
-def test_differential_reading_can_be_the_chexpert_labelers(monkeypatch):
+def test_differential_reading_can_name_every_alternative(monkeypatch):
+    """``differential.reading: positive`` counts each alternative as mentioned, as the OpenI gold
+    annotators do (macro F1 0.942 against 0.904 with the default); the default stays the CheXpert
+    labeler's, which does not turn a differential into a finding the radiologist did not commit to."""
     real_load = labeler.manifests.load
 
-    def uncertain_reading(name):
+    def positive_reading(name):
         data = real_load(name)
         if name == "labeler/cues.yaml":
             data = json.loads(json.dumps(data))
-            data["differential"]["reading"] = "uncertain"
+            data["differential"]["reading"] = "positive"
         return data
 
-    monkeypatch.setattr(labeler.manifests, "load", uncertain_reading)
+    monkeypatch.setattr(labeler.manifests, "load", positive_reading)
     labeler.load_rules.cache_clear()
     labeler._pipeline.cache_clear()
     try:
-        assert label_report("Streaky opacity, atelectasis versus scarring.") == _row(Lung_Opacity=1.0, Atelectasis=-1.0)
-        assert label_report("Left base atelectasis/scarring.") == _row(Atelectasis=-1.0, Lung_Opacity=-1.0)
+        assert label_report("Streaky opacity, atelectasis versus scarring.") == _row(Lung_Opacity=1.0, Atelectasis=1.0)
+        assert label_report("Left base atelectasis/scarring.") == _row(Atelectasis=1.0, Lung_Opacity=1.0)
+        assert label_report("Opacity may represent atelectasis or pneumonia.") == _row(
+            Lung_Opacity=1.0, Atelectasis=-1.0, Pneumonia=-1.0)  # a hedge word still covers all of them
     finally:
         labeler.load_rules.cache_clear()
         labeler._pipeline.cache_clear()

@@ -17,7 +17,7 @@ Two backends behind :func:`label_report`:
    post-negation uncertainty; first phase that covers a mention wins) matched on lower-case tokens,
    each with a direction and a scope that stops at terminators ("but", "however", ...); a mention
    glued to a negating prefix ("nonconsolidating") is negated; a differential ("atelectasis versus
-   scarring") is read as the manifest's ``differential.reading`` says (ours: positive);
+   scarring") is read as the manifest's ``differential.reading`` says (default: uncertain, as CheXpert);
 4. aggregation: per observation positive beats uncertain beats negative; "chf" / "heart failure"
    add Cardiomegaly -1; No Finding is 1 only when nothing but Support Devices is positive or
    uncertain, else None (never 0).
