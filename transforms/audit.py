@@ -28,7 +28,7 @@ from transforms.labels import NO_FINDING
 from transforms.masks import signed_area
 from transforms.reports import clean_text, sentence_spans
 from transforms.tasks import FINDING_PHRASES, Profile, load_profile
-from transforms.tasks.grounding import absent_labels, box_role, is_multi_reader
+from transforms.tasks.grounding import CONSENSUS_READER, absent_labels, box_role, is_multi_reader
 from transforms.tasks.report import labels_of_text
 from transforms.tasks.segmentation import CONFIG as SEGMENTATION
 from transforms.templates import load_template_set
@@ -178,9 +178,9 @@ def facts_from_annotation(row: dict) -> ImageFacts:
     """The facts of one image from its ``annotations`` table row."""
     lesions = [b for b in row["boxes"] if box_role(b) == "lesion"]
     lesion_boxes = tuple(LesionBox(b["label"], b["finding"], _unit(b)) for b in lesions)
-    individual = [b for b in lesions if b["reader"] and b["reader"] != "consensus"]
+    multi_reader = is_multi_reader(row)  # then an answer owes only the consensus boxes, not each reader's
     required = tuple(LesionBox(b["label"], b["finding"], _unit(b)) for b in lesions
-                     if not (is_multi_reader(row) and b in individual))
+                     if not (multi_reader and b["reader"] and b["reader"] != CONSENSUS_READER))
     structures: dict[str, list[Unit]] = {}
     for box in row["boxes"]:
         if box_role(box) != "lesion":
@@ -306,7 +306,7 @@ def _classification(r: _Row) -> None:
     for name in t["negatives"]:
         r.absent(name)
     if t.get("question") == "open":  # no candidate list: every other finding is implied absent
-        for name, presence in r.first.presence.items():
+        for name in r.first.presence:
             if name != NO_FINDING and name not in t["positives"] and name not in t["negatives"]:
                 r.absent(name, what=f"{name} (implied by the open answer)")
     phrases = [FINDING_PHRASES[name] for name in t["positives"]]
@@ -366,7 +366,7 @@ def _label_absent(r: _Row, label: str) -> None:
 
 def _finding_grounding(r: _Row) -> None:
     t = r.target
-    if t.get("present", True):
+    if t["present"]:
         _label_present(r, t["label"], t["boxes"])
         r.boxes(t["boxes"])
         r.all_boxes_of(t["label"], t["boxes"])
