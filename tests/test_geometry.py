@@ -17,6 +17,7 @@ from transforms.geometry import (
     cardiothoracic_ratio,
     clip_box,
     ctr_band,
+    find_coordinates,
     letterbox_for,
     parse_box,
     parse_polygon,
@@ -326,3 +327,69 @@ def test_ptx_band_edges_come_from_the_manifest():
     ]
     with pytest.raises(ValueError, match="positive"):
         ptx_band(0.0)
+
+
+# ---- coordinates inside free text (what the preview decodes answers with) ---------------------
+
+unit_box = st.tuples(sorted_pair, sorted_pair).map(lambda p: (p[0][0], p[1][0], p[0][1], p[1][1]))
+label = st.text(st.characters(whitelist_categories=("Lu", "Ll"), whitelist_characters=" -"), min_size=1,
+                max_size=12).map(str.strip).filter(bool)
+shape = st.one_of(st.tuples(st.just("box"), unit_box), st.tuples(st.just("polygon"), rings))
+
+
+@settings(max_examples=300, deadline=None)
+@given(shapes=st.lists(st.tuples(shape, st.none() | label), min_size=0, max_size=5),
+       separators=st.lists(st.sampled_from([" ", ", ", "; ", "\n", " and "]), min_size=5, max_size=5),
+       prefix=st.sampled_from(["", "Answer: ", "<image>\nWhat is at "]), convention=st.sampled_from(COORDINATE_CONVENTIONS))
+def test_find_coordinates_reads_back_every_rendered_shape_in_order(shapes, separators, prefix, convention):
+    pieces, expected, text = [], [], prefix
+    for i, ((kind, value), name) in enumerate(shapes):
+        rendered = render_box(value, convention) if kind == "box" else render_polygon(value, convention, 30)
+        separator = separators[i] if i else ""
+        if (convention == "bins1000" and kind == "polygon" and expected and expected[-1][0] == "polygon"
+                and separator == " " and not name):
+            separator = "; "  # two bin polygons one space apart read as one polygon (documented)
+        text += separator + (f"{name}: " if name else "")
+        pieces.append((len(text), len(text) + len(rendered)))
+        expected.append((kind, value, rendered))
+        text += rendered
+    text += "."
+    found = find_coordinates(text, convention)
+    assert [(s.kind, s.start, s.end) for s in found] == [(k, a, b) for (k, _, _), (a, b) in zip(expected, pieces)]
+    for span, (kind, value, rendered) in zip(found, expected):
+        if kind == "box":
+            assert span.box == parse_box(rendered, convention)
+            assert np.abs(np.subtract(span.box, value)).max() <= HALF_STEP[convention] + 1e-12
+        else:
+            assert [list(r) for r in span.rings] == parse_polygon(rendered, convention)
+            assert len(span.rings) == len(value)
+
+
+def test_find_coordinates_on_answers_as_the_templates_write_them():
+    text = "Aortic enlargement: [51, 22, 59, 31]; Cardiomegaly: [31, 46, 74, 68], [10, 10, 20, 20]"
+    found = find_coordinates(text, "percent")
+    assert [text[s.start:s.end] for s in found] == ["[51, 22, 59, 31]", "[31, 46, 74, 68]", "[10, 10, 20, 20]"]
+    assert found[0].box == (0.51, 0.22, 0.59, 0.31)
+    two_boxes = "<bin_167><bin_541><bin_283><bin_690> <bin_705><bin_490><bin_879><bin_684>"
+    assert [s.kind for s in find_coordinates(two_boxes, "bins1000")] == ["box", "box"]
+    two_rings = "<bin_101><bin_101><bin_501><bin_101><bin_501><bin_501> <bin_601><bin_601><bin_901><bin_601><bin_901><bin_901>"
+    (polygon,) = find_coordinates(two_rings, "bins1000")
+    assert polygon.kind == "polygon" and len(polygon.rings) == 2 and polygon.rings[1][0] == (0.6005, 0.6005)
+    assert find_coordinates("No abnormality.", "percent") == find_coordinates("Not present.", "bins1000") == []
+    assert find_coordinates("see [1], [2, 3] and [0.1, 0.2, 0.3]", "percent") == []  # not 4 numbers: not a box
+
+
+@pytest.mark.parametrize(
+    ("text", "convention", "message"),
+    [
+        ("<bin_1><bin_2><bin_3>", "bins1000", "neither a box"),
+        ("<bin_1><bin_2><bin_3><bin_4><bin_5><bin_6><bin_7>", "bins1000", "neither a box"),
+        ("[12, 24, 150, 80]", "percent", "outside the canvas"),
+        ("[12, 24, 50, 80]", "fixed3", "outside the canvas"),
+        ("[50, 24, 12, 80]", "percent", "inverted"),
+        ("[[1, 2, 3, 4]]", "percent", "at least 3"),
+    ],
+)
+def test_find_coordinates_rejects_malformed_coordinates(text, convention, message):
+    with pytest.raises(ValueError, match=message):
+        find_coordinates(text, convention)

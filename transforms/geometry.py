@@ -355,3 +355,85 @@ def parse_polygon(text: str, convention: CoordinateConvention) -> list[UnitRing]
             raise ValueError(f"a ring needs at least 3 (x, y) vertices, got {len(values)} numbers in {part!r}")
         rings.append(list(zip(values[0::2], values[1::2])))
     return rings
+
+
+# ---------------------------------------------------------------- coordinates inside free text
+
+
+@dataclass(frozen=True)
+class CoordinateSpan:
+    """A box or a polygon written in a text under a convention: where it stands (``text[start:end]``)
+    and the unit coordinates it reads back to (:func:`parse_box` / :func:`parse_polygon`)."""
+
+    kind: Literal["box", "polygon"]
+    start: int
+    end: int
+    box: tuple[float, float, float, float] | None = None
+    rings: tuple[tuple[tuple[float, float], ...], ...] | None = None
+
+
+_BIN_RUN = re.compile(r"(?:<bin_\d+>)+")
+_LIST_NUMBER = r"\d+(?:\.\d+)?"
+_FLAT_LIST = rf"\[{_LIST_NUMBER}(?:, {_LIST_NUMBER})*\]"
+_BRACKETED = re.compile(rf"(?P<polygon>\[{_FLAT_LIST}(?:, {_FLAT_LIST})*\])|(?P<box>{_FLAT_LIST})")
+
+
+def _unit_checked(values: tuple[float, ...] | list[float], text: str) -> None:
+    if any(not 0.0 <= v <= 1.0 for v in values):
+        raise ValueError(f"coordinates outside the canvas in {text!r}")
+
+
+def _span(kind: str, text: str, start: int, end: int, convention: CoordinateConvention) -> CoordinateSpan:
+    piece = text[start:end]
+    if kind == "box":
+        box = parse_box(piece, convention)
+        _unit_checked(box, piece)
+        if box[2] < box[0] or box[3] < box[1]:
+            raise ValueError(f"box corners are inverted in {piece!r}")
+        return CoordinateSpan("box", start, end, box=box)
+    rings = parse_polygon(piece, convention)
+    for ring in rings:
+        _unit_checked([v for point in ring for v in point], piece)
+    return CoordinateSpan("polygon", start, end, rings=tuple(tuple(ring) for ring in rings))
+
+
+def find_coordinates(text: str, convention: CoordinateConvention) -> list[CoordinateSpan]:
+    """Every box and polygon :func:`render_box` / :func:`render_polygon` wrote into ``text`` (an answer
+    or a question, with labels and separators around them), in text order.
+
+    ``bins1000``: a run of 4 ``<bin_k>`` tokens is a box; a run of an even number of at least 6 is a
+    ring, and rings separated by exactly one space are the rings of one polygon (so two polygons
+    written one space apart read as one; no template does that). ``percent`` / ``fixed3``: a flat
+    bracketed list of 4 numbers is a box, a nested list a polygon; a flat list of another length is
+    not a coordinate and is left alone. Raises ValueError for a bin run that is neither a box nor a
+    ring, a polygon that does not parse, or a value outside the canvas.
+    """
+    _check_convention(convention)
+    spans: list[CoordinateSpan] = []
+    if convention == "bins1000":
+        runs = [(m.start(), m.end(), len(_BIN_TOKEN.findall(m.group()))) for m in _BIN_RUN.finditer(text)]
+        polygon: list[tuple[int, int]] = []  # (start, end) of the rings of the polygon being read
+        for start, end, count in runs:
+            if count == 4:
+                kind = "box"
+            elif count >= 6 and count % 2 == 0:
+                kind = "ring"
+            else:
+                raise ValueError(f"{count} bin tokens at offset {start} of {text!r}: neither a box (4) "
+                                 "nor a ring (an even number, at least 6)")
+            if polygon and (kind != "ring" or text[polygon[-1][1]:start] != " "):
+                spans.append(_span("polygon", text, polygon[0][0], polygon[-1][1], convention))
+                polygon = []
+            if kind == "ring":
+                polygon.append((start, end))
+            else:
+                spans.append(_span("box", text, start, end, convention))
+        if polygon:
+            spans.append(_span("polygon", text, polygon[0][0], polygon[-1][1], convention))
+        return spans
+    for match in _BRACKETED.finditer(text):
+        if match.group("polygon"):
+            spans.append(_span("polygon", text, match.start(), match.end(), convention))
+        elif match.group("box").count(",") == 3:
+            spans.append(_span("box", text, match.start(), match.end(), convention))
+    return spans
