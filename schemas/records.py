@@ -15,7 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 Presence = Literal[1, 0, -1] | None
 """1 positive, 0 negative, -1 uncertain, None not annotated (never silently 0)."""
 
-Split = Literal["train", "validate", "test"]
+Split = Literal["train", "validation", "test"]
+"""An output split, as Hugging Face ``datasets`` names it (transforms/splits.py assigns it)."""
+OfficialSplit = Literal["train", "validate", "test"]
+"""A source's own split as read (MIMIC-CXR's split file says ``validate``); never an output value."""
 RleConvention = Literal["chexmask", "siim"]
 
 IMAGE_SOURCES = ("mimic", "vindr", "siim", "padchest")
@@ -162,7 +165,7 @@ class ImageRef(Record):
     study_id: str | None = None
     view: str | None = None  # e.g. "PA", "AP", "LATERAL", "LL"
     study_datetime: str | None = None  # ISO 8601, from the source's own date/time fields
-    official_split: Split | None = None
+    official_split: OfficialSplit | None = None  # source spelling; see transforms/splits.py
     expected_width: int | None = None  # what the metadata claims; checked against the decoded image
     expected_height: int | None = None
 

@@ -6,7 +6,7 @@ import sys
 from hypothesis import given, strategies as st
 
 from schemas.records import ImageRef
-from transforms.splits import assign_split, hashed_split, patient_key
+from transforms.splits import SPLIT_ORDER, assign_split, hashed_split, patient_key
 
 
 def ref(source="padchest", subject="123", native="a.png", official=None):
@@ -15,7 +15,15 @@ def ref(source="padchest", subject="123", native="a.png", official=None):
 
 
 def test_official_split_wins():
-    assert assign_split(ref(source="mimic", official="validate")) == ("validate", "official")
+    assert assign_split(ref(source="mimic", official="test")) == ("test", "official")
+
+
+def test_mimic_validate_is_read_as_written_and_named_validation_in_the_output():
+    """MIMIC-CXR's split file says "validate"; the output split is "validation", as `datasets` names it."""
+    assert ref(source="mimic", official="validate").official_split == "validate"
+    assert assign_split(ref(source="mimic", official="validate")) == ("validation", "official")
+    assert SPLIT_ORDER == ("train", "validation", "test")
+    assert {hashed_split(f"siim/{i}") for i in range(400)} == set(SPLIT_ORDER)
 
 
 @given(st.text(min_size=1, max_size=20), st.lists(st.text(min_size=1, max_size=10), min_size=2, max_size=5))
@@ -42,7 +50,8 @@ def test_vindr_validation_is_carved_from_official_train_only():
     carved = [assign_split(ref(source="vindr", subject=None, native=f"{i:032x}", official="train"))
               for i in range(2000)]
     assert {authority for _, authority in carved} == {"official+carved"}
-    share = sum(split == "validate" for split, _ in carved) / len(carved)
+    assert {split for split, _ in carved} == {"train", "validation"}
+    share = sum(split == "validation" for split, _ in carved) / len(carved)
     assert 0.1 < share < 0.15  # 1/8 of train
     tests = {assign_split(ref(source="vindr", subject=None, native=f"{i:032x}", official="test"))
              for i in range(200)}

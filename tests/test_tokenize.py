@@ -82,7 +82,7 @@ def test_vq_table_schema_and_load_with_datasets(tokenized):
     assert schema.field("codes").type == pa.list_(pa.int16(), 1024)
     assert schema.field("lm_ids").type == pa.list_(pa.int32(), 1024)
     assert sorted(p.name for p in (out / "vq").glob("*.parquet")) == sorted(p.name for p in (out / "images").glob("*"))
-    splits = {s: str(out / "vq" / f"{s}-*.parquet") for s in ("train", "validate", "test")}
+    splits = {s: str(out / "vq" / f"{s}-*.parquet") for s in ("train", "validation", "test")}
     loaded = datasets.load_dataset("parquet", data_files=splits)
     assert loaded["train"].features["codes"] == datasets.List(datasets.Value("int16"), length=1024)
     assert sum(loaded[s].num_rows for s in splits) == summary["images"]
@@ -136,7 +136,7 @@ def test_a_marker_is_trusted_only_while_its_checksums_match(built, tokenized, tm
 def test_unreadable_image_becomes_a_reject_not_a_blank(built, tmp_path):
     build, model = built
     out = copy_images(build, tmp_path)
-    shard = sorted((out / "images").glob("validate-*.parquet"))[0]
+    shard = sorted((out / "images").glob("validation-*.parquet"))[0]
     for other in (out / "images").glob("*.parquet"):
         if other != shard:
             other.unlink()

@@ -1,5 +1,10 @@
 """Split assignment: official split first, otherwise a stable patient-wise hash.
 
+Output splits are named as Hugging Face ``datasets`` names them: ``train``, ``validation``, ``test``
+(:data:`SPLIT_ORDER`). Sources keep their own spelling up to here (MIMIC-CXR's split file says
+``validate``, and ``ImageRef.official_split`` holds it as read); :func:`assign_split` is the one
+place where a source's split becomes an output split (:data:`OFFICIAL_TO_OUTPUT`).
+
 Authorities recorded with each image: "official" (the source's own split), "official+carved"
 (a validation set carved from an official train split by hash, VinDr-CXR), "patient-hash".
 """
@@ -10,7 +15,14 @@ import manifests
 from schemas.records import ImageRef
 from transforms.hashing import stable_fraction
 
-SPLIT_ORDER = ("train", "validate", "test")
+SPLIT_ORDER = ("train", "validation", "test")
+"""Output split names, in display order: the names ``datasets`` expects (``split="validation"``)."""
+
+OFFICIAL_TO_OUTPUT = {"train": "train", "validate": "validation", "test": "test"}
+"""A source's official split (as ``ImageRef.official_split`` holds it) -> the output split."""
+
+CARVE_SALT = "validate-from-train"
+"""Hash salt of the VinDr-CXR validation carve; kept as first spelled so the same images are carved."""
 
 
 def patient_key(image: ImageRef) -> str:
@@ -33,12 +45,15 @@ def hashed_split(patient: str, ratios: dict[str, float] | None = None) -> str:
 
 
 def assign_split(image: ImageRef) -> tuple[str, str]:
-    """(split, authority): the source's official split, else the patient-wise hash."""
+    """(output split, authority): the source's official split mapped to its output name (MIMIC-CXR's
+    ``validate`` -> ``validation``), with VinDr-CXR's validation carved from its official train, else
+    the patient-wise hash."""
     if image.official_split:
-        carve = manifests.load("splits.yaml").get("validate_from_train", {}).get(image.source, 0.0)
-        if image.official_split == "train" and carve:
-            if stable_fraction("validate-from-train", patient_key(image)) < carve:
-                return "validate", "official+carved"
+        split = OFFICIAL_TO_OUTPUT[image.official_split]
+        carve = manifests.load("splits.yaml").get("validation_from_train", {}).get(image.source, 0.0)
+        if split == "train" and carve:
+            if stable_fraction(CARVE_SALT, patient_key(image)) < carve:
+                return "validation", "official+carved"
             return "train", "official+carved"
-        return image.official_split, "official"
+        return split, "official"
     return hashed_split(patient_key(image)), "patient-hash"

@@ -18,7 +18,8 @@ carry mtime 0, DICOM UIDs derive from hashes, and nothing records the time of th
   ``padchest/<ImageID>``) -> entry with
     - ``source``, ``subject_id`` (None for VinDr; the SIIM PatientID UUID; the PadChest PatientID),
       ``study_id`` (None for VinDr), ``view`` (``PA``/``AP``/``LATERAL``), ``width``, ``height``;
-    - ``split``: the official split for MIMIC (``train``/``validate``/``test``) and VinDr
+    - ``split``: the official split for MIMIC (``train``/``validate``/``test``, spelled as MIMIC-CXR's
+      split file spells it; the build names the output split ``validation``) and VinDr
       (``train``/``test``); None for SIIM and PadChest, which the pipeline splits by patient;
     - ``findings``: ``{CheXpert-14 name: 1 | 0 | -1}`` for the names the case states (MIMIC: the
       report states them in FINDINGS and IMPRESSION alike; ``No Finding`` is only ever 1);
