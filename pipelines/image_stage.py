@@ -136,7 +136,8 @@ def run_unit(unit: ImageUnit, image_size: int, max_vertices: int, where: str):
 class ProcessImageShard(beam.DoFn):
     """``((split, shard, num_shards), packed units)`` -> the shard's :class:`Checkpoint`; as tagged outputs
     its rejects, ``((source, event), count)`` pairs, distinct ``(patient, split)`` pairs, the severity
-    terms of its train rows and the shard's description. Reuses a verified checkpoint when there is one."""
+    terms of its train rows and the shard's description (none when every image of the shard was rejected:
+    then no images file is written). Reuses a verified checkpoint when there is one."""
 
     def __init__(self, out_dir: str, image_size: int, max_vertices: int, roots: dict[str, str]):
         self.out_dir = out_dir
@@ -178,7 +179,8 @@ class ProcessImageShard(beam.DoFn):
         for row in result.annotation_rows:
             if row["split"] == "train":
                 yield TaggedOutput("severity_terms", enrich.severity_terms_of(row))
-        yield TaggedOutput("shards", marker["shard"])
+        if marker["shard"]["rows"]:  # every image rejected: no file (no zero-row shard), no manifest entry
+            yield TaggedOutput("shards", marker["shard"])
 
     def _verified_marker(self, paths: dict, digest: str) -> dict | None:
         if not io.exists(paths["marker"]):

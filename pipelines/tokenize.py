@@ -9,10 +9,12 @@ Output, beside the build's tables:
 - ``vq/<split>-SSSSS-of-NNNNN.parquet``: image_key, codes int16[1024], lm_ids int32[1024], tokenizer
   (the fingerprint id); same shard names as ``images/``, rows sorted by image_key.
 - ``vq/_rejects/<split>-SSSSS-of-NNNNN.parquet``: images that could not be tokenized (rejects schema,
-  stage ``tokenize``); written for every shard, empty ones included.
+  stage ``tokenize``), for the shards that have any. Neither file is written with zero rows
+  (``datasets`` cannot load a zero-row Parquet file).
 - ``vq/_complete/<split>-SSSSS-of-NNNNN.json``: written last per shard, with the sha256 of the images
-  shard it read and of both files it wrote; a rerun skips a shard only when all three still match, so
-  a crash costs at most the unfinished shards and a rebuilt or damaged shard is tokenized again.
+  shard it read and of both files it wrote (null for a file it did not write); a rerun skips a shard
+  only when all three still match, so a crash costs at most the unfinished shards and a rebuilt or
+  damaged shard is tokenized again. An internal marker: ``cxr-instruct publish`` does not upload it.
 - ``vq/tokenizer.json``: the full tokenizer fingerprint (config, weights hash, precision, id mapping).
 
 torch and transformers are imported only inside the stage (the ``tokenizer`` extra), so the command
@@ -85,6 +87,17 @@ def read_json(path: str) -> dict:
 def write_bytes(path: str, data: bytes) -> None:
     with FileSystems.create(path) as handle:
         handle.write(data)
+
+
+def write_rows(path: str, features: Features, rows: list[dict], row_group_rows: int) -> str | None:
+    """``rows`` as a Parquet file at ``path``; its sha256. No rows: no file (an earlier one is removed), None."""
+    if not rows:
+        if FileSystems.exists(path):
+            FileSystems.delete([path])
+        return None
+    data = table_bytes(features, rows, row_group_rows)
+    write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def completed_shards(out_dir: str, shards: list[str], fingerprint_id: str) -> list[str]:
@@ -180,13 +193,11 @@ def write_shard(element, out_dir: str, fingerprint_id: str, row_group_rows: int)
     keys = [r["image_key"] for r in rows] + [r["key"] for r in rejects]
     if len(keys) != len(set(keys)):
         raise ValueError(f"images/{shard}: an image_key occurs more than once")
-    data = table_bytes(VQ, rows, row_group_rows)
-    reject_data = table_bytes(REJECTS, rejects, row_group_rows)
-    write_bytes(vq_path(out_dir, shard), data)
-    write_bytes(vq_path(out_dir, REJECT_DIR, shard), reject_data)
+    sha256 = write_rows(vq_path(out_dir, shard), VQ, rows, row_group_rows)
+    rejects_sha256 = write_rows(vq_path(out_dir, REJECT_DIR, shard), REJECTS, rejects, row_group_rows)
     marker = {"shard": shard, "tokenizer": fingerprint_id, "rows": len(rows), "rejects": len(rejects),
               "images_sha256": sha256_of(FileSystems.join(out_dir, "images", shard)),
-              "sha256": hashlib.sha256(data).hexdigest(), "rejects_sha256": hashlib.sha256(reject_data).hexdigest()}
+              "sha256": sha256, "rejects_sha256": rejects_sha256}
     write_bytes(marker_path(out_dir, shard), json.dumps(marker, indent=2, sort_keys=True).encode() + b"\n")
     return marker
 

@@ -1,10 +1,11 @@
 """``cxr-instruct verify OUT``: re-check a finished build against its ``manifest.json``.
 
-Checks every listed output file (present, size, SHA-256, Parquet row count), that the per-table totals
-and the instruction counts agree with the shards, that ``read = written + rejected + filtered`` holds
-per source, that the rejects table holds one row per counted reject, that the build's own checks
-passed, and that no unlisted shard sits in a table folder (a stale shard would be picked up by a
-``<split>-*.parquet`` glob). Reads Parquet footers only, never row data.
+Checks every listed output file (present, size, SHA-256, Parquet row count, at least one row: a
+zero-row shard does not load with ``datasets``), that the per-table totals and the instruction counts
+agree with the shards, that ``read = written + rejected + filtered`` holds per source, that the
+rejects table holds one row per counted reject, that the build's own checks passed, and that no
+unlisted shard sits in a table folder (a stale shard would be picked up by a ``<split>-*.parquet``
+glob). Reads Parquet footers only, never row data.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def check_outputs(out_dir: Path, outputs: list[dict]) -> list[str]:
         rows = pq.ParquetFile(path).metadata.num_rows
         if rows != entry["rows"]:
             problems.append(f"{entry['path']}: {rows} rows, manifest says {entry['rows']}")
+        if rows == 0:
+            problems.append(f"{entry['path']}: zero rows (`datasets` cannot load a zero-row Parquet file)")
     return problems
 
 

@@ -3,8 +3,7 @@
 - :class:`WriteTables` takes prepared rows (:func:`prepare`: table, split, key, sort key and the
   packed row) through a GroupByKey: the shard count of each (table_dir, split) follows from its row
   count (``ceil(rows / rows_per_shard)``) and a row's shard is a stable hash of its key. The build
-  uses it for the rejects table; every shard of the plan is written, empty ones included, so
-  ``-SSSSS-of-NNNNN`` names stay contiguous.
+  uses it for the rejects table.
 - :class:`WriteFragments` takes references to :class:`Fragment` work files (the task stage's rows of
   one images shard) and cuts their concatenation into shards of ``rows_per_shard`` rows, so the
   annotation and instruction rows never pass through the runner's memory.
@@ -12,12 +11,18 @@
 Either way rows in a shard are sorted by key and names and bytes are identical on every run and
 every runner. Files are streamed a row group at a time under a ``.partial`` name and renamed when
 complete (:func:`stream_parquet`, also used by the image stage, which writes ``images/`` itself).
+
+No zero-row shard is ever written (``datasets`` fails on a zero-row Parquet file): a shard whose rows
+all went elsewhere (an empty hash bucket, an images shard whose every image was rejected) has no file
+and no manifest entry, so ``-SSSSS-of-NNNNN`` numbers can skip; a (table, split) with no rows has no
+files at all, and the dataset card no config or split for it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io as stdio
+import itertools
 import math
 import pickle
 from collections.abc import Iterable
@@ -97,41 +102,55 @@ def write_atomically(path: str, write):
     return written
 
 
-def stream_parquet(path: str, table: str, batches: Iterable[list[dict]]) -> tuple[int, int, str]:
-    """Write row batches (one row group each, in order) as one zstd Parquet file; a file with no
-    batches is a valid empty table. Returns (rows, bytes, sha256); only one batch is held at a time."""
+def remove_if_exists(path: str) -> None:
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+
+
+def stream_parquet(path: str, table: str, batches: Iterable[list[dict]]) -> tuple[int, int, str | None]:
+    """Write row batches (one row group each, in order) as one zstd Parquet file. Returns (rows, bytes,
+    sha256); only one batch is held at a time, and every batch is consumed.
+
+    Batches that hold no row at all write no file: any file an earlier run left at ``path`` is removed
+    and (0, 0, None) is returned (``datasets`` cannot load a zero-row Parquet file)."""
     schema = arrow_schema(table)
+    batches = (batch for batch in batches if batch)
+    first = next(batches, None)
+    if first is None:
+        remove_if_exists(path)
+        return 0, 0, None
 
     def write(handle):
         sink, rows = HashingSink(handle), 0
         with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
-            for batch in batches:
-                if batch:
-                    writer.write_table(pa.Table.from_pylist(batch, schema=schema))
-                    rows += len(batch)
-            if not rows:
-                writer.write_table(schema.empty_table())
+            for batch in itertools.chain([first], batches):
+                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                rows += len(batch)
         return rows, sink.size, sink.sha256.hexdigest()
 
     return write_atomically(path, write)
 
 
-def write_sorted(out_dir: str, table_dir: str, split: str, shard: int, num_shards: int, entries: list) -> dict:
+def write_sorted(out_dir: str, table_dir: str, split: str, shard: int, num_shards: int,
+                 entries: list) -> list[dict]:
     """Write ``(sort key, packed row)`` entries, sorted, as one shard file and describe it (path
-    relative to the output, rows, sha256). Rows are unpacked one row group at a time."""
+    relative to the output, rows, sha256): a list of one description, or an empty list (and no file)
+    when there are no entries. Rows are unpacked one row group at a time."""
     table = table_of(table_dir)
     entries = sorted(entries)  # packed bytes break sort-key ties
     group = ROW_GROUP_ROWS[table]
     batches = ([unpack(packed) for _, packed in entries[start:start + group]]
                for start in range(0, len(entries), group))
     rows, size, sha256 = stream_parquet(shard_path(out_dir, table_dir, split, shard, num_shards), table, batches)
-    return {"path": f"{table_dir}/{split}-{shard:05d}-of-{num_shards:05d}.parquet", "table": table_dir,
-            "split": split, "rows": rows, "bytes": size, "sha256": sha256}
+    if not rows:
+        return []
+    return [{"path": f"{table_dir}/{split}-{shard:05d}-of-{num_shards:05d}.parquet", "table": table_dir,
+             "split": split, "rows": rows, "bytes": size, "sha256": sha256}]
 
 
-def write_shard(out_dir: str, element) -> dict:
-    """``((table_dir, split, shard, n), values)`` -> one shard file; a value is ``(sort key, packed
-    row)``, or None for the shard plan's placeholder."""
+def write_shard(out_dir: str, element) -> list[dict]:
+    """``((table_dir, split, shard, n), values)`` -> one shard file (none when it has no rows); a value
+    is ``(sort key, packed row)``, or None for the shard plan's placeholder."""
     (table_dir, split, shard, num_shards), values = element
     return write_sorted(out_dir, table_dir, split, shard, num_shards, [v for v in values if v is not None])
 
@@ -139,8 +158,9 @@ def write_shard(out_dir: str, element) -> dict:
 class WriteTables(beam.PTransform):
     """Prepared rows (:func:`prepare`) -> shard files; outputs one description per file written.
 
-    ``always`` names (table_dir, split) pairs that get a file even when they have no rows (e.g. an
-    empty rejects table still loads).
+    ``always`` names (table_dir, split) pairs that enter the shard plan even when they have no rows;
+    no zero-row shard is written, so such a pair with no rows gets no file (an empty rejects table is
+    simply absent, and the manifest and card list no ``rejects`` table).
     """
 
     def __init__(self, out_dir: str, rows_per_shard: dict[str, int], always: list[tuple[str, str]] = ()):
@@ -180,7 +200,7 @@ class WriteTables(beam.PTransform):
             (plan, keyed)
             | "Merge plan" >> beam.Flatten()
             | "Group shard" >> beam.GroupByKey()
-            | "Write shard" >> beam.Map(lambda element: write_shard(out_dir, element))
+            | "Write shard" >> beam.FlatMap(lambda element: write_shard(out_dir, element))
         )
 
 
@@ -227,7 +247,7 @@ def plan_fragment_shards(element, rows_per_shard: dict[str, int]) -> list[tuple]
     return [((table_dir, split, shard, num_shards), parts) for shard, parts in enumerate(slices)]
 
 
-def write_fragment_shard(out_dir: str, element) -> dict:
+def write_fragment_shard(out_dir: str, element) -> list[dict]:
     (table_dir, split, shard, num_shards), slices = element
     entries = []
     for path, start, stop in slices:
@@ -237,7 +257,7 @@ def write_fragment_shard(out_dir: str, element) -> dict:
 
 class WriteFragments(beam.PTransform):
     """Row :class:`Fragment` references -> shard files of ``rows_per_shard`` rows; outputs one description
-    per file written.
+    per file written (fragments that hold no rows write nothing).
 
     Only references cross the grouping (one per images shard and table), so the rows themselves never
     pass through the runner: each writer reads the slices of the fragments its shard covers. The
@@ -256,5 +276,5 @@ class WriteFragments(beam.PTransform):
             | "Group fragments" >> beam.GroupByKey()
             | "Plan shards" >> beam.FlatMap(plan_fragment_shards, rows_per_shard)
             | "Spread shards" >> beam.Reshuffle()
-            | "Write shard" >> beam.Map(lambda element: write_fragment_shard(out_dir, element))
+            | "Write shard" >> beam.FlatMap(lambda element: write_fragment_shard(out_dir, element))
         )

@@ -103,3 +103,26 @@ def test_instruction_counts_must_add_up_to_their_table(copy):
 def test_a_folder_without_manifest_is_refused(tmp_path):
     result = run_verify(tmp_path)
     assert result.exit_code == 1 and "manifest.json: missing" in result.output
+
+
+def test_a_listed_zero_row_shard_is_named(copy):
+    """A zero-row shard does not load with `datasets`: even when the manifest lists it faithfully
+    (size, checksum, rows), verify names it."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    shard = copy / "images" / "test-00000-of-00001.parquet"
+    pq.write_table(pq.read_table(shard).slice(0, 0), shard)
+    data = shard.read_bytes()
+
+    def list_it(doc):
+        entry = next(o for o in doc["outputs"] if o["path"] == "images/test-00000-of-00001.parquet")
+        entry.update(rows=0, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+        doc["tables"]["images"]["test"] = 0
+
+    edit_manifest(copy, list_it)
+    problems = verify(copy)
+    assert "images/test-00000-of-00001.parquet: zero rows (`datasets` cannot load a zero-row Parquet file)" in problems
+    assert not any(p.startswith("images/test-00000-of-00001.parquet: ") and "rows, manifest says" in p
+                   for p in problems)

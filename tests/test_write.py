@@ -1,4 +1,4 @@
-"""Sharded Parquet writing: deterministic bytes, contiguous shard names, HF-loadable."""
+"""Sharded Parquet writing: deterministic bytes, HF-loadable shards, never a zero-row shard."""
 
 import hashlib
 from pathlib import Path
@@ -9,7 +9,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.write import Fragment, WriteFragments, WriteTables, plan_fragment_shards, prepare, write_fragment
+import pyarrow.parquet as pq
+
+from pipelines.write import (Fragment, WriteFragments, WriteTables, plan_fragment_shards, prepare, stream_parquet,
+                             write_fragment)
 
 
 def reject(i: int) -> dict:
@@ -42,11 +45,44 @@ def test_same_rows_in_any_order_give_identical_files(tmp_path):
     run(tmp_path / "b", rows, 2)
     a, b = checksums(tmp_path / "a"), checksums(tmp_path / "b")
     assert a == b
-    # 67 train rows at 40 per shard -> 2 shards, 33 test rows -> 1; empty rejects table still written
+    # 67 train rows at 40 per shard -> 2 shards, 33 test rows -> 1; the empty rejects table writes no file
     assert sorted(a) == ["instructions/imt-cxr/t/test-00000-of-00001.parquet",
                          "instructions/imt-cxr/t/train-00000-of-00002.parquet",
-                         "instructions/imt-cxr/t/train-00001-of-00002.parquet",
-                         "rejects/rejects-00000-of-00001.parquet"]
+                         "instructions/imt-cxr/t/train-00001-of-00002.parquet"]
+
+
+def test_no_zero_row_shard_is_written_and_every_shard_loads(tmp_path):
+    """6 rejects at 1 per shard -> 6 planned shards, hashed: empty buckets get no file (datasets cannot
+    load a zero-row Parquet file), the rest load, and every row is written once."""
+    rows = [("rejects", "rejects", reject(i)) for i in range(6)]
+    with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
+        (p | beam.Create([prepare(*row) for row in rows]) | WriteTables(str(tmp_path), {"rejects": 1})
+         | beam.Map(lambda d: (d["path"], d["rows"])) | beam.io.WriteToText(str(tmp_path / "described")))
+    files = sorted((tmp_path / "rejects").glob("*.parquet"))
+    assert 0 < len(files) < 6 and all(f.name.endswith("-of-00006.parquet") for f in files)
+    assert all(pq.ParquetFile(f).metadata.num_rows > 0 for f in files)
+    described = [line for part in sorted(tmp_path.glob("described*")) for line in part.read_text().splitlines()]
+    assert sorted(described) == sorted(str((f"rejects/{f.name}", pq.ParquetFile(f).metadata.num_rows)) for f in files)
+    loaded = datasets.load_dataset("parquet", data_files=[str(f) for f in files], split="train")
+    assert sorted(loaded["key"]) == [f"k{i:03d}" for i in range(6)]
+
+
+def test_stream_parquet_with_no_rows_writes_nothing_and_removes_a_stale_file(tmp_path):
+    """The image stage's path: every batch is consumed (its side effects happen) and no file remains."""
+    path = tmp_path / "images" / "train-00000-of-00001.parquet"
+    path.parent.mkdir()
+    path.write_bytes(b"left by an earlier run")
+    consumed = []
+
+    def batches():
+        for i in range(3):
+            consumed.append(i)
+            yield []
+
+    assert stream_parquet(str(path), "rejects", batches()) == (0, 0, None)
+    assert consumed == [0, 1, 2] and not path.exists() and not list(path.parent.iterdir())
+    rows, size, sha256 = stream_parquet(str(path), "rejects", iter([[], [reject(1), reject(2)], []]))
+    assert (rows, size) == (2, path.stat().st_size) and sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_tables_load_back_with_datasets_and_rows_are_sorted(tmp_path):
