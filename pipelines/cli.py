@@ -125,14 +125,19 @@ def card(out: Path) -> None:
 
 @main.command()
 @click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--rows", default=3, show_default=True, help="Rows shown per profile/task.")
-def preview(out: Path, rows: int) -> None:
-    """Write OUT/preview/index.html: sample rows with their images, boxes and polygons."""
+@click.option("--rows", default=20, show_default=True, type=click.IntRange(min=1),
+              help="Rows previewed per profile/task (e.g. --rows 500 for a large preview; pages load on demand).")
+@click.option("--rejects", default=100, show_default=True, type=click.IntRange(min=0),
+              help="Rejects listed per source/stage/reason (all are counted).")
+def preview(out: Path, rows: int, rejects: int) -> None:
+    """Write OUT/preview/: each sampled row with only its answer drawn, filters, pages, rejects."""
     from pipelines.preview import write_preview
 
     with console.status("rendering preview"):
-        result = write_preview(out, rows_per_task=rows)
-    console.print(f"preview: {result.path}  ({result.items} rows, {result.images} images, {result.shapes} shapes)")
+        result = write_preview(out, rows_per_task=rows, rejects_per_reason=rejects)
+    console.print(f"preview: {result.path}  ({result.items} rows, {result.images} images, {result.shapes} shapes, "
+                  f"{result.negatives} negative, {result.decode_errors} decode errors, {result.mismatches} not as "
+                  f"their target, {result.rejects} rejects listed; {result.files} files, {result.bytes / 1e6:.1f} MB)")
 
 
 @main.command()
