@@ -24,8 +24,9 @@ from matplotlib.figure import Figure
 
 import manifests
 from pipelines.manifest import Manifest
+from transforms.splits import SPLIT_ORDER
 
-SPLITS = ("train", "validate", "test")
+SPLITS = SPLIT_ORDER  # train, validation, test: the split names `datasets` expects
 PRESENCE_COLUMNS = ((1, "present (1)"), (-1, "uncertain (-1)"), (0, "absent (0)"), (None, "not annotated (null)"))
 PRESENCE_COLOURS = {1: "#d62728", -1: "#ff7f0e", 0: "#2ca02c", None: "#c7c7c7"}
 PLOT_DIR = "card"
@@ -126,9 +127,12 @@ def card_statistics(out_dir: Path) -> CardStats:
 
 
 def config_name(table_dir: str) -> str:
-    """``instructions/m4cxr/disease_classification`` -> ``m4cxr-disease_classification``."""
+    """The Hub config of a table folder: ``instructions/m4cxr/disease_classification`` ->
+    ``m4cxr-disease_classification``, ``images`` -> ``images``, ``vq/_rejects`` -> ``vq-rejects``."""
     parts = table_dir.split("/")
-    return "-".join(parts[1:]) if parts[0] == "instructions" else parts[0]
+    if parts[0] == "instructions":
+        parts = parts[1:]
+    return "-".join(part.lstrip("_") for part in parts)
 
 
 def split_order(split: str) -> tuple:
@@ -136,13 +140,21 @@ def split_order(split: str) -> tuple:
 
 
 def hf_configs(tables: dict[str, dict[str, int]]) -> list[dict]:
-    """One ``configs`` entry per table folder, one ``data_files`` glob per split it has."""
-    configs = []
+    """One ``configs`` entry per table folder with rows, one ``data_files`` glob per split with rows
+    (``datasets`` cannot load a split without files). Config names are unique: ``datasets`` fails on a
+    card that names one twice."""
+    configs, owner = [], {}
     for table_dir, splits in sorted(tables.items()):
+        present = sorted((split for split, rows in splits.items() if rows), key=split_order)
+        if not present:
+            continue
+        name = config_name(table_dir)
+        if name in owner:
+            raise ValueError(f"tables {owner[name]!r} and {table_dir!r} both make card config {name!r}")
+        owner[name] = table_dir
         configs.append({
-            "config_name": config_name(table_dir),
-            "data_files": [{"split": split, "path": f"{table_dir}/{split}-*.parquet"}
-                           for split in sorted(splits, key=split_order)],
+            "config_name": name,
+            "data_files": [{"split": split, "path": f"{table_dir}/{split}-*.parquet"} for split in present],
         })
     for entry in configs:
         if entry["config_name"] == "images":
@@ -246,20 +258,23 @@ def fingerprint_text(stats: CardStats) -> str:
 
 
 def loading_section(configs: list[dict]) -> str:
-    instruction = next((c for c in configs if c["config_name"] not in ("images", "annotations", "rejects", "vq")),
-                       configs[0])
+    tables = ("images", "annotations", "rejects", "vq", "vq-rejects")
+    instruction = next((c for c in configs if c["config_name"] not in tables), configs[0])
     glob = instruction["data_files"][0]["path"]
+    split = instruction["data_files"][0]["split"]
     return textwrap.dedent(f"""\
         ```python
         import datasets
 
-        # from a local copy of this folder
-        rows = datasets.load_dataset("parquet", data_files="{glob}", split="{instruction['data_files'][0]['split']}")
+        # from a local copy of this folder: by config (splits train, validation, test where present) ...
+        rows = datasets.load_dataset(".", "{instruction['config_name']}", split="{split}")
+        # ... or by file glob
+        rows = datasets.load_dataset("parquet", data_files="{glob}", split="train")
         images = datasets.load_dataset("parquet", data_files="images/train-*.parquet", split="train")
         images[0]["image"]  # PIL image, 512x512, letterboxed
 
         # from the Hub (after `cxr-instruct publish`): one config per table and per profile/task
-        rows = datasets.load_dataset("<user>/<repo>", "{instruction['config_name']}", split="train")
+        rows = datasets.load_dataset("<user>/<repo>", "{instruction['config_name']}", split="{split}")
         ```
 
         Instruction rows name their images in `image_keys`; join them to `images` and `annotations` on

@@ -149,3 +149,48 @@ def test_a_vq_table_gets_a_config_and_its_fingerprint_in_the_card(build, tmp_pat
     vq = next(c for c in meta["configs"] if c["config_name"] == "vq")
     assert vq["data_files"] == [{"split": "train", "path": "vq/train-*.parquet"}]
     assert "`chameleon-7b:1234abcd`" in body and "not tokenized" not in body
+
+
+def test_config_names_are_unique_and_name_only_splits_with_rows(build):
+    """`datasets` fails on a card that names a config twice: ``vq/_rejects`` is ``vq-rejects``, not a second
+    ``vq``; a split (or a whole table) without rows has no files, so it gets no data_files entry."""
+    tables = {**Manifest.read(str(build))["tables"],
+              "vq": {"train": 4, "validation": 2}, "vq/_rejects": {"train": 1, "test": 0}, "empty": {"train": 0}}
+    configs = card.hf_configs(tables)
+    names = [c["config_name"] for c in configs]
+    assert len(names) == len(set(names)) and {"vq", "vq-rejects"} <= set(names) and "empty" not in names
+    rejects = next(c for c in configs if c["config_name"] == "vq-rejects")
+    assert rejects["data_files"] == [{"split": "train", "path": "vq/_rejects/train-*.parquet"}]
+    vq = next(c for c in configs if c["config_name"] == "vq")
+    assert [f["split"] for f in vq["data_files"]] == ["train", "validation"]
+    assert card.SPLITS == ("train", "validation", "test")
+    with pytest.raises(ValueError, match="both make card config 'vq'"):
+        card.hf_configs({"vq": {"train": 1}, "_vq": {"train": 1}})
+
+
+def test_a_tokenized_build_card_has_one_vq_config_per_table(build, tmp_path):
+    """With tokenize rejects the manifest lists ``vq`` and ``vq/_rejects``: two configs, two names."""
+    import shutil
+
+    import pyarrow as pa
+
+    from schemas.tables import REJECTS
+
+    out = tmp_path / "out"
+    shutil.copytree(build, out)
+    (out / "vq" / "_rejects").mkdir(parents=True)
+    pq.write_table(pa.table({"image_key": ["a"], "tokenizer": ["untrained-1234"]}), out / "vq" / "train-00000-of-00001.parquet")
+    reject = {"key": "mimic/x", "source": "mimic", "stage": "tokenize", "kind": "rejected", "level": "record",
+              "reason": "value-error", "detail": "broken png"}
+    pq.write_table(pa.Table.from_pylist([reject], schema=REJECTS.arrow_schema),
+                   out / "vq" / "_rejects" / "test-00000-of-00001.parquet")
+    (out / "vq" / "tokenizer.json").write_text('{"id": "untrained-1234"}')
+    from pipelines.manifest import record_vq_outputs
+
+    record_vq_outputs(str(out))
+    card.write_card(out)
+    meta, _ = front_matter(out)
+    names = [c["config_name"] for c in meta["configs"]]
+    assert names.count("vq") == 1 and names.count("vq-rejects") == 1 and len(names) == len(set(names))
+    loaded = datasets.load_dataset(str(out), name="vq-rejects", split="test", cache_dir=str(tmp_path / "cache"))
+    assert loaded["key"] == ["mimic/x"]
