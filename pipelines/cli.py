@@ -194,7 +194,7 @@ def audit(out: Path) -> None:
 @click.option("--dry-run", is_flag=True, help="List what would be uploaded; send nothing.")
 def publish(out: Path, repo_id: str, private: bool, accepted: tuple[str, ...], dry_run: bool) -> None:
     """Upload OUT to the Hugging Face Hub (token from HF_TOKEN or the token file)."""
-    from pipelines.publish import LicenceError, PublishError, publish as publish_output
+    from pipelines.publish import LicenceError, PublishError, human_size, plan_lines, publish as publish_output
 
     try:
         with console.status("verifying" if dry_run else "verifying and uploading"):
@@ -204,12 +204,15 @@ def publish(out: Path, repo_id: str, private: bool, accepted: tuple[str, ...], d
         console.print(str(refused), markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     visibility = "private" if result.private else "public"
+    plan = result.plan
     if result.dry_run:
-        console.print(f"dry run: {len(result.files)} files would go to {visibility} dataset {repo_id}:")
-        for path in result.files:
-            console.print(f"  {path}", markup=False, highlight=False, soft_wrap=True)
+        console.print(f"dry run: {len(plan.files)} files, {human_size(plan.total_bytes)} ({plan.total_bytes} bytes), "
+                      f"would go to {visibility} dataset {repo_id}:", markup=False, highlight=False, soft_wrap=True)
+        for line in plan_lines(plan):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
     else:
-        console.print(f"uploaded {len(result.files)} files to {visibility} dataset {repo_id}: {result.commit_url}")
+        console.print(f"uploaded {len(plan.files)} files, {human_size(plan.total_bytes)} ({plan.total_bytes} bytes), "
+                      f"to {visibility} dataset {repo_id}: {result.commit_url}", markup=False, highlight=False, soft_wrap=True)
 
 
 main.add_command(export_command)

@@ -5,20 +5,37 @@ has an access class that forbids public release (``manifests/sources.yaml``), un
 each such source's licence id with ``--accept-licence``. The output is verified against its manifest
 and must carry its dataset card before anything is sent. The token comes from ``HF_TOKEN`` or the
 standard token file (``huggingface_hub.get_token``) and is never printed.
+
+What is sent is decided by one rule, :data:`IGNORE_PATTERNS` (:data:`INTERNAL_FILES` by kind: hidden
+files, the build's ``_work/``, tokenize completion markers, ``*.partial`` writes, lock files and
+caches), applied the way ``upload_folder`` applies it (``huggingface_hub``'s own
+``filter_repo_objects``, with its default patterns): :func:`upload_plan` lists the files a dry run
+shows and the real upload passes the same patterns to ``upload_folder``, so both send the same files.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from huggingface_hub import HfApi, get_token
+from huggingface_hub.hf_api import DEFAULT_IGNORE_PATTERNS
+from huggingface_hub.utils import filter_repo_objects
 
 from pipelines.card import contributing_sources, load_sources
 from pipelines.manifest import Manifest
 from pipelines.verify import verify
 
-IGNORE_PATTERNS = [".*", "*/.*"]  # hidden files and folders stay local (fnmatch: "*" spans "/")
+INTERNAL_FILES = {  # kind -> fnmatch patterns on paths relative to OUT ("*" spans "/")
+    "hidden files and folders": [".*", "*/.*"],
+    "build work files (_work/)": ["_work/*", "*/_work/*"],
+    "tokenize completion markers (vq/_complete/)": ["_complete/*", "*/_complete/*"],
+    "partial writes (*.partial, *.tmp)": ["*.partial", "*.tmp"],
+    "lock files (*.lock)": ["*.lock", "*.lck"],
+    "caches": ["__pycache__/*", "*/__pycache__/*", "*.pyc", "cache-*.arrow", "*/cache-*.arrow"],
+}
+"""Files of an output folder that stay local: internal to the build, never part of the dataset."""
+IGNORE_PATTERNS = [pattern for patterns in INTERNAL_FILES.values() for pattern in patterns]
 
 
 class LicenceError(RuntimeError):
@@ -30,12 +47,36 @@ class PublishError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class PlannedFile:
+    path: str  # relative to the output folder, as in the repository
+    bytes: int
+
+
+@dataclass(frozen=True)
+class UploadPlan:
+    files: list[PlannedFile]  # what is sent, sorted by path
+    excluded: list[tuple[str, str]] = field(default_factory=list)  # (path, kind) of what stays local
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.bytes for f in self.files)
+
+    @property
+    def paths(self) -> list[str]:
+        return [f.path for f in self.files]
+
+
+@dataclass(frozen=True)
 class PublishResult:
     repo_id: str
-    files: list[str]
+    plan: UploadPlan
     private: bool
     dry_run: bool
     commit_url: str | None = None
+
+    @property
+    def files(self) -> list[str]:
+        return self.plan.paths
 
 
 def restricted_sources(manifest: dict, sources: dict) -> dict[str, dict]:
@@ -70,10 +111,54 @@ def licence_guard(manifest: dict, sources: dict, public: bool, accepted: tuple[s
                            + "\nPush privately (the default), or pass --accept-licence for each licence you accept.")
 
 
-def upload_plan(out_dir: Path) -> list[str]:
-    """Files that ``upload_folder`` will send: every file under the output except hidden ones."""
-    return sorted(path.relative_to(out_dir).as_posix() for path in out_dir.rglob("*")
-                  if path.is_file() and not any(part.startswith(".") for part in path.relative_to(out_dir).parts))
+def ignore_patterns() -> list[str]:
+    """What ``upload_folder`` is given (a fresh list: it appends its own defaults to the one it gets)."""
+    return list(IGNORE_PATTERNS)
+
+
+def internal_kind(path: str) -> str | None:
+    """The kind of internal file ``path`` (relative, posix) is, or None when it is part of the dataset."""
+    for kind, patterns in {**INTERNAL_FILES, "huggingface_hub defaults": DEFAULT_IGNORE_PATTERNS}.items():
+        if not list(filter_repo_objects([path], ignore_patterns=patterns)):
+            return kind
+    return None
+
+
+def upload_plan(out_dir: str | Path) -> UploadPlan:
+    """The files ``upload_folder`` sends with :func:`ignore_patterns` (listed and filtered as it does),
+    with their sizes, and the internal files it leaves out."""
+    out = Path(out_dir)
+    found = {path.relative_to(out).as_posix(): path for path in sorted(out.glob("**/*")) if path.is_file()}
+    sent = set(filter_repo_objects(found, ignore_patterns=ignore_patterns() + DEFAULT_IGNORE_PATTERNS))
+    return UploadPlan(
+        files=[PlannedFile(path, found[path].stat().st_size) for path in sorted(sent)],
+        excluded=[(path, internal_kind(path) or "?") for path in sorted(set(found) - sent)],
+    )
+
+
+def human_size(n: int) -> str:
+    """``1536`` -> ``1.5 KiB`` (binary units; bytes below 1 KiB as ``512 B``)."""
+    size, unit = float(n), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            break
+        size /= 1024
+    return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+
+
+def plan_lines(plan: UploadPlan) -> list[str]:
+    """The dry run's listing: one line per file (human-readable size, bytes, path), the total, and
+    the internal files left out, counted by kind."""
+    width = max((len(str(f.bytes)) for f in plan.files), default=1)
+    lines = [f"  {human_size(f.bytes):>10}  {f.bytes:>{width}}  {f.path}" for f in plan.files]
+    lines.append(f"total: {len(plan.files)} files, {human_size(plan.total_bytes)} ({plan.total_bytes} bytes)")
+    if plan.excluded:
+        kinds: dict[str, int] = {}
+        for _, kind in plan.excluded:
+            kinds[kind] = kinds.get(kind, 0) + 1
+        lines.append(f"left out: {len(plan.excluded)} internal files ("
+                     + ", ".join(f"{kind}: {n}" for kind, n in sorted(kinds.items())) + ")")
+    return lines
 
 
 def require_token() -> str:
@@ -87,7 +172,8 @@ def publish(out_dir: str | Path, repo_id: str, *, public: bool = False, accepted
             dry_run: bool = False, api: HfApi | None = None) -> PublishResult:
     """Verify, guard the licences, then create the dataset repo (if needed) and upload the folder.
 
-    With ``dry_run`` nothing leaves the machine: the result lists the files that would be sent.
+    With ``dry_run`` nothing leaves the machine: the result's plan lists the files that would be sent
+    (with sizes) and the internal files that stay local.
     """
     out = Path(out_dir)
     problems = verify(out)
@@ -96,9 +182,9 @@ def publish(out_dir: str | Path, repo_id: str, *, public: bool = False, accepted
     if not (out / "README.md").is_file():
         raise PublishError(f"{out / 'README.md'} is missing: write the dataset card with `cxr-instruct card {out}`")
     licence_guard(Manifest.read(str(out)), load_sources(), public, tuple(accepted))
-    files = upload_plan(out)
+    plan = upload_plan(out)
     if dry_run:
-        return PublishResult(repo_id=repo_id, files=files, private=not public, dry_run=True)
+        return PublishResult(repo_id=repo_id, plan=plan, private=not public, dry_run=True)
     api = api or HfApi(token=require_token())
     api.create_repo(repo_id, repo_type="dataset", private=not public, exist_ok=True)
     info = api.dataset_info(repo_id)
@@ -106,6 +192,6 @@ def publish(out_dir: str | Path, repo_id: str, *, public: bool = False, accepted
         raise PublishError(f"{repo_id} already exists and is public; a private push was asked for. "
                            "Make the repository private first, or choose another name.")
     commit = api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=str(out),
-                               commit_message="cxr-instruct build", ignore_patterns=IGNORE_PATTERNS)
-    return PublishResult(repo_id=repo_id, files=files, private=bool(info.private), dry_run=False,
+                               commit_message="cxr-instruct build", ignore_patterns=ignore_patterns())
+    return PublishResult(repo_id=repo_id, plan=plan, private=bool(info.private), dry_run=False,
                          commit_url=commit.commit_url)

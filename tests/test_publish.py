@@ -19,7 +19,8 @@ from huggingface_hub import HfApi
 from builds import synthetic_build
 from pipelines.card import load_sources, write_card
 from pipelines.cli import main
-from pipelines.publish import LicenceError, PublishError, licence_guard, publish, upload_plan
+from pipelines.publish import (IGNORE_PATTERNS, LicenceError, PublishError, human_size, licence_guard, publish,
+                               upload_plan)
 
 COMMIT_OID = "a" * 40
 
@@ -123,7 +124,7 @@ def test_private_upload_sends_every_file_of_the_output(build):
         result = publish(build, "someone/cxr-demo", api=api)
     repo = hub.repos["someone/cxr-demo"]
     assert repo["private"] is True
-    assert sorted(repo["files"]) == result.files == upload_plan(build)
+    assert sorted(repo["files"]) == result.files == upload_plan(build).paths
     for path, data in repo["files"].items():
         assert data == (build / path).read_bytes(), path
     assert {"README.md", "manifest.json", "rejects/rejects-00000-of-00001.parquet"} <= set(repo["files"])
@@ -179,13 +180,72 @@ def test_public_push_with_every_licence_accepted_goes_public(build):
     assert hub.repos["someone/accepted"]["private"] is False
 
 
-def test_cli_dry_run_lists_files_and_sends_nothing(build):
+INTERNAL = {  # what a killed or resumed build, the tokenizer, an editor or a loader leave in OUT
+    "_work/images/train-00000-of-00001.json": "build work files (_work/)",
+    "_work/rows/annotations/train/train-00000-of-00001.pkl": "build work files (_work/)",
+    "vq/_complete/train-00000-of-00001.json": "tokenize completion markers (vq/_complete/)",
+    "images/train-00000-of-00001.parquet.partial": "partial writes (*.partial, *.tmp)",
+    "instructions/m4cxr/weights.json.partial": "partial writes (*.partial, *.tmp)",
+    "build.lock": "lock files (*.lock)",
+    "annotations/.train.lock": "hidden files and folders",
+    "__pycache__/card.cpython-311.pyc": "caches",
+    "images/cache-1a2b3c.arrow": "caches",
+    ".cache/huggingface/download/x.metadata": "hidden files and folders",
+    ".DS_Store": "hidden files and folders",
+}
+
+
+@pytest.fixture
+def cluttered(build, tmp_path) -> tuple[Path, list[str]]:
+    """A copy of the build with internal files beside its own; the build's own files."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(build, out)
+    own = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    for path in INTERNAL:
+        (out / path).parent.mkdir(parents=True, exist_ok=True)
+        (out / path).write_bytes(b"internal")
+    return out, own
+
+
+def test_internal_files_are_neither_planned_nor_uploaded_by_one_rule(cluttered):
+    out, own = cluttered
+    plan = upload_plan(out)
+    assert plan.paths == own
+    assert dict(plan.excluded) == INTERNAL
+    assert [f.bytes for f in plan.files] == [(out / path).stat().st_size for path in own]
+    assert plan.total_bytes == sum((out / path).stat().st_size for path in own)
+    with FakeHub() as hub:
+        result = publish(out, "someone/clean", api=HfApi(endpoint=hub.endpoint, token="hf_dummy"))
+    assert sorted(hub.repos["someone/clean"]["files"]) == result.files == own
+    assert IGNORE_PATTERNS[:2] == [".*", "*/.*"] and len(set(IGNORE_PATTERNS)) == len(IGNORE_PATTERNS)
+    publish(out, "someone/again", dry_run=True)
+    assert upload_plan(out).paths == own  # the patterns are not changed by a push (upload_folder appends to its list)
+
+
+def test_human_sizes():
+    assert [human_size(n) for n in (0, 1023, 1024, 1536, 5 * 2**20 + 2**19, 3 * 2**30)] == [
+        "0 B", "1023 B", "1.0 KiB", "1.5 KiB", "5.5 MiB", "3.0 GiB"]
+
+
+def test_cli_dry_run_lists_every_file_with_its_size_and_the_total_and_sends_nothing(cluttered):
     from click.testing import CliRunner
 
-    result = CliRunner().invoke(main, ["publish", str(build), "--repo", "someone/x", "--dry-run"])
+    out, own = cluttered
+    result = CliRunner().invoke(main, ["publish", str(out), "--repo", "someone/x", "--dry-run"])
     assert result.exit_code == 0, result.output
-    assert "manifest.json" in result.output and "private" in result.output
-    refused = CliRunner().invoke(main, ["publish", str(build), "--repo", "someone/x", "--public", "--dry-run"])
+    lines = result.output.splitlines()
+    total = sum((out / path).stat().st_size for path in own)
+    assert lines[0] == f"dry run: {len(own)} files, {human_size(total)} ({total} bytes), would go to private dataset someone/x:"
+    listed = [line.split() for line in lines[1:1 + len(own)]]
+    for path, fields in zip(own, listed):
+        size = (out / path).stat().st_size
+        assert fields[-1] == path and fields[-2] == str(size) and " ".join(fields[:-2]) == human_size(size), fields
+    assert lines[1 + len(own)] == f"total: {len(own)} files, {human_size(total)} ({total} bytes)"
+    assert lines[2 + len(own)].startswith(f"left out: {len(INTERNAL)} internal files (")
+    assert not any(path in result.output for path in INTERNAL)
+    refused = CliRunner().invoke(main, ["publish", str(out), "--repo", "someone/x", "--public", "--dry-run"])
     assert refused.exit_code != 0 and "--accept-licence" in refused.output
 
 
