@@ -24,7 +24,7 @@ REPORTS = {
 def annotation_row(report, key="mimic/t1", source="mimic", mentions=None):
     mentions = mentions if mentions is not None else (extract_mentions(report) if report is not None else [])
     score = severity_ordinal(mentions)
-    return {"image_key": key, "source": source, "split": "validate", "report_text": report,
+    return {"image_key": key, "source": source, "split": "validation", "report_text": report,
             "mentions": [_mention_row(m) for m in mentions],
             "severity_ordinal": score, "severity_bucket": severity_bucket(score), "severity_tfidf": 0.5}
 
