@@ -161,7 +161,8 @@ def _span_label(gap: str, previous: str | None) -> str | None:
     return previous if gap.strip() in ("", ",") else None
 
 
-def decode_conversation(conversations: list[dict], convention: str | None, canvas: int) -> tuple[list[dict], str | None]:
+def decode_conversation(conversations: list[dict], convention: str | None,
+                        canvas: int) -> tuple[list[dict], str | None]:
     """The boxes and polygons written in each turn, as drawable shapes: role (``question`` for a
     human turn, ``answer`` for a gpt turn), turn number, UTF-16 span in the turn's text, label
     written before it, and canvas coordinates (``box`` [x1, y1, x2, y2]; ``rings`` [[x, y, x, y, ...]]).
@@ -356,11 +357,11 @@ def collect(out: Path, rows_per_task: int = DEFAULT_ROWS, rejects_per_reason: in
     image_counts = Counter(zip(image_table.column("source").to_pylist(), image_table.column("split").to_pylist())) \
         if image_table is not None else Counter()
 
-    reject_table = read_columns(table_files(out, "rejects"), ["key", "source", "stage", "kind", "level", "reason", "detail"])
+    reject_columns = ["key", "source", "stage", "kind", "level", "reason", "detail"]
+    reject_table = read_columns(table_files(out, "rejects"), reject_columns)
     groups: dict[tuple, list[list]] = defaultdict(list)
     for r in reject_table.to_pylist() if reject_table is not None else []:
-        groups[(r["source"], r["stage"], r["reason"])].append(
-            [r["key"], r["source"], r["stage"], r["kind"], r["level"], r["reason"], r["detail"]])
+        groups[(r["source"], r["stage"], r["reason"])].append([r[c] for c in reject_columns])
     rejects, reject_counts = [], []
     for group in sorted(groups, key=lambda g: tuple(v or "" for v in g)):
         members = groups[group]
@@ -414,7 +415,8 @@ def data_files(data: Collected) -> dict[str, str]:
         files[name] = f"PREVIEW.annotations({_json(name)},{_json(record)});\n"
     for start in range(0, len(data.rejects), CHUNK_REJECTS):
         part = data.rejects[start:start + CHUNK_REJECTS]
-        files[f"rejects-{start // CHUNK_REJECTS:05d}.js"] = f"PREVIEW.rejects({start // CHUNK_REJECTS},{_json(part)});\n"
+        number = start // CHUNK_REJECTS
+        files[f"rejects-{number:05d}.js"] = f"PREVIEW.rejects({number},{_json(part)});\n"
     return files
 
 

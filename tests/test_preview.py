@@ -296,6 +296,26 @@ def test_preview_is_deterministic_atomic_and_stays_inside_preview(build, preview
             assert str(build) not in path.read_text(encoding="utf-8"), path  # no local paths in the preview
 
 
+def test_a_preview_that_fails_half_way_leaves_the_previous_one_whole(build, preview, monkeypatch):
+    folder = preview.path.parent
+    before = _hashes(folder)
+    real_write = Path.write_bytes
+    calls = []
+
+    def failing_write(self, data):
+        calls.append(self)
+        if len(calls) == 5:
+            raise OSError("disk full")
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", failing_write)
+    with pytest.raises(OSError, match="disk full"):
+        write_preview(build, rows_per_task=3)
+    monkeypatch.undo()
+    assert {k: v for k, v in _hashes(folder).items() if not k.startswith(".staging-")} == before
+    assert write_preview(build, rows_per_task=8) == preview and _hashes(folder) == before  # staging cleaned
+
+
 def test_index_html_is_small_and_rows_live_in_chunks(preview, records):
     assert preview.path.stat().st_size < 8_000
     assert len(records) == preview.items
