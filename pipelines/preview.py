@@ -250,6 +250,9 @@ def row_record(row: dict, canvas: int) -> dict:
                 shape["label"] = target_boxes[i].get("label")
             else:
                 shape["label"] = _target_label(target)
+    questions = [s for s in shapes if s["role"] == "question"]
+    if len(questions) == 1 and questions[0]["label"] is None:  # "what is at [box]?": the target names it
+        questions[0]["label"] = _target_label(target) or ", ".join(target.get("labels") or []) or None
     gpt = [t["value"].strip() for t in conversations if t["from"] == "gpt"]
     negative = bool(gpt) and gpt[-1] in negative_answers(row["profile"], row["task"])
     if error:
