@@ -27,6 +27,7 @@ from apache_beam.pvalue import TaggedOutput
 from pipelines.grouping import pack, unpack_all
 from pipelines.image_stage import ImageStage, unit_entry, work_dir
 from pipelines.manifest import Manifest, input_fingerprints
+from pipelines.progress import Progress
 from pipelines.task_stage import RunTasks
 from pipelines.write import WriteFragments, WriteTables, prepare
 from schemas.config import BuildConfig
@@ -45,17 +46,26 @@ DEFAULT_BEAM_ARGS = ["--runner=FnApiRunner"]
 # ------------------------------------------------------------------ DoFns
 
 
+PROGRESS_EVERY = 500
+"""Records read or units joined between two progress reports."""
+
+
 class ReadSource(beam.DoFn):
     """Runs one source's reader: packed records (main) and annotations keyed by image, rejects, and
     ``((source, "emitted"), count)`` per source once the read is done."""
 
+    def __init__(self, progress: Progress):
+        self.progress = progress
+
     def process(self, source: tuple[str, str], image_sources: tuple[str, ...]):
         name, root = source
+        self.progress.started("read")
         emitted = Counter()
         for item in reader(name).read(root, image_sources=image_sources):
             if isinstance(item, Reject):
                 yield TaggedOutput("rejects", item)
-            elif isinstance(item, AnnotationRecord):
+                continue
+            if isinstance(item, AnnotationRecord):
                 emitted[item.source] += 1
                 yield TaggedOutput("annotations", (item.key, pack(item)))
             elif isinstance(item, SourceRecord):
@@ -63,6 +73,9 @@ class ReadSource(beam.DoFn):
                 yield item.key, pack(item)
             else:
                 raise TypeError(f"reader {name} yielded {type(item).__name__}, not a record or reject")
+            if emitted.total() % PROGRESS_EVERY == 0:
+                self.progress.add("read", PROGRESS_EVERY)
+        self.progress.add("read", emitted.total() % PROGRESS_EVERY)
         for source_name, count in sorted(emitted.items()):
             yield TaggedOutput("events", ((source_name, "emitted"), count))
 
@@ -71,16 +84,31 @@ class JoinUnits(beam.DoFn):
     """One image_key's packed records and annotations -> its unit (as the image stage's entry), or
     rejects for what cannot join."""
 
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.joined = 0
+
+    def start_bundle(self):
+        self.progress.started("join")
+
     def process(self, element):
         key, grouped = element
         for item in join_image(key, unpack_all(grouped["images"]), unpack_all(grouped["annotations"])):
             yield TaggedOutput("rejects", item) if isinstance(item, Reject) else unit_entry(item)
+        self.joined += 1
+        if self.joined == PROGRESS_EVERY:
+            self.finish_bundle()
+
+    def finish_bundle(self):
+        self.progress.add("join", self.joined)
+        self.joined = 0
 
 
 # ------------------------------------------------------------------ graph
 
 
-def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dict) -> None:
+def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dict,
+                progress: Progress = Progress(None)) -> None:
     sources = config.enabled_sources()
     image_sources = tuple(name for name in IMAGE_SOURCES if name in sources)
     profiles = [load_profile(name) for name in config.profiles]
@@ -89,25 +117,25 @@ def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dic
     read = (
         p
         | "Sources" >> beam.Create(sorted((name, source.root) for name, source in sources.items()))
-        | "Read sources" >> beam.ParDo(ReadSource(), image_sources).with_outputs(
+        | "Read sources" >> beam.ParDo(ReadSource(progress), image_sources).with_outputs(
             "annotations", "rejects", "events", main="images")
     )
     rejects, events = [read.rejects], [read.events]
     joined = (
         {"images": read.images, "annotations": read.annotations}
         | "Join on image_key" >> beam.CoGroupByKey()
-        | "Units and split" >> beam.ParDo(JoinUnits()).with_outputs("rejects", main="units")
+        | "Units and split" >> beam.ParDo(JoinUnits(progress)).with_outputs("rejects", main="units")
     )
     rejects.append(joined.rejects)
     roots = {name: src.root for name, src in sources.items()}
     per_image = joined.units | "Per-image stages" >> ImageStage(
-        out_dir, config.rows_per_shard.images, config.image_size, max_vertices, roots)
+        out_dir, config.rows_per_shard.images, config.image_size, max_vertices, roots, progress)
     rejects.append(per_image.rejects)
     events.append(per_image.events)
     # MediVLM-style severity: the IDF table is fitted on the train split only, then applied to all rows.
     severity_idf = per_image.severity_terms | "Fit severity IDF" >> beam.CombineGlobally(FitSeverityIdf())
     tasks = per_image.checkpoints | "Tasks per images shard" >> beam.ParDo(
-        RunTasks(out_dir, profiles, config.seed), idf_table=beam.pvalue.AsSingleton(severity_idf),
+        RunTasks(out_dir, profiles, config.seed, progress), idf_table=beam.pvalue.AsSingleton(severity_idf),
     ).with_outputs("rejects", "instruction_counts", main="fragments")
     rejects.append(tasks.rejects)
 
@@ -115,11 +143,11 @@ def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dic
     events.append(all_rejects | "Reject events" >> beam.Map(
         lambda r: ((r.source, f"{r.kind}:{r.stage}" if r.level == "record" else f"item-{r.kind}:{r.stage}:{r.reason}"),
                    1)))
-    written_rows = tasks.fragments | "Write" >> WriteFragments(out_dir, config.rows_per_shard.model_dump())
+    written_rows = tasks.fragments | "Write" >> WriteFragments(out_dir, config.rows_per_shard.model_dump(), progress)
     written_rejects = (
         all_rejects
         | "Reject rows" >> beam.Map(lambda r: prepare("rejects", "rejects", r.model_dump()))
-        | "Write rejects" >> WriteTables(out_dir, config.rows_per_shard.model_dump(), always=[("rejects", "rejects")])
+        | "Write rejects" >> WriteTables(out_dir, config.rows_per_shard.model_dump())
     )
     shards = (written_rows, written_rejects, per_image.shards) | "All shards" >> beam.Flatten()
 
@@ -148,13 +176,16 @@ def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dic
     )
 
 
-def run_build(config: BuildConfig, out_dir: str, beam_args: list[str] | None = None) -> dict:
-    """Run the build (and the tokenizer stage when the config has one); return the manifest."""
-    inputs = input_fingerprints(config)
+def run_build(config: BuildConfig, out_dir: str, beam_args: list[str] | None = None,
+              progress: Progress = Progress(None), inputs: dict | None = None) -> dict:
+    """Run the build (and the tokenizer stage when the config has one); return the manifest. The
+    stages report what they finish through ``progress`` (pipelines/progress.py); ``inputs`` are the
+    input fingerprints when the caller has already taken them."""
+    inputs = inputs if inputs is not None else input_fingerprints(config)
     io.map_large_allocations()  # a local runner's big PCollection buffers go back to the OS when spent
     options = PipelineOptions(beam_args if beam_args else DEFAULT_BEAM_ARGS)
     with beam.Pipeline(options=options) as p:
-        build_graph(p, config, out_dir, inputs)
+        build_graph(p, config, out_dir, inputs, progress)
     if io.exists(work_dir(out_dir)):  # manifest.json is written: the per-shard checkpoints are spent
         FileSystems.delete([work_dir(out_dir)])
     if config.tokenizer is not None:
@@ -162,5 +193,5 @@ def run_build(config: BuildConfig, out_dir: str, beam_args: list[str] | None = N
 
         tok = config.tokenizer
         run_tokenize(out_dir, tok.model, device=tok.device, batch_size=tok.batch_size, beam_args=beam_args,
-                     precision=tok.precision, vocabulary=tok.vocabulary)
+                     precision=tok.precision, vocabulary=tok.vocabulary, progress=progress)
     return Manifest.read(out_dir)

@@ -78,38 +78,81 @@ def synth(out: Path, studies: int, seed: int, faults: bool) -> None:
               help="Local worker processes (FnApiRunner multi_processing when > 1).")
 @click.pass_context
 def build(ctx: click.Context, config_path: str, out: str, runner: str, workers: int) -> None:
-    """Run the Beam build. Extra arguments are passed to Beam as pipeline options."""
+    """Run the Beam build. Extra arguments are passed to Beam as pipeline options.
+
+    A local run shows live progress per stage; every run writes OUT/run.json and prints its summary.
+    A finished build of the same inputs and config says so and stops at once."""
+    import time
+
     from pipelines.build import run_build
+    from pipelines.manifest import finished_build, input_fingerprints
+    from pipelines.progress import Progress, watching
+    from pipelines.run_record import run_record, write_run_record
     from schemas.config import load_config
 
+    started = time.time()
     config = load_config(config_path)
     beam_args = [f"--runner={runner}"]
     if workers > 1:
         beam_args += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
     beam_args += list(ctx.args)
-    with console.status("building (Beam pipeline running)"):
-        manifest = run_build(config, out, beam_args)
-    print_summary(manifest, out)
-    if not (manifest["checks"]["reconciled"] and manifest["checks"]["leakage_free"]):
+    with console.status("listing the inputs"):
+        inputs = input_fingerprints(config)
+    finished = finished_build(out, config, inputs)
+    if finished is not None:
+        console.print(f"{out} is already built from these inputs and this config (manifest.json); nothing to do",
+                      markup=False, highlight=False)
+        record = run_record(out, finished, {}, started, time.time(), outcome="already built")
+    else:
+        with watching(runner, console) as display:
+            manifest = run_build(config, out, beam_args, progress=display.reporter if display else Progress(None),
+                                 inputs=inputs)
+        record = run_record(out, manifest, display.state.record() if display else {}, started, time.time())
+        write_run_record(out, record)
+    print_summary(record)
+    if not (record["checks"]["reconciled"] and record["checks"]["leakage_free"]):
         console.print("[red]build checks failed: see manifest.json 'checks' and 'counts'[/red]")
         sys.exit(1)
 
 
-def print_summary(manifest: dict, out: str) -> None:
-    counts = Table(title="per source: read = written + rejected + filtered")
-    for column in ("source", "read", "written", "rejected", "filtered", "ok"):
-        counts.add_column(column, justify="right" if column not in ("source",) else "left")
-    for source, entry in manifest["counts"].items():
-        counts.add_row(source, str(entry["read"]), str(entry["written"]), str(sum(entry["rejected"].values())),
-                       str(sum(entry["filtered"].values())), "yes" if entry["reconciled"] else "NO")
+def print_summary(record: dict) -> None:
+    """The run record (pipelines/run_record.py) as tables: sources, reject reasons, stages, outputs."""
+    counts = Table(title="per source: read = written + rejected + filtered (records); items rejected or "
+                         "filtered inside written records", title_justify="left")
+    columns = ("source", "read", "written", "rejected", "filtered", "items rejected", "items filtered", "ok")
+    for column in columns:
+        counts.add_column(column, justify="left" if column == "source" else "right")
+    for source, entry in record["sources"].items():
+        counts.add_row(source, *(f"{entry[key]:,}" for key in ("read", "written", "rejected", "filtered",
+                                                                 "rejected_items", "filtered_items")),
+                       "yes" if entry["reconciled"] else "NO")
     console.print(counts)
-    tables = Table(title="tables (rows per split)")
+    if record["top_reject_reasons"]:
+        reasons = Table(title="most frequent reject reasons (all of them: the rejects table)", title_justify="left")
+        for column in ("count", "source", "stage", "kind", "reason"):
+            reasons.add_column(column, justify="right" if column == "count" else "left")
+        for entry in record["top_reject_reasons"]:
+            reasons.add_row(f"{entry['count']:,}", entry["source"], entry["stage"], entry["kind"], entry["reason"])
+        console.print(reasons)
+    if record["stages"]:
+        stages = Table(title="wall time per stage (stages overlap)", title_justify="left")
+        for column in ("stage", "items", "seconds"):
+            stages.add_column(column, justify="left" if column == "stage" else "right")
+        for stage, entry in record["stages"].items():
+            stages.add_row(stage, f"{entry['items']:,}", f"{entry['seconds']:.1f}")
+        stages.add_row("whole run", "", f"{record['wall_seconds']:.1f}")
+        console.print(stages)
+    tables = Table(title="tables (rows per split)", title_justify="left")
     tables.add_column("table")
     tables.add_column("rows per split")
-    for name, splits in manifest["tables"].items():
-        tables.add_row(name, ", ".join(f"{split} {n}" for split, n in splits.items()))
+    for name, splits in record["tables"].items():
+        tables.add_row(name, ", ".join(f"{split} {n:,}" for split, n in splits.items()))
     console.print(tables)
-    console.print(f"output: {out}")
+    outputs = record["outputs"]
+    console.print(f"output: {outputs['folder']}  (manifest: {outputs['manifest']}; this run: {outputs['run']})",
+                  markup=False, highlight=False, soft_wrap=True)
+    console.print(f"next: cxr-instruct audit {outputs['folder']}  (every row against its images), "
+                  f"cxr-instruct preview {outputs['folder']}", markup=False, highlight=False, soft_wrap=True)
 
 
 @main.command()

@@ -37,6 +37,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
 from pipelines.grouping import pack, unpack_all
+from pipelines.progress import Progress
 from pipelines.write import ROW_GROUP_ROWS, shard_path, stream_parquet, write_atomically
 from schemas.records import Reject
 from transforms import enrich, io
@@ -139,10 +140,12 @@ class ProcessImageShard(beam.DoFn):
     terms of its train rows and the shard's description (none when every image of the shard was rejected:
     then no images file is written). Reuses a verified checkpoint when there is one."""
 
-    def __init__(self, out_dir: str, image_size: int, max_vertices: int, roots: dict[str, str]):
+    def __init__(self, out_dir: str, image_size: int, max_vertices: int, roots: dict[str, str],
+                 progress: Progress = Progress(None)):
         self.out_dir = out_dir
         self.settings = {"image_size": image_size, "max_vertices": max_vertices}
         self.roots = roots
+        self.progress = progress
         self.reused = Metrics.counter("image_stage", "shards_reused")
         self.processed = Metrics.counter("image_stage", "shards_processed")
 
@@ -155,6 +158,7 @@ class ProcessImageShard(beam.DoFn):
 
     def process(self, element):
         (split, shard, num_shards), packed_units = element
+        self.progress.started("image")
         units = sorted(unpack_all(packed_units), key=lambda u: u.key)
         name = f"{split}-{shard:05d}-of-{num_shards:05d}"
         paths = {"shard": shard_path(self.out_dir, "images", split, shard, num_shards),
@@ -166,6 +170,7 @@ class ProcessImageShard(beam.DoFn):
             self.reused.inc()
             with io.open_binary(paths["checkpoint"]) as handle:
                 result = pickle.load(handle)
+            self.progress.add("image", len(units))  # done by an earlier run
         else:
             self.processed.inc()
             marker, result = self._process(units, paths, split, name, digest)
@@ -212,6 +217,7 @@ class ProcessImageShard(beam.DoFn):
             for unit in units:
                 row, part = run_unit(unit, self.settings["image_size"], self.settings["max_vertices"],
                                      self._where(unit))
+                self.progress.add("image", 1)
                 for attr in ("annotation_rows", "rejects", "events", "patients"):
                     getattr(result, attr).extend(getattr(part, attr))
                 if row is not None:
@@ -242,21 +248,28 @@ class ImageStage(beam.PTransform):
     ``patients``, ``severity_terms`` and ``shards`` (see :class:`ProcessImageShard`)."""
 
     def __init__(self, out_dir: str, rows_per_shard: int, image_size: int, max_vertices: int,
-                 roots: dict[str, str]):
+                 roots: dict[str, str], progress: Progress = Progress(None)):
         super().__init__()
         self.out_dir = out_dir
         self.rows_per_shard = rows_per_shard
         self.image_size = image_size
         self.max_vertices = max_vertices
         self.roots = roots
+        self.progress = progress
 
     def expand(self, entries):
-        rows_per_shard = self.rows_per_shard
+        rows_per_shard, progress = self.rows_per_shard, self.progress
+
+        def shards_of(split_count):
+            split, count = split_count
+            progress.add("image", total=count)  # the images this stage will process, split by split
+            return split, max(1, math.ceil(count / rows_per_shard))
+
         shards_per_split = (
             entries
             | "Unit split" >> beam.Map(lambda entry: (entry[0], 1))
             | "Units per split" >> beam.CombinePerKey(sum)
-            | "Shards per split" >> beam.Map(lambda kv: (kv[0], max(1, math.ceil(kv[1] / rows_per_shard))))
+            | "Shards per split" >> beam.Map(shards_of)
         )
 
         def assign(entry: tuple[str, str, bytes], shards: dict[str, int]):
@@ -269,6 +282,6 @@ class ImageStage(beam.PTransform):
             | "Assign images shard" >> beam.Map(assign, shards=beam.pvalue.AsDict(shards_per_split))
             | "Group images shard" >> beam.GroupByKey()
             | "Process images shard" >> beam.ParDo(
-                ProcessImageShard(self.out_dir, self.image_size, self.max_vertices, self.roots)
+                ProcessImageShard(self.out_dir, self.image_size, self.max_vertices, self.roots, progress)
             ).with_outputs(*OUTPUTS, main="checkpoints")
         )

@@ -123,6 +123,29 @@ def record_vq_outputs(out_dir: str) -> dict:
     return doc
 
 
+def finished_build(out_dir: str, config: BuildConfig, inputs: dict) -> dict | None:
+    """The manifest of ``out_dir`` when it is a finished build of exactly these inputs and this config by
+    this version (every listed output present at its size, ``vq/`` recorded when the config tokenizes);
+    None otherwise, and then the build has to run."""
+    path = io.join(out_dir, Manifest.FILE)
+    if not io.exists(path):
+        return None
+    try:
+        doc = Manifest.read(out_dir)
+    except (ValueError, OSError):
+        return None
+    same = (doc.get("config") == config.model_dump(mode="json") and doc.get("inputs") == inputs
+            and doc.get("versions", {}).get("cxr-instruct") == versions()["cxr-instruct"]
+            and (config.tokenizer is None or "tokenizer" in doc))
+    if not same:
+        return None
+    for entry in doc["outputs"]:
+        found = FileSystems.match([io.join(out_dir, entry["path"])])[0].metadata_list
+        if [m.size_in_bytes for m in found] != [entry["bytes"]]:
+            return None
+    return doc
+
+
 class Manifest:
     """Built in the driver with what is known up front; written by the pipeline's last step."""
 

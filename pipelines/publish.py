@@ -7,8 +7,8 @@ and must carry its dataset card before anything is sent. The token comes from ``
 standard token file (``huggingface_hub.get_token``) and is never printed.
 
 What is sent is decided by one rule, :data:`IGNORE_PATTERNS` (:data:`INTERNAL_FILES` by kind: hidden
-files, the build's ``_work/``, tokenize completion markers, ``*.partial`` writes, lock files and
-caches), applied the way ``upload_folder`` applies it (``huggingface_hub``'s own
+files, the build's ``_work/``, tokenize completion markers, ``*.partial`` writes, the local run record
+``run.json``, lock files and caches), applied the way ``upload_folder`` applies it (``huggingface_hub``'s own
 ``filter_repo_objects``, with its default patterns): :func:`upload_plan` lists the files a dry run
 shows and the real upload passes the same patterns to ``upload_folder``, so both send the same files.
 """
@@ -31,6 +31,7 @@ INTERNAL_FILES = {  # kind -> fnmatch patterns on paths relative to OUT ("*" spa
     "build work files (_work/)": ["_work/*", "*/_work/*"],
     "tokenize completion markers (vq/_complete/)": ["_complete/*", "*/_complete/*"],
     "partial writes (*.partial, *.tmp)": ["*.partial", "*.tmp"],
+    "the local run record (local paths and times)": ["run.json"],
     "lock files (*.lock)": ["*.lock", "*.lck"],
     "caches": ["__pycache__/*", "*/__pycache__/*", "*.pyc", "cache-*.arrow", "*/cache-*.arrow"],
 }

@@ -18,6 +18,7 @@ import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
 from pipelines.image_stage import Checkpoint, work_dir
+from pipelines.progress import Progress
 from pipelines.write import Fragment, prepare, write_fragment
 from schemas.records import Reject
 from transforms import enrich, io
@@ -72,12 +73,14 @@ class RunTasks(beam.DoFn):
     """:class:`Checkpoint` -> one :class:`Fragment` per (table_dir, split) with rows; tagged outputs
     ``rejects`` (failed task groups) and ``instruction_counts`` (``((profile, task, source, split), n)``)."""
 
-    def __init__(self, out_dir: str, profiles: list, seed: int):
+    def __init__(self, out_dir: str, profiles: list, seed: int, progress: Progress = Progress(None)):
         self.out_dir = out_dir
         self.profiles = profiles
         self.seed = seed
+        self.progress = progress
 
     def process(self, checkpoint: Checkpoint, idf_table: dict):
+        self.progress.started("tasks")
         with io.open_binary(checkpoint.path) as handle:
             annotation_rows = pickle.load(handle).annotation_rows
         rows = sorted((enrich.add_severity_tfidf(row, idf_table) for row in annotation_rows),
@@ -103,3 +106,4 @@ class RunTasks(beam.DoFn):
             yield Fragment(table_dir, split, checkpoint.name, path, len(prepared_rows))
         for cell, count in sorted(cells.items()):
             yield TaggedOutput("instruction_counts", (cell, count))
+        self.progress.add("tasks", len(rows))

@@ -39,9 +39,11 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 from datasets import Features
+from rich.console import Console
 
 import manifests
 from pipelines.manifest import Manifest, record_vq_outputs
+from pipelines.progress import Progress, watching
 from schemas.tables import CODES_PER_IMAGE, REJECTS, VQ
 from transforms.enrich import kebab
 from transforms.io import sha256_if_exists, sha256_of
@@ -69,6 +71,12 @@ def image_shards(out_dir: str) -> list[str]:
     if not names:
         raise FileNotFoundError(f"no images/*.parquet under {out_dir}: run `cxr-instruct build` first")
     return names
+
+
+def image_rows(out_dir: str, shard: str) -> int:
+    """Rows of one images shard, from its Parquet footer."""
+    with FileSystems.open(FileSystems.join(out_dir, "images", shard)) as handle:
+        return pq.ParquetFile(handle).metadata.num_rows
 
 
 def vq_path(out_dir: str, *parts: str) -> str:
@@ -245,7 +253,7 @@ class VqganModelHandler(ModelHandler[np.ndarray, np.ndarray, Any]):
 
 
 def build_graph(p: beam.Pipeline, out_dir: str, shards: list[str], handler: VqganModelHandler,
-                lm_ids: np.ndarray, fingerprint_id: str, image_size: int) -> None:
+                lm_ids: np.ndarray, fingerprint_id: str, image_size: int, progress: Progress = Progress(None)) -> None:
     row_group_rows = settings()["row_group_rows"]
     planned = p | "Pending shards" >> beam.Create(shards)
     images = (
@@ -271,12 +279,13 @@ def build_graph(p: beam.Pipeline, out_dir: str, shards: list[str], handler: Vqga
         | "Merge" >> beam.Flatten()
         | "Group shard" >> beam.GroupByKey()
         | "Write shard" >> beam.Map(write_shard, out_dir, fingerprint_id, row_group_rows)
+        | "Report progress" >> beam.Map(lambda marker: progress.add("tokenize", marker["rows"] + marker["rejects"]))
     )
 
 
 def run_tokenize(out_dir: str, model_dir: str, device: str = "cpu", batch_size: int | None = None,
                  beam_args: list[str] | None = None, precision: str | None = None,
-                 vocabulary: str | None = None) -> dict:
+                 vocabulary: str | None = None, progress: Progress = Progress(None)) -> dict:
     """Tokenize every not-yet-complete images shard of a build output; return a summary.
 
     ``vocabulary``: Chameleon's ``text_tokenizer.json`` for the code -> LM id map (default code + 4).
@@ -292,10 +301,12 @@ def run_tokenize(out_dir: str, model_dir: str, device: str = "cpu", batch_size: 
     pending = [shard for shard in shards if shard not in done]
     write_bytes(vq_path(out_dir, FINGERPRINT_FILE), json.dumps(fingerprint, indent=2, sort_keys=True).encode() + b"\n")
     if pending:
+        progress.started("tokenize")
+        progress.add("tokenize", total=sum(image_rows(out_dir, shard) for shard in pending))
         handler = VqganModelHandler(str(model_dir), device, batch_size or config["batch_size"], precision,
                                     config["accelerator_hint"])
         with beam.Pipeline(options=PipelineOptions(beam_args if beam_args else DEFAULT_BEAM_ARGS)) as p:
-            build_graph(p, out_dir, pending, handler, mapping.ids, fingerprint["id"], config["image_size"])
+            build_graph(p, out_dir, pending, handler, mapping.ids, fingerprint["id"], config["image_size"], progress)
     written = [read_json(marker_path(out_dir, shard)) for shard in pending]
     if FileSystems.exists(FileSystems.join(out_dir, Manifest.FILE)):  # a build's output: list vq/ in its manifest
         record_vq_outputs(out_dir)
@@ -330,7 +341,9 @@ def tokenize_command(ctx: click.Context, out: str, model_dir: str, device: str, 
     beam_args = [f"--runner={runner}"]
     if workers > 1:
         beam_args += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
-    summary = run_tokenize(out, model_dir, device, batch_size, beam_args + list(ctx.args), precision, vocabulary)
+    with watching(runner, Console()) as display:
+        summary = run_tokenize(out, model_dir, device, batch_size, beam_args + list(ctx.args), precision, vocabulary,
+                               progress=display.reporter if display else Progress(None))
     click.echo(f"tokenizer {summary['tokenizer']}: {summary['images']} images encoded, "
                f"{summary['rejects']} rejected, {len(summary['written'])} shards written, "
                f"{len(summary['skipped'])} already complete")

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.grouping import pack, unpack
+from pipelines.progress import Progress
 from schemas.tables import ROW_KEY, arrow_schema
 from transforms.hashing import shard_of
 
@@ -156,18 +157,14 @@ def write_shard(out_dir: str, element) -> list[dict]:
 
 
 class WriteTables(beam.PTransform):
-    """Prepared rows (:func:`prepare`) -> shard files; outputs one description per file written.
+    """Prepared rows (:func:`prepare`) -> shard files; outputs one description per file written. No
+    zero-row shard is written, so a table with no rows gets no file (an empty rejects table is simply
+    absent, and the manifest and card list no ``rejects`` table)."""
 
-    ``always`` names (table_dir, split) pairs that enter the shard plan even when they have no rows;
-    no zero-row shard is written, so such a pair with no rows gets no file (an empty rejects table is
-    simply absent, and the manifest and card list no ``rejects`` table).
-    """
-
-    def __init__(self, out_dir: str, rows_per_shard: dict[str, int], always: list[tuple[str, str]] = ()):
+    def __init__(self, out_dir: str, rows_per_shard: dict[str, int]):
         super().__init__()
         self.out_dir = out_dir
         self.rows_per_shard = rows_per_shard
-        self.always = list(always)
 
     def expand(self, rows):
         rows_per_shard = self.rows_per_shard
@@ -177,11 +174,8 @@ class WriteTables(beam.PTransform):
             return (table_dir, split), max(1, math.ceil(count / rows_per_shard[table_of(table_dir)]))
 
         counts = (
-            (
-                rows | "Count key" >> beam.Map(lambda prepared: ((prepared[0], prepared[1]), 1)),
-                rows.pipeline | "Always" >> beam.Create([(pair, 0) for pair in self.always]),
-            )
-            | "Merge counts" >> beam.Flatten()
+            rows
+            | "Count key" >> beam.Map(lambda prepared: ((prepared[0], prepared[1]), 1))
             | "Sum per split" >> beam.CombinePerKey(sum)
             | "Shards per split" >> beam.Map(num_shards)
         )
@@ -263,18 +257,31 @@ class WriteFragments(beam.PTransform):
     pass through the runner: each writer reads the slices of the fragments its shard covers. The
     layout depends only on the fragments, so names and bytes are identical on every run and runner."""
 
-    def __init__(self, out_dir: str, rows_per_shard: dict[str, int]):
+    def __init__(self, out_dir: str, rows_per_shard: dict[str, int], progress: Progress = Progress(None)):
         super().__init__()
         self.out_dir = out_dir
         self.rows_per_shard = rows_per_shard
+        self.progress = progress
 
     def expand(self, fragments):
-        out_dir, rows_per_shard = self.out_dir, self.rows_per_shard
+        out_dir, rows_per_shard, progress = self.out_dir, self.rows_per_shard, self.progress
+
+        def plan(element):
+            progress.started("write")
+            plans = plan_fragment_shards(element, rows_per_shard)
+            progress.add("write", total=len(plans))
+            return plans
+
+        def write(element):
+            written = write_fragment_shard(out_dir, element)
+            progress.add("write", 1)
+            return written
+
         return (
             fragments
             | "Key by table" >> beam.Map(lambda f: ((f.table_dir, f.split), f))
             | "Group fragments" >> beam.GroupByKey()
-            | "Plan shards" >> beam.FlatMap(plan_fragment_shards, rows_per_shard)
+            | "Plan shards" >> beam.FlatMap(plan)
             | "Spread shards" >> beam.Reshuffle()
-            | "Write shard" >> beam.FlatMap(lambda element: write_fragment_shard(out_dir, element))
+            | "Write shard" >> beam.FlatMap(write)
         )

@@ -186,6 +186,7 @@ INTERNAL = {  # what a killed or resumed build, the tokenizer, an editor or a lo
     "vq/_complete/train-00000-of-00001.json": "tokenize completion markers (vq/_complete/)",
     "images/train-00000-of-00001.parquet.partial": "partial writes (*.partial, *.tmp)",
     "instructions/m4cxr/weights.json.partial": "partial writes (*.partial, *.tmp)",
+    "run.json": "the local run record (local paths and times)",
     "build.lock": "lock files (*.lock)",
     "annotations/.train.lock": "hidden files and folders",
     "__pycache__/card.cpython-311.pyc": "caches",

@@ -30,8 +30,7 @@ def instruction(i: int, split: str) -> dict:
 def run(out: Path, rows, order_seed: int):
     rows = sorted(rows, key=lambda r: hashlib.sha256(f"{order_seed}{r[2]}".encode()).hexdigest())
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
-        (p | beam.Create([prepare(*row) for row in rows]) | WriteTables(str(out), {"instructions": 40, "rejects": 1000},
-                                             always=[("rejects", "rejects")]))
+        (p | beam.Create([prepare(*row) for row in rows]) | WriteTables(str(out), {"instructions": 40, "rejects": 1000}))
 
 
 def checksums(root: Path) -> dict:
