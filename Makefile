@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := build/demo
 STUDIES ?= 40
+EXTRAS := test,tokenizer,loader,chexbert
 
 # Real label files (PadChest, SIIM, VinDr-Kaggle rows) ship inside this wheel; tests read them in
 # place at test time and never copy them (see tests/realdata.py). Skipped with a message when offline.
@@ -12,11 +13,16 @@ TXV_WHEEL := build/cache/torchxrayvision-1.5.7-py3-none-any.whl
 
 .PHONY: demo test install clean
 
+# One line per step; pip itself stays quiet (its per-package lines would flood the output).
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,tokenizer,loader,chexbert]'
-	touch $(STAMP)
+	@if test -x $(BIN)/python; then echo "install: using the virtualenv $(VENV)/"; \
+	else echo "install: creating the virtualenv $(VENV)/ with $(PYTHON)"; $(PYTHON) -m venv $(VENV); fi
+	@echo "install: upgrading pip"
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "install: pip install -e '.[$(EXTRAS)]': about 2.3 GB, mostly torch; a first download takes minutes"
+	@$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	@touch $(STAMP)
+	@echo "install: done, $(VENV)/ is ready"
 
 install: $(STAMP)
 
@@ -24,7 +30,7 @@ demo: $(STAMP)
 	rm -rf $(DEMO)
 	$(BIN)/cxr-instruct synth --out $(DEMO)/corpus --studies $(STUDIES) --seed 0
 	$(BIN)/cxr-instruct tokenizer tiny --out $(DEMO)/tiny-tokenizer
-	printf 'tokenizer:\n  model: ../tiny-tokenizer\n' >> $(DEMO)/corpus/build.yaml
+	printf 'tokenizer:\n  model: ../tiny-tokenizer\n  batch_size: 4\n' >> $(DEMO)/corpus/build.yaml
 	$(BIN)/cxr-instruct build --config $(DEMO)/corpus/build.yaml --out $(DEMO)/out
 	$(BIN)/cxr-instruct card $(DEMO)/out
 	$(BIN)/cxr-instruct preview $(DEMO)/out

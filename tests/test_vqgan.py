@@ -95,7 +95,7 @@ def test_direct_encode_equals_hf_encode_on_reference_pixels(tiny_dir):
     images = gray_images(3)
     codes = tokenizer.encode_codes(images)
     assert codes.shape == (3, 1024) and codes.dtype == np.int16
-    assert codes.min() >= 0 and codes.max() < 8192 and len(np.unique(codes)) > 50
+    assert codes.min() >= 0 and codes.max() < 1024 and len(np.unique(codes)) > 50  # tiny codebook: 1024
     with torch.inference_mode():
         output = tokenizer.model.encode(torch.from_numpy(vqgan.reference_pixels(images)))
     assert np.array_equal(codes, output.image_tokens.view(3, 1024).numpy())
@@ -110,6 +110,34 @@ def test_bf16_trunk_keeps_shapes_and_quantizes_in_fp32(tiny_dir):
     assert model.quantize.embedding.weight.dtype == torch.float32
     with pytest.raises(ValueError, match="precision"):
         vqgan.Tokenizer(model, torch.device("cpu"), "fp16")
+
+
+def forward_flops(model) -> int:
+    """2 x the multiply-adds of every convolution on one 512^2 image, plus the codebook distances."""
+    macs = 0
+
+    def count(module, _inputs, output):
+        nonlocal macs
+        macs += output.numel() * module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    with torch.inference_mode():
+        model.encode(torch.zeros(1, 3, 512, 512))
+    for hook in hooks:
+        hook.remove()
+    return 2 * (macs + 1024 * model.config.num_embeddings * model.config.embed_dim)
+
+
+def test_tiny_model_keeps_the_real_grid_at_a_fraction_of_the_cost(tiny_dir):
+    """The demo and test model: Chameleon's class, resolution and number of levels (four stride-2
+    downsamples: 512^2 -> 32 x 32 codes), at under 1% of the real model's forward FLOPs, so `make demo`
+    tokenizes its images in seconds on a CPU (manifests/tokenizer.yaml, tiny_config)."""
+    model = vqgan.load_model(tiny_dir)
+    tiny, real = model.config, vqgan.chameleon_config()
+    assert type(model).__name__ == "ChameleonVQVAE"
+    assert tiny.resolution == real.resolution == 512
+    assert len(tiny.channel_multiplier) == len(real.channel_multiplier) == 5
+    assert forward_flops(model) < 0.01 * float(vqgan.settings()["flops_per_image"])  # 2.2 of 554 GFLOP
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")

@@ -57,7 +57,8 @@ def chameleon_config(**overrides) -> ChameleonVQVAEConfig:
 
 
 def tiny_config() -> ChameleonVQVAEConfig:
-    """A small config of the same architecture (still 1024 codes per 512^2 image), for tests/demo."""
+    """A small config of the same model class (still 1024 codes per 512^2 image, from a 1024-entry
+    codebook), for tests and the demo; why it is shaped so: ``manifests/tokenizer.yaml``."""
     return chameleon_config(**settings()["tiny_config"])
 
 
