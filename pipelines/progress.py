@@ -123,10 +123,15 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+IDLE = 2.0
+"""Seconds without an event after which a stage's time stops at its last event (it is done or waiting)."""
+
+
 def stage_line(stage: str, state: StageState, now: float, started: float) -> list[str]:
     """Stage, done (of total), rate, elapsed and ETA as display cells."""
     if state.first is None:
         return [stage, "waiting", "", "", ""]
+    now = now if now - state.last < IDLE else state.last
     elapsed = max(now - state.first, 1e-9)
     rate = state.done / elapsed
     count = f"{state.done:,}" + (f" / {state.total:,}" if state.total else "") + f" {UNITS[stage]}"

@@ -95,3 +95,5 @@ def test_a_stage_line_shows_rate_and_eta_once_a_total_is_known():
                                                   now, 0.0)
     assert (count, rate, elapsed, eta) == ("50 / 200 images", "5.0/s", "0:10", "0:30")
     assert stage_line("read", StageState(done=9, first=997.0, last=1000.0), now, 0.0)[4] == "-"
+    idle = stage_line("read", StageState(done=30, first=900.0, last=910.0), now, 0.0)  # done 90 s ago
+    assert idle[2:4] == ["3.0/s", "0:10"]  # its rate and time over its own span, not until now
