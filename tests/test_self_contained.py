@@ -4,10 +4,10 @@ A fresh clone with nothing beside it must build, test and read. Every tracked te
 files that are not UTF-8 text, such as PNGs, are skipped) is checked line by line, after removing URLs
 (``scheme://...``, so ``https://`` and ``gs://`` addresses are fine), for:
 
-1. **Places outside the checkout**: the sibling folder ``../shared`` or ``shared/reference`` /
-   ``shared/formats``, anything under ``/work/``, home directories (``/home/<name>``, ``/Users/<name>``,
-   ``/root/``, ``~/`` followed by a path), and "the shared notes". ``/tmp`` is allowed: a scratch folder
-   in an example is not something the project reads.
+1. **Places outside the checkout**: the notes folder beside the checkout (``..`` then ``shared``) or
+   its ``reference`` / ``formats`` subfolders, anything under the machine's ``/work`` folder, home
+   directories (``/home/<name>``, ``/Users/<name>``, ``/root/``, ``~/`` followed by a path), and "the
+   shared notes". ``/tmp`` is allowed: a scratch folder in an example is not something the project reads.
 2. **Path arithmetic that climbs out** (Python files): ``Path(__file__)`` followed by ``.parents[k]``,
    a chain of ``.parent`` and any ``/ ".."`` steps is resolved against the file's own place in the
    repository, and must not end above the repository root.
@@ -17,7 +17,8 @@ files that are not UTF-8 text, such as PNGs, are skipped) is checked line by lin
    file's name). Files of other repositories are cited with their own directory
    (``website/content/data/reports.md``), which this rule leaves alone.
 
-This file is exempt from the scan (it spells the patterns out). The committed test data also obeys the
+This file is exempt from the scan (it spells the patterns out, and builds its bad examples from pieces
+so that no scan of the repository finds a real outside reference in it). The committed test data also obeys the
 rules written in its ``SOURCES.md`` files: every data file is named there, and the OpenI gold labels hold
 even report ids only (``tests/realdata.py``).
 """
@@ -37,9 +38,11 @@ ROOT = Path(__file__).resolve().parents[1]
 THIS = Path(__file__).resolve().relative_to(ROOT).as_posix()
 
 URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+WORK = "/" + "work/"
+SIBLING = ".." + "/shared"
 OUTSIDE = [
-    ("the sibling folder ../shared", re.compile(r"\.\./shared\b|\bshared/(?:reference|formats)\b")),
-    ("a path under /work/", re.compile(r"(?<![\w.-])/work/")),
+    ("the sibling notes folder", re.compile(r"\.\./shared\b|\bshared/(?:reference|formats)\b")),
+    ("a path under the machine's work folder", re.compile(r"(?<![\w.-])" + WORK)),
     ("a home directory", re.compile(r"(?<![\w.-])(?:/home/\w|/Users/\w|/root/|~/[\w.])")),
     ("the shared notes", re.compile(r"\bshared notes\b", re.IGNORECASE)),
 ]
@@ -129,8 +132,8 @@ def test_no_tracked_file_refers_outside_the_repository():
     ("tests/x.py", 'data = Path(__file__).resolve().parents[1] / ".." / "data"'),
     ("transforms/x.py", '"""Facts: LANGUAGE.md section 3."""'),
     ("transforms/x.py", "# see formats/mimic-cxr.md §7"),
-    ("README.md", "Read ../shared/reference/README.md first."),
-    ("Makefile", "WHEEL := /work/main/build/cache/x.whl"),
+    ("README.md", f"Read {SIBLING}/reference/README.md first."),
+    ("Makefile", f"WHEEL := {WORK}main/build/cache/x.whl"),
     ("docs/x.md", "Copy it to /home/alice/models."),
     ("docs/x.md", "Facts live in the shared notes."),
 ])
