@@ -10,12 +10,12 @@ document; the command prints a table and exits non-zero when any contradiction i
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from pipelines.write import write_atomically
 from transforms.audit import KINDS, audit_row, facts_from_annotation
 
 FILE = "audit.json"
@@ -70,11 +70,6 @@ def audit(out_dir: str | Path) -> dict:
         "kinds": KINDS,
         "examples": {kind: examples[kind] for kind in KINDS if examples[kind]},
     }
-    _write_atomically(out_dir / FILE, json.dumps(document, indent=2) + "\n")
+    payload = json.dumps(document, indent=2).encode("utf-8") + b"\n"
+    write_atomically(str(out_dir / FILE), lambda handle: handle.write(payload))
     return document
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)

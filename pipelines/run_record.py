@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from pipelines.write import write_atomically
 from transforms import io
 
 FILE = "run.json"
@@ -70,11 +71,6 @@ def run_record(out_dir: str, manifest: dict, stages: dict, started: float, finis
 
 
 def write_run_record(out_dir: str, record: dict) -> None:
-    """``OUT/run.json``, written under a temporary name and renamed (copied then deleted on object stores)."""
-    path = io.join(out_dir, FILE)
-    partial = path + ".partial"
-    with FileSystems.create(partial) as handle:
-        handle.write(json.dumps(record, indent=2).encode("utf-8") + b"\n")
-    if io.exists(path):
-        FileSystems.delete([path])
-    FileSystems.rename([partial], [path])
+    """``OUT/run.json``, written under a temporary name and renamed."""
+    payload = json.dumps(record, indent=2).encode("utf-8") + b"\n"
+    write_atomically(io.join(out_dir, FILE), lambda handle: handle.write(payload))

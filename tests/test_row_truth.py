@@ -209,11 +209,9 @@ def test_the_audit_catches_planted_contradictions(build):
     grounding = _first(rows, "finding_grounding", lambda r, t: t["present"])
     moved = [{**box, "box": [min(v + 0.2, 1.0) for v in box["box"]]} for box in json.loads(grounding["target"])["boxes"]]
     assert "box-not-annotated" in _kinds(_with_target(grounding, boxes=moved), facts)
-    absent = _first(rows, "finding_grounding", lambda r, t: not t["present"])
-    present_label = next(b.label for b in facts[absent["image_keys"][0]].lesion_boxes) if facts[
-        absent["image_keys"][0]].lesion_boxes else None
-    if present_label:
-        assert "negative-for-present" in _kinds(_with_target(absent, label=present_label), facts)
+    absent = _first(rows, "finding_grounding", lambda r, t: not t["present"] and facts[r["image_keys"][0]].lesion_boxes)
+    present_label = facts[absent["image_keys"][0]].lesion_boxes[0].label
+    assert "negative-for-present" in _kinds(_with_target(absent, label=present_label), facts)
     lateral = next(key for key, f in facts.items() if f.view == "LATERAL" and f.source == "mimic")
     location = _first(rows, "location_classification")
     moved_row = {**location, "image_keys": [lateral], "split": facts[lateral].split}

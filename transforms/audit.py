@@ -21,15 +21,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-import manifests
 from transforms import comparisons
+from transforms.enrich import MIN_RING_AREA
 from transforms.geometry import render_box, render_polygon
 from transforms.labels import NO_FINDING
 from transforms.masks import signed_area
 from transforms.reports import clean_text, sentence_spans
 from transforms.tasks import FINDING_PHRASES, Profile, load_profile
 from transforms.tasks.grounding import CONSENSUS_READER, absent_labels, box_role, is_multi_reader
-from transforms.tasks.report import labels_of_text
+from transforms.tasks.report import labels_of_text, positive_observations, single_image_text
 from transforms.tasks.segmentation import CONFIG as SEGMENTATION
 from transforms.templates import load_template_set
 from transforms.views import is_frontal
@@ -66,7 +66,6 @@ _SIDES = ("left", "right")
 _SIDE_WORDS = re.compile(r"\b(?:left|right|bilateral(?:ly)?|both (?:lungs|sides|bases|apices))\b", re.IGNORECASE)
 _UNENGLISH = tuple(sorted(name.lower() for name, phrase in FINDING_PHRASES.items() if name.lower() not in phrase))
 """Taxonomy names that are category labels, not English (their own phrase does not contain them)."""
-MIN_RING_AREA: float = manifests.load("grounding.yaml")["mask_polygons"]["min_ring_area"]
 _BOX_TEXT = {
     "bins1000": re.compile(r"(?:<bin_\d+>){4}"),
     "percent": re.compile(r"\[\d+, \d+, \d+, \d+\]"),
@@ -421,7 +420,7 @@ def _structure(r: _Row) -> None:
 
 
 def _phrase_pairs(r: _Row, pairs: list[tuple[str, str]]) -> None:
-    stated = {(region, comparisons.single_image_text(clean_text(phrase))[0]) for region, phrase in r.first.region_phrases}
+    stated = {(region, single_image_text(phrase)[0]) for region, phrase in r.first.region_phrases}
     for region, phrase in pairs:
         if (region, phrase) not in stated:
             r.flag("box-not-annotated", f"{region!r} is not linked to {phrase!r} on the image")
@@ -484,8 +483,7 @@ def _sentences(text: str) -> list[str]:
 def _findings_list(r: _Row, text: str, listed: list[str], images: list[ImageFacts]) -> None:
     """A chain-of-thought list: the positives of its report text, none of them absent on the images,
     and a 'none' answer only when nothing is present."""
-    wanted = {1.0, -1.0} if r.profile.uncertain == "positive" else {1.0}
-    positives = {name for name, value in labels_of_text(text) if value in wanted and name != NO_FINDING}
+    positives = set(positive_observations(list(labels_of_text(text)), r.profile.uncertain))
     if set(listed) != positives:
         r.flag("findings-list-disagrees", f"listed {sorted(listed)}, text positives {sorted(positives)}")
     for name in listed:

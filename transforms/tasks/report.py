@@ -79,12 +79,12 @@ def target_attribute_prompt(row: dict, target_text: str) -> str:
     """The attribute prompt of the positive mentions whose sentence, as a single-image target words it,
     is in the target text."""
     return attribute_prompt(AttributeMention.from_row(m) for m in row["mentions"] or ()
-                            if m["presence"] == 1 and (sentence := cleaned_sentence(m["sentence"]))
+                            if m["presence"] == 1 and (sentence := single_image_sentence(m["sentence"]))
                             and sentence in target_text)
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
-def cleaned_sentence(sentence: str) -> str:
+def single_image_sentence(sentence: str) -> str:
     """A mention's sentence as a single-image target words it (cleaned, comparison rewritten out)."""
     return single_image_text(sentence)[0]
 
@@ -177,7 +177,7 @@ def generate_report_cot(row: dict, profile: Profile, seed: int) -> list[dict]:
                             target={**target, "findings": positives}, template_id=f"{first.id}+{second.id}")]
 
 
-CACHED = (single_image_text, labels_of_text, cleaned_sentence)
+CACHED = (single_image_text, labels_of_text, single_image_sentence)
 """The memoised text functions (benchmarks clear them to time cold passes)."""
 
 GENERATORS = {REPORT: generate_report, WITH_ATTRIBUTES: generate_report_with_attributes, COT: generate_report_cot}
