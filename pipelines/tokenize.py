@@ -44,6 +44,7 @@ from rich.console import Console
 import manifests
 from pipelines.manifest import Manifest, record_vq_outputs
 from pipelines.progress import Progress, watching
+from pipelines.write import remove_if_exists
 from schemas.tables import CODES_PER_IMAGE, REJECTS, VQ
 from transforms.enrich import kebab
 from transforms.io import sha256_if_exists, sha256_of
@@ -100,8 +101,7 @@ def write_bytes(path: str, data: bytes) -> None:
 def write_rows(path: str, features: Features, rows: list[dict], row_group_rows: int) -> str | None:
     """``rows`` as a Parquet file at ``path``; its sha256. No rows: no file (an earlier one is removed), None."""
     if not rows:
-        if FileSystems.exists(path):
-            FileSystems.delete([path])
+        remove_if_exists(path)
         return None
     data = table_bytes(features, rows, row_group_rows)
     write_bytes(path, data)
