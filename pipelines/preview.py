@@ -279,14 +279,15 @@ def findings_text(annotation: dict | None) -> str:
 
 
 def annotation_record(annotation: dict | None, canvas: int) -> dict:
-    """Every box and polygon of an image's annotations row, in canvas coordinates."""
+    """Every box and polygon of an image's annotations row, in canvas coordinates (its findings are
+    in the image's entry, :func:`collect`)."""
     annotation = annotation or {}
     boxes = [{"label": b["label"], "origin": b.get("origin"), "reader": b.get("reader"),
               "box": [_px(b[k], canvas) for k in ("u1", "v1", "u2", "v2")]} for b in annotation.get("boxes") or []]
     polygons = [{"label": p["label"], "origin": p.get("origin"),
                  "rings": [[round(v * canvas, 1) for point in ring for v in point] for ring in p["rings_unit"]]}
                 for p in annotation.get("polygons") or []]
-    return {"boxes": boxes, "polygons": polygons, "findings": findings_text(annotation)}
+    return {"boxes": boxes, "polygons": polygons}
 
 
 def image_file_name(image_bytes: bytes) -> str:
@@ -347,14 +348,13 @@ def collect(out: Path, rows_per_task: int = DEFAULT_ROWS, rejects_per_reason: in
         raise ValueError(f"instruction {row_id} names image {key!r}, which is not in the images table")
     images, image_bytes, annotations = {}, {}, {}
     for key in keys:
-        image = image_rows[key]
+        image, annotation = image_rows[key], annotation_rows.get(key)
         data = image["image"]["bytes"]
-        file = image_file_name(data)
+        file, annotation_file = image_file_name(data), annotation_file_name(key)
         image_bytes[file] = data
-        annotations[annotation_file_name(key)] = annotation_record(annotation_rows.get(key), canvas)
-        images[key] = {"file": file, "annotations": annotation_file_name(key), "view": image["view"],
-                       "source": image["source"], "split": image["split"],
-                       "findings": findings_text(annotation_rows.get(key))}
+        annotations[annotation_file] = annotation_record(annotation, canvas)
+        images[key] = {"file": file, "annotations": annotation_file, "view": image["view"],
+                       "source": image["source"], "split": image["split"], "findings": findings_text(annotation)}
 
     image_table = read_columns(image_files, ["source", "split"])
     image_counts = Counter(zip(image_table.column("source").to_pylist(), image_table.column("split").to_pylist())) \
