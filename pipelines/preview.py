@@ -321,7 +321,7 @@ def collect(out: Path, rows_per_task: int = DEFAULT_ROWS, rejects_per_reason: in
     if not manifest_path.exists():
         raise FileNotFoundError(f"{out} has no manifest.json: not a finished build")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    canvas = int((manifest.get("config") or {}).get("image_size") or 512)
+    canvas = int(manifest["config"]["image_size"])  # the build's letterbox canvas (BuildConfig.image_size)
     task_tables = sorted(t for t in manifest["tables"] if t.startswith("instructions/"))
     image_files, annotation_files = table_files(out, "images"), table_files(out, "annotations")
 
