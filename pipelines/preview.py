@@ -239,8 +239,9 @@ def row_record(row: dict, canvas: int) -> dict:
     try:
         target = json.loads(target_text)
     except ValueError:
-        target, error = {}, error or "target is not JSON"
-    target = target if isinstance(target, dict) else {}
+        target = None
+    if not isinstance(target, dict):
+        target, error = {}, error or "target is not a JSON object"
     check, check_text = target_check(target, conversations, convention)
     answers = [s for s in shapes if s["role"] == "answer"]
     target_boxes = [b for b in target.get("boxes") or [] if isinstance(b, dict)]

@@ -248,6 +248,10 @@ def test_rows_are_classified_by_what_their_image_shows():
     assert row_record(instruction("m4cxr", "triage", "<image>\nHow urgent?", "mild", {"bucket": "mild"}), 512)["kind"] == "text"
     broken = row_record(instruction("imt-cxr", "lesion_localization", "q", "<bin_1><bin_2><bin_3>", {"boxes": []}), 512)
     assert broken["kind"] == "error" and "neither a box" in broken["error"]
+    for target in ("[0.1, 0.2, 0.3, 0.4]", "{not json"):
+        row = instruction("m4cxr", "triage", "<image>\nHow urgent?", "mild", {})
+        row["target"] = target
+        assert row_record(row, 512)["error"] == "target is not a JSON object"
 
 
 def test_an_answer_box_that_is_not_the_targets_is_flagged():
