@@ -373,7 +373,7 @@ class CoordinateSpan:
 
 
 _BIN_RUN = re.compile(r"(?:<bin_\d+>)+")
-_LIST_NUMBER = r"\d+(?:\.\d+)?"
+_LIST_NUMBER = r"-?\d+(?:\.\d+)?"  # signed, so a negative coordinate is found and refused, not skipped
 _FLAT_LIST = rf"\[{_LIST_NUMBER}(?:, {_LIST_NUMBER})*\]"
 _BRACKETED = re.compile(rf"(?P<polygon>\[{_FLAT_LIST}(?:, {_FLAT_LIST})*\])|(?P<box>{_FLAT_LIST})")
 
