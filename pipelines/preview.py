@@ -593,6 +593,12 @@ APP_JS = r"""// cxr-instruct preview viewer: renders the previewed rows on deman
     p.forEach(function (v, k) { out[k] = v; });
     return {view: (q < 0 ? h : h.slice(0, q)) || "overview", p: out};
   }
+  function pager(view, p, page, pages, text) {
+    return '<div class="pager">' +
+      (page > 1 ? '<a class="prev" href="' + link(view, Object.assign({}, p, {page: page - 1})) + '">‹ previous</a>' : "") +
+      "<span>" + text + "</span>" +
+      (page < pages ? '<a class="next" href="' + link(view, Object.assign({}, p, {page: page + 1})) + '">next ›</a>' : "") + "</div>";
+  }
   function options(values, selected, allText, counts) {
     return '<option value="">' + esc(allText) + "</option>" + values.map(function (v) {
       return '<option value="' + esc(v) + '"' + (v === selected ? " selected" : "") + ">" + esc(v) +
@@ -797,11 +803,10 @@ APP_JS = r"""// cxr-instruct preview viewer: renders the previewed rows on deman
     var taskCounts = countBy(sub({task: ""}), function (r) { return INDEX.tasks[r[0]]; });
     var sourceCounts = countBy(sub({source: ""}), function (r) { return INDEX.sources[r[1]]; });
     var splitCounts = countBy(sub({split: ""}), function (r) { return INDEX.splits[r[2]]; });
-    var kindCounts = countBy(sub({kind: ""}), function (r) { return INDEX.kinds[r[3]]; });
-    kindCounts.mismatch = sub({kind: ""}).filter(function (r) { return r[4] === 0; }).length;
-    var pager = '<div class="pager">' + (page > 1 ? '<a class="prev" href="' + link("rows", Object.assign({}, p, {page: page - 1})) + '">‹ previous</a>' : "") +
-      "<span>rows " + (all.length ? from + 1 : 0) + "–" + (from + mine.length) + " of " + all.length + " · page " + page + " of " + pages + "</span>" +
-      (page < pages ? '<a class="next" href="' + link("rows", Object.assign({}, p, {page: page + 1})) + '">next ›</a>' : "") + "</div>";
+    var anyKind = sub({kind: ""}), kindCounts = countBy(anyKind, function (r) { return INDEX.kinds[r[3]]; });
+    kindCounts.mismatch = anyKind.filter(function (r) { return r[4] === 0; }).length;
+    var nav = pager("rows", p, page, pages,
+      "rows " + (all.length ? from + 1 : 0) + "–" + (from + mine.length) + " of " + all.length + " · page " + page + " of " + pages);
     main.innerHTML = '<form class="controls" id="filters">' +
       '<label>task <select name="task">' + options(INDEX.tasks, p.task, "all tasks", taskCounts) + "</select></label>" +
       '<label>source <select name="source">' + options(INDEX.sources, p.source, "all sources", sourceCounts) + "</select></label>" +
@@ -811,7 +816,7 @@ APP_JS = r"""// cxr-instruct preview viewer: renders the previewed rows on deman
         return '<option' + (n === size ? " selected" : "") + ">" + n + "</option>";
       }).join("") + "</select></label>" +
       '<label><input type="checkbox" name="ann"' + (p.ann === "1" ? " checked" : "") + "> source annotations on every image</label></form>" +
-      pager + '<div id="rows"></div>' + pager;
+      nav + '<div id="rows"></div>' + nav;
     var form = main.querySelector("#filters");
     form.addEventListener("change", function () {
       var f = {};
@@ -846,16 +851,14 @@ APP_JS = r"""// cxr-instruct preview viewer: renders the previewed rows on deman
       INDEX.reject_counts.forEach(function (c) {
         if ((!p.source || c[0] === p.source) && (!p.stage || c[1] === p.stage) && (!p.reason || c[2] === p.reason)) total += c[3];
       });
-      var pager = '<div class="pager">' + (page > 1 ? '<a class="prev" href="' + link("rejects", Object.assign({}, p, {page: page - 1})) + '">‹ previous</a>' : "") +
-        "<span>" + list.length + " listed of " + total + " rejects · page " + page + " of " + pages + "</span>" +
-        (page < pages ? '<a class="next" href="' + link("rejects", Object.assign({}, p, {page: page + 1})) + '">next ›</a>' : "") + "</div>";
+      var nav = pager("rejects", p, page, pages, list.length + " listed of " + total + " rejects · page " + page + " of " + pages);
       main.innerHTML = '<form class="controls" id="filters">' +
         '<label>source <select name="source">' + options(uniq(1), p.source, "all sources", countBy(all.filter(function (r) { return keep(r, {source: ""}); }), function (r) { return r[1]; })) + "</select></label>" +
         '<label>stage <select name="stage">' + options(uniq(2), p.stage, "all stages", countBy(all.filter(function (r) { return keep(r, {stage: ""}); }), function (r) { return r[2]; })) + "</select></label>" +
         '<label>reason <select name="reason">' + options(uniq(5), p.reason, "all reasons", countBy(all.filter(function (r) { return keep(r, {reason: ""}); }), function (r) { return r[5]; })) + "</select></label></form>" +
-        pager + '<table class="counts rejects" id="reject-list"><tr><th>key</th><th>source</th><th>stage</th><th>kind</th><th>level</th><th>reason</th><th>detail</th></tr>' +
+        nav + '<table class="counts rejects" id="reject-list"><tr><th>key</th><th>source</th><th>stage</th><th>kind</th><th>level</th><th>reason</th><th>detail</th></tr>' +
         mine.map(function (r) { return "<tr>" + r.map(function (v) { return "<td>" + esc(v) + "</td>"; }).join("") + "</tr>"; }).join("") +
-        "</table>" + pager;
+        "</table>" + nav;
       var form = main.querySelector("#filters");
       form.addEventListener("change", function () {
         P.go(link("rejects", {source: form.elements.source.value, stage: form.elements.stage.value, reason: form.elements.reason.value}));

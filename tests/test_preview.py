@@ -406,6 +406,8 @@ def test_each_section_renders_in_chromium(build, preview, records, browser, tmp_
     state = browser.go("#rows")
     assert state["rows"] == min(20, preview.items) and state["matching"] == preview.items
     assert state["images"] == state["loaded"] > 0 and state["errors"] == 0 and state["source"] == 0
+    assert browser.evaluate("Array.prototype.map.call(document.querySelectorAll('.pager a'), "
+                            "function (a) { return a.className + ' ' + a.getAttribute('href'); })") == ["next #rows?page=2"] * 2
     shots["rows"] = browser.screenshot()
 
     task = "m4cxr/organ_grounding"
@@ -418,6 +420,7 @@ def test_each_section_renders_in_chromium(build, preview, records, browser, tmp_
 
     state = browser.go("#rows?size=10&page=3")
     assert state["rows"] == min(10, preview.items - 20) and state["loaded"] == state["images"]
+    assert browser.evaluate("document.querySelector('.pager a.prev').getAttribute('href')") == "#rows?size=10&page=2"
 
     state = browser.go("#rejects")
     assert state["rows"] == preview.rejects and state["errors"] == 0
