@@ -640,9 +640,9 @@ APP_JS = r"""// cxr-instruct preview viewer: renders the previewed rows on deman
     });
     return html + esc(text.slice(pos));
   }
-  function figureHtml(row, key, image, drawn) {
+  function figureHtml(row, key, image) {
     var c = INDEX.canvas, svg = "";
-    if (drawn) row.shapes.forEach(function (s) { svg += shapeSvg(s, colourOf(row, s), s.role, shapeTitle(s)); });
+    row.shapes.forEach(function (s) { svg += shapeSvg(s, colourOf(row, s), s.role, shapeTitle(s)); });
     return '<figure class="view" data-key="' + esc(key) + '" data-annotations="' + esc(image.annotations) + '">' +
       '<div class="canvas"><img class="xray" src="images/' + esc(image.file) + '" width="' + c + '" height="' + c +
       '" alt="' + esc(key) + '"><svg class="overlay" viewBox="0 0 ' + c + " " + c +
@@ -654,7 +654,7 @@ APP_JS = r"""// cxr-instruct preview viewer: renders the previewed rows on deman
   function rowHtml(row, images) {
     var kind = row.kind, answerShapes = row.shapes.filter(function (s) { return s.role === "answer"; }).length;
     var single = row.image_keys.length === 1;
-    var figures = row.image_keys.map(function (k, i) { return figureHtml(row, k, images[k], single || row.shapes.length > 0); });
+    var figures = row.image_keys.map(function (k) { return figureHtml(row, k, images[k]); });
     var note = "";
     if (kind === "negative") note = '<p class="nothing">Negative answer: nothing is drawn on the image.</p>';
     else if (kind === "text" && row.image_keys.length) note = '<p class="nothing" style="color:#555">The answer writes no coordinates: nothing is drawn.</p>';
