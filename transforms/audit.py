@@ -225,21 +225,24 @@ class _Row:
 
     def present(self, finding: str, image: ImageFacts | None = None, what: str = "") -> None:
         """The row says ``finding`` is present on the image."""
-        image = image or self.first
-        presence = image.presence.get(finding)
-        if presence == 1 or (presence == -1 and self.profile.uncertain == "positive"):
-            return
-        kind = {0: "positive-for-absent", -1: "positive-for-uncertain", None: "positive-for-unannotated"}[presence]
-        self.flag(kind, f"{what or finding} said present; {finding} is {presence}", image)
+        self._presence_claim(finding, True, image, what)
 
     def absent(self, finding: str, image: ImageFacts | None = None, what: str = "") -> None:
         """The row says ``finding`` is absent from the image."""
+        self._presence_claim(finding, False, image, what)
+
+    def _presence_claim(self, finding: str, present: bool, image: ImageFacts | None, what: str) -> None:
+        """A claim agrees with the image's presence: 1 (or 0 for absent), or -1 where the profile's
+        ``uncertain`` policy reads it that way; anything else is a contradiction of its kind."""
         image = image or self.first
         presence = image.presence.get(finding)
-        if presence == 0 or (presence == -1 and self.profile.uncertain == "negative"):
+        agrees = 1 if present else 0
+        if presence == agrees or (presence == -1 and self.profile.uncertain == ("positive" if present else "negative")):
             return
-        kind = {1: "negative-for-present", -1: "negative-for-uncertain", None: "negative-for-unannotated"}[presence]
-        self.flag(kind, f"{what or finding} said absent; {finding} is {presence}", image)
+        said = "positive" if present else "negative"
+        name = {1: "present", 0: "absent", -1: "uncertain", None: "unannotated"}[presence]
+        self.flag(f"{said}-for-{name}", f"{what or finding} said {'present' if present else 'absent'}; "
+                                        f"{finding} is {presence}", image)
 
     def boxes(self, claimed: list[dict], shown_in: str = "answer") -> None:
         """Each claimed box is a box of its label on the image; the answer (or the prompt) shows exactly them."""
