@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 import manifests
 import realdata
 from schemas.records import AttributeMention
+from transforms.labeler import label_report
 from transforms.labels import TAXONOMY
 from transforms.phrases import attribute_phrase, attribute_prompt, extract_mentions, mention_regions, padchest_mentions
 
@@ -82,6 +83,27 @@ def test_unmention_phrases_are_not_mentions(text, hidden):
 ])
 def test_presence(text, finding, presence):
     assert only(text, finding).presence == presence
+
+
+# The hedges of the report labeler (manifests/labeler/cues.yaml): a mention and the report's labels
+# agree on presence. "probable" / "likely" state a high likelihood; "less likely" is a hedge.
+@pytest.mark.parametrize("text, finding, presence", [
+    ("Probable right lower lobe pneumonia.", "Pneumonia", 1),
+    ("Probable small bilateral pleural effusions.", "Pleural Effusion", 1),
+    ("Mild bibasilar airspace disease, probably atelectasis.", "Atelectasis", 1),
+    ("Left basilar opacity, likely atelectasis.", "Atelectasis", 1),
+    ("Atelectasis is likely.", "Atelectasis", 1),
+    ("Pneumonia is less likely.", "Pneumonia", -1),
+    ("Less likely pneumonia.", "Pneumonia", -1),
+    ("Possible small bilateral pleural effusions.", "Pleural Effusion", -1),
+    # the leading diagnosis named as such is a finding; a bare "suggestive of" stays a hedge
+    ("Streaky opacities most suggestive of atelectasis.", "Atelectasis", 1),
+    ("Bandlike opacity suggestive of atelectasis.", "Atelectasis", -1),
+    ("Apical scarring, although difficult to exclude a small nodule.", "Lung Lesion", -1),
+])
+def test_presence_agrees_with_the_labeler(text, finding, presence):
+    assert only(text, finding).presence == presence
+    assert label_report(text)[finding] == presence
 
 
 def test_negated_mentions_keep_their_attributes():
