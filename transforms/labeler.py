@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import manifests
+from transforms.reports import normalise_line_endings
 
 if TYPE_CHECKING:
     from spacy.language import Language
@@ -62,7 +63,6 @@ _SLASH_WORDS = re.compile(r"(?<=[a-z])/(?=[a-z])")
 _DOUBLE_DOT = re.compile(r"\.\.+")
 _SPACE_AFTER = re.compile(r"([.,])(?=[^\s\d])")
 _WHITESPACE = re.compile(r"\s+")
-_LINE_END = re.compile(r"\r\n?")
 _UNPUNCTUATED_BREAK = re.compile(r"(?<=[^\s.!?;:,])[ \t]*\n(?=[ \t]*\n|[ \t]*(?:\d{1,2}[.)]|[-*\u2022])\s)")
 """A line break after a line that ends without punctuation, before a blank line or a numbered or
 bulleted line: the end of a sentence that the report wrote as layout."""
@@ -208,7 +208,7 @@ def clean_for_labeling(text: str) -> str:
     other line break is a space, wherever it falls: "Cannot\r\n exclude" reads as "cannot exclude"."""
     if not isinstance(text, str):
         raise TypeError(f"report text must be str, got {type(text).__name__}")
-    text = _UNPUNCTUATED_BREAK.sub(".\n", _LINE_END.sub("\n", text))
+    text = _UNPUNCTUATED_BREAK.sub(".\n", normalise_line_endings(text))
     text = _AND_OR.sub("or", text.lower())
     text = _SLASH_WORDS.sub(" or ", text)
     text = _DOUBLE_DOT.sub(".", text)
