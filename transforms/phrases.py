@@ -433,7 +433,7 @@ def padchest_mentions(labels_by_sentence: Sequence[Sequence[str] | None],
                         laterality=laterality if _FINDING_RULES[finding].lateral else None,
                         zones=zones if _FINDING_RULES[finding].lateral else [],
                         sentence=sentence, span=span)
-                    if mention not in mentions and mention not in found:  # two labels, one category: one mention
+                    if mention not in found:  # two labels, one category: one mention
                         found.append(mention)
         if grade is not None and len({m.finding for m in found}) == 1:
             found = [m.model_copy(update={"severity": (grade, grade), "severity_scale": _FINDING_RULES[m.finding].scale})
