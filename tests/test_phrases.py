@@ -378,6 +378,18 @@ def test_padchest_labels_and_localizations_become_mentions():
         assert joined[mention.span[0]:mention.span[1]] == mention.sentence
 
 
+def test_padchest_severity_stems_grade_only_a_sentence_of_one_finding():
+    labels = [["pleural effusion", "loc pleural", "loc right"], ["cardiomegaly", "loc cardiac"]]
+    graded = padchest_mentions(labels, "pequen derram pleural derech . moder cardiomegali .")
+    assert [(m.finding, m.severity, m.severity_scale) for m in graded] == [
+        ("Pleural Effusion", (1, 1), "size"), ("Cardiomegaly", (2, 2), "severity")]
+    # the report's sentences do not line up with the label lists: no grade anywhere
+    assert all(m.severity is None for m in padchest_mentions(labels, "grand derram pleural derech ."))
+    # one sentence, two findings: the word cannot be given to either
+    both = padchest_mentions([["pleural effusion", "cardiomegaly"]], "grand derram pleural y cardiomegali .")
+    assert [(m.finding, m.severity) for m in both] == [("Pleural Effusion", None), ("Cardiomegaly", None)]
+
+
 def test_padchest_bilateral_localizations():
     (mention,) = padchest_mentions([["infiltrates", "loc perihilar", "loc basal bilateral"]])
     assert (mention.laterality, mention.zones) == ("bilateral", ["middle", "lower", "perihilar", "basal"])
