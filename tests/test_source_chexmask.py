@@ -17,6 +17,7 @@ from hypothesis.extra.numpy import arrays
 
 from schemas.records import AnnotationRecord, Reject
 from synthetic_rows import FAILING_ROW, ChexmaskRows, chexmask_rows
+from transforms.masks import rle_decode
 from transforms.sources import chexmask
 
 ORGAN_COLUMN = {"right lung": "Right Lung", "left lung": "Left Lung", "heart": "Heart"}
@@ -46,16 +47,6 @@ def install(root: Path, dataset: str, text: str | None = None, gz: bool = False)
     data = (rows_of(dataset).csv_text() if text is None else text).encode()
     target.write_bytes(gzip.compress(data) if gz else data)
     return target
-
-
-def official_decode(rle: str, height: int, width: int) -> np.ndarray:
-    """CheXmask's own decoding (``DataPostprocessing/utils.py`` ``get_mask_from_RLE``): 1-based absolute
-    starts over the row-major flattened image."""
-    runs = [int(token) for token in rle.split()]
-    flat = np.zeros(height * width, bool)
-    for start, length in zip(runs[0::2], runs[1::2]):
-        flat[start - 1 : start - 1 + length] = True
-    return flat.reshape(height, width)
 
 
 def read_all(root: Path, image_sources=("mimic", "vindr", "siim", "padchest")) -> list:
@@ -88,13 +79,14 @@ def test_mimic_rows_threshold_and_geometry(tmp_path, gz):
             cell = row[data.column(ORGAN_COLUMN[mask.label])]
             assert (mask.convention, mask.height, mask.width) == ("chexmask", height, width)
             assert mask.rle.split()[:2] == cell.split()[:2]
+        # the record's masks, decoded (rle_decode matches CheXmask's own decoder: tests/test_masks.py)
+        masks = {m.label: rle_decode(m.rle, m.height, m.width, m.convention) for m in record.masks}
         for contour in record.landmarks:
             points = np.array(contour.points)
             # row 0 stores the landmarks as a NumPy repr, row 1 as flat integers: both parse to the truth
             assert np.array_equal(points, frontal.landmarks[ORGAN_KEY[contour.label]])
             # the filled landmark contour is the mask: same extents in both
-            mask_rows, mask_cols = np.nonzero(official_decode(row[data.column(ORGAN_COLUMN[contour.label])],
-                                                              height, width))
+            mask_rows, mask_cols = np.nonzero(masks[contour.label])
             assert (points[:, 0].min(), points[:, 0].max()) == (mask_cols.min(), mask_cols.max())
             assert (points[:, 1].min(), points[:, 1].max()) == (mask_rows.min(), mask_rows.max())
         rings = {p.label: np.array(p.points) for p in record.landmarks}
