@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.synth import chexmask as synth_chexmask
+from pipelines.synth import padchest as synth_padchest
+from pipelines.synth import vindr as synth_vindr
 from pipelines.synth.anatomy import FrontalSummary, build_frontal, summarize
-from pipelines.synth.cases import rng_for, stable_hex, stable_int
+from pipelines.synth.cases import mimic_dicom_id, rng_for
 
 csv.field_size_limit(1 << 30)
 
@@ -29,15 +31,13 @@ FAILING_ROW = 2
 
 
 def native_id(stem: str, index: int, seed: int) -> str:
-    """An invented id in the format of the file's id column (MIMIC ``dicom_id``, VinDr ``image_id``,
-    PadChest ``ImageID``)."""
+    """An invented id in the format of the file's id column, made by the synthetic corpus's own id
+    makers (MIMIC ``dicom_id``, VinDr ``image_id``, PadChest ``ImageID``)."""
     if stem == "MIMIC-CXR-JPG":
-        digest = stable_hex(40, "test-chexmask", stem, index, seed)
-        return "-".join(digest[i:i + 8] for i in range(0, 40, 8))
+        return mimic_dicom_id(seed, "test-chexmask", index)
     if stem == "VinDr-CXR":
-        return stable_hex(32, "test-chexmask", stem, index, seed)
-    digits = "".join(str(stable_int("test-chexmask", stem, index, seed, part)) for part in "ab")
-    return f"{digits}_{stable_hex(6, 'test-chexmask', stem, index, seed)}.png"
+        return synth_vindr.image_id(seed, index)
+    return synth_padchest.image_name(seed, index, 0)
 
 
 @dataclass(frozen=True)
