@@ -47,7 +47,11 @@ def audit(out_dir: str | Path) -> dict:
     rows = flagged = 0
     for shard in sorted((out_dir / "instructions").glob("*/*/*.parquet")):
         for row in pq.read_table(shard).to_pylist():
-            found = audit_row(row, facts)
+            try:
+                found = audit_row(row, facts)
+            except KeyError as missing:
+                raise ValueError(f"{shard}: row {row['id']} ({row['task']}) lacks {missing}: it was built by an "
+                                 "earlier cxr-instruct whose targets this audit does not read; rebuild OUT") from None
             cell = per_task[f"{row['profile']}/{row['task']}"]
             rows += 1
             cell["rows"] += 1

@@ -209,8 +209,8 @@ def audit(out: Path) -> None:
     try:
         with console.status("auditing every instruction row"):
             document = audit_output(out)
-    except FileNotFoundError as missing:
-        console.print(str(missing), style="red", markup=False, highlight=False)
+    except (FileNotFoundError, ValueError) as unusable:
+        console.print(str(unusable), style="red", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     table = Table(title=f"row audit: {document['rows']} rows, {document['rows_with_contradictions']} with contradictions")
     table.add_column("profile/task")

@@ -303,3 +303,10 @@ def test_audit_command_writes_audit_json_and_fails_on_a_planted_contradiction(bu
 
     not_a_build = runner.invoke(main, ["audit", str(tmp_path)])
     assert not_a_build.exit_code == 2 and "no manifest.json" in not_a_build.output
+
+    older = json.loads(rows[flip]["target"])  # a target an earlier version wrote: one clear line, exit 2
+    del older["present"]
+    rows[flip]["target"] = json.dumps(older)
+    pq.write_table(table.from_pylist(rows, schema=table.schema), shard)
+    stale = runner.invoke(main, ["audit", str(tampered)])
+    assert stale.exit_code == 2 and "rebuild OUT" in stale.output and "Traceback" not in stale.output
