@@ -26,6 +26,7 @@ even report ids only (``tests/realdata.py``).
 from __future__ import annotations
 
 import csv
+import functools
 import re
 import subprocess
 from pathlib import Path, PurePosixPath
@@ -55,12 +56,18 @@ NOTE = re.compile(r"(?<![\w./-])((?:\.\./|docs/|formats/|reference/|shared/)?[\w
 NOTE_PREFIXES = ("../", "docs/", "formats/", "reference/", "shared/")
 
 
+@functools.cache
+def tracked_names() -> frozenset[str]:
+    """Every path ``git ls-files`` lists."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    return frozenset(name for name in listed.decode().split("\0") if name)
+
+
 def tracked_text_files() -> dict[str, str]:
     """Tracked path -> text, for files that decode as UTF-8 and hold no NUL byte."""
-    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
     files = {}
-    for name in listed.decode().split("\0"):
-        if not name or name == THIS or not (ROOT / name).is_file():
+    for name in sorted(tracked_names()):
+        if name == THIS or not (ROOT / name).is_file():
             continue
         data = (ROOT / name).read_bytes()
         try:
@@ -101,8 +108,7 @@ def note_exists(path: str, note: str, names: set[str], basenames: set[str]) -> b
 
 
 def problems_in(files: dict[str, str]) -> list[str]:
-    names = set(files) | {name for name in subprocess.run(
-        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.splitlines()}
+    names = set(files) | tracked_names()
     basenames = {PurePosixPath(name).name for name in names}
     found = []
     for path, text in sorted(files.items()):
