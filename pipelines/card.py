@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import textwrap
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from matplotlib.figure import Figure
 
 import manifests
 from pipelines.manifest import Manifest
+from pipelines.table_files import column_batches, count_by, table_files
 from transforms.splits import SPLIT_ORDER
 
 SPLITS = SPLIT_ORDER  # train, validation, test: the split names `datasets` expects
@@ -32,7 +32,6 @@ PRESENCE_COLOURS = {1: "#d62728", -1: "#ff7f0e", 0: "#2ca02c", None: "#c7c7c7"}
 PLOT_DIR = "card"
 PLOT_DPI = 100
 PNG_METADATA = {"Software": None}  # no matplotlib version stamp: same data, same bytes
-BATCH_ROWS = 4096
 VQ_FINGERPRINT_COLUMN = "tokenizer"
 
 
@@ -47,26 +46,6 @@ def contributing_sources(manifest: dict) -> list[str]:
 
 
 # ------------------------------------------------------------------ reading the tables
-
-
-def table_files(out_dir: Path, table_dir: str) -> list[Path]:
-    return sorted((out_dir / table_dir).glob("*.parquet"))
-
-
-def column_batches(files: list[Path], columns: list[str]) -> Iterator[pa.RecordBatch]:
-    """Record batches holding only ``columns`` of every file, in file order."""
-    for path in files:
-        yield from pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, columns=columns)
-
-
-def count_by(files: list[Path], columns: list[str]) -> Counter:
-    """Rows per distinct tuple of ``columns`` (nulls kept as None)."""
-    counts: Counter = Counter()
-    for batch in column_batches(files, columns):
-        grouped = pa.Table.from_batches([batch]).group_by(columns).aggregate([([], "count_all")])
-        for row in grouped.to_pylist():
-            counts[tuple(row[c] for c in columns)] += row["count_all"]
-    return counts
 
 
 @dataclass

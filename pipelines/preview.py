@@ -52,6 +52,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from pipelines.table_files import count_by, table_files
 from transforms.geometry import find_coordinates, render_box
 from transforms.hashing import stable_hash
 
@@ -79,10 +80,6 @@ class PreviewResult:
 
 
 # ------------------------------------------------------------------------------------ reading the build
-
-
-def table_files(out: Path, table_dir: str) -> list[Path]:
-    return sorted((out / table_dir).glob("*.parquet"))
 
 
 def read_columns(files: list[Path], columns: list[str]) -> pa.Table | None:
@@ -357,9 +354,7 @@ def collect(out: Path, rows_per_task: int = DEFAULT_ROWS, rejects_per_reason: in
         images[key] = {"file": file, "annotations": annotation_file, "view": image["view"],
                        "source": image["source"], "split": image["split"], "findings": findings_text(annotation)}
 
-    image_table = read_columns(image_files, ["source", "split"])
-    image_counts = Counter(zip(image_table.column("source").to_pylist(), image_table.column("split").to_pylist())) \
-        if image_table is not None else Counter()
+    image_counts = count_by(image_files, ["source", "split"])
 
     reject_columns = ["key", "source", "stage", "kind", "level", "reason", "detail"]
     reject_table = read_columns(table_files(out, "rejects"), reject_columns)
