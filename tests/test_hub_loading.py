@@ -15,7 +15,6 @@ import re
 from pathlib import Path
 
 import datasets
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml

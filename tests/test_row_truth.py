@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
