@@ -229,10 +229,10 @@ class Mention:
     cue: str | None  # the deciding cue phrase
 
 
-def _sentence_mentions(sentence: Span, rules: Rules) -> list[tuple[str, Span, str | None]]:
-    """(observation, token span, negating prefix or None) of every mention in one sentence."""
+def _sentence_mentions(sentence: Span, text: str, rules: Rules) -> list[tuple[str, Span, str | None]]:
+    """(observation, token span, negating prefix or None) of every mention in one sentence (``text``
+    is ``sentence.text``, which spaCy rebuilds from the tokens on every access)."""
     found = []
-    text = sentence.text
     for name, pattern in rules.mention_patterns.items():
         unmention = rules.unmention_patterns[name]
         blocked = [m.span() for m in unmention.finditer(text)] if unmention is not None else []
@@ -308,9 +308,10 @@ def extract_label_mentions(text: str) -> list[Mention]:
     result = []
     for sentence in doc.sents:
         cues = [(span, rule) for span, rule in cue_spans if sentence.start <= span.start < sentence.end]
-        for name, span, prefix in _sentence_mentions(sentence, rules):
+        sentence_text = sentence.text
+        for name, span, prefix in _sentence_mentions(sentence, sentence_text, rules):
             value, cue = (0.0, prefix) if prefix else _classify(name, span, cues, sentence, rules)
-            result.append(Mention(name, span.text, sentence.text, span.start, span.end, value, cue))
+            result.append(Mention(name, span.text, sentence_text, span.start, span.end, value, cue))
     return result
 
 
