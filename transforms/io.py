@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bz2
 import ctypes
+import functools
 import gzip
 import hashlib
 import io
@@ -35,6 +36,31 @@ def read_bytes(path: str) -> bytes:
     """Raw bytes of a file, never decompressed (images, DICOM)."""
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
         return f.read()
+
+
+def is_object_store(path: str) -> bool:
+    """True for ``gs://`` (and other non-local schemes): no directories, listing is by prefix."""
+    return "://" in path
+
+
+@functools.cache
+def _gcs():
+    """One GCS client per process (building one costs an authentication round trip)."""
+    from apache_beam.io.gcp import gcsio
+
+    return gcsio.GcsIO()
+
+
+def read_head(path: str, length: int) -> bytes:
+    """The first ``length`` bytes of a file (all of it when shorter), without fetching the rest.
+
+    Beam opens ``gs://`` objects with a 16 MiB read buffer, so reading a DICOM header through
+    ``FileSystems.open`` downloads the whole file; here the read buffer is ``length``, one ranged GET."""
+    if path.startswith("gs://"):
+        with _gcs().open(path, read_buffer_size=length) as handle:
+            return handle.read(length)
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        return handle.read(length)
 
 
 def sha256_of(path: str) -> str:
