@@ -1,6 +1,7 @@
 """The build: one Beam graph from the six native sources to the output tables.
 
-read -> join (CoGroupByKey on image_key) -> split -> group by images shard -> image -> geometry
+read (pipelines/read.py: each source's plan, in parallel over files and keys) -> join (CoGroupByKey
+on image_key) -> split -> group by images shard -> image -> geometry
 -> language (pipelines/image_stage.py: writes ``images/`` and a checkpoint per shard) -> severity
 IDF (fitted on train) -> tasks per images shard (pipelines/task_stage.py: studies and patients are
 whole inside a shard; rows go to fragment files) -> write (pipelines/write.py: fragments cut into
@@ -17,23 +18,24 @@ filtered`` per source. A build killed midway and run again reuses the images sha
 from __future__ import annotations
 
 import logging
-from collections import Counter
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.pvalue import TaggedOutput
 
-from pipelines.grouping import pack, unpack_all
+from pipelines.grouping import unpack_all
 from pipelines.image_stage import ImageStage, unit_entry, work_dir
 from pipelines.manifest import Manifest, input_fingerprints
 from pipelines.progress import Progress
+from pipelines.read import ReadSource
 from pipelines.task_stage import RunTasks
 from pipelines.write import WriteFragments, WriteTables, prepare
 from schemas.config import BuildConfig
-from schemas.records import IMAGE_SOURCES, AnnotationRecord, Reject, SourceRecord
+from schemas.records import IMAGE_SOURCES, Reject
 from transforms import io
 from transforms.sources import reader
+from transforms.sources.plan import ReadPlan
 from transforms.severity import FitSeverityIdf
 from transforms.tasks import load_profile
 from transforms.units import join_image
@@ -47,37 +49,7 @@ DEFAULT_BEAM_ARGS = ["--runner=FnApiRunner"]
 
 
 PROGRESS_EVERY = 500
-"""Records read or units joined between two progress reports."""
-
-
-class ReadSource(beam.DoFn):
-    """Runs one source's reader: packed records (main) and annotations keyed by image, rejects, and
-    ``((source, "emitted"), count)`` per source once the read is done."""
-
-    def __init__(self, progress: Progress):
-        self.progress = progress
-
-    def process(self, source: tuple[str, str], image_sources: tuple[str, ...]):
-        name, root = source
-        self.progress.started("read")
-        emitted = Counter()
-        for item in reader(name).read(root, image_sources=image_sources):
-            if isinstance(item, Reject):
-                yield TaggedOutput("rejects", item)
-                continue
-            if isinstance(item, AnnotationRecord):
-                emitted[item.source] += 1
-                yield TaggedOutput("annotations", (item.key, pack(item)))
-            elif isinstance(item, SourceRecord):
-                emitted[item.image.source] += 1
-                yield item.key, pack(item)
-            else:
-                raise TypeError(f"reader {name} yielded {type(item).__name__}, not a record or reject")
-            if emitted.total() % PROGRESS_EVERY == 0:
-                self.progress.add("read", PROGRESS_EVERY)
-        self.progress.add("read", emitted.total() % PROGRESS_EVERY)
-        for source_name, count in sorted(emitted.items()):
-            yield TaggedOutput("events", ((source_name, "emitted"), count))
+"""Units joined between two progress reports."""
 
 
 class JoinUnits(beam.DoFn):
@@ -107,22 +79,27 @@ class JoinUnits(beam.DoFn):
 # ------------------------------------------------------------------ graph
 
 
-def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dict,
-                progress: Progress = Progress(None)) -> None:
+def read_plans(config: BuildConfig) -> dict[str, ReadPlan]:
+    """Each enabled source's read plan. Whole-input problems (a missing required file or column, an
+    unknown layout) raise here, before any pipeline starts."""
     sources = config.enabled_sources()
     image_sources = tuple(name for name in IMAGE_SOURCES if name in sources)
+    return {name: reader(name).plan(source.root, image_sources) for name, source in sorted(sources.items())}
+
+
+def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dict,
+                progress: Progress = Progress(None), plans: dict[str, ReadPlan] | None = None) -> None:
+    sources = config.enabled_sources()
+    plans = plans if plans is not None else read_plans(config)
     profiles = [load_profile(name) for name in config.profiles]
     max_vertices = min(profile.polygon_max_vertices for profile in profiles) if profiles else 30
 
-    read = (
-        p
-        | "Sources" >> beam.Create(sorted((name, source.root) for name, source in sources.items()))
-        | "Read sources" >> beam.ParDo(ReadSource(progress), image_sources).with_outputs(
-            "annotations", "rejects", "events", main="images")
-    )
-    rejects, events = [read.rejects], [read.events]
+    reads = [p | f"Read {name}" >> ReadSource(plan, progress) for name, plan in sorted(plans.items())]
+    read = {output: [r[output] for r in reads] | f"All {output}" >> beam.Flatten()
+            for output in ("records", "annotations", "rejects", "events")}
+    rejects, events = [read["rejects"]], [read["events"]]
     joined = (
-        {"images": read.images, "annotations": read.annotations}
+        {"images": read["records"], "annotations": read["annotations"]}
         | "Join on image_key" >> beam.CoGroupByKey()
         | "Units and split" >> beam.ParDo(JoinUnits(progress)).with_outputs("rejects", main="units")
     )

@@ -19,6 +19,7 @@ from pydicom.uid import JPEGBaseline8Bit
 from realdata import siim_rle_lines, wheel_member
 from schemas.records import Reject, SourceRecord
 from transforms.sources import reader, siim
+from transforms.sources.plan import table_rows
 
 # SIIM headers carry PatientAge as a bare number ("62"), not a DICOM AS string; the fixtures copy that
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR AS")
@@ -221,8 +222,6 @@ def test_unreadable_rows_reject_their_image_by_row_and_the_rest_is_read(tmp_path
     assert found[ids[2]].reason == "malformed-row"  # both of its rows are broken: one too long, one not UTF-8
     assert found[ids[2]].detail == ("train-rle.csv row 3: 3 cells for 2 columns; "
                                     "train-rle.csv row 5: bytes that are not UTF-8")
-    with pytest.raises(ValueError, match="row 2: 1 cells"):
-        siim.read_rle_rows(str(tmp_path / "train-rle.csv"))
 
 
 def test_rle_rejects_name_their_row(tmp_path):
@@ -274,7 +273,12 @@ def test_rle_extent_is_the_sum_of_gaps_and_runs(pairs, separator):
 def test_real_rle_file_from_the_torchxrayvision_wheel(tmp_path):
     """All 12,954 real rows validate (set TORCHXRAYVISION_WHEEL to the downloaded torchxrayvision-1.5.7 wheel)."""
     target = wheel_member("siim-pneumothorax-train-rle.csv.gz", tmp_path / "train-rle.csv.gz")
-    rows = siim.read_rle_rows(str(target))
+    plan = siim.plan(str(tmp_path))
+    keyed = [item for row in table_rows(str(target)) for item in plan.key_row("rle", row)]
+    assert {item.tag for item in keyed} == {"rle"}  # no unreadable row
+    rows: dict[str, list[str]] = {}
+    for item in keyed:
+        rows.setdefault(item.key, []).append(item.item[1])
     masks = {image_id: [r for r in rles if r != siim.EMPTY_RLE] for image_id, rles in rows.items()}
     assert len(rows) == 12047 and sum(map(len, rows.values())) == 12954
     assert sum(1 for m in masks.values() if m) == 2669 and sum(map(len, masks.values())) == 3576

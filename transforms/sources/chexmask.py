@@ -248,8 +248,7 @@ def read_file(path: str, dataset: DatasetFile, origin: str, space: Space = "orig
     for number, cells, problem in rows:
         native = cells[id_position].strip() if id_position < len(cells) and problem is None else ""
         if problem is not None:
-            bad = csvrows.BadRow(number, cells, "malformed-row" if len(cells) != len(header) else "undecodable-row",
-                                 problem)
+            bad = csvrows.bad_row(number, cells, problem, len(header))
             native = bad.cell(id_position)
             yield Reject(key=f"{dataset.image_source}/{native}", source=NAME, stage="read", reason=bad.reason,
                          detail=bad.where(origin))

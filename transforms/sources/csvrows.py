@@ -55,6 +55,11 @@ class BadRow:
         return f"{name} row {self.number}: {self.problem}"
 
 
+def bad_row(number: int, cells: list[str], problem: str, columns: int) -> BadRow:
+    """The BadRow of a record :func:`records` flagged (its ``problem``) in a file of ``columns`` columns."""
+    return BadRow(number, cells, "malformed-row" if len(cells) != columns else "undecodable-row", problem)
+
+
 def open_text(path: str) -> IO[str]:
     """A text stream that never raises on bytes that are not UTF-8 (they become surrogates)."""
     return io.open_text(path, encoding="utf-8-sig", errors=_ERROR_HANDLER)
@@ -118,6 +123,13 @@ def read_table(path: str, keep: Collection[int] | None = None) -> Table:
         if problem is None:
             rows.append((number, cells if positions is None else [cells[p] for p in positions]))
         else:
-            reason = "malformed-row" if len(cells) != len(header) else "undecodable-row"
-            bad.append(BadRow(number, cells, reason, problem))
+            bad.append(bad_row(number, cells, problem, len(header)))
     return Table(path, header, rows, bad)
+
+
+def read_header(path: str) -> list[str]:
+    """The stripped column names of a CSV (only its first record is read); ValueError for an empty file."""
+    first = next(records(path), None)
+    if first is None:
+        raise ValueError(f"{path}: empty file, no header")
+    return [name.strip() for name in first[1]]

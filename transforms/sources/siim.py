@@ -17,17 +17,15 @@ cannot be read (missing cells, not UTF-8) rejects the image it names: its masks 
 from __future__ import annotations
 
 import re
-import struct
-from collections import defaultdict
 from collections.abc import Collection, Iterator
 from typing import Literal, NamedTuple
 
 import pydicom
-from pydicom.errors import InvalidDicomError
 
 from schemas.records import IMAGE_SOURCES, ImageRef, MaskRLE, RawLabel, ReaderOutput, Reject, SourceRecord
 from transforms import io
-from transforms.sources import csvrows
+from transforms.sources import csvrows, dicomheader
+from transforms.sources.plan import Keyed, Listing, ReadPlan, Row, Table, run_serially
 
 NAME = "siim"
 RLE_FILES = {"stage-1": "train-rle", "stage-2": "stage_2_train"}  # stems; .csv or .csv.gz
@@ -39,7 +37,6 @@ LABEL_SYSTEM = "siim-rle"
 LABEL_NAME = "Pneumothorax"
 
 _INTEGER = re.compile(r"[0-9]+")
-_HEADER_ERRORS = (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError, struct.error)
 
 
 def find_rle_file(root: str) -> str:
@@ -57,32 +54,6 @@ def find_rle_file(root: str) -> str:
             "stage 2 contains stage 1, keep only one"
         )
     return next(iter(found.values()))
-
-
-RleRows = dict[str, list[tuple[int, str]]]
-"""ImageId -> its ``(row number, stripped EncodedPixels)`` in file order."""
-
-
-def rle_table(path: str) -> tuple[RleRows, list[csvrows.BadRow], int | None]:
-    """The RLE rows by ImageId, the rows that are not CSV rows of the header (wrong cell count, not
-    UTF-8), and the ImageId position (to key a bad row); both header spellings accepted."""
-    table = csvrows.read_table(path)
-    missing = [name for name in ("ImageId", "EncodedPixels") if name not in table.header]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; found {table.header}")
-    id_at, rle_at = table.position("ImageId"), table.position("EncodedPixels")
-    rows: RleRows = defaultdict(list)
-    for number, cells in table.rows:
-        rows[cells[id_at].strip()].append((number, cells[rle_at].strip()))
-    return dict(rows), table.bad, id_at
-
-
-def read_rle_rows(path: str) -> dict[str, list[str]]:
-    """ImageId -> its stripped EncodedPixels values in file order; ValueError on any bad row."""
-    rows, bad, _ = rle_table(path)
-    if bad:
-        raise ValueError(bad[0].where(path))
-    return {image_id: [rle for _, rle in entries] for image_id, entries in rows.items()}
 
 
 def rle_extent(rle: str) -> int:
@@ -119,10 +90,9 @@ def _text(header: pydicom.Dataset, keyword: str) -> str | None:
 
 
 def read_header(uri: str) -> Header:
-    """Ids, view and size from the DICOM header, pixels not read; ValueError when the header is unusable."""
+    """Ids, view and size from the DICOM header (its first bytes only); ValueError when it is unusable."""
     try:
-        with io.open_binary(uri) as handle:
-            header = pydicom.dcmread(handle, stop_before_pixels=True, force=True)
+        header = dicomheader.read_header(uri)
         fields = Header(
             patient_id=_text(header, "PatientID"),
             study_id=_text(header, "StudyInstanceUID"),
@@ -132,7 +102,7 @@ def read_header(uri: str) -> Header:
         )
     except AttributeError:
         raise ValueError("header has no Rows/Columns") from None
-    except _HEADER_ERRORS as error:
+    except dicomheader.HEADER_ERRORS as error:
         raise ValueError(f"{type(error).__name__}: {error}") from None
     if fields.height <= 0 or fields.width <= 0:
         raise ValueError(f"header size {fields.height}x{fields.width} is not positive")
@@ -197,43 +167,61 @@ def image_output(image_id: str, uri: str, rows: list[tuple[int, str]], rle_file:
     )
 
 
-def list_images(root: str) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """({SOPInstanceUID: uri} for unique file stems, {SOPInstanceUID: uris} for stems found more than once)."""
-    found: dict[str, list[str]] = defaultdict(list)
-    for folder in IMAGE_FOLDERS:
-        for uri in io.glob(io.join(root, folder, "*", "*", "*.dcm")):
-            found[io.basename(uri)[: -len(".dcm")]].append(uri)
-    unique = {image_id: uris[0] for image_id, uris in found.items() if len(uris) == 1}
-    repeated = {image_id: uris for image_id, uris in found.items() if len(uris) > 1}
-    return unique, repeated
+class SiimPlan(ReadPlan):
+    """DICOMs and RLE rows joined by ImageId (SOPInstanceUID); a row that cannot be read keys its image."""
+
+    source = NAME
+    rounds = (frozenset({"image", "rle", "bad-row"}),)
+
+    def __init__(self, root: str):
+        rle_file = find_rle_file(root)
+        header = csvrows.read_header(rle_file)
+        missing = [name for name in ("ImageId", "EncodedPixels") if name not in header]
+        if missing:
+            raise ValueError(f"{rle_file}: missing column(s) {missing}; found {header}")
+        self.rle_name = io.relative(rle_file, root)
+        self.width = len(header)
+        self.id_at, self.rle_at = header.index("ImageId"), header.index("EncodedPixels")
+        self.listings = tuple(Listing("image", io.join(root, folder), "*/*/*.dcm") for folder in IMAGE_FOLDERS)
+        self.tables = (Table("rle", rle_file),)
+
+    def key_file(self, tag: str, path: str) -> Iterator[Keyed]:
+        yield Keyed(io.basename(path)[: -len(".dcm")], "image", (path,))
+
+    def key_row(self, tag: str, row: Row) -> Iterator[Keyed]:
+        if row.problem is None:
+            yield Keyed(row.cells[self.id_at].strip(), "rle", (row.number, row.cells[self.rle_at].strip()))
+        else:
+            bad = csvrows.bad_row(row.number, row.cells, row.problem, self.width)
+            yield Keyed(bad.cell(self.id_at), "bad-row", (row.number, bad.reason, bad.where(self.rle_name)))
+
+    def join(self, image_id: str, items: dict[str, list[tuple]]) -> Iterator[ReaderOutput]:
+        images, rle_rows, bad = items["image"], items["rle"], items["bad-row"]
+        if bad:  # its masks cannot be trusted when one of its rows is unreadable
+            yield _reject(image_id, bad[0][1], "; ".join(where for _, _, where in bad))
+        elif not image_id:
+            yield _reject(image_id, "missing-image-id",
+                          f"{self.rle_name} rows {', '.join(str(n) for n, _ in rle_rows)}: blank ImageId")
+        elif len(images) > 1:
+            uris = [uri for (uri,) in images]
+            for uri in uris:
+                yield _reject(image_id, "duplicate-image-id", f"{uri}: this SOPInstanceUID is in {uris}")
+        elif not images:
+            yield _reject(image_id, "image-not-present",
+                          f"{self.rle_name} row {rle_rows[0][0]}: no DICOM named {image_id}.dcm")
+        elif not rle_rows:
+            yield _reject(image_id, "unlabelled-image", f"{images[0][0]} has no row in {self.rle_name}",
+                          kind="filtered")
+        else:
+            yield image_output(image_id, images[0][0], rle_rows, self.rle_name)
+
+
+def plan(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> SiimPlan:
+    """The read plan of the SIIM tree under ``root``; ValueError when its label file is missing,
+    ambiguous or lacks a column. ``image_sources`` is part of the reader contract; SIIM owns its images."""
+    return SiimPlan(root)
 
 
 def read(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> Iterator[ReaderOutput]:
-    """Every SIIM DICOM and every RLE ImageId under ``root`` as a SourceRecord or Reject, sorted by key.
-
-    ``image_sources`` is part of the reader contract; an image source ignores it.
-    """
-    rle_file = find_rle_file(root)
-    name = io.relative(rle_file, root)
-    rle_rows, bad_rows, id_at = rle_table(rle_file)
-    bad_by_id: dict[str, list[csvrows.BadRow]] = defaultdict(list)
-    for bad in bad_rows:
-        bad_by_id[bad.cell(id_at)].append(bad)
-    images, repeated = list_images(root)
-    for image_id in sorted(set(rle_rows) | set(images) | set(repeated) | set(bad_by_id)):
-        if image_id in bad_by_id:  # its masks cannot be trusted when one of its rows is unreadable
-            bad = bad_by_id[image_id]
-            yield _reject(image_id, bad[0].reason, "; ".join(row.where(name) for row in bad))
-        elif not image_id:
-            yield _reject(image_id, "missing-image-id",
-                          f"{name} rows {', '.join(str(n) for n, _ in rle_rows[image_id])}: blank ImageId")
-        elif image_id in repeated:
-            for uri in repeated[image_id]:
-                yield _reject(image_id, "duplicate-image-id", f"{uri}: this SOPInstanceUID is in {repeated[image_id]}")
-        elif image_id not in images:
-            first = rle_rows[image_id][0][0]
-            yield _reject(image_id, "image-not-present", f"{name} row {first}: no DICOM named {image_id}.dcm")
-        elif image_id not in rle_rows:
-            yield _reject(image_id, "unlabelled-image", f"{images[image_id]} has no row in {name}", kind="filtered")
-        else:
-            yield image_output(image_id, images[image_id], rle_rows[image_id], name)
+    """Every SIIM DICOM and every RLE ImageId under ``root`` as a SourceRecord or Reject, sorted by key."""
+    return run_serially(plan(root, image_sources))
