@@ -21,7 +21,6 @@ import logging
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.pvalue import TaggedOutput
 
 from pipelines.grouping import unpack_all
@@ -163,8 +162,9 @@ def run_build(config: BuildConfig, out_dir: str, beam_args: list[str] | None = N
     options = PipelineOptions(beam_args if beam_args else DEFAULT_BEAM_ARGS)
     with beam.Pipeline(options=options) as p:
         build_graph(p, config, out_dir, inputs, progress)
-    if io.exists(work_dir(out_dir)):  # manifest.json is written: the per-shard checkpoints are spent
-        FileSystems.delete([work_dir(out_dir)])
+    # manifest.json is written: the per-shard checkpoints and row fragments are spent. On gs:// there is no
+    # _work folder to test for, only objects under the prefix; remove_tree lists and deletes them all.
+    io.remove_tree(work_dir(out_dir))
     if config.tokenizer is not None:
         from pipelines.tokenize import run_tokenize
 
