@@ -63,6 +63,49 @@ def read_head(path: str, length: int) -> bytes:
         return handle.read(length)
 
 
+def open_file(path: str) -> IO[bytes]:
+    """A seekable binary stream of a file's raw bytes, never decompressed (what pyarrow reads Parquet
+    from: ``pq.ParquetFile(handle)``); close it when done."""
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def read_text(path: str, encoding: str = "utf-8") -> str:
+    return read_bytes(path).decode(encoding)
+
+
+def size_of(path: str) -> int:
+    """A file's size in bytes (one metadata request on an object store)."""
+    return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+
+
+def files_under(folder: str) -> list[str]:
+    """Every file below a folder, at any depth, sorted; [] when there is none. On an object store the
+    folder is the prefix ``folder/`` (so ``out/_work`` never takes in ``out/_work2/...``)."""
+    return glob(join(folder, "**"))
+
+
+def remove_tree(folder: str) -> int:
+    """Delete a folder and all it holds; returns the number of files removed (0, and nothing done, when
+    there is nothing there).
+
+    On an object store there are no folders, and ``exists()`` of a prefix is False, so every object
+    under ``folder/`` is listed and deleted (on ``gs://`` a hundred per batch request); one that could
+    not be deleted raises. Locally the folder itself is removed, empty subfolders included."""
+    files = files_under(folder)
+    if not is_object_store(folder):
+        if exists(folder):
+            FileSystems.delete([folder])
+        return len(files)
+    if folder.startswith("gs://"):
+        failed = [(path, status) for path, status in _gcs().delete_batch(files) if status is not None]
+        if failed:
+            raise OSError(f"could not delete {len(failed)} of {len(files)} objects under {folder}, "
+                          f"e.g. {failed[0][0]} (HTTP {failed[0][1]})")
+    elif files:
+        FileSystems.delete(files)
+    return len(files)
+
+
 def sha256_of(path: str) -> str:
     """Hex SHA-256 of a file's raw bytes, read in blocks."""
     digest = hashlib.sha256()
