@@ -16,6 +16,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGBaseline8Bit
 
+from plans import assert_beam_matches_serial
 from realdata import siim_rle_lines, wheel_member
 from schemas.records import Reject, SourceRecord
 from transforms.sources import reader, siim
@@ -284,3 +285,10 @@ def test_real_rle_file_from_the_torchxrayvision_wheel(tmp_path):
     assert sum(1 for m in masks.values() if m) == 2669 and sum(map(len, masks.values())) == 3576
     assert all(not m or len(m) == len(rows[i]) for i, m in masks.items())  # no image mixes -1 and masks
     assert max(siim.rle_extent(rle) for m in masks.values() for rle in m) <= 1024 * 1024
+
+
+def test_the_beam_graph_reads_what_the_serial_run_reads(tmp_path):
+    root = make_stage1_tree(tmp_path)
+    write_siim_dicom(root, NEGATIVE, folder="dicom-images-test")  # a duplicate id across the two folders
+    outputs = assert_beam_matches_serial(siim.plan(str(root)))
+    assert [o.reason for o in outputs if o.key == f"siim/{NEGATIVE}"] == ["duplicate-image-id"] * 2
