@@ -31,9 +31,9 @@ from pipelines.read import ReadSource
 from pipelines.task_stage import RunTasks
 from pipelines.write import WriteFragments, WriteTables, prepare
 from schemas.config import BuildConfig
-from schemas.records import IMAGE_SOURCES, Reject
+from schemas.records import Reject
 from transforms import io
-from transforms.sources import reader
+from transforms.sources import read_plans
 from transforms.sources.plan import ReadPlan
 from transforms.severity import FitSeverityIdf
 from transforms.tasks import load_profile
@@ -76,14 +76,6 @@ class JoinUnits(beam.DoFn):
 
 
 # ------------------------------------------------------------------ graph
-
-
-def read_plans(config: BuildConfig) -> dict[str, ReadPlan]:
-    """Each enabled source's read plan. Whole-input problems (a missing required file or column, an
-    unknown layout) raise here, before any pipeline starts."""
-    sources = config.enabled_sources()
-    image_sources = tuple(name for name in IMAGE_SOURCES if name in sources)
-    return {name: reader(name).plan(source.root, image_sources) for name, source in sorted(sources.items())}
 
 
 def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dict,
@@ -153,15 +145,17 @@ def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dic
 
 
 def run_build(config: BuildConfig, out_dir: str, beam_args: list[str] | None = None,
-              progress: Progress = Progress(None), inputs: dict | None = None) -> dict:
+              progress: Progress = Progress(None), inputs: dict | None = None,
+              plans: dict[str, ReadPlan] | None = None) -> dict:
     """Run the build (and the tokenizer stage when the config has one); return the manifest. The
-    stages report what they finish through ``progress`` (pipelines/progress.py); ``inputs`` are the
-    input fingerprints when the caller has already taken them."""
-    inputs = inputs if inputs is not None else input_fingerprints(config)
+    stages report what they finish through ``progress`` (pipelines/progress.py); ``plans`` and
+    ``inputs`` are the read plans and input fingerprints when the caller has already made them."""
+    plans = plans if plans is not None else read_plans(config)
+    inputs = inputs if inputs is not None else input_fingerprints(config, plans)
     io.map_large_allocations()  # a local runner's big PCollection buffers go back to the OS when spent
     options = PipelineOptions(beam_args if beam_args else DEFAULT_BEAM_ARGS)
     with beam.Pipeline(options=options) as p:
-        build_graph(p, config, out_dir, inputs, progress)
+        build_graph(p, config, out_dir, inputs, progress, plans)
     # manifest.json is written: the per-shard checkpoints and row fragments are spent. On gs:// there is no
     # _work folder to test for, only objects under the prefix; remove_tree lists and deletes them all.
     io.remove_tree(work_dir(out_dir))

@@ -89,6 +89,7 @@ def build(ctx: click.Context, config_path: str, out: str, runner: str, workers: 
     from pipelines.progress import Progress, watching
     from pipelines.run_record import run_record, write_run_record
     from schemas.config import load_config
+    from transforms.sources import read_plans
 
     started = time.time()
     config = load_config(config_path)
@@ -96,8 +97,13 @@ def build(ctx: click.Context, config_path: str, out: str, runner: str, workers: 
     if workers > 1:
         beam_args += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
     beam_args += list(ctx.args)
+    try:
+        plans = read_plans(config)  # whole-input problems stop here, before any listing or pipeline
+    except (FileNotFoundError, ValueError) as unusable:
+        console.print(f"build: {unusable}", style="red", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
     with console.status("listing the inputs"):
-        inputs = input_fingerprints(config)
+        inputs = input_fingerprints(config, plans)
     finished = finished_build(out, config, inputs)
     if finished is not None:
         console.print(f"{out} is already built from these inputs and this config (manifest.json); nothing to do",
@@ -106,7 +112,7 @@ def build(ctx: click.Context, config_path: str, out: str, runner: str, workers: 
     else:
         with watching(runner, console) as display:
             manifest = run_build(config, out, beam_args, progress=display.reporter if display else Progress(None),
-                                 inputs=inputs)
+                                 inputs=inputs, plans=plans)
         record = run_record(out, manifest, display.state.record() if display else {}, started, time.time())
         write_run_record(out, record)
     print_summary(record)

@@ -8,15 +8,19 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
 from schemas.config import BuildConfig
 from transforms.tasks import Profile
 from transforms import io
+from transforms.sources import read_plans
+from transforms.sources.plan import ReadPlan
 
 PACKAGES = ("cxr-instruct", "apache-beam", "pyarrow", "numpy", "pydicom", "opencv-python-headless",
             "shapely", "pydantic", "datasets")
@@ -34,23 +38,43 @@ def versions() -> dict[str, str]:
     return found
 
 
-def input_fingerprints(config: BuildConfig) -> dict[str, dict]:
-    """Per source: file count, total bytes and a SHA-256 over the sorted list of every input file.
+LISTING_THREADS = 16
+"""Listings (and hashes) run at once while fingerprinting: object-store listing is round-trip bound."""
 
-    ``config.fingerprint`` picks what each file contributes: ``size-mtime`` (relative path, size and
-    modification time: one listing, cheap for a million files) or ``sha256`` (relative path and a
-    hash of its content: reads every byte, for audits).
+
+def input_fingerprints(config: BuildConfig, plans: dict[str, ReadPlan] | None = None) -> dict[str, dict]:
+    """Per source: file count, total bytes and a SHA-256 over the sorted list of the files its read plan
+    reads (every listing shard and every table; transforms/sources/plan.py).
+
+    The listings run :data:`LISTING_THREADS` at a time over the plans' prefix shards, so the launcher
+    does not walk a million-object tree serially before the job starts. ``config.fingerprint`` picks
+    what each file contributes: ``size-mtime`` (relative path, size and modification time: one listing,
+    cheap for a million files) or ``sha256`` (relative path and a hash of its content: reads every
+    byte, for audits). Files under a root that no plan reads (notes, archives) do not count.
     """
+    sources = config.enabled_sources()
+    plans = plans if plans is not None else read_plans(config)
+    patterns = sorted({(name, pattern) for name, plan in plans.items()
+                       for pattern in [*(p for listing in plan.listings for p in listing.patterns()),
+                                       *(table.path for table in plan.tables)]})
+    files: dict[str, dict[str, FileMetadata]] = {name: {} for name in plans}
+    with ThreadPoolExecutor(LISTING_THREADS) as pool:
+        for (name, _), found in zip(patterns, pool.map(lambda p: FileSystems.match([p])[0].metadata_list,
+                                                       [pattern for _, pattern in patterns])):
+            files[name].update((m.path, m) for m in found)
+        everything = [m for name in sorted(files) for m in files[name].values()]
+        if config.fingerprint == "sha256":
+            contributions = list(pool.map(io.sha256_of, [m.path for m in everything]))
+        else:
+            contributions = [f"{m.size_in_bytes}\t{m.last_updated_in_seconds:.6f}" for m in everything]
+    contribution = {m.path: what for m, what in zip(everything, contributions)}
     result = {}
-    for name, src in sorted(config.enabled_sources().items()):
-        match = FileSystems.match([io.join(src.root, "**")])[0].metadata_list
-        entries = []
-        for m in sorted(match, key=lambda m: m.path):
-            what = io.sha256_of(m.path) if config.fingerprint == "sha256" else \
-                f"{m.size_in_bytes}\t{m.last_updated_in_seconds:.6f}"
-            entries.append(f"{io.relative(m.path, src.root)}\t{what}")
+    for name in sorted(plans):
+        root = sources[name].root
+        entries = [f"{io.relative(path, root)}\t{contribution[path]}" for path in sorted(files[name])]
         digest = hashlib.sha256("\n".join(entries).encode()).hexdigest()
-        result[name] = {"root": src.root, "files": len(entries), "bytes": sum(m.size_in_bytes for m in match),
+        result[name] = {"root": root, "files": len(entries),
+                        "bytes": sum(m.size_in_bytes for m in files[name].values()),
                         "fingerprint": config.fingerprint, "sha256": digest}
     return result
 

@@ -13,8 +13,9 @@ def config(root, mode):
 def test_fingerprints_notice_what_their_mode_promises(tmp_path):
     rle = tmp_path / "train-rle.csv"
     rle.write_text("ImageId, EncodedPixels\n1.2.3, -1\n")
-    (tmp_path / "dicom-images-train").mkdir()
-    (tmp_path / "dicom-images-train" / "a.dcm").write_bytes(b"x" * 10)
+    (tmp_path / "dicom-images-train" / "study" / "series").mkdir(parents=True)
+    (tmp_path / "dicom-images-train" / "study" / "series" / "a.dcm").write_bytes(b"x" * 10)
+    (tmp_path / "notes.txt").write_text("not an input: no read plan lists it")
     first = {mode: input_fingerprints(config(tmp_path, mode))["siim"] for mode in ("size-mtime", "sha256")}
     assert first["sha256"]["files"] == 2 and first["sha256"]["bytes"] == rle.stat().st_size + 10
     stat = rle.stat()

@@ -99,7 +99,7 @@ def test_an_unknown_tag_is_a_plan_error():
 def test_every_source_plan_pickles_for_the_workers(tmp_path_factory):
     from pipelines.synth import generate
     from schemas.config import load_config
-    from pipelines.build import read_plans
+    from transforms.sources import read_plans
 
     corpus = generate(tmp_path_factory.mktemp("corpus"), studies=3, seed=1)
     plans = read_plans(load_config(corpus / "build.yaml"))

@@ -30,7 +30,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from schemas.records import ALL_SOURCES
+from schemas.config import BuildConfig
+from schemas.records import ALL_SOURCES, IMAGE_SOURCES
 
 
 def reader(name: str) -> ModuleType:
@@ -38,3 +39,11 @@ def reader(name: str) -> ModuleType:
     if name not in ALL_SOURCES:
         raise KeyError(f"unknown source {name!r}; expected one of {list(ALL_SOURCES)}")
     return importlib.import_module(f"transforms.sources.{name}")
+
+
+def read_plans(config: BuildConfig) -> dict:
+    """``{source: ReadPlan}`` for the config's enabled sources. Whole-input problems (a required file
+    or column missing, an unknown layout) raise here, before any pipeline starts."""
+    sources = config.enabled_sources()
+    image_sources = tuple(name for name in IMAGE_SOURCES if name in sources)
+    return {name: reader(name).plan(source.root, image_sources) for name, source in sorted(sources.items())}
