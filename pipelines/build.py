@@ -97,7 +97,8 @@ def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dic
     rejects.append(joined.rejects)
     roots = {name: src.root for name, src in sources.items()}
     per_image = joined.units | "Per-image stages" >> ImageStage(
-        out_dir, config.rows_per_shard.images, config.image_size, max_vertices, roots, progress)
+        out_dir, config.rows_per_shard.images, config.image_size, max_vertices, roots, progress,
+        png_compression=config.png_compression)
     rejects.append(per_image.rejects)
     events.append(per_image.events)
     # MediVLM-style severity: the IDF table is fitted on the train split only, then applied to all rows.
