@@ -13,9 +13,12 @@ from hypothesis import strategies as st
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from plans import assert_beam_matches_serial
 from realdata import vindr_kaggle_rows, wheel_csv_text, wheel_member
 from schemas.records import Reject, SourceRecord
+from transforms import io
 from transforms.sources import reader, vindr
+from transforms.sources.plan import table_rows
 
 TRAIN_A = "9a5094b2563a1ef3ff50dc5c7ff71345"
 TRAIN_B = "50a418190bc3fb1ef1633bf9678929b3"
@@ -187,15 +190,70 @@ def test_an_unreadable_row_is_an_item_reject_and_its_image_is_read(tmp_path):
     _, latin1 = found[f"vindr/{TRAIN_B}"]
     assert (latin1.reason, latin1.detail) == ("undecodable-row", "annotations/annotations_train.csv row 12: "
                                                                  "bytes that are not UTF-8")
-    bad = vindr.annotation_rows(str(boxes), "physionet").bad
-    assert {image: [row.where(str(boxes)) for row in rows] for image, rows in bad.items()} == {
-        TRAIN_A: [f"{boxes} row 11: 5 cells for 7 columns"],
-        TRAIN_B: [f"{boxes} row 12: bytes that are not UTF-8"]}
+    plan = vindr.plan(str(root))
+    bad = [item for row in table_rows(str(boxes)) for item in plan.key_row(str(boxes), row) if item.tag == "bad"]
+    assert [(item.key, item.item) for item in bad] == [
+        (TRAIN_A, ((0, 0, 11), "malformed-row", "annotations/annotations_train.csv row 11: 5 cells for 7 columns")),
+        (TRAIN_B, ((0, 0, 12), "undecodable-row", "annotations/annotations_train.csv row 12: bytes that are not UTF-8"))]
+
+
+def test_rows_that_name_no_image_or_an_absent_one(tmp_path):
+    """A bad row with no readable image_id is a reject of its own (listed first); rows, good or bad, of
+    an image absent from their split are one image-not-present reject naming each file's first row."""
+    root = make_physionet_tree(tmp_path)
+    labels = root / "annotations" / "image_labels_train.csv"
+    labels.write_bytes(labels.read_bytes() + f",R1\n{TRAIN_MISSING},R2\n".encode())
+    boxes = root / "annotations" / "annotations_test.csv"  # TRAIN_A is in train/, not in test/
+    boxes.write_bytes(boxes.read_bytes() + f"{TRAIN_A},Nodule/Mass,1,1,2,2\n".encode())
+    outputs = list(vindr.read(str(root)))
+    first = outputs[0]
+    assert (first.key, first.reason, first.detail) == (
+        "vindr/", "malformed-row", "annotations/image_labels_train.csv row 8: 2 cells for 30 columns")
+    assert [o.key for o in outputs[1:]] == sorted(o.key for o in outputs[1:])
+    found: dict[str, list] = {}
+    for output in outputs:
+        found.setdefault(output.key, []).append(output)
+    (missing,) = found[f"vindr/{TRAIN_MISSING}"]  # its bad row 9 is named by the reject, not rejected again
+    assert missing.detail == (f"annotations/annotations_train.csv row 8, annotations/image_labels_train.csv row 7: "
+                              f"no train/{TRAIN_MISSING}.dicom")
+    record, absent = found[f"vindr/{TRAIN_A}"]  # train first, then test
+    assert isinstance(record, SourceRecord) and record.image.official_split == "train"
+    assert (absent.reason, absent.detail) == (
+        "image-not-present", f"annotations/annotations_test.csv row 2: no test/{TRAIN_A}.dicom")
 
 
 def test_read_is_deterministic_and_registered(tmp_path):
     root = str(make_physionet_tree(tmp_path))
     assert [o.model_dump() for o in vindr.read(root)] == [o.model_dump() for o in reader("vindr").read(root)]
+
+
+def test_beam_graph_reads_what_the_serial_run_reads(tmp_path):
+    root = make_physionet_tree(tmp_path)
+    write_vindr_dicom(root / "test" / f"{TRAIN_BARE}.dicom")  # in both folders
+    boxes = root / "annotations" / "annotations_train.csv"
+    boxes.write_bytes(boxes.read_bytes() + f"{TRAIN_A},R11,Nodule/Mass,1,2\n,R1\n".encode())
+    outputs = assert_beam_matches_serial(vindr.plan(str(root)))
+    assert len(outputs) == 9
+
+
+def test_every_file_of_the_image_folders_is_in_exactly_one_listing_shard(tmp_path):
+    names = [f"{first}{'0' * 31}.dicom" for first in "0123456789abcdef"]
+    names += ["ABCDEF.dicom", "Zz.dicom", "_x.dicom", ".dicom", "-.dicom", "0a.dcm", "f.dicom.bak"]
+    for split in vindr.SPLITS:
+        for name in names:
+            (tmp_path / split).mkdir(exist_ok=True)
+            (tmp_path / split / name).write_bytes(b"")
+    (tmp_path / "train" / "0sub").mkdir()
+    (tmp_path / "train" / "0sub" / "0a.dicom").write_bytes(b"")  # not in the folder itself: not listed
+    write_csv(tmp_path / "train.csv", KAGGLE_HEADER, [])
+    plan = vindr.plan(str(tmp_path))
+    listed = [(listing.tag, path) for listing in plan.listings for pattern in listing.patterns()
+              for path in io.glob(pattern)]
+    assert sorted(listed) == sorted((split, str(tmp_path / split / name)) for split in vindr.SPLITS for name in names)
+    keyed = [item for tag, path in listed for item in plan.key_file(tag, path)]
+    assert sorted((item.key, item.item[1]) for item in keyed) == sorted(
+        (name[: -len(".dicom")], split) for split in range(2) for name in names
+        if name.endswith(".dicom") and name != ".dicom")
 
 
 KAGGLE_HEADER = ["image_id", "class_name", "class_id", "rad_id", "x_min", "y_min", "x_max", "y_max"]
@@ -276,7 +334,7 @@ def test_missing_label_column_is_an_error(tmp_path):
     drop = lines[0].split(",").index("Lung cyst")
     path.write_text("\n".join(",".join(c for i, c in enumerate(l.split(",")) if i != drop) for l in lines) + "\n")
     with pytest.raises(ValueError, match="Lung cyst"):
-        list(vindr.read(str(tmp_path)))
+        vindr.plan(str(tmp_path))  # a whole-input error, before anything is listed or read
 
 
 def test_header_whitespace_and_bad_label_value(tmp_path):
@@ -339,10 +397,14 @@ def test_no_finding_with_coordinates_raises():
 def test_real_kaggle_file_from_the_torchxrayvision_wheel(tmp_path):
     """All 67,914 real rows parse (set TORCHXRAYVISION_WHEEL to the downloaded torchxrayvision-1.5.7 wheel)."""
     target = wheel_member("vinbigdata-train.csv.gz", tmp_path / "train.csv.gz")
-    assert vindr.detect_layout(str(tmp_path)).name == "kaggle"
-    table = vindr.annotation_rows(str(target), "kaggle")
-    assert not table.bad
-    rows = table.by_image
+    plan = vindr.plan(str(tmp_path))
+    assert plan.layout.name == "kaggle"
+    keyed = [item for row in table_rows(str(target)) for item in plan.key_row(str(target), row)]
+    assert {item.tag for item in keyed} == {"box"}  # no unreadable row
+    by_image: dict[str, list[tuple]] = {}
+    for item in keyed:
+        by_image.setdefault(item.key, []).append(item.item)
+    rows = {image_id: plan.row_dicts(items, 0, 0) for image_id, items in by_image.items()}
     parsed = [vindr.annotation_boxes_and_labels(image_rows, "vindr-kaggle") for image_rows in rows.values()]
     assert len(rows) == 15000
     assert sum(len(boxes) + len(labels) for boxes, labels in parsed) == 67914

@@ -9,30 +9,34 @@ Two native layouts are accepted, detected from the files present and never guess
   rows, no image-level label file).
 
 VinDr has no patient or study id: ``subject_id`` stays None and the pipeline treats every image as
-its own patient; the official split is the folder. Each DICOM header is read (without pixels) for
-the image size. Images with no annotation or label row still become records, with
+its own patient; the official split is the folder. Each DICOM header is read (its first bytes, no
+pixels) for the image size. Images with no annotation or label row still become records, with
 ``provenance["labels"] = "missing"``.
+
+The read plan (:class:`VindrPlan`) detects the layout and checks the label files' headers up front,
+lists ``train/`` and ``test/`` once each in shards by the first hex digit of the name, keys every
+DICOM and every label row by image_id and joins them per image_id: the header read and the rules
+below run there, one image at a time.
 
 Details and each box's ``where`` name the label file and data row. A box row that is invalid on its
 face (inverted, negative, non-numeric) rejects its image (``malformed-annotation``); a row that cannot
-be read at all (missing cells, not UTF-8) is an item reject and the image is read without it.
+be read at all (missing cells, not UTF-8) is an item reject and the image is read without it, or a
+reject of its own when not even its image_id can be read. Rows that name an image absent from their
+split's folder are one ``image-not-present`` reject naming the first row of each file; an image in
+both folders is an ``image-in-both-splits`` reject per folder.
 """
 
 from __future__ import annotations
 
 import math
-import struct
-from collections import defaultdict
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-import pydicom
-from pydicom.errors import InvalidDicomError
-
 from schemas.records import IMAGE_SOURCES, Box, ImageRef, RawLabel, ReaderOutput, Reject, SourceRecord
 from transforms import io
-from transforms.sources import csvrows
+from transforms.sources import csvrows, dicomheader
+from transforms.sources.plan import HEX, Keyed, Listing, ReadPlan, Row, Table, run_serially
 
 NAME = "vindr"
 SPLITS = ("train", "test")
@@ -53,7 +57,6 @@ CONSENSUS_READER = "consensus"  # test rows carry no rad_id: they are the consen
 IMAGE_LABEL_SYSTEM = "vindr-image-labels"
 
 LayoutName = Literal["physionet", "kaggle"]
-_HEADER_ERRORS = (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError, struct.error)
 
 
 @dataclass(frozen=True)
@@ -111,61 +114,50 @@ def detect_layout(root: str) -> Layout:
 
 
 ROW = "_row"
-"""Key of the data row number (as text) in every row dict the table readers return."""
+"""Key of the data row number (as text) in every row dict the joins rebuild from keyed items."""
 
 
-@dataclass
-class Rows:
-    """One label file's good rows grouped by image_id (each row a dict with :data:`ROW`), and its bad
-    rows (wrong cell count, not UTF-8) grouped by the image_id they name ("" when unreadable)."""
+@dataclass(frozen=True)
+class LabelFile:
+    """One label CSV as the plan keys its rows: the split, which file of the split it is (0 boxes,
+    1 image labels), its name as details cite it, the header's width and the kept columns' positions."""
 
-    by_image: dict[str, list[dict[str, str]]]
-    bad: dict[str, list[csvrows.BadRow]]
+    split: int  # index in SPLITS
+    kind: int  # 0: annotations (boxes), 1: image labels
+    name: str
+    width: int
+    id_at: int
+    columns: tuple[tuple[str, int], ...]  # (name, position) of the cells a row item keeps, in order
 
-    def first_row(self, image_id: str) -> int:
-        """The number of the first row, good or bad, that names ``image_id``."""
-        numbers = [int(row[ROW]) for row in self.by_image.get(image_id, [])]
-        return min(numbers + [row.number for row in self.bad.get(image_id, [])])
 
-
-def _read_rows(path: str, required: Collection[str], columns: Collection[str]) -> Rows:
-    """A CSV's ``columns`` (those present) as stripped strings by name, ``Other disease`` renamed."""
-    table = csvrows.read_table(path)
-    header = [LABEL_SPELLINGS.get(name, name) for name in table.header]
+def _checked_columns(path: str, required: Collection[str], columns: Collection[str]) -> tuple[list[str], list]:
+    """The header (``Other disease`` renamed) and the (name, position) of ``columns`` present in it;
+    ValueError on a duplicate column (after renaming) or a missing required one."""
+    header = [LABEL_SPELLINGS.get(name, name) for name in csvrows.read_header(path)]
     duplicated = sorted({name for name in header if header.count(name) > 1})
     if duplicated:
         raise ValueError(f"{path}: duplicate columns {duplicated} (after normalising spellings)")
     missing = [name for name in required if name not in header]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; found {header}")
-    present = [(name, header.index(name)) for name in columns if name in header]
-    by_image: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for number, cells in table.rows:
-        row = {name: cells[position].strip() for name, position in present}
-        row[ROW] = str(number)
-        by_image[row["image_id"]].append(row)
-    bad: dict[str, list[csvrows.BadRow]] = defaultdict(list)
-    for row in table.bad:
-        bad[row.cell(header.index("image_id"))].append(row)
-    return Rows(dict(by_image), dict(bad))
+    return header, list(dict.fromkeys((name, header.index(name)) for name in columns if name in header))
 
 
-def annotation_rows(path: str, layout: LayoutName) -> Rows:
-    """Box rows grouped by image_id (column name -> stripped string, plus :data:`ROW`), and bad rows."""
+def annotation_columns(path: str, layout: LayoutName) -> tuple[list[str], list]:
+    """A boxes CSV's header and kept columns; the coordinates, class and image id are required."""
     required = ["image_id", "class_name", *COORDINATES]
     if layout == "kaggle":
         required += ["class_id", "rad_id"]
-    return _read_rows(path, required, [*required, "rad_id"])
+    return _checked_columns(path, required, [*required, "rad_id"])
 
 
-def image_label_rows(path: str) -> Rows:
-    """Image-level label rows grouped by image_id; all 28 label columns are required by name."""
-    header = [LABEL_SPELLINGS.get(name, name) for name in
-              (name.strip() for name in next(csvrows.records(path), (0, [], None))[1])]
+def image_label_columns(path: str) -> tuple[list[str], list]:
+    """An image-level label CSV's header and kept columns; all 28 label columns are required by name."""
+    header = [LABEL_SPELLINGS.get(name, name) for name in csvrows.read_header(path)]
     unknown = sorted(set(header) - {"image_id", "rad_id", *IMAGE_LABELS})
     if unknown:
         raise ValueError(f"{path}: unknown label column(s) {unknown}")
-    return _read_rows(path, ["image_id", *IMAGE_LABELS], ["image_id", "rad_id", *IMAGE_LABELS])
+    return _checked_columns(path, ["image_id", *IMAGE_LABELS], ["image_id", "rad_id", *IMAGE_LABELS])
 
 
 def _reader_of(row: dict[str, str]) -> str:
@@ -234,14 +226,13 @@ def annotation_boxes_and_labels(rows: list[dict[str, str]], origin: str,
 
 
 def read_image_size(uri: str) -> tuple[int, int]:
-    """(height, width) from the DICOM header, pixels not read; ValueError when the header is unusable."""
+    """(height, width) from the DICOM header (its first bytes only); ValueError when it is unusable."""
     try:
-        with io.open_binary(uri) as handle:
-            header = pydicom.dcmread(handle, stop_before_pixels=True, force=True)
+        header = dicomheader.read_header(uri)
         height, width = int(header.Rows), int(header.Columns)
     except AttributeError:
         raise ValueError("header has no Rows/Columns") from None
-    except _HEADER_ERRORS as error:
+    except dicomheader.HEADER_ERRORS as error:
         raise ValueError(f"{type(error).__name__}: {error}") from None
     if height <= 0 or width <= 0:
         raise ValueError(f"header size {height}x{width} is not positive")
@@ -298,60 +289,106 @@ def image_output(
     )
 
 
-def list_images(root: str) -> dict[str, dict[str, str]]:
-    """split -> {image_id: uri} for the ``.dicom`` files in ``train/`` and ``test/``."""
-    return {
-        split: {
-            io.basename(path)[: -len(IMAGE_EXTENSION)]: path
-            for path in io.glob(io.join(root, split, f"*{IMAGE_EXTENSION}"))
-        }
-        for split in SPLITS
-    }
+OTHER_NAMES = "[!0-9a-f]"
+"""The listing shard of file names that do not start with a lowercase hex digit (not VinDr ids, but
+read all the same): with :data:`plan.HEX` every name is in exactly one shard."""
+
+
+class VindrPlan(ReadPlan):
+    """DICOMs of ``train/`` and ``test/`` and the label CSVs' rows joined by image_id.
+
+    A file is ``("image", (uri, split))``; a good row ``("box" | "label", ((split, row), cells))``;
+    a row that cannot be read ``("bad", ((split, file, row), reason, where))``, or a reject of its own
+    when it does not even name an image. The join makes each split's output for the image (a record,
+    ``image-not-present`` naming the first rows, ``image-in-both-splits``), then an item reject per
+    bad row of a present image."""
+
+    source = NAME
+    rounds = (frozenset({"image", "box", "label", "bad"}),)
+
+    def __init__(self, root: str):
+        self.root = root
+        self.layout = layout = detect_layout(root)
+        files: dict[str, LabelFile] = {}
+        for split_index, split in enumerate(SPLITS):
+            for kind, path in enumerate((layout.annotation_files.get(split), layout.image_label_files.get(split))):
+                if path is None:
+                    continue
+                header, columns = annotation_columns(path, layout.name) if kind == 0 else image_label_columns(path)
+                kept = tuple(column for column in columns if column[0] != "image_id")  # the key says it
+                files[path] = LabelFile(split_index, kind, io.relative(path, root), len(header),
+                                        header.index("image_id"), kept)
+        self.files = files
+        self.listings = tuple(Listing(split, io.join(root, split), "*", shards=(*HEX, OTHER_NAMES))
+                              for split in SPLITS)
+        self.tables = tuple(Table(path, path) for path in files)
+
+    def key_file(self, tag: str, path: str) -> Iterator[Keyed]:
+        name = io.basename(path)
+        if name.endswith(IMAGE_EXTENSION) and (image_id := name[: -len(IMAGE_EXTENSION)]):
+            yield Keyed(image_id, "image", (path, SPLITS.index(tag)))
+
+    def key_row(self, tag: str, row: Row) -> Iterator[Keyed | Reject]:
+        file = self.files[tag]
+        if row.problem is None:
+            cells = tuple(row.cells[position].strip() for _, position in file.columns)
+            image_id = row.cells[file.id_at].strip()
+            if image_id:  # a good row with a blank image_id names no unit: it is skipped
+                yield Keyed(image_id, ("box", "label")[file.kind], ((file.split, row.number), cells))
+            return
+        bad = csvrows.bad_row(row.number, row.cells, row.problem, file.width)
+        image_id = bad.cell(file.id_at)
+        if image_id:
+            yield Keyed(image_id, "bad", ((file.split, file.kind, row.number), bad.reason, bad.where(file.name)))
+        else:  # a row too broken to name its image is a unit of its own
+            yield _reject("", bad.reason, bad.where(file.name))
+
+    def _file(self, split: int, kind: int) -> LabelFile:
+        return next(file for file in self.files.values() if (file.split, file.kind) == (split, kind))
+
+    def row_dicts(self, items: list[tuple], split: int, kind: int) -> list[dict[str, str]]:
+        """The row dicts (column name -> stripped cell, plus :data:`ROW`) of one split's file."""
+        mine = [(number, cells) for (row_split, number), cells in items if row_split == split]
+        if not mine:
+            return []
+        names = [name for name, _ in self._file(split, kind).columns]
+        return [{**dict(zip(names, cells, strict=True)), ROW: str(number)} for number, cells in mine]
+
+    def join(self, image_id: str, items: dict[str, list[tuple]]) -> Iterator[ReaderOutput]:
+        uris = {split: uri for uri, split in items["image"]}
+        for split_index, split in enumerate(SPLITS):
+            boxes = self.row_dicts(items["box"], split_index, 0)
+            labels = self.row_dicts(items["label"], split_index, 1)
+            bad = [item for item in items["bad"] if item[0][0] == split_index]
+            uri = uris.get(split_index)
+            if uri is None and not (boxes or labels or bad):
+                continue
+            if uri is None:
+                first_rows = []
+                for kind, rows in enumerate((boxes, labels)):
+                    numbers = [int(row[ROW]) for row in rows] + [n for (_, k, n), _, _ in bad if k == kind]
+                    if numbers:
+                        first_rows.append(f"{self._file(split_index, kind).name} row {min(numbers)}")
+                yield _reject(image_id, "image-not-present",
+                              f"{', '.join(first_rows)}: no {split}/{image_id}{IMAGE_EXTENSION}")
+                continue
+            if len(uris) > 1:
+                yield _reject(image_id, "image-in-both-splits", f"{image_id}{IMAGE_EXTENSION} is in train/ and test/")
+            else:
+                yield image_output(image_id, split, uri, self.layout, boxes, labels, self.root)
+            for _, reason, where in bad:  # a bad row of a present image loses that row, not the image
+                yield Reject(key=f"{NAME}/{image_id}", source=NAME, stage="read", reason=reason, detail=where,
+                             level="item")
+
+
+def plan(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> VindrPlan:
+    """The read plan of the VinDr tree under ``root``; ValueError when its layout is missing, mixed or
+    incomplete, or a label file lacks a column. ``image_sources`` is part of the reader contract;
+    VinDr owns its images."""
+    return VindrPlan(root)
 
 
 def read(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> Iterator[ReaderOutput]:
-    """Every VinDr image under ``root`` as a SourceRecord or Reject, sorted by key then split.
-
-    ``image_sources`` is part of the reader contract; an image source ignores it.
-    """
-    layout = detect_layout(root)
-    images = list_images(root)
-    in_both = set(images["train"]) & set(images["test"])
-    outputs: list[tuple[str, str, ReaderOutput]] = []
-    for split in SPLITS:
-        boxes_path, labels_path = layout.annotation_files.get(split), layout.image_label_files.get(split)
-        box_rows = annotation_rows(boxes_path, layout.name) if boxes_path else Rows({}, {})
-        label_rows = image_label_rows(labels_path) if labels_path else Rows({}, {})
-        tables = [(io.relative(path, root), rows) for path, rows in ((boxes_path, box_rows), (labels_path, label_rows))
-                  if path]  # (file as details cite it, its rows)
-        annotations, image_labels = box_rows.by_image, label_rows.by_image
-        named = {image_id for _, rows in tables for image_id in (*rows.by_image, *rows.bad)}
-        for bad_name, rows in tables:  # a row too broken to name its image is a unit of its own
-            for bad in rows.bad.get("", []):
-                outputs.append(("", split, _reject("", bad.reason, bad.where(bad_name))))
-        for image_id in sorted((set(images[split]) | named) - {""}):
-            if image_id not in images[split]:
-                first_rows = [f"{name} row {rows.first_row(image_id)}" for name, rows in tables
-                              if image_id in rows.by_image or image_id in rows.bad]
-                output: ReaderOutput = _reject(
-                    image_id, "image-not-present", f"{', '.join(first_rows)}: no {split}/{image_id}{IMAGE_EXTENSION}"
-                )
-            elif image_id in in_both:
-                output = _reject(
-                    image_id, "image-in-both-splits", f"{image_id}{IMAGE_EXTENSION} is in train/ and test/"
-                )
-            else:
-                output = image_output(
-                    image_id, split, images[split][image_id], layout,
-                    annotations.get(image_id, []), image_labels.get(image_id, []), root,
-                )
-            outputs.append((image_id, split, output))
-            if image_id in images[split]:  # a bad row of a present image loses that row, not the image
-                for name, rows in tables:
-                    for bad in rows.bad.get(image_id, []):
-                        outputs.append((image_id, split, Reject(
-                            key=f"{NAME}/{image_id}", source=NAME, stage="read", reason=bad.reason,
-                            detail=bad.where(name), level="item")))
-    outputs.sort(key=lambda item: (item[0], SPLITS.index(item[1])))
-    for _, _, output in outputs:
-        yield output
+    """Every VinDr image under ``root`` as a SourceRecord or Reject: the rejects of rows that name no
+    image first, then by key (train before test within one image)."""
+    return run_serially(plan(root, image_sources))
