@@ -12,9 +12,12 @@ import cv2
 import numpy as np
 import pytest
 
+from plans import assert_beam_matches_serial
 from realdata import padchest_missing_image_ids, wheel_member
 from schemas.records import Reject, SourceRecord
+from transforms import io
 from transforms.sources import padchest, reader
+from transforms.sources.plan import table_rows
 
 CSV_NAME = f"{padchest.LABEL_CSV}.csv"
 
@@ -195,9 +198,37 @@ def test_unreadable_rows_and_unnamed_pngs_are_rejects_and_the_rest_is_read(tmp_p
     orphan = found[("unnamed.png", "unlabelled-image")]
     assert orphan.kind == "filtered" and orphan.detail == f"9/unnamed.png: no row in {CSV_NAME}"
     assert len(outputs) == len(ROWS) + 1
-    good, bad, _ = padchest.label_rows(str(table))
-    assert [(row.number, row.reason) for row in bad] == [(1, "malformed-row"), (2, "undecodable-row")]
-    assert 1 not in set(good["row"]) and 2 not in set(good["row"])
+    plan = padchest.plan(str(root))
+    keyed = [item for row in table_rows(str(table)) for item in plan.key_row("row", row)]
+    assert [(item.tag, item.key, item.item[0]) for item in keyed if item.tag == "bad"] == [
+        ("bad", IN_DIR, 1), ("bad", FLAT, 2)]
+    assert {item.item[0] for item in keyed if item.tag == "row"} == set(range(3, len(ROWS) + 1))
+
+
+def test_beam_graph_reads_what_the_serial_run_reads(tmp_path):
+    root = make_tree(tmp_path, rows=[*ROWS, row(""), row("sub/deep.png", ImageDir="x")])
+    for relative in ("9/unnamed.png", f"3/{IN_DIR}", "sub/deep.png"):
+        write_png(root / relative)
+    outputs = assert_beam_matches_serial(padchest.plan(str(root)))
+    assert len(outputs) == len(ROWS) + 2 + 2  # two rows more, two PNGs no row names (9/unnamed.png, deep.png)
+
+
+def test_every_png_of_the_tree_is_in_exactly_one_listing_shard(tmp_path):
+    """Flat PNGs and PNGs one folder down, whatever their first character; nothing deeper, nothing else."""
+    images = [f"{digit}{i}/{digit}x.png" for i, digit in enumerate("0123456789")]
+    images += [f"{digit}y.png" for digit in "0123456789"]
+    images += ["images/a.png", "_/b.png", "Z.png", ".png", "0/.png", f"54/{IN_DIR}"]
+    others = ["1/2/deep.png", "0/x.jpg", "x.PNG", CSV_NAME]
+    for relative in [*images, *others]:
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(b"")
+    write_label_csv(tmp_path / CSV_NAME, [])
+    plan = padchest.plan(str(tmp_path))
+    listed = [path for listing in plan.listings for pattern in listing.patterns() for path in io.glob(pattern)]
+    assert sorted(listed) == sorted(str(tmp_path / relative) for relative in [*images, *others])
+    keyed = [item for path in listed for item in plan.key_file("png", path)]
+    assert sorted(item.item[0] for item in keyed) == sorted(images)
+    assert all(item.key == relative.rsplit("/", 1)[-1] for item in keyed for relative in item.item)
 
 
 def test_gzipped_csv_and_registry(tmp_path):
@@ -210,7 +241,7 @@ def test_gzipped_csv_and_registry(tmp_path):
 
 def test_missing_csv_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="no PadChest label file"):
-        list(padchest.read(str(tmp_path)))
+        padchest.plan(str(tmp_path))
 
 
 def test_columns_are_found_case_insensitively():
@@ -271,19 +302,22 @@ def test_bad_sizes_raise(text):
 def test_real_label_csv_from_the_torchxrayvision_wheel(tmp_path):
     """Every real row parses (set TORCHXRAYVISION_WHEEL to the downloaded torchxrayvision-1.5.7 wheel)."""
     target = wheel_member(f"{CSV_NAME}.gz", tmp_path / f"{CSV_NAME}.gz")
-    table, bad, _ = padchest.label_rows(str(target))
-    assert bad == [] and len(table) == 160861 and table["image_id"].is_unique and table["patient_id"].str.len().min() > 10
-    assert table["report_id"].nunique() == 107783
+    plan = padchest.plan(str(tmp_path))
+    keyed = [item for row in table_rows(str(target)) for item in plan.key_row("row", row)]
+    assert {item.tag for item in keyed} == {"row"}  # no unreadable row
+    table = [dict(zip(padchest.COLUMNS, item.item[1], strict=True)) for item in keyed]
+    assert len(table) == 160861 and len({row["image_id"] for row in table}) == len(table)
+    assert min(len(row["patient_id"]) for row in table) > 10
+    assert all(item.key == row["image_id"] for item, row in zip(keyed, table))
+    assert len({row["report_id"] for row in table}) == 107783
     # every row's list and CUI cells parse; whole records for a stable tenth of the rows
     for column, parse in (("labels", padchest.parse_labels), ("localizations", padchest.parse_localizations),
                           ("by_sentence", padchest.parse_by_sentence)):
-        for text in table[column]:
-            if not padchest.is_null(text):
-                parse(text)
-    assert sum(padchest.is_null(text) for text in table["labels"]) == 103
-    assert all(padchest.parse_cuis(text) or text in ("", "[]") for text in table["label_cuis"])
-    fields = list(table.columns)
-    sample = table.iloc[::10]
-    records = [padchest.row_record(dict(zip(fields, values)), "unused") for values in zip(*(sample[f] for f in fields))]
+        for row in table:
+            if not padchest.is_null(row[column]):
+                parse(row[column])
+    assert sum(padchest.is_null(row["labels"]) for row in table) == 103
+    assert all(padchest.parse_cuis(row["label_cuis"]) or row["label_cuis"] in ("", "[]") for row in table)
+    records = [padchest.row_record(row, "unused") for row in table[::10]]
     assert {r.image.view for r in records} >= {"PA", "L", "AP", "AP_horizontal"}
     assert {label.reader for r in records for label in r.raw_labels} == {"Physician", "RNN_model"}

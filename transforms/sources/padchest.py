@@ -4,8 +4,8 @@ The label CSV ``PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv[.gz]`` is r
 its columns are found by name, case-insensitively (the real file says ``labelCUIS`` and
 ``ExposureTime`` where the authors' README says ``LabelCUIS`` and ``ExposureTime_DICOM``). Images
 sit at ``<root>/<ImageDir>/<ImageID>`` (one folder per zip) or flat at ``<root>/<ImageID>``; the
-folders are listed once. Label lists are parsed from their syntax tree (never ``eval``), CUI
-columns (NumPy reprs without commas) with a regex. Reports are stemmed Spanish, kept verbatim.
+tree is listed once, in shards by the first digit of the folder (or flat name). Label lists are
+parsed from their syntax tree (never ``eval``), CUI columns (NumPy reprs without commas) with a regex. Reports are stemmed Spanish, kept verbatim.
 Missing values are the text ``nan`` in the real file (103 rows have ``Labels`` = ``nan``, also
 inside lists: ``"[['unchanged'], nan, ...]"``); blank cells read the same way.
 
@@ -13,6 +13,9 @@ Reject details name the CSV and the data row. A repeated ``ImageID`` keeps its f
 order (the repeats are ``duplicate-image-id`` rejects); a row with missing cells or bytes that are not
 UTF-8 is a reject and the rest of the file is read; a PNG that no row names is filtered
 (``unlabelled-image``).
+
+The read plan (:class:`PadchestPlan`) checks the CSV's header up front, keys each row (the needed
+cells only) and each PNG by ImageID and joins them per ImageID; nothing is held for the whole file.
 """
 
 from __future__ import annotations
@@ -25,11 +28,10 @@ from collections.abc import Collection, Iterator
 from datetime import datetime
 from typing import Literal
 
-import pandas as pd
-
 from schemas.records import IMAGE_SOURCES, ImageRef, RawLabel, ReaderOutput, Reject, Report, SourceRecord
 from transforms import io
 from transforms.sources import csvrows
+from transforms.sources.plan import Keyed, Listing, ReadPlan, Row, Table, run_serially
 
 NAME = "padchest"
 LABEL_CSV = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19"
@@ -81,32 +83,6 @@ def select_columns(header: Collection[str]) -> dict[str, str]:
             raise ValueError(f"PadChest label CSV: {problem} for {'/'.join(spellings)}; header {list(header)}")
         selected[field] = matches[0]
     return selected
-
-
-def label_rows(path: str) -> tuple[pd.DataFrame, list[csvrows.BadRow], int | None]:
-    """The good rows' needed columns as strings (blank = ""), renamed to the fields of :data:`COLUMNS`
-    plus ``row`` (the data row number), stripped (except ``report``, kept verbatim) and sorted by
-    ``image_id`` then row; the rows that are not rows of the header (wrong cell count, not UTF-8); and
-    the ``ImageID`` position, to key a bad row."""
-    header = next(csvrows.records(path), None)
-    if header is None:
-        raise ValueError(f"{path}: empty file, no header")
-    columns = select_columns(header[1])
-    positions = [header[1].index(columns[field]) for field in COLUMNS]
-    table = csvrows.read_table(path, keep=positions)
-    verbatim = list(COLUMNS).index("report")
-    frame = pd.DataFrame(
-        [[cell if i == verbatim else cell.strip() for i, cell in enumerate(cells)] for _, cells in table.rows],
-        columns=list(COLUMNS), dtype=object)
-    frame["row"] = [number for number, _ in table.rows]
-    frame = frame.sort_values(["image_id", "row"], kind="stable", ignore_index=True)
-    return frame, table.bad, positions[0]
-
-
-def list_images(root: str) -> set[str]:
-    """Paths relative to ``root`` of the PNGs at ``<root>/*.png`` and ``<root>/*/*.png``."""
-    paths = io.glob(io.join(root, "*.png")) + io.glob(io.join(root, "*", "*.png"))
-    return {io.relative(path, root) for path in paths}
 
 
 def _image_dir(text: str) -> str:
@@ -274,47 +250,107 @@ def row_record(row: dict[str, str], uri: str) -> SourceRecord:
     )
 
 
+FOLDER_SHARDS = (*"0123456789", "[!0-9]")
+"""Listing shards of the image tree, by the first character of the path under the root: the image
+folders are numbers (``0`` .. ``54``) and the flat image names start with a digit; the last shard
+takes every other name, so each file is in exactly one shard."""
+
+_IMAGE_PATH = re.compile(r"[^/\\]*(/[^/\\]*)?\.png")
+"""The images, relative to the root: ``*.png`` and ``*/*.png`` (a glob's ``*`` crosses no ``/``)."""
+
+
+def _key(image_id: str) -> str:
+    """The key of an ImageID: its last path component, the file name of any PNG it can be."""
+    return image_id.rsplit("/", 1)[-1]
+
+
+class PadchestPlan(ReadPlan):
+    """PNGs and label-CSV rows joined by ImageID (the PNG's file name).
+
+    A PNG is ``("png", (relative path,))``; a good row ``("row", (row, cells))`` with the cells of
+    :data:`COLUMNS` (stripped, the report verbatim); a row that cannot be read ``("bad", (row, ImageID,
+    reason, where))``. The join reads the first good row of an ImageID in file order, rejects the
+    later ones, and filters the PNGs that no row names."""
+
+    source = NAME
+    rounds = (frozenset({"png", "row", "bad"}),)
+
+    def __init__(self, root: str):
+        path = find_label_csv(root)
+        header = next(csvrows.records(path), None)
+        if header is None:
+            raise ValueError(f"{path}: empty file, no header")
+        columns = select_columns(header[1])
+        self.root, self.name, self.width = root, io.relative(path, root), len(header[1])
+        self.positions = tuple(header[1].index(columns[field]) for field in COLUMNS)
+        self.listings = (Listing("png", root, "**", shards=FOLDER_SHARDS),)
+        self.tables = (Table("row", path),)
+
+    def key_file(self, tag: str, path: str) -> Iterator[Keyed]:
+        relative = io.relative(path, self.root)
+        if _IMAGE_PATH.fullmatch(relative):
+            yield Keyed(io.basename(relative), "png", (relative,))
+
+    def key_row(self, tag: str, row: Row) -> Iterator[Keyed]:
+        if row.problem is None:
+            cells = tuple(row.cells[position] if field == "report" else row.cells[position].strip()
+                          for field, position in zip(COLUMNS, self.positions, strict=True))
+            yield Keyed(_key(cells[0]), "row", (row.number, cells))
+        else:
+            bad = csvrows.bad_row(row.number, row.cells, row.problem, self.width)
+            image_id = bad.cell(self.positions[0])
+            yield Keyed(_key(image_id), "bad", (row.number, image_id, bad.reason, bad.where(self.name)))
+
+    def join(self, key: str, items: dict[str, list[tuple]]) -> Iterator[ReaderOutput]:
+        present = {relative for (relative,) in items["png"]}
+        rows = sorted([*(("row", item) for item in items["row"]), *(("bad", item) for item in items["bad"])],
+                      key=lambda tagged: tagged[1][0])  # file order
+        first_row: dict[str, int] = {}
+        named = set()
+        for tag, item in rows:
+            if tag == "bad":
+                _, image_id, reason, where = item
+                named.add(image_id)
+                yield _reject(image_id, reason, where)
+                continue
+            number, cells = item
+            row = dict(zip(COLUMNS, cells, strict=True))
+            image_id = row["image_id"]
+            named.add(image_id)
+            first = first_row.setdefault(image_id, number)
+            if not image_id:
+                yield _reject(image_id, "missing-image-id", f"{self.name} row {number}: blank ImageID")
+            elif first != number:
+                yield _reject(image_id, "duplicate-image-id",
+                              f"{self.name} row {number}: ImageID {image_id} is already read from row {first}")
+            elif (relative := image_path(row, present)) is None:
+                yield _reject(image_id, "image-not-present",
+                              f"{self.name} row {number}: no {row['image_dir']}/{image_id} or {image_id} under "
+                              f"{self.root}", kind="filtered")
+            else:
+                try:
+                    yield row_record(row, io.join(self.root, relative))
+                except ValueError as error:
+                    yield _reject(image_id, "unparseable-row", f"{self.name} row {number}: {error}")
+        for relative in sorted(present):
+            if io.basename(relative) not in named:
+                yield _reject(io.basename(relative), "unlabelled-image", f"{relative}: no row in {self.name}",
+                              kind="filtered")
+
+
+def plan(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> PadchestPlan:
+    """The read plan of the PadChest tree under ``root``; ValueError when the label CSV is missing,
+    empty or lacks a column. ``image_sources`` is part of the reader contract; PadChest owns its images."""
+    return PadchestPlan(root)
+
+
 def read(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> Iterator[ReaderOutput]:
-    """Every row of the PadChest label CSV as a SourceRecord or Reject, sorted by key then row, then
-    a filtered Reject for each PNG that no row names.
+    """Every row of the PadChest label CSV as a SourceRecord or Reject, and a filtered Reject for each
+    PNG that no row names; by key, rows of one key in file order, its unnamed PNGs after them.
 
     A repeated ImageID: the first row in file order is read, each later one is a
     ``duplicate-image-id`` reject. A row that is not a row of the header (missing cells, bytes that
     are not UTF-8) is a reject naming its row; the rest of the file is read as usual.
     ``image_sources`` is part of the reader contract; an image source ignores it.
     """
-    csv_path = find_label_csv(root)
-    name = io.relative(csv_path, root)
-    table, bad_rows, id_at = label_rows(csv_path)
-    present = list_images(root)
-    outputs: list[tuple[str, int, ReaderOutput]] = []
-    for bad in bad_rows:
-        image_id = bad.cell(id_at)
-        outputs.append((image_id, bad.number, _reject(image_id, bad.reason, bad.where(name))))
-    first_row: dict[str, int] = {}
-    fields = [field for field in table.columns if field != "row"]
-    for values in zip(table["row"], *(table[field] for field in fields), strict=True):
-        number, row = int(values[0]), dict(zip(fields, values[1:], strict=True))
-        image_id = row["image_id"]
-        first = first_row.setdefault(image_id, number)
-        if not image_id:
-            output: ReaderOutput = _reject(image_id, "missing-image-id", f"{name} row {number}: blank ImageID")
-        elif first != number:
-            output = _reject(image_id, "duplicate-image-id",
-                             f"{name} row {number}: ImageID {image_id} is already read from row {first}")
-        elif (relative := image_path(row, present)) is None:
-            output = _reject(image_id, "image-not-present",
-                             f"{name} row {number}: no {row['image_dir']}/{image_id} or {image_id} under {root}",
-                             kind="filtered")
-        else:
-            try:
-                output = row_record(row, io.join(root, relative))
-            except ValueError as error:
-                output = _reject(image_id, "unparseable-row", f"{name} row {number}: {error}")
-        outputs.append((image_id, number, output))
-    outputs.sort(key=lambda item: (item[0], item[1]))
-    yield from (output for _, _, output in outputs)
-    named = {image_id for image_id, _, _ in outputs}
-    for relative in sorted(present):
-        if io.basename(relative) not in named:
-            yield _reject(io.basename(relative), "unlabelled-image", f"{relative}: no row in {name}", kind="filtered")
+    return run_serially(plan(root, image_sources))
