@@ -113,12 +113,13 @@ def unit_rejects(unit: ImageUnit, stage: str, exc: Exception, where: str, annota
     return rejects
 
 
-def run_unit(unit: ImageUnit, image_size: int, max_vertices: int, where: str):
-    """One unit through image, geometry and language: ``(image_row | None, ShardResult part)``."""
+def run_unit(unit: ImageUnit, image_size: int, max_vertices: int, where: str, png_compression: int):
+    """One unit through image, geometry and language: ``(image_row | None, ShardResult part)``; the
+    image is stored as a PNG at zlib level ``png_compression``."""
     result = ShardResult()
     stage, annotations = "image", unit.annotations
     try:
-        decoded = enrich.decode_unit(unit, image_size)
+        decoded = enrich.decode_unit(unit, image_size, png_compression)
         stage = "geometry"
         enriched, item_rejects = enrich.geometry_unit(decoded, max_vertices=max_vertices)
         result.rejects += item_rejects
@@ -138,12 +139,13 @@ class ProcessImageShard(beam.DoFn):
     """``((split, shard, num_shards), packed units)`` -> the shard's :class:`Checkpoint`; as tagged outputs
     its rejects, ``((source, event), count)`` pairs, distinct ``(patient, split)`` pairs, the severity
     terms of its train rows and the shard's description (none when every image of the shard was rejected:
-    then no images file is written). Reuses a verified checkpoint when there is one."""
+    then no images file is written). Reuses a verified checkpoint when there is one (made with the same
+    settings: image size, vertex limit and PNG compression level)."""
 
     def __init__(self, out_dir: str, image_size: int, max_vertices: int, roots: dict[str, str],
-                 progress: Progress = Progress(None)):
+                 progress: Progress = Progress(None), *, png_compression: int):
         self.out_dir = out_dir
-        self.settings = {"image_size": image_size, "max_vertices": max_vertices}
+        self.settings = {"image_size": image_size, "max_vertices": max_vertices, "png_compression": png_compression}
         self.roots = roots
         self.progress = progress
         self.reused = Metrics.counter("image_stage", "shards_reused")
@@ -216,7 +218,7 @@ class ProcessImageShard(beam.DoFn):
             batch = []
             for unit in units:
                 row, part = run_unit(unit, self.settings["image_size"], self.settings["max_vertices"],
-                                     self._where(unit))
+                                     self._where(unit), self.settings["png_compression"])
                 self.progress.add("image", 1)
                 for attr in ("annotation_rows", "rejects", "events", "patients"):
                     getattr(result, attr).extend(getattr(part, attr))
@@ -245,10 +247,11 @@ class ProcessImageShard(beam.DoFn):
 
 class ImageStage(beam.PTransform):
     """Unit entries (:func:`unit_entry`) -> checkpoints (main) plus ``rejects``, ``events``,
-    ``patients``, ``severity_terms`` and ``shards`` (see :class:`ProcessImageShard`)."""
+    ``patients``, ``severity_terms`` and ``shards`` (see :class:`ProcessImageShard`). Images are stored
+    as PNGs at zlib level ``png_compression`` (``BuildConfig.png_compression``)."""
 
     def __init__(self, out_dir: str, rows_per_shard: int, image_size: int, max_vertices: int,
-                 roots: dict[str, str], progress: Progress = Progress(None)):
+                 roots: dict[str, str], progress: Progress = Progress(None), *, png_compression: int):
         super().__init__()
         self.out_dir = out_dir
         self.rows_per_shard = rows_per_shard
@@ -256,6 +259,7 @@ class ImageStage(beam.PTransform):
         self.max_vertices = max_vertices
         self.roots = roots
         self.progress = progress
+        self.png_compression = png_compression
 
     def expand(self, entries):
         rows_per_shard, progress = self.rows_per_shard, self.progress
@@ -282,6 +286,7 @@ class ImageStage(beam.PTransform):
             | "Assign images shard" >> beam.Map(assign, shards=beam.pvalue.AsDict(shards_per_split))
             | "Group images shard" >> beam.GroupByKey()
             | "Process images shard" >> beam.ParDo(
-                ProcessImageShard(self.out_dir, self.image_size, self.max_vertices, self.roots, progress)
+                ProcessImageShard(self.out_dir, self.image_size, self.max_vertices, self.roots, progress,
+                                  png_compression=self.png_compression)
             ).with_outputs(*OUTPUTS, main="checkpoints")
         )

@@ -1,6 +1,7 @@
 """Decoding of DICOM (uncompressed, JPEG baseline, JPEG 2000, JPEG lossless), PNG 8/16-bit and JPEG;
-VOI LUT and windowing; letterbox; PNG encoding; the DICOM header allow-list. DICOM files are written
-with pydicom at test time (JPEG lossless streams by a small encoder here, pydicom has none)."""
+MONOCHROME1 inversion, VOI LUT and windowing; letterbox; PNG encoding and its compression level (the
+build config's ``png_compression``, through the image stage); the DICOM header allow-list. DICOM files
+are written with pydicom at test time (JPEG lossless streams by a small encoder here, pydicom has none)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import io
 import zlib
 
 import cv2
+import apache_beam as beam
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -18,10 +22,15 @@ from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, JPEGLosslessSV1, generate_uid
+from pydantic import ValidationError
 
+from pipelines.image_stage import ImageStage, ProcessImageShard, unit_entry
+from schemas.config import BuildConfig, load_config
+from schemas.records import ImageRef, SourceRecord
 from transforms.images import (
     DICOM_FACTS_KEPT,
     DICOM_KEYWORDS_READ,
+    PNG_LEVELS,
     DecodedImage,
     ImageDecodeError,
     decode_image,
@@ -32,6 +41,7 @@ from transforms.images import (
     sniff_format,
     to_uint8,
 )
+from transforms.units import ImageUnit
 
 ROWS, COLUMNS = 96, 128
 
@@ -99,6 +109,32 @@ def test_monochrome1_is_inverted_within_the_stored_range():
     pixels = read_image(_dicom_bytes(_dicom_dataset(stored, "MONOCHROME1")))
     np.testing.assert_array_equal(pixels.astype(np.int64), 4095 - stored.astype(np.int64))
     assert pixels.dtype == np.uint16  # the inverted values still fit the stored type
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), bits=st.integers(8, 16), signed=st.booleans(),
+       shape=st.tuples(st.integers(1, 24), st.integers(2, 24)))
+def test_monochrome1_inversion_is_exact_and_keeps_the_stored_type(data, bits, signed, shape):
+    """``lowest + highest - v`` of the stored range, for every stored value, signed or not, in the
+    decoder's own integer type (the inversion is done in place on it)."""
+    low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    dtype = np.int16 if signed else np.uint16
+    stored = data.draw(arrays(dtype, shape, elements=st.integers(low, high)))
+    stored.flat[:2] = (low, high)  # contrast, and both ends of the range
+    dataset = _dicom_dataset(stored, "MONOCHROME1", bits_stored=bits)
+    dataset.PixelRepresentation = int(signed)
+    pixels = read_image(_dicom_bytes(dataset))
+    assert pixels.dtype == dtype
+    np.testing.assert_array_equal(pixels.astype(np.int64), low + high - stored.astype(np.int64))
+
+
+def test_monochrome1_with_rescale_is_inverted_in_the_rescaled_range():
+    stored = _radiograph()
+    pixels = read_image(_dicom_bytes(_dicom_dataset(stored, "MONOCHROME1", RescaleSlope=2, RescaleIntercept=-1024)))
+    # stored range 0..4095 rescales to -1024..7166; v -> -1024 + 7166 - v, in float32 as decoding does it
+    expected = np.float32(-1024 + 7166) - (stored.astype(np.float32) * np.float32(2) + np.float32(-1024))
+    assert pixels.dtype == np.float32
+    np.testing.assert_array_equal(pixels, expected)
 
 
 def test_monochrome1_window_follows_the_inversion():
@@ -329,6 +365,21 @@ def test_monochrome1_and_monochrome2_twins_decode_to_the_same_image(header, lut,
     assert (first.photometric, second.photometric) == ("MONOCHROME1", "MONOCHROME2")
 
 
+@pytest.mark.parametrize("header, lut, windowing", [
+    ({"WindowCenter": 1800, "WindowWidth": 1600}, None, "dicom-window"),
+    ({}, None, "percentile"),
+    ({}, _gamma_lut(0, 4096), "dicom-voi-lut"),
+])
+def test_monochrome1_twins_give_the_same_letterboxed_canvas(header, lut, windowing):
+    """The pipeline's path (inversion before the resize, window after it) treats MONOCHROME1 as its
+    MONOCHROME2 twin: the same canvas, byte for byte."""
+    mono1, mono2 = _twins(_radiograph(640, 480), header, lut)
+    first, second = decode_letterboxed(mono1, size=128), decode_letterboxed(mono2, size=128)
+    assert first.windowing == second.windowing == windowing
+    np.testing.assert_array_equal(first.canvas, second.canvas)
+    assert first.canvas.std() > 10
+
+
 def test_dicom_without_transfer_syntax_is_rejected_with_the_reason():
     dataset = _dicom_dataset(_radiograph())
     del dataset.file_meta
@@ -549,10 +600,68 @@ def test_letterbox_rejects_non_uint8():
 
 def test_encode_png_is_deterministic_and_lossless():
     canvas, _ = letterbox(to_uint8(_radiograph()), 64)
-    first, second = encode_png(canvas), encode_png(canvas.copy())
+    first, second = encode_png(canvas, 1), encode_png(canvas.copy(), 1)
     assert first == second
     np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(first, np.uint8), cv2.IMREAD_UNCHANGED), canvas)
     assert read_image(first).shape == (64, 64)
+
+
+def _noisy_canvas(size: int = 128) -> np.ndarray:
+    noise = np.random.default_rng(0).normal(0, 40, (size, size))
+    return np.clip(to_uint8(_radiograph(size, size)) + noise, 0, 255).astype(np.uint8)
+
+
+def test_encode_png_levels_change_size_not_pixels():
+    canvas = _noisy_canvas()
+    encoded = {level: encode_png(canvas, level) for level in PNG_LEVELS}
+    assert len(encoded[0]) > len(encoded[1]) >= len(encoded[9])
+    assert len(encoded[0]) > canvas.size  # level 0 stores the rows as they are
+    for data in encoded.values():
+        np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED), canvas)
+
+
+@pytest.mark.parametrize("level", [-1, 10, 1.0, "6", True, None])
+def test_encode_png_rejects_levels_outside_0_to_9(level):
+    with pytest.raises(ValueError, match="PNG compression level must be an integer from 0 to 9"):
+        encode_png(np.zeros((4, 4), np.uint8), level)
+
+
+def test_png_compression_is_a_config_setting_validated_with_its_key(tmp_path):
+    assert BuildConfig(sources={}).png_compression in PNG_LEVELS
+    assert BuildConfig(sources={}, png_compression=9).png_compression == 9
+    for bad in (-1, 10, "fast", 1.5, True):
+        with pytest.raises(ValidationError, match="png_compression") as caught:
+            BuildConfig(sources={}, png_compression=bad)
+        assert caught.value.errors()[0]["loc"] == ("png_compression",)
+    path = tmp_path / "build.yaml"
+    path.write_text(yaml.safe_dump({"sources": {}, "png_compression": 12}))
+    with pytest.raises(ValidationError, match=r"png_compression\n.*from 0 \(no compression\) to 9.*got 12"):
+        load_config(path)
+
+
+def test_the_image_stage_encodes_at_the_configured_level(tmp_path):
+    """The level reaches the encoder through the Beam image stage: one unit run at level 0 and at level 9
+    stores the same pixels in PNGs of different sizes, and the level is part of the shard settings a
+    resumed build must match (a finished shard made at another level is redone)."""
+    path = tmp_path / "image.dcm"
+    noise = np.random.default_rng(0).integers(0, 64, (640, 480), dtype=np.uint16)
+    path.write_bytes(_dicom_bytes(_dicom_dataset(_radiograph(640, 480) + noise, WindowCenter=2000, WindowWidth=2400)))
+    key = "0123456789abcdef0123456789abcdef"
+    record = SourceRecord(image=ImageRef(image_key=f"vindr/{key}", source="vindr", native_id=key, uri=str(path),
+                                         format="dicom", official_split="train"))
+    unit = ImageUnit(record=record, split="train", split_authority="official")
+    stored = {}
+    for level in (0, 9):
+        out = tmp_path / f"level-{level}"
+        with beam.Pipeline() as pipeline:
+            _ = pipeline | beam.Create([unit_entry(unit)]) | ImageStage(str(out), 500, 256, 64, {},
+                                                                        png_compression=level)
+        (shard,) = (out / "images").glob("*.parquet")
+        (row,) = pq.read_table(shard, columns=["image"]).column("image").to_pylist()
+        stored[level] = row["bytes"]
+    assert len(stored[0]) > 256 * 256 > len(stored[9])
+    np.testing.assert_array_equal(read_image(stored[0]), read_image(stored[9]))
+    assert ProcessImageShard(str(tmp_path), 256, 64, {}, png_compression=3).settings["png_compression"] == 3
 
 
 def test_non_numeric_window_is_a_clear_error():

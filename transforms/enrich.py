@@ -63,8 +63,9 @@ class EnrichedUnit:
 # ---------------------------------------------------------------- image stage
 
 
-def decode_unit(unit: ImageUnit, size: int) -> DecodedUnit:
-    """Decode the image bytes, letterbox to ``size``, window to 8-bit and encode as PNG."""
+def decode_unit(unit: ImageUnit, size: int, png_compression: int) -> DecodedUnit:
+    """Decode the image bytes, letterbox to ``size``, window to 8-bit and encode as PNG at zlib level
+    ``png_compression``."""
     ref = unit.record.image
     image = images.decode_letterboxed(io.read_bytes(ref.uri), ref.format, size)
     expected = (ref.expected_width, ref.expected_height)
@@ -73,8 +74,8 @@ def decode_unit(unit: ImageUnit, size: int) -> DecodedUnit:
             f"{ref.image_key}: metadata says {expected[0]}x{expected[1]}, file is {image.width}x{image.height}"
         )
     return DecodedUnit(
-        unit=unit, png=images.encode_png(image.canvas), letterbox=image.letterbox, width=image.width,
-        height=image.height, photometric=image.photometric, bits_stored=image.bits_stored,
+        unit=unit, png=images.encode_png(image.canvas, png_compression), letterbox=image.letterbox,
+        width=image.width, height=image.height, photometric=image.photometric, bits_stored=image.bits_stored,
         source_format=image.source_format,
     )
 

@@ -35,7 +35,9 @@ _ITEM_TAG = b"\xfe\xff\x00\xe0"  # (FFFE,E000) little endian: the first item of 
 ROBUST_PERCENTILES = (0.5, 99.5)
 """Percentiles taken as black and white when no window is given, for data wider than 8 bits."""
 _PERCENTILE_SAMPLE_PIXELS = 1 << 20  # percentiles are estimated on a regular subgrid of at most this many pixels
-PNG_COMPRESSION = 6
+PNG_LEVELS = range(10)
+"""zlib compression levels :func:`encode_png` accepts: 0 stores, 1 is fastest, 9 is smallest. The build's level is
+``BuildConfig.png_compression`` (schemas/config.py, where the default's measurements are)."""
 
 
 DICOM_KEYWORDS_READ = frozenset({
@@ -237,8 +239,10 @@ def _decode_dicom(data: bytes) -> tuple[np.ndarray, HeaderFacts]:
     slope = 1.0 if slope is None else slope
     intercept = 0.0 if intercept is None else intercept
     pixels: np.ndarray = stored
-    if (slope, intercept) != (1.0, 0.0):
-        pixels = stored.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+    if (slope, intercept) != (1.0, 0.0):  # the same float32 operations as stored * slope + intercept, in place
+        pixels = stored.astype(np.float32)
+        pixels *= np.float32(slope)
+        pixels += np.float32(intercept)
 
     center = _header_number(dataset, "WindowCenter")
     width = _header_number(dataset, "WindowWidth")
@@ -250,18 +254,30 @@ def _decode_dicom(data: bytes) -> tuple[np.ndarray, HeaderFacts]:
         # window do not depend on this image's own min/max: v -> lo + hi - v.
         low, high = (v * slope + intercept for v in _stored_range(dataset, bits_stored))
         pivot = low + high
-        if np.issubdtype(pixels.dtype, np.integer):
-            inverted = np.int64(round(pivot)) - pixels.astype(np.int64)
-            limits = np.iinfo(pixels.dtype)
-            fits = limits.min <= inverted.min() and inverted.max() <= limits.max
-            pixels = inverted.astype(pixels.dtype if fits else np.int32)
-        else:
-            pixels = np.float32(pivot) - pixels
+        pixels = _invert(pixels, pivot)
         if window is not None:
             window = (pivot - window[0], window[1])
         if voi_lut is not None:
             voi_lut = voi_lut.inverted(pivot)
     return _check_contrast(pixels), HeaderFacts(photometric, bits_stored, window, voi_lut)
+
+
+def _invert(pixels: np.ndarray, pivot: float) -> np.ndarray:
+    """``pivot - pixels``, in place on the decoder's own array (a fresh one, nothing else holds it).
+
+    Integer pixels keep their dtype when every ``round(pivot) - v`` fits it (always, for values inside
+    the stored range), so a 16-bit radiograph is inverted by one pass over uint16 memory; otherwise the
+    difference is taken in int64 and kept as int32. Float pixels (after a Modality LUT) stay float32."""
+    if not pixels.flags.writeable:
+        pixels = pixels.copy()
+    if not np.issubdtype(pixels.dtype, np.integer):
+        return np.subtract(np.float32(pivot), pixels, out=pixels)
+    top = round(pivot)
+    limits = np.iinfo(pixels.dtype)
+    if limits.min <= top - int(pixels.max()) and top - int(pixels.min()) <= limits.max:
+        # integer subtraction wraps modulo 2**bits, so a pivot outside the dtype still gives the exact result
+        return np.subtract(np.asarray(top, np.int64).astype(pixels.dtype), pixels, out=pixels)
+    return (np.int64(top) - pixels.astype(np.int64)).astype(np.int32)
 
 
 def _decode_raster(data: bytes, fmt: ImageFormat) -> tuple[np.ndarray, str]:
@@ -519,12 +535,15 @@ def decode_letterboxed(path_or_bytes: str | bytes, format: str | None = None, si
                             bits_stored=header.bits_stored, source_format=fmt, windowing=windowing)
 
 
-def encode_png(image_uint8: np.ndarray) -> bytes:
-    """Deterministic PNG bytes of a 2-D uint8 image (fixed compression level, no metadata)."""
+def encode_png(image_uint8: np.ndarray, level: int) -> bytes:
+    """Deterministic PNG bytes of a 2-D uint8 image at zlib compression ``level`` (one of
+    :data:`PNG_LEVELS`), no metadata. Every level is lossless: only size and encoding time differ."""
+    if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or level not in PNG_LEVELS:
+        raise ValueError(f"PNG compression level must be an integer from 0 to 9, got {level!r}")
     image = np.asarray(image_uint8)
     if image.ndim != 2 or image.dtype != np.uint8:
         raise ValueError(f"encode_png expects a 2-D uint8 image, got {image.dtype} {image.shape}")
-    ok, encoded = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
+    ok, encoded = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, int(level)])
     if not ok:
         raise ValueError("OpenCV failed to encode the PNG")
     return encoded.tobytes()
