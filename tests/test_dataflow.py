@@ -4,12 +4,14 @@ whole source into one element.
 
 Aggregations the build graph is allowed to have (anything else fails ``test_every_grouping_...``):
 
+- The read (pipelines/read.py), per source: reshuffles of its listing shards, listed files and CSV
+  tables (``Read <source>/Spread ...``), and a GroupByKey per join round (``Read <source>/Group round
+  N``: one image's, study's or row id's items).
 - GroupByKey on fine keys: ``Join on image_key`` (one image + its CheXmask/ImaGenome annotations),
   ``Per-image stages/Group images shard`` ((split, shard, n): the packed units of ~rows_per_shard.images
   images, no pixels), ``Write/Group fragments`` ((table, split): one fragment reference per images
   shard, no rows), ``Write rejects/Group shard`` ((table, split, shard, n): at most ~rows_per_shard
-  rejects), and the reshuffles ``Sources`` (the six source roots) and ``Write/Spread shards`` (one
-  slice plan per output shard).
+  rejects), and the reshuffle ``Write/Spread shards`` (one slice plan per output shard).
 - Combiners (lifted: partial accumulators per bundle, so a key's values are never listed):
   ``Fit severity IDF`` (the only global combine: a Counter of seed-term signatures, bounded by the
   seed-term vocabulary, not by the corpus), ``Write rejects/Sum per split`` and ``Per-image
@@ -40,6 +42,7 @@ from pipelines import tokenize
 from pipelines.build import build_graph
 from pipelines.synth import generate
 from schemas.config import load_config
+from transforms.sources import read_plans
 from transforms.severity import SEED_TERMS, FitSeverityIdf
 
 DATAFLOW_ARGS = [
@@ -54,7 +57,22 @@ DATAFLOW_ARGS = [
 OUT = "gs://bucket/out"
 
 FINE_KEY_GROUPS = {"Join on image_key", "Per-image stages/Group images shard", "Write/Group fragments",
-                   "Write rejects/Group shard", "Sources", "Write/Spread shards"}
+                   "Write rejects/Group shard", "Write/Spread shards"}
+READ_STEPS = {"ListPattern", "KeyFiles", "KeyRows", "JoinRound"}
+"""The read's DoFns (pipelines/read.py): one listing shard, one listed file, one CSV streamed, one key."""
+
+
+def read_groups(plans) -> set[str]:
+    """The groupings of each source's read: reshuffles spreading its listing shards, files and tables,
+    and one GroupByKey per join round (keyed by image, study or row id)."""
+    groups = set()
+    for name, plan in plans.items():
+        if plan.listings:
+            groups |= {f"Read {name}/Spread listing shards", f"Read {name}/Spread files"}
+        if plan.tables:
+            groups.add(f"Read {name}/Spread tables")
+        groups |= {f"Read {name}/Group round {number}" for number in range(len(plan.rounds))}
+    return groups
 COMBINES = {
     "Fit severity IDF": "FitSeverityIdf",
     "Write rejects/Sum per split": "NoSideInputsCallableWrapperCombineFn",
@@ -105,10 +123,17 @@ def options() -> PipelineOptions:
 
 
 @pytest.fixture(scope="module")
-def build_pipeline(tmp_path_factory, options) -> tuple[beam.Pipeline, GraphWalk]:
+def plans(tmp_path_factory):
     corpus = generate(tmp_path_factory.mktemp("corpus"), studies=2, seed=0)
+    config = load_config(corpus / "build.yaml")
+    return config, read_plans(config)
+
+
+@pytest.fixture(scope="module")
+def build_pipeline(plans, options) -> tuple[beam.Pipeline, GraphWalk]:
+    config, source_plans = plans
     pipeline = beam.Pipeline(options=options)
-    build_graph(pipeline, load_config(corpus / "build.yaml"), OUT, inputs={})
+    build_graph(pipeline, config, OUT, inputs={}, plans=source_plans)
     walk = GraphWalk()
     pipeline.visit(walk)
     return pipeline, walk
@@ -190,13 +215,31 @@ def test_a_fresh_interpreter_unpickles_every_fn_of_the_submitted_graph(build_pip
     assert int(result.stdout.split()[-1]) >= pardos - 1  # all but Beam's key-with-none URN DoFn
 
 
-def test_every_grouping_is_by_a_fine_key_or_inside_a_combiner(build_pipeline):
+def test_every_grouping_is_by_a_fine_key_or_inside_a_combiner(build_pipeline, plans):
     _, walk = build_pipeline
+    fine = FINE_KEY_GROUPS | read_groups(plans[1])
     combine_labels = {label for label, _, _ in walk.combines}
     unexplained = [label for label in walk.groupings
-                   if top_label(label, FINE_KEY_GROUPS) is None and top_label(label, combine_labels) is None]
+                   if top_label(label, fine) is None and top_label(label, combine_labels) is None]
     assert not unexplained, f"GroupByKey not on a fine key nor inside a CombineFn: {unexplained}"
-    assert {top_label(label, FINE_KEY_GROUPS) for label in walk.groupings} - {None} == FINE_KEY_GROUPS
+    assert {top_label(label, fine) for label in walk.groupings} - {None} == fine
+
+
+def test_no_step_reads_a_whole_source_in_one_element(build_pipeline, plans):
+    """Every DoFn of the read handles one listing shard, one file, one CSV (rows streamed, each its own
+    element after) or one key's items; the joins, where files are opened, follow a GroupByKey."""
+    _, walk = build_pipeline
+    ours = {node.full_label: type(node.transform.fn) for node in walk.leaves
+            if isinstance(node.transform, beam.ParDo) and node.full_label.startswith("Read ")
+            and type(node.transform.fn).__module__.split(".")[0] in ("pipelines", "transforms")}
+    assert {fn.__name__ for fn in ours.values()} == READ_STEPS
+    for node in walk.leaves:
+        if node.full_label in ours and ours[node.full_label].__name__ == "JoinRound":
+            assert "/Group round " in node.inputs[0].producer.full_label, node.full_label
+    config, source_plans = plans
+    assert set(source_plans) == set(config.enabled_sources()) == {label.split("/")[0][len("Read "):] for label in ours}
+    mimic_listing = source_plans["mimic"].listings
+    assert sum(len(listing.patterns()) for listing in mimic_listing) >= 10  # files/p10 .. files/p19 apart
 
 
 def test_combines_are_the_documented_small_ones(build_pipeline):
@@ -230,8 +273,8 @@ def test_the_global_combine_accumulator_is_bounded_by_the_seed_terms():
 
 
 def test_decoding_is_not_fused_with_the_per_source_read(build_pipeline):
-    """A GroupByKey on the images shard sits between the one-element-per-source reads and the image
-    stage, so Dataflow spreads decoding over all workers instead of one worker per source."""
+    """A GroupByKey on the images shard sits between the read's joins and the image stage, so Dataflow
+    spreads decoding over all workers by shard, whatever the read's keys were."""
     _, walk = build_pipeline
     image = next(node for node in walk.leaves if node.full_label.startswith("Per-image stages/Process images shard"))
     assert image.inputs[0].producer.full_label.startswith("Per-image stages/Group images shard")
