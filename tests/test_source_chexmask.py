@@ -15,10 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from plans import assert_beam_matches_serial
 from schemas.records import AnnotationRecord, Reject
 from synthetic_rows import FAILING_ROW, ChexmaskRows, chexmask_rows
 from transforms.masks import rle_decode
 from transforms.sources import chexmask
+from transforms.sources.plan import table_rows
 
 ORGAN_COLUMN = {"right lung": "Right Lung", "left lung": "Left Lung", "heart": "Heart"}
 ORGAN_KEY = {"right lung": "right_lung", "left lung": "left_lung", "heart": "heart"}
@@ -53,22 +55,31 @@ def read_all(root: Path, image_sources=("mimic", "vindr", "siim", "padchest")) -
     return list(chexmask.read(str(root), image_sources))
 
 
+def by_key(outputs: list) -> dict:
+    """Outputs by key (each key once): ``read`` gives them by key, not in file order."""
+    found = {output.key: output for output in outputs}
+    assert len(found) == len(outputs)
+    return found
+
+
 @pytest.mark.parametrize("gz", [False, True])
 def test_mimic_rows_threshold_and_geometry(tmp_path, gz):
     data = rows_of("MIMIC-CXR-JPG")
     install(tmp_path, "MIMIC-CXR-JPG", gz=gz)
     outputs = read_all(tmp_path)
     assert len(outputs) == 3  # one output per row
+    found = by_key(outputs)
     mean_at, max_at = data.column("Dice RCA (Mean)"), data.column("Dice RCA (Max)")
 
-    filtered = outputs[FAILING_ROW]
+    filtered = found[f"mimic/{data.rows[FAILING_ROW][0]}"]
     assert float(data.rows[FAILING_ROW][mean_at]) < 0.7
     assert isinstance(filtered, Reject)
     assert (filtered.key, filtered.kind, filtered.reason) == (
         f"mimic/{data.rows[FAILING_ROW][0]}", "filtered", "dice-rca-mean-below-threshold")
 
     for index in PASSING:
-        record, row, frontal = outputs[index], data.rows[index], data.frontals[index]
+        row, frontal = data.rows[index], data.frontals[index]
+        record = found[f"mimic/{row[0]}"]
         width, height = ORIGINAL_SIZES[index]
         assert isinstance(record, AnnotationRecord)
         assert record.target_key == f"mimic/{row[0]}"
@@ -102,12 +113,14 @@ def test_padchest_swapped_columns_read_by_name_and_empty_size_rejected(tmp_path)
     # the physician-study Padchest subset leaves Height/Width empty
     install(tmp_path, "Padchest", data.csv_text([row[:-2] + ["", ""] for row in passing]))
     outputs = read_all(tmp_path)
-    assert [(o.key, o.reason) for o in outputs] == [(f"padchest/{row[0]}", "missing-size") for row in passing]
+    assert sorted((o.key, o.reason) for o in outputs) == sorted(
+        (f"padchest/{row[0]}", "missing-size") for row in passing)
     assert all(o.key.endswith(".png") for o in outputs)
 
     # the same rows with their size: quality comes from the columns' names, not positions
     install(tmp_path, "Padchest", data.csv_text(passing))
-    records = read_all(tmp_path)
+    found = by_key(read_all(tmp_path))
+    records = [found[f"padchest/{row[0]}"] for row in passing]
     assert all(isinstance(r, AnnotationRecord) for r in records)
     for record, row in zip(records, passing, strict=True):
         assert record.quality == {"dice_rca_mean": float(row[2]), "dice_rca_max": float(row[1])}
@@ -119,8 +132,9 @@ def test_vindr_id_column_and_source_selection(tmp_path):
     install(tmp_path, "VinDr-CXR")
     install(tmp_path, "MIMIC-CXR-JPG")
     vindr_rows = rows_of("VinDr-CXR").rows
-    outputs = read_all(tmp_path, image_sources=("vindr",))
-    assert [o.key for o in outputs] == [f"vindr/{row[0]}" for row in vindr_rows]
+    found = by_key(read_all(tmp_path, image_sources=("vindr",)))
+    outputs = [found[f"vindr/{row[0]}"] for row in vindr_rows]
+    assert len(found) == len(outputs)
     assert all(o.native_id.startswith("VinDr-CXR/") for o in outputs if isinstance(o, AnnotationRecord))
     assert [isinstance(o, AnnotationRecord) for o in outputs] == [True, True, False]
     assert read_all(tmp_path, image_sources=("siim",)) == []
@@ -138,7 +152,7 @@ def test_files_of_datasets_not_ingested_are_never_opened(tmp_path):
 def test_no_file_for_any_ingested_source_is_an_error(tmp_path):
     (tmp_path / "OriginalResolution").mkdir()
     with pytest.raises(FileNotFoundError, match="MIMIC-CXR-JPG"):
-        read_all(tmp_path)
+        chexmask.plan(str(tmp_path), ("mimic", "vindr", "siim", "padchest"))  # at plan time
 
 
 def test_missing_column_is_an_error(tmp_path):
@@ -147,7 +161,7 @@ def test_missing_column_is_an_error(tmp_path):
     install(tmp_path, "MIMIC-CXR-JPG", data.csv_text([[row[i] for i in keep] for row in data.rows],
                                                      [data.header[i] for i in keep]))
     with pytest.raises(ValueError, match="Heart"):
-        read_all(tmp_path)
+        chexmask.plan(str(tmp_path))
 
 
 def test_bad_rows_are_rejected_one_by_one(tmp_path):
@@ -185,17 +199,28 @@ def test_bad_rows_are_rejected_one_by_one(tmp_path):
     install(tmp_path, "MIMIC-CXR-JPG", data.csv_text(crafted, [f" {h} " for h in header]))
     outputs = read_all(tmp_path)
     assert len(outputs) == len(crafted)
-    reasons = [o.reason if isinstance(o, Reject) else "ok" for o in outputs]
-    assert reasons == [
-        "unparseable-landmarks", "bad-rle", "bad-rle", "bad-rle", "bad-rle", "bad-dice-value", "bad-dice-value",
-        "bad-size", "ok", "missing-id", "ok", "duplicate-row", "malformed-row", "ok",
-    ]
-    assert outputs[1].detail.startswith("OriginalResolution/MIMIC-CXR-JPG.csv row 2: Heart: ")
-    assert outputs[11].detail == f"OriginalResolution/MIMIC-CXR-JPG.csv row 12: {good[column['dicom_id']]} appears again (first read from row 11)"
-    assert outputs[12].detail == f"OriginalResolution/MIMIC-CXR-JPG.csv row 13: 4 cells for {len(header)} columns"
-    flat_string = outputs[8]
-    assert flat_string.landmarks == outputs[10].landmarks  # NumPy repr and flat string parse alike
-    assert (outputs[13].declared_height, outputs[13].declared_width) == (height, width)
+    good_key = f"mimic/{good[column['dicom_id']]}"
+    # the rows that cannot be keyed (blank id, malformed) first, in file order, then by key
+    assert [(o.key, o.reason) for o in outputs[:2]] == [("mimic/", "missing-id"), (good_key, "malformed-row")]
+    assert outputs[1].detail == f"OriginalResolution/MIMIC-CXR-JPG.csv row 13: 4 cells for {len(header)} columns"
+    keyed = outputs[2:]
+    assert [o.key for o in keyed] == sorted(o.key for o in keyed)
+    found: dict[str, list] = {}
+    for output in keyed:
+        found.setdefault(output.key.removeprefix("mimic/"), []).append(output)
+    assert {key: [o.reason if isinstance(o, Reject) else "ok" for o in rows] for key, rows in found.items()} == {
+        "a-short-landmarks": ["unparseable-landmarks"], "b-odd-rle": ["bad-rle"], "c-rle-outside": ["bad-rle"],
+        "d-rle-overlap": ["bad-rle"], "e-rle-zero-start": ["bad-rle"], "f-bad-dice": ["bad-dice-value"],
+        "g-nan-dice": ["bad-dice-value"], "h-bad-size": ["bad-size"], "i-flat-landmarks": ["ok"],
+        good_key.removeprefix("mimic/"): ["ok", "duplicate-row"], "k-padded": ["ok"],
+    }
+    assert found["b-odd-rle"][0].detail.startswith("OriginalResolution/MIMIC-CXR-JPG.csv row 2: Heart: ")
+    assert found[good_key.removeprefix("mimic/")][1].detail == (
+        f"OriginalResolution/MIMIC-CXR-JPG.csv row 12: {good[column['dicom_id']]} appears again (first read from row 11)")
+    flat_string = found["i-flat-landmarks"][0]
+    assert flat_string.landmarks == found[good_key.removeprefix("mimic/")][0].landmarks  # repr and flat parse alike
+    padded = found["k-padded"][0]
+    assert (padded.declared_height, padded.declared_width) == (height, width)
 
 
 def test_a_row_that_is_not_utf8_is_rejected_and_reading_goes_on(tmp_path):
@@ -206,9 +231,9 @@ def test_a_row_that_is_not_utf8_is_rejected_and_reading_goes_on(tmp_path):
     path = install(tmp_path, "MIMIC-CXR-JPG", data.csv_text(named))
     path.write_bytes(path.read_bytes().replace(b"second", b"s\xe9cond"))
     outputs = read_all(tmp_path)
-    assert [getattr(o, "reason", "ok") for o in outputs] == ["ok", "undecodable-row", "ok"]
-    assert outputs[1].detail == "OriginalResolution/MIMIC-CXR-JPG.csv row 2: bytes that are not UTF-8"
-    assert outputs[1].key == "mimic/" and outputs[2].target_key == "mimic/third"
+    assert [(o.key, getattr(o, "reason", "ok")) for o in outputs] == [
+        ("mimic/", "undecodable-row"), ("mimic/first", "ok"), ("mimic/third", "ok")]
+    assert outputs[0].detail == "OriginalResolution/MIMIC-CXR-JPG.csv row 2: bytes that are not UTF-8"
 
 
 def runs_of(mask: np.ndarray) -> str:
@@ -254,9 +279,9 @@ def test_row_exactly_at_threshold_passes(tmp_path):
     at, below = list(data.rows[FAILING_ROW]), list(data.rows[0])
     at[mean], below[mean] = "0.7", "0.6999"
     install(tmp_path, "MIMIC-CXR-JPG", data.csv_text([at, below]))
-    first, second = read_all(tmp_path)
-    assert isinstance(first, AnnotationRecord)
-    assert second.reason == "dice-rca-mean-below-threshold"
+    found = by_key(read_all(tmp_path))
+    assert isinstance(found[f"mimic/{at[0]}"], AnnotationRecord)
+    assert found[f"mimic/{below[0]}"].reason == "dice-rca-mean-below-threshold"
 
 
 # ---- Preprocessed (1024 x 1024) files, read only where OriginalResolution is absent ------------
@@ -274,8 +299,9 @@ def install_preprocessed(root: Path, dataset: str, text: str | None = None) -> P
 def test_vindr_preprocessed_rows_are_kept_in_their_space_and_marked(tmp_path):
     install_preprocessed(tmp_path, "VinDr-CXR")
     rows = rows_of("VinDr-CXR", "preprocessed").rows
-    outputs = read_all(tmp_path, image_sources=("vindr",))
-    assert [o.key for o in outputs] == [f"vindr/{row[0]}" for row in rows]
+    found = by_key(read_all(tmp_path, image_sources=("vindr",)))
+    outputs = [found[f"vindr/{row[0]}"] for row in rows]
+    assert len(found) == len(outputs)
     assert outputs[FAILING_ROW].reason == "dice-rca-mean-below-threshold"
     for record in (outputs[i] for i in PASSING):
         assert record.provenance["space"] == "preprocessed-1024"
@@ -299,8 +325,8 @@ def test_cropped_datasets_preprocessed_rows_are_rejected_with_the_reason(tmp_pat
     install_preprocessed(tmp_path, dataset)
     rows = rows_of(dataset, "preprocessed").rows
     outputs = read_all(tmp_path)
-    assert [(o.key, o.reason, o.kind) for o in outputs] == [
-        (f"{source}/{row[0]}", "preprocessed-space-not-invertible", "rejected") for row in rows]
+    assert sorted((o.key, o.reason, o.kind) for o in outputs) == sorted(
+        (f"{source}/{row[0]}", "preprocessed-space-not-invertible", "rejected") for row in rows)
     assert all("unpublished offsets" in o.detail and "no OriginalResolution row" in o.detail for o in outputs)
 
 
@@ -324,7 +350,8 @@ def test_preprocessed_size_columns_are_optional_but_must_say_1024(tmp_path):
 
     sized = [rows[0][:-2] + ["", ""], rows[1][:-2] + ["2048", "1024"], rows[2][:-2] + ["1024", "1024.0"]]
     install_preprocessed(tmp_path, "VinDr-CXR", data.csv_text(sized))
-    outputs = read_all(tmp_path, image_sources=("vindr",))
+    found = by_key(read_all(tmp_path, image_sources=("vindr",)))
+    outputs = [found[f"vindr/{row[0]}"] for row in sized]
     assert [o.reason if isinstance(o, Reject) else "ok" for o in outputs] == ["ok", "bad-size", "ok"]
     assert "not 1024" in outputs[1].detail
 
@@ -333,3 +360,24 @@ def test_no_file_in_either_folder_is_an_error(tmp_path):
     (tmp_path / "Preprocessed").mkdir()
     with pytest.raises(FileNotFoundError, match="OriginalResolution,Preprocessed"):
         read_all(tmp_path)
+
+
+def test_beam_graph_reads_what_the_serial_run_reads(tmp_path):
+    data = rows_of("MIMIC-CXR-JPG")
+    rows = [*data.rows, data.rows[0], data.rows[1][:3], [""] + data.rows[1][1:]]  # a repeat, a short row, no id
+    install(tmp_path, "MIMIC-CXR-JPG", data.csv_text(rows))
+    install(tmp_path, "VinDr-CXR")
+    outputs = assert_beam_matches_serial(chexmask.plan(str(tmp_path), ("mimic", "vindr")))
+    assert len(outputs) == len(rows) + 3
+
+
+def test_rows_are_keyed_by_target_image_with_only_the_cells_parse_row_reads(tmp_path):
+    data = rows_of("Padchest")
+    header = [*data.header[:3], "Patient ID", *data.header[3:]]  # a column the reader does not read
+    rows = [[*row[:3], "someone", *row[3:]] for row in data.rows]
+    path = install(tmp_path, "Padchest", data.csv_text(rows, header))
+    plan = chexmask.plan(str(tmp_path), ("padchest",))
+    keyed = [item for row in table_rows(str(path)) for item in plan.key_row("Padchest", row)]
+    assert [(item.key, item.tag, item.item[0]) for item in keyed] == [
+        (f"padchest/{row[0]}", "Padchest", number) for number, row in enumerate(rows, start=1)]
+    assert all("someone" not in item.item[1] and len(item.item[1]) == len(data.header) for item in keyed)

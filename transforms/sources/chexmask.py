@@ -13,8 +13,13 @@ and PadChest were cropped before padding with unpublished offsets, so each of th
 is rejected (``preprocessed-space-not-invertible``).
 
 Each row becomes one :class:`AnnotationRecord` (three RLE masks, three landmark polygons, both Dice
-RCA values, the declared size) or one :class:`Reject`. Rows come out in file order, files in name
-order: the files are far too large to sort in memory, and file order is deterministic.
+RCA values, the declared size) or one :class:`Reject`. The first row of an image in file order is
+read; a repeat is a ``duplicate-row`` reject.
+
+The read plan (:class:`ChexmaskPlan`) picks the files and checks their headers up front, streams
+each file's rows keyed by their target image key (only the cells :func:`parse_row` reads: the RLE
+strings, landmarks, Dice values, size and id) and parses them in the join, per key, in parallel.
+A row that cannot be read or has a blank id is a reject of its own, at keying.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from schemas.records import (
 )
 from transforms import io
 from transforms.sources import csvrows
+from transforms.sources.plan import Keyed, ReadPlan, Row, Table, run_serially
 from transforms.chexmask_space import PREPROCESSED_SIZE
 
 NAME = "chexmask"
@@ -233,49 +239,97 @@ def parse_row(row: Mapping[str, str], dataset: DatasetFile, origin: str,
     )
 
 
-def read_file(path: str, dataset: DatasetFile, origin: str, space: Space = "original") -> Iterator[ReaderOutput]:
-    """Every row of one OriginalResolution or Preprocessed file, streamed, columns selected by name.
-    The first row of an id is read, a repeat is a ``duplicate-row`` reject; a row with the wrong
-    number of cells or bytes that are not UTF-8 is a reject naming its row, and reading goes on."""
-    rows = csvrows.records(path)
-    first = next(rows, None)
-    if first is None:
-        raise ValueError(f"{path}: empty file, no header")
-    header = first[1]
-    positions = _column_positions(header, dataset, space, path)
-    id_position = positions[dataset.id_column]
-    seen: dict[str, int] = {}
-    for number, cells, problem in rows:
-        native = cells[id_position].strip() if id_position < len(cells) and problem is None else ""
-        if problem is not None:
-            bad = csvrows.bad_row(number, cells, problem, len(header))
-            native = bad.cell(id_position)
-            yield Reject(key=f"{dataset.image_source}/{native}", source=NAME, stage="read", reason=bad.reason,
-                         detail=bad.where(origin))
-        elif native and native in seen:
-            yield Reject(key=f"{dataset.image_source}/{native}", source=NAME, stage="read", reason="duplicate-row",
-                         detail=f"{origin} row {number}: {native} appears again (first read from row {seen[native]})")
-        else:
-            seen.setdefault(native, number)
-            yield parse_row({name: cells[index] for name, index in positions.items()}, dataset, origin, space, number)
-
-
 def _dataset_file(folder: str, dataset: DatasetFile) -> str | None:
     return io.first_existing(folder, f"{dataset.stem}.csv", f"{dataset.stem}.csv.gz")
 
 
+@dataclass(frozen=True)
+class IngestedFile:
+    """One dataset file the plan reads: where it is (``origin``, relative to the root, as details and
+    provenance cite it), its space, the header's width and the (name, position) of the kept columns."""
+
+    dataset: DatasetFile
+    origin: str
+    space: Space
+    width: int
+    id_at: int
+    columns: tuple[tuple[str, int], ...]
+
+
+class ChexmaskPlan(ReadPlan):
+    """Rows of each ingested dataset's file keyed by their target image key, parsed in the join.
+
+    A good row is ``(<dataset stem>, (row, cells))`` with the cells of the columns :func:`parse_row`
+    reads; a row that cannot be read, or has a blank id, is a reject of its own. The join reads the
+    first row of a key in file order and rejects the repeats (``duplicate-row``)."""
+
+    source = NAME
+
+    def __init__(self, root: str, image_sources: Collection[str]):
+        wanted = [dataset for dataset in DATASET_FILES if dataset.image_source in image_sources]
+        found: list[tuple[DatasetFile, str, Space]] = []
+        for dataset in wanted:
+            for space, folder in SPACE_FOLDERS.items():
+                path = _dataset_file(io.join(root, folder), dataset)
+                if path is not None:
+                    found.append((dataset, path, space))
+                    break
+        if wanted and not found:
+            stems = [dataset.stem for dataset in wanted]
+            raise FileNotFoundError(
+                f"none of {stems} (.csv or .csv.gz) found in {root}/{{{','.join(SPACE_FOLDERS.values())}}}")
+        self.files: dict[str, IngestedFile] = {}
+        tables = []
+        for dataset, path, space in sorted(found, key=lambda entry: entry[0].stem):
+            header = csvrows.read_header(path)
+            positions = _column_positions(header, dataset, space, path)
+            self.files[dataset.stem] = IngestedFile(dataset, io.relative(path, root), space, len(header),
+                                                    positions[dataset.id_column], tuple(positions.items()))
+            tables.append(Table(dataset.stem, path))
+        self.tables = tuple(tables)
+        self.rounds = (frozenset(self.files),) if self.files else ()
+
+    def key_row(self, tag: str, row: Row) -> Iterator[Keyed | ReaderOutput]:
+        file = self.files[tag]
+        dataset = file.dataset
+        if row.problem is not None:
+            bad = csvrows.bad_row(row.number, row.cells, row.problem, file.width)
+            yield Reject(key=f"{dataset.image_source}/{bad.cell(file.id_at)}", source=NAME, stage="read",
+                         reason=bad.reason, detail=bad.where(file.origin))
+            return
+        cells = tuple(row.cells[position] for _, position in file.columns)
+        native = row.cells[file.id_at].strip()
+        if native:
+            yield Keyed(f"{dataset.image_source}/{native}", tag, (row.number, cells))
+        else:  # every row with a blank id is its own missing-id reject
+            yield self.parsed(file, row.number, cells)
+
+    @staticmethod
+    def parsed(file: IngestedFile, number: int, cells: tuple[str, ...]) -> AnnotationRecord | Reject:
+        row = {name: cell for (name, _), cell in zip(file.columns, cells, strict=True)}
+        return parse_row(row, file.dataset, file.origin, file.space, number)
+
+    def join(self, key: str, items: dict[str, list[tuple]]) -> Iterator[ReaderOutput]:
+        for tag in sorted(items):
+            if not items[tag]:
+                continue
+            file = self.files[tag]
+            (first, cells), *repeats = items[tag]
+            yield self.parsed(file, first, cells)
+            native = key.split("/", 1)[1]
+            for number, _ in repeats:
+                yield Reject(key=key, source=NAME, stage="read", reason="duplicate-row",
+                             detail=f"{file.origin} row {number}: {native} appears again (first read from row {first})")
+
+
+def plan(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> ChexmaskPlan:
+    """The read plan of the CheXmask files under ``root`` for the ingested ``image_sources``: each
+    dataset's OriginalResolution file when it exists, else its Preprocessed one. FileNotFoundError when
+    none of the wanted files exists; ValueError when one is empty or lacks a column."""
+    return ChexmaskPlan(root, image_sources)
+
+
 def read(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> Iterator[ReaderOutput]:
-    """The rows of each ingested dataset's file: OriginalResolution when it exists, else Preprocessed."""
-    wanted = [dataset for dataset in DATASET_FILES if dataset.image_source in image_sources]
-    found: list[tuple[DatasetFile, str, Space]] = []
-    for dataset in wanted:
-        for space, folder in SPACE_FOLDERS.items():
-            path = _dataset_file(io.join(root, folder), dataset)
-            if path is not None:
-                found.append((dataset, path, space))
-                break
-    if wanted and not found:
-        stems = [dataset.stem for dataset in wanted]
-        raise FileNotFoundError(f"none of {stems} (.csv or .csv.gz) found in {root}/{{{','.join(SPACE_FOLDERS.values())}}}")
-    for dataset, path, space in sorted(found, key=lambda entry: entry[0].stem):
-        yield from read_file(path, dataset, io.relative(path, root), space)
+    """The rows of each ingested dataset's file: OriginalResolution when it exists, else Preprocessed.
+    Rows that cannot be keyed (unreadable, blank id) come first, then the rows by target key."""
+    return run_serially(plan(root, image_sources))
