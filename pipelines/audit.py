@@ -4,7 +4,8 @@ Reads the ``annotations`` table once (one :class:`transforms.audit.ImageFacts` p
 then streams every ``instructions/<profile>/<task>/*.parquet`` shard and runs
 :func:`transforms.audit.audit_row` on each row. Writes ``OUT/audit.json`` (counts per kind, per
 profile/task, and up to ``EXAMPLES_PER_KIND`` examples of each kind) atomically, and returns the
-document; the command prints a table and exits non-zero when any contradiction is found.
+document; the command prints a table and exits non-zero when any contradiction is found. The build
+may be a local folder or a ``gs://`` URI (read and written through :mod:`transforms.io`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from pipelines.write import write_atomically
+from transforms import io
 from transforms.audit import KINDS, audit_row, facts_from_annotation
 
 FILE = "audit.json"
@@ -23,21 +25,22 @@ VERSION = 1
 EXAMPLES_PER_KIND = 20
 
 
-def _rows(paths: list[Path]):
-    for path in paths:
-        yield from pq.read_table(path).to_pylist()
+def shard_rows(path: str) -> list[dict]:
+    """Every row of one Parquet shard."""
+    with io.open_file(path) as handle:
+        return pq.ParquetFile(handle).read().to_pylist()
 
 
-def image_facts(out_dir: Path) -> dict:
+def image_facts(out_dir: str | Path) -> dict:
     """``image_key`` -> facts, from every shard of the annotations table."""
     return {row["image_key"]: facts_from_annotation(row)
-            for row in _rows(sorted((out_dir / "annotations").glob("*.parquet")))}
+            for path in io.glob(io.join(str(out_dir), "annotations", "*.parquet")) for row in shard_rows(path)}
 
 
 def audit(out_dir: str | Path) -> dict:
     """Audit every instruction row of the build in ``out_dir``; writes and returns ``audit.json``."""
-    out_dir = Path(out_dir)
-    if not (out_dir / "manifest.json").is_file():
+    out_dir = str(out_dir)
+    if not io.exists(io.join(out_dir, "manifest.json")):
         raise FileNotFoundError(f"{out_dir}: no manifest.json, not a finished build")
     facts = image_facts(out_dir)
     kinds: Counter = Counter()
@@ -45,8 +48,8 @@ def audit(out_dir: str | Path) -> dict:
                                                      "contradictions": Counter()})
     examples: dict[str, list] = defaultdict(list)
     rows = flagged = 0
-    for shard in sorted((out_dir / "instructions").glob("*/*/*.parquet")):
-        for row in pq.read_table(shard).to_pylist():
+    for shard in io.glob(io.join(out_dir, "instructions", "*", "*", "*.parquet")):
+        for row in shard_rows(shard):
             try:
                 found = audit_row(row, facts)
             except KeyError as missing:
@@ -75,5 +78,5 @@ def audit(out_dir: str | Path) -> dict:
         "examples": {kind: examples[kind] for kind in KINDS if examples[kind]},
     }
     payload = json.dumps(document, indent=2).encode("utf-8") + b"\n"
-    write_atomically(str(out_dir / FILE), lambda handle: handle.write(payload))
+    write_atomically(io.join(out_dir, FILE), lambda handle: handle.write(payload))
     return document

@@ -3,11 +3,13 @@ profile/task), licences and citations from ``manifests/sources.yaml``, counts fr
 statistics from the Parquet tables, and three PNG plots in ``OUT/card/``.
 
 Statistics are read column by column, batch by batch (``pyarrow.ParquetFile.iter_batches`` with an
-explicit column list): the image bytes are never read.
+explicit column list): the image bytes are never read. The build may be local or on ``gs://``: the
+tables are read and the card written through Beam's FileSystems (:mod:`transforms.io`).
 """
 
 from __future__ import annotations
 
+import io as stdio
 import textwrap
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,7 +25,9 @@ from matplotlib.figure import Figure
 
 import manifests
 from pipelines.manifest import Manifest
-from pipelines.table_files import column_batches, count_by, table_files
+from pipelines.table_files import column_batches, count_by, parquet_rows, table_files
+from pipelines.write import write_atomically
+from transforms import io
 from transforms.splits import SPLIT_ORDER
 
 SPLITS = SPLIT_ORDER  # train, validation, test: the split names `datasets` expects
@@ -60,7 +64,7 @@ class CardStats:
     tokenizer_fingerprints: list[str] = field(default_factory=list)
 
 
-def annotation_statistics(files: list[Path], stats: CardStats) -> None:
+def annotation_statistics(files: list[str], stats: CardStats) -> None:
     """Findings presence counts, boxes per image, CTR values and report languages, in place."""
     boxes, ctr, languages = [], [], set()
     for batch in column_batches(files, ["findings", "boxes", "ctr", "report_language"]):
@@ -83,17 +87,19 @@ def annotation_statistics(files: list[Path], stats: CardStats) -> None:
     stats.languages = sorted(languages)
 
 
-def tokenizer_fingerprints(files: list[Path]) -> list[str]:
+def tokenizer_fingerprints(files: list[str | Path]) -> list[str]:
     """Distinct fingerprint ids in the vq table's ``tokenizer`` column (``vq/tokenizer.json`` holds the
     full fingerprint; see pipelines/tokenize.py)."""
     if not files:
         return []
-    if VQ_FINGERPRINT_COLUMN not in pq.read_schema(files[0]).names:
+    with io.open_file(str(files[0])) as handle:
+        names = pq.ParquetFile(handle).schema_arrow.names
+    if VQ_FINGERPRINT_COLUMN not in names:
         raise ValueError(f"{files[0]}: vq table has no {VQ_FINGERPRINT_COLUMN!r} column")
     return sorted({str(key[0]) for key in count_by(files, [VQ_FINGERPRINT_COLUMN])})
 
 
-def card_statistics(out_dir: Path) -> CardStats:
+def card_statistics(out_dir: str | Path) -> CardStats:
     stats = CardStats()
     stats.images = count_by(table_files(out_dir, "images"), ["source", "split"])
     annotation_statistics(table_files(out_dir, "annotations"), stats)
@@ -148,12 +154,12 @@ def size_category(n: int) -> str:
     return "1M<n<10M"
 
 
-def tables_with_vq(out_dir: Path, tables: dict) -> dict:
+def tables_with_vq(out_dir: str | Path, tables: dict) -> dict:
     """The manifest's tables plus ``vq`` (written by the tokenize stage) when its shards exist."""
     vq: dict[str, int] = {}
     for path in table_files(out_dir, "vq"):
-        split = path.name.split("-", 1)[0]
-        vq[split] = vq.get(split, 0) + pq.ParquetFile(path).metadata.num_rows
+        split = io.basename(path).split("-", 1)[0]
+        vq[split] = vq.get(split, 0) + parquet_rows(path)
     return {**tables, "vq": vq} if vq else dict(tables)
 
 
@@ -319,12 +325,16 @@ def new_figure(width: float = 7.0, height: float = 4.0) -> Figure:
     return figure
 
 
-def save_figure(figure: Figure, path: Path) -> None:
+def save_figure(figure: Figure, path: str) -> None:
+    """The figure as a PNG at ``path`` (local or ``gs://``), written under a temporary name then renamed."""
     figure.tight_layout()
-    figure.savefig(path, dpi=PLOT_DPI, format="png", metadata=PNG_METADATA)
+    buffer = stdio.BytesIO()
+    figure.savefig(buffer, dpi=PLOT_DPI, format="png", metadata=PNG_METADATA)
+    png = buffer.getvalue()
+    write_atomically(path, lambda handle: handle.write(png))
 
 
-def plot_label_distribution(stats: CardStats, path: Path) -> None:
+def plot_label_distribution(stats: CardStats, path: str) -> None:
     figure = new_figure(7.0, 0.35 * max(len(stats.finding_order), 4) + 1.2)
     axes = figure.add_subplot()
     names = stats.finding_order[::-1]
@@ -339,7 +349,7 @@ def plot_label_distribution(stats: CardStats, path: Path) -> None:
     save_figure(figure, path)
 
 
-def plot_boxes_per_image(stats: CardStats, path: Path) -> None:
+def plot_boxes_per_image(stats: CardStats, path: str) -> None:
     figure = new_figure()
     axes = figure.add_subplot()
     top = int(stats.boxes_per_image.max()) if stats.boxes_per_image.size else 0
@@ -350,7 +360,7 @@ def plot_boxes_per_image(stats: CardStats, path: Path) -> None:
     save_figure(figure, path)
 
 
-def plot_ctr(stats: CardStats, path: Path) -> None:
+def plot_ctr(stats: CardStats, path: str) -> None:
     figure = new_figure()
     axes = figure.add_subplot()
     axes.hist(stats.ctr, bins=np.linspace(0.2, 0.9, 36))
@@ -364,28 +374,28 @@ def plot_ctr(stats: CardStats, path: Path) -> None:
     save_figure(figure, path)
 
 
-def write_plots(stats: CardStats, out_dir: Path) -> list[str]:
+def write_plots(stats: CardStats, out_dir: str | Path) -> list[str]:
     """The card's PNGs under ``OUT/card/``; returns their paths relative to ``out_dir``."""
-    plot_dir = out_dir / PLOT_DIR
-    plot_dir.mkdir(parents=True, exist_ok=True)
     plots = [("label_distribution.png", plot_label_distribution, bool(stats.finding_order)),
              ("boxes_per_image.png", plot_boxes_per_image, stats.boxes_per_image.size > 0),
              ("ctr_histogram.png", plot_ctr, stats.ctr.size > 0)]
     written = []
     for name, plot, has_data in plots:
         if has_data:
-            plot(stats, plot_dir / name)
+            plot(stats, io.join(str(out_dir), PLOT_DIR, name))
             written.append(f"{PLOT_DIR}/{name}")
     return written
 
 
-def write_card(out_dir: str | Path) -> Path:
-    """Write ``OUT/README.md`` and its plots for a finished build; returns the README path."""
-    out = Path(out_dir)
-    manifest = Manifest.read(str(out))
+def write_card(out_dir: str | Path) -> str:
+    """Write ``OUT/README.md`` and its plots for a finished build (local or ``gs://``); returns the
+    README path."""
+    out = str(out_dir)
+    manifest = Manifest.read(out)
     stats = card_statistics(out)
     plots = write_plots(stats, out)
     text = render_card(manifest, stats, load_sources(), tables_with_vq(out, manifest["tables"]), plots)
-    path = out / "README.md"
-    path.write_text(text, encoding="utf-8")
+    path = io.join(out, "README.md")
+    data = text.encode("utf-8")
+    write_atomically(path, lambda handle: handle.write(data))
     return path

@@ -15,7 +15,7 @@ from rich.table import Table
 # local run never uses; the filter must be in place before anything imports apache_beam.
 logging.getLogger().addFilter(lambda record: not record.getMessage().startswith("apitools not found"))
 
-from pipelines.export import export_command  # noqa: E402
+from pipelines.paths import BUILD_OUTPUT, LOCAL_FOLDER, is_uri  # noqa: E402
 
 console = Console()
 
@@ -39,7 +39,8 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, lazy={"tokenize": "pipelines.tokenize:tokenize_command",
-                                  "tokenizer": "pipelines.tokenize:tokenizer_group"},
+                                  "tokenizer": "pipelines.tokenize:tokenizer_group",
+                                  "export": "pipelines.export:export_command"},
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Show Beam's progress logs.")
 def main(verbose: bool) -> None:
@@ -162,9 +163,11 @@ def print_summary(record: dict) -> None:
 
 
 @main.command()
-@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def card(out: Path) -> None:
-    """Write the dataset card OUT/README.md (Hub configs, licences, statistics, plots in OUT/card/)."""
+@click.argument("out", type=BUILD_OUTPUT)
+def card(out: str) -> None:
+    """Write the dataset card OUT/README.md (Hub configs, licences, statistics, plots in OUT/card/).
+
+    OUT is a local folder or a gs:// URI; the card is written into OUT either way."""
     from pipelines.card import write_card
 
     with console.status("reading tables for the dataset card"):
@@ -173,26 +176,34 @@ def card(out: Path) -> None:
 
 
 @main.command()
-@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out", type=BUILD_OUTPUT)
+@click.option("--dest", type=LOCAL_FOLDER, default=None,
+              help="Local folder for the preview [default: OUT/preview; required when OUT is gs://].")
 @click.option("--rows", default=20, show_default=True, type=click.IntRange(min=1),
               help="Rows previewed per profile/task (e.g. --rows 500 for a large preview; pages load on demand).")
 @click.option("--rejects", default=100, show_default=True, type=click.IntRange(min=0),
               help="Rejects listed per source/stage/reason (all are counted).")
-def preview(out: Path, rows: int, rejects: int) -> None:
-    """Write OUT/preview/: each sampled row with only its answer drawn, filters, pages, rejects."""
+def preview(out: str, dest: Path | None, rows: int, rejects: int) -> None:
+    """Write OUT/preview/: each sampled row with only its answer drawn, filters, pages, rejects.
+
+    OUT is a local folder or a gs:// URI. The preview is a local folder opened from file:// (the page
+    cannot load from gs://), so a gs:// build's preview goes to --dest DIR."""
     from pipelines.preview import write_preview
 
+    if dest is None and is_uri(out):
+        raise click.UsageError(f"{out} is not a local folder: name the local folder for its preview with --dest DIR")
     with console.status("rendering preview"):
-        result = write_preview(out, rows_per_task=rows, rejects_per_reason=rejects)
+        result = write_preview(out, rows_per_task=rows, rejects_per_reason=rejects, dest=dest)
     console.print(f"preview: {result.path}  ({result.items} rows, {result.images} images, {result.shapes} shapes, "
                   f"{result.negatives} negative, {result.decode_errors} decode errors, {result.mismatches} not as "
                   f"their target, {result.rejects} rejects listed; {result.files} files, {result.bytes / 1e6:.1f} MB)")
 
 
 @main.command()
-@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def verify(out: Path) -> None:
-    """Re-check OUT against manifest.json: checksums, row counts, reconciliation. Non-zero exit on any mismatch."""
+@click.argument("out", type=BUILD_OUTPUT)
+def verify(out: str) -> None:
+    """Re-check OUT (a local folder or gs:// URI) against manifest.json: checksums, row counts,
+    reconciliation. Non-zero exit on any mismatch."""
     from pipelines.verify import verify as verify_output
 
     with console.status("verifying checksums and counts"):
@@ -206,11 +217,12 @@ def verify(out: Path) -> None:
 
 
 @main.command()
-@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def audit(out: Path) -> None:
-    """Re-check every instruction row against its images' annotations; writes OUT/audit.json.
-    Non-zero exit on any contradiction."""
-    from pipelines.audit import audit as audit_output
+@click.argument("out", type=BUILD_OUTPUT)
+def audit(out: str) -> None:
+    """Re-check every instruction row against its images' annotations; writes OUT/audit.json (OUT a local
+    folder or gs:// URI). Non-zero exit on any contradiction."""
+    from pipelines.audit import FILE, audit as audit_output
+    from transforms import io
 
     try:
         with console.status("auditing every instruction row"):
@@ -226,7 +238,7 @@ def audit(out: Path) -> None:
         found = ", ".join(f"{kind} {n}" for kind, n in cell["contradictions"].items()) or "none"
         table.add_row(name, str(cell["rows"]), found)
     console.print(table)
-    console.print(f"audit: {out / 'audit.json'}")
+    console.print(f"audit: {io.join(out, FILE)}", markup=False, highlight=False, soft_wrap=True)
     if document["rows_with_contradictions"]:
         console.print(f"[red]{sum(document['contradictions'].values())} contradiction(s); "
                       f"examples in audit.json[/red]")
@@ -234,20 +246,28 @@ def audit(out: Path) -> None:
 
 
 @main.command()
-@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out", type=BUILD_OUTPUT)
 @click.option("--repo", "repo_id", required=True, help="Hub dataset repository, user/name.")
 @click.option("--private/--public", "private", default=True, show_default=True,
               help="Repository visibility; --public is refused for rows of restricted sources.")
 @click.option("--accept-licence", "accepted", multiple=True, metavar="NAME",
               help="Licence id (manifests/sources.yaml) whose terms you accept for a public push; repeatable.")
 @click.option("--dry-run", is_flag=True, help="List what would be uploaded; send nothing.")
-def publish(out: Path, repo_id: str, private: bool, accepted: tuple[str, ...], dry_run: bool) -> None:
-    """Upload OUT to the Hugging Face Hub (token from HF_TOKEN or the token file)."""
+@click.option("--staging", type=LOCAL_FOLDER, default=None,
+              help="gs:// OUT only: local folder in which the files to send are copied (to a temporary "
+                   "subfolder, removed after the upload) [default: the system's temporary folder].")
+def publish(out: str, repo_id: str, private: bool, accepted: tuple[str, ...], dry_run: bool,
+            staging: Path | None) -> None:
+    """Upload OUT to the Hugging Face Hub (token from HF_TOKEN or the token file).
+
+    OUT is a local folder or a gs:// URI; a gs:// OUT is verified and listed where it is, then the
+    files to send are copied to a local staging folder (free space: the upload's size) and uploaded."""
     from pipelines.publish import LicenceError, PublishError, human_size, plan_lines, publish as publish_output
 
     try:
         with console.status("verifying" if dry_run else "verifying and uploading"):
-            result = publish_output(out, repo_id, public=not private, accepted=accepted, dry_run=dry_run)
+            result = publish_output(out, repo_id, public=not private, accepted=accepted, dry_run=dry_run,
+                                    staging=staging)
     except (LicenceError, PublishError) as refused:
         console.print("[red]publish refused[/red]")
         console.print(str(refused), markup=False, highlight=False, soft_wrap=True)
@@ -263,8 +283,6 @@ def publish(out: Path, repo_id: str, private: bool, accepted: tuple[str, ...], d
         console.print(f"uploaded {len(plan.files)} files, {human_size(plan.total_bytes)} ({plan.total_bytes} bytes), "
                       f"to {visibility} dataset {repo_id}: {result.commit_url}", markup=False, highlight=False, soft_wrap=True)
 
-
-main.add_command(export_command)
 
 if __name__ == "__main__":
     main()

@@ -14,6 +14,9 @@ written as they are read; images are copied row group by row group. Memory holds
 the set of image keys the export references. Same build and options give byte-identical files.
 ``DEST/export.json`` reports what was written (rows per split, images, truncations).
 
+OUT may be a local folder or a ``gs://`` URI (read through :mod:`transforms.io`, Beam's FileSystems);
+DEST is a local folder, what a trainer reads.
+
 Image file names (:func:`image_file_name`): ``<source>/<native id>.png`` where the native id keeps
 ``[A-Za-z0-9._-]``; an id that contains any other character (or starts with a dot) has those
 characters (and the leading dot) replaced by ``_`` and the first 8 hex digits of its stable hash appended, so two keys never
@@ -32,9 +35,10 @@ from pathlib import Path
 import click
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from pipelines.paths import BUILD_OUTPUT, LOCAL_FOLDER
+from transforms import io
 from transforms.hashing import stable_hash
 
 FORMATS = ("llava", "messages", "chexmix")
@@ -84,12 +88,12 @@ class ChexmixOptions:
 # ------------------------------------------------------------------ reading the build output
 
 
-def instruction_shards(out: str | Path, profile: str, splits: tuple[str, ...] = ()) -> list[Path]:
+def instruction_shards(out: str | Path, profile: str, splits: tuple[str, ...] = ()) -> list[str]:
     """The instruction shards of a profile (all tasks), sorted; only the given splits when any."""
-    root = Path(out) / "instructions" / profile
-    if not (root / "weights.json").is_file():
-        raise ExportError(f"no profile {profile!r} in {out} (missing {root / 'weights.json'})")
-    shards = sorted(root.glob("*/*.parquet"))
+    root = io.join(str(out), "instructions", profile)
+    if not io.exists(io.join(root, "weights.json")):
+        raise ExportError(f"no profile {profile!r} in {out} (missing {io.join(root, 'weights.json')})")
+    shards = io.glob(io.join(root, "*", "*.parquet"))
     if splits:
         shards = [p for p in shards if split_of(p) in splits]
     if not shards:
@@ -97,16 +101,17 @@ def instruction_shards(out: str | Path, profile: str, splits: tuple[str, ...] = 
     return shards
 
 
-def split_of(shard: Path) -> str:
+def split_of(shard: str | Path) -> str:
     """``train-00000-of-00002.parquet`` -> ``train``."""
-    return shard.name.rsplit("-", 3)[0]
+    return io.basename(str(shard)).rsplit("-", 3)[0]
 
 
-def iter_rows(shard: Path) -> Iterator[dict]:
+def iter_rows(shard: str) -> Iterator[dict]:
     """Rows of one Parquet shard, one row group in memory at a time."""
-    parquet = pq.ParquetFile(shard)
-    for group in range(parquet.num_row_groups):
-        yield from parquet.read_row_group(group).to_pylist()
+    with io.open_file(shard) as handle:
+        parquet = pq.ParquetFile(handle)
+        for group in range(parquet.num_row_groups):
+            yield from parquet.read_row_group(group).to_pylist()
 
 
 def image_file_name(image_key: str) -> str:
@@ -123,18 +128,19 @@ def image_file_name(image_key: str) -> str:
 def copy_images(out: str | Path, keys: set[str], dest: Path) -> int:
     """Write the PNG bytes of every key into ``dest/images/<image_file_name>``; all must exist."""
     remaining = set(keys)
-    for shard in sorted((Path(out) / "images").glob("*.parquet")):
+    for shard in io.glob(io.join(str(out), "images", "*.parquet")):
         if not remaining:
             break
-        parquet = pq.ParquetFile(shard)
-        for group in range(parquet.num_row_groups):
-            table = parquet.read_row_group(group, columns=["image_key", "image"])
-            wanted = pc.is_in(table["image_key"], value_set=pa.array(sorted(remaining), pa.string()))
-            for row in table.filter(wanted).to_pylist():
-                path = dest / "images" / image_file_name(row["image_key"])
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(row["image"]["bytes"])
-                remaining.discard(row["image_key"])
+        with io.open_file(shard) as handle:
+            parquet = pq.ParquetFile(handle)
+            for group in range(parquet.num_row_groups):
+                table = parquet.read_row_group(group, columns=["image_key", "image"])
+                wanted = pc.is_in(table["image_key"], value_set=pa.array(sorted(remaining), pa.string()))
+                for row in table.filter(wanted).to_pylist():
+                    path = dest / "images" / image_file_name(row["image_key"])
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(row["image"]["bytes"])
+                    remaining.discard(row["image_key"])
     if remaining:
         raise ExportError(f"{len(remaining)} referenced images are not in {out}/images, e.g. {sorted(remaining)[:3]}")
     return len(keys)
@@ -301,17 +307,28 @@ def vq_lookup(out: str | Path, keys: list[str]) -> tuple[dict[str, list[int]], s
 
     The fingerprint column is ``tokenizer`` (``pipelines.tokenize``) or ``tokenizer_fingerprint``.
     """
-    paths = sorted(str(p) for p in (Path(out) / "vq").glob("*.parquet"))
+    paths = io.glob(io.join(str(out), "vq", "*.parquet"))
     if not paths:
         raise ExportError(f"no VQ codes in {out}/vq: run the tokenizer stage first")
-    dataset = pads.dataset(paths, format="parquet")
-    fingerprint = next((c for c in VQ_FINGERPRINT_COLUMNS if c in dataset.schema.names), None)
-    if fingerprint is None:
-        raise ExportError(f"{out}/vq has none of the fingerprint columns {VQ_FINGERPRINT_COLUMNS}")
-    table = dataset.to_table(columns=["image_key", "lm_ids", fingerprint],
-                             filter=pads.field("image_key").isin(pa.array(keys, pa.string())))
-    lookup = dict(zip(table["image_key"].to_pylist(), table["lm_ids"].to_pylist()))
-    return lookup, set(table[fingerprint].to_pylist())
+    wanted = pa.array(keys, pa.string())
+    lookup: dict[str, list[int]] = {}
+    fingerprints: set[str] = set()
+    fingerprint = None
+    for path in paths:
+        with io.open_file(path) as handle:
+            parquet = pq.ParquetFile(handle)
+            if fingerprint is None:  # the first shard's schema names the column, as for a dataset of them all
+                fingerprint = next((c for c in VQ_FINGERPRINT_COLUMNS if c in parquet.schema_arrow.names), None)
+                if fingerprint is None:
+                    raise ExportError(f"{out}/vq has none of the fingerprint columns {VQ_FINGERPRINT_COLUMNS}")
+            for group in range(parquet.num_row_groups):
+                found = pc.is_in(parquet.read_row_group(group, columns=["image_key"])["image_key"], value_set=wanted)
+                if not pc.any(found).as_py():
+                    continue
+                table = parquet.read_row_group(group, columns=["image_key", "lm_ids", fingerprint]).filter(found)
+                lookup.update(zip(table["image_key"].to_pylist(), table["lm_ids"].to_pylist()))
+                fingerprints.update(table[fingerprint].to_pylist())
+    return lookup, fingerprints
 
 
 def export_chexmix(out: str | Path, profile: str, dest: str | Path, options: ChexmixOptions,
@@ -323,15 +340,15 @@ def export_chexmix(out: str | Path, profile: str, dest: str | Path, options: Che
         return tokenizer.encode(text, add_special_tokens=False).ids
 
     dest = Path(dest)
-    root = Path(out) / "instructions" / profile
+    root = io.join(str(out), "instructions", profile)
     rows: dict[str, int] = {}
     truncated_rows = truncated_tokens = 0
     fingerprints: set[str] = set()
     for shard in instruction_shards(out, profile, splits):
-        target = dest / shard.relative_to(root)
+        target = dest / io.relative(shard, root)
         target.parent.mkdir(parents=True, exist_ok=True)
-        parquet = pq.ParquetFile(shard)
-        with pq.ParquetWriter(target, CHEXMIX_SCHEMA, compression="zstd") as writer:
+        with io.open_file(shard) as handle, pq.ParquetWriter(target, CHEXMIX_SCHEMA, compression="zstd") as writer:
+            parquet = pq.ParquetFile(handle)
             for group in range(parquet.num_row_groups):
                 batch = parquet.read_row_group(group).to_pylist()
                 keys = sorted({key for row in batch for key in row["image_keys"]})
@@ -372,10 +389,11 @@ def export(out: str | Path, profile: str, fmt: str, dest: str | Path, splits: tu
 
 
 @click.command("export")
-@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.argument("out", type=BUILD_OUTPUT)
 @click.option("--profile", required=True, help="Profile folder under OUT/instructions, e.g. m4cxr.")
 @click.option("--format", "fmt", required=True, type=click.Choice(FORMATS))
-@click.option("--dest", required=True, type=click.Path(file_okay=False), help="Folder to write into.")
+@click.option("--dest", required=True, type=LOCAL_FOLDER,
+              help="Local folder to write into (also for a gs:// OUT: what a trainer reads).")
 @click.option("--split", "splits", multiple=True, help="Only these splits (repeatable); default all.")
 @click.option("--tokenizer", "tokenizer_path", type=click.Path(exists=True, dir_okay=False),
               help="chexmix: tokenizer.json of the language model (tokenizers library format).")
@@ -386,7 +404,8 @@ def export(out: str | Path, profile: str, fmt: str, dest: str | Path, splits: tu
 @click.option("--eos-token", default=None, help="chexmix: token of the tokenizer put last.")
 def export_command(out, profile, fmt, dest, splits, tokenizer_path, max_length, begin_image_id, end_image_id,
                    bos_token, eos_token) -> None:
-    """Export one profile of the build in OUT as llava JSON, chat messages or CheXmix token sequences."""
+    """Export one profile of the build in OUT (a local folder or gs:// URI) as llava JSON, chat messages
+    or CheXmix token sequences, into the local folder DEST."""
     options = None
     if fmt == "chexmix":
         if not tokenizer_path:

@@ -26,7 +26,11 @@ Data files are JavaScript (``PREVIEW.chunk(...)`` calls) rather than JSON so the
 byte-identical files. Writing is atomic: the data files go to a staging folder renamed to
 ``data-<digest>`` (the digest of their contents), images are written to a temporary name and
 renamed, ``index.html`` is replaced last, then older ``data-*`` folders and unreferenced images are
-removed. Nothing is written outside ``OUT/preview/``.
+removed. Nothing is written outside the preview folder.
+
+Where: ``OUT/preview/`` for a local build. The build is read through :mod:`transforms.io` (Beam's
+FileSystems), so OUT may also be a ``gs://`` URI; the preview itself is always a local folder (it is
+opened from ``file://``), so a ``gs://`` build needs ``dest`` (``--dest`` on the command line).
 
 Sampling: up to ``rows_per_task`` rows per profile/task, the smallest stable hashes of the row ids
 taken round-robin over the task's sources (so every source of a task shows up first).
@@ -49,10 +53,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from pipelines.table_files import count_by, table_files
+from transforms import io
 from transforms.geometry import find_coordinates, render_box
 from transforms.hashing import stable_hash
 
@@ -82,19 +86,32 @@ class PreviewResult:
 # ------------------------------------------------------------------------------------ reading the build
 
 
-def read_columns(files: list[Path], columns: list[str]) -> pa.Table | None:
+def read_columns(paths: list[str], columns: list[str]) -> pa.Table | None:
     """Only ``columns`` of every file, concatenated in file order (None without files)."""
-    tables = [pq.read_table(path, columns=columns) for path in files]
+    tables = []
+    for path in paths:
+        with io.open_file(str(path)) as handle:
+            tables.append(pq.ParquetFile(handle).read(columns=columns))
     return pa.concat_tables(tables) if tables else None
 
 
-def rows_where(files: list[Path], column: str, values: list[str], columns: list[str] | None = None) -> dict[str, dict]:
-    """Rows whose ``column`` is in ``values``, keyed by that column (Arrow pushes the filter down)."""
-    if not files or not values:
+def rows_where(paths: list[str], column: str, values: list[str], columns: list[str] | None = None) -> dict[str, dict]:
+    """Rows whose ``column`` is in ``values``, keyed by that column. Each row group's ``column`` is read
+    first, and the other columns only of the row groups that hold a wanted value."""
+    if not paths or not values:
         return {}
-    table = ds.dataset([str(f) for f in files], format="parquet").to_table(
-        columns=columns, filter=pc.field(column).isin(values))
-    return {row[column]: row for row in table.to_pylist()}
+    found = {}
+    for path in paths:
+        with io.open_file(str(path)) as handle:
+            parquet = pq.ParquetFile(handle)
+            for group in range(parquet.num_row_groups):
+                keys = parquet.read_row_group(group, columns=[column]).column(column)
+                wanted = pc.is_in(keys, value_set=pa.array(values, type=keys.type))
+                if not pc.any(wanted).as_py():
+                    continue
+                for row in parquet.read_row_group(group, columns=columns).filter(wanted).to_pylist():
+                    found[row[column]] = row
+    return found
 
 
 def sample_ids(ids: list[str], n: int, sources: list[str] | None = None) -> list[str]:
@@ -313,12 +330,13 @@ class Collected:
     reject_counts: list[list]  # [source, stage, reason, all, shown]
 
 
-def collect(out: Path, rows_per_task: int = DEFAULT_ROWS, rejects_per_reason: int = DEFAULT_REJECTS) -> Collected:
-    """Read what the preview shows from a finished build."""
-    manifest_path = out / "manifest.json"
-    if not manifest_path.exists():
+def collect(out: str | Path, rows_per_task: int = DEFAULT_ROWS, rejects_per_reason: int = DEFAULT_REJECTS) -> Collected:
+    """Read what the preview shows from a finished build (a local folder or a ``gs://`` URI)."""
+    out = str(out)
+    manifest_path = io.join(out, "manifest.json")
+    if not io.exists(manifest_path):
         raise FileNotFoundError(f"{out} has no manifest.json: not a finished build")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest = json.loads(io.read_text(manifest_path))
     canvas = int(manifest["config"]["image_size"])  # the build's letterbox canvas (BuildConfig.image_size)
     task_tables = sorted(t for t in manifest["tables"] if t.startswith("instructions/"))
     image_files, annotation_files = table_files(out, "images"), table_files(out, "annotations")
@@ -326,15 +344,15 @@ def collect(out: Path, rows_per_task: int = DEFAULT_ROWS, rejects_per_reason: in
     rows: list[dict] = []
     instruction_counts: Counter = Counter()
     for table_dir in task_tables:
-        files = table_files(out, table_dir)
-        table = read_columns(files, ["id", "source", "split"])
+        shards = table_files(out, table_dir)
+        table = read_columns(shards, ["id", "source", "split"])
         if table is None:
             continue
         profile_task = table_dir.removeprefix("instructions/")
         ids, sources, splits = (table.column(c).to_pylist() for c in ("id", "source", "split"))
         instruction_counts.update((profile_task, source, split) for source, split in zip(sources, splits))
         chosen = sample_ids(ids, rows_per_task, sources)
-        found = rows_where(files, "id", chosen)
+        found = rows_where(shards, "id", chosen)
         rows += [row_record(found[row_id], canvas) for row_id in chosen]
 
     keys = sorted({key for row in rows for key in row["image_keys"]})
@@ -463,11 +481,19 @@ def write_files(data: Collected, preview_dir: Path) -> Path:
 
 
 def write_preview(out_dir: str | Path, rows_per_task: int = DEFAULT_ROWS,
-                  rejects_per_reason: int = DEFAULT_REJECTS) -> PreviewResult:
-    """Write ``OUT/preview/`` for a finished build; what it holds."""
-    out = Path(out_dir)
+                  rejects_per_reason: int = DEFAULT_REJECTS, dest: str | Path | None = None) -> PreviewResult:
+    """Write the preview of a finished build into the local folder ``dest`` (default ``OUT/preview/``,
+    which a ``gs://`` build does not have: it must name ``dest``); what it holds."""
+    out = str(out_dir)
+    if dest is None:
+        if io.is_object_store(out):
+            raise ValueError(f"{out} is not a local folder: the preview is written to a local folder, name it "
+                             "(--dest DIR)")
+        dest = Path(out) / "preview"
+    if io.is_object_store(str(dest)):
+        raise ValueError(f"{dest}: the preview is opened from file://, so it goes to a local folder")
     data = collect(out, rows_per_task, rejects_per_reason)
-    return summarise(data, write_files(data, out / "preview"))
+    return summarise(data, write_files(data, Path(dest)))
 
 
 def summarise(data: Collected, index: Path) -> PreviewResult:

@@ -11,10 +11,17 @@ files, the build's ``_work/``, tokenize completion markers, ``*.partial`` writes
 ``run.json``, lock files and caches), applied the way ``upload_folder`` applies it (``huggingface_hub``'s own
 ``filter_repo_objects``, with its default patterns): :func:`upload_plan` lists the files a dry run
 shows and the real upload passes the same patterns to ``upload_folder``, so both send the same files.
+
+OUT may be a ``gs://`` URI: it is verified and listed through :mod:`transforms.io` (Beam's FileSystems)
+where it is, and for a real upload the planned files are copied into a local staging folder (a
+temporary one unless ``staging`` is given; ``upload_folder`` reads local files), which is uploaded
+with the same patterns and then removed.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +32,7 @@ from huggingface_hub.utils import filter_repo_objects
 from pipelines.card import contributing_sources, load_sources
 from pipelines.manifest import Manifest
 from pipelines.verify import verify
+from transforms import io
 
 INTERNAL_FILES = {  # kind -> fnmatch patterns on paths relative to OUT ("*" spans "/")
     "hidden files and folders": [".*", "*/.*"],
@@ -128,13 +136,21 @@ def internal_kind(path: str) -> str | None:
 def upload_plan(out_dir: str | Path) -> UploadPlan:
     """The files ``upload_folder`` sends with :func:`ignore_patterns` (listed and filtered as it does),
     with their sizes, and the internal files it leaves out."""
-    out = Path(out_dir)
-    found = {path.relative_to(out).as_posix(): path for path in sorted(out.glob("**/*")) if path.is_file()}
+    found = io.sizes_under(str(out_dir))
     sent = set(filter_repo_objects(found, ignore_patterns=ignore_patterns() + DEFAULT_IGNORE_PATTERNS))
     return UploadPlan(
-        files=[PlannedFile(path, found[path].stat().st_size) for path in sorted(sent)],
+        files=[PlannedFile(path, found[path]) for path in sorted(sent)],
         excluded=[(path, internal_kind(path) or "?") for path in sorted(set(found) - sent)],
     )
+
+
+def stage(out_dir: str, plan: UploadPlan, folder: Path) -> None:
+    """Copy the planned files of ``out_dir`` (e.g. ``gs://``) into the local ``folder``, same layout."""
+    for planned in plan.files:
+        target = folder / planned.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with io.open_file(io.join(out_dir, planned.path)) as source, open(target, "wb") as copy:
+            shutil.copyfileobj(source, copy, 1 << 24)
 
 
 def human_size(n: int) -> str:
@@ -170,19 +186,22 @@ def require_token() -> str:
 
 
 def publish(out_dir: str | Path, repo_id: str, *, public: bool = False, accepted: tuple[str, ...] = (),
-            dry_run: bool = False, api: HfApi | None = None) -> PublishResult:
+            dry_run: bool = False, api: HfApi | None = None, staging: str | Path | None = None) -> PublishResult:
     """Verify, guard the licences, then create the dataset repo (if needed) and upload the folder.
 
     With ``dry_run`` nothing leaves the machine: the result's plan lists the files that would be sent
-    (with sizes) and the internal files that stay local.
+    (with sizes) and the internal files that stay local. An object-store ``out_dir`` (``gs://``) is
+    uploaded from a local copy of the planned files in a temporary folder inside ``staging`` (default:
+    the system's temporary folder), removed afterwards.
     """
-    out = Path(out_dir)
+    out = str(out_dir)
     problems = verify(out)
     if problems:
         raise PublishError(f"{out} does not verify against its manifest:\n  " + "\n  ".join(problems))
-    if not (out / "README.md").is_file():
-        raise PublishError(f"{out / 'README.md'} is missing: write the dataset card with `cxr-instruct card {out}`")
-    licence_guard(Manifest.read(str(out)), load_sources(), public, tuple(accepted))
+    readme = io.join(out, "README.md")
+    if not io.exists(readme):
+        raise PublishError(f"{readme} is missing: write the dataset card with `cxr-instruct card {out}`")
+    licence_guard(Manifest.read(out), load_sources(), public, tuple(accepted))
     plan = upload_plan(out)
     if dry_run:
         return PublishResult(repo_id=repo_id, plan=plan, private=not public, dry_run=True)
@@ -192,7 +211,15 @@ def publish(out_dir: str | Path, repo_id: str, *, public: bool = False, accepted
     if info.private is False and not public:
         raise PublishError(f"{repo_id} already exists and is public; a private push was asked for. "
                            "Make the repository private first, or choose another name.")
-    commit = api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=str(out),
-                               commit_message="cxr-instruct build", ignore_patterns=ignore_patterns())
+    if io.is_object_store(out):
+        if staging is not None:
+            Path(staging).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="cxr-instruct-publish-", dir=staging) as folder:
+            stage(out, plan, Path(folder))
+            commit = api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=folder,
+                                       commit_message="cxr-instruct build", ignore_patterns=ignore_patterns())
+    else:
+        commit = api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=out,
+                                   commit_message="cxr-instruct build", ignore_patterns=ignore_patterns())
     return PublishResult(repo_id=repo_id, plan=plan, private=bool(info.private), dry_run=False,
                          commit_url=commit.commit_url)

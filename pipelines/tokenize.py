@@ -43,6 +43,7 @@ from rich.console import Console
 
 import manifests
 from pipelines.manifest import Manifest, record_vq_outputs
+from pipelines.paths import BUILD_OUTPUT
 from pipelines.progress import Progress, watching
 from pipelines.write import remove_if_exists
 from schemas.tables import CODES_PER_IMAGE, REJECTS, VQ
@@ -323,7 +324,8 @@ def run_tokenize(out_dir: str, model_dir: str, device: str = "cpu", batch_size: 
 
 
 @click.command("tokenize", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.option("--out", "out", required=True, help="A build's output folder: reads images/, writes vq/.")
+@click.option("--out", "out", required=True, type=BUILD_OUTPUT,
+              help="A build's output folder (local or gs://): reads images/, writes vq/ beside them.")
 @click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="Local HF-format ChameleonVQVAE folder (see `cxr-instruct tokenizer convert`).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, or cuda[:N] (fails if CUDA is unusable).")

@@ -10,44 +10,34 @@ glob). Reads Parquet footers only, never row data.
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from pipelines.manifest import Manifest
+from pipelines.table_files import parquet_rows
+from transforms import io
 
-HASH_CHUNK_BYTES = 1 << 20
 TABLE_ROOTS = ("images", "annotations", "instructions", "rejects", "vq")
 """Folders whose every ``*.parquet`` file must be listed in the manifest (the tokenize stage adds ``vq/``)."""
 
 
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def check_outputs(out_dir: Path, outputs: list[dict]) -> list[str]:
-    """Problems with the listed files: missing, wrong size, wrong checksum, wrong row count."""
+def check_outputs(out_dir: str, outputs: list[dict], present: dict[str, int]) -> list[str]:
+    """Problems with the listed files: missing, wrong size, wrong checksum, wrong row count. ``present``
+    is :func:`transforms.io.sizes_under` of the output."""
     problems = []
     for entry in outputs:
-        path = out_dir / entry["path"]
-        if not path.is_file():
+        if entry["path"] not in present:
             problems.append(f"{entry['path']}: missing")
             continue
-        size = path.stat().st_size
+        path = io.join(out_dir, entry["path"])
+        size = present[entry["path"]]
         if size != entry["bytes"]:
             problems.append(f"{entry['path']}: {size} bytes, manifest says {entry['bytes']}")
-        sha = file_sha256(path)
+        sha = io.sha256_of(path)
         if sha != entry["sha256"]:
             problems.append(f"{entry['path']}: sha256 {sha[:12]}..., manifest says {entry['sha256'][:12]}...")
             continue  # a corrupt file's footer may not parse; the checksum already says what is wrong
-        rows = pq.ParquetFile(path).metadata.num_rows
+        rows = parquet_rows(path)
         if rows != entry["rows"]:
             problems.append(f"{entry['path']}: {rows} rows, manifest says {entry['rows']}")
         if rows == 0:
@@ -55,14 +45,11 @@ def check_outputs(out_dir: Path, outputs: list[dict]) -> list[str]:
     return problems
 
 
-def check_unlisted(out_dir: Path, outputs: list[dict]) -> list[str]:
+def check_unlisted(outputs: list[dict], present: dict[str, int]) -> list[str]:
     """Parquet files under the table folders that the manifest does not list."""
     listed = {entry["path"] for entry in outputs}
-    found = sorted(
-        path.relative_to(out_dir).as_posix()
-        for root in TABLE_ROOTS
-        for path in (out_dir / root).rglob("*.parquet")
-    )
+    found = sorted(path for path in present
+                   if path.endswith(".parquet") and path.split("/", 1)[0] in TABLE_ROOTS)
     return [f"{path}: not listed in manifest.json outputs" for path in found if path not in listed]
 
 
@@ -111,10 +98,12 @@ def check_reconciliation(manifest: dict) -> list[str]:
 
 
 def verify(out_dir: str | Path) -> list[str]:
-    """Every problem found in a build output; an empty list means it verifies."""
-    out = Path(out_dir)
-    if not (out / Manifest.FILE).is_file():
-        return [f"{out / Manifest.FILE}: missing (is {out} a cxr-instruct build output?)"]
-    manifest = Manifest.read(str(out))
-    return (check_outputs(out, manifest["outputs"]) + check_unlisted(out, manifest["outputs"])
+    """Every problem found in a build output (a local folder or a ``gs://`` URI); an empty list means
+    it verifies."""
+    out = str(out_dir)
+    present = io.sizes_under(out)
+    if Manifest.FILE not in present:
+        return [f"{io.join(out, Manifest.FILE)}: missing (is {out} a cxr-instruct build output?)"]
+    manifest = Manifest.read(out)
+    return (check_outputs(out, manifest["outputs"], present) + check_unlisted(manifest["outputs"], present)
             + check_tables(manifest) + check_reconciliation(manifest))

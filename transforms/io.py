@@ -63,9 +63,17 @@ def read_head(path: str, length: int) -> bytes:
         return handle.read(length)
 
 
+RANDOM_READ_BUFFER = 1 << 20
+
+
 def open_file(path: str) -> IO[bytes]:
-    """A seekable binary stream of a file's raw bytes, never decompressed (what pyarrow reads Parquet
-    from: ``pq.ParquetFile(handle)``); close it when done."""
+    """A seekable binary stream of a file's raw bytes, never decompressed, for random access (what
+    pyarrow reads Parquet from: ``pq.ParquetFile(handle)``); close it when done.
+
+    On ``gs://`` each read past the buffer is one ranged GET of what was asked plus ``RANDOM_READ_BUFFER``
+    (Beam's default, 16 MiB, would fetch 16 MiB for every few-KB Parquet footer or column chunk)."""
+    if path.startswith("gs://"):
+        return _gcs().open(path, read_buffer_size=RANDOM_READ_BUFFER)
     return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
@@ -82,6 +90,13 @@ def files_under(folder: str) -> list[str]:
     """Every file below a folder, at any depth, sorted; [] when there is none. On an object store the
     folder is the prefix ``folder/`` (so ``out/_work`` never takes in ``out/_work2/...``)."""
     return glob(join(folder, "**"))
+
+
+def sizes_under(folder: str) -> dict[str, int]:
+    """Every file below a folder -> its size in bytes, keyed by its path relative to the folder (``/``
+    separated), in path order: one listing (on ``gs://`` a request per thousand objects)."""
+    found = FileSystems.match([join(folder, "**")])[0].metadata_list
+    return {relative(m.path, folder): m.size_in_bytes for m in sorted(found, key=lambda m: m.path)}
 
 
 def remove_tree(folder: str) -> int:
