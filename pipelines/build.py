@@ -86,7 +86,7 @@ def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dic
     max_vertices = min(profile.polygon_max_vertices for profile in profiles) if profiles else 30
 
     reads = [p | f"Read {name}" >> ReadSource(plan, progress) for name, plan in sorted(plans.items())]
-    read = {output: [r[output] for r in reads] | f"All {output}" >> beam.Flatten()
+    read = {output: [r[output] for r in reads] | f"Read {output} of all sources" >> beam.Flatten()
             for output in ("records", "annotations", "rejects", "events")}
     rejects, events = [read["rejects"]], [read["events"]]
     joined = (

@@ -140,8 +140,9 @@ class ReadSource(beam.PTransform):
                     for index, collection in enumerate(keyed)]
             produced.append(
                 keyed
-                | f"Round {number} items" >> beam.Flatten()
+                | f"Round {number} items" >> beam.Flatten(pipeline=pbegin.pipeline)
                 | f"Group round {number}" >> beam.GroupByKey()
                 | f"Join round {number}" >> _with_outputs(JoinRound(plan, progress, number)))
-        return {name: [getattr(outputs, name) for outputs in produced] | f"All {name}" >> beam.Flatten()
+        return {name: [getattr(outputs, name) for outputs in produced]
+                | f"All {name}" >> beam.Flatten(pipeline=pbegin.pipeline)  # a plan may read nothing
                 for name in ("records", *OUTPUTS)}

@@ -77,6 +77,15 @@ def test_two_rounds_serially_and_on_beam_agree(tmp_path):
     assert_beam_matches_serial(plan)
 
 
+def test_a_plan_with_nothing_to_read_reads_nothing(tmp_path):
+    """CheXmask when none of its datasets' image sources is ingested: no listing, no table."""
+    from transforms.sources import chexmask
+
+    empty = chexmask.plan(str(tmp_path), image_sources=("siim",))
+    assert (empty.listings, empty.tables) == ((), ())
+    assert assert_beam_matches_serial(empty) == []
+
+
 def test_listing_shards_are_the_patterns_of_one_listing():
     listing = Listing("file", "gs://bucket/root", "*.dicom", shards=("0", "1"))
     assert listing.patterns() == ["gs://bucket/root/0*.dicom", "gs://bucket/root/1*.dicom"]
