@@ -11,8 +11,10 @@ import pytest
 from pipelines.synth import imagenome as synth_imagenome
 from pipelines.synth import mimic as synth_mimic
 from pipelines.synth.cases import make_mimic_patients
+from plans import assert_beam_matches_serial
 from realdata import DATA
 from schemas.records import AnnotationRecord, Reject
+from transforms import io
 from transforms.sources import imagenome
 
 SCENE_GRAPH_EXAMPLE = DATA / "chest_imagenome" / "scene_graph_example.json"  # ours, see its SOURCES.md
@@ -164,6 +166,8 @@ def test_unreadable_split_rows_are_item_rejects_and_an_unnamed_gold_row_is_an_er
     assert len(record_level(outputs)) == 2
     avoid = tmp_path / "silver_dataset" / "splits" / "images_to_avoid.csv"
     avoid.write_text(avoid.read_text() + "10000001\n")  # a gold row that names no image
+    with pytest.raises(imagenome.ImaGenomeInputError, match="gold image could enter training"):
+        imagenome.plan(str(tmp_path))  # before anything is listed or joined
     with pytest.raises(imagenome.ImaGenomeInputError, match="gold image could enter training"):
         read_all(tmp_path)
 
@@ -318,3 +322,54 @@ def test_hand_written_example_scene_graph(tmp_path):
         ("left lower lung zone", ["comparison|yes|worsened"], previous),
         ("cardiac silhouette", ["comparison|yes|no change"], previous),
     ]
+
+
+def test_beam_graph_matches_serial_run(tmp_path):
+    """Graphs in both folders (the top one wins), splits that conflict, gold rows (one cut short but
+    naming its image), a split row naming nothing: the same outputs on the Beam graph, with and
+    without MIMIC among the image sources."""
+    ids = sorted(fake_dicom_id(str(i)) for i in range(5))
+    write_splits(tmp_path, {"train": ids[:3], "test": [ids[2], ids[3]]}, avoid=[ids[4]])
+    avoid = tmp_path / "silver_dataset" / "splits" / "images_to_avoid.csv"
+    avoid.write_text(avoid.read_text() + f"10000001,50000001,{ids[0]}\n")
+    train = tmp_path / "silver_dataset" / "splits" / "train.csv"
+    train.write_text(train.read_text() + "7,1\n")
+    for i, dicom_id in enumerate(ids):
+        write_graph(tmp_path, dicom_id, full_graph() | {"image_id": dicom_id}, nested=i % 2 == 1)
+    write_graph(tmp_path, ids[0], b"{ not json", nested=True)  # hidden by the top folder's file
+    outputs = assert_beam_matches_serial(imagenome.plan(str(tmp_path)))
+    records = {o.native_id: o for o in outputs if isinstance(o, AnnotationRecord)}
+    assert sorted(records) == ids
+    assert records[ids[0]].provenance["images_to_avoid"] == "true" and records[ids[4]].split_hint is None
+    assert records[ids[2]].provenance["split_conflict"] == "train,test"
+    assert [(o.key, o.level) for o in outputs if isinstance(o, Reject) and o.reason == "malformed-row"] == [
+        ("mimic/", "record"), (f"mimic/{ids[0]}", "item")]
+    filtered = assert_beam_matches_serial(imagenome.plan(str(tmp_path), ("vindr",)))
+    assert [(o.key, o.reason) for o in filtered] == [(f"mimic/{d}", "image-source-not-ingested") for d in ids]
+
+
+def test_every_scene_graph_is_in_exactly_one_listing_shard(tmp_path):
+    """Names starting with each hex digit and with anything else, in both folders: each listed once;
+    a file deeper down or without the suffix is not listed (nor was it before)."""
+    names = [f"{first}0000000-1_SceneGraph.json" for first in "0123456789abcdef"]
+    names += ["ABC_SceneGraph.json", "z_SceneGraph.json", "_SceneGraph.json", "-x_SceneGraph.json",
+              "scene_SceneGraph.json"]
+    base = tmp_path / "silver_dataset" / "scene_graph"
+    for folder in (base, base / "scene_graph"):
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            (folder / name).write_text("{}")
+        (folder / "0notes.json").write_text("{}")
+    (base / "scene_graph" / "scene_graph").mkdir()
+    (base / "scene_graph" / "scene_graph" / names[0]).write_text("{}")
+    plan = imagenome.plan(str(tmp_path), ("vindr",))
+    listed = [(listing.tag, path) for listing in plan.listings for pattern in listing.patterns()
+              for path in io.glob(pattern)]
+    assert sorted(path for _, path in listed) == sorted(
+        str(folder / name) for folder in (base, base / "scene_graph") for name in [*names, "0notes.json"])
+    keyed = [item for tag, path in listed for item in plan.key_file(tag, path)]
+    assert sorted(item.item[1] for item in keyed) == sorted(
+        str(folder / name) for folder in (base, base / "scene_graph") for name in names)
+    assert [(o.key, o.reason) for o in read_all(tmp_path, ("vindr",))] == [
+        (f"mimic/{dicom_id}", "image-source-not-ingested")
+        for dicom_id in sorted(name[: -len("_SceneGraph.json")] for name in names)]

@@ -20,8 +20,10 @@ from hypothesis import strategies as st
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from plans import assert_beam_matches_serial
 from realdata import DATA
 from schemas.records import Reject, SourceRecord
+from transforms import io
 from transforms.sources import mimic
 
 OFFICIAL_EXAMPLE_REPORT = DATA / "mimic_cxr" / "official_example_report.txt"
@@ -268,7 +270,7 @@ def test_missing_rows_are_rejects_and_metadata_without_file_is_only_logged(tmp_p
         lines = gzip.decompress(path.read_bytes()).decode().splitlines(keepends=True)
         path.write_bytes(gzip.compress("".join(line for line in lines if absent.dicom_id not in line).encode()))
 
-    with caplog.at_level(logging.INFO, logger=mimic.__name__):
+    with caplog.at_level(logging.DEBUG, logger=mimic.__name__):
         outputs = read_all(tmp_path)
     assert len(outputs) == 3  # one output per image file; the ghosts are not images
     reasons = {o.key: getattr(o, "reason", "ok") for o in outputs}
@@ -277,7 +279,10 @@ def test_missing_rows_are_rejects_and_metadata_without_file_is_only_logged(tmp_p
         f"mimic/{no_split.dicom_id}": "missing-split-row",
         f"mimic/{no_meta.dicom_id}": "missing-metadata-row",
     }
-    assert "2 metadata rows have no image file" in caplog.text
+    without_file = [r.getMessage() for r in caplog.records if "but no image file" in r.getMessage()]
+    assert len(without_file) == 2 and all(r.levelno == logging.DEBUG for r in caplog.records
+                                          if "but no image file" in r.getMessage())
+    assert all(any(ghost.dicom_id in message for message in without_file) for ghost in ghosts)
 
 
 def test_bad_values_are_rejected_one_by_one(tmp_path):
@@ -373,6 +378,63 @@ def test_required_tables_missing_is_an_error(tmp_path):
     (tmp_path / "mimic-cxr-2.0.0-split.csv.gz").unlink()
     with pytest.raises(mimic.MimicInputError, match="split"):
         read_all(tmp_path)
+
+
+def test_the_report_is_read_once_per_study_and_beam_agrees(tmp_path, monkeypatch):
+    """Three images of one study share its report, read once; a study without a report, a duplicate
+    JPG, a bad row naming no image and a label row cut short all come out the same on the Beam graph."""
+    subject = "10000001"
+    study = [Image(fake_dicom_id(f"s1-{i}"), subject, "50000001", view=view)
+             for i, view in enumerate(("PA", "LATERAL", "AP"))]
+    other = [Image(fake_dicom_id("s2"), "11000002", "50000002", split="test"),
+             Image(fake_dicom_id("bad"), "11000002", "50000002", split="val")]
+    build_tree(tmp_path, study + other, reports={"50000001": REPORT},
+               chexpert={"50000001": {"Edema": "1.0", "Fracture": "2.0"}, "50000002": {"No Finding": "1.0"}})
+    write_jpg(tmp_path / study[0].folder() / f"{study[0].dicom_id}.jpg", 64, 48)
+    chexpert = tmp_path / "mimic-cxr-2.0.0-chexpert.csv.gz"
+    chexpert.write_bytes(gzip.compress(gzip.decompress(chexpert.read_bytes()) + b"11000002,50000002\n,\n"))
+    reads = []
+    monkeypatch.setattr(mimic, "read_report", lambda root, path: reads.append(path) or (
+        mimic.Report(text=REPORT, language="en", origin=path), None))
+
+    outputs = list(mimic.read(str(tmp_path)))
+    assert reads == [f"{study[0].folder()}.txt"]
+    by_id = records_by_id(outputs)
+    assert all(by_id[image.dicom_id].report.text == REPORT for image in study)
+    assert {(o.key, o.reason, o.level) for o in outputs if isinstance(o, Reject)} == {
+        ("mimic/", "malformed-row", "record"),
+        (f"mimic/{study[0].dicom_id}", "duplicate-image-file", "record"),
+        (f"mimic/{other[1].dicom_id}", "bad-split-value", "record"),
+        (f"mimic/{other[0].dicom_id}", "malformed-row", "item"),
+        *((f"mimic/{image.dicom_id}", "bad-label-value", "item") for image in study),
+    }
+    monkeypatch.undo()  # the Beam workers read the real report
+    serial = assert_beam_matches_serial(mimic.plan(str(tmp_path)))
+    assert sorted(repr(o.model_dump()) for o in serial) == sorted(repr(o.model_dump()) for o in outputs)
+
+
+def test_every_file_under_files_is_in_exactly_one_listing_shard(tmp_path):
+    """The group folders p10 … p19 and any other files/p* folder: each file is listed by one shard,
+    and every file the layout's patterns name is listed."""
+    paths = [f"files/p1{d}/p1{d}000001/s5000000{d}/{d}a.dcm" for d in range(10)]
+    paths += [f"files/p1{d}/p1{d}000001/s5000000{d}.txt" for d in range(10)]
+    paths += ["files/p10/p10000001/s50000001/deep/x.dcm", "files/p10/p10000001/s50000001/x.png", "files/p10/x.txt",
+              "files/p/p1/s5/a.dcm", "files/p1/p1/s5/b.jpg", "files/p2/p2/s5.txt", "files/p20/p20000001/s5/c.dcm",
+              "files/p1a/p1/s5/d.dcm", "files/p100/p10000001/s50000001/e.dcm", "files/p10x/p1/s5.txt",
+              "files/px/p1/s5/f.jpg", "files/index.html", "files/q10/p10000001/s5/g.dcm"]
+    for path in paths:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_bytes(b"")
+    build_tree(tmp_path, [])
+    plan = mimic.plan(str(tmp_path))
+    listed = [path for listing in plan.listings for pattern in listing.patterns() for path in io.glob(pattern)]
+    assert len(listed) == len(set(listed))
+    layout = [path for pattern in ("files/p*/p*/s*/*.dcm", "files/p*/p*/s*/*.jpg", "files/p*/p*/s*.txt")
+              for path in io.glob(str(tmp_path / pattern))]
+    assert len(layout) == 28 and set(layout) <= set(listed)
+    keyed = [item for path in listed for item in plan.key_file("files", path)]
+    assert sorted(io.join(str(tmp_path), item.item[0]) if item.tag == "report" else item.item[0][1]
+                  for item in keyed) == sorted(layout)
 
 
 @settings(max_examples=200, deadline=None)

@@ -1,9 +1,10 @@
 """Chest ImaGenome (1.0.0) silver scene graphs: one AnnotationRecord per ``<dicom_id>_SceneGraph.json``.
 
 ``root`` is the ``chest-imagenome`` folder. Scene graphs are read from ``silver_dataset/scene_graph/``
-and one level down (``silver_dataset/scene_graph/scene_graph/``, how the zip often unpacks). Splits come
-from ``silver_dataset/splits/{train,valid,test}.csv`` and gold images from ``images_to_avoid.csv``
-(``.csv`` or ``.csv.gz``). See ``docs/formats/chest-imagenome.md``.
+and one level down (``silver_dataset/scene_graph/scene_graph/``, how the zip often unpacks); the top
+folder wins for an id found in both. Splits come from ``silver_dataset/splits/{train,valid,test}.csv``
+and gold images from ``images_to_avoid.csv`` (``.csv`` or ``.csv.gz``). See
+``docs/formats/chest-imagenome.md``.
 
 Mapping into :class:`AnnotationRecord` (target ``mimic/<dicom_id>``):
 
@@ -21,6 +22,17 @@ Mapping into :class:`AnnotationRecord` (target ``mimic/<dicom_id>``):
   an image listed in several split files gets no hint and ``provenance["split_conflict"]``;
   ``provenance["images_to_avoid"] = "true"`` for gold images, which must never be trained on;
   ``provenance["file"]`` is the scene graph's path relative to ``root``.
+
+An unreadable split row (missing cells, not UTF-8) that names its image is an item reject on that
+image's record (one in ``images_to_avoid`` still marks the image gold); one that names no image is a
+reject of its own (key ``mimic/``), except in ``images_to_avoid``, where it is an error before
+anything is read: a gold image could leak into training. Without ``mimic`` among the ingested image
+sources every scene graph is filtered (``image-source-not-ingested``) unopened.
+
+How it is read (:class:`ImaGenomePlan`): both scene-graph folders are listed once, each in shards by
+the first character of the file name (the 16 hex digits of dicom_ids, ``docs/formats/mimic-cxr.md``
+§1, and one shard for any other), and the rows of the four split CSVs are keyed by dicom_id. One
+join per dicom_id reads its scene graph with that image's split rows.
 """
 
 from __future__ import annotations
@@ -30,8 +42,9 @@ import logging
 import math
 import re
 from collections.abc import Collection, Iterator, Mapping
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
+from apache_beam.io.filesystems import FileSystems
 
 from schemas.records import (
     IMAGE_SOURCES,
@@ -43,6 +56,7 @@ from schemas.records import (
 )
 from transforms import io
 from transforms.sources import csvrows
+from transforms.sources.plan import HEX, Keyed, Listing, ReadPlan, Row, Table, run_serially
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +68,11 @@ AVOID_FILE = "images_to_avoid"
 SCENE_GRAPH_SUFFIX = "_SceneGraph.json"
 CUE_LISTS = ("comparison_cues", "temporal_cues", "severity_cues")
 """Per-phrase cue lists that :class:`RegionAttributes` carries (``texture_cues`` has no field)."""
+OTHER_NAMES = "[!0-9a-f/\\]"
+"""The listing shard of file names that do not start with a lowercase hex digit (not MIMIC dicom_ids,
+or ``_SceneGraph.json`` itself; read all the same): with :data:`plan.HEX` every name is in exactly one
+shard (``/`` and ``\\`` are left out as ``*`` leaves them out). On an object store it lists the whole
+folder, matching nothing there."""
 _PREVIOUS_IMAGE = re.compile(r"^([^_]+)_")
 """The image part of a relationship's ``object_id`` ``"<previous dicom_id>_<bbox_name>"``."""
 
@@ -62,13 +81,12 @@ class ImaGenomeInputError(ValueError):
     """A required ImaGenome file is missing or malformed as a whole."""
 
 
-@dataclass(frozen=True)
-class SplitTables:
-    split_of: Mapping[str, str]  # dicom_id -> "train" | "valid" | "test"
-    conflicting: Mapping[str, list[str]]  # dicom_id -> the several splits that list it
-    to_avoid: frozenset[str]  # gold dicom_ids
-    bad_rows: Mapping[str, list[str]] = field(default_factory=dict)  # dicom_id -> "<file> row N: ..."
-    unattributed: list[str] = field(default_factory=list)  # bad split rows that name no readable dicom_id
+class ImageSplits(NamedTuple):
+    """What the split CSVs say about one image."""
+
+    splits: tuple[str, ...]  # the split files that list it, each once, in file order
+    to_avoid: bool  # a gold image
+    bad_rows: tuple[str, ...]  # its unreadable rows, "<file> row N: ..."
 
 
 def strip_dcm(image_id: str) -> str:
@@ -76,99 +94,127 @@ def strip_dcm(image_id: str) -> str:
     return image_id[: -len(".dcm")] if image_id.endswith(".dcm") else image_id
 
 
-def _dicom_ids(path: str, root: str = "") -> tuple[list[str], dict[str, list[str]], list[str]]:
-    """The ``dicom_id`` column of a split CSV (selected by name; the unnamed index column is ignored),
-    and its unreadable rows (wrong cell count, not UTF-8): by the dicom_id they name, and those naming none."""
-    table = csvrows.read_table(path)
-    position = next((i for i, name in enumerate(table.header) if name.lower() == "dicom_id"), None)
+class _SplitFile(NamedTuple):
+    number: int  # the order of the files: train, valid, test, images_to_avoid
+    name: str  # as reject details cite it (relative to root)
+    width: int
+    position: int  # of the dicom_id column (selected by name; the unnamed index column is ignored)
+
+
+def _split_file(root: str, stem: str, number: int) -> tuple[str, _SplitFile]:
+    splits_dir = io.join(root, "silver_dataset", "splits")
+    path = io.first_existing(splits_dir, f"{stem}.csv", f"{stem}.csv.gz")
+    if path is None:
+        raise ImaGenomeInputError(f"{io.join(splits_dir, stem)}.csv(.gz) not found; it is required")
+    header = csvrows.read_header(path)
+    position = next((i for i, name in enumerate(header) if name.lower() == "dicom_id"), None)
     if position is None:
         raise ImaGenomeInputError(f"{path}: no dicom_id column")
-    name = io.relative(path, root) if root else path
-    bad: dict[str, list[str]] = {}
-    unnamed: list[str] = []
-    for row in table.bad:
-        dicom_id = strip_dcm(row.cell(position))
-        (bad.setdefault(dicom_id, []) if dicom_id else unnamed).append(row.where(name))
-    return [strip_dcm(cells[position].strip()) for _, cells in table.rows], bad, unnamed
+    return path, _SplitFile(number, io.relative(path, root), len(header), position)
 
 
-def load_splits(root: str) -> SplitTables:
-    """ImaGenome's split of every listed image and the gold images to avoid; all four files required.
-
-    An unreadable row that still names its dicom_id is filed in ``bad_rows`` (and, in
-    ``images_to_avoid``, still counts as gold); one that names none cannot be attributed: in a split
-    file it is ``unattributed``, in ``images_to_avoid`` it is an error, since a gold image could leak."""
-    splits_dir = io.join(root, "silver_dataset", "splits")
-
-    def required(stem: str) -> str:
-        path = io.first_existing(splits_dir, f"{stem}.csv", f"{stem}.csv.gz")
-        if path is None:
-            raise ImaGenomeInputError(f"{io.join(splits_dir, stem)}.csv(.gz) not found; it is required")
-        return path
-
-    listed: dict[str, list[str]] = {}
-    bad_rows: dict[str, list[str]] = {}
-    unattributed: list[str] = []
-    for split in SPLIT_FILES:
-        ids, bad, unnamed = _dicom_ids(required(split), root)
-        for dicom_id in ids:
-            splits = listed.setdefault(dicom_id, [])
-            if split not in splits:
-                splits.append(split)
-        for dicom_id, details in bad.items():
-            bad_rows.setdefault(dicom_id, []).extend(details)
-        unattributed += unnamed
-    avoid, bad, unnamed = _dicom_ids(required(AVOID_FILE), root)
-    if unnamed:
-        raise ImaGenomeInputError(f"{'; '.join(unnamed)}: an images_to_avoid row names no dicom_id, so a gold "
-                                  "image could enter training")
-    for dicom_id, details in bad.items():
-        bad_rows.setdefault(dicom_id, []).extend(details)
-    return SplitTables(
-        split_of={dicom_id: splits[0] for dicom_id, splits in listed.items() if len(splits) == 1},
-        conflicting={dicom_id: splits for dicom_id, splits in listed.items() if len(splits) > 1},
-        to_avoid=frozenset(avoid) | frozenset(bad),
-        bad_rows=bad_rows,
-        unattributed=unattributed,
-    )
+def _unnamed_gold(details: list[str]) -> ImaGenomeInputError:
+    return ImaGenomeInputError(f"{'; '.join(details)}: an images_to_avoid row names no dicom_id, so a gold "
+                               "image could enter training")
 
 
-def scene_graph_files(root: str) -> dict[str, str]:
-    """dicom_id -> scene-graph path; the top folder wins over the nested one for the same id."""
-    base = io.join(root, "silver_dataset", "scene_graph")
-    found: dict[str, str] = {}
-    for folder in (base, io.join(base, "scene_graph")):
-        for path in io.glob(io.join(folder, f"*{SCENE_GRAPH_SUFFIX}")):
-            found.setdefault(io.basename(path)[: -len(SCENE_GRAPH_SUFFIX)], path)
-    if not found:
-        raise ImaGenomeInputError(
-            f"no *{SCENE_GRAPH_SUFFIX} under {base} (or {base}/scene_graph); is scene_graph.zip extracted?"
-        )
-    return found
+def _any_file(pattern: str) -> bool:
+    """Whether a file matches ``pattern``; the listing stops at the first match."""
+    return bool(FileSystems.match([pattern], [1])[0].metadata_list)
 
 
-def read(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> Iterator[ReaderOutput]:
-    """One AnnotationRecord or Reject per scene-graph file, sorted by target key (plus item rejects)."""
-    files = scene_graph_files(root)
-    if TARGET_SOURCE not in image_sources:
-        for dicom_id in sorted(files):
+class ImaGenomePlan(ReadPlan):
+    """Scene graphs and split rows joined by dicom_id; the scene graph is read in the join.
+
+    Whole input, at plan time: a scene graph exists; with ``mimic`` ingested, the four split CSVs
+    exist and have a dicom_id column, and every unreadable ``images_to_avoid`` row names its image
+    (that file, a few thousand rows, is read through for this; its rows are still joined as items)."""
+
+    source = NAME
+    rounds = (frozenset({"graph", "split", "avoid", "bad-row"}),)
+
+    def __init__(self, root: str, mimic_ingested: bool):
+        self.root, self.mimic_ingested = root, mimic_ingested
+        base = io.join(root, "silver_dataset", "scene_graph")
+        nested = io.join(base, "scene_graph")
+        if not any(_any_file(io.join(folder, f"*{SCENE_GRAPH_SUFFIX}")) for folder in (base, nested)):
+            raise ImaGenomeInputError(
+                f"no *{SCENE_GRAPH_SUFFIX} under {base} (or {base}/scene_graph); is scene_graph.zip extracted?"
+            )
+        # shards of "*": a shard of "*_SceneGraph.json" by first character would miss "_SceneGraph.json"
+        self.listings = (Listing("graph", base, "*", (*HEX, OTHER_NAMES)),
+                         Listing("nested-graph", nested, "*", (*HEX, OTHER_NAMES)))
+        self.split_files: dict[str, _SplitFile] = {}
+        if not mimic_ingested:  # every scene graph is filtered unopened; the split files are not needed
+            return
+        tables = []
+        for number, stem in enumerate((*SPLIT_FILES, AVOID_FILE)):
+            path, self.split_files[stem] = _split_file(root, stem, number)
+            tables.append(Table(stem, path))
+        self.tables = tuple(tables)
+        avoid = self.split_files[AVOID_FILE]
+        unnamed = [bad.where(avoid.name) for bad in (
+            csvrows.bad_row(number, cells, problem, avoid.width)
+            for number, cells, problem in csvrows.records(tables[-1].path) if problem is not None)
+            if not strip_dcm(bad.cell(avoid.position))]
+        if unnamed:
+            raise _unnamed_gold(unnamed)
+
+    def key_file(self, tag: str, path: str) -> Iterator[Keyed]:
+        name = io.basename(path)
+        if name.endswith(SCENE_GRAPH_SUFFIX):
+            yield Keyed(name[: -len(SCENE_GRAPH_SUFFIX)], "graph", (tag == "nested-graph", path))
+
+    def key_row(self, tag: str, row: Row) -> Iterator[Keyed | Reject]:
+        split_file = self.split_files[tag]
+        order = (split_file.number, row.number)
+        if row.problem is None:
+            dicom_id = strip_dcm(row.cells[split_file.position].strip())
+            yield Keyed(dicom_id, "avoid", (order,)) if tag == AVOID_FILE else Keyed(dicom_id, "split", (order, tag))
+            return
+        bad = csvrows.bad_row(row.number, row.cells, row.problem, split_file.width)
+        dicom_id, where = strip_dcm(bad.cell(split_file.position)), bad.where(split_file.name)
+        if dicom_id:
+            yield Keyed(dicom_id, "bad-row", (order, where))
+            if tag == AVOID_FILE:  # still a gold image
+                yield Keyed(dicom_id, "avoid", (order,))
+        elif tag == AVOID_FILE:  # checked at plan time; the file changed since
+            raise _unnamed_gold([where])
+        else:  # a split row too broken to name its image is a unit of its own
+            yield Reject(key=f"{TARGET_SOURCE}/", source=NAME, stage="read", reason="malformed-row", detail=where)
+
+    def join(self, dicom_id: str, items: dict[str, list[tuple]]) -> Iterator[ReaderOutput]:
+        graphs, bad_rows = items["graph"], tuple(where for _, where in items["bad-row"])
+        if not graphs:
+            if bad_rows:
+                log.warning("imagenome: unreadable split rows for %s, which has no scene graph: %s", dicom_id,
+                            "; ".join(bad_rows))
+            return
+        if not self.mimic_ingested:
             yield Reject(key=f"{TARGET_SOURCE}/{dicom_id}", source=NAME, stage="read",
                          reason="image-source-not-ingested",
                          detail=f"{TARGET_SOURCE} is not among the ingested image sources", kind="filtered")
-        return
-    splits = load_splits(root)
-    for detail in splits.unattributed:  # a split row too broken to name its image is a unit of its own
-        yield Reject(key=f"{TARGET_SOURCE}/", source=NAME, stage="read", reason="malformed-row", detail=detail)
-    orphans = sorted(set(splits.bad_rows) - set(files))
-    if orphans:
-        log.warning("imagenome: unreadable split rows for %d image(s) without a scene graph: %s",
-                    len(orphans), "; ".join(d for dicom_id in orphans[:5] for d in splits.bad_rows[dicom_id]))
-    for dicom_id in sorted(files):
-        yield from parse_scene_graph(dicom_id, io.read_bytes(files[dicom_id]), io.relative(files[dicom_id], root),
-                                     splits)
+            return
+        _, path = graphs[0]  # the top folder's before the nested one's
+        splits = ImageSplits(tuple(dict.fromkeys(split for _, split in items["split"])), bool(items["avoid"]),
+                             bad_rows)
+        yield from parse_scene_graph(dicom_id, io.read_bytes(path), io.relative(path, self.root), splits)
 
 
-def parse_scene_graph(dicom_id: str, data: bytes, origin: str, splits: SplitTables) -> Iterator[ReaderOutput]:
+def plan(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> ImaGenomePlan:
+    """The read plan of the ImaGenome tree under ``root``; :class:`ImaGenomeInputError` when there is no
+    scene graph, or (with ``mimic`` ingested) a split CSV is missing or lacks its dicom_id column, or an
+    ``images_to_avoid`` row names no image."""
+    return ImaGenomePlan(root, TARGET_SOURCE in image_sources)
+
+
+def read(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> Iterator[ReaderOutput]:
+    """One AnnotationRecord or Reject per scene-graph file, sorted by target key (plus item rejects);
+    split rows that name no image first."""
+    return run_serially(plan(root, image_sources))
+
+
+def parse_scene_graph(dicom_id: str, data: bytes, origin: str, splits: ImageSplits) -> Iterator[ReaderOutput]:
     """The AnnotationRecord of one scene-graph file (then its item rejects), or one Reject."""
     key = f"{TARGET_SOURCE}/{dicom_id}"
 
@@ -195,7 +241,7 @@ def parse_scene_graph(dicom_id: str, data: bytes, origin: str, splits: SplitTabl
 
     item_rejects: list[Reject] = [
         Reject(key=key, source=NAME, stage="read", reason="malformed-row", detail=detail, level="item")
-        for detail in splits.bad_rows.get(dicom_id, [])]
+        for detail in splits.bad_rows]
     boxes = []
     for index, obj in enumerate(sections["objects"]):
         try:
@@ -215,10 +261,10 @@ def parse_scene_graph(dicom_id: str, data: bytes, origin: str, splits: SplitTabl
             item_rejects.append(reject("bad-attributes", f"attributes[{index}]: {error}", level="item"))
 
     provenance = {"file": origin}
-    if dicom_id in splits.to_avoid:
+    if splits.to_avoid:
         provenance["images_to_avoid"] = "true"
-    if dicom_id in splits.conflicting:
-        provenance["split_conflict"] = ",".join(splits.conflicting[dicom_id])
+    if len(splits.splits) > 1:
+        provenance["split_conflict"] = ",".join(splits.splits)
     if sections["relationships"]:
         provenance["relationships"] = json.dumps(
             [_relationship(rel) for rel in sections["relationships"]], ensure_ascii=False
@@ -229,7 +275,7 @@ def parse_scene_graph(dicom_id: str, data: bytes, origin: str, splits: SplitTabl
         native_id=dicom_id,
         boxes=boxes,
         regions=regions,
-        split_hint=splits.split_of.get(dicom_id),
+        split_hint=splits.splits[0] if len(splits.splits) == 1 else None,
         provenance=provenance,
     )
     yield from item_rejects

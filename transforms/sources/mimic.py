@@ -6,14 +6,23 @@ the study folder) and the CSVs side by side: ``mimic-cxr-2.0.0-metadata`` and ``
 ``.csv.gz``. See ``docs/formats/mimic-cxr.md``.
 
 The image files on disk are the authority: one output per image file. Metadata rows without a file
-are not images; their number is logged, not rejected. When a study folder holds both the DICOM and
-the JPG of one ``dicom_id`` the DICOM is read and the JPG is recorded as filtered
+are not images; each is logged at debug level, not rejected. When a study folder holds both the DICOM
+and the JPG of one ``dicom_id`` the DICOM is read and the JPG is recorded as filtered
 (``duplicate-image-file``).
 
 An unreadable metadata or split row (missing cells, not UTF-8) rejects its image (``malformed-row``,
 naming the file and row); an unreadable label row is an item reject on each image of its study. A
 report that is not UTF-8 or holds no text costs the image its report only: an item reject
 (``undecodable-report`` / ``empty-report``), ``report`` None and ``provenance["report"]`` the reason.
+
+How it is read (:class:`MimicPlan`): ``files/`` is listed once, in the shards ``files/p10/`` …
+``files/p19/`` (subject ids are 10000000-19999999) plus shards for any other ``files/p*/`` folder,
+each file in exactly one shard; a listed path is an image or a report by its place and extension.
+Round 1, by ``dicom_id``: the image files, metadata rows, split rows and unreadable rows of those
+give the image's reject or a candidate; round 2, by ``study_id``: the candidates, the report file,
+the label rows of each system and the unreadable label rows. The report is read once per study there
+and every image of the study gets its record. Rows too broken to name their image or study are
+rejects of their own, key ``mimic/``.
 """
 
 from __future__ import annotations
@@ -21,10 +30,9 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Collection, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterator
 from datetime import date, datetime, time
-
+from typing import NamedTuple
 
 from schemas.records import (
     IMAGE_SOURCES,
@@ -37,6 +45,7 @@ from schemas.records import (
 )
 from transforms import io
 from transforms.sources import csvrows
+from transforms.sources.plan import Keyed, Listing, ReadPlan, Row, Table, run_serially
 
 NAME = "mimic"
 
@@ -51,12 +60,25 @@ LABEL_FILES = {
 }
 """RawLabel system -> file stem of the per-study label CSVs."""
 
+METADATA_COLUMNS = ("dicom_id", "subject_id", "study_id", "ViewPosition", "Rows", "Columns", "StudyDate",
+                    "StudyTime")
+SPLIT_COLUMNS = ("dicom_id", "split")
 IMAGE_FORMATS = {".dcm": "dicom", ".jpg": "jpeg"}
 OFFICIAL_SPLITS = frozenset({"train", "validate", "test"})
 ID_COLUMNS = frozenset({"subjectid", "studyid", "dicomid"})
 """Normalised names of identifier columns; every other column of a label CSV is a label."""
+GROUP_FOLDERS = tuple(f"p1{digit}/" for digit in range(10))
+"""Prefix shards of ``files/``: the group folders p10 … p19, where every MIMIC image and report is."""
+OTHER_FOLDERS = ("p/", "p1/", "p[!1/]*/", "p1[!0-9/]*/", "p1[0-9][!/]*/")
+"""The other ``files/p*/`` folders (none in MIMIC, read all the same), so that with
+:data:`GROUP_FOLDERS` each folder is in exactly one shard. On an object store the last three list
+the whole tree (a prefix stops at the first ``[``) and match nothing there, in parallel with the rest."""
 
 _IMAGE_PATH = re.compile(r"^files/p(\d{2})/p(\d{8})/s(\d{8})/([^/]+)\.(dcm|jpg)$")
+# What a listed path must look like, relative to root, to be an image or a report: the glob patterns
+# files/p*/p*/s*/*.dcm|.jpg and files/p*/p*/s*.txt ("*" stops at "/" and "\", as Beam's globs do).
+_LISTED_IMAGE = re.compile(r"files/p[^/\\]*/p[^/\\]*/s[^/\\]*/[^/\\]*(\.dcm|\.jpg)\Z", re.DOTALL)
+_LISTED_REPORT = re.compile(r"files/p[^/\\]*/p[^/\\]*/s([^/\\]*)\.txt\Z", re.DOTALL)
 _STUDY_DATE = re.compile(r"^(\d{8})(?:\.0*)?$")
 _STUDY_TIME = re.compile(r"^(\d{1,6})(?:\.(\d*))?$")
 _LABEL_VALUES = {1.0, 0.0, -1.0}
@@ -66,58 +88,9 @@ class MimicInputError(ValueError):
     """A required MIMIC file is missing or lacks a required column."""
 
 
-@dataclass(frozen=True)
-class StudyTables:
-    """The CSV side of MIMIC, indexed for per-image lookups."""
-
-    metadata: Mapping[str, tuple]  # dicom_id -> (subject_id, study_id, ViewPosition, Rows, Columns, StudyDate, StudyTime)
-    metadata_conflicts: set[str]  # dicom_ids whose repeated metadata rows disagree
-    split: Mapping[str, tuple]  # dicom_id -> (split,)
-    split_conflicts: set[str]
-    labels: Mapping[str, Mapping[str, Mapping[str, str]]]  # system -> study_id -> {label name: cell}
-    reports: set[str]  # report paths relative to root
-    bad_rows: Mapping[str, list[str]] = field(default_factory=dict)  # dicom_id -> "<file> row N: ..." (metadata, split)
-    bad_label_rows: Mapping[str, list[str]] = field(default_factory=dict)  # study_id -> "<file> row N: ..."
-    unattributed: list[str] = field(default_factory=list)  # bad rows that name no readable id
-
-
-@dataclass(frozen=True)
-class CsvRows:
-    """One CSV: canonical column names, good rows (number, stripped cells in column order), bad rows."""
-
-    name: str  # the file as reject details cite it (relative to the MIMIC root)
-    columns: list[str]
-    rows: list[tuple[int, list[str]]]
-    bad: list[csvrows.BadRow]
-    positions: dict[str, int]  # canonical column name -> position in the file, to read a bad row's ids
-
-    def column(self, name: str) -> list[str]:
-        index = self.columns.index(name)
-        return [cells[index] for _, cells in self.rows]
-
-
 def normalise_column(name: str) -> str:
     """Header spelling used for matching: case, surrounding and inner spaces/underscores ignored."""
     return re.sub(r"[\s_]+", "", name.strip().lower())
-
-
-def read_csv_rows(path: str, wanted: Collection[str] | None = None, root: str = "") -> CsvRows:
-    """All cells as stripped strings (blank stays ""), headers stripped; ``wanted`` keeps only those columns.
-
-    ``wanted`` names are canonical spellings, matched through :func:`normalise_column`, and the result
-    uses the canonical spelling. Raises :class:`MimicInputError` if one is missing. A row with the
-    wrong number of cells or bytes that are not UTF-8 is kept apart in ``bad``; the others are read.
-    """
-    canonical = {normalise_column(name): name for name in wanted or ()}
-    table = csvrows.read_table(path)
-    header = [canonical.get(normalise_column(name), name) for name in table.header]
-    missing = sorted(set(canonical.values()) - set(header))
-    if missing:
-        raise MimicInputError(f"{path}: missing column(s) {missing}")
-    keep = [index for index, name in enumerate(header) if not wanted or name in canonical.values()]
-    rows = [(number, [cells[index].strip() for index in keep]) for number, cells in table.rows]
-    return CsvRows(io.relative(path, root) if root else io.basename(path), [header[index] for index in keep],
-                   rows, table.bad, {name: index for index, name in enumerate(header)})
 
 
 def study_datetime(study_date: str, study_time: str) -> str | None:
@@ -154,73 +127,6 @@ def label_value(text: str) -> float | None:
     return value
 
 
-def _required_csv(root: str, stem: str) -> str:
-    path = io.first_existing(root, f"{stem}.csv.gz", f"{stem}.csv")
-    if path is None:
-        raise MimicInputError(f"{io.join(root, stem)}.csv(.gz) not found; it is required")
-    return path
-
-
-def _unique_rows(table: CsvRows, key: str, columns: list[str]) -> tuple[dict[str, tuple], set[str]]:
-    """``key value -> row tuple`` of ``columns``, plus the keys whose repeated rows disagree."""
-    rows: dict[str, tuple] = {}
-    conflicting: set[str] = set()
-    for key_value, *values in zip(table.column(key), *(table.column(c) for c in columns)):
-        values_tuple = tuple(values)
-        if rows.setdefault(key_value, values_tuple) != values_tuple:
-            conflicting.add(key_value)
-    return rows, conflicting
-
-
-def _bad_rows_by(table: CsvRows, id_column: str, found: dict[str, list[str]], unattributed: list[str]) -> None:
-    """File each bad row of ``table`` under the id it names, or as unattributed when it names none."""
-    position = table.positions.get(id_column)
-    for bad in table.bad:
-        value = bad.cell(position)
-        (found.setdefault(value, []) if value else unattributed).append(bad.where(table.name))
-
-
-def _study_labels(root: str, bad_label_rows: dict[str, list[str]],
-                  unattributed: list[str]) -> dict[str, dict[str, dict[str, str]]]:
-    """system -> study_id -> {label column name: cell text}; absent optional files give no entry.
-    Rows that cannot be read are filed in ``bad_label_rows`` by study (or ``unattributed``)."""
-    tables: dict[str, dict[str, dict[str, str]]] = {}
-    for system, stem in LABEL_FILES.items():
-        path = io.first_existing(root, f"{stem}.csv.gz", f"{stem}.csv")
-        if path is None:
-            # the 2.1.0 test-set labels exist only in MIMIC-CXR-JPG 2.1.0; the other two are expected
-            report = log.info if system == "mimic-test-labeled" else log.warning
-            report("mimic: %s.csv(.gz) not found under %s; no %s labels", stem, root, system)
-            continue
-        table = read_csv_rows(path, root=root)
-        study_column = next((c for c in table.columns if normalise_column(c) == "studyid"), None)
-        if study_column is None:
-            raise MimicInputError(f"{path}: no study_id column")
-        label_columns = [c for c in table.columns if normalise_column(c) not in ID_COLUMNS]
-        tables[system] = {
-            study: dict(zip(label_columns, cells))
-            for study, *cells in zip(table.column(study_column), *(table.column(c) for c in label_columns))
-        }
-        _bad_rows_by(table, study_column, bad_label_rows, unattributed)
-    return tables
-
-
-def _raw_labels(
-    key: str, study_id: str, labels: Mapping[str, Mapping[str, Mapping[str, str]]]
-) -> tuple[list[RawLabel], list[Reject]]:
-    """The study's labels of every system, and item rejects for cells that are not a label value."""
-    raw: list[RawLabel] = []
-    bad: list[Reject] = []
-    for system, by_study in labels.items():
-        for name, text in by_study.get(study_id, {}).items():
-            try:
-                raw.append(RawLabel(system=system, name=name, value=label_value(text)))
-            except ValueError as error:
-                bad.append(Reject(key=key, source=NAME, stage="read", reason="bad-label-value",
-                                  detail=f"{system} {name!r}: {error}", level="item"))
-    return raw, bad
-
-
 def read_report(root: str, report_path: str) -> tuple[Report | None, tuple[str, str] | None]:
     """The study's report, or None and ``(reason, problem)`` when its file is not UTF-8 text or holds
     no text (the image is still read; the report is an item reject)."""
@@ -244,136 +150,266 @@ def _optional_int(text: str) -> int | None:
     return int(value)
 
 
-def load_tables(root: str) -> StudyTables:
-    """Read the metadata, split and label CSVs and list the reports under ``root``."""
-    metadata = read_csv_rows(
-        _required_csv(root, METADATA_FILE),
-        ["dicom_id", "subject_id", "study_id", "ViewPosition", "Rows", "Columns", "StudyDate", "StudyTime"],
-        root,
-    )
-    split = read_csv_rows(_required_csv(root, SPLIT_FILE), ["dicom_id", "split"], root)
-    meta_columns = ["subject_id", "study_id", "ViewPosition", "Rows", "Columns", "StudyDate", "StudyTime"]
-    meta_rows, meta_conflicts = _unique_rows(metadata, "dicom_id", meta_columns)
-    split_rows, split_conflicts = _unique_rows(split, "dicom_id", ["split"])
-    bad_rows: dict[str, list[str]] = {}
-    bad_label_rows: dict[str, list[str]] = {}
-    unattributed: list[str] = []
-    for table in (metadata, split):
-        _bad_rows_by(table, "dicom_id", bad_rows, unattributed)
-    labels = _study_labels(root, bad_label_rows, unattributed)
-    reports = {io.relative(path, root) for path in io.glob(io.join(root, "files", "p*", "p*", "s*.txt"))}
-    return StudyTables(meta_rows, meta_conflicts, split_rows, split_conflicts, labels, reports,
-                       bad_rows, bad_label_rows, unattributed)
+class _Columns(NamedTuple):
+    """Where a CSV's needed cells are: a good row's values are read at ``values``, the id first (the
+    first column of each name); a row that cannot be read names its id at ``bad_id`` (the last column
+    of the id's name, as the old table-reading code found it)."""
+
+    name: str  # the file as reject details cite it (relative to the MIMIC root)
+    width: int
+    values: tuple[int, ...]
+    bad_id: int
 
 
-def _image_files(root: str) -> dict[str, list[str]]:
-    """dicom_id -> paths of its image files (DICOM first), from the tree under ``files/``."""
-    by_id: dict[str, list[str]] = {}
-    for extension in IMAGE_FORMATS:  # .dcm before .jpg
-        for path in io.glob(io.join(root, "files", "p*", "p*", "s*", f"*{extension}")):
-            dicom_id = io.basename(path)[: -len(extension)]
-            by_id.setdefault(dicom_id, []).append(path)
-    return by_id
+def _columns(path: str, root: str, header: list[str], wanted: tuple[str, ...]) -> _Columns:
+    """The positions of ``wanted`` (canonical names, matched through :func:`normalise_column`; the
+    first is the id) in a header; :class:`MimicInputError` when one is missing."""
+    canonical = {normalise_column(name): name for name in wanted}
+    names = [canonical.get(normalise_column(name), name) for name in header]
+    missing = sorted(set(wanted) - set(names))
+    if missing:
+        raise MimicInputError(f"{path}: missing column(s) {missing}")
+    last = {name: index for index, name in enumerate(names)}
+    return _Columns(io.relative(path, root), len(header), tuple(names.index(name) for name in wanted),
+                    last[wanted[0]])
+
+
+def _optional_csv(root: str, stem: str) -> str | None:
+    return io.first_existing(root, f"{stem}.csv.gz", f"{stem}.csv")
+
+
+def _required_csv(root: str, stem: str) -> str:
+    path = _optional_csv(root, stem)
+    if path is None:
+        raise MimicInputError(f"{io.join(root, stem)}.csv(.gz) not found; it is required")
+    return path
+
+
+class _LabelFile(NamedTuple):
+    system: str
+    columns: _Columns  # values: the study id, then the label columns
+    labels: tuple[str, ...]  # label names (each once, in header order)
+
+
+def _label_file(path: str, root: str, system: str) -> _LabelFile:
+    header = csvrows.read_header(path)
+    study = next((name for name in header if normalise_column(name) == "studyid"), None)
+    if study is None:
+        raise MimicInputError(f"{path}: no study_id column")
+    labels = tuple(dict.fromkeys(name for name in header if normalise_column(name) not in ID_COLUMNS))
+    # a repeated name is read from its first column; a bad row names its study in the last one of that name
+    columns = _Columns(io.relative(path, root), len(header),
+                       tuple(header.index(name) for name in (study, *labels)),
+                       max(index for index, name in enumerate(header) if name == study))
+    return _LabelFile(system, columns, labels)
+
+
+class _Candidate(NamedTuple):
+    """An image whose files and rows agree, waiting for its study's report and labels."""
+
+    dicom_id: str
+    uri: str
+    format: str
+    subject_id: str
+    view: str
+    height: int | None
+    width: int | None
+    when: str | None
+    split: str
+    duplicates: tuple[str, ...]  # other files of this dicom_id (filtered after the record)
+
+
+class MimicPlan(ReadPlan):
+    """Files and rows joined by dicom_id into candidates, then candidates, reports and labels by study.
+
+    Round 1 items: an image file ``("file", ((is_jpg, uri),))``; a metadata or split row
+    ``("metadata" | "split", ((table, row), cells))``; a row that cannot be read ``("bad-row", ((table,
+    row), where))``. Round 2: a :class:`_Candidate`; a report ``("report", (path,))``; a label row
+    ``("label-row", ((label file, row), cells))``; a label row that cannot be read ``("bad-label-row",
+    ((label file, row), where))``."""
+
+    source = NAME
+    rounds = (frozenset({"file", "metadata", "split", "bad-row"}),
+              frozenset({"candidate", "report", "label-row", "bad-label-row"}))
+
+    def __init__(self, root: str):
+        self.root = root
+        metadata = _required_csv(root, METADATA_FILE)
+        self.metadata = _columns(metadata, root, csvrows.read_header(metadata), METADATA_COLUMNS)
+        split = _required_csv(root, SPLIT_FILE)
+        self.split = _columns(split, root, csvrows.read_header(split), SPLIT_COLUMNS)
+        label_files, tables = [], [Table("metadata", metadata), Table("split", split)]
+        for system, stem in LABEL_FILES.items():
+            path = _optional_csv(root, stem)
+            if path is None:
+                # the 2.1.0 test-set labels exist only in MIMIC-CXR-JPG 2.1.0; the other two are expected
+                report = log.info if system == "mimic-test-labeled" else log.warning
+                report("mimic: %s.csv(.gz) not found under %s; no %s labels", stem, root, system)
+                continue
+            label_files.append(_label_file(path, root, system))
+            tables.append(Table(system, path))
+        self.label_files = tuple(label_files)
+        self.tables = tuple(tables)
+        # table tag -> (its number, where its cells are, the tags of its good and its unreadable rows)
+        self.row_tables = {"metadata": (0, self.metadata, "metadata", "bad-row"),
+                           "split": (1, self.split, "split", "bad-row")}
+        for number, label_file in enumerate(label_files):
+            self.row_tables[label_file.system] = (number, label_file.columns, "label-row", "bad-label-row")
+        self.listings = (Listing("files", io.join(root, "files"), "**", GROUP_FOLDERS + OTHER_FOLDERS),)
+
+    def key_file(self, tag: str, path: str) -> Iterator[Keyed]:
+        relative = io.relative(path, self.root)
+        if image := _LISTED_IMAGE.match(relative):
+            extension = image.group(1)
+            yield Keyed(io.basename(path)[: -len(extension)], "file", ((extension != ".dcm", path),))
+        elif report := _LISTED_REPORT.match(relative):
+            yield Keyed(report.group(1), "report", (relative,))
+
+    def key_row(self, tag: str, row: Row) -> Iterator[Keyed | Reject]:
+        number, columns, good_tag, bad_tag = self.row_tables[tag]
+        if row.problem is None:  # keyed by its id (dicom_id, or study_id in a label file): the other cells
+            key, *values = (row.cells[position].strip() for position in columns.values)
+            yield Keyed(key, good_tag, ((number, row.number), tuple(values)))
+            return
+        bad = csvrows.bad_row(row.number, row.cells, row.problem, columns.width)
+        key = bad.cell(columns.bad_id)
+        if key:
+            yield Keyed(key, bad_tag, ((number, row.number), bad.where(columns.name)))
+        else:  # a row too broken to name its image or study is a unit of its own
+            yield Reject(key=f"{NAME}/", source=NAME, stage="read", reason="malformed-row",
+                         detail=bad.where(columns.name))
+
+    def join(self, key: str, items: dict[str, list[tuple]]) -> Iterator[ReaderOutput | Keyed]:
+        if "file" in items:
+            yield from self._join_image(key, items)
+        else:
+            yield from self._join_study(key, items)
+
+    def _join_image(self, dicom_id: str, items: dict[str, list[tuple]]) -> Iterator[ReaderOutput | Keyed]:
+        """One dicom_id: its files (DICOM first) and rows -> its reject, or a candidate for its study."""
+        files = [path for (_, path), in items["file"]]
+        if not files:
+            if items["metadata"]:
+                log.debug("mimic: metadata row for %s but no image file under %s/files (not an image)",
+                          dicom_id, self.root)
+            return
+        chosen, *duplicates = files
+        checked = self._check_image(dicom_id, chosen, items)
+        if isinstance(checked, Reject):
+            yield checked
+            yield from self._duplicates(dicom_id, chosen, duplicates)
+        else:  # the duplicates are filtered after the record, as before
+            study_id, candidate = checked
+            yield Keyed(study_id, "candidate", candidate._replace(duplicates=tuple(duplicates)))
+
+    def _check_image(self, dicom_id: str, path: str,
+                     items: dict[str, list[tuple]]) -> Reject | tuple[str, _Candidate]:
+        """The image's reject, or its study id and candidate: its path, rows and values checked in order."""
+        key = f"{NAME}/{dicom_id}"
+
+        def reject(reason: str, detail: str) -> Reject:
+            return Reject(key=key, source=NAME, stage="read", reason=reason, detail=detail)
+
+        relative_path = io.relative(path, self.root)
+        path_match = _IMAGE_PATH.match(relative_path)
+        if path_match is None or path_match.group(2)[:2] != path_match.group(1):
+            return reject("unexpected-path", f"{relative_path} is not files/pXX/pSUBJECT/sSTUDY/<dicom_id>.dcm|.jpg")
+        _, path_subject, path_study, _, extension = path_match.groups()
+        if items["bad-row"]:  # a metadata or split row of this image cannot be read
+            return reject("malformed-row", f"{relative_path}: " + "; ".join(where for _, where in items["bad-row"]))
+        rows = {}
+        for what in ("metadata", "split"):
+            found = [values for _, values in items[what]]
+            if not found:
+                return reject(f"missing-{what}-row", f"{relative_path}: no row for this dicom_id in the {what} CSV")
+            if any(values != found[0] for values in found):
+                return reject(f"conflicting-{what}-rows", f"{relative_path}: the {what} CSV has disagreeing rows")
+            rows[what] = found[0]
+        subject_id, study_id, view, rows_text, columns_text, date_text, time_text = rows["metadata"]
+        (split_value,) = rows["split"]
+        if (subject_id, study_id) != (path_subject, path_study):
+            return reject("path-id-mismatch", f"{relative_path}: metadata says subject {subject_id}, study {study_id}")
+        if split_value not in OFFICIAL_SPLITS:
+            return reject("bad-split-value", f"split {split_value!r} is not one of {sorted(OFFICIAL_SPLITS)}")
+        try:
+            height, width = _optional_int(rows_text), _optional_int(columns_text)
+            when = study_datetime(date_text, time_text)
+        except ValueError as error:
+            return reject("bad-metadata-value", f"{relative_path}: {error}")
+        return study_id, _Candidate(dicom_id, path, IMAGE_FORMATS[f".{extension}"], subject_id, view, height, width,
+                                    when, split_value, ())
+
+    def _duplicates(self, dicom_id: str, chosen: str, duplicates: Collection[str]) -> Iterator[Reject]:
+        for path in duplicates:
+            yield Reject(key=f"{NAME}/{dicom_id}", source=NAME, stage="read", reason="duplicate-image-file",
+                         detail=f"{io.relative(path, self.root)}: the same dicom_id is read from "
+                                f"{io.relative(chosen, self.root)} (DICOM before JPG)", kind="filtered")
+
+    def _join_study(self, study_id: str, items: dict[str, list[tuple]]) -> Iterator[ReaderOutput]:
+        """One study: the record of each candidate image, with the report (read once) and the labels."""
+        if not items["candidate"]:
+            return
+        listed_reports = {path for (path,) in items["report"]}
+        label_rows: dict[int, tuple[str, ...]] = {}
+        for (number, _), values in items["label-row"]:
+            label_rows[number] = values  # a later row of the same study replaces an earlier one
+        labels = [(label_file.system, dict(zip(label_file.labels, label_rows[number])))
+                  for number, label_file in enumerate(self.label_files) if number in label_rows]
+        reports: dict[str, tuple[Report | None, tuple[str, str] | None]] = {}
+        for candidate in items["candidate"]:
+            key = f"{NAME}/{candidate.dicom_id}"
+            subject_id = candidate.subject_id
+            report_path = f"files/p{subject_id[:2]}/p{subject_id}/s{study_id}.txt"
+            report, report_problem = None, None
+            if report_path in listed_reports:
+                if report_path not in reports:
+                    reports[report_path] = read_report(self.root, report_path)
+                report, report_problem = reports[report_path]
+            raw_labels, item_rejects = [], []
+            if report_problem is not None:
+                item_rejects.append(Reject(key=key, source=NAME, stage="read", level="item",
+                                           reason=report_problem[0], detail=f"{report_path}: {report_problem[1]}"))
+            for system, cells in labels:
+                for name, text in cells.items():
+                    try:
+                        raw_labels.append(RawLabel(system=system, name=name, value=label_value(text)))
+                    except ValueError as error:
+                        item_rejects.append(Reject(key=key, source=NAME, stage="read", reason="bad-label-value",
+                                                   detail=f"{system} {name!r}: {error}", level="item"))
+            for _, detail in items["bad-label-row"]:
+                item_rejects.append(Reject(key=key, source=NAME, stage="read", level="item", reason="malformed-row",
+                                           detail=detail))
+            yield SourceRecord(
+                image=ImageRef(
+                    image_key=key,
+                    source=NAME,
+                    native_id=candidate.dicom_id,
+                    uri=candidate.uri,
+                    format=candidate.format,
+                    subject_id=subject_id,
+                    study_id=study_id,
+                    view=candidate.view or None,
+                    study_datetime=candidate.when,
+                    official_split=candidate.split,
+                    expected_width=candidate.width,
+                    expected_height=candidate.height,
+                ),
+                raw_labels=raw_labels,
+                report=report,
+                provenance={"report": report_problem[0]} if report_problem else {},
+            )
+            yield from item_rejects
+            yield from self._duplicates(candidate.dicom_id, candidate.uri, candidate.duplicates)
+
+
+def plan(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> MimicPlan:
+    """The read plan of the MIMIC tree under ``root``; :class:`MimicInputError` when a required CSV is
+    missing or a CSV lacks a column. ``image_sources`` is part of the reader contract; MIMIC owns its images."""
+    return MimicPlan(root)
 
 
 def read(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> Iterator[ReaderOutput]:
-    """One SourceRecord or Reject per image file under ``root/files``, sorted by image key.
-
-    ``image_sources`` is part of the reader contract and unused here: MIMIC owns its images.
-    """
-    tables = load_tables(root)
-    files = _image_files(root)
-    without_file = len(tables.metadata.keys() - files.keys())
-    if without_file:
-        log.info("mimic: %d metadata rows have no image file under %s/files (not images, not rejects)",
-                 without_file, root)
-
-    for detail in tables.unattributed:  # a row too broken to name its image or study is a unit of its own
-        yield Reject(key=f"{NAME}/", source=NAME, stage="read", reason="malformed-row", detail=detail)
-    for dicom_id in sorted(files):
-        key = f"{NAME}/{dicom_id}"
-        chosen, *duplicates = files[dicom_id]
-        yield from _read_image(root, key, dicom_id, chosen, tables)
-        for path in duplicates:
-            yield Reject(key=key, source=NAME, stage="read", reason="duplicate-image-file",
-                         detail=f"{io.relative(path, root)}: the same dicom_id is read from "
-                                f"{io.relative(chosen, root)} (DICOM before JPG)", kind="filtered")
-
-
-def _read_image(
-    root: str,
-    key: str,
-    dicom_id: str,
-    path: str,
-    tables: StudyTables,
-) -> Iterator[ReaderOutput]:
-    """The record of one image file (plus item rejects for bad label cells), or one Reject."""
-
-    def reject(reason: str, detail: str) -> Reject:
-        return Reject(key=key, source=NAME, stage="read", reason=reason, detail=detail)
-
-    relative_path = io.relative(path, root)
-    path_match = _IMAGE_PATH.match(relative_path)
-    if path_match is None or path_match.group(2)[:2] != path_match.group(1):
-        yield reject("unexpected-path", f"{relative_path} is not files/pXX/pSUBJECT/sSTUDY/<dicom_id>.dcm|.jpg")
-        return
-    _, path_subject, path_study, _, extension = path_match.groups()
-    if dicom_id in tables.bad_rows:  # a metadata or split row of this image cannot be read
-        yield reject("malformed-row", f"{relative_path}: " + "; ".join(tables.bad_rows[dicom_id]))
-        return
-    for rows, conflicts, what in (
-        (tables.metadata, tables.metadata_conflicts, "metadata"),
-        (tables.split, tables.split_conflicts, "split"),
-    ):
-        if dicom_id not in rows:
-            yield reject(f"missing-{what}-row", f"{relative_path}: no row for this dicom_id in the {what} CSV")
-            return
-        if dicom_id in conflicts:
-            yield reject(f"conflicting-{what}-rows", f"{relative_path}: the {what} CSV has disagreeing rows")
-            return
-    subject_id, study_id, view, rows_text, columns_text, date_text, time_text = tables.metadata[dicom_id]
-    (split_value,) = tables.split[dicom_id]
-    if (subject_id, study_id) != (path_subject, path_study):
-        yield reject("path-id-mismatch", f"{relative_path}: metadata says subject {subject_id}, study {study_id}")
-        return
-    if split_value not in OFFICIAL_SPLITS:
-        yield reject("bad-split-value", f"split {split_value!r} is not one of {sorted(OFFICIAL_SPLITS)}")
-        return
-    try:
-        height, width = _optional_int(rows_text), _optional_int(columns_text)
-        when = study_datetime(date_text, time_text)
-    except ValueError as error:
-        yield reject("bad-metadata-value", f"{relative_path}: {error}")
-        return
-
-    report_path = f"files/p{subject_id[:2]}/p{subject_id}/s{study_id}.txt"
-    report, report_problem = None, None
-    if report_path in tables.reports:
-        report, report_problem = read_report(root, report_path)
-    raw_labels, bad_labels = _raw_labels(key, study_id, tables.labels)
-    if report_problem is not None:
-        bad_labels.insert(0, Reject(key=key, source=NAME, stage="read", level="item", reason=report_problem[0],
-                                    detail=f"{report_path}: {report_problem[1]}"))
-    for detail in tables.bad_label_rows.get(study_id, []):
-        bad_labels.append(Reject(key=key, source=NAME, stage="read", level="item", reason="malformed-row",
-                                 detail=detail))
-    yield SourceRecord(
-        image=ImageRef(
-            image_key=key,
-            source=NAME,
-            native_id=dicom_id,
-            uri=path,
-            format=IMAGE_FORMATS[f".{extension}"],
-            subject_id=subject_id,
-            study_id=study_id,
-            view=view or None,
-            study_datetime=when,
-            official_split=split_value,
-            expected_width=width,
-            expected_height=height,
-        ),
-        raw_labels=raw_labels,
-        report=report,
-        provenance={"report": report_problem[0]} if report_problem else {},
-    )
-    yield from bad_labels
+    """One SourceRecord or Reject per image file under ``root/files`` (plus item rejects after a record):
+    rows that name no image first, then images rejected by their files and rows (by dicom_id), then the
+    records by study and dicom_id, each followed by its item rejects and duplicate files."""
+    return run_serially(plan(root, image_sources))
