@@ -50,19 +50,23 @@ class LatencyFileSystem(LocalFileSystem):
     def join(self, basepath, *paths):
         return PREFIX + super().join(local(basepath), *paths)
 
-    def _url_dirname(self, url_or_path):
-        return PREFIX + super()._url_dirname(local(url_or_path))
+    def has_dirs(self):
+        return False  # like an object store: a listing is of every name under a prefix
 
     def _list(self, dir_or_prefix):
+        prefix = local(dir_or_prefix)
         round_trip()
         listed = 0
-        for folder, _, names in os.walk(local(dir_or_prefix)):
+        for folder, subfolders, names in os.walk(os.path.dirname(prefix)):
+            subfolders[:] = [name for name in subfolders if (os.path.join(folder, name) + os.sep).startswith(prefix)
+                             or prefix.startswith(os.path.join(folder, name) + os.sep)]
             for name in names:
                 path = os.path.join(folder, name)
-                listed += 1
-                if listed % PAGE == 0:
-                    round_trip()
-                yield FileMetadata(PREFIX + path, os.path.getsize(path), os.path.getmtime(path))
+                if path.startswith(prefix):
+                    listed += 1
+                    if listed % PAGE == 0:
+                        round_trip()
+                    yield FileMetadata(PREFIX + path, os.path.getsize(path), os.path.getmtime(path))
 
     def open(self, path, *args, **kwargs):
         round_trip()

@@ -59,8 +59,7 @@ def input_fingerprints(config: BuildConfig, plans: dict[str, ReadPlan] | None = 
                                        *(table.path for table in plan.tables)]})
     files: dict[str, dict[str, FileMetadata]] = {name: {} for name in plans}
     with ThreadPoolExecutor(LISTING_THREADS) as pool:
-        for (name, _), found in zip(patterns, pool.map(lambda p: FileSystems.match([p])[0].metadata_list,
-                                                       [pattern for _, pattern in patterns])):
+        for (name, _), found in zip(patterns, pool.map(io.match, [pattern for _, pattern in patterns])):
             files[name].update((m.path, m) for m in found)
         everything = [m for name in sorted(files) for m in files[name].values()]
         if config.fingerprint == "sha256":

@@ -17,12 +17,12 @@ image records on the main output as ``(image_key, packed record)``, annotation r
 from __future__ import annotations
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.pvalue import TaggedOutput
 
 from pipelines.grouping import pack, unpack
 from pipelines.progress import Progress
 from schemas.records import AnnotationRecord, Reject, SourceRecord
+from transforms import io
 from transforms.sources.plan import Keyed, ReadPlan, order_items, table_rows
 
 PROGRESS_EVERY = 500
@@ -72,8 +72,8 @@ class ListPattern(beam.DoFn):
 
     def process(self, element: tuple[str, str]):
         tag, pattern = element
-        for metadata in FileSystems.match([pattern])[0].metadata_list:
-            yield tag, metadata.path
+        for path in io.glob(pattern):
+            yield tag, path
 
 
 class KeyFiles(_Routed):

@@ -11,10 +11,12 @@ import functools
 import gzip
 import hashlib
 import io
+import os
 import posixpath
+import re
 from typing import IO
 
-from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystem import CompressionTypes, FileMetadata, FileSystem
 from apache_beam.io.filesystems import FileSystems
 
 
@@ -26,10 +28,48 @@ def exists(path: str) -> bool:
     return FileSystems.exists(path)
 
 
+def match(pattern: str, limit: int | None = None) -> list[FileMetadata]:
+    """Path, size and modification time of the files matching a glob pattern, in Beam's syntax
+    (``*`` and ``?`` stay inside one path part, ``**`` crosses them, ``[...]`` a character class);
+    at most ``limit`` of them. A pattern without wildcards matches the file of that name, never a folder.
+
+    On an object store this is Beam's listing of the pattern's literal prefix. Locally Beam walks and
+    stats the whole folder above the prefix for every pattern, so prefix shards of one folder would
+    each stat all of it; here only the folders that can hold a match are walked and only matching
+    files are stat'ed."""
+    if is_object_store(pattern):
+        return FileSystems.match([pattern], [limit] if limit is not None else None)[0].metadata_list
+    prefix = re.match(r"[^[*?]*", pattern).group(0)
+    if prefix == pattern:
+        return [FileMetadata(pattern, os.path.getsize(pattern), os.path.getmtime(pattern))] \
+            if os.path.isfile(pattern) else []
+    matches = re.compile(FileSystem.translate_pattern(pattern)).match
+    found = []
+    for folder, subfolders, names in os.walk(os.path.dirname(prefix) or "."):
+        subfolders[:] = [name for name in subfolders
+                         if _may_hold(os.path.join(folder, name) + os.sep, prefix)]
+        for name in names:
+            path = os.path.join(folder, name)
+            if path.startswith(prefix) and matches(path):
+                found.append(FileMetadata(path, os.path.getsize(path), os.path.getmtime(path)))
+                if limit is not None and len(found) >= limit:
+                    return found
+    return found
+
+
+def _may_hold(folder: str, prefix: str) -> bool:
+    """Whether files under ``folder`` (ending in a separator) can start with ``prefix``."""
+    return folder.startswith(prefix) or prefix.startswith(folder)
+
+
 def glob(pattern: str) -> list[str]:
-    """Sorted paths matching a glob pattern (``*`` does not cross ``/`` on local paths)."""
-    result = FileSystems.match([pattern])[0]
-    return sorted(m.path for m in result.metadata_list)
+    """Sorted paths matching a glob pattern (see :func:`match`)."""
+    return sorted(m.path for m in match(pattern))
+
+
+def any_match(pattern: str) -> bool:
+    """Whether at least one file matches (stops at the first)."""
+    return bool(match(pattern, limit=1))
 
 
 def read_bytes(path: str) -> bytes:

@@ -44,8 +44,6 @@ import re
 from collections.abc import Collection, Iterator, Mapping
 from typing import NamedTuple
 
-from apache_beam.io.filesystems import FileSystems
-
 from schemas.records import (
     IMAGE_SOURCES,
     AnnotationRecord,
@@ -118,11 +116,6 @@ def _unnamed_gold(details: list[str]) -> ImaGenomeInputError:
                                "image could enter training")
 
 
-def _any_file(pattern: str) -> bool:
-    """Whether a file matches ``pattern``; the listing stops at the first match."""
-    return bool(FileSystems.match([pattern], [1])[0].metadata_list)
-
-
 class ImaGenomePlan(ReadPlan):
     """Scene graphs and split rows joined by dicom_id; the scene graph is read in the join.
 
@@ -137,7 +130,7 @@ class ImaGenomePlan(ReadPlan):
         self.root, self.mimic_ingested = root, mimic_ingested
         base = io.join(root, "silver_dataset", "scene_graph")
         nested = io.join(base, "scene_graph")
-        if not any(_any_file(io.join(folder, f"*{SCENE_GRAPH_SUFFIX}")) for folder in (base, nested)):
+        if not any(io.any_match(io.join(folder, f"*{SCENE_GRAPH_SUFFIX}")) for folder in (base, nested)):
             raise ImaGenomeInputError(
                 f"no *{SCENE_GRAPH_SUFFIX} under {base} (or {base}/scene_graph); is scene_graph.zip extracted?"
             )
