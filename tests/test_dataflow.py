@@ -53,6 +53,10 @@ DATAFLOW_ARGS = [
     "--machine_type=n2-highmem-4",
     "--sdk_container_image=us-central1-docker.pkg.dev/cxr-instruct-test/beam/cxr-instruct:0.1.0",
     "--experiments=use_runner_v2",
+    # Graphs are built, never submitted: without it, validating the options asks GCS whether the temp
+    # bucket has a soft-delete policy, which (with the [gcp] extra of the test extra installed) looks for
+    # Google credentials first: retries for minutes and probes the GCE metadata server.
+    "--dry_run=True",
 ]
 OUT = "gs://bucket/out"
 
