@@ -135,8 +135,7 @@ def files_under(folder: str) -> list[str]:
 def sizes_under(folder: str) -> dict[str, int]:
     """Every file below a folder -> its size in bytes, keyed by its path relative to the folder (``/``
     separated), in path order: one listing (on ``gs://`` a request per thousand objects)."""
-    found = FileSystems.match([join(folder, "**")])[0].metadata_list
-    return {relative(m.path, folder): m.size_in_bytes for m in sorted(found, key=lambda m: m.path)}
+    return {relative(m.path, folder): m.size_in_bytes for m in sorted(match(join(folder, "**")), key=lambda m: m.path)}
 
 
 def remove_tree(folder: str) -> int:
