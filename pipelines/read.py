@@ -2,8 +2,8 @@
 
 Per source::
 
-    listing patterns -> Reshuffle -> List (one pattern per element) -> Reshuffle -> Key files ─┐
-    CSV tables -> Reshuffle -> Key rows (one file per element, rows streamed) ──────────────────┼─> round 0
+    listing patterns (spread) -> List (one pattern per element) -> Reshuffle -> Key files ─┐
+    CSV tables (spread) -> Key rows (one file per element, rows streamed) ──────────────────┼─> round 0
     round r: (key, (tag, item)) -> GroupByKey -> Join (per-file reads: headers, reports, ...) -> outputs
              and keyed items of round r + 1
 
@@ -120,8 +120,7 @@ class ReadSource(beam.PTransform):
         if patterns:
             produced.append(
                 pbegin
-                | "Listing shards" >> beam.Create(patterns)
-                | "Spread listing shards" >> beam.Reshuffle()
+                | "Listing shards" >> beam.Create(patterns)  # Create spreads two or more elements itself
                 | "List" >> beam.ParDo(ListPattern())
                 | "Spread files" >> beam.Reshuffle()
                 | "Key files" >> _with_outputs(KeyFiles(plan, progress)))
@@ -129,7 +128,6 @@ class ReadSource(beam.PTransform):
             produced.append(
                 pbegin
                 | "Tables" >> beam.Create([(table.tag, table.path) for table in plan.tables])
-                | "Spread tables" >> beam.Reshuffle()
                 | "Key rows" >> _with_outputs(KeyRows(plan, progress)))
         for number in range(len(plan.rounds)):
             keyed = [outputs.keyed for outputs in produced]

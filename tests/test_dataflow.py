@@ -67,14 +67,16 @@ READ_STEPS = {"ListPattern", "KeyFiles", "KeyRows", "JoinRound"}
 
 
 def read_groups(plans) -> set[str]:
-    """The groupings of each source's read: reshuffles spreading its listing shards, files and tables,
+    """The groupings of each source's read: reshuffles spreading its listing shards, tables and files,
     and one GroupByKey per join round (keyed by image, study or row id)."""
     groups = set()
     for name, plan in plans.items():
         if plan.listings:
-            groups |= {f"Read {name}/Spread listing shards", f"Read {name}/Spread files"}
-        if plan.tables:
-            groups.add(f"Read {name}/Spread tables")
+            groups.add(f"Read {name}/Spread files")
+        if sum(len(listing.patterns()) for listing in plan.listings) > 1:  # Create spreads 2+ elements
+            groups.add(f"Read {name}/Listing shards")
+        if len(plan.tables) > 1:
+            groups.add(f"Read {name}/Tables")
         groups |= {f"Read {name}/Group round {number}" for number in range(len(plan.rounds))}
     return groups
 COMBINES = {
