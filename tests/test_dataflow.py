@@ -4,9 +4,9 @@ whole source into one element.
 
 Aggregations the build graph is allowed to have (anything else fails ``test_every_grouping_...``):
 
-- The read (pipelines/read.py), per source: reshuffles of its listing shards, listed files and CSV
-  tables (``Read <source>/Spread ...``), and a GroupByKey per join round (``Read <source>/Group round
-  N``: one image's, study's or row id's items).
+- The read (pipelines/read.py), per source: reshuffles of its listing shards and CSV tables (inside
+  ``Read <source>/Listing shards`` and ``/Tables``) and of its listed files (``/Spread files``), and a
+  GroupByKey per join round (``Read <source>/Group round N``: one image's, study's or row id's items).
 - GroupByKey on fine keys: ``Join on image_key`` (one image + its CheXmask/ImaGenome annotations),
   ``Per-image stages/Group images shard`` ((split, shard, n): the packed units of ~rows_per_shard.images
   images, no pixels), ``Write/Group fragments`` ((table, split): one fragment reference per images
