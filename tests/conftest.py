@@ -1,5 +1,6 @@
 """Test-wide settings. In CI, property tests draw the same examples on every run (derandomized), so
-a landing is never decided by a new random draw; locally they explore fresh examples each run."""
+a landing is never decided by a new random draw; locally they explore fresh examples each run. No
+test looks for Google credentials."""
 
 import os
 
@@ -8,3 +9,7 @@ from hypothesis import settings
 settings.register_profile("ci", derandomize=True, deadline=None)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+# Nothing in the tests may reach Google: google-auth would otherwise probe the GCE metadata server
+# (169.254.169.254) when it looks for credentials (the gs:// tests use a local emulator).
+os.environ.setdefault("NO_GCE_CHECK", "true")
