@@ -58,12 +58,18 @@ def test_a_finished_build_rerun_with_the_same_inputs_stops_at_once(built):
     assert result.exit_code == 0 and "already built" in result.output
     assert time.monotonic() - started < 10
     assert before == {path: path.stat().st_mtime_ns for path in out.rglob("*") if path.is_file()}
-    (corpus / "siim-acr" / "extra.txt").write_text("a new input file")  # another input: the build runs
+    notes, labels = corpus / "siim-acr" / "notes.txt", corpus / "siim-acr" / "train-rle.csv"
+    notes.write_text("not an input: no read plan lists it")
+    stat = labels.stat()
     try:
+        again = CliRunner().invoke(main, ["build", "--config", str(corpus / "build.yaml"), "--out", str(out)])
+        assert again.exit_code == 0 and "already built" in again.output
+        os.utime(labels, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # an input changed: the build runs
         rerun = CliRunner().invoke(main, ["build", "--config", str(corpus / "build.yaml"), "--out", str(out)])
         assert rerun.exit_code == 0 and "already built" not in rerun.output
     finally:
-        os.remove(corpus / "siim-acr" / "extra.txt")
+        notes.unlink()
+        os.utime(labels, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 def test_progress_events_are_read_whole_and_summed_per_stage(tmp_path):
