@@ -74,7 +74,7 @@ def run_read(corpus: str, mode: str, workers: int) -> dict:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipelines.read import ReadSource
+    from pipelines.read import ReadSources
     from schemas.config import load_config
     from transforms.sources import read_plans
     from transforms.sources.plan import run_serially
@@ -90,8 +90,8 @@ def run_read(corpus: str, mode: str, workers: int) -> dict:
     started = time.time()
     with beam.Pipeline(options=PipelineOptions(args)) as p:
         if mode == "plans":
-            outputs = [p | f"Read {name}" >> ReadSource(plan) for name, plan in sorted(plans.items())]
-            produced = [o[name] for o in outputs for name in ("records", "annotations", "rejects")]
+            outputs = p | "Read" >> ReadSources(plans)
+            produced = [outputs[name] for name in ("records", "annotations", "rejects")]
         else:
             def read_whole_source(name):
                 yield from run_serially(plans[name])

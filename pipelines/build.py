@@ -27,7 +27,7 @@ from pipelines.grouping import unpack_all
 from pipelines.image_stage import ImageStage, unit_entry, work_dir
 from pipelines.manifest import Manifest, input_fingerprints
 from pipelines.progress import Progress
-from pipelines.read import ReadSource
+from pipelines.read import ReadSources
 from pipelines.task_stage import RunTasks
 from pipelines.write import WriteFragments, WriteTables, prepare
 from schemas.config import BuildConfig
@@ -85,9 +85,7 @@ def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dic
     profiles = [load_profile(name) for name in config.profiles]
     max_vertices = min(profile.polygon_max_vertices for profile in profiles) if profiles else 30
 
-    reads = [p | f"Read {name}" >> ReadSource(plan, progress) for name, plan in sorted(plans.items())]
-    read = {output: [r[output] for r in reads] | f"Read {output} of all sources" >> beam.Flatten()
-            for output in ("records", "annotations", "rejects", "events")}
+    read = p | "Read" >> ReadSources(plans, progress)
     rejects, events = [read["rejects"]], [read["events"]]
     joined = (
         {"images": read["records"], "annotations": read["annotations"]}

@@ -6,7 +6,7 @@ import apache_beam as beam
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.grouping import unpack
-from pipelines.read import ReadSource
+from pipelines.read import ReadSources
 from transforms.sources.plan import ReadPlan, run_serially
 
 
@@ -20,7 +20,7 @@ def assert_beam_matches_serial(plan: ReadPlan) -> list:
     serial = list(run_serially(plan))
     kinds = {"records": "SourceRecord", "annotations": "AnnotationRecord", "rejects": "Reject"}
     with beam.Pipeline(runner="FnApiRunner") as p:
-        outputs = p | ReadSource(plan)
+        outputs = p | ReadSources({plan.source: plan})
         for name, kind in kinds.items():
             found = outputs[name] | f"Describe {name}" >> beam.Map(
                 lambda element, name=name: described(unpack(element[1]) if name != "rejects" else element))

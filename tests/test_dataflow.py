@@ -4,9 +4,9 @@ whole source into one element.
 
 Aggregations the build graph is allowed to have (anything else fails ``test_every_grouping_...``):
 
-- The read (pipelines/read.py), per source: reshuffles of its listing shards and CSV tables (inside
-  ``Read <source>/Listing shards`` and ``/Tables``) and of its listed files (``/Spread files``), and a
-  GroupByKey per join round (``Read <source>/Group round N``: one image's, study's or row id's items).
+- The read (pipelines/read.py), all sources together: reshuffles of the listing shards and CSV tables
+  (inside ``Read/Listing shards`` and ``Read/Tables``) and of the listed files (``Read/Spread files``),
+  and a GroupByKey per join round (``Read/Group round N``: one source's image, study or row id).
 - GroupByKey on fine keys: ``Join on image_key`` (one image + its CheXmask/ImaGenome annotations),
   ``Per-image stages/Group images shard`` ((split, shard, n): the packed units of ~rows_per_shard.images
   images, no pixels), ``Write/Group fragments`` ((table, split): one fragment reference per images
@@ -67,18 +67,16 @@ READ_STEPS = {"ListPattern", "KeyFiles", "KeyRows", "JoinRound"}
 
 
 def read_groups(plans) -> set[str]:
-    """The groupings of each source's read: reshuffles spreading its listing shards, tables and files,
-    and one GroupByKey per join round (keyed by image, study or row id)."""
-    groups = set()
-    for name, plan in plans.items():
-        if plan.listings:
-            groups.add(f"Read {name}/Spread files")
-        if sum(len(listing.patterns()) for listing in plan.listings) > 1:  # Create spreads 2+ elements
-            groups.add(f"Read {name}/Listing shards")
-        if len(plan.tables) > 1:
-            groups.add(f"Read {name}/Tables")
-        groups |= {f"Read {name}/Group round {number}" for number in range(len(plan.rounds))}
+    """The read's groupings: reshuffles spreading the listing shards, the tables (Create spreads two
+    or more elements) and the listed files, and one GroupByKey per join round (by source and key)."""
+    groups = {"Read/Spread files"} | {f"Read/Group round {n}" for n in range(max(len(p.rounds) for p in plans.values()))}
+    if sum(len(listing.patterns()) for plan in plans.values() for listing in plan.listings) > 1:
+        groups.add("Read/Listing shards")
+    if sum(len(plan.tables) for plan in plans.values()) > 1:
+        groups.add("Read/Tables")
     return groups
+
+
 COMBINES = {
     "Fit severity IDF": "FitSeverityIdf",
     "Write rejects/Sum per split": "NoSideInputsCallableWrapperCombineFn",
@@ -236,14 +234,15 @@ def test_no_step_reads_a_whole_source_in_one_element(build_pipeline, plans):
     element after) or one key's items; the joins, where files are opened, follow a GroupByKey."""
     _, walk = build_pipeline
     ours = {node.full_label: type(node.transform.fn) for node in walk.leaves
-            if isinstance(node.transform, beam.ParDo) and node.full_label.startswith("Read ")
+            if isinstance(node.transform, beam.ParDo) and node.full_label.startswith("Read/")
             and type(node.transform.fn).__module__.split(".")[0] in ("pipelines", "transforms")}
     assert {fn.__name__ for fn in ours.values()} == READ_STEPS
     for node in walk.leaves:
         if node.full_label in ours and ours[node.full_label].__name__ == "JoinRound":
             assert "/Group round " in node.inputs[0].producer.full_label, node.full_label
     config, source_plans = plans
-    assert set(source_plans) == set(config.enabled_sources()) == {label.split("/")[0][len("Read "):] for label in ours}
+    join = next(node for node in walk.leaves if node.full_label.startswith("Read/Join round 0"))
+    assert set(join.transform.fn.plans) == set(source_plans) == set(config.enabled_sources())
     mimic_listing = source_plans["mimic"].listings
     assert sum(len(listing.patterns()) for listing in mimic_listing) >= 10  # files/p10 .. files/p19 apart
 
