@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from schemas.records import AnnotationRecord, ReaderOutput, Reject, SourceRecord
+from schemas.records import ReaderOutput, Reject
 from transforms import io
 from transforms.sources import csvrows
 
@@ -115,10 +115,6 @@ def order_items(plan: ReadPlan, round_number: int, grouped: Iterable[tuple[str, 
     for values in items.values():
         values.sort(key=lambda item: item[0])
     return items
-
-
-def is_output(item) -> bool:
-    return isinstance(item, (SourceRecord, AnnotationRecord, Reject))
 
 
 def run_serially(plan: ReadPlan) -> Iterator[ReaderOutput]:
