@@ -3,10 +3,14 @@
 Each module ``transforms/sources/<name>.py`` defines::
 
     NAME: str                      # "mimic", "vindr", "siim", "padchest", "chexmask", "imagenome"
+    def plan(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> ReadPlan
     def read(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> Iterator[ReaderOutput]
 
-``read`` walks the source's native layout under ``root`` (local path or ``gs://``; all file
-access goes through :mod:`transforms.io`) and yields, for every unit of input, exactly one of:
+``plan`` checks the whole input (required files, header columns, layout) and says how the source's
+files and CSV rows are keyed and joined (:mod:`transforms.sources.plan`); the build runs it as a
+Beam graph (pipelines/read.py), ``read`` runs the same plan in one process. The native layout under
+``root`` may be a local path or ``gs://`` (all file access goes through :mod:`transforms.io`); for
+every unit of input a plan yields exactly one of:
 
 - :class:`schemas.records.SourceRecord` — one per image the source owns (MIMIC, VinDr, SIIM, PadChest);
 - :class:`schemas.records.AnnotationRecord` — one per annotation unit that lands on another source's
@@ -35,7 +39,7 @@ from schemas.records import ALL_SOURCES, IMAGE_SOURCES
 
 
 def reader(name: str) -> ModuleType:
-    """The reader module of a source, e.g. ``reader("mimic").read(root)``."""
+    """The reader module of a source, e.g. ``reader("mimic").plan(root)``."""
     if name not in ALL_SOURCES:
         raise KeyError(f"unknown source {name!r}; expected one of {list(ALL_SOURCES)}")
     return importlib.import_module(f"transforms.sources.{name}")
