@@ -26,6 +26,7 @@ from apache_beam.pvalue import TaggedOutput
 from pipelines.grouping import unpack_all
 from pipelines.image_stage import ImageStage, unit_entry, work_dir
 from pipelines.manifest import Manifest, input_fingerprints
+from pipelines.out_lock import clear_previous_build, locked, remove_orphan_shards
 from pipelines.progress import Progress
 from pipelines.read import ReadSources
 from pipelines.task_stage import RunTasks
@@ -96,7 +97,7 @@ def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dic
     roots = {name: src.root for name, src in sources.items()}
     per_image = joined.units | "Per-image stages" >> ImageStage(
         out_dir, config.rows_per_shard.images, config.image_size, max_vertices, roots, progress,
-        png_compression=config.png_compression)
+        png_compression=config.png_compression, fingerprint=config.fingerprint)
     rejects.append(per_image.rejects)
     events.append(per_image.events)
     # MediVLM-style severity: the IDF table is fitted on the train split only, then applied to all rows.
@@ -145,23 +146,32 @@ def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dic
 
 def run_build(config: BuildConfig, out_dir: str, beam_args: list[str] | None = None,
               progress: Progress = Progress(None), inputs: dict | None = None,
-              plans: dict[str, ReadPlan] | None = None) -> dict:
+              plans: dict[str, ReadPlan] | None = None, replace: bool = False) -> dict:
     """Run the build (and the tokenizer stage when the config has one); return the manifest. The
     stages report what they finish through ``progress`` (pipelines/progress.py); ``plans`` and
-    ``inputs`` are the read plans and input fingerprints when the caller has already made them."""
+    ``inputs`` are the read plans and input fingerprints when the caller has already made them.
+
+    The build holds ``out_dir``'s lock throughout (another build or tokenize there raises
+    :class:`pipelines.out_lock.OutputLocked`). An older finished build in ``out_dir`` is cleared first
+    when it has this config (or ``replace``), else :class:`pipelines.out_lock.OtherBuildInOutput` is
+    raised (:func:`pipelines.out_lock.clear_previous_build`)."""
     plans = plans if plans is not None else read_plans(config)
     inputs = inputs if inputs is not None else input_fingerprints(config, plans)
-    io.map_large_allocations()  # a local runner's big PCollection buffers go back to the OS when spent
-    options = PipelineOptions(beam_args if beam_args else DEFAULT_BEAM_ARGS)
-    with beam.Pipeline(options=options) as p:
-        build_graph(p, config, out_dir, inputs, progress, plans)
-    # manifest.json is written: the per-shard checkpoints and row fragments are spent. On gs:// there is no
-    # _work folder to test for, only objects under the prefix; remove_tree lists and deletes them all.
-    io.remove_tree(work_dir(out_dir))
-    if config.tokenizer is not None:
-        from pipelines.tokenize import run_tokenize
+    with locked(out_dir, "build"):
+        clear_previous_build(out_dir, config.model_dump(mode="json"), replace)
+        io.map_large_allocations()  # a local runner's big PCollection buffers go back to the OS when spent
+        options = PipelineOptions(beam_args if beam_args else DEFAULT_BEAM_ARGS)
+        with beam.Pipeline(options=options) as p:
+            build_graph(p, config, out_dir, inputs, progress, plans)
+        # manifest.json is written: the per-shard checkpoints and row fragments are spent (images shards a
+        # killed earlier run wrote under other names go first). On gs:// there is no _work folder to test
+        # for, only objects under the prefix; remove_tree lists and deletes them all.
+        remove_orphan_shards(out_dir, Manifest.read(out_dir))
+        io.remove_tree(work_dir(out_dir))
+        if config.tokenizer is not None:
+            from pipelines.tokenize import run_tokenize
 
-        tok = config.tokenizer
-        run_tokenize(out_dir, tok.model, device=tok.device, batch_size=tok.batch_size, beam_args=beam_args,
-                     precision=tok.precision, vocabulary=tok.vocabulary, progress=progress)
-    return Manifest.read(out_dir)
+            tok = config.tokenizer
+            run_tokenize(out_dir, tok.model, device=tok.device, batch_size=tok.batch_size, beam_args=beam_args,
+                         precision=tok.precision, vocabulary=tok.vocabulary, progress=progress)
+        return Manifest.read(out_dir)

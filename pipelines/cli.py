@@ -77,8 +77,10 @@ def synth(out: Path, studies: int, seed: int, faults: bool) -> None:
               help="Beam runner: FnApiRunner locally, DataflowRunner at scale.")
 @click.option("--workers", default=1, show_default=True,
               help="Local worker processes (FnApiRunner multi_processing when > 1).")
+@click.option("--replace", is_flag=True,
+              help="OUT holds a build of another config: delete the files its manifest.json lists, then build.")
 @click.pass_context
-def build(ctx: click.Context, config_path: str, out: str, runner: str, workers: int) -> None:
+def build(ctx: click.Context, config_path: str, out: str, runner: str, workers: int, replace: bool) -> None:
     """Run the Beam build. Extra arguments are passed to Beam as pipeline options.
 
     A local run shows live progress per stage; every run writes OUT/run.json and prints its summary.
@@ -87,6 +89,7 @@ def build(ctx: click.Context, config_path: str, out: str, runner: str, workers: 
 
     from pipelines.build import run_build
     from pipelines.manifest import finished_build, input_fingerprints
+    from pipelines.out_lock import OutputRefused
     from pipelines.progress import Progress, watching
     from pipelines.run_record import run_record, write_run_record
     from schemas.config import load_config
@@ -111,9 +114,13 @@ def build(ctx: click.Context, config_path: str, out: str, runner: str, workers: 
                       markup=False, highlight=False)
         record = run_record(out, finished, {}, started, time.time(), outcome="already built")
     else:
-        with watching(runner, console) as display:
-            manifest = run_build(config, out, beam_args, progress=display.reporter if display else Progress(None),
-                                 inputs=inputs, plans=plans)
+        try:
+            with watching(runner, console) as display:
+                manifest = run_build(config, out, beam_args, progress=display.reporter if display else Progress(None),
+                                     inputs=inputs, plans=plans, replace=replace)
+        except OutputRefused as refused:  # another run holds OUT, or OUT holds another build
+            console.print(f"build: {refused}", style="red", markup=False, highlight=False, soft_wrap=True)
+            sys.exit(2)
         record = run_record(out, manifest, display.state.record() if display else {}, started, time.time())
         write_run_record(out, record)
     print_summary(record)

@@ -13,7 +13,9 @@ rows straight into the shard's Parquet file and keeps the annotation rows in the
   (benchmarks/bench_scale.py).
 - Resume: after the shard file the stage writes a checkpoint (annotation rows, rejects, counts,
   patients, pickled) and then a completion marker with both files' sha256, the stage settings and
-  a digest of the shard's input units. A rerun that finds a marker whose checksums, settings and
+  a digest of the shard's input units, their image files' fingerprints included (size and mtime, or
+  content hash, per ``config.fingerprint``: a broken image fixed under the same name is read again and
+  its old reject is gone). A rerun that finds a marker whose checksums, settings and
   inputs all match sends the checkpoint on without decoding anything, so a build killed midway
   restarts from its last finished shard and writes byte-identical output.
 
@@ -91,11 +93,30 @@ class ShardResult:
     patients: list[tuple[str, str]] = field(default_factory=list)  # (patient key, split)
 
 
-def units_digest(units: list[ImageUnit]) -> str:
-    """SHA-256 over the units of a shard (records, annotations, split), in key order."""
+def file_fingerprint(uri: str, fingerprint: str) -> str:
+    """What an input file is now: ``size<TAB>mtime`` (``fingerprint`` "size-mtime") or the hash of its
+    bytes ("sha256"), as ``BuildConfig.fingerprint`` says; "missing" when there is no such file."""
+    try:
+        if fingerprint == "sha256":
+            return io.sha256_of(uri)
+        found = io.match(uri)
+    except Exception:  # noqa: BLE001 - a file that cannot be looked at is not the file that was read
+        return "missing"
+    if len(found) != 1:
+        return "missing"
+    return f"{found[0].size_in_bytes}\t{found[0].last_updated_in_seconds:.6f}"
+
+
+def units_digest(units: list[ImageUnit], fingerprint: str = "size-mtime") -> str:
+    """SHA-256 over the units of a shard (records, annotations, split), in key order, and over what
+    each unit's image file is now (:func:`file_fingerprint`): a record holds only the image's URI, so a
+    file fixed or replaced under the same name changes the digest and the shard is redone. (Tables
+    and annotation files are parsed into the records and annotations themselves, so a change to them
+    shows in those.)"""
     digest = hashlib.sha256()
     for unit in units:
         digest.update(unit.record.model_dump_json().encode())
+        digest.update(f"\0{file_fingerprint(unit.record.image.uri, fingerprint)}\0".encode())
         for ann in unit.annotations:
             digest.update(ann.model_dump_json().encode())
         digest.update(f"\0{unit.split}\0{unit.split_authority}\n".encode())
@@ -143,9 +164,10 @@ class ProcessImageShard(beam.DoFn):
     settings: image size, vertex limit and PNG compression level)."""
 
     def __init__(self, out_dir: str, image_size: int, max_vertices: int, roots: dict[str, str],
-                 progress: Progress = Progress(None), *, png_compression: int):
+                 progress: Progress = Progress(None), *, png_compression: int, fingerprint: str = "size-mtime"):
         self.out_dir = out_dir
         self.settings = {"image_size": image_size, "max_vertices": max_vertices, "png_compression": png_compression}
+        self.fingerprint = fingerprint
         self.roots = roots
         self.progress = progress
         self.reused = Metrics.counter("image_stage", "shards_reused")
@@ -166,7 +188,7 @@ class ProcessImageShard(beam.DoFn):
         paths = {"shard": shard_path(self.out_dir, "images", split, shard, num_shards),
                  "checkpoint": io.join(work_dir(self.out_dir), "images", f"{name}.pkl"),
                  "marker": io.join(work_dir(self.out_dir), "images", f"{name}.json")}
-        digest = units_digest(units)
+        digest = units_digest(units, self.fingerprint)
         marker = self._verified_marker(paths, digest)
         if marker is not None:
             self.reused.inc()
@@ -251,8 +273,10 @@ class ImageStage(beam.PTransform):
     as PNGs at zlib level ``png_compression`` (``BuildConfig.png_compression``)."""
 
     def __init__(self, out_dir: str, rows_per_shard: int, image_size: int, max_vertices: int,
-                 roots: dict[str, str], progress: Progress = Progress(None), *, png_compression: int):
+                 roots: dict[str, str], progress: Progress = Progress(None), *, png_compression: int,
+                 fingerprint: str = "size-mtime"):
         super().__init__()
+        self.fingerprint = fingerprint
         self.out_dir = out_dir
         self.rows_per_shard = rows_per_shard
         self.image_size = image_size
@@ -287,6 +311,6 @@ class ImageStage(beam.PTransform):
             | "Group images shard" >> beam.GroupByKey()
             | "Process images shard" >> beam.ParDo(
                 ProcessImageShard(self.out_dir, self.image_size, self.max_vertices, self.roots, progress,
-                                  png_compression=self.png_compression)
+                                  png_compression=self.png_compression, fingerprint=self.fingerprint)
             ).with_outputs(*OUTPUTS, main="checkpoints")
         )

@@ -21,6 +21,7 @@ from transforms.tasks import Profile
 from transforms import io
 from transforms.sources import read_plans
 from transforms.sources.plan import ReadPlan
+from pipelines.write import write_atomically
 
 PACKAGES = ("cxr-instruct", "apache-beam", "pyarrow", "numpy", "pydicom", "opencv-python-headless",
             "shapely", "pydantic", "datasets")
@@ -115,9 +116,18 @@ def instruction_table(instruction_counts) -> dict:
     return table
 
 
-def _write_json(path: str, doc: dict) -> None:
-    with FileSystems.create(path) as handle:
-        handle.write(json.dumps(doc, indent=2).encode("utf-8") + b"\n")
+def _write_json(path: str, doc: dict) -> dict:
+    """``doc`` as ``path``, atomically (a failed write leaves the previous file intact); returns the
+    file's entry for the manifest's ``files`` list (path relative to nothing: the caller sets it)."""
+    payload = json.dumps(doc, indent=2).encode("utf-8") + b"\n"
+    write_atomically(path, lambda handle: handle.write(payload))
+    return {"bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
+
+
+def file_entry(out_dir: str, relative: str) -> dict:
+    """An entry of the manifest's ``files`` (the build's files that are not table shards)."""
+    data = io.read_bytes(io.join(out_dir, relative))
+    return {"path": relative, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def record_vq_outputs(out_dir: str) -> dict:
@@ -142,6 +152,8 @@ def record_vq_outputs(out_dir: str) -> dict:
     doc["tables"] = {name: dict(sorted(splits.items())) for name, splits in sorted(tables.items())}
     with io.open_text(io.join(out_dir, "vq", "tokenizer.json")) as handle:
         doc["tokenizer"] = json.load(handle)["id"]
+    files = [entry for entry in doc.get("files", []) if not entry["path"].startswith("vq/")]
+    doc["files"] = sorted(files + [file_entry(out_dir, "vq/tokenizer.json")], key=lambda entry: entry["path"])
     _write_json(io.join(out_dir, Manifest.FILE), doc)
     return doc
 
@@ -162,7 +174,7 @@ def finished_build(out_dir: str, config: BuildConfig, inputs: dict) -> dict | No
             and (config.tokenizer is None or "tokenizer" in doc))
     if not same:
         return None
-    for entry in doc["outputs"]:
+    for entry in [*doc["outputs"], *doc.get("files", [])]:
         found = FileSystems.match([io.join(out_dir, entry["path"])])[0].metadata_list
         if [m.size_in_bytes for m in found] != [entry["bytes"]]:
             return None
@@ -225,14 +237,33 @@ class Manifest:
         }
 
     def write(self, out_dir: str, counts, shards, straddling, instruction_counts=(), severity_idf=None) -> dict:
+        """Every file of the build besides the shards (``weights.json`` per profile), then
+        ``manifest.json`` last, listing each of them with its checksum under ``files``; all atomically."""
         doc = self.document(counts, shards, straddling, instruction_counts, severity_idf)
+        files = []
+        for profile in sorted(self.task_weights):
+            relative = f"instructions/{profile}/weights.json"
+            written = _write_json(io.join(out_dir, relative), self.weights(profile, doc["instructions"]))
+            files.append({"path": relative, **written})
+        doc["files"] = files
         _write_json(io.join(out_dir, self.FILE), doc)
-        for profile in self.task_weights:
-            _write_json(io.join(out_dir, "instructions", profile, "weights.json"),
-                        self.weights(profile, doc["instructions"]))
         return doc
 
     @classmethod
     def read(cls, out_dir: str) -> dict:
-        with io.open_text(io.join(out_dir, cls.FILE)) as handle:
-            return json.load(handle)
+        """The manifest; a file that is not a whole JSON document (truncated, torn) raises
+        :class:`ManifestUnreadable` with a one-line message."""
+        path = io.join(out_dir, cls.FILE)
+        text = io.read_text(path)
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise ManifestUnreadable(f"{path}: not a whole JSON document ({len(text)} bytes; truncated or "
+                                     f"torn? {exc})") from None
+        if not isinstance(doc, dict) or "outputs" not in doc:
+            raise ManifestUnreadable(f"{path}: not a cxr-instruct manifest (no 'outputs')")
+        return doc
+
+
+class ManifestUnreadable(ValueError):
+    """manifest.json exists but cannot be read as a manifest."""

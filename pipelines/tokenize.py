@@ -45,7 +45,8 @@ import manifests
 from pipelines.manifest import Manifest, record_vq_outputs
 from pipelines.paths import BUILD_OUTPUT
 from pipelines.progress import Progress, watching
-from pipelines.write import remove_if_exists
+from pipelines.out_lock import OutputLocked, locked
+from pipelines.write import remove_if_exists, write_bytes_atomically
 from schemas.tables import CODES_PER_IMAGE, REJECTS, VQ
 from transforms.enrich import kebab
 from transforms.io import sha256_if_exists, sha256_of
@@ -95,8 +96,8 @@ def read_json(path: str) -> dict:
 
 
 def write_bytes(path: str, data: bytes) -> None:
-    with FileSystems.create(path) as handle:
-        handle.write(data)
+    """Every file of the stage goes through here: written under a temporary name and renamed."""
+    write_bytes_atomically(path, data)
 
 
 def write_rows(path: str, features: Features, rows: list[dict], row_group_rows: int) -> str | None:
@@ -290,7 +291,14 @@ def run_tokenize(out_dir: str, model_dir: str, device: str = "cpu", batch_size: 
     """Tokenize every not-yet-complete images shard of a build output; return a summary.
 
     ``vocabulary``: Chameleon's ``text_tokenizer.json`` for the code -> LM id map (default code + 4).
+    Holds the output folder's lock (pipelines/out_lock.py) while it writes.
     """
+    with locked(out_dir, "tokenize"):
+        return _run_tokenize(out_dir, model_dir, device, batch_size, beam_args, precision, vocabulary, progress)
+
+
+def _run_tokenize(out_dir: str, model_dir: str, device: str, batch_size: int | None, beam_args: list[str] | None,
+                  precision: str | None, vocabulary: str | None, progress: Progress) -> dict:
     from transforms import vqgan
 
     vqgan.require_device(device)
@@ -343,9 +351,13 @@ def tokenize_command(ctx: click.Context, out: str, model_dir: str, device: str, 
     beam_args = [f"--runner={runner}"]
     if workers > 1:
         beam_args += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
-    with watching(runner, Console()) as display:
-        summary = run_tokenize(out, model_dir, device, batch_size, beam_args + list(ctx.args), precision, vocabulary,
-                               progress=display.reporter if display else Progress(None))
+    try:
+        with watching(runner, Console()) as display:
+            summary = run_tokenize(out, model_dir, device, batch_size, beam_args + list(ctx.args), precision,
+                                   vocabulary, progress=display.reporter if display else Progress(None))
+    except OutputLocked as in_use:
+        click.echo(f"tokenize: {in_use}", err=True)
+        raise SystemExit(2)
     click.echo(f"tokenizer {summary['tokenizer']}: {summary['images']} images encoded, "
                f"{summary['rejects']} rejected, {len(summary['written'])} shards written, "
                f"{len(summary['skipped'])} already complete")

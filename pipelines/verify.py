@@ -5,7 +5,14 @@ zero-row shard does not load with ``datasets``), that the per-table totals and t
 agree with the shards, that ``read = written + rejected + filtered`` holds per source, that the
 rejects table holds one row per counted reject, that the build's own checks passed, and that no
 unlisted shard sits in a table folder (a stale shard would be picked up by a ``<split>-*.parquet``
-glob). Reads Parquet footers only, never row data.
+glob). Also checks the build's other files that manifest.json lists under ``files`` (each profile's
+``instructions/<profile>/weights.json``, ``vq/tokenizer.json`` after tokenize) by size and SHA-256, and
+reports a manifest.json that is missing or not a whole JSON document in one line. Reads Parquet
+footers only, never row data.
+
+Not checked: files other commands write later and rewrite at will (``README.md`` and ``card/`` by
+``card``, ``preview/`` by ``preview``, ``audit.json``, ``run.json``): they are views of the build,
+not part of it, and are regenerated from it.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from pipelines.manifest import Manifest
+from pipelines.manifest import Manifest, ManifestUnreadable
 from pipelines.table_files import parquet_rows
 from transforms import io
 
@@ -43,6 +50,30 @@ def check_outputs(out_dir: str, outputs: list[dict], present: dict[str, int]) ->
         if rows == 0:
             problems.append(f"{entry['path']}: zero rows (`datasets` cannot load a zero-row Parquet file)")
     return problems
+
+
+def check_files(out_dir: str, files: list[dict], present: dict[str, int]) -> list[str]:
+    """The build's files besides the shards (``instructions/<profile>/weights.json``, ``vq/tokenizer.json``):
+    present, size and SHA-256 as manifest.json lists them."""
+    problems = []
+    for entry in files:
+        if entry["path"] not in present:
+            problems.append(f"{entry['path']}: missing")
+            continue
+        if present[entry["path"]] != entry["bytes"]:
+            problems.append(f"{entry['path']}: {present[entry['path']]} bytes, manifest says {entry['bytes']}")
+        sha = io.sha256_of(io.join(out_dir, entry["path"]))
+        if sha != entry["sha256"]:
+            problems.append(f"{entry['path']}: sha256 {sha[:12]}..., manifest says {entry['sha256'][:12]}...")
+    return problems
+
+
+def check_weights_listed(manifest: dict) -> list[str]:
+    """Every profile's ``weights.json`` is among the listed files (a manifest from before they were listed
+    cannot vouch for them)."""
+    listed = {entry["path"] for entry in manifest.get("files", [])}
+    return [f"instructions/{profile}/weights.json: not listed in manifest.json files"
+            for profile in manifest.get("profiles", []) if f"instructions/{profile}/weights.json" not in listed]
 
 
 def check_unlisted(outputs: list[dict], present: dict[str, int]) -> list[str]:
@@ -104,6 +135,10 @@ def verify(out_dir: str | Path) -> list[str]:
     present = io.sizes_under(out)
     if Manifest.FILE not in present:
         return [f"{io.join(out, Manifest.FILE)}: missing (is {out} a cxr-instruct build output?)"]
-    manifest = Manifest.read(out)
+    try:
+        manifest = Manifest.read(out)
+    except ManifestUnreadable as unreadable:
+        return [str(unreadable)]
     return (check_outputs(out, manifest["outputs"], present) + check_unlisted(manifest["outputs"], present)
+            + check_files(out, manifest.get("files", []), present) + check_weights_listed(manifest)
             + check_tables(manifest) + check_reconciliation(manifest))
