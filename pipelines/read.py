@@ -24,8 +24,7 @@ from apache_beam.pvalue import TaggedOutput
 from pipelines.grouping import pack, unpack
 from pipelines.progress import Progress
 from schemas.records import AnnotationRecord, Reject, SourceRecord
-from transforms import io
-from transforms.sources.plan import Keyed, ReadPlan, order_items, table_rows
+from transforms.sources.plan import Keyed, ReadPlan, listed, order_items, table_rows
 
 PROGRESS_EVERY = 500
 """Records read between two progress reports of one DoFn instance."""
@@ -72,18 +71,20 @@ class _Routed(beam.DoFn):
 
 
 class ListPattern(beam.DoFn):
-    """One listing shard ``(source, tag, pattern)`` -> ``(source, tag, path)`` of every file it matches."""
+    """One listing shard ``(source, tag, folder, pattern)`` -> ``(source, tag, path)`` of every file it
+    matches, and ``(source, tag, Reject)`` for each folder it could not enter or broken link it met
+    (:func:`transforms.sources.plan.listed`)."""
 
-    def process(self, element: tuple[str, str, str]):
-        source, tag, pattern = element
-        for path in io.glob(pattern):
+    def process(self, element: tuple[str, str, str, str]):
+        source, tag, folder, pattern = element
+        for path in listed(source, folder, pattern):
             yield source, tag, path
 
 
 class KeyFiles(_Routed):
-    def process(self, element: tuple[str, str, str]):
+    def process(self, element: tuple[str, str, str | Reject]):
         source, tag, path = element
-        yield from self.route(source, self.plans[source].key_file(tag, path))
+        yield from self.route(source, [path] if isinstance(path, Reject) else self.plans[source].key_file(tag, path))
 
 
 class KeyRows(_Routed):
@@ -125,7 +126,7 @@ class ReadSources(beam.PTransform):
     def expand(self, pbegin):
         plans, progress = self.plans, self.progress
         pipeline = pbegin.pipeline
-        patterns = [(source, listing.tag, pattern) for source, plan in sorted(plans.items())
+        patterns = [(source, listing.tag, listing.folder, pattern) for source, plan in sorted(plans.items())
                     for listing in plan.listings for pattern in listing.patterns()]
         tables = [(source, table.tag, table.path) for source, plan in sorted(plans.items()) for table in plan.tables]
         produced = [

@@ -67,7 +67,7 @@ def decode_unit(unit: ImageUnit, size: int, png_compression: int) -> DecodedUnit
     """Decode the image bytes, letterbox to ``size``, window to 8-bit and encode as PNG at zlib level
     ``png_compression``."""
     ref = unit.record.image
-    image = images.decode_letterboxed(io.read_bytes(ref.uri), ref.format, size)
+    image = images.decode_letterboxed(io.read_image_bytes(ref.uri), ref.format, size)
     expected = (ref.expected_width, ref.expected_height)
     if None not in expected and expected != (image.width, image.height):
         raise ImageSizeMismatch(

@@ -11,13 +11,17 @@ import functools
 import gzip
 import hashlib
 import io
+import logging
 import os
 import posixpath
 import re
-from typing import IO
+from collections.abc import Iterator
+from typing import IO, NamedTuple
 
 from apache_beam.io.filesystem import CompressionTypes, FileMetadata, FileSystem
 from apache_beam.io.filesystems import FileSystems
+
+log = logging.getLogger(__name__)
 
 
 def join(base: str, *parts: str) -> str:
@@ -28,7 +32,20 @@ def exists(path: str) -> bool:
     return FileSystems.exists(path)
 
 
-def match(pattern: str, limit: int | None = None) -> list[FileMetadata]:
+class Unlisted(NamedTuple):
+    """Something a local listing found but could not list: a folder it could not enter
+    (``unreadable-folder``) or a link whose target is missing (``broken-link``); ``detail`` says why."""
+
+    path: str
+    reason: str
+    detail: str
+
+
+class ListingError(OSError):
+    """A listing met a folder it could not enter or a broken link, and its caller asked for no report."""
+
+
+def match(pattern: str, limit: int | None = None, problems: list[Unlisted] | None = None) -> list[FileMetadata]:
     """Path, size and modification time of the files matching a glob pattern, in Beam's syntax
     (``*`` and ``?`` stay inside one path part, ``**`` crosses them, ``[...]`` a character class);
     at most ``limit`` of them. A pattern without wildcards matches the file of that name, never a folder.
@@ -36,7 +53,15 @@ def match(pattern: str, limit: int | None = None) -> list[FileMetadata]:
     On an object store this is Beam's listing of the pattern's literal prefix. Locally Beam walks and
     stats the whole folder above the prefix for every pattern, so prefix shards of one folder would
     each stat all of it; here only the folders that can hold a match are walked and only matching
-    files are stat'ed."""
+    files are stat'ed.
+
+    Locally, unlike Beam, links to folders are followed (a tree of links to study folders is read like
+    the tree they point into); a folder reached a second time (a link cycle, or two links to one
+    folder) is listed once, at the first path reached in sorted order, with a warning naming both.
+    Nothing under the walked folders is left out silently: a folder that cannot be entered (no
+    permission) and a link whose target is missing are each an :class:`Unlisted`, appended to
+    ``problems`` when it is given; without it the first of them raises :class:`ListingError`. A
+    folder that does not exist (the top, or one removed during the walk) is simply empty."""
     if is_object_store(pattern):
         return FileSystems.match([pattern], [limit] if limit is not None else None)[0].metadata_list
     prefix = re.match(r"[^[*?]*", pattern).group(0)
@@ -44,17 +69,65 @@ def match(pattern: str, limit: int | None = None) -> list[FileMetadata]:
         return [FileMetadata(pattern, os.path.getsize(pattern), os.path.getmtime(pattern))] \
             if os.path.isfile(pattern) else []
     matches = re.compile(FileSystem.translate_pattern(pattern)).match
+
+    def report(problem: Unlisted) -> None:
+        if problems is None:
+            raise ListingError(f"{problem.path}: {problem.reason}: {problem.detail}")
+        problems.append(problem)
+
     found = []
-    for folder, subfolders, names in os.walk(os.path.dirname(prefix) or "."):
-        subfolders[:] = [name for name in subfolders
-                         if _may_hold(os.path.join(folder, name) + os.sep, prefix)]
+    for folder, names in _walk(os.path.dirname(prefix) or ".", prefix, report):
         for name in names:
             path = os.path.join(folder, name)
             if path.startswith(prefix) and matches(path):
-                found.append(FileMetadata(path, os.path.getsize(path), os.path.getmtime(path)))
+                try:
+                    found.append(FileMetadata(path, os.path.getsize(path), os.path.getmtime(path)))
+                except FileNotFoundError:
+                    if not os.path.lexists(path):
+                        continue  # removed since it was listed
+                    report(Unlisted(path, "broken-link", f"a link to {os.readlink(path)}, which does not exist"))
+                    continue
                 if limit is not None and len(found) >= limit:
                     return found
     return found
+
+
+def _walk(top: str, prefix: str, report) -> Iterator[tuple[str, list[str]]]:
+    """``(folder, names of what is not a folder in it)`` for ``top`` and the folders below it that can
+    hold a path starting with ``prefix``, top-down, subfolders in name order, links to folders followed
+    (each folder once: by device and inode). What cannot be entered goes to ``report``."""
+    seen: dict[tuple[int, int], str] = {}
+    stack = [top]
+    while stack:
+        folder = stack.pop()
+        try:
+            status = os.stat(folder)
+            with os.scandir(folder) as found:
+                entries = list(found)
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            report(Unlisted(folder, "unreadable-folder", f"cannot be listed: {error.strerror or error}"))
+            continue
+        identity = (status.st_dev, status.st_ino)
+        if identity in seen:
+            log.warning("listing: %s is the folder %s again (through a link); listed once, as %s",
+                        folder, seen[identity], seen[identity])
+            continue
+        seen[identity] = folder
+        names, subfolders = [], []
+        for entry in entries:
+            try:
+                is_folder = entry.is_dir()  # follows links
+            except OSError:
+                is_folder = False
+            if is_folder:
+                if _may_hold(entry.path + os.sep, prefix):
+                    subfolders.append(entry.path)
+            else:
+                names.append(entry.name)
+        yield folder, names
+        stack.extend(sorted(subfolders, reverse=True))
 
 
 def _may_hold(folder: str, prefix: str) -> bool:
@@ -76,6 +149,14 @@ def read_bytes(path: str) -> bytes:
     """Raw bytes of a file, never decompressed (images, DICOM)."""
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
         return f.read()
+
+
+def read_image_bytes(path: str) -> bytes:
+    """The bytes of an image file, a ``.gz`` one decompressed (MIMIC-CXR's older ``<dicom_id>.dcm.gz``);
+    any other file raw, as :func:`read_bytes`. A ``.gz`` file that is not gzip raises ``OSError``
+    (``gzip.BadGzipFile``), which the image stage turns into the image's reject."""
+    data = read_bytes(path)
+    return gzip.decompress(data) if path.endswith(".gz") else data
 
 
 def is_object_store(path: str) -> bool:
@@ -190,13 +271,24 @@ def open_text(path: str, encoding: str = "utf-8", errors: str = "strict") -> IO[
     return io.TextIOWrapper(open_binary(path), encoding=encoding, errors=errors, newline="")
 
 
-def first_existing(base: str, *names: str) -> str | None:
-    """The first of ``base/name`` that exists, e.g. to accept ``x.csv`` and ``x.csv.gz``."""
-    for name in names:
-        path = join(base, name)
-        if exists(path):
-            return path
-    return None
+class AmbiguousInputError(ValueError):
+    """Both ``x.csv`` and ``x.csv.gz`` exist: which one holds the data is not for the build to guess."""
+
+
+def csv_file(folder: str, stem: str) -> str | None:
+    """``folder/stem.csv`` or ``folder/stem.csv.gz``, whichever exists; None when neither does.
+
+    When both exist one of them is most likely a partial copy (an interrupted download or
+    decompression), and reading either could lose rows without a trace, so this refuses:
+    :class:`AmbiguousInputError` naming both (after a warning naming both), before anything is read.
+    Every reader finds its CSVs through here, so the rule is the same for all of them."""
+    plain, packed = join(folder, f"{stem}.csv"), join(folder, f"{stem}.csv.gz")
+    found = [path for path in (plain, packed) if exists(path)]
+    if len(found) == 2:
+        log.warning("both %s and %s exist; one is probably partial", plain, packed)
+        raise AmbiguousInputError(f"{plain} and {packed} both exist; keep the complete one and remove the other "
+                                  "(one of them is probably a partial copy)")
+    return found[0] if found else None
 
 
 def basename(path: str) -> str:

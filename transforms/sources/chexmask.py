@@ -244,7 +244,7 @@ def parse_row(row: Mapping[str, str], dataset: DatasetFile, origin: str,
 
 
 def _dataset_file(folder: str, dataset: DatasetFile) -> str | None:
-    return io.first_existing(folder, f"{dataset.stem}.csv", f"{dataset.stem}.csv.gz")
+    return io.csv_file(folder, dataset.stem)
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,7 @@ class _SplitFile(NamedTuple):
 
 def _split_file(root: str, stem: str, number: int) -> tuple[str, _SplitFile]:
     splits_dir = io.join(root, "silver_dataset", "splits")
-    path = io.first_existing(splits_dir, f"{stem}.csv", f"{stem}.csv.gz")
+    path = io.csv_file(splits_dir, stem)
     if path is None:
         raise ImaGenomeInputError(f"{io.join(splits_dir, stem)}.csv(.gz) not found; it is required")
     header = csvrows.read_header(path)
@@ -191,7 +191,13 @@ class ImaGenomePlan(ReadPlan):
         _, path = graphs[0]  # the top folder's before the nested one's
         splits = ImageSplits(tuple(dict.fromkeys(split for _, split in items["split"])), bool(items["avoid"]),
                              bad_rows)
-        yield from parse_scene_graph(dicom_id, io.read_bytes(path), io.relative(path, self.root), splits)
+        try:
+            data = io.read_bytes(path)
+        except OSError as error:  # no permission, a link to nothing, a read error
+            yield Reject(key=f"{TARGET_SOURCE}/{dicom_id}", source=NAME, stage="read", reason="unreadable-file",
+                         detail=f"{io.relative(path, self.root)}: cannot be read: {error}")
+            return
+        yield from parse_scene_graph(dicom_id, data, io.relative(path, self.root), splits)
 
 
 def plan(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> ImaGenomePlan:

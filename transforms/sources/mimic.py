@@ -1,19 +1,20 @@
 """MIMIC-CXR (DICOM, 2.0.0) and MIMIC-CXR-JPG (2.0.0 / 2.1.0) reader.
 
-``root`` holds ``files/p1X/p1XXXXXXX/s5XXXXXXX/<dicom_id>.dcm|.jpg`` (report ``s5XXXXXXX.txt`` beside
+``root`` holds ``files/p1X/p1XXXXXXX/s5XXXXXXX/<dicom_id>.dcm|.dcm.gz|.jpg`` (report ``s5XXXXXXX.txt`` beside
 the study folder) and the CSVs side by side: ``mimic-cxr-2.0.0-metadata`` and ``-split`` (required),
 ``-chexpert`` and ``-negbio`` and ``mimic-cxr-2.1.0-test-set-labeled`` (optional), each ``.csv`` or
-``.csv.gz``. See ``docs/formats/mimic-cxr.md``.
+``.csv.gz`` (not both: ``io.csv_file``). See ``docs/formats/mimic-cxr.md``.
 
 The image files on disk are the authority: one output per image file. Metadata rows without a file
-are not images; each is logged at debug level, not rejected. When a study folder holds both the DICOM
-and the JPG of one ``dicom_id`` the DICOM is read and the JPG is recorded as filtered
-(``duplicate-image-file``).
+are not images; each is logged at debug level, not rejected. When a study folder holds more than one
+file of a ``dicom_id`` (``.dcm``, gzipped ``.dcm.gz``, ``.jpg``), the first of :data:`IMAGE_PREFERENCE`
+is read and each other is recorded as filtered (``duplicate-image-file``).
 
 An unreadable metadata or split row (missing cells, not UTF-8) rejects its image (``malformed-row``,
 naming the file and row); an unreadable label row is an item reject on each image of its study. A
-report that is not UTF-8 or holds no text costs the image its report only: an item reject
-(``undecodable-report`` / ``empty-report``), ``report`` None and ``provenance["report"]`` the reason.
+report that is not UTF-8, holds no text or cannot be opened costs the image its report only: an item
+reject (``undecodable-report`` / ``empty-report`` / ``unreadable-report``), ``report`` None and
+``provenance["report"]`` the reason.
 
 How it is read (:class:`MimicPlan`): ``files/`` is listed once, in the shards ``files/p10/`` …
 ``files/p19/`` (subject ids are 10000000-19999999) plus shards for any other ``files/p*/`` folder,
@@ -63,7 +64,11 @@ LABEL_FILES = {
 METADATA_COLUMNS = ("dicom_id", "subject_id", "study_id", "ViewPosition", "Rows", "Columns", "StudyDate",
                     "StudyTime")
 SPLIT_COLUMNS = ("dicom_id", "split")
-IMAGE_FORMATS = {".dcm": "dicom", ".jpg": "jpeg"}
+IMAGE_FORMATS = {".dcm": "dicom", ".dcm.gz": "dicom", ".jpg": "jpeg"}
+"""Image file extension -> format; ``.dcm.gz`` (gzipped DICOM, an older published layout) is
+decompressed when the image stage reads it (``io.read_image_bytes``)."""
+IMAGE_PREFERENCE = (".dcm", ".dcm.gz", ".jpg")
+"""Which file of a dicom_id is read when a study folder holds several; the others are filtered."""
 OFFICIAL_SPLITS = frozenset({"train", "validate", "test"})
 ID_COLUMNS = frozenset({"subjectid", "studyid", "dicomid"})
 """Normalised names of identifier columns; every other column of a label CSV is a label."""
@@ -74,10 +79,10 @@ OTHER_FOLDERS = ("p/", "p1/", "p[!1/]*/", "p1[!0-9/]*/", "p1[0-9][!/]*/")
 :data:`GROUP_FOLDERS` each folder is in exactly one shard. On an object store the last three list
 the whole tree (a prefix stops at the first ``[``) and match nothing there, in parallel with the rest."""
 
-_IMAGE_PATH = re.compile(r"^files/p(\d{2})/p(\d{8})/s(\d{8})/([^/]+)\.(dcm|jpg)$")
+_IMAGE_PATH = re.compile(r"^files/p(\d{2})/p(\d{8})/s(\d{8})/([^/]+?)\.(dcm|dcm\.gz|jpg)$")
 # What a listed path must look like, relative to root, to be an image or a report: the glob patterns
-# files/p*/p*/s*/*.dcm|.jpg and files/p*/p*/s*.txt ("*" stops at "/" and "\", as Beam's globs do).
-_LISTED_IMAGE = re.compile(r"files/p[^/\\]*/p[^/\\]*/s[^/\\]*/[^/\\]*(\.dcm|\.jpg)\Z", re.DOTALL)
+# files/p*/p*/s*/*.dcm|.dcm.gz|.jpg and files/p*/p*/s*.txt ("*" stops at "/" and "\", as Beam's globs do).
+_LISTED_IMAGE = re.compile(r"files/p[^/\\]*/p[^/\\]*/s[^/\\]*/[^/\\]*(\.dcm|\.dcm\.gz|\.jpg)\Z", re.DOTALL)
 _LISTED_REPORT = re.compile(r"files/p[^/\\]*/p[^/\\]*/s([^/\\]*)\.txt\Z", re.DOTALL)
 _STUDY_DATE = re.compile(r"^(\d{8})(?:\.0*)?$")
 _STUDY_TIME = re.compile(r"^(\d{1,6})(?:\.(\d*))?$")
@@ -129,8 +134,11 @@ def label_value(text: str) -> float | None:
 
 def read_report(root: str, report_path: str) -> tuple[Report | None, tuple[str, str] | None]:
     """The study's report, or None and ``(reason, problem)`` when its file is not UTF-8 text or holds
-    no text (the image is still read; the report is an item reject)."""
-    data = io.read_bytes(io.join(root, report_path))
+    no text or cannot be opened (the image is still read; the report is an item reject)."""
+    try:
+        data = io.read_bytes(io.join(root, report_path))
+    except OSError as error:  # no permission, a link to nothing, a read error
+        return None, ("unreadable-report", f"cannot be read: {error}")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -175,7 +183,7 @@ def _columns(path: str, root: str, header: list[str], wanted: tuple[str, ...]) -
 
 
 def _optional_csv(root: str, stem: str) -> str | None:
-    return io.first_existing(root, f"{stem}.csv.gz", f"{stem}.csv")
+    return io.csv_file(root, stem)
 
 
 def _required_csv(root: str, stem: str) -> str:
@@ -222,7 +230,7 @@ class _Candidate(NamedTuple):
 class MimicPlan(ReadPlan):
     """Files and rows joined by dicom_id into candidates, then candidates, reports and labels by study.
 
-    Round 1 items: an image file ``("file", ((is_jpg, uri),))``; a metadata or split row
+    Round 1 items: an image file ``("file", ((place in IMAGE_PREFERENCE, uri),))``; a metadata or split row
     ``("metadata" | "split", ((table, row), cells))``; a row that cannot be read ``("bad-row", ((table,
     row), where))``. Round 2: a :class:`_Candidate`; a report ``("report", (path,))``; a label row
     ``("label-row", ((label file, row), cells))``; a label row that cannot be read ``("bad-label-row",
@@ -261,7 +269,7 @@ class MimicPlan(ReadPlan):
         relative = io.relative(path, self.root)
         if image := _LISTED_IMAGE.match(relative):
             extension = image.group(1)
-            yield Keyed(io.basename(path)[: -len(extension)], "file", ((extension != ".dcm", path),))
+            yield Keyed(io.basename(path)[: -len(extension)], "file", ((IMAGE_PREFERENCE.index(extension), path),))
         elif report := _LISTED_REPORT.match(relative):
             yield Keyed(report.group(1), "report", (relative,))
 
@@ -286,7 +294,8 @@ class MimicPlan(ReadPlan):
             yield from self._join_study(key, items)
 
     def _join_image(self, dicom_id: str, items: dict[str, list[tuple]]) -> Iterator[ReaderOutput | Keyed]:
-        """One dicom_id: its files (DICOM first) and rows -> its reject, or a candidate for its study."""
+        """One dicom_id: its files (in :data:`IMAGE_PREFERENCE` order) and rows -> its reject, or a
+        candidate for its study."""
         files = [path for (_, path), in items["file"]]
         if not files:
             if items["metadata"]:
@@ -313,7 +322,8 @@ class MimicPlan(ReadPlan):
         relative_path = io.relative(path, self.root)
         path_match = _IMAGE_PATH.match(relative_path)
         if path_match is None or path_match.group(2)[:2] != path_match.group(1):
-            return reject("unexpected-path", f"{relative_path} is not files/pXX/pSUBJECT/sSTUDY/<dicom_id>.dcm|.jpg")
+            return reject("unexpected-path",
+                          f"{relative_path} is not files/pXX/pSUBJECT/sSTUDY/<dicom_id>.dcm|.dcm.gz|.jpg")
         _, path_subject, path_study, _, extension = path_match.groups()
         if items["bad-row"]:  # a metadata or split row of this image cannot be read
             return reject("malformed-row", f"{relative_path}: " + "; ".join(where for _, where in items["bad-row"]))
@@ -343,7 +353,8 @@ class MimicPlan(ReadPlan):
         for path in duplicates:
             yield Reject(key=f"{NAME}/{dicom_id}", source=NAME, stage="read", reason="duplicate-image-file",
                          detail=f"{io.relative(path, self.root)}: the same dicom_id is read from "
-                                f"{io.relative(chosen, self.root)} (DICOM before JPG)", kind="filtered")
+                                f"{io.relative(chosen, self.root)} (.dcm before .dcm.gz before .jpg)",
+                         kind="filtered")
 
     def _join_study(self, study_id: str, items: dict[str, list[tuple]]) -> Iterator[ReaderOutput]:
         """One study: the record of each candidate image, with the report (read once) and the labels."""

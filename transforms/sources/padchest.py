@@ -64,7 +64,7 @@ _DATE = re.compile(r"[0-9]{8}")
 
 
 def find_label_csv(root: str) -> str:
-    path = io.first_existing(root, f"{LABEL_CSV}.csv", f"{LABEL_CSV}.csv.gz")
+    path = io.csv_file(root, LABEL_CSV)
     if path is None:
         raise ValueError(f"no PadChest label file under {root!r}: expected {LABEL_CSV}.csv or .csv.gz")
     return path

@@ -44,7 +44,7 @@ def find_rle_file(root: str) -> str:
     found = {
         stage: path
         for stage, stem in RLE_FILES.items()
-        if (path := io.first_existing(root, f"{stem}.csv", f"{stem}.csv.gz"))
+        if (path := io.csv_file(root, stem))
     }
     if not found:
         raise ValueError(f"no SIIM label file under {root!r}: expected train-rle.csv or stage_2_train.csv (or .gz)")

@@ -73,7 +73,7 @@ class Layout:
 
 
 def _csv(base: str, stem: str) -> str | None:
-    return io.first_existing(base, f"{stem}.csv", f"{stem}.csv.gz")
+    return io.csv_file(base, stem)
 
 
 def _header(path: str) -> list[str]:
