@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import codecs
 import csv
+import gzip
 import re
+import zlib
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import IO
@@ -23,6 +25,8 @@ FIELD_LIMIT = 1 << 28
 
 _UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, kept by surrogateescape
 _ERROR_HANDLER = "cxr-instruct-csvrows"
+CORRUPT = (EOFError, zlib.error, gzip.BadGzipFile)
+"""What reading a compressed file that is cut short or damaged raises."""
 _decode_errors = [0]  # how often the handler ran: rows are searched for surrogates only after it did
 
 
@@ -72,7 +76,10 @@ def records(path: str) -> Iterator[tuple[int, list[str], str | None]]:
     errors_seen = _decode_errors[0]  # before the first read: the stream decodes ahead of the rows
     with open_text(path) as stream:
         reader = csv.reader(stream)
-        header = next(reader, None)
+        try:
+            header = next(reader, None)
+        except CORRUPT as error:
+            raise ValueError(f"{path}: compressed file cut short or damaged ({error}); download it again") from None
         if header is None:
             return
         yield 0, header, None
@@ -84,6 +91,9 @@ def records(path: str) -> Iterator[tuple[int, list[str], str | None]]:
                 return
             except csv.Error as error:  # e.g. a quote never closed: the rest of the file is unreadable
                 raise ValueError(f"{path} row {number + 1}: not CSV ({error})") from None
+            except CORRUPT as error:
+                raise ValueError(f"{path} row {number + 1}: compressed file cut short or damaged ({error}); "
+                                 f"download it again") from None
             number += 1
             if not cells:
                 continue
@@ -115,7 +125,7 @@ def read_table(path: str, keep: Collection[int] | None = None) -> Table:
     stream = records(path)
     first = next(stream, None)
     if first is None:
-        raise ValueError(f"{path}: empty file, no header")
+        raise ValueError(f"{path}: empty file, no header; download it again")
     header = [name.strip() for name in first[1]]
     positions = list(keep) if keep is not None else None
     rows, bad = [], []
@@ -131,5 +141,5 @@ def read_header(path: str) -> list[str]:
     """The stripped column names of a CSV (only its first record is read); ValueError for an empty file."""
     first = next(records(path), None)
     if first is None:
-        raise ValueError(f"{path}: empty file, no header")
+        raise ValueError(f"{path}: empty file, no header; download it again")
     return [name.strip() for name in first[1]]

@@ -279,7 +279,7 @@ class PadchestPlan(ReadPlan):
         path = find_label_csv(root)
         header = next(csvrows.records(path), None)
         if header is None:
-            raise ValueError(f"{path}: empty file, no header")
+            raise ValueError(f"{path}: empty file, no header; download it again")
         columns = select_columns(header[1])
         self.root, self.name, self.width = root, io.relative(path, root), len(header[1])
         self.positions = tuple(header[1].index(columns[field]) for field in COLUMNS)
