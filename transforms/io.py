@@ -104,7 +104,7 @@ def _walk(top: str, prefix: str, report) -> Iterator[tuple[str, list[str]]]:
             status = os.stat(folder)
             with os.scandir(folder) as found:
                 entries = list(found)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no such folder (the top may name a file): empty
             continue
         except OSError as error:
             report(Unlisted(folder, "unreadable-folder", f"cannot be listed: {error.strerror or error}"))
