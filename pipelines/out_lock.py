@@ -1,4 +1,5 @@
-"""One writer per output folder: ``OUT/_lock.json`` while ``build`` or ``tokenize`` writes into OUT.
+"""One writer per output folder: ``OUT/.cxr-instruct.lock`` (JSON) while ``build`` or ``tokenize``
+writes into OUT.
 
 The lock file names its holder (host, pid, start time). Taking it is one atomic create that fails
 when the file exists: locally ``open(O_CREAT | O_EXCL)``; on ``gs://`` an upload with the generation
@@ -31,7 +32,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms import io
 
-FILE = "_lock.json"
+FILE = ".cxr-instruct.lock"  # hidden and *.lock: publish never uploads it (pipelines/publish.py)
 STALE_AFTER_S = 24 * 3600
 """Age past which a lock another host (or an object store) holds counts as left by a killed run."""
 
