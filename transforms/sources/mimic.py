@@ -11,7 +11,10 @@ file of a ``dicom_id`` (``.dcm``, gzipped ``.dcm.gz``, ``.jpg``), the first of :
 is read and each other is recorded as filtered (``duplicate-image-file``).
 
 An unreadable metadata or split row (missing cells, not UTF-8) rejects its image (``malformed-row``,
-naming the file and row); an unreadable label row is an item reject on each image of its study. A
+naming the file and row); an unreadable label row is an item reject on each image of its study.
+A study repeated in one label CSV is read once when its rows agree; rows that disagree cost the study
+that system's labels, an item reject ``conflicting-label-rows`` on each of its images naming the file
+and rows (:mod:`transforms.sources.conflicts`). A
 report that is not UTF-8, holds no text or cannot be opened costs the image its report only: an item
 reject (``undecodable-report`` / ``empty-report`` / ``unreadable-report``), ``report`` None and
 ``provenance["report"]`` the reason.
@@ -45,6 +48,7 @@ from schemas.records import (
     SourceRecord,
 )
 from transforms import io
+from transforms.sources import conflicts as conflicts_policy
 from transforms.sources import csvrows
 from transforms.sources.plan import Keyed, Listing, ReadPlan, Row, Table, run_serially
 
@@ -361,11 +365,19 @@ class MimicPlan(ReadPlan):
         if not items["candidate"]:
             return
         listed_reports = {path for (path,) in items["report"]}
-        label_rows: dict[int, tuple[str, ...]] = {}
-        for (number, _), values in items["label-row"]:
-            label_rows[number] = values  # a later row of the same study replaces an earlier one
-        labels = [(label_file.system, dict(zip(label_file.labels, label_rows[number])))
-                  for number, label_file in enumerate(self.label_files) if number in label_rows]
+        label_rows: dict[int, list[tuple[int, tuple[str, ...]]]] = {}
+        for (number, row), values in items["label-row"]:
+            label_rows.setdefault(number, []).append((row, values))
+        labels, conflicts = [], []  # repeated rows of a study: merged when identical, else rejected
+        for number, label_file in enumerate(self.label_files):
+            rows = sorted(label_rows.get(number, []))
+            same, values = conflicts_policy.agreed([values for _, values in rows])
+            if not same:
+                conflicts.append(conflicts_policy.rows_detail(
+                    label_file.columns.name, [row for row, _ in rows],
+                    f"study {study_id} has disagreeing rows; no {label_file.system} labels are read for it"))
+            elif values is not None:
+                labels.append((label_file.system, dict(zip(label_file.labels, values))))
         reports: dict[str, tuple[Report | None, tuple[str, str] | None]] = {}
         for candidate in items["candidate"]:
             key = f"{NAME}/{candidate.dicom_id}"
@@ -387,6 +399,9 @@ class MimicPlan(ReadPlan):
                     except ValueError as error:
                         item_rejects.append(Reject(key=key, source=NAME, stage="read", reason="bad-label-value",
                                                    detail=f"{system} {name!r}: {error}", level="item"))
+            for detail in conflicts:
+                item_rejects.append(Reject(key=key, source=NAME, stage="read", level="item",
+                                           reason="conflicting-label-rows", detail=detail))
             for _, detail in items["bad-label-row"]:
                 item_rejects.append(Reject(key=key, source=NAME, stage="read", level="item", reason="malformed-row",
                                            detail=detail))

@@ -23,7 +23,10 @@ face (inverted, negative, non-numeric) rejects its image (``malformed-annotation
 be read at all (missing cells, not UTF-8) is an item reject and the image is read without it, or a
 reject of its own when not even its image_id can be read. Rows that name an image absent from their
 split's folder are one ``image-not-present`` reject naming the first row of each file; an image in
-both folders is an ``image-in-both-splits`` reject per folder.
+both folders is an ``image-in-both-splits`` reject per folder. A blank ``rad_id`` is the consensus
+reader only in ``test/`` with no named reader beside it; in train, or beside named readers of the
+same image, the row is an item reject ``blank-reader-id`` (:func:`blank_readers`,
+:mod:`transforms.sources.conflicts`).
 """
 
 from __future__ import annotations
@@ -167,6 +170,15 @@ def _reader_of(row: dict[str, str]) -> str:
 def _row_prefix(row: dict[str, str]) -> str:
     """``"row 17, "`` for a row read with its number, "" otherwise."""
     return f"row {row[ROW]}, " if ROW in row else ""
+
+
+def blank_readers(rows: list[dict[str, str]], split: str) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """``(kept, left out)``: a blank ``rad_id`` means the consensus reader (which overrides the named
+    readers when labels are harmonised) only in the test split and only when no row of the image in
+    that file names a reader; anywhere else a blank-reader row is left out, never read as consensus."""
+    if split == "test" and not any(row.get("rad_id") for row in rows):
+        return rows, []
+    return [row for row in rows if row.get("rad_id")], [row for row in rows if not row.get("rad_id")]
 
 
 def _label_value(text: str) -> float | None:
@@ -374,8 +386,17 @@ class VindrPlan(ReadPlan):
                 continue
             if len(uris) > 1:
                 yield _reject(image_id, "image-in-both-splits", f"{image_id}{IMAGE_EXTENSION} is in train/ and test/")
+                blank = []
             else:
+                (boxes, blank_boxes), (labels, blank_labels) = (
+                    blank_readers(rows, split) for rows in (boxes, labels))
                 yield image_output(image_id, split, uri, self.layout, boxes, labels, self.root)
+                blank = [(self._file(split_index, 0).name, row) for row in blank_boxes] + [
+                    (self._file(split_index, 1).name, row) for row in blank_labels]
+            for name, row in blank:  # rule 4 of transforms.sources.conflicts: never a silent consensus
+                yield Reject(key=f"{NAME}/{image_id}", source=NAME, stage="read", reason="blank-reader-id",
+                             level="item", detail=f"{name} row {row[ROW]}: blank rad_id in {split}, where "
+                                                  "every row is one named reader's; the row is left out")
             for _, reason, where in bad:  # a bad row of a present image loses that row, not the image
                 yield Reject(key=f"{NAME}/{image_id}", source=NAME, stage="read", reason=reason, detail=where,
                              level="item")
