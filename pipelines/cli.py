@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import shlex
+import signal
 import sys
+import traceback
 from pathlib import Path
 
 import click
@@ -42,9 +45,12 @@ class LazyGroup(click.Group):
                                   "tokenizer": "pipelines.tokenize:tokenizer_group",
                                   "export": "pipelines.export:export_command"},
              context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", is_flag=True, help="Show Beam's progress logs.")
-def main(verbose: bool) -> None:
+@click.option("-v", "--verbose", is_flag=True,
+              help="Show Beam's progress logs, and the traceback of an error that stops a command.")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
     """Build chest X-ray instruction data from six public datasets."""
+    ctx.obj = {"verbose": verbose}
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -71,41 +77,65 @@ def synth(out: Path, studies: int, seed: int, faults: bool) -> None:
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--config", "config_path", required=True, help="The build's config file (build.yaml).")
 @click.option("--out", "out", required=True, help="Output folder (local path or gs:// URI).")
 @click.option("--runner", default="FnApiRunner", show_default=True,
               help="Beam runner: FnApiRunner locally, DataflowRunner at scale.")
 @click.option("--workers", default=1, show_default=True,
               help="Local worker processes (FnApiRunner multi_processing when > 1).")
+@click.option("-v", "--verbose", is_flag=True, help="Show the traceback of an error that stops the build.")
 @click.option("--replace", is_flag=True,
               help="OUT holds a build of another config: delete the files its manifest.json lists, then build.")
 @click.pass_context
-def build(ctx: click.Context, config_path: str, out: str, runner: str, workers: int, replace: bool) -> None:
+def build(ctx: click.Context, config_path: str, out: str, runner: str, workers: int, verbose: bool,
+          replace: bool) -> None:
     """Run the Beam build. Extra arguments are passed to Beam as pipeline options.
 
     A local run shows live progress per stage; every run writes OUT/run.json and prints its summary.
-    A finished build of the same inputs and config says so and stops at once."""
+    A finished build of the same inputs and config says so and stops at once.
+
+    Whole-input problems (a config value or key, a missing root or required file, a damaged compressed
+    CSV, an --out that is a file) stop the build before it starts with one line naming the file or key,
+    exit status 2. Ctrl-C stops it with exit status 130; the same command resumes it."""
+    verbose = verbose or bool((ctx.obj or {}).get("verbose"))
+    interrupted = []
+
+    def on_interrupt(signum, frame):
+        # Beam re-raises a KeyboardInterrupt from inside a step as a RuntimeError and logs it with its
+        # traceback first: the flag says it was Ctrl-C, and logging is silenced for the one line below.
+        interrupted.append(signum)
+        if not verbose:
+            logging.disable(logging.CRITICAL)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        run_build_command(ctx, config_path, out, runner, workers, replace, verbose)
+    except (KeyboardInterrupt, Exception) as error:
+        if not (interrupted or isinstance(error, KeyboardInterrupt)):
+            raise
+        command = shlex.join(["cxr-instruct", *sys.argv[1:]])
+        console.print(f"build interrupted; finished images shards are kept, run the same command to resume: "
+                      f"{command}", style="red", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(130)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def run_build_command(ctx: click.Context, config_path: str, out: str, runner: str, workers: int, replace: bool,
+                      verbose: bool) -> None:
     import time
 
-    from pipelines.build import run_build
     from pipelines.manifest import finished_build, input_fingerprints
-    from pipelines.out_lock import OutputRefused
     from pipelines.progress import Progress, watching
     from pipelines.run_record import run_record, write_run_record
-    from schemas.config import load_config
-    from transforms.sources import read_plans
 
     started = time.time()
-    config = load_config(config_path)
+    config, plans = preflight(config_path, out, verbose)
     beam_args = [f"--runner={runner}"]
     if workers > 1:
         beam_args += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
     beam_args += list(ctx.args)
-    try:
-        plans = read_plans(config)  # whole-input problems stop here, before any listing or pipeline
-    except (FileNotFoundError, ValueError) as unusable:
-        console.print(f"build: {unusable}", style="red", markup=False, highlight=False, soft_wrap=True)
-        sys.exit(2)
     with console.status("listing the inputs"):
         inputs = input_fingerprints(config, plans)
     finished = finished_build(out, config, inputs)
@@ -114,6 +144,9 @@ def build(ctx: click.Context, config_path: str, out: str, runner: str, workers: 
                       markup=False, highlight=False)
         record = run_record(out, finished, {}, started, time.time(), outcome="already built")
     else:
+        from pipelines.build import run_build
+        from pipelines.out_lock import OutputRefused
+
         try:
             with watching(runner, console) as display:
                 manifest = run_build(config, out, beam_args, progress=display.reporter if display else Progress(None),
@@ -127,6 +160,31 @@ def build(ctx: click.Context, config_path: str, out: str, runner: str, workers: 
     if not (record["checks"]["reconciled"] and record["checks"]["leakage_free"]):
         console.print("[red]build checks failed: see manifest.json 'checks' and 'counts'[/red]")
         sys.exit(1)
+
+
+def preflight(config_path: str, out: str, verbose: bool):
+    """The config and the read plans, after every whole-input check (pipelines/preflight.py); a problem
+    is printed as one line per fault (with its traceback when ``verbose``) and exits with status 2."""
+    from pipelines import preflight as checks
+    from schemas.config import check_config
+    from transforms.sources import read_plans
+
+    try:
+        checks.check_config_file(config_path)
+        checks.check_out(out)
+        config = check_config(config_path)
+        checks.check_config(config, config_path)
+        checks.check_roots(config, config_path)
+        with console.status("checking the inputs"):
+            plans = read_plans(config)  # required files and headers; nothing listed, no pipeline
+            checks.check_compressed_tables(plans)
+    except (FileNotFoundError, ValueError) as unusable:
+        if verbose:
+            console.print(traceback.format_exc(), markup=False, highlight=False, soft_wrap=True)
+        for line in str(unusable).splitlines():
+            console.print(f"build: {line}", style="red", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    return config, plans
 
 
 def print_summary(record: dict) -> None:

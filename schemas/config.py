@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from schemas.records import ALL_SOURCES
 
 PROFILES = ("imt-cxr", "m4cxr", "chexmix")
+
+IMAGE_SIZE_RANGE = (16, 4096)
+"""Output canvas side in pixels. Above 4096 a canvas is larger than any source radiograph (PadChest and
+MIMIC are ~3000 px a side), so it only upsamples, and one image's stage takes minutes."""
 
 
 class SourceConfig(BaseModel):
@@ -25,10 +30,10 @@ class ShardingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    images: int = 500
-    annotations: int = 5000
-    instructions: int = 20000
-    rejects: int = 50000
+    images: int = Field(default=500, ge=1)
+    annotations: int = Field(default=5000, ge=1)
+    instructions: int = Field(default=20000, ge=1)
+    rejects: int = Field(default=50000, ge=1)
 
 
 class TokenizerConfig(BaseModel):
@@ -68,14 +73,17 @@ class BuildConfig(BaseModel):
     def _known_sources(cls, value: dict[str, SourceConfig]) -> dict[str, SourceConfig]:
         unknown = sorted(set(value) - set(ALL_SOURCES))
         if unknown:
-            raise ValueError(f"unknown source(s) {unknown}; expected some of {list(ALL_SOURCES)}")
+            close = {name: difflib.get_close_matches(name, ALL_SOURCES, n=1) for name in unknown}
+            hints = "".join(f" ({name!r}: did you mean {match[0]!r}?)" for name, match in close.items() if match)
+            raise ValueError(f"unknown source(s) {unknown}{hints}; expected some of {list(ALL_SOURCES)}")
         return value
 
     @field_validator("image_size")
     @classmethod
-    def _positive(cls, value: int) -> int:
-        if value < 16:
-            raise ValueError("image_size must be at least 16")
+    def _canvas_size(cls, value: int) -> int:
+        low, high = IMAGE_SIZE_RANGE
+        if not low <= value <= high:
+            raise ValueError(f"image_size must be from {low} to {high} pixels, got {value}")
         return value
 
     @field_validator("png_compression")
@@ -90,10 +98,29 @@ class BuildConfig(BaseModel):
         return {name: src for name, src in self.sources.items() if src.enabled}
 
 
+class ConfigError(ValueError):
+    """A config file that cannot be used; ``str()`` is one line per problem, each naming the file."""
+
+
 def load_config(path: str | Path) -> BuildConfig:
-    """Read ``build.yaml``; relative source roots are made absolute against the file's folder."""
+    """Read ``build.yaml``; relative source roots are made absolute against the file's folder.
+
+    Raises :class:`ConfigError` for a file that is not YAML or not a mapping, pydantic's
+    ``ValidationError`` for values the schema refuses (:func:`check_config` renders both)."""
     path = Path(path)
-    data = yaml.safe_load(path.read_text())
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: not valid YAML ({problem}); fix the syntax") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start}); "
+                          f"is it the build.yaml?") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings (sources:, image_size:, ...), "
+                          f"found {type(data).__name__ if data is not None else 'an empty file'}")
     config = BuildConfig.model_validate(data)
     for src in config.sources.values():
         src.root = _resolve(src.root, path.parent)
@@ -108,3 +135,45 @@ def _resolve(location: str, base: Path) -> str:
     if "://" in location or Path(location).is_absolute():
         return location
     return str((base / location).resolve())
+
+
+def check_config(path: str | Path) -> BuildConfig:
+    """:func:`load_config`, with every problem raised as one :class:`ConfigError`: one line per
+    problem, naming the file and the key path, and what to do."""
+    try:
+        return load_config(path)
+    except ValidationError as error:
+        raise ConfigError("\n".join(f"{path}: {line}" for line in describe(error))) from None
+
+
+def describe(error: ValidationError) -> list[str]:
+    """One line per problem of a ``BuildConfig`` validation: the key path (``rows_per_shard.images``),
+    what is wrong, and for an unknown key the closest known spelling."""
+    lines = []
+    for problem in error.errors():
+        location = [str(part) for part in problem["loc"]]
+        key = ".".join(location) or "(top level)"
+        if problem["type"] == "extra_forbidden":
+            known = _known_keys(location[:-1])
+            close = difflib.get_close_matches(location[-1], known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known keys here: {', '.join(known)}"
+            lines.append(f"unknown key {key!r}: {hint}")
+        elif problem["type"] == "missing":
+            lines.append(f"{key}: required, missing")
+        else:
+            message = problem["msg"].removeprefix("Value error, ").removeprefix(f"{location[-1]} " if location else "")
+            given = problem.get("input")
+            if "got" not in message and not isinstance(given, (dict, list)):
+                message += f" (got {given!r})"
+            lines.append(f"{key}: {message}")
+    return lines
+
+
+def _known_keys(location: list[str]) -> list[str]:
+    """The keys allowed at ``location``, the path of the mapping that holds an unknown key."""
+    if not location:
+        return list(BuildConfig.model_fields)
+    if location[0] == "sources" and len(location) == 2:
+        return list(SourceConfig.model_fields)
+    nested = {"rows_per_shard": ShardingConfig, "tokenizer": TokenizerConfig}
+    return list(nested[location[0]].model_fields) if len(location) == 1 and location[0] in nested else []
