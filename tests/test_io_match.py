@@ -121,7 +121,7 @@ def refuse_to_list(monkeypatch, unreadable: Path) -> None:
     scandir = os.scandir
 
     def guarded(path="."):
-        if Path(path) == unreadable:
+        if isinstance(path, (str, os.PathLike)) and Path(path) == unreadable:
             raise PermissionError(13, "Permission denied", str(path))
         return scandir(path)
 

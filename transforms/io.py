@@ -76,7 +76,7 @@ def match(pattern: str, limit: int | None = None, problems: list[Unlisted] | Non
         problems.append(problem)
 
     found = []
-    for folder, names in _walk(os.path.dirname(prefix) or ".", prefix, report):
+    for folder, names in _walk(os.path.dirname(prefix) or ".", _folder_filter(pattern, prefix), report):
         for name in names:
             path = os.path.join(folder, name)
             if path.startswith(prefix) and matches(path):
@@ -92,9 +92,58 @@ def match(pattern: str, limit: int | None = None, problems: list[Unlisted] | Non
     return found
 
 
-def _walk(top: str, prefix: str, report) -> Iterator[tuple[str, list[str]]]:
-    """``(folder, names of what is not a folder in it)`` for ``top`` and the folders below it that can
-    hold a path starting with ``prefix``, top-down, subfolders in name order, links to folders followed
+def _parts(pattern: str) -> list[str]:
+    """A glob pattern split at each ``/`` outside a ``[...]`` character class."""
+    parts, current, in_class = [], "", False
+    for char in pattern:
+        if char == "/" and not in_class:
+            parts.append(current)
+            current = ""
+            continue
+        if char == "[" and not in_class:
+            in_class = True
+        elif char == "]" and in_class:
+            in_class = False
+        current += char
+    return [*parts, current]
+
+
+def _may_cross(part: str) -> bool:
+    """Whether a pattern part may cross folders, as Beam translates it: ``**``, ``?`` (any character) or
+    a ``[...]`` class that can match ``/`` (``[!a]`` can, ``[!a/]`` cannot)."""
+    classes = re.findall(r"\[(!?)([^]]*)\]", part)
+    return "**" in part or "?" in part or any((negated == "!") == ("/" not in members) for negated, members in classes)
+
+
+def _folder_filter(pattern: str, prefix: str):
+    """Whether a folder (its path) can hold a file matching ``pattern``: it starts like the pattern's
+    literal ``prefix``, and each of its path parts matches the pattern's part at that depth, up to the
+    first part holding ``**`` (which may cross folders). So a walk enters, and reports the problems of,
+    only the folders its pattern can reach (prefix shards of one tree each report their own)."""
+    *complete, last = _parts(pattern)
+    checks, unbounded = [], _may_cross(last)
+    for part in complete:
+        if _may_cross(part):
+            unbounded = True
+            break
+        checks.append(re.compile(FileSystem.translate_pattern(part)).match)
+
+    def may_hold(folder: str) -> bool:
+        if not _may_hold(folder + os.sep, prefix):
+            return False
+        if folder.startswith("./") and not pattern.startswith("./"):
+            return True  # a relative pattern without a folder in front, walked from "."
+        names = folder.split("/")
+        if len(names) > len(checks) and not unbounded:
+            return False
+        return all(check(name) for check, name in zip(checks, names))
+
+    return may_hold
+
+
+def _walk(top: str, may_hold, report) -> Iterator[tuple[str, list[str]]]:
+    """``(folder, names of what is not a folder in it)`` for ``top`` and the folders below it for which
+    ``may_hold`` is true, top-down, subfolders in name order, links to folders followed
     (each folder once: by device and inode). What cannot be entered goes to ``report``."""
     seen: dict[tuple[int, int], str] = {}
     stack = [top]
@@ -122,7 +171,7 @@ def _walk(top: str, prefix: str, report) -> Iterator[tuple[str, list[str]]]:
             except OSError:
                 is_folder = False
             if is_folder:
-                if _may_hold(entry.path + os.sep, prefix):
+                if may_hold(entry.path):
                     subfolders.append(entry.path)
             else:
                 names.append(entry.name)
