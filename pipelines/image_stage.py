@@ -145,7 +145,16 @@ def run_unit(unit: ImageUnit, image_size: int, max_vertices: int, where: str, pn
         enriched, item_rejects = enrich.geometry_unit(decoded, max_vertices=max_vertices)
         result.rejects += item_rejects
         stage, annotations = "language", enriched.annotations  # the others were rejected by geometry
-        enriched = enrich.language_unit(enriched)
+        report = unit.record.report
+        try:
+            enriched = enrich.language_unit(enriched)
+        except Exception as exc:  # noqa: BLE001 - a report the language stage cannot handle costs the report
+            if report is None:
+                raise
+            reason = enrich.kebab(type(exc).__name__)
+            result.rejects.append(Reject(key=unit.key, source=unit.record.image.source, stage="language",
+                                         level="item", reason=reason, detail=f"{report.origin}: {exc}"))
+            enriched = enrich.language_unit(enrich.without_report(enriched, reason))
     except Exception as exc:  # noqa: BLE001 - every failure of one image becomes its reject rows
         result.rejects += unit_rejects(unit, stage, exc, where, annotations)
         return None, result

@@ -32,7 +32,7 @@ WORD = re.compile(rb"\bvalidate\b", re.IGNORECASE)
 
 
 def tiny_build(root: Path, model: Path) -> Path:
-    corpus = generate(root / "corpus", studies=6, seed=2, faults=True)
+    corpus = generate(root / "corpus", studies=8, seed=2, faults=True)
     config = yaml.safe_load((corpus / "build.yaml").read_text())
     config["rows_per_shard"] = SHARDING
     config["tokenizer"] = {"model": str(model), "batch_size": 4}

@@ -320,6 +320,15 @@ def language_unit(enriched: EnrichedUnit) -> EnrichedUnit:
     return enriched
 
 
+def without_report(enriched: EnrichedUnit, reason: str) -> EnrichedUnit:
+    """The unit as geometry left it, its report dropped (``provenance["report"]`` = ``reason``) and
+    nothing of the language stage kept: what a report the language stage cannot handle costs."""
+    record = enriched.decoded.unit.record
+    record = record.model_copy(update={"report": None, "provenance": {**record.provenance, "report": reason}})
+    decoded = replace(enriched.decoded, unit=replace(enriched.decoded.unit, record=record))
+    return replace(enriched, decoded=decoded, findings=[], sections=[], mentions=[], findings_labels=None)
+
+
 # ---------------------------------------------------------------- output rows
 
 

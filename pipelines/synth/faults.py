@@ -2,7 +2,7 @@
 
 The kinds, and the stage and reason the build must reject each with, are data in
 ``manifests/faults.yaml``; this module only knows how to plant each kind in the native files. Each
-victim is chosen from a ranking by SHA-256 of ``(seed, kind, key)``, victims are disjoint, and every
+victim is chosen from a ranking by SHA-256 of ``(seed, kind, key)``, victims are disjoint (except that a scene-graph fault may hit an image whose study lost only its report or labels), and every
 write is byte-stable, so the same ``(studies, seed)`` give the same faulted corpus. Faults that damage
 input rewrite an existing file; faults that add input (a row for an image that does not exist, a
 repeated id, an out-of-image box) append a row or an object.
@@ -25,6 +25,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import struct
 import zlib
 from collections.abc import Callable, Iterable
@@ -56,6 +57,7 @@ class Corpus:
     images: dict[str, dict]  # the truth's images
     seed: int
     used: set[str] = field(default_factory=set)
+    shareable: set[str] = field(default_factory=set)  # used only by a report or label fault of its study
 
     def path(self, source: str, *parts: str) -> Path:
         return self.out.joinpath(self.roots[source], *parts)
@@ -63,14 +65,21 @@ class Corpus:
     def relative(self, path: Path) -> str:
         return path.relative_to(self.out).as_posix()
 
-    def pick(self, kind: str, candidates: Iterable[str]) -> str:
-        """The first unused candidate in the kind's hash ranking; it becomes used."""
-        free = [key for key in candidates if key not in self.used]
+    def pick(self, kind: str, candidates: Iterable[str], share: bool = False) -> str:
+        """The first unused candidate in the kind's hash ranking; it becomes used. With ``share`` (a
+        scene-graph fault) an image whose study only lost its report or labels is free too, once."""
+        free = [key for key in candidates if key not in self.used or (share and key in self.shareable)]
         if not free:
-            raise NotEnoughVictims(f"no victim left for fault {kind!r}: generate more studies (5 or more)")
+            raise NotEnoughVictims(f"no victim left for fault {kind!r}: generate more studies (8 or more)")
         victim = min(free, key=lambda key: hashlib.sha256(f"{self.seed}|{kind}|{key}".encode()).hexdigest())
         self.used.add(victim)
+        self.shareable.discard(victim)
         return victim
+
+    def study_hit(self, keys: Iterable[str]) -> None:
+        """The images of a study whose report or label rows are damaged (they are still written)."""
+        self.used.update(keys)
+        self.shareable.update(keys)
 
     def of_source(self, source: str, test: Callable[[dict], bool] = lambda entry: True) -> list[str]:
         return sorted(key for key, entry in self.images.items() if entry["source"] == source and test(entry))
@@ -251,7 +260,8 @@ def missing_image(corpus: Corpus, kind: str) -> dict:
 
 def _scene_graph_object(corpus: Corpus, kind: str, width: float) -> dict:
     """A copy of the graph's first object added with ``x2 = x1 - width`` (in both coordinate spaces)."""
-    key = corpus.pick(kind, corpus.of_source("mimic", lambda e: e.get("imagenome") and not e.get("imagenome_gold")))
+    key = corpus.pick(kind, corpus.of_source("mimic", lambda e: e.get("imagenome") and not e.get("imagenome_gold")),
+                      share=True)
     path = corpus.path("imagenome", "silver_dataset", "scene_graph", f"{_native(key)}_SceneGraph.json")
     graph = json.loads(path.read_text())
     added = dict(graph["objects"][0])
@@ -302,6 +312,183 @@ def csv_missing_columns(corpus: Corpus, kind: str) -> dict:
     return fault(corpus, kind, path, [key], row=index + 1)
 
 
+# ---------------------------------------------------------------- more rows, headers and graphs
+
+
+def _mimic_metadata_cell(corpus: Corpus, kind: str, column: str, value: str) -> dict:
+    key = corpus.pick(kind, corpus.of_source("mimic"))
+    path = corpus.path("mimic", "mimic-cxr-2.0.0-metadata.csv.gz")
+    header, rows = read_csv(path)
+    index = row_of(header, rows, "dicom_id", _native(key))
+    rows[index][header.index(column)] = value
+    write_csv(path, header, rows)
+    return fault(corpus, kind, path, [key], row=index + 1)
+
+
+def study_time_not_a_time(corpus: Corpus, kind: str) -> dict:
+    """StudyTime written with colons (``12:30:05``), not MIMIC's numeric HHMMSS.ffffff."""
+    return _mimic_metadata_cell(corpus, kind, "StudyTime", "12:30:05")
+
+
+def _fewest_images(studies: dict[str, list[str]], free: list[str]) -> list[str]:
+    """The free studies with the fewest images: a study fault leaves the most images to the others."""
+    fewest = min((len(studies[s]) for s in free), default=0)
+    return [s for s in free if len(studies[s]) == fewest]
+
+
+def _study_keys(corpus: Corpus) -> dict[str, list[str]]:
+    studies: dict[str, list[str]] = {}
+    for key in corpus.of_source("mimic"):
+        studies.setdefault(corpus.images[key]["study_id"], []).append(key)
+    return studies
+
+
+def conflicting_label_rows(corpus: Corpus, kind: str) -> dict:
+    """A study's CheXpert row repeated at the end of the CSV with one label changed."""
+    path = corpus.path("mimic", "mimic-cxr-2.0.0-chexpert.csv.gz")
+    header, rows = read_csv(path)
+    studies = _study_keys(corpus)
+    listed = {row[header.index("study_id")] for row in rows}
+    free = _fewest_images(studies, [s for s, keys in sorted(studies.items()) if s in listed and not corpus.used & set(keys)])
+    study = corpus.pick(kind, free)
+    corpus.study_hit(studies[study])
+    index = row_of(header, rows, "study_id", study)
+    repeat = list(rows[index])
+    edema = header.index("Edema")
+    repeat[edema] = "0.0" if repeat[edema] == "1.0" else "1.0"
+    write_csv(path, header, rows + [repeat])
+    return fault(corpus, kind, path, sorted(studies[study]), row=index + 1)
+
+
+def _vindr_train_box(corpus: Corpus, kind: str) -> tuple[str, Path, list[str], list[list[str]], int]:
+    """A train image with a box row: its key, the boxes CSV, its header and rows, and the index of the
+    image's first box row."""
+    def first_box(key: str) -> tuple[Path, list[str], list[list[str]], int | None]:
+        path, header, rows = _vindr_box_rows(corpus, key)
+        image_id, x_min = header.index("image_id"), header.index("x_min")
+        found = [i for i, row in enumerate(rows) if row[image_id] == _native(key) and row[x_min]]
+        return path, header, rows, (found[0] if found else None)
+
+    key = corpus.pick(kind, [k for k in corpus.of_source("vindr", lambda e: e["split"] == "train")
+                             if first_box(k)[3] is not None])
+    return (key, *first_box(key))
+
+
+def blank_reader_id(corpus: Corpus, kind: str) -> dict:
+    """A copy of one of a train image's box rows added with a blank rad_id (it would read as consensus)."""
+    key, path, header, rows, index = _vindr_train_box(corpus, kind)
+    copy = list(rows[index])
+    copy[header.index("rad_id")] = ""
+    write_csv(path, header, rows + [copy])
+    return fault(corpus, kind, path, [key], row=len(rows) + 1)
+
+
+def box_with_nan(corpus: Corpus, kind: str) -> dict:
+    """A VinDr box row whose x_min is ``nan``."""
+    key, path, header, rows, index = _vindr_train_box(corpus, kind)
+    rows[index][header.index("x_min")] = "nan"
+    write_csv(path, header, rows)
+    return fault(corpus, kind, path, [key], row=index + 1)
+
+
+def bad_image_label_value(corpus: Corpus, kind: str) -> dict:
+    """A VinDr image-level label cell that says 2 (the cells are 0 or 1)."""
+    key = corpus.pick(kind, corpus.of_source("vindr", lambda e: e["split"] == "train"))
+    path = corpus.path("vindr", "annotations", "image_labels_train.csv")
+    header, rows = read_csv(path)
+    index = row_of(header, rows, "image_id", _native(key))
+    rows[index][header.index("Cardiomegaly")] = "2"
+    write_csv(path, header, rows)
+    return fault(corpus, kind, path, [key], row=index + 1)
+
+
+def zero_byte_dicom(corpus: Corpus, kind: str) -> dict:
+    key = corpus.pick(kind, corpus.of_source("vindr"))
+    path = vindr_image(corpus, key)
+    path.write_bytes(b"")
+    return fault(corpus, kind, path, [key])
+
+
+def dicom_without_patient_id(corpus: Corpus, kind: str) -> dict:
+    """A SIIM DICOM saved again without PatientID (the patient-wise split needs it)."""
+    key = corpus.pick(kind, corpus.of_source("siim"))
+    path = siim_image(corpus, key)
+    dataset = pydicom.dcmread(path)
+    del dataset.PatientID
+    dataset.save_as(path, enforce_file_format=False)
+    return fault(corpus, kind, path, [key])
+
+
+def invalid_study_date(corpus: Corpus, kind: str) -> dict:
+    """A PadChest StudyDate_DICOM of 31 February."""
+    key = corpus.pick(kind, corpus.of_source("padchest"))
+    path, header, rows = _padchest_rows(corpus)
+    index = row_of(header, rows, "ImageID", _native(key))
+    rows[index][header.index("StudyDate_DICOM")] = "20150231"
+    write_csv(path, header, rows)
+    return fault(corpus, kind, path, [key], row=index + 1)
+
+
+def _chexmask_row(corpus: Corpus, kind: str) -> tuple[str, Path, list[str], list[list[str]], int]:
+    key = corpus.pick(kind, [k for k, e in sorted(corpus.images.items())
+                             if (e.get("chexmask") or {}).get("passes") and e["source"] in CHEXMASK_FILES])
+    stem, id_column = CHEXMASK_FILES[corpus.images[key]["source"]]
+    (path,) = corpus.path("chexmask", "OriginalResolution").glob(f"{stem}.csv*")
+    header, rows = read_csv(path)
+    return key, path, header, rows, row_of(header, rows, id_column, _native(key))
+
+
+def wrong_landmark_count(corpus: Corpus, kind: str) -> dict:
+    """A CheXmask Landmarks cell with its last point lost (119 of the 120 points)."""
+    key, path, header, rows, index = _chexmask_row(corpus, kind)
+    landmarks = header.index("Landmarks")
+    numbers = re.findall(r"-?\d+", rows[index][landmarks])
+    rows[index][landmarks] = ",".join(numbers[:-2])
+    write_csv(path, header, rows)
+    return fault(corpus, kind, path, [key], row=index + 1)
+
+
+def repeated_chexmask_row(corpus: Corpus, kind: str) -> dict:
+    """A CheXmask row repeated at the end of its file (the first is read, the repeat rejected)."""
+    key, path, header, rows, index = _chexmask_row(corpus, kind)
+    write_csv(path, header, rows + [list(rows[index])])
+    return fault(corpus, kind, path, [key], row=len(rows) + 1)
+
+
+def _scene_graph(corpus: Corpus, kind: str, gold: bool = False) -> tuple[str, Path, dict]:
+    """A scene graph's key, path and content; off the gold list unless ``gold`` (a fault that loses the
+    whole graph may hit a gold image's too)."""
+    key = corpus.pick(kind, corpus.of_source("mimic", lambda e: e.get("imagenome") and (
+        gold or not e.get("imagenome_gold"))), share=True)
+    path = corpus.path("imagenome", "silver_dataset", "scene_graph", f"{_native(key)}_SceneGraph.json")
+    return key, path, json.loads(path.read_text())
+
+
+def scene_graph_not_json(corpus: Corpus, kind: str) -> dict:
+    """A scene graph cut in half, as by an interrupted unzip."""
+    key, path, _ = _scene_graph(corpus, kind, gold=True)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return fault(corpus, kind, path, [key])
+
+
+def scene_graph_objects_not_a_list(corpus: Corpus, kind: str) -> dict:
+    """A scene graph whose ``objects`` is one object instead of a list of them."""
+    key, path, graph = _scene_graph(corpus, kind, gold=True)
+    graph["objects"] = graph["objects"][0]
+    output.write_text(path, json.dumps(graph, indent=1))
+    return fault(corpus, kind, path, [key])
+
+
+def region_name_not_a_string(corpus: Corpus, kind: str) -> dict:
+    """A scene graph whose first ``attributes`` entry names its region with a list, not a string."""
+    key, path, graph = _scene_graph(corpus, kind)
+    entry = graph["attributes"][0]
+    entry["bbox_name"] = [entry["bbox_name"]]
+    output.write_text(path, json.dumps(graph, indent=1))
+    return fault(corpus, kind, path, [key], where="attributes[0]")
+
+
 # ---------------------------------------------------------------- reports
 
 
@@ -315,9 +502,9 @@ def _study_report(corpus: Corpus, kind: str) -> tuple[Path, list[str]]:
         subject = corpus.images[studies[study][0]]["subject_id"]
         return corpus.path("mimic", "files", f"p{subject[:2]}", f"p{subject}", f"s{study}.txt")
 
-    free = [s for s, keys in studies.items() if report(s).exists() and not corpus.used & set(keys)]
+    free = _fewest_images(studies, [s for s, keys in studies.items() if report(s).exists() and not corpus.used & set(keys)])
     study = corpus.pick(kind, free)
-    corpus.used.update(studies[study])
+    corpus.study_hit(studies[study])
     return report(study), sorted(studies[study])
 
 
@@ -334,14 +521,33 @@ def empty_report(corpus: Corpus, kind: str) -> dict:
     return fault(corpus, kind, path, keys)
 
 
+def oversized_report(corpus: Corpus, kind: str) -> dict:
+    """A study report with 1.5 MB of repeated text added, as when a log is pasted into the report file."""
+    path, keys = _study_report(corpus, kind)
+    filler = "Comparison with the prior study shows no interval change. " * 26000
+    output.write_text(path, path.read_text(encoding="utf-8") + filler)
+    return fault(corpus, kind, path, keys)
+
+
 INJECTORS: dict[str, Callable[[Corpus, str], dict]] = {
-    # the most constrained victims first (scene graphs off the gold list, CheXmask rows that pass,
-    # whole studies), so a small corpus still has one for every kind
-    "zero-area-box": zero_area_box,
-    "negative-box": negative_box,
-    "malformed-rle-chexmask": malformed_rle_chexmask,
+    # the most constrained victims first (whole studies, whose images a scene-graph fault may share;
+    # scene graphs off the gold list, then any; CheXmask rows that pass), so a small corpus still has
+    # one for every kind
     "non-utf8-report": non_utf8_report,
     "empty-report": empty_report,
+    "oversized-report": oversized_report,
+    "conflicting-label-rows": conflicting_label_rows,
+    "zero-area-box": zero_area_box,
+    "negative-box": negative_box,
+    "region-name-not-a-string": region_name_not_a_string,
+    "scene-graph-not-json": scene_graph_not_json,
+    "scene-graph-objects-not-a-list": scene_graph_objects_not_a_list,
+    "malformed-rle-chexmask": malformed_rle_chexmask,
+    "wrong-landmark-count": wrong_landmark_count,
+    "repeated-chexmask-row": repeated_chexmask_row,
+    "blank-reader-id": blank_reader_id,
+    "box-with-nan": box_with_nan,
+    "bad-image-label-value": bad_image_label_value,
     "box-outside-image": box_outside_image,
     "bad-16bit-png-header": bad_16bit_png_header,
     "truncated-dicom": truncated_dicom,
@@ -354,6 +560,10 @@ INJECTORS: dict[str, Callable[[Corpus, str], dict]] = {
     "zero-byte-png": zero_byte_png,
     "unparseable-label-list": unparseable_label_list,
     "duplicate-id": duplicate_id,
+    "study-time-not-a-time": study_time_not_a_time,
+    "zero-byte-dicom": zero_byte_dicom,
+    "dicom-without-patient-id": dicom_without_patient_id,
+    "invalid-study-date": invalid_study_date,
 }
 
 

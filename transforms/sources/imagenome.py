@@ -250,7 +250,7 @@ def parse_scene_graph(dicom_id: str, data: bytes, origin: str, splits: ImageSpli
     regions = []
     for index, entry in enumerate(sections["attributes"]):
         region = entry.get("bbox_name")
-        if entry.get(region) is False:
+        if isinstance(region, str) and entry.get(region) is False:  # a list or dict name is bad-attributes below
             item_rejects.append(reject("region-flag-false", f"attributes[{index}] ({region}) flagged false",
                                        level="item", kind="filtered"))
             continue

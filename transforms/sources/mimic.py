@@ -15,8 +15,9 @@ naming the file and row); an unreadable label row is an item reject on each imag
 A study repeated in one label CSV is read once when its rows agree; rows that disagree cost the study
 that system's labels, an item reject ``conflicting-label-rows`` on each of its images naming the file
 and rows (:mod:`transforms.sources.conflicts`). A
-report that is not UTF-8, holds no text or cannot be opened costs the image its report only: an item
-reject (``undecodable-report`` / ``empty-report`` / ``unreadable-report``), ``report`` None and
+report that is not UTF-8, holds no text, cannot be opened or is over :data:`MAX_REPORT_BYTES` costs the
+image its report only: an item reject (``undecodable-report`` / ``empty-report`` / ``unreadable-report``
+/ ``oversized-report``), ``report`` None and
 ``provenance["report"]`` the reason.
 
 How it is read (:class:`MimicPlan`): ``files/`` is listed once, in the shards ``files/p10/`` …
@@ -91,6 +92,10 @@ _LISTED_REPORT = re.compile(r"files/p[^/\\]*/p[^/\\]*/s([^/\\]*)\.txt\Z", re.DOT
 _STUDY_DATE = re.compile(r"^(\d{8})(?:\.0*)?$")
 _STUDY_TIME = re.compile(r"^(\d{1,6})(?:\.(\d*))?$")
 _LABEL_VALUES = {1.0, 0.0, -1.0}
+MAX_REPORT_BYTES = 1 << 20
+"""A MIMIC report is a few kilobytes; a file over 1 MiB is not one report (a log or a concatenation
+pasted in): an item reject ``oversized-report``, not seconds per megabyte of rule matching in the
+language stage."""
 
 
 class MimicInputError(ValueError):
@@ -143,6 +148,8 @@ def read_report(root: str, report_path: str) -> tuple[Report | None, tuple[str, 
         data = io.read_bytes(io.join(root, report_path))
     except OSError as error:  # no permission, a link to nothing, a read error
         return None, ("unreadable-report", f"cannot be read: {error}")
+    if len(data) > MAX_REPORT_BYTES:
+        return None, ("oversized-report", f"{len(data)} bytes, more than the {MAX_REPORT_BYTES} a report may hold")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -349,7 +356,8 @@ class MimicPlan(ReadPlan):
             height, width = _optional_int(rows_text), _optional_int(columns_text)
             when = study_datetime(date_text, time_text)
         except ValueError as error:
-            return reject("bad-metadata-value", f"{relative_path}: {error}")
+            (_, metadata_row), _ = items["metadata"][0]
+            return reject("bad-metadata-value", f"{relative_path}: {self.metadata.name} row {metadata_row}: {error}")
         return study_id, _Candidate(dicom_id, path, IMAGE_FORMATS[f".{extension}"], subject_id, view, height, width,
                                     when, split_value, ())
 

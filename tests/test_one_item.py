@@ -1,0 +1,67 @@
+"""One bad item costs one item: a report the language stage cannot handle costs the report (an item
+reject at ``language``), and the image, its labels and its annotations are still written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipelines import image_stage
+from schemas.records import ImageRef, RawLabel, Report, SourceRecord
+from transforms import enrich
+from transforms.geometry import letterbox_for
+from transforms.units import ImageUnit
+
+REPORT = "FINDINGS: Small left pleural effusion.\nIMPRESSION: Effusion.\n"
+
+
+def unit_with(report: Report | None) -> ImageUnit:
+    ref = ImageRef(image_key="mimic/ab", source="mimic", native_id="ab", uri="/ab.dcm", format="dicom",
+                   subject_id="10000001", study_id="50000001")
+    record = SourceRecord(image=ref, report=report,
+                          raw_labels=[RawLabel(system="mimic-chexpert", name="Pleural Effusion", value=1.0)])
+    return ImageUnit(record=record, split="train", split_authority="official")
+
+
+@pytest.fixture
+def decoded(monkeypatch):
+    """The image stage without pixels: decode_unit gives a 100x80 image's letterbox."""
+    def decode(unit, size, png_compression):
+        return enrich.DecodedUnit(unit=unit, png=b"", letterbox=letterbox_for(100, 80, 512), width=100, height=80,
+                                  photometric="MONOCHROME2", bits_stored=12, source_format="dicom")
+    monkeypatch.setattr(enrich, "decode_unit", decode)
+
+
+def failing_on(text: str):
+    real = enrich.report_mentions
+
+    def mentions(record):
+        if record.report is not None and text in record.report.text:
+            raise RecursionError("maximum recursion depth exceeded in the rule matcher")
+        return real(record)
+    return mentions
+
+
+def test_a_report_the_language_stage_cannot_handle_costs_only_the_report(decoded, monkeypatch):
+    monkeypatch.setattr(enrich, "report_mentions", failing_on("effusion"))
+    report = Report(text=REPORT, language="en", origin="files/p10/p10000001/s50000001.txt")
+    image, result = image_stage.run_unit(unit_with(report), 512, 30, "shard 0", 1)
+    assert image is not None and image["image_key"] == "mimic/ab"  # the image is written
+    (row,) = result.annotation_rows
+    assert row["report_text"] is None and json.loads(row["provenance"])["report"] == "recursion-error"
+    assert "Pleural Effusion" in {finding["name"] for finding in row["findings"]}  # labels still harmonised
+    (reject,) = result.rejects
+    assert (reject.key, reject.stage, reject.level, reject.reason) == ("mimic/ab", "language", "item",
+                                                                     "recursion-error")
+    assert reject.detail.startswith("files/p10/p10000001/s50000001.txt: maximum recursion depth")
+    assert result.events == [("mimic", "written")]
+
+
+def test_a_language_failure_without_a_report_still_rejects_the_unit(decoded, monkeypatch):
+    def broken(raw):
+        raise ValueError("label table broken")
+    monkeypatch.setattr(enrich.labels, "harmonize", broken)
+    image, result = image_stage.run_unit(unit_with(None), 512, 30, "shard 0", 1)
+    assert image is None and [(r.stage, r.level, r.reason) for r in result.rejects] == [
+        ("language", "record", "value-error")]
