@@ -148,6 +148,8 @@ def run_unit(unit: ImageUnit, image_size: int, max_vertices: int, where: str, pn
         report = unit.record.report
         try:
             enriched = enrich.language_unit(enriched)
+        except MemoryError:
+            raise
         except Exception as exc:  # noqa: BLE001 - a report the language stage cannot handle costs the report
             if report is None:
                 raise
@@ -155,6 +157,8 @@ def run_unit(unit: ImageUnit, image_size: int, max_vertices: int, where: str, pn
             result.rejects.append(Reject(key=unit.key, source=unit.record.image.source, stage="language",
                                          level="item", reason=reason, detail=f"{report.origin}: {exc}"))
             enriched = enrich.language_unit(enrich.without_report(enriched, reason))
+    except MemoryError:  # the worker's state, not the image's: the bundle fails and the runner retries it
+        raise  # (a reject would be written into the shard's checkpoint and never retried)
     except Exception as exc:  # noqa: BLE001 - every failure of one image becomes its reject rows
         result.rejects += unit_rejects(unit, stage, exc, where, annotations)
         return None, result

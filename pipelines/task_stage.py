@@ -40,11 +40,11 @@ def task_rows(group, unit: str, profiles: list, seed: int) -> list[tuple[tuple, 
     return rows
 
 
-def first_row(group) -> dict:
-    """The first annotation row of an image, study or patient group."""
-    while isinstance(group, list):
-        group = group[0]
-    return group
+def group_rows(group) -> list[dict]:
+    """The annotation rows of an image, study or patient group, in group order."""
+    if isinstance(group, dict):
+        return [group]
+    return [row for member in group for row in group_rows(member)]
 
 
 def task_groups(rows: list[dict]):
@@ -92,10 +92,12 @@ class RunTasks(beam.DoFn):
             try:
                 made = task_rows(group, unit, self.profiles, self.seed)
             except Exception as exc:  # noqa: BLE001 - a failing task costs its group, not the shard
-                row = first_row(group)
-                yield TaggedOutput("rejects", Reject(
-                    key=row["image_key"], source=row["source"], stage="tasks", level="item",
-                    reason=enrich.kebab(type(exc).__name__), detail=repr(exc)))
+                members = group_rows(group)
+                for row in members:  # each image of the group loses the group's rows: an item reject each
+                    yield TaggedOutput("rejects", Reject(
+                        key=row["image_key"], source=row["source"], stage="tasks", level="item",
+                        reason=enrich.kebab(type(exc).__name__),
+                        detail=f"{unit} of {len(members)} image(s) from {members[0]['image_key']}: {exc!r}"))
                 continue
             for cell, prepared in made:
                 cells[cell] += 1

@@ -65,3 +65,15 @@ def test_a_language_failure_without_a_report_still_rejects_the_unit(decoded, mon
     image, result = image_stage.run_unit(unit_with(None), 512, 30, "shard 0", 1)
     assert image is None and [(r.stage, r.level, r.reason) for r in result.rejects] == [
         ("language", "record", "value-error")]
+
+
+@pytest.mark.parametrize("where", ["decode", "language"])
+def test_running_out_of_memory_is_not_the_image_s_fault_and_is_never_a_reject(decoded, monkeypatch, where):
+    """A reject lands in the shard's checkpoint and is never retried; MemoryError fails the bundle instead,
+    so the runner retries it (Dataflow: on another worker)."""
+    def exhausted(*args, **kwargs):
+        raise MemoryError()
+    monkeypatch.setattr(enrich, "decode_unit" if where == "decode" else "report_mentions", exhausted)
+    report = Report(text=REPORT, language="en", origin="files/p10/p10000001/s50000001.txt")
+    with pytest.raises(MemoryError):
+        image_stage.run_unit(unit_with(report), 512, 30, "shard 0", 1)

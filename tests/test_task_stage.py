@@ -61,7 +61,7 @@ def fake_generator(task):
     """One instruction row per group; the study task fails on study s2."""
 
     def generate(group, profile, seed):
-        first = task_stage.first_row(group)
+        first = task_stage.group_rows(group)[0]
         if task == MULTI_IMAGE and first["study_id"] == "s2":
             raise ValueError("study s2 cannot be rendered")
         return [{"id": f"{task}:{keys(group)}", "source": first["source"], "split": first["split"]}]
@@ -69,7 +69,7 @@ def fake_generator(task):
     return generate
 
 
-def test_fragments_hold_every_row_sorted_and_a_failed_group_is_one_reject(tmp_path, monkeypatch):
+def test_fragments_hold_every_row_sorted_and_a_failed_group_rejects_each_of_its_images(tmp_path, monkeypatch):
     monkeypatch.setattr(task_stage, "generator", fake_generator)
     path = tmp_path / "train-00000-of-00001.pkl"
     path.write_bytes(pickle.dumps(ShardResult(annotation_rows=ROWS)))
@@ -81,8 +81,9 @@ def test_fragments_hold_every_row_sorted_and_a_failed_group_is_one_reject(tmp_pa
     rejects = [o.value for o in tagged if o.tag == "rejects"]
     counts = dict(o.value for o in tagged if o.tag == "instruction_counts")
 
-    assert rejects == [Reject(key="mimic/c", source="mimic", stage="tasks", level="item", reason="value-error",
-                              detail="ValueError('study s2 cannot be rendered')")]
+    failed = "study of 2 image(s) from mimic/c: ValueError('study s2 cannot be rendered')"
+    assert rejects == [Reject(key=f"mimic/{key}", source="mimic", stage="tasks", level="item", reason="value-error",
+                              detail=failed) for key in "cd"]  # every image of the failed study
     assert counts == {("m4cxr", IMAGE_TASK, "mimic", "train"): 5, ("m4cxr", MULTI_IMAGE, "mimic", "train"): 2,
                       ("m4cxr", MULTI_STUDY, "mimic", "train"): 2}
     for (table_dir, split), fragment in fragments.items():
