@@ -230,3 +230,19 @@ def test_ctrl_c_names_the_command_that_resumes(pristine, tmp_path):
 def test_config_that_is_a_folder(corpus):
     assert_one_clear_line(cxr("build", "--config", str(corpus), "--out", str(corpus.parent / "out")),
                           f"--config {corpus}", "is a folder")
+
+
+def test_an_unknown_column_in_a_label_file(corpus):
+    """An extra column in one VinDr label CSV stopped everything with a traceback; now one line naming it."""
+    path = corpus / "vindr-cxr" / "annotations" / "image_labels_train.csv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0] + ",Extra", *(line + ",0" for line in lines[1:])]) + "\n")
+    assert_one_clear_line(build(corpus), str(path), "Extra")
+
+
+def test_a_csv_beside_its_gzipped_copy(corpus):
+    """One of the two is probably partial: the build refuses, naming both."""
+    path = corpus / "siim-acr" / "train-rle.csv"
+    with gzip.open(path.with_suffix(".csv.gz"), "wt") as copy:
+        copy.write(path.read_text())
+    assert_one_clear_line(build(corpus), str(path), str(path.with_suffix(".csv.gz")))
