@@ -91,6 +91,12 @@ def test_every_fault_is_a_reject_naming_its_stage_reason_file_and_row(truth, rej
             assert found, (fault["kind"], key, place, same)
 
 
+def test_no_reject_names_where_the_corpus_happens_to_lie(corpus, rejects):
+    """Details name files relative to their source's root, so a build's rejects do not depend on the
+    folder the inputs were copied to (and do not leak it)."""
+    assert not [r["detail"] for r in rejects if str(corpus) in r["detail"]]
+
+
 def test_counts_reconcile_and_count_the_faults(build, truth):
     _, manifest = build
     assert manifest["checks"] == {"reconciled": True, "leakage_free": True}

@@ -113,10 +113,13 @@ def _reject(image_id: str, reason: str, detail: str, kind: Literal["rejected", "
     return Reject(key=f"{NAME}/{image_id}", source=NAME, stage="read", reason=reason, detail=detail, kind=kind)
 
 
-def image_output(image_id: str, uri: str, rows: list[tuple[int, str]], rle_file: str) -> SourceRecord | Reject:
+def image_output(image_id: str, uri: str, rows: list[tuple[int, str]], rle_file: str,
+                 root: str = "") -> SourceRecord | Reject:
     """The record (or the reason there is none) for one labelled DICOM and its numbered RLE rows.
 
-    ``rle_file`` is the label file's name as reject details cite it (``"train-rle.csv row 3: ..."``)."""
+    ``rle_file`` is the label file's name as reject details cite it (``"train-rle.csv row 3: ..."``);
+    details name the DICOM relative to ``root``."""
+    where = io.relative(uri, root) if root else uri
     empty = [number for number, rle in rows if rle == EMPTY_RLE]
     masks = [(number, rle) for number, rle in rows if rle != EMPTY_RLE]
     if empty and masks:
@@ -134,9 +137,9 @@ def image_output(image_id: str, uri: str, rows: list[tuple[int, str]], rle_file:
     try:
         header = read_header(uri)
     except ValueError as error:
-        return _reject(image_id, "unreadable-dicom-header", f"{uri}: {error}")
+        return _reject(image_id, "unreadable-dicom-header", f"{where}: {error}")
     if header.patient_id is None:
-        return _reject(image_id, "missing-patient-id", f"{uri}: no PatientID, needed for the patient-wise split")
+        return _reject(image_id, "missing-patient-id", f"{where}: no PatientID, needed for the patient-wise split")
     height, width = header.height, header.width
     for number, extent in extents:
         if extent > height * width:
@@ -179,7 +182,7 @@ class SiimPlan(ReadPlan):
         missing = [name for name in ("ImageId", "EncodedPixels") if name not in header]
         if missing:
             raise ValueError(f"{rle_file}: missing column(s) {missing}; found {header}")
-        self.rle_name = io.relative(rle_file, root)
+        self.root, self.rle_name = root, io.relative(rle_file, root)
         self.width = len(header)
         self.id_at, self.rle_at = header.index("ImageId"), header.index("EncodedPixels")
         self.listings = tuple(Listing("image", io.join(root, folder), "*/*/*.dcm") for folder in IMAGE_FOLDERS)
@@ -205,15 +208,18 @@ class SiimPlan(ReadPlan):
         elif len(images) > 1:
             uris = [uri for (uri,) in images]
             for uri in uris:
-                yield _reject(image_id, "duplicate-image-id", f"{uri}: this SOPInstanceUID is in {uris}")
+                yield _reject(image_id, "duplicate-image-id",
+                              f"{io.relative(uri, self.root)}: this SOPInstanceUID is also in "
+                              f"{[io.relative(other, self.root) for other in uris if other != uri]}")
         elif not images:
             yield _reject(image_id, "image-not-present",
                           f"{self.rle_name} row {rle_rows[0][0]}: no DICOM named {image_id}.dcm")
         elif not rle_rows:
-            yield _reject(image_id, "unlabelled-image", f"{images[0][0]} has no row in {self.rle_name}",
+            yield _reject(image_id, "unlabelled-image",
+                          f"{io.relative(images[0][0], self.root)} has no row in {self.rle_name}",
                           kind="filtered")
         else:
-            yield image_output(image_id, images[0][0], rle_rows, self.rle_name)
+            yield image_output(image_id, images[0][0], rle_rows, self.rle_name, self.root)
 
 
 def plan(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> SiimPlan:

@@ -279,7 +279,7 @@ def image_output(
     try:
         height, width = read_image_size(uri)
     except ValueError as error:
-        return _reject(image_id, "unreadable-dicom-header", f"{uri}: {error}")
+        return _reject(image_id, "unreadable-dicom-header", f"{io.relative(uri, root)}: {error}")
     provenance = {"layout": layout.name}
     if not annotation_rows and not label_rows:
         provenance["labels"] = "missing"
