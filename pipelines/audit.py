@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from pipelines.manifest import record_view_files
 from pipelines.write import write_atomically
 from transforms import io
 from transforms.audit import KINDS, audit_row, facts_from_annotation
@@ -79,4 +80,5 @@ def audit(out_dir: str | Path) -> dict:
     }
     payload = json.dumps(document, indent=2).encode("utf-8") + b"\n"
     write_atomically(io.join(out_dir, FILE), lambda handle: handle.write(payload))
+    record_view_files(str(out_dir), "audit", [FILE])
     return document

@@ -24,7 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import manifests
-from pipelines.manifest import Manifest
+from pipelines.manifest import Manifest, record_view_files
 from pipelines.table_files import column_batches, count_by, parquet_rows, table_files
 from pipelines.write import write_atomically
 from transforms import io
@@ -398,4 +398,5 @@ def write_card(out_dir: str | Path) -> str:
     path = io.join(out, "README.md")
     data = text.encode("utf-8")
     write_atomically(path, lambda handle: handle.write(data))
+    record_view_files(out, "card", ["README.md", *plots])
     return path

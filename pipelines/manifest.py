@@ -130,6 +130,25 @@ def file_entry(out_dir: str, relative: str) -> dict:
     return {"path": relative, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
+VIEW_FOLDERS = {"card": ("README.md", "card/"), "preview": ("preview/",), "audit": ("audit.json",)}
+"""What each later command writes into OUT (a view of the build, made from it): recorded in the
+manifest's ``files`` by :func:`record_view_files`, so ``verify`` checks them and a rebuild clears them."""
+
+
+def record_view_files(out_dir: str, command: str, paths: list[str]) -> dict:
+    """Replace ``command``'s entries in manifest.json's ``files`` by ``paths`` (relative to ``out_dir``,
+    with their size and SHA-256), rewriting the manifest atomically; returns it."""
+    prefixes = VIEW_FOLDERS[command]
+    outside = [path for path in paths if not path.startswith(prefixes)]
+    if outside:
+        raise ValueError(f"{command} does not write {outside} (its files are {prefixes})")
+    doc = Manifest.read(out_dir)
+    kept = [entry for entry in doc.get("files", []) if not entry["path"].startswith(prefixes)]
+    doc["files"] = sorted(kept + [file_entry(out_dir, path) for path in sorted(paths)], key=lambda e: e["path"])
+    _write_json(io.join(out_dir, Manifest.FILE), doc)
+    return doc
+
+
 def record_vq_outputs(out_dir: str) -> dict:
     """Add the tokenize stage's shards (``vq/`` and ``vq/_rejects/``), their checksums and the tokenizer
     fingerprint id to an existing manifest.json, replacing earlier vq entries; returns the manifest."""

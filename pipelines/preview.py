@@ -55,6 +55,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipelines.manifest import record_view_files
 from pipelines.table_files import count_by, table_files
 from transforms import io
 from transforms.geometry import find_coordinates, render_box
@@ -493,7 +494,13 @@ def write_preview(out_dir: str | Path, rows_per_task: int = DEFAULT_ROWS,
     if io.is_object_store(str(dest)):
         raise ValueError(f"{dest}: the preview is opened from file://, so it goes to a local folder")
     data = collect(out, rows_per_task, rejects_per_reason)
-    return summarise(data, write_files(data, Path(dest)))
+    result = summarise(data, write_files(data, Path(dest)))
+    inside = Path(dest).resolve()
+    if not io.is_object_store(out) and inside.is_relative_to(Path(out).resolve()):  # written into OUT: listed
+        root = Path(out).resolve()
+        record_view_files(out, "preview", [p.resolve().relative_to(root).as_posix()
+                                           for p in inside.rglob("*") if p.is_file()])
+    return result
 
 
 def summarise(data: Collected, index: Path) -> PreviewResult:

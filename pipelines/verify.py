@@ -5,14 +5,12 @@ zero-row shard does not load with ``datasets``), that the per-table totals and t
 agree with the shards, that ``read = written + rejected + filtered`` holds per source, that the
 rejects table holds one row per counted reject, that the build's own checks passed, and that no
 unlisted shard sits in a table folder (a stale shard would be picked up by a ``<split>-*.parquet``
-glob). Also checks the build's other files that manifest.json lists under ``files`` (each profile's
-``instructions/<profile>/weights.json``, ``vq/tokenizer.json`` after tokenize) by size and SHA-256, and
+glob). Also checks the other files that manifest.json lists under ``files`` by size and SHA-256: each
+profile's ``instructions/<profile>/weights.json``, ``vq/tokenizer.json`` after tokenize, and what
+later commands wrote into OUT and recorded there (``README.md`` and ``card/`` by ``card``,
+``preview/`` by ``preview``, ``audit.json`` by ``audit``: pipelines/manifest.py ``record_view_files``);
 reports a manifest.json that is missing or not a whole JSON document in one line. Reads Parquet
-footers only, never row data.
-
-Not checked: files other commands write later and rewrite at will (``README.md`` and ``card/`` by
-``card``, ``preview/`` by ``preview``, ``audit.json``, ``run.json``): they are views of the build,
-not part of it, and are regenerated from it.
+footers only, never row data. Not checked: ``run.json``, the local record of the last run.
 """
 
 from __future__ import annotations

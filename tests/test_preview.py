@@ -286,7 +286,11 @@ def test_preview_is_deterministic_atomic_and_stays_inside_preview(build, preview
     shutil.rmtree(folder)
     write_preview(build, rows_per_task=8)
     assert _hashes(folder) == first  # byte-identical from scratch
-    assert _tree(build, skip=folder) == before  # nothing outside OUT/preview/ was touched
+    after = _tree(build, skip=folder)
+    assert after.pop("manifest.json") != before.pop("manifest.json")  # it lists the preview's files ...
+    assert after == before  # ... and nothing else outside OUT/preview/ was touched
+    listed = {e["path"] for e in json.loads((build / "manifest.json").read_text())["files"]}
+    assert {f"preview/{p.relative_to(folder).as_posix()}" for p in folder.rglob("*") if p.is_file()} <= listed
     fewer = write_preview(build, rows_per_task=2)  # a new generation replaces the old one entirely
     assert len(list(folder.glob("data-*"))) == 1 and fewer.items < preview.items
     referenced = set()
