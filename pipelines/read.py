@@ -71,13 +71,13 @@ class _Routed(beam.DoFn):
 
 
 class ListPattern(beam.DoFn):
-    """One listing shard ``(source, tag, folder, pattern)`` -> ``(source, tag, path)`` of every file it
+    """One listing shard ``(source, tag, root, folder, pattern)`` -> ``(source, tag, path)`` of every file it
     matches, and ``(source, tag, Reject)`` for each folder it could not enter or broken link it met
     (:func:`transforms.sources.plan.listed`)."""
 
     def process(self, element: tuple[str, str, str, str]):
-        source, tag, folder, pattern = element
-        for path in listed(source, folder, pattern):
+        source, tag, root, folder, pattern = element
+        for path in listed(source, root, folder, pattern):
             yield source, tag, path
 
 
@@ -126,7 +126,7 @@ class ReadSources(beam.PTransform):
     def expand(self, pbegin):
         plans, progress = self.plans, self.progress
         pipeline = pbegin.pipeline
-        patterns = [(source, listing.tag, listing.folder, pattern) for source, plan in sorted(plans.items())
+        patterns = [(source, listing.tag, plan.root, listing.folder, pattern) for source, plan in sorted(plans.items())
                     for listing in plan.listings for pattern in listing.patterns()]
         tables = [(source, table.tag, table.path) for source, plan in sorted(plans.items()) for table in plan.tables]
         produced = [

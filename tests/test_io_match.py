@@ -115,24 +115,11 @@ def test_a_broken_link_is_reported_never_skipped(tmp_path):
     assert io.glob(str(tmp_path / "a*")) == [str(tmp_path / "a.dcm")]  # not matched by the pattern: no problem
 
 
-def refuse_to_list(monkeypatch, unreadable: Path) -> None:
-    """os.scandir of ``unreadable`` fails as it does for a folder without read permission (the tests
-    run as root, who may read any folder)."""
-    scandir = os.scandir
-
-    def guarded(path="."):
-        if isinstance(path, (str, os.PathLike)) and Path(path) == unreadable:
-            raise PermissionError(13, "Permission denied", str(path))
-        return scandir(path)
-
-    monkeypatch.setattr(os, "scandir", guarded)
-
-
-def test_an_unreadable_folder_is_reported_and_the_rest_listed(tmp_path, monkeypatch):
+def test_an_unreadable_folder_is_reported_and_the_rest_listed(tmp_path, unreadable_folder):
     for study in ("s1", "s2"):
         (tmp_path / "p10" / study).mkdir(parents=True)
         (tmp_path / "p10" / study / "a.dcm").write_bytes(b"x")
-    refuse_to_list(monkeypatch, tmp_path / "p10" / "s1")
+    unreadable_folder(tmp_path / "p10" / "s1")
     problems = []
     assert [m.path for m in io.match(str(tmp_path / "**"), problems=problems)] == [str(tmp_path / "p10/s2/a.dcm")]
     assert problems == [io.Unlisted(str(tmp_path / "p10" / "s1"), "unreadable-folder",

@@ -10,7 +10,6 @@ import json
 import os
 import pickle
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import pytest
 import yaml
 from apache_beam.io.filesystems import FileSystems
 
+from builds import completion_markers, kill_build_when
 from pipelines import manifest as manifest_module
 from pipelines import out_lock
 from pipelines.build import run_build
@@ -186,10 +186,6 @@ def test_a_killed_build_fixed_and_rerun_reads_the_fixed_image(small_shards, tmp_
     assert manifest["checks"]["reconciled"] and verify(out) == []
 
 
-def markers(out: Path) -> list[Path]:
-    return sorted((out / WORK_DIR / "images").glob("*.json"))
-
-
 def shard_rejects(marker: Path) -> set[str]:
     """Keys rejected in a finished images shard (its checkpoint, beside its completion marker)."""
     try:
@@ -198,22 +194,10 @@ def shard_rejects(marker: Path) -> set[str]:
         return set()
 
 
-def kill_once_rejected(config_path: Path, out: Path, key: str, timeout_s: float = 300) -> None:
-    """Run ``cxr-instruct build`` in a child and SIGKILL it as soon as a finished images shard holds
-    the reject of ``key``."""
-    child = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "build", "--config", str(config_path),
-                              "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + timeout_s
-    while not any(key in shard_rejects(m) for m in markers(out)):
-        if child.poll() is not None:
-            pytest.fail(f"build ended before the shard was finished (rc {child.returncode}): "
-                        f"{child.stderr.read().decode()[-2000:]}")
-        if time.monotonic() > deadline:
-            child.kill()
-            pytest.fail("the broken image's shard did not finish in time")
-        time.sleep(0.01)
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
+def kill_once_rejected(config_path: Path, out: Path, key: str) -> None:
+    """SIGKILL a build in a child process as soon as a finished images shard holds the reject of ``key``."""
+    kill_build_when(config_path, out, lambda: any(key in shard_rejects(m) for m in completion_markers(out)),
+                    "the broken image's shard")
     assert (out / out_lock.FILE).exists(), "the killed build left its lock (the rerun takes it over)"
 
 

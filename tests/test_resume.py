@@ -4,16 +4,12 @@ uninterrupted build, and reuses the images shards it had finished (verified by c
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from builds import completion_markers, kill_build_when
 from pipelines.build import run_build
 from pipelines.image_stage import WORK_DIR
 from pipelines.synth import generate
@@ -44,26 +40,9 @@ def all_files(out: Path) -> dict[str, bytes]:
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
 
-def markers(out: Path) -> list[Path]:
-    return sorted((out / WORK_DIR / "images").glob("*.json"))
-
-
-def kill_after_markers(config_path: Path, out: Path, wanted: int, timeout_s: float = 300) -> None:
-    """Run ``cxr-instruct build`` in a child process and SIGKILL it once ``wanted`` shards are complete."""
-    child = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "build", "--config", str(config_path),
-                              "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + timeout_s
-    while len(markers(out)) < wanted:
-        if child.poll() is not None:
-            pytest.fail(f"build ended before {wanted} shards were complete (rc {child.returncode}): "
-                        f"{child.stderr.read().decode()[-2000:]}")
-        if time.monotonic() > deadline:
-            child.kill()
-            pytest.fail("no completion markers appeared in time")
-        time.sleep(0.01)
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
-    assert child.returncode == -signal.SIGKILL
+def kill_after_markers(config_path: Path, out: Path, wanted: int) -> None:
+    """SIGKILL a build in a child process once ``wanted`` images shards are complete."""
+    kill_build_when(config_path, out, lambda: len(completion_markers(out)) >= wanted, f"{wanted} complete shards")
 
 
 def test_killed_build_resumes_to_identical_output(config_path, uninterrupted, tmp_path):
@@ -74,7 +53,7 @@ def test_killed_build_resumes_to_identical_output(config_path, uninterrupted, tm
     out = tmp_path / "out"
     kill_after_markers(config_path, out, wanted=2)
     assert not (out / "manifest.json").exists(), "the kill must land before the build finished"
-    finished = {json.loads(m.read_text())["shard"]["path"] for m in markers(out)}
+    finished = {json.loads(m.read_text())["shard"]["path"] for m in completion_markers(out)}
     assert 2 <= len(finished) < len(shards)
     before = {path: (out / path).stat().st_mtime_ns for path in finished}
     # one finished shard is damaged while the build is down: its marker must no longer be trusted
@@ -93,7 +72,7 @@ def test_a_checkpoint_is_not_reused_when_its_inputs_change(config_path, tmp_path
     """A marker records a digest of its shard's input units: a changed source annotation redoes the shard."""
     out = tmp_path / "out"
     kill_after_markers(config_path, out, wanted=1)
-    marker = markers(out)[0]
+    marker = completion_markers(out)[0]
     doc = json.loads(marker.read_text())
     doc["units_sha256"] = "0" * 64  # as if the shard's records had changed since
     marker.write_text(json.dumps(doc))

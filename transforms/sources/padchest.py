@@ -325,8 +325,8 @@ class PadchestPlan(ReadPlan):
                               f"{self.name} row {number}: ImageID {image_id} is already read from row {first}")
             elif (relative := image_path(row, present)) is None:
                 yield _reject(image_id, "image-not-present",
-                              f"{self.name} row {number}: no {row['image_dir']}/{image_id} or {image_id} under "
-                              f"{self.root}", kind="filtered")
+                              f"{self.name} row {number}: no {row['image_dir']}/{image_id} or {image_id} in the "
+                              "PadChest folder", kind="filtered")
             else:
                 try:
                     yield row_record(row, io.join(self.root, relative))

@@ -79,6 +79,7 @@ class ReadPlan:
     """What one source reads and how its items join. Subclasses set the fields and the three methods."""
 
     source: str
+    root: str = ""  # the source's root: reject details name files relative to it
     listings: tuple[Listing, ...] = ()
     tables: tuple[Table, ...] = ()
     rounds: tuple[frozenset[str], ...] = ()
@@ -107,16 +108,16 @@ def table_rows(path: str) -> Iterator[Row]:
             yield Row(number, cells, problem)
 
 
-def listed(source: str, folder: str, pattern: str) -> Iterator[str | Reject]:
+def listed(source: str, root: str, folder: str, pattern: str) -> Iterator[str | Reject]:
     """The paths one listing pattern matches, sorted, then a reject for each thing under it that could
     not be listed: a folder that cannot be entered (``unreadable-folder``) or a link whose target is
     missing (``broken-link``), keyed ``source/<its path under the listing's folder>``, the detail naming
-    it. Both executors list through here, so both give the same rejects."""
+    it relative to the source's ``root``. Both executors list through here, so both give the same rejects."""
     problems: list[io.Unlisted] = []
     yield from sorted(m.path for m in io.match(pattern, problems=problems))
     for problem in sorted(problems):
         yield Reject(key=f"{source}/{io.relative(problem.path, folder)}", source=source, stage="read",
-                     reason=problem.reason, detail=f"{problem.path}: {problem.detail}")
+                     reason=problem.reason, detail=f"{io.relative(problem.path, root)}: {problem.detail}")
 
 
 def order_items(plan: ReadPlan, round_number: int, grouped: Iterable[tuple[str, tuple]]) -> dict[str, list[tuple]]:
@@ -142,7 +143,7 @@ def run_serially(plan: ReadPlan) -> Iterator[ReaderOutput]:
 
     for listing in plan.listings:
         for pattern in listing.patterns():
-            for path in listed(plan.source, listing.folder, pattern):
+            for path in listed(plan.source, plan.root, listing.folder, pattern):
                 yield from route([path] if isinstance(path, Reject) else plan.key_file(listing.tag, path))
     for table in plan.tables:
         for row in table_rows(table.path):
