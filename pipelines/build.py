@@ -27,7 +27,7 @@ from pipelines.grouping import unpack_all
 from pipelines.image_stage import ImageStage, unit_entry, work_dir
 from pipelines.manifest import Manifest, input_fingerprints
 from pipelines.out_lock import clear_previous_build, locked, remove_orphan_shards
-from pipelines.progress import Progress
+from pipelines.progress import PROGRESS_EVERY, Progress
 from pipelines.read import ReadSources
 from pipelines.task_stage import RunTasks
 from pipelines.write import WriteFragments, WriteTables, prepare
@@ -46,10 +46,6 @@ DEFAULT_BEAM_ARGS = ["--runner=FnApiRunner"]
 
 
 # ------------------------------------------------------------------ DoFns
-
-
-PROGRESS_EVERY = 500
-"""Units joined between two progress reports."""
 
 
 class JoinUnits(beam.DoFn):

@@ -42,6 +42,10 @@ LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "Pris
 """Runners whose workers run on this machine and can report progress to it."""
 
 
+PROGRESS_EVERY = 500
+"""Items one DoFn instance handles (records read, units joined) between two progress reports."""
+
+
 @dataclass(frozen=True)
 class Progress:
     """What the stages report through; picklable (it crosses to Beam workers as a path)."""

@@ -22,12 +22,9 @@ import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
 from pipelines.grouping import pack, unpack
-from pipelines.progress import Progress
+from pipelines.progress import PROGRESS_EVERY, Progress
 from schemas.records import AnnotationRecord, Reject, SourceRecord
 from transforms.sources.plan import Keyed, ReadPlan, listed, order_items, table_rows
-
-PROGRESS_EVERY = 500
-"""Records read between two progress reports of one DoFn instance."""
 
 OUTPUTS = ("records", "annotations", "rejects", "events")
 
@@ -140,14 +137,24 @@ class ReadSources(beam.PTransform):
             | "Key rows" >> _with_outputs(KeyRows(plans, progress)),
         ]
         rounds = max((len(plan.rounds) for plan in plans.values()), default=0)
+        waiting: list[list] = [[] for _ in range(rounds)]  # each round's keyed items, from every step
+
+        def by_round(step, label: str) -> None:  # each keyed item is split off to its round once
+            if rounds:
+                parts = step.keyed | f"{label} by round" >> beam.Partition(lambda element, _: element[0], rounds)
+                for number in range(rounds):
+                    waiting[number].append(parts[number])
+
+        by_round(produced[0], "Files")
+        by_round(produced[1], "Rows")
         for number in range(rounds):
-            keyed = [step.keyed for step in produced]
-            produced.append(
-                keyed
+            joined = (
+                waiting[number]
                 | f"Round {number} items" >> beam.Flatten(pipeline=pipeline)
-                | f"Round {number} only" >> beam.FlatMap(
-                    lambda element, number=number: [element[1]] if element[0] == number else [])
+                | f"Round {number} keys" >> beam.Map(lambda element: element[1])
                 | f"Group round {number}" >> beam.GroupByKey()
                 | f"Join round {number}" >> _with_outputs(JoinRound(plans, progress, number)))
+            produced.append(joined)
+            by_round(joined, f"Round {number} joins")
         return {name: [getattr(step, name) for step in produced] | f"All {name}" >> beam.Flatten(pipeline=pipeline)
                 for name in OUTPUTS}
