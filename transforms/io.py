@@ -221,15 +221,18 @@ def _gcs():
     return gcsio.GcsIO()
 
 
-def read_head(path: str, length: int) -> bytes:
-    """The first ``length`` bytes of a file (all of it when shorter), without fetching the rest.
-
-    Beam opens ``gs://`` objects with a 16 MiB read buffer, so reading a DICOM header through
-    ``FileSystems.open`` downloads the whole file; here the read buffer is ``length``, one ranged GET."""
+def _open_raw(path: str, read_buffer: int) -> IO[bytes]:
+    """A file's raw bytes as a seekable stream; on ``gs://`` each read past the buffer is one ranged GET
+    of what was asked plus ``read_buffer`` (Beam opens objects with a 16 MiB buffer)."""
     if path.startswith("gs://"):
-        with _gcs().open(path, read_buffer_size=length) as handle:
-            return handle.read(length)
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        return _gcs().open(path, read_buffer_size=read_buffer)
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def read_head(path: str, length: int) -> bytes:
+    """The first ``length`` bytes of a file (all of it when shorter), without fetching the rest: on
+    ``gs://`` one ranged GET of that size (through ``FileSystems.open`` a DICOM header costs the whole file)."""
+    with _open_raw(path, length) as handle:
         return handle.read(length)
 
 
@@ -240,11 +243,9 @@ def open_file(path: str) -> IO[bytes]:
     """A seekable binary stream of a file's raw bytes, never decompressed, for random access (what
     pyarrow reads Parquet from: ``pq.ParquetFile(handle)``); close it when done.
 
-    On ``gs://`` each read past the buffer is one ranged GET of what was asked plus ``RANDOM_READ_BUFFER``
-    (Beam's default, 16 MiB, would fetch 16 MiB for every few-KB Parquet footer or column chunk)."""
-    if path.startswith("gs://"):
-        return _gcs().open(path, read_buffer_size=RANDOM_READ_BUFFER)
-    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    On ``gs://`` the read buffer is ``RANDOM_READ_BUFFER`` (Beam's 16 MiB would fetch 16 MiB for every
+    few-KB Parquet footer or column chunk)."""
+    return _open_raw(path, RANDOM_READ_BUFFER)
 
 
 def read_text(path: str, encoding: str = "utf-8") -> str:
