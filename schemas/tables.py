@@ -106,6 +106,11 @@ ANNOTATIONS = Features(
         "regions": List(REGION),
         "report_text": _str,
         "report_language": _str,
+        # English statements of a report that is not in English: PadChest's, rendered from its sentence
+        # labels and localizations (transforms/padchest_english.py); null for English reports
+        "report_english": _str,
+        # the report machine-translated by the configured local model (config ``translation``), else null
+        "report_translation": _str,
         "sections": List(SECTION),
         "mentions": List(MENTION),
         # transforms.labels.label_report on the FINDINGS section alone (chain-of-thought targets);
@@ -114,7 +119,7 @@ ANNOTATIONS = Features(
         "attribute_prompt": _str,  # IMT-CXR-style phrases of the positive mentions
         "severity_ordinal": _f64,  # [0, 1] from mention severities (transforms.severity)
         "severity_bucket": _str,
-        "severity_tfidf": _f64,  # MediVLM-style, IDF fitted on the train split of this build
+        "severity_tfidf": _f64,  # MediVLM's score of severity_document (transforms/enrich.py), fitted on train
         "ctr": _f64,
         "ctr_band": _str,
         "ptx_ratio": _f64,  # pneumothorax area over its side's lung area (needs lung masks on the image)

@@ -16,6 +16,7 @@ import manifests
 from schemas.records import AnnotationRecord, AttributeMention, Box, MaskRLE, Reject
 from transforms import boxes, deid, geometry, images, io, labels, masks, phrases, reports, severity
 from transforms.chexmask_space import preprocessed_to_original
+from transforms.tasks import report as report_target
 from transforms.geometry import Letterbox
 from transforms.units import ImageUnit
 
@@ -58,6 +59,8 @@ class EnrichedUnit:
     sections: list[dict] = field(default_factory=list)
     mentions: list[AttributeMention] = field(default_factory=list)
     findings_labels: dict[str, float | None] | None = None
+    report_english: str | None = None
+    report_translation: str | None = None
 
 
 # ---------------------------------------------------------------- image stage
@@ -326,7 +329,8 @@ def without_report(enriched: EnrichedUnit, reason: str) -> EnrichedUnit:
     record = enriched.decoded.unit.record
     record = record.model_copy(update={"report": None, "provenance": {**record.provenance, "report": reason}})
     decoded = replace(enriched.decoded, unit=replace(enriched.decoded.unit, record=record))
-    return replace(enriched, decoded=decoded, findings=[], sections=[], mentions=[], findings_labels=None)
+    return replace(enriched, decoded=decoded, findings=[], sections=[], mentions=[], findings_labels=None,
+                   report_english=None, report_translation=None)
 
 
 # ---------------------------------------------------------------- output rows
@@ -372,6 +376,8 @@ def annotation_row(enriched: EnrichedUnit) -> dict:
         "regions": [region.model_dump() for ann in enriched.annotations for region in ann.regions],
         "report_text": report.text if report else None,  # scrubbed by language_unit
         "report_language": report.language if report else None,
+        "report_english": enriched.report_english,
+        "report_translation": enriched.report_translation,
         "sections": enriched.sections,
         "mentions": [_mention_row(m) for m in enriched.mentions],
         "findings_labels": None if enriched.findings_labels is None else [
@@ -400,6 +406,16 @@ def _mention_row(mention: AttributeMention) -> dict:
 def row_mentions(row: dict) -> list[AttributeMention]:
     """An annotation row's mentions as AttributeMention records."""
     return [AttributeMention.from_row(m) for m in row["mentions"]]
+
+
+def severity_document(row: dict) -> str | None:
+    """The text MediVLM's severity score reads for an image: the report its ``medivlm`` rows show. An
+    English report's single-image target (FINDINGS, else IMPRESSION, comparison wording rewritten out:
+    :func:`transforms.tasks.report.target_section`), PadChest's English statements; None without either."""
+    if row["report_language"] == "en":
+        target = report_target.target_section(row)
+        return None if target is None else target["text"]
+    return row["report_english"]
 
 
 def severity_terms_of(row: dict) -> list[str]:
