@@ -29,6 +29,7 @@ from pipelines.manifest import Manifest, input_fingerprints
 from pipelines.out_lock import clear_previous_build, locked, remove_orphan_shards
 from pipelines.progress import PROGRESS_EVERY, Progress
 from pipelines.read import ReadSources
+from pipelines.severity_fit import FitSeverityIdf
 from pipelines.task_stage import RunTasks
 from pipelines.write import WriteFragments, WriteTables, prepare
 from schemas.config import BuildConfig
@@ -36,7 +37,6 @@ from schemas.records import Reject
 from transforms import io
 from transforms.sources import read_plans
 from transforms.sources.plan import ReadPlan
-from transforms.severity import FitSeverityIdf
 from transforms.tasks import load_profile
 from transforms.units import join_image
 
@@ -96,7 +96,7 @@ def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dic
         png_compression=config.png_compression, fingerprint=config.fingerprint)
     rejects.append(per_image.rejects)
     events.append(per_image.events)
-    # MediVLM-style severity: the IDF table is fitted on the train split only, then applied to all rows.
+    # MediVLM's severity: the IDF table is fitted on the train split only, then applied to all rows.
     severity_idf = per_image.severity_terms | "Fit severity IDF" >> beam.CombineGlobally(FitSeverityIdf())
     tasks = per_image.checkpoints | "Tasks per images shard" >> beam.ParDo(
         RunTasks(out_dir, profiles, config.seed, progress), idf_table=beam.pvalue.AsSingleton(severity_idf),

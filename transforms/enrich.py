@@ -419,13 +419,14 @@ def severity_document(row: dict) -> str | None:
 
 
 def severity_terms_of(row: dict) -> list[str]:
-    """The TF-IDF seed terms of an annotation row's mentions (for fitting the IDF table)."""
-    return severity.severity_terms(row_mentions(row))
+    """The severity terms of the row's :func:`severity_document` (none without one), for the IDF fit."""
+    return severity.severity_terms(severity_document(row) or "")
 
 
 def add_severity_tfidf(row: dict, idf_table: dict) -> dict:
-    """The row with its MediVLM-style severity, from the table fitted on this build's train split."""
-    return {**row, "severity_tfidf": severity.severity_tfidf(row_mentions(row), idf_table)}
+    """The row with MediVLM's severity of its :func:`severity_document` ("" without one), from the table
+    fitted on this build's train split."""
+    return {**row, "severity_tfidf": severity.severity_tfidf(severity_document(row) or "", idf_table)}
 
 
 def _box_sort_key(box: dict) -> tuple:

@@ -1,38 +1,53 @@
-"""Report severity scores from attribute mentions (parameters in manifests/severity.yaml).
+"""Report severity scores (parameters in manifests/severity.yaml).
 
 ``severity_ordinal``: weighted mean of the ordinal severity of the findings present, in [0, 1], with a
 bucket (none / mild / moderate / severe). ``triage_bucket``: the bucket of the most severe finding
-present (what triage answers; a mean would call a large pneumothorax beside small findings moderate). ``severity_tfidf``: MediVLM's TF-IDF sum over
-seed terms, but counting only affirmed mentions; its IDF table and min / max are fitted once on the
-training split by the Beam CombineFn :class:`FitSeverityIdf` and frozen, so shards need no global pass
-and validation / test never influence it.
+present (what triage answers; a mean would call a large pneumothorax beside small findings moderate).
+Both read attribute mentions, so negation and uncertainty count.
+
+``severity_tfidf``: MediVLM's score exactly as the paper defines it: the TF-IDF sum of the severity
+terms (manifest ``medivlm``) in a report's text, min-max normalised. It reads words, not mentions, so
+"no pneumothorax" counts pneumothorax. Its table (IDF per term, min and max raw score) is fitted once
+on the training split and frozen: :func:`new_accumulator`, :func:`add_document`,
+:func:`merge_accumulators` and :func:`fit_table` are the pure steps a combine runs
+(pipelines/severity_fit.py), so shards need no global pass and validation / test never influence it.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
-import apache_beam as beam
-
 import manifests
 from schemas.records import AttributeMention
-from transforms.phrases import extract_mentions
 
 _SEVERITY = manifests.load("severity.yaml")
 VERSION: str = _SEVERITY["version"]
 _ORDINAL = _SEVERITY["ordinal"]
-_TFIDF = _SEVERITY["tfidf"]
+_MEDIVLM = _SEVERITY["medivlm"]
 _TRIAGE = _SEVERITY["triage"]
 DEFAULT_WEIGHTS: Mapping[str, float] = _ORDINAL["weights"]
 _MAX_ORDINAL = 3
-_ORDINAL_TERMS = {int(ordinal): term for ordinal, term in _TFIDF["ordinal_terms"].items()}
-SEED_TERMS: tuple[str, ...] = tuple(sorted(
-    {*_TFIDF["finding_terms"].values(), *_ORDINAL_TERMS.values(), *_TFIDF["temporal_terms"].values()}))
+_TOKEN = re.compile(_MEDIVLM["token_pattern"])
+
+
+def _term_list(groups: Mapping[str, Sequence[str]]) -> tuple[str, ...]:
+    """The manifest's terms, sorted; ValueError for a repeated term or one that is not a single token."""
+    words = [word for group in groups.values() for word in group]
+    if repeated := sorted(word for word, count in Counter(words).items() if count > 1):
+        raise ValueError(f"severity terms listed twice: {repeated}")
+    if odd := sorted(word for word in words if _TOKEN.findall(word.lower()) != [word]):
+        raise ValueError(f"severity terms that are not one lower-case token: {odd}")
+    return tuple(sorted(words))
+
+
+TERMS: tuple[str, ...] = _term_list(_MEDIVLM["terms"])
+_TERM_SET = frozenset(TERMS)
 
 Signature = tuple[tuple[str, int], ...]
-"""A document's seed-term counts, sorted by term: what TF-IDF needs to know of it."""
+"""A document's term counts, sorted by term: all that TF-IDF needs to know of it."""
 
 
 def _finding_levels(mentions: Iterable[AttributeMention]) -> dict[str, tuple[float, int]]:
@@ -81,79 +96,64 @@ def triage_bucket(mentions: Iterable[AttributeMention]) -> str:
     return "none" if level is None else _TRIAGE["buckets"][level]
 
 
-def _as_mentions(text_or_mentions: str | Iterable[AttributeMention]) -> list[AttributeMention]:
-    return extract_mentions(text_or_mentions) if isinstance(text_or_mentions, str) else list(text_or_mentions)
-
-
-def severity_terms(text_or_mentions: str | Iterable[AttributeMention]) -> list[str]:
-    """The seed terms of a report's affirmed (presence 1) mentions: finding term, its stated ordinal as
-    a word, its temporal cue when it is one of the seed cues. Findings without a term give none."""
-    terms = []
-    for mention in _as_mentions(text_or_mentions):
-        if mention.presence != 1 or mention.finding not in _TFIDF["finding_terms"]:
-            continue
-        terms.append(_TFIDF["finding_terms"][mention.finding])
-        if mention.severity is not None:
-            terms.append(_ORDINAL_TERMS[mention.severity[1]])
-        if mention.temporal in _TFIDF["temporal_terms"]:
-            terms.append(_TFIDF["temporal_terms"][mention.temporal])
-    return terms
+def severity_terms(text: str) -> list[str]:
+    """Every occurrence of a severity term in ``text``, in order (lower-cased, manifest token pattern)."""
+    return [token for token in _TOKEN.findall(text.lower()) if token in _TERM_SET]
 
 
 def _signature(terms: Iterable[str]) -> Signature:
     counts = Counter(terms)
-    if unknown := sorted(set(counts) - set(SEED_TERMS)):
-        raise ValueError(f"{unknown} are not severity seed terms; known: {list(SEED_TERMS)}")
+    if unknown := sorted(set(counts) - _TERM_SET):
+        raise ValueError(f"{unknown} are not severity terms (manifests/severity.yaml medivlm)")
     return tuple(sorted(counts.items()))
-
-
-def _idf(document_frequency: int, documents: int) -> float:
-    return math.log((1 + documents) / (1 + document_frequency)) + 1.0
 
 
 def _raw_score(signature: Signature, idf: Mapping[str, float]) -> float:
     return sum(((1.0 + math.log(count)) * idf[term] for term, count in signature), 0.0)
 
 
-class FitSeverityIdf(beam.CombineFn):
-    """Fits the TF-IDF table on a collection of ``severity_terms`` lists (one per training report).
-
-    The accumulator counts documents per distinct term signature, which is all that document
-    frequencies and the min / max raw score need, and stays small (a few seed terms, small counts).
-    The output is a plain dict (a frozen artifact): version, n_documents, idf per seed term, min, max.
-    """
-
-    def create_accumulator(self) -> Counter:
-        return Counter()
-
-    def add_input(self, accumulator: Counter, terms: Sequence[str]) -> Counter:
-        accumulator[_signature(terms)] += 1
-        return accumulator
-
-    def merge_accumulators(self, accumulators: Iterable[Counter]) -> Counter:
-        merged: Counter = Counter()
-        for accumulator in accumulators:
-            merged.update(accumulator)
-        return merged
-
-    def extract_output(self, accumulator: Counter) -> dict:
-        documents = sum(accumulator.values())
-        frequency = Counter()
-        for signature, count in accumulator.items():
-            for term, _ in signature:
-                frequency[term] += count
-        idf = {term: _idf(frequency[term], documents) for term in SEED_TERMS}
-        scores = [_raw_score(signature, idf) for signature in accumulator] or [0.0]
-        return {"version": VERSION, "n_documents": documents, "idf": idf, "min": min(scores), "max": max(scores)}
+def new_accumulator() -> Counter:
+    """An empty fit: the number of documents per distinct term signature, which is all that document
+    frequencies and the min / max raw score need."""
+    return Counter()
 
 
-def severity_tfidf(text_or_mentions: str | Iterable[AttributeMention], idf_table: Mapping) -> float:
-    """The report's TF-IDF severity, min-max normalised with the fitted table and clipped to [0, 1]
-    (0.0 when the fitted min equals the max). ValueError for a table of another version."""
-    if idf_table.get("version") != VERSION:
-        raise ValueError(f"IDF table version {idf_table.get('version')!r} is not {VERSION!r}; refit it")
-    raw = _raw_score(_signature(severity_terms(text_or_mentions)), idf_table["idf"])
-    low, high = idf_table["min"], idf_table["max"]
+def add_document(accumulator: Counter, terms: Sequence[str]) -> Counter:
+    """Counts one training document, given as its ``severity_terms``, in ``accumulator`` (updated in place
+    and returned, as a combine's accumulator is). ValueError for a word that is not a term."""
+    accumulator[_signature(terms)] += 1
+    return accumulator
+
+
+def merge_accumulators(accumulators: Iterable[Counter]) -> Counter:
+    """One accumulator counting every document of ``accumulators`` (which are left unchanged)."""
+    merged: Counter = Counter()
+    for accumulator in accumulators:
+        merged.update(accumulator)
+    return merged
+
+
+def fit_table(accumulator: Counter) -> dict:
+    """The frozen table (plain, JSON-ready): version, n_documents, idf per term (every term, seen or not,
+    as scikit-learn's smoothed IDF over a fixed vocabulary), min and max raw score over the documents
+    (0.0 both when there are none)."""
+    documents = sum(accumulator.values())
+    frequency: Counter = Counter()
+    for signature, count in accumulator.items():
+        for term, _ in signature:
+            frequency[term] += count
+    idf = {term: math.log((1 + documents) / (1 + frequency[term])) + 1.0 for term in TERMS}
+    scores = [_raw_score(signature, idf) for signature in accumulator] or [0.0]
+    return {"version": VERSION, "n_documents": documents, "idf": idf, "min": min(scores), "max": max(scores)}
+
+
+def severity_tfidf(text: str, table: Mapping) -> float:
+    """MediVLM's severity of ``text``: its raw TF-IDF sum min-max normalised with the fitted ``table`` and
+    clipped to [0, 1] (0.0 when the fitted min equals the max). ValueError for a table of another version."""
+    if table.get("version") != VERSION:
+        raise ValueError(f"severity IDF table version {table.get('version')!r} is not {VERSION!r}; refit it")
+    raw = _raw_score(_signature(severity_terms(text)), table["idf"])
+    low, high = table["min"], table["max"]
     if high <= low:
         return 0.0
     return min(max((raw - low) / (high - low), 0.0), 1.0)
