@@ -1,7 +1,8 @@
 """Exports of one profile's instruction rows into the formats training repositories read.
 
 ``llava``     ``DEST/<split>.json``: a JSON list of ``{id, image | images, conversations}`` (LLaVA's
-              ``train.py`` contract) and ``DEST/images/`` holding one PNG per referenced image.
+              ``train.py`` contract) and ``DEST/images/`` holding one PNG per referenced image, at the
+              profile's ``image_size`` when it names one (``weights.json``; Radixpert and MediVLM: 224).
 ``messages``  ``DEST/<split>.jsonl``: one ``{id, images, messages}`` object a line, ``messages`` in the
               Hugging Face chat format (``content`` parts ``{"type": "image"}`` / ``{"type": "text"}``),
               plus the same ``DEST/images/`` folder.
@@ -40,6 +41,7 @@ import pyarrow.parquet as pq
 from pipelines.paths import BUILD_OUTPUT, LOCAL_FOLDER
 from transforms import io
 from transforms.hashing import stable_hash
+from transforms.images import resize_png
 
 FORMATS = ("llava", "messages", "chexmix")
 IMAGE_PLACEHOLDER = "<image>"
@@ -125,8 +127,15 @@ def image_file_name(image_key: str) -> str:
     return f"{source}/{safe}.png"
 
 
-def copy_images(out: str | Path, keys: set[str], dest: Path) -> int:
-    """Write the PNG bytes of every key into ``dest/images/<image_file_name>``; all must exist."""
+def profile_image_size(out: str | Path, profile: str) -> int | None:
+    """The input size the profile names in its ``weights.json`` (Radixpert, MediVLM: 224), else None."""
+    with io.open_text(io.join(str(out), "instructions", profile, "weights.json")) as handle:
+        return json.load(handle).get("image_size")
+
+
+def copy_images(out: str | Path, keys: set[str], dest: Path, image_size: int | None = None) -> int:
+    """Write the PNG of every key into ``dest/images/<image_file_name>``, resized to ``image_size`` when
+    given (:func:`transforms.images.resize_png`); all must exist."""
     remaining = set(keys)
     for shard in io.glob(io.join(str(out), "images", "*.parquet")):
         if not remaining:
@@ -139,7 +148,8 @@ def copy_images(out: str | Path, keys: set[str], dest: Path) -> int:
                 for row in table.filter(wanted).to_pylist():
                     path = dest / "images" / image_file_name(row["image_key"])
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_bytes(row["image"]["bytes"])
+                    png = row["image"]["bytes"]
+                    path.write_bytes(png if image_size is None else resize_png(png, image_size))
                     remaining.discard(row["image_key"])
     if remaining:
         raise ExportError(f"{len(remaining)} referenced images are not in {out}/images, e.g. {sorted(remaining)[:3]}")
@@ -284,8 +294,10 @@ def export_json(out: str | Path, profile: str, dest: str | Path, fmt: str, split
                     count += 1
             handle.write("\n]\n" if fmt == "llava" else "")
         rows[split] = count
-    images = copy_images(out, keys, dest)
-    return write_report(dest, {"format": fmt, "profile": profile, "rows": rows, "images": images})
+    image_size = profile_image_size(out, profile)
+    images = copy_images(out, keys, dest, image_size)
+    return write_report(dest, {"format": fmt, "profile": profile, "rows": rows, "images": images,
+                               "image_size": image_size})
 
 
 def load_tokenizer(options: ChexmixOptions):

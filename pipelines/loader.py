@@ -19,7 +19,8 @@ rank``: rank ``r`` sees exactly the positions ``p % world_size == r`` whatever i
 resume after the last consumed position.
 
 Images are decoded lazily, only for the samples yielded, from a small LRU cache of Parquet row
-groups. ``torch`` is imported only when the dataset is built (:func:`mixture_dataset`).
+groups, and resized to the profile's ``image_size`` when its ``weights.json`` names one (Radixpert,
+MediVLM: 224; ``image_size=`` overrides it, None keeps the build's canvas). ``torch`` is imported only when the dataset is built (:func:`mixture_dataset`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from transforms.hashing import stable_hash
+from transforms.images import resize_canvas, resize_png
 
 
 
@@ -135,12 +137,13 @@ class MixtureStream:
                  samples_per_epoch: int | None = None, epochs: int | None = None,
                  source_weights: dict[str, float] | None = None, decode_images: bool = True,
                  transform: Callable[[dict], object] | None = None, rank: int = 0, world_size: int = 1,
-                 cache_groups: int = 4):
+                 cache_groups: int = 4, image_size: int | None | str = "profile"):
         root = Path(out) / "instructions" / profile
         weights_path = root / "weights.json"
         if not weights_path.is_file():
             raise LoaderError(f"no profile {profile!r} in {out} (missing {weights_path})")
         weights = json.loads(weights_path.read_text(encoding="utf-8"))
+        self.image_size = weights.get("image_size") if image_size == "profile" else image_size
         self.profile, self.split, self.seed = profile, split, seed
         self.epochs, self.decode_images, self.transform = epochs, decode_images, transform
         self.rank, self.world_size = rank, world_size
@@ -217,7 +220,11 @@ class MixtureStream:
         for key in row["image_keys"]:
             shard, group, offset = self.image_location[key]
             png = self._image_cache.row(self.image_shards[shard], group, offset)["image"]["bytes"]
-            images.append(decode_png(png) if self.decode_images else png)
+            if self.decode_images:
+                pixels = decode_png(png)
+                images.append(pixels if self.image_size is None else resize_canvas(pixels, self.image_size))
+            else:
+                images.append(png if self.image_size is None else resize_png(png, self.image_size))
         row["images"] = images
         row["position"] = position
         return row

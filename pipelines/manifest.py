@@ -211,6 +211,7 @@ class Manifest:
         self.task_weights = {p.name: {task: spec.weight for task, spec in p.tasks.items()} for p in profiles}
         self.source_weights = {p.name: {task: spec.source_weights for task, spec in p.tasks.items()
                                         if spec.source_weights is not None} for p in profiles}
+        self.image_sizes = {p.name: p.image_size for p in profiles}
 
     def document(self, counts, shards, straddling, instruction_counts=(), severity_idf=None) -> dict:
         outputs = [{field: shard[field] for field in SHARD_FIELDS} for shard in sorted(shards, key=lambda s: s["path"])]
@@ -243,11 +244,13 @@ class Manifest:
 
     def weights(self, profile: str, instructions: dict) -> dict:
         """``instructions/<profile>/weights.json``: task weights of the profile (with the task's
-        ``source_weights`` where the profile gives them) and the rows behind them."""
+        ``source_weights`` where the profile gives them), the rows behind them, and the profile's
+        ``image_size`` where it names one (what export and the loader resize the images to)."""
         tasks = instructions.get(profile, {})
         source_weights = self.source_weights[profile]
         return {
             "profile": profile,
+            **({"image_size": self.image_sizes[profile]} if self.image_sizes[profile] else {}),
             "tasks": {
                 task: {"weight": weight, "rows": tasks.get(task, {}),
                        **({"source_weights": dict(sorted(source_weights[task].items()))} if task in source_weights else {})}

@@ -22,7 +22,7 @@ from pipelines.progress import Progress
 from pipelines.write import Fragment, prepare, write_fragment
 from schemas.records import Reject
 from transforms import enrich, io
-from transforms.tasks import generator, multi
+from transforms.tasks import TASK_UNITS, generator, multi
 
 
 def task_rows(group, unit: str, profiles: list, seed: int) -> list[tuple[tuple, tuple]]:
@@ -32,7 +32,7 @@ def task_rows(group, unit: str, profiles: list, seed: int) -> list[tuple[tuple, 
     rows = []
     for profile in profiles:
         for task in profile.tasks:
-            if multi.UNITS.get(task, "image") != unit:
+            if TASK_UNITS.get(task, "image") != unit:
                 continue
             for row in generator(task)(group, profile, seed):
                 cell = (profile.name, task, row["source"], row["split"])

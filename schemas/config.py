@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from schemas.records import ALL_SOURCES
 
-PROFILES = ("imt-cxr", "m4cxr", "chexmix")
+PROFILES = ("imt-cxr", "m4cxr", "chexmix", "radixpert", "medivlm")
 
 IMAGE_SIZE_RANGE = (16, 4096)
 """Output canvas side in pixels. Above 4096 a canvas is larger than any source radiograph (PadChest and
@@ -53,7 +53,7 @@ class BuildConfig(BaseModel):
 
     sources: dict[str, SourceConfig]
     image_size: int = 512
-    profiles: list[Literal["imt-cxr", "m4cxr", "chexmix"]] = Field(default_factory=lambda: list(PROFILES))
+    profiles: list[Literal["imt-cxr", "m4cxr", "chexmix", "radixpert", "medivlm"]] = Field(default_factory=lambda: list(PROFILES))
     seed: int = 0
     rows_per_shard: ShardingConfig = Field(default_factory=ShardingConfig)
     tokenizer: TokenizerConfig | None = None

@@ -547,3 +547,25 @@ def encode_png(image_uint8: np.ndarray, level: int) -> bytes:
     if not ok:
         raise ValueError("OpenCV failed to encode the PNG")
     return encoded.tobytes()
+
+
+def resize_canvas(canvas: np.ndarray, size: int) -> np.ndarray:
+    """A square letterboxed canvas at ``size`` x ``size`` (area averaging when shrinking, bilinear when
+    growing): a profile's input size (e.g. 224) from the images table's canvas. Unit coordinates of the
+    canvas stay valid, since both are the same square. The canvas itself when it already has that size."""
+    height, width = canvas.shape[:2]
+    if height != width:
+        raise ValueError(f"a letterboxed canvas is square, got {width}x{height}")
+    if size == width:
+        return canvas
+    return cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA if size < width else cv2.INTER_LINEAR)
+
+
+def resize_png(png: bytes, size: int, level: int = 1) -> bytes:
+    """PNG bytes of a grayscale canvas resized by :func:`resize_canvas` (the same bytes when the size matches)."""
+    canvas = cv2.imdecode(np.frombuffer(png, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if canvas is None or canvas.ndim != 2:
+        raise ValueError("not a grayscale PNG canvas")
+    if canvas.shape[0] == size and canvas.shape[1] == size:
+        return png
+    return encode_png(resize_canvas(canvas, size), level)

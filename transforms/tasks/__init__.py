@@ -34,8 +34,18 @@ TASK_MODULES = {
     "triage": "transforms.tasks.triage",
     "report_generation_multi_image": "transforms.tasks.multi",
     "report_generation_multi_study": "transforms.tasks.multi",
+    "padchest_report_generation": "transforms.tasks.padchest_report",
+    "report_severity": "transforms.tasks.severity_report",
+    "report_severity_regions": "transforms.tasks.severity_report",
     **{task: "transforms.tasks.grounding" for task in GROUNDING_TASKS},
 }
+TASK_UNITS = {
+    "report_generation_multi_image": "study",
+    "report_generation_multi_study": "patient",
+    "padchest_report_generation": "study",
+}
+"""The group a task consumes when it is not one image: the rows of one study, or the studies of one
+patient (in time order). The build groups rows that way before calling the task's generator."""
 
 
 FINDING_PHRASES: dict[str, str] = manifests.load("finding_phrases.yaml")
@@ -93,6 +103,9 @@ class Profile(BaseModel):
     coordinates: Literal["bins1000", "percent", "fixed3"]
     polygon_max_vertices: int = 30
     uncertain: Literal["exclude", "positive", "negative"] = "exclude"
+    image_size: int | None = Field(None, ge=16, le=4096)
+    """The square input size the paper trains at (Radixpert, MediVLM: 224), applied by ``export`` and the
+    loader to the letterboxed canvas of the images table (which keeps the build's size); None: as built."""
     groups: dict[str, TaskGroup] | None = None
     tasks: dict[str, TaskSpec]
 

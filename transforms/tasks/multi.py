@@ -2,8 +2,8 @@
 
 These generators consume groups, not single rows: ``generate_multi_image(study, ...)`` gets the
 annotation rows of one study, ``generate_multi_study(patient, ...)`` the studies of one patient, each
-a list of rows, in time order (``study_datetime``, never ids). ``UNITS`` says which group a task needs;
-the build groups rows by study and by patient before calling them.
+a list of rows, in time order (``study_datetime``, never ids). ``TASK_UNITS`` (transforms/tasks) says
+which group a task needs; the build groups rows by study and by patient before calling them.
 
 A study is shown only with a frontal view among its images: its report names sides, which a lateral
 view alone cannot show.
@@ -34,8 +34,6 @@ from transforms.templates import load_template_set, render
 
 MULTI_IMAGE = "report_generation_multi_image"
 MULTI_STUDY = "report_generation_multi_study"
-UNITS = {MULTI_IMAGE: "study", MULTI_STUDY: "patient"}
-"""The group each task consumes: the rows of one study, or the studies of one patient."""
 MAX_IMAGES_PER_STUDY = 5
 
 
