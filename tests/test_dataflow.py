@@ -40,10 +40,11 @@ from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
 import manifests
 from pipelines import tokenize
 from pipelines.build import build_graph
+from pipelines.severity_fit import FitSeverityIdf
 from pipelines.synth import generate
 from schemas.config import load_config
+from transforms.severity import TERMS
 from transforms.sources import read_plans
-from transforms.severity import SEED_TERMS, FitSeverityIdf
 
 DATAFLOW_ARGS = [
     "--runner=DataflowRunner",
@@ -265,11 +266,11 @@ def test_side_inputs_come_only_from_small_tables(build_pipeline):
     assert producers == SIDE_INPUT_PRODUCERS
 
 
-def test_the_global_combine_accumulator_is_bounded_by_the_seed_terms():
-    """FitSeverityIdf over many reports keeps one counter entry per distinct seed-term signature."""
+def test_the_global_combine_accumulator_is_bounded_by_the_term_signatures():
+    """FitSeverityIdf over many reports keeps one counter entry per distinct term signature."""
     fn = FitSeverityIdf()
     rng = np.random.default_rng(0)
-    terms = list(SEED_TERMS)[:3]
+    terms = list(TERMS)[:3]
     accumulator = fn.create_accumulator()
     for _ in range(5000):
         accumulator = fn.add_input(accumulator, [t for t in terms if rng.random() < 0.5])

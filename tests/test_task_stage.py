@@ -8,9 +8,9 @@ import pickle
 from pipelines import task_stage
 from pipelines.grouping import unpack
 from pipelines.image_stage import Checkpoint, ShardResult, shard_group
+from pipelines.severity_fit import FitSeverityIdf
 from pipelines.write import read_fragment
 from schemas.records import ImageRef, Reject
-from transforms.severity import FitSeverityIdf
 from transforms.tasks import Profile, TaskSpec
 from transforms.tasks.multi import MULTI_IMAGE, MULTI_STUDY
 
@@ -22,7 +22,8 @@ EMPTY_IDF = FitSeverityIdf().extract_output(FitSeverityIdf().create_accumulator(
 
 def row(key: str, subject: str | None, study: str | None, when: str | None = None) -> dict:
     return {"image_key": f"mimic/{key}", "source": "mimic", "split": "train", "subject_id": subject,
-            "study_id": study, "study_datetime": when, "mentions": [], "severity_tfidf": None}
+            "study_id": study, "study_datetime": when, "mentions": [], "report_language": None, "report_english": None,
+            "severity_tfidf": None}
 
 
 # Patient p1: studies s2 (two images, later) and s1 (one image, earlier); p2: one study; an image

@@ -35,7 +35,7 @@ def test_the_answer_is_the_bucket_of_the_most_severe_finding_present(bucket):
     (instruction,) = generate(row, PROFILE, seed=0)
     target = json.loads(instruction["target"])
     assert instruction["conversations"][1]["value"] == bucket == target["bucket"]
-    assert target["severity_ordinal"] == row["severity_ordinal"] and target["version"] == "severity-v2"
+    assert target["severity_ordinal"] == row["severity_ordinal"] and target["version"] == "severity-v3"
     if bucket == "severe":  # the weighted mean calls this study moderate; the large pneumothorax decides
         assert row["severity_bucket"] == "moderate"
     assert instruction["conversations"][0]["value"].startswith("<image>\n")
