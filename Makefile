@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := build/demo
 STUDIES ?= 40
-EXTRAS := test,tokenizer,loader,chexbert
+EXTRAS := test,tokenizer,loader,chexbert,translation
 
 # Real label files (PadChest, SIIM, VinDr-Kaggle rows) ship inside this wheel; tests read them in
 # place at test time and never copy them (see tests/realdata.py). Skipped with a message when offline.

@@ -15,7 +15,7 @@ from pathlib import Path
 from pipelines.paths import is_uri
 from schemas.config import BuildConfig
 from schemas.records import IMAGE_SOURCES
-from transforms import io
+from transforms import io, translation
 from transforms.sources.csvrows import CORRUPT
 
 CHECKED_GZIP_BYTES = 256 << 20
@@ -72,13 +72,28 @@ def check_config(config: BuildConfig, config_path: str) -> None:
 
 def check_roots(config: BuildConfig, config_path: str) -> None:
     """Every enabled local root is a readable folder (a URI root is checked by its read plan); a local
-    tokenizer model folder exists."""
+    tokenizer model folder exists; a translation model is a readable MarianMT folder."""
     for name, source in sorted(config.enabled_sources().items()):
         _readable_folder(source.root, f"{config_path}: sources.{name}.root", f"set sources.{name}.root to "
                          f"the {name} dataset's folder, or enabled: false")
     if config.tokenizer is not None:
         _readable_folder(config.tokenizer.model, f"{config_path}: tokenizer.model",
                          "set tokenizer.model to a local HF-format ChameleonVQVAE folder")
+    if config.translation is not None:
+        check_translation(config, config_path)
+
+
+def check_translation(config: BuildConfig, config_path: str) -> None:
+    """``translation.model`` is a local MarianMT folder (transforms/translation.py) and the packages that
+    run it are installed; the model itself is loaded by the workers."""
+    try:
+        translation.translator(config.translation)
+    except ValueError as error:
+        raise InputError(f"{config_path}: {error}") from None
+    missing = translation.missing_packages()
+    if missing:
+        raise InputError(f"{config_path}: translation needs {', '.join(missing)}, not installed here; "
+                         f"{translation.INSTALL}, or remove the translation: key")
 
 
 def _readable_folder(location: str, what: str, remedy: str) -> None:

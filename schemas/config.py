@@ -48,6 +48,18 @@ class TokenizerConfig(BaseModel):
     vocabulary: str | None = None  # Chameleon text_tokenizer.json for lm_ids
 
 
+class TranslationConfig(BaseModel):
+    """When present, PadChest's Spanish reports are also machine translated (transforms/translation.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str  # local MarianMT folder (transformers save_pretrained); relative to the config file
+    batch_size: int = Field(default=16, ge=1)  # sentences per model call
+    num_beams: int = Field(default=1, ge=1)  # 1: greedy decoding
+    max_new_tokens: int = Field(default=256, ge=1)  # per sentence
+    device: Literal["cpu", "cuda"] = "cpu"
+
+
 class BuildConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -57,6 +69,7 @@ class BuildConfig(BaseModel):
     seed: int = 0
     rows_per_shard: ShardingConfig = Field(default_factory=ShardingConfig)
     tokenizer: TokenizerConfig | None = None
+    translation: TranslationConfig | None = None
     # how manifest.json fingerprints input files: size + mtime of each (cheap), or a content hash
     fingerprint: Literal["size-mtime", "sha256"] = "size-mtime"
     # zlib level of the images/ PNGs, 0 (stored) to 9 (smallest); every level is lossless, so it trades
@@ -128,6 +141,8 @@ def load_config(path: str | Path) -> BuildConfig:
         config.tokenizer.model = _resolve(config.tokenizer.model, path.parent)
         if config.tokenizer.vocabulary:
             config.tokenizer.vocabulary = _resolve(config.tokenizer.vocabulary, path.parent)
+    if config.translation is not None:
+        config.translation.model = _resolve(config.translation.model, path.parent)
     return config
 
 
@@ -175,5 +190,5 @@ def _known_keys(location: list[str]) -> list[str]:
         return list(BuildConfig.model_fields)
     if location[0] == "sources" and len(location) == 2:
         return list(SourceConfig.model_fields)
-    nested = {"rows_per_shard": ShardingConfig, "tokenizer": TokenizerConfig}
+    nested = {"rows_per_shard": ShardingConfig, "tokenizer": TokenizerConfig, "translation": TranslationConfig}
     return list(nested[location[0]].model_fields) if len(location) == 1 and location[0] in nested else []
