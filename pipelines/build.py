@@ -24,7 +24,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pvalue import TaggedOutput
 
 from pipelines.grouping import unpack_all
-from pipelines.image_stage import ImageStage, unit_entry, work_dir
+from pipelines.image_stage import ImageStage, translation_fingerprint, unit_entry, work_dir
 from pipelines.manifest import Manifest, input_fingerprints
 from pipelines.out_lock import clear_previous_build, locked, remove_orphan_shards
 from pipelines.progress import PROGRESS_EVERY, Progress
@@ -93,7 +93,7 @@ def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dic
     roots = {name: src.root for name, src in sources.items()}
     per_image = joined.units | "Per-image stages" >> ImageStage(
         out_dir, config.rows_per_shard.images, config.image_size, max_vertices, roots, progress,
-        png_compression=config.png_compression, fingerprint=config.fingerprint)
+        png_compression=config.png_compression, fingerprint=config.fingerprint, translation=config.translation)
     rejects.append(per_image.rejects)
     events.append(per_image.events)
     # MediVLM's severity: the IDF table is fitted on the train split only, then applied to all rows.
@@ -124,7 +124,8 @@ def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dic
         | "Patients in several splits" >> beam.Filter(lambda kv: kv[1] > 1)
         | "Patient keys" >> beam.Keys()
     )
-    manifest = Manifest(config=config, inputs=inputs, profiles=profiles)
+    manifest = Manifest(config=config, inputs=inputs, profiles=profiles,
+                        translation=None if config.translation is None else translation_fingerprint(config.translation))
     (
         p
         | "Manifest seed" >> beam.Create([None])

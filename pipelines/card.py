@@ -29,6 +29,7 @@ from pipelines.table_files import column_batches, count_by, parquet_rows, table_
 from pipelines.write import write_atomically
 from transforms import io
 from transforms.splits import SPLIT_ORDER
+from transforms.tasks import load_profile
 
 SPLITS = SPLIT_ORDER  # train, validation, test: the split names `datasets` expects
 PRESENCE_COLUMNS = ((1, "present (1)"), (-1, "uncertain (-1)"), (0, "absent (0)"), (None, "not annotated (null)"))
@@ -217,6 +218,27 @@ def instruction_rows(instructions: dict) -> list[list]:
     return rows
 
 
+def profile_sections(manifest: dict, sources: dict) -> str:
+    """One paragraph per profile of the build: the method it follows, what its rows are, its input
+    size, and its tasks with their weights and rows; MediVLM's also the fitted severity table."""
+    parts = []
+    for name in manifest["profiles"]:
+        profile = load_profile(name)
+        method = sources["methods"].get(name, {}).get("name", name)
+        rows = manifest["instructions"].get(name, {})
+        tasks = ", ".join(f"`{task}` (weight {spec.weight:g}, {sum(n for per_split in rows.get(task, {}).values() for n in per_split.values()):,} rows)"
+                          for task, spec in profile.tasks.items())
+        size = (f" Images at {profile.image_size}x{profile.image_size}, the paper's input size: `export` and the "
+                "loader resize the letterboxed canvas." if profile.image_size else "")
+        text = f"### {name} ({method})\n\n{' '.join(profile.description.split())}{size} Tasks: {tasks}."
+        idf = manifest.get("severity_idf")
+        if name == "medivlm" and idf:
+            text += (f" Severity scores: `{idf['version']}`, fitted on {idf['n_documents']:,} train reports "
+                     f"(raw TF-IDF sum {idf['min']:.3f} .. {idf['max']:.3f} mapped to 0 .. 1).")
+        parts.append(text)
+    return "\n\n".join(parts)
+
+
 def source_rows(manifest: dict, stats: CardStats) -> list[list]:
     rows = []
     for source, entry in manifest["counts"].items():
@@ -293,6 +315,7 @@ def render_card(manifest: dict, stats: CardStats, sources: dict, tables: dict, p
         markdown_table(["config", "table", "rows per split"],
                        [[config_name(t), f"`{t}/`", ", ".join(f"{s} {n}" for s, n in sorted(
                            splits.items(), key=lambda kv: split_order(kv[0])))] for t, splits in sorted(tables.items())]),
+        "## Profiles", profile_sections(manifest, sources),
         "## Label distribution",
         "Harmonised findings (CheXpert-14 taxonomy), images per presence value. Null means the source did "
         "not annotate the finding; it is never counted as absent.",

@@ -8,8 +8,8 @@ takes every unit of a shard in key order through decode, geometry and language, 
 rows straight into the shard's Parquet file and keeps the annotation rows in the shard's checkpoint.
 
 - Memory: neither PNG bytes nor annotation rows travel through the pipeline. The stage sends on a
-  reference to its checkpoint, per-shard counts, the patients it saw and the train rows' severity
-  terms, so what a local runner holds past the join is per shard, not per image
+  reference to its checkpoint, per-shard counts, the patients it saw and the severity
+  terms of its train documents, so what a local runner holds past the join is per shard, not per image
   (benchmarks/bench_scale.py).
 - Resume: after the shard file the stage writes a checkpoint (annotation rows, rejects, counts,
   patients, pickled) and then a completion marker with both files' sha256, the stage settings and
@@ -31,6 +31,7 @@ import logging
 import math
 import pickle
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 
@@ -42,7 +43,8 @@ from pipelines.grouping import pack, unpack_all
 from pipelines.progress import Progress
 from pipelines.write import ROW_GROUP_ROWS, shard_path, stream_parquet, write_atomically
 from schemas.records import Reject
-from transforms import enrich, io
+from schemas.config import TranslationConfig
+from transforms import enrich, io, translation
 from transforms.hashing import shard_of
 from transforms.splits import patient_key
 from transforms.units import ImageUnit
@@ -134,9 +136,11 @@ def unit_rejects(unit: ImageUnit, stage: str, exc: Exception, where: str, annota
     return rejects
 
 
-def run_unit(unit: ImageUnit, image_size: int, max_vertices: int, where: str, png_compression: int):
+def run_unit(unit: ImageUnit, image_size: int, max_vertices: int, where: str, png_compression: int,
+             translations: Mapping[str, str] | None = None):
     """One unit through image, geometry and language: ``(image_row | None, ShardResult part)``; the
-    image is stored as a PNG at zlib level ``png_compression``."""
+    image is stored as a PNG at zlib level ``png_compression``; ``translations`` maps PadChest report
+    texts to their English translation when the build translates."""
     result = ShardResult()
     stage, annotations = "image", unit.annotations
     try:
@@ -147,7 +151,7 @@ def run_unit(unit: ImageUnit, image_size: int, max_vertices: int, where: str, pn
         stage, annotations = "language", enriched.annotations  # the others were rejected by geometry
         report = unit.record.report
         try:
-            enriched = enrich.language_unit(enriched)
+            enriched = enrich.language_unit(enriched, translations)
         except MemoryError:
             raise
         except Exception as exc:  # noqa: BLE001 - a report the language stage cannot handle costs the report
@@ -169,17 +173,28 @@ def run_unit(unit: ImageUnit, image_size: int, max_vertices: int, where: str, pn
     return enrich.image_row(enriched), result
 
 
+def translation_fingerprint(options: TranslationConfig) -> dict:
+    """What decides a build's translations (model files' digest and decoding options): part of the
+    image stage's settings, so a shard made with another model is made again, and of manifest.json."""
+    return translation.translator(options).fingerprint()
+
+
 class ProcessImageShard(beam.DoFn):
     """``((split, shard, num_shards), packed units)`` -> the shard's :class:`Checkpoint`; as tagged outputs
     its rejects, ``((source, event), count)`` pairs, distinct ``(patient, split)`` pairs, the severity
-    terms of its train rows and the shard's description (none when every image of the shard was rejected:
+    terms of its train documents (:func:`transforms.enrich.train_severity_documents`) and the shard's description (none when every image of the shard was rejected:
     then no images file is written). Reuses a verified checkpoint when there is one (made with the same
-    settings: image size, vertex limit and PNG compression level)."""
+    settings: image size, vertex limit, PNG compression level and translation model). With
+    ``translation`` options, the PadChest reports of a shard are translated together before its units
+    run (:mod:`transforms.translation`: batched, each distinct sentence once)."""
 
     def __init__(self, out_dir: str, image_size: int, max_vertices: int, roots: dict[str, str],
-                 progress: Progress = Progress(None), *, png_compression: int, fingerprint: str = "size-mtime"):
+                 progress: Progress = Progress(None), *, png_compression: int, fingerprint: str = "size-mtime",
+                 translation: TranslationConfig | None = None):
         self.out_dir = out_dir
-        self.settings = {"image_size": image_size, "max_vertices": max_vertices, "png_compression": png_compression}
+        self.settings = {"image_size": image_size, "max_vertices": max_vertices, "png_compression": png_compression,
+                         "translation": None if translation is None else translation_fingerprint(translation)}
+        self.translation = translation
         self.fingerprint = fingerprint
         self.roots = roots
         self.progress = progress
@@ -188,6 +203,7 @@ class ProcessImageShard(beam.DoFn):
 
     def setup(self):
         io.map_large_allocations()  # decoded images go back to the OS when freed
+        self.translator = None if self.translation is None else translation.translator(self.translation)
         try:
             self.settings["version"] = metadata.version("cxr-instruct")
         except metadata.PackageNotFoundError:
@@ -218,9 +234,8 @@ class ProcessImageShard(beam.DoFn):
             yield TaggedOutput("events", (event, count))
         for patient in sorted(set(result.patients)):
             yield TaggedOutput("patients", patient)
-        for row in result.annotation_rows:
-            if row["split"] == "train":
-                yield TaggedOutput("severity_terms", enrich.severity_terms_of(row))
+        for terms in enrich.train_severity_documents(result.annotation_rows):
+            yield TaggedOutput("severity_terms", terms)
         if marker["shard"]["rows"]:  # every image rejected: no file (no zero-row shard), no manifest entry
             yield TaggedOutput("shards", marker["shard"])
 
@@ -246,14 +261,24 @@ class ProcessImageShard(beam.DoFn):
         ref = unit.record.image
         return io.relative(ref.uri, self.roots.get(ref.source, ""))
 
+    def _translations(self, units: list[ImageUnit]) -> dict[str, str]:
+        """The English translation of each PadChest report text of the shard, in one batched call;
+        none without a translation model."""
+        if self.translator is None:
+            return {}
+        texts = sorted({unit.record.report.text for unit in units
+                        if unit.record.image.source == "padchest" and unit.record.report is not None})
+        return dict(zip(texts, self.translator.translate(texts), strict=True))
+
     def _process(self, units: list[ImageUnit], paths: dict, split: str, name: str, digest: str):
         result = ShardResult()
+        translations = self._translations(units)
 
         def image_rows():  # one row group at a time; the shard's other outputs collect in ``result``
             batch = []
             for unit in units:
                 row, part = run_unit(unit, self.settings["image_size"], self.settings["max_vertices"],
-                                     self._where(unit), self.settings["png_compression"])
+                                     self._where(unit), self.settings["png_compression"], translations)
                 self.progress.add("image", 1)
                 for attr in ("annotation_rows", "rejects", "events", "patients"):
                     getattr(result, attr).extend(getattr(part, attr))
@@ -287,9 +312,10 @@ class ImageStage(beam.PTransform):
 
     def __init__(self, out_dir: str, rows_per_shard: int, image_size: int, max_vertices: int,
                  roots: dict[str, str], progress: Progress = Progress(None), *, png_compression: int,
-                 fingerprint: str = "size-mtime"):
+                 fingerprint: str = "size-mtime", translation: TranslationConfig | None = None):
         super().__init__()
         self.fingerprint = fingerprint
+        self.translation = translation
         self.out_dir = out_dir
         self.rows_per_shard = rows_per_shard
         self.image_size = image_size
@@ -324,6 +350,7 @@ class ImageStage(beam.PTransform):
             | "Group images shard" >> beam.GroupByKey()
             | "Process images shard" >> beam.ParDo(
                 ProcessImageShard(self.out_dir, self.image_size, self.max_vertices, self.roots, progress,
-                                  png_compression=self.png_compression, fingerprint=self.fingerprint)
+                                  png_compression=self.png_compression, fingerprint=self.fingerprint,
+                                  translation=self.translation)
             ).with_outputs(*OUTPUTS, main="checkpoints")
         )

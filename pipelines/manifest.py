@@ -205,8 +205,9 @@ class Manifest:
 
     FILE = "manifest.json"
 
-    def __init__(self, config: BuildConfig, inputs: dict, profiles: list[Profile]):
+    def __init__(self, config: BuildConfig, inputs: dict, profiles: list[Profile], translation: dict | None = None):
         self.config = config.model_dump(mode="json")
+        self.translation = translation
         self.inputs = inputs
         self.task_weights = {p.name: {task: spec.weight for task, spec in p.tasks.items()} for p in profiles}
         self.source_weights = {p.name: {task: spec.source_weights for task, spec in p.tasks.items()
@@ -230,6 +231,7 @@ class Manifest:
             "tables": {name: dict(sorted(splits.items())) for name, splits in sorted(tables.items())},
             "instructions": instruction_table(instruction_counts),
             "severity_idf": severity_idf,  # fitted on the train split; applied to every row's severity_tfidf
+            "translation": self.translation,  # the model that translated PadChest reports, when one did
             "outputs": outputs,
             "leakage": {
                 "passed": not straddling,

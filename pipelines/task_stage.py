@@ -1,7 +1,7 @@
 """The task stage: one images shard's annotation rows -> every table row it makes, staged as fragments.
 
 It runs once per images shard, after the severity IDF table is fitted on the train split. It reads
-the shard's checkpoint (pipelines/image_stage.py), adds each row's MediVLM-style severity, builds
+the shard's checkpoint (pipelines/image_stage.py), adds each row's MediVLM severity score, builds
 the shard's studies and patients (whole inside one shard, by how the image stage shards) and runs
 every profile task on its image, study or patient groups. Rows are not sent through the pipeline:
 each (table, split) gets one fragment file per images shard, its rows packed and sorted by key, and

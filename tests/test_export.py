@@ -144,6 +144,14 @@ def test_llava_export_is_read_by_the_llava_contract(build_out, tmp_path):
     assert file_digests(tmp_path / "a") == file_digests(tmp_path / "b")
 
 
+def test_a_profile_with_an_input_size_exports_its_images_at_that_size(build_out, tmp_path):
+    report = export(build_out, "medivlm", "llava", tmp_path / "m")
+    assert report["image_size"] == 224 and report["images"] > 0
+    shapes = {cv2.imread(str(path), cv2.IMREAD_UNCHANGED).shape for path in (tmp_path / "m" / "images").rglob("*.png")}
+    assert shapes == {(224, 224)}
+    assert export(build_out, "m4cxr", "llava", tmp_path / "a")["image_size"] is None  # m4cxr keeps 512
+
+
 def test_llava_split_filter_and_missing_profile(build_out, tmp_path):
     report = export(build_out, "m4cxr", "llava", tmp_path / "t", splits=("test",))
     assert list(report["rows"]) == ["test"] and not (tmp_path / "t" / "train.json").exists()

@@ -196,6 +196,24 @@ def test_images_are_decoded_from_the_image_table(build_out):
     assert raw["images"] == [pngs[raw["image_keys"][0]]]
 
 
+def test_a_profile_with_an_input_size_gets_its_images_at_that_size(build_out):
+    """MediVLM names 224 in its weights.json: decoded images (and PNG bytes) come resized from the 512
+    canvas; image_size=None keeps the build's canvas."""
+    weights = json.loads((build_out / "instructions" / "medivlm" / "weights.json").read_text())
+    assert weights["image_size"] == 224
+    pngs = {r["image_key"]: r["image"]["bytes"] for p in sorted((build_out / "images").glob("train-*.parquet"))
+            for r in pq.read_table(p, columns=["image_key", "image"]).to_pylist()}
+    for sample in take(MixtureStream(build_out, "medivlm"), 4):
+        (pixels,) = sample["images"]
+        canvas = cv2.imdecode(np.frombuffer(pngs[sample["image_keys"][0]], np.uint8), cv2.IMREAD_UNCHANGED)
+        assert pixels.shape == (224, 224)
+        assert np.array_equal(pixels, cv2.resize(canvas, (224, 224), interpolation=cv2.INTER_AREA))
+    (raw,) = take(MixtureStream(build_out, "medivlm", decode_images=False), 1)[0]["images"]
+    assert cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED).shape == (224, 224)
+    (kept,) = take(MixtureStream(build_out, "medivlm", image_size=None), 1)[0]["images"]
+    assert kept.shape == (512, 512)
+
+
 def test_inconsistent_builds_are_refused(build_out, tmp_path):
     with pytest.raises(LoaderError, match="no profile"):
         MixtureStream(build_out, "missing")

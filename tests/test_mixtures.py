@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from builds import synthetic_build
-from transforms.tasks import TASK_MODULES, generator, load_profile
+from schemas.config import PROFILES
+from transforms.tasks import TASK_UNITS, generator, load_profile
 from transforms.templates import load_template_set
 
-PROFILES = ("imt-cxr", "m4cxr", "chexmix")
 IMAGE = "<image>"
 # Images of a turn first, then its text, the way llava-hf chat templates place them.
 CHAT_TEMPLATE = (
@@ -22,8 +22,6 @@ CHAT_TEMPLATE = (
     "{% for part in message['content'] | selectattr('type', 'equalto', 'text') %}{{ part['text'] }}{% endfor %}"
     "{{ '</s>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
 )
-# Tasks built from study or patient groups; their template use is checked with their generator's tests.
-GROUP_TASK_MODULE = "transforms.tasks.multi"
 # Templates the synthetic corpus cannot reach: IMT-CXR's "X, in the lower left lung" localisation needs
 # an image with both a finding box and a report mentioning where that finding is, and the synthetic
 # boxed images (VinDr-CXR, SIIM-ACR) have no reports. tests/test_task_grounding.py covers them on
@@ -112,7 +110,7 @@ def test_templates_of_the_mixtures_are_all_used_and_filled(build_out):
     for name in PROFILES:
         profile = load_profile(name)
         for task, spec in profile.tasks.items():
-            if TASK_MODULES[task] == GROUP_TASK_MODULE:
+            if task in TASK_UNITS:  # built from study or patient groups: checked with their generator's tests
                 continue
             templates = load_template_set(spec.template_set)
             defined |= {(spec.template_set, t.id) for kind in templates.kinds.values() for t in kind}

@@ -268,3 +268,16 @@ def test_the_beam_combine_fits_the_same_table_over_several_bundles():
                   | beam.Map(lambda text, fitted: severity_tfidf(text, fitted), fitted=beam.pvalue.AsSingleton(table)))
         assert_that(table | beam.Map(json.dumps), equal_to([json.dumps(expected)]), label="table")
         assert_that(scores, equal_to([severity_tfidf(text, expected) for text in TEST]), label="scores")
+
+
+def test_the_idf_is_fitted_on_train_documents_once_per_study():
+    """A study's images share one report: one document; rows without a document, and rows of other
+    splits, are no documents; a study's lateral PadChest image (statements without sides) counts apart."""
+    def row(key, study, split="train", english=None, source="padchest"):
+        return {"image_key": key, "source": source, "split": split, "study_id": study,
+                "report_language": "es-stemmed", "report_english": english}
+
+    rows = [row("a", "s1", english="Left pleural effusion."), row("b", "s1", english="Left pleural effusion."),
+            row("c", "s1", english="Pleural effusion."), row("d", "s2", english=None),
+            row("e", "s3", split="test", english="Large pneumothorax."), row("f", None, english="Cardiomegaly.")]
+    assert enrich.train_severity_documents(rows) == [["effusion"], ["effusion"], ["cardiomegaly"]]

@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from transforms import comparisons
-from transforms.enrich import MIN_RING_AREA
+from transforms.enrich import MIN_RING_AREA, severity_document
 from transforms.geometry import render_box, render_polygon
 from transforms.labels import NO_FINDING
 from transforms.masks import signed_area
 from transforms.reports import clean_text, sentence_spans
+from transforms import padchest_english
+from transforms.sources.padchest import LABEL_SYSTEM as PADCHEST_LABELS
 from transforms.tasks import FINDING_PHRASES, Profile, load_profile
 from transforms.tasks.grounding import CONSENSUS_READER, absent_labels, box_role, is_multi_reader
 from transforms.tasks.report import labels_of_text, positive_observations, single_image_text
@@ -58,6 +60,7 @@ KINDS: dict[str, str] = {
     "answer-text-mismatch": "the answer text does not say what the row's target says",
     "unnormalised-text": "a carriage return in a conversation",
     "taxonomy-name-in-prompt": "a taxonomy category name that is not English (e.g. 'pleural other') in a prompt",
+    "severity-score-mismatch": "a severity score that is not the image's MediVLM score of the report shown",
 }
 
 Unit = tuple[float, float, float, float]
@@ -119,6 +122,10 @@ class ImageFacts:
     bands: Mapping[str, str | None] = field(default_factory=dict)  # ctr_band, ptx_band, ptx_side
     sections: Mapping[str, str] = field(default_factory=dict)  # English report sections
     region_phrases: frozenset[tuple[str, str]] = frozenset()
+    report_english: str | None = None  # PadChest's English statements (view-dependent: no sides on a lateral)
+    padchest_labels: frozenset[str] = frozenset()  # the PadChest labels of the image's study
+    severity_document: str | None = None  # the text MediVLM's score reads (transforms.enrich.severity_document)
+    severity_tfidf: float | None = None
 
     def box_supported(self, label: str, finding: str | None, unit: Unit) -> bool:
         """Whether a box drawn for ``label`` is one of the image's boxes of it, or the enclosing box of
@@ -199,6 +206,9 @@ def facts_from_annotation(row: dict) -> ImageFacts:
         bands={"ctr_band": row["ctr_band"], "ptx_band": row["ptx_band"], "ptx_side": row["ptx_side"]},
         sections=sections,
         region_phrases=frozenset((r["region"], r["phrase"]) for r in row["regions"] or ()),
+        report_english=row["report_english"],
+        padchest_labels=frozenset(label["name"] for label in row["raw_labels"] if label["system"] == PADCHEST_LABELS),
+        severity_document=severity_document(row), severity_tfidf=row["severity_tfidf"],
     )
 
 
@@ -539,6 +549,44 @@ def _triage(r: _Row) -> None:
     r.text(t["bucket"], "bucket")
 
 
+def _padchest_report(r: _Row) -> None:
+    """A PadChest study's English report: the image's statements (or a translation, which only the
+    checks on any text cover: no side on a lateral view, no comparison), naming every finding label."""
+    t = r.target
+    r.text(t["text"], "report")
+    _report_text_checks(r, t["text"], r.first, "findings", [r.first], single_study=True)
+    if t["method"] != "padchest-structure":
+        return
+    if t["text"] != r.first.report_english:
+        r.flag("answer-text-mismatch", "the target is not the image's English statements")
+    lowered = t["text"].lower()
+    for label in sorted(r.first.padchest_labels):
+        phrase = padchest_english.label_phrase(label)
+        if phrase and phrase.lower() not in lowered:
+            r.flag("report-drops-finding", f"PadChest label {label!r} ({phrase!r}) is not in the report")
+
+
+def _severity_report(r: _Row) -> None:
+    """MediVLM: the image's report text, then its severity score as the image's annotation row has it;
+    region boxes in the prompt are the image's."""
+    t = r.target
+    image = r.first
+    if t["report"] != image.severity_document:
+        r.flag("answer-text-mismatch", "the report is not the image's severity document")
+    if image.severity_tfidf is None or abs(t["severity_tfidf"] - image.severity_tfidf) > _TOLERANCE \
+            or t["severity_score"] != f"{image.severity_tfidf:.2f}":
+        r.flag("severity-score-mismatch", f"score {t['severity_score']} ({t['severity_tfidf']}), "
+                                          f"the image's {image.severity_tfidf}")
+    r.text(f"{t['report']}\nSeverity Score: {t['severity_score']}", "report and score")
+    section = next((name for name in ("findings", "impression") if image.sections.get(name, "").strip()), "findings")
+    _report_text_checks(r, t["report"], image, section, [image], single_study=True)
+    if r.row["task"] == "report_severity_regions":
+        for box in t["boxes"]:
+            if not any(_close(unit, box["box"]) for unit in image.structure_boxes.get(box["label"], ())):
+                r.flag("box-not-annotated", f"region {box['label']} {box['box']}")
+        r.rendered_boxes([tuple(box["box"]) for box in t["boxes"]], shown_in="prompt")
+
+
 def _pretraining(r: _Row) -> None:
     for name, text in r.target.items():
         if clean_text(r.first.sections.get(name, "")) != text:
@@ -568,6 +616,9 @@ CHECKS = {
     "report_generation_multi_study": _multi_study,
     "triage": _triage,
     "report_pretraining": _pretraining,
+    "padchest_report_generation": _padchest_report,
+    "report_severity": _severity_report,
+    "report_severity_regions": _severity_report,
 }
 """Task -> its check. Every task of ``transforms.tasks.TASK_MODULES`` has one (a test holds it so)."""
 

@@ -8,15 +8,17 @@ annotation or one box come back as rejects beside the unit, and the unit goes on
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 import manifests
 from schemas.records import AnnotationRecord, AttributeMention, Box, MaskRLE, Reject
-from transforms import boxes, deid, geometry, images, io, labels, masks, phrases, reports, severity
+from transforms import boxes, deid, geometry, images, io, labels, masks, padchest_english, phrases, reports, severity
 from transforms.chexmask_space import preprocessed_to_original
 from transforms.tasks import report as report_target
+from transforms.views import is_frontal
 from transforms.geometry import Letterbox
 from transforms.units import ImageUnit
 
@@ -286,6 +288,18 @@ def report_mentions(record) -> list[AttributeMention]:
     return []
 
 
+def english_statements(record) -> str | None:
+    """PadChest's report in English: its sentence labels and localizations rendered as statements
+    (:mod:`transforms.padchest_english`), without side words on a view where left and right cannot be
+    told apart. None for other sources and for rows without a report or sentence labels (the labels
+    annotate the report's sentences; a report the language stage gave up on takes its statements along)."""
+    by_sentence = record.provenance.get("labels_localizations_by_sentence")
+    if record.image.source != "padchest" or record.report is None or not by_sentence:
+        return None
+    rendered = padchest_english.render_report(json.loads(by_sentence), sides=is_frontal(record.image.view))
+    return rendered.text or None
+
+
 def _scrub_report(decoded: DecodedUnit) -> DecodedUnit:
     """The unit with its English report's line endings normalised (CR LF and CR -> LF) and the report
     de-identified (new objects; the input is left as it was)."""
@@ -300,8 +314,10 @@ def _scrub_report(decoded: DecodedUnit) -> DecodedUnit:
     return replace(decoded, unit=replace(decoded.unit, record=record))
 
 
-def language_unit(enriched: EnrichedUnit) -> EnrichedUnit:
-    """De-identified report, its sections and attribute mentions, and the harmonised findings.
+def language_unit(enriched: EnrichedUnit, translations: Mapping[str, str] | None = None) -> EnrichedUnit:
+    """De-identified report, its sections and attribute mentions, the harmonised findings, and for
+    PadChest its English statements and (from ``translations``, report text -> English, when the build
+    translates) its translation.
 
     The English report's line endings are normalised and the report is scrubbed first
     (``transforms/deid.py``); the result replaces the record's report, so sections, mention spans and the
@@ -311,6 +327,9 @@ def language_unit(enriched: EnrichedUnit) -> EnrichedUnit:
     if record.report is not None and record.report.language == "en":
         enriched.sections = [{"name": name, "text": text} for name, text in reports.section_list(record.report.text)]
     enriched.mentions = report_mentions(record)
+    enriched.report_english = english_statements(record)
+    if translations and record.report is not None and record.image.source == "padchest":
+        enriched.report_translation = translations.get(record.report.text) or None
     findings_text = next((s["text"] for s in reversed(enriched.sections) if s["name"] == "findings"), None)
     if findings_text:  # the cleaned FINDINGS text's labels, for chain-of-thought targets (study labels stay official)
         enriched.findings_labels = labels.label_report(reports.clean_text(findings_text))
@@ -403,11 +422,6 @@ def _mention_row(mention: AttributeMention) -> dict:
             "span_start": mention.span[0], "span_end": mention.span[1]}
 
 
-def row_mentions(row: dict) -> list[AttributeMention]:
-    """An annotation row's mentions as AttributeMention records."""
-    return [AttributeMention.from_row(m) for m in row["mentions"]]
-
-
 def severity_document(row: dict) -> str | None:
     """The text MediVLM's severity score reads for an image: the report its ``medivlm`` rows show. An
     English report's single-image target (FINDINGS, else IMPRESSION, comparison wording rewritten out:
@@ -419,8 +433,23 @@ def severity_document(row: dict) -> str | None:
 
 
 def severity_terms_of(row: dict) -> list[str]:
-    """The severity terms of the row's :func:`severity_document` (none without one), for the IDF fit."""
+    """The MediVLM severity terms of an annotation row's :func:`severity_document`."""
     return severity.severity_terms(severity_document(row) or "")
+
+
+def train_severity_documents(rows: list[dict]) -> list[list[str]]:
+    """The severity terms of each training document among one shard's annotation rows, what MediVLM's
+    IDF table is fitted on: a train row's :func:`severity_document`, once per study (its images share
+    one report; a study's lateral PadChest images read differently, so they count apart); rows without
+    a document are not documents. A shard holds whole studies, so shards never share a document."""
+    seen, documents = set(), []
+    for row in rows:
+        document = severity_document(row) if row["split"] == "train" else None
+        key = (row["source"], row["study_id"] or row["image_key"], document)
+        if document and key not in seen:
+            seen.add(key)
+            documents.append(severity.severity_terms(document))
+    return documents
 
 
 def add_severity_tfidf(row: dict, idf_table: dict) -> dict:

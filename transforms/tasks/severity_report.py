@@ -49,10 +49,9 @@ def _target(row: dict) -> dict | None:
     return {"report": document, "severity_tfidf": row["severity_tfidf"], "severity_score": score_text(row["severity_tfidf"])}
 
 
-def _rows(task: str, kind: str, row: dict, profile: Profile, seed: int, **fields) -> list[dict]:
+def _rows(task: str, kind: str, row: dict, profile: Profile, seed: int, target: dict, **fields: str) -> list[dict]:
     templates = load_template_set(profile.tasks[task].template_set)
     template = templates.pick(kind, seeded_rng(seed, profile.name, task, templates.version, row["image_key"]))
-    target = fields.pop("target")
     conversations = render(template, report=target["report"], score=target["severity_score"], **fields)
     return [instruction_row(profile=profile.name, task=task, row=row, variant=kind, conversations=conversations,
                             target=target, template_id=template.id)]
@@ -60,7 +59,7 @@ def _rows(task: str, kind: str, row: dict, profile: Profile, seed: int, **fields
 
 def generate_report(row: dict, profile: Profile, seed: int) -> list[dict]:
     target = _target(row)
-    return [] if target is None else _rows(REPORT, "report", row, profile, seed, target=target)
+    return [] if target is None else _rows(REPORT, "report", row, profile, seed, target)
 
 
 def generate_report_regions(row: dict, profile: Profile, seed: int) -> list[dict]:
@@ -68,10 +67,9 @@ def generate_report_regions(row: dict, profile: Profile, seed: int) -> list[dict
     regions = region_boxes(row) if target else []
     if not regions:
         return []
-    text = "; ".join(f"{r['label']} {render_box(r['unit'], profile.coordinates)}" for r in regions)
-    return _rows(REGIONS, "report_regions", row, profile, seed, regions=text,
-                 target={**target, "regions": [{"label": r["label"], "origin": r["origin"], "unit": list(r["unit"])}
-                                          for r in regions]})
+    text = "; ".join(f"{r['label']}: {render_box(r['unit'], profile.coordinates)}" for r in regions)
+    boxes = [{"label": r["label"], "origin": r["origin"], "box": list(r["unit"])} for r in regions]
+    return _rows(REGIONS, "report_regions", row, profile, seed, {**target, "boxes": boxes}, regions=text)
 
 
 GENERATORS = {REPORT: generate_report, REGIONS: generate_report_regions}

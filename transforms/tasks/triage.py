@@ -3,7 +3,7 @@
 The bucket is :func:`transforms.severity.triage_bucket` of the row's mentions (``manifests/severity.yaml``
 ``triage``: the largest stated ordinal of a finding present, never a mean, so a large pneumothorax is a
 severe study whatever else is small); the target carries it beside the weighted ``severity_ordinal``,
-the MediVLM-style ``severity_tfidf`` when the build has fitted it, and the manifest version. The score
+MediVLM's ``severity_tfidf`` when the build has fitted it, and the manifest version. The score
 describes a report, so only rows with a report are asked: an image without one (VinDr, SIIM) scores 0
 because nothing was said, not because nothing is wrong. PadChest rows qualify: their mentions come from
 the radiologists' sentence labels.
