@@ -83,6 +83,23 @@ def test_reject_summary_and_counts_per_task(build):
         str(mimic.get(s, 0)) for s in card.SPLITS) + f" | {sum(mimic.values())} |" in body
 
 
+def test_a_section_per_profile_with_its_method_size_tasks_and_rows(build):
+    _, body = front_matter(build)
+    manifest = Manifest.read(str(build))
+    profiles = body.split("## Profiles\n\n", 1)[1].split("\n## ", 1)[0]
+    assert [line for line in profiles.splitlines() if line.startswith("### ")] == [
+        "### imt-cxr (IMT-CXR)", "### m4cxr (M4CXR)", "### chexmix (CheXmix)", "### radixpert (Radixpert)",
+        "### medivlm (MediVLM)"]
+    rows = sum(manifest["instructions"]["medivlm"]["report_severity"][s][split]
+               for s in manifest["instructions"]["medivlm"]["report_severity"]
+               for split in manifest["instructions"]["medivlm"]["report_severity"][s])
+    assert f"`report_severity` (weight 0.5, {rows:,} rows)" in profiles
+    assert "Images at 224x224" in profiles.split("### radixpert")[1]
+    assert "Images at" not in profiles.split("### m4cxr")[1].split("###")[0]  # m4cxr keeps the build's canvas
+    idf = manifest["severity_idf"]
+    assert f"fitted on {idf['n_documents']:,} train reports" in profiles.split("### medivlm")[1]
+
+
 def test_plots_are_embedded_and_byte_identical_on_a_second_write(build):
     _, body = front_matter(build)
     plots = sorted((build / "card").glob("*.png"))

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import realdata
 from pipelines.synth.cases import CHEXPERT_14, DEVICES, Finding
 from pipelines.synth.text import padchest_report
-from transforms.padchest_english import LABELS, LOCS, UnknownPhrase, render_report
+from transforms.padchest_english import LABELS, LOCS, UnknownPhrase, render_report, stated_findings
 from transforms.sources.padchest import LOCALIZATION_PREFIX, is_null, parse_by_sentence
 
 SIDE_WORDS = re.compile(r"\b(?:right|left|bilateral|both|rightward|leftward|dextro\w*|levo\w*)\b|-sided",
@@ -46,6 +46,18 @@ def real():
     parsed = {value: parse_by_sentence(value) for value in values if not is_null(value)}
     return {value: (sentences, render_report(sentences), render_report(sentences, sides=False))
             for value, sentences in parsed.items()}
+
+
+def test_every_finding_of_a_real_report_is_stated_by_its_english(real):
+    """What the row audit holds Radixpert rows to: each finding label of a report's sentences (devices
+    included; side statements not on a lateral view) is stated by some rendered sentence."""
+    for value, (sentences, with_sides, without_sides) in real.items():
+        labels, _ = _strings(sentences)
+        for sides, rendered in ((True, with_sides), (False, without_sides)):
+            stated = {label for sentence_labels in rendered.labels for label in sentence_labels}
+            assert stated_findings(labels, sides=sides) <= stated, (value, sides, rendered)
+    assert stated_findings(["cardiomegaly", "normal", "exclude", "unchanged", "dextrocardia"], sides=False) == {
+        "cardiomegaly"}
 
 
 def _synthetic_sentences() -> list:

@@ -11,6 +11,7 @@ defect when one is planted, so the zero means something.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, replace
 
@@ -18,12 +19,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.synth import generate
+from pipelines.synth.cases import Finding
+from pipelines.synth.text import _spanish_sentence
 from pipelines.synth.vindr import BOX_CLASSES, LOCAL_LABELS
 from pipelines.build import run_build
-from schemas.config import load_config
+from schemas.config import PROFILES, load_config
 from transforms.audit import KINDS, ImageFacts, LesionBox, audit_row, facts_from_annotation
 from transforms.geometry import letterbox_for
 from transforms.labels import NO_FINDING
+from transforms.padchest_english import render_report
 
 STUDIES = 150
 TAXONOMY = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Lesion", "Lung Opacity", "Edema",
@@ -147,6 +151,9 @@ def truth_facts(entry: dict, built: ImageFacts, size: int = 512) -> TruthFacts:
         required_boxes=tuple(boxes), structure_boxes=built.structure_boxes, polygons=built.polygons,
         polygon_areas=built.polygon_areas, sides=truth_sides(entry), severities=truth_severities(entry),
         bands=bands, sections=built.sections, region_phrases=built.region_phrases,
+        report_english=built.report_english, padchest_findings=built.padchest_findings,
+        english_labels=built.english_labels, severity_document=built.severity_document,
+        severity_tfidf=built.severity_tfidf,
         positives=frozenset(n for n, p in presence.items() if p == 1 and n != NO_FINDING))
 
 
@@ -178,9 +185,45 @@ def test_every_task_of_every_profile_has_rows_and_a_check(build):
 
     assert set(CHECKS) == set(TASK_MODULES)
     made = Counter((row["profile"], row["task"]) for row in build["rows"])
-    for profile in ("imt-cxr", "m4cxr", "chexmix"):
+    for profile in PROFILES:
         for task in load_profile(profile).tasks:
             assert made[(profile, task)] > 0, (profile, task)
+
+
+def english_phrase(detail: dict, name: str) -> tuple[str, str | None]:
+    """How the English statements name a synthetic PadChest finding (the label the synthetic writer
+    gives it, rendered alone and without sides) and the side its sentence labels state, if any."""
+    _, label, places = _spanish_sentence(Finding(name, 1, detail["laterality"], detail["zone"], detail["severity"],
+                                                 None, detail["detail"]))
+    phrase = render_report([[label]], sides=False).text.rstrip(".").lower()
+    return phrase, detail["laterality"] if detail["laterality"] in places else None
+
+
+def test_padchest_english_reports_name_every_finding_of_the_case_and_its_side(build):
+    """Radixpert and MediVLM rows of PadChest images, against the truth: every finding the case has is
+    named by a sentence of the report, on a frontal view with the side the case gives it; on other
+    views no side at all."""
+    checked = 0
+    for row in build["rows"]:
+        if row["source"] != "padchest" or row["profile"] not in ("radixpert", "medivlm"):
+            continue
+        target = json.loads(row["target"])
+        text = target.get("text") or target["report"]
+        entry = build["truth"][row["image_keys"][0]]
+        sentences = [sentence.lower() for sentence in text.split(". ")]
+        for name, detail in entry["finding_details"].items():
+            if detail["presence"] != 1:
+                continue
+            phrase, side = english_phrase(detail, name)
+            naming = [sentence for sentence in sentences if phrase in sentence]
+            assert naming, (row["id"], name, phrase, text)
+            if side and entry["view"] in ("PA", "AP", "AP_horizontal"):
+                words = ("bilateral", "both") if side == "bilateral" else (side,)
+                assert any(word in sentence for word in words for sentence in naming), (row["id"], name, side, text)
+            checked += 1
+        if entry["view"] not in ("PA", "AP", "AP_horizontal"):
+            assert not re.search(r"\b(left|right|bilateral|both)\b", text, re.IGNORECASE), (row["id"], text)
+    assert checked > 50
 
 
 # ---------------------------------------------------------------- planted defects are caught

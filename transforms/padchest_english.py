@@ -9,7 +9,7 @@ PadChest's report is stemmed Spanish; per report sentence it gives labels and lo
 Rules (docs/language.md, "English statements from PadChest's structure"):
 
 - A sentence's items are runs of labels, each followed by the localizations that belong to them
-  (:func:`transforms.phrases._label_groups`). Every label and localization must be in the manifest, else
+  (:func:`transforms.phrases.label_groups`). Every label and localization must be in the manifest, else
   :class:`UnknownPhrase` names it.
 - A finding run reads "<side> <pre-modifiers> <label> and <label> <places>": side words and adjectival
   localizations ("basal", "retrocardiac") go before the first label's head, places after the labels
@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import manifests
-from transforms.phrases import _label_groups
+from transforms.phrases import label_groups
 
 MANIFEST = "padchest_english.yaml"
 _DATA = manifests.load(MANIFEST)
@@ -354,7 +354,7 @@ def _runs(items: tuple[str, ...]) -> list[tuple[list[_Label], list[_Loc]]]:
     ("Bronchiectasis in the left upper lobe and the middle lobe."), a longer one drops it."""
     runs: list[tuple[list[_Label], list[_Loc]]] = []
     said: dict[str, int] = {}
-    for names, loc_names in _label_groups(items):
+    for names, loc_names in label_groups(items):
         labels = list(dict.fromkeys(_label(name) for name in names))
         locs = [_loc(name) for name in loc_names]
         repeated = [label for label in labels if label.name in said]
@@ -461,3 +461,11 @@ def render_report(by_sentence: Sequence[Sequence[str] | None], *, sides: bool = 
             stated.append(tuple(dict.fromkeys(labels)))
     return EnglishReport(text=" ".join(sentences), sentences=tuple(sentences), sources=tuple(sources),
                          labels=tuple(stated))
+
+
+def stated_findings(labels: Iterable[str], *, sides: bool = True) -> frozenset[str]:
+    """The labels among ``labels`` (a study's ``Labels``) that its English statements must state: the
+    findings (devices included), without the side statements when ``sides`` is False. UnknownPhrase
+    for a label the manifest does not know."""
+    return frozenset(name for name in labels
+                     if _label(name).kind == "finding" and (sides or not _label(name).needs_sides))

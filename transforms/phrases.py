@@ -382,7 +382,7 @@ def _padchest_location(name: str) -> dict:
     return table[name]
 
 
-def _label_groups(items: Sequence[str]) -> list[tuple[list[str], list[str]]]:
+def label_groups(items: Sequence[str]) -> list[tuple[list[str], list[str]]]:
     """(labels, localizations) runs: consecutive labels share the localizations that follow them."""
     groups: list[tuple[list[str], list[str]]] = []
     for item in items:
@@ -420,7 +420,7 @@ def padchest_mentions(labels_by_sentence: Sequence[Sequence[str] | None],
         span = (offset, offset + len(sentence))
         offset = span[1] + len(" . ")
         found = []
-        for labels, locations in _label_groups(items or ()):
+        for labels, locations in label_groups(items or ()):
             attributes = [_padchest_location(name) for name in locations]
             zones = sorted({zone for entry in attributes for zone in entry.get("zones", ())}, key=_ZONE_ORDER.__getitem__)
             for label in filter(None, labels):
