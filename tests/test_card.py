@@ -88,8 +88,8 @@ def test_a_section_per_profile_with_its_method_size_tasks_and_rows(build):
     manifest = Manifest.read(str(build))
     profiles = body.split("## Profiles\n\n", 1)[1].split("\n## ", 1)[0]
     assert [line for line in profiles.splitlines() if line.startswith("### ")] == [
-        "### imt-cxr (IMT-CXR)", "### m4cxr (M4CXR)", "### chexmix (CheXmix)", "### radixpert (Radixpert)",
-        "### medivlm (MediVLM)"]
+        "### chexmix (CheXmix)", "### imt-cxr (IMT-CXR)", "### m4cxr (M4CXR)", "### medivlm (MediVLM)",
+        "### radixpert (Radixpert)"]
     rows = sum(manifest["instructions"]["medivlm"]["report_severity"][s][split]
                for s in manifest["instructions"]["medivlm"]["report_severity"]
                for split in manifest["instructions"]["medivlm"]["report_severity"][s])

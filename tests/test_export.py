@@ -23,6 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from builds import synthetic_build
+from schemas.config import PROFILES
 from pipelines.export import (ChexmixOptions, ExportError, chexmix_ids, export, export_command, image_file_name,
                               llava_record, messages_record, vq_lookup)
 from transforms.hashing import stable_hash
@@ -66,7 +67,7 @@ def instruction_rows(out: Path, profile: str) -> list[dict]:
 def word_tokenizer(out: Path, path: Path):
     """A word-level tokenizer over the build's texts; ids 0..8197 are reserved like Chameleon's image range."""
     tokenizers = pytest.importorskip("tokenizers")
-    words = sorted({w for profile in ("chexmix", "m4cxr", "imt-cxr") for row in instruction_rows(out, profile)
+    words = sorted({w for profile in PROFILES for row in instruction_rows(out, profile)
                     for turn in row["conversations"] for w in re.findall(r"\w+|[^\w\s]", turn["value"])})
     vocab = {f"<reserved{i:05d}>": i for i in range(8198)}
     for token in ["<unk>", "<s>", "</s>", *words]:
@@ -106,7 +107,7 @@ def test_image_file_names_keep_readable_ids():
 # ------------------------------------------------------------------ llava
 
 
-def llava_items(json_path: Path, image_folder: Path) -> list[dict]:
+def llava_items(json_path: Path, image_folder: Path, size: int = 512) -> list[dict]:
     """What LLaVA's training data loader demands: ``<image>`` slots matched by existing images, and
     human/gpt turns alternating from a human turn. Returns the items with their images decoded."""
     items = json.loads(json_path.read_text(encoding="utf-8"))
@@ -120,7 +121,7 @@ def llava_items(json_path: Path, image_folder: Path) -> list[dict]:
         assert sum(t["value"].count("<image>") for t in turns) == len(files)
         assert all("<image>" not in t["value"] for t in turns if t["from"] == "gpt")
         pixels = [cv2.imread(str(image_folder / name), cv2.IMREAD_UNCHANGED) for name in files]
-        assert all(p is not None and p.shape == (512, 512) for p in pixels)
+        assert all(p is not None and p.shape == (size, size) for p in pixels)
         loaded.append({**item, "pixels": pixels})
     return loaded
 
@@ -238,6 +239,24 @@ def test_chexmix_sequences_interleave_vq_codes_and_report_tokens(build_out, tmp_
     with pytest.raises(ExportError, match="exceed max_length"):
         export(build_out, "chexmix", "chexmix", tmp_path / "x",
                chexmix=ChexmixOptions(tokenizer_path=str(tmp_path / "tokenizer.json"), max_length=1000))
+
+
+@pytest.mark.parametrize("profile", ["radixpert", "medivlm"])
+def test_the_new_profiles_export_in_every_format(build_out, tmp_path, profile):
+    rows = {row["id"]: row for row in instruction_rows(build_out, profile)}
+    assert rows
+    llava = export(build_out, profile, "llava", tmp_path / "l")
+    items = [item for split in llava["rows"] for item in llava_items(tmp_path / "l" / f"{split}.json",
+                                                                      tmp_path / "l" / "images", size=224)]
+    assert sorted(item["id"] for item in items) == sorted(rows)
+    messages = export(build_out, profile, "messages", tmp_path / "m")
+    assert messages["rows"] == llava["rows"] and messages["image_size"] == 224
+    word_tokenizer(build_out, tmp_path / "tokenizer.json")
+    chexmix = export(build_out, profile, "chexmix", tmp_path / "c",
+                     chexmix=ChexmixOptions(tokenizer_path=str(tmp_path / "tokenizer.json")))
+    sequences = [r for p in sorted((tmp_path / "c").rglob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+    assert sorted(s["id"] for s in sequences) == sorted(rows)  # region prompts may be cut at 1300 tokens
+    assert chexmix["truncated_rows"] == sum(s["truncated_tokens"] > 0 for s in sequences)
 
 
 def test_vq_lookup_reads_either_fingerprint_column(build_out, tmp_path):

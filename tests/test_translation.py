@@ -346,3 +346,35 @@ def test_build_without_the_packages_says_how_to_install_them(marian, tmp_path, m
     output = assert_one_clear_line(cxr("build", "--config", str(config), "--out", str(tmp_path / "out")),
                                    str(config), "sentencepiece")
     assert "pip install -e '.[translation]'" in output
+
+
+# ------------------------------------------------------------------ in a build
+
+
+def test_a_build_with_a_model_translates_padchest_reports_and_radixpert_uses_them(marian, tmp_path):
+    """The build's language stage fills ``report_translation`` of every PadChest row that has a report,
+    Radixpert's frontal rows take it as their target (method "translation"), lateral ones keep the
+    rendered statements, and manifest.json records the model; a rebuild reuses every images shard."""
+    import pyarrow.parquet as pq
+
+    from pipelines.build import run_build
+    from pipelines.synth import generate
+
+    corpus = generate(tmp_path / "corpus", studies=8, seed=4)
+    config_path = corpus / "build.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config.update(profiles=["radixpert"], translation={"model": str(marian), "batch_size": 4, "max_new_tokens": 16})
+    config["sources"] = {"padchest": config["sources"]["padchest"]}
+    config_path.write_text(yaml.safe_dump(config))
+    manifest = run_build(load_config(config_path), str(tmp_path / "out"))
+
+    rows = [r for p in sorted((tmp_path / "out" / "annotations").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+    with_report = [r for r in rows if r["report_text"]]
+    assert with_report and all(r["report_translation"] for r in with_report)
+    expected = Translator(marian, batch_size=4, max_new_tokens=16).translate([r["report_text"] for r in with_report])
+    assert [r["report_translation"] for r in with_report] == expected
+    assert manifest["translation"] == Translator(marian, batch_size=4, max_new_tokens=16).fingerprint()
+    targets = [json.loads(r["target"]) for p in sorted((tmp_path / "out" / "instructions").rglob("*.parquet"))
+               for r in pq.read_table(p).to_pylist()]
+    assert {t["method"] for t in targets if t["frontal"]} == {"translation"}
+    assert all(t["method"] == "padchest-structure" for t in targets if not t["frontal"])
