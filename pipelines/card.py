@@ -29,7 +29,7 @@ from pipelines.table_files import column_batches, count_by, parquet_rows, table_
 from pipelines.write import write_atomically
 from transforms import io
 from transforms.splits import SPLIT_ORDER
-from transforms.tasks import load_profile
+from transforms.tasks import load_profile, method_name
 
 SPLITS = SPLIT_ORDER  # train, validation, test: the split names `datasets` expects
 PRESENCE_COLUMNS = ((1, "present (1)"), (-1, "uncertain (-1)"), (0, "absent (0)"), (None, "not annotated (null)"))
@@ -218,13 +218,13 @@ def instruction_rows(instructions: dict) -> list[list]:
     return rows
 
 
-def profile_sections(manifest: dict, sources: dict) -> str:
+def profile_sections(manifest: dict) -> str:
     """One paragraph per profile of the build: the method it follows, what its rows are, its input
     size, and its tasks with their weights and rows; MediVLM's also the fitted severity table."""
     parts = []
     for name in manifest["profiles"]:
         profile = load_profile(name)
-        method = sources["methods"].get(name, {}).get("name", name)
+        method = method_name(name)
         rows = manifest["instructions"].get(name, {})
         tasks = ", ".join(f"`{task}` (weight {spec.weight:g}, {sum(n for per_split in rows.get(task, {}).values() for n in per_split.values()):,} rows)"
                           for task, spec in profile.tasks.items())
@@ -315,7 +315,7 @@ def render_card(manifest: dict, stats: CardStats, sources: dict, tables: dict, p
         markdown_table(["config", "table", "rows per split"],
                        [[config_name(t), f"`{t}/`", ", ".join(f"{s} {n}" for s, n in sorted(
                            splits.items(), key=lambda kv: split_order(kv[0])))] for t, splits in sorted(tables.items())]),
-        "## Profiles", profile_sections(manifest, sources),
+        "## Profiles", profile_sections(manifest),
         "## Label distribution",
         "Harmonised findings (CheXpert-14 taxonomy), images per presence value. Null means the source did "
         "not annotate the finding; it is never counted as absent.",
@@ -332,8 +332,11 @@ def render_card(manifest: dict, stats: CardStats, sources: dict, tables: dict, p
         "Datasets:",
         "```bibtex\n" + "\n\n".join(sources["sources"][s]["citation"] for s in used) + "\n```",
         "Methods the profiles follow:",
-        "```bibtex\n" + "\n\n".join(sources["methods"][p]["citation"] for p in profiles if p in sources["methods"])
+        "```bibtex\n" + "\n\n".join(sources["methods"][p]["citation"] for p in profiles
+                                      if sources["methods"].get(p, {}).get("citation"))
         + "\n```",
+        *[f"{method_name(p)} (profile `{p}`) has no citation entry here; cite its authors' publication."
+          for p in profiles if not sources["methods"].get(p, {}).get("citation")],
     ]
     header = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=120)
     return f"---\n{header}---\n\n" + "\n\n".join(body) + "\n"

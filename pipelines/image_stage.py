@@ -44,7 +44,7 @@ from pipelines.progress import Progress
 from pipelines.write import ROW_GROUP_ROWS, shard_path, stream_parquet, write_atomically
 from schemas.records import Reject
 from schemas.config import TranslationConfig
-from transforms import enrich, io, translation
+from transforms import enrich, io, padchest_english, translation
 from transforms.hashing import shard_of
 from transforms.splits import patient_key
 from transforms.units import ImageUnit
@@ -151,7 +151,7 @@ def run_unit(unit: ImageUnit, image_size: int, max_vertices: int, where: str, pn
         stage, annotations = "language", enriched.annotations  # the others were rejected by geometry
         report = unit.record.report
         try:
-            enriched = enrich.language_unit(enriched, translations)
+            enriched = enrich.language_unit(enriched)
         except MemoryError:
             raise
         except Exception as exc:  # noqa: BLE001 - a report the language stage cannot handle costs the report
@@ -161,6 +161,11 @@ def run_unit(unit: ImageUnit, image_size: int, max_vertices: int, where: str, pn
             result.rejects.append(Reject(key=unit.key, source=unit.record.image.source, stage="language",
                                          level="item", reason=reason, detail=f"{report.origin}: {exc}"))
             enriched = enrich.language_unit(enrich.without_report(enriched, reason))
+        try:
+            enriched = enrich.english_unit(enriched, translations)
+        except padchest_english.UnknownPhrase as exc:  # costs the English statements only
+            result.rejects.append(Reject(key=unit.key, source=unit.record.image.source, stage="language",
+                                         level="item", reason="unknown-padchest-phrase", detail=str(exc)))
     except MemoryError:  # the worker's state, not the image's: the bundle fails and the runner retries it
         raise  # (a reject would be written into the shard's checkpoint and never retried)
     except Exception as exc:  # noqa: BLE001 - every failure of one image becomes its reject rows
@@ -184,7 +189,8 @@ class ProcessImageShard(beam.DoFn):
     its rejects, ``((source, event), count)`` pairs, distinct ``(patient, split)`` pairs, the severity
     terms of its train documents (:func:`transforms.enrich.train_severity_documents`) and the shard's description (none when every image of the shard was rejected:
     then no images file is written). Reuses a verified checkpoint when there is one (made with the same
-    settings: image size, vertex limit, PNG compression level and translation model). With
+    settings: image size, vertex limit, PNG compression level, English statements version and translation
+    model). With
     ``translation`` options, the PadChest reports of a shard are translated together before its units
     run (:mod:`transforms.translation`: batched, each distinct sentence once)."""
 
@@ -193,6 +199,7 @@ class ProcessImageShard(beam.DoFn):
                  translation: TranslationConfig | None = None):
         self.out_dir = out_dir
         self.settings = {"image_size": image_size, "max_vertices": max_vertices, "png_compression": png_compression,
+                         "english_statements": padchest_english.VERSION,
                          "translation": None if translation is None else translation_fingerprint(translation)}
         self.translation = translation
         self.fingerprint = fingerprint

@@ -29,6 +29,7 @@ import json
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from functools import cache
+from typing import Literal
 from pathlib import Path
 
 import cv2
@@ -137,7 +138,7 @@ class MixtureStream:
                  samples_per_epoch: int | None = None, epochs: int | None = None,
                  source_weights: dict[str, float] | None = None, decode_images: bool = True,
                  transform: Callable[[dict], object] | None = None, rank: int = 0, world_size: int = 1,
-                 cache_groups: int = 4, image_size: int | None | str = "profile"):
+                 cache_groups: int = 4, image_size: int | Literal["profile"] | None = "profile"):
         root = Path(out) / "instructions" / profile
         weights_path = root / "weights.json"
         if not weights_path.is_file():

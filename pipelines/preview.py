@@ -329,6 +329,7 @@ class Collected:
     image_counts: list[list]  # [source, split, images]
     rejects: list[list]  # [key, source, stage, kind, level, reason, detail] shown
     reject_counts: list[list]  # [source, stage, reason, all, shown]
+    profiles: list[list]  # [profile, method it follows, what its rows are, input size or None]
 
 
 def collect(out: str | Path, rows_per_task: int = DEFAULT_ROWS, rejects_per_reason: int = DEFAULT_REJECTS) -> Collected:
@@ -395,7 +396,15 @@ def collect(out: str | Path, rows_per_task: int = DEFAULT_ROWS, rejects_per_reas
                                                                    key=lambda kv: tuple(v or "" for v in kv[0]))],
                      image_counts=[[*k, n] for k, n in sorted(image_counts.items(),
                                                               key=lambda kv: tuple(v or "" for v in kv[0]))],
-                     rejects=rejects, reject_counts=reject_counts)
+                     rejects=rejects, reject_counts=reject_counts, profiles=profile_entries(manifest))
+
+
+def profile_entries(manifest: dict) -> list[list]:
+    """One entry per profile of the build: name, the method it follows, its description, image size."""
+    from transforms.tasks import load_profile, method_name
+
+    return [[name, method_name(name), " ".join(load_profile(name).description.split()), load_profile(name).image_size]
+            for name in manifest["profiles"]]
 
 
 # ------------------------------------------------------------------------------------ writing
@@ -421,7 +430,7 @@ def data_files(data: Collected) -> dict[str, str]:
         "rows": [[position["tasks"][r["task"]], position["sources"][r["source"]], position["splits"][r["split"]],
                   KINDS.index(r["kind"]), r["check"], r["id"]] for r in data.rows],
         "instruction_counts": data.instruction_counts, "image_counts": data.image_counts,
-        "reject_counts": data.reject_counts, "rejects": len(data.rejects),
+        "reject_counts": data.reject_counts, "rejects": len(data.rejects), "profiles": data.profiles,
     }
     files["index.js"] = f"PREVIEW.index({_json(index)});\n"
     for start in range(0, len(data.rows), CHUNK_ROWS):
@@ -813,9 +822,15 @@ APP_JS = r"""// cxr-instruct preview viewer: renders the previewed rows on deman
         return '<tr><td class="text">' + esc(c[0]) + '</td><td class="text">' + esc(c[1]) + '</td><td class="text"><a href="' +
           link("rejects", {source: c[0], stage: c[1], reason: c[2]}) + '">' + esc(c[2]) + "</a></td><td>" + c[3] + "</td><td>" + c[4] + "</td></tr>";
       }).join("");
+    var profiles = "<tr><th>profile</th><th>follows</th><th>input size</th><th>rows</th></tr>" +
+      INDEX.profiles.map(function (p) {
+        return '<tr data-profile="' + esc(p[0]) + '"><td>' + esc(p[0]) + "</td><td>" + esc(p[1]) + "</td><td>" +
+          (p[3] ? p[3] + "x" + p[3] : "as built") + '</td><td class="text">' + esc(p[2]) + "</td></tr>";
+      }).join("");
     main.innerHTML = "<p>" + INDEX.rows.length + " rows previewed, up to " + INDEX.rows_per_task +
       " per profile/task (the smallest stable hashes of the row ids, round-robin over sources). Each row shows only what its " +
       "question and answer write, decoded in the profile's coordinate convention; the image's source annotations are on a toggle.</p>" +
+      '<h2>Profiles</h2><table class="counts" id="profiles">' + profiles + "</table>" +
       '<h2>Instruction rows</h2><table class="counts" id="task-counts">' + head + body + "</table>" +
       '<h2>Images</h2><table class="counts" id="image-counts">' + images + "</table>" +
       '<h2>Rejects</h2><table class="counts" id="reject-counts">' + rejects + "</table>";

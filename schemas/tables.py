@@ -119,7 +119,7 @@ ANNOTATIONS = Features(
         "attribute_prompt": _str,  # IMT-CXR-style phrases of the positive mentions
         "severity_ordinal": _f64,  # [0, 1] from mention severities (transforms.severity)
         "severity_bucket": _str,
-        "severity_tfidf": _f64,  # MediVLM's score of severity_document (transforms/enrich.py), fitted on train
+        "severity_tfidf": _f64,  # MediVLM's score of severity_document (transforms/tasks/severity_report.py), fitted on train
         "ctr": _f64,
         "ctr_band": _str,
         "ptx_ratio": _f64,  # pneumothorax area over its side's lung area (needs lung masks on the image)

@@ -57,7 +57,10 @@ def test_licences_access_and_citations_of_every_contributing_source(build):
         assert entry["licence"] in body and entry["access_note"] in body
         assert entry["citation"].splitlines()[0] in body
     for profile in manifest["profiles"]:
-        assert sources["methods"][profile]["citation"].splitlines()[0] in body
+        citation = sources["methods"][profile].get("citation")
+        assert citation is None or citation.splitlines()[0] in body
+    assert "citation" not in sources["methods"]["radixpert"]
+    assert "Radixpert (profile `radixpert`) has no citation entry here" in body
     assert "credentialed" in body and "no sharing" in body and "Kaggle competition rules" in body
     assert "not tokenized" in body
 

@@ -9,7 +9,7 @@ import pytest
 
 from pipelines import image_stage
 from schemas.records import ImageRef, RawLabel, Report, SourceRecord
-from transforms import enrich
+from transforms import enrich, padchest_english
 from transforms.geometry import letterbox_for
 from transforms.units import ImageUnit
 
@@ -56,6 +56,42 @@ def test_a_report_the_language_stage_cannot_handle_costs_only_the_report(decoded
                                                                      "recursion-error")
     assert reject.detail.startswith("files/p10/p10000001/s50000001.txt: maximum recursion depth")
     assert result.events == [("mimic", "written")]
+
+
+def padchest_unit(by_sentence: list, view: str = "PA") -> ImageUnit:
+    ref = ImageRef(image_key="padchest/1.png", source="padchest", native_id="1.png", uri="/1.png", format="png",
+                   subject_id="7", study_id="8", view=view)
+    record = SourceRecord(image=ref, report=Report(text="cardiomegali .", language="es-stemmed", origin="Report"),
+                          raw_labels=[RawLabel(system="padchest-labels", name="cardiomegaly", value=1.0)],
+                          provenance={"labels_localizations_by_sentence": json.dumps(by_sentence)})
+    return ImageUnit(record=record, split="train", split_authority="patient-hash")
+
+
+def test_a_sentence_label_without_english_costs_only_the_english_statements(decoded, monkeypatch):
+    labels = dict(padchest_english.LABELS)
+    monkeypatch.setattr(padchest_english, "LABELS", {k: v for k, v in labels.items() if k != "pleural effusion"})
+    image, result = image_stage.run_unit(padchest_unit([["cardiomegaly", "loc cardiac"], ["pleural effusion"]]),
+                                         512, 30, "shard 0", 1)
+    assert image is not None
+    (row,) = result.annotation_rows
+    assert row["report_text"] == "cardiomegali ." and row["report_english"] is None
+    assert [m["finding"] for m in row["mentions"]] == ["Cardiomegaly", "Pleural Effusion"]  # the report stays
+    (reject,) = result.rejects
+    assert (reject.stage, reject.level, reject.reason) == ("language", "item", "unknown-padchest-phrase")
+    assert "'pleural effusion'" in reject.detail
+    monkeypatch.setattr(padchest_english, "LABELS", labels)
+    _, good = image_stage.run_unit(padchest_unit([["cardiomegaly", "loc cardiac"]]), 512, 30, "shard 0", 1)
+    assert good.annotation_rows[0]["report_english"] == "Cardiomegaly." and not good.rejects
+    _, translated = image_stage.run_unit(padchest_unit([["cardiomegaly"]]), 512, 30, "shard 0", 1,
+                                         {"cardiomegali .": "Cardiomegaly."})
+    assert translated.annotation_rows[0]["report_translation"] == "Cardiomegaly."
+
+
+def test_a_sentence_label_nothing_knows_costs_the_report_not_the_image(decoded):
+    """A label labels.yaml does not map either: the report (mentions, statements) goes, the image stays."""
+    image, result = image_stage.run_unit(padchest_unit([["cardiomegaly"], ["moon phase"]]), 512, 30, "shard 0", 1)
+    assert image is not None and result.annotation_rows[0]["report_english"] is None
+    assert [(r.stage, r.level, r.reason) for r in result.rejects] == [("language", "item", "value-error")]
 
 
 def test_a_language_failure_without_a_report_still_rejects_the_unit(decoded, monkeypatch):

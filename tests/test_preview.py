@@ -405,6 +405,12 @@ def test_each_section_renders_in_chromium(build, preview, records, browser, tmp_
     tasks = browser.evaluate("Array.prototype.map.call(document.querySelectorAll('#task-counts tr[data-task]'), "
                              "function (tr) { return tr.dataset.task; })")
     assert sorted(tasks) == sorted({r["task"] for r in records.values()})
+    profiles = browser.evaluate("Array.prototype.map.call(document.querySelectorAll('#profiles tr[data-profile]'), "
+                                "function (tr) { return tr.innerText; })")
+    assert [line.split("\t")[:3] for line in profiles] == [
+        ["chexmix", "CheXmix", "as built"], ["imt-cxr", "IMT-CXR", "as built"], ["m4cxr", "M4CXR", "as built"],
+        ["medivlm", "MediVLM", "224x224"], ["radixpert", "Radixpert", "224x224"]]
+    assert "Severity Score" in profiles[3] and "PadChest" in profiles[4]
     shots = {"overview": browser.screenshot()}
 
     state = browser.go("#rows")

@@ -20,7 +20,7 @@ import pytest
 
 from pipelines.synth import generate
 from pipelines.synth.cases import Finding
-from pipelines.synth.text import _spanish_sentence
+from pipelines.synth.text import padchest_sentence
 from pipelines.synth.vindr import BOX_CLASSES, LOCAL_LABELS
 from pipelines.build import run_build
 from schemas.config import PROFILES, load_config
@@ -151,7 +151,8 @@ def truth_facts(entry: dict, built: ImageFacts, size: int = 512) -> TruthFacts:
         required_boxes=tuple(boxes), structure_boxes=built.structure_boxes, polygons=built.polygons,
         polygon_areas=built.polygon_areas, sides=truth_sides(entry), severities=truth_severities(entry),
         bands=bands, sections=built.sections, region_phrases=built.region_phrases,
-        report_english=built.report_english, padchest_findings=built.padchest_findings,
+        report_english=built.report_english, report_translation=built.report_translation,
+        padchest_findings=built.padchest_findings,
         english_labels=built.english_labels, severity_document=built.severity_document,
         severity_tfidf=built.severity_tfidf,
         positives=frozenset(n for n, p in presence.items() if p == 1 and n != NO_FINDING))
@@ -193,7 +194,7 @@ def test_every_task_of_every_profile_has_rows_and_a_check(build):
 def english_phrase(detail: dict, name: str) -> tuple[str, str | None]:
     """How the English statements name a synthetic PadChest finding (the label the synthetic writer
     gives it, rendered alone and without sides) and the side its sentence labels state, if any."""
-    _, label, places = _spanish_sentence(Finding(name, 1, detail["laterality"], detail["zone"], detail["severity"],
+    _, label, places = padchest_sentence(Finding(name, 1, detail["laterality"], detail["zone"], detail["severity"],
                                                  None, detail["detail"]))
     phrase = render_report([[label]], sides=False).text.rstrip(".").lower()
     return phrase, detail["laterality"] if detail["laterality"] in places else None

@@ -21,17 +21,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from transforms import comparisons
-from transforms.enrich import MIN_RING_AREA, severity_document
+from transforms import comparisons, padchest_english
+from transforms.enrich import MIN_RING_AREA
 from transforms.geometry import render_box, render_polygon
 from transforms.labels import NO_FINDING
 from transforms.masks import signed_area
 from transforms.reports import clean_text, sentence_spans
-from transforms import padchest_english
 from transforms.tasks import FINDING_PHRASES, Profile, load_profile
 from transforms.tasks.grounding import CONSENSUS_READER, absent_labels, box_role, is_multi_reader
 from transforms.tasks.report import labels_of_text, positive_observations, single_image_text
 from transforms.tasks.segmentation import CONFIG as SEGMENTATION
+from transforms.tasks.severity_report import severity_document
 from transforms.templates import load_template_set
 from transforms.views import is_frontal
 
@@ -122,9 +122,10 @@ class ImageFacts:
     sections: Mapping[str, str] = field(default_factory=dict)  # English report sections
     region_phrases: frozenset[tuple[str, str]] = frozenset()
     report_english: str | None = None  # PadChest's English statements (view-dependent: no sides on a lateral)
+    report_translation: str | None = None  # PadChest's report machine-translated, when the build translates
     padchest_findings: frozenset[str] = frozenset()  # finding labels of its sentence labels this view can show
     english_labels: frozenset[str] = frozenset()  # the PadChest labels report_english states
-    severity_document: str | None = None  # the text MediVLM's score reads (transforms.enrich.severity_document)
+    severity_document: str | None = None  # the text MediVLM's score reads (transforms.tasks.severity_report)
     severity_tfidf: float | None = None
 
     def box_supported(self, label: str, finding: str | None, unit: Unit) -> bool:
@@ -206,7 +207,8 @@ def facts_from_annotation(row: dict) -> ImageFacts:
         bands={"ctr_band": row["ctr_band"], "ptx_band": row["ptx_band"], "ptx_side": row["ptx_side"]},
         sections=sections,
         region_phrases=frozenset((r["region"], r["phrase"]) for r in row["regions"] or ()),
-        report_english=row["report_english"], **_padchest_labels(row, provenance),
+        report_english=row["report_english"], report_translation=row["report_translation"],
+        **_padchest_labels(row, provenance),
         severity_document=severity_document(row), severity_tfidf=row["severity_tfidf"],
     )
 
@@ -563,18 +565,28 @@ def _triage(r: _Row) -> None:
     r.text(t["bucket"], "bucket")
 
 
+def _english_statements(r: _Row, text: str, image: ImageFacts) -> None:
+    """A text that should be a PadChest image's English statements: it is, and it names every finding
+    label of the image's sentences (the label's head words, and among the labels the rendering states)."""
+    if text != image.report_english:
+        r.flag("answer-text-mismatch", "the report is not the image's English statements")
+    lowered = text.lower()
+    for label in sorted(image.padchest_findings):
+        if label not in image.english_labels or padchest_english.label_head(label).lower() not in lowered:
+            r.flag("report-drops-finding", f"PadChest sentence label {label!r} is not stated by the report")
+
+
 def _padchest_report(r: _Row) -> None:
-    """A PadChest study's English report: the image's statements (or a translation, which only the
-    checks on any text cover: no side on a lateral view, no comparison), naming every finding label."""
+    """A PadChest study's English report: the image's statements, or its translation (which only the
+    checks on any text cover: no side on a lateral view, no comparison)."""
     t = r.target
     r.text(t["text"], "report")
     _report_text_checks(r, t["text"], r.first, "findings", [r.first], single_study=True)
-    if t["method"] != "padchest-structure":
-        return
-    if t["text"] != r.first.report_english:
-        r.flag("answer-text-mismatch", "the target is not the image's English statements")
-    for label in sorted(r.first.padchest_findings - r.first.english_labels):
-        r.flag("report-drops-finding", f"PadChest sentence label {label!r} is not stated by the report")
+    if t["method"] == "translation":
+        if t["text"] != r.first.report_translation:
+            r.flag("answer-text-mismatch", "the report is not the image's translation")
+    else:
+        _english_statements(r, t["text"], r.first)
 
 
 def _severity_report(r: _Row) -> None:
@@ -591,6 +603,8 @@ def _severity_report(r: _Row) -> None:
     r.text(f"{t['report']}\nSeverity Score: {t['severity_score']}", "report and score")
     section = next((name for name in ("findings", "impression") if image.sections.get(name, "").strip()), "findings")
     _report_text_checks(r, t["report"], image, section, [image], single_study=True)
+    if image.source == "padchest":
+        _english_statements(r, t["report"], image)
     if r.row["task"] == "report_severity_regions":
         for box in t["boxes"]:
             if not any(_close(unit, box["box"]) for unit in image.structure_boxes.get(box["label"], ())):

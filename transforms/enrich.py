@@ -17,7 +17,7 @@ import manifests
 from schemas.records import AnnotationRecord, AttributeMention, Box, MaskRLE, Reject
 from transforms import boxes, deid, geometry, images, io, labels, masks, padchest_english, phrases, reports, severity
 from transforms.chexmask_space import preprocessed_to_original
-from transforms.tasks import report as report_target
+from transforms.tasks.severity_report import severity_document
 from transforms.views import is_frontal
 from transforms.geometry import Letterbox
 from transforms.units import ImageUnit
@@ -283,8 +283,8 @@ def report_mentions(record) -> list[AttributeMention]:
                     mentions.append(mention.model_copy(update={"span": (start + section.start, end + section.start)}))
         return mentions
     by_sentence = record.provenance.get("labels_localizations_by_sentence")
-    if record.image.source == "padchest" and by_sentence:
-        return phrases.padchest_mentions(json.loads(by_sentence), report.text if report is not None else None)
+    if record.image.source == "padchest" and by_sentence and report is not None:
+        return phrases.padchest_mentions(json.loads(by_sentence), report.text)
     return []
 
 
@@ -314,10 +314,8 @@ def _scrub_report(decoded: DecodedUnit) -> DecodedUnit:
     return replace(decoded, unit=replace(decoded.unit, record=record))
 
 
-def language_unit(enriched: EnrichedUnit, translations: Mapping[str, str] | None = None) -> EnrichedUnit:
-    """De-identified report, its sections and attribute mentions, the harmonised findings, and for
-    PadChest its English statements and (from ``translations``, report text -> English, when the build
-    translates) its translation.
+def language_unit(enriched: EnrichedUnit) -> EnrichedUnit:
+    """De-identified report, its sections and attribute mentions, and the harmonised findings.
 
     The English report's line endings are normalised and the report is scrubbed first
     (``transforms/deid.py``); the result replaces the record's report, so sections, mention spans and the
@@ -327,9 +325,6 @@ def language_unit(enriched: EnrichedUnit, translations: Mapping[str, str] | None
     if record.report is not None and record.report.language == "en":
         enriched.sections = [{"name": name, "text": text} for name, text in reports.section_list(record.report.text)]
     enriched.mentions = report_mentions(record)
-    enriched.report_english = english_statements(record)
-    if translations and record.report is not None and record.image.source == "padchest":
-        enriched.report_translation = translations.get(record.report.text) or None
     findings_text = next((s["text"] for s in reversed(enriched.sections) if s["name"] == "findings"), None)
     if findings_text:  # the cleaned FINDINGS text's labels, for chain-of-thought targets (study labels stay official)
         enriched.findings_labels = labels.label_report(reports.clean_text(findings_text))
@@ -339,6 +334,17 @@ def language_unit(enriched: EnrichedUnit, translations: Mapping[str, str] | None
         {"name": f.name, "presence": f.presence, "systems": list(f.systems), "raw": list(f.raw)}
         for f in labels.harmonize(raw)
     ]
+    return enriched
+
+
+def english_unit(enriched: EnrichedUnit, translations: Mapping[str, str] | None = None) -> EnrichedUnit:
+    """PadChest's report in English: its statements (:func:`english_statements`) and, from
+    ``translations`` (report text -> English, when the build translates), its translation.
+    :class:`transforms.padchest_english.UnknownPhrase` for a sentence label the manifest lacks."""
+    record = enriched.decoded.unit.record
+    enriched.report_english = english_statements(record)
+    if translations and record.report is not None and record.image.source == "padchest":
+        enriched.report_translation = translations.get(record.report.text) or None
     return enriched
 
 
@@ -420,16 +426,6 @@ def _mention_row(mention: AttributeMention) -> dict:
             "zones": list(mention.zones), "severity_min": low, "severity_max": high,
             "severity_scale": mention.severity_scale, "temporal": mention.temporal, "sentence": mention.sentence,
             "span_start": mention.span[0], "span_end": mention.span[1]}
-
-
-def severity_document(row: dict) -> str | None:
-    """The text MediVLM's severity score reads for an image: the report its ``medivlm`` rows show. An
-    English report's single-image target (FINDINGS, else IMPRESSION, comparison wording rewritten out:
-    :func:`transforms.tasks.report.target_section`), PadChest's English statements; None without either."""
-    if row["report_language"] == "en":
-        target = report_target.target_section(row)
-        return None if target is None else target["text"]
-    return row["report_english"]
 
 
 def severity_terms_of(row: dict) -> list[str]:

@@ -13,12 +13,15 @@ Choices (docs/language.md, "Translation"):
   punctuation). Marian models are trained on sentence pairs, so each sentence is translated alone,
   written as a sentence (first letter upper case, a final full stop), and the English sentences are
   joined with one space.
-- **Cached per sentence.** A report repeats on every image of its study and sentences repeat across
-  reports (the PadChest CSV: 345,484 sentences over its 160,861 images, 75,302 distinct), so a
-  :class:`Translator` translates each distinct sentence once in its lifetime.
+- **Each distinct sentence once per call.** A report repeats on every image of its study and sentences
+  repeat across reports (the PadChest CSV: 345,484 sentences over its 160,861 images, 75,302 distinct),
+  so a call translates each distinct sentence of its texts once. Nothing is cached between calls, so
+  what a call returns depends on its texts alone, not on what the worker translated before.
 - **Deterministic.** Greedy decoding (or beam search with ``num_beams``), never sampling, float32.
   Padding inside a batch can change the last bits of the float results, so in a near tie a sentence
-  might translate differently in another batch; ``batch_size: 1`` rules that out at a cost in speed.
+  might translate differently in another batch: the batches of a call are fixed by its texts (sorted
+  distinct sentences), so a rerun of a shard gives the same bytes; ``batch_size: 1`` makes a sentence
+  translate the same in every shard too, at a cost in speed.
 """
 
 from __future__ import annotations
@@ -126,25 +129,26 @@ class Translator:
                              f"{positions} positions of {self.folder / 'config.json'}; lower it")
         self.batch_size, self.num_beams, self.max_new_tokens, self.device = batch_size, num_beams, max_new_tokens, device
         self.method = f"translation:{self.folder.name}"
-        self._cache: dict[str, str] = {}
         self._loaded: tuple[Any, Any, Any] | None = None
         self._fingerprint: dict | None = None
         self._lock = threading.Lock()
 
     def translate(self, texts: list[str]) -> list[str]:
-        """The English of each report, in order; ``""`` for a report with no sentence. Sentences not seen
-        before are translated ``batch_size`` at a time, shortest first."""
+        """The English of each report, in order; ``""`` for a report with no sentence. The distinct
+        sentences of the call are translated once each, ``batch_size`` at a time, shortest first. Nothing
+        is remembered between calls: the batches, and so the output to the last bit, depend only on
+        ``texts`` (the image stage calls once per shard, so a shard translates the same on any worker)."""
         for text in texts:
             if not isinstance(text, str):
                 raise TypeError(f"a report to translate must be str, got {type(text).__name__}")
         split = [sentences(text) for text in texts]
+        distinct = sorted({sentence for found in split for sentence in found}, key=lambda s: (len(s), s))
+        english: dict[str, str] = {}
         with self._lock:
-            new = sorted({sentence for found in split for sentence in found} - self._cache.keys(),
-                         key=lambda sentence: (len(sentence), sentence))
-            for start in range(0, len(new), self.batch_size):
-                batch = new[start:start + self.batch_size]
-                self._cache.update(zip(batch, self._generate(batch)))
-        return [" ".join(english for sentence in found if (english := self._cache[sentence])) for found in split]
+            for start in range(0, len(distinct), self.batch_size):
+                batch = distinct[start:start + self.batch_size]
+                english.update(zip(batch, self._generate(batch)))
+        return [" ".join(text for sentence in found if (text := english[sentence])) for found in split]
 
     def fingerprint(self) -> dict:
         """What decides the translations, for the build manifest: the method, the folder's name, a sha256

@@ -259,7 +259,7 @@ _SPANISH_DEVICES = {
 }
 
 
-def _spanish_sentence(finding: Finding) -> tuple[str, str, list[str]]:
+def padchest_sentence(finding: Finding) -> tuple[str, str, list[str]]:
     """(stemmed sentence, PadChest label, localizations without the ``loc`` prefix) of a positive finding."""
     side = finding.laterality or "right"
     side_stem = _SPANISH_SIDE.get(side, "derech")
@@ -316,7 +316,7 @@ def padchest_report(findings: Findings, index: int) -> dict[str, str]:
         sentences += ["sin hallazg patologic signific", "siluet cardiomediastin dentr limit normal"]
         by_sentence += [["normal"], ["normal", "loc cardiac"]]
     for finding in present:
-        stem, label, places = _spanish_sentence(finding)
+        stem, label, places = padchest_sentence(finding)
         sentences.append(stem)
         by_sentence.append([label] + [f"loc {place}" for place in places])
     labels = list(dict.fromkeys(items[0] for items in by_sentence))

@@ -134,6 +134,11 @@ def load_profile(name: str) -> Profile:
     return profile
 
 
+def method_name(profile: str) -> str:
+    """The name of the system a profile follows (``manifests/sources.yaml`` ``methods``), e.g. "MediVLM"."""
+    return manifests.load("sources.yaml")["methods"].get(profile, {}).get("name", profile)
+
+
 def generator(task: str) -> Callable[[dict, Profile, int], list[dict]]:
     """A module serving several tasks maps them in ``GENERATORS``; otherwise its ``generate``."""
     module = importlib.import_module(TASK_MODULES[task])

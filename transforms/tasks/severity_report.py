@@ -1,6 +1,6 @@
 """MediVLM report generation: the report followed by its severity score.
 
-The report is the image's :func:`transforms.enrich.severity_document`: an English report's single-image
+The report is the image's :func:`severity_document`: an English report's single-image
 target (FINDINGS, else IMPRESSION, comparison wording rewritten out) or PadChest's English statements;
 frontal views only, since the text names sides. The answer is that text, a new line, and
 ``Severity Score: X.XX``: the row's ``severity_tfidf`` (MediVLM's score of exactly that text, fitted on
@@ -14,11 +14,11 @@ region boxes gets no such row.
 
 from __future__ import annotations
 
-from transforms.enrich import severity_document
 from transforms.geometry import render_box
 from transforms.hashing import seeded_rng
 from transforms.tasks import Profile, instruction_row
 from transforms.tasks.grounding import box_role, unit_box
+from transforms.tasks.report import target_section
 from transforms.templates import load_template_set, render
 from transforms.views import is_frontal
 
@@ -26,6 +26,16 @@ REPORT = "report_severity"
 REGIONS = "report_severity_regions"
 REGION_ORIGINS = ("imagenome-scene-graph", "chexmask-mask")
 """Origins of anatomical region boxes, the preferred first when both box a region name."""
+
+
+def severity_document(row: dict) -> str | None:
+    """The text MediVLM's severity score reads for an image: the report its ``medivlm`` rows show. An
+    English report's single-image target (FINDINGS, else IMPRESSION, comparison wording rewritten out:
+    :func:`transforms.tasks.report.target_section`), PadChest's English statements; None without either."""
+    if row["report_language"] == "en":
+        target = target_section(row)
+        return None if target is None else target["text"]
+    return row["report_english"]
 
 
 def region_boxes(row: dict) -> list[dict]:
