@@ -225,8 +225,9 @@ def profile_sections(manifest: dict) -> str:
     for name in manifest["profiles"]:
         profile = load_profile(name)
         method = method_name(name)
-        rows = manifest["instructions"].get(name, {})
-        tasks = ", ".join(f"`{task}` (weight {spec.weight:g}, {sum(n for per_split in rows.get(task, {}).values() for n in per_split.values()):,} rows)"
+        rows = {task: sum(n for per_split in per_source.values() for n in per_split.values())
+                for task, per_source in manifest["instructions"].get(name, {}).items()}
+        tasks = ", ".join(f"`{task}` (weight {spec.weight:g}, {rows.get(task, 0):,} rows)"
                           for task, spec in profile.tasks.items())
         size = (f" Images at {profile.image_size}x{profile.image_size}, the paper's input size: `export` and the "
                 "loader resize the letterboxed canvas." if profile.image_size else "")

@@ -187,10 +187,10 @@ def translation_fingerprint(options: TranslationConfig) -> dict:
 class ProcessImageShard(beam.DoFn):
     """``((split, shard, num_shards), packed units)`` -> the shard's :class:`Checkpoint`; as tagged outputs
     its rejects, ``((source, event), count)`` pairs, distinct ``(patient, split)`` pairs, the severity
-    terms of its train documents (:func:`transforms.enrich.train_severity_documents`) and the shard's description (none when every image of the shard was rejected:
-    then no images file is written). Reuses a verified checkpoint when there is one (made with the same
-    settings: image size, vertex limit, PNG compression level, English statements version and translation
-    model). With
+    terms of its train documents (:func:`transforms.enrich.train_severity_documents`) and the shard's
+    description (none when every image of the shard was rejected: then no images file is written).
+    Reuses a verified checkpoint when there is one (made with the same settings: image size, vertex
+    limit, PNG compression level, English statements version and translation model). With
     ``translation`` options, the PadChest reports of a shard are translated together before its units
     run (:mod:`transforms.translation`: batched, each distinct sentence once)."""
 

@@ -20,7 +20,8 @@ resume after the last consumed position.
 
 Images are decoded lazily, only for the samples yielded, from a small LRU cache of Parquet row
 groups, and resized to the profile's ``image_size`` when its ``weights.json`` names one (Radixpert,
-MediVLM: 224; ``image_size=`` overrides it, None keeps the build's canvas). ``torch`` is imported only when the dataset is built (:func:`mixture_dataset`).
+MediVLM: 224; ``image_size=`` overrides it, None keeps the build's canvas). ``torch`` is imported only
+when the dataset is built (:func:`mixture_dataset`).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ import json
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from functools import cache
-from typing import Literal
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np

@@ -403,8 +403,11 @@ def profile_entries(manifest: dict) -> list[list]:
     """One entry per profile of the build: name, the method it follows, its description, image size."""
     from transforms.tasks import load_profile, method_name
 
-    return [[name, method_name(name), " ".join(load_profile(name).description.split()), load_profile(name).image_size]
-            for name in manifest["profiles"]]
+    entries = []
+    for name in manifest["profiles"]:
+        profile = load_profile(name)
+        entries.append([name, method_name(name), " ".join(profile.description.split()), profile.image_size])
+    return entries
 
 
 # ------------------------------------------------------------------------------------ writing

@@ -90,7 +90,9 @@ def test_a_sentence_label_without_english_costs_only_the_english_statements(deco
 def test_a_sentence_label_nothing_knows_costs_the_report_not_the_image(decoded):
     """A label labels.yaml does not map either: the report (mentions, statements) goes, the image stays."""
     image, result = image_stage.run_unit(padchest_unit([["cardiomegaly"], ["moon phase"]]), 512, 30, "shard 0", 1)
-    assert image is not None and result.annotation_rows[0]["report_english"] is None
+    (row,) = result.annotation_rows
+    assert image is not None and row["report_english"] is None and row["mentions"] == []
+    assert "labels_localizations_by_sentence" not in json.loads(row["provenance"])  # they went with the report
     assert [(r.stage, r.level, r.reason) for r in result.rejects] == [("language", "item", "value-error")]
 
 

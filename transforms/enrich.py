@@ -17,10 +17,10 @@ import manifests
 from schemas.records import AnnotationRecord, AttributeMention, Box, MaskRLE, Reject
 from transforms import boxes, deid, geometry, images, io, labels, masks, padchest_english, phrases, reports, severity
 from transforms.chexmask_space import preprocessed_to_original
-from transforms.tasks.severity_report import severity_document
-from transforms.views import is_frontal
 from transforms.geometry import Letterbox
+from transforms.tasks.severity_report import severity_document
 from transforms.units import ImageUnit
+from transforms.views import is_frontal
 
 CHEXMASK_ORGANS = ("right lung", "left lung", "heart")
 FUSION = manifests.load("box_policies.yaml")["fusion"]
@@ -283,18 +283,17 @@ def report_mentions(record) -> list[AttributeMention]:
                     mentions.append(mention.model_copy(update={"span": (start + section.start, end + section.start)}))
         return mentions
     by_sentence = record.provenance.get("labels_localizations_by_sentence")
-    if record.image.source == "padchest" and by_sentence and report is not None:
-        return phrases.padchest_mentions(json.loads(by_sentence), report.text)
+    if record.image.source == "padchest" and by_sentence:
+        return phrases.padchest_mentions(json.loads(by_sentence), report.text if report is not None else None)
     return []
 
 
 def english_statements(record) -> str | None:
     """PadChest's report in English: its sentence labels and localizations rendered as statements
     (:mod:`transforms.padchest_english`), without side words on a view where left and right cannot be
-    told apart. None for other sources and for rows without a report or sentence labels (the labels
-    annotate the report's sentences; a report the language stage gave up on takes its statements along)."""
+    told apart. None for other sources and for rows without sentence labels."""
     by_sentence = record.provenance.get("labels_localizations_by_sentence")
-    if record.image.source != "padchest" or record.report is None or not by_sentence:
+    if record.image.source != "padchest" or not by_sentence:
         return None
     rendered = padchest_english.render_report(json.loads(by_sentence), sides=is_frontal(record.image.view))
     return rendered.text or None
@@ -349,10 +348,12 @@ def english_unit(enriched: EnrichedUnit, translations: Mapping[str, str] | None 
 
 
 def without_report(enriched: EnrichedUnit, reason: str) -> EnrichedUnit:
-    """The unit as geometry left it, its report dropped (``provenance["report"]`` = ``reason``) and
-    nothing of the language stage kept: what a report the language stage cannot handle costs."""
+    """The unit as geometry left it, its report dropped (``provenance["report"]`` = ``reason``) with
+    PadChest's sentence labels, which annotate the report's sentences, and nothing of the language
+    stage kept: what a report the language stage cannot handle costs."""
     record = enriched.decoded.unit.record
-    record = record.model_copy(update={"report": None, "provenance": {**record.provenance, "report": reason}})
+    provenance = {key: value for key, value in record.provenance.items() if key != "labels_localizations_by_sentence"}
+    record = record.model_copy(update={"report": None, "provenance": {**provenance, "report": reason}})
     decoded = replace(enriched.decoded, unit=replace(enriched.decoded.unit, record=record))
     return replace(enriched, decoded=decoded, findings=[], sections=[], mentions=[], findings_labels=None,
                    report_english=None, report_translation=None)
