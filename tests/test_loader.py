@@ -59,6 +59,7 @@ M4CXR_POOLS = {
     # ImaGenome annotates MIMIC images, so its task rows carry the image's source
     ("grounded_phrase_generation", "mimic"): 40.0, ("phrase_grounding", "mimic"): 40.0,
     ("anatomical_region_grounding", "mimic"): 20.0, ("grounded_anatomical_region", "mimic"): 20.0,
+    ("vqa", "mimic"): 2.0,  # mimicvqa_vqa, generated from ImaGenome scene graphs
 }
 OWN_TASKS = {"organ_grounding": 0.8, "grounded_organ": 0.8, "triage": 2.0}
 

@@ -3,9 +3,10 @@
 The row checks are those of ``cxr-instruct audit`` (transforms/audit.py), but each image's facts come
 from ``SYNTHETIC_TRUTH.json`` (:func:`truth_facts`): which findings the case states and how, where its
 lesions are, how severe they are and on which side, the view, and whether it is a Chest ImaGenome gold
-image. Only what the truth does not describe (report sections, organ outlines, region phrases) comes
-from the build. Then: zero contradictions of every kind, and the audit is shown to catch each kind of
-defect when one is planted, so the zero means something.
+image. Only what the truth does not describe (report sections, organ outlines, region phrases and
+attributes) comes from the build; generated VQA states are also checked against the case itself. Then:
+zero contradictions of every kind, and the audit is shown to catch each kind of defect when one is
+planted, so the zero means something.
 """
 
 from __future__ import annotations
@@ -151,6 +152,7 @@ def truth_facts(entry: dict, built: ImageFacts, size: int = 512) -> TruthFacts:
         required_boxes=tuple(boxes), structure_boxes=built.structure_boxes, polygons=built.polygons,
         polygon_areas=built.polygon_areas, sides=truth_sides(entry), severities=truth_severities(entry),
         bands=bands, sections=built.sections, region_phrases=built.region_phrases,
+        region_attributes=built.region_attributes,
         report_english=built.report_english, report_translation=built.report_translation,
         padchest_findings=built.padchest_findings,
         english_labels=built.english_labels, severity_document=built.severity_document,
@@ -225,6 +227,28 @@ def test_padchest_english_reports_name_every_finding_of_the_case_and_its_side(bu
         if entry["view"] not in ("PA", "AP", "AP_horizontal"):
             assert not re.search(r"\b(left|right|bilateral|both)\b", text, re.IGNORECASE), (row["id"], text)
     assert checked > 50
+
+
+def test_vqa_states_are_the_cases_own_findings(build):
+    """Each state a generated VQA row rests on, against the case: an attribute said present is a finding
+    the case states (1, or -1: the synthetic scene graph says "yes" for both), one said absent a finding
+    it denies (0), in a region the synthetic scene graph gives that finding."""
+    from pipelines.synth.imagenome import finding_attribute, finding_regions
+
+    checked = 0
+    for row in build["rows"]:
+        if row["task"] != "vqa":
+            continue
+        case = {}
+        for name, d in build["truth"][row["image_keys"][0]]["finding_details"].items():
+            finding = Finding(name, d["presence"], d["laterality"], d["zone"], d["severity"], None, d["detail"])
+            case[finding_attribute(finding).split("|")[2]] = (d["presence"], set(finding_regions(finding)))
+        for region, attribute, present in json.loads(row["target"])["claims"]:
+            if attribute is not None:
+                presence, regions = case[attribute]
+                assert (presence != 0) is present and region in (None, *regions), (row["id"], region, attribute)
+                checked += 1
+    assert checked > 500
 
 
 # ---------------------------------------------------------------- planted defects are caught

@@ -27,7 +27,7 @@ from transforms.geometry import render_box, render_polygon
 from transforms.labels import NO_FINDING
 from transforms.masks import signed_area
 from transforms.reports import clean_text, sentence_spans
-from transforms.tasks import FINDING_PHRASES, Profile, load_profile
+from transforms.tasks import FINDING_PHRASES, Profile, load_profile, vqa
 from transforms.tasks.grounding import CONSENSUS_READER, absent_labels, box_role, is_multi_reader
 from transforms.tasks.report import labels_of_text, positive_observations, single_image_text
 from transforms.tasks.segmentation import CONFIG as SEGMENTATION
@@ -60,6 +60,9 @@ KINDS: dict[str, str] = {
     "unnormalised-text": "a carriage return in a conversation",
     "taxonomy-name-in-prompt": "a taxonomy category name that is not English (e.g. 'pleural other') in a prompt",
     "severity-score-mismatch": "a severity score that is not the image's MediVLM score of the report shown",
+    "vqa-answer-not-recomputed": "a generated VQA answer that its program, run again on the image's scene graph, "
+                                 "does not give (an open answer leaving out a stated item, a count or choice "
+                                 "not following from its states)",
 }
 
 Unit = tuple[float, float, float, float]
@@ -121,6 +124,7 @@ class ImageFacts:
     bands: Mapping[str, str | None] = field(default_factory=dict)  # ctr_band, ptx_band, ptx_side
     sections: Mapping[str, str] = field(default_factory=dict)  # English report sections
     region_phrases: frozenset[tuple[str, str]] = frozenset()
+    region_attributes: frozenset[tuple[str, str]] = frozenset()  # (ImaGenome region, attribute string) of its phrases
     report_english: str | None = None  # PadChest's English statements (view-dependent: no sides on a lateral)
     report_translation: str | None = None  # PadChest's report machine-translated, when the build translates
     padchest_findings: frozenset[str] = frozenset()  # finding labels of its sentence labels this view can show
@@ -207,6 +211,7 @@ def facts_from_annotation(row: dict) -> ImageFacts:
         bands={"ctr_band": row["ctr_band"], "ptx_band": row["ptx_band"], "ptx_side": row["ptx_side"]},
         sections=sections,
         region_phrases=frozenset((r["region"], r["phrase"]) for r in row["regions"] or ()),
+        region_attributes=frozenset((r["region"], a) for r in row["regions"] or () for a in r["attributes"]),
         report_english=row["report_english"], report_translation=row["report_translation"],
         **_padchest_labels(row, provenance),
         severity_document=severity_document(row), severity_tfidf=row["severity_tfidf"],
@@ -612,6 +617,39 @@ def _severity_report(r: _Row) -> None:
         r.rendered_boxes([tuple(box["box"]) for box in t["boxes"]], shown_in="prompt")
 
 
+def _vqa(r: _Row) -> None:
+    """Generated VQA: each state the answer rests on is the one the image's scene graph states (a "no"
+    only from a stated negative), the answer follows from those states and is what the family's program
+    gives when run again, no region with a side is named on a view without sides, and the row's
+    question and answer text say the target's inputs and answer."""
+    t = r.target
+    scene = vqa.Scene.of(r.first.region_attributes)
+    wrong_states = 0
+    for region, attribute, present in t["claims"]:
+        stated = scene.state(region, attribute)
+        if stated != present:
+            said = "positive" if present else "negative"
+            name = {True: "present", False: "absent", None: "unannotated"}[stated]
+            r.flag(f"{said}-for-{name}", f"{attribute or 'an abnormality'} in {region or 'the image'} said "
+                                          f"{'present' if present else 'absent'}; the scene graph: {stated}")
+            wrong_states += 1
+    claims = [tuple(claim) for claim in t["claims"]]
+    rerun = vqa.run(t["family"], t["inputs"], scene)
+    if not wrong_states and (vqa.answer_from_claims(t["family"], claims) != t["answer"]
+                             or rerun is None or rerun[0] != t["answer"]):
+        r.flag("vqa-answer-not-recomputed", f"{t['family']} {t['inputs']}: {t['answer']!r}, "
+                                            f"rerun {rerun[0] if rerun else None!r}")
+    if not is_frontal(r.first.view):
+        for region in vqa.named_regions(t["family"], t["inputs"], t["answer"]):
+            if vqa.region_side(region):
+                r.flag("side-on-lateral", f"{region} named on a {r.first.view} view")
+    templates = load_template_set(r.profile.tasks[r.row["task"]].template_set)
+    r.text(vqa.answer_text(templates, t["family"], t["answer"]), "answer")
+    for name, phrase in vqa.question_fields(t["family"], t["inputs"]).items():
+        if phrase not in r.prompts[-1]:
+            r.flag("answer-text-mismatch", f"the question does not say {name} {phrase!r}")
+
+
 def _pretraining(r: _Row) -> None:
     for name, text in r.target.items():
         if clean_text(r.first.sections.get(name, "")) != text:
@@ -644,6 +682,7 @@ CHECKS = {
     "padchest_report_generation": _padchest_report,
     "report_severity": _severity_report,
     "report_severity_regions": _severity_report,
+    "vqa": _vqa,
 }
 """Task -> its check. Every task of ``transforms.tasks.TASK_MODULES`` has one (a test holds it so)."""
 

@@ -34,10 +34,10 @@ _ATTRIBUTES = {
     "Enlarged Cardiomediastinum": "anatomicalfinding|{}|mediastinal widening",
     "Pleural Other": "anatomicalfinding|{}|pleural/parenchymal scarring", "Fracture": "anatomicalfinding|{}|rib fracture",
 }
-_DEVICE_ATTRIBUTES = {"endotracheal tube": ("trachea", "tubesandlines|yes|endotracheal tube"),
-                      "nasogastric tube": ("abdomen", "tubesandlines|yes|enteric tube"),
-                      "right internal jugular line": ("svc", "tubesandlines|yes|ij line"),
-                      "pacemaker": ("cardiac silhouette", "device|yes|cardiac pacer and wires")}
+_DEVICE_ATTRIBUTES = {"endotracheal tube": ("trachea", "tubesandlines|{}|endotracheal tube"),
+                      "nasogastric tube": ("abdomen", "tubesandlines|{}|enteric tube"),
+                      "right internal jugular line": ("svc", "tubesandlines|{}|ij line"),
+                      "pacemaker": ("cardiac silhouette", "device|{}|cardiac pacer and wires")}
 _RELATIONS = {"worsened": ("Worsened", "worsened"), "new": ("Worsened", "worsened"),
               "improved": ("Improved", "improved"), "resolved": ("Improved", "improved"),
               "unchanged": ("No status change", "no change")}
@@ -80,9 +80,12 @@ def finding_regions(finding: Finding) -> list[str]:
 
 
 def finding_attribute(finding: Finding) -> str:
+    """The finding's attribute string, ``no`` when the case denies it (a removed device too)."""
     if finding.name == "Support Devices":
-        return _DEVICE_ATTRIBUTES[finding.detail or "endotracheal tube"][1]
-    return _ATTRIBUTES[finding.name].format("no" if finding.presence == 0 else "yes")
+        template = _DEVICE_ATTRIBUTES[finding.detail or "endotracheal tube"][1]
+    else:
+        template = _ATTRIBUTES[finding.name]
+    return template.format("no" if finding.presence == 0 else "yes")
 
 
 def to_224(box: Box, width: int, height: int) -> tuple[int, int, int, int]:

@@ -37,6 +37,7 @@ TASK_MODULES = {
     "padchest_report_generation": "transforms.tasks.padchest_report",
     "report_severity": "transforms.tasks.severity_report",
     "report_severity_regions": "transforms.tasks.severity_report",
+    "vqa": "transforms.tasks.vqa",
     **{task: "transforms.tasks.grounding" for task in GROUNDING_TASKS},
 }
 TASK_UNITS = {
