@@ -279,8 +279,8 @@ def pairs(patient: list[list[dict]]) -> list[tuple[dict, dict]]:
     ``study_datetime``); studies at the same time make no pair."""
     studies = in_time_order(patient)
     found = []
-    for earlier, later in zip(studies, studies[1:]):
-        reference, main = shown_image(earlier), shown_image(later)
+    for before, after in zip(studies, studies[1:]):
+        reference, main = shown_image(before), shown_image(after)
         if reference and main and not same_time(reference["study_datetime"], main["study_datetime"]):
             found.append((reference, main))
     return found
