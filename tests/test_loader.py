@@ -60,6 +60,7 @@ M4CXR_POOLS = {
     ("grounded_phrase_generation", "mimic"): 40.0, ("phrase_grounding", "mimic"): 40.0,
     ("anatomical_region_grounding", "mimic"): 20.0, ("grounded_anatomical_region", "mimic"): 20.0,
     ("vqa", "mimic"): 2.0,  # mimicvqa_vqa, generated from ImaGenome scene graphs
+    ("difference_vqa", "mimic"): 4.0,  # mimiccxr_diff_vqa_difference, generated from ImaGenome
 }
 OWN_TASKS = {"organ_grounding": 0.8, "grounded_organ": 0.8, "triage": 2.0}
 

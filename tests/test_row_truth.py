@@ -153,6 +153,7 @@ def truth_facts(entry: dict, built: ImageFacts, size: int = 512) -> TruthFacts:
         polygon_areas=built.polygon_areas, sides=truth_sides(entry), severities=truth_severities(entry),
         bands=bands, sections=built.sections, region_phrases=built.region_phrases,
         region_attributes=built.region_attributes,
+        study_datetime=built.study_datetime, scene_phrases=built.scene_phrases, relationships=built.relationships,
         report_english=built.report_english, report_translation=built.report_translation,
         padchest_findings=built.padchest_findings,
         english_labels=built.english_labels, severity_document=built.severity_document,

@@ -27,7 +27,7 @@ from transforms.geometry import render_box, render_polygon
 from transforms.labels import NO_FINDING
 from transforms.masks import signed_area
 from transforms.reports import clean_text, sentence_spans
-from transforms.tasks import FINDING_PHRASES, Profile, load_profile, vqa
+from transforms.tasks import FINDING_PHRASES, Profile, difference_vqa, load_profile, vqa
 from transforms.tasks.grounding import CONSENSUS_READER, absent_labels, box_role, is_multi_reader
 from transforms.tasks.report import labels_of_text, positive_observations, single_image_text
 from transforms.tasks.segmentation import CONFIG as SEGMENTATION
@@ -60,6 +60,7 @@ KINDS: dict[str, str] = {
     "unnormalised-text": "a carriage return in a conversation",
     "taxonomy-name-in-prompt": "a taxonomy category name that is not English (e.g. 'pleural other') in a prompt",
     "severity-score-mismatch": "a severity score that is not the image's MediVLM score of the report shown",
+    "reference-not-earlier": "a difference question whose reference study is not strictly earlier than its main",
     "vqa-answer-not-recomputed": "a generated VQA answer that its program, run again on the image's scene graph, "
                                  "does not give (an open answer leaving out a stated item, a count or choice "
                                  "not following from its states)",
@@ -124,6 +125,9 @@ class ImageFacts:
     bands: Mapping[str, str | None] = field(default_factory=dict)  # ctr_band, ptx_band, ptx_side
     sections: Mapping[str, str] = field(default_factory=dict)  # English report sections
     region_phrases: frozenset[tuple[str, str]] = frozenset()
+    study_datetime: str | None = None
+    scene_phrases: tuple = ()  # ImaGenome (region, phrase, attribute strings), difference_vqa.scene_phrases
+    relationships: tuple = ()  # ImaGenome comparisons with earlier images, difference_vqa.relationships
     region_attributes: frozenset[tuple[str, str]] = frozenset()  # (ImaGenome region, attribute string) of its phrases
     report_english: str | None = None  # PadChest's English statements (view-dependent: no sides on a lateral)
     report_translation: str | None = None  # PadChest's report machine-translated, when the build translates
@@ -211,6 +215,8 @@ def facts_from_annotation(row: dict) -> ImageFacts:
         bands={"ctr_band": row["ctr_band"], "ptx_band": row["ptx_band"], "ptx_side": row["ptx_side"]},
         sections=sections,
         region_phrases=frozenset((r["region"], r["phrase"]) for r in row["regions"] or ()),
+        study_datetime=row["study_datetime"], scene_phrases=difference_vqa.scene_phrases(row),
+        relationships=difference_vqa.relationships(row),
         region_attributes=frozenset((r["region"], a) for r in row["regions"] or () for a in r["attributes"]),
         report_english=row["report_english"], report_translation=row["report_translation"],
         **_padchest_labels(row, provenance),
@@ -243,6 +249,7 @@ class _Row:
         self.row = row
         self.target = json.loads(row["target"])
         self.profile: Profile = _profile(row["profile"])
+        self.facts = facts
         self.images = [facts[key] for key in row["image_keys"]]
         self.first = self.images[0]
         self.found: list[Contradiction] = []
@@ -650,6 +657,53 @@ def _vqa(r: _Row) -> None:
             r.flag("answer-text-mismatch", f"the question does not say {name} {phrase!r}")
 
 
+def _difference_vqa(r: _Row) -> None:
+    """Difference VQA: the row shows the target's reference then main image, the reference study strictly
+    earlier than the main (by the images' own times), both frontal; a finding said new (resolved) is
+    denied on the reference (main) image, never merely unstated there; and the answer is what the
+    family's program gives when run again on the two images' ImaGenome statements and the main image's
+    relations (transforms/tasks/difference_vqa.py), said by the row's question and answer text."""
+    t = r.target
+    reference, main = r.images
+    if [reference.key, main.key] != [t["reference"]["image_key"], t["main"]["image_key"]]:
+        r.flag("answer-text-mismatch", "the row's images are not the target's reference then main")
+    if not (reference.study_datetime and main.study_datetime
+            and difference_vqa.earlier(reference.study_datetime, main.study_datetime)):
+        r.flag("reference-not-earlier", f"reference {reference.study_datetime}, main {main.study_datetime}", main)
+    for image in (reference, main):
+        if not is_frontal(image.view):
+            r.flag("side-on-lateral", f"a difference question on a {image.view} view", image)
+    family, answer = t["family"], t["answer"]
+    claimed = answer if family in ("new_findings", "resolved_findings") else (
+        [t["inputs"]["finding"]] if family in ("finding_new", "finding_resolved") and answer is True else [])
+    before = reference if family in ("new_findings", "finding_new") else main
+    denied = {attribute.split("|")[-1] for _, _, attributes in before.scene_phrases for attribute in attributes
+              if attribute.split("|")[1:2] == ["no"]}
+    said, which = ("new", "reference") if before is reference else ("resolved", "main")
+    for name in claimed:
+        if name not in denied:
+            r.flag("negative-for-unannotated", f"{name} said {said}; the {which} image never denies it", before)
+
+    def study_of(key: str) -> str | None:
+        return r.facts[key].study_id if key in r.facts else None
+
+    statements = [difference_vqa.Statements.of(image.study_id, image.scene_phrases, image.relationships, study_of)
+                  for image in (reference, main)]
+    rerun = difference_vqa.run(family, t["inputs"], *statements)
+    if rerun != answer:
+        r.flag("vqa-answer-not-recomputed", f"{family} {t['inputs']}: {answer!r}, rerun {rerun!r}")
+    templates = load_template_set(r.profile.tasks[r.row["task"]].template_set)
+    question_id = r.row["template_id"].split("+")[-1]
+    gpt = next((q.gpt for q in templates.kinds[family] if q.id == question_id), None)
+    if gpt is None:
+        r.flag("answer-text-mismatch", f"{question_id!r} is not a {family} template")
+    else:
+        r.text(difference_vqa.answer_text(templates, family, answer, gpt), "answer")
+    for slot, phrase in difference_vqa.question_fields(family, t["inputs"]).items():
+        if phrase not in r.prompts[-1]:
+            r.flag("answer-text-mismatch", f"the question does not say {slot} {phrase!r}")
+
+
 def _pretraining(r: _Row) -> None:
     for name, text in r.target.items():
         if clean_text(r.first.sections.get(name, "")) != text:
@@ -683,6 +737,7 @@ CHECKS = {
     "report_severity": _severity_report,
     "report_severity_regions": _severity_report,
     "vqa": _vqa,
+    "difference_vqa": _difference_vqa,
 }
 """Task -> its check. Every task of ``transforms.tasks.TASK_MODULES`` has one (a test holds it so)."""
 

@@ -38,12 +38,14 @@ TASK_MODULES = {
     "report_severity": "transforms.tasks.severity_report",
     "report_severity_regions": "transforms.tasks.severity_report",
     "vqa": "transforms.tasks.vqa",
+    "difference_vqa": "transforms.tasks.difference_vqa",
     **{task: "transforms.tasks.grounding" for task in GROUNDING_TASKS},
 }
 TASK_UNITS = {
     "report_generation_multi_image": "study",
     "report_generation_multi_study": "patient",
     "padchest_report_generation": "study",
+    "difference_vqa": "patient",
 }
 """The group a task consumes when it is not one image: the rows of one study, or the studies of one
 patient (in time order). The build groups rows that way before calling the task's generator."""

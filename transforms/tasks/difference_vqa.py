@@ -52,7 +52,8 @@ import manifests
 from transforms.hashing import seeded_rng
 from transforms.labels import anatomy
 from transforms.tasks import Profile
-from transforms.tasks.multi import _row, in_time_order
+from transforms.tasks.multi import group_row, in_time_order
+from transforms.tasks.vqa import parse_attribute
 from transforms.templates import TemplateSet, load_template_set, render
 from transforms.views import is_frontal
 
@@ -68,15 +69,6 @@ REGIONS = {name: region for name, region in anatomy("imagenome-regions").items()
 """The regions whose statements are read, with their sides."""
 BOTH_SIDES = frozenset({"left", "right"})
 FAMILIES = ("new_findings", "resolved_findings", "finding_new", "finding_resolved", "region_change", "finding_change")
-
-
-def parse_attribute(text: str) -> tuple[str, bool, str] | None:
-    """``"anatomicalfinding|no|lung opacity"`` -> ``("anatomicalfinding", False, "lung opacity")``;
-    None when the string is not of that form."""
-    parts = text.split("|")
-    if len(parts) != 3 or parts[1] not in ("yes", "no") or not parts[2]:
-        return None
-    return parts[0], parts[1] == "yes", parts[2]
 
 
 def scene_phrases(row: dict) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
@@ -320,6 +312,6 @@ def generate(patient: list[list[dict]], profile: Profile, seed: int) -> list[dic
                       "inputs": inputs, "answer": answer}
             conversations = render(prompt, question=template.human.format(**question_fields(family, inputs)),
                                    answer=answer_text(templates, family, answer, template.gpt))
-            result.append(_row(profile, TASK, [reference_row, main_row], family, conversations, target,
+            result.append(group_row(profile, TASK, [reference_row, main_row], family, conversations, target,
                                f"{prompt.id}+{template.id}"))
     return result

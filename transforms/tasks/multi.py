@@ -66,8 +66,8 @@ def _images_first(conversations: list[dict], count: int) -> list[dict]:
     return [first] + conversations[1:]
 
 
-def _row(profile: Profile, task: str, rows: list[dict], variant: str, conversations: list[dict],
-         target: dict, template_id: str) -> dict:
+def group_row(profile: Profile, task: str, rows: list[dict], variant: str, conversations: list[dict],
+              target: dict, template_id: str) -> dict:
     splits = {row["split"] for row in rows}
     if len(splits) != 1:  # one split authority per patient: a mix is a leak, never written
         raise ValueError(f"{task}: images {[r['image_key'] for r in rows]} span splits {sorted(splits)}")
@@ -108,7 +108,7 @@ def generate_multi_image(study: list[dict], profile: Profile, seed: int) -> list
     if chain is None:
         return []
     conversations, answer, template_id = chain
-    return [_row(profile, MULTI_IMAGE, rows, "multi_image", _images_first(conversations, len(rows)),
+    return [group_row(profile, MULTI_IMAGE, rows, "multi_image", _images_first(conversations, len(rows)),
                  {**answer, "rewritten": target["rewritten"], "study_id": rows[0]["study_id"]}, template_id)]
 
 
@@ -128,7 +128,7 @@ def generate_multi_study(patient: list[list[dict]], profile: Profile, seed: int)
         rows = prior_rows + current_rows
         target = {**answer, "prior_study_id": prior_rows[0]["study_id"], "study_id": current_rows[0]["study_id"],
                   "prior_report": prior_text}
-        result.append(_row(profile, MULTI_STUDY, rows, "multi_study", _images_first(conversations, len(rows)),
+        result.append(group_row(profile, MULTI_STUDY, rows, "multi_study", _images_first(conversations, len(rows)),
                            target, template_id))
     return result
 

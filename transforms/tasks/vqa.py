@@ -70,7 +70,7 @@ def attribute_phrase(attribute: str) -> str:
     return CONFIG["attribute_phrases"].get(attribute, attribute)
 
 
-def _parse(text: str) -> tuple[str, bool, str] | None:
+def parse_attribute(text: str) -> tuple[str, bool, str] | None:
     """``"<category>|<yes|no>|<name>"`` -> (category, yes, name); None for any other string."""
     parts = text.split("|")
     if len(parts) != 3 or parts[1] not in ("yes", "no") or not parts[2]:
@@ -92,7 +92,7 @@ class Scene:
         categories: dict[str, str] = {}
         flags: dict[str, set[str]] = {}
         for region, text in pairs:
-            parsed = _parse(text)
+            parsed = parse_attribute(text)
             if parsed is None:
                 continue
             category, yes, name = parsed
