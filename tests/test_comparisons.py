@@ -33,6 +33,10 @@ from transforms.reports import clean_text, sentence_spans
     ("Right infrahilar nodular density (lateral view).", "Right infrahilar nodular density."),
     ("1. Small left effusion, unchanged from prior.", "1. Small left effusion."),
     ("Compared with the previous study, the effusion is smaller.", "The effusion."),
+    ("Large right pleural effusion, worse than before.", "Large right pleural effusion."),
+    ("Moderate pulmonary edema, slightly better than previously.", "Moderate pulmonary edema."),
+    ("Right basilar opacity is worse.", "Right basilar opacity."),
+    ("Worse bibasilar atelectasis.", "Bibasilar atelectasis."),
 ])
 def test_a_comparing_sentence_keeps_what_it_states(sentence, rewritten):
     rewrite = rewrite_sentence(sentence)
