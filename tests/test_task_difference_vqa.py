@@ -32,9 +32,10 @@ CLOSED = ("finding_new", "finding_resolved", "region_change", "finding_change")
 # ---------------------------------------------------------------- the independent reading
 
 RULES = manifests.load("difference_vqa.yaml")["difference"]
+SCENE_RULES = manifests.load("vqa.yaml")  # categories and excluded regions, shared with single-image VQA
 SIDE = {name: entry.get("laterality")
         for name, entry in manifests.load("labels.yaml")["anatomy"]["imagenome-regions"].items()
-        if name not in RULES["excluded_regions"]}
+        if name not in SCENE_RULES["excluded_regions"]}
 ATTRIBUTE = re.compile(r"(?P<category>[^|]+)\|(?P<said>yes|no)\|(?P<name>[^|]+)")
 
 
@@ -44,7 +45,7 @@ def region_says(row: dict) -> dict[tuple[str, str], bool]:
     for entry in row["regions"]:
         for text in entry["attributes"]:
             match = ATTRIBUTE.fullmatch(text)
-            if entry["region"] in SIDE and match and match["category"] in RULES["categories"]:
+            if entry["region"] in SIDE and match and match["category"] in SCENE_RULES["categories"]:
                 key = (entry["region"], match["name"])
                 says[key] = says.get(key, False) or match["said"] == "yes"
     return says
@@ -77,7 +78,7 @@ class Expected:
 
         def says_yes(text):
             match = ATTRIBUTE.fullmatch(text)
-            if match and match["said"] == "yes" and match["category"] in RULES["categories"]:
+            if match and match["said"] == "yes" and match["category"] in SCENE_RULES["categories"]:
                 return match["name"]
             return None
 

@@ -53,19 +53,19 @@ from transforms.hashing import seeded_rng
 from transforms.labels import anatomy
 from transforms.tasks import Profile
 from transforms.tasks.multi import group_row, in_time_order
-from transforms.tasks.vqa import parse_attribute
+from transforms.tasks.vqa import CATEGORIES, parse_attribute
+from transforms.tasks.vqa import CONFIG as SCENE_RULES
 from transforms.templates import TemplateSet, load_template_set, render
 from transforms.views import is_frontal
 
 TASK = "difference_vqa"
 CONFIG = manifests.load("difference_vqa.yaml")["difference"]
-CATEGORIES = frozenset(CONFIG["categories"])
 RELATIONS: dict[str, str] = CONFIG["relations"]
 CHANGED = frozenset(CONFIG["changed"])
 if unknown := sorted(CHANGED - set(RELATIONS)):
     raise ValueError(f"manifests/difference_vqa.yaml: changed names relation(s) {unknown} not in relations")
 REGIONS = {name: region for name, region in anatomy("imagenome-regions").items()
-           if name not in CONFIG["excluded_regions"]}
+           if name not in SCENE_RULES["excluded_regions"]}
 """The regions whose statements are read, with their sides."""
 BOTH_SIDES = frozenset({"left", "right"})
 FAMILIES = ("new_findings", "resolved_findings", "finding_new", "finding_resolved", "region_change", "finding_change")
