@@ -68,8 +68,10 @@ def padchest_unit(by_sentence: list, view: str = "PA") -> ImageUnit:
 
 
 def test_a_sentence_label_without_english_costs_only_the_english_statements(decoded, monkeypatch):
-    labels = dict(padchest_english.LABELS)
-    monkeypatch.setattr(padchest_english, "LABELS", {k: v for k, v in labels.items() if k != "pleural effusion"})
+    def unknown(by_sentence, sides=True):
+        raise padchest_english.UnknownPhrase("pleural effusion")
+    render = padchest_english.render_report
+    monkeypatch.setattr(padchest_english, "render_report", unknown)  # a label the phrase table lacks
     image, result = image_stage.run_unit(padchest_unit([["cardiomegaly", "loc cardiac"], ["pleural effusion"]]),
                                          512, 30, "shard 0", 1)
     assert image is not None
@@ -79,7 +81,7 @@ def test_a_sentence_label_without_english_costs_only_the_english_statements(deco
     (reject,) = result.rejects
     assert (reject.stage, reject.level, reject.reason) == ("language", "item", "unknown-padchest-phrase")
     assert "'pleural effusion'" in reject.detail
-    monkeypatch.setattr(padchest_english, "LABELS", labels)
+    monkeypatch.setattr(padchest_english, "render_report", render)
     _, good = image_stage.run_unit(padchest_unit([["cardiomegaly", "loc cardiac"]]), 512, 30, "shard 0", 1)
     assert good.annotation_rows[0]["report_english"] == "Cardiomegaly." and not good.rejects
     _, translated = image_stage.run_unit(padchest_unit([["cardiomegaly"]]), 512, 30, "shard 0", 1,
