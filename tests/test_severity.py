@@ -33,6 +33,7 @@ from transforms.severity import (
     severity_terms,
     severity_tfidf,
 )
+from transforms.tasks.severity_report import severity_document
 
 # Written for this test in the style of chest radiograph findings / impressions. Every training report
 # has a term (the fitted min is above 0, so a test report with none clips up to 0).
@@ -206,9 +207,9 @@ def test_rows_are_scored_on_their_severity_document():
     padchest = {"report_language": "es", "report_english": "Cardiomegaly. Left costophrenic angle pleural effusion.",
                 "sections": []}
     without = {"report_language": None, "report_english": None, "sections": None}
-    assert enrich.severity_terms_of(english) == ["large", "pneumothorax"]  # findings, comparison rewritten out
-    assert enrich.severity_terms_of(padchest) == ["cardiomegaly", "effusion"]
-    assert enrich.severity_terms_of(without) == []
+    assert severity_terms(severity_document(english)) == ["large", "pneumothorax"]  # findings, comparison rewritten out
+    assert severity_terms(severity_document(padchest)) == ["cardiomegaly", "effusion"]
+    assert severity_document(without) is None
     table = fit(TRAIN)
     assert enrich.add_severity_tfidf(english, table)["severity_tfidf"] == severity_tfidf("Large right pneumothorax.", table)
     assert enrich.add_severity_tfidf(without, table)["severity_tfidf"] == severity_tfidf("", table) == 0.0

@@ -429,11 +429,6 @@ def _mention_row(mention: AttributeMention) -> dict:
             "span_start": mention.span[0], "span_end": mention.span[1]}
 
 
-def severity_terms_of(row: dict) -> list[str]:
-    """The MediVLM severity terms of an annotation row's :func:`severity_document`."""
-    return severity.severity_terms(severity_document(row) or "")
-
-
 def train_severity_documents(rows: list[dict]) -> list[list[str]]:
     """The severity terms of each training document among one shard's annotation rows, what MediVLM's
     IDF table is fitted on: a train row's :func:`severity_document`, once per study (its images share
