@@ -152,7 +152,6 @@ def truth_facts(entry: dict, built: ImageFacts, size: int = 512) -> TruthFacts:
         required_boxes=tuple(boxes), structure_boxes=built.structure_boxes, polygons=built.polygons,
         polygon_areas=built.polygon_areas, sides=truth_sides(entry), severities=truth_severities(entry),
         bands=bands, sections=built.sections, region_phrases=built.region_phrases,
-        region_attributes=built.region_attributes,
         study_datetime=built.study_datetime, scene_phrases=built.scene_phrases, relationships=built.relationships,
         report_english=built.report_english, report_translation=built.report_translation,
         padchest_findings=built.padchest_findings,

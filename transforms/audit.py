@@ -128,13 +128,17 @@ class ImageFacts:
     study_datetime: str | None = None
     scene_phrases: tuple = ()  # ImaGenome (region, phrase, attribute strings), difference_vqa.scene_phrases
     relationships: tuple = ()  # ImaGenome comparisons with earlier images, difference_vqa.relationships
-    region_attributes: frozenset[tuple[str, str]] = frozenset()  # (ImaGenome region, attribute string) of its phrases
     report_english: str | None = None  # PadChest's English statements (view-dependent: no sides on a lateral)
     report_translation: str | None = None  # PadChest's report machine-translated, when the build translates
     padchest_findings: frozenset[str] = frozenset()  # finding labels of its sentence labels this view can show
     english_labels: frozenset[str] = frozenset()  # the PadChest labels report_english states
     severity_document: str | None = None  # the text MediVLM's score reads (transforms.tasks.severity_report)
     severity_tfidf: float | None = None
+
+    @property
+    def region_attributes(self) -> frozenset[tuple[str, str]]:
+        """(ImaGenome region, attribute string) of the image's scene-graph phrases."""
+        return frozenset((region, attribute) for region, _, attributes in self.scene_phrases for attribute in attributes)
 
     def box_supported(self, label: str, finding: str | None, unit: Unit) -> bool:
         """Whether a box drawn for ``label`` is one of the image's boxes of it, or the enclosing box of
@@ -217,7 +221,6 @@ def facts_from_annotation(row: dict) -> ImageFacts:
         region_phrases=frozenset((r["region"], r["phrase"]) for r in row["regions"] or ()),
         study_datetime=row["study_datetime"], scene_phrases=difference_vqa.scene_phrases(row),
         relationships=difference_vqa.relationships(row),
-        region_attributes=frozenset((r["region"], a) for r in row["regions"] or () for a in r["attributes"]),
         report_english=row["report_english"], report_translation=row["report_translation"],
         **_padchest_labels(row, provenance),
         severity_document=severity_document(row), severity_tfidf=row["severity_tfidf"],
