@@ -25,19 +25,23 @@ from transforms import enrich, io
 from transforms.tasks import TASK_UNITS, generator, multi
 
 
-def task_rows(group, unit: str, profiles: list, seed: int) -> list[tuple[tuple, tuple]]:
+def task_rows(group, unit: str, profiles: list, seed: int) -> tuple[list[tuple[tuple, tuple]], list[Reject]]:
     """Instruction rows of every profile task that consumes this kind of unit: one annotation row
     ("image"), the rows of one study ("study"), or the studies of one patient ("patient"). Each as
-    ``((profile, task, source, split), prepared row)``: its manifest cell and the row for the writer."""
-    rows = []
+    ``((profile, task, source, split), prepared row)``: its manifest cell and the row for the writer;
+    and the rejects the generators gave for inputs they could not use (a native question, ...)."""
+    rows, rejects = [], []
     for profile in profiles:
         for task in profile.tasks:
             if TASK_UNITS.get(task, "image") != unit:
                 continue
             for row in generator(task)(group, profile, seed):
+                if isinstance(row, Reject):
+                    rejects.append(row)
+                    continue
                 cell = (profile.name, task, row["source"], row["split"])
                 rows.append((cell, prepare(f"instructions/{profile.name}/{task}", row["split"], row)))
-    return rows
+    return rows, rejects
 
 
 def group_rows(group) -> list[dict]:
@@ -90,7 +94,7 @@ class RunTasks(beam.DoFn):
             tables[("annotations", row["split"])].append(prepare("annotations", row["split"], row))
         for unit, group in task_groups(rows):
             try:
-                made = task_rows(group, unit, self.profiles, self.seed)
+                made, rejects = task_rows(group, unit, self.profiles, self.seed)
             except Exception as exc:  # noqa: BLE001 - a failing task costs its group, not the shard
                 members = group_rows(group)
                 for row in members:  # each image of the group loses the group's rows: an item reject each
@@ -99,6 +103,8 @@ class RunTasks(beam.DoFn):
                         reason=enrich.kebab(type(exc).__name__),
                         detail=f"{unit} of {len(members)} image(s) from {members[0]['image_key']}: {exc!r}"))
                 continue
+            for reject in rejects:
+                yield TaggedOutput("rejects", reject)
             for cell, prepared in made:
                 cells[cell] += 1
                 tables[prepared[:2]].append(prepared)

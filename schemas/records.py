@@ -22,7 +22,7 @@ OfficialSplit = Literal["train", "validate", "test"]
 RleConvention = Literal["chexmask", "siim"]
 
 IMAGE_SOURCES = ("mimic", "vindr", "siim", "padchest")
-ANNOTATION_SOURCES = ("chexmask", "imagenome")
+ANNOTATION_SOURCES = ("chexmask", "imagenome", "mimic_cxr_vqa", "mimic_diff_vqa")
 ALL_SOURCES = IMAGE_SOURCES + ANNOTATION_SOURCES
 
 
@@ -74,6 +74,21 @@ class RegionAttributes(Record):
     comparison_cues: list[str] = Field(default_factory=list)
     temporal_cues: list[str] = Field(default_factory=list)
     severity_cues: list[str] = Field(default_factory=list)
+
+
+class NativeQuestion(Record):
+    """One question with its answer as a VQA dataset states it about the image it lands on (MIMIC-CXR-VQA,
+    Medical-Diff-VQA: ``docs/formats/mimic-cxr-vqa.md``, ``docs/formats/medical-diff-vqa.md``)."""
+
+    dataset: Literal["mimic-cxr-vqa", "mimic-diff-vqa"]
+    where: str  # file and row: "dataset/train.json #13280", "mimic_pair_questions.csv row 17"
+    split: str  # the dataset's own split as written ("valid", "val", ...); rows never move out of it
+    question_type: str  # MIMIC-CXR-VQA content_type, Medical-Diff-VQA question_type
+    semantic_type: str | None = None  # MIMIC-CXR-VQA verify / choose / query
+    template: str | None = None  # MIMIC-CXR-VQA template ("Is there ${attribute} in the ${object}?")
+    question: str
+    answers: list[str]  # MIMIC-CXR-VQA's answer list; Medical-Diff-VQA's one answer
+    reference_study_id: str | None = None  # Medical-Diff-VQA ref_id: the study the main image is compared with
 
 
 class Landmarks(Record):
@@ -188,7 +203,7 @@ class AnnotationRecord(Record):
     """An annotation that belongs to an image owned by another source (CheXmask, ImaGenome)."""
 
     target_key: str  # image_key of the annotated image, e.g. "mimic/<dicom_id>"
-    source: str  # "chexmask" | "imagenome"
+    source: str  # one of ANNOTATION_SOURCES
     native_id: str  # row/file identity inside the annotation source
     declared_width: int | None = None  # size the annotation claims for its image
     declared_height: int | None = None
@@ -198,6 +213,7 @@ class AnnotationRecord(Record):
     polygons: list[Polygon] = Field(default_factory=list)
     landmarks: list[Landmarks] = Field(default_factory=list)
     regions: list[RegionAttributes] = Field(default_factory=list)
+    questions: list[NativeQuestion] = Field(default_factory=list)
     quality: dict[str, float] = Field(default_factory=dict)  # e.g. {"dice_rca_mean": .9, "dice_rca_max": .93}
     split_hint: str | None = None  # the annotation source's own split, recorded, not authoritative
     provenance: dict[str, str] = Field(default_factory=dict)

@@ -72,6 +72,18 @@ REGION = {
     "temporal_cues": List(_str),
     "severity_cues": List(_str),
 }
+# A question a VQA dataset asks of the image (schemas.records.NativeQuestion)
+QUESTION = {
+    "dataset": _str,  # "mimic-cxr-vqa" | "mimic-diff-vqa"
+    "where": _str,
+    "split": _str,  # the dataset's own split as written
+    "question_type": _str,
+    "semantic_type": _str,
+    "template": _str,
+    "question": _str,
+    "answers": List(_str),
+    "reference_study_id": _str,
+}
 
 # An attribute mention (schemas.records.AttributeMention); span offsets index ``report_text`` for
 # English reports, and the sentence list of LabelsLocalizationsBySentence for PadChest.
@@ -104,6 +116,7 @@ ANNOTATIONS = Features(
         "boxes": List(BOX),
         "polygons": List(POLYGON),
         "regions": List(REGION),
+        "questions": List(QUESTION),  # what MIMIC-CXR-VQA / Medical-Diff-VQA ask of this image, when ingested
         "report_text": _str,
         "report_language": _str,
         # English statements of a report that is not in English: PadChest's, rendered from its sentence

@@ -400,6 +400,7 @@ def annotation_row(enriched: EnrichedUnit) -> dict:
         "boxes": sorted(enriched.boxes, key=_box_sort_key),
         "polygons": enriched.polygons,
         "regions": [region.model_dump() for ann in enriched.annotations for region in ann.regions],
+        "questions": [question.model_dump() for ann in enriched.annotations for question in ann.questions],
         "report_text": report.text if report else None,  # scrubbed by language_unit
         "report_language": report.language if report else None,
         "report_english": enriched.report_english,

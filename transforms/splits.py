@@ -21,6 +21,9 @@ SPLIT_ORDER = ("train", "validation", "test")
 OFFICIAL_TO_OUTPUT = {"train": "train", "validate": "validation", "test": "test"}
 """A source's official split (as ``ImageRef.official_split`` holds it) -> the output split."""
 
+NATIVE_QUESTION_SPLITS = {"train": "train", "valid": "validation", "val": "validation", "test": "test"}
+"""A VQA dataset's own split as written (MIMIC-CXR-VQA ``valid``, Medical-Diff-VQA ``val``) -> the output split."""
+
 CARVE_SALT = "validate-from-train"
 """Hash salt of the VinDr-CXR validation carve; kept as first spelled so the same images are carved."""
 

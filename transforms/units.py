@@ -4,7 +4,9 @@ An ``ImageUnit`` is one image with everything known about it; every row derived 
 its split, so no patient can straddle splits through a derived task. The image's own source decides
 its split (MIMIC-CXR's official split for MIMIC images; CheXmask and Chest ImaGenome never move an
 image), with one exception: a Chest ImaGenome gold-set image whose split is train is held out
-entirely (:func:`held_out`), since gold images are ImaGenome's evaluation set.
+entirely (:func:`held_out`), since gold images are ImaGenome's evaluation set. A VQA dataset's
+question stays in the split its dataset gave it: one whose split is not its image's is filtered
+(:func:`questions_in_split`), never moved.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from schemas.records import AnnotationRecord, Reject, SourceRecord
-from transforms.splits import assign_split
+from transforms.splits import NATIVE_QUESTION_SPLITS, assign_split
 
 
 @dataclass
@@ -48,7 +50,24 @@ def join_image(
     if gold is not None and split == "train":
         yield from held_out(key, record, annotations, gold)
         return
+    annotations = [(yield from questions_in_split(ann, split)) for ann in annotations]
     yield ImageUnit(record=record, split=split, split_authority=authority, annotations=annotations)
+
+
+def questions_in_split(annotation: AnnotationRecord, split: str):
+    """Generator: a filtered item reject for each of the annotation's questions whose dataset puts it in
+    another split than the image's; returns the annotation with the others."""
+    kept = []
+    for question in annotation.questions:
+        if NATIVE_QUESTION_SPLITS.get(question.split) == split:
+            kept.append(question)
+            continue
+        yield Reject(key=annotation.target_key, source=annotation.source, stage="split", kind="filtered",
+                     level="item", reason="vqa-split-differs",
+                     detail=f"{question.where}: {question.dataset} puts it in {question.split}, the image is in {split}")
+    if len(kept) == len(annotation.questions):
+        return annotation
+    return annotation.model_copy(update={"questions": kept})
 
 
 def is_gold(annotation: AnnotationRecord) -> bool:

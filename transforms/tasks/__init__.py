@@ -3,7 +3,9 @@
 A generator is ``generate(annotation_row: dict, profile: Profile, seed: int) -> list[dict]`` (a module
 serving several tasks names them in ``GENERATORS = {task: function}``): it
 consumes one enriched annotation row (the ``annotations`` table schema) and returns instruction rows
-(the ``instructions`` table schema). Generators never read raw source files.
+(the ``instructions`` table schema), and a :class:`schemas.records.Reject` (stage ``tasks``, item level)
+for each input it was given and could not use (a VQA dataset's question without an answer, ...).
+Generators never read raw source files.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ TASK_MODULES = {
     "report_severity_regions": "transforms.tasks.severity_report",
     "vqa": "transforms.tasks.vqa",
     "difference_vqa": "transforms.tasks.difference_vqa",
+    "main_image_vqa": "transforms.tasks.native_vqa",
     **{task: "transforms.tasks.grounding" for task in GROUNDING_TASKS},
 }
 TASK_UNITS = {

@@ -51,7 +51,8 @@ from datetime import datetime
 import manifests
 from transforms.hashing import seeded_rng
 from transforms.labels import anatomy
-from transforms.tasks import Profile
+from schemas.records import Reject
+from transforms.tasks import Profile, native_vqa
 from transforms.tasks.multi import group_row, in_time_order
 from transforms.tasks.vqa import CATEGORIES, parse_attribute
 from transforms.tasks.vqa import CONFIG as SCENE_RULES
@@ -59,6 +60,7 @@ from transforms.templates import TemplateSet, load_template_set, render
 from transforms.views import is_frontal
 
 TASK = "difference_vqa"
+ORIGIN = "imagenome-scene-graph"
 CONFIG = manifests.load("difference_vqa.yaml")["difference"]
 RELATIONS: dict[str, str] = CONFIG["relations"]
 CHANGED = frozenset(CONFIG["changed"])
@@ -291,7 +293,43 @@ def _image(row: dict) -> dict:
     return {"image_key": row["image_key"], "study_id": row["study_id"], "study_datetime": row["study_datetime"]}
 
 
-def generate(patient: list[list[dict]], profile: Profile, seed: int) -> list[dict]:
+def native_rows(patient: list[list[dict]], profile: Profile) -> list[dict | Reject]:
+    """One row per Medical-Diff-VQA ``difference`` question among the patient's images, over the image
+    the dataset gives the reference study (the one a ``mimic_diff_vqa`` record marks) and the main
+    image; a reject for a question whose reference image is not in the build or not strictly earlier."""
+    rows = [row for study in patient for row in study]
+    marked: dict[str, dict] = {}
+    for row in sorted(rows, key=lambda r: r["image_key"]):
+        if native_vqa.DIFF_VQA_SOURCE in (row["annotation_sources"] or ()):
+            marked.setdefault(row["study_id"], row)
+    (prompt,) = load_template_set(profile.tasks[TASK].template_set).kinds["prompt"]
+    made: list[dict | Reject] = []
+    for main in rows:
+        for question in native_vqa.questions_of(main, native_vqa.MIMIC_DIFF_VQA, difference=True):
+            reference = marked.get(question["reference_study_id"])
+            if reference is None:
+                made.append(native_vqa.reject(main, TASK, "reference-image-missing", question,
+                                              f"no image of reference study {question['reference_study_id']} is built"))
+            elif not earlier(reference["study_datetime"], main["study_datetime"]):
+                made.append(native_vqa.reject(
+                    main, TASK, "reference-not-earlier", question,
+                    f"reference study {reference['study_id']} ({reference['study_datetime']}) is not earlier than "
+                    f"main study {main['study_id']} ({main['study_datetime']})"))
+            else:
+                conversations = render(prompt, question=question["question"],
+                                       answer=native_vqa.answer_text(question))
+                target = {**native_vqa.target(question), "reference": _image(reference), "main": _image(main)}
+                made.append(group_row(profile, TASK, [reference, main], f"native:{question['where']}",
+                                      conversations, target, prompt.id))
+    return made
+
+
+def generate(patient: list[list[dict]], profile: Profile, seed: int) -> list[dict | Reject]:
+    """Medical-Diff-VQA's own difference questions for a patient it asks about (:func:`native_rows`),
+    else the questions generated from the scene graphs of consecutive studies."""
+    if any(native_vqa.questions_of(row, native_vqa.MIMIC_DIFF_VQA, difference=True)
+           for study in patient for row in study):
+        return native_rows(patient, profile)
     templates = load_template_set(profile.tasks[TASK].template_set)
     (prompt,) = templates.kinds["prompt"]
     studies = {row["image_key"]: row["study_id"] for study in patient for row in study}
@@ -308,7 +346,7 @@ def generate(patient: list[list[dict]], profile: Profile, seed: int) -> list[dic
 
         for family, inputs, answer in questions(reference, main, rng_for):
             template = templates.pick(family, rng_for(f"{family}-template"))
-            target = {"family": family, "reference": _image(reference_row), "main": _image(main_row),
+            target = {"origin": ORIGIN, "family": family, "reference": _image(reference_row), "main": _image(main_row),
                       "inputs": inputs, "answer": answer}
             conversations = render(prompt, question=template.human.format(**question_fields(family, inputs)),
                                    answer=answer_text(templates, family, answer, template.gpt))

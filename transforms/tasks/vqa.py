@@ -36,7 +36,8 @@ from dataclasses import dataclass
 import manifests
 from transforms.hashing import seeded_rng
 from transforms.labels import anatomy
-from transforms.tasks import Profile, instruction_row
+from schemas.records import Reject
+from transforms.tasks import Profile, instruction_row, native_vqa
 from transforms.templates import TemplateSet, load_template_set, render
 from transforms.views import is_frontal
 
@@ -289,8 +290,11 @@ def _chosen(family: str, candidates: list[dict], scene: Scene, rng: random.Rando
     return chosen
 
 
-def generate(row: dict, profile: Profile, seed: int) -> list[dict]:
-    """Rows of every family the image's scene graph answers (none without ImaGenome regions)."""
+def generate(row: dict, profile: Profile, seed: int) -> list[dict | Reject]:
+    """MIMIC-CXR-VQA's own questions on an image it asks about (:mod:`transforms.tasks.native_vqa`),
+    else rows of every family the image's scene graph answers (none without ImaGenome regions)."""
+    if native_vqa.questions_of(row, native_vqa.MIMIC_CXR_VQA):
+        return native_vqa.image_rows(row, profile, TASK, native_vqa.MIMIC_CXR_VQA)
     scene = Scene.of_row(row)
     if not scene.attributes and not scene.flags:
         return []
