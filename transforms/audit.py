@@ -27,7 +27,8 @@ from transforms.geometry import render_box, render_polygon
 from transforms.labels import NO_FINDING
 from transforms.masks import signed_area
 from transforms.reports import clean_text, sentence_spans
-from transforms.tasks import FINDING_PHRASES, Profile, difference_vqa, load_profile, vqa
+from transforms.splits import NATIVE_QUESTION_SPLITS
+from transforms.tasks import FINDING_PHRASES, Profile, difference_vqa, load_profile, native_vqa, vqa
 from transforms.tasks.grounding import CONSENSUS_READER, absent_labels, box_role, is_multi_reader
 from transforms.tasks.report import labels_of_text, positive_observations, single_image_text
 from transforms.tasks.segmentation import CONFIG as SEGMENTATION
@@ -64,6 +65,8 @@ KINDS: dict[str, str] = {
     "vqa-answer-not-recomputed": "a generated VQA answer that its program, run again on the image's scene graph, "
                                  "does not give (an open answer leaving out a stated item, a count or choice "
                                  "not following from its states)",
+    "native-question-changed": "a row from a VQA dataset's own files whose question, answer or split is not the "
+                               "one the dataset states for that image (or that it does not ask of it at all)",
 }
 
 Unit = tuple[float, float, float, float]
@@ -134,6 +137,7 @@ class ImageFacts:
     english_labels: frozenset[str] = frozenset()  # the PadChest labels report_english states
     severity_document: str | None = None  # the text MediVLM's score reads (transforms.tasks.severity_report)
     severity_tfidf: float | None = None
+    questions: Mapping[str, dict] = field(default_factory=dict)  # a VQA dataset's questions on it, by "where"
 
     @property
     def region_attributes(self) -> frozenset[tuple[str, str]]:
@@ -224,6 +228,7 @@ def facts_from_annotation(row: dict) -> ImageFacts:
         report_english=row["report_english"], report_translation=row["report_translation"],
         **_padchest_labels(row, provenance),
         severity_document=severity_document(row), severity_tfidf=row["severity_tfidf"],
+        questions={q["where"]: q for q in row.get("questions") or ()},
     )
 
 
@@ -627,12 +632,37 @@ def _severity_report(r: _Row) -> None:
         r.rendered_boxes([tuple(box["box"]) for box in t["boxes"]], shown_in="prompt")
 
 
+def _native_question(r: _Row, image: ImageFacts) -> None:
+    """A row from a VQA dataset's own files: the question the target cites is one the dataset asks of
+    ``image``, asked and answered as stated, in the dataset's own split, and the row says both."""
+    t = r.target
+    stated = image.questions.get(t["where"])
+    if stated is None or stated["dataset"] != t["origin"]:
+        r.flag("native-question-changed", f"{t['origin']} {t['where']}: not a question it asks of {image.key}", image)
+        return
+    if (stated["question"], stated["answers"]) != (t["question"], t["answers"]):
+        r.flag("native-question-changed", f"{t['where']}: {t['question']!r} {t['answers']} stated as "
+                                          f"{stated['question']!r} {stated['answers']}", image)
+    if NATIVE_QUESTION_SPLITS.get(stated["split"]) != r.row["split"]:
+        r.flag("native-question-changed", f"{t['where']}: in {stated['split']}, the row in {r.row['split']}", image)
+    if not r.prompts[-1].endswith(stated["question"]):
+        r.flag("answer-text-mismatch", f"the prompt does not ask {stated['question']!r}")
+    r.text(native_vqa.answer_text(stated), "answer")
+
+
+def _main_image_vqa(r: _Row) -> None:
+    _native_question(r, r.first)
+
+
 def _vqa(r: _Row) -> None:
-    """Generated VQA: each state the answer rests on is the one the image's scene graph states (a "no"
+    """A VQA dataset's own question (:func:`_native_question`), or generated VQA: each state the answer rests on is the one the image's scene graph states (a "no"
     only from a stated negative), the answer follows from those states and is what the family's program
     gives when run again, no region with a side is named on a view without sides, and the row's
     question and answer text say the target's inputs and answer."""
     t = r.target
+    if t["origin"] != vqa.ORIGIN:
+        _native_question(r, r.first)
+        return
     scene = vqa.Scene.of(r.first.region_attributes)
     wrong_states = 0
     for region, attribute, present in t["claims"]:
@@ -665,7 +695,9 @@ def _difference_vqa(r: _Row) -> None:
     earlier than the main (by the images' own times), both frontal; a finding said new (resolved) is
     denied on the reference (main) image, never merely unstated there; and the answer is what the
     family's program gives when run again on the two images' ImaGenome statements and the main image's
-    relations (transforms/tasks/difference_vqa.py), said by the row's question and answer text."""
+    relations (transforms/tasks/difference_vqa.py), said by the row's question and answer text. A
+    Medical-Diff-VQA question (any view: the dataset's own pair) is checked as the dataset states it,
+    over the reference study it names."""
     t = r.target
     reference, main = r.images
     if [reference.key, main.key] != [t["reference"]["image_key"], t["main"]["image_key"]]:
@@ -673,6 +705,12 @@ def _difference_vqa(r: _Row) -> None:
     if not (reference.study_datetime and main.study_datetime
             and difference_vqa.earlier(reference.study_datetime, main.study_datetime)):
         r.flag("reference-not-earlier", f"reference {reference.study_datetime}, main {main.study_datetime}", main)
+    if t["origin"] != difference_vqa.ORIGIN:  # the dataset's own question: its pair, as it states it
+        _native_question(r, main)
+        if reference.study_id != t["reference_study_id"]:
+            r.flag("native-question-changed", f"{t['where']}: reference study {t['reference_study_id']}, "
+                                              f"the row shows {reference.key} of study {reference.study_id}")
+        return
     for image in (reference, main):
         if not is_frontal(image.view):
             r.flag("side-on-lateral", f"a difference question on a {image.view} view", image)
@@ -741,6 +779,7 @@ CHECKS = {
     "report_severity_regions": _severity_report,
     "vqa": _vqa,
     "difference_vqa": _difference_vqa,
+    "main_image_vqa": _main_image_vqa,
 }
 """Task -> its check. Every task of ``transforms.tasks.TASK_MODULES`` has one (a test holds it so)."""
 

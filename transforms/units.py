@@ -50,8 +50,10 @@ def join_image(
     if gold is not None and split == "train":
         yield from held_out(key, record, annotations, gold)
         return
-    annotations = [(yield from questions_in_split(ann, split)) for ann in annotations]
-    yield ImageUnit(record=record, split=split, split_authority=authority, annotations=annotations)
+    in_split = []
+    for ann in annotations:
+        in_split.append((yield from questions_in_split(ann, split)))
+    yield ImageUnit(record=record, split=split, split_authority=authority, annotations=in_split)
 
 
 def questions_in_split(annotation: AnnotationRecord, split: str):
