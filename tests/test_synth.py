@@ -52,7 +52,8 @@ def of_source(truth: dict, source: str) -> dict[str, dict]:
 
 def test_build_yaml_points_at_every_source(corpus):
     config = load_config(corpus / "build.yaml")
-    assert set(config.sources) == {"mimic", "vindr", "chexmask", "siim", "imagenome", "padchest"}
+    assert set(config.sources) == {"mimic", "vindr", "chexmask", "siim", "imagenome", "padchest", "mimic_cxr_vqa",
+                                   "mimic_diff_vqa"}
     assert config.seed == SEED and config.image_size == 512
     for source in config.sources.values():
         assert Path(source.root).is_dir() and Path(source.root).is_relative_to(corpus.resolve())

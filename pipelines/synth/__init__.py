@@ -1,10 +1,12 @@
-"""The synthetic six-source corpus (``cxr-instruct synth``): one case model, six native layouts.
+"""The synthetic corpus (``cxr-instruct synth``): one case model, the native layouts of the six
+sources and of the two VQA datasets about MIMIC images.
 
 ``generate(out, studies, seed)`` writes under ``out``::
 
-    build.yaml              relative roots of the six sources (schemas/config.py resolves them)
+    build.yaml              relative roots of every source (schemas/config.py resolves them)
     SYNTHETIC_TRUTH.json    the truth the tests check the pipeline against (not a native file)
     mimic-cxr/  vindr-cxr/  chexmask/  siim-acr/  chest-imagenome/  padchest/
+    mimic-cxr-vqa/  medical-diff-vqa/       (pipelines/synth/vqa_datasets.py)
 
 ``studies`` is the number of MIMIC studies; VinDr, SIIM and PadChest get ``max(5, studies)``
 cases each (PadChest cases may add a lateral image). Output is byte-identical for the same
@@ -39,6 +41,22 @@ carry mtime 0, DICOM UIDs derive from hashes, and nothing records the time of th
     - ``planted_phi``: the fake identifying values planted in the image's DICOM header and report
       header, each ``{"in", "field", "value"}`` (pipelines/synth/phi.py); no output may contain one.
 - ``patients``: ``"<source>/<subject_id>"`` -> study ids in time order (MIMIC, SIIM, PadChest).
+- ``mimic_cxr_vqa``: ``questions``, one entry per question written, in file order: ``file``
+  (``dataset/<split>.json``), ``idx``, ``image`` (its image key), ``subject_id``, ``study_id``,
+  ``split`` (as written: ``train``/``valid``/``test``), ``mimic_split``, ``content_type``,
+  ``semantic_type``, ``template_program``, ``question``, ``answer`` (the list as written), ``facts``
+  (the scene-graph statements ``{region, attribute, stated}`` or ``{view}`` the answer rests on) and
+  ``expected`` (None, or the ``{stage, reason}`` that filters it: ``split``/``vqa-split-differs``,
+  ``tasks``/``empty-answer``); ``split_differs``: the subject ids whose questions sit in another split
+  than MIMIC's.
+- ``mimic_diff_vqa``: ``questions``, one entry per ``mimic_pair_questions.csv`` row: ``file``, ``row``
+  (1-based data row), ``study_id``, ``ref_id``, ``image`` and ``reference_image`` (the image keys
+  mimic_all.csv gives them), ``subject_id``, ``split`` (``train``/``val``/``test``), ``mimic_split``,
+  ``question_type``, ``question``, ``answer``, ``facts`` (the findings, view or difference
+  ``{added, missing, levels, changes}`` the answer rests on) and ``expected`` (``split``/
+  ``vqa-split-differs``, or ``tasks``/``reference-not-earlier`` for the reversed pair's difference
+  row); ``reversed_pairs``: ``{study_id, ref_id, image, reference_image}`` of the pair written with a
+  later reference; ``split_differs``: as above; ``studies``: study id -> its mimic_all image key.
 - with ``faults=True`` (``synth --faults``) also ``faults`` and ``faulted``: every planted bad input with
   its file, row, expected reject key, stage and reason, and the images and annotations the faults
   lose (see :mod:`pipelines.synth.faults`; the kinds are ``manifests/faults.yaml``). ``images`` still
@@ -53,12 +71,13 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.synth import chexmask, imagenome, mimic, padchest, siim, vindr
+from pipelines.synth import chexmask, imagenome, mimic, padchest, siim, vindr, vqa_datasets
 from pipelines.synth.cases import make_image_cases, make_mimic_patients
 from pipelines.synth.faults import NotEnoughVictims, inject as inject_faults
 
 SOURCE_ROOTS = {"mimic": "mimic-cxr", "vindr": "vindr-cxr", "chexmask": "chexmask", "siim": "siim-acr",
-                "imagenome": "chest-imagenome", "padchest": "padchest"}
+                "imagenome": "chest-imagenome", "padchest": "padchest", "mimic_cxr_vqa": "mimic-cxr-vqa",
+                "mimic_diff_vqa": "medical-diff-vqa"}
 TRUTH_FILE = "SYNTHETIC_TRUTH.json"
 
 
@@ -84,7 +103,7 @@ def _build_yaml(seed: int) -> str:
 
 
 def generate(out: str | Path, studies: int = 40, seed: int = 0, faults: bool = False) -> Path:
-    """Write the synthetic corpus of all six sources, ``build.yaml`` and the truth file; returns ``out``.
+    """Write the synthetic corpus of every source, ``build.yaml`` and the truth file; returns ``out``.
 
     With ``faults``, one bad input of every kind in ``manifests/faults.yaml`` is then planted in the
     native files (:mod:`pipelines.synth.faults`) and listed in the truth file."""
@@ -109,9 +128,10 @@ def generate(out: str | Path, studies: int = 40, seed: int = 0, faults: bool = F
     for key, entry in imagenome.write(out / SOURCE_ROOTS["imagenome"], patients, mimic_frontals, seed).items():
         images[key].update(entry)
     truth = {"seed": seed, "studies": studies, "images": images, "patients": _patients(patients, images)}
+    truth.update(vqa_datasets.write(out, SOURCE_ROOTS, patients, images, seed))
     if faults:
         try:
-            truth.update(inject_faults(out, SOURCE_ROOTS, images, seed))
+            truth.update(inject_faults(out, SOURCE_ROOTS, images, seed, questions=truth))
         except NotEnoughVictims:
             _clear(out)  # no half-faulted corpus without its truth file
             raise

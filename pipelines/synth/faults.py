@@ -14,8 +14,11 @@ repeated id, an out-of-image box) append a row or an object.
   ``where`` (the object inside a JSON file, e.g. ``objects[41]``, else None), ``key`` (the reject key
   expected) and ``keys`` (every key the fault hits: a report is shared by the images of its study).
 - ``faulted``: ``images``, the truth images a fault loses, and ``annotations``, the
-  ``"<source>:<image key>"`` CheXmask rows and scene graphs lost (their own fault, or riding on a lost
-  image). Every other truth image and annotation must come out of the build.
+  ``"<source>:<image key>"`` CheXmask rows, scene graphs and VQA questions lost (their own fault, or
+  riding on a lost image). Every other truth image and annotation must come out of the build.
+
+The VQA kinds add a copied question or ``mimic_all.csv`` row, made bad, beside the good ones (they
+lose nothing); ``where`` of a MIMIC-CXR-VQA fault is the array position, ``#<n>``.
 """
 
 from __future__ import annotations
@@ -36,12 +39,13 @@ import pydicom
 from pydicom.uid import ExplicitVRLittleEndian
 
 import manifests
-from pipelines.synth import output
+from pipelines.synth import output, vqa_datasets
 
 KINDS: dict[str, dict] = manifests.load("faults.yaml")["kinds"]
 CHEXMASK_FILES = {"mimic": ("MIMIC-CXR-JPG", "dicom_id"), "vindr": ("VinDr-CXR", "image_id"),
                   "padchest": ("Padchest", "ImageID")}
 PADCHEST_CSV = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz"
+VQA_SOURCES = ("mimic_cxr_vqa", "mimic_diff_vqa")
 
 
 class NotEnoughVictims(ValueError):
@@ -58,6 +62,7 @@ class Corpus:
     seed: int
     used: set[str] = field(default_factory=set)
     shareable: set[str] = field(default_factory=set)  # used only by a report or label fault of its study
+    questions: dict[str, list[dict]] = field(default_factory=dict)  # source -> the truth's VQA questions
 
     def path(self, source: str, *parts: str) -> Path:
         return self.out.joinpath(self.roots[source], *parts)
@@ -529,6 +534,96 @@ def oversized_report(corpus: Corpus, kind: str) -> dict:
     return fault(corpus, kind, path, keys)
 
 
+# ---------------------------------------------------------------- VQA question files
+
+
+def _vqa_question(corpus: Corpus, kind: str) -> tuple[str, dict]:
+    """A MIMIC-CXR-VQA question the build keeps (its file and its row as written)."""
+    kept = {f"{q['file']}#{q['idx']}": q for q in corpus.questions.get("mimic_cxr_vqa", []) if q["expected"] is None}
+    question = kept[corpus.pick(kind, sorted(kept))]
+    rows = json.loads(corpus.path("mimic_cxr_vqa", question["file"]).read_text())
+    return question["file"], rows[question["idx"]]
+
+
+def _append_vqa_row(corpus: Corpus, kind: str, name: str, row: dict) -> dict:
+    """``row`` added at the end of ``dataset/<name>.json`` with the next idx."""
+    path = corpus.path("mimic_cxr_vqa", "dataset", f"{name}.json")
+    rows = json.loads(path.read_text())
+    rows.append({**row, "idx": len(rows)})
+    output.write_text(path, vqa_datasets.dump_questions(rows))
+    return fault(corpus, kind, path, [f"mimic/{row['image_id']}"], where=f"#{len(rows) - 1}")
+
+
+def vqa_question_without_answer(corpus: Corpus, kind: str) -> dict:
+    """A copy of a MIMIC-CXR-VQA question added to its file without its ``answer`` key."""
+    file, row = _vqa_question(corpus, kind)
+    copy = {key: value for key, value in row.items() if key != "answer"}
+    return _append_vqa_row(corpus, kind, Path(file).stem, copy)
+
+
+def vqa_question_in_another_split_file(corpus: Corpus, kind: str) -> dict:
+    """A copy of a MIMIC-CXR-VQA question added to the next split's file, its ``split`` unchanged."""
+    file, row = _vqa_question(corpus, kind)
+    names = vqa_datasets.VQA_SPLIT_FILES
+    other = names[(names.index(Path(file).stem) + 1) % len(names)]
+    return _append_vqa_row(corpus, kind, other, row)
+
+
+def _diff_question(corpus: Corpus, kind: str) -> tuple[Path, list[str], list[list[str]], list[str]]:
+    """The Diff-VQA question file (path, header, rows) and a copy of one question row the build keeps."""
+    path = corpus.path("mimic_diff_vqa", vqa_datasets.QUESTIONS_FILE)
+    header, rows = read_csv(path)
+    kept = [str(q["row"]) for q in corpus.questions.get("mimic_diff_vqa", []) if q["expected"] is None]
+    return path, header, rows, list(rows[int(corpus.pick(kind, kept)) - 1])
+
+
+def _append_diff_question(corpus: Corpus, kind: str, column: str, value: str) -> dict:
+    """A copy of a Diff-VQA question row added at the end with ``column`` set to ``value``."""
+    path, header, rows, copy = _diff_question(corpus, kind)
+    copy[header.index(column)] = value
+    write_csv(path, header, rows + [copy])
+    return fault(corpus, kind, path, [f"mimic/s{copy[header.index('study_id')]}"], row=len(rows) + 1)
+
+
+def _unused_number(corpus: Corpus, kind: str, low: int, taken: set[str]) -> str:
+    """A number in ``[low, low + 10**7)`` that is not in ``taken``, from a hash of (seed, kind)."""
+    attempt = 0
+    while True:
+        digest = hashlib.sha256(f"{corpus.seed}|{kind}|{attempt}".encode()).hexdigest()
+        value = str(low + int(digest, 16) % 10_000_000)
+        if value not in taken:
+            return value
+        attempt += 1
+
+
+def diff_question_study_not_in_mimic_all(corpus: Corpus, kind: str) -> dict:
+    """A copy of a Diff-VQA question whose study_id is one mimic_all.csv does not list."""
+    header, rows = read_csv(corpus.path("mimic_diff_vqa", vqa_datasets.STUDIES_FILE))
+    listed = {row[header.index("study_id")] for row in rows}
+    return _append_diff_question(corpus, kind, "study_id", _unused_number(corpus, kind, 50_000_000, listed))
+
+
+def diff_question_of_another_subject(corpus: Corpus, kind: str) -> dict:
+    """A copy of a Diff-VQA question naming a subject that is not its study's."""
+    subjects = {entry["subject_id"] for entry in corpus.images.values() if entry["source"] == "mimic"}
+    return _append_diff_question(corpus, kind, "subject_id", _unused_number(corpus, kind, 10_000_000, subjects))
+
+
+def diff_question_of_unknown_type(corpus: Corpus, kind: str) -> dict:
+    """A copy of a Diff-VQA question whose question_type is none of the seven."""
+    return _append_diff_question(corpus, kind, "question_type", "comparison")
+
+
+def repeated_mimic_all_row(corpus: Corpus, kind: str) -> dict:
+    """A mimic_all.csv row of a study the questions use, repeated at the end (the first row is kept)."""
+    path = corpus.path("mimic_diff_vqa", vqa_datasets.STUDIES_FILE)
+    header, rows = read_csv(path)
+    used = {q[name] for q in corpus.questions.get("mimic_diff_vqa", []) for name in ("study_id", "ref_id")}
+    index = row_of(header, rows, "study_id", corpus.pick(kind, sorted(used)))
+    write_csv(path, header, rows + [list(rows[index])])
+    return fault(corpus, kind, path, [f"mimic/{rows[index][header.index('dicom_id')]}"], row=len(rows) + 1)
+
+
 INJECTORS: dict[str, Callable[[Corpus, str], dict]] = {
     # the most constrained victims first (whole studies, whose images a scene-graph fault may share;
     # scene graphs off the gold list, then any; CheXmask rows that pass), so a small corpus still has
@@ -564,23 +659,36 @@ INJECTORS: dict[str, Callable[[Corpus, str], dict]] = {
     "zero-byte-dicom": zero_byte_dicom,
     "dicom-without-patient-id": dicom_without_patient_id,
     "invalid-study-date": invalid_study_date,
+    "vqa-question-without-answer": vqa_question_without_answer,
+    "vqa-question-in-another-split-file": vqa_question_in_another_split_file,
+    "diff-question-study-not-in-mimic-all": diff_question_study_not_in_mimic_all,
+    "diff-question-of-another-subject": diff_question_of_another_subject,
+    "diff-question-of-unknown-type": diff_question_of_unknown_type,
+    "repeated-mimic-all-row": repeated_mimic_all_row,
 }
 
 
-def inject(out: Path, roots: dict[str, str], images: dict[str, dict], seed: int) -> dict:
+def inject(out: Path, roots: dict[str, str], images: dict[str, dict], seed: int,
+           questions: dict | None = None) -> dict:
     """Plant one fault of every kind in ``manifests/faults.yaml`` into the clean corpus at ``out``;
-    returns ``{"faults": [...], "faulted": {"images": [...], "annotations": [...]}}`` for the truth file."""
+    returns ``{"faults": [...], "faulted": {"images": [...], "annotations": [...]}}`` for the truth file.
+    ``questions``: the truth's ``mimic_cxr_vqa`` and ``mimic_diff_vqa`` sections (the VQA faults copy
+    their rows)."""
     unknown = sorted(set(KINDS) ^ set(INJECTORS))
     if unknown:
         raise KeyError(f"fault kinds without an injector or without a manifest entry: {unknown}")
-    corpus = Corpus(out=Path(out), roots=roots, images=images, seed=seed)
+    questions = {source: (questions or {}).get(source, {}).get("questions", []) for source in VQA_SOURCES}
+    corpus = Corpus(out=Path(out), roots=roots, images=images, seed=seed, questions=questions)
     faults = sorted((INJECTORS[kind](corpus, kind) for kind in INJECTORS), key=lambda f: f["kind"])
     lost_images = sorted({f["key"] for f in faults if f["loses"] == "image"})
     lost_annotations = {f"{f['source']}:{f['key']}" for f in faults if f["loses"] == "annotation"}
-    for key in lost_images:  # CheXmask rows and scene graphs cannot outlive their image
+    asked = {source: {image for q in rows for image in (q["image"], q.get("reference_image")) if image}
+             for source, rows in questions.items()}
+    for key in lost_images:  # CheXmask rows, scene graphs and questions cannot outlive their image
         entry = images[key]
         if entry.get("chexmask") is not None:
             lost_annotations.add(f"chexmask:{key}")
         if entry.get("imagenome"):
             lost_annotations.add(f"imagenome:{key}")
+        lost_annotations.update(f"{source}:{key}" for source in VQA_SOURCES if key in asked[source])
     return {"faults": faults, "faulted": {"images": lost_images, "annotations": sorted(lost_annotations)}}
