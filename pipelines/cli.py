@@ -63,7 +63,7 @@ def main(ctx: click.Context, verbose: bool) -> None:
 @click.option("--faults", is_flag=True,
               help="Also plant one bad input of every kind in manifests/faults.yaml (listed in SYNTHETIC_TRUTH.json).")
 def synth(out: Path, studies: int, seed: int, faults: bool) -> None:
-    """Write a synthetic corpus of all six sources in their native layouts, plus build.yaml."""
+    """Write a synthetic corpus of all eight sources in their native layouts, plus build.yaml."""
     from pipelines.synth import generate
     from pipelines.synth.faults import NotEnoughVictims
 

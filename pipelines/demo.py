@@ -9,8 +9,13 @@ from pipelines.synth import generate
 from schemas.config import load_config
 
 
-def synthetic_build(corpus_dir: Path, out_dir: Path, studies: int, seed: int = 0) -> Path:
-    """``cxr-instruct synth`` into ``corpus_dir`` then ``cxr-instruct build`` into ``out_dir``; returns ``out_dir``."""
+def synthetic_build(corpus_dir: Path, out_dir: Path, studies: int, seed: int = 0,
+                    without: tuple[str, ...] = ()) -> Path:
+    """``cxr-instruct synth`` into ``corpus_dir`` then ``cxr-instruct build`` into ``out_dir`` (the sources
+    in ``without`` disabled); returns ``out_dir``."""
     corpus = generate(corpus_dir, studies=studies, seed=seed)
-    run_build(load_config(corpus / "build.yaml"), str(out_dir))
+    config = load_config(corpus / "build.yaml")
+    for name in without:
+        config.sources[name].enabled = False
+    run_build(config, str(out_dir))
     return Path(out_dir)

@@ -17,9 +17,15 @@ from pipelines.demo import synthetic_build as build_into
 from pipelines.image_stage import WORK_DIR
 
 
-def synthetic_build(tmp_path_factory, studies: int, seed: int) -> Path:
-    """``cxr-instruct synth`` + ``cxr-instruct build`` into fresh temporary folders; the output folder."""
-    return build_into(tmp_path_factory.mktemp("corpus"), tmp_path_factory.mktemp("out"), studies, seed)
+VQA_DATASETS = ("mimic_cxr_vqa", "mimic_diff_vqa")
+"""The optional sources whose questions replace generated VQA where present: left out by the tests of
+the generated questions (the tests of the native ones build with them)."""
+
+
+def synthetic_build(tmp_path_factory, studies: int, seed: int, without: tuple[str, ...] = ()) -> Path:
+    """``cxr-instruct synth`` + ``cxr-instruct build`` (the sources in ``without`` disabled) into fresh
+    temporary folders; the output folder."""
+    return build_into(tmp_path_factory.mktemp("corpus"), tmp_path_factory.mktemp("out"), studies, seed, without)
 
 
 def completion_markers(out: Path) -> list[Path]:

@@ -130,7 +130,22 @@ def truth_severities(entry: dict) -> dict[str, tuple[int, int]]:
             if detail["presence"] == 1 and detail["severity"] and name in worded}
 
 
-def truth_facts(entry: dict, built: ImageFacts, size: int = 512) -> TruthFacts:
+def truth_questions(document: dict) -> dict[str, dict[str, dict]]:
+    """image key -> {where: question} of the VQA datasets' questions the synthetic corpus wrote, as the
+    truth file records them (not as the reader read them)."""
+    found: dict[str, dict[str, dict]] = {}
+    for q in document["mimic_cxr_vqa"]["questions"]:
+        found.setdefault(q["image"], {})[f"{q['file']} #{q['idx']}"] = {
+            "dataset": "mimic-cxr-vqa", "split": q["split"], "question": q["question"], "answers": q["answer"],
+            "reference_study_id": None}
+    for q in document["mimic_diff_vqa"]["questions"]:
+        found.setdefault(q["image"], {})[f"{q['file']} row {q['row']}"] = {
+            "dataset": "mimic-diff-vqa", "split": q["split"], "question": q["question"],
+            "answers": [q["answer"].strip()], "reference_study_id": q["ref_id"]}
+    return found
+
+
+def truth_facts(entry: dict, built: ImageFacts, questions: dict[str, dict], size: int = 512) -> TruthFacts:
     presence = truth_presence(entry)
     boxes = []
     if entry["lesion_boxes"] and entry["source"] in BOX_LABEL:
@@ -156,7 +171,7 @@ def truth_facts(entry: dict, built: ImageFacts, size: int = 512) -> TruthFacts:
         report_english=built.report_english, report_translation=built.report_translation,
         padchest_findings=built.padchest_findings,
         english_labels=built.english_labels, severity_document=built.severity_document,
-        severity_tfidf=built.severity_tfidf,
+        severity_tfidf=built.severity_tfidf, questions=questions,
         positives=frozenset(n for n, p in presence.items() if p == 1 and n != NO_FINDING))
 
 
@@ -165,13 +180,16 @@ def build(tmp_path_factory):
     corpus = generate(tmp_path_factory.mktemp("corpus"), studies=STUDIES, seed=0)
     out = tmp_path_factory.mktemp("out")
     run_build(load_config(corpus / "build.yaml"), str(out))
-    truth = json.loads((corpus / "SYNTHETIC_TRUTH.json").read_text())["images"]
+    document = json.loads((corpus / "SYNTHETIC_TRUTH.json").read_text())
+    truth, questions = document["images"], truth_questions(document)
     annotations = {row["image_key"]: row for path in sorted(out.glob("annotations/*.parquet"))
                    for row in pq.read_table(path).to_pylist()}
     built = {key: facts_from_annotation(row) for key, row in annotations.items()}
-    facts = {key: truth_facts(truth[key], built[key]) for key in built}
+    facts = {key: truth_facts(truth[key], built[key], questions.get(key, {})) for key in built}
     rows = [row for path in sorted(out.glob("instructions/*/*/*.parquet")) for row in pq.read_table(path).to_pylist()]
-    return {"out": out, "truth": truth, "annotations": annotations, "facts": facts, "rows": rows}
+    rejects = [row for path in sorted(out.glob("rejects/*.parquet")) for row in pq.read_table(path).to_pylist()]
+    return {"out": out, "truth": truth, "document": document, "annotations": annotations, "facts": facts,
+            "rows": rows, "rejects": rejects}
 
 
 def test_every_row_agrees_with_the_truth(build):
@@ -251,6 +269,39 @@ def test_vqa_states_are_the_cases_own_findings(build):
     assert checked > 500
 
 
+def test_every_question_of_the_vqa_datasets_is_a_row_in_its_split_or_a_reject_with_its_reason(build):
+    """Each question the synthetic MIMIC-CXR-VQA and Medical-Diff-VQA files ask: a row of its task in the
+    dataset's own split, or (as the truth file expects) a reject naming its file and row."""
+    rows = {}
+    for row in build["rows"]:
+        target = json.loads(row["target"])
+        if target.get("origin") in ("mimic-cxr-vqa", "mimic-diff-vqa") and row["profile"] == "m4cxr":
+            rows[target["where"]] = row
+    rejects = {}
+    for reject in build["rejects"]:
+        where = re.match(r"(?:\w+: )?(dataset/\w+\.json #\d+|mimic_pair_questions\.csv row \d+)", reject["detail"])
+        if where:
+            rejects[where[1]] = reject
+    outcomes = Counter()
+    for dataset, at in (("mimic_cxr_vqa", "{file} #{idx}"), ("mimic_diff_vqa", "{file} row {row}")):
+        for q in build["document"][dataset]["questions"]:
+            where = at.format(**q)
+            if q["expected"] is None:
+                row = rows[where]
+                task = "vqa" if dataset == "mimic_cxr_vqa" else (
+                    "difference_vqa" if q["question_type"] == "difference" else "main_image_vqa")
+                keys = [q["reference_image"], q["image"]] if task == "difference_vqa" else [q["image"]]
+                assert (row["task"], row["image_keys"]) == (task, keys), where
+                assert row["split"] == {"valid": "validation", "val": "validation"}.get(q["split"], q["split"])
+                outcomes[(dataset, "row")] += 1
+            else:
+                reject = rejects[where]
+                assert (reject["stage"], reject["reason"]) == (q["expected"]["stage"], q["expected"]["reason"]), where
+                outcomes[(dataset, q["expected"]["reason"])] += 1
+    assert set(outcomes) >= {("mimic_cxr_vqa", "row"), ("mimic_diff_vqa", "row"), ("mimic_cxr_vqa", "vqa-split-differs"),
+                             ("mimic_diff_vqa", "vqa-split-differs"), ("mimic_diff_vqa", "reference-not-earlier")}, outcomes
+
+
 # ---------------------------------------------------------------- planted defects are caught
 
 
@@ -288,6 +339,8 @@ def test_the_audit_catches_planted_contradictions(build):
     report = _first(rows, "report_generation", lambda r, t: facts[r["image_keys"][0]].positives)
     dropped = {**report, "conversations": [report["conversations"][0], {"from": "gpt", "value": "No acute process."}]}
     assert "report-drops-finding" in _kinds(_with_target(dropped, text="No acute process."), facts)
+    native = _first(rows, "main_image_vqa")
+    assert "native-question-changed" in _kinds(_with_target(native, answers=["something else"]), facts)
     gold = next(key for key, entry in build["truth"].items() if entry.get("imagenome_gold") and key in facts)
     assert "held-out-in-train" in _kinds({**report, "image_keys": [gold], "split": "train"},
                                          {**facts, gold: replace(facts[gold], split="train")})

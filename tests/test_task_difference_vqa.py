@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import manifests
 from pipelines.task_stage import task_groups
-from tests.builds import synthetic_build
+from tests.builds import VQA_DATASETS, synthetic_build
 from transforms.tasks import Profile, TaskSpec
 from transforms.tasks.difference_vqa import FAMILIES, TASK, generate
 from transforms.templates import load_template_set
@@ -415,7 +415,7 @@ def test_generated_patients_agree_with_the_independent_reading(patient, seed):
 
 @pytest.fixture(scope="module")
 def synthetic_patients(tmp_path_factory) -> list[list[list[dict]]]:
-    out = synthetic_build(tmp_path_factory, studies=24, seed=0)
+    out = synthetic_build(tmp_path_factory, studies=24, seed=0, without=VQA_DATASETS)  # generated only
     rows = sorted((row for path in sorted((out / "annotations").glob("*.parquet"))
                    for row in pq.read_table(path).to_pylist()), key=lambda row: row["image_key"])
     return [group for unit, group in task_groups(rows) if unit == "patient"]

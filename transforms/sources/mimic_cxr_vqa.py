@@ -131,7 +131,7 @@ class MimicCxrVqaPlan(ReadPlan):
         folder = io.join(root, "dataset")
         present = [name for name in SPLIT_FILES if io.any_match(io.join(folder, f"{name}.json"))]
         if not present:
-            skeletons = [name for name in SPLIT_FILES if io.any_match(io.join(folder, f"_{name}.json"))]
+            skeletons = io.any_match(io.join(folder, "_*.json"))  # _train_part1.json, _valid.json, ...
             hint = (" (only the answer-less _*.json skeletons are there: run the dataset's build_dataset.sh "
                     "with your PhysioNet credentials to make them)" if skeletons else "")
             raise MimicCxrVqaInputError(f"{folder}: none of {', '.join(f'{n}.json' for n in SPLIT_FILES)}{hint}")
