@@ -137,11 +137,11 @@ def truth_questions(document: dict) -> dict[str, dict[str, dict]]:
     for q in document["mimic_cxr_vqa"]["questions"]:
         found.setdefault(q["image"], {})[f"{q['file']} #{q['idx']}"] = {
             "dataset": "mimic-cxr-vqa", "split": q["split"], "question": q["question"], "answers": q["answer"],
-            "reference_study_id": None}
+            "question_type": q["content_type"], "reference_study_id": None}
     for q in document["mimic_diff_vqa"]["questions"]:
         found.setdefault(q["image"], {})[f"{q['file']} row {q['row']}"] = {
             "dataset": "mimic-diff-vqa", "split": q["split"], "question": q["question"],
-            "answers": [q["answer"].strip()], "reference_study_id": q["ref_id"]}
+            "answers": [q["answer"].strip()], "question_type": q["question_type"], "reference_study_id": q["ref_id"]}
     return found
 
 

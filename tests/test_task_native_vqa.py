@@ -40,7 +40,7 @@ def conversation(row: dict) -> tuple[str, str]:
 def test_mimic_cxr_vqa_questions_replace_the_generated_ones_on_their_image():
     assert all(json.loads(r["target"])["origin"] == "imagenome-scene-graph"
                for r in generator("vqa")(CRAFTED, PROFILE, seed=0))  # the scene graph alone: generated
-    row = {**CRAFTED, "questions": [
+    row = {**CRAFTED, "annotation_sources": ["imagenome", "mimic_cxr_vqa", "mimic_diff_vqa"], "questions": [
         question("mimic-cxr-vqa", "dataset/train.json #4", "Is there pleural effusion in the left lung?", ["yes"]),
         question("mimic-cxr-vqa", "dataset/train.json #9", "List all abnormalities in the right lung.",
                  ["atelectasis", "lung opacity"], "abnormality"),
@@ -58,11 +58,13 @@ def test_mimic_cxr_vqa_questions_replace_the_generated_ones_on_their_image():
     assert {r["template_id"] for r in rows} == {"m4-vqa-native"} and len({r["id"] for r in rows}) == 2
     (empty,) = [r for r in made if isinstance(r, Reject)]
     assert (empty.reason, empty.stage, empty.level, empty.key) == ("empty-answer", "tasks", "item", CRAFTED["image_key"])
-    assert "dataset/train.json #12" in empty.detail
+    assert "dataset/train.json #12" in empty.detail and empty.source == "mimic_cxr_vqa"
+    # an image MIMIC-CXR-VQA asks about only in another split: its questions were filtered, none is generated
+    assert generator("vqa")({**row, "questions": []}, PROFILE, seed=0) == []
 
 
 def test_main_image_vqa_asks_medical_diff_vqa_single_image_questions_as_written():
-    row = {**CRAFTED, "questions": [
+    row = {**CRAFTED, "study_datetime": EARLY, "questions": [
         question("mimic-diff-vqa", "mimic_pair_questions.csv row 1", "where is the pleural effusion?", ["left side"],
                  "location", reference="5"),
         question("mimic-diff-vqa", "mimic_pair_questions.csv row 2", "what has changed compared to the reference "
@@ -71,7 +73,10 @@ def test_main_image_vqa_asks_medical_diff_vqa_single_image_questions_as_written(
     (only,) = generator("main_image_vqa")(row, PROFILE, seed=0)
     assert conversation(only) == (SINGLE + "where is the pleural effusion?", "left side")
     assert json.loads(only["target"])["origin"] == "mimic-diff-vqa" and only["image_keys"] == [CRAFTED["image_key"]]
-    assert generator("main_image_vqa")(CRAFTED, PROFILE, seed=0) == []  # no generated stand-in
+    assert generator("main_image_vqa")({**CRAFTED, "study_datetime": EARLY}, PROFILE, seed=0) == []  # none generated
+    # a difference question on an undated main study: no patient group holds it, so it is rejected here
+    undated = generator("main_image_vqa")({**row, "study_datetime": None}, PROFILE, seed=0)
+    assert [(r.reason, r.source) for r in undated if isinstance(r, Reject)] == [("study-not-dated", "mimic_diff_vqa")]
 
 
 def diff_image(key: str, study: str, when: str, questions=(), marked: bool = True) -> dict:
@@ -108,6 +113,7 @@ def test_a_reversed_or_unbuilt_reference_is_a_reject_and_the_rest_is_asked():
     assert [r["image_keys"] for r in rows] == [["mimic/m1", "mimic/m2"]]
     assert rejects == {("reference-not-earlier", "mimic/m1", "mimic_pair_questions.csv row 2"),
                        ("reference-image-missing", "mimic/m2", "mimic_pair_questions.csv row 6")}
+    assert {(r.source, r.kind) for r in made if isinstance(r, Reject)} == {("mimic_diff_vqa", "rejected")}
 
 
 def test_a_patient_without_native_difference_questions_gets_generated_ones():

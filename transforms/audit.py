@@ -640,6 +640,13 @@ def _native_question(r: _Row, image: ImageFacts) -> None:
     if stated is None or stated["dataset"] != t["origin"]:
         r.flag("native-question-changed", f"{t['origin']} {t['where']}: not a question it asks of {image.key}", image)
         return
+    task = r.row["task"]
+    if _NATIVE_TASK[stated["dataset"], stated["question_type"] == native_vqa.DIFFERENCE] != task:
+        r.flag("native-question-changed", f"{t['where']}: a {stated['dataset']} {stated['question_type']} "
+                                          f"question as {task}", image)
+    if task == "difference_vqa" and r.images[0].study_id != stated["reference_study_id"]:
+        r.flag("native-question-changed", f"{t['where']}: reference study {stated['reference_study_id']}, the "
+                                          f"row shows {r.images[0].key} of study {r.images[0].study_id}", image)
     if (stated["question"], stated["answers"]) != (t["question"], t["answers"]):
         r.flag("native-question-changed", f"{t['where']}: {t['question']!r} {t['answers']} stated as "
                                           f"{stated['question']!r} {stated['answers']}", image)
@@ -647,7 +654,13 @@ def _native_question(r: _Row, image: ImageFacts) -> None:
         r.flag("native-question-changed", f"{t['where']}: in {stated['split']}, the row in {r.row['split']}", image)
     if not r.prompts[-1].endswith(stated["question"]):
         r.flag("answer-text-mismatch", f"the prompt does not ask {stated['question']!r}")
-    r.text(native_vqa.answer_text(stated), "answer")
+    said = ", ".join(stated["answers"]) + "." if stated["dataset"] == native_vqa.MIMIC_CXR_VQA else stated["answers"][0]
+    r.text(said, "answer")  # M4CXR's rendering, restated
+
+
+_NATIVE_TASK = {(native_vqa.MIMIC_CXR_VQA, False): "vqa", (native_vqa.MIMIC_DIFF_VQA, False): "main_image_vqa",
+                (native_vqa.MIMIC_DIFF_VQA, True): "difference_vqa"}
+"""(dataset, a difference question) -> the task that asks it."""
 
 
 def _main_image_vqa(r: _Row) -> None:
@@ -707,9 +720,6 @@ def _difference_vqa(r: _Row) -> None:
         r.flag("reference-not-earlier", f"reference {reference.study_datetime}, main {main.study_datetime}", main)
     if t["origin"] != difference_vqa.ORIGIN:  # the dataset's own question: its pair, as it states it
         _native_question(r, main)
-        if reference.study_id != t["reference_study_id"]:
-            r.flag("native-question-changed", f"{t['where']}: reference study {t['reference_study_id']}, "
-                                              f"the row shows {reference.key} of study {reference.study_id}")
         return
     for image in (reference, main):
         if not is_frontal(image.view):

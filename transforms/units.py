@@ -39,7 +39,8 @@ def join_image(
     if not images:
         for ann in annotations:
             yield Reject(key=ann.target_key, source=ann.source, stage="join", kind="filtered",
-                         reason="annotated-image-not-in-corpus", detail=f"{ann.native_id}: no image {key} was read")
+                         reason="annotated-image-not-in-corpus",
+                         detail=f"{ann.native_id}{_asked(ann)}: no image {key} was read")
         return
     record, duplicates = images[0], images[1:]
     for dup in duplicates:
@@ -86,4 +87,12 @@ def held_out(key: str, record: SourceRecord, annotations: list[AnnotationRecord]
                  reason="imagenome-gold-image-in-train", detail=why)
     for ann in annotations:
         yield Reject(key=ann.target_key, source=ann.source, stage="split", kind="filtered",
-                     reason="imagenome-gold-image-in-train", detail=f"{ann.native_id}: annotates a held-out image; {why}")
+                     reason="imagenome-gold-image-in-train",
+                     detail=f"{ann.native_id}{_asked(ann)}: annotates a held-out image; {why}")
+
+
+def _asked(annotation: AnnotationRecord) -> str:
+    """What an annotation that is lost whole takes with it, when it carries a VQA dataset's questions."""
+    if not annotation.questions:
+        return ""
+    return f" ({len(annotation.questions)} question(s): {', '.join(q.where for q in annotation.questions)})"

@@ -95,9 +95,11 @@ def dump_skeleton(rows: list[dict]) -> str:
 
 def split_differs_subject(patients: list[Patient]) -> str | None:
     """The subject whose questions go to another split than MIMIC's: the last patient MIMIC puts in
-    train, else the last one."""
+    train, else the last one; none when there is only one (so a tiny corpus still has rows)."""
+    if len(patients) < 2:
+        return None
     trained = [p for p in patients if p.split == "train"]
-    return (trained or patients)[-1].subject_id if patients else None
+    return (trained or patients)[-1].subject_id
 
 
 def dataset_split(patient: Patient, names: dict[str, str], moved: str | None) -> str:

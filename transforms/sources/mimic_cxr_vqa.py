@@ -8,8 +8,9 @@ once the answers are generated; one AnnotationRecord per MIMIC image that has qu
 a 300 MB ``train.json`` is never held whole.
 
 Mapping into :class:`AnnotationRecord` (target ``mimic/<image_id>``): one :class:`NativeQuestion`
-per question, in file order (train, valid, test, then ``idx``), with the file's split as the question's
-own split. A question is a unit of its own when it cannot be used: an element that is not an object
+per question, in file order (train, valid, test, then position in the file), with the file's split as the question's
+own split; ``where`` cites the file and the question's position in its array (``idx`` is checked,
+not used). A question is a unit of its own when it cannot be used: an element that is not an object
 with the keys and types above (``bad-question``), or whose ``split`` is not its file's
 (``split-mismatch``), is a read reject keyed by the image it names (``mimic/`` when it names none),
 its detail citing file and position. A file that stops being a JSON array part way is one
@@ -32,6 +33,8 @@ TARGET_SOURCE = "mimic"
 SPLIT_FILES = ("train", "valid", "test")
 """The answered files, ``dataset/<name>.json``, in the order their questions are kept."""
 CHUNK = 1 << 20
+MAX_ELEMENT = 16 << 20
+"""Largest question object read (characters): a longer one is an error, not a reason to buffer the file."""
 _TEXT_FIELDS = ("split", "image_id", "question", "content_type", "semantic_type", "template")
 
 
@@ -50,9 +53,11 @@ def json_array(handle, chunk: int = CHUNK) -> Iterator[object]:
         if ended:
             return False
         text = handle.read(chunk)
-        ended = not text
-        buffer, at = buffer[at:] + text, 0
-        return bool(text)
+        if not text:
+            ended = True
+            return False
+        buffer, at = buffer[at:] + text, 0  # the text before the element being read is dropped
+        return True
 
     def next_char() -> str:
         nonlocal at
@@ -83,7 +88,9 @@ def json_array(handle, chunk: int = CHUNK) -> Iterator[object]:
             try:
                 value, end = decoder.raw_decode(buffer, at)
             except json.JSONDecodeError as error:
-                if more():
+                # read on only when the element may just be cut by the chunk's end, and only so far
+                cut = error.pos >= len(buffer) - 6 or error.msg.startswith("Unterminated string")
+                if cut and len(buffer) - at < MAX_ELEMENT and more():
                     continue
                 raise ValueError(f"element {position}: {error.msg}") from None
             if (end < len(buffer) and (buffer[end].isspace() or buffer[end] in ",]")) or not more():
@@ -109,8 +116,8 @@ def question_of(element: object, file_split: str, where: str) -> NativeQuestion:
         raise ValueError(f"no {', '.join(missing)}")
     wrong = [name for name in _TEXT_FIELDS if not isinstance(element[name], str) or not element[name]]
     answer = element["answer"]
-    if not isinstance(answer, list) or not all(isinstance(item, str) for item in answer):
-        wrong.append("answer (not a list of strings)")
+    if not isinstance(answer, list) or not all(isinstance(item, str) and item.strip() for item in answer):
+        wrong.append("answer (not a list of non-empty strings)")
     if isinstance(element["idx"], bool) or not isinstance(element["idx"], int):
         wrong.append("idx (not an integer)")
     if wrong:
@@ -140,14 +147,15 @@ class MimicCxrVqaPlan(ReadPlan):
     def key_file(self, tag: str, path: str) -> Iterator[Keyed | Reject]:
         split = io.basename(path)[: -len(".json")]
         number, name = SPLIT_FILES.index(split), io.relative(path, self.root)
-        position = -1
+        position = 0
         try:
             with io.open_text(path) as handle:
-                for position, element in enumerate(json_array(handle)):
+                for element in json_array(handle):
                     yield from self._keyed(element, split, number, position, name)
+                    position += 1
         except (ValueError, UnicodeDecodeError, OSError) as error:
             yield Reject(key=f"{TARGET_SOURCE}/", source=NAME, stage="read", reason="not-json",
-                         detail=f"{name}: {error}; the rest of the file after element {position} is unread")
+                         detail=f"{name}: {error}; {position} element(s) read, nothing after them")
 
     def _keyed(self, element, split: str, number: int, position: int, name: str) -> Iterator[Keyed | Reject]:
         image_id = element.get("image_id") if isinstance(element, dict) else None

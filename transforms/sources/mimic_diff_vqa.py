@@ -17,7 +17,7 @@ here: the difference task checks it against MIMIC's own study times.
 Rejects (read stage; a question row is a unit of its own when it cannot be used, keyed
 ``mimic/s<study_id>``, its detail citing ``mimic_pair_questions.csv row N``): ``bad-row`` (missing
 cells, ids that are not integers, an unknown question type or split, an empty question or answer),
-``study-not-in-mimic-all`` (its study has no mimic_all row) and ``subject-mismatch`` (its subject is
+``study-not-in-mimic-all`` (its study has no mimic_all row with integer ids and a dicom_id) and ``subject-mismatch`` (its subject is
 not the one mimic_all gives the study). A second mimic_all row of one study is an item reject
 (``duplicate-study``; the first row wins). Without ``mimic`` ingested every record is filtered
 (``image-source-not-ingested``).
@@ -38,7 +38,7 @@ TARGET_SOURCE = "mimic"
 QUESTIONS_FILE = "mimic_pair_questions"
 STUDIES_FILE = "mimic_all"
 QUESTION_COLUMNS = ("study_id", "subject_id", "ref_id", "question_type", "question", "answer", "split")
-STUDY_COLUMNS = ("subject_id", "study_id", "dicom_id", "view", "study_order")
+STUDY_COLUMNS = ("subject_id", "study_id", "dicom_id")
 QUESTION_TYPES = ("abnormality", "presence", "view", "location", "level", "type", "difference")
 SPLITS = ("train", "val", "test")
 
@@ -59,11 +59,12 @@ def _columns(root: str, stem: str, wanted: tuple[str, ...]) -> tuple[str, dict[s
     return path, positions, len(header)
 
 
-def _study_id(text: str) -> str:
-    """A study id as the MIMIC reader writes it (digits, no ``s``); ValueError otherwise."""
+def _integer_id(text: str, what: str = "study id") -> str:
+    """A study or subject id as the MIMIC reader writes it (digits, no ``s``, no leading zeros);
+    ValueError otherwise."""
     text = text.strip()
     if not text.isdigit():
-        raise ValueError(f"study id {text!r} is not an integer")
+        raise ValueError(f"{what} {text!r} is not an integer")
     return str(int(text))
 
 
@@ -91,17 +92,20 @@ class MimicDiffVqaPlan(ReadPlan):
                 yield self._reject(bad.cell(columns["study_id"]), "bad-row", bad.where(self.names[tag]))
             return  # a mimic_all row that cannot be read only matters to the questions of its study
         cells = {name: row.cells[position].strip() for name, position in columns.items()}
-        if tag == "study":
+        if tag == "study":  # a row without a usable study, subject and image is no row: its questions say so
             try:
-                yield Keyed(_study_id(cells["study_id"]), "study", (row.number, cells["dicom_id"], cells))
+                study, subject = _integer_id(cells["study_id"]), _integer_id(cells["subject_id"], "subject id")
             except ValueError:
-                pass  # names no study: no question can use it
+                return
+            if cells["dicom_id"]:
+                yield Keyed(study, "study", (row.number, cells["dicom_id"], subject))
             return
         try:
-            study, reference = _study_id(cells["study_id"]), _study_id(cells["ref_id"])
+            study, reference = _integer_id(cells["study_id"]), _integer_id(cells["ref_id"])
+            subject = _integer_id(cells["subject_id"], "subject id")
             problems = [f"question_type {cells['question_type']!r}"] * (cells["question_type"] not in QUESTION_TYPES)
             problems += [f"split {cells['split']!r}"] * (cells["split"] not in SPLITS)
-            problems += [f"empty {name}" for name in ("question", "answer", "subject_id") if not cells[name]]
+            problems += [f"empty {name}" for name in ("question", "answer") if not cells[name]]
             if problems:
                 raise ValueError(", ".join(problems))
         except ValueError as error:
@@ -110,7 +114,7 @@ class MimicDiffVqaPlan(ReadPlan):
         question = NativeQuestion(dataset=DATASET, where=where, split=cells["split"],
                                   question_type=cells["question_type"], question=cells["question"],
                                   answers=[cells["answer"]], reference_study_id=reference)
-        yield Keyed(study, "question", (row.number, cells["subject_id"], question))
+        yield Keyed(study, "question", (row.number, subject, question))
         yield Keyed(reference, "referenced", (row.number,))
 
     def _reject(self, study: str, reason: str, detail: str) -> Reject:
@@ -121,17 +125,17 @@ class MimicDiffVqaPlan(ReadPlan):
         if not questions and not items["referenced"]:
             return  # a study the dataset does not use
         if not studies:
-            for number, _, question in questions:
+            for _, _, question in questions:
                 yield self._reject(study, "study-not-in-mimic-all",
-                                   f"{question.where}: study {study} has no row in {self.names['study']}")
+                                   f"{question.where}: study {study} has no usable row in {self.names['study']}")
             return
-        (number, dicom_id, cells), duplicates = studies[0], studies[1:]
+        (number, dicom_id, study_subject), duplicates = studies[0], studies[1:]
         key = f"{TARGET_SOURCE}/{dicom_id}"
         kept = []
         for _, subject, question in questions:
-            if subject != cells["subject_id"]:
+            if subject != study_subject:
                 yield self._reject(study, "subject-mismatch", f"{question.where}: subject {subject}, but "
-                                   f"{self.names['study']} row {number} gives study {study} subject {cells['subject_id']}")
+                                   f"{self.names['study']} row {number} gives study {study} subject {study_subject}")
             else:
                 kept.append(question)
         if not self.mimic_ingested:

@@ -54,13 +54,12 @@ from transforms.labels import anatomy
 from schemas.records import Reject
 from transforms.tasks import Profile, native_vqa
 from transforms.tasks.multi import group_row, in_time_order
-from transforms.tasks.vqa import CATEGORIES, parse_attribute
+from transforms.tasks.vqa import CATEGORIES, ORIGIN, parse_attribute
 from transforms.tasks.vqa import CONFIG as SCENE_RULES
 from transforms.templates import TemplateSet, load_template_set, render
 from transforms.views import is_frontal
 
 TASK = "difference_vqa"
-ORIGIN = "imagenome-scene-graph"
 CONFIG = manifests.load("difference_vqa.yaml")["difference"]
 RELATIONS: dict[str, str] = CONFIG["relations"]
 CHANGED = frozenset(CONFIG["changed"])
@@ -300,7 +299,7 @@ def native_rows(patient: list[list[dict]], profile: Profile) -> list[dict | Reje
     rows = [row for study in patient for row in study]
     marked: dict[str, dict] = {}
     for row in sorted(rows, key=lambda r: r["image_key"]):
-        if native_vqa.DIFF_VQA_SOURCE in (row["annotation_sources"] or ()):
+        if native_vqa.asks_about(row, native_vqa.MIMIC_DIFF_VQA):
             marked.setdefault(row["study_id"], row)
     (prompt,) = load_template_set(profile.tasks[TASK].template_set).kinds["prompt"]
     made: list[dict | Reject] = []
@@ -309,7 +308,8 @@ def native_rows(patient: list[list[dict]], profile: Profile) -> list[dict | Reje
             reference = marked.get(question["reference_study_id"])
             if reference is None:
                 made.append(native_vqa.reject(main, TASK, "reference-image-missing", question,
-                                              f"no image of reference study {question['reference_study_id']} is built"))
+                                              f"no dated image the dataset gives reference study "
+                                              f"{question['reference_study_id']} is in the build"))
             elif not earlier(reference["study_datetime"], main["study_datetime"]):
                 made.append(native_vqa.reject(
                     main, TASK, "reference-not-earlier", question,
@@ -325,10 +325,9 @@ def native_rows(patient: list[list[dict]], profile: Profile) -> list[dict | Reje
 
 
 def generate(patient: list[list[dict]], profile: Profile, seed: int) -> list[dict | Reject]:
-    """Medical-Diff-VQA's own difference questions for a patient it asks about (:func:`native_rows`),
-    else the questions generated from the scene graphs of consecutive studies."""
-    if any(native_vqa.questions_of(row, native_vqa.MIMIC_DIFF_VQA, difference=True)
-           for study in patient for row in study):
+    """Medical-Diff-VQA's own difference questions for a patient it asks about (:func:`native_rows`; none
+    when they are all in another split), else the questions generated from the scene graphs of consecutive studies."""
+    if any(native_vqa.asks_about(row, native_vqa.MIMIC_DIFF_VQA) for study in patient for row in study):
         return native_rows(patient, profile)
     templates = load_template_set(profile.tasks[TASK].template_set)
     (prompt,) = templates.kinds["prompt"]

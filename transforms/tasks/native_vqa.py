@@ -26,11 +26,18 @@ from transforms.templates import load_template_set, render
 TASK = "main_image_vqa"
 MIMIC_CXR_VQA = "mimic-cxr-vqa"
 MIMIC_DIFF_VQA = "mimic-diff-vqa"
-DIFF_VQA_SOURCE = "mimic_diff_vqa"
-"""The annotation source whose record marks the image Medical-Diff-VQA uses for a study."""
+SOURCES = {MIMIC_CXR_VQA: "mimic_cxr_vqa", MIMIC_DIFF_VQA: "mimic_diff_vqa"}
+"""Each dataset's source name (``transforms/sources/<name>.py``): its records mark the images it asks
+about (Medical-Diff-VQA's also the image it gives a reference study), its rejects are counted under it."""
 DIFFERENCE = "difference"
 NATIVE_KIND = "native"
 """The template kind (in the task's template set) that renders a dataset's own question and answer."""
+
+
+def asks_about(row: dict, dataset: str) -> bool:
+    """Whether ``dataset`` covers the image (its questions may all have been filtered: the image is still
+    the dataset's, so nothing is generated in their place)."""
+    return SOURCES[dataset] in (row.get("annotation_sources") or ())
 
 
 def questions_of(row: dict, dataset: str, difference: bool = False) -> list[dict]:
@@ -54,8 +61,9 @@ def target(question: dict) -> dict:
             "reference_study_id": question["reference_study_id"]}
 
 
-def reject(row: dict, task: str, reason: str, question: dict, why: str) -> Reject:
-    return Reject(key=row["image_key"], source=row["source"], stage="tasks", level="item", kind="filtered",
+def reject(row: dict, task: str, reason: str, question: dict, why: str, kind: str = "rejected") -> Reject:
+    """A question ``task`` cannot ask, counted under its dataset's source."""
+    return Reject(key=row["image_key"], source=SOURCES[question["dataset"]], stage="tasks", level="item", kind=kind,
                   reason=reason, detail=f"{task}: {question['where']}: {why}")
 
 
@@ -64,8 +72,9 @@ def image_rows(row: dict, profile: Profile, task: str, dataset: str) -> list[dic
     (template,) = load_template_set(profile.tasks[task].template_set).kinds[NATIVE_KIND]
     made: list[dict | Reject] = []
     for question in questions_of(row, dataset):
-        if not any(answer.strip() for answer in question["answers"]):
-            made.append(reject(row, task, "empty-answer", question, "the answer list is empty"))
+        if not question["answers"]:
+            made.append(reject(row, task, "empty-answer", question, "the answer list is empty (M4CXR skips it)",
+                               kind="filtered"))
             continue
         conversations = render(template, question=question["question"], answer=answer_text(question))
         made.append(instruction_row(profile=profile.name, task=task, row=row, variant=f"native:{question['where']}",
@@ -74,5 +83,11 @@ def image_rows(row: dict, profile: Profile, task: str, dataset: str) -> list[dic
 
 
 def generate(row: dict, profile: Profile, seed: int) -> list[dict | Reject]:
-    """``main_image_vqa``: Medical-Diff-VQA's single-image questions on their main image (none without)."""
-    return image_rows(row, profile, TASK, MIMIC_DIFF_VQA)
+    """``main_image_vqa``: Medical-Diff-VQA's single-image questions on their main image (none without).
+    Its difference questions on an image without a study time are rejected here (``study-not-dated``):
+    the patient groups of ``difference_vqa`` hold only dated studies, so they would never see them."""
+    made = image_rows(row, profile, TASK, MIMIC_DIFF_VQA)
+    if not row["study_datetime"]:
+        made += [reject(row, "difference_vqa", "study-not-dated", question, "the main study has no study time")
+                 for question in questions_of(row, MIMIC_DIFF_VQA, difference=True)]
+    return made

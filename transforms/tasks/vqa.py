@@ -291,9 +291,9 @@ def _chosen(family: str, candidates: list[dict], scene: Scene, rng: random.Rando
 
 
 def generate(row: dict, profile: Profile, seed: int) -> list[dict | Reject]:
-    """MIMIC-CXR-VQA's own questions on an image it asks about (:mod:`transforms.tasks.native_vqa`),
-    else rows of every family the image's scene graph answers (none without ImaGenome regions)."""
-    if native_vqa.questions_of(row, native_vqa.MIMIC_CXR_VQA):
+    """MIMIC-CXR-VQA's own questions on an image it asks about (:mod:`transforms.tasks.native_vqa`; none
+    when they are all in another split), else rows of every family the image's scene graph answers (none without ImaGenome regions)."""
+    if native_vqa.asks_about(row, native_vqa.MIMIC_CXR_VQA):
         return native_vqa.image_rows(row, profile, TASK, native_vqa.MIMIC_CXR_VQA)
     scene = Scene.of_row(row)
     if not scene.attributes and not scene.flags:
