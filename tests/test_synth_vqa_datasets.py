@@ -22,7 +22,7 @@ import pytest
 
 from pipelines.synth import generate
 
-STUDIES, SEED = 10, 0
+STUDIES, SEED = 16, 0
 VQA_KEYS = ["split", "idx", "subject_id", "study_id", "image_id", "image_path", "question", "semantic_type",
             "content_type", "template", "template_program", "template_arguments", "answer"]
 SKELETON_KEYS = ["split", "idx", "image_id", "question", "content_type", "semantic_type", "template",

@@ -13,9 +13,9 @@ a region or attribute none of whose statements comes from an uncertain finding.
 
 Medical-Diff-VQA (``medical-diff-vqa/``): ``mimic_all.csv`` (one row per study, the study's first
 frontal image in metadata order, as the release's ``get_mimic_all.py`` picks it) and
-``mimic_pair_questions.csv``. Pairs: each later study of a patient who is not an ImaGenome gold
-patient (the build holds out a gold patient's train images) with an earlier study of the same
-patient; 3 to 5 single-image questions about the main study (at most one per question type; no
+``mimic_pair_questions.csv``. Pairs: each later study of every other patient who has two studies or
+more and is not an ImaGenome gold patient (the build holds out a gold patient's train images; the
+patients left out keep generated difference questions) with an earlier study of the same patient; 3 to 5 single-image questions about the main study (at most one per question type; no
 ``type`` questions) plus one ``difference`` question. Answers use the dataset's vocabulary
 (:data:`DIFF_NAMES`); a ``no`` only for a stated negative, a side only from a stated side, and a
 difference only where no changed finding is uncertain.
@@ -95,11 +95,9 @@ def dump_skeleton(rows: list[dict]) -> str:
 
 def split_differs_subject(patients: list[Patient]) -> str | None:
     """The subject whose questions go to another split than MIMIC's: the last patient MIMIC puts in
-    train, else the last one; none when there is only one (so a tiny corpus still has rows)."""
-    if len(patients) < 2:
-        return None
+    train, else the last one; none among no patients."""
     trained = [p for p in patients if p.split == "train"]
-    return (trained or patients)[-1].subject_id
+    return (trained or patients)[-1].subject_id if patients else None
 
 
 def dataset_split(patient: Patient, names: dict[str, str], moved: str | None) -> str:
@@ -288,7 +286,8 @@ def vqa_cohort(patients: list[Patient], images: dict[str, dict]) -> list[tuple[P
 def write_mimic_cxr_vqa(root: Path, patients: list[Patient], images: dict[str, dict], seed: int) -> dict:
     """Write the MIMIC-CXR-VQA folder; returns its truth section."""
     cohort = vqa_cohort(patients, images)
-    moved = split_differs_subject([patient for patient, _, _ in cohort])
+    patients_asked = list({patient.subject_id: patient for patient, _, _ in cohort}.values())
+    moved = split_differs_subject(patients_asked) if len(patients_asked) > 1 else None  # a lone one keeps its rows
     files: dict[str, list[dict]] = {name: [] for name in VQA_SPLIT_FILES}
     truth_rows = []
     for patient, study, view in cohort:
@@ -494,10 +493,11 @@ def main_questions(seed: int, study: Study, view: View) -> list[DiffQuestion]:
 
 
 def diff_cohort(patients: list[Patient]) -> list[Patient]:
-    """Patients with pairs: two or more studies, and not an ImaGenome gold patient (the build holds out
-    a gold patient's train images with everything on them)."""
+    """Patients with pairs: of those with two or more studies that are not ImaGenome gold patients (the
+    build holds out a gold patient's train images with everything on them), every other one (the first,
+    third, ...; the others keep generated difference questions, so a build has both)."""
     return [p for i, p in enumerate(patients)
-            if not imagenome.is_gold(i) and sum(diff_image(s) is not None for s in p.studies) > 1]
+            if not imagenome.is_gold(i) and sum(diff_image(s) is not None for s in p.studies) > 1][::2]
 
 
 def pairs_of(seed: int, patient: Patient) -> list[tuple[Study, Study, dict]]:
@@ -523,7 +523,7 @@ def write_medical_diff_vqa(root: Path, patients: list[Patient], seed: int) -> di
         first, pairs = cohort[0]  # study becomes the main one, and the difference is read that way round
         later, earlier, _ = pairs[0]
         cohort[0] = (first, [(earlier, later, difference(earlier, later)), *pairs[1:]])
-    moved = split_differs_subject([patient for patient, _ in cohort[1:]] or [patient for patient, _ in cohort])
+    moved = split_differs_subject([patient for patient, _ in cohort[1:]])  # not the reversed pair's patient
     rows, truth_rows = [], []
     for patient, pairs in cohort:
         split = dataset_split(patient, DIFF_SPLIT, moved)
