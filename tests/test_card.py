@@ -51,7 +51,8 @@ def test_licences_access_and_citations_of_every_contributing_source(build):
     sources = card.load_sources()
     manifest = Manifest.read(str(build))
     assert meta["license"] == "other"
-    assert set(card.contributing_sources(manifest)) == {"mimic", "vindr", "chexmask", "siim", "imagenome", "padchest"}
+    assert set(card.contributing_sources(manifest)) == {"mimic", "vindr", "chexmask", "siim", "imagenome", "padchest",
+                                                        "mimic_cxr_vqa", "mimic_diff_vqa"}
     for name in card.contributing_sources(manifest):
         entry = sources["sources"][name]
         assert entry["licence"] in body and entry["access_note"] in body

@@ -144,7 +144,7 @@ def test_a_build_without_rejects_has_no_rejects_file_and_no_rejects_config(tmp_p
     not written (it would not load); manifest, verify and card agree, and every config still loads."""
     corpus = generate(tmp_path / "corpus", studies=3, seed=4)
     config = yaml.safe_load((corpus / "build.yaml").read_text())
-    for name in ("chexmask", "imagenome", "siim"):
+    for name in ("chexmask", "imagenome", "siim", "mimic_cxr_vqa", "mimic_diff_vqa"):
         config["sources"][name]["enabled"] = False
     (corpus / "build.yaml").write_text(yaml.safe_dump(config))
     out = tmp_path / "out"

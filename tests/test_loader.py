@@ -59,8 +59,9 @@ M4CXR_POOLS = {
     # ImaGenome annotates MIMIC images, so its task rows carry the image's source
     ("grounded_phrase_generation", "mimic"): 40.0, ("phrase_grounding", "mimic"): 40.0,
     ("anatomical_region_grounding", "mimic"): 20.0, ("grounded_anatomical_region", "mimic"): 20.0,
-    ("vqa", "mimic"): 2.0,  # mimicvqa_vqa, generated from ImaGenome scene graphs
-    ("difference_vqa", "mimic"): 4.0,  # mimiccxr_diff_vqa_difference, generated from ImaGenome
+    ("vqa", "mimic"): 2.0,  # mimicvqa_vqa: MIMIC-CXR-VQA's files, else generated from ImaGenome scene graphs
+    ("main_image_vqa", "mimic"): 2.0,  # mimiccxr_diff_vqa: Medical-Diff-VQA's single-image questions
+    ("difference_vqa", "mimic"): 4.0,  # mimiccxr_diff_vqa_difference: Medical-Diff-VQA's, else generated
 }
 OWN_TASKS = {"organ_grounding": 0.8, "grounded_organ": 0.8, "triage": 2.0}
 

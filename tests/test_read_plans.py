@@ -112,7 +112,8 @@ def test_every_source_plan_pickles_for_the_workers(tmp_path_factory):
 
     corpus = generate(tmp_path_factory.mktemp("corpus"), studies=3, seed=1)
     plans = read_plans(load_config(corpus / "build.yaml"))
-    assert sorted(plans) == ["chexmask", "imagenome", "mimic", "padchest", "siim", "vindr"]
+    assert sorted(plans) == ["chexmask", "imagenome", "mimic", "mimic_cxr_vqa", "mimic_diff_vqa", "padchest", "siim",
+                            "vindr"]
     for plan in plans.values():
         assert type(pickler.loads(pickler.dumps(plan))) is type(plan)
         assert len(pickle.dumps(plan)) < 20_000  # nothing per image rides on the plan

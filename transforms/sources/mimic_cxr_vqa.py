@@ -89,7 +89,7 @@ def json_array(handle, chunk: int = CHUNK) -> Iterator[object]:
                 value, end = decoder.raw_decode(buffer, at)
             except json.JSONDecodeError as error:
                 # read on only when the element may just be cut by the chunk's end, and only so far
-                cut = error.pos >= len(buffer) - 6 or error.msg.startswith("Unterminated string")
+                cut = error.pos >= len(buffer) - 9 or error.msg.startswith("Unterminated string")  # "-Infinity"
                 if cut and len(buffer) - at < MAX_ELEMENT and more():
                     continue
                 raise ValueError(f"element {position}: {error.msg}") from None
