@@ -2,8 +2,9 @@
 (annotations column ``questions``, read by ``transforms/sources/mimic_cxr_vqa.py`` and
 ``mimic_diff_vqa.py``), rendered as M4CXR renders them.
 
-- ``vqa`` (M4CXR pool ``mimicvqa_vqa``): an image with MIMIC-CXR-VQA questions gets one row per
-  question instead of the questions generated from its scene graph (``transforms/tasks/vqa.py``).
+- ``vqa`` (M4CXR pool ``mimicvqa_vqa``): an image MIMIC-CXR-VQA asks about gets one row per question
+  instead of the questions generated from its scene graph (``transforms/tasks/vqa.py``), and none when
+  its questions were all in another split (:func:`asks_about`).
   The answer is the answer list joined by ", " with a full stop, as M4CXR's MIMIC-CXR-VQA loader
   writes it; a question whose answer list is empty is not asked (M4CXR skips those too) and becomes
   an ``empty-answer`` reject.
