@@ -106,7 +106,8 @@ def test_templates_of_the_mixtures_are_all_used_and_filled(build_out):
     used, defined = set(), set()
     annotations = build_rows(build_out, "annotations")
     # the rows again without the VQA datasets, so every image also gets generated questions
-    generated = [{**a, "questions": [], "annotation_sources": [s for s in a["annotation_sources"] if s not in VQA_DATASETS]}
+    generated = [{**a, "questions": [],
+                  "annotation_sources": [s for s in a["annotation_sources"] if s not in VQA_DATASETS]}
                  for a in annotations]
     built = build_rows(build_out, "instructions")
     assert built

@@ -668,10 +668,11 @@ def _main_image_vqa(r: _Row) -> None:
 
 
 def _vqa(r: _Row) -> None:
-    """A VQA dataset's own question (:func:`_native_question`), or generated VQA: each state the answer rests on is the one the image's scene graph states (a "no"
-    only from a stated negative), the answer follows from those states and is what the family's program
-    gives when run again, no region with a side is named on a view without sides, and the row's
-    question and answer text say the target's inputs and answer."""
+    """A VQA dataset's own question (:func:`_native_question`), or generated VQA: each state the answer
+    rests on is the one the image's scene graph states (a "no" only from a stated negative), the answer
+    follows from those states and is what the family's program gives when run again, no region with a
+    side is named on a view without sides, and the row's question and answer text say the target's
+    inputs and answer."""
     t = r.target
     if t["origin"] != vqa.ORIGIN:
         _native_question(r, r.first)

@@ -15,8 +15,8 @@ Medical-Diff-VQA (``medical-diff-vqa/``): ``mimic_all.csv`` (one row per study, 
 frontal image in metadata order, as the release's ``get_mimic_all.py`` picks it) and
 ``mimic_pair_questions.csv``. Pairs: each later study of every other patient who has two studies or
 more and is not an ImaGenome gold patient (the build holds out a gold patient's train images; the
-patients left out keep generated difference questions) with an earlier study of the same patient; 3 to 5 single-image questions about the main study (at most one per question type; no
-``type`` questions) plus one ``difference`` question. Answers use the dataset's vocabulary
+patients left out keep generated difference questions) with an earlier study of the same patient;
+3 to 5 single-image questions about the main study (at most one per question type; no ``type`` questions) plus one ``difference`` question. Answers use the dataset's vocabulary
 (:data:`DIFF_NAMES`); a ``no`` only for a stated negative, a side only from a stated side, and a
 difference only where no changed finding is uncertain.
 

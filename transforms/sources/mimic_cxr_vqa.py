@@ -177,7 +177,8 @@ class MimicCxrVqaPlan(ReadPlan):
         key = f"{TARGET_SOURCE}/{image_id}"
         if not self.mimic_ingested:
             yield Reject(key=key, source=NAME, stage="read", reason="image-source-not-ingested", kind="filtered",
-                         detail=f"{len(items['question'])} question(s): {TARGET_SOURCE} is not among the ingested image sources")
+                         detail=f"{len(items['question'])} question(s): {TARGET_SOURCE} is not among the "
+                                "ingested image sources")
             return
         questions = [question for _, question in items["question"]]
         yield AnnotationRecord(target_key=key, source=NAME, native_id=image_id, questions=questions,

@@ -17,8 +17,8 @@ here: the difference task checks it against MIMIC's own study times.
 Rejects (read stage; a question row is a unit of its own when it cannot be used, keyed
 ``mimic/s<study_id>``, its detail citing ``mimic_pair_questions.csv row N``): ``bad-row`` (missing
 cells, ids that are not integers, an unknown question type or split, an empty question or answer),
-``study-not-in-mimic-all`` (its study has no mimic_all row with integer ids and a dicom_id) and ``subject-mismatch`` (its subject is
-not the one mimic_all gives the study). A second mimic_all row of one study is an item reject
+``study-not-in-mimic-all`` (its study has no mimic_all row with integer ids and a dicom_id) and
+``subject-mismatch`` (its subject is not the one mimic_all gives the study). A second mimic_all row of one study is an item reject
 (``duplicate-study``; the first row wins). Without ``mimic`` ingested every record is filtered
 (``image-source-not-ingested``).
 """

@@ -49,9 +49,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import manifests
+from schemas.records import Reject
 from transforms.hashing import seeded_rng
 from transforms.labels import anatomy
-from schemas.records import Reject
 from transforms.tasks import Profile, native_vqa
 from transforms.tasks.multi import group_row, in_time_order
 from transforms.tasks.vqa import CATEGORIES, ORIGIN, parse_attribute

@@ -34,9 +34,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import manifests
+from schemas.records import Reject
 from transforms.hashing import seeded_rng
 from transforms.labels import anatomy
-from schemas.records import Reject
 from transforms.tasks import Profile, instruction_row, native_vqa
 from transforms.templates import TemplateSet, load_template_set, render
 from transforms.views import is_frontal
@@ -292,7 +292,8 @@ def _chosen(family: str, candidates: list[dict], scene: Scene, rng: random.Rando
 
 def generate(row: dict, profile: Profile, seed: int) -> list[dict | Reject]:
     """MIMIC-CXR-VQA's own questions on an image it asks about (:mod:`transforms.tasks.native_vqa`; none
-    when they are all in another split), else rows of every family the image's scene graph answers (none without ImaGenome regions)."""
+    when they are all in another split), else rows of every family the image's scene graph answers
+    (none without ImaGenome regions)."""
     if native_vqa.asks_about(row, native_vqa.MIMIC_CXR_VQA):
         return native_vqa.image_rows(row, profile, TASK, native_vqa.MIMIC_CXR_VQA)
     scene = Scene.of_row(row)
