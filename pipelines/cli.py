@@ -220,6 +220,15 @@ def print_summary(record: dict) -> None:
     for name, splits in record["tables"].items():
         tables.add_row(name, ", ".join(f"{split} {n:,}" for split, n in splits.items()))
     console.print(tables)
+    if record.get("pools_without_rows"):
+        empty = Table(title="weighted pools without rows (their weight goes unused; the mixture renormalises "
+                            "over the rest)", title_justify="left")
+        for column in ("profile", "task", "source", "weight"):
+            empty.add_column(column, justify="right" if column == "weight" else "left")
+        for profile, pools in record["pools_without_rows"].items():
+            for pool in pools:
+                empty.add_row(profile, pool["task"], pool["source"] or "(any)", f"{pool['weight']:g}")
+        console.print(empty)
     outputs = record["outputs"]
     console.print(f"output: {outputs['folder']}  (manifest: {outputs['manifest']}; this run: {outputs['run']})",
                   markup=False, highlight=False, soft_wrap=True)

@@ -154,6 +154,7 @@ class MixtureStream:
         self.shards = sorted(str(p) for p in root.glob(f"*/{split}-*.parquet"))
         pairs, self.row_shard, self.row_group, self.row_offset = _locations(self.shards, "source")
         tasks = np.array([Path(self.shards[s]).parent.name for s in self.row_shard.tolist()], dtype=object)
+        self.row_tasks = tasks
         sources = np.array(pairs, dtype=object)
         rows: dict[str, dict[str, int]] = {}
         for task, source in zip(tasks.tolist(), sources.tolist()):
@@ -213,11 +214,19 @@ class MixtureStream:
             position += consumers
 
     # ---------------------------------------------------------------- decoding
+    def row(self, position: int) -> dict:
+        """The instruction row at a stream position, as stored (no images)."""
+        row_id = self.row_at(position)
+        return self._row_cache.row(self.shards[self.row_shard[row_id]], int(self.row_group[row_id]),
+                                   int(self.row_offset[row_id]))
+
+    def row_task(self, row_id: int) -> str:
+        """The task of a row (an index into this split's rows, as :meth:`epoch_rows` gives them)."""
+        return str(self.row_tasks[row_id])
+
     def sample(self, position: int) -> dict:
         """The row at a stream position, with ``images`` (uint8 arrays, or PNG bytes) and ``position``."""
-        row_id = self.row_at(position)
-        row = self._row_cache.row(self.shards[self.row_shard[row_id]], int(self.row_group[row_id]),
-                                  int(self.row_offset[row_id]))
+        row = self.row(position)
         images = []
         for key in row["image_keys"]:
             shard, group, offset = self.image_location[key]

@@ -200,6 +200,28 @@ def finished_build(out_dir: str, config: BuildConfig, inputs: dict) -> dict | No
     return doc
 
 
+def pools_without_rows(task_weights: dict[str, float], source_weights: dict[str, dict[str, float]],
+                       rows: dict[str, dict[str, dict[str, int]]]) -> list[dict]:
+    """The weighted (task, source) pools of a profile that got no row in any split: a task with weight
+    and no rows at all (source ``None``), or a source its ``source_weights`` names that has none. Their
+    weight goes unused: the loader and ``export --mixture`` renormalise over the pools with rows."""
+    empty = []
+    for task, weight in sorted(task_weights.items()):
+        if weight <= 0:
+            continue
+        counts = {source: sum(splits.values()) for source, splits in rows.get(task, {}).items()}
+        if task not in source_weights:
+            if not any(counts.values()):
+                empty.append({"task": task, "source": None, "weight": weight})
+            continue
+        named = source_weights[task]
+        total = sum(named.values())
+        for source, share in sorted(named.items()):
+            if share > 0 and not counts.get(source):
+                empty.append({"task": task, "source": source, "weight": weight * share / total})
+    return empty
+
+
 class Manifest:
     """Built in the driver with what is known up front; written by the pipeline's last step."""
 
@@ -213,6 +235,8 @@ class Manifest:
         self.source_weights = {p.name: {task: spec.source_weights for task, spec in p.tasks.items()
                                         if spec.source_weights is not None} for p in profiles}
         self.image_sizes = {p.name: p.image_size for p in profiles}
+        self.geometry = {p.name: {"coordinates": p.coordinates, "polygon_max_vertices": p.polygon_max_vertices}
+                         for p in profiles}
 
     def document(self, counts, shards, straddling, instruction_counts=(), severity_idf=None) -> dict:
         outputs = [{field: shard[field] for field in SHARD_FIELDS} for shard in sorted(shards, key=lambda s: s["path"])]
@@ -246,13 +270,17 @@ class Manifest:
 
     def weights(self, profile: str, instructions: dict) -> dict:
         """``instructions/<profile>/weights.json``: task weights of the profile (with the task's
-        ``source_weights`` where the profile gives them), the rows behind them, and the profile's
-        ``image_size`` where it names one (what export and the loader resize the images to)."""
+        ``source_weights`` where the profile gives them), the rows behind them, the profile's
+        ``image_size`` where it names one (what export and the loader resize the images to), the
+        build's ``canvas`` size, how the profile writes coordinates, and ``pools_without_rows``."""
         tasks = instructions.get(profile, {})
         source_weights = self.source_weights[profile]
         return {
             "profile": profile,
             **({"image_size": self.image_sizes[profile]} if self.image_sizes[profile] else {}),
+            "canvas": self.config["image_size"],
+            **self.geometry[profile],
+            "pools_without_rows": pools_without_rows(self.task_weights[profile], source_weights, tasks),
             "tasks": {
                 task: {"weight": weight, "rows": tasks.get(task, {}),
                        **({"source_weights": dict(sorted(source_weights[task].items()))} if task in source_weights else {})}

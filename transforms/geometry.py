@@ -285,18 +285,14 @@ def render_box(unit_box: tuple[float, float, float, float], convention: Coordina
     return _render_values([u1, v1, u2, v2], convention)
 
 
-def render_polygon(rings_unit: list[UnitRing], convention: CoordinateConvention, max_vertices: int = 30) -> str:
-    """Rings of unit points as the convention writes them (see the module docstring).
-
-    Rings longer than ``max_vertices`` are simplified first (:func:`transforms.masks.simplify_ring`);
-    vertex order, and so a hole's orientation, is kept as given.
-    """
-    _check_convention(convention)
+def simplified_rings(rings_unit: list[UnitRing], max_vertices: int = 30) -> list[np.ndarray]:
+    """The rings as ``(n, 2)`` arrays, each longer than ``max_vertices`` simplified
+    (:func:`transforms.masks.simplify_ring`); vertex order, and so a hole's orientation, is kept."""
     if max_vertices < 3:
         raise ValueError(f"max_vertices must be at least 3, got {max_vertices}")
     if not rings_unit:
         raise ValueError("a polygon needs at least one ring")
-    rendered = []
+    simplified_all = []
     for ring in rings_unit:
         points = np.asarray(ring, dtype=float).reshape(-1, 2)
         if len(points) < 3:
@@ -304,7 +300,15 @@ def render_polygon(rings_unit: list[UnitRing], convention: CoordinateConvention,
         simplified = simplify_ring(points, max_vertices)
         if simplified is not points and (signed_area(simplified) < 0) != (signed_area(points) < 0):
             simplified = simplified[::-1]
-        rendered.append(_render_ring_values(simplified.ravel(), convention))
+        simplified_all.append(simplified)
+    return simplified_all
+
+
+def render_polygon(rings_unit: list[UnitRing], convention: CoordinateConvention, max_vertices: int = 30) -> str:
+    """Rings of unit points as the convention writes them (see the module docstring), simplified first
+    (:func:`simplified_rings`)."""
+    _check_convention(convention)
+    rendered = [_render_ring_values(ring.ravel(), convention) for ring in simplified_rings(rings_unit, max_vertices)]
     if convention == "bins1000":
         return " ".join(rendered)
     return "[" + ", ".join(rendered) + "]"
