@@ -33,8 +33,9 @@ from typing import Literal
 
 import numpy as np
 
-from transforms.geometry import (COORDINATE_CONVENTIONS, CoordinateConvention, UnitRing, find_coordinates,
-                                 parse_box, parse_polygon, render_box, render_polygon, simplified_rings)
+from transforms.geometry import (BRACKETED_COORDINATES, COORDINATE_CONVENTIONS, CoordinateConvention, CoordinateSpan,
+                                 UnitRing, find_coordinates, parse_box, parse_polygon, render_box, render_polygon,
+                                 simplified_rings)
 
 FrameKind = Literal["bins1000", "percent", "fixed3", "norm1000", "pixels"]
 FRAMES: tuple[str, ...] = (*COORDINATE_CONVENTIONS, "norm1000", "pixels")
@@ -122,6 +123,24 @@ QWEN_MIN_PIXELS = 56 * 56
 QWEN_MAX_PIXELS = 16384 * 28 * 28
 
 
+def find_in_frame(text: str, frame: CoordinateFrame) -> list[CoordinateSpan]:
+    """Every box and polygon a frame wrote into ``text``, read back to unit coordinates
+    (:func:`transforms.geometry.find_coordinates` for the profile conventions; for the integer frames
+    a flat bracketed list of 4 numbers is a box and a nested list a polygon)."""
+    if frame.kind in COORDINATE_CONVENTIONS:
+        return find_coordinates(text, frame.kind)
+    spans = []
+    for match in BRACKETED_COORDINATES.finditer(text):
+        piece = match.group()
+        if match.group("polygon"):
+            rings = frame.parse_polygon(piece)
+            spans.append(CoordinateSpan("polygon", match.start(), match.end(),
+                                        rings=tuple(tuple(ring) for ring in rings)))
+        elif piece.count(",") == 3:
+            spans.append(CoordinateSpan("box", match.start(), match.end(), box=frame.parse_box(piece)))
+    return spans
+
+
 def qwen_resized(height: int, width: int, factor: int = 28, min_pixels: int = QWEN_MIN_PIXELS,
                  max_pixels: int = QWEN_MAX_PIXELS) -> tuple[int, int]:
     """The ``(height, width)`` a Qwen2-VL / Qwen2.5-VL image processor resizes an image to: each side
@@ -147,8 +166,14 @@ def qwen_resized(height: int, width: int, factor: int = 28, min_pixels: int = QW
 
 def _candidates(value, found: list[Geometry]) -> None:
     """Every box (4 unit numbers, corners in order) and polygon (a list of rings of >= 3 unit points)
-    anywhere inside a target value."""
+    anywhere inside a target value; rings beside ``start_vertices`` (segmentation) also as rotated to
+    start there, as the text writes them."""
     if isinstance(value, dict):
+        rings, starts = value.get("rings"), value.get("start_vertices")
+        if isinstance(rings, list) and isinstance(starts, list) and len(rings) == len(starts) \
+                and all(_is_ring(ring) for ring in rings) and all(isinstance(s, int) for s in starts):
+            rotated = [ring[start % len(ring):] + ring[:start % len(ring)] for ring, start in zip(rings, starts)]
+            _candidates(rotated, found)
         for item in value.values():
             _candidates(item, found)
         return

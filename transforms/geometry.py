@@ -379,7 +379,7 @@ class CoordinateSpan:
 _BIN_RUN = re.compile(r"(?:<bin_\d+>)+")
 _LIST_NUMBER = r"-?\d+(?:\.\d+)?"  # signed, so a negative coordinate is found and refused, not skipped
 _FLAT_LIST = rf"\[{_LIST_NUMBER}(?:, {_LIST_NUMBER})*\]"
-_BRACKETED = re.compile(rf"(?P<polygon>\[{_FLAT_LIST}(?:, {_FLAT_LIST})*\])|(?P<box>{_FLAT_LIST})")
+BRACKETED_COORDINATES = re.compile(rf"(?P<polygon>\[{_FLAT_LIST}(?:, {_FLAT_LIST})*\])|(?P<box>{_FLAT_LIST})")
 
 
 def _unit_checked(values: tuple[float, ...] | list[float], text: str) -> None:
@@ -435,7 +435,7 @@ def find_coordinates(text: str, convention: CoordinateConvention) -> list[Coordi
         if polygon:
             spans.append(_span("polygon", text, polygon[0][0], polygon[-1][1], convention))
         return spans
-    for match in _BRACKETED.finditer(text):
+    for match in BRACKETED_COORDINATES.finditer(text):
         if match.group("polygon"):
             spans.append(_span("polygon", text, match.start(), match.end(), convention))
         elif match.group("box").count(",") == 3:
