@@ -1,35 +1,35 @@
-"""Exports of one profile's instruction rows into the formats training repositories read.
+"""``cxr-instruct export``: one profile of a build written as the files a training framework reads.
 
-``llava``     ``DEST/<split>.json``: a JSON list of ``{id, image | images, conversations}`` (LLaVA's
-              ``train.py`` contract) and ``DEST/images/`` holding one PNG per referenced image, at the
-              profile's ``image_size`` when it names one (``weights.json``; Radixpert and MediVLM: 224).
-``messages``  ``DEST/<split>.jsonl``: one ``{id, images, messages}`` object a line, ``messages`` in the
-              Hugging Face chat format (``content`` parts ``{"type": "image"}`` / ``{"type": "text"}``),
-              plus the same ``DEST/images/`` folder.
-``chexmix``   ``DEST/<task>/<split>-SSSSS-of-NNNNN.parquet`` (one file per input shard): the token ids of
-              each row with every ``<image>`` replaced by ``begin-image, 1024 LM ids, end-image``
-              (from ``OUT/vq``) and the text tokenized with a user-supplied ``tokenizer.json``.
+=================  ==========================================================  ================================
+format             files under DEST                                            read by
+=================  ==========================================================  ================================
+``llava``          ``<split>.json`` (JSON list), ``images/``                   LLaVA ``--data_path``/``--image_folder``
+                                                                               (several images: LLaVA-NeXT, OneVision)
+``qwen-vl``        ``<split>.json`` as ``llava``, ``images/``; boxes in         Qwen2.5-VL ``qwen-vl-finetune``
+                   absolute pixels of the image as Qwen2.5-VL resizes it
+``llamafactory``   ``<split>.json`` (sharegpt), ``dataset_info.json``,          LLaMA-Factory ``dataset_dir: DEST``
+                   ``images/``
+``swift``          ``<split>.jsonl`` (messages / images), ``images/``           ms-swift ``--dataset DEST/<split>.jsonl``
+``messages``       ``<split>.jsonl`` (chat format, content parts), ``images/``  transformers, TRL
+``chexmix``        token sequences with a loss mask (:mod:`pipelines.export_chexmix`)  CheXmix-style trainers
+=================  ==========================================================  ================================
 
-Every export streams: instruction shards are read one row group at a time in sorted shard order and
-written as they are read; images are copied row group by row group. Memory holds one row group plus
-the set of image keys the export references. Same build and options give byte-identical files.
-``DEST/export.json`` reports what was written (rows per split, images, truncations).
+Row layouts are in :mod:`transforms.export_records`. ``--coordinates`` picks the frame boxes and polygons
+are written in (:mod:`transforms.coordinate_frames`): the profile's own by default, Qwen2.5-VL's pixels
+for ``qwen-vl``. A frame of ``<bin_k>`` tokens adds ``coordinate_tokens.txt``, the tokens to add to the
+tokenizer. ``--mixture`` writes the train split as a sample drawn by the profile's weights instead of
+each row once (:class:`pipelines.export_source.Mixture`).
 
-OUT may be a local folder or a ``gs://`` URI (read through :mod:`transforms.io`, Beam's FileSystems);
-DEST is a local folder, what a trainer reads.
-
-Image file names (:func:`image_file_name`): ``<source>/<native id>.png`` where the native id keeps
-``[A-Za-z0-9._-]``; an id that contains any other character (or starts with a dot) has those
-characters (and the leading dot) replaced by ``_`` and the first 8 hex digits of its stable hash appended, so two keys never
-share a file. ``mimic/02aa804e-...`` -> ``mimic/02aa804e-....png``; ``padchest/2168...png`` ->
-``padchest/2168...png.png``.
+Every export streams the instruction shards one row group at a time, writes into a staged folder that
+becomes DEST only when it is whole, and ends with ``DEST/export.json``: the options, rows per split, and
+every file with its rows, size and sha256. Same build and options give byte-identical files. A row whose
+turns or ``<image>`` slots are wrong, or a missing image, stops the export; no row is skipped.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,99 +38,58 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+import manifests
+from pipelines import export_chexmix
+from pipelines.export_source import (ExportError, Mixture, iter_rows, mixture_rows, profile_settings, shards_by_split,
+                                     staged_folder, write_report)
 from pipelines.paths import BUILD_OUTPUT, LOCAL_FOLDER
 from transforms import io
-from transforms.hashing import stable_hash
+from transforms.coordinate_frames import (FRAMES, QWEN_MAX_PIXELS, QWEN_MIN_PIXELS, CoordinateFrame, qwen_resized,
+                                          reframe_text, target_geometry)
+from transforms.export_records import (RecordError, image_file_name, llava_record, messages_record,
+                                       role_record)
 from transforms.images import resize_png
 
-FORMATS = ("llava", "messages", "chexmix")
-IMAGE_PLACEHOLDER = "<image>"
-ROLES = {"human": "user", "gpt": "assistant"}
-VQ_FINGERPRINT_COLUMNS = ("tokenizer", "tokenizer_fingerprint")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-
-CHEXMIX_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("task", pa.string()),
-        ("source", pa.string()),
-        ("split", pa.string()),
-        ("image_keys", pa.list_(pa.string())),
-        ("input_ids", pa.list_(pa.int32())),
-        ("num_tokens", pa.int32()),
-        ("num_image_tokens", pa.int32()),
-        ("num_text_tokens", pa.int32()),
-        ("truncated_tokens", pa.int32()),
-    ]
-)
-
-
-class ExportError(ValueError):
-    """The build output cannot be exported as asked (missing table, image, VQ codes, bad row)."""
+IMAGES = "images"
+COORDINATE_TOKENS = "coordinate_tokens.txt"
+QWEN_FACTOR = 28  # Qwen2.5-VL: 14-pixel patches merged 2 x 2
 
 
 @dataclass(frozen=True)
-class ChexmixOptions:
-    """Token layout of the ``chexmix`` export (defaults: CheXmix / Chameleon, docs/tokenizer.md §3).
+class JsonFormat:
+    """A format of one JSON document per split (``lines=False``: a JSON list) or one object a line."""
 
-    ``image_id_range`` is the closed range of LM ids that belong to image codes; a text token inside
-    it (or equal to a begin/end id) means the tokenizer does not match the VQ vocabulary, an error.
-    ``bos_token`` / ``eos_token`` name tokens of the tokenizer file put first / last (none by default).
-    """
-
-    tokenizer_path: str
-    max_length: int = 1300
-    begin_image_id: int = 8197
-    end_image_id: int = 8196
-    image_id_range: tuple[int, int] = (4, 8195)
-    bos_token: str | None = None
-    eos_token: str | None = None
+    convert: Callable[[dict, str], dict]
+    lines: bool
+    image_prefix: str  # what an image's file name is relative to: DEST/images ("") or DEST ("images/")
+    frame: str = "profile"  # the default --coordinates
 
 
-# ------------------------------------------------------------------ reading the build output
+JSON_FORMATS = {
+    "llava": JsonFormat(llava_record, lines=False, image_prefix=""),
+    "qwen-vl": JsonFormat(llava_record, lines=False, image_prefix="", frame="pixels"),
+    "llamafactory": JsonFormat(role_record, lines=False, image_prefix=f"{IMAGES}/"),
+    "swift": JsonFormat(role_record, lines=True, image_prefix=f"{IMAGES}/"),
+    "messages": JsonFormat(messages_record, lines=True, image_prefix=""),
+}
+FORMATS = (*JSON_FORMATS, "chexmix")
 
 
-def instruction_shards(out: str | Path, profile: str, splits: tuple[str, ...] = ()) -> list[str]:
-    """The instruction shards of a profile (all tasks), sorted; only the given splits when any."""
-    root = io.join(str(out), "instructions", profile)
-    if not io.exists(io.join(root, "weights.json")):
-        raise ExportError(f"no profile {profile!r} in {out} (missing {io.join(root, 'weights.json')})")
-    shards = io.glob(io.join(root, "*", "*.parquet"))
-    if splits:
-        shards = [p for p in shards if split_of(p) in splits]
-    if not shards:
-        raise ExportError(f"profile {profile!r} has no instruction shards for splits {list(splits) or 'any'}")
-    return shards
+@dataclass(frozen=True)
+class CoordinateOptions:
+    """``--coordinates`` (a frame name or ``profile``) and the Qwen resize bounds for ``pixels``."""
+
+    frame: str | None = None  # None: the format's default
+    min_pixels: int = QWEN_MIN_PIXELS
+    max_pixels: int = QWEN_MAX_PIXELS
 
 
-def split_of(shard: str | Path) -> str:
-    """``train-00000-of-00002.parquet`` -> ``train``."""
-    return io.basename(str(shard)).rsplit("-", 3)[0]
+# ------------------------------------------------------------------ images
 
 
-def iter_rows(shard: str) -> Iterator[dict]:
-    """Rows of one Parquet shard, one row group in memory at a time."""
-    with io.open_file(shard) as handle:
-        parquet = pq.ParquetFile(handle)
-        for group in range(parquet.num_row_groups):
-            yield from parquet.read_row_group(group).to_pylist()
-
-
-def image_file_name(image_key: str) -> str:
-    """A safe, unique relative file name for an image key (rule in the module docstring)."""
-    source, sep, native = image_key.partition("/")
-    if not sep or not source or not native or _UNSAFE.search(source):
-        raise ExportError(f"image_key {image_key!r} is not '<source>/<native id>'")
-    safe = re.sub(r"^\.", "_", _UNSAFE.sub("_", native))
-    if safe != native:
-        safe = f"{safe}-{stable_hash('image-file', image_key) % 16**8:08x}"
-    return f"{source}/{safe}.png"
-
-
-def profile_image_size(out: str | Path, profile: str) -> int | None:
-    """The input size the profile names in its ``weights.json`` (Radixpert, MediVLM: 224), else None."""
-    with io.open_text(io.join(str(out), "instructions", profile, "weights.json")) as handle:
-        return json.load(handle).get("image_size")
+def image_size_of(settings: dict) -> int:
+    """The side of the exported images: the profile's ``image_size``, else the build's canvas."""
+    return int(settings.get("image_size") or settings.get("canvas") or 512)
 
 
 def copy_images(out: str | Path, keys: set[str], dest: Path, image_size: int | None = None) -> int:
@@ -146,7 +105,7 @@ def copy_images(out: str | Path, keys: set[str], dest: Path, image_size: int | N
                 table = parquet.read_row_group(group, columns=["image_key", "image"])
                 wanted = pc.is_in(table["image_key"], value_set=pa.array(sorted(remaining), pa.string()))
                 for row in table.filter(wanted).to_pylist():
-                    path = dest / "images" / image_file_name(row["image_key"])
+                    path = dest / IMAGES / image_file_name(row["image_key"])
                     path.parent.mkdir(parents=True, exist_ok=True)
                     png = row["image"]["bytes"]
                     path.write_bytes(png if image_size is None else resize_png(png, image_size))
@@ -156,248 +115,188 @@ def copy_images(out: str | Path, keys: set[str], dest: Path, image_size: int | N
     return len(keys)
 
 
-# ------------------------------------------------------------------ row conversions (pure)
+# ------------------------------------------------------------------ coordinates
 
 
-def check_conversation(row: dict) -> None:
-    """Raise unless turns alternate human/gpt from a human turn and ``<image>`` slots match the images."""
-    turns = row["conversations"]
-    if not turns:
-        raise ExportError(f"row {row['id']}: empty conversation")
-    for index, turn in enumerate(turns):
-        expected = "human" if index % 2 == 0 else "gpt"
-        if turn["from"] != expected:
-            raise ExportError(f"row {row['id']}: turn {index} is from {turn['from']!r}, expected {expected!r}")
-    slots = sum(turn["value"].count(IMAGE_PLACEHOLDER) for turn in turns)
-    if slots != len(row["image_keys"]):
-        raise ExportError(f"row {row['id']}: {slots} {IMAGE_PLACEHOLDER} slots for {len(row['image_keys'])} images")
+def profile_geometry(settings: dict, profile: str) -> tuple[str, int]:
+    """How the profile writes coordinates and polygons: from ``weights.json``, or, for a build made before
+    it recorded them, from the profile's manifest."""
+    if "coordinates" in settings:
+        return settings["coordinates"], int(settings.get("polygon_max_vertices", 30))
+    declared = manifests.load(f"mixtures/{profile}.yaml")
+    return declared["coordinates"], int(declared.get("polygon_max_vertices", 30))
 
 
-def llava_record(row: dict) -> dict:
-    """One LLaVA item: ``image`` for a single image, ``images`` (in order) for several."""
-    check_conversation(row)
-    names = [image_file_name(key) for key in row["image_keys"]]
-    record: dict = {"id": row["id"]}
-    if len(names) == 1:
-        record["image"] = names[0]
-    elif names:
-        record["images"] = names
-    record["conversations"] = [{"from": t["from"], "value": t["value"]} for t in row["conversations"]]
-    return record
+def resolve_frame(fmt: str, options: CoordinateOptions, settings: dict, profile: str) -> CoordinateFrame:
+    """The frame the export writes: ``pixels`` is the exported image as Qwen2.5-VL resizes it for
+    ``qwen-vl`` (:func:`transforms.coordinate_frames.qwen_resized`), the exported image itself otherwise."""
+    choice = options.frame or JSON_FORMATS.get(fmt, JsonFormat(llava_record, False, "")).frame
+    if choice == "profile":
+        return CoordinateFrame(profile_geometry(settings, profile)[0])
+    if choice != "pixels":
+        return CoordinateFrame(choice)
+    side = image_size_of(settings)
+    if fmt == "qwen-vl":
+        height, width = qwen_resized(side, side, QWEN_FACTOR, options.min_pixels, options.max_pixels)
+        return CoordinateFrame("pixels", width=width, height=height)
+    return CoordinateFrame("pixels", width=side, height=side)
 
 
-def content_parts(text: str) -> list[dict]:
-    """``"<image>\\nWhat is shown?"`` -> ``[{"type": "image"}, {"type": "text", "text": "What is shown?"}]``.
+class Reframer:
+    """Rewrites the coordinates of rows from the profile's convention into the export's frame and counts
+    what it did (``from_text``: coordinates with no exact value in the row's target)."""
 
-    Text around a placeholder is stripped of surrounding whitespace; empty text parts are left out.
-    """
-    parts: list[dict] = []
-    for index, piece in enumerate(text.split(IMAGE_PLACEHOLDER)):
-        if index:
-            parts.append({"type": "image"})
-        piece = piece.strip()
-        if piece:
-            parts.append({"type": "text", "text": piece})
-    return parts
+    def __init__(self, convention: str, frame: CoordinateFrame, max_vertices: int):
+        self.convention, self.frame, self.max_vertices = convention, frame, max_vertices
+        self.rewritten = self.from_text = 0
+
+    def __call__(self, row: dict) -> dict:
+        if self.frame.kind == self.convention:
+            return row
+        exact = target_geometry(json.loads(row["target"] or "{}"), self.convention, self.max_vertices)
+        turns = []
+        for turn in row["conversations"]:
+            try:
+                text, rewritten, from_text = reframe_text(turn["value"], self.convention, self.frame, exact,
+                                                          self.max_vertices)
+            except ValueError as error:
+                raise ExportError(f"row {row['id']}: coordinates cannot be rewritten: {error}") from error
+            self.rewritten += rewritten
+            self.from_text += from_text
+            turns.append({**turn, "value": text})
+        return {**row, "conversations": turns}
+
+    def report(self) -> dict:
+        return {"frame": self.frame.kind, "written_as": self.frame.describe(), "profile": self.convention,
+                **({"width": self.frame.width, "height": self.frame.height} if self.frame.kind == "pixels" else {}),
+                "rewritten": self.rewritten, "from_text": self.from_text}
 
 
-def messages_record(row: dict) -> dict:
-    """One chat-format item: ``images`` in slot order and ``messages`` with user/assistant roles."""
-    check_conversation(row)
+def write_coordinate_tokens(staging: Path, frame: CoordinateFrame) -> None:
+    """``coordinate_tokens.txt`` for a ``bins1000`` frame: the 1000 ``<bin_k>`` tokens, one a line, to add to
+    the tokenizer (each would otherwise split into several sub-word tokens); ms-swift reads the file as it
+    is (``--new_special_tokens``), LLaMA-Factory as a comma-joined list (``--add_tokens``: ordinary added
+    tokens, which decoding with ``skip_special_tokens`` keeps)."""
+    if frame.kind == "bins1000":
+        (staging / COORDINATE_TOKENS).write_text("".join(f"<bin_{k}>\n" for k in range(1, 1001)), encoding="utf-8")
+
+
+# ------------------------------------------------------------------ the JSON formats
+
+
+def split_streams(out: str | Path, profile: str, splits: tuple[str, ...],
+                  mixture: Mixture | None) -> tuple[list[tuple[str, Callable[[], Iterator[dict]]]], dict | None]:
+    """Per split to write, a function giving its rows in file order; the mixture's shares when sampled."""
+    by_split = shards_by_split(out, profile, splits)
+    if mixture is not None and mixture.split not in by_split:
+        raise ExportError(f"--mixture samples the {mixture.split!r} split, which this export does not write "
+                          f"(splits: {sorted(by_split)})")
+    streams, shares = [], None
+    for split, shards in by_split.items():
+        if mixture is not None and split == mixture.split:
+            rows, shares = mixture_rows(out, profile, mixture)
+            streams.append((split, lambda rows=rows: rows))
+        else:
+            streams.append((split, lambda shards=shards: (row for shard in shards for row in iter_rows(shard))))
+    return streams, shares
+
+
+def write_json_split(path: Path, rows: Iterable[dict], lines: bool) -> int:
+    """A JSON list (one item a line inside it) or JSON Lines; the number of rows written."""
+    count = 0
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("" if lines else "[\n")
+        for record in rows:
+            text = json.dumps(record, ensure_ascii=False)
+            handle.write(text + "\n" if lines else ("" if count == 0 else ",\n") + text)
+            count += 1
+        handle.write("" if lines else ("\n]\n" if count else "]\n"))
+    return count
+
+
+def llamafactory_dataset_info(profile: str, files: dict[str, str]) -> dict:
+    """``dataset_info.json`` entries, ``cxr_instruct_<profile>_<split>`` per split file."""
     return {
-        "id": row["id"],
-        "images": [image_file_name(key) for key in row["image_keys"]],
-        "messages": [{"role": ROLES[t["from"]], "content": content_parts(t["value"])} for t in row["conversations"]],
+        f"cxr_instruct_{profile}_{split}": {
+            "file_name": name, "formatting": "sharegpt",
+            "columns": {"messages": "messages", "images": "images"},
+            "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"},
+        }
+        for split, name in sorted(files.items())
     }
 
 
-def chexmix_ids(row: dict, lm_ids: dict[str, list[int]], encode, options: ChexmixOptions,
-                bos_id: int | None = None, eos_id: int | None = None) -> dict:
-    """Token ids of one row: turns in order, each ``<image>`` as ``[begin, *lm_ids, end]``, text via ``encode``.
-
-    Only text is truncated (from the end, EOS included) to fit ``max_length``; a row whose image blocks
-    alone do not fit raises. ``encode(text) -> list[int]`` adds no special tokens.
-    """
-    check_conversation(row)
-    low, high = options.image_id_range
-    ids: list[int] = [] if bos_id is None else [bos_id]
-    is_image: list[bool] = [False] * len(ids)
-    images = iter(row["image_keys"])
-    for turn in row["conversations"]:
-        for index, piece in enumerate(turn["value"].split(IMAGE_PLACEHOLDER)):
-            if index:
-                key = next(images)
-                if key not in lm_ids:
-                    raise ExportError(f"row {row['id']}: no VQ codes for image {key}")
-                block = [options.begin_image_id, *lm_ids[key], options.end_image_id]
-                ids += block
-                is_image += [True] * len(block)
-            piece = piece.strip()
-            if piece:
-                text_ids = encode(piece)
-                clash = [t for t in text_ids if low <= t <= high or t in (options.begin_image_id, options.end_image_id)]
-                if clash:
-                    raise ExportError(f"row {row['id']}: text token ids {clash[:5]} fall in the image id range "
-                                      f"{options.image_id_range}: the tokenizer does not match the VQ vocabulary")
-                ids += text_ids
-                is_image += [False] * len(text_ids)
-    if eos_id is not None:
-        ids.append(eos_id)
-        is_image.append(False)
-    image_tokens = sum(is_image)
-    if image_tokens + (bos_id is not None) > options.max_length:
-        raise ExportError(f"row {row['id']}: {image_tokens} image tokens exceed max_length {options.max_length}")
-    drop = max(0, len(ids) - options.max_length)
-    if drop:  # the last `drop` text tokens go (EOS first), image blocks and BOS stay
-        text_positions = [i for i, img in enumerate(is_image) if not img and not (i == 0 and bos_id is not None)]
-        removed = set(text_positions[-drop:])
-        ids = [t for i, t in enumerate(ids) if i not in removed]
-    return {
-        "id": row["id"],
-        "task": row["task"],
-        "source": row["source"],
-        "split": row["split"],
-        "image_keys": list(row["image_keys"]),
-        "input_ids": ids,
-        "num_tokens": len(ids),
-        "num_image_tokens": image_tokens,
-        "num_text_tokens": len(ids) - image_tokens,
-        "truncated_tokens": drop,
-    }
-
-
-# ------------------------------------------------------------------ the three exports
-
-
-def export_json(out: str | Path, profile: str, dest: str | Path, fmt: str, splits: tuple[str, ...] = ()) -> dict:
-    """``llava`` (JSON list per split) or ``messages`` (JSON Lines per split), plus the image folder."""
-    convert, suffix = {"llava": (llava_record, ".json"), "messages": (messages_record, ".jsonl")}[fmt]
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    by_split: dict[str, list[Path]] = {}
-    for shard in instruction_shards(out, profile, splits):
-        by_split.setdefault(split_of(shard), []).append(shard)
+def write_json_format(out: str | Path, profile: str, fmt: str, staging: Path, splits: tuple[str, ...],
+                      mixture: Mixture | None, coordinates: CoordinateOptions) -> tuple[dict, dict[str, int]]:
+    """Split files, images and the side files of one JSON format into ``staging``; (report, rows per file)."""
+    spec = JSON_FORMATS[fmt]
+    settings = profile_settings(out, profile)
+    convention, max_vertices = profile_geometry(settings, profile)
+    frame = resolve_frame(fmt, coordinates, settings, profile)
+    reframe = Reframer(convention, frame, max_vertices)
+    streams, shares = split_streams(out, profile, splits, mixture)
     keys: set[str] = set()
     rows: dict[str, int] = {}
-    for split, shards in sorted(by_split.items()):
-        count = 0
-        with open(dest / f"{split}{suffix}", "w", encoding="utf-8") as handle:
-            handle.write("[\n" if fmt == "llava" else "")
-            for shard in shards:
-                for row in iter_rows(shard):
-                    text = json.dumps(convert(row), ensure_ascii=False)
-                    if fmt == "llava":
-                        handle.write(("" if count == 0 else ",\n") + text)
-                    else:
-                        handle.write(text + "\n")
-                    keys.update(row["image_keys"])
-                    count += 1
-            handle.write("\n]\n" if fmt == "llava" else "")
-        rows[split] = count
-    image_size = profile_image_size(out, profile)
-    images = copy_images(out, keys, dest, image_size)
-    return write_report(dest, {"format": fmt, "profile": profile, "rows": rows, "images": images,
-                               "image_size": image_size})
+    files: dict[str, str] = {}
+
+    def converted(stream: Iterator[dict]) -> Iterator[dict]:
+        for row in stream:
+            keys.update(row["image_keys"])
+            try:
+                yield spec.convert(reframe(row), spec.image_prefix)
+            except RecordError as error:
+                raise ExportError(str(error)) from error
+
+    for split, stream in streams:
+        name = f"{split}.{'jsonl' if spec.lines else 'json'}"
+        rows[split] = write_json_split(staging / name, converted(stream()), spec.lines)
+        files[split] = name
+    image_size = settings.get("image_size")
+    images = copy_images(out, keys, staging, image_size)
+    write_coordinate_tokens(staging, frame)
+    if fmt == "llamafactory":
+        info = llamafactory_dataset_info(profile, files)
+        (staging / "dataset_info.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    report = {"rows": rows, "images": images, "image_size": image_size_of(settings),
+              "image_folder": IMAGES, "image_paths_relative_to": IMAGES if spec.image_prefix == "" else ".",
+              "coordinates": reframe.report(), **({"mixture": shares} if shares else {})}
+    return report, {files[split]: count for split, count in rows.items()}
 
 
-def load_tokenizer(options: ChexmixOptions):
-    """The ``tokenizers.Tokenizer`` of the options and its BOS / EOS ids (imported lazily)."""
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(options.tokenizer_path))
-    special = {}
-    for name in ("bos_token", "eos_token"):
-        token = getattr(options, name)
-        special[name] = None if token is None else tokenizer.token_to_id(token)
-        if token is not None and special[name] is None:
-            raise ExportError(f"{name} {token!r} is not in {options.tokenizer_path}")
-    return tokenizer, special["bos_token"], special["eos_token"]
-
-
-def vq_lookup(out: str | Path, keys: list[str]) -> tuple[dict[str, list[int]], set[str]]:
-    """``image_key -> lm_ids`` for the given keys from ``OUT/vq`` and the tokenizer fingerprints seen.
-
-    The fingerprint column is ``tokenizer`` (``pipelines.tokenize``) or ``tokenizer_fingerprint``.
-    """
-    paths = io.glob(io.join(str(out), "vq", "*.parquet"))
-    if not paths:
-        raise ExportError(f"no VQ codes in {out}/vq: run the tokenizer stage first")
-    wanted = pa.array(keys, pa.string())
-    lookup: dict[str, list[int]] = {}
-    fingerprints: set[str] = set()
-    fingerprint = None
-    for path in paths:
-        with io.open_file(path) as handle:
-            parquet = pq.ParquetFile(handle)
-            if fingerprint is None:  # the first shard's schema names the column, as for a dataset of them all
-                fingerprint = next((c for c in VQ_FINGERPRINT_COLUMNS if c in parquet.schema_arrow.names), None)
-                if fingerprint is None:
-                    raise ExportError(f"{out}/vq has none of the fingerprint columns {VQ_FINGERPRINT_COLUMNS}")
-            for group in range(parquet.num_row_groups):
-                found = pc.is_in(parquet.read_row_group(group, columns=["image_key"])["image_key"], value_set=wanted)
-                if not pc.any(found).as_py():
-                    continue
-                table = parquet.read_row_group(group, columns=["image_key", "lm_ids", fingerprint]).filter(found)
-                lookup.update(zip(table["image_key"].to_pylist(), table["lm_ids"].to_pylist()))
-                fingerprints.update(table[fingerprint].to_pylist())
-    return lookup, fingerprints
-
-
-def export_chexmix(out: str | Path, profile: str, dest: str | Path, options: ChexmixOptions,
-                   splits: tuple[str, ...] = ()) -> dict:
-    """Token sequences per input shard, written as Parquet with token counts and truncations."""
-    tokenizer, bos_id, eos_id = load_tokenizer(options)
-
-    def encode(text: str) -> list[int]:
-        return tokenizer.encode(text, add_special_tokens=False).ids
-
-    dest = Path(dest)
-    root = io.join(str(out), "instructions", profile)
-    rows: dict[str, int] = {}
-    truncated_rows = truncated_tokens = 0
-    fingerprints: set[str] = set()
-    for shard in instruction_shards(out, profile, splits):
-        target = dest / io.relative(shard, root)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with io.open_file(shard) as handle, pq.ParquetWriter(target, CHEXMIX_SCHEMA, compression="zstd") as writer:
-            parquet = pq.ParquetFile(handle)
-            for group in range(parquet.num_row_groups):
-                batch = parquet.read_row_group(group).to_pylist()
-                keys = sorted({key for row in batch for key in row["image_keys"]})
-                lm_ids, seen = vq_lookup(out, keys)
-                fingerprints |= seen
-                records = [chexmix_ids(row, lm_ids, encode, options, bos_id, eos_id) for row in batch]
-                truncated_rows += sum(r["truncated_tokens"] > 0 for r in records)
-                truncated_tokens += sum(r["truncated_tokens"] for r in records)
-                writer.write_table(pa.Table.from_pylist(records, schema=CHEXMIX_SCHEMA))
-            if parquet.num_row_groups == 0:
-                writer.write_table(CHEXMIX_SCHEMA.empty_table())
-        split = split_of(shard)
-        rows[split] = rows.get(split, 0) + parquet.metadata.num_rows
-    if len(fingerprints) > 1:
-        raise ExportError(f"VQ codes come from {len(fingerprints)} different tokenizers: {sorted(fingerprints)}")
-    return write_report(dest, {
-        "format": "chexmix", "profile": profile, "rows": dict(sorted(rows.items())),
-        "max_length": options.max_length, "truncated_rows": truncated_rows,
-        "truncated_tokens": truncated_tokens, "tokenizer_fingerprint": next(iter(fingerprints), None),
-    })
-
-
-def write_report(dest: Path, report: dict) -> dict:
-    (dest / "export.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return report
+# ------------------------------------------------------------------ entry points
 
 
 def export(out: str | Path, profile: str, fmt: str, dest: str | Path, splits: tuple[str, ...] = (),
-           chexmix: ChexmixOptions | None = None) -> dict:
-    """Export one profile of a build; returns (and writes to ``DEST/export.json``) the report."""
+           chexmix: export_chexmix.ChexmixOptions | None = None, mixture: Mixture | None = None,
+           coordinates: CoordinateOptions = CoordinateOptions()) -> dict:
+    """Export one profile of a build into DEST (replaced only when whole); returns ``export.json``."""
     if fmt not in FORMATS:
-        raise ExportError(f"unknown format {fmt!r}; one of {FORMATS}")
-    if fmt == "chexmix":
-        if chexmix is None:
-            raise ExportError("the chexmix format needs a tokenizer file (ChexmixOptions.tokenizer_path)")
-        return export_chexmix(out, profile, dest, chexmix, splits)
-    return export_json(out, profile, dest, fmt, splits)
+        raise ExportError(f"unknown format {fmt!r}; one of {list(FORMATS)}")
+    if coordinates.frame not in (None, "profile", *FRAMES):
+        raise ExportError(f"unknown --coordinates {coordinates.frame!r}; one of {['profile', *FRAMES]}")
+    if fmt == "chexmix" and chexmix is None:
+        raise ExportError("the chexmix format needs its options (a tokenizer file at least)")
+    head = {"format": fmt, "profile": profile, "splits": list(splits) or "all"}
+    with staged_folder(dest) as staging:
+        if fmt == "chexmix":
+            report, rows_per_file = export_chexmix.write_chexmix(out, profile, staging, chexmix, splits, mixture)
+        else:
+            report, rows_per_file = write_json_format(out, profile, fmt, staging, splits, mixture, coordinates)
+        return write_report(staging, {**head, **report}, rows_per_file)
+
+
+def summary(report: dict) -> str:
+    """What the CLI prints: the report without the file list, and where the list is."""
+    brief = {key: value for key, value in report.items() if key != "files"}
+    return json.dumps(brief, sort_keys=True) + f"\n{len(report['files'])} files with sha256 in export.json"
+
+
+def _with_options(options: list) -> Callable:
+    def apply(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return apply
 
 
 @click.command("export")
@@ -405,28 +304,34 @@ def export(out: str | Path, profile: str, fmt: str, dest: str | Path, splits: tu
 @click.option("--profile", required=True, help="Profile folder under OUT/instructions, e.g. m4cxr.")
 @click.option("--format", "fmt", required=True, type=click.Choice(FORMATS))
 @click.option("--dest", required=True, type=LOCAL_FOLDER,
-              help="Local folder to write into (also for a gs:// OUT: what a trainer reads).")
+              help="Local folder to write (replaced only by a whole export; refused if it holds other files).")
 @click.option("--split", "splits", multiple=True, help="Only these splits (repeatable); default all.")
-@click.option("--tokenizer", "tokenizer_path", type=click.Path(exists=True, dir_okay=False),
-              help="chexmix: tokenizer.json of the language model (tokenizers library format).")
-@click.option("--max-length", default=1300, show_default=True, help="chexmix: maximum tokens per sequence.")
-@click.option("--begin-image-id", default=8197, show_default=True)
-@click.option("--end-image-id", default=8196, show_default=True)
-@click.option("--bos-token", default=None, help="chexmix: token of the tokenizer put first.")
-@click.option("--eos-token", default=None, help="chexmix: token of the tokenizer put last.")
-def export_command(out, profile, fmt, dest, splits, tokenizer_path, max_length, begin_image_id, end_image_id,
-                   bos_token, eos_token) -> None:
-    """Export one profile of the build in OUT (a local folder or gs:// URI) as llava JSON, chat messages
-    or CheXmix token sequences, into the local folder DEST."""
-    options = None
-    if fmt == "chexmix":
-        if not tokenizer_path:
-            raise click.UsageError("--format chexmix needs --tokenizer FILE")
-        options = ChexmixOptions(tokenizer_path=tokenizer_path, max_length=max_length,
-                                 begin_image_id=begin_image_id, end_image_id=end_image_id,
-                                 bos_token=bos_token, eos_token=eos_token)
+@click.option("--coordinates", type=click.Choice(["profile", *FRAMES]), default=None,
+              help="Frame of boxes and polygons; default: the profile's own (qwen-vl: pixels of the image as "
+                   "Qwen2.5-VL resizes it; Qwen2-VL and Qwen3-VL: norm1000).")
+@click.option("--min-pixels", default=QWEN_MIN_PIXELS, show_default=True, help="qwen-vl pixels: the processor's min_pixels.")
+@click.option("--max-pixels", default=QWEN_MAX_PIXELS, show_default=True, help="qwen-vl pixels: the processor's max_pixels.")
+@click.option("--mixture", is_flag=True, help="Write the train split as a sample drawn by the profile's weights.json.")
+@click.option("--samples", type=click.IntRange(min=1), default=None,
+              help="--mixture: rows to draw (default: the train split's row count).")
+@click.option("--seed", default=0, show_default=True, help="--mixture: seed of the draw.")
+@_with_options(export_chexmix.CLI_OPTIONS)
+def export_command(out, profile, fmt, dest, splits, coordinates, min_pixels, max_pixels, mixture, samples, seed,
+                   **chexmix_params) -> None:
+    """Export one profile of the build in OUT (a local folder or gs:// URI) into the local folder DEST, in
+    the file layout of a training framework (docs/training.md)."""
+    options = export_chexmix.options_from_cli(chexmix_params) if fmt == "chexmix" else None
+    sampled = Mixture(samples=samples, seed=seed) if mixture else None
+    if not mixture and samples is not None:
+        raise click.UsageError("--samples goes with --mixture")
     try:
-        report = export(out, profile, fmt, dest, tuple(splits), options)
+        report = export(out, profile, fmt, dest, tuple(splits), options, sampled,
+                        CoordinateOptions(coordinates, min_pixels, max_pixels))
     except ExportError as error:
         raise click.ClickException(str(error)) from error
-    click.echo(json.dumps(report, sort_keys=True))
+    click.echo(summary(report))
+    if "mixture" in report:
+        click.echo(f"mixture of {report['mixture']['samples']} {report['mixture']['split']} rows (seed "
+                   f"{report['mixture']['seed']}): task, share by weights.json, share drawn")
+        for task, share in report["mixture"]["tasks"].items():
+            click.echo(f"  {task:<34} {share['expected']:8.2%} {share['realised']:8.2%}")

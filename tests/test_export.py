@@ -1,8 +1,9 @@
-"""Exports of a small synthetic build, each read back by a consumer of that format.
+"""The JSON exports of a small synthetic build: every row once, in the layout its framework reads, with
+its images; coordinates in the frame asked for and true to the row's target; the train split sampled
+by the profile's weights on request; DEST replaced only by a whole export whose export.json checks out.
 
-``llava``: a re-implementation of what LLaVA's ``LazySupervisedDataset`` requires of its JSON;
-``messages``: rendered through a chat template with a tokenizer built here (no hub access);
-``chexmix``: token layout checked against the VQ table and the tokenizer that made it.
+The frameworks' own loaders read these files in tests/consumers (their own environment); the chexmix
+export is tested in test_export_chexmix.py.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import shutil
 from pathlib import Path
 
 import cv2
-import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -23,60 +22,49 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from builds import synthetic_build
-from schemas.config import PROFILES
-from pipelines.export import (ChexmixOptions, ExportError, chexmix_ids, export, export_command, image_file_name,
-                              llava_record, messages_record, vq_lookup)
-from transforms.hashing import stable_hash
-
-BEGIN, END = 8197, 8196
-# LLaVA-1.5 style (as in llava-hf processors): images of a turn first, then its text.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}{{ message['role'].upper() + ': ' }}"
-    "{% for part in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
-    "{% for part in message['content'] | selectattr('type', 'equalto', 'text') %}{{ part['text'] + ' ' }}{% endfor %}"
-    "{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
-)
+from pipelines import export as export_module
+from pipelines.export import JSON_FORMATS, CoordinateOptions, export, export_command
+from pipelines.export_source import ExportError, Mixture
+from pipelines.loader import MixtureStream
+from pipelines.manifest import pools_without_rows
+from transforms.coordinate_frames import CoordinateFrame, find_in_frame, target_geometry
+from transforms.export_records import RecordError, image_file_name, llava_record, messages_record, role_record
+from transforms.geometry import find_coordinates
 
 
 @pytest.fixture(scope="module")
 def build_out(tmp_path_factory) -> Path:
-    out = synthetic_build(tmp_path_factory, studies=4, seed=3)
-    write_vq_table(out)
-    return out
+    return synthetic_build(tmp_path_factory, studies=4, seed=3)
 
 
-def write_vq_table(out: Path, fingerprint_column: str = "tokenizer") -> None:
-    """``OUT/vq`` with the tokenizer stage's schema: fake but deterministic codes for every image."""
-    schema = pa.schema([("image_key", pa.string()), ("codes", pa.list_(pa.int16(), 1024)),
-                        ("lm_ids", pa.list_(pa.int32(), 1024)), (fingerprint_column, pa.string())])
-    (out / "vq").mkdir()
-    for shard in sorted((out / "images").glob("*.parquet")):
-        keys = pq.read_table(shard, columns=["image_key"])["image_key"].to_pylist()
-        codes = [np.random.default_rng(stable_hash("vq", key)).integers(0, 8192, 1024).astype(np.int16) for key in keys]
-        table = pa.table({"image_key": keys, "codes": [c.tolist() for c in codes],
-                          "lm_ids": [(c.astype(np.int32) + 4).tolist() for c in codes],
-                          fingerprint_column: ["test-vqgan"] * len(keys)}, schema=schema)
-        pq.write_table(table, out / "vq" / shard.name)
-
-
-def instruction_rows(out: Path, profile: str) -> list[dict]:
-    return [row for path in sorted((out / "instructions" / profile).glob("*/*.parquet"))
+def instruction_rows(out: Path, profile: str, split: str | None = None) -> list[dict]:
+    pattern = f"*/{split}-*.parquet" if split else "*/*.parquet"
+    return [row for path in sorted((out / "instructions" / profile).glob(pattern))
             for row in pq.read_table(path).to_pylist()]
 
 
-def word_tokenizer(out: Path, path: Path):
-    """A word-level tokenizer over the build's texts; ids 0..8197 are reserved like Chameleon's image range."""
-    tokenizers = pytest.importorskip("tokenizers")
-    words = sorted({w for profile in PROFILES for row in instruction_rows(out, profile)
-                    for turn in row["conversations"] for w in re.findall(r"\w+|[^\w\s]", turn["value"])})
-    vocab = {f"<reserved{i:05d}>": i for i in range(8198)}
-    for token in ["<unk>", "<s>", "</s>", *words]:
-        vocab.setdefault(token, len(vocab))
-    tokenizer = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
-    tokenizer.add_special_tokens(["<image>"])
-    tokenizer.save(str(path))
-    return tokenizer
+def read_split(dest: Path, fmt: str, split: str) -> list[dict]:
+    if JSON_FORMATS[fmt].lines:
+        return [json.loads(line) for line in (dest / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()]
+    return json.loads((dest / f"{split}.json").read_text(encoding="utf-8"))
+
+
+def image_names(fmt: str, item: dict) -> list[str]:
+    """The images of an exported item, as paths relative to DEST."""
+    if fmt in ("llava", "qwen-vl"):
+        named = item.get("image", [])
+        return [f"images/{name}" for name in ([named] if isinstance(named, str) else named)]
+    prefix = "" if fmt in ("llamafactory", "swift") else "images/"
+    return [prefix + name for name in item["images"]]
+
+
+def turn_texts(fmt: str, item: dict) -> list[str]:
+    if fmt in ("llava", "qwen-vl"):
+        return [turn["value"] for turn in item["conversations"]]
+    if fmt == "messages":
+        return ["".join("<image>" if part["type"] == "image" else part["text"] for part in message["content"])
+                for message in item["messages"]]
+    return [message["content"] for message in item["messages"]]
 
 
 def file_digests(root: Path) -> dict[str, str]:
@@ -84,7 +72,7 @@ def file_digests(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-# ------------------------------------------------------------------ file names
+# ------------------------------------------------------------------ row layouts
 
 
 @given(st.lists(st.text(min_size=1, max_size=40), min_size=1, max_size=20, unique=True))
@@ -100,191 +88,252 @@ def test_image_file_names_keep_readable_ids():
     assert image_file_name("mimic/02aa804e-bde0afdd") == "mimic/02aa804e-bde0afdd.png"
     assert image_file_name("padchest/216840111366964.png") == "padchest/216840111366964.png.png"
     assert re.fullmatch(r"siim/a_b-[0-9a-f]{8}\.png", image_file_name("siim/a b"))
-    with pytest.raises(ExportError):
+    with pytest.raises(RecordError):
         image_file_name("no-source")
-
-
-# ------------------------------------------------------------------ llava
-
-
-def llava_items(json_path: Path, image_folder: Path, size: int = 512) -> list[dict]:
-    """What LLaVA's training data loader demands: ``<image>`` slots matched by existing images, and
-    human/gpt turns alternating from a human turn. Returns the items with their images decoded."""
-    items = json.loads(json_path.read_text(encoding="utf-8"))
-    assert isinstance(items, list)
-    loaded = []
-    for item in items:
-        files = [item["image"]] if "image" in item else item.get("images", [])
-        assert not ("image" in item and "images" in item)
-        turns = item["conversations"]
-        assert [t["from"] for t in turns] == ["human", "gpt"] * (len(turns) // 2) + ["human"] * (len(turns) % 2)
-        assert sum(t["value"].count("<image>") for t in turns) == len(files)
-        assert all("<image>" not in t["value"] for t in turns if t["from"] == "gpt")
-        pixels = [cv2.imread(str(image_folder / name), cv2.IMREAD_UNCHANGED) for name in files]
-        assert all(p is not None and p.shape == (size, size) for p in pixels)
-        loaded.append({**item, "pixels": pixels})
-    return loaded
-
-
-def test_llava_export_is_read_by_the_llava_contract(build_out, tmp_path):
-    report = export(build_out, "m4cxr", "llava", tmp_path / "a")
-    rows = instruction_rows(build_out, "m4cxr")
-    by_id = {row["id"]: row for row in rows}
-    total = 0
-    for split, count in report["rows"].items():
-        items = llava_items(tmp_path / "a" / f"{split}.json", tmp_path / "a" / "images")
-        assert len(items) == count
-        for item in items:
-            row = by_id[item["id"]]
-            assert item["conversations"] == row["conversations"]
-            named = [item["image"]] if "image" in item else item["images"]  # multi-image rows list them all
-            assert named == [image_file_name(key) for key in row["image_keys"]]
-        total += count
-    assert total == len(rows) and report["images"] == len({k for row in rows for k in row["image_keys"]})
-    export(build_out, "m4cxr", "llava", tmp_path / "b")
-    assert file_digests(tmp_path / "a") == file_digests(tmp_path / "b")
-
-
-def test_a_profile_with_an_input_size_exports_its_images_at_that_size(build_out, tmp_path):
-    report = export(build_out, "medivlm", "llava", tmp_path / "m")
-    assert report["image_size"] == 224 and report["images"] > 0
-    shapes = {cv2.imread(str(path), cv2.IMREAD_UNCHANGED).shape for path in (tmp_path / "m" / "images").rglob("*.png")}
-    assert shapes == {(224, 224)}
-    assert export(build_out, "m4cxr", "llava", tmp_path / "a")["image_size"] is None  # m4cxr keeps 512
-
-
-def test_llava_split_filter_and_missing_profile(build_out, tmp_path):
-    report = export(build_out, "m4cxr", "llava", tmp_path / "t", splits=("test",))
-    assert list(report["rows"]) == ["test"] and not (tmp_path / "t" / "train.json").exists()
-    with pytest.raises(ExportError, match="no profile"):
-        export(build_out, "nope", "llava", tmp_path / "n")
 
 
 MULTI = {"id": "r1", "task": "t", "source": "mimic", "split": "train",
          "image_keys": ["mimic/frontal", "mimic/lateral"],
-         "conversations": [{"from": "human", "value": "<image>\n<image>\nDescribe the study."},
-                           {"from": "gpt", "value": "No acute findings."}]}
+         "conversations": [{"from": "human", "value": "reference: <image>, main: <image>\nWhat changed?"},
+                           {"from": "gpt", "value": "Nothing."}]}
 
 
-def test_multi_image_rows_list_images_in_order():
-    assert llava_record(MULTI)["images"] == ["mimic/frontal.png", "mimic/lateral.png"]
+def test_each_layout_keeps_images_in_slot_order():
+    assert llava_record(MULTI)["image"] == ["mimic/frontal.png", "mimic/lateral.png"]  # LLaVA-NeXT / OneVision
+    assert llava_record({**MULTI, "image_keys": ["mimic/frontal"], "conversations": [
+        {"from": "human", "value": "<image>\nDescribe."}, {"from": "gpt", "value": "Clear."}]})["image"] == "mimic/frontal.png"
+    assert role_record(MULTI, "images/") == {
+        "id": "r1", "images": ["images/mimic/frontal.png", "images/mimic/lateral.png"],
+        "messages": [{"role": "user", "content": "reference: <image>, main: <image>\nWhat changed?"},
+                     {"role": "assistant", "content": "Nothing."}]}
     assert messages_record(MULTI)["messages"][0]["content"] == [
-        {"type": "image"}, {"type": "image"}, {"type": "text", "text": "Describe the study."}]
+        {"type": "text", "text": "reference:"}, {"type": "image"}, {"type": "text", "text": ", main:"},
+        {"type": "image"}, {"type": "text", "text": "What changed?"}]
 
 
 @pytest.mark.parametrize("change, message", [
     ({"image_keys": ["mimic/frontal"]}, "2 <image> slots for 1 images"),
-    ({"conversations": [{"from": "gpt", "value": "<image><image>"}]}, "expected 'human'"),
+    ({"conversations": [{"from": "gpt", "value": "<image><image>"}, {"from": "human", "value": "x"}]}, "expected 'human'"),
+    ({"conversations": [{"from": "human", "value": "<image><image>"}]}, "question/answer pairs"),
+    ({"conversations": [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "<image>"}]}, "answer turn"),
 ])
-def test_bad_rows_raise(change, message):
-    with pytest.raises(ExportError, match=message):
-        llava_record({**MULTI, **change})
+def test_rows_no_format_can_write_raise(change, message):
+    for convert in (llava_record, role_record, messages_record):
+        with pytest.raises(RecordError, match=message):
+            convert({**MULTI, **change})
 
 
-# ------------------------------------------------------------------ messages
+# ------------------------------------------------------------------ the exports
 
 
-def test_messages_render_through_a_chat_template(build_out, tmp_path):
-    transformers = pytest.importorskip("transformers")
-    word_tokenizer(build_out, tmp_path / "tokenizer.json")
-    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"),
-                                                     unk_token="<unk>", chat_template=CHAT_TEMPLATE)
-    image_id = tokenizer.convert_tokens_to_ids("<image>")
-    report = export(build_out, "imt-cxr", "messages", tmp_path / "m")
-    seen = 0
-    for split in report["rows"]:
-        for line in (tmp_path / "m" / f"{split}.jsonl").read_text(encoding="utf-8").splitlines():
-            item = json.loads(line)
-            text = tokenizer.apply_chat_template(item["messages"], tokenize=False)
-            ids = tokenizer.apply_chat_template(item["messages"], tokenize=True)
-            ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
-            assert text.count("<image>") == len(item["images"]) == ids.count(image_id) == 1
-            assert text.startswith("USER: <image>\n") and "ASSISTANT: " in text
-            assert all((tmp_path / "m" / "images" / name).is_file() for name in item["images"])
-            seen += 1
-    assert seen == sum(report["rows"].values()) == len(instruction_rows(build_out, "imt-cxr"))
+@pytest.mark.parametrize("fmt", sorted(JSON_FORMATS))
+def test_every_row_is_exported_once_with_its_images(build_out, tmp_path, fmt):
+    rows = {row["id"]: row for row in instruction_rows(build_out, "m4cxr")}
+    report = export(build_out, "m4cxr", fmt, tmp_path / fmt)
+    dest = tmp_path / fmt
+    seen = []
+    for split, count in report["rows"].items():
+        items = read_split(dest, fmt, split)
+        assert len(items) == count
+        for item in items:
+            row = rows[item["id"]]
+            assert row["split"] == split
+            assert image_names(fmt, item) == [f"images/{image_file_name(k)}" for k in row["image_keys"]]
+            texts = turn_texts(fmt, item)
+            assert sum(text.count("<image>") for text in texts) == len(row["image_keys"])
+            if fmt != "qwen-vl":  # the profile's own frame: the text as built (messages: stripped around images)
+                assert [t.replace(" ", "").replace("\n", "") for t in texts] == [
+                    t["value"].replace(" ", "").replace("\n", "") for t in row["conversations"]]
+            seen.append(item["id"])
+    assert sorted(seen) == sorted(rows)
+    referenced = {image_file_name(k) for row in rows.values() for k in row["image_keys"]}
+    on_disk = {str(p.relative_to(dest / "images")) for p in (dest / "images").rglob("*.png")}
+    assert on_disk == referenced and report["images"] == len(referenced)
+    assert all(cv2.imread(str(dest / "images" / name), cv2.IMREAD_UNCHANGED).shape == (512, 512) for name in on_disk)
+    if fmt in ("llava", "qwen-vl"):
+        kinds = {type(item["image"]).__name__ for split in report["rows"] for item in read_split(dest, fmt, split)}
+        assert kinds == {"str", "list"}  # one image: a string; several: a list under the same key
 
 
-# ------------------------------------------------------------------ chexmix
+def test_llamafactory_export_names_its_datasets(build_out, tmp_path):
+    report = export(build_out, "imt-cxr", "llamafactory", tmp_path / "lf")
+    info = json.loads((tmp_path / "lf" / "dataset_info.json").read_text(encoding="utf-8"))
+    assert sorted(info) == [f"cxr_instruct_imt-cxr_{split}" for split in sorted(report["rows"])]
+    entry = info["cxr_instruct_imt-cxr_train"]
+    assert entry["file_name"] == "train.json" and entry["formatting"] == "sharegpt"
+    assert entry["columns"] == {"messages": "messages", "images": "images"}
+    first = read_split(tmp_path / "lf", "llamafactory", "train")[0]
+    assert all((tmp_path / "lf" / name).is_file() for name in first["images"])  # relative to dataset_dir
 
 
-def test_chexmix_sequences_interleave_vq_codes_and_report_tokens(build_out, tmp_path):
-    tokenizer = word_tokenizer(build_out, tmp_path / "tokenizer.json")
-    vq = {row["image_key"]: row["lm_ids"] for path in sorted((build_out / "vq").glob("*.parquet"))
-          for row in pq.read_table(path).to_pylist()}
-    options = ChexmixOptions(tokenizer_path=str(tmp_path / "tokenizer.json"))
-    report = export(build_out, "chexmix", "chexmix", tmp_path / "c", chexmix=options)
-    assert report["truncated_rows"] == 0 and report["tokenizer_fingerprint"] == "test-vqgan"
-    rows = {row["id"]: row for row in instruction_rows(build_out, "chexmix")}
-    sequences = [r for p in sorted((tmp_path / "c").rglob("*.parquet")) for r in pq.read_table(p).to_pylist()]
-    assert len(sequences) == len(rows) == sum(report["rows"].values())
-    for seq in sequences:
-        ids, key = seq["input_ids"], seq["image_keys"][0]
-        report_text = rows[seq["id"]]["conversations"][1]["value"]
-        assert ids[0] == BEGIN and ids[1:1025] == vq[key] and ids[1025] == END
-        assert ids[1026:] == tokenizer.encode(report_text, add_special_tokens=False).ids
-        assert seq["num_tokens"] == len(ids) <= 1300 and seq["num_image_tokens"] == 1026
-
-    short = ChexmixOptions(tokenizer_path=str(tmp_path / "tokenizer.json"), max_length=1040, eos_token="</s>")
-    cut = export(build_out, "chexmix", "chexmix", tmp_path / "s", chexmix=short)
-    cut_rows = [r for p in sorted((tmp_path / "s").rglob("*.parquet")) for r in pq.read_table(p).to_pylist()]
-    full = {s["id"]: s["input_ids"] for s in sequences}
-    assert cut["truncated_rows"] == sum(r["truncated_tokens"] > 0 for r in cut_rows) > 0
-    for row in cut_rows:
-        assert row["num_tokens"] <= 1040 and row["input_ids"][:1026] == full[row["id"]][:1026]
-        assert row["num_tokens"] + row["truncated_tokens"] == len(full[row["id"]]) + 1  # + EOS
-    export(build_out, "chexmix", "chexmix", tmp_path / "c2", chexmix=options)
-    assert file_digests(tmp_path / "c") == file_digests(tmp_path / "c2")
-
-    with pytest.raises(ExportError, match="exceed max_length"):
-        export(build_out, "chexmix", "chexmix", tmp_path / "x",
-               chexmix=ChexmixOptions(tokenizer_path=str(tmp_path / "tokenizer.json"), max_length=1000))
+def frame_of(report: dict) -> CoordinateFrame:
+    frame = report["coordinates"]
+    return CoordinateFrame(frame["frame"], frame.get("width"), frame.get("height"))
 
 
-@pytest.mark.parametrize("profile", ["radixpert", "medivlm"])
-def test_the_new_profiles_export_in_every_format(build_out, tmp_path, profile):
+@pytest.mark.parametrize("profile, coordinates, written_as", [
+    ("m4cxr", None, "pixels 504x504"),           # Qwen2.5-VL: 512 canvas -> 504 after its resize
+    ("imt-cxr", "norm1000", "norm1000"),          # Qwen2-VL / Qwen3-VL
+    ("medivlm", None, "pixels 224x224"),          # MediVLM's 224 images need no resize
+    ("imt-cxr", "percent", "percent"),
+])
+def test_qwen_vl_coordinates_land_on_the_canonical_geometry(build_out, tmp_path, profile, coordinates, written_as):
+    report = export(build_out, profile, "qwen-vl", tmp_path / "q", coordinates=CoordinateOptions(coordinates))
+    assert report["coordinates"]["written_as"] == written_as and report["coordinates"]["from_text"] == 0
+    frame = frame_of(report)
+    tx, ty = frame.tolerance()
+    convention = report["coordinates"]["profile"]
     rows = {row["id"]: row for row in instruction_rows(build_out, profile)}
-    assert rows
-    llava = export(build_out, profile, "llava", tmp_path / "l")
-    items = [item for split in llava["rows"] for item in llava_items(tmp_path / "l" / f"{split}.json",
-                                                                      tmp_path / "l" / "images", size=224)]
-    assert sorted(item["id"] for item in items) == sorted(rows)
-    messages = export(build_out, profile, "messages", tmp_path / "m")
-    assert messages["rows"] == llava["rows"] and messages["image_size"] == 224
-    word_tokenizer(build_out, tmp_path / "tokenizer.json")
-    chexmix = export(build_out, profile, "chexmix", tmp_path / "c",
-                     chexmix=ChexmixOptions(tokenizer_path=str(tmp_path / "tokenizer.json")))
-    sequences = [r for p in sorted((tmp_path / "c").rglob("*.parquet")) for r in pq.read_table(p).to_pylist()]
-    assert sorted(s["id"] for s in sequences) == sorted(rows)  # region prompts may be cut at 1300 tokens
-    assert chexmix["truncated_rows"] == sum(s["truncated_tokens"] > 0 for s in sequences)
+    spans = 0
+    for split in report["rows"]:
+        for item in read_split(tmp_path / "q", "qwen-vl", split):
+            row = rows[item["id"]]
+            candidates = list(target_geometry(json.loads(row["target"]), convention, 30).values())
+            for built, exported in zip(row["conversations"], item["conversations"]):
+                found = find_in_frame(exported["value"], frame)
+                assert len(found) == len(find_coordinates(built["value"], convention))
+                for span in found:
+                    spans += 1
+                    if span.kind == "box":
+                        assert any(kind == "box" and all(abs(a - b) <= t for a, b, t in zip(span.box, value, (tx, ty) * 2))
+                                   for kind, value in candidates), (item["id"], exported["value"])
+                    else:
+                        assert any(kind == "polygon" and len(value) == len(span.rings) for kind, value in candidates)
+    assert spans == report["coordinates"]["rewritten"] > 0
 
 
-def test_vq_lookup_reads_either_fingerprint_column(build_out, tmp_path):
-    shutil.copytree(build_out / "images", tmp_path / "images")
-    write_vq_table(tmp_path, "tokenizer_fingerprint")
-    key = pq.read_table(sorted((tmp_path / "images").glob("*.parquet"))[0])["image_key"][0].as_py()
-    assert vq_lookup(tmp_path, [key]) == vq_lookup(build_out, [key])
-    assert vq_lookup(tmp_path, ["mimic/absent"]) == ({}, set())
+def test_a_bins_frame_exports_its_tokens(build_out, tmp_path):
+    export(build_out, "imt-cxr", "llava", tmp_path / "imt")
+    tokens = (tmp_path / "imt" / "coordinate_tokens.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    assert tokens == [f"<bin_{k}>" for k in range(1, 1001)]
+    used = {token for split in ("train", "validation", "test") if (tmp_path / "imt" / f"{split}.json").exists()
+            for item in read_split(tmp_path / "imt", "llava", split) for turn in item["conversations"]
+            for token in re.findall(r"<bin_\d+>", turn["value"])}
+    assert used and used <= set(tokens)
+    report = export(build_out, "m4cxr", "llava", tmp_path / "m4", coordinates=CoordinateOptions("bins1000"))
+    assert report["coordinates"]["rewritten"] > 0 and (tmp_path / "m4" / "coordinate_tokens.txt").is_file()
+    assert not (tmp_path / "m4-plain").exists()
+    export(build_out, "m4cxr", "llava", tmp_path / "m4-plain")
+    assert not (tmp_path / "m4-plain" / "coordinate_tokens.txt").exists()  # percent needs no new tokens
 
 
-def test_chexmix_rejects_missing_codes_and_clashing_vocabulary():
-    row = {**MULTI, "image_keys": ["mimic/frontal"], "conversations": [
-        {"from": "human", "value": "<image>"}, {"from": "gpt", "value": "clear"}]}
-    options = ChexmixOptions(tokenizer_path="unused")
-    with pytest.raises(ExportError, match="no VQ codes"):
-        chexmix_ids(row, {}, lambda text: [9000], options)
-    with pytest.raises(ExportError, match="image id range"):
-        chexmix_ids(row, {"mimic/frontal": [4] * 1024}, lambda text: [17], options)
-    good = chexmix_ids(row, {"mimic/frontal": [4] * 1024}, lambda text: [9000, 9001], options, bos_id=8300)
-    assert good["input_ids"][:2] == [8300, BEGIN] and good["input_ids"][-2:] == [9000, 9001]
+def test_profiles_with_an_input_size_export_their_images_at_it(build_out, tmp_path):
+    for profile in ("radixpert", "medivlm"):
+        report = export(build_out, profile, "messages", tmp_path / profile)
+        assert report["image_size"] == 224 and report["images"] > 0
+        shapes = {cv2.imread(str(p), cv2.IMREAD_UNCHANGED).shape for p in (tmp_path / profile / "images").rglob("*.png")}
+        assert shapes == {(224, 224)}
+        assert sum(report["rows"].values()) == len(instruction_rows(build_out, profile))
+
+
+def test_split_filter_and_missing_profile(build_out, tmp_path):
+    report = export(build_out, "m4cxr", "swift", tmp_path / "t", splits=("test",))
+    assert list(report["rows"]) == ["test"] and not (tmp_path / "t" / "train.jsonl").exists()
+    with pytest.raises(ExportError, match="no profile"):
+        export(build_out, "nope", "llava", tmp_path / "n")
+
+
+# ------------------------------------------------------------------ export.json and atomic replacement
+
+
+def test_export_json_lists_every_file_with_its_checksum_and_rows(build_out, tmp_path):
+    report = export(build_out, "m4cxr", "llamafactory", tmp_path / "a")
+    on_disk = file_digests(tmp_path / "a")
+    assert on_disk.pop("export.json") and {f["path"]: f["sha256"] for f in report["files"]} == on_disk
+    for entry in report["files"]:
+        assert entry["bytes"] == (tmp_path / "a" / entry["path"]).stat().st_size
+    counted = {f["path"]: f["rows"] for f in report["files"] if "rows" in f}
+    assert counted == {f"{split}.json": n for split, n in report["rows"].items()}
+    assert json.loads((tmp_path / "a" / "export.json").read_text(encoding="utf-8")) == report
+    export(build_out, "m4cxr", "llamafactory", tmp_path / "b")
+    assert file_digests(tmp_path / "a") == file_digests(tmp_path / "b")  # byte-identical rerun
+
+
+def test_a_failed_export_leaves_the_previous_one_whole(build_out, tmp_path, monkeypatch):
+    dest = tmp_path / "dest"
+    export(build_out, "m4cxr", "llava", dest)
+    before = file_digests(dest)
+
+    def broken(*args, **kwargs):
+        raise ExportError("disk full")
+
+    monkeypatch.setattr(export_module, "copy_images", broken)
+    with pytest.raises(ExportError, match="disk full"):
+        export(build_out, "m4cxr", "llava", dest, coordinates=CoordinateOptions("bins1000"))
+    assert file_digests(dest) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dest"]  # no staged folder left behind
+    with pytest.raises(ExportError, match="disk full"):
+        export(build_out, "m4cxr", "llava", tmp_path / "fresh")
+    assert not (tmp_path / "fresh").exists()  # nothing a loader would read
+
+
+def test_a_folder_that_is_not_an_export_is_never_replaced(build_out, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me", encoding="utf-8")
+    with pytest.raises(ExportError, match="not an export"):
+        export(build_out, "m4cxr", "llava", tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text(encoding="utf-8") == "keep me"
+
+
+# ------------------------------------------------------------------ mixtures
+
+
+def test_a_mixture_follows_the_loaders_draw_and_reports_shares(build_out, tmp_path):
+    report = export(build_out, "m4cxr", "swift", tmp_path / "mix", mixture=Mixture(samples=400, seed=5))
+    items = read_split(tmp_path / "mix", "swift", "train")
+    stream = MixtureStream(build_out, "m4cxr", split="train", seed=5, samples_per_epoch=400, decode_images=False)
+    assert [item["id"] for item in items] == [stream.row(p)["id"] for p in range(400)]
+    shares = report["mixture"]["tasks"]
+    assert sum(s["samples"] for s in shares.values()) == 400 == report["rows"]["train"]
+    assert sum(s["expected"] for s in shares.values()) == pytest.approx(1.0, abs=1e-5)
+    tasks = {row["id"]: row["task"] for row in instruction_rows(build_out, "m4cxr", "train")}
+    for task, share in shares.items():
+        assert share["samples"] == sum(tasks[item["id"]] == task for item in items)
+    heaviest = max(shares, key=lambda t: shares[t]["expected"])
+    assert heaviest == "report_generation_cot" and shares[heaviest]["realised"] > 0.25
+    plain = {row["id"] for row in instruction_rows(build_out, "m4cxr", "test")}
+    assert {item["id"] for item in read_split(tmp_path / "mix", "swift", "test")} == plain  # other splits: each row once
+    export(build_out, "m4cxr", "swift", tmp_path / "again", mixture=Mixture(samples=400, seed=5))
+    assert file_digests(tmp_path / "mix") == file_digests(tmp_path / "again")
+    export(build_out, "m4cxr", "swift", tmp_path / "other", mixture=Mixture(samples=400, seed=6))
+    assert read_split(tmp_path / "other", "swift", "train") != items
+    with pytest.raises(ExportError, match="does not write"):
+        export(build_out, "m4cxr", "swift", tmp_path / "x", splits=("test",), mixture=Mixture())
+
+
+def test_weights_json_reports_weighted_pools_without_rows(build_out):
+    weights = json.loads((build_out / "instructions" / "m4cxr" / "weights.json").read_text(encoding="utf-8"))
+    assert weights["coordinates"] == "percent" and weights["canvas"] == 512
+    for pool in weights["pools_without_rows"]:
+        rows = weights["tasks"][pool["task"]]["rows"]
+        assert not (rows.get(pool["source"]) if pool["source"] else rows)
+    for task, spec in weights["tasks"].items():
+        for source, share in spec.get("source_weights", {}).items():
+            if share > 0 and not spec["rows"].get(source):
+                assert {"task": task, "source": source} in [{k: p[k] for k in ("task", "source")}
+                                                            for p in weights["pools_without_rows"]]
+
+
+def test_pools_without_rows_names_each_unused_weight():
+    rows = {"grounding": {"vindr": {"train": 3}}, "vqa": {}}
+    empty = pools_without_rows({"grounding": 6.0, "vqa": 2.0, "off": 0.0},
+                               {"grounding": {"vindr": 2.0, "siim": 4.0}}, rows)
+    assert empty == [{"task": "grounding", "source": "siim", "weight": 4.0},
+                     {"task": "vqa", "source": None, "weight": 2.0}]
+
+
+# ------------------------------------------------------------------ command line
 
 
 def test_cli(build_out, tmp_path):
     runner = CliRunner()
-    result = runner.invoke(export_command, [str(build_out), "--profile", "m4cxr", "--format", "llava",
-                                            "--dest", str(tmp_path / "l")])
+    result = runner.invoke(export_command, [str(build_out), "--profile", "m4cxr", "--format", "qwen-vl",
+                                            "--dest", str(tmp_path / "q"), "--mixture", "--samples", "50"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["format"] == "llava"
-    result = runner.invoke(export_command, [str(build_out), "--profile", "chexmix", "--format", "chexmix",
-                                            "--dest", str(tmp_path / "c")])
-    assert result.exit_code != 0 and "--tokenizer" in result.output
+    printed = json.loads(result.output.splitlines()[0])
+    assert printed["format"] == "qwen-vl" and printed["coordinates"]["written_as"] == "pixels 504x504"
+    assert "report_generation_cot" in result.output and "files with sha256 in export.json" in result.output
+    result = runner.invoke(export_command, [str(build_out), "--profile", "m4cxr", "--format", "llava",
+                                            "--dest", str(tmp_path / "l"), "--samples", "5"])
+    assert result.exit_code == 2 and "--samples goes with --mixture" in result.output
+    shutil.rmtree(tmp_path / "q")
