@@ -1,0 +1,1043 @@
+"""The ``chexmix`` export: instruction rows as token sequences for an early-fusion model that reads VQ-GAN
+image codes and text in one vocabulary (CheXmix, Chameleon), with a loss mask and a length limit.
+
+Every rule here is described for users in ``docs/chexmix-export.md``; in short:
+
+- **Vocabulary** (:class:`Layout`): the text ids are the tokenizer file's; image code ``c`` (the ``codes``
+  column of ``OUT/vq``, 0..8191) becomes id ``image_offset + c``, the offset being the size of the text
+  vocabulary (``after-text``, CheXmix's own layout) or a given number (4 for Chameleon). A special token is
+  named by its text (the tokenizer's id when it has it, else a new id after the image codes and the text),
+  ``id:N``, or ``none``. A layout whose image ids meet a text token is refused, unless that token is the
+  image token of the same code (Chameleon's ``IMGIMG…Z`` names). ``DEST/vocabulary.json`` holds it all.
+- **Sequences** (:func:`chexmix_sequence`): ``[bos] (prompt separator answer eos)+`` where an image is
+  ``begin-image, 1024 code ids, end-image`` and each run of images is followed by ``text-start``;
+  pretraining rows (``report_pretraining``) are one document, ``image(s) text-start report eos``, with no
+  separator, as CheXmix is pretrained.
+- **Loss** (``labels``: the id where learned, -100 where not): instruction rows learn each answer and the
+  ``eos`` after it; pretraining rows learn every token (image codes too, unless
+  ``pretraining_image_loss`` is off, then image blocks are masked).
+- **Length** (``max_length``, 1300 by default): nothing is ever cut inside a sequence. A row too long is
+  dropped (``overflow="drop"``), or first has whole parts of its prompt removed (``overflow="shorten"``:
+  list items and sentences of context lines, never the instruction line, an image or an answer) and is
+  dropped only if that is not enough. Dropped rows are counted per task and listed in
+  ``DEST/dropped.jsonl`` with their length.
+
+Files: ``DEST/<task>/<split>-SSSSS-of-NNNNN.parquet`` mirror the input shards (one output row group per
+input row group; a shard whose rows were all dropped writes no file); with a mixture, its split is
+``DEST/mixture/<split>-SSSSS-of-NNNNN.parquet`` in stream order. The same build and options give
+byte-identical files. :func:`length_report` gives the length numbers without VQ codes or writing
+(``python -m pipelines.export_chexmix OUT --tokenizer FILE``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import math
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import click
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.export_source import (ExportError, Mixture, instruction_shards, iter_rows, mixture_rows,
+                                     profile_settings, split_of)
+from transforms import io
+
+IMAGE_PLACEHOLDER = "<image>"
+CODES_PER_IMAGE = 1024
+IGNORE = -100
+VOCABULARY_FILE = "vocabulary.json"
+DROPPED_FILE = "dropped.jsonl"
+MIXTURE_FOLDER = "mixture"
+MIXTURE_ROWS_PER_FILE = 20_000
+BATCH_ROWS = 512
+EXAMPLES_PER_TASK = 10
+VQ_FINGERPRINT_COLUMNS = ("tokenizer", "tokenizer_fingerprint")
+ROLES = ("mask", "separator", "begin_image", "end_image", "text_start", "eos", "bos", "pad")
+"""Special-token roles; a role whose token is new gets its id in this order."""
+REQUIRED_ROLES = ("begin_image", "end_image", "separator", "eos")
+IN_SEQUENCE_ROLES = ("separator", "begin_image", "end_image", "text_start", "eos", "bos")
+"""Roles written into sequences: plain text may not tokenize to any of them."""
+_IMAGE_TOKEN = re.compile(r"IMGIMG([A-J]+)Z")
+_BIN_TOKENS = tuple(f"<bin_{k}>" for k in range(1, 1001))
+
+CHEXMIX_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("task", pa.string()),
+    ("source", pa.string()),
+    ("split", pa.string()),
+    ("image_keys", pa.list_(pa.string())),
+    ("input_ids", pa.list_(pa.int32())),
+    ("labels", pa.list_(pa.int32())),
+    ("num_tokens", pa.int32()),
+    ("num_image_tokens", pa.int32()),
+    ("num_loss_tokens", pa.int32()),
+    ("prompt_tokens_removed", pa.int32()),
+])
+
+
+# ------------------------------------------------------------------ options and presets
+
+
+@dataclass(frozen=True)
+class ChexmixOptions:
+    """What the export writes. Defaults: CheXmix's layout (RadPhi-2 text ids, image ids after them,
+    ``<|img|>`` / ``<|/img|>`` around an image, ``<|endoftext|>`` as text-start and end of text).
+
+    A token spec is the token's text (its id in the tokenizer, or a new id when the tokenizer lacks it),
+    ``id:N`` (that id, whatever the tokenizer holds there) or ``none``. ``image_offset`` None places the
+    image codes right after the text vocabulary (its largest id + 1).
+    """
+
+    tokenizer_path: str
+    max_length: int = 1300
+    image_offset: int | None = None
+    image_codes: int = 8192
+    begin_image: str = "<|img|>"
+    end_image: str = "<|/img|>"
+    text_start: str = "<|endoftext|>"
+    separator: str = "<|answer|>"
+    eos: str = "<|endoftext|>"
+    bos: str = "none"
+    pad: str = "<|endoftext|>"
+    mask: str = "<|mask|>"
+    overflow: Literal["drop", "shorten"] = "drop"
+    pretraining_tasks: tuple[str, ...] = ("report_pretraining",)
+    pretraining_image_loss: bool = True
+    bin_tokens: bool = False
+    vq_fingerprint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.overflow not in ("drop", "shorten"):
+            raise ExportError(f"overflow must be 'drop' or 'shorten', not {self.overflow!r}")
+        if self.max_length < 1:
+            raise ExportError(f"max_length must be positive, not {self.max_length}")
+        if self.image_codes < 1 or (self.image_offset is not None and self.image_offset < 0):
+            raise ExportError("image_codes must be positive and image_offset not negative")
+        for role in REQUIRED_ROLES:
+            if getattr(self, role).strip().lower() == "none":
+                raise ExportError(f"the {role} token cannot be none: sequences need it")
+
+
+PRESETS: dict[str, dict] = {
+    "chexmix": {},
+    "chameleon": {"image_offset": 4, "begin_image": "id:8197", "end_image": "id:8196", "text_start": "none",
+                  "separator": "<reserved08706>", "eos": "</s>", "bos": "<s>", "pad": "<pad>", "mask": "none"},
+}
+"""``chexmix``: CheXmix's own layout (image ids after RadPhi-2's 50,368 text ids; with its tokenizer the
+new ``<|mask|>`` and ``<|answer|>`` get 58560 and 58561, so the 58,562 embedding rows CheXmix's loader
+sizes are enough). ``chameleon``: Chameleon's ids (codes 4..8195, begin-image 8197, end-image 8196,
+``<reserved08706>`` = 8710 as separator), for a tokenizer that keeps 4..8195 free or holds the image
+tokens there."""
+
+
+def preset_options(preset: str, tokenizer_path: str, **changes) -> ChexmixOptions:
+    """The options of a preset with some fields changed."""
+    if preset not in PRESETS:
+        raise ExportError(f"unknown chexmix preset {preset!r}; one of {sorted(PRESETS)}")
+    return ChexmixOptions(tokenizer_path=tokenizer_path, **{**PRESETS[preset], **changes})
+
+
+# ------------------------------------------------------------------ the vocabulary layout
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where every id of a sequence comes from (module docstring). ``ids``: role -> id or None;
+    ``tokens``: role -> the token's text (None for ``id:N`` and absent roles); ``origins``: role ->
+    ``tokenizer`` | ``added`` | ``fixed id``; ``added``: new tokens and their ids, in id order."""
+
+    placement: Literal["after-text", "offset"]
+    text_size: int
+    image_offset: int
+    image_codes: int
+    ids: dict[str, int | None]
+    tokens: dict[str, str | None]
+    origins: dict[str, str | None]
+    added: tuple[tuple[str, int], ...] = ()
+    image_tokens_in_text: int = 0
+
+    @property
+    def embedding_rows(self) -> int:
+        """Rows the model's embedding (and output) matrix needs: the largest id used + 1."""
+        ids = [self.text_size - 1, self.image_offset + self.image_codes - 1,
+               *(i for i in self.ids.values() if i is not None), *(i for _, i in self.added)]
+        return max(ids) + 1
+
+    @property
+    def image_ids(self) -> range:
+        return range(self.image_offset, self.image_offset + self.image_codes)
+
+    @property
+    def added_ids(self) -> dict[str, int]:
+        return dict(self.added)
+
+    def describe(self, tokenizer_file: str | None = None, tokenizer_sha256: str | None = None) -> dict:
+        """The content of ``vocabulary.json``."""
+        return {
+            "placement": self.placement,
+            "text": {"size": self.text_size, "ids": f"0..{self.text_size - 1}", "tokenizer_file": tokenizer_file,
+                     "tokenizer_sha256": tokenizer_sha256,
+                     "image_tokens_in_text": self.image_tokens_in_text},
+            "image_codes": {"first_id": self.image_offset, "last_id": self.image_offset + self.image_codes - 1,
+                            "count": self.image_codes, "rule": "id = first_id + code (code: the vq table's codes)",
+                            "codes_per_image": CODES_PER_IMAGE},
+            "special_tokens": {role: None if self.ids[role] is None else
+                               {"id": self.ids[role], "token": self.tokens[role], "origin": self.origins[role]}
+                               for role in ROLES},
+            "added_tokens": [{"token": token, "id": token_id} for token, token_id in self.added],
+            "embedding_rows": self.embedding_rows,
+        }
+
+
+def _parse_spec(spec: str) -> tuple[str, str | int | None]:
+    text = spec.strip()
+    if text.lower() == "none" or text == "":
+        return "none", None
+    if text.startswith("id:"):
+        try:
+            return "id", int(text[3:])
+        except ValueError as error:
+            raise ExportError(f"bad token spec {spec!r}: id:N needs an integer") from error
+    return "token", spec
+
+
+def image_token_code(name: str) -> int | None:
+    """Chameleon's image token ``IMGIMG<digits as letters A=0..J=9>Z`` -> its code; None for other tokens."""
+    found = _IMAGE_TOKEN.fullmatch(name)
+    return None if found is None else int("".join(str(ord(c) - ord("A")) for c in found.group(1)))
+
+
+def resolve_layout(vocabulary: Mapping[str, int], options: ChexmixOptions) -> Layout:
+    """The layout of ``options`` over a tokenizer's vocabulary (token -> id, added tokens included).
+
+    Raises :class:`ExportError` when the image ids meet a text token that is not the image token of
+    the same code, or a special token falls among the image ids.
+    """
+    if not vocabulary:
+        raise ExportError("the tokenizer has an empty vocabulary")
+    text_size = max(vocabulary.values()) + 1
+    offset = text_size if options.image_offset is None else options.image_offset
+    codes = range(offset, offset + options.image_codes)
+    image_tokens = 0
+    clashes = []
+    for token, token_id in vocabulary.items():
+        if token_id in codes:
+            if image_token_code(token) == token_id - offset:
+                image_tokens += 1
+            else:
+                clashes.append((token_id, token))
+    if clashes:
+        token_id, token = min(clashes)
+        raise ExportError(
+            f"the image ids {offset}..{offset + options.image_codes - 1} overlap the text vocabulary: "
+            f"{len(clashes)} text tokens lie there (first: id {token_id} {token!r}); this tokenizer's ids start "
+            f"at {min(vocabulary.values())} and end at {text_size - 1}. Place the image codes after the text "
+            "(no image offset: --chexmix-image-offset after-text) or at a free offset")
+    first_new = max(text_size, offset + options.image_codes)
+    specs = {role: _parse_spec(getattr(options, role)) for role in ROLES}
+    extra = [t for t in (_BIN_TOKENS if options.bin_tokens else ()) if t not in vocabulary]
+    ids: dict[str, int | None] = {}
+    tokens: dict[str, str | None] = {}
+    origins: dict[str, str | None] = {}
+    added: dict[str, int] = {}
+    for role in ROLES:
+        kind, value = specs[role]
+        if kind == "none":
+            ids[role] = tokens[role] = origins[role] = None
+        elif kind == "id":
+            ids[role], tokens[role], origins[role] = value, None, "fixed id"
+        elif value in vocabulary:
+            ids[role], tokens[role], origins[role] = vocabulary[value], value, "tokenizer"
+        else:
+            if value not in added:
+                added[value] = first_new + len(added)
+            ids[role], tokens[role], origins[role] = added[value], value, "added"
+    for token in extra:
+        added.setdefault(token, first_new + len(added))
+    for role in ROLES:
+        if ids[role] is not None and (ids[role] in codes or ids[role] < 0):
+            raise ExportError(f"the {role} token id {ids[role]} lies among the image ids {offset}..{codes[-1]}")
+    if ids["separator"] in (ids["eos"], ids["begin_image"], ids["end_image"]) or ids["begin_image"] == ids["end_image"]:
+        raise ExportError("separator, eos, begin-image and end-image must be different tokens "
+                          f"(got {[ids[r] for r in ('separator', 'eos', 'begin_image', 'end_image')]})")
+    return Layout(placement="after-text" if options.image_offset is None else "offset", text_size=text_size,
+                  image_offset=offset, image_codes=options.image_codes, ids=ids, tokens=tokens, origins=origins,
+                  added=tuple(sorted(added.items(), key=lambda item: item[1])), image_tokens_in_text=image_tokens)
+
+
+def load_tokenizer(path: str | Path):
+    """``(tokenizers.Tokenizer, the file that defines it)`` from a ``tokenizer.json``, or from a folder
+    holding one, or else GPT-2-style ``vocab.json`` + ``merges.txt`` (+ ``added_tokens.json``), the files
+    of RadPhi-2 / CodeGen / Phi-2 slow tokenizers (:func:`byte_level_bpe_from_files`)."""
+    from tokenizers import Tokenizer
+
+    path = Path(path)
+    if path.is_dir() and not (path / "tokenizer.json").is_file() and (path / "vocab.json").is_file():
+        return byte_level_bpe_from_files(path), path / "vocab.json"
+    if path.is_dir():
+        path = path / "tokenizer.json"
+    if not path.is_file():
+        raise ExportError(f"no tokenizer file {path} (nor vocab.json + merges.txt beside it)")
+    try:
+        return Tokenizer.from_file(str(path)), path
+    except Exception as error:  # the library raises a bare Exception for a file it cannot read
+        raise ExportError(f"{path} is not a tokenizers library tokenizer.json: {error}") from error
+
+
+def byte_level_bpe_from_files(folder: Path):
+    """A GPT-2 byte-level BPE (its pre-tokenizer regex, no prefix space, byte-level decoder) from
+    ``vocab.json`` and ``merges.txt``, with the tokens of ``added_tokens.json`` added at their ids
+    (``<|…|>`` ones as special tokens, e.g. RadPhi-2's ``<|img|>`` = 50295); raises when an id would not
+    match."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+    merges = folder / "merges.txt"
+    if not merges.is_file():
+        raise ExportError(f"{folder} has vocab.json but no merges.txt")
+    tokenizer = Tokenizer(models.BPE.from_file(str(folder / "vocab.json"), str(merges)))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    size = tokenizer.get_vocab_size(with_added_tokens=True)
+    for name in ("<|endoftext|>",):
+        if tokenizer.token_to_id(name) is not None:
+            tokenizer.add_special_tokens([AddedToken(name, special=True, normalized=False)])
+    added_file = folder / "added_tokens.json"
+    added = json.loads(added_file.read_text(encoding="utf-8")) if added_file.is_file() else {}
+    for token, token_id in sorted(added.items(), key=lambda item: item[1]):
+        if token_id != size:
+            raise ExportError(f"{added_file}: {token!r} has id {token_id}, but the next free id is {size}")
+        if token.startswith("<|") and token.endswith("|>"):
+            tokenizer.add_special_tokens([AddedToken(token, special=True, normalized=False)])
+        else:
+            tokenizer.add_tokens([AddedToken(token, normalized=True)])
+        size += 1
+        if tokenizer.token_to_id(token) != token_id:
+            raise ExportError(f"{added_file}: {token!r} did not get id {token_id}")
+    return tokenizer
+
+
+class TextEncoder:
+    """Text -> ids with the tokenizer (no special tokens added), the ``added`` tokens of the layout kept
+    whole, and a check that no text tokenizes to a token the sequences use as a marker."""
+
+    def __init__(self, tokenizer, layout: Layout):
+        self.tokenizer = tokenizer
+        self.added = {token: token_id for token, token_id in layout.added if token.startswith("<bin_")}
+        self.pattern = re.compile("|".join(re.escape(t) for t in sorted(self.added, key=len, reverse=True))) \
+            if self.added else None
+        self.markers = {layout.ids[r]: r for r in IN_SEQUENCE_ROLES if layout.ids[r] is not None}
+        self.cache: dict[str, list[int]] = {}
+
+    def prime(self, texts: Iterable[str]) -> None:
+        """Encode many texts at once (the library batches them) into the cache; cleared when it grows."""
+        if len(self.cache) > 200_000:
+            self.cache.clear()
+        pieces = sorted({piece for text in texts for piece in self._pieces(text) if piece not in self.cache
+                         and piece not in self.added})
+        if pieces:
+            for piece, encoding in zip(pieces, self.tokenizer.encode_batch(pieces, add_special_tokens=False)):
+                self.cache[piece] = encoding.ids
+
+    def _pieces(self, text: str) -> list[str]:
+        if self.pattern is None:
+            return [text] if text else []
+        parts, start = [], 0
+        for found in self.pattern.finditer(text):
+            if found.start() > start:
+                parts.append(text[start:found.start()])
+            parts.append(found.group())
+            start = found.end()
+        if start < len(text):
+            parts.append(text[start:])
+        return parts
+
+    def __call__(self, text: str) -> list[int]:
+        ids: list[int] = []
+        for piece in self._pieces(text):
+            if piece in self.added:
+                ids.append(self.added[piece])
+                continue
+            encoded = self.cache.get(piece)
+            if encoded is None:
+                encoded = self.cache[piece] = self.tokenizer.encode(piece, add_special_tokens=False).ids
+            ids += encoded
+        marker = next((t for t in ids if t in self.markers), None)
+        if marker is not None:
+            raise ExportError(f"text {text[:60]!r} tokenizes to the {self.markers[marker]} token (id {marker}): "
+                              "the text holds a token the sequences use as a marker")
+        return ids
+
+
+# ------------------------------------------------------------------ one row -> one sequence
+
+
+@dataclass
+class SequenceResult:
+    """One row's sequence and what happened to it. ``record`` is None when the row was dropped."""
+
+    record: dict | None
+    status: Literal["fits", "shortened", "dropped"]
+    full_tokens: int
+    tokens: int
+    image_tokens: int
+    images: int
+    prompt_tokens_removed: int = 0
+    reason: str | None = None
+
+
+def _check_row(row: dict) -> None:
+    turns = row["conversations"]
+    if not turns or len(turns) % 2:
+        raise ExportError(f"row {row['id']}: {len(turns)} turns; a conversation is question/answer pairs")
+    for index, turn in enumerate(turns):
+        expected = "human" if index % 2 == 0 else "gpt"
+        if turn["from"] != expected:
+            raise ExportError(f"row {row['id']}: turn {index} is from {turn['from']!r}, expected {expected!r}")
+        if expected == "gpt" and IMAGE_PLACEHOLDER in turn["value"]:
+            raise ExportError(f"row {row['id']}: an answer holds an {IMAGE_PLACEHOLDER} slot")
+    slots = sum(turn["value"].count(IMAGE_PLACEHOLDER) for turn in turns)
+    if slots != len(row["image_keys"]):
+        raise ExportError(f"row {row['id']}: {slots} {IMAGE_PLACEHOLDER} slots for {len(row['image_keys'])} images")
+
+
+def _assemble(row: dict, codes_of: Callable[[str], Sequence[int]], encode: Callable[[str], list[int]],
+              layout: Layout, options: ChexmixOptions) -> tuple[list[int], list[int], int, int]:
+    """(input_ids, labels, image tokens, prompt tokens) of a row, whole."""
+    pretraining = row["task"] in options.pretraining_tasks
+    ids, learn = [], []
+    image_tokens = prompt_tokens = 0
+    special = layout.ids
+
+    def put(tokens: Sequence[int], learned: bool) -> None:
+        ids.extend(tokens)
+        learn.extend([learned] * len(tokens))
+
+    if special["bos"] is not None:
+        put([special["bos"]], False)
+    images = iter(row["image_keys"])
+    for index, turn in enumerate(row["conversations"]):
+        if turn["from"] == "gpt":
+            if not pretraining:
+                put([special["separator"]], False)
+            answer = encode(turn["value"].strip())
+            put(answer, True)
+            put([special["eos"]], True)
+            continue
+        after_image = False
+        for number, piece in enumerate(turn["value"].split(IMAGE_PLACEHOLDER)):
+            if number:
+                key = next(images)
+                codes = codes_of(key)
+                block = [special["begin_image"], *(layout.image_offset + int(c) for c in codes), special["end_image"]]
+                put(block, pretraining and options.pretraining_image_loss)
+                image_tokens += len(block)
+                after_image = True
+            text = piece.strip()
+            if text:
+                if after_image and special["text_start"] is not None:
+                    put([special["text_start"]], pretraining)
+                    prompt_tokens += 1
+                after_image = False
+                tokens = encode(text)
+                put(tokens, pretraining)
+                prompt_tokens += len(tokens)
+        if after_image and special["text_start"] is not None:  # images end the turn: text starts after them
+            put([special["text_start"]], pretraining)
+            prompt_tokens += 1
+    labels = [token if learned else IGNORE for token, learned in zip(ids, learn)]
+    return ids, labels, image_tokens, prompt_tokens
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def prompt_units(text: str) -> list[tuple[int, int]]:
+    """The removable parts of a human turn, as (line index, part index) in text order: every line except
+    the turn's last text line (its instruction) and lines holding an image slot, cut into ``; ``-separated
+    items, or else into sentences."""
+    lines = text.split("\n")
+    text_lines = [i for i, line in enumerate(lines) if line.strip() and IMAGE_PLACEHOLDER not in line]
+    protected = text_lines[-1] if text_lines else None
+    units = []
+    for i in text_lines:
+        if i == protected:
+            continue
+        units += [(i, part) for part in range(len(_line_parts(lines[i])))]
+    return units
+
+
+def _line_parts(line: str) -> list[str]:
+    items = line.split("; ")
+    return items if len(items) > 1 else [p for p in _SENTENCE_END.split(line) if p]
+
+
+def remove_units(text: str, units: set[tuple[int, int]]) -> str:
+    """``text`` without the given :func:`prompt_units`; a line that loses every part goes, and a list line
+    that loses its last item keeps its closing punctuation."""
+    lines = text.split("\n")
+    kept = []
+    for i, line in enumerate(lines):
+        parts = _line_parts(line) if line.strip() else []
+        gone = {p for (li, p) in units if li == i}
+        if not gone:
+            kept.append(line)
+            continue
+        rest = [part for p, part in enumerate(parts) if p not in gone]
+        if not rest:
+            continue
+        joiner = "; " if len(line.split("; ")) > 1 else " "
+        new = joiner.join(rest)
+        end = line.rstrip()[-1:]
+        if joiner == "; " and end in ".:" and not new.rstrip().endswith(end):
+            new = new.rstrip() + end
+        kept.append(new)
+    return "\n".join(kept)
+
+
+def shortened_rows(row: dict) -> Iterator[tuple[int, dict]]:
+    """The row with 1, 2, ... of its prompt parts removed, latest first (``(removed, row)``)."""
+    units = [(t, unit) for t, turn in enumerate(row["conversations"]) if turn["from"] == "human"
+             for unit in prompt_units(turn["value"])]
+    for count in range(1, len(units) + 1):
+        gone = units[len(units) - count:]
+        turns = []
+        for t, turn in enumerate(row["conversations"]):
+            mine = {unit for (tt, unit) in gone if tt == t}
+            turns.append({**turn, "value": remove_units(turn["value"], mine)} if mine else turn)
+        yield count, {**row, "conversations": turns}
+
+
+def chexmix_sequence(row: dict, codes_of: Callable[[str], Sequence[int]], encode: Callable[[str], list[int]],
+                     layout: Layout, options: ChexmixOptions) -> SequenceResult:
+    """One row as a sequence (module docstring), fitted to ``max_length`` by the ``overflow`` policy.
+
+    ``codes_of(image_key)`` gives the image's codes (0..image_codes-1); ``encode(text)`` the text's ids
+    with no special tokens added. Nothing is ever cut: a sequence is written whole or not at all.
+    """
+    _check_row(row)
+    ids, labels, image_tokens, prompt_tokens = _assemble(row, codes_of, encode, layout, options)
+    full = len(ids)
+    images = len(row["image_keys"])
+
+    def done(ids, labels, status, removed=0) -> SequenceResult:
+        record = {"id": row["id"], "task": row["task"], "source": row["source"], "split": row["split"],
+                  "image_keys": list(row["image_keys"]), "input_ids": ids, "labels": labels,
+                  "num_tokens": len(ids), "num_image_tokens": image_tokens,
+                  "num_loss_tokens": sum(label != IGNORE for label in labels), "prompt_tokens_removed": removed}
+        return SequenceResult(record, status, full, len(ids), image_tokens, images, removed)
+
+    if full <= options.max_length:
+        return done(ids, labels, "fits")
+    shorten = options.overflow == "shorten" and row["task"] not in options.pretraining_tasks
+    if shorten:
+        for _, shorter in shortened_rows(row):
+            s_ids, s_labels, _, s_prompt = _assemble(shorter, codes_of, encode, layout, options)
+            if len(s_ids) <= options.max_length:
+                return done(s_ids, s_labels, "shortened", prompt_tokens - s_prompt)
+    if image_tokens + (layout.ids["bos"] is not None) > options.max_length:
+        reason = "images alone exceed max_length"
+    elif full - prompt_tokens > options.max_length:
+        reason = "images and answers alone exceed max_length"
+    else:
+        reason = "prompt too long even shortened" if shorten else "too long"
+    return SequenceResult(None, "dropped", full, full, image_tokens, images, reason=reason)
+
+
+# ------------------------------------------------------------------ the VQ table
+
+
+class VqCodes:
+    """Codes of images from ``OUT/vq``, looked up by key: each shard's row groups are found by the
+    ``image_key`` statistics (rows are sorted by key in a shard) and a few groups are kept in memory."""
+
+    def __init__(self, out: str | Path, expected_fingerprint: str | None = None, cache_groups: int = 4):
+        self.out = str(out)
+        root = io.join(self.out, "vq")
+        self.paths = sorted(io.glob(io.join(root, "*.parquet")))
+        if not self.paths:
+            raise ExportError(f"no VQ codes in {root}: run cxr-instruct tokenize first")
+        images = {io.basename(p) for p in io.glob(io.join(self.out, "images", "*.parquet"))}
+        missing = sorted(images - {io.basename(p) for p in self.paths})
+        if missing:
+            raise ExportError(f"the VQ table {root} lacks {len(missing)} of the {len(images)} images shards "
+                              f"(first: {missing[0]}): finish cxr-instruct tokenize first")
+        self.expected = expected_fingerprint
+        self.fingerprint_column = None
+        self.index: list[tuple[str, list[str], list[str | None], list[int]]] = []
+        for path in self.paths:
+            with io.open_file(path) as handle:
+                parquet = pq.ParquetFile(handle)
+                names = parquet.schema_arrow.names
+                column = next((c for c in VQ_FINGERPRINT_COLUMNS if c in names), None)
+                if column is None or "codes" not in names or "image_key" not in names:
+                    raise ExportError(f"{path} is not a VQ table (needs image_key, codes and one of "
+                                      f"{VQ_FINGERPRINT_COLUMNS})")
+                self.fingerprint_column = self.fingerprint_column or column
+                key_index = names.index("image_key")
+                lows, highs, groups = [], [], []
+                for group in range(parquet.metadata.num_row_groups):
+                    stats = parquet.metadata.row_group(group).column(key_index).statistics
+                    has = stats is not None and stats.has_min_max
+                    lows.append(stats.min if has else "")
+                    highs.append(stats.max if has else None)
+                    groups.append(group)
+            self.index.append((path, lows, highs, groups))
+        self.rejected: set[str] = set()
+        for path in io.glob(io.join(root, "_rejects", "*.parquet")):
+            with io.open_file(path) as handle:
+                self.rejected.update(pq.read_table(handle, columns=["key"])["key"].to_pylist())
+        self.fingerprints: set[str] = set()
+        self.cache: OrderedDict[tuple[str, int], dict[str, tuple[list[int], str]]] = OrderedDict()
+        self.cache_groups = cache_groups
+        self.description = self._description(root)
+
+    def _description(self, root: str) -> dict:
+        path = io.join(root, "tokenizer.json")
+        if not io.exists(path):
+            return {}
+        fingerprint = json.loads(io.read_text(path))
+        return {k: fingerprint.get(k) for k in ("id", "trained", "lm_ids")}
+
+    def _group(self, path: str, group: int) -> dict[str, tuple[list[int], str]]:
+        key = (path, group)
+        table = self.cache.get(key)
+        if table is None:
+            with io.open_file(path) as handle:
+                data = pq.ParquetFile(handle).read_row_group(
+                    group, columns=["image_key", "codes", self.fingerprint_column])
+            table = self.cache[key] = {k: (c, f) for k, c, f in zip(
+                data["image_key"].to_pylist(), data["codes"].to_pylist(), data[self.fingerprint_column].to_pylist())}
+            if len(self.cache) > self.cache_groups:
+                self.cache.popitem(last=False)
+        else:
+            self.cache.move_to_end(key)
+        return table
+
+    def lookup(self, keys: Iterable[str], image_codes: int) -> dict[str, list[int]]:
+        """``key -> codes`` for the keys that have codes (rejected images are left out); raises for a key
+        the table does not know, codes outside the layout, or a second VQ tokenizer."""
+        found: dict[str, list[int]] = {}
+        for key in sorted(set(keys)):
+            for path, lows, highs, groups in self.index:
+                position = bisect.bisect_right(lows, key) - 1
+                candidates = [position] if position >= 0 and highs[position] is not None else range(len(groups))
+                for g in candidates:
+                    if g < 0 or (highs[g] is not None and not lows[g] <= key <= highs[g]):
+                        continue
+                    hit = self._group(path, groups[g]).get(key)
+                    if hit is not None:
+                        codes, fingerprint = hit
+                        self._check(key, codes, fingerprint, image_codes)
+                        found[key] = codes
+                        break
+                if key in found:
+                    break
+            if key not in found and key not in self.rejected:
+                raise ExportError(f"no VQ codes for image {key} in {self.out}/vq (and no reject for it): "
+                                  "the VQ table does not match this build")
+        return found
+
+    def _check(self, key: str, codes: list[int], fingerprint: str, image_codes: int) -> None:
+        if fingerprint not in self.fingerprints:
+            self.fingerprints.add(fingerprint)
+            if self.expected is not None and fingerprint != self.expected:
+                raise ExportError(f"image {key} was tokenized by {fingerprint!r}, not the expected {self.expected!r}")
+            if len(self.fingerprints) > 1:
+                raise ExportError(f"VQ codes come from {len(self.fingerprints)} different tokenizers: "
+                                  f"{sorted(self.fingerprints)}")
+        if len(codes) != CODES_PER_IMAGE or min(codes) < 0 or max(codes) >= image_codes:
+            raise ExportError(f"image {key}: {len(codes)} codes in {min(codes)}..{max(codes)}; the layout holds "
+                              f"{CODES_PER_IMAGE} codes in 0..{image_codes - 1}")
+
+
+# ------------------------------------------------------------------ length statistics
+
+
+def percentile(sorted_values: Sequence[int], p: float) -> int | None:
+    """Nearest-rank percentile: the value at rank ceil(p/100 * n) of the sorted values."""
+    if not sorted_values:
+        return None
+    return sorted_values[max(1, math.ceil(p / 100 * len(sorted_values))) - 1]
+
+
+@dataclass
+class TaskLengths:
+    rows: int = 0
+    fits: int = 0
+    shortened: int = 0
+    dropped: int = 0
+    written: int = 0
+    prompt_tokens_removed: int = 0
+    max_images: int = 0
+    full: list[int] = field(default_factory=list)
+    written_lengths: list[int] = field(default_factory=list)
+    dropped_examples: list[dict] = field(default_factory=list)
+    dropped_reasons: dict[str, int] = field(default_factory=dict)
+
+    def add(self, row: dict, result: SequenceResult) -> None:
+        self.rows += 1
+        self.full.append(result.full_tokens)
+        self.max_images = max(self.max_images, result.images)
+        if result.status == "dropped":
+            self.dropped += 1
+            self.dropped_reasons[result.reason] = self.dropped_reasons.get(result.reason, 0) + 1
+            if len(self.dropped_examples) < EXAMPLES_PER_TASK:
+                self.dropped_examples.append({"id": row["id"], "split": row["split"], "tokens": result.full_tokens,
+                                              "images": result.images})
+            return
+        self.written += 1
+        self.written_lengths.append(result.tokens)
+        self.fits += result.status == "fits"
+        self.shortened += result.status == "shortened"
+        self.prompt_tokens_removed += result.prompt_tokens_removed
+
+    def summary(self) -> dict:
+        full, written = sorted(self.full), sorted(self.written_lengths)
+        return {"rows": self.rows, "fitting": self.fits, "shortened": self.shortened, "dropped": self.dropped,
+                "written": self.written, "prompt_tokens_removed": self.prompt_tokens_removed,
+                "max_images": self.max_images,
+                "tokens": {"p50": percentile(full, 50), "p95": percentile(full, 95), "max": full[-1] if full else None},
+                "written_tokens": {"p50": percentile(written, 50), "p95": percentile(written, 95),
+                                   "max": written[-1] if written else None},
+                "dropped_reasons": dict(sorted(self.dropped_reasons.items())),
+                "dropped_examples": self.dropped_examples}
+
+
+class LengthStats:
+    def __init__(self):
+        self.tasks: dict[str, TaskLengths] = {}
+
+    def add(self, row: dict, result: SequenceResult) -> None:
+        self.tasks.setdefault(row["task"], TaskLengths()).add(row, result)
+
+    def summary(self) -> dict:
+        return {task: lengths.summary() for task, lengths in sorted(self.tasks.items())}
+
+    def totals(self) -> dict:
+        return {name: sum(getattr(t, name) for t in self.tasks.values())
+                for name in ("rows", "fits", "shortened", "dropped", "written")}
+
+
+# ------------------------------------------------------------------ streaming rows into files
+
+
+class _Sequencer:
+    """Turns batches of rows into sequences: VQ codes (or none, for lengths only), the text encoder,
+    the statistics and the dropped-rows log."""
+
+    def __init__(self, layout: Layout, options: ChexmixOptions, encoder: TextEncoder, vq: VqCodes | None,
+                 stats: LengthStats, dropped_log=None):
+        self.layout, self.options, self.encoder, self.vq = layout, options, encoder, vq
+        self.stats, self.dropped_log = stats, dropped_log
+        self.blank = [0] * CODES_PER_IMAGE
+
+    def __call__(self, batch: list[dict]) -> list[dict]:
+        self.encoder.prime(turn["value"].strip() if turn["from"] == "gpt" else piece.strip()
+                           for row in batch for turn in row["conversations"]
+                           for piece in turn["value"].split(IMAGE_PLACEHOLDER))
+        if self.vq is None:
+            codes: Mapping[str, list[int]] = {}
+        else:
+            codes = self.vq.lookup((key for row in batch for key in row["image_keys"]), self.layout.image_codes)
+        records = []
+        for row in batch:
+            missing = self.vq is not None and any(key not in codes for key in row["image_keys"])
+            result = chexmix_sequence(row, (lambda key: self.blank) if self.vq is None or missing else codes.__getitem__,
+                                      self.encoder, self.layout, self.options)
+            if missing:
+                result = SequenceResult(None, "dropped", result.full_tokens, result.full_tokens, result.image_tokens,
+                                   result.images, reason="an image has no VQ codes (rejected by the tokenize stage)")
+            self.stats.add(row, result)
+            if result.record is not None:
+                records.append(result.record)
+            elif self.dropped_log is not None:
+                self.dropped_log.write(json.dumps(
+                    {"id": row["id"], "task": row["task"], "source": row["source"], "split": row["split"],
+                     "tokens": result.full_tokens, "images": result.images, "image_tokens": result.image_tokens,
+                     "reason": result.reason}, sort_keys=True) + "\n")
+        return records
+
+
+def _batches(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    batch: list[dict] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _write_shard(shard: str, target: Path, sequencer: _Sequencer) -> int:
+    """One input shard -> one output file, row group by row group; no file when nothing is written."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with io.open_file(shard) as handle, pq.ParquetWriter(target, CHEXMIX_SCHEMA, compression="zstd") as writer:
+        parquet = pq.ParquetFile(handle)
+        for group in range(parquet.num_row_groups):
+            records = sequencer(parquet.read_row_group(group).to_pylist())
+            if records:
+                writer.write_table(pa.Table.from_pylist(records, schema=CHEXMIX_SCHEMA))
+                written += len(records)
+    if not written:
+        target.unlink()
+    return written
+
+
+def _write_mixture(rows: Iterator[dict], folder: Path, split: str, sequencer: _Sequencer,
+                   rows_per_file: int = MIXTURE_ROWS_PER_FILE) -> dict[str, int]:
+    """The sampled rows in stream order, ``rows_per_file`` a file; {file name: rows}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    parts: list[tuple[Path, int]] = []
+    writer, path, count = None, None, 0
+    for batch in _batches(rows, BATCH_ROWS):
+        records = sequencer(batch)
+        while records:
+            if writer is None:
+                path, count = folder / f".{split}-{len(parts):05d}.partial", 0
+                writer = pq.ParquetWriter(path, CHEXMIX_SCHEMA, compression="zstd")
+            take, records = records[:rows_per_file - count], records[rows_per_file - count:]
+            writer.write_table(pa.Table.from_pylist(take, schema=CHEXMIX_SCHEMA))
+            count += len(take)
+            if count == rows_per_file:
+                writer.close()
+                parts.append((path, count))
+                writer = None
+    if writer is not None:
+        writer.close()
+        parts.append((path, count))
+    files = {}
+    for number, (part, rows_in_part) in enumerate(parts):
+        name = f"{split}-{number:05d}-of-{len(parts):05d}.parquet"
+        part.rename(folder / name)
+        files[name] = rows_in_part
+    return files
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def prepare(options: ChexmixOptions) -> tuple[Layout, TextEncoder, Path]:
+    """The layout and the text encoder of the options' tokenizer."""
+    tokenizer, path = load_tokenizer(options.tokenizer_path)
+    layout = resolve_layout(tokenizer.get_vocab(with_added_tokens=True), options)
+    return layout, TextEncoder(tokenizer, layout), path
+
+
+def _settings(options: ChexmixOptions, layout: Layout) -> dict:
+    return {"max_length": options.max_length, "overflow": options.overflow,
+            "pretraining_tasks": list(options.pretraining_tasks),
+            "pretraining_image_loss": options.pretraining_image_loss, "bin_tokens": options.bin_tokens,
+            "embedding_rows": layout.embedding_rows, "image_ids": [layout.image_offset, layout.image_ids[-1]],
+            "placement": layout.placement}
+
+
+def write_chexmix(out, profile: str, staging: Path, options: ChexmixOptions, splits: tuple[str, ...],
+                  mixture: Mixture | None) -> tuple[dict, dict[str, int]]:
+    """Write the chexmix files into ``staging``; (report fields for ``export.json``, {file: rows}).
+
+    With ``mixture``, its split is written as the sampled rows in stream order (``DEST/mixture/``); the
+    other splits mirror the input shards.
+    """
+    profile_settings(out, profile)  # a missing profile is named before anything else
+    layout, encoder, tokenizer_file = prepare(options)
+    vq = VqCodes(out, options.vq_fingerprint)
+    by_split: dict[str, list[str]] = {}
+    for shard in instruction_shards(out, profile, splits):
+        by_split.setdefault(split_of(shard), []).append(shard)
+    if mixture is not None and mixture.split not in by_split:
+        raise ExportError(f"--mixture samples the {mixture.split!r} split, which this export does not write "
+                          f"(splits: {sorted(by_split)})")
+    stats = {split: LengthStats() for split in by_split}
+    rows_per_file: dict[str, int] = {}
+    shares = None
+    with open(staging / DROPPED_FILE, "w", encoding="utf-8") as dropped_log:
+        for split, shards in sorted(by_split.items()):
+            sequencer = _Sequencer(layout, options, encoder, vq, stats[split], dropped_log)
+            if mixture is not None and split == mixture.split:
+                rows, shares = mixture_rows(out, profile, mixture)
+                for name, count in _write_mixture(rows, staging / MIXTURE_FOLDER, split, sequencer).items():
+                    rows_per_file[f"{MIXTURE_FOLDER}/{name}"] = count
+                continue
+            for shard in shards:
+                task = io.basename(shard.rsplit("/", 1)[0])
+                relative = f"{task}/{io.basename(shard)}"
+                written = _write_shard(shard, staging / relative, sequencer)
+                if written:
+                    rows_per_file[relative] = written
+    vocabulary = {**layout.describe(tokenizer_file.name, _sha256(tokenizer_file)),
+                  "vq_tokenizer": {**vq.description, "fingerprints_used": sorted(vq.fingerprints)},
+                  "sequences": SEQUENCE_RULES, "settings": _settings(options, layout)}
+    (staging / VOCABULARY_FILE).write_text(json.dumps(vocabulary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    totals = {split: s.totals() for split, s in stats.items()}
+    report = {
+        "rows": {split: t["written"] for split, t in sorted(totals.items())},
+        "read": {split: t["rows"] for split, t in sorted(totals.items())},
+        "dropped": {split: t["dropped"] for split, t in sorted(totals.items())},
+        "shortened": {split: t["shortened"] for split, t in sorted(totals.items())},
+        "chexmix": {**_settings(options, layout), "vocabulary_file": VOCABULARY_FILE, "dropped_file": DROPPED_FILE,
+                    "vq_tokenizer": sorted(vq.fingerprints)[0] if vq.fingerprints else None,
+                    "vq_trained": vq.description.get("trained"),
+                    "lengths": {split: s.summary() for split, s in sorted(stats.items())}},
+    }
+    if shares is not None:
+        written = stats[mixture.split].tasks
+        report["mixture"] = {**shares, "written_after_length_limit": {
+            task: written[task].written if task in written else 0 for task in shares["tasks"]}}
+    return report, rows_per_file
+
+
+SEQUENCE_RULES = {
+    "image": "begin_image, image_offset + code for the 1024 codes (row-major 32 x 32), end_image",
+    "pretraining": "[bos] image(s) text_start report eos; every token learned (image blocks masked when "
+                   "pretraining_image_loss is off)",
+    "instruction": "[bos] then per question/answer pair: prompt (images, text_start after each run of images, "
+                   "text) separator answer eos; only answers and their eos learned",
+    "labels": "input_ids where learned, -100 elsewhere",
+}
+
+
+# ------------------------------------------------------------------ lengths only
+
+
+def length_report(out, profile: str, options: ChexmixOptions, splits: tuple[str, ...] = ()) -> dict:
+    """Per task of a profile: rows, fitting, shortened, dropped and token percentiles at
+    ``options.max_length``, computed as the export would write them (no VQ codes read, nothing written)."""
+    layout, encoder, _ = prepare(options)
+    stats = LengthStats()
+    sequencer = _Sequencer(layout, options, encoder, None, stats)
+    for shard in instruction_shards(out, profile, splits):
+        for batch in _batches(iter_rows(shard), BATCH_ROWS):
+            sequencer(batch)
+    return {"profile": profile, "max_length": options.max_length, "overflow": options.overflow,
+            "splits": list(splits) or "all", "totals": stats.totals(), "tasks": stats.summary()}
+
+
+def profiles_of(out) -> list[str]:
+    return sorted(io.basename(p.rsplit("/", 1)[0]) for p in io.glob(io.join(str(out), "instructions", "*", "weights.json")))
+
+
+def format_lengths(report: dict) -> str:
+    """A plain table of one :func:`length_report`."""
+    lines = [f"{report['profile']} at {report['max_length']} tokens ({report['overflow']}):",
+             f"  {'task':<34} {'rows':>6} {'fit':>6} {'short':>6} {'drop':>6} {'p50':>6} {'p95':>6} {'max':>6} {'imgs':>4}"]
+    for task, t in report["tasks"].items():
+        lines.append(f"  {task:<34} {t['rows']:>6} {t['fitting']:>6} {t['shortened']:>6} {t['dropped']:>6} "
+                     f"{t['tokens']['p50']:>6} {t['tokens']['p95']:>6} {t['tokens']['max']:>6} {t['max_images']:>4}")
+    totals = report["totals"]
+    lines.append(f"  {'all tasks':<34} {totals['rows']:>6} {totals['fits']:>6} {totals['shortened']:>6} "
+                 f"{totals['dropped']:>6}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ command line
+
+
+def _offset(value):
+    if value is None or isinstance(value, int):
+        return value
+    if str(value).lower() in ("after-text", "after_text", "auto"):
+        return "after-text"
+    try:
+        return int(value)
+    except ValueError as error:
+        raise click.BadParameter(f"{value!r}: an integer or 'after-text'") from error
+
+
+CLI_OPTIONS: list = [
+    click.option("--tokenizer", "tokenizer_path", type=click.Path(exists=True),
+                 help="chexmix: the language model's tokenizer.json (or its folder), tokenizers library format."),
+    click.option("--max-length", type=click.IntRange(min=1), default=1300, show_default=True,
+                 help="chexmix: maximum tokens per sequence; longer rows are dropped (or shortened), never cut."),
+    click.option("--chexmix-preset", type=click.Choice(sorted(PRESETS)), default="chexmix", show_default=True,
+                 help="chexmix: token layout to start from (CheXmix: codes after the text ids; chameleon: 4..8195)."),
+    click.option("--chexmix-image-offset", default=None, callback=lambda ctx, param, value: _offset(value),
+                 help="chexmix: id of image code 0, or 'after-text' (default of the chexmix preset)."),
+    *[click.option(f"--chexmix-{role.replace('_', '-')}", f"chexmix_{role}", default=None,
+                   help=f"chexmix: the {role.replace('_', '-')} token: its text, id:N, or none.") for role in ROLES],
+    click.option("--chexmix-overflow", type=click.Choice(["drop", "shorten"]), default="drop", show_default=True,
+                 help="chexmix: a row over --max-length is dropped, or first loses whole prompt parts."),
+    click.option("--chexmix-pretraining-task", "chexmix_pretraining_tasks", multiple=True,
+                 help="chexmix: tasks written as pretraining documents (default report_pretraining)."),
+    click.option("--chexmix-image-loss/--chexmix-no-image-loss", default=True, show_default=True,
+                 help="chexmix: pretraining rows learn their image codes too."),
+    click.option("--chexmix-bin-tokens", is_flag=True,
+                 help="chexmix: add <bin_1>..<bin_1000> as whole tokens when the tokenizer lacks them."),
+    click.option("--chexmix-vq-fingerprint", default=None,
+                 help="chexmix: refuse VQ codes of any other tokenizer fingerprint id (OUT/vq/tokenizer.json 'id')."),
+]
+
+
+def options_from_cli(params: dict) -> ChexmixOptions | None:
+    """The options of the chexmix flags (``params``: their click keyword arguments)."""
+    if not params.get("tokenizer_path"):
+        raise click.UsageError("--format chexmix needs --tokenizer FILE (the language model's tokenizer.json)")
+    changes: dict = {"max_length": params.get("max_length") or 1300,
+                     "overflow": params.get("chexmix_overflow") or "drop",
+                     "pretraining_image_loss": params.get("chexmix_image_loss", True),
+                     "bin_tokens": bool(params.get("chexmix_bin_tokens")),
+                     "vq_fingerprint": params.get("chexmix_vq_fingerprint")}
+    offset = params.get("chexmix_image_offset")
+    if offset is not None:
+        changes["image_offset"] = None if offset == "after-text" else offset
+    for role in ROLES:
+        if params.get(f"chexmix_{role}") is not None:
+            changes[role] = params[f"chexmix_{role}"]
+    if params.get("chexmix_pretraining_tasks"):
+        changes["pretraining_tasks"] = tuple(params["chexmix_pretraining_tasks"])
+    try:
+        return preset_options(params.get("chexmix_preset") or "chexmix", params["tokenizer_path"], **changes)
+    except ExportError as error:
+        raise click.UsageError(str(error)) from error
+
+
+def _with_options(command):
+    for option in reversed(CLI_OPTIONS):
+        command = option(command)
+    return command
+
+
+@click.command("chexmix-lengths")
+@click.argument("out")
+@click.option("--profile", "profiles", multiple=True, help="Profiles to measure (repeatable); default all.")
+@click.option("--split", "splits", multiple=True, help="Only these splits (repeatable); default all.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the full reports (percentiles, dropped examples) to this JSON file.")
+@_with_options
+def lengths_command(out, profiles, splits, json_path, **params) -> None:
+    """Token lengths of every profile of the build in OUT as the chexmix export would write them: per task
+    the rows, how many fit --max-length, are shortened or dropped, and the p50 / p95 / max lengths.
+    Reads no VQ codes and writes no sequences."""
+    options = options_from_cli(params)
+    reports = []
+    try:
+        for profile in profiles or profiles_of(out):
+            report = length_report(out, profile, options, tuple(splits))
+            reports.append(report)
+            click.echo(format_lengths(report))
+    except ExportError as error:
+        raise click.ClickException(str(error)) from error
+    if json_path:
+        Path(json_path).write_text(json.dumps(reports, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+__all__ = ["CHEXMIX_SCHEMA", "CLI_OPTIONS", "ChexmixOptions", "Layout", "PRESETS", "VqCodes", "chexmix_sequence",
+           "length_report", "lengths_command", "options_from_cli", "preset_options", "resolve_layout",
+           "write_chexmix"]
+
+if __name__ == "__main__":
+    lengths_command()
