@@ -423,7 +423,7 @@ def _assemble(row: dict, codes_of: Callable[[str], Sequence[int]], encode: Calla
     if special["bos"] is not None:
         put([special["bos"]], False)
     images = iter(row["image_keys"])
-    for index, turn in enumerate(row["conversations"]):
+    for turn in row["conversations"]:
         if turn["from"] == "gpt":
             if not pretraining:
                 put([special["separator"]], False)
@@ -537,7 +537,7 @@ def chexmix_sequence(row: dict, codes_of: Callable[[str], Sequence[int]], encode
     if full <= options.max_length:
         return done(ids, labels, "fits")
     shorten = options.overflow == "shorten" and row["task"] not in options.pretraining_tasks
-    if shorten:
+    if shorten and full - prompt_tokens <= options.max_length:  # else no prompt part can make it fit
         for _, shorter in shortened_rows(row):
             s_ids, s_labels, _, s_prompt = _assemble(shorter, codes_of, encode, layout, options)
             if len(s_ids) <= options.max_length:
@@ -712,18 +712,31 @@ class TaskLengths:
 
 
 class LengthStats:
+    """Per task :class:`TaskLengths`, and per split the counts (rows, fits, shortened, dropped, written)."""
+
+    COUNTS = ("rows", "fits", "shortened", "dropped", "written")
+
     def __init__(self):
         self.tasks: dict[str, TaskLengths] = {}
+        self.splits: dict[str, dict[str, int]] = {}
 
     def add(self, row: dict, result: SequenceResult) -> None:
         self.tasks.setdefault(row["task"], TaskLengths()).add(row, result)
+        counts = self.splits.setdefault(row["split"], dict.fromkeys(self.COUNTS, 0))
+        counts["rows"] += 1
+        counts["written"] += result.status != "dropped"
+        counts[{"fits": "fits", "shortened": "shortened", "dropped": "dropped"}[result.status]] += 1
 
     def summary(self) -> dict:
         return {task: lengths.summary() for task, lengths in sorted(self.tasks.items())}
 
     def totals(self) -> dict:
-        return {name: sum(getattr(t, name) for t in self.tasks.values())
-                for name in ("rows", "fits", "shortened", "dropped", "written")}
+        return {name: sum(getattr(t, name) for t in self.tasks.values()) for name in self.COUNTS}
+
+    def report(self, profile: str, options: ChexmixOptions, splits: tuple[str, ...]) -> dict:
+        """What :func:`length_report` returns and ``export.json`` holds under ``chexmix.lengths``."""
+        return {"profile": profile, "max_length": options.max_length, "overflow": options.overflow,
+                "splits": list(splits) or "all", "totals": self.totals(), "tasks": self.summary()}
 
 
 # ------------------------------------------------------------------ streaming rows into files
@@ -737,6 +750,7 @@ class _Sequencer:
                  stats: LengthStats, dropped_log=None):
         self.layout, self.options, self.encoder, self.vq = layout, options, encoder, vq
         self.stats, self.dropped_log = stats, dropped_log
+        self.also: LengthStats | None = None  # the mixture's own statistics while it is written
         self.blank = [0] * CODES_PER_IMAGE
 
     def __call__(self, batch: list[dict]) -> list[dict]:
@@ -750,12 +764,14 @@ class _Sequencer:
         records = []
         for row in batch:
             missing = self.vq is not None and any(key not in codes for key in row["image_keys"])
-            result = chexmix_sequence(row, (lambda key: self.blank) if self.vq is None or missing else codes.__getitem__,
-                                      self.encoder, self.layout, self.options)
+            codes_of = (lambda key: self.blank) if self.vq is None or missing else codes.__getitem__
+            result = chexmix_sequence(row, codes_of, self.encoder, self.layout, self.options)
             if missing:
                 result = SequenceResult(None, "dropped", result.full_tokens, result.full_tokens, result.image_tokens,
                                    result.images, reason="an image has no VQ codes (rejected by the tokenize stage)")
             self.stats.add(row, result)
+            if self.also is not None:
+                self.also.add(row, result)
             if result.record is not None:
                 records.append(result.record)
             elif self.dropped_log is not None:
@@ -790,6 +806,8 @@ def _write_shard(shard: str, target: Path, sequencer: _Sequencer) -> int:
                 written += len(records)
     if not written:
         target.unlink()
+        if not any(target.parent.iterdir()):
+            target.parent.rmdir()
     return written
 
 
@@ -862,16 +880,20 @@ def write_chexmix(out, profile: str, staging: Path, options: ChexmixOptions, spl
     if mixture is not None and mixture.split not in by_split:
         raise ExportError(f"--mixture samples the {mixture.split!r} split, which this export does not write "
                           f"(splits: {sorted(by_split)})")
-    stats = {split: LengthStats() for split in by_split}
+    stats = LengthStats()
+    sequencer = _Sequencer(layout, options, encoder, vq, stats)
     rows_per_file: dict[str, int] = {}
     shares = None
     with open(staging / DROPPED_FILE, "w", encoding="utf-8") as dropped_log:
+        sequencer.dropped_log = dropped_log
         for split, shards in sorted(by_split.items()):
-            sequencer = _Sequencer(layout, options, encoder, vq, stats[split], dropped_log)
             if mixture is not None and split == mixture.split:
                 rows, shares = mixture_rows(out, profile, mixture)
+                sampled = LengthStats()
+                sequencer.also = sampled
                 for name, count in _write_mixture(rows, staging / MIXTURE_FOLDER, split, sequencer).items():
                     rows_per_file[f"{MIXTURE_FOLDER}/{name}"] = count
+                sequencer.also = None
                 continue
             for shard in shards:
                 task = io.basename(shard.rsplit("/", 1)[0])
@@ -883,21 +905,20 @@ def write_chexmix(out, profile: str, staging: Path, options: ChexmixOptions, spl
                   "vq_tokenizer": {**vq.description, "fingerprints_used": sorted(vq.fingerprints)},
                   "sequences": SEQUENCE_RULES, "settings": _settings(options, layout)}
     (staging / VOCABULARY_FILE).write_text(json.dumps(vocabulary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    totals = {split: s.totals() for split, s in stats.items()}
+    counts = {split: stats.splits.get(split, dict.fromkeys(LengthStats.COUNTS, 0)) for split in sorted(by_split)}
     report = {
-        "rows": {split: t["written"] for split, t in sorted(totals.items())},
-        "read": {split: t["rows"] for split, t in sorted(totals.items())},
-        "dropped": {split: t["dropped"] for split, t in sorted(totals.items())},
-        "shortened": {split: t["shortened"] for split, t in sorted(totals.items())},
+        "rows": {split: c["written"] for split, c in counts.items()},
+        "read": {split: c["rows"] for split, c in counts.items()},
+        "dropped": {split: c["dropped"] for split, c in counts.items()},
+        "shortened": {split: c["shortened"] for split, c in counts.items()},
         "chexmix": {**_settings(options, layout), "vocabulary_file": VOCABULARY_FILE, "dropped_file": DROPPED_FILE,
                     "vq_tokenizer": sorted(vq.fingerprints)[0] if vq.fingerprints else None,
                     "vq_trained": vq.description.get("trained"),
-                    "lengths": {split: s.summary() for split, s in sorted(stats.items())}},
+                    "lengths": stats.report(profile, options, splits)},
     }
     if shares is not None:
-        written = stats[mixture.split].tasks
         report["mixture"] = {**shares, "written_after_length_limit": {
-            task: written[task].written if task in written else 0 for task in shares["tasks"]}}
+            task: sampled.tasks[task].written if task in sampled.tasks else 0 for task in shares["tasks"]}}
     return report, rows_per_file
 
 
@@ -923,18 +944,20 @@ def length_report(out, profile: str, options: ChexmixOptions, splits: tuple[str,
     for shard in instruction_shards(out, profile, splits):
         for batch in _batches(iter_rows(shard), BATCH_ROWS):
             sequencer(batch)
-    return {"profile": profile, "max_length": options.max_length, "overflow": options.overflow,
-            "splits": list(splits) or "all", "totals": stats.totals(), "tasks": stats.summary()}
+    return stats.report(profile, options, splits)
 
 
 def profiles_of(out) -> list[str]:
-    return sorted(io.basename(p.rsplit("/", 1)[0]) for p in io.glob(io.join(str(out), "instructions", "*", "weights.json")))
+    """The profiles of a build (folders of OUT/instructions with a weights.json)."""
+    found = io.glob(io.join(str(out), "instructions", "*", "weights.json"))
+    return sorted(io.basename(path.rsplit("/", 1)[0]) for path in found)
 
 
 def format_lengths(report: dict) -> str:
-    """A plain table of one :func:`length_report`."""
+    """A plain table of one :func:`length_report` (or of ``export.json``'s ``chexmix.lengths``)."""
     lines = [f"{report['profile']} at {report['max_length']} tokens ({report['overflow']}):",
-             f"  {'task':<34} {'rows':>6} {'fit':>6} {'short':>6} {'drop':>6} {'p50':>6} {'p95':>6} {'max':>6} {'imgs':>4}"]
+             f"  {'task':<34} {'rows':>6} {'fit':>6} {'short':>6} {'drop':>6} {'p50':>6} {'p95':>6} {'max':>6} "
+             f"{'imgs':>4}"]
     for task, t in report["tasks"].items():
         lines.append(f"  {task:<34} {t['rows']:>6} {t['fitting']:>6} {t['shortened']:>6} {t['dropped']:>6} "
                      f"{t['tokens']['p50']:>6} {t['tokens']['p95']:>6} {t['tokens']['max']:>6} {t['max_images']:>4}")

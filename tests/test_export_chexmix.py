@@ -301,30 +301,29 @@ def test_rows_in_equal_rows_written_plus_dropped(build_out, m4cxr_export):
     assert all(d["reason"] == "images alone exceed max_length" and d["tokens"] > 1300 for d in dropped
                if d["id"] in multi)
     lengths = report["chexmix"]["lengths"]
-    for split, tasks in lengths.items():
-        for task, numbers in tasks.items():
-            assert numbers["rows"] == numbers["written"] + numbers["dropped"]
-            assert numbers["dropped"] == sum(1 for d in dropped if (d["split"], d["task"]) == (split, task))
-            assert len(numbers["dropped_examples"]) == min(numbers["dropped"], 10)
+    assert lengths["totals"]["rows"] == len(rows) and lengths["totals"]["dropped"] == len(dropped)
+    for task, numbers in lengths["tasks"].items():
+        assert numbers["rows"] == numbers["written"] + numbers["dropped"] == numbers["fitting"] + numbers["dropped"]
+        assert numbers["dropped"] == sum(1 for d in dropped if d["task"] == task)
+        assert numbers["dropped_examples"] == [{k: d[k] for k in ("id", "split", "tokens", "images")}
+                                               for d in dropped if d["task"] == task][:10]
 
 
 def test_the_length_report_matches_the_written_sequences(build_out, radphi, m4cxr_export):
     folder, report, _ = m4cxr_export
     records = read_records(folder)
     dropped = [json.loads(line) for line in (folder / "dropped.jsonl").read_text().splitlines()]
-    for split, tasks in report["chexmix"]["lengths"].items():
-        for task, numbers in tasks.items():
-            written = sorted(r["num_tokens"] for r in records if (r["split"], r["task"]) == (split, task))
-            full = sorted(written + [d["tokens"] for d in dropped if (d["split"], d["task"]) == (split, task)])
-            assert numbers["written_tokens"] == {"p50": percentile(written, 50), "p95": percentile(written, 95),
-                                                 "max": written[-1] if written else None}
-            assert numbers["tokens"] == {"p50": percentile(full, 50), "p95": percentile(full, 95), "max": full[-1]}
-            assert numbers["fitting"] == len(written)
-    # the lengths-only report, which reads no VQ codes, gives the same numbers for each split
-    options = preset_options("chexmix", str(radphi))
-    for split, tasks in report["chexmix"]["lengths"].items():
-        alone = length_report(build_out, "m4cxr", options, (split,))
-        assert alone["tasks"] == tasks
+    tasks = report["chexmix"]["lengths"]["tasks"]
+    assert sorted(tasks) == sorted({r["task"] for r in all_rows(build_out, "m4cxr")})
+    for task, numbers in tasks.items():
+        written = sorted(r["num_tokens"] for r in records if r["task"] == task)
+        full = sorted(written + [d["tokens"] for d in dropped if d["task"] == task])
+        assert numbers["written_tokens"] == {"p50": percentile(written, 50), "p95": percentile(written, 95),
+                                             "max": written[-1] if written else None}
+        assert numbers["tokens"] == {"p50": percentile(full, 50), "p95": percentile(full, 95), "max": full[-1]}
+        assert numbers["fitting"] == len(written)
+    # the lengths-only report, which reads no VQ codes, gives the same numbers
+    assert length_report(build_out, "m4cxr", preset_options("chexmix", str(radphi))) == report["chexmix"]["lengths"]
 
 
 def test_pretraining_rows_follow_chexmix_and_learn_everything(build_out, radphi, tmp_path):
@@ -406,8 +405,7 @@ def test_shortening_removes_whole_list_items_and_keeps_the_instruction(build_out
     report, _ = export_to(build_out, tmp_path / "s", "medivlm", options)
     records = read_records(tmp_path / "s")
     short = [r for r in records if r["prompt_tokens_removed"] > 0]
-    totals = report["chexmix"]["lengths"]
-    assert len(short) == sum(t["shortened"] for split in totals.values() for t in split.values()) > 0
+    assert len(short) == report["chexmix"]["lengths"]["totals"]["shortened"] == sum(report["shortened"].values()) > 0
     bpe = tokenizers.Tokenizer.from_file(str(radphi))
     eos = bpe.token_to_id("<|endoftext|>")
     by_id = {r["id"]: r for r in all_rows(build_out, "medivlm")}
@@ -486,7 +484,8 @@ def test_no_answer_is_ever_cut(row, shortfall, overflow):
 
 def test_shortened_rows_never_touch_images_or_answers():
     row = {"id": "x", "task": "vqa", "source": "s", "split": "train", "image_keys": ["a/1"],
-           "conversations": [{"from": "human", "value": "<image>\nOne: [1]; two: [2]; three: [3].\nFirst. Second.\nAsk?"},
+           "conversations": [{"from": "human",
+                              "value": "<image>\nOne: [1]; two: [2]; three: [3].\nFirst. Second.\nAsk?"},
                              {"from": "gpt", "value": "Answer; with: parts. Two."}]}
     variants = [shorter for _, shorter in shortened_rows(row)]
     assert [v["conversations"][0]["value"] for v in variants] == [
@@ -572,6 +571,28 @@ def test_bad_rows_raise(change, message):
 
 
 # ------------------------------------------------------------------ command line
+
+
+def test_the_export_command_writes_dest_with_checksums(build_out, radphi, tmp_path):
+    from pipelines.export import export_command
+
+    dest = tmp_path / "dest"
+    result = CliRunner().invoke(export_command, [str(build_out), "--profile", "chexmix", "--format", "chexmix",
+                                                 "--dest", str(dest), "--tokenizer", str(radphi)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((dest / "export.json").read_text())
+    files = {entry["path"]: entry for entry in report["files"]}
+    assert {"vocabulary.json", "dropped.jsonl"} <= set(files)
+    for path, entry in files.items():
+        assert hashlib.sha256((dest / path).read_bytes()).hexdigest() == entry["sha256"]
+        if path.endswith(".parquet"):
+            assert entry["rows"] == pq.ParquetFile(dest / path).metadata.num_rows
+    assert sum(e.get("rows", 0) for e in files.values()) == sum(report["rows"].values()) == len(
+        all_rows(build_out, "chexmix"))
+    assert report["chexmix"]["vq_tokenizer"] == "test-vqgan" and report["format"] == "chexmix"
+    missing = CliRunner().invoke(export_command, [str(build_out), "--profile", "chexmix", "--format", "chexmix",
+                                                  "--dest", str(tmp_path / "x")])
+    assert missing.exit_code != 0 and "--tokenizer" in missing.output and not (tmp_path / "x").exists()
 
 
 def test_cli_options_and_the_lengths_command(build_out, radphi, tmp_path):
