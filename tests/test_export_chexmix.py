@@ -286,6 +286,32 @@ def test_instruction_sequences_mask_the_prompt_and_learn_the_answers(build_out, 
     assert sum(files.values()) == len(records) == sum(report["rows"].values())
 
 
+def test_a_phi_model_resized_by_vocabulary_json_trains_on_the_sequences(m4cxr_export):
+    """CheXmix's recipe on a tiny randomly initialised Phi: resize the embedding to the export's
+    ``embedding_rows``, pad ``input_ids`` with its pad id and ``labels`` with -100, take the loss."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    folder, _, _ = m4cxr_export
+    vocabulary = json.loads((folder / "vocabulary.json").read_text())
+    records = sorted(read_records(folder), key=lambda r: r["id"])[:4]
+    assert max(max(r["input_ids"]) for r in records) < vocabulary["embedding_rows"]
+    torch.manual_seed(0)
+    config = transformers.PhiConfig(vocab_size=vocabulary["text"]["size"], hidden_size=32, intermediate_size=64,
+                                    num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=1300)
+    model = transformers.PhiForCausalLM(config)
+    model.resize_token_embeddings(vocabulary["embedding_rows"])
+    pad = vocabulary["special_tokens"]["pad"]["id"]
+    ids = [torch.tensor(r["input_ids"]) for r in records]
+    batch = {"input_ids": torch.nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=pad),
+             "labels": torch.nn.utils.rnn.pad_sequence([torch.tensor(r["labels"]) for r in records],
+                                                       batch_first=True, padding_value=IGNORE),
+             "attention_mask": torch.nn.utils.rnn.pad_sequence([torch.ones_like(i) for i in ids], batch_first=True)}
+    loss = model(**batch).loss
+    assert torch.isfinite(loss) and loss.item() > 0
+    loss.backward()
+    assert model.get_input_embeddings().weight.grad.shape[0] == vocabulary["embedding_rows"]
+
+
 def test_rows_in_equal_rows_written_plus_dropped(build_out, m4cxr_export):
     folder, report, _ = m4cxr_export
     rows = all_rows(build_out, "m4cxr")
