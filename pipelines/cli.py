@@ -43,7 +43,8 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, lazy={"tokenize": "pipelines.tokenize:tokenize_command",
                                   "tokenizer": "pipelines.tokenize:tokenizer_group",
-                                  "export": "pipelines.export:export_command"},
+                                  "export": "pipelines.export:export_command",
+                                  "chexmix-lengths": "pipelines.export_chexmix:lengths_command"},
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True,
               help="Show Beam's progress logs, and the traceback of an error that stops a command.")
