@@ -130,7 +130,7 @@ def profile_geometry(settings: dict, profile: str) -> tuple[str, int]:
 def resolve_frame(fmt: str, options: CoordinateOptions, settings: dict, profile: str) -> CoordinateFrame:
     """The frame the export writes: ``pixels`` is the exported image as Qwen2.5-VL resizes it for
     ``qwen-vl`` (:func:`transforms.coordinate_frames.qwen_resized`), the exported image itself otherwise."""
-    choice = options.frame or JSON_FORMATS.get(fmt, JsonFormat(llava_record, False, "")).frame
+    choice = options.frame or JSON_FORMATS[fmt].frame
     if choice == "profile":
         return CoordinateFrame(profile_geometry(settings, profile)[0])
     if choice != "pixels":
@@ -276,6 +276,9 @@ def export(out: str | Path, profile: str, fmt: str, dest: str | Path, splits: tu
         raise ExportError(f"unknown --coordinates {coordinates.frame!r}; one of {['profile', *FRAMES]}")
     if fmt == "chexmix" and chexmix is None:
         raise ExportError("the chexmix format needs its options (a tokenizer file at least)")
+    if fmt == "chexmix" and coordinates.frame not in (None, "profile"):
+        raise ExportError("the chexmix format writes coordinates as the profile does; --coordinates is for the "
+                          f"other formats ({', '.join(JSON_FORMATS)})")
     head = {"format": fmt, "profile": profile, "splits": list(splits) or "all"}
     with staged_folder(dest) as staging:
         if fmt == "chexmix":
@@ -286,17 +289,14 @@ def export(out: str | Path, profile: str, fmt: str, dest: str | Path, splits: tu
 
 
 def summary(report: dict) -> str:
-    """What the CLI prints: the report without the file list, and where the list is."""
+    """What the CLI prints: the report without the file list (and chexmix's length table apart)."""
     brief = {key: value for key, value in report.items() if key != "files"}
-    return json.dumps(brief, sort_keys=True) + f"\n{len(report['files'])} files with sha256 in export.json"
-
-
-def _with_options(options: list) -> Callable:
-    def apply(command):
-        for option in reversed(options):
-            command = option(command)
-        return command
-    return apply
+    lines = []
+    if "chexmix" in brief:
+        brief["chexmix"] = {key: value for key, value in brief["chexmix"].items() if key != "lengths"}
+        lines.append(export_chexmix.format_lengths(report["chexmix"]["lengths"]))
+    return "\n".join([json.dumps(brief, sort_keys=True), *lines,
+                      f"{len(report['files'])} files with sha256 in export.json"])
 
 
 @click.command("export")
@@ -315,7 +315,7 @@ def _with_options(options: list) -> Callable:
 @click.option("--samples", type=click.IntRange(min=1), default=None,
               help="--mixture: rows to draw (default: the train split's row count).")
 @click.option("--seed", default=0, show_default=True, help="--mixture: seed of the draw.")
-@_with_options(export_chexmix.CLI_OPTIONS)
+@export_chexmix.with_cli_options
 def export_command(out, profile, fmt, dest, splits, coordinates, min_pixels, max_pixels, mixture, samples, seed,
                    **chexmix_params) -> None:
     """Export one profile of the build in OUT (a local folder or gs:// URI) into the local folder DEST, in

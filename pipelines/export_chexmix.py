@@ -1028,7 +1028,8 @@ def options_from_cli(params: dict) -> ChexmixOptions | None:
         raise click.UsageError(str(error)) from error
 
 
-def _with_options(command):
+def with_cli_options(command):
+    """``command`` with the chexmix flags (:data:`CLI_OPTIONS`) added."""
     for option in reversed(CLI_OPTIONS):
         command = option(command)
     return command
@@ -1040,7 +1041,7 @@ def _with_options(command):
 @click.option("--split", "splits", multiple=True, help="Only these splits (repeatable); default all.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the full reports (percentiles, dropped examples) to this JSON file.")
-@_with_options
+@with_cli_options
 def lengths_command(out, profiles, splits, json_path, **params) -> None:
     """Token lengths of every profile of the build in OUT as the chexmix export would write them: per task
     the rows, how many fit --max-length, are shortened or dropped, and the p50 / p95 / max lengths.
