@@ -49,8 +49,8 @@ import pyarrow.parquet as pq
 from pipelines.export_source import (ExportError, Mixture, instruction_shards, iter_rows, mixture_rows,
                                      profile_settings, split_of)
 from transforms import io
+from transforms.export_records import IMAGE_PLACEHOLDER, RecordError, check_conversation
 
-IMAGE_PLACEHOLDER = "<image>"
 CODES_PER_IMAGE = 1024
 IGNORE = -100
 VOCABULARY_FILE = "vocabulary.json"
@@ -394,18 +394,10 @@ class SequenceResult:
 
 
 def _check_row(row: dict) -> None:
-    turns = row["conversations"]
-    if not turns or len(turns) % 2:
-        raise ExportError(f"row {row['id']}: {len(turns)} turns; a conversation is question/answer pairs")
-    for index, turn in enumerate(turns):
-        expected = "human" if index % 2 == 0 else "gpt"
-        if turn["from"] != expected:
-            raise ExportError(f"row {row['id']}: turn {index} is from {turn['from']!r}, expected {expected!r}")
-        if expected == "gpt" and IMAGE_PLACEHOLDER in turn["value"]:
-            raise ExportError(f"row {row['id']}: an answer holds an {IMAGE_PLACEHOLDER} slot")
-    slots = sum(turn["value"].count(IMAGE_PLACEHOLDER) for turn in turns)
-    if slots != len(row["image_keys"]):
-        raise ExportError(f"row {row['id']}: {slots} {IMAGE_PLACEHOLDER} slots for {len(row['image_keys'])} images")
+    try:
+        check_conversation(row)
+    except RecordError as error:
+        raise ExportError(str(error)) from error
 
 
 def _assemble(row: dict, codes_of: Callable[[str], Sequence[int]], encode: Callable[[str], list[int]],
