@@ -28,6 +28,7 @@ turns or ``<image>`` slots are wrong, or a missing image, stops the export; no r
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ import pyarrow.parquet as pq
 import manifests
 from pipelines import export_chexmix
 from pipelines.export_source import (ExportError, Mixture, iter_rows, mixture_rows, profile_settings, shards_by_split,
-                                     staged_folder, write_report)
+                                     split_of, staged_folder, write_report)
 from pipelines.paths import BUILD_OUTPUT, LOCAL_FOLDER
 from transforms import io
 from transforms.coordinate_frames import (FRAMES, QWEN_MAX_PIXELS, QWEN_MIN_PIXELS, CoordinateFrame, qwen_resized,
@@ -77,34 +78,60 @@ FORMATS = (*JSON_FORMATS, "chexmix")
 
 @dataclass(frozen=True)
 class CoordinateOptions:
-    """``--coordinates`` (a frame name or ``profile``) and the Qwen resize bounds for ``pixels``."""
+    """``--coordinates`` (a frame name or ``profile``) and the Qwen resize bounds of the ``pixels`` frame
+    (None: the released Qwen2.5-VL checkpoints' ``preprocessor_config.json``)."""
 
     frame: str | None = None  # None: the format's default
-    min_pixels: int = QWEN_MIN_PIXELS
-    max_pixels: int = QWEN_MAX_PIXELS
+    min_pixels: int | None = None
+    max_pixels: int | None = None
 
 
 # ------------------------------------------------------------------ images
 
 
-def image_size_of(settings: dict) -> int:
+def build_manifest(out: str | Path) -> dict:
+    """The build's ``manifest.json``."""
+    path = io.join(str(out), "manifest.json")
+    if not io.exists(path):
+        raise ExportError(f"{out} has no manifest.json: not a finished build")
+    with io.open_text(path) as handle:
+        return json.load(handle)
+
+
+def image_size_of(settings: dict, manifest: dict) -> int:
     """The side of the exported images: the profile's ``image_size``, else the build's canvas."""
-    return int(settings.get("image_size") or settings.get("canvas") or 512)
+    return int(settings.get("image_size") or settings.get("canvas") or manifest["config"]["image_size"])
 
 
-def copy_images(out: str | Path, keys: set[str], dest: Path, image_size: int | None = None) -> int:
+def build_identity(manifest: dict) -> dict:
+    """What ``export.json`` records of the build it read: the tool version that made it and a sha256 over
+    its output shards' paths and checksums (the same for the same build wherever it is stored)."""
+    listing = "\n".join(f"{entry['path']}\t{entry['sha256']}" for entry in sorted(manifest["outputs"], key=lambda e: e["path"]))
+    return {"tool_version": manifest.get("versions", {}).get("cxr-instruct"),
+            "outputs_sha256": hashlib.sha256(listing.encode("utf-8")).hexdigest()}
+
+
+def copy_images(out: str | Path, keys: set[str], dest: Path, image_size: int | None = None,
+                splits: tuple[str, ...] = ()) -> int:
     """Write the PNG of every key into ``dest/images/<image_file_name>``, resized to ``image_size`` when
-    given (:func:`transforms.images.resize_png`); all must exist."""
+    given (:func:`transforms.images.resize_png`); all must exist. Only the images shards of ``splits``
+    (all when empty) are searched, and image bytes are read only from row groups holding wanted keys."""
     remaining = set(keys)
-    for shard in io.glob(io.join(str(out), "images", "*.parquet")):
+    shards = io.glob(io.join(str(out), "images", "*.parquet"))
+    if splits:
+        shards = [shard for shard in shards if split_of(shard) in splits]
+    for shard in shards:
         if not remaining:
             break
         with io.open_file(shard) as handle:
             parquet = pq.ParquetFile(handle)
             for group in range(parquet.num_row_groups):
-                table = parquet.read_row_group(group, columns=["image_key", "image"])
-                wanted = pc.is_in(table["image_key"], value_set=pa.array(sorted(remaining), pa.string()))
-                for row in table.filter(wanted).to_pylist():
+                wanted = pc.is_in(parquet.read_row_group(group, columns=["image_key"])["image_key"],
+                                  value_set=pa.array(sorted(remaining), pa.string()))
+                if not pc.any(wanted).as_py():
+                    continue
+                table = parquet.read_row_group(group, columns=["image_key", "image"]).filter(wanted)
+                for row in table.to_pylist():
                     path = dest / IMAGES / image_file_name(row["image_key"])
                     path.parent.mkdir(parents=True, exist_ok=True)
                     png = row["image"]["bytes"]
@@ -127,27 +154,32 @@ def profile_geometry(settings: dict, profile: str) -> tuple[str, int]:
     return declared["coordinates"], int(declared.get("polygon_max_vertices", 30))
 
 
-def resolve_frame(fmt: str, options: CoordinateOptions, settings: dict, profile: str) -> CoordinateFrame:
-    """The frame the export writes: ``pixels`` is the exported image as Qwen2.5-VL resizes it for
-    ``qwen-vl`` (:func:`transforms.coordinate_frames.qwen_resized`), the exported image itself otherwise."""
+def resolve_frame(fmt: str, options: CoordinateOptions, settings: dict, profile: str,
+                  manifest: dict) -> CoordinateFrame:
+    """The frame the export writes. ``pixels`` is the exported image as Qwen2.5-VL's processor resizes it
+    (:func:`transforms.coordinate_frames.qwen_resized` within ``--min-pixels`` / ``--max-pixels``), the
+    only models that read absolute pixels."""
     choice = options.frame or JSON_FORMATS[fmt].frame
+    if choice != "pixels" and (options.min_pixels is not None or options.max_pixels is not None):
+        raise ExportError("--min-pixels / --max-pixels set the pixels frame; this export writes "
+                          f"{'the profile' if choice == 'profile' else choice}'s coordinates")
     if choice == "profile":
         return CoordinateFrame(profile_geometry(settings, profile)[0])
     if choice != "pixels":
         return CoordinateFrame(choice)
-    side = image_size_of(settings)
-    if fmt == "qwen-vl":
-        height, width = qwen_resized(side, side, QWEN_FACTOR, options.min_pixels, options.max_pixels)
-        return CoordinateFrame("pixels", width=width, height=height)
-    return CoordinateFrame("pixels", width=side, height=side)
+    side = image_size_of(settings, manifest)
+    height, width = qwen_resized(side, side, QWEN_FACTOR, options.min_pixels or QWEN_MIN_PIXELS,
+                                 options.max_pixels or QWEN_MAX_PIXELS)
+    return CoordinateFrame("pixels", width=width, height=height)
 
 
 class Reframer:
     """Rewrites the coordinates of rows from the profile's convention into the export's frame and counts
     what it did (``from_text``: coordinates with no exact value in the row's target)."""
 
-    def __init__(self, convention: str, frame: CoordinateFrame, max_vertices: int):
+    def __init__(self, convention: str, frame: CoordinateFrame, max_vertices: int, options: CoordinateOptions):
         self.convention, self.frame, self.max_vertices = convention, frame, max_vertices
+        self.bounds = {"min_pixels": options.min_pixels or QWEN_MIN_PIXELS, "max_pixels": options.max_pixels or QWEN_MAX_PIXELS}
         self.rewritten = self.from_text = 0
 
     def __call__(self, row: dict) -> dict:
@@ -168,7 +200,8 @@ class Reframer:
 
     def report(self) -> dict:
         return {"frame": self.frame.kind, "written_as": self.frame.describe(), "profile": self.convention,
-                **({"width": self.frame.width, "height": self.frame.height} if self.frame.kind == "pixels" else {}),
+                **({"width": self.frame.width, "height": self.frame.height, **self.bounds}
+                   if self.frame.kind == "pixels" else {}),
                 "rewritten": self.rewritten, "from_text": self.from_text}
 
 
@@ -231,9 +264,10 @@ def write_json_format(out: str | Path, profile: str, fmt: str, staging: Path, sp
     """Split files, images and the side files of one JSON format into ``staging``; (report, rows per file)."""
     spec = JSON_FORMATS[fmt]
     settings = profile_settings(out, profile)
+    manifest = build_manifest(out)
     convention, max_vertices = profile_geometry(settings, profile)
-    frame = resolve_frame(fmt, coordinates, settings, profile)
-    reframe = Reframer(convention, frame, max_vertices)
+    frame = resolve_frame(fmt, coordinates, settings, profile, manifest)
+    reframe = Reframer(convention, frame, max_vertices, coordinates)
     streams, shares = split_streams(out, profile, splits, mixture)
     keys: set[str] = set()
     rows: dict[str, int] = {}
@@ -252,12 +286,12 @@ def write_json_format(out: str | Path, profile: str, fmt: str, staging: Path, sp
         rows[split] = write_json_split(staging / name, converted(stream()), spec.lines)
         files[split] = name
     image_size = settings.get("image_size")
-    images = copy_images(out, keys, staging, image_size)
+    images = copy_images(out, keys, staging, image_size, tuple(rows))
     write_coordinate_tokens(staging, frame)
     if fmt == "llamafactory":
         info = llamafactory_dataset_info(profile, files)
         (staging / "dataset_info.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    report = {"rows": rows, "images": images, "image_size": image_size_of(settings),
+    report = {"rows": rows, "images": images, "image_size": image_size_of(settings, manifest),
               "image_folder": IMAGES, "image_paths_relative_to": IMAGES if spec.image_prefix == "" else ".",
               "coordinates": reframe.report(), **({"mixture": shares} if shares else {})}
     return report, {files[split]: count for split, count in rows.items()}
@@ -279,8 +313,8 @@ def export(out: str | Path, profile: str, fmt: str, dest: str | Path, splits: tu
     if fmt == "chexmix" and coordinates.frame not in (None, "profile"):
         raise ExportError("the chexmix format writes coordinates as the profile does; --coordinates is for the "
                           f"other formats ({', '.join(JSON_FORMATS)})")
-    head = {"format": fmt, "profile": profile, "splits": list(splits) or "all"}
-    with staged_folder(dest) as staging:
+    head = {"format": fmt, "profile": profile, "splits": list(splits) or "all", "build": build_identity(build_manifest(out))}
+    with staged_folder(dest, out) as staging:
         if fmt == "chexmix":
             report, rows_per_file = export_chexmix.write_chexmix(out, profile, staging, chexmix, splits, mixture)
         else:
@@ -309,21 +343,23 @@ def summary(report: dict) -> str:
 @click.option("--coordinates", type=click.Choice(["profile", *FRAMES]), default=None,
               help="Frame of boxes and polygons; default: the profile's own (qwen-vl: pixels of the image as "
                    "Qwen2.5-VL resizes it; Qwen2-VL and Qwen3-VL: norm1000).")
-@click.option("--min-pixels", default=QWEN_MIN_PIXELS, show_default=True, help="qwen-vl pixels: the processor's min_pixels.")
-@click.option("--max-pixels", default=QWEN_MAX_PIXELS, show_default=True, help="qwen-vl pixels: the processor's max_pixels.")
+@click.option("--min-pixels", type=click.IntRange(min=1), default=None,
+              help=f"pixels frame: the Qwen processor's min_pixels [default: {QWEN_MIN_PIXELS}].")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=None,
+              help=f"pixels frame: the Qwen processor's max_pixels [default: {QWEN_MAX_PIXELS}].")
 @click.option("--mixture", is_flag=True, help="Write the train split as a sample drawn by the profile's weights.json.")
 @click.option("--samples", type=click.IntRange(min=1), default=None,
               help="--mixture: rows to draw (default: the train split's row count).")
-@click.option("--seed", default=0, show_default=True, help="--mixture: seed of the draw.")
+@click.option("--seed", type=int, default=None, help="--mixture: seed of the draw [default: 0].")
 @export_chexmix.with_cli_options
 def export_command(out, profile, fmt, dest, splits, coordinates, min_pixels, max_pixels, mixture, samples, seed,
                    **chexmix_params) -> None:
     """Export one profile of the build in OUT (a local folder or gs:// URI) into the local folder DEST, in
     the file layout of a training framework (docs/training.md)."""
     options = export_chexmix.options_from_cli(chexmix_params) if fmt == "chexmix" else None
-    sampled = Mixture(samples=samples, seed=seed) if mixture else None
-    if not mixture and samples is not None:
-        raise click.UsageError("--samples goes with --mixture")
+    if not mixture and (samples is not None or seed is not None):
+        raise click.UsageError("--samples and --seed go with --mixture")
+    sampled = Mixture(samples=samples, seed=seed or 0) if mixture else None
     try:
         report = export(out, profile, fmt, dest, tuple(splits), options, sampled,
                         CoordinateOptions(coordinates, min_pixels, max_pixels))
@@ -334,4 +370,7 @@ def export_command(out, profile, fmt, dest, splits, coordinates, min_pixels, max
         click.echo(f"mixture of {report['mixture']['samples']} {report['mixture']['split']} rows (seed "
                    f"{report['mixture']['seed']}): task, share by weights.json, share drawn")
         for task, share in report["mixture"]["tasks"].items():
-            click.echo(f"  {task:<34} {share['expected']:8.2%} {share['realised']:8.2%}")
+            note = "  (no weighted rows in this split)" if share.get("no_weighted_rows") else ""
+            click.echo(f"  {task:<34} {share['expected']:8.2%} {share['realised']:8.2%}{note}")
+        for pool in report["mixture"]["rows_without_weight"]:
+            click.echo(f"  never drawn: {pool['rows']} {pool['task']} rows of {pool['source']} (no source weight)")

@@ -1,25 +1,31 @@
 """What every export reads and how it writes: the build's instruction shards, the profile's settings,
 the sampled mixture, and the staged folder that becomes ``DEST`` only when the export has succeeded.
 
-An export writes into a hidden sibling of ``DEST`` (``.<name>.partial-<pid>``) and renames it into place
+An export writes into a hidden sibling of ``DEST`` (``.<name>.partial-XXXX``) and renames it into place
 as its last step, after ``export.json`` (every file with its size, sha256 and rows). A failed or killed
 export leaves no file under ``DEST`` that a loader would read: ``DEST`` is either absent, the previous
-export, or the new one whole. An existing ``DEST`` is replaced only when it is empty or a previous export
-(it holds ``export.json``); anything else is refused rather than deleted.
+export, or the new one whole (a kill between moving the previous export aside and renaming the new one
+in is undone by the next export to ``DEST``). An existing ``DEST`` is replaced only when it is empty or
+a previous export holding nothing but the files its ``export.json`` lists; a folder with anything else
+in it (a checkpoint a trainer wrote there, notes) is refused, never deleted. A symbolic link as ``DEST``
+and a ``DEST`` inside the build output are refused.
 """
 
 from __future__ import annotations
 
-import hashlib
+import fcntl
+import glob
 import json
-import os
 import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from transforms import io
@@ -91,8 +97,14 @@ class Mixture:
 
 
 def mixture_rows(out: str | Path, profile: str, mixture: Mixture) -> tuple[Iterator[dict], dict]:
-    """The sampled rows in stream order, and the shares: per task the probability ``weights.json``
-    gives it (``expected``) and the fraction of the samples it got (``realised``)."""
+    """The sampled rows in stream order, and the shares: per weighted task the probability ``weights.json``
+    gives it among the tasks with rows in the split (``expected``) and the fraction of the samples it got
+    (``realised``). A weighted task none of whose rows in the split can be drawn is listed with
+    ``no_weighted_rows``; the rows of a source that a task's ``source_weights`` gives no weight (never
+    drawn) are listed under ``rows_without_weight``.
+
+    Every row group that holds a sampled row is read once, in file order; the distinct sampled rows are
+    kept as one Arrow table (their text, no images) and emitted in stream order."""
     from pipelines.loader import LoaderError, MixtureStream
 
     if str(out).startswith("gs://"):
@@ -102,17 +114,33 @@ def mixture_rows(out: str | Path, profile: str, mixture: Mixture) -> tuple[Itera
                                samples_per_epoch=mixture.samples, decode_images=False)
     except LoaderError as error:
         raise ExportError(f"--mixture: {error}") from error
+    plan = stream.epoch_rows(0)
+    distinct = np.unique(plan)
+    located = distinct[np.lexsort((stream.row_offset[distinct], stream.row_group[distinct], stream.row_shard[distinct]))]
+    pieces, position_of = [], {}
+    for shard, group in sorted({(int(stream.row_shard[r]), int(stream.row_group[r])) for r in located.tolist()}):
+        members = located[(stream.row_shard[located] == shard) & (stream.row_group[located] == group)]
+        table = pq.ParquetFile(stream.shards[shard]).read_row_group(group)
+        pieces.append(table.take(pa.array(stream.row_offset[members])))
+        for row_id in members.tolist():
+            position_of[row_id] = len(position_of)
+    rows = pa.concat_tables(pieces)
     expected: Counter = Counter()
     for (task, _source), probability in zip(stream.pools, stream.pool_probabilities.tolist()):
         expected[task] += probability
-    plan = stream.epoch_rows(0)
     realised = Counter(stream.row_task(int(row)) for row in plan.tolist())
-    shares = {
-        "split": mixture.split, "seed": mixture.seed, "samples": int(len(plan)),
-        "tasks": {task: {"expected": round(expected[task], 6), "realised": round(realised[task] / len(plan), 6),
-                         "samples": realised[task]} for task in sorted(expected)},
-    }
-    return (stream.row(position) for position in range(len(plan))), shares
+    weighted = profile_settings(out, profile)["tasks"]
+    tasks = {task: {"expected": round(expected[task], 6), "realised": round(realised[task] / len(plan), 6),
+                    "samples": realised[task]} for task in sorted(expected)}
+    tasks.update({task: {"expected": 0.0, "realised": 0.0, "samples": 0, "no_weighted_rows": True}
+                  for task, spec in sorted(weighted.items()) if spec["weight"] > 0 and task not in expected})
+    never = [{"task": task, "source": source, "rows": splits[mixture.split]}
+             for task, spec in sorted(weighted.items()) if "source_weights" in spec
+             for source, splits in sorted(spec["rows"].items())
+             if splits.get(mixture.split) and not spec["source_weights"].get(source)]
+    shares = {"split": mixture.split, "seed": mixture.seed, "samples": int(len(plan)), "tasks": dict(sorted(tasks.items())),
+              "rows_without_weight": never}
+    return (rows.slice(position_of[row_id], 1).to_pylist()[0] for row_id in plan.tolist()), shares
 
 
 # ------------------------------------------------------------------ writing DEST atomically
@@ -120,11 +148,7 @@ def mixture_rows(out: str | Path, profile: str, mixture: Mixture) -> tuple[Itera
 
 def file_entry(root: Path, path: Path, rows: int | None = None) -> dict:
     """``export.json``'s record of one written file: path relative to DEST, bytes, sha256, rows."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    entry = {"path": path.relative_to(root).as_posix(), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+    entry = {"path": path.relative_to(root).as_posix(), "bytes": path.stat().st_size, "sha256": io.sha256_of(str(path))}
     if rows is not None:
         entry["rows"] = rows
     return entry
@@ -143,25 +167,75 @@ def write_report(staging: Path, report: dict, rows_per_file: dict[str, int]) -> 
     return report
 
 
-@contextmanager
-def staged_folder(dest: str | Path) -> Iterator[Path]:
-    """An empty hidden sibling of ``dest`` to write into; renamed to ``dest`` when the block ends without
-    an exception, removed when it raises (see the module docstring)."""
-    dest = Path(dest).absolute()
-    if dest.exists() and (not dest.is_dir() or (any(dest.iterdir()) and not (dest / REPORT_FILE).is_file())):
-        raise ExportError(f"{dest} exists and is not an export (no {REPORT_FILE}); choose an empty or new folder")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    for stale in dest.parent.glob(f".{dest.name}.partial-*"):  # left by a killed export
-        shutil.rmtree(stale, ignore_errors=True)
-    staging = dest.parent / f".{dest.name}.partial-{os.getpid()}"
-    staging.mkdir()
+def _check_replaceable(dest: Path) -> None:
+    """Raise unless ``dest`` is absent, an empty folder, or an export holding only the files its
+    ``export.json`` lists (anything else there is the user's, and is never deleted)."""
+    if not dest.exists():
+        return
+    if not dest.is_dir():
+        raise ExportError(f"{dest} is a file, not a folder")
+    present = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file() or p.is_symlink())
+    if not present:
+        return
     try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    previous = dest.parent / f".{dest.name}.previous-{os.getpid()}"
-    if dest.exists():
-        dest.rename(previous)
-    staging.rename(dest)
-    shutil.rmtree(previous, ignore_errors=True)
+        report = json.loads((dest / REPORT_FILE).read_text(encoding="utf-8"))
+        if "format" not in report:
+            raise KeyError("format")
+        listed = {entry["path"] for entry in report["files"]} | {REPORT_FILE}
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ExportError(f"{dest} holds files and is not an export (no readable {REPORT_FILE}); choose an empty "
+                          "or new folder") from None
+    extra = [path for path in present if path not in listed]
+    if extra:
+        raise ExportError(f"{dest} holds {len(extra)} files its {REPORT_FILE} does not list (e.g. {extra[0]}); "
+                          "an export never deletes them: move them out or choose another folder")
+
+
+def _recover(dest: Path) -> None:
+    """Under the lock: put back a previous export a kill stranded between the two renames, and remove the
+    staged folders of killed exports."""
+    previous = dest.parent / f".{dest.name}.previous"
+    if previous.exists():
+        if dest.exists():
+            shutil.rmtree(previous)
+        else:
+            previous.rename(dest)
+    for stale in dest.parent.glob(glob.escape(f".{dest.name}.partial-") + "*"):
+        shutil.rmtree(stale)
+
+
+@contextmanager
+def staged_folder(dest: str | Path, out: str | Path | None = None) -> Iterator[Path]:
+    """An empty hidden sibling of ``dest`` to write into; renamed to ``dest`` when the block ends without an
+    exception, removed when it raises (see the module docstring). One export at a time per DEST: a lock
+    file ``.<name>.lock`` beside it is held throughout."""
+    dest = Path(dest).absolute()
+    if dest.is_symlink():
+        raise ExportError(f"{dest} is a symbolic link; give the folder it points to ({dest.resolve()})")
+    if out is not None and not str(out).startswith("gs://") and dest.resolve().is_relative_to(Path(out).resolve()):
+        raise ExportError(f"{dest} is inside the build output {out}; export next to it instead")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest.parent / f".{dest.name}.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ExportError(f"another export is writing {dest}") from None
+        _recover(dest)
+        _check_replaceable(dest)
+        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+        try:
+            yield staging
+            previous = dest.parent / f".{dest.name}.previous"
+            if dest.exists():
+                dest.rename(previous)
+            try:
+                staging.rename(dest)
+            except BaseException:
+                if previous.exists():
+                    previous.rename(dest)
+                raise
+            if previous.exists():
+                shutil.rmtree(previous)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise

@@ -153,8 +153,8 @@ class MixtureStream:
 
         self.shards = sorted(str(p) for p in root.glob(f"*/{split}-*.parquet"))
         pairs, self.row_shard, self.row_group, self.row_offset = _locations(self.shards, "source")
-        tasks = np.array([Path(self.shards[s]).parent.name for s in self.row_shard.tolist()], dtype=object)
-        self.row_tasks = tasks
+        self.shard_tasks = [Path(shard).parent.name for shard in self.shards]
+        tasks = np.array(self.shard_tasks, dtype=object)[self.row_shard]
         sources = np.array(pairs, dtype=object)
         rows: dict[str, dict[str, int]] = {}
         for task, source in zip(tasks.tolist(), sources.tolist()):
@@ -222,7 +222,7 @@ class MixtureStream:
 
     def row_task(self, row_id: int) -> str:
         """The task of a row (an index into this split's rows, as :meth:`epoch_rows` gives them)."""
-        return str(self.row_tasks[row_id])
+        return self.shard_tasks[self.row_shard[row_id]]
 
     def sample(self, position: int) -> dict:
         """The row at a stream position, with ``images`` (uint8 arrays, or PNG bytes) and ``position``."""

@@ -64,14 +64,14 @@ def run_record(out_dir: str, manifest: dict, stages: dict, started: float, finis
         "sources": source_counts(manifest),
         "top_reject_reasons": reject_reasons(out_dir),
         "tables": manifest["tables"],
-        "pools_without_rows": pools_without_rows(out_dir, manifest),
+        "pools_without_rows": profile_pools_without_rows(out_dir, manifest),
         "checks": manifest["checks"],
         "outputs": {"folder": out_dir, "manifest": io.join(out_dir, "manifest.json"),
                     "run": io.join(out_dir, FILE), "files": len(manifest["outputs"])},
     }
 
 
-def pools_without_rows(out_dir: str, manifest: dict) -> dict[str, list[dict]]:
+def profile_pools_without_rows(out_dir: str, manifest: dict) -> dict[str, list[dict]]:
     """Per profile, the weighted (task, source) pools its ``weights.json`` reports with no rows."""
     found = {}
     for profile in manifest.get("profiles", []):

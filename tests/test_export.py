@@ -8,10 +8,10 @@ export is tested in test_export_chexmix.py.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import re
-import shutil
 from pathlib import Path
 
 import cv2
@@ -166,6 +166,12 @@ def test_llamafactory_export_names_its_datasets(build_out, tmp_path):
     assert all((tmp_path / "lf" / name).is_file() for name in first["images"])  # relative to dataset_dir
 
 
+def outside_spans(text: str, spans) -> list[str]:
+    """The text between coordinates: what reframing must leave alone."""
+    cuts = [0, *(edge for span in spans for edge in (span.start, span.end)), len(text)]
+    return [text[a:b] for a, b in zip(cuts[0::2], cuts[1::2])]
+
+
 def frame_of(report: dict) -> CoordinateFrame:
     frame = report["coordinates"]
     return CoordinateFrame(frame["frame"], frame.get("width"), frame.get("height"))
@@ -191,15 +197,33 @@ def test_qwen_vl_coordinates_land_on_the_canonical_geometry(build_out, tmp_path,
             candidates = list(target_geometry(json.loads(row["target"]), convention, 30).values())
             for built, exported in zip(row["conversations"], item["conversations"]):
                 found = find_in_frame(exported["value"], frame)
-                assert len(found) == len(find_coordinates(built["value"], convention))
-                for span in found:
+                originals = find_coordinates(built["value"], convention)
+                assert len(found) == len(originals)
+                assert outside_spans(exported["value"], found) == outside_spans(built["value"], originals)
+                for span, original in zip(found, originals):
                     spans += 1
+                    assert span.kind == original.kind
                     if span.kind == "box":
                         assert any(kind == "box" and all(abs(a - b) <= t for a, b, t in zip(span.box, value, (tx, ty) * 2))
                                    for kind, value in candidates), (item["id"], exported["value"])
-                    else:
-                        assert any(kind == "polygon" and len(value) == len(span.rings) for kind, value in candidates)
+                    else:  # vertex by vertex, in order, against the simplified ring the profile wrote
+                        profile_tx, profile_ty = CoordinateFrame(convention).tolerance()
+                        assert [len(ring) for ring in span.rings] == [len(ring) for ring in original.rings]
+                        for ring, written in zip(span.rings, original.rings):
+                            for (x, y), (wx, wy) in zip(ring, written):
+                                assert abs(x - wx) <= tx + profile_tx and abs(y - wy) <= ty + profile_ty
     assert spans == report["coordinates"]["rewritten"] > 0
+
+
+def test_the_pixels_frame_is_qwens_in_every_format(build_out, tmp_path):
+    report = export(build_out, "m4cxr", "swift", tmp_path / "s", splits=("test",), coordinates=CoordinateOptions("pixels"))
+    assert report["coordinates"]["written_as"] == "pixels 504x504"
+    small = export(build_out, "m4cxr", "qwen-vl", tmp_path / "q", splits=("test",),
+                   coordinates=CoordinateOptions(None, max_pixels=300 * 300))
+    assert small["coordinates"]["written_as"] == "pixels 280x280"  # the processor shrinks the 512 canvas
+    assert small["coordinates"]["max_pixels"] == 90000
+    with pytest.raises(ExportError, match="--max-pixels set the pixels frame"):
+        export(build_out, "m4cxr", "llava", tmp_path / "l", coordinates=CoordinateOptions(None, max_pixels=90000))
 
 
 def test_a_bins_frame_exports_its_tokens(build_out, tmp_path):
@@ -212,7 +236,6 @@ def test_a_bins_frame_exports_its_tokens(build_out, tmp_path):
     assert used and used <= set(tokens)
     report = export(build_out, "m4cxr", "llava", tmp_path / "m4", coordinates=CoordinateOptions("bins1000"))
     assert report["coordinates"]["rewritten"] > 0 and (tmp_path / "m4" / "coordinate_tokens.txt").is_file()
-    assert not (tmp_path / "m4-plain").exists()
     export(build_out, "m4cxr", "llava", tmp_path / "m4-plain")
     assert not (tmp_path / "m4-plain" / "coordinate_tokens.txt").exists()  # percent needs no new tokens
 
@@ -261,18 +284,58 @@ def test_a_failed_export_leaves_the_previous_one_whole(build_out, tmp_path, monk
     with pytest.raises(ExportError, match="disk full"):
         export(build_out, "m4cxr", "llava", dest, coordinates=CoordinateOptions("bins1000"))
     assert file_digests(dest) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["dest"]  # no staged folder left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".dest.lock", "dest"]  # no staged folder left behind
     with pytest.raises(ExportError, match="disk full"):
         export(build_out, "m4cxr", "llava", tmp_path / "fresh")
     assert not (tmp_path / "fresh").exists()  # nothing a loader would read
 
 
-def test_a_folder_that_is_not_an_export_is_never_replaced(build_out, tmp_path):
+def test_an_export_replaces_only_an_earlier_export(build_out, tmp_path):
+    dest = tmp_path / "dest"
+    export(build_out, "m4cxr", "llava", dest, splits=("test",))
+    report = export(build_out, "m4cxr", "swift", dest, splits=("validation",))  # replaced whole
+    assert sorted(p.name for p in dest.iterdir()) == ["export.json", "images", "validation.jsonl"]
+    assert report["format"] == "swift"
+    (dest / "output" / "checkpoint-100").mkdir(parents=True)  # a trainer wrote into the export
+    (dest / "output" / "checkpoint-100" / "model.safetensors").write_bytes(b"weights")
+    with pytest.raises(ExportError, match="does not list.*output/checkpoint-100/model.safetensors"):
+        export(build_out, "m4cxr", "swift", dest, splits=("validation",))
+    assert (dest / "output" / "checkpoint-100" / "model.safetensors").read_bytes() == b"weights"
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me", encoding="utf-8")
     with pytest.raises(ExportError, match="not an export"):
         export(build_out, "m4cxr", "llava", tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text(encoding="utf-8") == "keep me"
+
+
+def test_refused_destinations(build_out, tmp_path):
+    (tmp_path / "target").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    with pytest.raises(ExportError, match="symbolic link"):
+        export(build_out, "m4cxr", "llava", tmp_path / "link")
+    with pytest.raises(ExportError, match="inside the build output"):
+        export(build_out, "m4cxr", "llava", build_out / "exports" / "m4")
+    assert not (build_out / "exports").exists()
+    with open(tmp_path / ".busy.lock", "w") as lock:  # another export holds DEST
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with pytest.raises(ExportError, match="another export is writing"):
+            export(build_out, "m4cxr", "llava", tmp_path / "busy")
+    with pytest.raises(ExportError, match="chexmix format writes coordinates as the profile does"):
+        export(build_out, "m4cxr", "chexmix", tmp_path / "c", chexmix=object(), coordinates=CoordinateOptions("pixels"))
+
+
+def test_what_a_killed_export_left_is_cleaned_or_put_back(build_out, tmp_path, monkeypatch):
+    dest = tmp_path / "run[1]"
+    export(build_out, "m4cxr", "llava", dest, splits=("test",))
+    before = file_digests(dest)
+    (tmp_path / ".run[1].partial-dead").mkdir()  # staged by a killed export
+    (tmp_path / ".run1.partial-live").mkdir()  # another DEST's, matched by a careless glob of "run[1]"
+    dest.rename(tmp_path / ".run[1].previous")  # killed between moving the old export aside and renaming
+    monkeypatch.setattr(export_module, "copy_images", lambda *a, **k: (_ for _ in ()).throw(ExportError("stop")))
+    with pytest.raises(ExportError, match="stop"):
+        export(build_out, "m4cxr", "llava", dest, splits=("test",))
+    assert file_digests(dest) == before  # the previous export is back
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run1.partial-live", ".run[1].lock", "run[1]"]
 
 
 # ------------------------------------------------------------------ mixtures
@@ -289,6 +352,15 @@ def test_a_mixture_follows_the_loaders_draw_and_reports_shares(build_out, tmp_pa
     tasks = {row["id"]: row["task"] for row in instruction_rows(build_out, "m4cxr", "train")}
     for task, share in shares.items():
         assert share["samples"] == sum(tasks[item["id"]] == task for item in items)
+    weights = json.loads((build_out / "instructions" / "m4cxr" / "weights.json").read_text(encoding="utf-8"))
+    assert sorted(shares) == sorted(task for task, spec in weights["tasks"].items() if spec["weight"] > 0)
+    for task, share in shares.items():
+        has_rows = any(n.get("train") for n in weights["tasks"][task]["rows"].values())
+        assert share.get("no_weighted_rows", False) == (share["expected"] == 0) and (has_rows or share["expected"] == 0)
+    assert report["mixture"]["rows_without_weight"] == [
+        {"task": task, "source": source, "rows": splits["train"]} for task, spec in sorted(weights["tasks"].items())
+        if "source_weights" in spec for source, splits in sorted(spec["rows"].items())
+        if splits.get("train") and not spec["source_weights"].get(source)]
     heaviest = max(shares, key=lambda t: shares[t]["expected"])
     assert heaviest == "report_generation_cot" and shares[heaviest]["realised"] > 0.25
     plain = {row["id"] for row in instruction_rows(build_out, "m4cxr", "test")}
@@ -335,5 +407,4 @@ def test_cli(build_out, tmp_path):
     assert "report_generation_cot" in result.output and "files with sha256 in export.json" in result.output
     result = runner.invoke(export_command, [str(build_out), "--profile", "m4cxr", "--format", "llava",
                                             "--dest", str(tmp_path / "l"), "--samples", "5"])
-    assert result.exit_code == 2 and "--samples goes with --mixture" in result.output
-    shutil.rmtree(tmp_path / "q")
+    assert result.exit_code == 2 and "--samples and --seed go with --mixture" in result.output

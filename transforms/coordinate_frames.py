@@ -65,11 +65,6 @@ class CoordinateFrame:
             return self.width, self.height
         return {"percent": (100, 100), "norm1000": (1000, 1000)}[self.kind]
 
-    @property
-    def integer(self) -> bool:
-        """Whether the frame writes bracketed integers (``percent``, ``norm1000``, ``pixels``)."""
-        return self.kind in ("percent", "norm1000", "pixels")
-
     def describe(self) -> str:
         return f"pixels {self.width}x{self.height}" if self.kind == "pixels" else self.kind
 
@@ -197,18 +192,22 @@ def _is_ring(value) -> bool:
 
 
 def target_geometry(target: dict, convention: CoordinateConvention, max_vertices: int) -> dict[str, Geometry]:
-    """The boxes and polygons of a row's target keyed by how ``convention`` writes them (first wins)."""
+    """The boxes and polygons of a row's target keyed by how ``convention`` writes them. Two different
+    geometries that write the same text leave it out: which of them a span stands for is not known, so
+    it is read from the text."""
     found: list[Geometry] = []
     _candidates(target, found)
     rendered: dict[str, Geometry] = {}
+    ambiguous: set[str] = set()
     for kind, value in found:
         try:
             text = (render_box(value, convention) if kind == "box"
                     else render_polygon([list(ring) for ring in value], convention, max_vertices))
         except ValueError:
             continue
-        rendered.setdefault(text, (kind, value))
-    return rendered
+        if rendered.setdefault(text, (kind, value)) != (kind, value):
+            ambiguous.add(text)
+    return {text: geometry for text, geometry in rendered.items() if text not in ambiguous}
 
 
 def reframe_text(text: str, convention: CoordinateConvention, frame: CoordinateFrame,
