@@ -11,7 +11,7 @@ EXTRAS := test,tokenizer,loader,chexbert,translation
 # place at test time and never copy them (see tests/realdata.py). Skipped with a message when offline.
 TXV_WHEEL := build/cache/torchxrayvision-1.5.7-py3-none-any.whl
 
-.PHONY: demo test install clean
+.PHONY: demo test install consumers clean
 
 # One line per step; pip itself stays quiet (its per-package lines would flood the output).
 $(STAMP): pyproject.toml
@@ -42,8 +42,31 @@ $(TXV_WHEEL):
 	$(BIN)/python -m pip download --quiet --no-deps torchxrayvision==1.5.7 -d build/cache \
 		|| echo "torchxrayvision wheel not downloadable: real-data tests will be skipped"
 
-test: $(STAMP) $(TXV_WHEEL)
+# The training frameworks whose own loaders read the exports (tests/consumers): one virtualenv each,
+# from a fully pinned list in consumers/, installed --no-deps (the lists say what they leave out and
+# why). The CPU torch on this disk serves all three. torchaudio (LLaMA-Factory imports it) ships a
+# CUDA extension that cannot load beside the CPU torch: removed, torchaudio imports without it.
+CONSUMERS := llamafactory swift llava
+CONSUMER_STAMPS := $(foreach name,$(CONSUMERS),.venv-$(name)/.installed)
+# TRL (the messages export) runs in the main venv: its pinned list is installed there.
+TRL_STAMP := $(VENV)/.consumers-trl
+
+.venv-%/.installed: consumers/%.txt
+	@echo "install: .venv-$*/ from consumers/$*.txt (pinned, --no-deps)"
+	@rm -rf .venv-$* && $(PYTHON) -m venv .venv-$*
+	@.venv-$*/bin/python -m pip install --quiet --no-deps -r consumers/$*.txt
+	@rm -f .venv-$*/lib/python3*/site-packages/torchaudio/lib/*.so
+	@touch $@
+
+$(TRL_STAMP): consumers/trl.txt $(STAMP)
+	@echo "install: TRL into $(VENV)/ from consumers/trl.txt"
+	@$(BIN)/python -m pip install --quiet -r consumers/trl.txt
+	@touch $@
+
+consumers: $(CONSUMER_STAMPS) $(TRL_STAMP)
+
+test: $(STAMP) $(TXV_WHEEL) consumers
 	TORCHXRAYVISION_WHEEL=$(abspath $(TXV_WHEEL)) $(BIN)/python -m pytest -q
 
 clean:
-	rm -rf build $(VENV) .pytest_cache .hypothesis
+	rm -rf build $(VENV) $(foreach name,$(CONSUMERS),.venv-$(name)) .pytest_cache .hypothesis
