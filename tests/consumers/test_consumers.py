@@ -81,9 +81,12 @@ def test_consumer_venv(consumer, export_root, tmp_path):
 # ------------------------------------------------------------------ TRL: the messages export
 
 
-def test_messages_export_collates_in_trl(export_root, tmp_path, monkeypatch):
-    """TRL 1.16's vision collator as ``SFTTrainer(assistant_only_loss=True)`` sets it up: the processor's
-    chat template (TRL's own LLaVA-NeXT one) swapped for its training variant with generation marks."""
+def test_messages_export_collates_in_trl(export_root, tmp_path):
+    """TRL 1.16's vision collator as ``SFTTrainer(assistant_only_loss=True)`` sets it up (the processor's chat
+    template, TRL's own LLaVA-NeXT one, swapped for its training variant with generation marks), on the
+    rows loaded as a user loads them: ``datasets`` JSON, the image names joined to the image folder and the
+    column cast to images (decoded to PIL on access; PIL images put in by ``map`` come back as
+    ``{"bytes", "path"}`` dicts, which the collator refuses)."""
     import datasets
     from transformers import AutoProcessor
     from trl.chat_template_utils import get_training_chat_template, llava_next_chat_template
@@ -98,10 +101,12 @@ def test_messages_export_collates_in_trl(export_root, tmp_path, monkeypatch):
     image_id = tokenizer.convert_tokens_to_ids(IMAGE)
     for profile, dest in exports:
         meta, splits = read_export(dest)
-        monkeypatch.chdir(image_base(dest, meta))
+        folder = image_base(dest, meta)
         for split, rows in splits.items():
             loaded = datasets.load_dataset("json", data_files=str(dest / f"{split}.jsonl"), split="train",
                                            cache_dir=str(tmp_path / "cache"))
+            loaded = loaded.map(lambda item: {"images": [str(folder / name) for name in item["images"]]})
+            loaded = loaded.cast_column("images", datasets.List(datasets.Image()))
             assert len(loaded) == len(rows), f"{profile}/{split}"
             for row, example in zip(rows, loaded, strict=True):
                 where = f"{profile}/{split} row {row['id']}"
@@ -111,8 +116,7 @@ def test_messages_export_collates_in_trl(export_root, tmp_path, monkeypatch):
                 images = row_images(row)
                 assert batch["pixel_values"].shape[0] == len(images), where
                 assert batch["input_ids"][0].tolist().count(image_id) == IMAGE_TOKENS * len(images), where
-                labels = batch["labels"][0].tolist()
-                learned = [label for label in labels if label != -100]
+                learned = [label for label in batch["labels"][0].tolist() if label != -100]
                 assert squash(tokenizer.decode(learned, skip_special_tokens=True)) == squash("".join(answers(row)))
                 assert learned.count(tokenizer.eos_token_id) == len(answers(row)), where
 
