@@ -23,31 +23,33 @@ Every rule here is described for users in ``docs/chexmix-export.md``; in short:
   ``DEST/dropped.jsonl`` with their length.
 
 Files: ``DEST/<task>/<split>-SSSSS-of-NNNNN.parquet`` mirror the input shards (one output row group per
-input row group; a shard whose rows were all dropped writes no file); with a mixture, its split is
-``DEST/mixture/<split>-SSSSS-of-NNNNN.parquet`` in stream order. The same build and options give
-byte-identical files. :func:`length_report` gives the length numbers without VQ codes or writing
+``BATCH_ROWS`` input rows of an input row group; a shard whose rows were all dropped writes no file); with
+a mixture, its split is ``DEST/mixture/<split>-SSSSS-of-NNNNN.parquet`` in stream order (no folder when
+every draw is dropped). Rows are read, sequenced and written ``BATCH_ROWS`` at a time, so memory holds one
+batch's rows, sequences and VQ codes, plus the VQ key index (:class:`VqCodes`). The same build and options
+give byte-identical files. :func:`length_report` gives the length numbers without VQ codes or writing
 (``python -m pipelines.export_chexmix OUT --tokenizer FILE``).
 """
 
 from __future__ import annotations
 
-import bisect
-import hashlib
 import json
 import math
 import re
-from collections import OrderedDict
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import click
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.export_source import (ExportError, Mixture, instruction_shards, iter_rows, mixture_rows,
-                                     profile_settings, split_of)
+from pipelines.export_source import (ExportError, Mixture, instruction_shards, mixture_rows, profile_settings,
+                                     shards_by_split)
 from transforms import io
 from transforms.export_records import IMAGE_PLACEHOLDER, RecordError, check_conversation
 
@@ -60,7 +62,7 @@ MIXTURE_ROWS_PER_FILE = 20_000
 BATCH_ROWS = 512
 EXAMPLES_PER_TASK = 10
 VQ_FINGERPRINT_COLUMNS = ("tokenizer", "tokenizer_fingerprint")
-ROLES = ("mask", "separator", "begin_image", "end_image", "text_start", "eos", "bos", "pad")
+SPECIAL_ROLES = ("mask", "separator", "begin_image", "end_image", "text_start", "eos", "bos", "pad")
 """Special-token roles; a role whose token is new gets its id in this order."""
 REQUIRED_ROLES = ("begin_image", "end_image", "separator", "eos")
 IN_SEQUENCE_ROLES = ("separator", "begin_image", "end_image", "text_start", "eos", "bos")
@@ -175,10 +177,6 @@ class Layout:
     def image_ids(self) -> range:
         return range(self.image_offset, self.image_offset + self.image_codes)
 
-    @property
-    def added_ids(self) -> dict[str, int]:
-        return dict(self.added)
-
     def describe(self, tokenizer_file: str | None = None, tokenizer_sha256: str | None = None) -> dict:
         """The content of ``vocabulary.json``."""
         return {
@@ -191,7 +189,7 @@ class Layout:
                             "codes_per_image": CODES_PER_IMAGE},
             "special_tokens": {role: None if self.ids[role] is None else
                                {"id": self.ids[role], "token": self.tokens[role], "origin": self.origins[role]}
-                               for role in ROLES},
+                               for role in SPECIAL_ROLES},
             "added_tokens": [{"token": token, "id": token_id} for token, token_id in self.added],
             "embedding_rows": self.embedding_rows,
         }
@@ -242,13 +240,13 @@ def resolve_layout(vocabulary: Mapping[str, int], options: ChexmixOptions) -> La
             f"at {min(vocabulary.values())} and end at {text_size - 1}. Place the image codes after the text "
             "(no image offset: --chexmix-image-offset after-text) or at a free offset")
     first_new = max(text_size, offset + options.image_codes)
-    specs = {role: _parse_spec(getattr(options, role)) for role in ROLES}
+    specs = {role: _parse_spec(getattr(options, role)) for role in SPECIAL_ROLES}
     extra = [t for t in (_BIN_TOKENS if options.bin_tokens else ()) if t not in vocabulary]
     ids: dict[str, int | None] = {}
     tokens: dict[str, str | None] = {}
     origins: dict[str, str | None] = {}
     added: dict[str, int] = {}
-    for role in ROLES:
+    for role in SPECIAL_ROLES:
         kind, value = specs[role]
         if kind == "none":
             ids[role] = tokens[role] = origins[role] = None
@@ -262,7 +260,7 @@ def resolve_layout(vocabulary: Mapping[str, int], options: ChexmixOptions) -> La
             ids[role], tokens[role], origins[role] = added[value], value, "added"
     for token in extra:
         added.setdefault(token, first_new + len(added))
-    for role in ROLES:
+    for role in SPECIAL_ROLES:
         if ids[role] is not None and (ids[role] in codes or ids[role] < 0):
             raise ExportError(f"the {role} token id {ids[role]} lies among the image ids {offset}..{codes[-1]}")
     if ids["separator"] in (ids["eos"], ids["begin_image"], ids["end_image"]) or ids["begin_image"] == ids["end_image"]:
@@ -337,14 +335,15 @@ class TextEncoder:
         self.cache: dict[str, list[int]] = {}
 
     def prime(self, texts: Iterable[str]) -> None:
-        """Encode many texts at once (the library batches them) into the cache; cleared when it grows."""
-        if len(self.cache) > 200_000:
-            self.cache.clear()
-        pieces = sorted({piece for text in texts for piece in self._pieces(text) if piece not in self.cache
-                         and piece not in self.added})
-        if pieces:
-            for piece, encoding in zip(pieces, self.tokenizer.encode_batch(pieces, add_special_tokens=False)):
-                self.cache[piece] = encoding.ids
+        """Make the cache exactly the pieces of ``texts`` (one batch's): those already cached are kept, the
+        others encoded at once (the library batches them); pieces of earlier batches are forgotten."""
+        pieces = {piece for text in texts for piece in self._pieces(text) if piece not in self.added}
+        cache = {piece: self.cache[piece] for piece in pieces if piece in self.cache}
+        new = sorted(pieces - cache.keys())
+        if new:
+            for piece, encoding in zip(new, self.tokenizer.encode_batch(new, add_special_tokens=False)):
+                cache[piece] = encoding.ids
+        self.cache = cache
 
     def _pieces(self, text: str) -> list[str]:
         if self.pattern is None:
@@ -428,7 +427,8 @@ def _assemble(row: dict, codes_of: Callable[[str], Sequence[int]], encode: Calla
             if number:
                 key = next(images)
                 codes = codes_of(key)
-                block = [special["begin_image"], *(layout.image_offset + int(c) for c in codes), special["end_image"]]
+                block = [special["begin_image"], *(np.asarray(codes, np.int64) + layout.image_offset).tolist(),
+                         special["end_image"]]
                 put(block, pretraining and options.pretraining_image_loss)
                 image_tokens += len(block)
                 after_image = True
@@ -547,10 +547,14 @@ def chexmix_sequence(row: dict, codes_of: Callable[[str], Sequence[int]], encode
 
 
 class VqCodes:
-    """Codes of images from ``OUT/vq``, looked up by key: each shard's row groups are found by the
-    ``image_key`` statistics (rows are sorted by key in a shard) and a few groups are kept in memory."""
+    """Codes of images from ``OUT/vq``, looked up by key.
 
-    def __init__(self, out: str | Path, expected_fingerprint: str | None = None, cache_groups: int = 4):
+    An index ``image_key -> (shard, row group, offset)`` is built once from the ``image_key`` column alone
+    (the codes are not read for it; the first shard in name order wins for a key in two). A lookup reads
+    each row group that holds a wanted key once and keeps only the wanted rows' codes, so memory holds the
+    index and one batch's codes."""
+
+    def __init__(self, out: str | Path, expected_fingerprint: str | None = None):
         self.out = str(out)
         root = io.join(self.out, "vq")
         self.paths = sorted(io.glob(io.join(root, "*.parquet")))
@@ -563,8 +567,9 @@ class VqCodes:
                               f"(first: {missing[0]}): finish cxr-instruct tokenize first")
         self.expected = expected_fingerprint
         self.fingerprint_column = None
-        self.index: list[tuple[str, list[str], list[str | None], list[int]]] = []
-        for path in self.paths:
+        self.locations: dict[str, int] = {}
+        """key -> ``_pack(shard, group, offset)`` (one int, not a tuple: a few tens of bytes less per key)."""
+        for shard, path in enumerate(self.paths):
             with io.open_file(path) as handle:
                 parquet = pq.ParquetFile(handle)
                 names = parquet.schema_arrow.names
@@ -573,22 +578,15 @@ class VqCodes:
                     raise ExportError(f"{path} is not a VQ table (needs image_key, codes and one of "
                                       f"{VQ_FINGERPRINT_COLUMNS})")
                 self.fingerprint_column = self.fingerprint_column or column
-                key_index = names.index("image_key")
-                lows, highs, groups = [], [], []
                 for group in range(parquet.metadata.num_row_groups):
-                    stats = parquet.metadata.row_group(group).column(key_index).statistics
-                    has = stats is not None and stats.has_min_max
-                    lows.append(stats.min if has else "")
-                    highs.append(stats.max if has else None)
-                    groups.append(group)
-            self.index.append((path, lows, highs, groups))
+                    keys = parquet.read_row_group(group, columns=["image_key"]).column("image_key").to_pylist()
+                    for offset, key in enumerate(keys):
+                        self.locations.setdefault(key, _pack(shard, group, offset))
         self.rejected: set[str] = set()
         for path in io.glob(io.join(root, "_rejects", "*.parquet")):
             with io.open_file(path) as handle:
                 self.rejected.update(pq.read_table(handle, columns=["key"])["key"].to_pylist())
         self.fingerprints: set[str] = set()
-        self.cache: OrderedDict[tuple[str, int], dict[str, tuple[list[int], str]]] = OrderedDict()
-        self.cache_groups = cache_groups
         self.description = self._description(root)
 
     def _description(self, root: str) -> dict:
@@ -598,46 +596,40 @@ class VqCodes:
         fingerprint = json.loads(io.read_text(path))
         return {k: fingerprint.get(k) for k in ("id", "trained", "lm_ids")}
 
-    def _group(self, path: str, group: int) -> dict[str, tuple[list[int], str]]:
-        key = (path, group)
-        table = self.cache.get(key)
-        if table is None:
-            with io.open_file(path) as handle:
-                data = pq.ParquetFile(handle).read_row_group(
-                    group, columns=["image_key", "codes", self.fingerprint_column])
-            table = self.cache[key] = {k: (c, f) for k, c, f in zip(
-                data["image_key"].to_pylist(), data["codes"].to_pylist(), data[self.fingerprint_column].to_pylist())}
-            if len(self.cache) > self.cache_groups:
-                self.cache.popitem(last=False)
-        else:
-            self.cache.move_to_end(key)
-        return table
-
-    def lookup(self, keys: Iterable[str], image_codes: int) -> dict[str, list[int]]:
-        """``key -> codes`` for the keys that have codes (rejected images are left out); raises for a key
-        the table does not know, codes outside the layout, or a second VQ tokenizer."""
-        found: dict[str, list[int]] = {}
+    def lookup(self, keys: Iterable[str], image_codes: int) -> dict[str, np.ndarray]:
+        """``key -> codes`` (a 1-D integer array) for the keys that have codes (rejected images are left
+        out), reading each row group that holds one of them once; raises for a key the table does not
+        know, codes outside the layout, or a second VQ tokenizer."""
+        wanted: dict[int, dict[int, list[tuple[int, str]]]] = {}  # shard -> group -> [(offset, key)]
         for key in sorted(set(keys)):
-            for path, lows, highs, groups in self.index:
-                position = bisect.bisect_right(lows, key) - 1
-                candidates = [position] if position >= 0 and highs[position] is not None else range(len(groups))
-                for g in candidates:
-                    if g < 0 or (highs[g] is not None and not lows[g] <= key <= highs[g]):
-                        continue
-                    hit = self._group(path, groups[g]).get(key)
-                    if hit is not None:
-                        codes, fingerprint = hit
-                        self._check(key, codes, fingerprint, image_codes)
-                        found[key] = codes
-                        break
-                if key in found:
-                    break
-            if key not in found and key not in self.rejected:
+            location = self.locations.get(key)
+            if location is None:
+                if key in self.rejected:
+                    continue
                 raise ExportError(f"no VQ codes for image {key} in {self.out}/vq (and no reject for it): "
                                   "the VQ table does not match this build")
+            shard, group, offset = _unpack(location)
+            wanted.setdefault(shard, {}).setdefault(group, []).append((offset, key))
+        found: dict[str, np.ndarray] = {}
+        for shard, groups in sorted(wanted.items()):
+            with io.open_file(self.paths[shard]) as handle:
+                parquet = pq.ParquetFile(handle)
+                for group, members in sorted(groups.items()):
+                    data = parquet.read_row_group(group, columns=["codes", self.fingerprint_column])
+                    rows = pa.array([offset for offset, _ in members], pa.int64())
+                    codes = data.column("codes").take(rows).combine_chunks()
+                    lengths = pc.fill_null(pc.list_value_length(codes), 0).to_numpy(zero_copy_only=False)
+                    values = codes.flatten().to_numpy(zero_copy_only=False)
+                    ends = np.cumsum(lengths)
+                    fingerprints = data.column(self.fingerprint_column).take(rows).to_pylist()
+                    for (_, key), end, length, fingerprint in zip(members, ends.tolist(), lengths.tolist(),
+                                                                 fingerprints):
+                        row = values[end - length:end]
+                        self._check(key, row, fingerprint, image_codes)
+                        found[key] = row
         return found
 
-    def _check(self, key: str, codes: list[int], fingerprint: str, image_codes: int) -> None:
+    def _check(self, key: str, codes: np.ndarray, fingerprint: str, image_codes: int) -> None:
         if fingerprint not in self.fingerprints:
             self.fingerprints.add(fingerprint)
             if self.expected is not None and fingerprint != self.expected:
@@ -645,9 +637,25 @@ class VqCodes:
             if len(self.fingerprints) > 1:
                 raise ExportError(f"VQ codes come from {len(self.fingerprints)} different tokenizers: "
                                   f"{sorted(self.fingerprints)}")
-        if len(codes) != CODES_PER_IMAGE or min(codes) < 0 or max(codes) >= image_codes:
-            raise ExportError(f"image {key}: {len(codes)} codes in {min(codes)}..{max(codes)}; the layout holds "
+        low, high = (int(codes.min()), int(codes.max())) if len(codes) else (None, None)
+        if len(codes) != CODES_PER_IMAGE or low < 0 or high >= image_codes:
+            raise ExportError(f"image {key}: {len(codes)} codes in {low}..{high}; the layout holds "
                               f"{CODES_PER_IMAGE} codes in 0..{image_codes - 1}")
+
+
+_FIELD = 1 << 24  # row groups per shard and rows per row group stay below this
+
+
+def _pack(shard: int, group: int, offset: int) -> int:
+    if group >= _FIELD or offset >= _FIELD:
+        raise ExportError(f"VQ shard {shard}: row group {group} / offset {offset} too large to index")
+    return (shard * _FIELD + group) * _FIELD + offset
+
+
+def _unpack(location: int) -> tuple[int, int, int]:
+    rest, offset = divmod(location, _FIELD)
+    shard, group = divmod(rest, _FIELD)
+    return shard, group, offset
 
 
 # ------------------------------------------------------------------ length statistics
@@ -655,9 +663,9 @@ class VqCodes:
 
 def percentile(sorted_values: Sequence[int], p: float) -> int | None:
     """Nearest-rank percentile: the value at rank ceil(p/100 * n) of the sorted values."""
-    if not sorted_values:
+    if not len(sorted_values):
         return None
-    return sorted_values[max(1, math.ceil(p / 100 * len(sorted_values))) - 1]
+    return int(sorted_values[max(1, math.ceil(p / 100 * len(sorted_values))) - 1])
 
 
 @dataclass
@@ -669,8 +677,8 @@ class TaskLengths:
     written: int = 0
     prompt_tokens_removed: int = 0
     max_images: int = 0
-    full: list[int] = field(default_factory=list)
-    written_lengths: list[int] = field(default_factory=list)
+    full: array = field(default_factory=lambda: array("i"))  # 4 bytes a row, not a Python int's 36
+    written_lengths: array = field(default_factory=lambda: array("i"))
     dropped_examples: list[dict] = field(default_factory=list)
     dropped_reasons: dict[str, int] = field(default_factory=dict)
 
@@ -692,13 +700,13 @@ class TaskLengths:
         self.prompt_tokens_removed += result.prompt_tokens_removed
 
     def summary(self) -> dict:
-        full, written = sorted(self.full), sorted(self.written_lengths)
+        full, written = np.sort(np.asarray(self.full)), np.sort(np.asarray(self.written_lengths))
         return {"rows": self.rows, "fitting": self.fits, "shortened": self.shortened, "dropped": self.dropped,
                 "written": self.written, "prompt_tokens_removed": self.prompt_tokens_removed,
                 "max_images": self.max_images,
-                "tokens": {"p50": percentile(full, 50), "p95": percentile(full, 95), "max": full[-1] if full else None},
+                "tokens": {"p50": percentile(full, 50), "p95": percentile(full, 95), "max": percentile(full, 100)},
                 "written_tokens": {"p50": percentile(written, 50), "p95": percentile(written, 95),
-                                   "max": written[-1] if written else None},
+                                   "max": percentile(written, 100)},
                 "dropped_reasons": dict(sorted(self.dropped_reasons.items())),
                 "dropped_examples": self.dropped_examples}
 
@@ -765,7 +773,10 @@ class _Sequencer:
             if self.also is not None:
                 self.also.add(row, result)
             if result.record is not None:
-                records.append(result.record)
+                record = result.record
+                record["input_ids"] = np.asarray(record["input_ids"], np.int32)  # 4 bytes a token from here on
+                record["labels"] = np.asarray(record["labels"], np.int32)
+                records.append(record)
             elif self.dropped_log is not None:
                 self.dropped_log.write(json.dumps(
                     {"id": row["id"], "task": row["task"], "source": row["source"], "split": row["split"],
@@ -785,38 +796,67 @@ def _batches(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
         yield batch
 
 
-def _write_shard(shard: str, target: Path, sequencer: _Sequencer) -> int:
-    """One input shard -> one output file, row group by row group; no file when nothing is written."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    written = 0
-    with io.open_file(shard) as handle, pq.ParquetWriter(target, CHEXMIX_SCHEMA, compression="zstd") as writer:
+def _shard_batches(shard: str) -> Iterator[list[dict]]:
+    """The rows of an input shard, ``BATCH_ROWS`` at a time as Python rows (each batch within one row
+    group, which is held as Arrow data while its batches are made)."""
+    with io.open_file(shard) as handle:
         parquet = pq.ParquetFile(handle)
         for group in range(parquet.num_row_groups):
-            records = sequencer(parquet.read_row_group(group).to_pylist())
+            table = parquet.read_row_group(group)
+            for start in range(0, table.num_rows, BATCH_ROWS):
+                yield table.slice(start, BATCH_ROWS).to_pylist()
+
+
+def _records_table(records: list[dict]) -> pa.Table:
+    """Sequenced records (``input_ids`` / ``labels`` as int32 arrays) as a table of :data:`CHEXMIX_SCHEMA`."""
+    columns = []
+    for name, kind in zip(CHEXMIX_SCHEMA.names, CHEXMIX_SCHEMA.types):
+        values = [record[name] for record in records]
+        if name in ("input_ids", "labels"):
+            offsets = np.zeros(len(values) + 1, np.int32)
+            np.cumsum([len(v) for v in values], out=offsets[1:])
+            columns.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(values), pa.int32()),
+                                                    type=kind))
+        else:
+            columns.append(pa.array(values, kind))
+    return pa.Table.from_arrays(columns, schema=CHEXMIX_SCHEMA)
+
+
+def _write_shard(shard: str, target: Path, sequencer: _Sequencer) -> int:
+    """One input shard -> one output file, one output row group per ``BATCH_ROWS`` input rows that kept a
+    row; no file when nothing is written."""
+    written = 0
+    writer = None
+    try:
+        for batch in _shard_batches(shard):
+            records = sequencer(batch)
             if records:
-                writer.write_table(pa.Table.from_pylist(records, schema=CHEXMIX_SCHEMA))
+                if writer is None:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    writer = pq.ParquetWriter(target, CHEXMIX_SCHEMA, compression="zstd")
+                writer.write_table(_records_table(records))
                 written += len(records)
-    if not written:
-        target.unlink()
-        if not any(target.parent.iterdir()):
-            target.parent.rmdir()
+    finally:
+        if writer is not None:
+            writer.close()
     return written
 
 
 def _write_mixture(rows: Iterator[dict], folder: Path, split: str, sequencer: _Sequencer,
                    rows_per_file: int = MIXTURE_ROWS_PER_FILE) -> dict[str, int]:
-    """The sampled rows in stream order, ``rows_per_file`` a file; {file name: rows}."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """The sampled rows in stream order, ``rows_per_file`` a file; {file name: rows}. ``folder`` is made
+    only when a row is written."""
     parts: list[tuple[Path, int]] = []
     writer, path, count = None, None, 0
     for batch in _batches(rows, BATCH_ROWS):
         records = sequencer(batch)
         while records:
             if writer is None:
+                folder.mkdir(parents=True, exist_ok=True)
                 path, count = folder / f".{split}-{len(parts):05d}.partial", 0
                 writer = pq.ParquetWriter(path, CHEXMIX_SCHEMA, compression="zstd")
             take, records = records[:rows_per_file - count], records[rows_per_file - count:]
-            writer.write_table(pa.Table.from_pylist(take, schema=CHEXMIX_SCHEMA))
+            writer.write_table(_records_table(take))
             count += len(take)
             if count == rows_per_file:
                 writer.close()
@@ -831,14 +871,6 @@ def _write_mixture(rows: Iterator[dict], folder: Path, split: str, sequencer: _S
         part.rename(folder / name)
         files[name] = rows_in_part
     return files
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def prepare(options: ChexmixOptions) -> tuple[Layout, TextEncoder, Path]:
@@ -866,9 +898,7 @@ def write_chexmix(out, profile: str, staging: Path, options: ChexmixOptions, spl
     profile_settings(out, profile)  # a missing profile is named before anything else
     layout, encoder, tokenizer_file = prepare(options)
     vq = VqCodes(out, options.vq_fingerprint)
-    by_split: dict[str, list[str]] = {}
-    for shard in instruction_shards(out, profile, splits):
-        by_split.setdefault(split_of(shard), []).append(shard)
+    by_split = shards_by_split(out, profile, splits)
     if mixture is not None and mixture.split not in by_split:
         raise ExportError(f"--mixture samples the {mixture.split!r} split, which this export does not write "
                           f"(splits: {sorted(by_split)})")
@@ -878,7 +908,7 @@ def write_chexmix(out, profile: str, staging: Path, options: ChexmixOptions, spl
     shares = None
     with open(staging / DROPPED_FILE, "w", encoding="utf-8") as dropped_log:
         sequencer.dropped_log = dropped_log
-        for split, shards in sorted(by_split.items()):
+        for split, shards in by_split.items():
             if mixture is not None and split == mixture.split:
                 rows, shares = mixture_rows(out, profile, mixture)
                 sampled = LengthStats()
@@ -893,7 +923,7 @@ def write_chexmix(out, profile: str, staging: Path, options: ChexmixOptions, spl
                 written = _write_shard(shard, staging / relative, sequencer)
                 if written:
                     rows_per_file[relative] = written
-    vocabulary = {**layout.describe(tokenizer_file.name, _sha256(tokenizer_file)),
+    vocabulary = {**layout.describe(tokenizer_file.name, io.sha256_of(str(tokenizer_file))),
                   "vq_tokenizer": {**vq.description, "fingerprints_used": sorted(vq.fingerprints)},
                   "sequences": SEQUENCE_RULES, "settings": _settings(options, layout)}
     (staging / VOCABULARY_FILE).write_text(json.dumps(vocabulary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -934,7 +964,7 @@ def length_report(out, profile: str, options: ChexmixOptions, splits: tuple[str,
     stats = LengthStats()
     sequencer = _Sequencer(layout, options, encoder, None, stats)
     for shard in instruction_shards(out, profile, splits):
-        for batch in _batches(iter_rows(shard), BATCH_ROWS):
+        for batch in _shard_batches(shard):
             sequencer(batch)
     return stats.report(profile, options, splits)
 
@@ -983,7 +1013,8 @@ CLI_OPTIONS: list = [
     click.option("--chexmix-image-offset", default=None, callback=lambda ctx, param, value: _offset(value),
                  help="chexmix: id of image code 0, or 'after-text' (default of the chexmix preset)."),
     *[click.option(f"--chexmix-{role.replace('_', '-')}", f"chexmix_{role}", default=None,
-                   help=f"chexmix: the {role.replace('_', '-')} token: its text, id:N, or none.") for role in ROLES],
+                   help=f"chexmix: the {role.replace('_', '-')} token: its text, id:N, or none.")
+      for role in SPECIAL_ROLES],
     click.option("--chexmix-overflow", type=click.Choice(["drop", "shorten"]), default="drop", show_default=True,
                  help="chexmix: a row over --max-length is dropped, or first loses whole prompt parts."),
     click.option("--chexmix-pretraining-task", "chexmix_pretraining_tasks", multiple=True,
@@ -1009,7 +1040,7 @@ def options_from_cli(params: dict) -> ChexmixOptions | None:
     offset = params.get("chexmix_image_offset")
     if offset is not None:
         changes["image_offset"] = None if offset == "after-text" else offset
-    for role in ROLES:
+    for role in SPECIAL_ROLES:
         if params.get(f"chexmix_{role}") is not None:
             changes[role] = params[f"chexmix_{role}"]
     if params.get("chexmix_pretraining_tasks"):

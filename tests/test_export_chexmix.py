@@ -411,6 +411,28 @@ def test_reruns_are_byte_identical_and_a_mixture_keeps_stream_order(build_out, r
     export_to(build_out, tmp_path / "mix2", "m4cxr", options, ("train", "test"), mixture)
     assert digests(tmp_path / "mix2") == digests(tmp_path / "mix")
 
+    # every sampled row dropped: no mixture folder, no file, the draws counted as dropped
+    tiny = preset_options("chexmix", str(radphi), max_length=50)
+    report, files = export_to(build_out, tmp_path / "none", "m4cxr", tiny, ("train",), Mixture(samples=10))
+    assert not (tmp_path / "none" / "mixture").exists() and not files
+    assert report["rows"] == {"train": 0} and report["dropped"] == {"train": 10}
+
+
+def test_rows_are_sequenced_and_written_in_batches(build_out, radphi, m4cxr_export, tmp_path, monkeypatch):
+    """With BATCH_ROWS = 3 every output row group holds at most 3 rows and the rows are those of the
+    one-batch export, in the same order."""
+    from pipelines import export_chexmix
+
+    folder, _, files = m4cxr_export
+    assert max(pq.ParquetFile(folder / name).metadata.num_rows for name in files) > 3
+    monkeypatch.setattr(export_chexmix, "BATCH_ROWS", 3)
+    _, batched = export_to(build_out, tmp_path / "b", "m4cxr", preset_options("chexmix", str(radphi)))
+    assert batched == files and read_records(tmp_path / "b") == read_records(folder)
+    for name in batched:
+        metadata = pq.ParquetFile(tmp_path / "b" / name).metadata
+        sizes = [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
+        assert max(sizes) <= 3 and sum(sizes) == batched[name]
+
 
 # ------------------------------------------------------------------ never cutting an answer
 
@@ -504,8 +526,12 @@ def test_no_answer_is_ever_cut(row, shortfall, overflow):
     else:
         learned = [t for t in labels if t != IGNORE]
         assert learned == [t for answer in answers for t in (*char_encoder(answer), eos)]
-        for answer in answers:  # each answer directly follows a separator
-            assert ids.count(layout.ids["separator"]) == len(answers)
+        separators = [i for i, t in enumerate(ids) if t == layout.ids["separator"]]
+        assert len(separators) == len(answers)
+        for position, answer in zip(separators, answers):  # each answer and its eos directly follow a separator
+            closed = [*char_encoder(answer), eos]
+            assert ids[position + 1:position + 1 + len(closed)] == closed
+            assert labels[position] == IGNORE and labels[position + 1:position + 1 + len(closed)] == closed
 
 
 def test_shortened_rows_never_touch_images_or_answers():
@@ -541,12 +567,12 @@ def some_keys(out: Path, count: int = 3) -> list[str]:
     return sorted(pq.read_table(sorted((out / "vq").glob("*.parquet"))[0])["image_key"].to_pylist())[:count]
 
 
-def test_vq_lookup_finds_codes_by_row_group_statistics(build_out):
-    vq = VqCodes(build_out, cache_groups=1)
+def test_vq_lookup_finds_codes_by_its_key_index(build_out):
+    vq = VqCodes(build_out)
     keys = [key for path in sorted((build_out / "vq").glob("*.parquet"))
             for key in pq.read_table(path)["image_key"].to_pylist()]
     found = vq.lookup(keys[::-1], CODEBOOK)
-    assert len(found) == len(keys) and all(found[k] == fake_codes(k).tolist() for k in keys[:20])
+    assert len(found) == len(keys) and all(found[k].tolist() == fake_codes(k).tolist() for k in keys)
     assert vq.fingerprints == {"test-vqgan"}
     with pytest.raises(ExportError, match="expected 'other'"):
         VqCodes(build_out, expected_fingerprint="other").lookup(keys[:1], CODEBOOK)
@@ -554,6 +580,49 @@ def test_vq_lookup_finds_codes_by_row_group_statistics(build_out):
         vq.lookup(["mimic/absent"], CODEBOOK)
     with pytest.raises(ExportError, match="1024 codes in 0..1023"):
         vq.lookup(keys[:5], 1024)
+
+
+def test_vq_lookup_reads_each_needed_row_group_once(tmp_path, monkeypatch):
+    """Keys spread over 4 shards x 4 row groups (images shards are cut by patient, so every shard spans the
+    whole key range): building the index reads only the image_key column, and a lookup reads the codes of
+    exactly the row groups that hold a wanted key, each once."""
+    out = tmp_path / "out"
+    (out / "images").mkdir(parents=True)
+    (out / "vq").mkdir()
+    rng = np.random.default_rng(5)
+    keys = [f"mimic/{n:04d}" for n in range(128)]
+    shard_of = rng.integers(0, 4, len(keys))
+    schema = pa.schema([("image_key", pa.string()), ("codes", pa.list_(pa.int16(), CODES_PER_IMAGE)),
+                        ("tokenizer", pa.string())])
+    group_of = {}
+    for shard in range(4):
+        name = f"train-{shard:05d}-of-00004.parquet"
+        mine = sorted(k for k, s in zip(keys, shard_of) if s == shard)
+        (out / "images" / name).touch()
+        pq.write_table(pa.table({"image_key": mine, "codes": [fake_codes(k).tolist() for k in mine],
+                                 "tokenizer": ["test-vqgan"] * len(mine)}, schema=schema),
+                       out / "vq" / name, row_group_size=-(-len(mine) // 4))
+        group_of.update({k: (name, i // -(-len(mine) // 4)) for i, k in enumerate(mine)})
+    assert len(set(group_of.values())) == 16
+
+    reads: list[tuple] = []
+    read_row_group = pq.ParquetFile.read_row_group
+
+    def counted(self, i, columns=None, **kwargs):
+        first_key = self.metadata.row_group(i).column(0).statistics.min  # names the group
+        reads.append((first_key, i, tuple(columns or ())))
+        return read_row_group(self, i, columns=columns, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", counted)
+    vq = VqCodes(out)
+    assert len(reads) == 16 and {columns for *_, columns in reads} == {("image_key",)}
+    for batch in (keys[::3], keys[1:40], keys[-2:]):
+        reads.clear()
+        found = vq.lookup(batch * 2, CODEBOOK)  # a key asked twice is read once
+        assert {k: v.tolist() for k, v in found.items()} == {k: fake_codes(k).tolist() for k in batch}
+        groups = [(first, group) for first, group, _ in reads]
+        assert len(groups) == len(set(groups)) == len({group_of[k] for k in batch})
+        assert all("codes" in columns for *_, columns in reads)
 
 
 def test_vq_table_problems_are_named(build_out, tmp_path):
