@@ -44,7 +44,9 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, lazy={"tokenize": "pipelines.tokenize:tokenize_command",
                                   "tokenizer": "pipelines.tokenize:tokenizer_group",
                                   "export": "pipelines.export:export_command",
-                                  "chexmix-lengths": "pipelines.export_chexmix:lengths_command"},
+                                  "chexmix-lengths": "pipelines.export_chexmix:lengths_command",
+                                  "recipe": "pipelines.recipe:recipe_command",
+                                  "hydrate": "pipelines.hydrate:hydrate_command"},
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True,
               help="Show Beam's progress logs, and the traceback of an error that stops a command.")
@@ -333,7 +335,8 @@ def audit(out: str) -> None:
                    "subfolder, removed after the upload) [default: the system's temporary folder].")
 def publish(out: str, repo_id: str, private: bool, accepted: tuple[str, ...], dry_run: bool,
             staging: Path | None) -> None:
-    """Upload OUT to the Hugging Face Hub (token from HF_TOKEN or the token file).
+    """Upload OUT to the Hugging Face Hub (token from HF_TOKEN or the token file). OUT may also be a
+    recipe folder (`cxr-instruct recipe`), which may go --public without accepting any licence.
 
     OUT is a local folder or a gs:// URI; a gs:// OUT is verified and listed where it is, then the
     files to send are copied to a local staging folder (free space: the upload's size) and uploaded."""

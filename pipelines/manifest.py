@@ -43,18 +43,9 @@ LISTING_THREADS = 16
 """Listings (and hashes) run at once while fingerprinting: object-store listing is round-trip bound."""
 
 
-def input_fingerprints(config: BuildConfig, plans: dict[str, ReadPlan] | None = None) -> dict[str, dict]:
-    """Per source: file count, total bytes and a SHA-256 over the sorted list of the files its read plan
-    reads (every listing shard and every table; transforms/sources/plan.py).
-
-    The listings run :data:`LISTING_THREADS` at a time over the plans' prefix shards, so the launcher
-    does not walk a million-object tree serially before the job starts. ``config.fingerprint`` picks
-    what each file contributes: ``size-mtime`` (relative path, size and modification time: one listing,
-    cheap for a million files) or ``sha256`` (relative path and a hash of its content: reads every
-    byte, for audits). Files under a root that no plan reads (notes, archives) do not count.
-    """
-    sources = config.enabled_sources()
-    plans = plans if plans is not None else read_plans(config)
+def input_files(plans: dict[str, ReadPlan]) -> dict[str, dict[str, FileMetadata]]:
+    """Per source, every file its read plan reads (each listing shard's matches and every table), by
+    path; the listings run :data:`LISTING_THREADS` at a time."""
     patterns = sorted({(name, pattern) for name, plan in plans.items()
                        for pattern in [*(p for listing in plan.listings for p in listing.patterns()),
                                        *(table.path for table in plan.tables)]})
@@ -62,8 +53,31 @@ def input_fingerprints(config: BuildConfig, plans: dict[str, ReadPlan] | None = 
     with ThreadPoolExecutor(LISTING_THREADS) as pool:
         for (name, _), found in zip(patterns, pool.map(io.match, [pattern for _, pattern in patterns])):
             files[name].update((m.path, m) for m in found)
+    return files
+
+
+def input_fingerprints(config: BuildConfig, plans: dict[str, ReadPlan] | None = None,
+                       files: dict[str, dict[str, FileMetadata]] | None = None,
+                       hashes: dict[str, str] | None = None) -> dict[str, dict]:
+    """Per source: file count, total bytes and a SHA-256 over the sorted list of the files its read plan
+    reads (every listing shard and every table; transforms/sources/plan.py).
+
+    The listings run :data:`LISTING_THREADS` at a time over the plans' prefix shards, so the launcher
+    does not walk a million-object tree serially before the job starts. ``config.fingerprint`` picks
+    what each file contributes: ``size-mtime`` (relative path, size and modification time: one listing,
+    cheap for a million files) or ``sha256`` (relative path and a hash of its content: reads every
+    byte, for audits). Files under a root that no plan reads (notes, archives) do not count. ``files``
+    (:func:`input_files`) and ``hashes`` (path -> SHA-256 of its content) are what a caller has already
+    listed and hashed (pipelines/recipe.py), used instead of listing and reading again.
+    """
+    sources = config.enabled_sources()
+    plans = plans if plans is not None else read_plans(config)
+    files = files if files is not None else input_files(plans)
+    with ThreadPoolExecutor(LISTING_THREADS) as pool:
         everything = [m for name in sorted(files) for m in files[name].values()]
-        if config.fingerprint == "sha256":
+        if config.fingerprint == "sha256" and hashes is not None:
+            contributions = [hashes[m.path] for m in everything]
+        elif config.fingerprint == "sha256":
             contributions = list(pool.map(io.sha256_of, [m.path for m in everything]))
         else:
             contributions = [f"{m.size_in_bytes}\t{m.last_updated_in_seconds:.6f}" for m in everything]
@@ -130,7 +144,8 @@ def file_entry(out_dir: str, relative: str) -> dict:
     return {"path": relative, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
-VIEW_FOLDERS = {"card": ("README.md", "card/"), "preview": ("preview/",), "audit": ("audit.json",)}
+VIEW_FOLDERS = {"card": ("README.md", "card/"), "preview": ("preview/",), "audit": ("audit.json",),
+                "hydrate": ("hydrate.json",)}
 """What each later command writes into OUT (a view of the build, made from it): recorded in the
 manifest's ``files`` by :func:`record_view_files`, so ``verify`` checks them and a rebuild clears them."""
 

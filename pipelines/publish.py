@@ -1,4 +1,4 @@
-"""``cxr-instruct publish OUT --repo user/name``: push a verified build to the Hugging Face Hub.
+"""``cxr-instruct publish OUT --repo user/name``: push a verified build, or a recipe, to the Hugging Face Hub.
 
 Private by default. A public push is refused while any source that contributed rows (or rejects)
 has an access class that forbids public release (``manifests/sources.yaml``), unless the user names
@@ -11,6 +11,13 @@ files, the build's ``_work/``, tokenize completion markers, ``*.partial`` writes
 ``run.json``, lock files and caches), applied the way ``upload_folder`` applies it (``huggingface_hub``'s own
 ``filter_repo_objects``, with its default patterns): :func:`upload_plan` lists the files a dry run
 shows and the real upload passes the same patterns to ``upload_folder``, so both send the same files.
+
+A recipe folder (``cxr-instruct recipe``: ``recipe.json`` and no ``manifest.json``) holds nothing
+derived from protected content, so it may go public without accepting any licence; instead its own
+guard (pipelines/recipe.py ``recipe_problems``) checks every file to be sent before any request: only
+a recipe's files, each the one recipe.json lists, recipe.json with no protected field and no long
+text, hash, id and sealed lines of their exact shape, and the card the recipe makes. A recipe that
+somehow holds more is refused (:class:`LicenceError`).
 
 OUT may be a ``gs://`` URI: it is verified and listed through :mod:`transforms.io` (Beam's FileSystems)
 where it is, and for a real upload the planned files are copied into a local staging folder (a
@@ -31,6 +38,7 @@ from huggingface_hub.utils import filter_repo_objects
 
 from pipelines.card import contributing_sources, load_sources
 from pipelines.manifest import Manifest
+from pipelines.recipe import RECIPE_FILE, recipe_problems
 from pipelines.verify import verify
 from transforms import io
 
@@ -195,6 +203,13 @@ def publish(out_dir: str | Path, repo_id: str, *, public: bool = False, accepted
     the system's temporary folder), removed afterwards.
     """
     out = str(out_dir)
+    if is_recipe(out):
+        plan = upload_plan(out)
+        problems = recipe_problems(out, plan.paths)
+        if problems:
+            raise LicenceError(f"refusing to publish {out}: it holds what a public recipe may not:\n  "
+                               + "\n  ".join(problems))
+        return _push(out, repo_id, plan, public, dry_run, api, staging, "cxr-instruct recipe")
     problems = verify(out)
     if problems:
         raise PublishError(f"{out} does not verify against its manifest:\n  " + "\n  ".join(problems))
@@ -202,7 +217,16 @@ def publish(out_dir: str | Path, repo_id: str, *, public: bool = False, accepted
     if not io.exists(readme):
         raise PublishError(f"{readme} is missing: write the dataset card with `cxr-instruct card {out}`")
     licence_guard(Manifest.read(out), load_sources(), public, tuple(accepted))
-    plan = upload_plan(out)
+    return _push(out, repo_id, upload_plan(out), public, dry_run, api, staging, "cxr-instruct build")
+
+
+def is_recipe(out: str) -> bool:
+    """A recipe folder: recipe.json and no build manifest beside it."""
+    return io.exists(io.join(out, RECIPE_FILE)) and not io.exists(io.join(out, Manifest.FILE))
+
+
+def _push(out: str, repo_id: str, plan: UploadPlan, public: bool, dry_run: bool, api: HfApi | None,
+          staging: str | Path | None, message: str) -> PublishResult:
     if dry_run:
         return PublishResult(repo_id=repo_id, plan=plan, private=not public, dry_run=True)
     api = api or HfApi(token=require_token())
@@ -217,9 +241,9 @@ def publish(out_dir: str | Path, repo_id: str, *, public: bool = False, accepted
         with tempfile.TemporaryDirectory(prefix="cxr-instruct-publish-", dir=staging) as folder:
             stage(out, plan, Path(folder))
             commit = api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=folder,
-                                       commit_message="cxr-instruct build", ignore_patterns=ignore_patterns())
+                                       commit_message=message, ignore_patterns=ignore_patterns())
     else:
         commit = api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=out,
-                                   commit_message="cxr-instruct build", ignore_patterns=ignore_patterns())
+                                   commit_message=message, ignore_patterns=ignore_patterns())
     return PublishResult(repo_id=repo_id, plan=plan, private=bool(info.private), dry_run=False,
                          commit_url=commit.commit_url)

@@ -7,7 +7,9 @@ two as described in docs/tokenizer.md §5) and keeps the files each commit carri
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -265,3 +267,91 @@ def test_tampered_output_is_not_published(build, tmp_path):
     (copy / "manifest.json").write_text((copy / "manifest.json").read_text().replace('"rows": ', '"rows": 1', 1))
     with pytest.raises(PublishError, match="does not verify"):
         publish(copy, "someone/x", dry_run=True)
+
+
+# ------------------------------------------------------------------------------------ recipes
+
+
+@pytest.fixture(scope="module")
+def recipe(build, tmp_path_factory) -> Path:
+    from pipelines.recipe import make_recipe
+
+    dest = tmp_path_factory.mktemp("recipe") / "recipe"
+    make_recipe(str(build), dest)
+    return dest
+
+
+def test_a_recipe_goes_public_without_accepting_a_licence_with_a_card_that_says_how_to_hydrate(recipe):
+    from click.testing import CliRunner
+
+    own = sorted(p.relative_to(recipe).as_posix() for p in recipe.rglob("*") if p.is_file())
+    dry = CliRunner().invoke(main, ["publish", str(recipe), "--repo", "someone/r", "--public", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert dry.output.splitlines()[0].startswith(f"dry run: {len(own)} files")
+    assert "public dataset someone/r" in dry.output
+    with FakeHub() as hub:
+        result = publish(recipe, "someone/cxr-recipe", public=True, api=HfApi(endpoint=hub.endpoint, token="hf_dummy"))
+    repo = hub.repos["someone/cxr-recipe"]
+    assert repo["private"] is False and sorted(repo["files"]) == result.files == own
+    for path, data in repo["files"].items():
+        assert data == (recipe / path).read_bytes(), path
+    assert hub.card_metadata["viewer"] is False
+    card = repo["files"]["README.md"].decode()
+    assert "cxr-instruct hydrate recipe --sources build.yaml --out out" in card
+    sources = load_sources()["sources"]
+    for name in json.loads((recipe / "recipe.json").read_text())["sources"]:
+        assert sources[name]["url"] in card and sources[name]["licence"] in card, name  # where to get it, on what terms
+
+
+def _with_field(folder: Path) -> None:
+    doc = json.loads((folder / "recipe.json").read_text())
+    doc["outputs"][0]["conversations"] = [{"from": "gpt", "value": "Cardiomegaly."}]
+    (folder / "recipe.json").write_text(json.dumps(doc))
+
+
+def _with_text(folder: Path) -> None:
+    doc = json.loads((folder / "recipe.json").read_text())
+    doc["sources"]["mimic"]["release"] = "FINDINGS: " + "There is a small left pleural effusion. " * 10
+    (folder / "recipe.json").write_text(json.dumps(doc))
+
+
+def _with_table(folder: Path, build: Path) -> None:
+    (folder / "images").mkdir(exist_ok=True)
+    shutil.copy(next((build / "images").glob("*.parquet")), folder / "images" / "train.parquet")
+
+
+def _with_card_line(folder: Path) -> None:
+    with open(folder / "README.md", "a") as card:
+        card.write("\nExample row: a 3 cm nodule in the right upper lobe.\n")
+
+
+def _with_sealed_column(folder: Path) -> None:
+    doc = json.loads((folder / "recipe.json").read_text())
+    lines = (folder / "sealed.tsv").read_text().splitlines()
+    lines = [lines[0] + "\tanswer"] + [line + "\tyes" for line in lines[1:]]
+    data = ("\n".join(lines) + "\n").encode()
+    (folder / "sealed.tsv").write_bytes(data)
+    for entry in doc["recipe_files"]:  # listed with its new checksum: only the guard's shape check can catch it
+        if entry["path"] == "sealed.tsv":
+            entry.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    (folder / "recipe.json").write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("change, says", [
+    (_with_field, "outputs[0].conversations: a field that carries protected content"),
+    (_with_text, "a text of"),
+    (_with_table, "images/train.parquet: not a file a recipe holds"),
+    (_with_card_line, "README.md is not the file recipe.json lists"),
+    (_with_sealed_column, "sealed.tsv: header does not name recipe.json's sealed groups"),
+])
+def test_a_recipe_holding_anything_protected_is_refused_before_any_request(build, recipe, tmp_path, change, says):
+    folder = tmp_path / "recipe"
+    shutil.copytree(recipe, folder)
+    change(folder, build) if change is _with_table else change(folder)
+    with FakeHub() as hub:
+        with pytest.raises(LicenceError, match="holds what a public recipe may not") as refused:
+            publish(folder, "someone/r", public=True, api=HfApi(endpoint=hub.endpoint, token="hf_dummy"))
+        with pytest.raises(LicenceError):
+            publish(folder, "someone/r", api=HfApi(endpoint=hub.endpoint, token="hf_dummy"))  # private too
+    assert hub.requests == []
+    assert says in str(refused.value), str(refused.value)
