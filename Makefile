@@ -48,8 +48,6 @@ $(TXV_WHEEL):
 # CUDA extension that cannot load beside the CPU torch: removed, torchaudio imports without it.
 CONSUMERS := llamafactory swift llava
 CONSUMER_STAMPS := $(foreach name,$(CONSUMERS),.venv-$(name)/.installed)
-# TRL (the messages export) runs in the main venv: its pinned list is installed there.
-TRL_STAMP := $(VENV)/.consumers-trl
 
 .venv-%/.installed: consumers/%.txt
 	@echo "install: .venv-$*/ from consumers/$*.txt (pinned, --no-deps)"
@@ -58,12 +56,7 @@ TRL_STAMP := $(VENV)/.consumers-trl
 	@rm -f .venv-$*/lib/python3*/site-packages/torchaudio/lib/*.so
 	@touch $@
 
-$(TRL_STAMP): consumers/trl.txt $(STAMP)
-	@echo "install: TRL into $(VENV)/ from consumers/trl.txt"
-	@$(BIN)/python -m pip install --quiet -r consumers/trl.txt
-	@touch $@
-
-consumers: $(CONSUMER_STAMPS) $(TRL_STAMP)
+consumers: $(CONSUMER_STAMPS)
 
 test: $(STAMP) $(TXV_WHEEL) consumers
 	TORCHXRAYVISION_WHEEL=$(abspath $(TXV_WHEEL)) $(BIN)/python -m pytest -q

@@ -71,7 +71,7 @@ JSON_FORMATS = {
     "qwen-vl": JsonFormat(llava_record, lines=False, image_prefix="", frame="pixels"),
     "llamafactory": JsonFormat(role_record, lines=False, image_prefix=f"{IMAGES}/"),
     "swift": JsonFormat(role_record, lines=True, image_prefix=f"{IMAGES}/"),
-    "messages": JsonFormat(messages_record, lines=True, image_prefix=""),
+    "messages": JsonFormat(messages_record, lines=True, image_prefix=f"{IMAGES}/"),
 }
 FORMATS = (*JSON_FORMATS, "chexmix")
 
@@ -179,7 +179,8 @@ class Reframer:
 
     def __init__(self, convention: str, frame: CoordinateFrame, max_vertices: int, options: CoordinateOptions):
         self.convention, self.frame, self.max_vertices = convention, frame, max_vertices
-        self.bounds = {"min_pixels": options.min_pixels or QWEN_MIN_PIXELS, "max_pixels": options.max_pixels or QWEN_MAX_PIXELS}
+        self.bounds = {"min_pixels": options.min_pixels or QWEN_MIN_PIXELS, "max_pixels": options.max_pixels or QWEN_MAX_PIXELS,
+                       "factor": QWEN_FACTOR}
         self.rewritten = self.from_text = 0
 
     def __call__(self, row: dict) -> dict:

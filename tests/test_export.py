@@ -54,8 +54,7 @@ def image_names(fmt: str, item: dict) -> list[str]:
     if fmt in ("llava", "qwen-vl"):
         named = item.get("image", [])
         return [f"images/{name}" for name in ([named] if isinstance(named, str) else named)]
-    prefix = "" if fmt in ("llamafactory", "swift") else "images/"
-    return [prefix + name for name in item["images"]]
+    return list(item["images"])  # relative to DEST
 
 
 def turn_texts(fmt: str, item: dict) -> list[str]:
