@@ -10,6 +10,7 @@ import json
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,13 +30,32 @@ PACKAGES = ("cxr-instruct", "apache-beam", "pyarrow", "numpy", "pydicom", "openc
 SHARD_FIELDS = ("path", "table", "split", "rows", "bytes", "sha256")  # one entry of "outputs", in this order
 
 
+CODE_PACKAGES = ("manifests", "pipelines", "schemas", "transforms")
+
+
+def code_fingerprint() -> str:
+    """SHA-256 over this package's own code and data files (``.py``, ``.yaml``, ``.json`` of
+    :data:`CODE_PACKAGES`, by relative path): which code made a build, which a version number alone
+    does not pin between releases. The same for an editable clone and an installed wheel."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for package in CODE_PACKAGES:
+        for path in sorted((root / package).rglob("*")):
+            if path.suffix in (".py", ".yaml", ".json") and "__pycache__" not in path.parts:
+                digest.update(path.relative_to(root).as_posix().encode("utf-8") + b"\0")
+                digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def versions() -> dict[str, str]:
+    """The versions of the packages a build's output depends on, and :func:`code_fingerprint`."""
     found = {}
     for name in PACKAGES:
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             found[name] = "not installed"
+    found["cxr-instruct code"] = code_fingerprint()
     return found
 
 
