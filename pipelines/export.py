@@ -9,7 +9,7 @@ format             files under DEST                                            r
                    absolute pixels of the image as Qwen2.5-VL resizes it
 ``llamafactory``   ``<split>.json`` (sharegpt), ``dataset_info.json``,          LLaMA-Factory ``dataset_dir: DEST``
                    ``images/``
-``swift``          ``<split>.jsonl`` (messages / images), ``images/``           ms-swift ``--dataset DEST/<split>.jsonl``
+``swift``          ``<split>.jsonl`` (messages / images), ``images/``           ms-swift ``--dataset <split>.jsonl``
 ``messages``       ``<split>.jsonl`` (chat format, content parts), ``images/``  transformers, TRL
 ``chexmix``        token sequences with a loss mask (:mod:`pipelines.export_chexmix`)  CheXmix-style trainers
 =================  ==========================================================  ================================
@@ -86,7 +86,7 @@ class CoordinateOptions:
     max_pixels: int | None = None
 
 
-# ------------------------------------------------------------------ images
+# ------------------------------------------------------------------ the build and its images
 
 
 def build_manifest(out: str | Path) -> dict:
@@ -106,7 +106,8 @@ def image_size_of(settings: dict, manifest: dict) -> int:
 def build_identity(manifest: dict) -> dict:
     """What ``export.json`` records of the build it read: the tool version that made it and a sha256 over
     its output shards' paths and checksums (the same for the same build wherever it is stored)."""
-    listing = "\n".join(f"{entry['path']}\t{entry['sha256']}" for entry in sorted(manifest["outputs"], key=lambda e: e["path"]))
+    outputs = sorted(manifest["outputs"], key=lambda entry: entry["path"])
+    listing = "\n".join(f"{entry['path']}\t{entry['sha256']}" for entry in outputs)
     return {"tool_version": manifest.get("versions", {}).get("cxr-instruct"),
             "outputs_sha256": hashlib.sha256(listing.encode("utf-8")).hexdigest()}
 
@@ -179,8 +180,8 @@ class Reframer:
 
     def __init__(self, convention: str, frame: CoordinateFrame, max_vertices: int, options: CoordinateOptions):
         self.convention, self.frame, self.max_vertices = convention, frame, max_vertices
-        self.bounds = {"min_pixels": options.min_pixels or QWEN_MIN_PIXELS, "max_pixels": options.max_pixels or QWEN_MAX_PIXELS,
-                       "factor": QWEN_FACTOR}
+        self.bounds = {"min_pixels": options.min_pixels or QWEN_MIN_PIXELS,
+                       "max_pixels": options.max_pixels or QWEN_MAX_PIXELS, "factor": QWEN_FACTOR}
         self.rewritten = self.from_text = 0
 
     def __call__(self, row: dict) -> dict:
@@ -314,7 +315,8 @@ def export(out: str | Path, profile: str, fmt: str, dest: str | Path, splits: tu
     if fmt == "chexmix" and coordinates.frame not in (None, "profile"):
         raise ExportError("the chexmix format writes coordinates as the profile does; --coordinates is for the "
                           f"other formats ({', '.join(JSON_FORMATS)})")
-    head = {"format": fmt, "profile": profile, "splits": list(splits) or "all", "build": build_identity(build_manifest(out))}
+    head = {"format": fmt, "profile": profile, "splits": list(splits) or "all",
+            "build": build_identity(build_manifest(out))}
     with staged_folder(dest, out) as staging:
         if fmt == "chexmix":
             report, rows_per_file = export_chexmix.write_chexmix(out, profile, staging, chexmix, splits, mixture)

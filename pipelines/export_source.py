@@ -116,7 +116,8 @@ def mixture_rows(out: str | Path, profile: str, mixture: Mixture) -> tuple[Itera
         raise ExportError(f"--mixture: {error}") from error
     plan = stream.epoch_rows(0)
     distinct = np.unique(plan)
-    located = distinct[np.lexsort((stream.row_offset[distinct], stream.row_group[distinct], stream.row_shard[distinct]))]
+    order = np.lexsort((stream.row_offset[distinct], stream.row_group[distinct], stream.row_shard[distinct]))
+    located = distinct[order]
     pieces, position_of = [], {}
     for shard, group in sorted({(int(stream.row_shard[r]), int(stream.row_group[r])) for r in located.tolist()}):
         members = located[(stream.row_shard[located] == shard) & (stream.row_group[located] == group)]
@@ -138,8 +139,8 @@ def mixture_rows(out: str | Path, profile: str, mixture: Mixture) -> tuple[Itera
              for task, spec in sorted(weighted.items()) if "source_weights" in spec
              for source, splits in sorted(spec["rows"].items())
              if splits.get(mixture.split) and not spec["source_weights"].get(source)]
-    shares = {"split": mixture.split, "seed": mixture.seed, "samples": int(len(plan)), "tasks": dict(sorted(tasks.items())),
-              "rows_without_weight": never}
+    shares = {"split": mixture.split, "seed": mixture.seed, "samples": int(len(plan)),
+              "tasks": dict(sorted(tasks.items())), "rows_without_weight": never}
     return (rows.slice(position_of[row_id], 1).to_pylist()[0] for row_id in plan.tolist()), shares
 
 

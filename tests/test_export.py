@@ -100,7 +100,8 @@ MULTI = {"id": "r1", "task": "t", "source": "mimic", "split": "train",
 def test_each_layout_keeps_images_in_slot_order():
     assert llava_record(MULTI)["image"] == ["mimic/frontal.png", "mimic/lateral.png"]  # LLaVA-NeXT / OneVision
     assert llava_record({**MULTI, "image_keys": ["mimic/frontal"], "conversations": [
-        {"from": "human", "value": "<image>\nDescribe."}, {"from": "gpt", "value": "Clear."}]})["image"] == "mimic/frontal.png"
+        {"from": "human", "value": "<image>\nDescribe."}, {"from": "gpt", "value": "Clear."}]})["image"] \
+        == "mimic/frontal.png"
     assert role_record(MULTI, "images/") == {
         "id": "r1", "images": ["images/mimic/frontal.png", "images/mimic/lateral.png"],
         "messages": [{"role": "user", "content": "reference: <image>, main: <image>\nWhat changed?"},
@@ -112,7 +113,8 @@ def test_each_layout_keeps_images_in_slot_order():
 
 @pytest.mark.parametrize("change, message", [
     ({"image_keys": ["mimic/frontal"]}, "2 <image> slots for 1 images"),
-    ({"conversations": [{"from": "gpt", "value": "<image><image>"}, {"from": "human", "value": "x"}]}, "expected 'human'"),
+    ({"conversations": [{"from": "gpt", "value": "<image><image>"}, {"from": "human", "value": "x"}]},
+     "expected 'human'"),
     ({"conversations": [{"from": "human", "value": "<image><image>"}]}, "question/answer pairs"),
     ({"conversations": [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "<image>"}]}, "answer turn"),
 ])
@@ -203,7 +205,8 @@ def test_qwen_vl_coordinates_land_on_the_canonical_geometry(build_out, tmp_path,
                     spans += 1
                     assert span.kind == original.kind
                     if span.kind == "box":
-                        assert any(kind == "box" and all(abs(a - b) <= t for a, b, t in zip(span.box, value, (tx, ty) * 2))
+                        assert any(kind == "box" and all(abs(a - b) <= t
+                                                         for a, b, t in zip(span.box, value, (tx, ty) * 2))
                                    for kind, value in candidates), (item["id"], exported["value"])
                     else:  # vertex by vertex, in order, against the simplified ring the profile wrote
                         profile_tx, profile_ty = CoordinateFrame(convention).tolerance()
@@ -215,7 +218,8 @@ def test_qwen_vl_coordinates_land_on_the_canonical_geometry(build_out, tmp_path,
 
 
 def test_the_pixels_frame_is_qwens_in_every_format(build_out, tmp_path):
-    report = export(build_out, "m4cxr", "swift", tmp_path / "s", splits=("test",), coordinates=CoordinateOptions("pixels"))
+    report = export(build_out, "m4cxr", "swift", tmp_path / "s", splits=("test",),
+                    coordinates=CoordinateOptions("pixels"))
     assert report["coordinates"]["written_as"] == "pixels 504x504"
     small = export(build_out, "m4cxr", "qwen-vl", tmp_path / "q", splits=("test",),
                    coordinates=CoordinateOptions(None, max_pixels=300 * 300))
@@ -243,7 +247,8 @@ def test_profiles_with_an_input_size_export_their_images_at_it(build_out, tmp_pa
     for profile in ("radixpert", "medivlm"):
         report = export(build_out, profile, "messages", tmp_path / profile)
         assert report["image_size"] == 224 and report["images"] > 0
-        shapes = {cv2.imread(str(p), cv2.IMREAD_UNCHANGED).shape for p in (tmp_path / profile / "images").rglob("*.png")}
+        shapes = {cv2.imread(str(p), cv2.IMREAD_UNCHANGED).shape
+                  for p in (tmp_path / profile / "images").rglob("*.png")}
         assert shapes == {(224, 224)}
         assert sum(report["rows"].values()) == len(instruction_rows(build_out, profile))
 
@@ -363,7 +368,8 @@ def test_a_mixture_follows_the_loaders_draw_and_reports_shares(build_out, tmp_pa
     heaviest = max(shares, key=lambda t: shares[t]["expected"])
     assert heaviest == "report_generation_cot" and shares[heaviest]["realised"] > 0.25
     plain = {row["id"] for row in instruction_rows(build_out, "m4cxr", "test")}
-    assert {item["id"] for item in read_split(tmp_path / "mix", "swift", "test")} == plain  # other splits: each row once
+    exported_test = {item["id"] for item in read_split(tmp_path / "mix", "swift", "test")}
+    assert exported_test == plain  # the other splits: each row once
     export(build_out, "m4cxr", "swift", tmp_path / "again", mixture=Mixture(samples=400, seed=5))
     assert file_digests(tmp_path / "mix") == file_digests(tmp_path / "again")
     export(build_out, "m4cxr", "swift", tmp_path / "other", mixture=Mixture(samples=400, seed=6))

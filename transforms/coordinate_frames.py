@@ -175,7 +175,8 @@ def _candidates(value, found: list[Geometry]) -> None:
     if not isinstance(value, list) or not value:
         return
     numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    if numbers and len(value) == 4 and all(0 <= v <= 1 for v in value) and value[0] <= value[2] and value[1] <= value[3]:
+    if (numbers and len(value) == 4 and all(0 <= v <= 1 for v in value)
+            and value[0] <= value[2] and value[1] <= value[3]):
         found.append(("box", tuple(float(v) for v in value)))
         return
     if all(_is_ring(ring) for ring in value):
