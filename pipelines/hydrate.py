@@ -40,9 +40,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import yaml
 
-from pipelines.manifest import LISTING_THREADS, Manifest, _write_json, input_files, record_view_files, versions
-from pipelines.recipe import (Recipe, RecipeError, Sealed, group_of, hash_files, hex64, is_sealed, read_recipe,
-                              seal_build, severity_digest)
+from pipelines.manifest import LISTING_THREADS, Manifest, input_files, record_view_files, versions
+from pipelines.recipe import (Recipe, RecipeError, Sealed, group_of, hash_files, hex64, is_sealed, open_rests_on,
+                              read_recipe, runtime_versions, seal_build, severity_digest)
+from pipelines.write import write_bytes_atomically
 from schemas.config import BuildConfig, check_config
 from schemas.records import IMAGE_SOURCES
 from transforms import io
@@ -74,6 +75,8 @@ def hydration_config(recipe: Recipe, user: BuildConfig, user_path: str) -> tuple
             doc["tokenizer"]["model"] = user.tokenizer.model
             doc["tokenizer"]["vocabulary"] = user.tokenizer.vocabulary if doc["tokenizer"].get("vocabulary") else None
             doc["tokenizer"]["device"] = user.tokenizer.device
+    if doc.get("translation") and "padchest" not in present:
+        doc["translation"] = None  # only PadChest's reports are translated
     if doc.get("translation"):
         if user.translation is None:
             raise RecipeError(f"{user_path}: the recipe translates PadChest reports with "
@@ -197,6 +200,7 @@ class Reason:
     expected: bool  # a consequence of leaving sources out, not a difference
     images: set[str] = field(default_factory=set)
     rows: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # group -> rows on those images
+    needs: tuple[str, ...] = ()  # kind "absent": the sources left out that these rows rest on
 
 
 def _files_of(key_ids: tuple[str, ...], check: SourceCheck) -> list[str]:
@@ -212,9 +216,9 @@ def verify_hydration(recipe: Recipe, out_dir: str, config: BuildConfig, checks: 
     doc = recipe.doc
     built = {entry["path"]: entry for entry in manifest["outputs"]}
     expected_entries = {entry["path"]: entry for entry in doc["outputs"]}
+    sealed = seal_build(out_dir, manifest)  # hashes every output file's bytes itself: the manifest's word is not taken
     identical = {path for path, entry in expected_entries.items()
-                 if path in built and built[path]["sha256"] == entry["sha256"]}
-    sealed = seal_build(out_dir, manifest)
+                 if path in sealed.sealed_sha256 and sealed.sealed_sha256[path] == entry["sealed_sha256"]}
     recipe_sealed = recipe.sealed()
     recipe_keys = {name: set(recipe.image_keys(name)) for name in recipe.sources}
     idf_differs = doc.get("severity_idf_sha256") != severity_digest(manifest.get("severity_idf"))
@@ -226,16 +230,22 @@ def verify_hydration(recipe: Recipe, out_dir: str, config: BuildConfig, checks: 
     verified: set[tuple[int, int]] = set()
     matched_tags = set()
 
-    def blame(kind: str, text: str, expected: bool, key: str, at: tuple[int, int] | None) -> None:
-        reasons.setdefault(text, Reason(kind, text, expected)).images.add(key)
+    unbuilt: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    # (group, source) -> reason text -> images whose recipe rows in that group were not built here
+
+    def blame(kind: str, text: str, expected: bool, key: str, at: tuple[int, int] | None,
+              needs: tuple[str, ...] = (), group: str | None = None) -> None:
+        reasons.setdefault(text, Reason(kind, text, expected, needs=needs)).images.add(key)
         if at is not None:
             why[at] = text
+        if group is not None and (at is None or not sealed.present[at]):
+            unbuilt[(group, sealed.source[key])][text] += 1
 
     for i, key in enumerate(sealed.keys):
         source = sealed.source[key]
         tag = hex64(int(sealed.tags[i]))
         entry = recipe_sealed.get(tag)
-        groups = [g for g in range(len(sealed.groups)) if sealed.digests[i, g]]
+        groups = [g for g in range(len(sealed.groups)) if sealed.present[i, g]]
         if entry is None:
             if key not in recipe_keys.get(source, set()):
                 text, kind = (f"{source}: images the recipe's build did not write (extra input files, or another "
@@ -249,45 +259,48 @@ def verify_hydration(recipe: Recipe, out_dir: str, config: BuildConfig, checks: 
                 blame(kind, text, False, key, (i, g))
             continue
         matched_tags.add(tag)
+        rests_on = open_rests_on(sealed.secrets[key], entry.rests_on)
         for group in sorted(set(entry.digests) | {sealed.groups[g] for g in groups}):
             g = sealed.groups.index(group) if group in sealed.groups else None
-            mine = hex64(int(sealed.digests[i, g])) if g is not None and sealed.digests[i, g] else None
             at = (i, g) if g is not None else None
-            if mine == entry.digests.get(group):
-                if at is not None:
+            theirs = entry.digests.get(group)
+            if theirs is None and not groups.count(g):
+                continue  # a folder the recipe has not, and no rows of this image in it
+            if hex64(sealed.seal_of(i, group)) == theirs:
+                if at is not None and sealed.present[at]:
                     verified.add(at)
                 continue
             if group == "vq" and vq_missing:
                 continue
-            lacking = sorted(set(entry.rests_on) & set(absent))
-            own = [f"{name}:{rel}" for name in entry.rests_on if name in checks
+            lacking = sorted(set(rests_on) & set(absent))
+            own = [f"{name}:{rel}" for name in rests_on if name in checks
                    for rel in _files_of(sealed.ids[key], checks[name])]
-            shared = [f"{name}:{rel}" for name in entry.rests_on if name in checks
+            shared = [f"{name}:{rel}" for name in rests_on if name in checks
                       for rel in [*checks[name].changed, *checks[name].missing]]
             if lacking:
                 blame("absent", f"rows resting on {', '.join(lacking)}, which your build.yaml leaves out", True,
-                      key, at)
+                      key, at, tuple(lacking), group)
             elif idf_differs and at in sealed.severity:
                 report_sources = sorted(set(absent) & {"mimic", "padchest"})
                 blame("severity", "rows carrying MediVLM's severity score, whose IDF is fitted over every train "
                       "report of the build" + (f" (yours lack {', '.join(report_sources)})" if report_sources else
                                                " (your reports differ: see the changed files)"),
-                      bool(report_sources) and not any(check.differs for check in checks.values()), key, at)
+                      bool(report_sources) and not any(check.differs for check in checks.values()), key, at, group=group)
             elif group == "vq" and tokenizer_differs:
                 blame("tokenizer", f"vq rows: your tokenizer is {manifest.get('tokenizer')}, the recipe's "
-                      f"{doc['tokenizer'].get('id')}", False, key, at)
+                      f"{doc['tokenizer'].get('id')}", False, key, at, group=group)
             elif own:
                 blame("file", f"{source}: rows of images whose own files differ ({', '.join(own[:EXAMPLES])})",
-                      False, key, at)
+                      False, key, at, group=group)
             elif shared:
                 blame("shared", f"rows resting on files that differ ({', '.join(shared[:EXAMPLES])}"
-                      f"{', ...' if len(shared) > EXAMPLES else ''})", False, key, at)
+                      f"{', ...' if len(shared) > EXAMPLES else ''})", False, key, at, group=group)
             elif other_versions:
                 blame("versions", f"rows made with other library versions ({', '.join(other_versions)})", False,
-                      key, at)
+                      key, at, group=group)
             else:
                 blame("unexplained", f"{source}: rows that differ with every input of theirs matching the recipe "
-                      f"(unexplained: please report it)", False, key, at)
+                      f"(unexplained: please report it)", False, key, at, group=group)
     built_keys = set(sealed.keys)
     for name, keys in sorted(recipe_keys.items()):
         if name in absent:
@@ -302,9 +315,22 @@ def verify_hydration(recipe: Recipe, out_dir: str, config: BuildConfig, checks: 
                       f"it)", False, key, None)
     shard_reasons: dict[str, set[str]] = defaultdict(set)
     tables = _table_rows(out_dir, manifest, sealed, verified, identical, why, reasons, doc, shard_reasons)
-    left_out = {name: {"images": len(recipe_keys.get(name, ())),
-                       "rows": {group: entry["recipe"][name] for group, entry in tables.items()
-                                if name in entry["recipe"]}} for name in absent}
+    for (group, source), texts in sorted(unbuilt.items()):  # rows of the recipe's not built here at all
+        entry = tables.get(group)
+        missing = entry["recipe"].get(source, 0) - entry["built"].get(source, 0) if entry else 0
+        if missing > 0:  # to the reason of most of those images (an absent source first)
+            text = max(texts, key=lambda t: (reasons[t].kind == "absent", texts[t], t))
+            reasons[text].rows[group] += missing
+    left_out = {}
+    for name in absent:
+        own = {group: entry["recipe"][name] for group, entry in tables.items() if name in entry["recipe"]}
+        needing: dict[str, int] = defaultdict(int)
+        for reason in reasons.values():
+            if reason.kind == "absent" and name in reason.needs:
+                for group, n in reason.rows.items():
+                    needing[group] += n
+        left_out[name] = {"images": len(recipe_keys.get(name, ())), "rows": own,
+                          "rows_of_other_sources": dict(sorted(needing.items()))}
     shards = []
     for path, entry in sorted(expected_entries.items()):
         state = "verified" if path in identical else ("differs" if path in built else "not built")
@@ -317,16 +343,20 @@ def verify_hydration(recipe: Recipe, out_dir: str, config: BuildConfig, checks: 
                                              "its rows all verify, its bytes differ")
         shards.append({"path": path, "rows": entry["rows"], "state": state, "why": reason})
     extra_shards = sorted(set(built) - set(expected_entries))
-    built_files = {entry["path"]: entry for entry in manifest.get("files", [])}
-    files_state = [{"path": entry["path"],
-                    "state": "verified" if built_files.get(entry["path"], {}).get("sha256") == entry["sha256"] else
-                    ("differs" if entry["path"] in built_files else "not built")} for entry in doc.get("files", [])]
-    byte_identical = (len(identical) == len(expected_entries) and not extra_shards
-                      and all(f["state"] == "verified" for f in files_state))
+    files_state = []
+    for entry in doc["files"]:  # hashed here, as the output files are
+        path = io.join(out_dir, entry["path"])
+        mine = io.sha256_of(path) if io.exists(path) else None
+        files_state.append({"path": entry["path"], "state": "verified" if mine == entry["sha256"] else
+                            ("differs" if mine else "not built")})
+    files_identical = (len(identical) == len(expected_entries) and not extra_shards
+                       and all(f["state"] == "verified" for f in files_state))
     differences = [r for r in reasons.values() if not r.expected]
-    if byte_identical:
+    if differences:  # a row that differs wins over anything the files say
+        outcome = "differs"
+    elif files_identical:
         outcome = "byte-identical"
-    elif differences or any(check.differs for check in checks.values()):
+    elif any(check.differs for check in checks.values()):
         outcome = "differs"
     elif absent or vq_missing:
         outcome = "partial-verified"
@@ -341,7 +371,7 @@ def verify_hydration(recipe: Recipe, out_dir: str, config: BuildConfig, checks: 
     return {
         "recipe": {"folder": str(recipe.folder), "sha256": recipe.sha256},
         "outcome": outcome,
-        "byte_identical": byte_identical,
+        "byte_identical": outcome == "byte-identical",
         "sources": {"present": sorted(checks), "absent": absent},
         "left_out": left_out,
         "versions_differ": other_versions,
@@ -440,11 +470,14 @@ def account_lines(report: dict) -> list[str]:
         lines.append(f"tasks verified whole: {len(whole)} ({_some(whole)}); in part: {len(part)} ({_some(part)}); "
                      f"with no verified row: {len(none)}")
     for name, entry in report["left_out"].items():
-        if not entry["images"]:
-            continue  # an annotation source: its rows are counted with the images they are on
         instructions = sum(n for group, n in entry["rows"].items() if group.startswith("instructions/"))
-        lines.append(f"left out: {name}: {entry['images']} images and {instructions:,} instruction rows on them "
-                     f"(they need {name})")
+        others = sum(n for group, n in entry["rows_of_other_sources"].items() if group.startswith("instructions/"))
+        if entry["images"]:
+            lines.append(f"left out: {name}: {entry['images']} images and {instructions:,} instruction rows on them "
+                         f"(they need {name})")
+        if others:
+            lines.append(f"left out: {name}: {others:,} instruction rows on images of your sources that rest on "
+                         f"{name} (they need it)")
     if report["reasons"]:
         lines.append("why rows are not verified:")
         for reason in report["reasons"]:
@@ -478,28 +511,35 @@ def account_lines(report: dict) -> list[str]:
 
 def mark_output(out_dir: str, report: dict) -> None:
     """Write :data:`FILE` and record it, and the outcome, in manifest.json (atomically)."""
-    _write_json(io.join(out_dir, FILE), report)
+    write_bytes_atomically(io.join(out_dir, FILE), json.dumps(report, indent=2).encode("utf-8") + b"\n")
     doc = record_view_files(out_dir, "hydrate", [FILE])
     tables = report["tables"]
     doc["hydration"] = {
         "file": FILE, "recipe_sha256": report["recipe"]["sha256"], "outcome": report["outcome"],
-        "byte_identical": report["byte_identical"],
+        "byte_identical": report["byte_identical"], "verified": report["outcome"] != "differs",
         "shards_verified": report["shards"]["verified"], "shards_in_recipe": report["shards"]["in_recipe"],
         "shards_not_verified": [s["path"] for s in report["shards"]["files"] if s["state"] != "verified"],
         "rows_verified": sum(sum(e["verified"].values()) for e in tables.values()),
         "rows_in_recipe": sum(sum(e["recipe"].values()) for e in tables.values()),
         "sources_absent": report["sources"]["absent"],
     }
-    _write_json(io.join(out_dir, Manifest.FILE), doc)
+    write_bytes_atomically(io.join(out_dir, Manifest.FILE), json.dumps(doc, indent=2).encode("utf-8") + b"\n")
 
 
 # ------------------------------------------------------------------ the command
 
 
 def version_differences(recipe: Recipe) -> list[str]:
-    here = versions()
-    return [f"{name} {wanted} (recipe) vs {here.get(name, 'not installed')} (here)"
-            for name, wanted in sorted(recipe.doc["versions"].items()) if here.get(name) != wanted]
+    """The recipe's pins (the build's ``versions``, the code fingerprint among them, and the recipe's
+    ``runtime``: Python, machine, further libraries) that differ here."""
+    doc = recipe.doc
+    here = {**versions(), **runtime_versions(bool(doc["config"].get("tokenizer") or doc["config"].get("translation")))}
+    wanted_all = {**doc["versions"], **doc["runtime"]}
+
+    def shown(name: str, value: str | None) -> str:
+        return value[:12] + "..." if name == "cxr-instruct code" and value else str(value or "not installed")
+    return [f"{name} {shown(name, wanted)} (recipe) vs {shown(name, here.get(name))} (here)"
+            for name, wanted in sorted(wanted_all.items()) if here.get(name) != wanted]
 
 
 def _hydrate_command():
@@ -562,10 +602,6 @@ def _hydrate_command():
             f"files, {doc['sealed']['images']:,} images)")
         for note in notes:
             say(f"note: {note}", "yellow")
-        differing = version_differences(recipe)
-        if differing and not other_versions:
-            refuse("installed versions differ from the recipe's, so its files cannot be expected byte for byte: "
-                   + "; ".join(differing) + ". Install the recipe's versions, or pass --other-versions")
         if not config.enabled_sources():
             refuse(f"{sources_path}: names none of the recipe's sources ({', '.join(doc['sources'])})")
         with console.status("hashing your input files"):
@@ -574,8 +610,12 @@ def _hydrate_command():
         for line in input_lines(recipe, input_checks, absent):
             say(line)
         broken = [check for check in input_checks.values() if check.problem]
-        if check_only:
+        if check_only:  # inputs do not depend on library versions
             raise SystemExit(1 if any(check.differs for check in input_checks.values()) else 0)
+        differing = version_differences(recipe)
+        if differing and not other_versions:
+            refuse("installed versions differ from the recipe's, so its files cannot be expected byte for byte: "
+                   + "; ".join(differing) + ". Install the recipe's versions, or pass --other-versions")
         if broken:
             refuse("\n".join(f"{sources_path}: sources.{check.name}: {check.problem}" for check in broken))
         try:

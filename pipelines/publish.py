@@ -15,8 +15,9 @@ shows and the real upload passes the same patterns to ``upload_folder``, so both
 A recipe folder (``cxr-instruct recipe``: ``recipe.json`` and no ``manifest.json``) holds nothing
 derived from protected content, so it may go public without accepting any licence; instead its own
 guard (pipelines/recipe.py ``recipe_problems``) checks every file to be sent before any request: only
-a recipe's files, each the one recipe.json lists, recipe.json with no protected field and no long
-text, hash, id and sealed lines of their exact shape, and the card the recipe makes. A recipe that
+a recipe's files, each the one recipe.json lists, recipe.json of the allowlisted schema (every key
+from a known vocabulary, every value of a known type and shape), hash, id and sealed lines of their
+exact format, and the card the recipe makes. A recipe that
 somehow holds more is refused (:class:`LicenceError`).
 
 OUT may be a ``gs://`` URI: it is verified and listed through :mod:`transforms.io` (Beam's FileSystems)

@@ -3,22 +3,24 @@
 A recipe is a folder with nothing derived from protected content that anyone could read back:
 
 - ``recipe.json``: the build config without local paths (each source root is its source's name), the
-  tool and dependency versions, per source what the build read (file count, bytes, the manifest's
-  input fingerprint, the dataset's name, release and licence), per output shard its table, split, row
-  count, size, SHA-256 and rows per source, the other files' checksums (``weights.json``,
-  ``vq/tokenizer.json``), aggregate counts (per table and split, per profile/task/source/split, per
-  source read/written/rejected/filtered), a digest of the fitted severity IDF, the tokenizer and
-  translation fingerprints, and the checksum of every other file of the recipe. Written last.
+  tool and dependency versions (the build's, with the code fingerprint) and ``runtime`` (Python, machine
+  and the further libraries that decide bytes, as installed where the recipe is made), per source what
+  the build read (file count, bytes, the manifest's input fingerprint, the dataset's name, release and
+  licence as manifests/sources.yaml has them), per output file its table, split, row count, rows per
+  source and *sealed* SHA-256, the other files' checksums (``weights.json``, ``vq/tokenizer.json``),
+  aggregate counts, a digest of the fitted severity IDF, the tokenizer and translation fingerprints, and
+  the checksum of every other file of the recipe. Written last, field by field (nothing of the manifest
+  is copied whole), and of the allowlisted shape :func:`schema_problems` checks.
 - ``inputs/<source>.sha256``: every file the source's read plan reads, as ``sha256sum`` lines
-  (``<sha256>  <path relative to the root>``): ``sha256sum -c`` checks a copy with no cxr-instruct at
-  all. When the build fingerprinted its inputs by size and mtime, this reads every input byte once.
-- ``images/<source>.txt``: the image keys (the datasets' own ids) the build wrote, one per line.
-- ``sealed.tsv``: one line per written image, in an order that says nothing about the image (sorted by
-  its tag), with a 64-bit digest per table its rows are in (``images``, ``annotations``, ``vq``, each
-  ``instructions/<profile>/<task>``) and the sources its rows rest on. Every value is an HMAC keyed
-  by a secret only the image's own pixels give (:func:`image_secret`: the canvas PNG the build made
-  from it, with its key), so only someone holding the image can find its line or check a digest:
-  the file neither links a line to an image key nor lets anyone try guessed answers against it.
+  (``<sha256>  <path relative to the root>``, paths of a safe character set and bounded length):
+  ``sha256sum -c`` checks a copy with no cxr-instruct at all.
+- ``images/<source>.txt``: the image keys (the datasets' own ids, each of its source's id grammar).
+- ``sealed.tsv``: one line per written image, sorted by its tag: the tag, the sources its rows rest on
+  (a bit mask under a pad) and a 64-bit seal per table folder (``images``, ``annotations``, ``vq``, each
+  ``instructions/<profile>/<task>``), "no rows" sealed like any other. Every value is an HMAC keyed by
+  a secret only the image's own pixels give (:func:`image_secret`: the canvas PNG the build made from it,
+  with its key), so only someone holding the image can find its line, read it or check a seal: every
+  line has the same shape, and no cell says which tasks have rows on an image or what they rest on.
 - ``README.md``: the card (:func:`card`), made from ``recipe.json`` and manifests/sources.yaml.
 
 Why no per-row listing: an instruction row's id hashes its variant (``finding_grounding`` ``absent:Nodule``
@@ -27,10 +29,11 @@ and image keys gives each image's findings to anyone who hashes the few candidat
 have rows on an image (``lesion_localization`` only where there are boxes) is a label too. The sealed
 digests verify the same rows without saying any of it.
 
-Shard SHA-256s are published as the manifest has them: the byte-identity proof anyone can check. A
-shard is a hash over every byte of a Parquet file, so guessing its content means guessing every row
-of it; a shard of only a few template rows is the one case where that is conceivable
-(docs/recipes.md).
+Why sealed file SHA-256s: a plain SHA-256 of a shard of one or a few low-entropy rows (the last shard
+of a table holds ``rows mod rows_per_shard`` rows; small splits are one small shard) lets anyone test
+guessed answers. Each output file's SHA-256 is published HMAC'd with a key made from the secrets of
+the images its rows name (rejects files: of every written image of their sources), so exactly those
+who hold the images (a hydrating user, a holder of the build) check it byte for byte.
 
 ``hydrate`` (pipelines/hydrate.py) rebuilds from a user's own copies and checks against all of this.
 """
@@ -50,13 +53,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.manifest import LISTING_THREADS, VIEW_FOLDERS, Manifest, input_files, input_fingerprints
 from pipelines.write import write_bytes_atomically
 from schemas.config import BuildConfig
 from schemas.records import ALL_SOURCES
-from schemas.tables import TABLES
 from transforms import io
 
 FORMAT = "cxr-instruct recipe 1"
@@ -68,6 +71,7 @@ KEYS_DIR = "images"
 
 SECRET_DOMAIN = b"cxr-instruct recipe 1: image secret\0"
 DIGEST_BYTES = 8
+_HEX16 = r"[0-9a-f]{16}"
 """Tags and digests are 64 bits: enough that two images or two different row sets never meet by
 chance among millions, and nobody without the image can compute one at all."""
 
@@ -79,20 +83,7 @@ def is_sealed(table: str) -> bool:
     return table in ("images", "annotations", "vq") or table.startswith("instructions/")
 
 
-IDENTIFIER_COLUMNS = {"image_key", "image_keys", "id", "key", "source", "split", "split_authority", "subject_id",
-                      "study_id", "profile", "task", "template_id", "stage", "kind", "level", "reason", "view",
-                      "study_datetime", "tokenizer", "annotation_sources", "source_format"}
-PROTECTED_FIELDS = frozenset(column for features in TABLES.values() for column in features
-                             if column not in IDENTIFIER_COLUMNS) | {"answers", "answer", "question", "text",
-                                                                      "severity_idf", "leakage"}
-"""Columns (and keys) that carry what the datasets protect: pixels and codes, report text, labels,
-geometry, questions and answers, conversations and targets. A recipe may hold none of them as a key;
-the publish guard (:func:`recipe_problems`) refuses one that does."""
-
-MAX_TEXT = 256
-"""No string in recipe.json is longer: a report or an answer smuggled in as a value is refused too."""
-
-TOP_LEVEL = ("format", "tool", "versions", "config", "profiles", "sources", "tokenizer", "translation",
+TOP_LEVEL = ("format", "tool", "versions", "runtime", "config", "profiles", "sources", "tokenizer", "translation",
              "severity_idf_sha256", "tables", "instructions", "counts", "outputs", "files", "sealed", "recipe_files")
 TOKENIZER_KEYS = {"architecture", "weights_sha256", "precision", "preprocessing", "lm_ids", "id", "trained", "origin"}
 TRANSLATION_KEYS = {"method", "model", "sha256", "files", "unit", "num_beams", "max_new_tokens", "batch_size", "device"}
@@ -119,12 +110,45 @@ def image_secret(image_key: str, png: bytes) -> bytes:
 
 
 def _seal(secret: bytes, message: bytes) -> int:
-    value = int.from_bytes(hmac.new(secret, message, hashlib.sha256).digest()[:DIGEST_BYTES], "big")
-    return value or 1  # 0 marks "no rows" in the matrix
+    return int.from_bytes(hmac.new(secret, message, hashlib.sha256).digest()[:DIGEST_BYTES], "big")
 
 
 def hex64(value: int) -> str:
     return f"{value:016x}"
+
+
+def group_seal(secret: bytes, group: str, rows: int, total: int) -> int:
+    """An image's seal of its ``rows`` rows in ``group`` whose row SHA-256s sum to ``total`` (mod 2^256);
+    ``rows == 0`` is the seal of "no rows", which looks like any other."""
+    return _seal(secret, group.encode("utf-8") + b"\0" + rows.to_bytes(8, "big") + total.to_bytes(32, "big"))
+
+
+REST_ORDER = tuple(sorted(ALL_SOURCES))
+"""Bit ``i`` of a sealed ``rests_on`` is ``REST_ORDER[i]``."""
+
+
+def seal_rests_on(secret: bytes, sources) -> int:
+    """The sources an image's rows rest on as a bit mask, XORed with a pad only the image gives."""
+    mask = sum(1 << REST_ORDER.index(name) for name in set(sources))
+    return mask ^ _seal(secret, b"rests_on")
+
+
+def open_rests_on(secret: bytes, value: int) -> tuple[str, ...]:
+    mask = value ^ _seal(secret, b"rests_on")
+    if mask >> len(REST_ORDER):
+        return ()  # not this image's line
+    return tuple(name for i, name in enumerate(REST_ORDER) if mask >> i & 1)
+
+
+def shard_key(secrets) -> bytes:
+    """The key of a shard's sealed SHA-256: every secret of the images it is keyed by, sorted."""
+    return hashlib.sha256(b"".join(sorted(secrets))).digest()
+
+
+def sealed_sha256(key: bytes, sha256_hex: str) -> str:
+    """A shard's SHA-256 sealed with its images' secrets: the byte-identity proof for anyone who holds
+    those images, and no way to test a guessed shard for anyone who does not."""
+    return hmac.new(key, bytes.fromhex(sha256_hex), hashlib.sha256).hexdigest()
 
 
 def group_of(path: str) -> str:
@@ -141,34 +165,52 @@ def _carries_severity(row: dict) -> bool:
     if row.get("severity_tfidf") is not None:
         return True
     target = row.get("target")
-    return isinstance(target, str) and '"severity_tfidf": ' in target and '"severity_tfidf": null' not in target
+    if not isinstance(target, str) or "severity_tfidf" not in target:
+        return False
+    try:
+        parsed = json.loads(target)
+    except ValueError:
+        return False
+    return isinstance(parsed, dict) and parsed.get("severity_tfidf") is not None
 
 
 @dataclass
 class Sealed:
-    """A build's rows sealed per image: ``digests[i, g]`` is image ``keys[i]``'s digest of its rows in
-    ``groups[g]`` (0: none), ``tags[i]`` its tag; ``source``, ``study``/``subject`` (its ids, for naming
-    the files it comes from), ``covers`` (the sources that annotate it) and ``rests_on`` (its source and
-    everything that annotates an image of its patient: what its rows can depend on)."""
+    """A build's rows sealed per image: ``digests[i, g]`` is image ``keys[i]``'s seal of its rows in
+    ``groups[g]`` (the "no rows" seal where ``present[i, g]`` is false), ``tags[i]`` its tag, ``secrets``
+    the images' secrets (never written anywhere), ``source`` and ``ids`` (its ids, for naming the files it
+    comes from), ``rests_on`` (its source and everything that annotates an image of its patient: what its
+    rows can depend on); per output file its SHA-256 (hashed here from the bytes read) and sealed SHA-256."""
 
     groups: list[str]
     keys: list[str]
     tags: np.ndarray
     digests: np.ndarray
+    present: np.ndarray
+    secrets: dict[str, bytes]
     source: dict[str, str]
     ids: dict[str, tuple[str, ...]]
     rests_on: dict[str, tuple[str, ...]]
     severity: set[tuple[int, int]] = field(default_factory=set)
     unkeyed: dict[str, int] = field(default_factory=dict)  # group -> rows naming no written image
     shard_sources: dict[str, dict[str, int]] = field(default_factory=dict)  # shard path -> source -> rows
+    file_sha256: dict[str, str] = field(default_factory=dict)  # output path -> SHA-256 of its bytes
+    sealed_sha256: dict[str, str] = field(default_factory=dict)  # output path -> sealed SHA-256
 
     def index(self) -> dict[str, int]:
         return {key: i for i, key in enumerate(self.keys)}
 
+    def seal_of(self, i: int, group: str) -> int:
+        """Image ``i``'s seal in ``group``, also for a group this build has no rows in at all."""
+        if group in self.groups:
+            return int(self.digests[i, self.groups.index(group)])
+        return group_seal(self.secrets[self.keys[i]], group, 0, 0)
 
-def _read_rows(path: str) -> list[dict]:
+
+def _read_shard(path: str) -> tuple[bytes, str]:
     with io.open_file(path) as handle:
-        return pq.read_table(handle).to_pylist()
+        data = handle.read()
+    return data, hashlib.sha256(data).hexdigest()
 
 
 def _source_of(row: dict) -> str:
@@ -176,8 +218,9 @@ def _source_of(row: dict) -> str:
 
 
 def seal_build(out_dir: str, manifest: dict) -> Sealed:
-    """Read every shard of the sealed tables once (``images`` first: its PNGs key the rest) and seal each
-    image's rows per table folder; also count each shard's rows per source (``rejects`` too)."""
+    """Read every output file once (``images`` first: its PNGs key the rest), hashing its bytes; seal each
+    image's rows per table folder; count each file's rows per source; seal each file's SHA-256 with the
+    secrets of the images its rows name (``rejects``: of every written image of its sources)."""
     outputs = manifest["outputs"]
     shards: dict[str, list[str]] = defaultdict(list)
     for entry in outputs:
@@ -192,7 +235,9 @@ def seal_build(out_dir: str, manifest: dict) -> Sealed:
     severity: set[tuple[str, str]] = set()
     unkeyed: dict[str, int] = {}
     shard_sources: dict[str, dict[str, int]] = {}
-    sealed: dict[str, dict[str, int]] = {}  # group -> image key -> digest
+    file_sha256: dict[str, str] = {}
+    shard_images: dict[str, set[str]] = {}
+    sealed: dict[str, dict[str, tuple[int, int]]] = {}  # group -> image key -> (rows, sum)
 
     def learn(row: dict) -> None:  # an images row: its secret and ids
         key = row["image_key"]
@@ -206,8 +251,10 @@ def seal_build(out_dir: str, manifest: dict) -> Sealed:
         counts: dict[str, int] = defaultdict(int)
         sums: dict[str, int] = defaultdict(int)
         for path in sorted(shards[group]):
+            data, file_sha256[path] = _read_shard(io.join(out_dir, path))
             per_source: dict[str, int] = defaultdict(int)
-            for row in _read_rows(io.join(out_dir, path)):
+            images: set[str] = set()
+            for row in pq.read_table(pa.BufferReader(data)).to_pylist():
                 if group == "images":
                     learn(row)
                 elif group == "annotations":
@@ -217,73 +264,87 @@ def seal_build(out_dir: str, manifest: dict) -> Sealed:
                 named = [key for key in _row_keys(row) if key in secrets]
                 if not named:
                     unkeyed[group] = unkeyed.get(group, 0) + 1
+                images.update(named)
                 carries = _carries_severity(row)
                 for key in named:
                     counts[key] += 1
                     sums[key] = (sums[key] + digest) % (1 << 256)
                     if carries:
                         severity.add((key, group))
+            del data
             shard_sources[path] = dict(sorted(per_source.items()))
-        label = group.encode("utf-8") + b"\0"
-        sealed[group] = {key: _seal(secrets[key], label + n.to_bytes(8, "big") + sums[key].to_bytes(32, "big"))
-                         for key, n in counts.items()}
+            shard_images[path] = images
+        sealed[group] = {key: (n, sums[key]) for key, n in counts.items()}
     keys = sorted(secrets)
     position = {key: i for i, key in enumerate(keys)}
     groups = sorted(groups)
     tags = np.array([_seal(secrets[key], b"tag") for key in keys], dtype=np.uint64)
     digests = np.zeros((len(keys), len(groups)), dtype=np.uint64)
+    present = np.zeros((len(keys), len(groups)), dtype=bool)
     for g, group in enumerate(groups):
-        for key, value in sealed.pop(group).items():
-            digests[position[key], g] = value
+        found = sealed.pop(group)
+        for i, key in enumerate(keys):
+            n, total = found.get(key, (0, 0))
+            digests[i, g] = group_seal(secrets[key], group, n, total)
+            present[i, g] = n > 0
     for entry in outputs:  # rejects and vq/_rejects: rows per source only
         if entry["path"] not in shard_sources:
-            with io.open_file(io.join(out_dir, entry["path"])) as handle:
-                column = pq.read_table(handle, columns=["source"]).column("source").to_pylist()
-            found: dict[str, int] = defaultdict(int)
+            data, file_sha256[entry["path"]] = _read_shard(io.join(out_dir, entry["path"]))
+            column = pq.read_table(pa.BufferReader(data), columns=["source"]).column("source").to_pylist()
+            found_sources: dict[str, int] = defaultdict(int)
             for name in column:
-                found[name] += 1
-            shard_sources[entry["path"]] = dict(sorted(found.items()))
+                found_sources[name] += 1
+            shard_sources[entry["path"]] = dict(sorted(found_sources.items()))
+            named = set(found_sources)
+            written = set(source.values())
+            shard_images[entry["path"]] = ({key for key in keys if source[key] in named} if named <= written
+                                           else set(keys))
     patients: dict[tuple[str, str], set[str]] = defaultdict(set)
     for key, patient in subject.items():
         patients[(source[key], patient)].update(covers.get(key, ()))
     rests_on = {key: tuple(sorted({source[key], *covers.get(key, ()),
                                    *patients.get((source[key], subject.get(key)), ())})) for key in keys}
-    return Sealed(groups=groups, keys=keys, tags=tags, digests=digests, source=source, ids=ids, rests_on=rests_on,
+    sealed_files = {path: sealed_sha256(shard_key(secrets[key] for key in shard_images[path]), digest)
+                    for path, digest in file_sha256.items()}
+    return Sealed(groups=groups, keys=keys, tags=tags, digests=digests, present=present, secrets=secrets,
+                  source=source, ids=ids, rests_on=rests_on,
                   severity={(position[key], groups.index(group)) for key, group in severity},
-                  unkeyed=unkeyed, shard_sources=shard_sources)
+                  unkeyed=unkeyed, shard_sources=shard_sources, file_sha256=file_sha256,
+                  sealed_sha256=sealed_files)
 
 
 def sealed_lines(sealed: Sealed) -> list[str]:
-    """``sealed.tsv``: a header, then one line per image sorted by tag: tag, source, rests_on, a digest
-    (or nothing) per group."""
-    lines = ["\t".join(["tag", "source", "rests_on", *sealed.groups])]
+    """``sealed.tsv``: a header, then one line per image sorted by tag: tag, sealed rests_on, a seal per
+    group (every cell: "no rows" is sealed too). Every cell is 16 hex digits; no cell is readable."""
+    lines = ["\t".join(["tag", "rests_on", *sealed.groups])]
     body = []
     for i, key in enumerate(sealed.keys):
-        cells = [hex64(int(value)) if value else "" for value in sealed.digests[i]]
-        body.append("\t".join([hex64(int(sealed.tags[i])), sealed.source[key], ",".join(sealed.rests_on[key]), *cells]))
+        secret = sealed.secrets[key]
+        cells = [hex64(int(value)) for value in sealed.digests[i]]
+        body.append("\t".join([hex64(int(sealed.tags[i])), hex64(seal_rests_on(secret, sealed.rests_on[key])),
+                               *cells]))
     return lines + sorted(body)
 
 
 @dataclass(frozen=True)
 class SealedEntry:
-    source: str
-    rests_on: tuple[str, ...]
-    digests: dict[str, str]  # group -> hex digest (groups with rows only)
+    rests_on: int  # sealed: open with :func:`open_rests_on` and the image's secret
+    digests: dict[str, str]  # group -> hex seal (every group)
 
 
 def parse_sealed(text: str, groups: list[str]) -> dict[str, SealedEntry]:
     """tag -> entry of a ``sealed.tsv`` whose header names ``groups``."""
     lines = text.splitlines()
-    header = ["tag", "source", "rests_on", *groups]
+    header = ["tag", "rests_on", *groups]
     if not lines or lines[0].split("\t") != header:
-        raise RecipeError(f"{SEALED_FILE}: its header is not {header[:4]}...: not this recipe's sealed rows")
+        raise RecipeError(f"{SEALED_FILE}: its header is not {header[:3]}...: not this recipe's sealed rows")
+    pattern = re.compile(_HEX16 + rf"(\t{_HEX16})" + "{%d}" % (len(groups) + 1))
     entries = {}
     for number, line in enumerate(lines[1:], start=2):
+        if not pattern.fullmatch(line):
+            raise RecipeError(f"{SEALED_FILE} line {number}: not {len(header)} cells of 16 hex digits")
         cells = line.split("\t")
-        if len(cells) != len(header):
-            raise RecipeError(f"{SEALED_FILE} line {number}: {len(cells)} cells, expected {len(header)}")
-        entries[cells[0]] = SealedEntry(source=cells[1], rests_on=tuple(filter(None, cells[2].split(","))),
-                                        digests={group: cell for group, cell in zip(groups, cells[3:]) if cell})
+        entries[cells[0]] = SealedEntry(rests_on=int(cells[1], 16), digests=dict(zip(groups, cells[2:])))
     return entries
 
 
@@ -291,9 +352,20 @@ def parse_sealed(text: str, groups: list[str]) -> dict[str, SealedEntry]:
 
 
 def hash_files(paths: list[str], threads: int = LISTING_THREADS) -> dict[str, str]:
-    """path -> SHA-256 of its content, ``threads`` files at a time (object stores are latency bound)."""
+    """path -> :func:`transforms.io.sha256_of`, ``threads`` files at a time (object stores are latency bound)."""
     with ThreadPoolExecutor(threads) as pool:
         return dict(zip(paths, pool.map(io.sha256_of, paths)))
+
+
+INPUT_PATH = re.compile(r"(?!/)(?!.*(?:^|/)\.\.?(?:/|$))[A-Za-z0-9._+=@-]+(?:/[A-Za-z0-9._+=@-]+){0,15}")
+MAX_INPUT_PATH = 240
+"""An input file's path as a recipe lists it: relative, ``/``-separated, no ``.``/``..`` parts, characters
+from a safe set (no spaces: no sentence fits), at most :data:`MAX_INPUT_PATH` characters."""
+SHA256_LINE = re.compile(r"([0-9a-f]{64})  (.{1,%d})" % MAX_INPUT_PATH)
+
+
+def _safe_input_path(relative: str) -> bool:
+    return len(relative) <= MAX_INPUT_PATH and bool(INPUT_PATH.fullmatch(relative))
 
 
 def sha256sum_lines(hashes: dict[str, str], root: str) -> list[str]:
@@ -301,21 +373,38 @@ def sha256sum_lines(hashes: dict[str, str], root: str) -> list[str]:
     lines = []
     for path, digest in hashes.items():
         relative = io.relative(path, root)
-        if "\n" in relative or "\\" in relative:
-            raise RecipeError(f"{path}: a file name with a newline or backslash cannot be listed in a recipe")
+        if not _safe_input_path(relative):
+            raise RecipeError(f"{path}: a file name a recipe cannot list (over {MAX_INPUT_PATH} characters, or "
+                              f"characters other than letters, digits, ._+=@- and /)")
         lines.append((relative, f"{digest}  {relative}"))
     return [line for _, line in sorted(lines)]
 
 
 def parse_sha256sum(text: str, where: str) -> dict[str, str]:
-    """relative path -> sha256 of an ``inputs/<source>.sha256`` file."""
+    """relative path -> sha256 of an ``inputs/<source>.sha256`` file (strict: see :data:`INPUT_PATH`)."""
     found = {}
     for number, line in enumerate(text.splitlines(), start=1):
-        match = re.fullmatch(r"([0-9a-f]{64})  (.+)", line)
-        if not match:
-            raise RecipeError(f"{where} line {number}: not a '<sha256>  <path>' line")
+        match = SHA256_LINE.fullmatch(line)
+        if not match or not _safe_input_path(match.group(2)):
+            raise RecipeError(f"{where} line {number}: not a '<sha256>  <relative path>' line of a recipe")
         found[match.group(2)] = match.group(1)
     return found
+
+
+IMAGE_ID = {
+    "mimic": r"[0-9a-f]{8}(?:-[0-9a-f]{8}){4}",
+    "vindr": r"[0-9a-f]{32}",
+    "siim": r"[0-9]+(?:\.[0-9]+){2,30}",
+    "padchest": r"[0-9A-Za-z_-]{1,120}\.png",
+}
+"""Each image source's own id grammar (the part of an image key after ``source/``)."""
+MAX_IMAGE_KEY = 140
+
+
+def image_key_problem(source: str, key: str) -> bool:
+    pattern = IMAGE_ID.get(source)
+    return (pattern is None or len(key) > MAX_IMAGE_KEY
+            or not re.fullmatch(re.escape(source) + "/" + pattern, key))
 
 
 # ------------------------------------------------------------------ the document
@@ -361,19 +450,58 @@ def local_paths(config: dict) -> list[str]:
     return [path for path in paths if path]
 
 
+def names_local_path(text: str, path: str) -> bool:
+    """Whether ``text`` names the local path ``path``: the whole string, or the path standing on its own
+    (not inside a longer path or a URL: ``/content/mimic-cxr`` is not named by
+    ``https://physionet.org/content/mimic-cxr/2.0.0/``)."""
+    path = path.rstrip("/") or path
+    if text == path:
+        return True
+    return re.search(r"(?<![\w.:/@-])" + re.escape(path) + r"(?![\w.-])", text) is not None
+
+
 def severity_digest(idf) -> str | None:
     return None if idf is None else hashlib.sha256(json.dumps(idf, sort_keys=True).encode()).hexdigest()
 
 
+SCHEME = ("per image: HMAC-SHA256 keyed by sha256(domain | image_key | 0 | canvas PNG), first 8 bytes; "
+          "tag = seal('tag'); group = seal(group | 0 | rows | sum of the rows' sha256 mod 2^256), rows 0 for "
+          "none; rests_on = bit mask of sorted sources XOR seal('rests_on'); a row as canonical JSON; output "
+          "files: HMAC-SHA256(sha256(sorted secrets of the images its rows name), its sha256) "
+          "(pipelines/recipe.py)")
+COUNT_KEYS = ("read", "written", "rejected", "filtered", "item_rejects", "reconciled")
+INPUT_KEYS = ("files", "bytes", "fingerprint", "sha256")
+RUNTIME_PACKAGES = ("pandas", "polars", "spacy", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "Pillow")
+MODEL_PACKAGES = ("torch", "transformers")
+"""Libraries that decide output bytes beyond manifest.py's list: the labeler, DICOM decoders, tables;
+torch and transformers when the build tokenized or translated."""
+
+
+def runtime_versions(models: bool) -> dict[str, str]:
+    """The Python version, machine, and :data:`RUNTIME_PACKAGES` (and :data:`MODEL_PACKAGES` when
+    ``models``) installed here: what a recipe pins beyond the build manifest's ``versions``."""
+    import platform
+    from importlib import metadata
+
+    found = {"python": platform.python_version(), "machine": platform.machine() or "unknown"}
+    for name in RUNTIME_PACKAGES + (MODEL_PACKAGES if models else ()):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
 def recipe_document(manifest: dict, sources_yaml: dict, hashes_files: dict[str, dict], image_keys: dict[str, list[str]],
                     sealed: Sealed, tokenizer: dict | None) -> dict:
-    """recipe.json without ``recipe_files`` (added when the other files are written)."""
+    """recipe.json without ``recipe_files`` (added when the other files are written), field by field:
+    nothing of the manifest is copied whole, and :func:`schema_problems` checks the result."""
     config = manifest["config"]
     enabled = [name for name, source in config["sources"].items() if source.get("enabled", True)]
     sources = {}
     for name in sorted(enabled):
         facts = sources_yaml["sources"].get(name, {})
-        inputs = {k: v for k, v in manifest["inputs"][name].items() if k != "root"}
+        inputs = {k: manifest["inputs"][name].get(k) for k in INPUT_KEYS}
         sources[name] = {"name": facts.get("name", name), "release": release_of(facts), "url": facts.get("url"),
                          "access": facts.get("access"), "licence_id": facts.get("licence_id"),
                          "inputs": inputs, "hashes": f"{INPUTS_DIR}/{name}.sha256",
@@ -381,27 +509,28 @@ def recipe_document(manifest: dict, sources_yaml: dict, hashes_files: dict[str, 
                          "images": len(image_keys.get(name, [])),
                          **({"image_keys": f"{KEYS_DIR}/{name}.txt"} if image_keys.get(name) else {})}
     view_prefixes = tuple(prefix for prefixes in VIEW_FOLDERS.values() for prefix in prefixes)
-    outputs = [{**{k: entry[k] for k in ("path", "table", "split", "rows", "bytes", "sha256")},
+    outputs = [{**{k: entry[k] for k in ("path", "table", "split", "rows")},
+                "sealed_sha256": sealed.sealed_sha256[entry["path"]],
                 "sources": sealed.shard_sources.get(entry["path"], {})} for entry in manifest["outputs"]]
+    models = bool(config.get("tokenizer") or config.get("translation"))
     return {
         "format": FORMAT,
-        "tool": manifest.get("tool", "cxr-instruct"),
-        "versions": manifest["versions"],
+        "tool": "cxr-instruct",
+        "versions": dict(manifest["versions"]),
+        "runtime": runtime_versions(models),
         "config": public_config(config),
-        "profiles": manifest["profiles"],
+        "profiles": list(manifest["profiles"]),
         "sources": sources,
         "tokenizer": tokenizer,
         "translation": manifest.get("translation"),
         "severity_idf_sha256": severity_digest(manifest.get("severity_idf")),
-        "tables": manifest["tables"],
+        "tables": {table: dict(splits) for table, splits in manifest["tables"].items()},
         "instructions": manifest["instructions"],
-        "counts": manifest["counts"],
+        "counts": {name: {k: entry.get(k) for k in COUNT_KEYS} for name, entry in manifest["counts"].items()},
         "outputs": outputs,
-        "files": [entry for entry in manifest.get("files", []) if not entry["path"].startswith(view_prefixes)],
-        "sealed": {"file": SEALED_FILE, "images": len(sealed.keys), "groups": sealed.groups,
-                   "scheme": "per image: HMAC-SHA256 keyed by sha256(domain | image_key | 0 | canvas PNG), "
-                             "first 8 bytes; tag = seal('tag'); group = seal(group | 0 | rows | sum of the rows' "
-                             "sha256 mod 2^256), a row as canonical JSON (pipelines/recipe.py)"},
+        "files": [{k: entry[k] for k in ("path", "bytes", "sha256")} for entry in manifest.get("files", [])
+                  if not entry["path"].startswith(view_prefixes)],
+        "sealed": {"file": SEALED_FILE, "images": len(sealed.keys), "groups": sealed.groups, "scheme": SCHEME},
     }
 
 
@@ -436,11 +565,18 @@ def card(doc: dict, sources_yaml: dict) -> str:
         note = sources_yaml["sources"].get(name, {}).get("access_note")
         if note:
             lines += [f"- **{entry['name']}**: {' '.join(note.split())}"]
-    pins = " ".join(f"{package}=={version}" for package, version in sorted(versions.items())
-                    if package != "cxr-instruct" and version != "not installed")
+    runtime = doc.get("runtime", {})
+    pins = " ".join(f"{package}=={version}" for package, version in
+                    sorted({**versions, **runtime}.items(), key=lambda item: item[0].lower())
+                    if package not in ("cxr-instruct", "cxr-instruct code", "python", "machine")
+                    and version != "not installed")
+    code = versions.get("cxr-instruct code", "?")
     lines += [
         "", "## Rebuild it (hydrate)", "",
-        f"1. Install cxr-instruct {versions.get('cxr-instruct', '?')} and the same libraries: `pip install {pins}`.",
+        f"1. Install cxr-instruct {versions.get('cxr-instruct', '?')} (the code whose fingerprint, "
+        f"`pipelines.manifest.code_fingerprint()`, is `{code}`), under Python {runtime.get('python', '?')} on "
+        f"{runtime.get('machine', '?')}, and the same libraries: `pip install {pins}`. `hydrate` refuses other "
+        "versions unless you pass `--other-versions`.",
         "2. Download this repository: `hf download <this repository> --repo-type dataset --local-dir recipe`.",
         "3. Write a `build.yaml` naming where your copies are, one root per source you have "
         "(a subset is fine; the other settings come from the recipe):", "",
@@ -478,12 +614,15 @@ def card(doc: dict, sources_yaml: dict) -> str:
     lines += [
         "", "## What this recipe holds, and what it does not", "",
         "- `recipe.json`: settings (roots replaced by source names), versions, per source its input "
-        "fingerprint, per output file its table, split, rows (per source), size and SHA-256, and counts.",
+        "fingerprint, per output file its table, split, rows (per source) and sealed SHA-256, and counts.",
         "- `inputs/<source>.sha256`: the SHA-256 of every input file, by its path inside the dataset.",
         "- `images/<source>.txt`: the image ids the build wrote (the datasets' own ids).",
-        "- `sealed.tsv`: per image, digests of its rows keyed by a secret that only the image's own pixels "
-        "give. A line is not linked to an image id, and nobody without the image can compute or test one, "
-        "so it tells no label, finding, answer or report of any image.",
+        "- `sealed.tsv`: per image, a tag, the sources its rows rest on and a digest of its rows in every table "
+        "folder (rows or none), all sealed with a secret that only the image's own pixels give. Every cell is 16 "
+        "hex digits; a line is not linked to an image id, and nobody without the image can read, compute or "
+        "test one, so it tells no label, finding, task pattern, answer or report of any image.",
+        "- Output files are listed by their SHA-256 sealed with the secrets of the images their rows name: "
+        "whoever holds those images checks them byte for byte; nobody else can test a guessed file.",
         "- No row ids, prompts, answers, report text, labels, coordinates, pixels or image codes.", "",
         "## Citations", "",
         "Cite the datasets you rebuild from:", "",
@@ -591,6 +730,9 @@ def make_recipe(out_dir: str, dest: str | Path) -> RecipeSummary:
     for key in sealed.keys:
         image_keys[sealed.source[key]].append(key)
     for name, keys in sorted(image_keys.items()):
+        odd = [key for key in keys if image_key_problem(name, key)]
+        if odd:
+            raise RecipeError(f"image keys a recipe cannot list (not {name}'s id format): {', '.join(odd[:3])}")
         payloads[f"{KEYS_DIR}/{name}.txt"] = "".join(key + "\n" for key in keys).encode()
     payloads[SEALED_FILE] = "".join(line + "\n" for line in sealed_lines(sealed)).encode()
     tokenizer = None
@@ -598,12 +740,18 @@ def make_recipe(out_dir: str, dest: str | Path) -> RecipeSummary:
         tokenizer = json.loads(io.read_text(io.join(out, "vq", "tokenizer.json")))
     sources_yaml = load_sources()
     doc = recipe_document(manifest, sources_yaml, hashes_files, image_keys, sealed, tokenizer)
-    leaked = sorted({path for path in local_paths(manifest["config"]) for text in _strings(doc) if path in text})
+    texts = _strings(doc)
+    leaked = sorted({path for path in local_paths(manifest["config"]) if path not in ALL_SOURCES
+                     for text in texts if names_local_path(text, path)})
     if leaked:
-        raise RuntimeError(f"recipe.json would name local paths {leaked}: refusing to write it")
+        raise RecipeError(f"recipe.json would name the local path(s) {', '.join(leaked)}: refusing to write it")
     payloads[CARD_FILE] = card(doc, sources_yaml).encode()
     doc["recipe_files"] = [{"path": path, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
                            for path, data in sorted(payloads.items())]
+    problems = schema_problems(doc)
+    if problems:
+        raise RecipeError(f"recipe.json would not be of a recipe's shape ({len(problems)} problem(s), first: "
+                          f"{problems[0]}): refusing to write it")
     dest.mkdir(parents=True, exist_ok=True)
     for path, data in sorted(payloads.items()):
         (dest / path).parent.mkdir(parents=True, exist_ok=True)
@@ -653,9 +801,12 @@ def recipe_folder(path: str | Path) -> Path:
 
 
 def read_recipe(path: str | Path) -> Recipe:
-    """The recipe in folder ``path`` (or its recipe.json), every file checked against the checksums
-    recipe.json lists: a torn, edited or incomplete recipe raises :class:`RecipeError`."""
+    """The recipe in folder ``path`` (or its recipe.json): recipe.json of the allowlisted shape
+    (:func:`schema_problems`), every file checked against the checksums it lists. A torn, edited,
+    incomplete or malformed recipe raises :class:`RecipeError` (one line)."""
     folder = recipe_folder(path)
+    if str(path).startswith("gs://"):
+        raise RecipeError(f"{path}: a recipe is read from a local folder; download it first")
     file = folder / RECIPE_FILE
     if not file.is_file():
         raise RecipeError(f"{folder}: no {RECIPE_FILE} (is it a recipe folder from `cxr-instruct recipe`?)")
@@ -667,7 +818,9 @@ def read_recipe(path: str | Path) -> Recipe:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         found = doc.get("format") if isinstance(doc, dict) else None
         raise RecipeError(f"{file}: not a recipe of this version (format {found!r}, expected {FORMAT!r})")
-    problems = integrity_problems(folder, doc)
+    problems = schema_problems(doc)
+    if not problems:
+        problems = integrity_problems(folder, doc)
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise RecipeError(f"{folder}: " + "; ".join(problems[:5]) + more + ": make or download the recipe again")
@@ -675,8 +828,10 @@ def read_recipe(path: str | Path) -> Recipe:
 
 
 def integrity_problems(folder: Path, doc: dict) -> list[str]:
+    """Every file recipe.json lists (paths already checked by :func:`schema_problems`) against its
+    size and SHA-256."""
     problems = []
-    for entry in doc.get("recipe_files", []):
+    for entry in doc["recipe_files"]:
         path = folder / entry["path"]
         if not path.is_file():
             problems.append(f"{entry['path']} missing")
@@ -687,32 +842,284 @@ def integrity_problems(folder: Path, doc: dict) -> list[str]:
     return problems
 
 
-_GROUP = re.compile(r"(images|annotations|vq|vq/_rejects|instructions/[a-z0-9-]+/[a-z0-9_]+)")
-_HEX16 = r"[0-9a-f]{16}"
+# ------------------------------------------------------------------ the allowlist schema
+
+SPLIT_NAMES = ("train", "validation", "test")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_VERSION = re.compile(r"[A-Za-z0-9.+_-]{1,48}|not installed")
+_REASON = re.compile(r"[a-z0-9_-]{1,40}(?::[a-z0-9_-]{1,48}){0,3}")
+_WORD = re.compile(r"[A-Za-z0-9._+-]{1,64}")
+_PROSE = re.compile(r"[A-Za-z0-9 .,:;()/+*=<>_'-]{0,160}")
+"""A tokenizer fingerprint's own descriptions (``origin``, ``preprocessing``, ``lm_ids``): short and plain."""
+RUNTIME_KEYS = frozenset({"python", "machine", *RUNTIME_PACKAGES, *MODEL_PACKAGES})
+RECIPE_SECTIONS = frozenset(TOP_LEVEL)
 
 
-def _key_problems(value, where: str) -> list[str]:
-    """Protected keys and long strings anywhere in a JSON value (the tokenizer and translation
-    fingerprints are checked against their own key lists instead)."""
-    problems = []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key in PROTECTED_FIELDS:
-                problems.append(f"{where}.{key}: a field that carries protected content")
-            problems += _key_problems(item, f"{where}.{key}")
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            problems += _key_problems(item, f"{where}[{i}]")
-    elif isinstance(value, str) and len(value) > MAX_TEXT:
-        problems.append(f"{where}: a text of {len(value)} characters (recipes hold ids, names and checksums)")
+def _vocabulary() -> dict:
+    """The names a recipe may use as keys: sources, splits, profiles and each profile's tasks (from
+    manifests/mixtures), table folders and tables."""
+    from schemas.config import PROFILES
+    from transforms.tasks import load_profile
+
+    tasks = {profile: frozenset(load_profile(profile).tasks) for profile in PROFILES}
+    groups = {"images", "annotations", "vq"} | {f"instructions/{profile}/{task}"
+                                                for profile, names in tasks.items() for task in names}
+    return {"profiles": PROFILES, "tasks": tasks, "groups": frozenset(groups),
+            "tables": frozenset(groups | {"rejects", "vq/_rejects"})}
+
+
+def schema_problems(doc) -> list[str]:
+    """Why ``doc`` is not a recipe.json of the allowed shape: exact keys per section, every key from a
+    known vocabulary (sources, splits, profiles, tasks, table folders, reason codes of a fixed grammar),
+    every value an int, a bool, a hex digest, a bounded word, or equal to what manifests/sources.yaml
+    says. Anything else (a new field, a sentence, a long key) is refused. Empty: the shape is right."""
+    from pipelines.card import load_sources
+    from pipelines.manifest import PACKAGES
+
+    problems: list[str] = []
+    vocab = _vocabulary()
+
+    def bad(where: str, what: str) -> None:
+        if len(problems) < 50:
+            problems.append(f"recipe.json {where}: {what}")
+
+    def is_int(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 62
+
+    def ints(where: str, value, keys, allow_empty: bool = True) -> None:
+        """A mapping of ``keys`` (a set or a regex) to non-negative ints."""
+        if not isinstance(value, dict) or (not value and not allow_empty):
+            return bad(where, "not a mapping of counts")
+        for key, n in value.items():
+            ok = key in keys if not isinstance(keys, re.Pattern) else bool(keys.fullmatch(key))
+            if not ok:
+                bad(where, f"key {key[:40]!r} is not a known name")
+            elif not is_int(n):
+                bad(f"{where}.{key}", "not a count")
+
+    def exact(where: str, value, required: set, optional: set = frozenset()) -> bool:
+        if not isinstance(value, dict):
+            bad(where, "not a mapping")
+            return False
+        missing, extra = sorted(required - set(value)), sorted(set(value) - required - optional)
+        if missing:
+            bad(where, f"lacks {missing}")
+        if extra:
+            bad(where, f"unknown field(s) {[key[:40] for key in extra]}")
+        return not missing and not extra
+
+    def hex64(where: str, value, none: bool = False) -> None:
+        if not (value is None and none) and not (isinstance(value, str) and _HEX64.fullmatch(value)):
+            bad(where, "not a SHA-256")
+
+    if not exact("", doc, set(TOP_LEVEL)):
+        return problems
+    if doc["format"] != FORMAT or doc["tool"] != "cxr-instruct":
+        bad("format/tool", "not this tool's recipe")
+    known_versions = {*PACKAGES, "cxr-instruct code"}
+    for section, keys in (("versions", known_versions), ("runtime", RUNTIME_KEYS)):
+        value = doc[section]
+        if not isinstance(value, dict):
+            bad(section, "not a mapping")
+            continue
+        for key, version in value.items():
+            if key not in keys:
+                bad(section, f"{key[:40]!r} is not a pinned package")
+            elif key == "cxr-instruct code":
+                hex64(f"{section}.{key}", version)
+            elif not (isinstance(version, str) and _VERSION.fullmatch(version)):
+                bad(f"{section}.{key}", "not a version")
+    sources = doc["sources"]
+    names = set(sources) if isinstance(sources, dict) else set()
+    if not isinstance(sources, dict) or not names <= set(ALL_SOURCES) or not names:
+        bad("sources", f"not a mapping of known sources ({sorted(ALL_SOURCES)})")
+        return problems
+    config_problem = _config_problem(doc["config"], names)
+    if config_problem:
+        bad("config", config_problem)
+    profiles = doc["profiles"]
+    if not (isinstance(profiles, list) and all(isinstance(p, str) and p in vocab["profiles"] for p in profiles)):
+        bad("profiles", "not a list of profiles")
+        profiles = []
+    facts = load_sources()["sources"]
+    for name, entry in sources.items():
+        where = f"sources.{name}"
+        images = "image_keys" in entry if isinstance(entry, dict) else False
+        if not exact(where, entry, {"name", "release", "url", "access", "licence_id", "inputs", "hashes",
+                                     "hashes_sha256", "images"}, {"image_keys"}):
+            continue
+        known = facts.get(name, {})
+        for key, value in (("name", known.get("name", name)), ("release", release_of(known)),
+                           ("url", known.get("url")), ("access", known.get("access")),
+                           ("licence_id", known.get("licence_id")), ("hashes", f"{INPUTS_DIR}/{name}.sha256")):
+            if entry[key] != value:
+                bad(f"{where}.{key}", "not what manifests/sources.yaml (or the recipe format) says")
+        if images and (entry["image_keys"] != f"{KEYS_DIR}/{name}.txt" or name not in IMAGE_ID):
+            bad(f"{where}.image_keys", f"not {KEYS_DIR}/{name}.txt of an image source")
+        hex64(f"{where}.hashes_sha256", entry["hashes_sha256"])
+        if not is_int(entry["images"]):
+            bad(f"{where}.images", "not a count")
+        inputs = entry["inputs"]
+        if exact(f"{where}.inputs", inputs, set(INPUT_KEYS)):
+            if not (is_int(inputs["files"]) and is_int(inputs["bytes"])):
+                bad(f"{where}.inputs", "files/bytes not counts")
+            if inputs["fingerprint"] not in ("size-mtime", "sha256"):
+                bad(f"{where}.inputs.fingerprint", "not a fingerprint kind")
+            hex64(f"{where}.inputs.sha256", inputs["sha256"])
+    _fingerprint_problems(doc["tokenizer"], doc["translation"], bad)
+    hex64("severity_idf_sha256", doc["severity_idf_sha256"], none=True)
+    tables = doc["tables"]
+    if isinstance(tables, dict):
+        for table, splits in tables.items():
+            if table not in vocab["tables"]:
+                bad("tables", f"{table[:60]!r} is not a table")
+            else:
+                ints(f"tables.{table}", splits, set(SPLIT_NAMES) | {"rejects"})
+    else:
+        bad("tables", "not a mapping")
+    instructions = doc["instructions"]
+    if isinstance(instructions, dict):
+        for profile, tasks in instructions.items():
+            if profile not in vocab["tasks"] or not isinstance(tasks, dict):
+                bad("instructions", f"{profile[:40]!r} is not a profile")
+                continue
+            for task, per_source in tasks.items():
+                if task not in vocab["tasks"][profile] or not isinstance(per_source, dict):
+                    bad(f"instructions.{profile}", f"{task[:40]!r} is not one of its tasks")
+                    continue
+                for source, splits in per_source.items():
+                    if source not in ALL_SOURCES:
+                        bad(f"instructions.{profile}.{task}", f"{source[:40]!r} is not a source")
+                    else:
+                        ints(f"instructions.{profile}.{task}.{source}", splits, set(SPLIT_NAMES))
+    else:
+        bad("instructions", "not a mapping")
+    counts = doc["counts"]
+    if isinstance(counts, dict):
+        for source, entry in counts.items():
+            if source not in ALL_SOURCES:
+                bad("counts", f"{source[:40]!r} is not a source")
+            elif exact(f"counts.{source}", entry, set(COUNT_KEYS)):
+                if not (is_int(entry["read"]) and is_int(entry["written"]) and isinstance(entry["reconciled"], bool)):
+                    bad(f"counts.{source}", "read/written/reconciled of the wrong type")
+                for key in ("rejected", "filtered", "item_rejects"):
+                    ints(f"counts.{source}.{key}", entry[key], _REASON)
+    else:
+        bad("counts", "not a mapping")
+    outputs = doc["outputs"]
+    if isinstance(outputs, list):
+        for i, entry in enumerate(outputs):
+            where = f"outputs[{i}]"
+            if not exact(where, entry, {"path", "table", "split", "rows", "sealed_sha256", "sources"}):
+                continue
+            table, split = entry["table"], entry["split"]
+            if table not in vocab["tables"] or split not in (*SPLIT_NAMES, "rejects") or not isinstance(entry["path"], str) \
+                    or not re.fullmatch(re.escape(f"{table}/{split}") + r"-\d{5}-of-\d{5}\.parquet", entry["path"]):
+                bad(where, "not an output file of a known table and split")
+            if not is_int(entry["rows"]):
+                bad(f"{where}.rows", "not a count")
+            hex64(f"{where}.sealed_sha256", entry["sealed_sha256"])
+            ints(f"{where}.sources", entry["sources"], set(ALL_SOURCES))
+    else:
+        bad("outputs", "not a list")
+    side_files = {f"instructions/{profile}/weights.json" for profile in vocab["profiles"]} | {"vq/tokenizer.json"}
+    recipe_paths = {RECIPE_FILE, CARD_FILE, SEALED_FILE} | {f"{INPUTS_DIR}/{name}.sha256" for name in names} | \
+        {f"{KEYS_DIR}/{name}.txt" for name in names if name in IMAGE_ID}
+    for section, allowed in (("files", side_files), ("recipe_files", recipe_paths - {RECIPE_FILE})):
+        listing = doc[section]
+        if not isinstance(listing, list):
+            bad(section, "not a list")
+            continue
+        for i, entry in enumerate(listing):
+            if exact(f"{section}[{i}]", entry, {"path", "bytes", "sha256"}):
+                if entry["path"] not in allowed:
+                    bad(f"{section}[{i}].path", f"{str(entry['path'])[:60]!r} is not a file it may list")
+                if not is_int(entry["bytes"]):
+                    bad(f"{section}[{i}].bytes", "not a count")
+                hex64(f"{section}[{i}].sha256", entry["sha256"])
+    sealed = doc["sealed"]
+    if exact("sealed", sealed, {"file", "images", "groups", "scheme"}):
+        groups = sealed["groups"]
+        if sealed["file"] != SEALED_FILE or sealed["scheme"] != SCHEME or not is_int(sealed["images"]):
+            bad("sealed", "not this format's sealed rows")
+        if not (isinstance(groups, list) and all(isinstance(g, str) and g in vocab["groups"] for g in groups)
+                and groups == sorted(set(groups))):
+            bad("sealed.groups", "not a sorted list of table folders")
     return problems
+
+
+def _config_problem(config, names: set[str]) -> str | None:
+    """Why the public config is not one: it must validate as a build config, name exactly the recipe's
+    sources with each root its source's name, and hold only placeholder model folders."""
+    try:
+        parsed = BuildConfig.model_validate(config)
+    except (ValueError, TypeError) as invalid:
+        return f"not a build config ({str(invalid).splitlines()[0][:120]})"
+    enabled = {name for name, source in parsed.sources.items() if source.enabled}
+    if enabled != names or any(source.root != name for name, source in parsed.sources.items()):
+        return "its sources are not the recipe's, each rooted at its own name"
+    if parsed.tokenizer and (parsed.tokenizer.model != "tokenizer.model"
+                             or parsed.tokenizer.vocabulary not in (None, "tokenizer.vocabulary")
+                             or not re.fullmatch(r"[a-z0-9:]{1,16}", parsed.tokenizer.device)):
+        return "tokenizer: not the recipe's placeholders"
+    if parsed.translation and parsed.translation.model != "translation.model":
+        return "translation: not the recipe's placeholder"
+    return None
+
+
+def _fingerprint_problems(tokenizer, translation, bad) -> None:
+    """The tokenizer and translation fingerprints: their own keys, each value a number, a flag, a digest,
+    a bounded word or (tokenizer descriptions) a short plain phrase."""
+    if tokenizer is not None:
+        if not isinstance(tokenizer, dict) or not set(tokenizer) <= TOKENIZER_KEYS:
+            bad("tokenizer", "not a tokenizer fingerprint")
+        else:
+            for key, value in tokenizer.items():
+                ok = {"weights_sha256": lambda v: isinstance(v, str) and bool(_HEX64.fullmatch(v)),
+                      "id": lambda v: isinstance(v, str) and bool(re.fullmatch(r"[a-z-]{1,32}-[0-9a-f]{16}", v)),
+                      "precision": lambda v: v in ("fp32", "bf16", None),
+                      "trained": lambda v: v in (True, False, None),
+                      "architecture": _architecture_ok}.get(
+                    key, lambda v: isinstance(v, str) and bool(_PROSE.fullmatch(v)))(value)
+                if not ok:
+                    bad(f"tokenizer.{key}", "not a fingerprint value")
+    if translation is not None:
+        if not isinstance(translation, dict) or not set(translation) <= TRANSLATION_KEYS:
+            bad("translation", "not a translation fingerprint")
+            return
+        for key, value in translation.items():
+            if key == "sha256":
+                ok = isinstance(value, str) and bool(_HEX64.fullmatch(value))
+            elif key == "files":
+                ok = isinstance(value, list) and all(isinstance(v, str) and _WORD.fullmatch(v) for v in value)
+            elif isinstance(value, str):
+                ok = bool(_WORD.fullmatch(value))
+            else:
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            if not ok:
+                bad(f"translation.{key}", "not a fingerprint value")
+
+
+def _architecture_ok(value) -> bool:
+    if not isinstance(value, dict) or len(value) > 40:
+        return False
+    for key, item in value.items():
+        if not re.fullmatch(r"[a-z_]{1,40}", key):
+            return False
+        items = item if isinstance(item, list) else [item]
+        if len(items) > 16 or not all(isinstance(v, (int, float)) or (isinstance(v, str) and _WORD.fullmatch(v))
+                                      or v is None for v in items):
+            return False
+    return True
+
 
 
 def recipe_problems(folder: str | Path, paths: list[str] | None = None) -> list[str]:
     """Why the recipe folder may not go public, checking only what a recipe may hold: its own files
     (``paths``: the files to be sent; default every file), each a checksum recipe.json lists, recipe.json
-    with known sections only and no protected field or long text, lines of the right shape in the hash,
-    id and sealed files, and the card as the recipe makes it. Empty: fit to publish."""
+    of the allowlisted shape (:func:`schema_problems`, run by :func:`read_recipe`), every line of the
+    hash, id and sealed files of its exact format, and the card as the recipe makes it. Empty: fit to
+    publish."""
     from pipelines.card import load_sources
 
     folder = Path(folder)
@@ -722,44 +1129,23 @@ def recipe_problems(folder: str | Path, paths: list[str] | None = None) -> list[
         return [str(error)]
     doc = recipe.doc
     problems = []
-    sources = doc.get("sources", {})
-    allowed = {RECIPE_FILE, CARD_FILE, SEALED_FILE}
-    allowed |= {f"{INPUTS_DIR}/{name}.sha256" for name in sources if name in ALL_SOURCES}
-    allowed |= {f"{KEYS_DIR}/{name}.txt" for name in sources if name in ALL_SOURCES}
-    listed = {entry["path"] for entry in doc.get("recipe_files", [])} | {RECIPE_FILE}
+    allowed = {RECIPE_FILE} | {entry["path"] for entry in doc["recipe_files"]}
     if paths is None:
         paths = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     for path in paths:
         if path not in allowed:
-            problems.append(f"{path}: not a file a recipe holds")
-        elif path not in listed:
-            problems.append(f"{path}: not listed in recipe.json")
-    unknown = sorted(set(doc) - set(TOP_LEVEL))
-    problems += [f"recipe.json: unknown section {key!r}" for key in unknown]
-    for key in TOP_LEVEL:
-        if key in ("tokenizer", "translation"):
-            continue
-        problems += _key_problems(doc.get(key), f"recipe.json {key}")
-    for key, known in (("tokenizer", TOKENIZER_KEYS), ("translation", TRANSLATION_KEYS)):
-        section = doc.get(key)
-        if section is not None:
-            extra = sorted(set(section) - known) if isinstance(section, dict) else ["(not a mapping)"]
-            problems += [f"recipe.json {key}.{name}: not a fingerprint field" for name in extra]
-    groups = doc.get("sealed", {}).get("groups", [])
-    problems += [f"recipe.json sealed.groups: {g!r} is not a table folder" for g in groups if not _GROUP.fullmatch(g)]
+            problems.append(f"{path}: not a file a recipe holds (or not listed in recipe.json)")
+    groups = doc["sealed"]["groups"]
     for path in paths:
-        if path not in allowed or not (folder / path).is_file():
+        if path not in allowed or path == RECIPE_FILE or not (folder / path).is_file():
             continue
         data = (folder / path).read_bytes()
         try:
-            text = data.decode("utf-8")
+            text = data.decode("ascii") if path != CARD_FILE else data.decode("utf-8")
         except UnicodeDecodeError:
-            problems.append(f"{path}: not UTF-8 text")
+            problems.append(f"{path}: not {'ASCII' if path != CARD_FILE else 'UTF-8'} text")
             continue
-        if "\0" in text:
-            problems.append(f"{path}: holds NUL bytes")
-            continue
-        problems += _line_problems(path, text, groups, set(sources))
+        problems += _line_problems(path, text, groups, doc)
     if (folder / CARD_FILE).is_file() and not problems:
         expected = card({k: v for k, v in doc.items() if k != "recipe_files"}, load_sources())
         if (folder / CARD_FILE).read_text(encoding="utf-8") != expected:
@@ -767,23 +1153,42 @@ def recipe_problems(folder: str | Path, paths: list[str] | None = None) -> list[
     return problems
 
 
-def _line_problems(path: str, text: str, groups: list[str], sources: set[str]) -> list[str]:
+def _line_problems(path: str, text: str, groups: list[str], doc: dict) -> list[str]:
+    """Every line of an ``inputs``, ``images`` or ``sealed`` file in its exact format; the line counts
+    those recipe.json states."""
     lines = text.splitlines()
+    if text and not text.endswith("\n"):
+        return [f"{path}: does not end with a newline"]
     if path.startswith(f"{INPUTS_DIR}/"):
-        pattern = re.compile(r"[0-9a-f]{64}  [^\t]+")
+        source = path.removeprefix(f"{INPUTS_DIR}/").removesuffix(".sha256")
+
+        def bad_line(line: str) -> bool:
+            match = SHA256_LINE.fullmatch(line)
+            return not match or not _safe_input_path(match.group(2))
+        expected = doc["sources"][source]["inputs"]["files"]
     elif path.startswith(f"{KEYS_DIR}/"):
         source = path.removeprefix(f"{KEYS_DIR}/").removesuffix(".txt")
-        pattern = re.compile(re.escape(source) + r"/\S+")
+
+        def bad_line(line: str) -> bool:
+            return image_key_problem(source, line)
+        expected = doc["sources"][source]["images"]
     elif path == SEALED_FILE:
-        if not lines or lines[0] != "\t".join(["tag", "source", "rests_on", *groups]):
+        if not lines or lines[0] != "\t".join(["tag", "rests_on", *groups]):
             return [f"{path}: header does not name recipe.json's sealed groups"]
-        names = "|".join(re.escape(name) for name in sorted(sources)) or "-"
-        pattern = re.compile(rf"{_HEX16}\t({names})\t(({names})(,({names}))*)" + rf"\t(?:{_HEX16})?" * len(groups))
-        lines = lines[1:]
+        pattern = re.compile(_HEX16 + rf"(\t{_HEX16})" + "{%d}" % (len(groups) + 1))
+
+        def bad_line(line: str) -> bool:
+            return not pattern.fullmatch(line)
+        lines, expected = lines[1:], doc["sealed"]["images"]
     else:
         return []
-    bad = [number for number, line in enumerate(lines, start=1) if not pattern.fullmatch(line)]
-    return [f"{path}: {len(bad)} line(s) not of a recipe's shape (first: line {bad[0]})"] if bad else []
+    problems = []
+    bad = [number for number, line in enumerate(lines, start=1) if bad_line(line)]
+    if bad:
+        problems.append(f"{path}: {len(bad)} line(s) not of a recipe's format (first: line {bad[0]})")
+    if len(lines) != expected or len(set(lines)) != len(lines):
+        problems.append(f"{path}: {len(lines)} lines ({len(set(lines))} distinct), recipe.json says {expected}")
+    return problems
 
 
 # ------------------------------------------------------------------ command line

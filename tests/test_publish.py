@@ -14,6 +14,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from huggingface_hub import HfApi
@@ -337,9 +338,57 @@ def _with_sealed_column(folder: Path) -> None:
     (folder / "recipe.json").write_text(json.dumps(doc))
 
 
+def _relist(folder: Path, path: str) -> None:
+    """List ``path`` in recipe.json with its new checksum, as someone smuggling content would."""
+    doc = json.loads((folder / "recipe.json").read_text())
+    data = (folder / path).read_bytes()
+    for entry in doc["recipe_files"]:
+        if entry["path"] == path:
+            entry.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    (folder / "recipe.json").write_text(json.dumps(doc))
+
+
+def _edit_doc(folder: Path, change) -> None:
+    doc = json.loads((folder / "recipe.json").read_text())
+    change(doc)
+    (folder / "recipe.json").write_text(json.dumps(doc))
+
+
+def _pixels_in_ids(folder: Path, build: Path) -> None:
+    png = pq.read_table(next((build / "images").glob("*.parquet"))).to_pylist()[0]["image"]["bytes"]
+    keys = folder / "images" / "vindr.txt"
+    keys.write_text(keys.read_text() + "vindr/" + base64.b64encode(png).decode() + "\n")
+    _relist(folder, "images/vindr.txt")
+
+
+def _text_in_input_path(folder: Path) -> None:
+    hashes = folder / "inputs" / "mimic.sha256"
+    hashes.write_text(hashes.read_text() + "0" * 64 + "  files/FINDINGS: There is a small left pleural effusion.txt\n")
+    _relist(folder, "inputs/mimic.sha256")
+
+
+def _long_text_as_key(folder: Path) -> None:
+    _edit_doc(folder, lambda doc: doc["counts"]["mimic"]["item_rejects"].update(
+        {"FINDINGS: " + "There is a small left pleural effusion. " * 20: 1}))
+
+
+def _labels_under_new_key(folder: Path) -> None:
+    keys = (folder / "images" / "vindr.txt").read_text().split()
+    _edit_doc(folder, lambda doc: doc["counts"]["vindr"].update(per_image={k: "Cardiomegaly,Nodule/Mass" for k in keys}))
+
+
+def _sentence_value_not_in_card(folder: Path) -> None:
+    _edit_doc(folder, lambda doc: doc["outputs"][0].update(note="There is a small left pleural effusion; box (239.0,1)"))
+
+
 @pytest.mark.parametrize("change, says", [
-    (_with_field, "outputs[0].conversations: a field that carries protected content"),
-    (_with_text, "a text of"),
+    (_with_field, "unknown field(s) ['conversations']"),
+    (_with_text, "sources.mimic.release: not what manifests/sources.yaml"),
+    (_pixels_in_ids, "images/vindr.txt: 1 line(s) not of a recipe's format"),
+    (_text_in_input_path, "inputs/mimic.sha256: 1 line(s) not of a recipe's format"),
+    (_long_text_as_key, "counts.mimic.item_rejects: key 'FINDINGS: There is a small left pleural ' is not a known name"),
+    (_labels_under_new_key, "counts.vindr: unknown field(s) ['per_image']"),
+    (_sentence_value_not_in_card, "outputs[0]: unknown field(s) ['note']"),
     (_with_table, "images/train.parquet: not a file a recipe holds"),
     (_with_card_line, "README.md is not the file recipe.json lists"),
     (_with_sealed_column, "sealed.tsv: header does not name recipe.json's sealed groups"),
@@ -347,7 +396,7 @@ def _with_sealed_column(folder: Path) -> None:
 def test_a_recipe_holding_anything_protected_is_refused_before_any_request(build, recipe, tmp_path, change, says):
     folder = tmp_path / "recipe"
     shutil.copytree(recipe, folder)
-    change(folder, build) if change is _with_table else change(folder)
+    change(folder, build) if change in (_with_table, _pixels_in_ids) else change(folder)
     with FakeHub() as hub:
         with pytest.raises(LicenceError, match="holds what a public recipe may not") as refused:
             publish(folder, "someone/r", public=True, api=HfApi(endpoint=hub.endpoint, token="hf_dummy"))

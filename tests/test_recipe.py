@@ -40,6 +40,17 @@ GROUNDING = ("m4cxr/finding_grounding", "m4cxr/grounded_finding", "m4cxr/multi_f
              "m4cxr/abnormality_detection", "imt-cxr/lesion_localization")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_code_fingerprint():
+    """The code fingerprint taken once: a working tree edited while the module runs would otherwise
+    make hydrate refuse its own recipe as made by other code."""
+    import pipelines.manifest as manifest
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(manifest, "code_fingerprint", lambda fixed=manifest.code_fingerprint(): fixed)
+        yield
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     return generate(tmp_path_factory.mktemp("corpus") / "corpus", studies=STUDIES, seed=SEED)
@@ -108,6 +119,41 @@ def test_a_copy_of_the_corpus_hydrates_byte_identically(corpus, build, recipe, t
     assert verify(out) == []  # hydrate.json is recorded among the manifest's files
     again = hydrate(recipe, sources / "build.yaml", out)  # a finished hydration is verified, not rebuilt
     assert again.exit_code == 0 and "already built" in again.output, again.output
+    tampered = tamper_keeping_size(out)  # one row changed, the file's size and manifest.json left as they were
+    again = hydrate(recipe, sources / "build.yaml", out)
+    assert again.exit_code == 1 and "result: DIFFERS" in again.output, again.output
+    assert "byte-identical: every output file" not in again.output
+    hydration = json.loads((out / "manifest.json").read_text())["hydration"]
+    assert hydration["outcome"] == "differs" and hydration["byte_identical"] is False and not hydration["verified"]
+    assert tampered in hydration["shards_not_verified"]
+    report = json.loads((out / "hydrate.json").read_text())
+    assert [r["kind"] for r in report["reasons"] if not r["expected"]] == ["unexplained"]
+
+
+def tamper_keeping_size(out: Path) -> str:
+    """Change one digit of one instruction row's answer and rewrite its shard with the build's writer, until
+    the file keeps its size (so only hashing its bytes can tell); returns the shard's path."""
+    from pipelines.write import stream_parquet
+
+    for path in sorted((out / "instructions").rglob("*.parquet")):
+        rows, size = pq.read_table(path).to_pylist(), path.stat().st_size
+        for i, row in enumerate(rows[:3]):
+            value = row["conversations"][-1]["value"]
+            at = next((j for j, c in enumerate(value) if c.isdigit()), None)
+            if at is None:
+                continue
+            for digit in "0123456789":
+                if digit == value[at]:
+                    continue
+                turns = [dict(turn) for turn in row["conversations"]]
+                turns[-1]["value"] = value[:at] + digit + value[at + 1:]
+                trial = path.with_suffix(".trial")
+                stream_parquet(str(trial), "instructions", [[*rows[:i], {**row, "conversations": turns}, *rows[i + 1:]]])
+                if trial.stat().st_size == size:
+                    trial.replace(path)
+                    return path.relative_to(out).as_posix()
+                trial.unlink()
+    raise AssertionError("no instruction shard could be changed keeping its size")
 
 
 def test_one_changed_input_file_is_named_and_its_cost_localised(corpus, build, recipe, tmp_path):
@@ -126,12 +172,25 @@ def test_one_changed_input_file_is_named_and_its_cost_localised(corpus, build, r
     assert report["inputs"]["vindr"]["changed"] == [relative]
     assert [(r["kind"], r["image_keys"]) for r in report["reasons"]] == [("file", [key])]
     assert relative in report["reasons"][0]["text"]
-    holding = [path.relative_to(build).as_posix() for path in sorted((build / "images").glob("*.parquet"))
-               if key in pq.read_table(path, columns=["image_key"]).column("image_key").to_pylist()]
-    assert [s["path"] for s in report["shards"]["files"] if s["state"] != "verified"] == holding
+    # the image's secret changed with its pixels: its rows, and the files holding them (whose SHA-256s are
+    # sealed with their images' secrets), cannot be vouched for; everything else verifies
+    on_it: dict[str, int] = defaultdict(int)
+    holding = []
+    for table_dir in sealed_dirs(build):
+        for path in sorted((build / table_dir).glob("*.parquet")):
+            n = sum(key in (row.get("image_keys") or [row.get("image_key")]) for row in pq.read_table(path).to_pylist())
+            if n:
+                on_it[table_dir] += n
+                holding.append(path.relative_to(build).as_posix())
+    assert on_it["images"] == 1
+    for path in sorted((build / "rejects").glob("*.parquet")):  # keyed by every written image of its sources
+        named = set(pq.read_table(path, columns=["source"]).column("source").to_pylist())
+        if "vindr" in named or not named <= {"mimic", "vindr", "siim", "padchest"}:
+            holding.append(path.relative_to(build).as_posix())
+    assert sorted(s["path"] for s in report["shards"]["files"] if s["state"] != "verified") == sorted(holding)
     unverified = {group: sum(entry["recipe"].values()) - sum(entry["verified"].values())
                   for group, entry in report["tables"].items()}
-    assert {group: n for group, n in unverified.items() if n} == {"images": 1}, unverified
+    assert {group: n for group, n in unverified.items() if n} == dict(on_it), unverified
     assert json.loads((out / "manifest.json").read_text())["hydration"]["outcome"] == "differs"
 
 
@@ -357,7 +416,17 @@ def test_hydrate_refuses_a_torn_recipe_other_versions_and_foreign_sources(corpus
     monkeypatch.setattr(module, "versions", lambda: {**read_recipe(recipe).doc["versions"], "pyarrow": "0.0.1"})
     result = hydrate(recipe, corpus / "build.yaml", tmp_path / "out")
     assert result.exit_code == 2 and "pyarrow" in result.output and "--other-versions" in result.output
+    result = hydrate(recipe, corpus / "build.yaml", tmp_path / "out", "--check-only")  # inputs need no versions
+    assert result.exit_code == 0 and "all match" in result.output, result.output
     monkeypatch.undo()
+    malformed = tmp_path / "malformed"
+    shutil.copytree(recipe, malformed)
+    doc = json.loads((malformed / "recipe.json").read_text())
+    del doc["sealed"]
+    (malformed / "recipe.json").write_text(json.dumps(doc))
+    result = hydrate(malformed, corpus / "build.yaml", tmp_path / "out")
+    assert result.exit_code == 2 and "lacks ['sealed']" in result.output and result.exception is not None
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
     nothing = tmp_path / "nothing.yaml"
     nothing.write_text("sources:\n  chexmask: {root: %s}\n" % (corpus / "chexmask"))
     result = hydrate(recipe, nothing, tmp_path / "out")
@@ -372,8 +441,32 @@ def test_sealed_lines_are_not_in_image_order_and_carry_no_ids(recipe):
     assert tags == sorted(tags) and len(set(tags)) == len(tags) == doc.doc["sealed"]["images"]
     keys = {key for name in doc.sources for key in doc.image_keys(name)}
     assert not any(key.split("/", 1)[1] in "\n".join(lines) for key in keys)
-    per_source = defaultdict(int)
-    for line in lines:
-        per_source[line.split("\t")[1]] += 1
-    assert dict(per_source) == {name: entry["images"] for name, entry in doc.sources.items() if entry["images"]}
+    # every line has the same shape: 16 hex digits per cell, every cell filled, no source or task pattern in clear
+    assert {tuple(len(cell) for cell in line.split("\t")) for line in lines} == {(16,) * (len(doc.doc["sealed"]["groups"]) + 2)}
+    assert all(re.fullmatch(r"[0-9a-f\t]+", line) for line in lines)
     assert hashlib.sha256((recipe / "recipe.json").read_bytes()).hexdigest() == doc.sha256
+
+
+def test_sealed_lines_of_images_with_different_task_patterns_look_alike(build, recipe):
+    """Which tasks have rows on an image, and what its rows rest on, is sealed: two images with different
+    patterns give lines of one shape, and only each image's own secret opens its rests_on."""
+    from pipelines.recipe import hex64, open_rests_on, seal_build
+
+    sealed = seal_build(str(build), json.loads((build / "manifest.json").read_text()))
+    patterns = {tuple(sealed.present[i]): i for i in range(len(sealed.keys))}
+    assert len(patterns) >= 2
+    first, second = list(patterns.values())[:2]
+    lines = {line.split("\t")[0]: line for line in (recipe / SEALED_FILE).read_text().splitlines()[1:]}
+    a, b = (lines[hex64(int(sealed.tags[i]))].split("\t") for i in (first, second))
+    assert [len(cell) for cell in a] == [len(cell) for cell in b] and all(re.fullmatch("[0-9a-f]{16}", c) for c in a + b)
+    assert sealed.rests_on[sealed.keys[first]] == open_rests_on(sealed.secrets[sealed.keys[first]], int(a[1], 16))
+    assert open_rests_on(sealed.secrets[sealed.keys[second]], int(a[1], 16)) != sealed.rests_on[sealed.keys[first]]
+
+
+def test_a_local_path_is_found_whole_not_inside_a_url():
+    from pipelines.recipe import names_local_path
+
+    assert not names_local_path("https://physionet.org/content/mimic-cxr/2.0.0/", "/content/mimic-cxr")
+    assert names_local_path("/content/mimic-cxr", "/content/mimic-cxr")
+    assert names_local_path("read from /content/mimic-cxr/files", "/content/mimic-cxr")
+    assert not names_local_path("/content/mimic-cxr-jpg", "/content/mimic-cxr")
