@@ -2,8 +2,9 @@
 
 It runs once per images shard, after the severity IDF table is fitted on the train split. It reads
 the shard's checkpoint (pipelines/image_stage.py), adds each row's MediVLM severity score, builds
-the shard's studies and patients (whole inside one shard, by how the image stage shards) and runs
-every profile task on its image, study or patient groups. Rows are not sent through the pipeline:
+the shard's studies and patients (``task_groups``, transforms/units.py; whole inside one shard, by
+how the image stage shards) and runs every profile task on its image, study or patient groups.
+Rows are not sent through the pipeline:
 each (table, split) gets one fragment file per images shard, its rows packed and sorted by key, and
 the stage sends on a :class:`Fragment` reference that ``WriteFragments`` (pipelines/write.py) turns
 into output shards. A task that fails on a group becomes a ``tasks`` reject for that group only.
@@ -22,7 +23,8 @@ from pipelines.progress import Progress
 from pipelines.write import Fragment, prepare, write_fragment
 from schemas.records import Reject
 from transforms import enrich, io
-from transforms.tasks import TASK_UNITS, generator, multi
+from transforms.tasks import TASK_UNITS, generator
+from transforms.units import group_rows, task_groups
 
 
 def task_rows(group, unit: str, profiles: list, seed: int) -> tuple[list[tuple[tuple, tuple]], list[Reject]]:
@@ -42,31 +44,6 @@ def task_rows(group, unit: str, profiles: list, seed: int) -> tuple[list[tuple[t
                 cell = (profile.name, task, row["source"], row["split"])
                 rows.append((cell, prepare(f"instructions/{profile.name}/{task}", row["split"], row)))
     return rows, rejects
-
-
-def group_rows(group) -> list[dict]:
-    """The annotation rows of an image, study or patient group, in group order."""
-    if isinstance(group, dict):
-        return [group]
-    return [row for member in group for row in group_rows(member)]
-
-
-def task_groups(rows: list[dict]):
-    """``(unit, group)`` for every image, study (rows by image key) and patient (studies in time
-    order) among one shard's annotation rows."""
-    studies = defaultdict(list)
-    for row in rows:
-        yield "image", row
-        if row["study_id"] is not None:
-            studies[(row["source"], row["study_id"])].append(row)
-    patients = defaultdict(list)
-    for key in sorted(studies):
-        study = sorted(studies[key], key=lambda a: a["image_key"])
-        yield "study", study
-        if study[0]["subject_id"] is not None:
-            patients[(study[0]["source"], study[0]["subject_id"])].append(study)
-    for key in sorted(patients):
-        yield "patient", multi.in_time_order(patients[key])
 
 
 def fragment_path(out_dir: str, table_dir: str, split: str, shard: str) -> str:

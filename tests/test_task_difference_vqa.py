@@ -14,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import manifests
-from pipelines.task_stage import task_groups
 from tests.builds import VQA_DATASETS, synthetic_build
 from transforms.tasks import Profile, TaskSpec
 from transforms.tasks.difference_vqa import FAMILIES, TASK, generate
 from transforms.templates import load_template_set
+from transforms.units import task_groups
 from transforms.views import is_frontal
 
 PROFILE = Profile(name="m4cxr", coordinates="percent", tasks={TASK: TaskSpec(template_set="vqa_difference_m4cxr")})

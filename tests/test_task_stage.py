@@ -13,6 +13,7 @@ from pipelines.write import read_fragment
 from schemas.records import ImageRef, Reject
 from transforms.tasks import Profile, TaskSpec
 from transforms.tasks.multi import MULTI_IMAGE, MULTI_STUDY
+from transforms.units import group_rows, task_groups
 
 IMAGE_TASK = "disease_classification"
 PROFILE = Profile(name="m4cxr", coordinates="percent", tasks={
@@ -40,7 +41,7 @@ def keys(group) -> list:
 
 
 def test_groups_are_the_images_the_studies_and_the_patients_in_time_order():
-    groups = list(task_stage.task_groups(sorted(ROWS, key=lambda r: r["image_key"])))
+    groups = list(task_groups(sorted(ROWS, key=lambda r: r["image_key"])))
     assert [(unit, keys(group)) for unit, group in groups] == [
         ("image", "a"), ("image", "b"), ("image", "c"), ("image", "d"), ("image", "e"),
         ("study", ["a"]), ("study", ["c", "d"]), ("study", ["e"]),
@@ -62,7 +63,7 @@ def fake_generator(task):
     """One instruction row per group; the study task fails on study s2."""
 
     def generate(group, profile, seed):
-        first = task_stage.group_rows(group)[0]
+        first = group_rows(group)[0]
         if task == MULTI_IMAGE and first["study_id"] == "s2":
             raise ValueError("study s2 cannot be rendered")
         return [{"id": f"{task}:{keys(group)}", "source": first["source"], "split": first["split"]}]

@@ -1,6 +1,10 @@
 """File access through Beam ``FileSystems`` so every path may be local or ``gs://``.
 
 Readers and stages use these helpers instead of ``open()`` / ``os.walk`` on input paths.
+
+Beam is imported by the helpers that use it, on their first call, not with this module: the readers
+and transforms that read through here import without Beam (``transforms/`` never loads it by being
+imported; tests/test_layers.py checks).
 """
 
 from __future__ import annotations
@@ -16,20 +20,41 @@ import os
 import posixpath
 import re
 from collections.abc import Iterator
-from typing import IO, NamedTuple
+from typing import IO, TYPE_CHECKING, NamedTuple
 
-from apache_beam.io.filesystem import CompressionTypes, FileMetadata, FileSystem
-from apache_beam.io.filesystems import FileSystems
+if TYPE_CHECKING:
+    from apache_beam.io.filesystem import FileMetadata
 
 log = logging.getLogger(__name__)
 
 
+def _filesystems():
+    """Beam's ``FileSystems`` (imported here, on first use: see the module docstring)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems
+
+
+def _open_uncompressed(path: str) -> IO[bytes]:
+    """``FileSystems.open`` of a file's raw bytes, never decompressed."""
+    from apache_beam.io.filesystem import CompressionTypes
+
+    return _filesystems().open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def _matcher(pattern: str):
+    """The ``match`` of the regular expression Beam translates a glob pattern into."""
+    from apache_beam.io.filesystem import FileSystem
+
+    return re.compile(FileSystem.translate_pattern(pattern)).match
+
+
 def join(base: str, *parts: str) -> str:
-    return FileSystems.join(base, *parts)
+    return _filesystems().join(base, *parts)
 
 
 def exists(path: str) -> bool:
-    return FileSystems.exists(path)
+    return _filesystems().exists(path)
 
 
 class Unlisted(NamedTuple):
@@ -62,13 +87,15 @@ def match(pattern: str, limit: int | None = None, problems: list[Unlisted] | Non
     permission) and a link whose target is missing are each an :class:`Unlisted`, appended to
     ``problems`` when it is given; without it the first of them raises :class:`ListingError`. A
     folder that does not exist (the top, or one removed during the walk) is simply empty."""
+    from apache_beam.io.filesystem import FileMetadata
+
     if is_object_store(pattern):
-        return FileSystems.match([pattern], [limit] if limit is not None else None)[0].metadata_list
+        return _filesystems().match([pattern], [limit] if limit is not None else None)[0].metadata_list
     prefix = re.match(r"[^[*?]*", pattern).group(0)
     if prefix == pattern:
         return [FileMetadata(pattern, os.path.getsize(pattern), os.path.getmtime(pattern))] \
             if os.path.isfile(pattern) else []
-    matches = re.compile(FileSystem.translate_pattern(pattern)).match
+    matches = _matcher(pattern)
 
     def report(problem: Unlisted) -> None:
         if problems is None:
@@ -126,7 +153,7 @@ def _folder_filter(pattern: str, prefix: str):
         if _may_cross(part):
             unbounded = True
             break
-        checks.append(re.compile(FileSystem.translate_pattern(part)).match)
+        checks.append(_matcher(part))
 
     def may_hold(folder: str) -> bool:
         if not _may_hold(folder + os.sep, prefix):
@@ -196,7 +223,7 @@ def any_match(pattern: str) -> bool:
 
 def read_bytes(path: str) -> bytes:
     """Raw bytes of a file, never decompressed (images, DICOM)."""
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+    with _open_uncompressed(path) as f:
         return f.read()
 
 
@@ -226,7 +253,7 @@ def _open_raw(path: str, read_buffer: int) -> IO[bytes]:
     of what was asked plus ``read_buffer`` (Beam opens objects with a 16 MiB buffer)."""
     if path.startswith("gs://"):
         return _gcs().open(path, read_buffer_size=read_buffer)
-    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    return _open_uncompressed(path)
 
 
 def read_head(path: str, length: int) -> bytes:
@@ -254,7 +281,7 @@ def read_text(path: str, encoding: str = "utf-8") -> str:
 
 def size_of(path: str) -> int:
     """A file's size in bytes (one metadata request on an object store)."""
-    return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+    return _filesystems().match([path])[0].metadata_list[0].size_in_bytes
 
 
 def files_under(folder: str) -> list[str]:
@@ -279,7 +306,7 @@ def remove_tree(folder: str) -> int:
     files = files_under(folder)
     if not is_object_store(folder):
         if exists(folder):
-            FileSystems.delete([folder])
+            _filesystems().delete([folder])
         return len(files)
     if folder.startswith("gs://"):
         failed = [(path, status) for path, status in _gcs().delete_batch(files) if status is not None]
@@ -287,14 +314,14 @@ def remove_tree(folder: str) -> int:
             raise OSError(f"could not delete {len(failed)} of {len(files)} objects under {folder}, "
                           f"e.g. {failed[0][0]} (HTTP {failed[0][1]})")
     elif files:
-        FileSystems.delete(files)
+        _filesystems().delete(files)
     return len(files)
 
 
 def sha256_of(path: str) -> str:
     """Hex SHA-256 of a file's raw bytes, read in blocks."""
     digest = hashlib.sha256()
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+    with _open_uncompressed(path) as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -307,7 +334,7 @@ def sha256_if_exists(path: str) -> str | None:
 
 def open_binary(path: str) -> IO[bytes]:
     """A binary stream; ``.gz`` and ``.bz2`` files are decompressed by their extension."""
-    raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    raw = _open_uncompressed(path)
     if path.endswith(".gz"):
         return gzip.GzipFile(fileobj=raw, mode="rb")
     if path.endswith(".bz2"):

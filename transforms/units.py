@@ -7,15 +7,20 @@ image), with one exception: a Chest ImaGenome gold-set image whose split is trai
 entirely (:func:`held_out`), since gold images are ImaGenome's evaluation set. A VQA dataset's
 question stays in the split its dataset gave it: one whose split is not its image's is filtered
 (:func:`questions_in_split`), never moved.
+
+After the image stage the units a task consumes (``TASK_UNITS``, transforms/tasks) are annotation rows
+grouped by :func:`task_groups`: an image (one row), a study (its rows) or a patient (its studies).
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from schemas.records import AnnotationRecord, Reject, SourceRecord
 from transforms.splits import NATIVE_QUESTION_SPLITS, assign_split
+from transforms.tasks.multi import in_time_order
 
 
 @dataclass
@@ -96,3 +101,28 @@ def _asked(annotation: AnnotationRecord) -> str:
     if not annotation.questions:
         return ""
     return f" ({len(annotation.questions)} question(s): {', '.join(q.where for q in annotation.questions)})"
+
+
+def group_rows(group) -> list[dict]:
+    """The annotation rows of an image, study or patient group, in group order."""
+    if isinstance(group, dict):
+        return [group]
+    return [row for member in group for row in group_rows(member)]
+
+
+def task_groups(rows: list[dict]):
+    """``(unit, group)`` for every image, study (rows by image key) and patient (studies in time
+    order) among one shard's annotation rows."""
+    studies = defaultdict(list)
+    for row in rows:
+        yield "image", row
+        if row["study_id"] is not None:
+            studies[(row["source"], row["study_id"])].append(row)
+    patients = defaultdict(list)
+    for key in sorted(studies):
+        study = sorted(studies[key], key=lambda a: a["image_key"])
+        yield "study", study
+        if study[0]["subject_id"] is not None:
+            patients[(study[0]["source"], study[0]["subject_id"])].append(study)
+    for key in sorted(patients):
+        yield "patient", in_time_order(patients[key])
