@@ -3,8 +3,11 @@
 Three steps, each with one account:
 
 1. **Inputs.** Every file each of your sources' read plans reads is hashed and compared with the
-   recipe's ``inputs/<source>.sha256``: per source the files that match, are missing, changed or
-   extra (named), and whether it looks like another release of the dataset. A source the recipe has
+   recipe's ``inputs/<source>.sha256``: the source's anchors (its tables) by their SHA-256 first, then,
+   with the key their bytes give, every other file by its sealed SHA-256. Per source the files that
+   match, are missing, changed or extra (named), and whether it looks like another release of the
+   dataset; an anchor that differs is said first (another release or a modified copy), and the other
+   files, whose seals need it, are then named only when missing or extra (never called changed). A source the recipe has
    and your build.yaml does not is absent: hydration is partial. A source whose plan cannot be made
    (a required file missing) stops here (exit 2), as ``build`` would.
 2. **Build.** The recipe's config with your roots (and your tokenizer and translation model folders),
@@ -41,8 +44,8 @@ import pyarrow.parquet as pq
 import yaml
 
 from pipelines.manifest import LISTING_THREADS, Manifest, input_files, record_view_files, versions
-from pipelines.recipe import (Recipe, RecipeError, Sealed, group_of, hash_files, hex64, is_sealed, open_rests_on,
-                              read_recipe, runtime_versions, seal_build, severity_digest)
+from pipelines.recipe import (Recipe, RecipeError, Sealed, digest_files, group_of, hex64, input_key, is_sealed,
+                              open_rests_on, read_recipe, runtime_versions, seal_build, seal_input, severity_digest)
 from pipelines.write import write_bytes_atomically
 from schemas.config import BuildConfig, check_config
 from schemas.records import IMAGE_SOURCES
@@ -95,7 +98,8 @@ def hydration_config(recipe: Recipe, user: BuildConfig, user_path: str) -> tuple
 
 @dataclass
 class SourceCheck:
-    """One source's inputs against the recipe's hashes (paths relative to its root)."""
+    """One source's inputs against the recipe's (paths relative to its root): its anchors by their plain
+    SHA-256, every other file by its seal, which needs the key the anchors give."""
 
     name: str
     files: int  # in the recipe
@@ -106,10 +110,12 @@ class SourceCheck:
     problem: str | None = None  # the read plan's whole-input error
     another_release: bool = False
     unused: list[str] = field(default_factory=list)  # recipe files this build does not read (sources left out)
+    anchors_differ: list[str] = field(default_factory=list)  # anchors missing or changed: no key, files unchecked
+    unchecked: list[str] = field(default_factory=list)  # present files whose seals cannot be checked without it
 
     @property
     def differs(self) -> bool:
-        return bool(self.missing or self.changed or self.extra or self.problem)
+        return bool(self.missing or self.changed or self.extra or self.problem or self.unchecked)
 
 
 def _reader(plan) -> Callable[[str], bool]:
@@ -128,37 +134,55 @@ def _stem(path: str) -> str:
 
 
 def check_inputs(recipe: Recipe, config: BuildConfig) -> dict[str, SourceCheck]:
-    """Hash the files each present source's read plan reads and compare them with the recipe's."""
+    """Hash the files each present source's read plan reads and compare them with the recipe's: the
+    anchors by SHA-256 first (read wherever they are, also when the plan does not read one: the key
+    needs them all); with every anchor as the recipe's, each other file by its seal; without, those
+    files are named only when missing or extra, never called changed."""
     from transforms.sources import reader
 
     sources = config.enabled_sources()
     image_sources = tuple(name for name in IMAGE_SOURCES if name in sources)
     checks = {}
     for name in sorted(sources):
-        expected = recipe.hashes(name)
+        listing = recipe.inputs(name)
+        expected = listing.paths()
         check = SourceCheck(name=name, files=len(expected))
         root = sources[name].root
         try:
             plan = reader(name).plan(root, image_sources)
         except (FileNotFoundError, ValueError, OSError) as unusable:
             check.problem = str(unusable).splitlines()[0]
-            present = [rel for rel in expected if io.exists(io.join(root, rel))]
-            found = hash_files([io.join(root, rel) for rel in present], LISTING_THREADS)
-            listed = {rel: found[io.join(root, rel)] for rel in present}
+            paths = [io.join(root, rel) for rel in sorted(expected) if io.exists(io.join(root, rel))]
         else:
             paths = sorted(input_files({name: plan})[name])
-            found = hash_files(paths, LISTING_THREADS)
-            listed = {io.relative(path, root): digest for path, digest in found.items()}
             reads = _reader(plan)
-            check.unused = sorted(rel for rel in expected if rel not in listed and not reads(io.join(root, rel)))
-            expected = {rel: digest for rel, digest in expected.items() if rel not in set(check.unused)}
+            listed_rel = {io.relative(path, root) for path in paths}
+            check.unused = sorted(rel for rel in expected if rel not in listed_rel and not reads(io.join(root, rel)))
+            expected -= set(check.unused)
             check.files = len(expected)
-        check.matched = sum(1 for rel, digest in listed.items() if expected.get(rel) == digest)
-        check.missing = sorted(set(expected) - set(listed))
-        check.changed = sorted(rel for rel, digest in listed.items() if rel in expected and expected[rel] != digest)
-        check.extra = sorted(set(listed) - set(expected)) if check.problem is None else []
+        anchors = {io.join(root, rel) for rel in listing.anchors}
+        extra_anchors = sorted(path for path in anchors - set(paths) if io.exists(path))  # read for the key only
+        found, parts = digest_files(paths + extra_anchors, anchors & {*paths, *extra_anchors}, LISTING_THREADS)
+        listed = {io.relative(path, root): found[path] for path in paths}
+        mine = {io.relative(path, root): digest for path, digest in found.items() if path in anchors}
+        keyless = sorted(rel for rel, digest in listing.anchors.items() if mine.get(rel) != digest)
+        key = None if keyless else input_key(name, {io.relative(path, root): part for path, part in parts.items()})
+        check.anchors_differ = [rel for rel in keyless if rel in expected]
+        matched, changed = [], []
+        for rel, digest in listed.items():
+            if rel in listing.anchors and rel in expected:
+                (matched if listing.anchors[rel] == digest else changed).append(rel)
+            elif rel in listing.sealed and rel in expected:
+                if key is None:
+                    check.unchecked.append(rel)
+                else:
+                    (matched if seal_input(key, rel, digest) == listing.sealed[rel] else changed).append(rel)
+        check.matched, check.changed, check.unchecked = len(matched), sorted(changed), sorted(check.unchecked)
+        check.missing = sorted(expected - set(listed))
+        check.extra = sorted(set(listed) - listing.paths()) if check.problem is None else []
         renamed = {_stem(rel) for rel in check.missing} & {_stem(rel) for rel in check.extra}
-        check.another_release = bool(renamed) or (check.files > 0 and check.matched < check.files / 2)
+        check.another_release = bool(check.anchors_differ) or bool(renamed) or \
+            (check.files > 0 and check.matched < (check.files - len(check.unchecked)) / 2)
         checks[name] = check
     return checks
 
@@ -166,6 +190,17 @@ def check_inputs(recipe: Recipe, config: BuildConfig) -> dict[str, SourceCheck]:
 def _some(paths: list[str]) -> str:
     shown = ", ".join(paths[:EXAMPLES])
     return shown + (f", ... ({len(paths)} in all)" if len(paths) > EXAMPLES else "")
+
+
+def anchor_account(recipe: Recipe, check: SourceCheck) -> str:
+    """One line: which anchor differs, what that most likely means, and what it leaves unchecked."""
+    entry = recipe.sources[check.name]
+    release = f" {entry['release']}" if entry.get("release") else ""
+    states = [f"{rel} ({'missing' if rel in check.missing else 'differs'})" for rel in check.anchors_differ]
+    unchecked = (f"; so its other {len(check.unchecked)} files cannot be checked one by one (their SHA-256s are "
+                 f"sealed with a key these tables give) and none of them is called changed" if check.unchecked else "")
+    return (f"anchor {_some(states)}: another release of {entry['name']} than the recipe's{release}, or a modified "
+            f"copy{unchecked}")
 
 
 def input_lines(recipe: Recipe, checks: dict[str, SourceCheck], absent: list[str]) -> list[str]:
@@ -179,12 +214,19 @@ def input_lines(recipe: Recipe, checks: dict[str, SourceCheck], absent: list[str
         check = checks[name]
         if check.problem:
             lines.append(f"  {name:<15} cannot be read: {check.problem}")
+        if check.anchors_differ:
+            lines.append(f"  {name:<15} {anchor_account(recipe, check)}")
+        elif check.unchecked:
+            lines.append(f"  {name:<15} {len(check.unchecked)} files cannot be checked one by one: an anchor they "
+                         f"need serves only sources you left out and is not in your copy")
         parts = [f"{label} {len(paths)} ({_some(paths)})" for label, paths in
                  (("missing", check.missing), ("changed", check.changed), ("extra", check.extra)) if paths]
+        if check.unchecked:
+            parts.append(f"not checkable {len(check.unchecked)}")
         state = "all match" if not parts else "; ".join(parts)
         unused = f" ({len(check.unused)} more serve only sources you left out)" if check.unused else ""
         lines.append(f"  {name:<15} {check.matched}/{check.files} files match the recipe's: {state}{unused}")
-        if check.another_release and check.differs:
+        if check.another_release and check.differs and not check.anchors_differ:
             release = f" {entry['release']}" if entry.get("release") else ""
             lines.append(f"  {'':<15} this looks like another release of {entry['name']} than the recipe's{release}")
     return lines
@@ -207,6 +249,19 @@ def _files_of(key_ids: tuple[str, ...], check: SourceCheck) -> list[str]:
     """The changed or missing files of a source whose path names one of an image's ids."""
     tokens = [token for token in key_ids if len(token) >= 6]
     return [rel for rel in [*check.changed, *check.missing] if any(token in rel for token in tokens)]
+
+
+def _unchecked_of(key_ids: tuple[str, ...], check: SourceCheck | None) -> str | None:
+    """Why an image's own files could not be checked (its source's anchors differ), when that is so."""
+    if check is None or not check.unchecked:
+        return None
+    tokens = [token for token in key_ids if len(token) >= 6]
+    files = [rel for rel in check.unchecked if any(token in rel for token in tokens)]
+    if not files:
+        return None
+    cause = (f"{_some(check.anchors_differ)} differing (another release or a modified copy)" if check.anchors_differ
+             else "an anchor they need is not in your copy")
+    return f"{_some(files)} cannot be checked one by one, {cause}"
 
 
 def verify_hydration(recipe: Recipe, out_dir: str, config: BuildConfig, checks: dict[str, SourceCheck],
@@ -252,7 +307,9 @@ def verify_hydration(recipe: Recipe, out_dir: str, config: BuildConfig, checks: 
                               f"release)"), "not-in-recipe"
             else:
                 files = _files_of(sealed.ids[key], checks[source]) if source in checks else []
+                unchecked = _unchecked_of(sealed.ids[key], checks.get(source))
                 text, kind = ((f"{source}: the image itself differs: {', '.join(files)} changed", "file") if files else
+                              (f"{source}: the image itself differs: {unchecked}", "file") if unchecked else
                               (f"{source}: the image itself differs from the recipe's, every input file of it "
                                f"matching (unexplained: please report it)", "unexplained"))
             for g in groups:
@@ -307,9 +364,12 @@ def verify_hydration(recipe: Recipe, out_dir: str, config: BuildConfig, checks: 
             continue  # counted under "left_out"
         for key in sorted(keys - built_keys):
             files = _files_of((key.split("/", 1)[1],), checks[name]) if name in checks else []
+            unchecked = _unchecked_of((key.split("/", 1)[1],), checks.get(name))
             if files:
                 blame("file", f"{name}: images not built: {', '.join(files[:EXAMPLES])} missing or changed", False,
                       key, None)
+            elif unchecked:
+                blame("file", f"{name}: images not built: {unchecked}", False, key, None)
             else:
                 blame("unexplained", f"{name}: images not built, their files matching (unexplained: please report "
                       f"it)", False, key, None)
@@ -606,7 +666,7 @@ def _hydrate_command():
             refuse(f"{sources_path}: names none of the recipe's sources ({', '.join(doc['sources'])})")
         with console.status("hashing your input files"):
             input_checks = check_inputs(recipe, config)
-        say("inputs, against the recipe's SHA-256 of every file:")
+        say("inputs, against the recipe's SHA-256s (each source's tables plain, its other files sealed):")
         for line in input_lines(recipe, input_checks, absent):
             say(line)
         broken = [check for check in input_checks.values() if check.problem]

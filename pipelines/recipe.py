@@ -11,9 +11,12 @@ A recipe is a folder with nothing derived from protected content that anyone cou
   aggregate counts, a digest of the fitted severity IDF, the tokenizer and translation fingerprints, and
   the checksum of every other file of the recipe. Written last, field by field (nothing of the manifest
   is copied whole), and of the allowlisted shape :func:`schema_problems` checks.
-- ``inputs/<source>.sha256``: every file the source's read plan reads, as ``sha256sum`` lines
-  (``<sha256>  <path relative to the root>``, paths of a safe character set and bounded length):
-  ``sha256sum -c`` checks a copy with no cxr-instruct at all.
+- ``inputs/<source>.sha256``: every file the source's read plan reads, by its path relative to the root
+  (a safe character set, bounded length). The source's *anchors* (:func:`anchors_of`: the plan's tables,
+  or its largest file when it reads none) as ``sha256sum`` lines (``<sha256>  <path>``); every other file
+  as ``sealed:<seal>  <path>``, the seal ``HMAC(K, path | its sha256)`` cut to 128 bits, ``K`` made from
+  the anchors' bytes (:func:`input_key`). ``sha256sum -c`` checks the anchors (and skips the sealed
+  lines); ``hydrate --check-only`` checks everything.
 - ``images/<source>.txt``: the image keys (the datasets' own ids, each of its source's id grammar).
 - ``sealed.tsv``: one line per written image, sorted by its tag: the tag, the sources its rows rest on
   (a bit mask under a pad) and a 64-bit seal per table folder (``images``, ``annotations``, ``vq``, each
@@ -29,7 +32,14 @@ and image keys gives each image's findings to anyone who hashes the few candidat
 have rows on an image (``lesion_localization`` only where there are boxes) is a label too. The sealed
 digests verify the same rows without saying any of it.
 
-Why sealed file SHA-256s: a plain SHA-256 of a shard of one or a few low-entropy rows (the last shard
+Why sealed input hashes: a plain SHA-256 of a short input file (a MIMIC-CXR report ``FINDINGS: No acute
+cardiopulmonary process.``, a scene graph derived from one) lets anyone confirm a guessed file byte for
+byte, and so learn that a patient's study is normal. Sealed with a key only the dataset's own tables give,
+a line can be tested only by someone who holds the dataset (and with it the report); the tables themselves
+are large and unguessable, so their plain SHA-256 tells nothing, and says "another release or a modified
+copy" when a hydrating user's differs.
+
+Why sealed output SHA-256s: a plain SHA-256 of a shard of one or a few low-entropy rows (the last shard
 of a table holds ``rows mod rows_per_shard`` rows; small splits are one small shard) lets anyone test
 guessed answers. Each output file's SHA-256 is published HMAC'd with a key made from the secrets of
 the images its rows name (rejects files: of every written image of their sources), so exactly those
@@ -357,38 +367,116 @@ def hash_files(paths: list[str], threads: int = LISTING_THREADS) -> dict[str, st
         return dict(zip(paths, pool.map(io.sha256_of, paths)))
 
 
+INPUT_KEY_DOMAIN = b"cxr-instruct recipe 1: input key\0"
+ANCHOR_DOMAIN = b"cxr-instruct recipe 1: anchor\0"
+INPUT_SEAL_BYTES = 16
+"""A sealed input line holds 128 bits of ``HMAC(K, path | sha256)``: no two files' seals meet by chance,
+and without ``K`` none can be computed at all (``K`` is 256 bits, from the anchors' bytes)."""
+SEALED_PREFIX = "sealed:"
+
+
+def anchors_of(plan, files: dict) -> list[str]:
+    """A source's anchors (absolute paths): the tables its read plan reads (CSV label, metadata and split
+    tables: large, and no one guesses them), or when it reads none, its largest file (the first by path
+    among equals). Their plain SHA-256s are published; the key of every other file's seal is made from
+    their bytes."""
+    tables = sorted({table.path for table in plan.tables} & set(files))
+    if tables or not files:
+        return tables
+    return [min(files, key=lambda path: (-files[path].size_in_bytes, path))]
+
+
+def _digest(path: str, anchor: bool) -> tuple[str, bytes | None]:
+    """A file's SHA-256 and, for an anchor, its part of the input key (a hash of its bytes under a domain of
+    its own: nothing published gives it), in one read."""
+    if not anchor:
+        return io.sha256_of(path), None
+    plain, keyed = hashlib.sha256(), hashlib.sha256(ANCHOR_DOMAIN)
+    with io.open_file(path) as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            plain.update(block)
+            keyed.update(block)
+    return plain.hexdigest(), keyed.digest()
+
+
+def digest_files(paths: list[str], anchors, threads: int = LISTING_THREADS) -> tuple[dict[str, str], dict[str, bytes]]:
+    """path -> SHA-256 of every file, and anchor path -> its part of the input key; ``threads`` at a time."""
+    anchors = set(anchors)
+    with ThreadPoolExecutor(threads) as pool:
+        found = list(pool.map(lambda path: _digest(path, path in anchors), paths))
+    return ({path: plain for path, (plain, _) in zip(paths, found)},
+            {path: part for path, (_, part) in zip(paths, found) if part is not None})
+
+
+def input_key(source: str, parts: dict[str, bytes]) -> bytes:
+    """``K`` of a source: ``sha256(domain | source | 0 | (path | 0 | sha256(anchor domain | anchor bytes))``
+    per anchor, by relative path). Only someone holding every anchor, byte for byte, computes it."""
+    return hashlib.sha256(INPUT_KEY_DOMAIN + source.encode("utf-8") + b"\0" + b"".join(
+        relative.encode("utf-8") + b"\0" + part for relative, part in sorted(parts.items()))).digest()
+
+
+def seal_input(key: bytes, relative: str, sha256_hex: str) -> str:
+    """A non-anchor file's published value: ``HMAC-SHA256(K, path | 0 | its SHA-256)``, first 128 bits."""
+    return hmac.new(key, relative.encode("utf-8") + b"\0" + bytes.fromhex(sha256_hex),
+                    hashlib.sha256).digest()[:INPUT_SEAL_BYTES].hex()
+
+
 INPUT_PATH = re.compile(r"(?!/)(?!.*(?:^|/)\.\.?(?:/|$))[A-Za-z0-9._+=@-]+(?:/[A-Za-z0-9._+=@-]+){0,15}")
 MAX_INPUT_PATH = 240
 """An input file's path as a recipe lists it: relative, ``/``-separated, no ``.``/``..`` parts, characters
 from a safe set (no spaces: no sentence fits), at most :data:`MAX_INPUT_PATH` characters."""
-SHA256_LINE = re.compile(r"([0-9a-f]{64})  (.{1,%d})" % MAX_INPUT_PATH)
+INPUT_LINE = re.compile(r"(?:([0-9a-f]{64})|%s([0-9a-f]{%d}))  (.{1,%d})"
+                        % (SEALED_PREFIX, 2 * INPUT_SEAL_BYTES, MAX_INPUT_PATH))
+"""An ``inputs/<source>.sha256`` line: ``<sha256>  <path>`` (an anchor: a ``sha256sum`` line) or
+``sealed:<32 hex digits>  <path>`` (every other file; ``sha256sum -c`` skips it as improperly formatted)."""
 
 
 def _safe_input_path(relative: str) -> bool:
     return len(relative) <= MAX_INPUT_PATH and bool(INPUT_PATH.fullmatch(relative))
 
 
-def sha256sum_lines(hashes: dict[str, str], root: str) -> list[str]:
-    """``sha256sum`` lines, sorted by relative path."""
-    lines = []
-    for path, digest in hashes.items():
-        relative = io.relative(path, root)
-        if not _safe_input_path(relative):
+def input_lines(source: str, hashes: dict[str, str], parts: dict[str, bytes], root: str) -> list[str]:
+    """A source's ``inputs`` lines, sorted by relative path: the anchors (``parts``' paths) as ``sha256sum``
+    lines, every other file sealed with the key the anchors give."""
+    relative = {}
+    for path in hashes:
+        relative[path] = io.relative(path, root)
+        if not _safe_input_path(relative[path]):
             raise RecipeError(f"{path}: a file name a recipe cannot list (over {MAX_INPUT_PATH} characters, or "
                               f"characters other than letters, digits, ._+=@- and /)")
-        lines.append((relative, f"{digest}  {relative}"))
+    key = input_key(source, {relative[path]: part for path, part in parts.items()})
+    lines = [(relative[path], f"{digest}  {relative[path]}" if path in parts else
+              f"{SEALED_PREFIX}{seal_input(key, relative[path], digest)}  {relative[path]}")
+             for path, digest in hashes.items()]
     return [line for _, line in sorted(lines)]
 
 
-def parse_sha256sum(text: str, where: str) -> dict[str, str]:
-    """relative path -> sha256 of an ``inputs/<source>.sha256`` file (strict: see :data:`INPUT_PATH`)."""
-    found = {}
+@dataclass(frozen=True)
+class InputList:
+    """A source's ``inputs`` file: anchor path -> plain SHA-256, every other path -> its 128-bit seal."""
+
+    anchors: dict[str, str]
+    sealed: dict[str, str]
+
+    def paths(self) -> set[str]:
+        return set(self.anchors) | set(self.sealed)
+
+
+def parse_inputs(text: str, where: str) -> InputList:
+    """An ``inputs/<source>.sha256`` file (strict: see :data:`INPUT_LINE` and :data:`INPUT_PATH`)."""
+    anchors, sealed = {}, {}
     for number, line in enumerate(text.splitlines(), start=1):
-        match = SHA256_LINE.fullmatch(line)
-        if not match or not _safe_input_path(match.group(2)):
-            raise RecipeError(f"{where} line {number}: not a '<sha256>  <relative path>' line of a recipe")
-        found[match.group(2)] = match.group(1)
-    return found
+        match = INPUT_LINE.fullmatch(line)
+        if not match or not _safe_input_path(match.group(3)) or match.group(3) in anchors or match.group(3) in sealed:
+            raise RecipeError(f"{where} line {number}: not a '<sha256>  <path>' or 'sealed:<seal>  <path>' line "
+                              f"of a recipe")
+        if match.group(1):
+            anchors[match.group(3)] = match.group(1)
+        else:
+            sealed[match.group(3)] = match.group(2)
+    if sealed and not anchors:
+        raise RecipeError(f"{where}: sealed lines and no anchor: not a recipe's")
+    return InputList(anchors=anchors, sealed=sealed)
 
 
 IMAGE_ID = {
@@ -467,8 +555,9 @@ def severity_digest(idf) -> str | None:
 SCHEME = ("per image: HMAC-SHA256 keyed by sha256(domain | image_key | 0 | canvas PNG), first 8 bytes; "
           "tag = seal('tag'); group = seal(group | 0 | rows | sum of the rows' sha256 mod 2^256), rows 0 for "
           "none; rests_on = bit mask of sorted sources XOR seal('rests_on'); a row as canonical JSON; output "
-          "files: HMAC-SHA256(sha256(sorted secrets of the images its rows name), its sha256) "
-          "(pipelines/recipe.py)")
+          "files: HMAC-SHA256(sha256(sorted secrets of the images its rows name), its sha256); input files "
+          "other than anchors: HMAC-SHA256(K, path | 0 | sha256), first 16 bytes, K = sha256(input key domain | "
+          "source | 0 | per anchor path | 0 | sha256(anchor domain | bytes)) (pipelines/recipe.py)")
 COUNT_KEYS = ("read", "written", "rejected", "filtered", "item_rejects", "reconciled")
 INPUT_KEYS = ("files", "bytes", "fingerprint", "sha256")
 RUNTIME_PACKAGES = ("pandas", "polars", "spacy", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "Pillow")
@@ -548,7 +637,8 @@ def card(doc: dict, sources_yaml: dict) -> str:
         "This repository holds no images, reports, labels, boxes, answers or any other row of the datasets "
         "it was built from. It holds what you need to rebuild one exact cxr-instruct build from your own "
         "copies of those datasets, and to prove that what you rebuilt is that build, byte for byte: the "
-        "build's settings, the tool and library versions, the SHA-256 of every input file, the checksum and "
+        "build's settings, the tool and library versions, the SHA-256 of each dataset's tables and a sealed "
+        "SHA-256 of every other input file, the checksum and "
         f"row count of every output file, and sealed digests of its rows. The build has "
         f"{len(doc['outputs'])} Parquet files and {rows:,} rows in all.", "",
         "## What you need", "",
@@ -598,7 +688,9 @@ def card(doc: dict, sources_yaml: dict) -> str:
         "`byte-identical` when all output files match. With some of the sources it builds what they give "
         "and says which rows match the recipe's, which need a source you lack, and why anything else "
         "differs (which file, which rows, which output files). `hydrate --check-only` checks the inputs "
-        "alone; `sha256sum -c inputs/<source>.sha256`, run in a source's root, does the same without cxr-instruct.",
+        "alone (no build, any library versions). Without cxr-instruct, `sha256sum -c inputs/<source>.sha256`, "
+        "run in a source's root, checks its tables (the anchors) and skips the other files' sealed lines "
+        "as improperly formatted: only `hydrate` can check those.",
         "", "## What the build holds", "",
         "| profile | task | rows | sources |", "|---|---|---:|---|",
     ]
@@ -615,7 +707,9 @@ def card(doc: dict, sources_yaml: dict) -> str:
         "", "## What this recipe holds, and what it does not", "",
         "- `recipe.json`: settings (roots replaced by source names), versions, per source its input "
         "fingerprint, per output file its table, split, rows (per source) and sealed SHA-256, and counts.",
-        "- `inputs/<source>.sha256`: the SHA-256 of every input file, by its path inside the dataset.",
+        "- `inputs/<source>.sha256`: every input file by its path inside the dataset: the dataset's tables "
+        "(anchors) with their SHA-256, every other file (reports, images, scene graphs) with its SHA-256 sealed "
+        "under a key made from the tables' bytes, so only someone holding the dataset can test one.",
         "- `images/<source>.txt`: the image ids the build wrote (the datasets' own ids).",
         "- `sealed.tsv`: per image, a tag, the sources its rows rest on and a digest of its rows in every table "
         "folder (rows or none), all sealed with a secret that only the image's own pixels give. Every cell is 16 "
@@ -705,8 +799,10 @@ def make_recipe(out_dir: str, dest: str | Path) -> RecipeSummary:
     except (FileNotFoundError, ValueError, OSError) as unreadable:
         raise RecipeError(f"the build's inputs cannot be read at the roots its manifest names: {unreadable}") from None
     files = input_files(plans)
+    anchors = {name: anchors_of(plans[name], files[name]) for name in files}
     hash_started = time.monotonic()
-    hashes = hash_files(sorted(path for found in files.values() for path in found))
+    hashes, parts = digest_files(sorted(path for found in files.values() for path in found),
+                                 {path for found in anchors.values() for path in found})
     hash_seconds = time.monotonic() - hash_started
     now = input_fingerprints(config, plans, files, hashes)
     changed = [name for name in sorted(now) if {k: now[name][k] for k in ("files", "bytes", "sha256")}
@@ -723,7 +819,8 @@ def make_recipe(out_dir: str, dest: str | Path) -> RecipeSummary:
     hashes_files = {}
     for name in sorted(files):
         root = config.sources[name].root
-        text = "".join(line + "\n" for line in sha256sum_lines({p: hashes[p] for p in files[name]}, root)).encode()
+        text = "".join(line + "\n" for line in input_lines(name, {p: hashes[p] for p in files[name]},
+                                                             {p: parts[p] for p in anchors[name]}, root)).encode()
         payloads[f"{INPUTS_DIR}/{name}.sha256"] = text
         hashes_files[name] = {"sha256": hashlib.sha256(text).hexdigest()}
     image_keys: dict[str, list[str]] = defaultdict(list)
@@ -784,8 +881,8 @@ class Recipe:
     def text(self, relative: str) -> str:
         return (self.folder / relative).read_text(encoding="utf-8")
 
-    def hashes(self, source: str) -> dict[str, str]:
-        return parse_sha256sum(self.text(self.sources[source]["hashes"]), self.sources[source]["hashes"])
+    def inputs(self, source: str) -> InputList:
+        return parse_inputs(self.text(self.sources[source]["hashes"]), self.sources[source]["hashes"])
 
     def image_keys(self, source: str) -> list[str]:
         where = self.sources[source].get("image_keys")
@@ -1163,9 +1260,11 @@ def _line_problems(path: str, text: str, groups: list[str], doc: dict) -> list[s
         source = path.removeprefix(f"{INPUTS_DIR}/").removesuffix(".sha256")
 
         def bad_line(line: str) -> bool:
-            match = SHA256_LINE.fullmatch(line)
-            return not match or not _safe_input_path(match.group(2))
+            match = INPUT_LINE.fullmatch(line)
+            return not match or not _safe_input_path(match.group(3))
         expected = doc["sources"][source]["inputs"]["files"]
+        if lines and not any(line[:1] != "s" and INPUT_LINE.fullmatch(line) for line in lines):
+            return [f"{path}: no anchor line (a <sha256>  <path> line): not a recipe's"]
     elif path.startswith(f"{KEYS_DIR}/"):
         source = path.removeprefix(f"{KEYS_DIR}/").removesuffix(".txt")
 
@@ -1208,8 +1307,9 @@ def _recipe_command():
                   help="Folder to write the recipe into (new, empty, or an earlier recipe's).")
     def recipe(out: str, dest: Path) -> None:
         """Write a public recipe of the finished build OUT into DEST: settings without local paths,
-        versions, every input file's SHA-256, every output file's checksum and rows, and sealed row
-        digests; nothing derived from protected content that anyone could read back (docs/recipes.md).
+        versions, every input file's SHA-256 (the tables' plain, the others' sealed), every output file's
+        checksum and rows, and sealed row digests; nothing derived from protected content that anyone
+        could read back (docs/recipes.md).
 
         Reads every input byte once when the build fingerprinted by size and mtime. Publish it with
         `cxr-instruct publish DEST --repo user/name --public`; others rebuild with `cxr-instruct hydrate`."""

@@ -6,7 +6,9 @@
 - ``--check-only`` names missing, changed and extra files without building;
 - partial hydration (VinDr + SIIM + CheXmask, then without CheXmask) verifies row by row exactly
   the rows the original build made from those sources (compared here with the build's own rows);
-- a recipe holds no report text, label, coordinate, image byte or row id of the corpus or the build;
+- a recipe holds no report text, label, coordinate, image byte or row id of the corpus or the build, and
+  no plain SHA-256 of any input file but the sources' tables (the anchors): a differing anchor is said
+  as such, and the files sealed with its key are then not called changed;
 - whole-input problems stop ``recipe`` and ``hydrate`` with one line and exit status 2.
 """
 
@@ -209,7 +211,30 @@ def test_check_only_names_missing_changed_and_extra_files(corpus, recipe, tmp_pa
     assert f"missing 1 ({report.relative_to(sources / 'mimic-cxr').as_posix()})" in text
     assert "changed 1 (train-rle.csv)" in text
     assert f"extra 1 (train/{extra.name})" in text
+    # train-rle.csv is SIIM's anchor: said first, and its DICOMs (sealed with the key it gives) not called changed
+    assert "siim anchor train-rle.csv (differs): another release of SIIM-ACR" in text
+    assert "or a modified copy; so its other 8 files cannot be checked one by one" in text
+    assert "siim 0/9 files match the recipe's: changed 1 (train-rle.csv); not checkable 8" in text
     assert not out.exists()  # nothing built
+
+
+def test_an_anchor_that_differs_is_reported_as_such_and_not_as_changed_files(corpus, recipe, tmp_path):
+    sources = copy_of(corpus, tmp_path / "theirs")
+    table = sources / "vindr-cxr" / "annotations" / "image_labels_train.csv"
+    table.write_bytes(table.read_bytes().replace(b"\n", b"\r\n", 1))  # a re-saved copy: another line ending
+    victim = sorted((sources / "vindr-cxr" / "train").glob("*.dicom"))[0]
+    victim.write_bytes(victim.read_bytes()[:-1] + b"\0")  # changed too, but no longer checkable one by one
+    (sources / "vindr-cxr" / "train" / victim.name.replace(victim.stem, "f" * 32)).write_bytes(b"x")
+    result = hydrate(recipe, sources / "build.yaml", tmp_path / "out", "--check-only")
+    assert result.exit_code == 1, result.output
+    lines = [" ".join(line.split()) for line in result.output.splitlines() if line.strip().startswith("vindr")]
+    assert lines[0].startswith("vindr anchor annotations/image_labels_train.csv (differs): another release of "
+                               "VinDr-CXR"), lines
+    assert "or a modified copy; so its other 8 files cannot be checked one by one" in lines[0]
+    assert lines[1] == (f"vindr 3/12 files match the recipe's: changed 1 (annotations/image_labels_train.csv); "
+                        f"extra 1 (train/{'f' * 32}.dicom); not checkable 8"), lines
+    assert victim.name not in result.output
+    assert "siim 9/9 files match the recipe's: all match" in " ".join(result.output.split())
 
 
 # ------------------------------------------------------------------------------------ partial
@@ -362,6 +387,35 @@ def test_a_recipe_holds_nothing_protected(recipe, protected):
     window = protected["windows"][0]
     for encoded in (window.hex(), base64.b64encode(b"xy" + window).decode()):
         assert leaks(text + encoded, protected), encoded
+
+
+def test_a_recipe_holds_no_plain_sha256_of_a_report_or_any_other_file_but_the_anchors(corpus, recipe):
+    """A plain SHA-256 of a short report confirms a guessed one byte for byte (a normal study is one
+    sentence): every input file but the sources' tables (the anchors) is listed sealed."""
+    from pipelines.recipe import parse_inputs
+
+    text = "\n".join(path.read_text() for path in sorted(recipe.rglob("*")) if path.is_file())
+    doc = read_recipe(recipe)
+    roots = {name: entry["root"]
+             for name, entry in yaml.safe_load((corpus / "build.yaml").read_text())["sources"].items()}
+    reports = sorted((corpus / roots["mimic"] / "files").rglob("*.txt"))
+    assert len(reports) >= STUDIES
+    for path in reports:
+        assert hashlib.sha256(path.read_bytes()).hexdigest() not in text, path
+    anchors = {}
+    for name in doc.sources:
+        listing = parse_inputs((recipe / "inputs" / f"{name}.sha256").read_text(), name)
+        assert listing.anchors and not set(listing.anchors) & set(listing.sealed), name
+        anchors.update({(corpus / roots[name] / rel).resolve(): digest for rel, digest in listing.anchors.items()})
+    assert {path.relative_to(corpus).parts[0] for path in anchors} == set(roots.values())
+    for path in sorted(corpus.rglob("*")):
+        if path.is_file() and path.resolve() not in anchors:
+            assert hashlib.sha256(path.read_bytes()).hexdigest() not in text, path
+    for path, digest in anchors.items():  # the tables are published plain: sha256sum -c checks them
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == digest and not path.name.endswith((".txt", ".dcm"))
+    sealed = [line for line in (recipe / "inputs" / "mimic.sha256").read_text().splitlines()
+              if line.startswith("sealed:")]
+    assert len(sealed) == len(reports) + 15 and all(re.fullmatch(r"sealed:[0-9a-f]{32}  files/\S+", s) for s in sealed)
 
 
 def test_row_ids_tell_labels_which_is_why_a_recipe_lists_none(build):
