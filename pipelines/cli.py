@@ -8,6 +8,8 @@ import shlex
 import signal
 import sys
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -101,6 +103,14 @@ def build(ctx: click.Context, config_path: str, out: str, runner: str, workers: 
     CSV, an --out that is a file) stop the build before it starts with one line naming the file or key,
     exit status 2. Ctrl-C stops it with exit status 130; the same command resumes it."""
     verbose = verbose or bool((ctx.obj or {}).get("verbose"))
+    with resumable_on_ctrl_c("build", verbose):
+        run_build_command(ctx, config_path, out, runner, workers, replace, verbose)
+
+
+@contextmanager
+def resumable_on_ctrl_c(what: str, verbose: bool) -> Iterator[None]:
+    """Ctrl-C inside the block: one line saying how to resume, exit status 130 (finished images shards
+    are kept, so the same command resumes)."""
     interrupted = []
 
     def on_interrupt(signum, frame):
@@ -113,16 +123,25 @@ def build(ctx: click.Context, config_path: str, out: str, runner: str, workers: 
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
-        run_build_command(ctx, config_path, out, runner, workers, replace, verbose)
+        yield
     except (KeyboardInterrupt, Exception) as error:
         if not (interrupted or isinstance(error, KeyboardInterrupt)):
             raise
         command = shlex.join(["cxr-instruct", *sys.argv[1:]])
-        console.print(f"build interrupted; finished images shards are kept, run the same command to resume: "
+        console.print(f"{what} interrupted; finished images shards are kept, run the same command to resume: "
                       f"{command}", style="red", markup=False, highlight=False, soft_wrap=True)
         sys.exit(130)
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def beam_arguments(runner: str, workers: int, extra) -> list[str]:
+    """Beam's options for a run: the runner, ``workers`` local processes when more than one, then the
+    unknown command-line options as given (Dataflow's ``--project``, ``--region``, ...)."""
+    arguments = [f"--runner={runner}"]
+    if workers > 1:
+        arguments += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
+    return arguments + list(extra)
 
 
 def run_build_command(ctx: click.Context, config_path: str, out: str, runner: str, workers: int, replace: bool,
@@ -135,10 +154,7 @@ def run_build_command(ctx: click.Context, config_path: str, out: str, runner: st
 
     started = time.time()
     config, plans = preflight(config_path, out, verbose)
-    beam_args = [f"--runner={runner}"]
-    if workers > 1:
-        beam_args += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
-    beam_args += list(ctx.args)
+    beam_args = beam_arguments(runner, workers, ctx.args)
     with console.status("listing the inputs"):
         inputs = input_fingerprints(config, plans)
     finished = finished_build(out, config, inputs)

@@ -29,11 +29,7 @@ versions, or unexplained); 2 when hydration cannot start (a whole-input problem,
 from __future__ import annotations
 
 import json
-import logging
 import re
-import shlex
-import signal
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -639,7 +635,7 @@ def _hydrate_command():
         differs (hydrate.json says what, why and what it costs); 2: hydration cannot start."""
         from pipelines import preflight as checks_module
         from pipelines.build import run_build
-        from pipelines.cli import print_summary
+        from pipelines.cli import beam_arguments, print_summary, resumable_on_ctrl_c
         from pipelines.manifest import finished_build, input_fingerprints
         from pipelines.out_lock import OutputRefused, locked
         from pipelines.progress import Progress, watching
@@ -686,48 +682,30 @@ def _hydrate_command():
             checks_module.check_compressed_tables(plans)
         except (FileNotFoundError, ValueError) as unusable:
             refuse(str(unusable))
-        beam_args = [f"--runner={runner}"]
-        if workers > 1:
-            beam_args += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
-        beam_args += list(ctx.args)
-        interrupted = []
-
-        def on_interrupt(signum, frame):
-            interrupted.append(signum)
-            if not verbose:
-                logging.disable(logging.CRITICAL)
-            raise KeyboardInterrupt
-
-        previous = signal.signal(signal.SIGINT, on_interrupt)
-        try:
-            with locked(out, "hydrate"):
-                with console.status("listing the inputs"):
-                    inputs = input_fingerprints(config, plans)
-                finished = finished_build(out, config, inputs)
-                if finished is not None:
-                    say(f"{out} is already built from these inputs and this config; verifying it")
-                else:
-                    with watching(runner, console) as display:
-                        manifest = run_build(config, out, beam_args,
-                                             progress=display.reporter if display else Progress(None),
-                                             inputs=inputs, plans=plans, replace=replace)
-                    record = run_record(out, manifest, display.state.record() if display else {}, started, time.time())
-                    write_run_record(out, record)
-                    print_summary(record)
-                with console.status("verifying against the recipe"):
-                    report = verify_hydration(recipe, out, config, input_checks, absent,
-                                              differing if other_versions else [])
-                    mark_output(out, report)
-        except OutputRefused as refused:
-            refuse(str(refused))
-        except (KeyboardInterrupt, Exception) as error:
-            if not (interrupted or isinstance(error, KeyboardInterrupt)):
-                raise
-            say(f"hydrate interrupted; finished images shards are kept, run the same command to resume: "
-                f"{shlex.join(['cxr-instruct', *sys.argv[1:]])}", "red")
-            sys.exit(130)
-        finally:
-            signal.signal(signal.SIGINT, previous)
+        beam_args = beam_arguments(runner, workers, ctx.args)
+        with resumable_on_ctrl_c("hydrate", verbose):
+            try:
+                with locked(out, "hydrate"):
+                    with console.status("listing the inputs"):
+                        inputs = input_fingerprints(config, plans)
+                    finished = finished_build(out, config, inputs)
+                    if finished is not None:
+                        say(f"{out} is already built from these inputs and this config; verifying it")
+                    else:
+                        with watching(runner, console) as display:
+                            manifest = run_build(config, out, beam_args,
+                                                 progress=display.reporter if display else Progress(None),
+                                                 inputs=inputs, plans=plans, replace=replace)
+                        record = run_record(out, manifest, display.state.record() if display else {}, started,
+                                            time.time())
+                        write_run_record(out, record)
+                        print_summary(record)
+                    with console.status("verifying against the recipe"):
+                        report = verify_hydration(recipe, out, config, input_checks, absent,
+                                                  differing if other_versions else [])
+                        mark_output(out, report)
+            except OutputRefused as refused:
+                refuse(str(refused))
         for line in account_lines(report):
             say(line, "red" if line.startswith("result: DIFFERS") else None)
         say(f"hydrate.json: {io.join(out, FILE)} (marked in {io.join(out, Manifest.FILE)})")
