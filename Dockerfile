@@ -40,7 +40,7 @@ RUN set -eux; \
     esac; \
     pip install ".${extra}"; \
     pip check; \
-    python -c "import apache_beam, pipelines.build; assert apache_beam.__version__ == '${BEAM_VERSION}', apache_beam.__version__"
+    python -c "import apache_beam, pipelines.beam.build; assert apache_beam.__version__ == '${BEAM_VERSION}', apache_beam.__version__"
 
 # Tokenizer weights: workers may have no internet access, so a converted model folder
 # (`cxr-instruct tokenizer convert`) is baked in at the same path the launcher passes to --model, e.g.

@@ -3,7 +3,7 @@
 Run: ``python benchmarks/bench_card_stats.py [--studies N]``. Builds a synthetic corpus (default 40
 studies) once, then times, on the same output:
 
-- columns: ``pipelines.card.card_statistics`` (only the columns the card needs, batch by batch);
+- columns: ``pipelines.tools.card.card_statistics`` (only the columns the card needs, batch by batch);
 - whole tables: ``pyarrow.parquet.read_table`` of images, annotations and rejects, image bytes included,
   which is what a card written with ``datasets`` or pandas would load.
 
@@ -21,10 +21,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipelines.build import run_build  # noqa: E402
-from pipelines.card import card_statistics  # noqa: E402
-from pipelines.synth import generate  # noqa: E402
-from schemas.config import load_config  # noqa: E402
+from pipelines.beam.build import run_build
+from pipelines.synth import generate
+from pipelines.tools.card import card_statistics
+from schemas.config import load_config
 
 REPEATS = 5
 
@@ -54,11 +54,15 @@ def main() -> None:
         whole_s, tables = best_of(lambda: whole_tables(out))
         assert sum(stats.images.values()) == tables["images"].num_rows
         whole_bytes = sum(t.nbytes for t in tables.values())
-        column_bytes = (tables["images"].select(["source", "split"]).nbytes
-                        + tables["annotations"].select(["findings", "boxes", "ctr", "report_language"]).nbytes
-                        + tables["rejects"].select(["source", "stage", "kind", "reason"]).nbytes)
-        print(f"studies {args.studies}: {tables['images'].num_rows} images, "
-              f"{tables['annotations'].num_rows} annotation rows")
+        column_bytes = (
+            tables["images"].select(["source", "split"]).nbytes
+            + tables["annotations"].select(["findings", "boxes", "ctr", "report_language"]).nbytes
+            + tables["rejects"].select(["source", "stage", "kind", "reason"]).nbytes
+        )
+        print(
+            f"studies {args.studies}: {tables['images'].num_rows} images, "
+            f"{tables['annotations'].num_rows} annotation rows"
+        )
         print(f"columns (card_statistics): {columns_s * 1000:8.1f} ms  {column_bytes / 1e6:8.2f} MB decoded")
         print(f"whole tables (read_table): {whole_s * 1000:8.1f} ms  {whole_bytes / 1e6:8.2f} MB decoded")
         print(f"ratio whole/columns: time x{whole_s / columns_s:.1f}, memory x{whole_bytes / column_bytes:.1f}")

@@ -51,15 +51,15 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import pydicom  # noqa: E402
-from PIL import Image  # noqa: E402
-from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
+import cv2
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from schemas.config import BuildConfig  # noqa: E402
-from transforms import images  # noqa: E402
+from schemas.config import BuildConfig
+from transforms import images
 
 ROWS, COLUMNS, BITS_STORED, SIZE = 3000, 2500, 12, 512
 REPO = Path(__file__).resolve().parent.parent
@@ -104,8 +104,10 @@ def pydicom_data_wheel() -> Path | None:
     found = sorted(WHEEL_CACHE.glob("pydicom_data-1.0.0-*.whl"))
     if not found:
         print(f"downloading {PYDICOM_DATA} into {WHEEL_CACHE.relative_to(REPO)}/ ...", flush=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", PYDICOM_DATA,
-                        "-d", str(WHEEL_CACHE)], check=False)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", PYDICOM_DATA, "-d", str(WHEEL_CACHE)],
+            check=False,
+        )
         found = sorted(WHEEL_CACHE.glob("pydicom_data-1.0.0-*.whl"))
     return found[0] if found else None
 
@@ -159,8 +161,9 @@ def pydicom_pillow(path: str) -> Image.Image:
 
 def rle_png(canvas: np.ndarray) -> bytes:
     """Level 1 with zlib's Z_RLE strategy (run lengths only, no string matching): a reference point."""
-    ok, encoded = cv2.imencode(".png", canvas, [cv2.IMWRITE_PNG_COMPRESSION, 1,
-                                                cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE])
+    ok, encoded = cv2.imencode(
+        ".png", canvas, [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+    )
     assert ok
     return encoded.tobytes()
 
@@ -181,9 +184,13 @@ def timed(functions: dict[str, Callable[[], object]], repeats: int) -> dict[str,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--level", type=int, choices=images.PNG_LEVELS,
-                        default=BuildConfig.model_fields["png_compression"].default,
-                        help="PNG compression level of the png and full columns (default: the build config's)")
+    parser.add_argument(
+        "--level",
+        type=int,
+        choices=images.PNG_LEVELS,
+        default=BuildConfig.model_fields["png_compression"].default,
+        help="PNG compression level of the png and full columns (default: the build config's)",
+    )
     parser.add_argument("--no-real", action="store_true", help="synthetic inputs only (no pydicom-data wheel)")
     parser.add_argument("--others", action="store_true", help="also time window-first and pydicom+Pillow")
     args = parser.parse_args()
@@ -198,8 +205,11 @@ def main() -> None:
         for name, path in inputs.items():
             where = str(path)
             decoded = images.decode_letterboxed(where, size=SIZE)
-            paths = {"floor": lambda: floor(where), "stage": lambda: stage(where),
-                     "full": lambda: images.encode_png(stage(where), args.level)}
+            paths = {
+                "floor": lambda: floor(where),
+                "stage": lambda: stage(where),
+                "full": lambda: images.encode_png(stage(where), args.level),
+            }
             if args.others and name.startswith("synthetic"):
                 paths["window first"] = lambda: window_first(where)
                 paths["pydicom+Pillow"] = lambda: pydicom_pillow(where)
@@ -211,19 +221,27 @@ def main() -> None:
             sizes = {key: len(coder()) for key, coder in coders.items()}
             encodings[name] = {key: (milliseconds[key], sizes[key]) for key in coders}
 
-    print(f"image stage per image, one core, best of {args.repeats}; letterbox {SIZE} x {SIZE}, "
-          f"PNG level {args.level}")
-    print(f"{'input':<17} {'pixels':>11} {'windowing':<13} {'floor ms':>8} {'stage ms':>8} {'x floor':>7} "
-          f"{'png ms':>7} {'full ms':>8} {'x floor':>7}" + ("   others (x floor)" if args.others else ""))
+    print(f"image stage per image, one core, best of {args.repeats}; letterbox {SIZE} x {SIZE}, PNG level {args.level}")
+    print(
+        f"{'input':<17} {'pixels':>11} {'windowing':<13} {'floor ms':>8} {'stage ms':>8} {'x floor':>7} "
+        f"{'png ms':>7} {'full ms':>8} {'x floor':>7}" + ("   others (x floor)" if args.others else "")
+    )
     for name, (decoded, ms) in rows.items():
-        others = "  ".join(f"{key} {ms[key]:.1f} ({ms[key] / ms['floor']:.2f})"
-                           for key in ("window first", "pydicom+Pillow") if key in ms)
-        print(f"{name:<17} {decoded.width:>5}x{decoded.height:<5} {decoded.windowing:<13} {ms['floor']:8.1f} "
-              f"{ms['stage']:8.1f} {ms['stage'] / ms['floor']:7.2f} {encodings[name][args.level][0]:7.1f} "
-              f"{ms['full']:8.1f} {ms['full'] / ms['floor']:7.2f}   {others}".rstrip())
+        others = "  ".join(
+            f"{key} {ms[key]:.1f} ({ms[key] / ms['floor']:.2f})"
+            for key in ("window first", "pydicom+Pillow")
+            if key in ms
+        )
+        print(
+            f"{name:<17} {decoded.width:>5}x{decoded.height:<5} {decoded.windowing:<13} {ms['floor']:8.1f} "
+            f"{ms['stage']:8.1f} {ms['stage'] / ms['floor']:7.2f} {encodings[name][args.level][0]:7.1f} "
+            f"{ms['full']:8.1f} {ms['full'] / ms['floor']:7.2f}   {others}".rstrip()
+        )
 
-    print(f"\nPNG encoding of the {SIZE} x {SIZE} canvas (images.encode_png; rle = level 1 with zlib's Z_RLE "
-          "strategy, not a config option)")
+    print(
+        f"\nPNG encoding of the {SIZE} x {SIZE} canvas (images.encode_png; rle = level 1 with zlib's Z_RLE "
+        "strategy, not a config option)"
+    )
     print(f"{'input':<17} {'level':>5} {'ms':>7} {'bytes':>8} {'ms / L1':>8} {'bytes / L1':>10}")
     for name, by_level in encodings.items():
         base_ms, base_bytes = by_level[1]

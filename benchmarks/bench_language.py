@@ -33,16 +33,28 @@ def iu_reports(tmp: Path) -> list[str]:
 
     reports = realdata.iu_development_reports(tmp)
     return [
-        "\n".join(f"{name}: {body}" for name, body in (("INDICATION", r.indication), ("COMPARISON", r.comparison),
-                                                       ("FINDINGS", r.findings), ("IMPRESSION", r.impression)) if body)
+        "\n".join(
+            f"{name}: {body}"
+            for name, body in (
+                ("INDICATION", r.indication),
+                ("COMPARISON", r.comparison),
+                ("FINDINGS", r.findings),
+                ("IMPRESSION", r.impression),
+            )
+            if body
+        )
         for r in reports
     ]
 
 
 def synthetic_reports(tmp: Path) -> list[str]:
     """The MIMIC-style report files of a freshly synthesised corpus."""
-    subprocess.run([sys.executable, "-m", "pipelines.cli", "synth", "--out", str(tmp / "corpus"), "--studies", "40"],
-                   cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "synth", "--out", str(tmp / "corpus"), "--studies", "40"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     return [path.read_text() for path in sorted((tmp / "corpus").rglob("s*.txt"))]
 
 

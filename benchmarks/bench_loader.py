@@ -17,9 +17,9 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import cv2  # noqa: E402
+import cv2
 
-from pipelines.loader import MixtureStream  # noqa: E402
+from pipelines.training.loader import MixtureStream
 
 
 def throughput(out: Path, profile: str, samples: int, **options) -> float:
@@ -42,7 +42,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out
         if out is None:
-            from pipelines.demo import synthetic_build
+            from pipelines.synth.demo import synthetic_build
 
             out = synthetic_build(Path(tmp) / "corpus", Path(tmp) / "out", args.studies)
         index_start = time.perf_counter()
@@ -51,11 +51,15 @@ def main() -> None:
         decoded = throughput(out, args.profile, args.samples)
         raw = throughput(out, args.profile, args.samples, decode_images=False)
         one_group = throughput(out, args.profile, args.samples, cache_groups=1)
-    print(f"profile {args.profile}: {stream.samples_per_epoch} train rows, {len(stream.image_location)} images, "
-          f"index built in {index_seconds:.2f} s; {args.samples} samples each, one core")
+    print(
+        f"profile {args.profile}: {stream.samples_per_epoch} train rows, {len(stream.image_location)} images, "
+        f"index built in {index_seconds:.2f} s; {args.samples} samples each, one core"
+    )
     print(f"with PNG decode (512x512)     {decoded:9.1f} samples/s")
     print(f"without decode (bytes only)   {raw:9.1f} samples/s   decode costs {raw / decoded:.2f}x")
-    print(f"decode, 1-row-group cache     {one_group:9.1f} samples/s   ratio to 4-group cache {one_group / decoded:.2f}")
+    print(
+        f"decode, 1-row-group cache     {one_group:9.1f} samples/s   ratio to 4-group cache {one_group / decoded:.2f}"
+    )
 
 
 if __name__ == "__main__":

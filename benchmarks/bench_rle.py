@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from transforms.masks import rle_decode, rle_encode  # noqa: E402
+from transforms.masks import rle_decode, rle_encode
 
 SIZE = 1024
 

@@ -83,11 +83,17 @@ def timed_build(config: Path, out: Path, workers: int | None) -> dict:
     if child.returncode != 0:
         raise RuntimeError(f"build failed ({child.returncode}): {child.stderr.read().decode()[-3000:]}")
     manifest = json.loads((out / "manifest.json").read_text())
-    images = sum(entry["read"] for name, entry in manifest["counts"].items()
-                 if name in ("mimic", "vindr", "siim", "padchest"))
+    images = sum(
+        entry["read"] for name, entry in manifest["counts"].items() if name in ("mimic", "vindr", "siim", "padchest")
+    )
     written = sum(manifest["tables"]["images"].values())
-    return {"wall_s": wall, "peak_rss": usage.ru_maxrss * 1024, "peak_tree_rss": peak_tree,
-            "images": images, "written": written}
+    return {
+        "wall_s": wall,
+        "peak_rss": usage.ru_maxrss * 1024,
+        "peak_tree_rss": peak_tree,
+        "images": images,
+        "written": written,
+    }
 
 
 def main() -> None:
@@ -102,8 +108,10 @@ def main() -> None:
     for label, studies in (("1x", args.studies), (f"{args.factor}x", args.studies * args.factor)):
         started = time.perf_counter()
         corpus = workdir / f"corpus-{label}"
-        if not (corpus / "SYNTHETIC_TRUTH.json").exists() or \
-                json.loads((corpus / "SYNTHETIC_TRUTH.json").read_text())["studies"] != studies:
+        if (
+            not (corpus / "SYNTHETIC_TRUTH.json").exists()
+            or json.loads((corpus / "SYNTHETIC_TRUTH.json").read_text())["studies"] != studies
+        ):
             generate(corpus, studies=studies, seed=0)
         config = yaml.safe_load((corpus / "build.yaml").read_text())
         config["rows_per_shard"] = {"images": args.images_per_shard}
@@ -118,9 +126,11 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
         results[(label, workers)] = r = timed_build(corpora[label], out, workers)
         mode = "in one process   " if workers is None else f"{workers} worker process{'es' if workers > 1 else '  '}"
-        print(f"build {label:>4} {mode}: {r['images']:5d} images ({r['written']} written)  "
-              f"{r['wall_s']:6.1f} s  {1000 * r['wall_s'] / r['images']:6.1f} ms/image  "
-              f"peak RSS {r['peak_rss'] / 2**30:.2f} GiB (process tree {r['peak_tree_rss'] / 2**30:.2f} GiB)")
+        print(
+            f"build {label:>4} {mode}: {r['images']:5d} images ({r['written']} written)  "
+            f"{r['wall_s']:6.1f} s  {1000 * r['wall_s'] / r['images']:6.1f} ms/image  "
+            f"peak RSS {r['peak_rss'] / 2**30:.2f} GiB (process tree {r['peak_tree_rss'] / 2**30:.2f} GiB)"
+        )
 
     small, large = results[("1x", None)], results[(big, None)]
     memory_ratio = large["peak_rss"] / small["peak_rss"]
@@ -131,11 +141,16 @@ def main() -> None:
     speedup = per_image(results[(big, 1)]) / per_image(results[(big, 2)])
     in_process = per_image(large) / per_image(results[(big, 2)])
     print()
-    print(f"peak RSS {big} / 1x (one process): {memory_ratio:.2f}x for {large['images'] / small['images']:.1f}x the "
-          f"images (target <= {MEMORY_TARGET}x): {'met' if memory_ratio <= MEMORY_TARGET else 'NOT met'}")
-    print(f"speed-up 2 worker processes vs 1 on {big}: {speedup:.2f}x (target >= {SPEEDUP_TARGET}x): "
-          f"{'met' if speedup >= SPEEDUP_TARGET else 'NOT met'}  [{os.cpu_count()} CPUs]")
+    print(
+        f"peak RSS {big} / 1x (one process): {memory_ratio:.2f}x for {large['images'] / small['images']:.1f}x the "
+        f"images (target <= {MEMORY_TARGET}x): {'met' if memory_ratio <= MEMORY_TARGET else 'NOT met'}"
+    )
+    print(
+        f"speed-up 2 worker processes vs 1 on {big}: {speedup:.2f}x (target >= {SPEEDUP_TARGET}x): "
+        f"{'met' if speedup >= SPEEDUP_TARGET else 'NOT met'}  [{os.cpu_count()} CPUs]"
+    )
     print(f"  (2 worker processes vs everything in one process: {in_process:.2f}x)")
+
 
 if __name__ == "__main__":
     main()

@@ -22,8 +22,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from transforms.tasks import Profile, TaskSpec, generator
-from transforms.tasks import attributes, grounding, report, segmentation, triage
+from transforms.tasks import Profile, TaskSpec, attributes, generator, grounding, report, segmentation, triage
 
 TARGET_ROWS_PER_S = 20_000
 CASES: list[tuple[str, str, str, str]] = [
@@ -37,12 +36,15 @@ CASES: list[tuple[str, str, str, str]] = [
     ("m4cxr", "percent", report.COT, "report_cot_m4cxr"),
     ("m4cxr", "percent", triage.TASK, "triage"),
 ]
+
+
 def annotation_rows(out: Path) -> list[dict]:
     return [row for path in sorted((out / "annotations").glob("*.parquet")) for row in pq.read_table(path).to_pylist()]
 
 
-def throughput(rows: list[dict], profile_name: str, coordinates: str, task: str, template_set: str,
-               repeat: int) -> tuple[int, float]:
+def throughput(
+    rows: list[dict], profile_name: str, coordinates: str, task: str, template_set: str, repeat: int
+) -> tuple[int, float]:
     """(instruction rows made, seconds) for ``repeat`` passes over ``rows``."""
     profile = Profile(name=profile_name, coordinates=coordinates, tasks={task: TaskSpec(template_set=template_set)})
     generate = generator(task)
@@ -68,7 +70,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out
         if out is None:
-            from pipelines.demo import synthetic_build
+            from pipelines.synth.demo import synthetic_build
 
             out = synthetic_build(Path(tmp) / "corpus", Path(tmp) / "out", args.studies)
         rows = annotation_rows(out)
@@ -85,7 +87,9 @@ def main() -> None:
         rate = made / seconds
         print(f"{profile_name:8} {task:28} {made:9d} {rate:11.0f} {consumed:10.0f} {rate / TARGET_ROWS_PER_S:8.2f}x")
     rate = all_made / all_seconds
-    print(f"{'all':8} {'(every generator above)':28} {all_made:9d} {rate:11.0f} {'':>10} {rate / TARGET_ROWS_PER_S:8.2f}x")
+    print(
+        f"{'all':8} {'(every generator above)':28} {all_made:9d} {rate:11.0f} {'':>10} {rate / TARGET_ROWS_PER_S:8.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def batched(tokenizer: vqgan.Tokenizer, images: np.ndarray, batch_size: int) -> 
     tokenizer.encode_codes(images[:1])  # warm-up (kernel selection, allocator)
     sync(tokenizer.device)
     start = time.perf_counter()
-    codes = [tokenizer.encode_codes(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+    codes = [tokenizer.encode_codes(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
     sync(tokenizer.device)
     return len(images) / (time.perf_counter() - start), np.concatenate(codes)
 
@@ -87,8 +87,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-sizes", default="1,16,64,128")
-    parser.add_argument("--images", type=int, default=None,
-                        help="images per measurement (rounded up to the batch size); default 4 on CPU, 256 on CUDA")
+    parser.add_argument(
+        "--images",
+        type=int,
+        default=None,
+        help="images per measurement (rounded up to the batch size); default 4 on CPU, 256 on CUDA",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     device = vqgan.require_device(args.device)
@@ -99,17 +103,23 @@ def main() -> None:
     model = ChameleonVQVAE(vqgan.chameleon_config()).to(device).eval().requires_grad_(False)
     params = sum(p.numel() for p in model.parameters())
     ceiling = {"fp32": matmul_gflops(device, torch.float32), "bf16": matmul_gflops(device, torch.bfloat16)}
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, "
-          f"{torch.get_num_threads()} threads), torch {torch.__version__}; full-size architecture, "
-          f"{params / 1e6:.1f} M parameters, random weights; 512x512; {flops / 1e9:.1f} GFLOP/image")
-    print(f"measured matmul ceiling: fp32 {ceiling['fp32']:.0f} GFLOP/s, bf16 {ceiling['bf16']:.0f} GFLOP/s "
-          f"-> at most {ceiling['fp32'] * 1e9 / flops:.3f} / {ceiling['bf16'] * 1e9 / flops:.3f} images/s")
+    print(
+        f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, "
+        f"{torch.get_num_threads()} threads), torch {torch.__version__}; full-size architecture, "
+        f"{params / 1e6:.1f} M parameters, random weights; 512x512; {flops / 1e9:.1f} GFLOP/image"
+    )
+    print(
+        f"measured matmul ceiling: fp32 {ceiling['fp32']:.0f} GFLOP/s, bf16 {ceiling['bf16']:.0f} GFLOP/s "
+        f"-> at most {ceiling['fp32'] * 1e9 / flops:.3f} / {ceiling['bf16'] * 1e9 / flops:.3f} images/s"
+    )
 
     baseline_images = xray_like(n_images, args.seed)
     naive_rate, naive_codes = naive_loop(model, baseline_images, device)
     print(f"\nnaive loop (batch 1, fp32, HF encode): {naive_rate:.3f} images/s over {n_images} images")
-    print(f"{'batch':>5} {'precision':>9} {'images':>6} {'images/s':>9} {'x naive':>8} {'GFLOP/s':>8} "
-          f"{'of ceiling':>10} {'bf16=fp32 codes':>15}")
+    print(
+        f"{'batch':>5} {'precision':>9} {'images':>6} {'images/s':>9} {'x naive':>8} {'GFLOP/s':>8} "
+        f"{'of ceiling':>10} {'bf16=fp32 codes':>15}"
+    )
     tokenizers = {precision: vqgan.Tokenizer(model, device, precision) for precision in ("fp32", "bf16")}
     for batch_size in (int(b) for b in args.batch_sizes.split(",")):
         count = -(-n_images // batch_size) * batch_size
@@ -118,19 +128,24 @@ def main() -> None:
         for precision, tokenizer in tokenizers.items():
             need = BYTES_PER_IMAGE[precision] * batch_size
             if need > 0.8 * free_bytes(device):
-                print(f"{batch_size:>5} {precision:>9}  skipped: needs ~{need / 2**30:.0f} GiB, "
-                      f"{free_bytes(device) / 2**30:.0f} GiB free")
+                print(
+                    f"{batch_size:>5} {precision:>9}  skipped: needs ~{need / 2**30:.0f} GiB, "
+                    f"{free_bytes(device) / 2**30:.0f} GiB free"
+                )
                 continue
             rate, codes[precision] = batched(tokenizer, images, batch_size)
             achieved = rate * flops / 1e9
             agreement = ""
             if precision == "bf16" and "fp32" in codes:
                 agreement = f"{(codes['bf16'] == codes['fp32']).mean():.4f}"
-            print(f"{batch_size:>5} {precision:>9} {count:>6} {rate:>9.3f} {rate / naive_rate:>8.2f} "
-                  f"{achieved:>8.1f} {achieved / ceiling[precision]:>10.2f} {agreement:>15}")
+            print(
+                f"{batch_size:>5} {precision:>9} {count:>6} {rate:>9.3f} {rate / naive_rate:>8.2f} "
+                f"{achieved:>8.1f} {achieved / ceiling[precision]:>10.2f} {agreement:>15}"
+            )
             if precision == "fp32" and batch_size == 1:
-                assert np.array_equal(codes["fp32"][:n_images], naive_codes.reshape(n_images, -1)), \
+                assert np.array_equal(codes["fp32"][:n_images], naive_codes.reshape(n_images, -1)), (
                     "batched fp32 path must give the naive loop's codes"
+                )
 
 
 if __name__ == "__main__":

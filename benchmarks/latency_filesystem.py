@@ -37,7 +37,7 @@ def round_trip() -> None:
 
 
 def local(path: str) -> str:
-    return path[len(PREFIX):] if path.startswith(PREFIX) else path
+    return path[len(PREFIX) :] if path.startswith(PREFIX) else path
 
 
 class LatencyFileSystem(LocalFileSystem):
@@ -58,8 +58,12 @@ class LatencyFileSystem(LocalFileSystem):
         round_trip()
         listed = 0
         for folder, subfolders, names in os.walk(os.path.dirname(prefix)):
-            subfolders[:] = [name for name in subfolders if (os.path.join(folder, name) + os.sep).startswith(prefix)
-                             or prefix.startswith(os.path.join(folder, name) + os.sep)]
+            subfolders[:] = [
+                name
+                for name in subfolders
+                if (os.path.join(folder, name) + os.sep).startswith(prefix)
+                or prefix.startswith(os.path.join(folder, name) + os.sep)
+            ]
             for name in names:
                 path = os.path.join(folder, name)
                 if path.startswith(prefix):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,7 @@ import yaml
 MANIFEST_DIR = Path(__file__).resolve().parent
 
 
-@lru_cache(maxsize=None)
+@cache
 def load(relative_path: str) -> Any:
     """Parsed YAML of ``manifests/<relative_path>`` (cached; treat the result as read-only)."""
     path = MANIFEST_DIR / relative_path

@@ -20,7 +20,7 @@ from rich.table import Table
 # local run never uses; the filter must be in place before anything imports apache_beam.
 logging.getLogger().addFilter(lambda record: not record.getMessage().startswith("apitools not found"))
 
-from pipelines.paths import BUILD_OUTPUT, LOCAL_FOLDER, is_uri  # noqa: E402
+from pipelines.output.paths import BUILD_OUTPUT, LOCAL_FOLDER, is_uri  # noqa: E402
 
 console = Console()
 
@@ -43,30 +43,50 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, name)
 
 
-@click.group(cls=LazyGroup, lazy={"tokenize": "pipelines.tokenize:tokenize_command",
-                                  "tokenizer": "pipelines.tokenize:tokenizer_group",
-                                  "export": "pipelines.export:export_command",
-                                  "chexmix-lengths": "pipelines.export_chexmix:lengths_command",
-                                  "recipe": "pipelines.recipe:recipe_command",
-                                  "hydrate": "pipelines.hydrate:hydrate_command"},
-             context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", is_flag=True,
-              help="Show Beam's progress logs, and the traceback of an error that stops a command.")
+@click.group(
+    cls=LazyGroup,
+    lazy={
+        "tokenize": "pipelines.beam.tokenize:tokenize_command",
+        "tokenizer": "pipelines.beam.tokenize:tokenizer_group",
+        "export": "pipelines.training.export:export_command",
+        "chexmix-lengths": "pipelines.training.export_chexmix:lengths_command",
+        "recipe": "pipelines.tools.recipe:recipe_command",
+        "hydrate": "pipelines.tools.hydrate:hydrate_command",
+    },
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Show Beam's progress logs, and the traceback of an error that stops a command.",
+)
 @click.pass_context
 def main(ctx: click.Context, verbose: bool) -> None:
     """Build chest X-ray instruction data from six public datasets."""
     ctx.obj = {"verbose": verbose}
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 @main.command()
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder to write the corpus into.")
-@click.option("--studies", default=40, show_default=True, help="Number of MIMIC-CXR studies (other sources scale with it).")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to write the corpus into.",
+)
+@click.option(
+    "--studies", default=40, show_default=True, help="Number of MIMIC-CXR studies (other sources scale with it)."
+)
 @click.option("--seed", default=0, show_default=True)
-@click.option("--faults", is_flag=True,
-              help="Also plant one bad input of every kind in manifests/faults.yaml (listed in SYNTHETIC_TRUTH.json).")
+@click.option(
+    "--faults",
+    is_flag=True,
+    help="Also plant one bad input of every kind in manifests/faults.yaml (listed in SYNTHETIC_TRUTH.json).",
+)
 def synth(out: Path, studies: int, seed: int, faults: bool) -> None:
     """Write a synthetic corpus of all eight sources in their native layouts, plus build.yaml."""
     from pipelines.synth import generate
@@ -84,16 +104,25 @@ def synth(out: Path, studies: int, seed: int, faults: bool) -> None:
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--config", "config_path", required=True, help="The build's config file (build.yaml).")
 @click.option("--out", "out", required=True, help="Output folder (local path or gs:// URI).")
-@click.option("--runner", default="FnApiRunner", show_default=True,
-              help="Beam runner: FnApiRunner locally, DataflowRunner at scale.")
-@click.option("--workers", default=1, show_default=True,
-              help="Local worker processes (FnApiRunner multi_processing when > 1).")
+@click.option(
+    "--runner",
+    default="FnApiRunner",
+    show_default=True,
+    help="Beam runner: FnApiRunner locally, DataflowRunner at scale.",
+)
+@click.option(
+    "--workers", default=1, show_default=True, help="Local worker processes (FnApiRunner multi_processing when > 1)."
+)
 @click.option("-v", "--verbose", is_flag=True, help="Show the traceback of an error that stops the build.")
-@click.option("--replace", is_flag=True,
-              help="OUT holds a build of another config: delete the files its manifest.json lists, then build.")
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="OUT holds a build of another config: delete the files its manifest.json lists, then build.",
+)
 @click.pass_context
-def build(ctx: click.Context, config_path: str, out: str, runner: str, workers: int, verbose: bool,
-          replace: bool) -> None:
+def build(
+    ctx: click.Context, config_path: str, out: str, runner: str, workers: int, verbose: bool, replace: bool
+) -> None:
     """Run the Beam build. Extra arguments are passed to Beam as pipeline options.
 
     A local run shows live progress per stage; every run writes OUT/run.json and prints its summary.
@@ -128,8 +157,13 @@ def resumable_on_ctrl_c(what: str, verbose: bool) -> Iterator[None]:
         if not (interrupted or isinstance(error, KeyboardInterrupt)):
             raise
         command = shlex.join(["cxr-instruct", *sys.argv[1:]])
-        console.print(f"{what} interrupted; finished images shards are kept, run the same command to resume: "
-                      f"{command}", style="red", markup=False, highlight=False, soft_wrap=True)
+        console.print(
+            f"{what} interrupted; finished images shards are kept, run the same command to resume: {command}",
+            style="red",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         sys.exit(130)
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -144,13 +178,14 @@ def beam_arguments(runner: str, workers: int, extra) -> list[str]:
     return arguments + list(extra)
 
 
-def run_build_command(ctx: click.Context, config_path: str, out: str, runner: str, workers: int, replace: bool,
-                      verbose: bool) -> None:
+def run_build_command(
+    ctx: click.Context, config_path: str, out: str, runner: str, workers: int, replace: bool, verbose: bool
+) -> None:
     import time
 
-    from pipelines.manifest import finished_build, input_fingerprints
-    from pipelines.progress import Progress, watching
-    from pipelines.run_record import run_record, write_run_record
+    from pipelines.beam.progress import Progress, watching
+    from pipelines.output.manifest import finished_build, input_fingerprints
+    from pipelines.output.run_record import run_record, write_run_record
 
     started = time.time()
     config, plans = preflight(config_path, out, verbose)
@@ -159,17 +194,27 @@ def run_build_command(ctx: click.Context, config_path: str, out: str, runner: st
         inputs = input_fingerprints(config, plans)
     finished = finished_build(out, config, inputs)
     if finished is not None:
-        console.print(f"{out} is already built from these inputs and this config (manifest.json); nothing to do",
-                      markup=False, highlight=False)
+        console.print(
+            f"{out} is already built from these inputs and this config (manifest.json); nothing to do",
+            markup=False,
+            highlight=False,
+        )
         record = run_record(out, finished, {}, started, time.time(), outcome="already built")
     else:
-        from pipelines.build import run_build
-        from pipelines.out_lock import OutputRefused
+        from pipelines.beam.build import run_build
+        from pipelines.output.out_lock import OutputRefused
 
         try:
             with watching(runner, console) as display:
-                manifest = run_build(config, out, beam_args, progress=display.reporter if display else Progress(None),
-                                     inputs=inputs, plans=plans, replace=replace)
+                manifest = run_build(
+                    config,
+                    out,
+                    beam_args,
+                    progress=display.reporter if display else Progress(None),
+                    inputs=inputs,
+                    plans=plans,
+                    replace=replace,
+                )
         except OutputRefused as refused:  # another run holds OUT, or OUT holds another build
             console.print(f"build: {refused}", style="red", markup=False, highlight=False, soft_wrap=True)
             sys.exit(2)
@@ -182,9 +227,9 @@ def run_build_command(ctx: click.Context, config_path: str, out: str, runner: st
 
 
 def preflight(config_path: str, out: str, verbose: bool):
-    """The config and the read plans, after every whole-input check (pipelines/preflight.py); a problem
+    """The config and the read plans, after every whole-input check (pipelines/beam/preflight.py); a problem
     is printed as one line per fault (with its traceback when ``verbose``) and exits with status 2."""
-    from pipelines import preflight as checks
+    from pipelines.beam import preflight as checks
     from schemas.config import check_config
     from transforms.sources import read_plans
 
@@ -207,16 +252,24 @@ def preflight(config_path: str, out: str, verbose: bool):
 
 
 def print_summary(record: dict) -> None:
-    """The run record (pipelines/run_record.py) as tables: sources, reject reasons, stages, outputs."""
-    counts = Table(title="per source: read = written + rejected + filtered (records); items rejected or "
-                         "filtered inside written records", title_justify="left")
+    """The run record (pipelines/output/run_record.py) as tables: sources, reject reasons, stages, outputs."""
+    counts = Table(
+        title="per source: read = written + rejected + filtered (records); items rejected or "
+        "filtered inside written records",
+        title_justify="left",
+    )
     columns = ("source", "read", "written", "rejected", "filtered", "items rejected", "items filtered", "ok")
     for column in columns:
         counts.add_column(column, justify="left" if column == "source" else "right")
     for source, entry in record["sources"].items():
-        counts.add_row(source, *(f"{entry[key]:,}" for key in ("read", "written", "rejected", "filtered",
-                                                                 "rejected_items", "filtered_items")),
-                       "yes" if entry["reconciled"] else "NO")
+        counts.add_row(
+            source,
+            *(
+                f"{entry[key]:,}"
+                for key in ("read", "written", "rejected", "filtered", "rejected_items", "filtered_items")
+            ),
+            "yes" if entry["reconciled"] else "NO",
+        )
     console.print(counts)
     if record["top_reject_reasons"]:
         reasons = Table(title="most frequent reject reasons (all of them: the rejects table)", title_justify="left")
@@ -240,8 +293,10 @@ def print_summary(record: dict) -> None:
         tables.add_row(name, ", ".join(f"{split} {n:,}" for split, n in splits.items()))
     console.print(tables)
     if record.get("pools_without_rows"):
-        empty = Table(title="weighted pools without rows (their weight goes unused; the mixture renormalises "
-                            "over the rest)", title_justify="left")
+        empty = Table(
+            title="weighted pools without rows (their weight goes unused; the mixture renormalises over the rest)",
+            title_justify="left",
+        )
         for column in ("profile", "task", "source", "weight"):
             empty.add_column(column, justify="right" if column == "weight" else "left")
         for profile, pools in record["pools_without_rows"].items():
@@ -249,10 +304,19 @@ def print_summary(record: dict) -> None:
                 empty.add_row(profile, pool["task"], pool["source"] or "(any)", f"{pool['weight']:g}")
         console.print(empty)
     outputs = record["outputs"]
-    console.print(f"output: {outputs['folder']}  (manifest: {outputs['manifest']}; this run: {outputs['run']})",
-                  markup=False, highlight=False, soft_wrap=True)
-    console.print(f"next: cxr-instruct audit {outputs['folder']}  (every row against its images), "
-                  f"cxr-instruct preview {outputs['folder']}", markup=False, highlight=False, soft_wrap=True)
+    console.print(
+        f"output: {outputs['folder']}  (manifest: {outputs['manifest']}; this run: {outputs['run']})",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(
+        f"next: cxr-instruct audit {outputs['folder']}  (every row against its images), "
+        f"cxr-instruct preview {outputs['folder']}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @main.command()
@@ -261,7 +325,7 @@ def card(out: str) -> None:
     """Write the dataset card OUT/README.md (Hub configs, licences, statistics, plots in OUT/card/).
 
     OUT is a local folder or a gs:// URI; the card is written into OUT either way."""
-    from pipelines.card import write_card
+    from pipelines.tools.card import write_card
 
     with console.status("reading tables for the dataset card"):
         path = write_card(out)
@@ -270,26 +334,42 @@ def card(out: str) -> None:
 
 @main.command()
 @click.argument("out", type=BUILD_OUTPUT)
-@click.option("--dest", type=LOCAL_FOLDER, default=None,
-              help="Local folder for the preview [default: OUT/preview; required when OUT is gs://].")
-@click.option("--rows", default=20, show_default=True, type=click.IntRange(min=1),
-              help="Rows previewed per profile/task (e.g. --rows 500 for a large preview; pages load on demand).")
-@click.option("--rejects", default=100, show_default=True, type=click.IntRange(min=0),
-              help="Rejects listed per source/stage/reason (all are counted).")
+@click.option(
+    "--dest",
+    type=LOCAL_FOLDER,
+    default=None,
+    help="Local folder for the preview [default: OUT/preview; required when OUT is gs://].",
+)
+@click.option(
+    "--rows",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Rows previewed per profile/task (e.g. --rows 500 for a large preview; pages load on demand).",
+)
+@click.option(
+    "--rejects",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Rejects listed per source/stage/reason (all are counted).",
+)
 def preview(out: str, dest: Path | None, rows: int, rejects: int) -> None:
     """Write OUT/preview/: each sampled row with only its answer drawn, filters, pages, rejects.
 
     OUT is a local folder or a gs:// URI. The preview is a local folder opened from file:// (the page
     cannot load from gs://), so a gs:// build's preview goes to --dest DIR."""
-    from pipelines.preview import write_preview
+    from pipelines.tools.preview import write_preview
 
     if dest is None and is_uri(out):
         raise click.UsageError(f"{out} is not a local folder: name the local folder for its preview with --dest DIR")
     with console.status("rendering preview"):
         result = write_preview(out, rows_per_task=rows, rejects_per_reason=rejects, dest=dest)
-    console.print(f"preview: {result.path}  ({result.items} rows, {result.images} images, {result.shapes} shapes, "
-                  f"{result.negatives} negative, {result.decode_errors} decode errors, {result.mismatches} not as "
-                  f"their target, {result.rejects} rejects listed; {result.files} files, {result.bytes / 1e6:.1f} MB)")
+    console.print(
+        f"preview: {result.path}  ({result.items} rows, {result.images} images, {result.shapes} shapes, "
+        f"{result.negatives} negative, {result.decode_errors} decode errors, {result.mismatches} not as "
+        f"their target, {result.rejects} rejects listed; {result.files} files, {result.bytes / 1e6:.1f} MB)"
+    )
 
 
 @main.command()
@@ -297,7 +377,7 @@ def preview(out: str, dest: Path | None, rows: int, rejects: int) -> None:
 def verify(out: str) -> None:
     """Re-check OUT (a local folder or gs:// URI) against manifest.json: checksums, row counts,
     reconciliation. Non-zero exit on any mismatch."""
-    from pipelines.verify import verify as verify_output
+    from pipelines.tools.verify import verify as verify_output
 
     with console.status("verifying checksums and counts"):
         problems = verify_output(out)
@@ -314,7 +394,8 @@ def verify(out: str) -> None:
 def audit(out: str) -> None:
     """Re-check every instruction row against its images' annotations; writes OUT/audit.json (OUT a local
     folder or gs:// URI). Non-zero exit on any contradiction."""
-    from pipelines.audit import FILE, audit as audit_output
+    from pipelines.tools.audit import FILE
+    from pipelines.tools.audit import audit as audit_output
     from transforms import io
 
     try:
@@ -323,7 +404,9 @@ def audit(out: str) -> None:
     except (FileNotFoundError, ValueError) as unusable:
         console.print(str(unusable), style="red", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
-    table = Table(title=f"row audit: {document['rows']} rows, {document['rows_with_contradictions']} with contradictions")
+    table = Table(
+        title=f"row audit: {document['rows']} rows, {document['rows_with_contradictions']} with contradictions"
+    )
     table.add_column("profile/task")
     table.add_column("rows", justify="right")
     table.add_column("contradictions")
@@ -333,35 +416,51 @@ def audit(out: str) -> None:
     console.print(table)
     console.print(f"audit: {io.join(out, FILE)}", markup=False, highlight=False, soft_wrap=True)
     if document["rows_with_contradictions"]:
-        console.print(f"[red]{sum(document['contradictions'].values())} contradiction(s); "
-                      f"examples in audit.json[/red]")
+        console.print(f"[red]{sum(document['contradictions'].values())} contradiction(s); examples in audit.json[/red]")
         sys.exit(1)
 
 
 @main.command()
 @click.argument("out", type=BUILD_OUTPUT)
 @click.option("--repo", "repo_id", required=True, help="Hub dataset repository, user/name.")
-@click.option("--private/--public", "private", default=True, show_default=True,
-              help="Repository visibility; --public is refused for rows of restricted sources.")
-@click.option("--accept-licence", "accepted", multiple=True, metavar="NAME",
-              help="Licence id (manifests/sources.yaml) whose terms you accept for a public push; repeatable.")
+@click.option(
+    "--private/--public",
+    "private",
+    default=True,
+    show_default=True,
+    help="Repository visibility; --public is refused for rows of restricted sources.",
+)
+@click.option(
+    "--accept-licence",
+    "accepted",
+    multiple=True,
+    metavar="NAME",
+    help="Licence id (manifests/sources.yaml) whose terms you accept for a public push; repeatable.",
+)
 @click.option("--dry-run", is_flag=True, help="List what would be uploaded; send nothing.")
-@click.option("--staging", type=LOCAL_FOLDER, default=None,
-              help="gs:// OUT only: local folder in which the files to send are copied (to a temporary "
-                   "subfolder, removed after the upload) [default: the system's temporary folder].")
-def publish(out: str, repo_id: str, private: bool, accepted: tuple[str, ...], dry_run: bool,
-            staging: Path | None) -> None:
+@click.option(
+    "--staging",
+    type=LOCAL_FOLDER,
+    default=None,
+    help="gs:// OUT only: local folder in which the files to send are copied (to a temporary "
+    "subfolder, removed after the upload) [default: the system's temporary folder].",
+)
+def publish(
+    out: str, repo_id: str, private: bool, accepted: tuple[str, ...], dry_run: bool, staging: Path | None
+) -> None:
     """Upload OUT to the Hugging Face Hub (token from HF_TOKEN or the token file). OUT may also be a
     recipe folder (`cxr-instruct recipe`), which may go --public without accepting any licence.
 
     OUT is a local folder or a gs:// URI; a gs:// OUT is verified and listed where it is, then the
     files to send are copied to a local staging folder (free space: the upload's size) and uploaded."""
-    from pipelines.publish import LicenceError, PublishError, human_size, plan_lines, publish as publish_output
+    from pipelines.tools.publish import LicenceError, PublishError, human_size, plan_lines
+    from pipelines.tools.publish import publish as publish_output
 
     try:
         with console.status("verifying" if dry_run else "verifying and uploading"):
-            result = publish_output(out, repo_id, public=not private, accepted=accepted, dry_run=dry_run,
-                                    staging=staging)
+            result = publish_output(
+                out, repo_id, public=not private, accepted=accepted, dry_run=dry_run, staging=staging
+            )
     except (LicenceError, PublishError) as refused:
         console.print("[red]publish refused[/red]")
         console.print(str(refused), markup=False, highlight=False, soft_wrap=True)
@@ -369,13 +468,23 @@ def publish(out: str, repo_id: str, private: bool, accepted: tuple[str, ...], dr
     visibility = "private" if result.private else "public"
     plan = result.plan
     if result.dry_run:
-        console.print(f"dry run: {len(plan.files)} files, {human_size(plan.total_bytes)} ({plan.total_bytes} bytes), "
-                      f"would go to {visibility} dataset {repo_id}:", markup=False, highlight=False, soft_wrap=True)
+        console.print(
+            f"dry run: {len(plan.files)} files, {human_size(plan.total_bytes)} ({plan.total_bytes} bytes), "
+            f"would go to {visibility} dataset {repo_id}:",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         for line in plan_lines(plan):
             console.print(line, markup=False, highlight=False, soft_wrap=True)
     else:
-        console.print(f"uploaded {len(plan.files)} files, {human_size(plan.total_bytes)} ({plan.total_bytes} bytes), "
-                      f"to {visibility} dataset {repo_id}: {result.commit_url}", markup=False, highlight=False, soft_wrap=True)
+        console.print(
+            f"uploaded {len(plan.files)} files, {human_size(plan.total_bytes)} ({plan.total_bytes} bytes), "
+            f"to {visibility} dataset {repo_id}: {result.commit_url}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 if __name__ == "__main__":

@@ -65,7 +65,9 @@ class BuildConfig(BaseModel):
 
     sources: dict[str, SourceConfig]
     image_size: int = 512
-    profiles: list[Literal["imt-cxr", "m4cxr", "chexmix", "radixpert", "medivlm"]] = Field(default_factory=lambda: list(PROFILES))
+    profiles: list[Literal["imt-cxr", "m4cxr", "chexmix", "radixpert", "medivlm"]] = Field(
+        default_factory=lambda: list(PROFILES)
+    )
     seed: int = 0
     rows_per_shard: ShardingConfig = Field(default_factory=ShardingConfig)
     tokenizer: TokenizerConfig | None = None
@@ -103,8 +105,9 @@ class BuildConfig(BaseModel):
     @classmethod
     def _png_level(cls, value: int) -> int:
         if not 0 <= value <= 9:
-            raise ValueError(f"png_compression must be a zlib level from 0 (no compression) to 9 (smallest, "
-                             f"slowest), got {value}")
+            raise ValueError(
+                f"png_compression must be a zlib level from 0 (no compression) to 9 (smallest, slowest), got {value}"
+            )
         return value
 
     def enabled_sources(self) -> dict[str, SourceConfig]:
@@ -129,11 +132,14 @@ def load_config(path: str | Path) -> BuildConfig:
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise ConfigError(f"{path}:{where}: not valid YAML ({problem}); fix the syntax") from None
     except UnicodeDecodeError as error:
-        raise ConfigError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start}); "
-                          f"is it the build.yaml?") from None
+        raise ConfigError(
+            f"{path}: not UTF-8 text ({error.reason} at byte {error.start}); is it the build.yaml?"
+        ) from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings (sources:, image_size:, ...), "
-                          f"found {type(data).__name__ if data is not None else 'an empty file'}")
+        raise ConfigError(
+            f"{path}: expected a mapping of settings (sources:, image_size:, ...), "
+            f"found {type(data).__name__ if data is not None else 'an empty file'}"
+        )
     config = BuildConfig.model_validate(data)
     for src in config.sources.values():
         src.root = _resolve(src.root, path.parent)

@@ -98,7 +98,7 @@ class Landmarks(Record):
     points: list[tuple[float, float]]  # (x, y) pixel indices in the original image
     origin: str
 
-    def as_polygon(self) -> "Polygon":
+    def as_polygon(self) -> Polygon:
         return Polygon(label=self.label, rings=[list(self.points)], origin=self.origin)
 
 
@@ -137,10 +137,16 @@ class AttributeMention(Record):
     def from_row(cls, row: dict) -> AttributeMention:
         """A ``mentions`` item of an annotations-table row, unvalidated (it was validated when made)."""
         return cls.model_construct(
-            finding=row["finding"], presence=row["presence"], laterality=row["laterality"], zones=row["zones"],
+            finding=row["finding"],
+            presence=row["presence"],
+            laterality=row["laterality"],
+            zones=row["zones"],
             severity=None if row["severity_min"] is None else (row["severity_min"], row["severity_max"]),
-            severity_scale=row["severity_scale"], temporal=row["temporal"], sentence=row["sentence"],
-            span=(row["span_start"], row["span_end"]))
+            severity_scale=row["severity_scale"],
+            temporal=row["temporal"],
+            sentence=row["sentence"],
+            span=(row["span_start"], row["span_end"]),
+        )
 
 
 class Turn(Record):

@@ -177,7 +177,7 @@ VQ = Features(
         "tokenizer": _str,  # fingerprint id; vq/tokenizer.json holds the full fingerprint
     }
 )
-"""Written by the tokenize stage (pipelines/tokenize.py); ``List(..., length=N)`` is an Arrow fixed_size_list."""
+"""Written by the tokenize stage (pipelines/beam/tokenize.py); ``List(..., length=N)`` is an Arrow fixed_size_list."""
 
 TABLES: dict[str, Features] = {
     "images": IMAGES,
@@ -193,7 +193,6 @@ def arrow_schema(table: str) -> pa.Schema:
     return TABLES[table].arrow_schema
 
 
-ROW_KEY = {"images": "image_key", "annotations": "image_key", "instructions": "id", "rejects": "key",
-           "vq": "image_key"}
+ROW_KEY = {"images": "image_key", "annotations": "image_key", "instructions": "id", "rejects": "key", "vq": "image_key"}
 """The column whose value names a row: rows are sorted by it inside a shard (and rejects shards are
 chosen by its stable hash)."""

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.demo import synthetic_build as build_into
-from pipelines.image_stage import WORK_DIR
-
+from pipelines.beam.image_stage import WORK_DIR
+from pipelines.synth.demo import synthetic_build as build_into
 
 VQA_DATASETS = ("mimic_cxr_vqa", "mimic_diff_vqa")
 """The optional sources whose questions replace generated VQA where present: left out by the tests of
@@ -33,16 +32,21 @@ def completion_markers(out: Path) -> list[Path]:
     return sorted((out / WORK_DIR / "images").glob("*.json"))
 
 
-def kill_build_when(config_path: Path, out: Path, ready: Callable[[], bool], waiting_for: str,
-                    timeout_s: float = 300) -> None:
+def kill_build_when(
+    config_path: Path, out: Path, ready: Callable[[], bool], waiting_for: str, timeout_s: float = 300
+) -> None:
     """Run ``cxr-instruct build`` in a child process and SIGKILL it as soon as ``ready()`` holds."""
-    child = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "build", "--config", str(config_path),
-                              "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "build", "--config", str(config_path), "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + timeout_s
     while not ready():
         if child.poll() is not None:
-            pytest.fail(f"build ended before {waiting_for} (rc {child.returncode}): "
-                        f"{child.stderr.read().decode()[-2000:]}")
+            pytest.fail(
+                f"build ended before {waiting_for} (rc {child.returncode}): {child.stderr.read().decode()[-2000:]}"
+            )
         if time.monotonic() > deadline:
             child.kill()
             pytest.fail(f"no {waiting_for} in time")

@@ -109,9 +109,16 @@ def iu_development_reports(tmp_dir: Path) -> list[IUReport]:
             root = ElementTree.fromstring(archive.extractfile(member).read())
             texts = {node.get("Label"): (node.text or None) for node in root.iter("AbstractText")}
             major = tuple(node.text for node in root.iter("major") if node.text)
-            reports.append(IUReport(id=int(member.name.rsplit("/", 1)[-1][:-4]), findings=texts.get("FINDINGS"),
-                                    impression=texts.get("IMPRESSION"), comparison=texts.get("COMPARISON"),
-                                    indication=texts.get("INDICATION"), mesh_major=major))
+            reports.append(
+                IUReport(
+                    id=int(member.name.rsplit("/", 1)[-1][:-4]),
+                    findings=texts.get("FINDINGS"),
+                    impression=texts.get("IMPRESSION"),
+                    comparison=texts.get("COMPARISON"),
+                    indication=texts.get("INDICATION"),
+                    mesh_major=major,
+                )
+            )
     return sorted(reports, key=lambda r: r.id)
 
 

@@ -52,12 +52,15 @@ class ChexmaskRows:
 
     def csv_text(self, rows: list[list[str]] | None = None, header: list[str] | None = None) -> str:
         buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerows([header or self.header, *(self.rows if rows is None else rows)])
+        csv.writer(buffer, lineterminator="\n").writerows(
+            [header or self.header, *(self.rows if rows is None else rows)]
+        )
         return buffer.getvalue()
 
 
-def chexmask_rows(stem: str, sizes: list[tuple[int, int]], seed: int = 0,
-                  ctr_targets: list[float] | None = None) -> ChexmaskRows:
+def chexmask_rows(
+    stem: str, sizes: list[tuple[int, int]], seed: int = 0, ctr_targets: list[float] | None = None
+) -> ChexmaskRows:
     """One row per ``(width, height)`` for the CheXmask file ``stem`` (``MIMIC-CXR-JPG``, ``VinDr-CXR`` or
     ``Padchest``); ``ctr_targets`` sets each image's cardiothoracic ratio (0.45 by default)."""
     targets = ctr_targets or [0.45] * len(sizes)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from realdata import vindr_kaggle_rows
+
 from schemas.records import Box
 from transforms.boxes import (
     box_policy,
@@ -70,7 +70,9 @@ def test_one_box_per_reader_per_cluster_and_classes_never_mix():
     fusion = fuse_readers(boxes, iou_threshold=0.4, min_readers=2)
     assert fusion.consensus == []
     assert sorted((c.box.label, c.readers) for c in fusion.unsupported) == [
-        ("Nodule/Mass", ("R8",)), ("Nodule/Mass", ("R8",)), ("Pleural effusion", ("R9",)),
+        ("Nodule/Mass", ("R8",)),
+        ("Nodule/Mass", ("R8",)),
+        ("Pleural effusion", ("R9",)),
     ]
 
 
@@ -103,7 +105,11 @@ def test_fusion_of_the_real_vindr_multi_reader_image():
     assert cardiomegaly.box.label == "Cardiomegaly" and cardiomegaly.readers == ("R10", "R8", "R9")
     members = [b for b in boxes if b.label == "Cardiomegaly"]
     assert cardiomegaly.box.x1 == pytest.approx(np.mean([b.x1 for b in members]))
-    assert sorted(c.box.label for c in fusion.unsupported) == ["Aortic enlargement", "Pleural effusion", "Pleural thickening"]
+    assert sorted(c.box.label for c in fusion.unsupported) == [
+        "Aortic enlargement",
+        "Pleural effusion",
+        "Pleural thickening",
+    ]
     assert len(fusion.consensus) + len(fusion.unsupported) <= len(boxes)
 
 
@@ -111,7 +117,10 @@ reader_boxes = st.lists(
     st.tuples(
         st.sampled_from(["R1", "R2", "R3"]),
         st.sampled_from(["Nodule/Mass", "Cardiomegaly"]),
-        st.integers(0, 200), st.integers(0, 200), st.integers(1, 120), st.integers(1, 120),
+        st.integers(0, 200),
+        st.integers(0, 200),
+        st.integers(1, 120),
+        st.integers(1, 120),
     ),
     max_size=12,
 ).map(lambda items: [_box(x, y, x + w, y + h, reader, label) for reader, label, x, y, w, h in items])
@@ -188,8 +197,10 @@ def test_merged_boxes_no_longer_overlap_and_cover_every_input(boxes, seed, overl
         if a.label == b.label:
             assert pairwise_overlap(np.array([_corners(a)]), np.array([_corners(b)]))[0, 0] <= overlap
     for box in boxes:
-        assert any(m.label == box.label and m.x1 <= box.x1 and m.y1 <= box.y1 and m.x2 >= box.x2 and m.y2 >= box.y2
-                   for m in merged)
+        assert any(
+            m.label == box.label and m.x1 <= box.x1 and m.y1 <= box.y1 and m.x2 >= box.x2 and m.y2 >= box.y2
+            for m in merged
+        )
 
 
 @settings(max_examples=150, deadline=None)
@@ -249,4 +260,7 @@ def test_profile_boxes_fuse_readers_pass_consensus_through_and_merge_when_asked(
     ]
     assert [c.readers for c in fusion.unsupported] == [("R9",)]
     m4cxr, _ = profile_boxes(boxes, "m4cxr")  # the small consensus box lies inside the big one
-    assert [(b.label, _corners(b)) for b in m4cxr] == [("Nodule/Mass", (0, 0, 100, 100)), ("right lung", (500, 500, 600, 600))]
+    assert [(b.label, _corners(b)) for b in m4cxr] == [
+        ("Nodule/Mass", (0, 0, 100, 100)),
+        ("right lung", (500, 500, 600, 600)),
+    ]

@@ -11,10 +11,10 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 import yaml
-
 from builds import synthetic_build
-from pipelines import card
-from pipelines.manifest import Manifest
+
+from pipelines.output.manifest import Manifest
+from pipelines.tools import card
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +51,16 @@ def test_licences_access_and_citations_of_every_contributing_source(build):
     sources = card.load_sources()
     manifest = Manifest.read(str(build))
     assert meta["license"] == "other"
-    assert set(card.contributing_sources(manifest)) == {"mimic", "vindr", "chexmask", "siim", "imagenome", "padchest",
-                                                        "mimic_cxr_vqa", "mimic_diff_vqa"}
+    assert set(card.contributing_sources(manifest)) == {
+        "mimic",
+        "vindr",
+        "chexmask",
+        "siim",
+        "imagenome",
+        "padchest",
+        "mimic_cxr_vqa",
+        "mimic_diff_vqa",
+    }
     for name in card.contributing_sources(manifest):
         entry = sources["sources"][name]
         assert entry["licence"] in body and entry["access_note"] in body
@@ -83,8 +91,12 @@ def test_reject_summary_and_counts_per_task(build):
         assert f"| {source} | {stage} | {kind} | {reason} | {n} |" in body
     manifest = Manifest.read(str(build))
     mimic = manifest["instructions"]["m4cxr"]["disease_classification"]["mimic"]
-    assert "| m4cxr | disease_classification | mimic | " + " | ".join(
-        str(mimic.get(s, 0)) for s in card.SPLITS) + f" | {sum(mimic.values())} |" in body
+    assert (
+        "| m4cxr | disease_classification | mimic | "
+        + " | ".join(str(mimic.get(s, 0)) for s in card.SPLITS)
+        + f" | {sum(mimic.values())} |"
+        in body
+    )
 
 
 def test_a_section_per_profile_with_its_method_size_tasks_and_rows(build):
@@ -92,11 +104,17 @@ def test_a_section_per_profile_with_its_method_size_tasks_and_rows(build):
     manifest = Manifest.read(str(build))
     profiles = body.split("## Profiles\n\n", 1)[1].split("\n## ", 1)[0]
     assert [line for line in profiles.splitlines() if line.startswith("### ")] == [
-        "### chexmix (CheXmix)", "### imt-cxr (IMT-CXR)", "### m4cxr (M4CXR)", "### medivlm (MediVLM)",
-        "### radixpert (Radixpert)"]
-    rows = sum(manifest["instructions"]["medivlm"]["report_severity"][s][split]
-               for s in manifest["instructions"]["medivlm"]["report_severity"]
-               for split in manifest["instructions"]["medivlm"]["report_severity"][s])
+        "### chexmix (CheXmix)",
+        "### imt-cxr (IMT-CXR)",
+        "### m4cxr (M4CXR)",
+        "### medivlm (MediVLM)",
+        "### radixpert (Radixpert)",
+    ]
+    rows = sum(
+        manifest["instructions"]["medivlm"]["report_severity"][s][split]
+        for s in manifest["instructions"]["medivlm"]["report_severity"]
+        for split in manifest["instructions"]["medivlm"]["report_severity"][s]
+    )
     assert f"`report_severity` (weight 0.5, {rows:,} rows)" in profiles
     assert "Images at 224x224" in profiles.split("### radixpert")[1]
     assert "Images at" not in profiles.split("### m4cxr")[1].split("###")[0]  # m4cxr keeps the build's canvas
@@ -162,8 +180,10 @@ def test_a_vq_table_gets_a_config_and_its_fingerprint_in_the_card(build, tmp_pat
     out = tmp_path / "out"
     shutil.copytree(build, out)
     (out / "vq" / "_rejects").mkdir(parents=True)
-    pq.write_table(pa.table({"image_key": ["a", "b"], "tokenizer": ["chameleon-7b:1234abcd"] * 2}),
-                   out / "vq" / "train-00000-of-00001.parquet")
+    pq.write_table(
+        pa.table({"image_key": ["a", "b"], "tokenizer": ["chameleon-7b:1234abcd"] * 2}),
+        out / "vq" / "train-00000-of-00001.parquet",
+    )
     pq.write_table(pa.table({"key": ["c"]}), out / "vq" / "_rejects" / "train-00000-of-00001.parquet")
     card.write_card(out)
     meta, body = front_matter(out)
@@ -175,8 +195,12 @@ def test_a_vq_table_gets_a_config_and_its_fingerprint_in_the_card(build, tmp_pat
 def test_config_names_are_unique_and_name_only_splits_with_rows(build):
     """`datasets` fails on a card that names a config twice: ``vq/_rejects`` is ``vq-rejects``, not a second
     ``vq``; a split (or a whole table) without rows has no files, so it gets no data_files entry."""
-    tables = {**Manifest.read(str(build))["tables"],
-              "vq": {"train": 4, "validation": 2}, "vq/_rejects": {"train": 1, "test": 0}, "empty": {"train": 0}}
+    tables = {
+        **Manifest.read(str(build))["tables"],
+        "vq": {"train": 4, "validation": 2},
+        "vq/_rejects": {"train": 1, "test": 0},
+        "empty": {"train": 0},
+    }
     configs = card.hf_configs(tables)
     names = [c["config_name"] for c in configs]
     assert len(names) == len(set(names)) and {"vq", "vq-rejects"} <= set(names) and "empty" not in names
@@ -200,13 +224,24 @@ def test_a_tokenized_build_card_has_one_vq_config_per_table(build, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(build, out)
     (out / "vq" / "_rejects").mkdir(parents=True)
-    pq.write_table(pa.table({"image_key": ["a"], "tokenizer": ["untrained-1234"]}), out / "vq" / "train-00000-of-00001.parquet")
-    reject = {"key": "mimic/x", "source": "mimic", "stage": "tokenize", "kind": "rejected", "level": "record",
-              "reason": "value-error", "detail": "broken png"}
-    pq.write_table(pa.Table.from_pylist([reject], schema=REJECTS.arrow_schema),
-                   out / "vq" / "_rejects" / "test-00000-of-00001.parquet")
+    pq.write_table(
+        pa.table({"image_key": ["a"], "tokenizer": ["untrained-1234"]}), out / "vq" / "train-00000-of-00001.parquet"
+    )
+    reject = {
+        "key": "mimic/x",
+        "source": "mimic",
+        "stage": "tokenize",
+        "kind": "rejected",
+        "level": "record",
+        "reason": "value-error",
+        "detail": "broken png",
+    }
+    pq.write_table(
+        pa.Table.from_pylist([reject], schema=REJECTS.arrow_schema),
+        out / "vq" / "_rejects" / "test-00000-of-00001.parquet",
+    )
     (out / "vq" / "tokenizer.json").write_text('{"id": "untrained-1234"}')
-    from pipelines.manifest import record_vq_outputs
+    from pipelines.output.manifest import record_vq_outputs
 
     record_vq_outputs(str(out))
     card.write_card(out)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-
 from synthetic_rows import chexmask_rows
+
 from transforms.chexmask_space import (
     PREPROCESSED_SIZE,
     mask_to_original,
@@ -68,7 +68,7 @@ def test_points_follow_the_published_reverse_formula():
 @given(width=sizes, height=sizes)
 def test_mask_round_trip_keeps_the_shape(width, height):
     assume(max(width, height) <= 2 * min(width, height))  # radiograph proportions: a 40 x 2608 strip
-    original = ellipse(width, height)                      # is ~16 px wide at 1024, too few to bound IoU
+    original = ellipse(width, height)  # is ~16 px wide at 1024, too few to bound IoU
     mapped = mask_to_original(preprocess(original), width, height)
     assert mapped.shape == (height, width) and mapped.dtype == np.bool_
     # detail lost going down to 1024 when the image is larger is at most a pixel ring of the small grid
@@ -117,14 +117,17 @@ def test_preprocessed_rows_mask_and_landmark_contour_agree_after_mapping(width, 
             assert iou(mapped, drawn.astype(bool)) > 0.97, (row["image_id"], organ)
 
 
-@pytest.mark.parametrize("array, size, match", [
-    (np.zeros((512, 512), bool), (100, 100), "boolean 1024x1024"),
-    (np.zeros((1024, 1024), bool), (0, 100), "orig_width must be a positive integer"),
-    (np.zeros((1024, 1024), bool), (100, 2.5), "orig_height must be a positive integer"),
-    (np.zeros((3, 3)), (100, 100), r"\(N, 2\)"),
-    (np.array([[1.0, np.nan]]), (100, 100), "finite"),
-    (np.array(["1", "2"]).reshape(1, 2), (100, 100), "numeric"),
-])
+@pytest.mark.parametrize(
+    "array, size, match",
+    [
+        (np.zeros((512, 512), bool), (100, 100), "boolean 1024x1024"),
+        (np.zeros((1024, 1024), bool), (0, 100), "orig_width must be a positive integer"),
+        (np.zeros((1024, 1024), bool), (100, 2.5), "orig_height must be a positive integer"),
+        (np.zeros((3, 3)), (100, 100), r"\(N, 2\)"),
+        (np.array([[1.0, np.nan]]), (100, 100), "finite"),
+        (np.array(["1", "2"]).reshape(1, 2), (100, 100), "numeric"),
+    ],
+)
 def test_bad_input_is_refused(array, size, match):
     with pytest.raises(ValueError, match=match):
         preprocessed_to_original(array, *size)

@@ -10,8 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from transforms.coordinate_frames import (FRAMES, CoordinateFrame, find_in_frame, qwen_resized, reframe_text,
-                                          target_geometry)
+from transforms.coordinate_frames import (
+    FRAMES,
+    CoordinateFrame,
+    find_in_frame,
+    qwen_resized,
+    reframe_text,
+    target_geometry,
+)
 from transforms.geometry import render_box, render_polygon, simplified_rings
 
 unit = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
@@ -39,8 +45,10 @@ def star_ring(draw):
     cx, cy = draw(st.floats(0.2, 0.8)), draw(st.floats(0.2, 0.8))
     radius = draw(st.floats(0.02, 0.2))
     scales = draw(st.lists(st.floats(0.5, 1.0), min_size=count, max_size=count))
-    return [(cx + radius * s * math.cos(2 * math.pi * i / count), cy + radius * s * math.sin(2 * math.pi * i / count))
-            for i, s in enumerate(scales)]
+    return [
+        (cx + radius * s * math.cos(2 * math.pi * i / count), cy + radius * s * math.sin(2 * math.pi * i / count))
+        for i, s in enumerate(scales)
+    ]
 
 
 rings = st.lists(star_ring(), min_size=1, max_size=3)
@@ -83,8 +91,12 @@ def test_qwen_resize_rule_is_the_processors():
     # imported before hypothesis times the examples
     smart_resize = importlib.import_module("transformers.models.qwen2_vl.image_processing_pil_qwen2_vl").smart_resize
 
-    @given(st.integers(28, 6000), st.integers(28, 6000), st.sampled_from([28, 32]),
-           st.sampled_from([(56 * 56, 16384 * 28 * 28), (3136, 28 * 28 * 1280), (256 * 28 * 28, 512 * 28 * 28)]))
+    @given(
+        st.integers(28, 6000),
+        st.integers(28, 6000),
+        st.sampled_from([28, 32]),
+        st.sampled_from([(56 * 56, 16384 * 28 * 28), (3136, 28 * 28 * 1280), (256 * 28 * 28, 512 * 28 * 28)]),
+    )
     def same_size(height, width, factor, bounds):
         if max(height, width) / min(height, width) <= 200:
             assert qwen_resized(height, width, factor, *bounds) == smart_resize(height, width, factor, *bounds)
@@ -99,16 +111,20 @@ def test_qwen_sizes_of_the_exported_canvases():
 
 
 def test_reframing_takes_exact_values_from_the_target_and_counts_the_rest():
-    target = {"boxes": [{"box": [0.14126, 0.13531, 0.43499, 0.69637], "label": "right lung"}],
-              "rings": [[[0.2, 0.2], [0.6, 0.2], [0.6, 0.7]]], "start_vertices": [1]}
+    target = {
+        "boxes": [{"box": [0.14126, 0.13531, 0.43499, 0.69637], "label": "right lung"}],
+        "rings": [[[0.2, 0.2], [0.6, 0.2], [0.6, 0.7]]],
+        "start_vertices": [1],
+    }
     rotated = [[(0.6, 0.2), (0.6, 0.7), (0.2, 0.2)]]
-    text = (f"lung {render_box((0.14126, 0.13531, 0.43499, 0.69637), 'percent')}, "
-            f"heart {render_polygon(rotated, 'percent')}, other [50, 50, 60, 60].")
+    text = (
+        f"lung {render_box((0.14126, 0.13531, 0.43499, 0.69637), 'percent')}, "
+        f"heart {render_polygon(rotated, 'percent')}, other [50, 50, 60, 60]."
+    )
     exact = target_geometry(target, "percent", 30)
     frame = CoordinateFrame("pixels", 504, 504)
     rewritten, count, from_text = reframe_text(text, "percent", frame, exact, 30)
-    assert rewritten == ("lung [71, 68, 219, 351], heart [[302, 101, 302, 353, 101, 101]], "
-                         "other [252, 252, 302, 302].")
+    assert rewritten == ("lung [71, 68, 219, 351], heart [[302, 101, 302, 353, 101, 101]], other [252, 252, 302, 302].")
     assert (count, from_text) == (3, 1)  # the last box is in no target: read from the text
     spans = find_in_frame(rewritten, frame)
     assert [s.kind for s in spans] == ["box", "polygon", "box"]

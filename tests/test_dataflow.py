@@ -4,7 +4,7 @@ whole source into one element.
 
 Aggregations the build graph is allowed to have (anything else fails ``test_every_grouping_...``):
 
-- The read (pipelines/read.py), all sources together: reshuffles of the listing shards and CSV tables
+- The read (pipelines/beam/read.py), all sources together: reshuffles of the listing shards and CSV tables
   (inside ``Read/Listing shards`` and ``Read/Tables``) and of the listed files (``Read/Spread files``),
   and a GroupByKey per join round (``Read/Group round N``: one source's image, study or row id).
 - GroupByKey on fine keys: ``Join on image_key`` (one image + its CheXmask/ImaGenome annotations),
@@ -38,9 +38,9 @@ from apache_beam.pipeline import PipelineVisitor
 from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
 
 import manifests
-from pipelines import tokenize
-from pipelines.build import build_graph
-from pipelines.severity_fit import FitSeverityIdf
+from pipelines.beam import tokenize
+from pipelines.beam.build import build_graph
+from pipelines.beam.severity_fit import FitSeverityIdf
 from pipelines.synth import generate
 from schemas.config import load_config
 from transforms.severity import TERMS
@@ -61,16 +61,23 @@ DATAFLOW_ARGS = [
 ]
 OUT = "gs://bucket/out"
 
-FINE_KEY_GROUPS = {"Join on image_key", "Per-image stages/Group images shard", "Write/Group fragments",
-                   "Write rejects/Group shard", "Write/Spread shards"}
+FINE_KEY_GROUPS = {
+    "Join on image_key",
+    "Per-image stages/Group images shard",
+    "Write/Group fragments",
+    "Write rejects/Group shard",
+    "Write/Spread shards",
+}
 READ_STEPS = {"ListPattern", "KeyFiles", "KeyRows", "JoinRound"}
-"""The read's DoFns (pipelines/read.py): one listing shard, one listed file, one CSV streamed, one key."""
+"""The read's DoFns (pipelines/beam/read.py): one listing shard, one listed file, one CSV streamed, one key."""
 
 
 def read_groups(plans) -> set[str]:
     """The read's groupings: reshuffles spreading the listing shards, the tables (Create spreads two
     or more elements) and the listed files, and one GroupByKey per join round (by source and key)."""
-    groups = {"Read/Spread files"} | {f"Read/Group round {n}" for n in range(max(len(p.rounds) for p in plans.values()))}
+    groups = {"Read/Spread files"} | {
+        f"Read/Group round {n}" for n in range(max(len(p.rounds) for p in plans.values()))
+    }
     if sum(len(listing.patterns()) for plan in plans.values() for listing in plan.listings) > 1:
         groups.add("Read/Listing shards")
     if sum(len(plan.tables) for plan in plans.values()) > 1:
@@ -88,8 +95,15 @@ COMBINES = {
     "Splits per patient": "CountCombineFn",
 }
 GLOBAL_COMBINES = {"Fit severity IDF"}
-SIDE_INPUT_PRODUCERS = {"Fit severity IDF", "Write rejects/Shards per split", "Per-image stages/Shards per split",
-                        "Count events", "Count instructions", "All shards", "Patient keys"}
+SIDE_INPUT_PRODUCERS = {
+    "Fit severity IDF",
+    "Write rejects/Shards per split",
+    "Per-image stages/Shards per split",
+    "Count events",
+    "Count instructions",
+    "All shards",
+    "Patient keys",
+}
 
 
 class GraphWalk(PipelineVisitor):
@@ -213,8 +227,13 @@ def test_a_fresh_interpreter_unpickles_every_fn_of_the_submitted_graph(build_pip
     pipeline, walk = build_pipeline
     graph = tmp_path / "pipeline.pb"
     graph.write_bytes(pipeline.to_runner_api().SerializeToString())
-    result = subprocess.run([sys.executable, "-c", WORKER_UNPICKLE, str(graph)], cwd=tmp_path,
-                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""})
+    result = subprocess.run(
+        [sys.executable, "-c", WORKER_UNPICKLE, str(graph)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     pardos = sum(isinstance(node.transform, beam.ParDo) for node in walk.leaves)
     assert int(result.stdout.split()[-1]) >= pardos - 1  # all but Beam's key-with-none URN DoFn
@@ -224,8 +243,9 @@ def test_every_grouping_is_by_a_fine_key_or_inside_a_combiner(build_pipeline, pl
     _, walk = build_pipeline
     fine = FINE_KEY_GROUPS | read_groups(plans[1])
     combine_labels = {label for label, _, _ in walk.combines}
-    unexplained = [label for label in walk.groupings
-                   if top_label(label, fine) is None and top_label(label, combine_labels) is None]
+    unexplained = [
+        label for label in walk.groupings if top_label(label, fine) is None and top_label(label, combine_labels) is None
+    ]
     assert not unexplained, f"GroupByKey not on a fine key nor inside a CombineFn: {unexplained}"
     assert {top_label(label, fine) for label in walk.groupings} - {None} == fine
 
@@ -234,9 +254,13 @@ def test_no_step_reads_a_whole_source_in_one_element(build_pipeline, plans):
     """Every DoFn of the read handles one listing shard, one file, one CSV (rows streamed, each its own
     element after) or one key's items; the joins, where files are opened, follow a GroupByKey."""
     _, walk = build_pipeline
-    ours = {node.full_label: type(node.transform.fn) for node in walk.leaves
-            if isinstance(node.transform, beam.ParDo) and node.full_label.startswith("Read/")
-            and type(node.transform.fn).__module__.split(".")[0] in ("pipelines", "transforms")}
+    ours = {
+        node.full_label: type(node.transform.fn)
+        for node in walk.leaves
+        if isinstance(node.transform, beam.ParDo)
+        and node.full_label.startswith("Read/")
+        and type(node.transform.fn).__module__.split(".")[0] in ("pipelines", "transforms")
+    }
     assert {fn.__name__ for fn in ours.values()} == READ_STEPS
     for node in walk.leaves:
         if node.full_label in ours and ours[node.full_label].__name__ == "JoinRound":
@@ -250,8 +274,11 @@ def test_no_step_reads_a_whole_source_in_one_element(build_pipeline, plans):
 
 def test_combines_are_the_documented_small_ones(build_pipeline):
     _, walk = build_pipeline
-    outermost = {(label, kind, fn) for label, kind, fn in walk.combines
-                 if top_label(label, {other for other, _, _ in walk.combines if other != label}) is None}
+    outermost = {
+        (label, kind, fn)
+        for label, kind, fn in walk.combines
+        if top_label(label, {other for other, _, _ in walk.combines if other != label}) is None
+    }
     named = {(top_label(label, set(COMBINES)) or label, kind, fn) for label, kind, fn in outermost}
     assert {label: fn for label, _, fn in named} == COMBINES
     assert len(named) == len(COMBINES)
@@ -293,12 +320,19 @@ def test_only_the_tokenizer_step_asks_for_a_gpu(build_pipeline, options):
     hint = manifests.load("tokenizer.yaml")["accelerator_hint"]
     handler = tokenize.VqganModelHandler("/opt/cxr-instruct/vqgan", "cuda", 16, "bf16", hint)
     pipeline = beam.Pipeline(options=options)
-    tokenize.build_graph(pipeline, OUT, ["train-00000-of-00001.parquet"], handler,
-                         np.arange(8192, dtype=np.int32), "fingerprint", 512)
+    tokenize.build_graph(
+        pipeline, OUT, ["train-00000-of-00001.parquet"], handler, np.arange(8192, dtype=np.int32), "fingerprint", 512
+    )
     proto = pipeline.to_runner_api()
-    hinted = {env_id for env_id, env in proto.components.environments.items()
-              if env.resource_hints.get("beam:resources:accelerator:v1") == hint.encode()}
+    hinted = {
+        env_id
+        for env_id, env in proto.components.environments.items()
+        if env.resource_hints.get("beam:resources:accelerator:v1") == hint.encode()
+    }
     assert len(hinted) == 1
-    gpu_steps = {transform.unique_name for transform in proto.components.transforms.values()
-                 if transform.environment_id in hinted and not transform.subtransforms}
+    gpu_steps = {
+        transform.unique_name
+        for transform in proto.components.transforms.values()
+        if transform.environment_id in hinted and not transform.subtransforms
+    }
     assert gpu_steps and all(name.startswith("Encode/") for name in gpu_steps)

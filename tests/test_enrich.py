@@ -15,14 +15,31 @@ WIDTH, HEIGHT = 900, 700  # landscape: CheXmask's centre-pad adds rows above and
 
 def decoded(record: SourceRecord, annotations=()) -> enrich.DecodedUnit:
     unit = ImageUnit(record=record, split="train", split_authority="official", annotations=list(annotations))
-    return enrich.DecodedUnit(unit=unit, png=b"", letterbox=letterbox_for(WIDTH, HEIGHT, 512), width=WIDTH,
-                              height=HEIGHT, photometric="MONOCHROME2", bits_stored=12, source_format="dicom")
+    return enrich.DecodedUnit(
+        unit=unit,
+        png=b"",
+        letterbox=letterbox_for(WIDTH, HEIGHT, 512),
+        width=WIDTH,
+        height=HEIGHT,
+        photometric="MONOCHROME2",
+        bits_stored=12,
+        source_format="dicom",
+    )
 
 
 def vindr_record(boxes=()) -> SourceRecord:
     key = "0123456789abcdef0123456789abcdef"
-    return SourceRecord(image=ImageRef(image_key=f"vindr/{key}", source="vindr", native_id=key, uri="/x.dicom",
-                                       format="dicom", official_split="train"), boxes=list(boxes))
+    return SourceRecord(
+        image=ImageRef(
+            image_key=f"vindr/{key}",
+            source="vindr",
+            native_id=key,
+            uri="/x.dicom",
+            format="dicom",
+            official_split="train",
+        ),
+        boxes=list(boxes),
+    )
 
 
 def ellipse(shape, centre, axes) -> np.ndarray:
@@ -33,9 +50,11 @@ def ellipse(shape, centre, axes) -> np.ndarray:
 
 def organs(shape) -> dict[str, np.ndarray]:
     h, w = shape
-    return {"right lung": ellipse(shape, (w * 3 // 10, h // 2), (w // 7, h // 3)),
-            "left lung": ellipse(shape, (w * 7 // 10, h // 2), (w // 7, h // 3)),
-            "heart": ellipse(shape, (w // 2 + w // 20, h * 6 // 10), (w // 8, h // 7))}
+    return {
+        "right lung": ellipse(shape, (w * 3 // 10, h // 2), (w // 7, h // 3)),
+        "left lung": ellipse(shape, (w * 7 // 10, h // 2), (w // 7, h // 3)),
+        "heart": ellipse(shape, (w // 2 + w // 20, h * 6 // 10), (w // 8, h // 7)),
+    }
 
 
 def contour(mask: np.ndarray) -> list[tuple[float, float]]:
@@ -46,12 +65,25 @@ def contour(mask: np.ndarray) -> list[tuple[float, float]]:
 def chexmask_annotation(organ_masks: dict[str, np.ndarray], space: str) -> AnnotationRecord:
     h, w = next(iter(organ_masks.values())).shape
     return AnnotationRecord(
-        target_key="vindr/0123456789abcdef0123456789abcdef", source="chexmask", native_id="VinDr-CXR/x",
-        declared_width=w, declared_height=h,
-        masks=[MaskRLE(label=k, rle=masks.rle_encode(m, "chexmask"), convention="chexmask", height=h, width=w,
-                       origin="chexmask") for k, m in organ_masks.items()],
+        target_key="vindr/0123456789abcdef0123456789abcdef",
+        source="chexmask",
+        native_id="VinDr-CXR/x",
+        declared_width=w,
+        declared_height=h,
+        masks=[
+            MaskRLE(
+                label=k,
+                rle=masks.rle_encode(m, "chexmask"),
+                convention="chexmask",
+                height=h,
+                width=w,
+                origin="chexmask",
+            )
+            for k, m in organ_masks.items()
+        ],
         landmarks=[Landmarks(label=k, points=contour(m), origin="chexmask") for k, m in organ_masks.items()],
-        provenance={"space": space})
+        provenance={"space": space},
+    )
 
 
 def to_preprocessed(mask: np.ndarray) -> np.ndarray:
@@ -60,15 +92,17 @@ def to_preprocessed(mask: np.ndarray) -> np.ndarray:
     side = max(h, w)
     top, left = (side - h) // 2, (side - w) // 2
     square = np.zeros((side, side), np.uint8)
-    square[top:top + h, left:left + w] = mask
+    square[top : top + h, left : left + w] = mask
     return cv2.resize(square, (1024, 1024), interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
 def test_boxes_are_clipped_and_boxes_outside_the_image_are_item_rejects():
-    record = vindr_record([Box(label="Nodule/Mass", x1=-20, y1=100, x2=50, y2=160, origin="vindr-annotations",
-                               reader="R1"),
-                           Box(label="Nodule/Mass", x1=950, y1=10, x2=990, y2=60, origin="vindr-annotations",
-                               reader="R2")])
+    record = vindr_record(
+        [
+            Box(label="Nodule/Mass", x1=-20, y1=100, x2=50, y2=160, origin="vindr-annotations", reader="R1"),
+            Box(label="Nodule/Mass", x1=950, y1=10, x2=990, y2=60, origin="vindr-annotations", reader="R2"),
+        ]
+    )
     enriched, rejects = enrich.geometry_unit(decoded(record))
     (box,) = enriched.boxes
     assert (box["x1"], box["x2"]) == (0, 50) and box["finding"] == "Lung Lesion"
@@ -77,10 +111,13 @@ def test_boxes_are_clipped_and_boxes_outside_the_image_are_item_rejects():
 
 def test_three_readers_give_a_consensus_box_beside_their_own():
     drawn = [(100, 100, 300, 260), (110, 95, 310, 250), (95, 105, 290, 270)]
-    record = vindr_record([Box(label="Cardiomegaly", x1=a, y1=b, x2=c, y2=d, origin="vindr-annotations",
-                               reader=f"R{i}") for i, (a, b, c, d) in enumerate(drawn, 1)]
-                          + [Box(label="Nodule/Mass", x1=500, y1=300, x2=540, y2=340, origin="vindr-annotations",
-                                 reader="R3")])
+    record = vindr_record(
+        [
+            Box(label="Cardiomegaly", x1=a, y1=b, x2=c, y2=d, origin="vindr-annotations", reader=f"R{i}")
+            for i, (a, b, c, d) in enumerate(drawn, 1)
+        ]
+        + [Box(label="Nodule/Mass", x1=500, y1=300, x2=540, y2=340, origin="vindr-annotations", reader="R3")]
+    )
     enriched, rejects = enrich.geometry_unit(decoded(record))
     consensus = [b for b in enriched.boxes if b["reader"] == "consensus"]
     assert [(b["label"], b["readers"]) for b in consensus] == [("Cardiomegaly", ["R1", "R2", "R3"])]
@@ -94,7 +131,8 @@ def test_chexmask_preprocessed_rows_map_back_to_the_image():
     in_original, _ = enrich.geometry_unit(decoded(vindr_record(), [chexmask_annotation(original, "original")]))
     preprocessed = {k: to_preprocessed(m) for k, m in original.items()}
     in_preprocessed, rejects = enrich.geometry_unit(
-        decoded(vindr_record(), [chexmask_annotation(preprocessed, "preprocessed-1024")]))
+        decoded(vindr_record(), [chexmask_annotation(preprocessed, "preprocessed-1024")])
+    )
     assert not rejects and in_preprocessed.annotations
     assert abs(in_preprocessed.ctr - in_original.ctr) < 0.01
     assert geometry.ctr_band(in_preprocessed.ctr) == geometry.ctr_band(in_original.ctr)
@@ -111,8 +149,12 @@ def test_chexmask_size_mismatch_rejects_the_annotation_not_the_image():
     enriched, rejects = enrich.geometry_unit(decoded(vindr_record(), [chexmask_annotation(wrong, "original")]))
     assert not enriched.annotations and enriched.ctr is None
     (reject,) = rejects
-    assert (reject.source, reject.stage, reject.reason, reject.level) == ("chexmask", "geometry",
-                                                                           "mask-size-mismatch", "record")
+    assert (reject.source, reject.stage, reject.reason, reject.level) == (
+        "chexmask",
+        "geometry",
+        "mask-size-mismatch",
+        "record",
+    )
     assert "swapped" in reject.detail
 
 
@@ -121,10 +163,20 @@ def test_pneumothorax_ratio_uses_the_lung_on_its_side():
     right = lungs["right lung"]  # the patient's right lung, on the image left
     rim = right & ~ellipse((HEIGHT, WIDTH), (WIDTH * 3 // 10, HEIGHT // 2), (WIDTH // 7 - 12, HEIGHT // 3 - 12))
     record = SourceRecord(
-        image=ImageRef(image_key="siim/1.2.3", source="siim", native_id="1.2.3", uri="/x.dcm", format="dicom",
-                       subject_id="p"),
-        masks=[MaskRLE(label="Pneumothorax", rle=masks.rle_encode(rim, "siim"), convention="siim", height=HEIGHT,
-                       width=WIDTH, origin="siim-rle")])
+        image=ImageRef(
+            image_key="siim/1.2.3", source="siim", native_id="1.2.3", uri="/x.dcm", format="dicom", subject_id="p"
+        ),
+        masks=[
+            MaskRLE(
+                label="Pneumothorax",
+                rle=masks.rle_encode(rim, "siim"),
+                convention="siim",
+                height=HEIGHT,
+                width=WIDTH,
+                origin="siim-rle",
+            )
+        ],
+    )
     annotation = chexmask_annotation(lungs, "original").model_copy(update={"target_key": "siim/1.2.3"})
     enriched, rejects = enrich.geometry_unit(decoded(record, [annotation]))
     assert not rejects and enriched.ptx_side == "right"

@@ -17,16 +17,16 @@ from pathlib import Path
 import cv2
 import pyarrow.parquet as pq
 import pytest
+from builds import synthetic_build
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from builds import synthetic_build
-from pipelines import export as export_module
-from pipelines.export import JSON_FORMATS, CoordinateOptions, export, export_command
-from pipelines.export_source import ExportError, Mixture
-from pipelines.loader import MixtureStream
-from pipelines.manifest import pools_without_rows
+from pipelines.output.manifest import pools_without_rows
+from pipelines.training import export as export_module
+from pipelines.training.export import JSON_FORMATS, CoordinateOptions, export, export_command
+from pipelines.training.export_source import ExportError, Mixture
+from pipelines.training.loader import MixtureStream
 from transforms.coordinate_frames import CoordinateFrame, find_in_frame, target_geometry
 from transforms.export_records import RecordError, image_file_name, llava_record, messages_record, role_record
 from transforms.geometry import find_coordinates
@@ -39,8 +39,11 @@ def build_out(tmp_path_factory) -> Path:
 
 def instruction_rows(out: Path, profile: str, split: str | None = None) -> list[dict]:
     pattern = f"*/{split}-*.parquet" if split else "*/*.parquet"
-    return [row for path in sorted((out / "instructions" / profile).glob(pattern))
-            for row in pq.read_table(path).to_pylist()]
+    return [
+        row
+        for path in sorted((out / "instructions" / profile).glob(pattern))
+        for row in pq.read_table(path).to_pylist()
+    ]
 
 
 def read_split(dest: Path, fmt: str, split: str) -> list[dict]:
@@ -61,14 +64,19 @@ def turn_texts(fmt: str, item: dict) -> list[str]:
     if fmt in ("llava", "qwen-vl"):
         return [turn["value"] for turn in item["conversations"]]
     if fmt == "messages":
-        return ["".join("<image>" if part["type"] == "image" else part["text"] for part in message["content"])
-                for message in item["messages"]]
+        return [
+            "".join("<image>" if part["type"] == "image" else part["text"] for part in message["content"])
+            for message in item["messages"]
+        ]
     return [message["content"] for message in item["messages"]]
 
 
 def file_digests(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 # ------------------------------------------------------------------ row layouts
@@ -91,33 +99,63 @@ def test_image_file_names_keep_readable_ids():
         image_file_name("no-source")
 
 
-MULTI = {"id": "r1", "task": "t", "source": "mimic", "split": "train",
-         "image_keys": ["mimic/frontal", "mimic/lateral"],
-         "conversations": [{"from": "human", "value": "reference: <image>, main: <image>\nWhat changed?"},
-                           {"from": "gpt", "value": "Nothing."}]}
+MULTI = {
+    "id": "r1",
+    "task": "t",
+    "source": "mimic",
+    "split": "train",
+    "image_keys": ["mimic/frontal", "mimic/lateral"],
+    "conversations": [
+        {"from": "human", "value": "reference: <image>, main: <image>\nWhat changed?"},
+        {"from": "gpt", "value": "Nothing."},
+    ],
+}
 
 
 def test_each_layout_keeps_images_in_slot_order():
     assert llava_record(MULTI)["image"] == ["mimic/frontal.png", "mimic/lateral.png"]  # LLaVA-NeXT / OneVision
-    assert llava_record({**MULTI, "image_keys": ["mimic/frontal"], "conversations": [
-        {"from": "human", "value": "<image>\nDescribe."}, {"from": "gpt", "value": "Clear."}]})["image"] \
+    assert (
+        llava_record(
+            {
+                **MULTI,
+                "image_keys": ["mimic/frontal"],
+                "conversations": [{"from": "human", "value": "<image>\nDescribe."}, {"from": "gpt", "value": "Clear."}],
+            }
+        )["image"]
         == "mimic/frontal.png"
+    )
     assert role_record(MULTI, "images/") == {
-        "id": "r1", "images": ["images/mimic/frontal.png", "images/mimic/lateral.png"],
-        "messages": [{"role": "user", "content": "reference: <image>, main: <image>\nWhat changed?"},
-                     {"role": "assistant", "content": "Nothing."}]}
+        "id": "r1",
+        "images": ["images/mimic/frontal.png", "images/mimic/lateral.png"],
+        "messages": [
+            {"role": "user", "content": "reference: <image>, main: <image>\nWhat changed?"},
+            {"role": "assistant", "content": "Nothing."},
+        ],
+    }
     assert messages_record(MULTI)["messages"][0]["content"] == [
-        {"type": "text", "text": "reference:"}, {"type": "image"}, {"type": "text", "text": ", main:"},
-        {"type": "image"}, {"type": "text", "text": "What changed?"}]
+        {"type": "text", "text": "reference:"},
+        {"type": "image"},
+        {"type": "text", "text": ", main:"},
+        {"type": "image"},
+        {"type": "text", "text": "What changed?"},
+    ]
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"image_keys": ["mimic/frontal"]}, "2 <image> slots for 1 images"),
-    ({"conversations": [{"from": "gpt", "value": "<image><image>"}, {"from": "human", "value": "x"}]},
-     "expected 'human'"),
-    ({"conversations": [{"from": "human", "value": "<image><image>"}]}, "question/answer pairs"),
-    ({"conversations": [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "<image>"}]}, "answer turn"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"image_keys": ["mimic/frontal"]}, "2 <image> slots for 1 images"),
+        (
+            {"conversations": [{"from": "gpt", "value": "<image><image>"}, {"from": "human", "value": "x"}]},
+            "expected 'human'",
+        ),
+        ({"conversations": [{"from": "human", "value": "<image><image>"}]}, "question/answer pairs"),
+        (
+            {"conversations": [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "<image>"}]},
+            "answer turn",
+        ),
+    ],
+)
 def test_rows_no_format_can_write_raise(change, message):
     for convert in (llava_record, role_record, messages_record):
         with pytest.raises(RecordError, match=message):
@@ -144,7 +182,8 @@ def test_every_row_is_exported_once_with_its_images(build_out, tmp_path, fmt):
             assert sum(text.count("<image>") for text in texts) == len(row["image_keys"])
             if fmt != "qwen-vl":  # the profile's own frame: the text as built (messages: stripped around images)
                 assert [t.replace(" ", "").replace("\n", "") for t in texts] == [
-                    t["value"].replace(" ", "").replace("\n", "") for t in row["conversations"]]
+                    t["value"].replace(" ", "").replace("\n", "") for t in row["conversations"]
+                ]
             seen.append(item["id"])
     assert sorted(seen) == sorted(rows)
     referenced = {image_file_name(k) for row in rows.values() for k in row["image_keys"]}
@@ -178,12 +217,15 @@ def frame_of(report: dict) -> CoordinateFrame:
     return CoordinateFrame(frame["frame"], frame.get("width"), frame.get("height"))
 
 
-@pytest.mark.parametrize("profile, coordinates, written_as", [
-    ("m4cxr", None, "pixels 504x504"),           # Qwen2.5-VL: 512 canvas -> 504 after its resize
-    ("imt-cxr", "norm1000", "norm1000"),          # Qwen2-VL / Qwen3-VL
-    ("medivlm", None, "pixels 224x224"),          # MediVLM's 224 images need no resize
-    ("imt-cxr", "percent", "percent"),
-])
+@pytest.mark.parametrize(
+    "profile, coordinates, written_as",
+    [
+        ("m4cxr", None, "pixels 504x504"),  # Qwen2.5-VL: 512 canvas -> 504 after its resize
+        ("imt-cxr", "norm1000", "norm1000"),  # Qwen2-VL / Qwen3-VL
+        ("medivlm", None, "pixels 224x224"),  # MediVLM's 224 images need no resize
+        ("imt-cxr", "percent", "percent"),
+    ],
+)
 def test_qwen_vl_coordinates_land_on_the_canonical_geometry(build_out, tmp_path, profile, coordinates, written_as):
     report = export(build_out, profile, "qwen-vl", tmp_path / "q", coordinates=CoordinateOptions(coordinates))
     assert report["coordinates"]["written_as"] == written_as and report["coordinates"]["from_text"] == 0
@@ -205,9 +247,10 @@ def test_qwen_vl_coordinates_land_on_the_canonical_geometry(build_out, tmp_path,
                     spans += 1
                     assert span.kind == original.kind
                     if span.kind == "box":
-                        assert any(kind == "box" and all(abs(a - b) <= t
-                                                         for a, b, t in zip(span.box, value, (tx, ty) * 2))
-                                   for kind, value in candidates), (item["id"], exported["value"])
+                        assert any(
+                            kind == "box" and all(abs(a - b) <= t for a, b, t in zip(span.box, value, (tx, ty) * 2))
+                            for kind, value in candidates
+                        ), (item["id"], exported["value"])
                     else:  # vertex by vertex, in order, against the simplified ring the profile wrote
                         profile_tx, profile_ty = CoordinateFrame(convention).tolerance()
                         assert [len(ring) for ring in span.rings] == [len(ring) for ring in original.rings]
@@ -218,11 +261,18 @@ def test_qwen_vl_coordinates_land_on_the_canonical_geometry(build_out, tmp_path,
 
 
 def test_the_pixels_frame_is_qwens_in_every_format(build_out, tmp_path):
-    report = export(build_out, "m4cxr", "swift", tmp_path / "s", splits=("test",),
-                    coordinates=CoordinateOptions("pixels"))
+    report = export(
+        build_out, "m4cxr", "swift", tmp_path / "s", splits=("test",), coordinates=CoordinateOptions("pixels")
+    )
     assert report["coordinates"]["written_as"] == "pixels 504x504"
-    small = export(build_out, "m4cxr", "qwen-vl", tmp_path / "q", splits=("test",),
-                   coordinates=CoordinateOptions(None, max_pixels=300 * 300))
+    small = export(
+        build_out,
+        "m4cxr",
+        "qwen-vl",
+        tmp_path / "q",
+        splits=("test",),
+        coordinates=CoordinateOptions(None, max_pixels=300 * 300),
+    )
     assert small["coordinates"]["written_as"] == "pixels 280x280"  # the processor shrinks the 512 canvas
     assert small["coordinates"]["max_pixels"] == 90000
     with pytest.raises(ExportError, match="--max-pixels set the pixels frame"):
@@ -233,9 +283,14 @@ def test_a_bins_frame_exports_its_tokens(build_out, tmp_path):
     export(build_out, "imt-cxr", "llava", tmp_path / "imt")
     tokens = (tmp_path / "imt" / "coordinate_tokens.txt").read_text(encoding="utf-8").split("\n")[:-1]
     assert tokens == [f"<bin_{k}>" for k in range(1, 1001)]
-    used = {token for split in ("train", "validation", "test") if (tmp_path / "imt" / f"{split}.json").exists()
-            for item in read_split(tmp_path / "imt", "llava", split) for turn in item["conversations"]
-            for token in re.findall(r"<bin_\d+>", turn["value"])}
+    used = {
+        token
+        for split in ("train", "validation", "test")
+        if (tmp_path / "imt" / f"{split}.json").exists()
+        for item in read_split(tmp_path / "imt", "llava", split)
+        for turn in item["conversations"]
+        for token in re.findall(r"<bin_\d+>", turn["value"])
+    }
     assert used and used <= set(tokens)
     report = export(build_out, "m4cxr", "llava", tmp_path / "m4", coordinates=CoordinateOptions("bins1000"))
     assert report["coordinates"]["rewritten"] > 0 and (tmp_path / "m4" / "coordinate_tokens.txt").is_file()
@@ -247,8 +302,9 @@ def test_profiles_with_an_input_size_export_their_images_at_it(build_out, tmp_pa
     for profile in ("radixpert", "medivlm"):
         report = export(build_out, profile, "messages", tmp_path / profile)
         assert report["image_size"] == 224 and report["images"] > 0
-        shapes = {cv2.imread(str(p), cv2.IMREAD_UNCHANGED).shape
-                  for p in (tmp_path / profile / "images").rglob("*.png")}
+        shapes = {
+            cv2.imread(str(p), cv2.IMREAD_UNCHANGED).shape for p in (tmp_path / profile / "images").rglob("*.png")
+        }
         assert shapes == {(224, 224)}
         assert sum(report["rows"].values()) == len(instruction_rows(build_out, profile))
 
@@ -362,9 +418,12 @@ def test_a_mixture_follows_the_loaders_draw_and_reports_shares(build_out, tmp_pa
         has_rows = any(n.get("train") for n in weights["tasks"][task]["rows"].values())
         assert share.get("no_weighted_rows", False) == (share["expected"] == 0) and (has_rows or share["expected"] == 0)
     assert report["mixture"]["rows_without_weight"] == [
-        {"task": task, "source": source, "rows": splits["train"]} for task, spec in sorted(weights["tasks"].items())
-        if "source_weights" in spec for source, splits in sorted(spec["rows"].items())
-        if splits.get("train") and not spec["source_weights"].get(source)]
+        {"task": task, "source": source, "rows": splits["train"]}
+        for task, spec in sorted(weights["tasks"].items())
+        if "source_weights" in spec
+        for source, splits in sorted(spec["rows"].items())
+        if splits.get("train") and not spec["source_weights"].get(source)
+    ]
     heaviest = max(shares, key=lambda t: shares[t]["expected"])
     assert heaviest == "report_generation_cot" and shares[heaviest]["realised"] > 0.25
     plain = {row["id"] for row in instruction_rows(build_out, "m4cxr", "test")}
@@ -387,16 +446,20 @@ def test_weights_json_reports_weighted_pools_without_rows(build_out):
     for task, spec in weights["tasks"].items():
         for source, share in spec.get("source_weights", {}).items():
             if share > 0 and not spec["rows"].get(source):
-                assert {"task": task, "source": source} in [{k: p[k] for k in ("task", "source")}
-                                                            for p in weights["pools_without_rows"]]
+                assert {"task": task, "source": source} in [
+                    {k: p[k] for k in ("task", "source")} for p in weights["pools_without_rows"]
+                ]
 
 
 def test_pools_without_rows_names_each_unused_weight():
     rows = {"grounding": {"vindr": {"train": 3}}, "vqa": {}}
-    empty = pools_without_rows({"grounding": 6.0, "vqa": 2.0, "off": 0.0},
-                               {"grounding": {"vindr": 2.0, "siim": 4.0}}, rows)
-    assert empty == [{"task": "grounding", "source": "siim", "weight": 4.0},
-                     {"task": "vqa", "source": None, "weight": 2.0}]
+    empty = pools_without_rows(
+        {"grounding": 6.0, "vqa": 2.0, "off": 0.0}, {"grounding": {"vindr": 2.0, "siim": 4.0}}, rows
+    )
+    assert empty == [
+        {"task": "grounding", "source": "siim", "weight": 4.0},
+        {"task": "vqa", "source": None, "weight": 2.0},
+    ]
 
 
 # ------------------------------------------------------------------ command line
@@ -404,12 +467,27 @@ def test_pools_without_rows_names_each_unused_weight():
 
 def test_cli(build_out, tmp_path):
     runner = CliRunner()
-    result = runner.invoke(export_command, [str(build_out), "--profile", "m4cxr", "--format", "qwen-vl",
-                                            "--dest", str(tmp_path / "q"), "--mixture", "--samples", "50"])
+    result = runner.invoke(
+        export_command,
+        [
+            str(build_out),
+            "--profile",
+            "m4cxr",
+            "--format",
+            "qwen-vl",
+            "--dest",
+            str(tmp_path / "q"),
+            "--mixture",
+            "--samples",
+            "50",
+        ],
+    )
     assert result.exit_code == 0, result.output
     printed = json.loads(result.output.splitlines()[0])
     assert printed["format"] == "qwen-vl" and printed["coordinates"]["written_as"] == "pixels 504x504"
     assert "report_generation_cot" in result.output and "files with sha256 in export.json" in result.output
-    result = runner.invoke(export_command, [str(build_out), "--profile", "m4cxr", "--format", "llava",
-                                            "--dest", str(tmp_path / "l"), "--samples", "5"])
+    result = runner.invoke(
+        export_command,
+        [str(build_out), "--profile", "m4cxr", "--format", "llava", "--dest", str(tmp_path / "l"), "--samples", "5"],
+    )
     assert result.exit_code == 2 and "--samples and --seed go with --mixture" in result.output

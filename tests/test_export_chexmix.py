@@ -1,4 +1,4 @@
-"""The chexmix export (pipelines/export_chexmix.py) on a small synthetic build with a fake but deterministic
+"""The chexmix export (pipelines/training/export_chexmix.py) on a small synthetic build with a fake but deterministic
 VQ table, read back with tokenizers built here (no hub): a RadPhi-2-like byte-level BPE whose ids start at
 0 (CheXmix's base model), and a Chameleon-like vocabulary whose image tokens sit at 4..8195."""
 
@@ -15,15 +15,29 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from builds import synthetic_build
 from click.testing import CliRunner
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from builds import synthetic_build
-from pipelines.export_chexmix import (CODES_PER_IMAGE, IGNORE, ChexmixOptions, VqCodes, chexmix_sequence,
-                                      length_report, lengths_command, options_from_cli, percentile, preset_options,
-                                      prompt_units, remove_units, resolve_layout, shortened_rows, write_chexmix)
-from pipelines.export_source import ExportError, Mixture, mixture_rows
+from pipelines.training.export_chexmix import (
+    CODES_PER_IMAGE,
+    IGNORE,
+    ChexmixOptions,
+    VqCodes,
+    chexmix_sequence,
+    length_report,
+    lengths_command,
+    options_from_cli,
+    percentile,
+    preset_options,
+    prompt_units,
+    remove_units,
+    resolve_layout,
+    shortened_rows,
+    write_chexmix,
+)
+from pipelines.training.export_source import ExportError, Mixture, mixture_rows
 from transforms.hashing import stable_hash
 
 tokenizers = pytest.importorskip("tokenizers")
@@ -43,16 +57,31 @@ def build_out(tmp_path_factory) -> Path:
 
 def write_vq_table(out: Path, fingerprint: str = "test-vqgan") -> None:
     """``OUT/vq`` with the tokenize stage's schema: codes drawn from the image key, ``lm_ids`` code + 4."""
-    schema = pa.schema([("image_key", pa.string()), ("codes", pa.list_(pa.int16(), CODES_PER_IMAGE)),
-                        ("lm_ids", pa.list_(pa.int32(), CODES_PER_IMAGE)), ("tokenizer", pa.string())])
+    schema = pa.schema(
+        [
+            ("image_key", pa.string()),
+            ("codes", pa.list_(pa.int16(), CODES_PER_IMAGE)),
+            ("lm_ids", pa.list_(pa.int32(), CODES_PER_IMAGE)),
+            ("tokenizer", pa.string()),
+        ]
+    )
     (out / "vq").mkdir(exist_ok=True)
     for shard in sorted((out / "images").glob("*.parquet")):
         keys = sorted(pq.read_table(shard, columns=["image_key"])["image_key"].to_pylist())
         codes = [fake_codes(key) for key in keys]
-        pq.write_table(pa.table({"image_key": keys, "codes": [c.tolist() for c in codes],
-                                 "lm_ids": [(c.astype(np.int32) + 4).tolist() for c in codes],
-                                 "tokenizer": [fingerprint] * len(keys)}, schema=schema),
-                       out / "vq" / shard.name, row_group_size=8)
+        pq.write_table(
+            pa.table(
+                {
+                    "image_key": keys,
+                    "codes": [c.tolist() for c in codes],
+                    "lm_ids": [(c.astype(np.int32) + 4).tolist() for c in codes],
+                    "tokenizer": [fingerprint] * len(keys),
+                },
+                schema=schema,
+            ),
+            out / "vq" / shard.name,
+            row_group_size=8,
+        )
 
 
 def fake_codes(key: str) -> np.ndarray:
@@ -60,13 +89,20 @@ def fake_codes(key: str) -> np.ndarray:
 
 
 def all_rows(out: Path, profile: str) -> list[dict]:
-    return [row for path in sorted((out / "instructions" / profile).glob("*/*.parquet"))
-            for row in pq.read_table(path).to_pylist()]
+    return [
+        row
+        for path in sorted((out / "instructions" / profile).glob("*/*.parquet"))
+        for row in pq.read_table(path).to_pylist()
+    ]
 
 
 def build_texts(out: Path) -> list[str]:
-    return [turn["value"].replace("<image>", " ") for path in sorted((out / "instructions").glob("*/*/*.parquet"))
-            for row in pq.read_table(path, columns=["conversations"]).to_pylist() for turn in row["conversations"]]
+    return [
+        turn["value"].replace("<image>", " ")
+        for path in sorted((out / "instructions").glob("*/*/*.parquet"))
+        for row in pq.read_table(path, columns=["conversations"]).to_pylist()
+        for turn in row["conversations"]
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -94,9 +130,15 @@ def byte_level_bpe(texts: list[str]):
     bpe = tokenizers.Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=700, special_tokens=["<|endoftext|>"],
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                                       show_progress=False))
+    bpe.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(
+            vocab_size=700,
+            special_tokens=["<|endoftext|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
     return bpe
 
 
@@ -139,8 +181,11 @@ def read_records(folder: Path) -> list[dict]:
 
 
 def digests(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -172,8 +217,9 @@ def test_the_chameleon_offset_refuses_a_vocabulary_whose_ids_start_there(radphi)
     with pytest.raises(ExportError, match=r"image ids 4\.\.8195 overlap the text vocabulary.*after-text"):
         resolve_layout(vocab, preset_options("chameleon", str(radphi)))
     # the same tokenizer with Chameleon's begin/end ids but codes after the text is fine
-    layout = resolve_layout(vocab, preset_options("chameleon", str(radphi), image_offset=None,
-                                                  begin_image="<|img|>", end_image="<|/img|>"))
+    layout = resolve_layout(
+        vocab, preset_options("chameleon", str(radphi), image_offset=None, begin_image="<|img|>", end_image="<|/img|>")
+    )
     assert layout.image_offset == max(vocab.values()) + 1
 
 
@@ -200,7 +246,7 @@ def test_missing_special_tokens_are_added_after_the_codes(phi_base):
 
 def test_a_gpt2_style_tokenizer_folder_loads_with_its_added_tokens(build_out, phi_base, tmp_path):
     """RadPhi-2 ships vocab.json + merges.txt + added_tokens.json (no tokenizer.json)."""
-    from pipelines.export_chexmix import load_tokenizer
+    from pipelines.training.export_chexmix import load_tokenizer
 
     base = tokenizers.Tokenizer.from_file(str(phi_base))
     base.model.save(str(tmp_path))
@@ -220,11 +266,14 @@ def test_a_gpt2_style_tokenizer_folder_loads_with_its_added_tokens(build_out, ph
         load_tokenizer(tmp_path)
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"image_offset": 4, "begin_image": "id:5"}, "overlap"),
-    ({"image_offset": 100_000, "begin_image": "id:100005"}, "begin_image token id 100005 lies among the image ids"),
-    ({"separator": "<|endoftext|>"}, "must be different tokens"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"image_offset": 4, "begin_image": "id:5"}, "overlap"),
+        ({"image_offset": 100_000, "begin_image": "id:100005"}, "begin_image token id 100005 lies among the image ids"),
+        ({"separator": "<|endoftext|>"}, "must be different tokens"),
+    ],
+)
 def test_bad_layouts_are_refused(radphi, changes, message):
     vocab = tokenizers.Tokenizer.from_file(str(radphi)).get_vocab(with_added_tokens=True)
     with pytest.raises(ExportError, match=message):
@@ -271,7 +320,7 @@ def test_instruction_sequences_mask_the_prompt_and_learn_the_answers(build_out, 
         starts = [i for i, token in enumerate(ids) if token == special["begin_image"]]
         assert len(starts) == len(row["image_keys"])
         for start, key in zip(starts, row["image_keys"]):
-            assert ids[start + 1:start + 1 + CODES_PER_IMAGE] == (fake_codes(key).astype(int) + offset).tolist()
+            assert ids[start + 1 : start + 1 + CODES_PER_IMAGE] == (fake_codes(key).astype(int) + offset).tolist()
             assert ids[start + 1 + CODES_PER_IMAGE] == special["end_image"]
         assert ids[starts[-1] + CODES_PER_IMAGE + 2] == special["text_start"]
         assert record["num_image_tokens"] == len(starts) * (CODES_PER_IMAGE + 2)
@@ -296,16 +345,25 @@ def test_a_phi_model_resized_by_vocabulary_json_trains_on_the_sequences(m4cxr_ex
     records = sorted(read_records(folder), key=lambda r: r["id"])[:4]
     assert max(max(r["input_ids"]) for r in records) < vocabulary["embedding_rows"]
     torch.manual_seed(0)
-    config = transformers.PhiConfig(vocab_size=vocabulary["text"]["size"], hidden_size=32, intermediate_size=64,
-                                    num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=1300)
+    config = transformers.PhiConfig(
+        vocab_size=vocabulary["text"]["size"],
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=1300,
+    )
     model = transformers.PhiForCausalLM(config)
     model.resize_token_embeddings(vocabulary["embedding_rows"])
     pad = vocabulary["special_tokens"]["pad"]["id"]
     ids = [torch.tensor(r["input_ids"]) for r in records]
-    batch = {"input_ids": torch.nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=pad),
-             "labels": torch.nn.utils.rnn.pad_sequence([torch.tensor(r["labels"]) for r in records],
-                                                       batch_first=True, padding_value=IGNORE),
-             "attention_mask": torch.nn.utils.rnn.pad_sequence([torch.ones_like(i) for i in ids], batch_first=True)}
+    batch = {
+        "input_ids": torch.nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=pad),
+        "labels": torch.nn.utils.rnn.pad_sequence(
+            [torch.tensor(r["labels"]) for r in records], batch_first=True, padding_value=IGNORE
+        ),
+        "attention_mask": torch.nn.utils.rnn.pad_sequence([torch.ones_like(i) for i in ids], batch_first=True),
+    }
     loss = model(**batch).loss
     assert torch.isfinite(loss) and loss.item() > 0
     loss.backward()
@@ -324,15 +382,18 @@ def test_rows_in_equal_rows_written_plus_dropped(build_out, m4cxr_export):
     # m4cxr's multi-image rows (2 to 5 images of 1026 tokens) cannot fit 1300 tokens: dropped, not an error
     multi = {r["id"] for r in rows if len(r["image_keys"]) > 1}
     assert multi and multi <= {d["id"] for d in dropped}
-    assert all(d["reason"] == "images alone exceed max_length" and d["tokens"] > 1300 for d in dropped
-               if d["id"] in multi)
+    assert all(
+        d["reason"] == "images alone exceed max_length" and d["tokens"] > 1300 for d in dropped if d["id"] in multi
+    )
     lengths = report["chexmix"]["lengths"]
     assert lengths["totals"]["rows"] == len(rows) and lengths["totals"]["dropped"] == len(dropped)
     for task, numbers in lengths["tasks"].items():
         assert numbers["rows"] == numbers["written"] + numbers["dropped"] == numbers["fitting"] + numbers["dropped"]
         assert numbers["dropped"] == sum(1 for d in dropped if d["task"] == task)
-        assert numbers["dropped_examples"] == [{k: d[k] for k in ("id", "split", "tokens", "images")}
-                                               for d in dropped if d["task"] == task][:10]
+        assert (
+            numbers["dropped_examples"]
+            == [{k: d[k] for k in ("id", "split", "tokens", "images")} for d in dropped if d["task"] == task][:10]
+        )
 
 
 def test_the_length_report_matches_the_written_sequences(build_out, radphi, m4cxr_export):
@@ -344,8 +405,11 @@ def test_the_length_report_matches_the_written_sequences(build_out, radphi, m4cx
     for task, numbers in tasks.items():
         written = sorted(r["num_tokens"] for r in records if r["task"] == task)
         full = sorted(written + [d["tokens"] for d in dropped if d["task"] == task])
-        assert numbers["written_tokens"] == {"p50": percentile(written, 50), "p95": percentile(written, 95),
-                                             "max": written[-1] if written else None}
+        assert numbers["written_tokens"] == {
+            "p50": percentile(written, 50),
+            "p95": percentile(written, 95),
+            "max": written[-1] if written else None,
+        }
         assert numbers["tokens"] == {"p50": percentile(full, 50), "p95": percentile(full, 95), "max": full[-1]}
         assert numbers["fitting"] == len(written)
     # the lengths-only report, which reads no VQ codes, gives the same numbers
@@ -370,8 +434,8 @@ def test_pretraining_rows_follow_chexmix_and_learn_everything(build_out, radphi,
     options = preset_options("chexmix", str(radphi), pretraining_image_loss=False)
     export_to(build_out, tmp_path / "b", "chexmix", options)
     for record in read_records(tmp_path / "b"):
-        assert record["labels"][:CODES_PER_IMAGE + 2] == [IGNORE] * (CODES_PER_IMAGE + 2)
-        assert record["labels"][CODES_PER_IMAGE + 2:] == record["input_ids"][CODES_PER_IMAGE + 2:]
+        assert record["labels"][: CODES_PER_IMAGE + 2] == [IGNORE] * (CODES_PER_IMAGE + 2)
+        assert record["labels"][CODES_PER_IMAGE + 2 :] == record["input_ids"][CODES_PER_IMAGE + 2 :]
 
 
 def test_chameleon_layout_export(build_out, chameleon, tmp_path):
@@ -383,12 +447,12 @@ def test_chameleon_layout_export(build_out, chameleon, tmp_path):
     for record in records:
         ids = record["input_ids"]
         key = rows[record["id"]]["image_keys"][0]
-        assert ids[:2] == [0, 8197] and ids[2:2 + CODES_PER_IMAGE] == (fake_codes(key).astype(int) + 4).tolist()
+        assert ids[:2] == [0, 8197] and ids[2 : 2 + CODES_PER_IMAGE] == (fake_codes(key).astype(int) + 4).tolist()
         assert ids[2 + CODES_PER_IMAGE] == 8196 and ids[-1] == 2
         separator = ids.index(8710)
-        assert record["labels"][:separator + 1] == [IGNORE] * (separator + 1)
+        assert record["labels"][: separator + 1] == [IGNORE] * (separator + 1)
         answer = rows[record["id"]]["conversations"][1]["value"]
-        assert ids[separator + 1:-1] == bpe.encode(answer.strip(), add_special_tokens=False).ids
+        assert ids[separator + 1 : -1] == bpe.encode(answer.strip(), add_special_tokens=False).ids
 
 
 def test_reruns_are_byte_identical_and_a_mixture_keeps_stream_order(build_out, radphi, m4cxr_export, tmp_path):
@@ -421,7 +485,7 @@ def test_reruns_are_byte_identical_and_a_mixture_keeps_stream_order(build_out, r
 def test_rows_are_sequenced_and_written_in_batches(build_out, radphi, m4cxr_export, tmp_path, monkeypatch):
     """With BATCH_ROWS = 3 every output row group holds at most 3 rows and the rows are those of the
     one-batch export, in the same order."""
-    from pipelines import export_chexmix
+    from pipelines.training import export_chexmix
 
     folder, _, files = m4cxr_export
     assert max(pq.ParquetFile(folder / name).metadata.num_rows for name in files) > 3
@@ -483,22 +547,32 @@ def rows(draw):
     prompt = "\n".join(["<image>"] * images + context + [question]) if images or context else question
     pairs = [(prompt, draw(_words))] + [(draw(_words), draw(_words)) for _ in range(draw(st.integers(0, 2)))]
     task = draw(st.sampled_from(["vqa", "report_pretraining"])) if images == 1 and len(pairs) == 1 else "vqa"
-    return {"id": "r", "task": task, "source": "s", "split": "train",
-            "image_keys": [f"mimic/{i}" for i in range(images)],
-            "conversations": [turn for q, a in pairs for turn in ({"from": "human", "value": q},
-                                                                   {"from": "gpt", "value": a})]}
+    return {
+        "id": "r",
+        "task": task,
+        "source": "s",
+        "split": "train",
+        "image_keys": [f"mimic/{i}" for i in range(images)],
+        "conversations": [
+            turn for q, a in pairs for turn in ({"from": "human", "value": q}, {"from": "gpt", "value": a})
+        ],
+    }
 
 
 @settings(max_examples=200, deadline=None)
-@given(row=rows(), shortfall=st.one_of(st.integers(-20, 120), st.integers(-3000, 3000)),
-       overflow=st.sampled_from(["drop", "shorten"]))
+@given(
+    row=rows(),
+    shortfall=st.one_of(st.integers(-20, 120), st.integers(-3000, 3000)),
+    overflow=st.sampled_from(["drop", "shorten"]),
+)
 def test_no_answer_is_ever_cut(row, shortfall, overflow):
     """Any row at any limit (mostly near its length): written whole with its answers learned exactly, or
     shortened in its prompt only, or dropped; never cut."""
     layout = char_layout()
     codes = {key: [(n * 7 + i) % CODEBOOK for n in range(CODES_PER_IMAGE)] for i, key in enumerate(row["image_keys"])}
-    whole = chexmix_sequence(row, codes.__getitem__, char_encoder, layout, ChexmixOptions(tokenizer_path="unused",
-                                                                                        max_length=10**6))
+    whole = chexmix_sequence(
+        row, codes.__getitem__, char_encoder, layout, ChexmixOptions(tokenizer_path="unused", max_length=10**6)
+    )
     max_length = max(1, whole.tokens - shortfall)
     options = ChexmixOptions(tokenizer_path="unused", max_length=max_length, overflow=overflow)
     result = chexmix_sequence(row, codes.__getitem__, char_encoder, layout, options)
@@ -517,12 +591,12 @@ def test_no_answer_is_ever_cut(row, shortfall, overflow):
     starts = [i for i, t in enumerate(ids) if t == layout.ids["begin_image"]]
     assert len(starts) == len(row["image_keys"])
     for start, key in zip(starts, row["image_keys"]):
-        assert ids[start + 1:start + 1 + CODES_PER_IMAGE] == [layout.image_offset + c for c in codes[key]]
+        assert ids[start + 1 : start + 1 + CODES_PER_IMAGE] == [layout.image_offset + c for c in codes[key]]
         assert ids[start + 1 + CODES_PER_IMAGE] == layout.ids["end_image"]
     answers = [t["value"].strip() for t in row["conversations"] if t["from"] == "gpt"]
     eos = layout.ids["eos"]
     if row["task"] == "report_pretraining":
-        assert labels == ids and ids[-len(answers[0]) - 1:] == [*char_encoder(answers[0]), eos]
+        assert labels == ids and ids[-len(answers[0]) - 1 :] == [*char_encoder(answers[0]), eos]
     else:
         learned = [t for t in labels if t != IGNORE]
         assert learned == [t for answer in answers for t in (*char_encoder(answer), eos)]
@@ -530,15 +604,22 @@ def test_no_answer_is_ever_cut(row, shortfall, overflow):
         assert len(separators) == len(answers)
         for position, answer in zip(separators, answers):  # each answer and its eos directly follow a separator
             closed = [*char_encoder(answer), eos]
-            assert ids[position + 1:position + 1 + len(closed)] == closed
-            assert labels[position] == IGNORE and labels[position + 1:position + 1 + len(closed)] == closed
+            assert ids[position + 1 : position + 1 + len(closed)] == closed
+            assert labels[position] == IGNORE and labels[position + 1 : position + 1 + len(closed)] == closed
 
 
 def test_shortened_rows_never_touch_images_or_answers():
-    row = {"id": "x", "task": "vqa", "source": "s", "split": "train", "image_keys": ["a/1"],
-           "conversations": [{"from": "human",
-                              "value": "<image>\nOne: [1]; two: [2]; three: [3].\nFirst. Second.\nAsk?"},
-                             {"from": "gpt", "value": "Answer; with: parts. Two."}]}
+    row = {
+        "id": "x",
+        "task": "vqa",
+        "source": "s",
+        "split": "train",
+        "image_keys": ["a/1"],
+        "conversations": [
+            {"from": "human", "value": "<image>\nOne: [1]; two: [2]; three: [3].\nFirst. Second.\nAsk?"},
+            {"from": "gpt", "value": "Answer; with: parts. Two."},
+        ],
+    }
     variants = [shorter for _, shorter in shortened_rows(row)]
     assert [v["conversations"][0]["value"] for v in variants] == [
         "<image>\nOne: [1]; two: [2]; three: [3].\nFirst.\nAsk?",
@@ -569,8 +650,11 @@ def some_keys(out: Path, count: int = 3) -> list[str]:
 
 def test_vq_lookup_finds_codes_by_its_key_index(build_out):
     vq = VqCodes(build_out)
-    keys = [key for path in sorted((build_out / "vq").glob("*.parquet"))
-            for key in pq.read_table(path)["image_key"].to_pylist()]
+    keys = [
+        key
+        for path in sorted((build_out / "vq").glob("*.parquet"))
+        for key in pq.read_table(path)["image_key"].to_pylist()
+    ]
     found = vq.lookup(keys[::-1], CODEBOOK)
     assert len(found) == len(keys) and all(found[k].tolist() == fake_codes(k).tolist() for k in keys)
     assert vq.fingerprints == {"test-vqgan"}
@@ -592,16 +676,26 @@ def test_vq_lookup_reads_each_needed_row_group_once(tmp_path, monkeypatch):
     rng = np.random.default_rng(5)
     keys = [f"mimic/{n:04d}" for n in range(128)]
     shard_of = rng.integers(0, 4, len(keys))
-    schema = pa.schema([("image_key", pa.string()), ("codes", pa.list_(pa.int16(), CODES_PER_IMAGE)),
-                        ("tokenizer", pa.string())])
+    schema = pa.schema(
+        [("image_key", pa.string()), ("codes", pa.list_(pa.int16(), CODES_PER_IMAGE)), ("tokenizer", pa.string())]
+    )
     group_of = {}
     for shard in range(4):
         name = f"train-{shard:05d}-of-00004.parquet"
         mine = sorted(k for k, s in zip(keys, shard_of) if s == shard)
         (out / "images" / name).touch()
-        pq.write_table(pa.table({"image_key": mine, "codes": [fake_codes(k).tolist() for k in mine],
-                                 "tokenizer": ["test-vqgan"] * len(mine)}, schema=schema),
-                       out / "vq" / name, row_group_size=-(-len(mine) // 4))
+        pq.write_table(
+            pa.table(
+                {
+                    "image_key": mine,
+                    "codes": [fake_codes(k).tolist() for k in mine],
+                    "tokenizer": ["test-vqgan"] * len(mine),
+                },
+                schema=schema,
+            ),
+            out / "vq" / name,
+            row_group_size=-(-len(mine) // 4),
+        )
         group_of.update({k: (name, i // -(-len(mine) // 4)) for i, k in enumerate(mine)})
     assert len(set(group_of.values())) == 16
 
@@ -644,36 +738,65 @@ def test_vq_table_problems_are_named(build_out, tmp_path):
 
 
 def test_text_holding_a_marker_token_is_refused(radphi):
-    from pipelines.export_chexmix import prepare
+    from pipelines.training.export_chexmix import prepare
 
     layout, encoder, _ = prepare(preset_options("chexmix", str(radphi)))
-    row = {"id": "m", "task": "vqa", "source": "s", "split": "train", "image_keys": [],
-           "conversations": [{"from": "human", "value": "Is <|img|> here?"}, {"from": "gpt", "value": "no"}]}
+    row = {
+        "id": "m",
+        "task": "vqa",
+        "source": "s",
+        "split": "train",
+        "image_keys": [],
+        "conversations": [{"from": "human", "value": "Is <|img|> here?"}, {"from": "gpt", "value": "no"}],
+    }
     with pytest.raises(ExportError, match="begin_image token"):
         chexmix_sequence(row, {}.__getitem__, encoder, layout, preset_options("chexmix", str(radphi)))
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"image_keys": []}, "1 <image> slots for 0 images"),
-    ({"conversations": [{"from": "gpt", "value": "x"}, {"from": "human", "value": "y"}]}, "expected 'human'"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"image_keys": []}, "1 <image> slots for 0 images"),
+        ({"conversations": [{"from": "gpt", "value": "x"}, {"from": "human", "value": "y"}]}, "expected 'human'"),
+    ],
+)
 def test_bad_rows_raise(change, message):
-    row = {"id": "b", "task": "vqa", "source": "s", "split": "train", "image_keys": ["a/1"],
-           "conversations": [{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "a"}], **change}
+    row = {
+        "id": "b",
+        "task": "vqa",
+        "source": "s",
+        "split": "train",
+        "image_keys": ["a/1"],
+        "conversations": [{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "a"}],
+        **change,
+    }
     with pytest.raises(ExportError, match=message):
-        chexmix_sequence(row, lambda key: [0] * CODES_PER_IMAGE, char_encoder, char_layout(),
-                         ChexmixOptions(tokenizer_path="unused"))
+        chexmix_sequence(
+            row, lambda key: [0] * CODES_PER_IMAGE, char_encoder, char_layout(), ChexmixOptions(tokenizer_path="unused")
+        )
 
 
 # ------------------------------------------------------------------ command line
 
 
 def test_the_export_command_writes_dest_with_checksums(build_out, radphi, tmp_path):
-    from pipelines.export import export_command
+    from pipelines.training.export import export_command
 
     dest = tmp_path / "dest"
-    result = CliRunner().invoke(export_command, [str(build_out), "--profile", "chexmix", "--format", "chexmix",
-                                                 "--dest", str(dest), "--tokenizer", str(radphi)])
+    result = CliRunner().invoke(
+        export_command,
+        [
+            str(build_out),
+            "--profile",
+            "chexmix",
+            "--format",
+            "chexmix",
+            "--dest",
+            str(dest),
+            "--tokenizer",
+            str(radphi),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((dest / "export.json").read_text())
     files = {entry["path"]: entry for entry in report["files"]}
@@ -682,11 +805,15 @@ def test_the_export_command_writes_dest_with_checksums(build_out, radphi, tmp_pa
         assert hashlib.sha256((dest / path).read_bytes()).hexdigest() == entry["sha256"]
         if path.endswith(".parquet"):
             assert entry["rows"] == pq.ParquetFile(dest / path).metadata.num_rows
-    assert sum(e.get("rows", 0) for e in files.values()) == sum(report["rows"].values()) == len(
-        all_rows(build_out, "chexmix"))
+    assert (
+        sum(e.get("rows", 0) for e in files.values())
+        == sum(report["rows"].values())
+        == len(all_rows(build_out, "chexmix"))
+    )
     assert report["chexmix"]["vq_tokenizer"] == "test-vqgan" and report["format"] == "chexmix"
-    missing = CliRunner().invoke(export_command, [str(build_out), "--profile", "chexmix", "--format", "chexmix",
-                                                  "--dest", str(tmp_path / "x")])
+    missing = CliRunner().invoke(
+        export_command, [str(build_out), "--profile", "chexmix", "--format", "chexmix", "--dest", str(tmp_path / "x")]
+    )
     assert missing.exit_code != 0 and "--tokenizer" in missing.output and not (tmp_path / "x").exists()
 
 
@@ -695,17 +822,51 @@ def test_cli_options_and_the_lengths_command(build_out, radphi, tmp_path):
 
     with pytest.raises(click.UsageError, match="--tokenizer"):
         options_from_cli({"tokenizer_path": None})
-    options = options_from_cli({"tokenizer_path": str(radphi), "max_length": 900, "chexmix_preset": "chameleon",
-                                "chexmix_image_offset": "after-text", "chexmix_begin_image": "<|img|>",
-                                "chexmix_end_image": "<|/img|>", "chexmix_separator": "<|answer|>",
-                                "chexmix_eos": "<|endoftext|>", "chexmix_overflow": "shorten",
-                                "chexmix_pretraining_tasks": ("vqa",), "chexmix_image_loss": False})
+    options = options_from_cli(
+        {
+            "tokenizer_path": str(radphi),
+            "max_length": 900,
+            "chexmix_preset": "chameleon",
+            "chexmix_image_offset": "after-text",
+            "chexmix_begin_image": "<|img|>",
+            "chexmix_end_image": "<|/img|>",
+            "chexmix_separator": "<|answer|>",
+            "chexmix_eos": "<|endoftext|>",
+            "chexmix_overflow": "shorten",
+            "chexmix_pretraining_tasks": ("vqa",),
+            "chexmix_image_loss": False,
+        }
+    )
     assert options == ChexmixOptions(
-        tokenizer_path=str(radphi), max_length=900, image_offset=None, begin_image="<|img|>", end_image="<|/img|>",
-        text_start="none", separator="<|answer|>", eos="<|endoftext|>", bos="<s>", pad="<pad>", mask="none",
-        overflow="shorten", pretraining_tasks=("vqa",), pretraining_image_loss=False)
-    result = CliRunner().invoke(lengths_command, [str(build_out), "--tokenizer", str(radphi), "--profile", "m4cxr",
-                                                  "--profile", "chexmix", "--json", str(tmp_path / "l.json")])
+        tokenizer_path=str(radphi),
+        max_length=900,
+        image_offset=None,
+        begin_image="<|img|>",
+        end_image="<|/img|>",
+        text_start="none",
+        separator="<|answer|>",
+        eos="<|endoftext|>",
+        bos="<s>",
+        pad="<pad>",
+        mask="none",
+        overflow="shorten",
+        pretraining_tasks=("vqa",),
+        pretraining_image_loss=False,
+    )
+    result = CliRunner().invoke(
+        lengths_command,
+        [
+            str(build_out),
+            "--tokenizer",
+            str(radphi),
+            "--profile",
+            "m4cxr",
+            "--profile",
+            "chexmix",
+            "--json",
+            str(tmp_path / "l.json"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "m4cxr at 1300 tokens (drop)" in result.output and "report_generation_multi_image" in result.output
     reports = json.loads((tmp_path / "l.json").read_text())

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from pipelines.build import run_build
+from pipelines.beam.build import run_build
 from pipelines.cli import main
 from pipelines.synth import SOURCE_ROOTS, generate
 from pipelines.synth.faults import KINDS
@@ -54,13 +54,18 @@ def rejects(build) -> list[dict]:
 def tables(build) -> dict[str, dict[str, dict]]:
     """images and annotations rows by image_key."""
     out, _ = build
-    return {name: {row["image_key"]: row for row in pq.read_table(out / name).to_pylist()}
-            for name in ("images", "annotations")}
+    return {
+        name: {row["image_key"]: row for row in pq.read_table(out / name).to_pylist()}
+        for name in ("images", "annotations")
+    }
 
 
 def checksums(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_one_fault_of_every_manifest_kind_across_all_six_sources(truth):
@@ -70,11 +75,17 @@ def test_one_fault_of_every_manifest_kind_across_all_six_sources(truth):
     for fault in faults:
         spec = KINDS[fault["kind"]]
         assert {k: fault[k] for k in ("source", "stage", "reason", "level", "loses")} == {
-            k: spec[k] for k in ("source", "stage", "reason", "level", "loses")}
+            k: spec[k] for k in ("source", "stage", "reason", "level", "loses")
+        }
         assert fault["file"].split("/", 1)[0] == SOURCE_ROOTS[fault["source"]]
         assert fault["key"] == fault["keys"][0]
     assert {f["kind"] for f in faults if f["row"] is not None} >= {
-        "malformed-rle-siim", "malformed-rle-chexmask", "csv-missing-columns", "duplicate-id", "missing-image"}
+        "malformed-rle-siim",
+        "malformed-rle-chexmask",
+        "csv-missing-columns",
+        "duplicate-id",
+        "missing-image",
+    }
     lost = set(truth["faulted"]["images"])
     assert lost == {f["key"] for f in faults if f["loses"] == "image"} and lost <= set(truth["images"])
 
@@ -86,8 +97,13 @@ def test_every_fault_is_a_reject_naming_its_stage_reason_file_and_row(truth, rej
         place += f":? {re.escape(fault['where'])}" if fault["where"] else ""
         for key in fault["keys"]:
             same = [r for r in rejects if r["key"] == key and r["source"] == fault["source"]]
-            found = [r for r in same if (r["stage"], r["reason"], r["level"], r["kind"]) == (
-                fault["stage"], fault["reason"], fault["level"], "rejected") and re.search(place, r["detail"])]
+            found = [
+                r
+                for r in same
+                if (r["stage"], r["reason"], r["level"], r["kind"])
+                == (fault["stage"], fault["reason"], fault["level"], "rejected")
+                and re.search(place, r["detail"])
+            ]
             assert found, (fault["kind"], key, place, same)
 
 
@@ -107,7 +123,9 @@ def test_counts_reconcile_and_count_the_faults(build, truth):
             if fault["source"] == source and fault["level"] == "record":
                 assert entry["rejected"].get(fault["stage"], 0) >= 1, (fault["kind"], entry)
             elif fault["source"] == source:
-                assert entry["item_rejects"].get(f"rejected:{fault['stage']}:{fault['reason']}", 0) >= len(fault["keys"])
+                assert entry["item_rejects"].get(f"rejected:{fault['stage']}:{fault['reason']}", 0) >= len(
+                    fault["keys"]
+                )
 
 
 def test_no_good_image_or_annotation_is_lost(truth, tables):
@@ -147,31 +165,52 @@ def test_item_faults_cost_the_item_and_keep_the_record(truth, tables):
                 assert "imagenome" in row["annotation_sources"] and row["regions"]
             else:  # the bad box is gone, every kept box lies inside the image
                 width, height = truth["images"][key]["width"], truth["images"][key]["height"]
-                assert row["boxes"] and all(0 <= b["x1"] < b["x2"] <= width and 0 <= b["y1"] < b["y2"] <= height
-                                            for b in row["boxes"])
+                assert row["boxes"] and all(
+                    0 <= b["x1"] < b["x2"] <= width and 0 <= b["y1"] < b["y2"] <= height for b in row["boxes"]
+                )
                 if fault["kind"] == "blank-reader-id":  # the blank row is left out, not read as a consensus reader
-                    assert row["split"] == "train" and all(b["readers"] for b in row["boxes"]
-                                                           if b["reader"] == "consensus")  # fused, never read
+                    assert row["split"] == "train" and all(
+                        b["readers"] for b in row["boxes"] if b["reader"] == "consensus"
+                    )  # fused, never read
 
 
 def test_geometry_rejects_name_where_an_inverted_box_came_from():
     ref = ImageRef(image_key="vindr/ab", source="vindr", native_id="ab", uri="/ab.dicom", format="dicom")
-    boxes = [Box(label="Nodule/Mass", x1=50, y1=10, x2=20, y2=40, origin="vindr-annotations", reader="R1",
-                 where="annotations/annotations_train.csv row 7"),
-             Box(label="Nodule/Mass", x1=20, y1=10, x2=20, y2=40, origin="vindr-annotations", reader="R2")]
+    boxes = [
+        Box(
+            label="Nodule/Mass",
+            x1=50,
+            y1=10,
+            x2=20,
+            y2=40,
+            origin="vindr-annotations",
+            reader="R1",
+            where="annotations/annotations_train.csv row 7",
+        ),
+        Box(label="Nodule/Mass", x1=20, y1=10, x2=20, y2=40, origin="vindr-annotations", reader="R2"),
+    ]
     unit = ImageUnit(record=SourceRecord(image=ref, boxes=boxes), split="train", split_authority="official")
-    decoded = enrich.DecodedUnit(unit=unit, png=b"", letterbox=letterbox_for(100, 80, 512), width=100, height=80,
-                                 photometric="MONOCHROME2", bits_stored=12, source_format="dicom")
+    decoded = enrich.DecodedUnit(
+        unit=unit,
+        png=b"",
+        letterbox=letterbox_for(100, 80, 512),
+        width=100,
+        height=80,
+        photometric="MONOCHROME2",
+        bits_stored=12,
+        source_format="dicom",
+    )
     _, found = enrich.geometry_unit(decoded)
-    assert [(r.reason, r.level, r.stage) for r in found] == [("negative-box", "item", "geometry"),
-                                                             ("zero-area-box", "item", "geometry")]
+    assert [(r.reason, r.level, r.stage) for r in found] == [
+        ("negative-box", "item", "geometry"),
+        ("zero-area-box", "item", "geometry"),
+    ]
     assert found[0].detail.startswith("annotations/annotations_train.csv row 7: Nodule/Mass (50.0,10.0,20.0,40.0)")
     assert "negative width" in found[0].detail and "zero width" in found[1].detail
 
 
 def test_synth_faults_command_writes_config_truth_and_only_the_listed_damage(corpus, truth, tmp_path):
-    result = CliRunner().invoke(main, ["synth", "--out", str(tmp_path / "cli"), "--studies", str(STUDIES),
-                                       "--faults"])
+    result = CliRunner().invoke(main, ["synth", "--out", str(tmp_path / "cli"), "--studies", str(STUDIES), "--faults"])
     assert result.exit_code == 0, result.output
     made = tmp_path / "cli"
     config = load_config(made / "build.yaml")

@@ -27,10 +27,10 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from click.testing import CliRunner
 
-from pipelines.build import run_build
-from pipelines.card import write_card
+from pipelines.beam.build import run_build
 from pipelines.cli import main
 from pipelines.synth import generate
+from pipelines.tools.card import write_card
 from schemas.config import load_config
 from transforms import io
 
@@ -110,10 +110,14 @@ def builds(gcs, tmp_path_factory):
     upload(corpus, f"{bucket}/corpus")
     sources = yaml.safe_load((corpus / "build.yaml").read_text())["sources"]
     configs = tmp_path_factory.mktemp("configs")
-    local_yaml = config_file(configs / "local.yaml", corpus,
-                             {name: str((corpus / entry["root"]).resolve()) for name, entry in sources.items()})
-    remote_yaml = config_file(configs / "gcs.yaml", corpus,
-                              {name: f"{bucket}/corpus/{entry['root']}" for name, entry in sources.items()})
+    local_yaml = config_file(
+        configs / "local.yaml",
+        corpus,
+        {name: str((corpus / entry["root"]).resolve()) for name, entry in sources.items()},
+    )
+    remote_yaml = config_file(
+        configs / "gcs.yaml", corpus, {name: f"{bucket}/corpus/{entry['root']}" for name, entry in sources.items()}
+    )
     local = str(tmp_path_factory.mktemp("out"))
     run_build(load_config(local_yaml), local)
     remote = f"{bucket}/out"
@@ -121,9 +125,17 @@ def builds(gcs, tmp_path_factory):
     result = CliRunner().invoke(main, ["build", "--config", str(remote_yaml), "--out", remote])
     seconds = time.perf_counter() - started
     assert result.exit_code == 0, result.output + repr(result.exception)
-    return {"local": local, "remote": remote, "local_files": snapshot(local), "remote_files": snapshot(remote),
-            "seconds": seconds, "roots": {name: (load_config(local_yaml).sources[name].root,
-                                                 load_config(remote_yaml).sources[name].root) for name in sources}}
+    return {
+        "local": local,
+        "remote": remote,
+        "local_files": snapshot(local),
+        "remote_files": snapshot(remote),
+        "seconds": seconds,
+        "roots": {
+            name: (load_config(local_yaml).sources[name].root, load_config(remote_yaml).sources[name].root)
+            for name in sources
+        },
+    }
 
 
 def without_roots(manifest: dict, roots: dict[str, str]) -> dict:
@@ -146,8 +158,9 @@ def test_the_gs_build_writes_the_local_build_s_bytes(builds):
     assert any(path.startswith("images/") and path.endswith(".parquet") for path in local)
     local_roots = {name: roots[0] for name, roots in builds["roots"].items()}
     remote_roots = {name: roots[1] for name, roots in builds["roots"].items()}
-    assert (without_roots(json.loads(local["manifest.json"]), local_roots)
-            == without_roots(json.loads(remote["manifest.json"]), remote_roots))
+    assert without_roots(json.loads(local["manifest.json"]), local_roots) == without_roots(
+        json.loads(remote["manifest.json"]), remote_roots
+    )
 
 
 def test_no_temporary_object_is_left_on_gs(builds):
@@ -189,8 +202,9 @@ def test_a_local_out_that_does_not_exist_is_one_error_line(tmp_path):
     for command in ("verify", "card", "audit", "preview"):
         result = CliRunner().invoke(main, [command, str(tmp_path / "missing")])
         assert result.exit_code == 2
-        assert result.output.strip().splitlines() == [f"Error: {tmp_path / 'missing'}: no such folder "
-                                                      "(OUT is a build's output: a local folder or gs:// URI)"]
+        assert result.output.strip().splitlines() == [
+            f"Error: {tmp_path / 'missing'}: no such folder (OUT is a build's output: a local folder or gs:// URI)"
+        ]
 
 
 def test_card_on_gs_is_the_local_card(builds):
@@ -204,7 +218,7 @@ def test_card_on_gs_is_the_local_card(builds):
 
 
 def test_audit_on_gs_writes_the_local_audit(builds):
-    from pipelines.audit import audit
+    from pipelines.tools.audit import audit
 
     result = CliRunner().invoke(main, ["audit", builds["remote"]])
     assert result.exit_code == 0, result.output
@@ -213,14 +227,18 @@ def test_audit_on_gs_writes_the_local_audit(builds):
 
 
 def digests(folder: Path) -> dict[str, str]:
-    return {path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(folder.rglob("*")) if path.is_file()}
+    return {
+        path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
 
 
 def test_export_of_a_gs_build_is_the_local_export(builds, tmp_path):
     for out, dest in ((builds["remote"], tmp_path / "remote"), (builds["local"], tmp_path / "local")):
-        result = CliRunner().invoke(main, ["export", out, "--profile", "m4cxr", "--format", "llava",
-                                           "--dest", str(dest)])
+        result = CliRunner().invoke(
+            main, ["export", out, "--profile", "m4cxr", "--format", "llava", "--dest", str(dest)]
+        )
         assert result.exit_code == 0, result.output
     assert digests(tmp_path / "remote") == digests(tmp_path / "local")
     assert (tmp_path / "remote" / "export.json").is_file() and (tmp_path / "remote" / "images").is_dir()
@@ -239,9 +257,9 @@ def test_preview_of_a_gs_build_goes_to_a_local_dest(builds, tmp_path):
 
 def test_publish_from_gs_sends_the_local_build_s_files(builds, monkeypatch, tmp_path):
     from huggingface_hub import HfApi
-
-    from pipelines.publish import publish, upload_plan
     from test_publish import FakeHub
+
+    from pipelines.tools.publish import publish, upload_plan
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.delenv("HF_TOKEN", raising=False)
@@ -254,8 +272,9 @@ def test_publish_from_gs_sends_the_local_build_s_files(builds, monkeypatch, tmp_
     assert upload_plan(builds["remote"]).paths == local_plan.paths
     staging = tmp_path / "staging"
     with FakeHub() as hub:
-        result = publish(builds["remote"], "someone/from-gcs", api=HfApi(endpoint=hub.endpoint, token="hf_dummy"),
-                         staging=staging)
+        result = publish(
+            builds["remote"], "someone/from-gcs", api=HfApi(endpoint=hub.endpoint, token="hf_dummy"), staging=staging
+        )
     sent = hub.repos["someone/from-gcs"]["files"]
     assert sorted(sent) == result.files == local_plan.paths
     assert all(sent[path] == Path(builds["local"], path).read_bytes() for path in sent if path != "manifest.json")

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from synthetic_rows import chexmask_rows
 
 import manifests
-from synthetic_rows import chexmask_rows
 from transforms.geometry import (
     COORDINATE_CONVENTIONS,
     bin_center,
@@ -63,8 +63,8 @@ def test_letterbox_for_rejects_bad_sizes():
 def test_letterbox_geometry_places_the_image_inside_the_canvas(width, height, size):
     box = letterbox_for(width, height, size)
     assert max(box.content_width, box.content_height) == size
-    assert 0 <= box.pad_x and box.pad_x + box.content_width <= size
-    assert 0 <= box.pad_y and box.pad_y + box.content_height <= size
+    assert box.pad_x >= 0 and box.pad_x + box.content_width <= size
+    assert box.pad_y >= 0 and box.pad_y + box.content_height <= size
     # the image's far corner lands on the content's far corner within half a canvas pixel
     # (a side shorter than half a canvas pixel is still drawn one pixel wide)
     far_x, far_y = box.to_canvas(width, height)
@@ -166,8 +166,9 @@ def test_ctr_on_chexmask_rows_matches_the_ratio_the_images_were_drawn_with():
     """CheXmask rows in the real layout (tests/synthetic_rows.py), one image per CTR band: the ratio
     measured on the decoded masks is the one the synthetic anatomy was built to, band included."""
     targets = [0.45, 0.53, 0.575, 0.635]
-    data = chexmask_rows("VinDr-CXR", [(1000, 1100), (1200, 1000), (1024, 1024), (1100, 1250)], seed=5,
-                         ctr_targets=targets)
+    data = chexmask_rows(
+        "VinDr-CXR", [(1000, 1100), (1200, 1000), (1024, 1024), (1100, 1250)], seed=5, ctr_targets=targets
+    )
     bands = []
     for cells, frontal in zip(data.rows, data.frontals, strict=True):
         row = dict(zip(data.header, cells, strict=True))
@@ -185,7 +186,14 @@ def test_ctr_band_edges_come_from_the_manifest():
     names = [band["name"] for band in manifests.load("ctr_bands.yaml")["bands"]]
     assert names == ["normal", "mild", "moderate", "severe"]
     assert [ctr_band(v) for v in (0.42, 0.5099, 0.51, 0.5499, 0.55, 0.5999, 0.60, 0.75)] == [
-        "normal", "normal", "mild", "mild", "moderate", "moderate", "severe", "severe",
+        "normal",
+        "normal",
+        "mild",
+        "mild",
+        "moderate",
+        "moderate",
+        "severe",
+        "severe",
     ]
     with pytest.raises(ValueError, match="positive"):
         ctr_band(-0.1)
@@ -195,8 +203,9 @@ def test_ctr_band_edges_come_from_the_manifest():
 
 
 @settings(max_examples=300, deadline=None)
-@given(width=st.integers(1, 5000), height=st.integers(1, 5000), size=st.sampled_from([224, 512, 1024]),
-       fx=unit, fy=unit)
+@given(
+    width=st.integers(1, 5000), height=st.integers(1, 5000), size=st.sampled_from([224, 512, 1024]), fx=unit, fy=unit
+)
 def test_letterbox_transforms_invert(width, height, size, fx, fy):
     box = letterbox_for(width, height, size)
     x, y = fx * width, fy * height
@@ -323,7 +332,12 @@ def test_ptx_band_edges_come_from_the_manifest():
     names = [band["name"] for band in manifests.load("ptx_bands.yaml")["bands"]]
     assert names == ["small", "moderate", "large"]
     assert [ptx_band(v) for v in (0.01, 0.1999, 0.2, 0.4999, 0.5, 1.3)] == [
-        "small", "small", "moderate", "moderate", "large", "large",
+        "small",
+        "small",
+        "moderate",
+        "moderate",
+        "large",
+        "large",
     ]
     with pytest.raises(ValueError, match="positive"):
         ptx_band(0.0)
@@ -332,22 +346,34 @@ def test_ptx_band_edges_come_from_the_manifest():
 # ---- coordinates inside free text (what the preview decodes answers with) ---------------------
 
 unit_box = st.tuples(sorted_pair, sorted_pair).map(lambda p: (p[0][0], p[1][0], p[0][1], p[1][1]))
-label = st.text(st.characters(whitelist_categories=("Lu", "Ll"), whitelist_characters=" -"), min_size=1,
-                max_size=12).map(str.strip).filter(bool)
+label = (
+    st.text(st.characters(whitelist_categories=("Lu", "Ll"), whitelist_characters=" -"), min_size=1, max_size=12)
+    .map(str.strip)
+    .filter(bool)
+)
 shape = st.one_of(st.tuples(st.just("box"), unit_box), st.tuples(st.just("polygon"), rings))
 
 
 @settings(max_examples=300, deadline=None)
-@given(shapes=st.lists(st.tuples(shape, st.none() | label), min_size=0, max_size=5),
-       separators=st.lists(st.sampled_from([" ", ", ", "; ", "\n", " and "]), min_size=5, max_size=5),
-       prefix=st.sampled_from(["", "Answer: ", "<image>\nWhat is at "]), convention=st.sampled_from(COORDINATE_CONVENTIONS))
+@given(
+    shapes=st.lists(st.tuples(shape, st.none() | label), min_size=0, max_size=5),
+    separators=st.lists(st.sampled_from([" ", ", ", "; ", "\n", " and "]), min_size=5, max_size=5),
+    prefix=st.sampled_from(["", "Answer: ", "<image>\nWhat is at "]),
+    convention=st.sampled_from(COORDINATE_CONVENTIONS),
+)
 def test_find_coordinates_reads_back_every_rendered_shape_in_order(shapes, separators, prefix, convention):
     pieces, expected, text = [], [], prefix
     for i, ((kind, value), name) in enumerate(shapes):
         rendered = render_box(value, convention) if kind == "box" else render_polygon(value, convention, 30)
         separator = separators[i] if i else ""
-        if (convention == "bins1000" and kind == "polygon" and expected and expected[-1][0] == "polygon"
-                and separator == " " and not name):
+        if (
+            convention == "bins1000"
+            and kind == "polygon"
+            and expected
+            and expected[-1][0] == "polygon"
+            and separator == " "
+            and not name
+        ):
             separator = "; "  # two bin polygons one space apart read as one polygon (documented)
         text += separator + (f"{name}: " if name else "")
         pieces.append((len(text), len(text) + len(rendered)))
@@ -368,11 +394,13 @@ def test_find_coordinates_reads_back_every_rendered_shape_in_order(shapes, separ
 def test_find_coordinates_on_answers_as_the_templates_write_them():
     text = "Aortic enlargement: [51, 22, 59, 31]; Cardiomegaly: [31, 46, 74, 68], [10, 10, 20, 20]"
     found = find_coordinates(text, "percent")
-    assert [text[s.start:s.end] for s in found] == ["[51, 22, 59, 31]", "[31, 46, 74, 68]", "[10, 10, 20, 20]"]
+    assert [text[s.start : s.end] for s in found] == ["[51, 22, 59, 31]", "[31, 46, 74, 68]", "[10, 10, 20, 20]"]
     assert found[0].box == (0.51, 0.22, 0.59, 0.31)
     two_boxes = "<bin_167><bin_541><bin_283><bin_690> <bin_705><bin_490><bin_879><bin_684>"
     assert [s.kind for s in find_coordinates(two_boxes, "bins1000")] == ["box", "box"]
-    two_rings = "<bin_101><bin_101><bin_501><bin_101><bin_501><bin_501> <bin_601><bin_601><bin_901><bin_601><bin_901><bin_901>"
+    two_rings = (
+        "<bin_101><bin_101><bin_501><bin_101><bin_501><bin_501> <bin_601><bin_601><bin_901><bin_601><bin_901><bin_901>"
+    )
     (polygon,) = find_coordinates(two_rings, "bins1000")
     assert polygon.kind == "polygon" and len(polygon.rings) == 2 and polygon.rings[1][0] == (0.6005, 0.6005)
     assert find_coordinates("No abnormality.", "percent") == find_coordinates("Not present.", "bins1000") == []

@@ -19,11 +19,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipelines.build import run_build
-from pipelines.card import write_card
-from pipelines.manifest import Manifest
+from pipelines.beam.build import run_build
+from pipelines.output.manifest import Manifest
 from pipelines.synth import generate
-from pipelines.verify import verify
+from pipelines.tools.card import write_card
+from pipelines.tools.verify import verify
 from schemas.config import load_config
 from transforms import vqgan
 
@@ -80,8 +80,9 @@ def test_every_card_config_loads_by_name_with_the_rows_the_manifest_counts(build
         assert {f["split"] for f in config["data_files"]} == set(manifest["tables"][table]), config
         for data_file in config["data_files"]:
             split = data_file["split"]
-            rows = datasets.load_dataset(str(build), name=config["config_name"], split=split,
-                                         cache_dir=str(hf_cache)).num_rows
+            rows = datasets.load_dataset(
+                str(build), name=config["config_name"], split=split, cache_dir=str(hf_cache)
+            ).num_rows
             assert rows == manifest["tables"][table][split] > 0, (config["config_name"], split)
             loaded += 1
     assert loaded == sum(len(splits) for splits in manifest["tables"].values())
@@ -149,8 +150,10 @@ def test_a_build_without_rejects_has_no_rejects_file_and_no_rejects_config(tmp_p
     (corpus / "build.yaml").write_text(yaml.safe_dump(config))
     out = tmp_path / "out"
     manifest = run_build(load_config(corpus / "build.yaml"), str(out))
-    assert not any(sum(e["rejected"].values()) + sum(e["filtered"].values()) + sum(e["item_rejects"].values())
-                   for e in manifest["counts"].values())
+    assert not any(
+        sum(e["rejected"].values()) + sum(e["filtered"].values()) + sum(e["item_rejects"].values())
+        for e in manifest["counts"].values()
+    )
     assert not (out / "rejects").exists() and "rejects" not in manifest["tables"]
     assert verify(out) == []
     write_card(out)
@@ -159,8 +162,12 @@ def test_a_build_without_rejects_has_no_rejects_file_and_no_rejects_config(tmp_p
     assert "rejects" not in {c["config_name"] for c in configs}
     for config in configs:
         for data_file in config["data_files"]:
-            assert datasets.load_dataset(str(out), name=config["config_name"], split=data_file["split"],
-                                         cache_dir=str(hf_cache)).num_rows > 0
+            assert (
+                datasets.load_dataset(
+                    str(out), name=config["config_name"], split=data_file["split"], cache_dir=str(hf_cache)
+                ).num_rows
+                > 0
+            )
 
 
 def test_the_tiny_shard_build_is_byte_identical_on_a_second_run(build, model, tmp_path_factory):
@@ -168,8 +175,11 @@ def test_the_tiny_shard_build_is_byte_identical_on_a_second_run(build, model, tm
     write_card(again)
 
     def digests(out: Path) -> dict[str, str]:
-        return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted(out.rglob("*")) if p.is_file()}
+        return {
+            p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out.rglob("*"))
+            if p.is_file()
+        }
 
     first, second = digests(build), digests(again)
     manifest_first = json.loads((build / "manifest.json").read_text())

@@ -9,8 +9,8 @@ import dataclasses
 import io
 import zlib
 
-import cv2
 import apache_beam as beam
+import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -18,13 +18,13 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from pydantic import ValidationError
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, JPEGLosslessSV1, generate_uid
-from pydantic import ValidationError
 
-from pipelines.image_stage import ImageStage, ProcessImageShard, unit_entry
+from pipelines.beam.image_stage import ImageStage, ProcessImageShard, unit_entry
 from schemas.config import BuildConfig, load_config
 from schemas.records import ImageRef, SourceRecord
 from transforms.images import (
@@ -112,8 +112,12 @@ def test_monochrome1_is_inverted_within_the_stored_range():
 
 
 @settings(max_examples=40, deadline=None)
-@given(data=st.data(), bits=st.integers(8, 16), signed=st.booleans(),
-       shape=st.tuples(st.integers(1, 24), st.integers(2, 24)))
+@given(
+    data=st.data(),
+    bits=st.integers(8, 16),
+    signed=st.booleans(),
+    shape=st.tuples(st.integers(1, 24), st.integers(2, 24)),
+)
 def test_monochrome1_inversion_is_exact_and_keeps_the_stored_type(data, bits, signed, shape):
     """``lowest + highest - v`` of the stored range, for every stored value, signed or not, in the
     decoder's own integer type (the inversion is done in place on it)."""
@@ -144,7 +148,9 @@ def test_monochrome1_window_follows_the_inversion():
     mono1 = decode_image(_dicom_bytes(_dicom_dataset(4095 - stored, "MONOCHROME1", **window)))
     assert mono1.windowing == mono2.windowing == "dicom-window"
     # MONOCHROME1 stored 4095 - v with the same window on its own scale: bright where v was dark
-    inverted_window = decode_image(_dicom_bytes(_dicom_dataset(stored, "MONOCHROME2", WindowCenter=4095 - 1800, WindowWidth=1600)))
+    inverted_window = decode_image(
+        _dicom_bytes(_dicom_dataset(stored, "MONOCHROME2", WindowCenter=4095 - 1800, WindowWidth=1600))
+    )
     np.testing.assert_array_equal(mono1.pixels_uint8, inverted_window.pixels_uint8)
     assert mono1.photometric == "MONOCHROME1" and mono1.bits_stored == 12
 
@@ -248,8 +254,14 @@ def _jpeg_lossless(pixels: np.ndarray, precision: int) -> bytes:
 
     counts = bytes(4) + bytes([17]) + bytes(11)  # 17 codes of length 5
     frame = bytes([precision]) + rows.to_bytes(2, "big") + columns.to_bytes(2, "big") + bytes([1, 1, 0x11, 0])
-    return (b"\xff\xd8" + segment(0xC3, frame) + segment(0xC4, bytes([0x00]) + counts + bytes(range(17)))
-            + segment(0xDA, bytes([1, 1, 0x00, 1, 0, 0])) + scan.tobytes() + b"\xff\xd9")
+    return (
+        b"\xff\xd8"
+        + segment(0xC3, frame)
+        + segment(0xC4, bytes([0x00]) + counts + bytes(range(17)))
+        + segment(0xDA, bytes([1, 1, 0x00, 1, 0, 0]))
+        + scan.tobytes()
+        + b"\xff\xd9"
+    )
 
 
 def _compressed(dataset: Dataset, syntax: str, frame: bytes) -> bytes:
@@ -264,8 +276,11 @@ def test_jpeg_lossless_dicom_equals_its_uncompressed_twin(maximum, bits):
     stored = _radiograph(maximum=maximum)
     stored[5, 7], stored[6, 7] = 0, maximum  # a jump across the whole range (wraps modulo 2**16 at 16 bits)
     plain = _dicom_bytes(_dicom_dataset(stored, bits_stored=bits, WindowCenter=1800, WindowWidth=1600))
-    lossless = _compressed(_dicom_dataset(stored, bits_stored=bits, WindowCenter=1800, WindowWidth=1600),
-                           JPEGLosslessSV1, _jpeg_lossless(stored, bits))
+    lossless = _compressed(
+        _dicom_dataset(stored, bits_stored=bits, WindowCenter=1800, WindowWidth=1600),
+        JPEGLosslessSV1,
+        _jpeg_lossless(stored, bits),
+    )
     np.testing.assert_array_equal(read_image(lossless), stored)
     np.testing.assert_array_equal(decode_image(lossless).pixels_uint8, decode_image(plain).pixels_uint8)
 
@@ -306,7 +321,10 @@ def test_voi_lut_sequence_is_applied_with_clamping(as_ow):
     assert decoded.windowing == "dicom-voi-lut"
     expected = np.rint(table[np.clip(stored.astype(np.int64) - first, 0, entries - 1)] * 255 / (2**bits - 1))
     np.testing.assert_array_equal(decoded.pixels_uint8, expected.astype(np.uint8))
-    assert decoded.pixels_uint8[stored < first].max() == 0 and decoded.pixels_uint8[stored >= first + entries - 1].min() == 255
+    assert (
+        decoded.pixels_uint8[stored < first].max() == 0
+        and decoded.pixels_uint8[stored >= first + entries - 1].min() == 255
+    )
     np.testing.assert_array_equal(read_image(_dicom_bytes(dataset)), stored)  # read_image stops before the VOI
 
 
@@ -324,11 +342,14 @@ def test_voi_lut_first_value_mapped_is_signed_for_signed_pixels(vr, first_mapped
     np.testing.assert_array_equal(decoded.pixels_uint8, table[stored].astype(np.uint8))
 
 
-@pytest.mark.parametrize("change, reason", [
-    (lambda item: setattr(item, "LUTData", item.LUTData[:-1]), "declares 4096 entries but holds 4095"),
-    (lambda item: setattr(item, "LUTDescriptor", [4096, 0, 4]), "4 bits per entry"),
-    (lambda item: setattr(item, "LUTDescriptor", [4096, 0, 8]), r"outside 0\.\.255"),
-])
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (lambda item: setattr(item, "LUTData", item.LUTData[:-1]), "declares 4096 entries but holds 4095"),
+        (lambda item: setattr(item, "LUTDescriptor", [4096, 0, 4]), "4 bits per entry"),
+        (lambda item: setattr(item, "LUTDescriptor", [4096, 0, 8]), r"outside 0\.\.255"),
+    ],
+)
 def test_malformed_voi_lut_is_rejected(change, reason):
     dataset = _dicom_dataset(_radiograph())
     dataset.VOILUTSequence = [_voi_lut_item(_gamma_lut(0, 4096, 12), 0, 12)]
@@ -351,12 +372,15 @@ def _twins(stored: np.ndarray, header: dict, lut: np.ndarray | None = None) -> t
     return _dicom_bytes(mono1), _dicom_bytes(mono2)
 
 
-@pytest.mark.parametrize("header, lut, windowing", [
-    ({"WindowCenter": 1800, "WindowWidth": 1600}, None, "dicom-window"),
-    ({"WindowCenter": 1801, "WindowWidth": 1601}, None, "dicom-window"),
-    ({}, None, "percentile"),
-    ({}, _gamma_lut(0, 4096), "dicom-voi-lut"),
-])
+@pytest.mark.parametrize(
+    "header, lut, windowing",
+    [
+        ({"WindowCenter": 1800, "WindowWidth": 1600}, None, "dicom-window"),
+        ({"WindowCenter": 1801, "WindowWidth": 1601}, None, "dicom-window"),
+        ({}, None, "percentile"),
+        ({}, _gamma_lut(0, 4096), "dicom-voi-lut"),
+    ],
+)
 def test_monochrome1_and_monochrome2_twins_decode_to_the_same_image(header, lut, windowing):
     mono1, mono2 = _twins(_radiograph(), header, lut)
     first, second = decode_image(mono1), decode_image(mono2)
@@ -365,11 +389,14 @@ def test_monochrome1_and_monochrome2_twins_decode_to_the_same_image(header, lut,
     assert (first.photometric, second.photometric) == ("MONOCHROME1", "MONOCHROME2")
 
 
-@pytest.mark.parametrize("header, lut, windowing", [
-    ({"WindowCenter": 1800, "WindowWidth": 1600}, None, "dicom-window"),
-    ({}, None, "percentile"),
-    ({}, _gamma_lut(0, 4096), "dicom-voi-lut"),
-])
+@pytest.mark.parametrize(
+    "header, lut, windowing",
+    [
+        ({"WindowCenter": 1800, "WindowWidth": 1600}, None, "dicom-window"),
+        ({}, None, "percentile"),
+        ({}, _gamma_lut(0, 4096), "dicom-voi-lut"),
+    ],
+)
 def test_monochrome1_twins_give_the_same_letterboxed_canvas(header, lut, windowing):
     """The pipeline's path (inversion before the resize, window after it) treats MONOCHROME1 as its
     MONOCHROME2 twin: the same canvas, byte for byte."""
@@ -399,8 +426,11 @@ def test_wrong_transfer_syntax_is_named_in_the_error():
     dataset["PixelData"].VR = "OB"
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=False)
-    with pytest.raises(ImageDecodeError, match=r"Explicit VR Little Endian\) is a native syntax but the PixelData "
-                                               r"is encapsulated"):
+    with pytest.raises(
+        ImageDecodeError,
+        match=r"Explicit VR Little Endian\) is a native syntax but the PixelData "
+        r"is encapsulated",
+    ):
         read_image(buffer.getvalue(), format="dicom")
     native = _dicom_bytes(_dicom_dataset(_radiograph()))  # and the other way round: RLE Lossless, same length
     relabelled = native.replace(b"1.2.840.10008.1.2.1\x00", b"1.2.840.10008.1.2.5\x00", 1)
@@ -421,11 +451,14 @@ def _with_ihdr(data: bytes, depth: int | None = None, colour: int | None = None,
     return bytes(out)
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"depth": 8}, r"IHDR says 128x96, 8-bit, colour type 0, which needs 12384 bytes .* holds 24672"),
-    ({"depth": 16, "colour": 3}, "a depth and colour type the PNG format does not allow"),
-    ({"depth": 8, "fix_crc": False}, "the IHDR checksum does not match"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"depth": 8}, r"IHDR says 128x96, 8-bit, colour type 0, which needs 12384 bytes .* holds 24672"),
+        ({"depth": 16, "colour": 3}, "a depth and colour type the PNG format does not allow"),
+        ({"depth": 8, "fix_crc": False}, "the IHDR checksum does not match"),
+    ],
+)
 def test_16bit_png_with_a_wrong_header_says_what_is_wrong(change, message):
     data = _png(_radiograph())
     assert data[24] == 16
@@ -433,9 +466,16 @@ def test_16bit_png_with_a_wrong_header_says_what_is_wrong(change, message):
         read_image(_with_ihdr(data, **change))
 
 
-IDENTIFYING = {"PatientName": "Doe^Jane", "PatientID": "MRN-48213", "PatientBirthDate": "19510203",
-               "StudyDate": "20190412", "InstitutionName": "Saint Example Hospital", "AccessionNumber": "ACC-7781",
-               "ReferringPhysicianName": "House^Greg", "StationName": "XR-ROOM-3"}
+IDENTIFYING = {
+    "PatientName": "Doe^Jane",
+    "PatientID": "MRN-48213",
+    "PatientBirthDate": "19510203",
+    "StudyDate": "20190412",
+    "InstitutionName": "Saint Example Hospital",
+    "AccessionNumber": "ACC-7781",
+    "ReferringPhysicianName": "House^Greg",
+    "StationName": "XR-ROOM-3",
+}
 
 
 def test_only_the_allow_listed_header_facts_reach_the_decoded_image():
@@ -444,7 +484,11 @@ def test_only_the_allow_listed_header_facts_reach_the_decoded_image():
     header_fields = {f.name for f in dataclasses.fields(DecodedImage)} - {"pixels_uint8", "source_format", "windowing"}
     assert header_fields == set(DICOM_FACTS_KEPT)
     assert {name: getattr(decoded, name) for name in DICOM_FACTS_KEPT} == {
-        "width": dataset.Columns, "height": dataset.Rows, "photometric": "MONOCHROME1", "bits_stored": 12}
+        "width": dataset.Columns,
+        "height": dataset.Rows,
+        "photometric": "MONOCHROME1",
+        "bits_stored": 12,
+    }
     text = repr(dataclasses.replace(decoded, pixels_uint8=None))
     assert not [value for value in IDENTIFYING.values() if value in text]
 
@@ -573,7 +617,14 @@ def test_letterbox_of_1000_by_600_maps_as_documented():
     image[100:200, 300:500] = 255  # a bright box: x 300..500, y 100..200 in edge coordinates
     canvas, box = letterbox(image, 512)
     assert canvas.shape == (512, 512) and canvas.dtype == np.uint8
-    assert (box.size, box.scale, box.pad_x, box.pad_y, box.orig_width, box.orig_height) == (512, 0.512, 0.0, 102.0, 1000, 600)
+    assert (box.size, box.scale, box.pad_x, box.pad_y, box.orig_width, box.orig_height) == (
+        512,
+        0.512,
+        0.0,
+        102.0,
+        1000,
+        600,
+    )
     # content rows 102..408 (307 rows), black bars above and below
     assert not canvas[:102].any() and not canvas[409:].any()
     assert canvas[102:409].min() >= 200
@@ -647,15 +698,26 @@ def test_the_image_stage_encodes_at_the_configured_level(tmp_path):
     noise = np.random.default_rng(0).integers(0, 64, (640, 480), dtype=np.uint16)
     path.write_bytes(_dicom_bytes(_dicom_dataset(_radiograph(640, 480) + noise, WindowCenter=2000, WindowWidth=2400)))
     key = "0123456789abcdef0123456789abcdef"
-    record = SourceRecord(image=ImageRef(image_key=f"vindr/{key}", source="vindr", native_id=key, uri=str(path),
-                                         format="dicom", official_split="train"))
+    record = SourceRecord(
+        image=ImageRef(
+            image_key=f"vindr/{key}",
+            source="vindr",
+            native_id=key,
+            uri=str(path),
+            format="dicom",
+            official_split="train",
+        )
+    )
     unit = ImageUnit(record=record, split="train", split_authority="official")
     stored = {}
     for level in (0, 9):
         out = tmp_path / f"level-{level}"
         with beam.Pipeline() as pipeline:
-            _ = pipeline | beam.Create([unit_entry(unit)]) | ImageStage(str(out), 500, 256, 64, {},
-                                                                        png_compression=level)
+            _ = (
+                pipeline
+                | beam.Create([unit_entry(unit)])
+                | ImageStage(str(out), 500, 256, 64, {}, png_compression=level)
+            )
         (shard,) = (out / "images").glob("*.parquet")
         (row,) = pq.read_table(shard, columns=["image"]).column("image").to_pylist()
         stored[level] = row["bytes"]

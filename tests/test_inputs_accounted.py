@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from plans import assert_beam_matches_serial
 from test_source_imagenome import full_graph, write_graph, write_splits
 from test_source_mimic import REPORT, Image, build_tree, fake_dicom_id
 
-from plans import assert_beam_matches_serial
 from schemas.records import AnnotationRecord, Reject, SourceRecord
 from transforms import images, io
 from transforms.sources import chexmask, imagenome, mimic, padchest, siim, vindr
@@ -39,8 +39,18 @@ def read(root: Path) -> list:
 
 def described(outputs: list) -> list:
     """Records without their path-dependent parts, sorted, for comparing two trees."""
-    return sorted((o.image.native_id, o.image.study_id, o.image.format, o.image.view, o.image.official_split,
-                   o.report.text if o.report else None) for o in outputs if isinstance(o, SourceRecord))
+    return sorted(
+        (
+            o.image.native_id,
+            o.image.study_id,
+            o.image.format,
+            o.image.view,
+            o.image.official_split,
+            o.report.text if o.report else None,
+        )
+        for o in outputs
+        if isinstance(o, SourceRecord)
+    )
 
 
 def record_rejects(outputs: list) -> list[Reject]:
@@ -80,7 +90,9 @@ def test_a_broken_link_is_a_reject_naming_it(tmp_path):
     (reject,) = record_rejects(outputs)
     relative = gone.relative_to(root / "files")
     assert (reject.key, reject.reason, reject.stage) == (f"mimic/{relative}", "broken-link", "read")
-    assert reject.detail == f"{gone.relative_to(root)}: a link to {tmp_path / 'unmounted' / 'x.dcm'}, which does not exist"
+    assert (
+        reject.detail == f"{gone.relative_to(root)}: a link to {tmp_path / 'unmounted' / 'x.dcm'}, which does not exist"
+    )
     assert len(described(outputs)) == 4
 
 
@@ -122,8 +134,13 @@ def test_an_unreadable_scene_graph_is_a_reject(tmp_path, monkeypatch):
     path = write_graph(tmp_path, graph["image_id"], graph)
     write_splits(tmp_path, {"train": [graph["image_id"]]}, [])
     read_bytes = io.read_bytes
-    monkeypatch.setattr(io, "read_bytes", lambda name: (_ for _ in ()).throw(PermissionError(13, "Permission denied"))
-                        if name == str(path) else read_bytes(name))
+    monkeypatch.setattr(
+        io,
+        "read_bytes",
+        lambda name: (_ for _ in ()).throw(PermissionError(13, "Permission denied"))
+        if name == str(path)
+        else read_bytes(name),
+    )
     (reject,) = list(imagenome.read(str(tmp_path)))
     assert (reject.key, reject.reason, reject.kind) == (f"mimic/{graph['image_id']}", "unreadable-file", "rejected")
     assert reject.detail.startswith("silver_dataset/scene_graph/") and "Permission denied" in reject.detail
@@ -158,10 +175,12 @@ def test_plain_dicom_is_read_before_gzipped_and_the_other_filtered(tmp_path):
     gzip_images(root, keep_plain=True)
     outputs = read(root)
     assert {o.image.uri for o in outputs if isinstance(o, SourceRecord)} == {
-        str(root / i.folder() / f"{i.dicom_id}.dcm") for i in IMAGES}
+        str(root / i.folder() / f"{i.dicom_id}.dcm") for i in IMAGES
+    }
     filtered = [o for o in outputs if isinstance(o, Reject)]
     assert sorted((o.key, o.reason, o.kind) for o in filtered) == sorted(
-        (f"mimic/{i.dicom_id}", "duplicate-image-file", "filtered") for i in IMAGES)
+        (f"mimic/{i.dicom_id}", "duplicate-image-file", "filtered") for i in IMAGES
+    )
     assert all(o.detail.endswith(".dcm (.dcm before .dcm.gz before .jpg)") for o in filtered)
 
 
@@ -185,8 +204,9 @@ CSV_READERS = [
 ]
 
 
-@pytest.mark.parametrize(("reader", "stem", "image_sources"), CSV_READERS,
-                         ids=[f"{reader.NAME}:{stem}" for reader, stem, _ in CSV_READERS])
+@pytest.mark.parametrize(
+    ("reader", "stem", "image_sources"), CSV_READERS, ids=[f"{reader.NAME}:{stem}" for reader, stem, _ in CSV_READERS]
+)
 def test_a_csv_beside_its_gzipped_copy_is_refused_naming_both(tmp_path, caplog, reader, stem, image_sources):
     if reader is imagenome:
         write_graph(tmp_path, fake_dicom_id("g"), full_graph())

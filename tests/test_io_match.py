@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from apache_beam.io.filesystems import FileSystems
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -42,8 +41,9 @@ def test_local_match_finds_what_beam_finds(tree, pattern_parts, glued):
         root = Path(folder)
         make(root, tree)
         pattern = str(root) + "/" + ("".join(pattern_parts) if glued else "/".join(pattern_parts))
-        expected = sorted((m.path, m.size_in_bytes) for m in FileSystems.match([pattern])[0].metadata_list
-                          if Path(m.path).is_file())  # Beam also returns a folder named by a literal path
+        expected = sorted(
+            (m.path, m.size_in_bytes) for m in FileSystems.match([pattern])[0].metadata_list if Path(m.path).is_file()
+        )  # Beam also returns a folder named by a literal path
         assert sorted((m.path, m.size_in_bytes) for m in io.match(pattern)) == expected
         assert io.any_match(pattern) == bool(expected)
 
@@ -78,8 +78,11 @@ def test_links_are_listed_as_the_tree_they_point_into(tree, elsewhere, links, pa
             link.symlink_to(targets.pop(target % len(targets)))
         shutil.copytree(root, twin, symlinks=False)
         tail = "".join(pattern_parts) if glued else "/".join(pattern_parts)
-        expected = sorted((str(root) + m.path[len(str(twin)):], m.size_in_bytes)
-                          for m in FileSystems.match([f"{twin}/{tail}"])[0].metadata_list if Path(m.path).is_file())
+        expected = sorted(
+            (str(root) + m.path[len(str(twin)) :], m.size_in_bytes)
+            for m in FileSystems.match([f"{twin}/{tail}"])[0].metadata_list
+            if Path(m.path).is_file()
+        )
         problems = []
         assert sorted((m.path, m.size_in_bytes) for m in io.match(f"{root}/{tail}", problems=problems)) == expected
         assert problems == []
@@ -108,8 +111,9 @@ def test_a_broken_link_is_reported_never_skipped(tmp_path):
     (tmp_path / "b.dcm").symlink_to(tmp_path / "gone.dcm")
     problems = []
     assert [m.path for m in io.match(str(tmp_path / "*.dcm"), problems=problems)] == [str(tmp_path / "a.dcm")]
-    assert problems == [io.Unlisted(str(tmp_path / "b.dcm"), "broken-link",
-                                    f"a link to {tmp_path / 'gone.dcm'}, which does not exist")]
+    assert problems == [
+        io.Unlisted(str(tmp_path / "b.dcm"), "broken-link", f"a link to {tmp_path / 'gone.dcm'}, which does not exist")
+    ]
     with pytest.raises(io.ListingError, match="b.dcm: broken-link"):
         io.match(str(tmp_path / "*.dcm"))
     assert io.glob(str(tmp_path / "a*")) == [str(tmp_path / "a.dcm")]  # not matched by the pattern: no problem
@@ -122,8 +126,9 @@ def test_an_unreadable_folder_is_reported_and_the_rest_listed(tmp_path, unreadab
     unreadable_folder(tmp_path / "p10" / "s1")
     problems = []
     assert [m.path for m in io.match(str(tmp_path / "**"), problems=problems)] == [str(tmp_path / "p10/s2/a.dcm")]
-    assert problems == [io.Unlisted(str(tmp_path / "p10" / "s1"), "unreadable-folder",
-                                    "cannot be listed: Permission denied")]
+    assert problems == [
+        io.Unlisted(str(tmp_path / "p10" / "s1"), "unreadable-folder", "cannot be listed: Permission denied")
+    ]
     with pytest.raises(io.ListingError, match="p10/s1: unreadable-folder"):
         io.glob(str(tmp_path / "**"))
     assert io.glob(str(tmp_path / "p10" / "s2" / "*")) == [str(tmp_path / "p10/s2/a.dcm")]  # not walked into s1

@@ -9,8 +9,8 @@ import json
 import re
 
 import pytest
-
 import realdata
+
 from transforms import labeler
 from transforms.labeler import OBSERVATIONS, clean_for_labeling, extract_label_mentions, label_report
 
@@ -45,19 +45,22 @@ RULES = [
     ("Small left pleural effusion.", dict(Pleural_Effusion=1.0)),
     ("No pneumothorax.", dict(Pneumothorax=0.0, No_Finding=1.0)),
     # negation scope: a forward cue covers a list, and stops at "but" / "however" / "although"
-    ("No focal consolidation, effusion, or pneumothorax.",
-     dict(Consolidation=0.0, Pleural_Effusion=0.0, Pneumothorax=0.0, No_Finding=1.0)),
+    (
+        "No focal consolidation, effusion, or pneumothorax.",
+        dict(Consolidation=0.0, Pleural_Effusion=0.0, Pneumothorax=0.0, No_Finding=1.0),
+    ),
     ("No pneumothorax, but there is a small right effusion.", dict(Pneumothorax=0.0, Pleural_Effusion=1.0)),
-    ("No pneumothorax; however, patchy atelectasis is seen at the left base.",
-     dict(Pneumothorax=0.0, Atelectasis=1.0)),
+    ("No pneumothorax; however, patchy atelectasis is seen at the left base.", dict(Pneumothorax=0.0, Atelectasis=1.0)),
     ("Without edema, although a small effusion persists.", dict(Edema=0.0, Pleural_Effusion=1.0)),
     ("Cardiomegaly without pulmonary edema.", dict(Cardiomegaly=1.0, Edema=0.0)),
     # post-negation cues look backwards
     ("A pneumothorax is not seen.", dict(Pneumothorax=0.0, No_Finding=1.0)),
     ("The previously noted effusion has resolved.", dict(Pleural_Effusion=0.0, No_Finding=1.0)),
     ("The heart is not significantly enlarged.", dict(Cardiomegaly=0.0, No_Finding=1.0)),
-    ("Heart size and mediastinal contours are within normal limits.",
-     dict(Cardiomegaly=0.0, Enlarged_Cardiomediastinum=0.0, No_Finding=1.0)),
+    (
+        "Heart size and mediastinal contours are within normal limits.",
+        dict(Cardiomegaly=0.0, Enlarged_Cardiomediastinum=0.0, No_Finding=1.0),
+    ),
     # uncertainty before negation: "cannot exclude", "not excluded", "no new" are uncertain
     ("Cannot exclude early pneumonia.", dict(Pneumonia=-1.0)),
     ("A small pneumothorax is not excluded.", dict(Pneumothorax=-1.0)),
@@ -82,8 +85,7 @@ RULES = [
     ("Plate-like atelectasis at the left base.", dict(Atelectasis=1.0)),
     ("Massive right pleural effusion.", dict(Pleural_Effusion=1.0)),
     # No Finding: support devices do not block it, other findings (incl. the "other" list) do
-    ("Right PICC line tip in the SVC. No pneumothorax.",
-     dict(Support_Devices=1.0, Pneumothorax=0.0, No_Finding=1.0)),
+    ("Right PICC line tip in the SVC. No pneumothorax.", dict(Support_Devices=1.0, Pneumothorax=0.0, No_Finding=1.0)),
     ("Calcified granuloma in the right upper lobe. No pneumothorax.", dict(Pneumothorax=0.0)),
     ("No acute cardiopulmonary abnormality.", dict(No_Finding=1.0)),
     ("", dict(No_Finding=1.0)),
@@ -100,8 +102,10 @@ ADDED_RULES = [
     ("Right basilar opacity, atelectasis or infiltrate.", dict(Lung_Opacity=1.0, Atelectasis=-1.0)),
     ("Opacity may represent atelectasis or pneumonia.", dict(Lung_Opacity=1.0, Atelectasis=-1.0, Pneumonia=-1.0)),
     ("No effusion or pneumothorax.", dict(Pleural_Effusion=0.0, Pneumothorax=0.0, No_Finding=1.0)),
-    ("No significant change in the right pneumothorax or pleural fluid.",
-     dict(Pneumothorax=-1.0, Pleural_Effusion=-1.0)),
+    (
+        "No significant change in the right pneumothorax or pleural fluid.",
+        dict(Pneumothorax=-1.0, Pleural_Effusion=-1.0),
+    ),
     # "probable" states a high likelihood; "possible" stays a hedge
     ("Probable small bilateral pleural effusions.", dict(Pleural_Effusion=1.0)),
     ("Probable right lower lobe pneumonia.", dict(Pneumonia=1.0)),
@@ -143,8 +147,10 @@ LAYOUT = [
     ("Pneumonia cannot\r\n be excluded.", dict(Pneumonia=-1.0)),
     ("A small pneumothorax\n is not excluded.", dict(Pneumothorax=-1.0)),
     ("No\n pneumothorax.", dict(Pneumothorax=0.0, No_Finding=1.0)),
-    ("No\r\n focal consolidation,\r\n effusion or\r\n pneumothorax.",
-     dict(Consolidation=0.0, Pleural_Effusion=0.0, Pneumothorax=0.0, No_Finding=1.0)),
+    (
+        "No\r\n focal consolidation,\r\n effusion or\r\n pneumothorax.",
+        dict(Consolidation=0.0, Pleural_Effusion=0.0, Pneumothorax=0.0, No_Finding=1.0),
+    ),
     ("Possible\rright lower lobe pneumonia.", dict(Pneumonia=-1.0)),  # a lone CR (old Mac files)
     # a paragraph or a numbered line ends the sentence, so the negation does not reach past it
     ("No pneumothorax\r\n\r\nIMPRESSION: Small left effusion", dict(Pneumothorax=0.0, Pleural_Effusion=1.0)),
@@ -159,8 +165,10 @@ def test_line_breaks_read_as_on_one_line(report, expected):
 
 
 def test_crlf_and_leading_space_layout_label_like_the_flat_report():
-    flat = ("Heart size is normal. There is no focal consolidation, pleural effusion or pneumothorax. "
-            "A small left basilar opacity may represent atelectasis. Cannot exclude early pneumonia.")
+    flat = (
+        "Heart size is normal. There is no focal consolidation, pleural effusion or pneumothorax. "
+        "A small left basilar opacity may represent atelectasis. Cannot exclude early pneumonia."
+    )
     mimic = flat.replace(" focal", "\n focal").replace(" may", "\n may").replace(" exclude", "\n exclude")
     assert "\n " in mimic
     for text in (mimic, mimic.replace("\n", "\r\n"), flat.replace(". ", ".\r\n")):
@@ -188,7 +196,8 @@ def test_differential_reading_can_name_every_alternative(monkeypatch):
         assert label_report("Streaky opacity, atelectasis versus scarring.") == _row(Lung_Opacity=1.0, Atelectasis=1.0)
         assert label_report("Left base atelectasis/scarring.") == _row(Atelectasis=1.0, Lung_Opacity=1.0)
         assert label_report("Opacity may represent atelectasis or pneumonia.") == _row(
-            Lung_Opacity=1.0, Atelectasis=-1.0, Pneumonia=-1.0)  # a hedge word still covers all of them
+            Lung_Opacity=1.0, Atelectasis=-1.0, Pneumonia=-1.0
+        )  # a hedge word still covers all of them
     finally:
         labeler.load_rules.cache_clear()
         labeler._pipeline.cache_clear()
@@ -208,7 +217,8 @@ def test_mentions_carry_their_deciding_cue():
 
 def test_cleaning_follows_the_chexpert_loader():
     assert clean_for_labeling("Lungs  CLEAR..No edema,effusion and/or PTX.\nAP/PA") == (
-        "lungs clear. no edema, effusion or ptx. ap or pa")
+        "lungs clear. no edema, effusion or ptx. ap or pa"
+    )
     assert clean_for_labeling("Tip 2.5 cm above the carina.") == "tip 2.5 cm above the carina."
 
 
@@ -218,7 +228,8 @@ def test_cleaning_normalises_line_ends_and_ends_unpunctuated_paragraphs():
     assert clean_for_labeling("1. Clear lungs\n2. Normal heart") == "1. clear lungs. 2. normal heart"
     # a line break inside a sentence, or after a colon or comma, stays a space
     assert clean_for_labeling("FINDINGS:\n\nNo effusion,\n\nno pneumothorax") == (
-        "findings: no effusion, no pneumothorax")
+        "findings: no effusion, no pneumothorax"
+    )
 
 
 def test_bad_input_raises():
@@ -253,14 +264,22 @@ def test_cue_manifest_is_checked(monkeypatch):
 
 # NegBio OpenI gold name -> CheXpert observation.
 GOLD_LABELS = {
-    "Atelectasis": "Atelectasis", "Cardiomegaly": "Cardiomegaly", "Effusion": "Pleural Effusion",
-    "Pneumonia": "Pneumonia", "Pneumothorax": "Pneumothorax", "Consolidation": "Consolidation",
+    "Atelectasis": "Atelectasis",
+    "Cardiomegaly": "Cardiomegaly",
+    "Effusion": "Pleural Effusion",
+    "Pneumonia": "Pneumonia",
+    "Pneumothorax": "Pneumothorax",
+    "Consolidation": "Consolidation",
     "Edema": "Edema",
 }
 BASELINE_KEYWORDS = {
-    "Atelectasis": r"atelecta", "Cardiomegaly": r"cardiomegaly|cardiac enlargement|enlarged heart",
-    "Pleural Effusion": r"effusion|pleural fluid", "Pneumonia": r"pneumonia", "Pneumothorax": r"pneumothora",
-    "Consolidation": r"consolidat", "Edema": r"edema",
+    "Atelectasis": r"atelecta",
+    "Cardiomegaly": r"cardiomegaly|cardiac enlargement|enlarged heart",
+    "Pleural Effusion": r"effusion|pleural fluid",
+    "Pneumonia": r"pneumonia",
+    "Pneumothorax": r"pneumothora",
+    "Consolidation": r"consolidat",
+    "Edema": r"edema",
 }
 BASELINE_NEGATION = re.compile(r"\b(?:no|not|without|negative for|free of|clear of)\b")
 
@@ -305,7 +324,9 @@ def test_iu_development_reports_against_negbio_gold(tmp_path):
     ours = {report_id: label_report(text) for report_id, text in texts.items()}
     baseline = {report_id: keyword_baseline(text) for report_id, text in texts.items()}
     print(f"\n{len(texts)} even-id IU reports; -1 counts as not positive")
-    print(f"{'label':14s} {'n':>4s}   {'labeler P':>9s} {'R':>5s} {'F1':>5s}   {'baseline P':>10s} {'R':>5s} {'F1':>5s}")
+    print(
+        f"{'label':14s} {'n':>4s}   {'labeler P':>9s} {'R':>5s} {'F1':>5s}   {'baseline P':>10s} {'R':>5s} {'F1':>5s}"
+    )
     macro = {"labeler": [], "baseline": []}
     for gold_name in GOLD_LABELS:
         n, p, r, f = _scores(ours, gold, gold_name)
@@ -326,7 +347,22 @@ needs_torch = pytest.mark.skipif(
     any(importlib.util.find_spec(name) is None for name in ("torch", "transformers", "tokenizers")),
     reason="the chexbert backend needs the optional extra: pip install 'cxr-instruct[chexbert]'",
 )
-TINY_WORDS = "heart size normal lungs clear no pleural effusion pneumothorax edema cardiomegaly small left right".split()
+TINY_WORDS = [
+    "heart",
+    "size",
+    "normal",
+    "lungs",
+    "clear",
+    "no",
+    "pleural",
+    "effusion",
+    "pneumothorax",
+    "edema",
+    "cardiomegaly",
+    "small",
+    "left",
+    "right",
+]
 
 
 def _tiny_checkpoint(directory, force: dict[str, int] | None = None):
@@ -338,8 +374,14 @@ def _tiny_checkpoint(directory, force: dict[str, int] | None = None):
     torch.manual_seed(0)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ","] + TINY_WORDS
     (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    config = transformers.BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
-                                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    config = transformers.BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     (directory / "config.json").write_text(config.to_json_string())
     model = labeler._build_chexbert_model(torch, transformers, config)
     with torch.no_grad():
@@ -359,8 +401,13 @@ def test_chexbert_backend_maps_head_classes_to_chexpert_values(tmp_path):
     checkpoint = _tiny_checkpoint(tmp_path, force)
     labels = label_report("No pleural effusion. Heart size normal.", backend="chexbert", checkpoint=checkpoint)
     assert list(labels) == list(OBSERVATIONS)
-    assert (labels["Edema"], labels["Pleural Effusion"], labels["Pneumothorax"], labels["Cardiomegaly"],
-            labels["No Finding"]) == (-1.0, 1.0, 0.0, None, 1.0)
+    assert (
+        labels["Edema"],
+        labels["Pleural Effusion"],
+        labels["Pneumothorax"],
+        labels["Cardiomegaly"],
+        labels["No Finding"],
+    ) == (-1.0, 1.0, 0.0, None, 1.0)
     assert all(value in (1.0, 0.0, -1.0, None) for value in labels.values())
     # deterministic (eval mode, no dropout) and tolerant of text longer than 512 word pieces
     long_report = "small left pleural effusion . " * 400

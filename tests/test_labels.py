@@ -9,9 +9,9 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from realdata import vindr_kaggle_rows
 
 import manifests
-from realdata import vindr_kaggle_rows
 from schemas.records import Box, RawLabel
 from transforms.labels import (
     TAXONOMY,
@@ -26,9 +26,20 @@ from transforms.labels import (
 )
 
 CHEXPERT_14 = [
-    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Lesion", "Lung Opacity", "Edema",
-    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
-    "Fracture", "Support Devices",
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Lesion",
+    "Lung Opacity",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
 ]
 MULTI_READER_IMAGE = "9a5094b2563a1ef3ff50dc5c7ff71345"  # VinDr train image, three readers' boxes
 NO_FINDING_IMAGE = "50a418190bc3fb1ef1633bf9678929b3"  # VinDr train image, three readers' "No finding"
@@ -58,11 +69,34 @@ def padchest(*labels: str, method: str = "Physician") -> list[RawLabel]:
 def vindr_image_labels(reader: str, positives: set[str]) -> list[RawLabel]:
     """One reader row of image_labels_*.csv: all 28 columns, 0/1."""
     columns = [
-        "Aortic enlargement", "Atelectasis", "Calcification", "Cardiomegaly", "Clavicle fracture", "Consolidation",
-        "Edema", "Emphysema", "Enlarged PA", "ILD", "Infiltration", "Lung Opacity", "Lung cavity", "Lung cyst",
-        "Mediastinal shift", "Nodule/Mass", "Pleural effusion", "Pleural thickening", "Pneumothorax",
-        "Pulmonary fibrosis", "Rib fracture", "Other lesion", "COPD", "Lung tumor", "Pneumonia", "Tuberculosis",
-        "Other diseases", "No finding",
+        "Aortic enlargement",
+        "Atelectasis",
+        "Calcification",
+        "Cardiomegaly",
+        "Clavicle fracture",
+        "Consolidation",
+        "Edema",
+        "Emphysema",
+        "Enlarged PA",
+        "ILD",
+        "Infiltration",
+        "Lung Opacity",
+        "Lung cavity",
+        "Lung cyst",
+        "Mediastinal shift",
+        "Nodule/Mass",
+        "Pleural effusion",
+        "Pleural thickening",
+        "Pneumothorax",
+        "Pulmonary fibrosis",
+        "Rib fracture",
+        "Other lesion",
+        "COPD",
+        "Lung tumor",
+        "Pneumonia",
+        "Tuberculosis",
+        "Other diseases",
+        "No finding",
     ]
     assert positives <= set(columns)
     return [
@@ -72,6 +106,7 @@ def vindr_image_labels(reader: str, positives: set[str]) -> list[RawLabel]:
 
 
 # --- the manifest ------------------------------------------------------------------------------
+
 
 def test_taxonomy_is_chexpert_14_in_order():
     assert list(TAXONOMY) == CHEXPERT_14
@@ -94,8 +129,13 @@ def test_every_map_target_in_the_yaml_is_a_taxonomy_name():
         assert not set(entry.get("not_mapped") or ()) & set(entry.get("map") or {}), system
     assert targets and set(targets) <= set(CHEXPERT_14)
     assert set(document["systems"]) >= {
-        "mimic-chexpert", "mimic-negbio", "mimic-test-labeled", "vindr-image-labels", "vindr-annotations",
-        "padchest-labels", "siim-rle",
+        "mimic-chexpert",
+        "mimic-negbio",
+        "mimic-test-labeled",
+        "vindr-image-labels",
+        "vindr-annotations",
+        "padchest-labels",
+        "siim-rle",
     }
 
 
@@ -124,6 +164,7 @@ def test_vindr_candidate_extensions_are_decided():
 
 
 # --- MIMIC -------------------------------------------------------------------------------------
+
 
 def test_mimic_blank_stays_none_and_zero_stays_zero():
     raw = mimic_row("mimic-chexpert", {"Edema": "0.0", "Pleural Effusion": "1.0", "Cardiomegaly": "-1.0"})
@@ -179,6 +220,7 @@ def test_system_priority_overrides_the_manifest_order():
 
 # --- VinDr -------------------------------------------------------------------------------------
 
+
 def test_vindr_train_majority_of_three_readers():
     raw = (
         vindr_image_labels("R1", {"Cardiomegaly", "Nodule/Mass", "Infiltration"})
@@ -202,8 +244,10 @@ def test_vindr_train_majority_of_three_readers():
 
 
 def test_vindr_test_consensus_row_decides_alone():
-    raw = vindr_image_labels("consensus", {"Pneumothorax"}) + vindr_image_labels("R1", {"Atelectasis"}) + (
-        vindr_image_labels("R2", {"Atelectasis"})
+    raw = (
+        vindr_image_labels("consensus", {"Pneumothorax"})
+        + vindr_image_labels("R1", {"Atelectasis"})
+        + (vindr_image_labels("R2", {"Atelectasis"}))
     )
     got = presences(harmonize(raw))
     assert got["Pneumothorax"] == 1 and got["Atelectasis"] == 0
@@ -231,13 +275,22 @@ def _kaggle_rows(image_id: str) -> list[dict[str, str]]:
 def _kaggle_raw_labels(rows: list[dict[str, str]]) -> list[RawLabel]:
     """Boxes and coordinate-less rows of one image, as the VinDr reader keeps them."""
     boxes = [
-        Box(label=row["class_name"], x1=float(row["x_min"]), y1=float(row["y_min"]), x2=float(row["x_max"]),
-            y2=float(row["y_max"]), origin="vindr-kaggle", reader=row["rad_id"])
-        for row in rows if row["x_min"]
+        Box(
+            label=row["class_name"],
+            x1=float(row["x_min"]),
+            y1=float(row["y_min"]),
+            x2=float(row["x_max"]),
+            y2=float(row["y_max"]),
+            origin="vindr-kaggle",
+            reader=row["rad_id"],
+        )
+        for row in rows
+        if row["x_min"]
     ]
     labels = [
         RawLabel(system="vindr-kaggle", name=row["class_name"], value=1.0, reader=row["rad_id"])
-        for row in rows if not row["x_min"]
+        for row in rows
+        if not row["x_min"]
     ]
     return box_labels(boxes) + labels
 
@@ -306,6 +359,7 @@ def test_finding_for_box(origin, label, expected):
 
 # --- PadChest ----------------------------------------------------------------------------------
 
+
 def test_padchest_normal_only():
     got = presences(harmonize(padchest("normal")))
     assert got["No Finding"] == 1
@@ -335,7 +389,9 @@ def test_padchest_hydropneumothorax_maps_to_two_findings():
     assert got["Pneumothorax"] == 1 and got["Pleural Effusion"] == 1
 
 
-@pytest.mark.parametrize("labels", [("exclude",), ("suboptimal study",), ("exclude", "suboptimal study"), ("unchanged",)])
+@pytest.mark.parametrize(
+    "labels", [("exclude",), ("suboptimal study",), ("exclude", "suboptimal study"), ("unchanged",)]
+)
 def test_padchest_no_information_rows_are_null_everywhere(labels):
     assert set(presences(harmonize(padchest(*labels))).values()) == {None}
 
@@ -355,13 +411,18 @@ def test_padchest_normal_with_a_finding_is_not_no_finding():
 
 
 def test_exact_strings_only():
-    raw = padchest("pericardial effusion", "Pleural Effusion", " pleural effusion", "pseudonodule", "callus rib fracture")
+    raw = padchest(
+        "pericardial effusion", "Pleural Effusion", " pleural effusion", "pseudonodule", "callus rib fracture"
+    )
     got = presences(harmonize(raw))
     assert got["Pleural Effusion"] == 0  # pericardial effusion and mis-spelled variants never map
     assert got["Lung Lesion"] == 0  # pseudonodule is not a nodule
     assert got["Fracture"] == 1
     assert [label.name for label in unmapped(raw)] == [
-        "pericardial effusion", "Pleural Effusion", " pleural effusion", "pseudonodule",
+        "pericardial effusion",
+        "Pleural Effusion",
+        " pleural effusion",
+        "pseudonodule",
     ]
     assert [label.name for label in unknown_labels(raw)] == ["Pleural Effusion", " pleural effusion"]
     vindr = [RawLabel(system="vindr-image-labels", name="Effusion", value=1.0, reader="R1")]
@@ -382,6 +443,7 @@ def test_unknown_systems_and_labels_stay_visible_without_crashing():
 
 
 # --- SIIM and combinations ---------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(("value", "expected"), [(1.0, 1), (0.0, 0)])
 def test_siim_only_pneumothorax_is_known(value, expected):
@@ -410,9 +472,22 @@ def test_bad_raw_value_is_a_clear_error():
 RAW_LABELS = st.lists(
     st.builds(
         RawLabel,
-        system=st.sampled_from(["mimic-chexpert", "mimic-negbio", "vindr-image-labels", "padchest-labels", "siim-rle", "other"]),
-        name=st.sampled_from(CHEXPERT_14 + ["Pleural effusion", "Nodule/Mass", "No finding", "normal", "exclude",
-                                            "heart insufficiency", "pericardial effusion", "Pneumothorax"]),
+        system=st.sampled_from(
+            ["mimic-chexpert", "mimic-negbio", "vindr-image-labels", "padchest-labels", "siim-rle", "other"]
+        ),
+        name=st.sampled_from(
+            CHEXPERT_14
+            + [
+                "Pleural effusion",
+                "Nodule/Mass",
+                "No finding",
+                "normal",
+                "exclude",
+                "heart insufficiency",
+                "pericardial effusion",
+                "Pneumothorax",
+            ]
+        ),
         value=st.sampled_from([1.0, 0.0, -1.0, None]),
         reader=st.sampled_from([None, "R1", "R2", "R3", "consensus", "Physician"]),
     ),

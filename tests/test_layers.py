@@ -51,8 +51,9 @@ def transforms_modules() -> list[str]:
 
 
 def first_beam_import(modules: list[str]) -> dict | None:
-    done = subprocess.run([sys.executable, "-c", PROBE, str(ROOT), *modules], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(ROOT), *modules], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -61,12 +62,15 @@ def test_no_transforms_module_loads_beam():
     modules = transforms_modules()
     assert "transforms.io" in modules and "transforms.sources.mimic" in modules and "transforms.tasks" in modules
     leak = first_beam_import(modules)
-    assert leak is None, (f"importing {leak['module']} loads apache_beam, through:\n  " + "\n  ".join(leak["chain"])
-                          + "\nBeam belongs in pipelines/; import it inside the function that needs it "
-                          "(as transforms/io.py does) or move the Beam code there")
+    assert leak is None, (
+        f"importing {leak['module']} loads apache_beam, through:\n  "
+        + "\n  ".join(leak["chain"])
+        + "\nBeam belongs in pipelines/; import it inside the function that needs it "
+        "(as transforms/io.py does) or move the Beam code there"
+    )
 
 
 def test_the_probe_sees_a_module_that_loads_beam():
-    leak = first_beam_import(["transforms.hashing", "pipelines.severity_fit"])
-    assert leak["module"] == "pipelines.severity_fit"
-    assert any(line.startswith("pipelines/severity_fit.py:") and "apache_beam" in line for line in leak["chain"])
+    leak = first_beam_import(["transforms.hashing", "pipelines.beam.severity_fit"])
+    assert leak["module"] == "pipelines.beam.severity_fit"
+    assert any(line.startswith("pipelines/beam/severity_fit.py:") and "apache_beam" in line for line in leak["chain"])

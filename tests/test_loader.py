@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from builds import synthetic_build
-from pipelines.loader import LoaderError, MixtureStream, mixture_dataset, mixture_probabilities
+
+from pipelines.training.loader import LoaderError, MixtureStream, mixture_dataset, mixture_probabilities
 from transforms.tasks import load_profile
 
 
@@ -49,16 +49,23 @@ def test_mixture_probabilities_weight_tasks_then_sources():
 # deepnoid-ai/M4CXR-TNNLS, under our task and source names), and the weights of our own tasks, whose
 # sources share them by rows.
 M4CXR_POOLS = {
-    ("report_generation_cot", "mimic"): 200.0, ("report_generation_multi_image", "mimic"): 120.0,
+    ("report_generation_cot", "mimic"): 200.0,
+    ("report_generation_multi_image", "mimic"): 120.0,
     ("report_generation_multi_study", "mimic"): 60.0,
-    ("disease_classification", "vindr"): 3.0, ("disease_classification", "siim"): 4.0,
-    ("finding_grounding", "vindr"): 2.0, ("finding_grounding", "siim"): 4.0,
-    ("grounded_finding", "vindr"): 2.0, ("grounded_finding", "siim"): 2.0,
-    ("abnormality_detection", "vindr"): 3.0, ("abnormality_detection", "siim"): 2.0,
+    ("disease_classification", "vindr"): 3.0,
+    ("disease_classification", "siim"): 4.0,
+    ("finding_grounding", "vindr"): 2.0,
+    ("finding_grounding", "siim"): 4.0,
+    ("grounded_finding", "vindr"): 2.0,
+    ("grounded_finding", "siim"): 2.0,
+    ("abnormality_detection", "vindr"): 3.0,
+    ("abnormality_detection", "siim"): 2.0,
     ("multi_finding_grounding", "vindr"): 2.0,
     # ImaGenome annotates MIMIC images, so its task rows carry the image's source
-    ("grounded_phrase_generation", "mimic"): 40.0, ("phrase_grounding", "mimic"): 40.0,
-    ("anatomical_region_grounding", "mimic"): 20.0, ("grounded_anatomical_region", "mimic"): 20.0,
+    ("grounded_phrase_generation", "mimic"): 40.0,
+    ("phrase_grounding", "mimic"): 40.0,
+    ("anatomical_region_grounding", "mimic"): 20.0,
+    ("grounded_anatomical_region", "mimic"): 20.0,
     ("vqa", "mimic"): 2.0,  # mimicvqa_vqa: MIMIC-CXR-VQA's files, else generated from ImaGenome scene graphs
     ("main_image_vqa", "mimic"): 2.0,  # mimiccxr_diff_vqa: Medical-Diff-VQA's single-image questions
     ("difference_vqa", "mimic"): 4.0,  # mimiccxr_diff_vqa_difference: Medical-Diff-VQA's, else generated
@@ -68,8 +75,10 @@ OWN_TASKS = {"organ_grounding": 0.8, "grounded_organ": 0.8, "triage": 2.0}
 
 def m4cxr_weights() -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     profile = load_profile("m4cxr")
-    return ({t: spec.weight for t, spec in profile.tasks.items()},
-            {t: spec.source_weights for t, spec in profile.tasks.items() if spec.source_weights is not None})
+    return (
+        {t: spec.weight for t, spec in profile.tasks.items()},
+        {t: spec.source_weights for t, spec in profile.tasks.items() if spec.source_weights is not None},
+    )
 
 
 def expected_m4cxr(rows: dict[str, dict[str, int]]) -> dict[tuple[str, str], float]:
@@ -106,8 +115,10 @@ def test_weights_json_carries_source_weights_and_the_stream_follows_them(build_o
     weights = json.loads((build_out / "instructions" / "m4cxr" / "weights.json").read_text())["tasks"]
     _, task_source_weights = m4cxr_weights()
     assert {t: spec["source_weights"] for t, spec in weights.items() if "source_weights" in spec} == task_source_weights
-    assert all("source_weights" not in spec for spec in json.loads(
-        (build_out / "instructions" / "imt-cxr" / "weights.json").read_text())["tasks"].values())
+    assert all(
+        "source_weights" not in spec
+        for spec in json.loads((build_out / "instructions" / "imt-cxr" / "weights.json").read_text())["tasks"].values()
+    )
     stream = MixtureStream(build_out, "m4cxr", samples_per_epoch=4000, epochs=1, decode_images=False)
     rows: dict[str, dict[str, int]] = {}
     for task, spec in weights.items():
@@ -145,8 +156,9 @@ def test_sources_follow_rows_within_a_task(build_out):
             expected = 6000 * weights[task]["weight"] / task_total * n / sum(sources.values())
             assert abs(seen[(task, source)] - expected) < 4 * np.sqrt(expected) + 2, (task, source, seen, rows)
     rows = Counter(r["source"] for r in table)
-    only = MixtureStream(build_out, "imt-cxr", epochs=1, decode_images=False,
-                         source_weights={s: float(s == "mimic") for s in rows})
+    only = MixtureStream(
+        build_out, "imt-cxr", epochs=1, decode_images=False, source_weights={s: float(s == "mimic") for s in rows}
+    )
     assert {s["source"] for s in only} == {"mimic"}
 
 
@@ -156,7 +168,7 @@ def test_pools_are_drawn_without_replacement_until_exhausted(build_out):
     for members in stream.pool_rows:
         drawn = plan[np.isin(plan, members)]
         for start in range(0, len(drawn) - len(members) + 1, len(members)):
-            assert len(set(drawn[start:start + len(members)].tolist())) == len(members)
+            assert len(set(drawn[start : start + len(members)].tolist())) == len(members)
 
 
 def test_consumers_split_the_same_stream(build_out):
@@ -188,8 +200,11 @@ def test_resume_continues_where_training_stopped(build_out):
 
 
 def test_images_are_decoded_from_the_image_table(build_out):
-    pngs = {r["image_key"]: r["image"]["bytes"] for p in sorted((build_out / "images").glob("train-*.parquet"))
-            for r in pq.read_table(p, columns=["image_key", "image"]).to_pylist()}
+    pngs = {
+        r["image_key"]: r["image"]["bytes"]
+        for p in sorted((build_out / "images").glob("train-*.parquet"))
+        for r in pq.read_table(p, columns=["image_key", "image"]).to_pylist()
+    }
     for sample in take(MixtureStream(build_out, "chexmix"), 8):
         (pixels,) = sample["images"]
         assert pixels.dtype == np.uint8 and pixels.shape == (512, 512)
@@ -204,8 +219,11 @@ def test_a_profile_with_an_input_size_gets_its_images_at_that_size(build_out):
     canvas; image_size=None keeps the build's canvas."""
     weights = json.loads((build_out / "instructions" / "medivlm" / "weights.json").read_text())
     assert weights["image_size"] == 224
-    pngs = {r["image_key"]: r["image"]["bytes"] for p in sorted((build_out / "images").glob("train-*.parquet"))
-            for r in pq.read_table(p, columns=["image_key", "image"]).to_pylist()}
+    pngs = {
+        r["image_key"]: r["image"]["bytes"]
+        for p in sorted((build_out / "images").glob("train-*.parquet"))
+        for r in pq.read_table(p, columns=["image_key", "image"]).to_pylist()
+    }
     for sample in take(MixtureStream(build_out, "medivlm"), 4):
         (pixels,) = sample["images"]
         canvas = cv2.imdecode(np.frombuffer(pngs[sample["image_keys"][0]], np.uint8), cv2.IMREAD_UNCHANGED)

@@ -2,7 +2,7 @@
 
 import os
 
-from pipelines.manifest import input_fingerprints, reconcile
+from pipelines.output.manifest import input_fingerprints, reconcile
 from schemas.config import BuildConfig
 
 
@@ -28,9 +28,14 @@ def test_fingerprints_notice_what_their_mode_promises(tmp_path):
 
 
 def test_reconcile_counts_every_unit_once():
-    counts = [(("siim", "emitted"), 10), (("siim", "rejected:read"), 2), (("siim", "filtered:read"), 1),
-              (("siim", "written"), 9), (("siim", "rejected:image"), 1),
-              (("siim", "item-rejected:geometry:zero-area-box"), 4)]
+    counts = [
+        (("siim", "emitted"), 10),
+        (("siim", "rejected:read"), 2),
+        (("siim", "filtered:read"), 1),
+        (("siim", "written"), 9),
+        (("siim", "rejected:image"), 1),
+        (("siim", "item-rejected:geometry:zero-area-box"), 4),
+    ]
     entry = reconcile(counts, ["siim", "vindr"])["siim"]
     assert entry["read"] == 13 and entry["reconciled"]
     assert entry["item_rejects"] == {"rejected:geometry:zero-area-box": 4}

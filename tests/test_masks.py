@@ -15,9 +15,9 @@ import shapely
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-
 from realdata import siim_rle_lines, wheel_member
 from synthetic_rows import chexmask_rows
+
 from transforms.masks import (
     mask_to_boxes,
     mask_to_polygons,
@@ -334,7 +334,9 @@ def test_random_masks_give_valid_bounded_rings_covering_every_component(mask):
 
 
 discs = st.lists(
-    st.tuples(st.integers(40, 216), st.integers(40, 216), st.integers(10, 40), st.integers(10, 40), st.integers(0, 179)),
+    st.tuples(
+        st.integers(40, 216), st.integers(40, 216), st.integers(10, 40), st.integers(10, 40), st.integers(0, 179)
+    ),
     min_size=1,
     max_size=4,
 )

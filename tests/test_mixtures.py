@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
 from builds import VQA_DATASETS, synthetic_build
+
 from schemas.config import PROFILES
 from transforms.tasks import TASK_UNITS, generator, load_profile
 from transforms.templates import load_template_set
@@ -52,8 +52,9 @@ def chat_messages(conversations: list[dict]) -> list[dict]:
     for turn in conversations:
         images = turn["value"].count(IMAGE)
         text = turn["value"].replace(IMAGE, "").strip()
-        messages.append({"role": roles[turn["from"]],
-                         "content": [{"type": "image"}] * images + [{"type": "text", "text": text}]})
+        messages.append(
+            {"role": roles[turn["from"]], "content": [{"type": "image"}] * images + [{"type": "text", "text": text}]}
+        )
     return messages
 
 
@@ -61,15 +62,17 @@ def chat_tokenizer(rows: list[dict], path: Path):
     """A word-level tokenizer over the rows' texts, ``<image>`` a special token, with a chat template."""
     tokenizers = pytest.importorskip("tokenizers")
     transformers = pytest.importorskip("transformers")
-    words = sorted({w for row in rows for turn in row["conversations"]
-                    for w in re.findall(r"\w+|[^\w\s]+", turn["value"])})  # as Whitespace splits
+    words = sorted(
+        {w for row in rows for turn in row["conversations"] for w in re.findall(r"\w+|[^\w\s]+", turn["value"])}
+    )  # as Whitespace splits
     vocab = {token: i for i, token in enumerate(["<unk>", "<s>", "</s>", "<|user|>", "<|assistant|>", *words])}
     model = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
     model.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
     model.add_special_tokens(["<image>", "<|user|>", "<|assistant|>", "</s>"])
     model.save(str(path))
-    return transformers.PreTrainedTokenizerFast(tokenizer_file=str(path), unk_token="<unk>", eos_token="</s>",
-                                                chat_template=CHAT_TEMPLATE)
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_file=str(path), unk_token="<unk>", eos_token="</s>", chat_template=CHAT_TEMPLATE
+    )
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -106,9 +109,10 @@ def test_templates_of_the_mixtures_are_all_used_and_filled(build_out):
     used, defined = set(), set()
     annotations = build_rows(build_out, "annotations")
     # the rows again without the VQA datasets, so every image also gets generated questions
-    generated = [{**a, "questions": [],
-                  "annotation_sources": [s for s in a["annotation_sources"] if s not in VQA_DATASETS]}
-                 for a in annotations]
+    generated = [
+        {**a, "questions": [], "annotation_sources": [s for s in a["annotation_sources"] if s not in VQA_DATASETS]}
+        for a in annotations
+    ]
     built = build_rows(build_out, "instructions")
     assert built
     for name in PROFILES:
@@ -119,8 +123,13 @@ def test_templates_of_the_mixtures_are_all_used_and_filled(build_out):
             templates = load_template_set(spec.template_set)
             defined |= {(spec.template_set, t.id) for kind in templates.kinds.values() for t in kind}
             rows = [r for r in built if r["profile"] == name and r["task"] == task]
-            rows += [r for seed in range(1, 25) for a in generated for r in generator(task)(a, profile, seed)
-                     if isinstance(r, dict)]  # a generator's rejects name no template
+            rows += [
+                r
+                for seed in range(1, 25)
+                for a in generated
+                for r in generator(task)(a, profile, seed)
+                if isinstance(r, dict)
+            ]  # a generator's rejects name no template
             # a multi-turn row names each turn's template, joined by "+"
             used |= {(spec.template_set, t) for r in rows for t in r["template_id"].split("+")}
     for row in built:
@@ -135,8 +144,12 @@ def test_imt_cxr_follows_the_papers_mixture_groups():
 
     profile = load_profile("imt-cxr")
     groups = {name: group.weight for name, group in profile.groups.items()}
-    assert groups == {"classification": 0.15, "lesion_localization": 0.20, "segmentation": 0.15,
-                      "report_generation": 0.50}
+    assert groups == {
+        "classification": 0.15,
+        "lesion_localization": 0.20,
+        "segmentation": 0.15,
+        "report_generation": 0.50,
+    }
     assert profile.tasks["lesion_localization"].weight == 0.20 and profile.tasks["segmentation"].weight == 0.15
     document = profile.model_dump()
     document["tasks"]["segmentation"]["weight"] = 0.075  # the group's tasks no longer add up to its weight

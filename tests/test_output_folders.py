@@ -20,14 +20,14 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from apache_beam.io.filesystems import FileSystems
-
 from builds import completion_markers, kill_build_when
-from pipelines import manifest as manifest_module
-from pipelines import out_lock
-from pipelines.build import run_build
-from pipelines.image_stage import WORK_DIR
+
+from pipelines.beam.build import run_build
+from pipelines.beam.image_stage import WORK_DIR
+from pipelines.output import manifest as manifest_module
+from pipelines.output import out_lock
 from pipelines.synth import generate
-from pipelines.verify import verify
+from pipelines.tools.verify import verify
 from schemas.config import load_config
 
 STUDIES = 4
@@ -67,8 +67,7 @@ def built_copy(built, tmp_path) -> Path:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def dead_pid() -> int:
@@ -82,10 +81,17 @@ def dead_pid() -> int:
 
 def test_a_second_build_into_a_locked_output_refuses_naming_the_holder(corpus, tmp_path):
     out = tmp_path / "out"
-    holder = subprocess.Popen([sys.executable, "-c",
-                               "import sys, time; from pipelines.out_lock import acquire; "
-                               "acquire(sys.argv[1], 'build'); print('held', flush=True); time.sleep(120)", str(out)],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pipelines.output.out_lock import acquire; "
+            "acquire(sys.argv[1], 'build'); print('held', flush=True); time.sleep(120)",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         second = cli("build", "--config", str(corpus / "build.yaml"), "--out", str(out))
@@ -102,16 +108,22 @@ def test_a_second_build_into_a_locked_output_refuses_naming_the_holder(corpus, t
 def test_a_lock_left_by_a_killed_build_is_taken_over(corpus, tmp_path, caplog):
     out = tmp_path / "out"
     out.mkdir()
-    stale = {"command": "build", "host": socket.gethostname(), "pid": dead_pid(), "started_s": time.time(),
-             "started": "2020-01-01T00:00:00+00:00"}
+    stale = {
+        "command": "build",
+        "host": socket.gethostname(),
+        "pid": dead_pid(),
+        "started_s": time.time(),
+        "started": "2020-01-01T00:00:00+00:00",
+    }
     (out / out_lock.FILE).write_text(json.dumps(stale))
 
     run_build(load_config(corpus / "build.yaml"), str(out))
 
     assert verify(out) == []
     assert not (out / out_lock.FILE).exists(), "the build releases its lock"
-    assert any("stale lock" in record.getMessage() and str(stale["pid"]) in record.getMessage()
-               for record in caplog.records)
+    assert any(
+        "stale lock" in record.getMessage() and str(stale["pid"]) in record.getMessage() for record in caplog.records
+    )
 
 
 def test_stale_rules_for_other_hosts_and_object_stores(tmp_path, monkeypatch):
@@ -151,8 +163,9 @@ def test_an_older_build_of_another_config_is_refused_or_replaced(corpus, small_s
     manifest = run_build(load_config(small_shards), str(out), replace=True)
 
     listed = {entry["path"] for entry in manifest["outputs"]}
-    assert set(before) - {p.rsplit("/", 1)[1] for p in listed if p.startswith("images/")}, \
+    assert set(before) - {p.rsplit("/", 1)[1] for p in listed if p.startswith("images/")}, (
         "some old shard names are not in the new build (the shard counts differ)"
+    )
     assert {f"images/{p.name}" for p in (out / "images").glob("*.parquet")} <= listed, "every old shard is gone"
     assert images_rows(out) == sum(manifest["tables"]["images"].values()), "a glob loads each image once"
     assert verify(out) == []
@@ -177,11 +190,17 @@ def test_a_killed_build_fixed_and_rerun_reads_the_fixed_image(small_shards, tmp_
 
     manifest = run_build(load_config(small_shards), str(out))
 
-    keys = {k for path in (out / "images").glob("*.parquet")
-            for k in pq.read_table(path, columns=["image_key"]).column("image_key").to_pylist()}
+    keys = {
+        k
+        for path in (out / "images").glob("*.parquet")
+        for k in pq.read_table(path, columns=["image_key"]).column("image_key").to_pylist()
+    }
     assert key in keys, "the fixed image is written"
-    rejected = {k for path in (out / "rejects").glob("*.parquet")
-                for k in pq.read_table(path, columns=["key"]).column("key").to_pylist()}
+    rejected = {
+        k
+        for path in (out / "rejects").glob("*.parquet")
+        for k in pq.read_table(path, columns=["key"]).column("key").to_pylist()
+    }
     assert key not in rejected, "the old reject is gone"
     assert manifest["checks"]["reconciled"] and verify(out) == []
 
@@ -196,8 +215,12 @@ def shard_rejects(marker: Path) -> set[str]:
 
 def kill_once_rejected(config_path: Path, out: Path, key: str) -> None:
     """SIGKILL a build in a child process as soon as a finished images shard holds the reject of ``key``."""
-    kill_build_when(config_path, out, lambda: any(key in shard_rejects(m) for m in completion_markers(out)),
-                    "the broken image's shard")
+    kill_build_when(
+        config_path,
+        out,
+        lambda: any(key in shard_rejects(m) for m in completion_markers(out)),
+        "the broken image's shard",
+    )
     assert (out / out_lock.FILE).exists(), "the killed build left its lock (the rerun takes it over)"
 
 

@@ -11,18 +11,17 @@ import io
 import re
 
 import pytest
+import realdata
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import realdata
 from pipelines.synth.cases import CHEXPERT_14, DEVICES, Finding
 from pipelines.synth.text import padchest_report
 from transforms import padchest_english
 from transforms.padchest_english import LABELS, LOCS, UnknownPhrase, label_head, render_report, stated_findings
 from transforms.sources.padchest import LOCALIZATION_PREFIX, is_null, parse_by_sentence
 
-SIDE_WORDS = re.compile(r"\b(?:right|left|bilateral|both|rightward|leftward|dextro\w*|levo\w*)\b|-sided",
-                        re.IGNORECASE)
+SIDE_WORDS = re.compile(r"\b(?:right|left|bilateral|both|rightward|leftward|dextro\w*|levo\w*)\b|-sided", re.IGNORECASE)
 RIGHT_WORDS = re.compile(r"\b(?:right|rightward|dextroconvex)\b", re.IGNORECASE)  # dextrocardia is a label
 LEFT_WORDS = re.compile(r"\b(?:left|leftward|levoconvex)\b", re.IGNORECASE)
 BOTH_WORDS = re.compile(r"\b(?:bilateral|both)\b", re.IGNORECASE)
@@ -37,7 +36,7 @@ def _strings(sentences) -> tuple[set[str], set[str]]:
     for items in sentences:
         for item in items or ():
             if item.startswith(LOCALIZATION_PREFIX):
-                locs.add(item[len(LOCALIZATION_PREFIX):])
+                locs.add(item[len(LOCALIZATION_PREFIX) :])
             else:
                 labels.add(item)
     return labels, locs
@@ -49,8 +48,10 @@ def real():
     text = realdata.wheel_csv_text("PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz")
     values = {row["LabelsLocalizationsBySentence"] for row in csv.DictReader(io.StringIO(text, newline=""))}
     parsed = {value: parse_by_sentence(value) for value in values if not is_null(value)}
-    return {value: (sentences, render_report(sentences), render_report(sentences, sides=False))
-            for value, sentences in parsed.items()}
+    return {
+        value: (sentences, render_report(sentences), render_report(sentences, sides=False))
+        for value, sentences in parsed.items()
+    }
 
 
 def _annotated_sides(items) -> set[str]:
@@ -58,7 +59,7 @@ def _annotated_sides(items) -> set[str]:
     sides = set()
     for item in items or ():
         if item.startswith(LOCALIZATION_PREFIX):
-            sides.add(LOCS[item[len(LOCALIZATION_PREFIX):].strip()].side)
+            sides.add(LOCS[item[len(LOCALIZATION_PREFIX) :].strip()].side)
         else:
             sides.add(LABELS[item.strip()].side)
     sides.discard(None)
@@ -72,8 +73,11 @@ def _side_problems(sentences, rendered) -> list[str]:
     problems = []
     for index, sentence in zip(rendered.sources, rendered.sentences):
         annotated = _annotated_sides(sentences[index])
-        said = {side for side, words in (("right", RIGHT_WORDS), ("left", LEFT_WORDS), ("bilateral", BOTH_WORDS))
-                if words.search(sentence)}
+        said = {
+            side
+            for side, words in (("right", RIGHT_WORDS), ("left", LEFT_WORDS), ("bilateral", BOTH_WORDS))
+            if words.search(sentence)
+        }
         if said - annotated:
             problems.append(f"{sentence!r} says {sorted(said - annotated)}, annotated {sorted(annotated)}")
         for phrase in re.split(r"[,;.]| and ", sentence):
@@ -92,8 +96,13 @@ def _can_lie_in(label, loc) -> bool:
 def _said(name: str) -> re.Pattern:
     """A finding's phrase in lower-case text, the words inserted before its head as group 1."""
     before, head, after = LABELS[name].en.lower().partition(LABELS[name].head.lower())
-    return re.compile(r"(?:^|(?<=, )|(?<=; )|(?<=and ))" + re.escape(before) + r"((?:(?!and )[\w-]+ )*?)"
-                      + re.escape(head + after) + r"\b")
+    return re.compile(
+        r"(?:^|(?<=, )|(?<=; )|(?<=and ))"
+        + re.escape(before)
+        + r"((?:(?!and )[\w-]+ )*?)"
+        + re.escape(head + after)
+        + r"\b"
+    )
 
 
 def _modifier_problems(sentences, rendered) -> list[str]:
@@ -104,7 +113,9 @@ def _modifier_problems(sentences, rendered) -> list[str]:
     problems = []
     for index, sentence in zip(rendered.sources, rendered.sentences):
         items = [item.strip() for item in sentences[index]]
-        locs = [LOCS[item[len(LOCALIZATION_PREFIX):].strip()] for item in items if item.startswith(LOCALIZATION_PREFIX)]
+        locs = [
+            LOCS[item[len(LOCALIZATION_PREFIX) :].strip()] for item in items if item.startswith(LOCALIZATION_PREFIX)
+        ]
         sides = _annotated_sides(items)
         lowered = sentence.lower()
         for name in dict.fromkeys(item for item in items if item in LABELS and LABELS[item].kind == "finding"):
@@ -119,7 +130,7 @@ def _modifier_problems(sentences, rendered) -> list[str]:
                         wrong.append(f"side {word!r}")
                     elif not side and not any(loc.adjective == word and _can_lie_in(label, loc) for loc in locs):
                         wrong.append(repr(word))
-                if label.at == frozenset() and re.match(r" (?:in|at|below) ", lowered[match.end():]):
+                if label.at == frozenset() and re.match(r" (?:in|at|below) ", lowered[match.end() :]):
                     wrong.append("a place after it")
                 found.append(wrong)
             if found and all(found):
@@ -132,7 +143,7 @@ def _normal_parts(sentence: str) -> list[str]:
     parts = []
     for clause in sentence.rstrip(".").lower().split("; "):
         if clause.startswith("normal "):
-            parts += re.split(r", | and ", clause[len("normal "):])
+            parts += re.split(r", | and ", clause[len("normal ") :])
     return parts
 
 
@@ -150,22 +161,30 @@ def test_every_finding_of_a_real_report_is_stated_by_its_english(real):
             unsaid = [label for label in findings if label_head(label).lower() not in lowered]
             assert unsaid == [], (value, rendered.text)
     assert stated_findings(["cardiomegaly", "normal", "exclude", "unchanged", "dextrocardia"], sides=False) == {
-        "cardiomegaly"}
+        "cardiomegaly"
+    }
 
 
 def test_real_side_words_are_annotated(real):
     """Every side word of a real rendering has a localization (or label) of that side in its sentence,
     and no phrase says right and left."""
-    problems = [(value, problem) for value, (sentences, frontal, _) in real.items()
-                for problem in _side_problems(sentences, frontal)]
+    problems = [
+        (value, problem)
+        for value, (sentences, frontal, _) in real.items()
+        for problem in _side_problems(sentences, frontal)
+    ]
     assert problems == []
 
 
 def test_real_findings_take_only_their_own_modifiers(real):
     """The words before each finding of a real rendering are its own: sides it can take, adjectives of
     its sentence's localizations that can say where it lies; nothing before or after cardiomegaly."""
-    problems = [(value, problem) for value, (sentences, frontal, lateral) in real.items()
-                for rendered in (frontal, lateral) for problem in _modifier_problems(sentences, rendered)]
+    problems = [
+        (value, problem)
+        for value, (sentences, frontal, lateral) in real.items()
+        for rendered in (frontal, lateral)
+        for problem in _modifier_problems(sentences, rendered)
+    ]
     assert problems == []
 
 
@@ -176,8 +195,11 @@ def test_real_normal_parts_are_said_once_and_without_sides_only_unsided(real):
     nouns = {name: loc.area for loc in LOCS.values() for name in (loc.noun, loc.plural) if name}
     repeated, widened = [], []
     for value, (_, frontal, lateral) in real.items():
-        parts = [re.fullmatch(r"(right |left )?(.*)", part).groups() for sentence in frontal.sentences
-                 for part in _normal_parts(sentence)]
+        parts = [
+            re.fullmatch(r"(right |left )?(.*)", part).groups()
+            for sentence in frontal.sentences
+            for part in _normal_parts(sentence)
+        ]
         keys = [(nouns.get(noun, noun), side) for side, noun in parts]
         if len(keys) != len(set(keys)) or any(side and (area, None) in keys for area, side in keys):
             repeated.append((value, frontal.text))
@@ -245,8 +267,9 @@ def test_real_bare_normal_only_in_reports_without_a_finding(real):
     for sentences, frontal, _ in real.values():
         labels, _ = _strings(sentences)
         has_finding = any(LABELS[label].kind == "finding" for label in labels)
-        said = frontal.sentences.count(NO_ABNORMALITY) + sum(s.endswith("; no significant abnormality.")
-                                                              for s in frontal.sentences)
+        said = frontal.sentences.count(NO_ABNORMALITY) + sum(
+            s.endswith("; no significant abnormality.") for s in frontal.sentences
+        )
         assert said <= 1
         assert not (has_finding and said), (sentences, frontal.text)
         with_no_abnormality += said
@@ -256,85 +279,147 @@ def test_real_bare_normal_only_in_reports_without_a_finding(real):
 def test_synthetic_sentences_render():
     for items in _synthetic_sentences():
         _assert_well_formed(render_report([items]))
-    assert render_report(parse_by_sentence(padchest_report({}, 0)["LabelsLocalizationsBySentence"])).text == \
-        "No significant abnormality. Normal cardiac silhouette."
+    assert (
+        render_report(parse_by_sentence(padchest_report({}, 0)["LabelsLocalizationsBySentence"])).text
+        == "No significant abnormality. Normal cardiac silhouette."
+    )
 
 
 # ------------------------------------------------------------------ the rules
 
 
-@pytest.mark.parametrize(("sentences", "frontal", "lateral"), [
-    ([["pleural effusion", "loc left costophrenic angle"], ["cardiomegaly"]],
-     "Pleural effusion in the left costophrenic angle. Cardiomegaly.",
-     "Pleural effusion in the costophrenic angle. Cardiomegaly."),
-    ([["cardiomegaly", "loc cardiac", "aortic elongation", "loc aortic", "normal"]],
-     "Cardiomegaly and elongated aorta.", "Cardiomegaly and elongated aorta."),
-    ([["apical pleural thickening", "fibrotic band", "loc pleural"]],
-     "Apical pleural thickening and fibrotic band.", "Apical pleural thickening and fibrotic band."),
-    ([["costophrenic angle blunting", "loc left costophrenic angle", "loc costophrenic angle"]],
-     "Left costophrenic angle blunting.", "Costophrenic angle blunting."),
-    ([["central venous catheter via jugular vein", "loc superior cave vein", "loc right", "loc central"]],
-     "Right jugular central venous catheter in the superior vena cava.",
-     "Jugular central venous catheter in the superior vena cava."),
-    ([["pleural effusion", "loc pleural", "loc right"]], "Right pleural effusion.", "Pleural effusion."),
-    ([["pleural effusion left side", "loc pleural", "loc left"]], "Left pleural effusion.", "Pleural effusion."),
-    ([["pneumonia", "loc left lower lobe", "loc left"]], "Pneumonia in the left lower lobe.",
-     "Pneumonia in the lower lobe."),
-    ([["volume loss", "loc right", "loc hemithorax"]], "Volume loss in the right hemithorax.",
-     "Volume loss in the hemithorax."),
-    ([["pleural effusion", "loc bilateral", "loc costophrenic angle"]],
-     "Pleural effusion in both costophrenic angles.", "Pleural effusion in the costophrenic angle."),
-    ([["laminar atelectasis", "loc basal", "loc subsegmental", "loc left"]],
-     "Left subsegmental basal plate-like atelectasis.", "Subsegmental basal plate-like atelectasis."),
-    ([["hemidiaphragm elevation right side", "loc diaphragm", "loc right"]],
-     "Elevated right hemidiaphragm.", "Elevated hemidiaphragm."),
-    ([["callus rib fracture", "loc bone", "loc rib", "loc right"]], "Right rib fracture with callus.",
-     "Rib fracture with callus."),
-    ([["sclerotic bone lesion", "loc anterior rib"]], "Sclerotic bone lesion in an anterior rib.",
-     "Sclerotic bone lesion in an anterior rib."),
-    ([["tracheal shift", "loc tracheal", "loc left"]], "Leftward tracheal deviation.", "Tracheal deviation."),
-    ([["goiter", "tracheal shift", "loc tracheal", "loc left"]], "Goiter and tracheal deviation.",
-     "Goiter and tracheal deviation."),
-    ([["COPD signs", "fibrotic band", "loc apical", "loc right"]], "Signs of COPD and right apical fibrotic band.",
-     "Signs of COPD and apical fibrotic band."),
-    ([["bronchiectasis", "loc left upper lobe", "bronchiectasis", "loc middle lobe"]],
-     "Bronchiectasis in the left upper lobe and the middle lobe.",
-     "Bronchiectasis in the upper lobe and the middle lobe."),
-    ([["scoliosis", "loc right"]], "Dextroconvex scoliosis.", "Scoliosis."),
-    ([["dextrocardia"], ["right sided aortic arch", "loc aortic"]], "Dextrocardia. Right aortic arch.", ""),
-])
+@pytest.mark.parametrize(
+    ("sentences", "frontal", "lateral"),
+    [
+        (
+            [["pleural effusion", "loc left costophrenic angle"], ["cardiomegaly"]],
+            "Pleural effusion in the left costophrenic angle. Cardiomegaly.",
+            "Pleural effusion in the costophrenic angle. Cardiomegaly.",
+        ),
+        (
+            [["cardiomegaly", "loc cardiac", "aortic elongation", "loc aortic", "normal"]],
+            "Cardiomegaly and elongated aorta.",
+            "Cardiomegaly and elongated aorta.",
+        ),
+        (
+            [["apical pleural thickening", "fibrotic band", "loc pleural"]],
+            "Apical pleural thickening and fibrotic band.",
+            "Apical pleural thickening and fibrotic band.",
+        ),
+        (
+            [["costophrenic angle blunting", "loc left costophrenic angle", "loc costophrenic angle"]],
+            "Left costophrenic angle blunting.",
+            "Costophrenic angle blunting.",
+        ),
+        (
+            [["central venous catheter via jugular vein", "loc superior cave vein", "loc right", "loc central"]],
+            "Right jugular central venous catheter in the superior vena cava.",
+            "Jugular central venous catheter in the superior vena cava.",
+        ),
+        ([["pleural effusion", "loc pleural", "loc right"]], "Right pleural effusion.", "Pleural effusion."),
+        ([["pleural effusion left side", "loc pleural", "loc left"]], "Left pleural effusion.", "Pleural effusion."),
+        (
+            [["pneumonia", "loc left lower lobe", "loc left"]],
+            "Pneumonia in the left lower lobe.",
+            "Pneumonia in the lower lobe.",
+        ),
+        (
+            [["volume loss", "loc right", "loc hemithorax"]],
+            "Volume loss in the right hemithorax.",
+            "Volume loss in the hemithorax.",
+        ),
+        (
+            [["pleural effusion", "loc bilateral", "loc costophrenic angle"]],
+            "Pleural effusion in both costophrenic angles.",
+            "Pleural effusion in the costophrenic angle.",
+        ),
+        (
+            [["laminar atelectasis", "loc basal", "loc subsegmental", "loc left"]],
+            "Left subsegmental basal plate-like atelectasis.",
+            "Subsegmental basal plate-like atelectasis.",
+        ),
+        (
+            [["hemidiaphragm elevation right side", "loc diaphragm", "loc right"]],
+            "Elevated right hemidiaphragm.",
+            "Elevated hemidiaphragm.",
+        ),
+        (
+            [["callus rib fracture", "loc bone", "loc rib", "loc right"]],
+            "Right rib fracture with callus.",
+            "Rib fracture with callus.",
+        ),
+        (
+            [["sclerotic bone lesion", "loc anterior rib"]],
+            "Sclerotic bone lesion in an anterior rib.",
+            "Sclerotic bone lesion in an anterior rib.",
+        ),
+        ([["tracheal shift", "loc tracheal", "loc left"]], "Leftward tracheal deviation.", "Tracheal deviation."),
+        (
+            [["goiter", "tracheal shift", "loc tracheal", "loc left"]],
+            "Goiter and tracheal deviation.",
+            "Goiter and tracheal deviation.",
+        ),
+        (
+            [["COPD signs", "fibrotic band", "loc apical", "loc right"]],
+            "Signs of COPD and right apical fibrotic band.",
+            "Signs of COPD and apical fibrotic band.",
+        ),
+        (
+            [["bronchiectasis", "loc left upper lobe", "bronchiectasis", "loc middle lobe"]],
+            "Bronchiectasis in the left upper lobe and the middle lobe.",
+            "Bronchiectasis in the upper lobe and the middle lobe.",
+        ),
+        ([["scoliosis", "loc right"]], "Dextroconvex scoliosis.", "Scoliosis."),
+        ([["dextrocardia"], ["right sided aortic arch", "loc aortic"]], "Dextrocardia. Right aortic arch.", ""),
+    ],
+)
 def test_a_sentence_reads_in_natural_order(sentences, frontal, lateral):
     assert render_report(sentences).text == frontal
     assert render_report(sentences, sides=False).text == lateral
 
 
-@pytest.mark.parametrize(("sentences", "text", "sources"), [
-    ([["exclude", "loc right"], ["cardiomegaly", "loc cardiac"]], "Cardiomegaly.", (1,)),
-    ([["exclude"], ["unchanged"], [""], None], "", ()),
-    ([["unchanged"], ["pleural effusion", "loc left", "loc pleural", "unchanged"]], "Left pleural effusion.", (1,)),
-    ([["nodule", "", "loc right upper lobe"], ["", "loc right"]], "Nodule in the right upper lobe.", (0,)),
-    ([None, ["normal"]], NO_ABNORMALITY, (1,)),
-    ([["normal", "loc cardiac", "loc mediastinum"]], "Normal cardiac silhouette and mediastinum.", (0,)),
-    ([["normal"], ["normal", "loc costophrenic angle"], ["normal", "normal"]],
-     "No significant abnormality. Normal costophrenic angles.", (0, 1)),
-    ([["normal", "loc basal", "loc right"]], "Normal right lung base.", (0,)),
-    ([["normal", "loc right"]], NO_ABNORMALITY, (0,)),
-    ([["normal"], ["scoliosis", "loc right"]], "Dextroconvex scoliosis.", (1,)),
-    ([["scoliosis"], ["normal"]], "Scoliosis.", (0,)),
-    ([["nodule"], ["normal", "exclude"]], "Nodule.", (0,)),
-    ([["scoliosis", "normal", "loc cardiac"]], "Scoliosis.", (0,)),
-    ([["normal", "cardiomegaly", "loc cardiac"]], "Cardiomegaly.", (0,)),
-    ([["cardiomegaly", "loc cardiac"], ["normal", "loc cardiac", "loc costophrenic angle"]],
-     "Cardiomegaly. Normal costophrenic angles.", (0, 1)),
-    ([["pleural effusion", "loc right"], ["normal", "loc pleural", "loc left"]],
-     "Right pleural effusion. Normal left pleura.", (0, 1)),
-    ([["pleural effusion", "loc right"], ["normal", "loc pleural", "loc right"]], "Right pleural effusion.", (0,)),
-    ([["pneumonia", "loc right lower lobe"], ["normal", "loc lower lobe"], ["normal", "loc bone"]],
-     "Pneumonia in the right lower lobe. Normal bones.", (0, 2)),
-    ([["suboptimal study", "loc right"]], "Suboptimal study.", (0,)),
-    ([["suboptimal study", "normal"]], "Suboptimal study; no significant abnormality.", (0,)),
-    ([["hypoexpansion", "suboptimal study"], ["normal"]], "Hypoexpansion; suboptimal study.", (0,)),
-])
+@pytest.mark.parametrize(
+    ("sentences", "text", "sources"),
+    [
+        ([["exclude", "loc right"], ["cardiomegaly", "loc cardiac"]], "Cardiomegaly.", (1,)),
+        ([["exclude"], ["unchanged"], [""], None], "", ()),
+        ([["unchanged"], ["pleural effusion", "loc left", "loc pleural", "unchanged"]], "Left pleural effusion.", (1,)),
+        ([["nodule", "", "loc right upper lobe"], ["", "loc right"]], "Nodule in the right upper lobe.", (0,)),
+        ([None, ["normal"]], NO_ABNORMALITY, (1,)),
+        ([["normal", "loc cardiac", "loc mediastinum"]], "Normal cardiac silhouette and mediastinum.", (0,)),
+        (
+            [["normal"], ["normal", "loc costophrenic angle"], ["normal", "normal"]],
+            "No significant abnormality. Normal costophrenic angles.",
+            (0, 1),
+        ),
+        ([["normal", "loc basal", "loc right"]], "Normal right lung base.", (0,)),
+        ([["normal", "loc right"]], NO_ABNORMALITY, (0,)),
+        ([["normal"], ["scoliosis", "loc right"]], "Dextroconvex scoliosis.", (1,)),
+        ([["scoliosis"], ["normal"]], "Scoliosis.", (0,)),
+        ([["nodule"], ["normal", "exclude"]], "Nodule.", (0,)),
+        ([["scoliosis", "normal", "loc cardiac"]], "Scoliosis.", (0,)),
+        ([["normal", "cardiomegaly", "loc cardiac"]], "Cardiomegaly.", (0,)),
+        (
+            [["cardiomegaly", "loc cardiac"], ["normal", "loc cardiac", "loc costophrenic angle"]],
+            "Cardiomegaly. Normal costophrenic angles.",
+            (0, 1),
+        ),
+        (
+            [["pleural effusion", "loc right"], ["normal", "loc pleural", "loc left"]],
+            "Right pleural effusion. Normal left pleura.",
+            (0, 1),
+        ),
+        ([["pleural effusion", "loc right"], ["normal", "loc pleural", "loc right"]], "Right pleural effusion.", (0,)),
+        (
+            [["pneumonia", "loc right lower lobe"], ["normal", "loc lower lobe"], ["normal", "loc bone"]],
+            "Pneumonia in the right lower lobe. Normal bones.",
+            (0, 2),
+        ),
+        ([["suboptimal study", "loc right"]], "Suboptimal study.", (0,)),
+        ([["suboptimal study", "normal"]], "Suboptimal study; no significant abnormality.", (0,)),
+        ([["hypoexpansion", "suboptimal study"], ["normal"]], "Hypoexpansion; suboptimal study.", (0,)),
+    ],
+)
 def test_normal_exclude_unchanged_and_empty_items(sentences, text, sources):
     report = render_report(sentences)
     assert (report.text, report.sources) == (text, sources)
@@ -343,81 +428,167 @@ def test_normal_exclude_unchanged_and_empty_items(sentences, text, sources):
 # ------------------------------------------------------------------ the reviewed defects, on our own lists
 
 
-@pytest.mark.parametrize(("sentences", "frontal", "lateral"), [
-    # a localization or side goes to the last label of the run that can take it, else it is not said
-    ([["scoliosis", "atelectasis", "loc right", "loc basal"]], "Scoliosis and right basal atelectasis.",
-     "Scoliosis and basal atelectasis."),
-    ([["cardiomegaly", "volume loss", "loc cardiac", "loc basal bilateral"]],
-     "Cardiomegaly and bilateral basal volume loss.", "Cardiomegaly and basal volume loss."),
-    ([["aortic elongation", "cardiomegaly", "reticular interstitial pattern", "loc aortic", "loc cardiac", "loc right",
-       "loc left", "loc hilar bilateral"]],
-     "Elongated aorta, cardiomegaly and bilateral hilar reticular interstitial pattern.",
-     "Elongated aorta, cardiomegaly and hilar reticular interstitial pattern."),
-    ([["heart insufficiency", "loc perihilar", "loc cardiac", "loc left"]], "Heart failure.", "Heart failure."),
-    ([["cardiomegaly", "loc central", "loc cardiac"]], "Cardiomegaly.", "Cardiomegaly."),
-    ([["cardiomegaly", "loc hilar"], ["cardiomegaly", "loc right", "loc left"]], "Cardiomegaly. Cardiomegaly.",
-     "Cardiomegaly. Cardiomegaly."),
-    ([["cardiomegaly", "loc left", "loc cardiac"]], "Left-sided cardiomegaly.", "Cardiomegaly."),
-    ([["kyphosis", "vertebral compression", "loc retrocardiac"]], "Kyphosis and vertebral compression.",
-     "Kyphosis and vertebral compression."),
-    ([["kyphosis", "nodule", "loc pleural"]], "Kyphosis and pleural nodule.", "Kyphosis and pleural nodule."),
-    ([["kyphosis", "loc paravertebral", "loc lumbar vertebrae"]], "Kyphosis in the lumbar spine.",
-     "Kyphosis in the lumbar spine."),
-    ([["scoliosis", "pleural thickening", "loc left"]], "Scoliosis and left pleural thickening.",
-     "Scoliosis and pleural thickening."),
-    ([["COPD signs", "scoliosis", "loc left"]], "Signs of COPD and scoliosis.", "Signs of COPD and scoliosis."),
-    ([["scoliosis", "loc left", "loc dorsal vertebrae"]], "Levoconvex scoliosis in the thoracic spine.",
-     "Scoliosis in the thoracic spine."),
-    ([["pneumonia", "aortic elongation", "loc left"]], "Pneumonia and elongated aorta.",
-     "Pneumonia and elongated aorta."),
-    ([["pneumonia", "heart insufficiency", "loc left"]], "Left pneumonia and heart failure.",
-     "Pneumonia and heart failure."),
-    # a place goes after its own label; a label that cannot lie there is not put before it
-    ([["pleural effusion", "scoliosis", "loc right lower lobe"]],
-     "Pleural effusion in the right lower lobe and scoliosis.", "Pleural effusion in the lower lobe and scoliosis."),
-    ([["nodule", "pleural effusion", "loc left lower lobe"]], "Nodule and pleural effusion in the left lower lobe.",
-     "Nodule and pleural effusion in the lower lobe."),
-    ([["metal", "consolidation", "loc left upper lobe"]], "Consolidation in the left upper lobe and metallic material.",
-     "Consolidation in the upper lobe and metallic material."),
-    # never a side before a label whose place says the other one
-    ([["atelectasis", "loc right lower lobe", "loc basal", "loc left"]], "Basal atelectasis in the right lower lobe.",
-     "Basal atelectasis in the lower lobe."),
-    ([["pleural effusion", "loc pleural", "loc left", "loc right lower lobe"]],
-     "Pleural effusion in the right lower lobe.", "Pleural effusion in the lower lobe."),
-    ([["nodule", "loc right upper lobe", "loc bilateral"]], "Nodule in the right upper lobe.",
-     "Nodule in the upper lobe."),
-    ([["pleural effusion", "loc left lower lobe", "loc costophrenic angle", "loc right"]],
-     "Pleural effusion in the left lower lobe and the right costophrenic angle.",
-     "Pleural effusion in the lower lobe and the costophrenic angle."),
-    ([["pleural effusion right side", "loc left costophrenic angle"]], "Right pleural effusion.", "Pleural effusion."),
-    # a normal part with a side is not said without sides, never as both sides
-    ([["normal", "loc costophrenic angle", "loc left"]], "Normal left costophrenic angle.", ""),
-    ([["normal", "loc lower lobe", "loc right"], ["normal", "loc cardiac"]],
-     "Normal right lower lobe. Normal cardiac silhouette.", "Normal cardiac silhouette."),
-    ([["normal", "loc hilar", "loc basal", "loc left"]], "Normal left hilum and left lung base.", ""),
-    # a run mixing findings with normal makes no normal statement
-    ([["pneumonia", "normal", "loc left lower lobe", "loc basal"]], "Pneumonia.", "Pneumonia."),
-    ([["normal", "pneumonia", "loc left lower lobe"]], "Pneumonia in the left lower lobe.",
-     "Pneumonia in the lower lobe."),
-    ([["nodule", "loc left upper lobe", "nodule", "normal", "loc cardiac"]], "Nodule in the left upper lobe.",
-     "Nodule in the upper lobe."),
-    # each part said normal once
-    ([["normal", "loc rib", "loc right", "normal", "loc mediastinum", "normal", "loc rib"]],
-     "Normal mediastinum and ribs.", "Normal mediastinum and ribs."),
-    ([["normal", "loc cardiac"], ["normal", "loc hilar", "loc cardiac"]], "Normal cardiac silhouette. Normal hila.",
-     "Normal cardiac silhouette. Normal hila."),
-    ([["normal", "loc rib"], ["normal", "loc rib", "loc left"]], "Normal ribs.", "Normal ribs."),
-])
+@pytest.mark.parametrize(
+    ("sentences", "frontal", "lateral"),
+    [
+        # a localization or side goes to the last label of the run that can take it, else it is not said
+        (
+            [["scoliosis", "atelectasis", "loc right", "loc basal"]],
+            "Scoliosis and right basal atelectasis.",
+            "Scoliosis and basal atelectasis.",
+        ),
+        (
+            [["cardiomegaly", "volume loss", "loc cardiac", "loc basal bilateral"]],
+            "Cardiomegaly and bilateral basal volume loss.",
+            "Cardiomegaly and basal volume loss.",
+        ),
+        (
+            [
+                [
+                    "aortic elongation",
+                    "cardiomegaly",
+                    "reticular interstitial pattern",
+                    "loc aortic",
+                    "loc cardiac",
+                    "loc right",
+                    "loc left",
+                    "loc hilar bilateral",
+                ]
+            ],
+            "Elongated aorta, cardiomegaly and bilateral hilar reticular interstitial pattern.",
+            "Elongated aorta, cardiomegaly and hilar reticular interstitial pattern.",
+        ),
+        ([["heart insufficiency", "loc perihilar", "loc cardiac", "loc left"]], "Heart failure.", "Heart failure."),
+        ([["cardiomegaly", "loc central", "loc cardiac"]], "Cardiomegaly.", "Cardiomegaly."),
+        (
+            [["cardiomegaly", "loc hilar"], ["cardiomegaly", "loc right", "loc left"]],
+            "Cardiomegaly. Cardiomegaly.",
+            "Cardiomegaly. Cardiomegaly.",
+        ),
+        ([["cardiomegaly", "loc left", "loc cardiac"]], "Left-sided cardiomegaly.", "Cardiomegaly."),
+        (
+            [["kyphosis", "vertebral compression", "loc retrocardiac"]],
+            "Kyphosis and vertebral compression.",
+            "Kyphosis and vertebral compression.",
+        ),
+        ([["kyphosis", "nodule", "loc pleural"]], "Kyphosis and pleural nodule.", "Kyphosis and pleural nodule."),
+        (
+            [["kyphosis", "loc paravertebral", "loc lumbar vertebrae"]],
+            "Kyphosis in the lumbar spine.",
+            "Kyphosis in the lumbar spine.",
+        ),
+        (
+            [["scoliosis", "pleural thickening", "loc left"]],
+            "Scoliosis and left pleural thickening.",
+            "Scoliosis and pleural thickening.",
+        ),
+        ([["COPD signs", "scoliosis", "loc left"]], "Signs of COPD and scoliosis.", "Signs of COPD and scoliosis."),
+        (
+            [["scoliosis", "loc left", "loc dorsal vertebrae"]],
+            "Levoconvex scoliosis in the thoracic spine.",
+            "Scoliosis in the thoracic spine.",
+        ),
+        (
+            [["pneumonia", "aortic elongation", "loc left"]],
+            "Pneumonia and elongated aorta.",
+            "Pneumonia and elongated aorta.",
+        ),
+        (
+            [["pneumonia", "heart insufficiency", "loc left"]],
+            "Left pneumonia and heart failure.",
+            "Pneumonia and heart failure.",
+        ),
+        # a place goes after its own label; a label that cannot lie there is not put before it
+        (
+            [["pleural effusion", "scoliosis", "loc right lower lobe"]],
+            "Pleural effusion in the right lower lobe and scoliosis.",
+            "Pleural effusion in the lower lobe and scoliosis.",
+        ),
+        (
+            [["nodule", "pleural effusion", "loc left lower lobe"]],
+            "Nodule and pleural effusion in the left lower lobe.",
+            "Nodule and pleural effusion in the lower lobe.",
+        ),
+        (
+            [["metal", "consolidation", "loc left upper lobe"]],
+            "Consolidation in the left upper lobe and metallic material.",
+            "Consolidation in the upper lobe and metallic material.",
+        ),
+        # never a side before a label whose place says the other one
+        (
+            [["atelectasis", "loc right lower lobe", "loc basal", "loc left"]],
+            "Basal atelectasis in the right lower lobe.",
+            "Basal atelectasis in the lower lobe.",
+        ),
+        (
+            [["pleural effusion", "loc pleural", "loc left", "loc right lower lobe"]],
+            "Pleural effusion in the right lower lobe.",
+            "Pleural effusion in the lower lobe.",
+        ),
+        (
+            [["nodule", "loc right upper lobe", "loc bilateral"]],
+            "Nodule in the right upper lobe.",
+            "Nodule in the upper lobe.",
+        ),
+        (
+            [["pleural effusion", "loc left lower lobe", "loc costophrenic angle", "loc right"]],
+            "Pleural effusion in the left lower lobe and the right costophrenic angle.",
+            "Pleural effusion in the lower lobe and the costophrenic angle.",
+        ),
+        (
+            [["pleural effusion right side", "loc left costophrenic angle"]],
+            "Right pleural effusion.",
+            "Pleural effusion.",
+        ),
+        # a normal part with a side is not said without sides, never as both sides
+        ([["normal", "loc costophrenic angle", "loc left"]], "Normal left costophrenic angle.", ""),
+        (
+            [["normal", "loc lower lobe", "loc right"], ["normal", "loc cardiac"]],
+            "Normal right lower lobe. Normal cardiac silhouette.",
+            "Normal cardiac silhouette.",
+        ),
+        ([["normal", "loc hilar", "loc basal", "loc left"]], "Normal left hilum and left lung base.", ""),
+        # a run mixing findings with normal makes no normal statement
+        ([["pneumonia", "normal", "loc left lower lobe", "loc basal"]], "Pneumonia.", "Pneumonia."),
+        (
+            [["normal", "pneumonia", "loc left lower lobe"]],
+            "Pneumonia in the left lower lobe.",
+            "Pneumonia in the lower lobe.",
+        ),
+        (
+            [["nodule", "loc left upper lobe", "nodule", "normal", "loc cardiac"]],
+            "Nodule in the left upper lobe.",
+            "Nodule in the upper lobe.",
+        ),
+        # each part said normal once
+        (
+            [["normal", "loc rib", "loc right", "normal", "loc mediastinum", "normal", "loc rib"]],
+            "Normal mediastinum and ribs.",
+            "Normal mediastinum and ribs.",
+        ),
+        (
+            [["normal", "loc cardiac"], ["normal", "loc hilar", "loc cardiac"]],
+            "Normal cardiac silhouette. Normal hila.",
+            "Normal cardiac silhouette. Normal hila.",
+        ),
+        ([["normal", "loc rib"], ["normal", "loc rib", "loc left"]], "Normal ribs.", "Normal ribs."),
+    ],
+)
 def test_reviewed_defects_stay_fixed(sentences, frontal, lateral):
     assert render_report(sentences).text == frontal
     assert render_report(sentences, sides=False).text == lateral
 
 
-@pytest.mark.parametrize(("name", "head"), [
-    ("cardiomegaly", "cardiomegaly"), ("hemidiaphragm elevation left side", "hemidiaphragm"),
-    ("minor fissure thickening", "minor fissure"), ("callus rib fracture", "rib fracture"),
-    ("suboptimal study", "suboptimal study"),
-])
+@pytest.mark.parametrize(
+    ("name", "head"),
+    [
+        ("cardiomegaly", "cardiomegaly"),
+        ("hemidiaphragm elevation left side", "hemidiaphragm"),
+        ("minor fissure thickening", "minor fissure"),
+        ("callus rib fracture", "rib fracture"),
+        ("suboptimal study", "suboptimal study"),
+    ],
+)
 def test_label_head_is_what_every_statement_of_the_label_holds(name, head):
     assert label_head(name) == head
     for items in ([name], [name, "loc right", "loc basal"], [name, "loc left costophrenic angle"]):
@@ -432,14 +603,17 @@ def test_label_head_refuses_what_is_never_said_and_unknown_labels():
         label_head("humming heart")
 
 
-@pytest.mark.parametrize(("labels", "regions", "message"), [
-    ({"nodule": {"en": "nodule"}}, {}, "'at' is required for a finding"),
-    ({"normal": {"kind": "normal", "at": []}}, {}, "'at' is required for a finding and only there"),
-    ({"nodule": {"en": "nodule", "at": ["moon"]}}, {}, "'at' must be"),
-    ({"scoliosis": {"en": "scoliosis", "at": [], "sides": "single"}}, {}, "'single' only with side_words"),
-    ({}, {"basal": {"in": ["hemithorax"]}}, "has the name of a localization"),
-    ({}, {"lungs": {"in": ["left lower lobe"]}}, "unknown or sided"),
-])
+@pytest.mark.parametrize(
+    ("labels", "regions", "message"),
+    [
+        ({"nodule": {"en": "nodule"}}, {}, "'at' is required for a finding"),
+        ({"normal": {"kind": "normal", "at": []}}, {}, "'at' is required for a finding and only there"),
+        ({"nodule": {"en": "nodule", "at": ["moon"]}}, {}, "'at' must be"),
+        ({"scoliosis": {"en": "scoliosis", "at": [], "sides": "single"}}, {}, "'single' only with side_words"),
+        ({}, {"basal": {"in": ["hemithorax"]}}, "has the name of a localization"),
+        ({}, {"lungs": {"in": ["left lower lobe"]}}, "unknown or sided"),
+    ],
+)
 def test_the_manifest_says_where_each_finding_can_lie(labels, regions, message):
     with pytest.raises(ValueError, match=message):
         padchest_english._load_labels(labels, LOCS, padchest_english._load_regions(regions, LOCS))
@@ -456,16 +630,25 @@ def test_sides_are_left_out_of_normal_conflicts_without_sides():
 
 
 def test_labels_name_what_each_sentence_states():
-    report = render_report([["normal", "loc cardiac", "cardiomegaly"], ["exclude"], ["suboptimal study"],
-                            ["pacemaker", "dual chamber device", "unchanged"]])
+    report = render_report(
+        [
+            ["normal", "loc cardiac", "cardiomegaly"],
+            ["exclude"],
+            ["suboptimal study"],
+            ["pacemaker", "dual chamber device", "unchanged"],
+        ]
+    )
     assert report.labels == (("cardiomegaly",), ("suboptimal study",), ("pacemaker", "dual chamber device"))
     assert report.sources == (0, 2, 3)
 
 
-@pytest.mark.parametrize(("sentences", "phrase"), [
-    ([["pleural effusion", "loc moon"]], "loc moon"),
-    ([["normal"], ["pleural effusion"], ["humming heart"]], "humming heart"),
-])
+@pytest.mark.parametrize(
+    ("sentences", "phrase"),
+    [
+        ([["pleural effusion", "loc moon"]], "loc moon"),
+        ([["normal"], ["pleural effusion"], ["humming heart"]], "humming heart"),
+    ],
+)
 def test_an_unknown_string_is_named(sentences, phrase):
     with pytest.raises(UnknownPhrase) as raised:
         render_report(sentences)
@@ -480,7 +663,8 @@ _RUN = st.tuples(
     st.lists(st.sampled_from(sorted(LOCS)), max_size=3),
 )
 _SENTENCE = st.lists(_RUN, min_size=1, max_size=3).map(
-    lambda runs: [item for labels, locs in runs for item in labels + [LOCALIZATION_PREFIX + loc for loc in locs]])
+    lambda runs: [item for labels, locs in runs for item in labels + [LOCALIZATION_PREFIX + loc for loc in locs]]
+)
 _REPORT = st.lists(st.one_of(st.none(), _SENTENCE), min_size=1, max_size=6)
 
 
@@ -511,8 +695,9 @@ def test_random_runs_state_every_finding_with_only_its_own_words(report, sides):
     assert _side_problems(report, rendered) == [] and _modifier_problems(report, rendered) == []
 
 
-_NORMAL = st.lists(st.sampled_from(["normal", "loc cardiac", "loc right", "loc costophrenic angle", "loc pleural"]),
-                  max_size=4).map(lambda items: ["normal"] + items)
+_NORMAL = st.lists(
+    st.sampled_from(["normal", "loc cardiac", "loc right", "loc costophrenic angle", "loc pleural"]), max_size=4
+).map(lambda items: ["normal"] + items)
 
 
 @settings(max_examples=150, deadline=None)
@@ -521,8 +706,12 @@ def test_normal_never_contradicts_a_finding(report, sides):
     rendered = render_report(report, sides=sides)
     _assert_well_formed(rendered)
     labels, _ = _strings(report)
-    normal = [clause for sentence in rendered.sentences for clause in sentence[:-1].lower().split("; ")
-              if clause.startswith(("normal ", "no significant abnormality"))]
+    normal = [
+        clause
+        for sentence in rendered.sentences
+        for clause in sentence[:-1].lower().split("; ")
+        if clause.startswith(("normal ", "no significant abnormality"))
+    ]
     if any(LABELS[label].kind == "finding" for label in labels):
         assert not any(clause.startswith("no significant abnormality") for clause in normal)
     if labels & {"cardiomegaly", "heart insufficiency", "pericardial effusion"}:

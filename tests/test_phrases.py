@@ -6,11 +6,11 @@ from __future__ import annotations
 import re
 
 import pytest
+import realdata
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import manifests
-import realdata
 from schemas.records import AttributeMention
 from transforms.labeler import label_report
 from transforms.labels import TAXONOMY
@@ -27,28 +27,34 @@ def only(text: str, finding: str) -> AttributeMention:
 # ---------------------------------------------------------------- findings
 
 
-@pytest.mark.parametrize("text, finding", [
-    ("There is a small nodule in the right upper lobe.", "Lung Lesion"),
-    ("Right hilar mass.", "Lung Lesion"),
-    ("Patchy airspace disease at the left base.", "Lung Opacity"),
-    ("Streaky scarring in the lingula.", "Lung Opacity"),
-    ("Small left pleural fluid collection.", "Pleural Effusion"),
-    ("Moderate cardiomegaly.", "Cardiomegaly"),
-    ("Right IJ catheter terminates in the SVC.", "Support Devices"),
-    ("Healed right rib fractures.", "Fracture"),
-    ("Bilateral apical pleural capping.", "Pleural Other"),
-    ("Mild interstitial edema.", "Edema"),
-])
+@pytest.mark.parametrize(
+    "text, finding",
+    [
+        ("There is a small nodule in the right upper lobe.", "Lung Lesion"),
+        ("Right hilar mass.", "Lung Lesion"),
+        ("Patchy airspace disease at the left base.", "Lung Opacity"),
+        ("Streaky scarring in the lingula.", "Lung Opacity"),
+        ("Small left pleural fluid collection.", "Pleural Effusion"),
+        ("Moderate cardiomegaly.", "Cardiomegaly"),
+        ("Right IJ catheter terminates in the SVC.", "Support Devices"),
+        ("Healed right rib fractures.", "Fracture"),
+        ("Bilateral apical pleural capping.", "Pleural Other"),
+        ("Mild interstitial edema.", "Edema"),
+    ],
+)
 def test_finding_is_the_chexpert_name(text, finding):
     assert only(text, finding).presence == 1
 
 
-@pytest.mark.parametrize("text, hidden", [
-    ("Small pericardial effusion.", "Pleural Effusion"),
-    ("Calcified nodule in the left upper lobe.", "Lung Lesion"),
-    ("Massive hiatal hernia.", "Lung Lesion"),
-    ("Left pleural scarring.", "Lung Opacity"),
-])
+@pytest.mark.parametrize(
+    "text, hidden",
+    [
+        ("Small pericardial effusion.", "Pleural Effusion"),
+        ("Calcified nodule in the left upper lobe.", "Lung Lesion"),
+        ("Massive hiatal hernia.", "Lung Lesion"),
+        ("Left pleural scarring.", "Lung Opacity"),
+    ],
+)
 def test_unmention_phrases_are_not_mentions(text, hidden):
     assert hidden not in {mention.finding for mention in extract_mentions(text)}
 
@@ -56,51 +62,57 @@ def test_unmention_phrases_are_not_mentions(text, hidden):
 # ---------------------------------------------------------------- presence
 
 
-@pytest.mark.parametrize("text, finding, presence", [
-    ("No focal consolidation, effusion, or pneumothorax.", "Pneumothorax", 0),
-    ("No focal consolidation, effusion, or pneumothorax.", "Pleural Effusion", 0),
-    ("Lungs are clear without focal infiltrate.", "Lung Opacity", 0),
-    ("Heart size is normal.", "Cardiomegaly", 0),
-    ("The heart is not enlarged.", "Cardiomegaly", 0),
-    ("Normal heart size.", "Cardiomegaly", 0),
-    ("Negative for pneumothorax.", "Pneumothorax", 0),
-    ("Interval resolution of the left effusion.", "Pleural Effusion", 0),
-    ("Cannot exclude a small right pneumothorax.", "Pneumothorax", -1),
-    ("A small pneumothorax is not excluded.", "Pneumothorax", -1),
-    ("No new consolidation.", "Consolidation", -1),
-    ("Opacity at the right base may represent atelectasis.", "Atelectasis", -1),
-    ("Findings are suspicious for pneumonia.", "Pneumonia", -1),
-    ("Possible small left effusion.", "Pleural Effusion", -1),
-    ("Left basilar atelectasis.", "Atelectasis", 1),
-    # a pseudo-negation is no negation
-    ("No change in the small left effusion.", "Pleural Effusion", 1),
-    ("No significant interval change in bibasilar atelectasis.", "Atelectasis", 1),
-    # a terminator ends the negation scope
-    ("No pneumothorax, but there is a small left effusion.", "Pleural Effusion", 1),
-    # a post cue acts inside its own clause only
-    ("Heart size is mildly enlarged, pulmonary vascularity within normal limits.", "Cardiomegaly", 1),
-    ("Interval clearing of the left basilar opacity.", "Lung Opacity", 0),
-])
+@pytest.mark.parametrize(
+    "text, finding, presence",
+    [
+        ("No focal consolidation, effusion, or pneumothorax.", "Pneumothorax", 0),
+        ("No focal consolidation, effusion, or pneumothorax.", "Pleural Effusion", 0),
+        ("Lungs are clear without focal infiltrate.", "Lung Opacity", 0),
+        ("Heart size is normal.", "Cardiomegaly", 0),
+        ("The heart is not enlarged.", "Cardiomegaly", 0),
+        ("Normal heart size.", "Cardiomegaly", 0),
+        ("Negative for pneumothorax.", "Pneumothorax", 0),
+        ("Interval resolution of the left effusion.", "Pleural Effusion", 0),
+        ("Cannot exclude a small right pneumothorax.", "Pneumothorax", -1),
+        ("A small pneumothorax is not excluded.", "Pneumothorax", -1),
+        ("No new consolidation.", "Consolidation", -1),
+        ("Opacity at the right base may represent atelectasis.", "Atelectasis", -1),
+        ("Findings are suspicious for pneumonia.", "Pneumonia", -1),
+        ("Possible small left effusion.", "Pleural Effusion", -1),
+        ("Left basilar atelectasis.", "Atelectasis", 1),
+        # a pseudo-negation is no negation
+        ("No change in the small left effusion.", "Pleural Effusion", 1),
+        ("No significant interval change in bibasilar atelectasis.", "Atelectasis", 1),
+        # a terminator ends the negation scope
+        ("No pneumothorax, but there is a small left effusion.", "Pleural Effusion", 1),
+        # a post cue acts inside its own clause only
+        ("Heart size is mildly enlarged, pulmonary vascularity within normal limits.", "Cardiomegaly", 1),
+        ("Interval clearing of the left basilar opacity.", "Lung Opacity", 0),
+    ],
+)
 def test_presence(text, finding, presence):
     assert only(text, finding).presence == presence
 
 
 # The hedges of the report labeler (manifests/labeler/cues.yaml): a mention and the report's labels
 # agree on presence. "probable" / "likely" state a high likelihood; "less likely" is a hedge.
-@pytest.mark.parametrize("text, finding, presence", [
-    ("Probable right lower lobe pneumonia.", "Pneumonia", 1),
-    ("Probable small bilateral pleural effusions.", "Pleural Effusion", 1),
-    ("Mild bibasilar airspace disease, probably atelectasis.", "Atelectasis", 1),
-    ("Left basilar opacity, likely atelectasis.", "Atelectasis", 1),
-    ("Atelectasis is likely.", "Atelectasis", 1),
-    ("Pneumonia is less likely.", "Pneumonia", -1),
-    ("Less likely pneumonia.", "Pneumonia", -1),
-    ("Possible small bilateral pleural effusions.", "Pleural Effusion", -1),
-    # the leading diagnosis named as such is a finding; a bare "suggestive of" stays a hedge
-    ("Streaky opacities most suggestive of atelectasis.", "Atelectasis", 1),
-    ("Bandlike opacity suggestive of atelectasis.", "Atelectasis", -1),
-    ("Apical scarring, although difficult to exclude a small nodule.", "Lung Lesion", -1),
-])
+@pytest.mark.parametrize(
+    "text, finding, presence",
+    [
+        ("Probable right lower lobe pneumonia.", "Pneumonia", 1),
+        ("Probable small bilateral pleural effusions.", "Pleural Effusion", 1),
+        ("Mild bibasilar airspace disease, probably atelectasis.", "Atelectasis", 1),
+        ("Left basilar opacity, likely atelectasis.", "Atelectasis", 1),
+        ("Atelectasis is likely.", "Atelectasis", 1),
+        ("Pneumonia is less likely.", "Pneumonia", -1),
+        ("Less likely pneumonia.", "Pneumonia", -1),
+        ("Possible small bilateral pleural effusions.", "Pleural Effusion", -1),
+        # the leading diagnosis named as such is a finding; a bare "suggestive of" stays a hedge
+        ("Streaky opacities most suggestive of atelectasis.", "Atelectasis", 1),
+        ("Bandlike opacity suggestive of atelectasis.", "Atelectasis", -1),
+        ("Apical scarring, although difficult to exclude a small nodule.", "Lung Lesion", -1),
+    ],
+)
 def test_presence_agrees_with_the_labeler(text, finding, presence):
     assert only(text, finding).presence == presence
     assert label_report(text)[finding] == presence
@@ -114,24 +126,32 @@ def test_negated_mentions_keep_their_attributes():
 # ---------------------------------------------------------------- laterality and zones
 
 
-@pytest.mark.parametrize("text, finding, laterality, zones", [
-    ("Small left apical pneumothorax.", "Pneumothorax", "left", ["upper", "apical"]),
-    ("Bibasilar atelectasis.", "Atelectasis", "bilateral", ["lower", "basal"]),
-    ("Bilateral pleural effusions.", "Pleural Effusion", "bilateral", []),
-    ("Opacities, right greater than left.", "Lung Opacity", "bilateral", []),
-    ("Opacity in the right lower lobe and left base.", "Lung Opacity", "bilateral", ["lower", "basal"]),
-    ("Effusion on the right.", "Pleural Effusion", "right", []),
-    ("RUL consolidation.", "Consolidation", "right", ["upper"]),
-    ("Left retrocardiac opacity.", "Lung Opacity", "left", ["lower", "retrocardiac"]),
-    ("Blunting of the right costophrenic angle by a small effusion.", "Pleural Effusion", "right", ["lower", "costophrenic"]),
-    ("Streaky perihilar opacities.", "Lung Opacity", None, ["middle", "perihilar"]),
-    ("Scarring in the lingula.", "Lung Opacity", None, ["middle", "lingula"]),
-    ("Diffuse interstitial opacities.", "Lung Opacity", None, ["diffuse"]),
-    ("Subpleural reticulation.", "Lung Opacity", None, ["peripheral"]),
-    ("Scarring in the lung apices.", "Lung Opacity", "bilateral", ["upper", "apical"]),
-    # an explicit side wins over the implicit one of a plural zone noun
-    ("Atelectasis in the right middle and lower lobes.", "Atelectasis", "right", ["middle", "lower"]),
-])
+@pytest.mark.parametrize(
+    "text, finding, laterality, zones",
+    [
+        ("Small left apical pneumothorax.", "Pneumothorax", "left", ["upper", "apical"]),
+        ("Bibasilar atelectasis.", "Atelectasis", "bilateral", ["lower", "basal"]),
+        ("Bilateral pleural effusions.", "Pleural Effusion", "bilateral", []),
+        ("Opacities, right greater than left.", "Lung Opacity", "bilateral", []),
+        ("Opacity in the right lower lobe and left base.", "Lung Opacity", "bilateral", ["lower", "basal"]),
+        ("Effusion on the right.", "Pleural Effusion", "right", []),
+        ("RUL consolidation.", "Consolidation", "right", ["upper"]),
+        ("Left retrocardiac opacity.", "Lung Opacity", "left", ["lower", "retrocardiac"]),
+        (
+            "Blunting of the right costophrenic angle by a small effusion.",
+            "Pleural Effusion",
+            "right",
+            ["lower", "costophrenic"],
+        ),
+        ("Streaky perihilar opacities.", "Lung Opacity", None, ["middle", "perihilar"]),
+        ("Scarring in the lingula.", "Lung Opacity", None, ["middle", "lingula"]),
+        ("Diffuse interstitial opacities.", "Lung Opacity", None, ["diffuse"]),
+        ("Subpleural reticulation.", "Lung Opacity", None, ["peripheral"]),
+        ("Scarring in the lung apices.", "Lung Opacity", "bilateral", ["upper", "apical"]),
+        # an explicit side wins over the implicit one of a plural zone noun
+        ("Atelectasis in the right middle and lower lobes.", "Atelectasis", "right", ["middle", "lower"]),
+    ],
+)
 def test_laterality_and_zones(text, finding, laterality, zones):
     mention = only(text, finding)
     assert (mention.laterality, mention.zones) == (laterality, zones)
@@ -154,77 +174,101 @@ def sides(text: str) -> list[tuple[str, str | None]]:
     return [(m.finding, m.laterality) for m in extract_mentions(text)]
 
 
-@pytest.mark.parametrize("text, expected", [
-    # heart chambers, heart borders, mediastinal vessels and airways carry their own side
-    ("Left chest wall pacemaker with leads in the right atrium and right ventricle.", [("Support Devices", "left")]),
-    ("Left PICC with tip in the right atrium.", [("Support Devices", "left")]),
-    ("Catheter tip projects over the right atrium.", [("Support Devices", None)]),
-    ("Pacer leads in the right atrial and right ventricular positions.", [("Support Devices", None)]),
-    ("Endotracheal tube tip in the right mainstem bronchus.", [("Support Devices", None)]),
-    ("Left subclavian catheter with its tip in the left brachiocephalic vein.", [("Support Devices", "left")]),
-    ("Nodule projecting over the left heart border.", [("Lung Lesion", None)]),
-    ("Subsegmental atelectasis overlying the left ventricle.", [("Atelectasis", None)]),
-    ("Right-sided aortic arch and a small left effusion.", [("Pleural Effusion", "left")]),
-    ("Right paratracheal mass.", [("Lung Lesion", "right")]),  # the mass's own side
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # heart chambers, heart borders, mediastinal vessels and airways carry their own side
+        (
+            "Left chest wall pacemaker with leads in the right atrium and right ventricle.",
+            [("Support Devices", "left")],
+        ),
+        ("Left PICC with tip in the right atrium.", [("Support Devices", "left")]),
+        ("Catheter tip projects over the right atrium.", [("Support Devices", None)]),
+        ("Pacer leads in the right atrial and right ventricular positions.", [("Support Devices", None)]),
+        ("Endotracheal tube tip in the right mainstem bronchus.", [("Support Devices", None)]),
+        ("Left subclavian catheter with its tip in the left brachiocephalic vein.", [("Support Devices", "left")]),
+        ("Nodule projecting over the left heart border.", [("Lung Lesion", None)]),
+        ("Subsegmental atelectasis overlying the left ventricle.", [("Atelectasis", None)]),
+        ("Right-sided aortic arch and a small left effusion.", [("Pleural Effusion", "left")]),
+        ("Right paratracheal mass.", [("Lung Lesion", "right")]),  # the mass's own side
+    ],
+)
 def test_sides_of_other_structures_do_not_lateralise(text, expected):
     assert sides(text) == expected
 
 
-@pytest.mark.parametrize("text, expected", [
-    # a device's side: a side word before it, or where it sits
-    ("Right internal jugular line tip in the SVC.", [("Support Devices", "right")]),
-    ("Left chest wall pacemaker.", [("Support Devices", "left")]),
-    ("Stable left-sided ICD.", [("Support Devices", "left")]),
-    ("Cardiac pacemaker generator overlies the left hemithorax.", [("Support Devices", "left")]),
-    ("Port on the right with the catheter tip in the SVC.", [("Support Devices", "right")]),
-    ("Chest tube in the right hemithorax, small right apical pneumothorax.",
-     [("Support Devices", "right"), ("Pneumothorax", "right")]),
-    # ...never from where its tip lies, nor from a finding nearby; without a side it has none
-    ("Nasogastric tube courses below the left hemidiaphragm.", [("Support Devices", None)]),
-    ("Tracheostomy tube near a right upper lobe opacity.", [("Support Devices", None), ("Lung Opacity", "right")]),
-    ("Endotracheal tube in good position.", [("Support Devices", None)]),
-    ("Feeding tube, and left basilar atelectasis.", [("Support Devices", None), ("Atelectasis", "left")]),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # a device's side: a side word before it, or where it sits
+        ("Right internal jugular line tip in the SVC.", [("Support Devices", "right")]),
+        ("Left chest wall pacemaker.", [("Support Devices", "left")]),
+        ("Stable left-sided ICD.", [("Support Devices", "left")]),
+        ("Cardiac pacemaker generator overlies the left hemithorax.", [("Support Devices", "left")]),
+        ("Port on the right with the catheter tip in the SVC.", [("Support Devices", "right")]),
+        (
+            "Chest tube in the right hemithorax, small right apical pneumothorax.",
+            [("Support Devices", "right"), ("Pneumothorax", "right")],
+        ),
+        # ...never from where its tip lies, nor from a finding nearby; without a side it has none
+        ("Nasogastric tube courses below the left hemidiaphragm.", [("Support Devices", None)]),
+        ("Tracheostomy tube near a right upper lobe opacity.", [("Support Devices", None), ("Lung Opacity", "right")]),
+        ("Endotracheal tube in good position.", [("Support Devices", None)]),
+        ("Feeding tube, and left basilar atelectasis.", [("Support Devices", None), ("Atelectasis", "left")]),
+    ],
+)
 def test_device_side_comes_from_the_device_itself(text, expected):
     assert sides(text) == expected
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("Left chest wall AICD generator.", [("Support Devices", "left")]),  # one device, one mention
-    ("Right humeral internal fixation hardware.", [("Support Devices", "right")]),
-    ("Biliary stent in the right upper quadrant.", [("Support Devices", "right")]),
-    ("Calcified right hilar nodes from prior granulomatous infection.", []),  # healed, not pneumonia
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Left chest wall AICD generator.", [("Support Devices", "left")]),  # one device, one mention
+        ("Right humeral internal fixation hardware.", [("Support Devices", "right")]),
+        ("Biliary stent in the right upper quadrant.", [("Support Devices", "right")]),
+        ("Calcified right hilar nodes from prior granulomatous infection.", []),  # healed, not pneumonia
+    ],
+)
 def test_added_device_and_unmention_phrases(text, expected):
     assert sides(text) == expected
 
 
-@pytest.mark.parametrize("text, expected", [
-    # bilateral: both sides stated for the finding, "bilateral", "bibasilar", plural effusions
-    ("Small right and left effusions.", [("Pleural Effusion", "bilateral")]),
-    ("Small effusions.", [("Pleural Effusion", "bilateral")]),
-    ("Opacities in both lungs.", [("Lung Opacity", "bilateral")]),
-    ("Small effusions, right greater than left.", [("Pleural Effusion", "bilateral")]),
-    ("Small right effusion. No left effusion.", [("Pleural Effusion", "right"), ("Pleural Effusion", "left")]),
-    # "both" of anything but the chest is no side
-    ("Small right pleural effusion, visible on both PA and lateral views.", [("Pleural Effusion", "right")]),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # bilateral: both sides stated for the finding, "bilateral", "bibasilar", plural effusions
+        ("Small right and left effusions.", [("Pleural Effusion", "bilateral")]),
+        ("Small effusions.", [("Pleural Effusion", "bilateral")]),
+        ("Opacities in both lungs.", [("Lung Opacity", "bilateral")]),
+        ("Small effusions, right greater than left.", [("Pleural Effusion", "bilateral")]),
+        ("Small right effusion. No left effusion.", [("Pleural Effusion", "right"), ("Pleural Effusion", "left")]),
+        # "both" of anything but the chest is no side
+        ("Small right pleural effusion, visible on both PA and lateral views.", [("Pleural Effusion", "right")]),
+    ],
+)
 def test_bilateral_needs_both_sides(text, expected):
     assert sides(text) == expected
 
 
-@pytest.mark.parametrize("text, expected", [
-    # each side at its own height: one mention per side, each with its zones
-    ("Patchy left apical and right basilar airspace disease.",
-     [("left", ["upper", "apical"]), ("right", ["lower", "basal"])]),
-    ("Right upper and left lower lobe airspace disease.", [("right", ["upper"]), ("left", ["lower"])]),
-    ("Haziness in the right lung and left base, which could represent infiltrate.",
-     [("right", []), ("left", ["lower", "basal"])]),
-    # the same height, or sides sharing one height, stay one bilateral mention
-    ("Increase in right and decrease in left basilar atelectasis.", [("bilateral", ["lower", "basal"])]),
-    ("Right and left lower lobe opacities.", [("bilateral", ["lower"])]),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # each side at its own height: one mention per side, each with its zones
+        (
+            "Patchy left apical and right basilar airspace disease.",
+            [("left", ["upper", "apical"]), ("right", ["lower", "basal"])],
+        ),
+        ("Right upper and left lower lobe airspace disease.", [("right", ["upper"]), ("left", ["lower"])]),
+        (
+            "Haziness in the right lung and left base, which could represent infiltrate.",
+            [("right", []), ("left", ["lower", "basal"])],
+        ),
+        # the same height, or sides sharing one height, stay one bilateral mention
+        ("Increase in right and decrease in left basilar atelectasis.", [("bilateral", ["lower", "basal"])]),
+        ("Right and left lower lobe opacities.", [("bilateral", ["lower"])]),
+    ],
+)
 def test_sides_at_different_heights_are_separate_mentions(text, expected):
     assert [(m.laterality, m.zones) for m in extract_mentions(text)] == expected
 
@@ -232,35 +276,41 @@ def test_sides_at_different_heights_are_separate_mentions(text, expected):
 # ---------------------------------------------------------------- severity and temporal cues
 
 
-@pytest.mark.parametrize("text, finding, severity, scale", [
-    ("Trace left pleural effusion.", "Pleural Effusion", (0, 0), "size"),
-    ("Small right pneumothorax.", "Pneumothorax", (1, 1), "size"),
-    ("Mild cardiomegaly.", "Cardiomegaly", (1, 1), "severity"),
-    ("Heart size is mildly enlarged.", "Cardiomegaly", (1, 1), "severity"),
-    ("Moderate right effusion.", "Pleural Effusion", (2, 2), "size"),
-    ("Moderate pulmonary edema.", "Edema", (2, 2), "severity"),
-    ("Large left pleural effusion.", "Pleural Effusion", (3, 3), "size"),
-    ("Severe cardiomegaly.", "Cardiomegaly", (3, 3), "severity"),
-    ("Mild to moderate pulmonary edema.", "Edema", (1, 2), "severity"),
-    ("Small-to-moderate left effusion.", "Pleural Effusion", (1, 2), "size"),
-    ("Moderate-to-large right effusion.", "Pleural Effusion", (2, 3), "size"),
-    ("Left lower lobe consolidation.", "Consolidation", None, None),
-])
+@pytest.mark.parametrize(
+    "text, finding, severity, scale",
+    [
+        ("Trace left pleural effusion.", "Pleural Effusion", (0, 0), "size"),
+        ("Small right pneumothorax.", "Pneumothorax", (1, 1), "size"),
+        ("Mild cardiomegaly.", "Cardiomegaly", (1, 1), "severity"),
+        ("Heart size is mildly enlarged.", "Cardiomegaly", (1, 1), "severity"),
+        ("Moderate right effusion.", "Pleural Effusion", (2, 2), "size"),
+        ("Moderate pulmonary edema.", "Edema", (2, 2), "severity"),
+        ("Large left pleural effusion.", "Pleural Effusion", (3, 3), "size"),
+        ("Severe cardiomegaly.", "Cardiomegaly", (3, 3), "severity"),
+        ("Mild to moderate pulmonary edema.", "Edema", (1, 2), "severity"),
+        ("Small-to-moderate left effusion.", "Pleural Effusion", (1, 2), "size"),
+        ("Moderate-to-large right effusion.", "Pleural Effusion", (2, 3), "size"),
+        ("Left lower lobe consolidation.", "Consolidation", None, None),
+    ],
+)
 def test_severity_is_an_ordinal_range_with_its_scale(text, finding, severity, scale):
     mention = only(text, finding)
     assert (mention.severity, mention.severity_scale) == (severity, scale)
 
 
-@pytest.mark.parametrize("text, finding, temporal", [
-    ("New left lower lobe consolidation.", "Consolidation", "new"),
-    ("Increased right pleural effusion.", "Pleural Effusion", "worsened"),
-    ("Improved left basilar atelectasis.", "Atelectasis", "improved"),
-    ("Stable mild cardiomegaly.", "Cardiomegaly", "no change"),
-    ("Right apical scarring is unchanged.", "Lung Opacity", "no change"),
-    ("Interval resolution of the left effusion.", "Pleural Effusion", "resolved"),
-    ("Chronic left rib fractures.", "Fracture", "chronic"),
-    ("Mild to moderate pulmonary edema, worsened since the prior study.", "Edema", "worsened"),
-])
+@pytest.mark.parametrize(
+    "text, finding, temporal",
+    [
+        ("New left lower lobe consolidation.", "Consolidation", "new"),
+        ("Increased right pleural effusion.", "Pleural Effusion", "worsened"),
+        ("Improved left basilar atelectasis.", "Atelectasis", "improved"),
+        ("Stable mild cardiomegaly.", "Cardiomegaly", "no change"),
+        ("Right apical scarring is unchanged.", "Lung Opacity", "no change"),
+        ("Interval resolution of the left effusion.", "Pleural Effusion", "resolved"),
+        ("Chronic left rib fractures.", "Fracture", "chronic"),
+        ("Mild to moderate pulmonary edema, worsened since the prior study.", "Edema", "worsened"),
+    ],
+)
 def test_temporal_cue_is_separate_from_severity(text, finding, temporal):
     assert only(text, finding).temporal == temporal
 
@@ -273,30 +323,38 @@ def test_increased_density_is_a_finding_not_a_temporal_cue():
 
 
 # Reports as they arrive: CRLF line ends and MIMIC's line breaks with a leading space inside sentences.
-@pytest.mark.parametrize("text, finding, presence", [
-    ("Cannot\n exclude pneumonia.", "Pneumonia", -1),
-    ("Cannot\r\n exclude pneumonia.", "Pneumonia", -1),
-    ("Pneumonia cannot\r\n be excluded.", "Pneumonia", -1),
-    ("A small right pneumothorax is not\n excluded.", "Pneumothorax", -1),
-    ("Possible\r\nleft lower lobe pneumonia.", "Pneumonia", -1),
-    ("No\n pneumothorax.", "Pneumothorax", 0),
-    ("No\r\n focal consolidation,\r\n effusion or\r\n pneumothorax.", "Pneumothorax", 0),
-    ("Heart size is\r\n within normal\r\n limits.", "Cardiomegaly", 0),
-    ("No significant\r\n change in the left\r\n effusion.", "Pleural Effusion", 1),
-])
+@pytest.mark.parametrize(
+    "text, finding, presence",
+    [
+        ("Cannot\n exclude pneumonia.", "Pneumonia", -1),
+        ("Cannot\r\n exclude pneumonia.", "Pneumonia", -1),
+        ("Pneumonia cannot\r\n be excluded.", "Pneumonia", -1),
+        ("A small right pneumothorax is not\n excluded.", "Pneumothorax", -1),
+        ("Possible\r\nleft lower lobe pneumonia.", "Pneumonia", -1),
+        ("No\n pneumothorax.", "Pneumothorax", 0),
+        ("No\r\n focal consolidation,\r\n effusion or\r\n pneumothorax.", "Pneumothorax", 0),
+        ("Heart size is\r\n within normal\r\n limits.", "Cardiomegaly", 0),
+        ("No significant\r\n change in the left\r\n effusion.", "Pleural Effusion", 1),
+    ],
+)
 def test_line_broken_cues_read_as_on_one_line(text, finding, presence):
     assert only(text, finding).presence == presence
 
 
 def test_crlf_report_gives_the_mentions_of_its_lf_twin_with_original_spans():
-    lf = ("FINDINGS:\n Small left\n pleural effusion.  Cannot exclude\n early pneumonia.\n\n"
-          "IMPRESSION:\n 1. No\n pneumothorax.")
+    lf = (
+        "FINDINGS:\n Small left\n pleural effusion.  Cannot exclude\n early pneumonia.\n\n"
+        "IMPRESSION:\n 1. No\n pneumothorax."
+    )
     crlf = lf.replace("\n", "\r\n")
     plain, windows = extract_mentions(lf), extract_mentions(crlf)
     strip = ("sentence", "span")
     assert [m.model_dump(exclude=set(strip)) for m in windows] == [m.model_dump(exclude=set(strip)) for m in plain]
     assert [(m.finding, m.presence, m.laterality) for m in windows] == [
-        ("Pleural Effusion", 1, "left"), ("Pneumonia", -1, None), ("Pneumothorax", 0, None)]
+        ("Pleural Effusion", 1, "left"),
+        ("Pneumonia", -1, None),
+        ("Pneumothorax", 0, None),
+    ]
     # sentence is the ORIGINAL text between the span's offsets, CR, LF and repeated spaces kept
     for text, mentions in ((lf, plain), (crlf, windows)):
         for mention in mentions:
@@ -310,19 +368,40 @@ def test_sentence_and_span_point_into_the_input_text():
     mentions = extract_mentions(text)
     assert [m.finding for m in mentions] == ["Cardiomegaly", "Pleural Effusion", "Pleural Effusion"]
     for mention in mentions:
-        assert text[mention.span[0]:mention.span[1]] == mention.sentence
+        assert text[mention.span[0] : mention.span[1]] == mention.sentence
     assert mentions[1].sentence == "Small left\neffusion." and mentions[1].laterality == "left"
     assert mentions[2].sentence == "1. Small left effusion."
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.sampled_from(["No effusion.", "Small left effusion", " and ", "moderate", "\n", "  ", "\r\n",
-                                 "\n ", "Cannot\r\n exclude", "Heart size normal", ", ", "bibasilar opacities",
-                                 "right upper and left lower lobe opacities", "1. ", "XXXX"]), max_size=12))
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "No effusion.",
+                "Small left effusion",
+                " and ",
+                "moderate",
+                "\n",
+                "  ",
+                "\r\n",
+                "\n ",
+                "Cannot\r\n exclude",
+                "Heart size normal",
+                ", ",
+                "bibasilar opacities",
+                "right upper and left lower lobe opacities",
+                "1. ",
+                "XXXX",
+            ]
+        ),
+        max_size=12,
+    )
+)
 def test_every_span_slices_its_sentence(pieces):
     text = "".join(pieces)
     for mention in extract_mentions(text):
-        assert text[mention.span[0]:mention.span[1]] == mention.sentence
+        assert text[mention.span[0] : mention.span[1]] == mention.sentence
         assert mention.sentence.strip() == mention.sentence
 
 
@@ -337,10 +416,12 @@ def test_bad_input_is_a_clear_error():
 def test_attribute_prompt_renders_positive_mentions_only():
     mentions = extract_mentions(
         "Small left apical pneumothorax. Moderate cardiomegaly. No pleural effusion. Possible right basilar "
-        "consolidation. Bibasilar atelectasis. Mild to moderate pulmonary edema.")
+        "consolidation. Bibasilar atelectasis. Mild to moderate pulmonary edema."
+    )
     assert attribute_prompt(mentions) == (
         "small left apical pneumothorax, moderate cardiomegaly, bilateral basal atelectasis, "
-        "mild to moderate pulmonary edema")
+        "mild to moderate pulmonary edema"
+    )
     assert attribute_prompt([]) == ""
 
 
@@ -355,14 +436,16 @@ def test_attribute_phrase_without_attributes_is_the_finding():
 
 
 def test_padchest_labels_and_localizations_become_mentions():
-    mentions = padchest_mentions([
-        ["alveolar pattern", "interstitial pattern", "loc basal", "loc left"],
-        ["pleural effusion left side"],
-        None,
-        ["heart insufficiency", "loc cardiac", "pacemaker", "loc right"],
-        ["normal"],
-        ["scoliosis", "", "loc right", "exclude"],
-    ])
+    mentions = padchest_mentions(
+        [
+            ["alveolar pattern", "interstitial pattern", "loc basal", "loc left"],
+            ["pleural effusion left side"],
+            None,
+            ["heart insufficiency", "loc cardiac", "pacemaker", "loc right"],
+            ["normal"],
+            ["scoliosis", "", "loc right", "exclude"],
+        ]
+    )
     summary = [(m.finding, m.presence, m.laterality, m.zones) for m in mentions]
     assert summary == [
         ("Lung Opacity", 1, "left", ["lower", "basal"]),  # two labels, one category: one mention
@@ -371,18 +454,27 @@ def test_padchest_labels_and_localizations_become_mentions():
         ("Cardiomegaly", -1, None, []),
         ("Support Devices", 1, "right", []),
     ]
-    joined = " . ".join(["alveolar pattern, interstitial pattern, loc basal, loc left", "pleural effusion left side", "",
-                         "heart insufficiency, loc cardiac, pacemaker, loc right", "normal",
-                         "scoliosis, , loc right, exclude"])
+    joined = " . ".join(
+        [
+            "alveolar pattern, interstitial pattern, loc basal, loc left",
+            "pleural effusion left side",
+            "",
+            "heart insufficiency, loc cardiac, pacemaker, loc right",
+            "normal",
+            "scoliosis, , loc right, exclude",
+        ]
+    )
     for mention in mentions:
-        assert joined[mention.span[0]:mention.span[1]] == mention.sentence
+        assert joined[mention.span[0] : mention.span[1]] == mention.sentence
 
 
 def test_padchest_severity_stems_grade_only_a_sentence_of_one_finding():
     labels = [["pleural effusion", "loc pleural", "loc right"], ["cardiomegaly", "loc cardiac"]]
     graded = padchest_mentions(labels, "pequen derram pleural derech . moder cardiomegali .")
     assert [(m.finding, m.severity, m.severity_scale) for m in graded] == [
-        ("Pleural Effusion", (1, 1), "size"), ("Cardiomegaly", (2, 2), "severity")]
+        ("Pleural Effusion", (1, 1), "size"),
+        ("Cardiomegaly", (2, 2), "severity"),
+    ]
     # the report's sentences do not line up with the label lists: no grade anywhere
     assert all(m.severity is None for m in padchest_mentions(labels, "grand derram pleural derech ."))
     # one sentence, two findings: the word cannot be given to either
@@ -395,11 +487,14 @@ def test_padchest_bilateral_localizations():
     assert (mention.laterality, mention.zones) == ("bilateral", ["middle", "lower", "perihilar", "basal"])
 
 
-@pytest.mark.parametrize("items, message", [
-    (["pleural efusion"], "neither mapped nor listed"),
-    (["pleural effusion", "loc nowhere"], "not in manifests/attributes.yaml"),
-    (["loc left", "pleural effusion"], "before any label"),
-])
+@pytest.mark.parametrize(
+    "items, message",
+    [
+        (["pleural efusion"], "neither mapped nor listed"),
+        (["pleural effusion", "loc nowhere"], "not in manifests/attributes.yaml"),
+        (["loc left", "pleural effusion"], "before any label"),
+    ],
+)
 def test_padchest_unknown_strings_are_errors(items, message):
     with pytest.raises(ValueError, match=message):
         padchest_mentions([items])
@@ -413,16 +508,33 @@ def test_padchest_unknown_strings_are_errors(items, message):
 # findings too). Micro-F1 over (report, laterality) pairs of all even-id reports, findings + impression.
 
 MESH_FINDINGS = {
-    "Opacity": "Lung Opacity", "Density": "Lung Opacity", "Airspace Disease": "Lung Opacity",
-    "Infiltrate": "Lung Opacity", "Cicatrix": "Lung Opacity", "Markings": "Lung Opacity",
-    "Lung Diseases, Interstitial": "Lung Opacity", "Pulmonary Atelectasis": "Atelectasis",
-    "Pleural Effusion": "Pleural Effusion", "Hydropneumothorax": "Pneumothorax", "Nodule": "Lung Lesion",
-    "Mass": "Lung Lesion", "Cavitation": "Lung Lesion", "Pneumonia": "Pneumonia", "Consolidation": "Consolidation",
-    "Pneumothorax": "Pneumothorax", "Pulmonary Edema": "Edema", "Pulmonary Congestion": "Edema",
-    "Fractures, Bone": "Fracture", "Catheters, Indwelling": "Support Devices",
-    "Implanted Medical Device": "Support Devices", "Tube, Inserted": "Support Devices",
-    "Medical Device": "Support Devices", "Stents": "Support Devices", "Thickening": "Pleural Other",
-    "Pulmonary Fibrosis": "Pleural Other", "Cardiomegaly": "Cardiomegaly",
+    "Opacity": "Lung Opacity",
+    "Density": "Lung Opacity",
+    "Airspace Disease": "Lung Opacity",
+    "Infiltrate": "Lung Opacity",
+    "Cicatrix": "Lung Opacity",
+    "Markings": "Lung Opacity",
+    "Lung Diseases, Interstitial": "Lung Opacity",
+    "Pulmonary Atelectasis": "Atelectasis",
+    "Pleural Effusion": "Pleural Effusion",
+    "Hydropneumothorax": "Pneumothorax",
+    "Nodule": "Lung Lesion",
+    "Mass": "Lung Lesion",
+    "Cavitation": "Lung Lesion",
+    "Pneumonia": "Pneumonia",
+    "Consolidation": "Consolidation",
+    "Pneumothorax": "Pneumothorax",
+    "Pulmonary Edema": "Edema",
+    "Pulmonary Congestion": "Edema",
+    "Fractures, Bone": "Fracture",
+    "Catheters, Indwelling": "Support Devices",
+    "Implanted Medical Device": "Support Devices",
+    "Tube, Inserted": "Support Devices",
+    "Medical Device": "Support Devices",
+    "Stents": "Support Devices",
+    "Thickening": "Pleural Other",
+    "Pulmonary Fibrosis": "Pleural Other",
+    "Cardiomegaly": "Cardiomegaly",
 }
 SIDES = {"left", "right", "bilateral"}
 MESH_SEVERITY = {"mild": 1, "small": 1, "borderline": 1, "moderate": 2, "severe": 3, "large": 3}
@@ -451,16 +563,22 @@ def test_iu_lateralities_match_mesh(iu_reports):
     ours, naive = [], []
     for report in iu_reports:
         text = " ".join(part for part in (report.findings, report.impression) if part)
-        gold = {side for term in report.mesh_major if term.split("/")[0] in MESH_FINDINGS
-                for side in SIDES & set(term.split("/")[1:])}
+        gold = {
+            side
+            for term in report.mesh_major
+            if term.split("/")[0] in MESH_FINDINGS
+            for side in SIDES & set(term.split("/")[1:])
+        }
         mentions = extract_mentions(text)
         ours.append((gold, {m.laterality for m in mentions if m.presence != 0 and m.laterality}))
         naive.append((gold, naive_lateralities(text)))
     f1, precision, recall = micro_f1(ours)
     naive_f1, naive_precision, naive_recall = micro_f1(naive)
-    print(f"\nIU even ids ({len(iu_reports)} reports) laterality micro-F1: extractor {f1:.3f} "
-          f"(P {precision:.3f} R {recall:.3f}); any-laterality-word baseline {naive_f1:.3f} "
-          f"(P {naive_precision:.3f} R {naive_recall:.3f})")
+    print(
+        f"\nIU even ids ({len(iu_reports)} reports) laterality micro-F1: extractor {f1:.3f} "
+        f"(P {precision:.3f} R {recall:.3f}); any-laterality-word baseline {naive_f1:.3f} "
+        f"(P {naive_precision:.3f} R {naive_recall:.3f})"
+    )
     assert len(iu_reports) == 1976
     assert f1 >= 0.90 and f1 > naive_f1
 
@@ -484,9 +602,11 @@ def test_iu_severity_agreement_with_mesh(iu_reports):
             found = ranges.get(MESH_FINDINGS[head], [])
             stated += bool(found)
             agree += any(low <= words[0] <= high for low, high in found)
-    print(f"\nIU even ids severity vs MeSH: {total} coded (finding, severity) pairs; extractor states a "
-          f"severity for {stated} ({stated / total:.2f}); range contains the MeSH ordinal for {agree} "
-          f"({agree / total:.2f} of all, {agree / max(stated, 1):.2f} of stated)")
+    print(
+        f"\nIU even ids severity vs MeSH: {total} coded (finding, severity) pairs; extractor states a "
+        f"severity for {stated} ({stated / total:.2f}); range contains the MeSH ordinal for {agree} "
+        f"({agree / total:.2f} of all, {agree / max(stated, 1):.2f} of stated)"
+    )
     assert total > 100 and agree / max(stated, 1) >= 0.8
 
 
@@ -496,17 +616,24 @@ def test_vocabulary_covers_exactly_the_chexpert_findings():
     assert set(manifests.load("severity.yaml")["ordinal"]["weights"]) == findings
 
 
-@pytest.mark.parametrize("text, system, regions", [
-    ("Left basilar opacity.", "imagenome-regions", ["left lower lung zone"]),
-    ("Bibasilar atelectasis.", "imagenome-regions", ["left lower lung zone", "right lower lung zone"]),
-    ("Right perihilar opacity.", "imagenome-regions", ["right hilar structures"]),
-    ("Small left apical pneumothorax.", "imagenome-regions", ["left apical zone"]),
-    ("Blunting of the left costophrenic angle by a small effusion.", "imagenome-regions", ["left costophrenic angle"]),
-    ("Right effusion.", "imagenome-regions", ["right lung"]),
-    ("Bibasilar atelectasis.", "chexmask-organs", ["left lung", "right lung"]),
-    ("Right upper and left lower lobe airspace disease.", "imagenome-regions", ["left lower lung zone"]),
-    ("Basilar atelectasis.", "imagenome-regions", []),
-    ("Mild cardiomegaly.", "imagenome-regions", []),
-])
+@pytest.mark.parametrize(
+    "text, system, regions",
+    [
+        ("Left basilar opacity.", "imagenome-regions", ["left lower lung zone"]),
+        ("Bibasilar atelectasis.", "imagenome-regions", ["left lower lung zone", "right lower lung zone"]),
+        ("Right perihilar opacity.", "imagenome-regions", ["right hilar structures"]),
+        ("Small left apical pneumothorax.", "imagenome-regions", ["left apical zone"]),
+        (
+            "Blunting of the left costophrenic angle by a small effusion.",
+            "imagenome-regions",
+            ["left costophrenic angle"],
+        ),
+        ("Right effusion.", "imagenome-regions", ["right lung"]),
+        ("Bibasilar atelectasis.", "chexmask-organs", ["left lung", "right lung"]),
+        ("Right upper and left lower lobe airspace disease.", "imagenome-regions", ["left lower lung zone"]),
+        ("Basilar atelectasis.", "imagenome-regions", []),
+        ("Mild cardiomegaly.", "imagenome-regions", []),
+    ],
+)
 def test_mention_regions_bridge_to_boxes_and_masks(text, system, regions):
     assert mention_regions(extract_mentions(text)[-1], system) == regions

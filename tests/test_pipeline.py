@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.build import run_build
+from pipelines.beam.build import run_build
 from pipelines.synth import generate
 from schemas.config import load_config
 
@@ -43,8 +43,9 @@ def build(corpus, tmp_path_factory) -> tuple[Path, dict]:
 
 
 def parquet_checksums(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*.parquet"))}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.parquet"))
+    }
 
 
 def load(out: Path, table: str) -> datasets.Dataset:
@@ -60,7 +61,10 @@ def test_counts_reconcile_for_every_source(build):
     _, manifest = build
     assert manifest["checks"]["reconciled"], manifest["counts"]
     assert manifest["checks"]["leakage_free"] and manifest["leakage"] == {
-        "passed": True, "patients_in_several_splits": 0, "examples": []}
+        "passed": True,
+        "patients_in_several_splits": 0,
+        "examples": [],
+    }
     for source in ("mimic", "vindr", "siim", "padchest", "chexmask", "imagenome"):
         entry = manifest["counts"][source]
         assert entry["read"] > 0 and entry["written"] > 0, (source, entry)
@@ -112,7 +116,7 @@ def test_annotations_carry_geometry_findings_and_sections(build, truth):
                 if name != "No Finding" and row["findings_labels"] is not None:
                     assert from_text[name] == presence, (key, name)
             for mention in row["mentions"]:  # spans index the stored report text
-                assert row["report_text"][mention["span_start"]:mention["span_end"]] == mention["sentence"]
+                assert row["report_text"][mention["span_start"] : mention["span_end"]] == mention["sentence"]
         if info.get("chexmask") and info["chexmask"]["passes"] and "chexmask" in row["annotation_sources"]:
             assert row["ctr_band"] == info["ctr_band"], key
             assert {p["label"] for p in row["polygons"]} >= {"right lung", "left lung", "heart"}
@@ -133,8 +137,11 @@ def test_chexmask_quality_filter_is_recorded_not_silent(build, truth):
 def test_instructions_load_and_inherit_the_image_split(build):
     out, manifest = build
     images = {row["image_key"]: row["split"] for row in load(out, "images").select_columns(["image_key", "split"])}
-    for profile, task in (("imt-cxr", "disease_classification"), ("m4cxr", "disease_classification"),
-                          ("chexmix", "report_pretraining")):
+    for profile, task in (
+        ("imt-cxr", "disease_classification"),
+        ("m4cxr", "disease_classification"),
+        ("chexmix", "report_pretraining"),
+    ):
         rows = load(out, f"instructions/{profile}/{task}")
         assert len(rows) > 0
         for row in rows:
@@ -167,8 +174,11 @@ def test_two_builds_are_byte_identical(build, corpus, tmp_path):
 
 def test_multi_process_runner_gives_the_same_output(build, corpus, tmp_path):
     out, _ = build
-    run_build(load_config(corpus / "build.yaml"), str(tmp_path),
-              ["--runner=FnApiRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"])
+    run_build(
+        load_config(corpus / "build.yaml"),
+        str(tmp_path),
+        ["--runner=FnApiRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"],
+    )
     assert parquet_checksums(tmp_path) == parquet_checksums(out)
 
 
@@ -213,13 +223,19 @@ def test_one_corrupt_file_per_source_lands_in_rejects(corpus, tmp_path):
     assert manifest["checks"]["reconciled"], manifest["counts"]
     rejects = rejects_of(tmp_path / "out")
     expected = {  # source -> (stage, reason) of the reject its damaged file must produce
-        "mimic": ("image", "image-decode-error"), "vindr": ("read", "unreadable-dicom-header"),
-        "padchest": ("image", "image-decode-error"), "siim": ("read", "bad-rle"),
-        "imagenome": ("read", "unparseable-json"), "chexmask": ("read", "unparseable-landmarks"),
+        "mimic": ("image", "image-decode-error"),
+        "vindr": ("read", "unreadable-dicom-header"),
+        "padchest": ("image", "image-decode-error"),
+        "siim": ("read", "bad-rle"),
+        "imagenome": ("read", "unparseable-json"),
+        "chexmask": ("read", "unparseable-landmarks"),
     }
     for source, key in damaged.items():
-        hits = {(r["stage"], r["reason"]) for r in rejects
-                if r["source"] == source and key in r["key"] and r["kind"] == "rejected"}
+        hits = {
+            (r["stage"], r["reason"])
+            for r in rejects
+            if r["source"] == source and key in r["key"] and r["kind"] == "rejected"
+        }
         assert expected[source] in hits, (source, key, hits)
     images = load(tmp_path / "out", "images")
     assert set(images["source"]) == {"mimic", "vindr", "siim", "padchest"}  # the rest of the build succeeded

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import pyarrow.dataset as ds
 import pytest
+from builds import synthetic_build
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from builds import synthetic_build
-from pipelines.preview import (
+from pipelines.tools.preview import (
     CHUNK_ROWS,
     collect,
     decode_conversation,
@@ -40,8 +40,15 @@ from pipelines.preview import (
 )
 from transforms.geometry import render_box, render_polygon
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 WINDOW = (1280, 900)
 LOAD_BUDGET_MS = 3000  # a 5,000-row preview must be ready (first page rendered, its images decoded) sooner
 
@@ -65,7 +72,7 @@ def records(preview, build) -> dict[str, dict]:
     rows = {}
     for path in sorted(preview.path.parent.glob("data-*/rows-*.js")):
         text = path.read_text(encoding="utf-8")
-        rows.update({r["id"]: r for r in json.loads(text[text.index(",") + 1:text.rindex(")")])["rows"]})
+        rows.update({r["id"]: r for r in json.loads(text[text.index(",") + 1 : text.rindex(")")])["rows"]})
     return rows
 
 
@@ -94,9 +101,20 @@ class Chromium:
             os.dup2(high_out, 4)
 
         self.process = subprocess.Popen(
-            [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-pipe",
-             f"--window-size={WINDOW[0]},{WINDOW[1]}", "--hide-scrollbars", "about:blank"],
-            preexec_fn=wire, close_fds=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                binary,
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                "--remote-debugging-pipe",
+                f"--window-size={WINDOW[0]},{WINDOW[1]}",
+                "--hide-scrollbars",
+                "about:blank",
+            ],
+            preexec_fn=wire,
+            close_fds=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         os.close(commands_read)
         os.close(replies_write)
         self.buffer, self.last_id, self.events = b"", 0, []
@@ -104,8 +122,14 @@ class Chromium:
         self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         for method in ("Page.enable", "Runtime.enable"):
             self.call(method, session=True)
-        self.call("Emulation.setDeviceMetricsOverride", session=True, width=WINDOW[0], height=WINDOW[1],
-                  deviceScaleFactor=1, mobile=False)
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            session=True,
+            width=WINDOW[0],
+            height=WINDOW[1],
+            deviceScaleFactor=1,
+            mobile=False,
+        )
 
     def _message(self) -> dict:
         while b"\0" not in self.buffer:
@@ -131,8 +155,14 @@ class Chromium:
             self.events.append(reply)
 
     def evaluate(self, expression: str):
-        result = self.call("Runtime.evaluate", session=True, expression=expression, awaitPromise=True,
-                           returnByValue=True, timeout=60000)
+        result = self.call(
+            "Runtime.evaluate",
+            session=True,
+            expression=expression,
+            awaitPromise=True,
+            returnByValue=True,
+            timeout=60000,
+        )
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -157,7 +187,13 @@ class Chromium:
     def screenshot(self, clip: dict | None = None) -> bytes:
         params = {"format": "png"}
         if clip:
-            params["clip"] = {"x": clip["x"], "y": clip["y"], "width": clip["width"], "height": clip["height"], "scale": 1}
+            params["clip"] = {
+                "x": clip["x"],
+                "y": clip["y"],
+                "width": clip["width"],
+                "height": clip["height"],
+                "scale": 1,
+            }
         return base64.b64decode(self.call("Page.captureScreenshot", session=True, **params)["data"])
 
     def close(self) -> None:
@@ -186,8 +222,17 @@ def turns(question: str, answer: str) -> list[dict]:
 
 
 def instruction(profile: str, task: str, question: str, answer: str, target: dict, row_id: str = "r1") -> dict:
-    return {"id": row_id, "profile": profile, "task": task, "source": "vindr", "split": "train", "image_keys": ["k"],
-            "conversations": turns(question, answer), "target": json.dumps(target), "template_id": "t"}
+    return {
+        "id": row_id,
+        "profile": profile,
+        "task": task,
+        "source": "vindr",
+        "split": "train",
+        "image_keys": ["k"],
+        "conversations": turns(question, answer),
+        "target": json.dumps(target),
+        "template_id": "t",
+    }
 
 
 def test_sample_takes_every_source_first_and_ignores_row_order():
@@ -206,19 +251,23 @@ def test_labelled_percent_answer_decodes_to_canvas_boxes_with_labels():
     assert [(s["role"], s["label"], s["box"]) for s in shapes] == [
         ("answer", "Aortic enlargement", [261.12, 112.64, 302.08, 158.72]),
         ("answer", "Cardiomegaly", [158.72, 235.52, 378.88, 348.16]),
-        ("answer", "Cardiomegaly", [51.2, 51.2, 102.4, 102.4])]
+        ("answer", "Cardiomegaly", [51.2, 51.2, 102.4, 102.4]),
+    ]
     assert [answer[slice(*s["span"])] for s in shapes] == ["[51, 22, 59, 31]", "[31, 46, 74, 68]", "[10, 10, 20, 20]"]
 
 
 def test_spans_are_utf16_offsets_as_javascript_counts_them():
-    answer = "\U0001F600 heart: [10, 10, 20, 20]"  # one astral character: two UTF-16 code units
+    answer = "\U0001f600 heart: [10, 10, 20, 20]"  # one astral character: two UTF-16 code units
     (shape,), _ = decode_conversation(turns("q", answer), "percent", 512)
     assert shape["span"] == [len(answer.encode("utf-16-le")) // 2 - 16, len(answer.encode("utf-16-le")) // 2]
 
 
-@given(box=st.tuples(st.floats(0, 1), st.floats(0, 1), st.floats(0, 1), st.floats(0, 1)).map(
-    lambda b: (min(b[0], b[2]), min(b[1], b[3]), max(b[0], b[2]), max(b[1], b[3]))),
-    convention=st.sampled_from(["bins1000", "percent", "fixed3"]))
+@given(
+    box=st.tuples(st.floats(0, 1), st.floats(0, 1), st.floats(0, 1), st.floats(0, 1)).map(
+        lambda b: (min(b[0], b[2]), min(b[1], b[3]), max(b[0], b[2]), max(b[1], b[3]))
+    ),
+    convention=st.sampled_from(["bins1000", "percent", "fixed3"]),
+)
 def test_an_answer_box_is_drawn_within_half_a_step_of_its_unit_box(box, convention):
     (shape,), error = decode_conversation(turns("q", render_box(box, convention)), convention, 512)
     step = {"bins1000": 0.0005, "percent": 0.005, "fixed3": 0.0005}[convention]
@@ -228,24 +277,58 @@ def test_an_answer_box_is_drawn_within_half_a_step_of_its_unit_box(box, conventi
 
 def test_rows_are_classified_by_what_their_image_shows():
     box = (0.2, 0.3, 0.6, 0.7)
-    located = row_record(instruction("imt-cxr", "lesion_localization", "<image>\nWhere is effusion?",
-                                     render_box(box, "bins1000"),
-                                     {"boxes": [{"box": list(box), "label": "Effusion"}]}), 512)
+    located = row_record(
+        instruction(
+            "imt-cxr",
+            "lesion_localization",
+            "<image>\nWhere is effusion?",
+            render_box(box, "bins1000"),
+            {"boxes": [{"box": list(box), "label": "Effusion"}]},
+        ),
+        512,
+    )
     assert located["kind"] == "answer" and located["check"] == 1 and located["shapes"][0]["label"] == "Effusion"
-    named = row_record(instruction("m4cxr", "grounded_organ", f"<image>\nWhat occupies {render_box(box, 'percent')}?",
-                                   "heart", {"box": list(box), "label": "heart"}), 512)
+    named = row_record(
+        instruction(
+            "m4cxr",
+            "grounded_organ",
+            f"<image>\nWhat occupies {render_box(box, 'percent')}?",
+            "heart",
+            {"box": list(box), "label": "heart"},
+        ),
+        512,
+    )
     assert named["kind"] == "question" and named["shapes"][0]["role"] == "question" and named["check"] == 1
-    absent = row_record(instruction("m4cxr", "finding_grounding", "<image>\nLocate Nodule/Mass.", "Not present.",
-                                    {"boxes": [], "label": "Nodule/Mass", "present": False}), 512)
+    absent = row_record(
+        instruction(
+            "m4cxr",
+            "finding_grounding",
+            "<image>\nLocate Nodule/Mass.",
+            "Not present.",
+            {"boxes": [], "label": "Nodule/Mass", "present": False},
+        ),
+        512,
+    )
     assert absent["kind"] == "negative" and absent["shapes"] == [] and absent["check"] == 1
     for text in ("Not found.", "No abnormality."):
         task = "multi_finding_grounding" if text == "Not found." else "abnormality_detection"
         assert row_record(instruction("m4cxr", task, "<image>\nq", text, {"boxes": []}), 512)["kind"] == "negative"
     ring = [(0.1, 0.1), (0.4, 0.1), (0.4, 0.5), (0.1, 0.5)]
-    segmented = row_record(instruction("imt-cxr", "segmentation", "<image>\nSegment the heart.",
-                                       render_polygon([ring], "bins1000"), {"rings": [ring]}), 512)
+    segmented = row_record(
+        instruction(
+            "imt-cxr",
+            "segmentation",
+            "<image>\nSegment the heart.",
+            render_polygon([ring], "bins1000"),
+            {"rings": [ring]},
+        ),
+        512,
+    )
     assert segmented["kind"] == "answer" and segmented["shapes"][0]["kind"] == "polygon" and segmented["check"] == 1
-    assert row_record(instruction("m4cxr", "triage", "<image>\nHow urgent?", "mild", {"bucket": "mild"}), 512)["kind"] == "text"
+    assert (
+        row_record(instruction("m4cxr", "triage", "<image>\nHow urgent?", "mild", {"bucket": "mild"}), 512)["kind"]
+        == "text"
+    )
     broken = row_record(instruction("imt-cxr", "lesion_localization", "q", "<bin_1><bin_2><bin_3>", {"boxes": []}), 512)
     assert broken["kind"] == "error" and "neither a box" in broken["error"]
     for target in ("[0.1, 0.2, 0.3, 0.4]", "{not json"):
@@ -255,11 +338,22 @@ def test_rows_are_classified_by_what_their_image_shows():
 
 
 def test_an_answer_box_that_is_not_the_targets_is_flagged():
-    wrong = row_record(instruction("m4cxr", "organ_grounding", "<image>\nLocate the heart.", "[10, 10, 20, 20]",
-                                   {"box": [0.3, 0.4, 0.7, 0.66], "label": "heart"}), 512)
+    wrong = row_record(
+        instruction(
+            "m4cxr",
+            "organ_grounding",
+            "<image>\nLocate the heart.",
+            "[10, 10, 20, 20]",
+            {"box": [0.3, 0.4, 0.7, 0.66], "label": "heart"},
+        ),
+        512,
+    )
     assert wrong["kind"] == "answer" and wrong["check"] == 0 and "differ" in wrong["check_text"]
-    check, text = target_check({"rings": [[[0.1, 0.1], [0.2, 0.1], [0.2, 0.2]]] * 2},
-                               turns("q", render_polygon([[(0.1, 0.1), (0.2, 0.1), (0.2, 0.2)]], "percent")), "percent")
+    check, text = target_check(
+        {"rings": [[[0.1, 0.1], [0.2, 0.1], [0.2, 0.2]]] * 2},
+        turns("q", render_polygon([[(0.1, 0.1), (0.2, 0.1), (0.2, 0.2)]], "percent")),
+        "percent",
+    )
     assert check == 0 and "1 ring(s) written, 2 in the target" in text
 
 
@@ -267,13 +361,19 @@ def test_an_answer_box_that_is_not_the_targets_is_flagged():
 
 
 def _tree(root: Path, skip: Path | None = None) -> dict[str, tuple]:
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))
-            if p.is_file() and (skip is None or skip not in p.parents)}
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and (skip is None or skip not in p.parents)
+    }
 
 
 def _hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_preview_is_deterministic_atomic_and_stays_inside_preview(build, preview):
@@ -295,7 +395,9 @@ def test_preview_is_deterministic_atomic_and_stays_inside_preview(build, preview
     assert len(list(folder.glob("data-*"))) == 1 and fewer.items < preview.items
     referenced = set()
     for path in folder.glob("data-*/rows-*.js"):
-        referenced |= {v["file"] for v in json.loads(path.read_text()[path.read_text().index(",") + 1:-3])["images"].values()}
+        referenced |= {
+            v["file"] for v in json.loads(path.read_text()[path.read_text().index(",") + 1 : -3])["images"].values()
+        }
     assert {p.name for p in (folder / "images").iterdir()} == referenced
     write_preview(build, rows_per_task=8)
     assert _hashes(folder) == first
@@ -335,28 +437,38 @@ def test_every_previewed_row_decodes_and_draws_its_targets_boxes(build, preview,
     by_task: dict[str, list[dict]] = {}
     for r in records.values():
         by_task.setdefault(r["task"], []).append(r)
-    for task in ("m4cxr/organ_grounding", "m4cxr/phrase_grounding", "imt-cxr/lesion_localization", "imt-cxr/segmentation"):
+    for task in (
+        "m4cxr/organ_grounding",
+        "m4cxr/phrase_grounding",
+        "imt-cxr/lesion_localization",
+        "imt-cxr/segmentation",
+    ):
         assert by_task[task] and all(r["kind"] in ("answer", "negative") for r in by_task[task]), task
     for task in ("m4cxr/grounded_organ", "m4cxr/grounded_anatomical_region", "m4cxr/grounded_finding"):
         assert all(r["kind"] == "question" and len(r["shapes"]) == 1 for r in by_task[task]), task
     negatives = [r for r in records.values() if r["kind"] == "negative"]
     assert negatives and preview.negatives == len(negatives)
-    assert all(r["shapes"] == [] and r["conversations"][-1]["value"] in ("Not present.", "Not found.", "No abnormality.")
-               for r in negatives)
+    assert all(
+        r["shapes"] == [] and r["conversations"][-1]["value"] in ("Not present.", "Not found.", "No abnormality.")
+        for r in negatives
+    )
     for r in records.values():  # every box of an answer is one of the target's boxes, to the rendering's step
         target = json.loads(r["target"])
         units = [b["box"] for b in target.get("boxes") or []] + ([target["box"]] if "box" in target else [])
         for shape in (s for s in r["shapes"] if s["kind"] == "box"):
-            assert any(max(abs(d - u * 512) for d, u in zip(shape["box"], unit)) <= 0.005 * 512 + 0.01 for unit in units)
+            assert any(
+                max(abs(d - u * 512) for d, u in zip(shape["box"], unit)) <= 0.005 * 512 + 0.01 for unit in units
+            )
 
 
 def test_rejects_are_listed_with_stage_reason_and_detail(build, preview):
     rejects = ds.dataset(str(build / "rejects"), format="parquet").to_table().to_pylist()
     (path,) = preview.path.parent.glob("data-*/rejects-00000.js")
-    listed = json.loads(path.read_text(encoding="utf-8")[len("PREVIEW.rejects(0,"):-3])
+    listed = json.loads(path.read_text(encoding="utf-8")[len("PREVIEW.rejects(0,") : -3])
     assert preview.rejects == len(listed) == len(rejects) > 0
-    assert sorted(map(tuple, listed)) == sorted((r["key"], r["source"], r["stage"], r["kind"], r["level"], r["reason"],
-                                                 r["detail"]) for r in rejects)
+    assert sorted(map(tuple, listed)) == sorted(
+        (r["key"], r["source"], r["stage"], r["kind"], r["level"], r["reason"], r["detail"]) for r in rejects
+    )
 
 
 # ------------------------------------------------------------------------------------ in Chromium
@@ -395,36 +507,53 @@ def assert_drawn_at(browser: Chromium, row_id: str, unit_box: tuple[float, ...],
 
 
 def first(records: dict, task: str, kind: str, shapes: int = 1) -> dict:
-    return next(r for _, r in sorted(records.items()) if r["task"] == task and r["kind"] == kind and len(r["shapes"]) == shapes)
+    return next(
+        r for _, r in sorted(records.items()) if r["task"] == task and r["kind"] == kind and len(r["shapes"]) == shapes
+    )
 
 
 def test_each_section_renders_in_chromium(build, preview, records, browser, tmp_path):
     url = preview.path.as_uri()
     state = browser.load(url)
     assert state["view"] == "overview" and state["errors"] == 0
-    tasks = browser.evaluate("Array.prototype.map.call(document.querySelectorAll('#task-counts tr[data-task]'), "
-                             "function (tr) { return tr.dataset.task; })")
+    tasks = browser.evaluate(
+        "Array.prototype.map.call(document.querySelectorAll('#task-counts tr[data-task]'), "
+        "function (tr) { return tr.dataset.task; })"
+    )
     assert sorted(tasks) == sorted({r["task"] for r in records.values()})
-    profiles = browser.evaluate("Array.prototype.map.call(document.querySelectorAll('#profiles tr[data-profile]'), "
-                                "function (tr) { return tr.innerText; })")
+    profiles = browser.evaluate(
+        "Array.prototype.map.call(document.querySelectorAll('#profiles tr[data-profile]'), "
+        "function (tr) { return tr.innerText; })"
+    )
     assert [line.split("\t")[:3] for line in profiles] == [
-        ["chexmix", "CheXmix", "as built"], ["imt-cxr", "IMT-CXR", "as built"], ["m4cxr", "M4CXR", "as built"],
-        ["medivlm", "MediVLM", "224x224"], ["radixpert", "Radixpert", "224x224"]]
+        ["chexmix", "CheXmix", "as built"],
+        ["imt-cxr", "IMT-CXR", "as built"],
+        ["m4cxr", "M4CXR", "as built"],
+        ["medivlm", "MediVLM", "224x224"],
+        ["radixpert", "Radixpert", "224x224"],
+    ]
     assert "Severity Score" in profiles[3] and "PadChest" in profiles[4]
     shots = {"overview": browser.screenshot()}
 
     state = browser.go("#rows")
     assert state["rows"] == min(20, preview.items) and state["matching"] == preview.items
     assert state["images"] == state["loaded"] > 0 and state["errors"] == 0 and state["source"] == 0
-    assert browser.evaluate("Array.prototype.map.call(document.querySelectorAll('.pager a'), "
-                            "function (a) { return a.className + ' ' + a.getAttribute('href'); })") == ["next #rows?page=2"] * 2
+    assert (
+        browser.evaluate(
+            "Array.prototype.map.call(document.querySelectorAll('.pager a'), "
+            "function (a) { return a.className + ' ' + a.getAttribute('href'); })"
+        )
+        == ["next #rows?page=2"] * 2
+    )
     shots["rows"] = browser.screenshot()
 
     task = "m4cxr/organ_grounding"
     state = browser.go(f"#rows?task={task}&source=vindr")
     expected = [r for r in records.values() if r["task"] == task and r["source"] == "vindr"]
     assert state["matching"] == len(expected) > 0 and state["answer"] == len(expected)
-    shown = browser.evaluate("Array.prototype.map.call(document.querySelectorAll('article.item'), function (a) { return a.dataset.id; })")
+    shown = browser.evaluate(
+        "Array.prototype.map.call(document.querySelectorAll('article.item'), function (a) { return a.dataset.id; })"
+    )
     assert sorted(shown) == sorted(r["id"] for r in expected)
     shots["filtered"] = browser.screenshot()
 
@@ -436,7 +565,9 @@ def test_each_section_renders_in_chromium(build, preview, records, browser, tmp_
     assert state["rows"] == preview.rejects and state["errors"] == 0
     table = browser.evaluate("document.querySelector('#reject-list').innerText")
     for reject in ds.dataset(str(build / "rejects"), format="parquet").to_table().to_pylist():
-        assert f"{reject['stage']}\t{reject['kind']}\t{reject['level']}\t{reject['reason']}\t{reject['detail']}" in table
+        assert (
+            f"{reject['stage']}\t{reject['kind']}\t{reject['level']}\t{reject['reason']}\t{reject['detail']}" in table
+        )
     shots["rejects"] = browser.screenshot()
     for name, png in shots.items():
         (tmp_path / f"{name}.png").write_bytes(png)
@@ -478,8 +609,11 @@ def test_source_annotations_are_off_by_default_and_toggle_on(build, preview, rec
     state = browser.go(f"#row?id={row['id']}")
     assert state["source"] == 0
     without = coloured_box(browser.screenshot(figure_rect(browser, row["id"])))
-    annotation = ds.dataset(str(build / "annotations"), format="parquet").to_table(
-        filter=ds.field("image_key") == row["image_keys"][0]).to_pylist()[0]
+    annotation = (
+        ds.dataset(str(build / "annotations"), format="parquet")
+        .to_table(filter=ds.field("image_key") == row["image_keys"][0])
+        .to_pylist()[0]
+    )
     shapes = len(annotation["boxes"]) + sum(len(p["rings_unit"]) for p in annotation["polygons"])
     assert shapes > 1
     state = browser.go(f"#row?id={row['id']}&ann=1")

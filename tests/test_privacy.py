@@ -24,11 +24,11 @@ import pydicom
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from pipelines import card, preview
-from pipelines.demo import synthetic_build
-from pipelines.synth import phi
 from realdata import DATA, iu_development_reports
+
+from pipelines.synth import phi
+from pipelines.synth.demo import synthetic_build
+from pipelines.tools import card, preview
 from transforms import deid, phrases, reports
 from transforms.images import DICOM_FACTS_KEPT, DICOM_KEYWORDS_READ
 
@@ -37,18 +37,55 @@ STUDIES, SEED = 4, 7
 IDENTIFYING_ATTRIBUTES = (
     # DICOM PS3.15 Table E.1-1 (Basic Application Level Confidentiality Profile), the attributes that
     # name or date a person, a visit, a place or a device, plus the instance UIDs.
-    "PatientName", "PatientID", "PatientBirthDate", "PatientBirthTime", "OtherPatientIDs", "OtherPatientNames",
-    "PatientBirthName", "PatientMotherBirthName", "PatientAddress", "PatientTelephoneNumbers", "IssuerOfPatientID",
-    "MedicalRecordLocator", "AccessionNumber", "StudyID", "InstitutionName", "InstitutionAddress",
-    "InstitutionalDepartmentName", "ReferringPhysicianName", "ReferringPhysicianAddress",
-    "ReferringPhysicianTelephoneNumbers", "PerformingPhysicianName", "NameOfPhysiciansReadingStudy",
-    "PhysiciansOfRecord", "RequestingPhysician", "OperatorsName", "StationName", "DeviceSerialNumber",
-    "StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate", "StudyTime", "SeriesTime", "AcquisitionTime",
-    "ContentTime", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID",
-    "MediaStorageSOPInstanceUID", "AdditionalPatientHistory", "PatientComments", "ImageComments",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientBirthTime",
+    "OtherPatientIDs",
+    "OtherPatientNames",
+    "PatientBirthName",
+    "PatientMotherBirthName",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "IssuerOfPatientID",
+    "MedicalRecordLocator",
+    "AccessionNumber",
+    "StudyID",
+    "InstitutionName",
+    "InstitutionAddress",
+    "InstitutionalDepartmentName",
+    "ReferringPhysicianName",
+    "ReferringPhysicianAddress",
+    "ReferringPhysicianTelephoneNumbers",
+    "PerformingPhysicianName",
+    "NameOfPhysiciansReadingStudy",
+    "PhysiciansOfRecord",
+    "RequestingPhysician",
+    "OperatorsName",
+    "StationName",
+    "DeviceSerialNumber",
+    "StudyDate",
+    "SeriesDate",
+    "AcquisitionDate",
+    "ContentDate",
+    "StudyTime",
+    "SeriesTime",
+    "AcquisitionTime",
+    "ContentTime",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "FrameOfReferenceUID",
+    "MediaStorageSOPInstanceUID",
+    "AdditionalPatientHistory",
+    "PatientComments",
+    "ImageComments",
 )
-DICOM_GLOBS = {"mimic": "mimic-cxr/files/p*/p*/s*/*.dcm", "vindr": "vindr-cxr/*/*.dicom",
-               "siim": "siim-acr/dicom-images-*/*/*/*.dcm"}
+DICOM_GLOBS = {
+    "mimic": "mimic-cxr/files/p*/p*/s*/*.dcm",
+    "vindr": "vindr-cxr/*/*.dicom",
+    "siim": "siim-acr/dicom-images-*/*/*/*.dcm",
+}
 MARKER = re.compile("|".join(phi.MARKERS), re.IGNORECASE)
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR UI")  # VinDr's MD5 instance UID, a real trap
 MIN_NEEDLE = 6  # shorter header values (sex, age, a view) say nothing about anyone
@@ -143,15 +180,21 @@ def published_ids(truth: dict) -> set[str]:
     allowed = set()
     for key, entry in truth["images"].items():
         allowed.add(key.split("/", 1)[1])
-        allowed.update(str(entry[name]) for name in ("subject_id", "study_id", "study_date", "study_time")
-                       if entry.get(name) is not None)
+        allowed.update(
+            str(entry[name])
+            for name in ("subject_id", "study_id", "study_date", "study_time")
+            if entry.get(name) is not None
+        )
     return allowed
 
 
 def dicom_files(corpus: Path) -> dict[str, Path]:
     """Image key -> DICOM file of every DICOM in the corpus."""
-    return {f"{source}/{path.stem}": path for source, pattern in DICOM_GLOBS.items()
-            for path in sorted(corpus.glob(pattern))}
+    return {
+        f"{source}/{path.stem}": path
+        for source, pattern in DICOM_GLOBS.items()
+        for path in sorted(corpus.glob(pattern))
+    }
 
 
 def read_header(path: Path) -> pydicom.Dataset:
@@ -199,13 +242,39 @@ def truth(built) -> dict:
 # ------------------------------------------------------------------- the corpus holds the PHI
 
 
-PLANTED_DICOM = {"mimic": {"PatientName", "PatientBirthDate", "OtherPatientIDs", "AccessionNumber", "InstitutionName",
-                           "InstitutionAddress", "ReferringPhysicianName", "OperatorsName"},
-                 "siim": {"PatientBirthDate", "OtherPatientIDs", "AccessionNumber", "InstitutionName",
-                          "InstitutionAddress", "ReferringPhysicianName", "OperatorsName", "AcquisitionDate"}}
+PLANTED_DICOM = {
+    "mimic": {
+        "PatientName",
+        "PatientBirthDate",
+        "OtherPatientIDs",
+        "AccessionNumber",
+        "InstitutionName",
+        "InstitutionAddress",
+        "ReferringPhysicianName",
+        "OperatorsName",
+    },
+    "siim": {
+        "PatientBirthDate",
+        "OtherPatientIDs",
+        "AccessionNumber",
+        "InstitutionName",
+        "InstitutionAddress",
+        "ReferringPhysicianName",
+        "OperatorsName",
+        "AcquisitionDate",
+    },
+}
 PLANTED_DICOM["vindr"] = PLANTED_DICOM["mimic"] | {"StudyDate", "SeriesDate"}
-PLANTED_REPORT = {"patient name", "mrn", "date of birth", "accession", "referring physician",
-                  "notification physician", "notification date", "comparison date"}
+PLANTED_REPORT = {
+    "patient name",
+    "mrn",
+    "date of birth",
+    "accession",
+    "referring physician",
+    "notification physician",
+    "notification date",
+    "comparison date",
+}
 
 
 def test_planted_phi_is_in_the_raw_dicom_headers(built, truth):
@@ -240,8 +309,12 @@ def test_planted_phi_is_in_the_raw_reports(built, truth):
 def test_planted_values_look_synthetic_and_the_needles_are_many(truth, built):
     needles = planted_needles(truth)
     assert len(needles) > 100
-    names = [item["value"] for e in truth["images"].values() for item in e["planted_phi"]
-             if item["field"] in ("PatientName", "ReferringPhysicianName", "OperatorsName", "patient name")]
+    names = [
+        item["value"]
+        for e in truth["images"].values()
+        for item in e["planted_phi"]
+        if item["field"] in ("PatientName", "ReferringPhysicianName", "OperatorsName", "patient name")
+    ]
     assert names and all(MARKER.search(name) for name in names)
     assert len(dicom_needles(built[0], truth)) > 100
 
@@ -265,13 +338,17 @@ def test_no_identifying_dicom_value_reaches_any_output(built, truth):
 
 def test_the_output_does_carry_scrubbed_reports(built, truth):
     """The scan is not vacuous: report text is output, with the planted fields scrubbed in place."""
-    rows = [row for path in sorted((built[1] / "annotations").glob("*.parquet"))
-            for row in pq.read_table(path, columns=["report_text", "report_language"]).to_pylist()]
+    rows = [
+        row
+        for path in sorted((built[1] / "annotations").glob("*.parquet"))
+        for row in pq.read_table(path, columns=["report_text", "report_language"]).to_pylist()
+    ]
     texts = [row["report_text"] for row in rows if row["report_language"] == "en"]
     studies = {e["study_id"] for e in truth["images"].values() if e["source"] == "mimic"}
     assert len(texts) >= len(studies)
-    assert all("Patient:  ___" in text and "MRN:  ___" in text and "Referring physician:  ___" in text
-               for text in texts)
+    assert all(
+        "Patient:  ___" in text and "MRN:  ___" in text and "Referring physician:  ___" in text for text in texts
+    )
     assert any("Dr. ___ by telephone" in text for text in texts)
 
 
@@ -293,14 +370,20 @@ def test_the_scanner_catches_a_leak_in_a_table_copy_and_a_text_file(built, truth
     hits = Scanner(planted_needles(truth)).scan_output(copy)
     rel = str(path.relative_to(copy))
     assert {(h.file, h.column, h.value) for h in hits} == {
-        (rel, "sections[].text", mrn), ("manifest.json", "", name), ("manifest.json", "", name.split("^")[0])}
+        (rel, "sections[].text", mrn),
+        ("manifest.json", "", name),
+        ("manifest.json", "", name.split("^")[0]),
+    }
     assert {(h.file, h.column) for h in Scanner({}).scan_output(copy)} == {("manifest.json", "")}  # the marker alone
 
 
 def test_the_dicom_needles_catch_a_header_value_copied_by_a_reader(built, truth):
     needles = dicom_needles(built[0], truth)
-    leaked = next(value for value, origin in needles.items() if origin.endswith("StudyInstanceUID")
-                  and origin.startswith("mimic/"))
+    leaked = next(
+        value
+        for value, origin in needles.items()
+        if origin.endswith("StudyInstanceUID") and origin.startswith("mimic/")
+    )
     table = pa.table({"provenance": [json.dumps({"dicom": {"StudyInstanceUID": leaked}})]})
     assert [h.value for h in Scanner(needles).scan_table(table, "t")] == [leaked]
     published = next(e["subject_id"] for e in truth["images"].values() if e["source"] == "siim")
@@ -342,9 +425,11 @@ def test_scrub_leaves_clinical_and_already_scrubbed_text(text):
 
 
 def test_scrub_leaves_real_deidentified_reports_unchanged():
-    paths = [DATA / "mimic_cxr" / "official_example_report.txt",
-             *sorted((DATA / "reports").glob("negbio_example_*.txt")),
-             DATA / "reports" / "chexpert_labeler_sample_reports.csv"]
+    paths = [
+        DATA / "mimic_cxr" / "official_example_report.txt",
+        *sorted((DATA / "reports").glob("negbio_example_*.txt")),
+        DATA / "reports" / "chexpert_labeler_sample_reports.csv",
+    ]
     assert len(paths) == 4 and all(path.is_file() for path in paths)
     for path in paths:
         text = path.read_text()
@@ -353,8 +438,12 @@ def test_scrub_leaves_real_deidentified_reports_unchanged():
 
 def test_scrub_leaves_every_iu_xray_development_report_unchanged(tmp_path):
     """7,000+ real de-identified report sections (IU X-ray, even ids only): no false positive."""
-    sections = [text for report in iu_development_reports(tmp_path)
-                for text in (report.findings, report.impression, report.comparison, report.indication) if text]
+    sections = [
+        text
+        for report in iu_development_reports(tmp_path)
+        for text in (report.findings, report.impression, report.comparison, report.indication)
+        if text
+    ]
     assert len(sections) > 5000
     changed = [text for text in sections if deid.scrub(text) != text]
     assert not changed, changed[:5]
@@ -365,7 +454,7 @@ def test_scrubbed_synthetic_reports_keep_their_clinical_sections(built):
     for path in sorted((corpus / "mimic-cxr" / "files").glob("p1?/p*/s*.txt")):
         raw = path.read_text()
         clean = deid.scrub(raw)
-        assert not MARKER.search(clean) and all(clean[s.start:s.end] == deid.TOKEN for s in deid.phi_spans(clean))
+        assert not MARKER.search(clean) and all(clean[s.start : s.end] == deid.TOKEN for s in deid.phi_spans(clean))
         before, after = reports.sections(raw), reports.sections(clean)
         assert before.keys() == after.keys() and {"findings", "impression"} & after.keys()
         assert after["preamble"].startswith("FINAL REPORT\n Patient:  ___")  # the header stays out of sections
@@ -376,14 +465,30 @@ def test_scrubbed_synthetic_reports_keep_their_clinical_sections(built):
                 assert phrases.extract_mentions(after[name]) == phrases.extract_mentions(before[name])
 
 
-_PIECES = st.sampled_from([
-    " Patient:  DOE, JANE", "  MRN:  12345678", "\n", "  ", "Dr. Roe", " at 9:45", " on 02/03/2180", "___",
-    " 4 cm nodule.", " IMPRESSION: ", "Accession:", " A1234567", "XXXX", ", MD", " 1. ", "Jan 2, 2001",
-])
+_PIECES = st.sampled_from(
+    [
+        " Patient:  DOE, JANE",
+        "  MRN:  12345678",
+        "\n",
+        "  ",
+        "Dr. Roe",
+        " at 9:45",
+        " on 02/03/2180",
+        "___",
+        " 4 cm nodule.",
+        " IMPRESSION: ",
+        "Accession:",
+        " A1234567",
+        "XXXX",
+        ", MD",
+        " 1. ",
+        "Jan 2, 2001",
+    ]
+)
 
 
 @given(st.lists(_PIECES, max_size=12).map("".join))
 def test_scrub_is_idempotent_and_leaves_no_span(text):
     once = deid.scrub(text)
     assert deid.scrub(once) == once
-    assert all(once[s.start:s.end] == deid.TOKEN for s in deid.phi_spans(once))
+    assert all(once[s.start : s.end] == deid.TOKEN for s in deid.phi_spans(once))

@@ -17,13 +17,20 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from builds import synthetic_build
 from huggingface_hub import HfApi
 
-from builds import synthetic_build
-from pipelines.card import load_sources, write_card
 from pipelines.cli import main
-from pipelines.publish import (IGNORE_PATTERNS, LicenceError, PublishError, human_size, licence_guard, publish,
-                               upload_plan)
+from pipelines.tools.card import load_sources, write_card
+from pipelines.tools.publish import (
+    IGNORE_PATTERNS,
+    LicenceError,
+    PublishError,
+    human_size,
+    licence_guard,
+    publish,
+    upload_plan,
+)
 
 COMMIT_OID = "a" * 40
 
@@ -71,8 +78,13 @@ class FakeHub:
                     payload = json.loads(data)
                     repo = f"{payload['organization']}/{payload['name']}"
                     if repo in hub.repos:
-                        return self.reply(409, {"error": "You already created this dataset repo",
-                                                "url": f"{hub.endpoint}/datasets/{repo}"})
+                        return self.reply(
+                            409,
+                            {
+                                "error": "You already created this dataset repo",
+                                "url": f"{hub.endpoint}/datasets/{repo}",
+                            },
+                        )
                     hub.repos[repo] = {"private": payload.get("visibility") != "public", "files": {}}
                     return self.reply(200, {"url": f"{hub.endpoint}/datasets/{repo}"})
                 if self.path == "/api/validate-yaml":  # the README's front matter, checked before the commit
@@ -82,21 +94,25 @@ class FakeHub:
                 repo, _, action = self.path.removeprefix("/api/datasets/").rpartition("/")[0].rpartition("/")
                 if action == "preupload":
                     files = json.loads(data)["files"]
-                    return self.reply(200, {"files": [{"path": f["path"], "uploadMode": "regular",
-                                                       "shouldIgnore": False} for f in files]})
+                    return self.reply(
+                        200,
+                        {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]},
+                    )
                 if action == "commit":
                     for line in data.decode().splitlines():
                         item = json.loads(line)
                         if item["key"] == "file":
                             value = item["value"]
                             hub.repos[repo]["files"][value["path"]] = base64.b64decode(value["content"])
-                    return self.reply(200, {"commitUrl": f"{hub.endpoint}/datasets/{repo}/commit/{COMMIT_OID}",
-                                            "commitOid": COMMIT_OID})
+                    return self.reply(
+                        200,
+                        {"commitUrl": f"{hub.endpoint}/datasets/{repo}/commit/{COMMIT_OID}", "commitOid": COMMIT_OID},
+                    )
                 self.reply(404, {"error": f"unexpected {self.path}"})
 
         return Handler
 
-    def __enter__(self) -> "FakeHub":
+    def __enter__(self) -> FakeHub:
         self.thread.start()
         return self
 
@@ -144,13 +160,16 @@ def test_private_push_refuses_an_existing_public_repo(build):
 
 
 def test_public_push_of_credentialed_rows_is_refused_before_any_request(build):
-    with FakeHub() as hub:
-        with pytest.raises(LicenceError) as refused:
-            publish(build, "someone/cxr-public", public=True, api=HfApi(endpoint=hub.endpoint, token="hf_dummy"))
+    with FakeHub() as hub, pytest.raises(LicenceError) as refused:
+        publish(build, "someone/cxr-public", public=True, api=HfApi(endpoint=hub.endpoint, token="hf_dummy"))
     assert hub.requests == []
     message = str(refused.value)
-    for licence_id in ("physionet-credentialed-1.5.0", "physionet-vindr-cxr", "bimcv-padchest-terms",
-                       "kaggle-siim-acr-rules"):
+    for licence_id in (
+        "physionet-credentialed-1.5.0",
+        "physionet-vindr-cxr",
+        "bimcv-padchest-terms",
+        "kaggle-siim-acr-rules",
+    ):
         assert f"--accept-licence {licence_id}" in message
 
 
@@ -165,10 +184,12 @@ def test_licence_guard_decides_from_the_sources_that_contributed():
     with pytest.raises(LicenceError, match="MIMIC-CXR"):
         licence_guard(manifest_with({"mimic": 5, "chexmask": 5}), sources, public=True)
     with pytest.raises(LicenceError, match="PadChest"):  # accepting one licence does not cover another
-        licence_guard(manifest_with({"mimic": 1, "padchest": 1}), sources, public=True,
-                      accepted=("physionet-credentialed-1.5.0",))
-    licence_guard(manifest_with({"mimic": 1, "imagenome": 1}), sources, public=True,
-                  accepted=("physionet-credentialed-1.5.0",))
+        licence_guard(
+            manifest_with({"mimic": 1, "padchest": 1}), sources, public=True, accepted=("physionet-credentialed-1.5.0",)
+        )
+    licence_guard(
+        manifest_with({"mimic": 1, "imagenome": 1}), sources, public=True, accepted=("physionet-credentialed-1.5.0",)
+    )
     with pytest.raises(LicenceError, match="not a licence id"):
         licence_guard(manifest_with({"mimic": 1}), sources, public=False, accepted=("mit",))
     with pytest.raises(LicenceError, match="no entry"):
@@ -178,8 +199,13 @@ def test_licence_guard_decides_from_the_sources_that_contributed():
 def test_public_push_with_every_licence_accepted_goes_public(build):
     accepted = tuple(sorted({e["licence_id"] for e in load_sources()["sources"].values()}))
     with FakeHub() as hub:
-        publish(build, "someone/accepted", public=True, accepted=accepted,
-                api=HfApi(endpoint=hub.endpoint, token="hf_dummy"))
+        publish(
+            build,
+            "someone/accepted",
+            public=True,
+            accepted=accepted,
+            api=HfApi(endpoint=hub.endpoint, token="hf_dummy"),
+        )
     assert hub.repos["someone/accepted"]["private"] is False
 
 
@@ -230,7 +256,13 @@ def test_internal_files_are_neither_planned_nor_uploaded_by_one_rule(cluttered):
 
 def test_human_sizes():
     assert [human_size(n) for n in (0, 1023, 1024, 1536, 5 * 2**20 + 2**19, 3 * 2**30)] == [
-        "0 B", "1023 B", "1.0 KiB", "1.5 KiB", "5.5 MiB", "3.0 GiB"]
+        "0 B",
+        "1023 B",
+        "1.0 KiB",
+        "1.5 KiB",
+        "5.5 MiB",
+        "3.0 GiB",
+    ]
 
 
 def test_cli_dry_run_lists_every_file_with_its_size_and_the_total_and_sends_nothing(cluttered):
@@ -241,8 +273,11 @@ def test_cli_dry_run_lists_every_file_with_its_size_and_the_total_and_sends_noth
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     total = sum((out / path).stat().st_size for path in own)
-    assert lines[0] == f"dry run: {len(own)} files, {human_size(total)} ({total} bytes), would go to private dataset someone/x:"
-    listed = [line.split() for line in lines[1:1 + len(own)]]
+    assert (
+        lines[0]
+        == f"dry run: {len(own)} files, {human_size(total)} ({total} bytes), would go to private dataset someone/x:"
+    )
+    listed = [line.split() for line in lines[1 : 1 + len(own)]]
     for path, fields in zip(own, listed):
         size = (out / path).stat().st_size
         assert fields[-1] == path and fields[-2] == str(size) and " ".join(fields[:-2]) == human_size(size), fields
@@ -275,7 +310,7 @@ def test_tampered_output_is_not_published(build, tmp_path):
 
 @pytest.fixture(scope="module")
 def recipe(build, tmp_path_factory) -> Path:
-    from pipelines.recipe import make_recipe
+    from pipelines.tools.recipe import make_recipe
 
     dest = tmp_path_factory.mktemp("recipe") / "recipe"
     make_recipe(str(build), dest)
@@ -368,31 +403,45 @@ def _text_in_input_path(folder: Path) -> None:
 
 
 def _long_text_as_key(folder: Path) -> None:
-    _edit_doc(folder, lambda doc: doc["counts"]["mimic"]["item_rejects"].update(
-        {"FINDINGS: " + "There is a small left pleural effusion. " * 20: 1}))
+    _edit_doc(
+        folder,
+        lambda doc: doc["counts"]["mimic"]["item_rejects"].update(
+            {"FINDINGS: " + "There is a small left pleural effusion. " * 20: 1}
+        ),
+    )
 
 
 def _labels_under_new_key(folder: Path) -> None:
     keys = (folder / "images" / "vindr.txt").read_text().split()
-    _edit_doc(folder, lambda doc: doc["counts"]["vindr"].update(per_image={k: "Cardiomegaly,Nodule/Mass" for k in keys}))
+    _edit_doc(
+        folder, lambda doc: doc["counts"]["vindr"].update(per_image={k: "Cardiomegaly,Nodule/Mass" for k in keys})
+    )
 
 
 def _sentence_value_not_in_card(folder: Path) -> None:
-    _edit_doc(folder, lambda doc: doc["outputs"][0].update(note="There is a small left pleural effusion; box (239.0,1)"))
+    _edit_doc(
+        folder, lambda doc: doc["outputs"][0].update(note="There is a small left pleural effusion; box (239.0,1)")
+    )
 
 
-@pytest.mark.parametrize("change, says", [
-    (_with_field, "unknown field(s) ['conversations']"),
-    (_with_text, "sources.mimic.release: not what manifests/sources.yaml"),
-    (_pixels_in_ids, "images/vindr.txt: 1 line(s) not of a recipe's format"),
-    (_text_in_input_path, "inputs/mimic.sha256: 1 line(s) not of a recipe's format"),
-    (_long_text_as_key, "counts.mimic.item_rejects: key 'FINDINGS: There is a small left pleural ' is not a known name"),
-    (_labels_under_new_key, "counts.vindr: unknown field(s) ['per_image']"),
-    (_sentence_value_not_in_card, "outputs[0]: unknown field(s) ['note']"),
-    (_with_table, "images/train.parquet: not a file a recipe holds"),
-    (_with_card_line, "README.md is not the file recipe.json lists"),
-    (_with_sealed_column, "sealed.tsv: header does not name recipe.json's sealed groups"),
-])
+@pytest.mark.parametrize(
+    "change, says",
+    [
+        (_with_field, "unknown field(s) ['conversations']"),
+        (_with_text, "sources.mimic.release: not what manifests/sources.yaml"),
+        (_pixels_in_ids, "images/vindr.txt: 1 line(s) not of a recipe's format"),
+        (_text_in_input_path, "inputs/mimic.sha256: 1 line(s) not of a recipe's format"),
+        (
+            _long_text_as_key,
+            "counts.mimic.item_rejects: key 'FINDINGS: There is a small left pleural ' is not a known name",
+        ),
+        (_labels_under_new_key, "counts.vindr: unknown field(s) ['per_image']"),
+        (_sentence_value_not_in_card, "outputs[0]: unknown field(s) ['note']"),
+        (_with_table, "images/train.parquet: not a file a recipe holds"),
+        (_with_card_line, "README.md is not the file recipe.json lists"),
+        (_with_sealed_column, "sealed.tsv: header does not name recipe.json's sealed groups"),
+    ],
+)
 def test_a_recipe_holding_anything_protected_is_refused_before_any_request(build, recipe, tmp_path, change, says):
     folder = tmp_path / "recipe"
     shutil.copytree(recipe, folder)

@@ -13,8 +13,8 @@ import pytest
 from apache_beam.internal import pickler
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from plans import assert_beam_matches_serial
+
 from schemas.records import ImageRef, Reject, SourceRecord
 from transforms import io
 from transforms.sources.plan import Keyed, Listing, ReadPlan, Row, Table, order_items, run_serially
@@ -36,17 +36,26 @@ class GroupPlan(ReadPlan):
 
     def key_row(self, tag, row: Row):
         if row.problem is not None:
-            yield Reject(key=f"siim/row-{row.number}", source="siim", stage="read", reason="malformed-row",
-                         detail=row.problem)
+            yield Reject(
+                key=f"siim/row-{row.number}", source="siim", stage="read", reason="malformed-row", detail=row.problem
+            )
         else:
             yield Keyed(row.cells[0], "row", (row.number, row.cells[1]))
 
     def join(self, key, items):
         if "member" in items:
             for image_id, path in items["member"]:
-                yield SourceRecord(image=ImageRef(image_key=f"siim/{image_id}", source="siim", native_id=image_id,
-                                                  uri=path, format="dicom", subject_id=key,
-                                                  study_id=str(len(items["member"]))))
+                yield SourceRecord(
+                    image=ImageRef(
+                        image_key=f"siim/{image_id}",
+                        source="siim",
+                        native_id=image_id,
+                        uri=path,
+                        format="dicom",
+                        subject_id=key,
+                        study_id=str(len(items["member"])),
+                    )
+                )
         elif not items["file"]:
             yield Reject(key=f"siim/{key}", source="siim", stage="read", reason="image-not-present", detail=key)
         else:
@@ -72,7 +81,11 @@ def test_two_rounds_serially_and_on_beam_agree(tmp_path):
     serial = list(run_serially(plan))
     records = {o.key: o for o in serial if isinstance(o, SourceRecord)}
     assert {k: (r.image.subject_id, r.image.study_id) for k, r in records.items()} == {
-        "siim/a1": ("g1", "3"), "siim/a2": ("g1", "3"), "siim/b2": ("g1", "3"), "siim/b1": ("g2", "1")}
+        "siim/a1": ("g1", "3"),
+        "siim/a2": ("g1", "3"),
+        "siim/b2": ("g1", "3"),
+        "siim/b1": ("g2", "1"),
+    }
     assert sorted(o.reason for o in serial if isinstance(o, Reject)) == ["image-not-present", "malformed-row"]
     assert_beam_matches_serial(plan)
 
@@ -93,8 +106,9 @@ def test_listing_shards_are_the_patterns_of_one_listing():
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.permutations([("row", (3, "c")), ("file", ("/x/b",)), ("row", (1, "a")), ("file", ("/x/a",)),
-                        ("row", (2, "b"))]))
+@given(
+    st.permutations([("row", (3, "c")), ("file", ("/x/b",)), ("row", (1, "a")), ("file", ("/x/a",)), ("row", (2, "b"))])
+)
 def test_a_join_sees_the_same_items_whatever_order_they_arrive_in(arrival):
     items = order_items(GroupPlan.__new__(GroupPlan), 0, arrival)
     assert items == {"file": [("/x/a",), ("/x/b",)], "row": [(1, "a"), (2, "b"), (3, "c")]}
@@ -112,8 +126,16 @@ def test_every_source_plan_pickles_for_the_workers(tmp_path_factory):
 
     corpus = generate(tmp_path_factory.mktemp("corpus"), studies=3, seed=1)
     plans = read_plans(load_config(corpus / "build.yaml"))
-    assert sorted(plans) == ["chexmask", "imagenome", "mimic", "mimic_cxr_vqa", "mimic_diff_vqa", "padchest", "siim",
-                            "vindr"]
+    assert sorted(plans) == [
+        "chexmask",
+        "imagenome",
+        "mimic",
+        "mimic_cxr_vqa",
+        "mimic_diff_vqa",
+        "padchest",
+        "siim",
+        "vindr",
+    ]
     for plan in plans.values():
         assert type(pickler.loads(pickler.dumps(plan))) is type(plan)
         assert len(pickle.dumps(plan)) < 20_000  # nothing per image rides on the plan

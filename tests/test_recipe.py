@@ -29,24 +29,29 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from pipelines.build import run_build
+from pipelines.beam.build import run_build
 from pipelines.cli import main
-from pipelines.recipe import SEALED_FILE, canonical, make_recipe, read_recipe, recipe_problems
 from pipelines.synth import generate
-from pipelines.verify import verify
+from pipelines.tools.recipe import SEALED_FILE, canonical, make_recipe, read_recipe, recipe_problems
+from pipelines.tools.verify import verify
 from schemas.config import load_config
 from transforms.tasks import instruction_id
 
 STUDIES, SEED = 8, 0
-GROUNDING = ("m4cxr/finding_grounding", "m4cxr/grounded_finding", "m4cxr/multi_finding_grounding",
-             "m4cxr/abnormality_detection", "imt-cxr/lesion_localization")
+GROUNDING = (
+    "m4cxr/finding_grounding",
+    "m4cxr/grounded_finding",
+    "m4cxr/multi_finding_grounding",
+    "m4cxr/abnormality_detection",
+    "imt-cxr/lesion_localization",
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def one_code_fingerprint():
     """The code fingerprint taken once: a working tree edited while the module runs would otherwise
     make hydrate refuse its own recipe as made by other code."""
-    import pipelines.manifest as manifest
+    import pipelines.output.manifest as manifest
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(manifest, "code_fingerprint", lambda fixed=manifest.code_fingerprint(): fixed)
@@ -86,15 +91,19 @@ def hydrate(recipe: Path, sources: Path, out: Path, *extra: str):
 
 
 def build_yaml(corpus: Path, path: Path, sources: tuple[str, ...]) -> Path:
-    roots = {name: entry["root"]
-             for name, entry in yaml.safe_load((corpus / "build.yaml").read_text())["sources"].items()}
+    roots = {
+        name: entry["root"] for name, entry in yaml.safe_load((corpus / "build.yaml").read_text())["sources"].items()
+    }
     path.write_text("sources:\n" + "".join(f"  {name}: {{root: {corpus / roots[name]}}}\n" for name in sources))
     return path
 
 
 def rows_of(out: Path, table_dir: str) -> set[bytes]:
-    return {canonical(row) for path in sorted((out / table_dir).glob("*.parquet"))
-            for row in pq.read_table(path).to_pylist()}
+    return {
+        canonical(row)
+        for path in sorted((out / table_dir).glob("*.parquet"))
+        for row in pq.read_table(path).to_pylist()
+    }
 
 
 def sealed_dirs(out: Path) -> list[str]:
@@ -135,7 +144,7 @@ def test_a_copy_of_the_corpus_hydrates_byte_identically(corpus, build, recipe, t
 def tamper_keeping_size(out: Path) -> str:
     """Change one digit of one instruction row's answer and rewrite its shard with the build's writer, until
     the file keeps its size (so only hashing its bytes can tell); returns the shard's path."""
-    from pipelines.write import stream_parquet
+    from pipelines.beam.write import stream_parquet
 
     for path in sorted((out / "instructions").rglob("*.parquet")):
         rows, size = pq.read_table(path).to_pylist(), path.stat().st_size
@@ -148,9 +157,11 @@ def tamper_keeping_size(out: Path) -> str:
                 if digit == value[at]:
                     continue
                 turns = [dict(turn) for turn in row["conversations"]]
-                turns[-1]["value"] = value[:at] + digit + value[at + 1:]
+                turns[-1]["value"] = value[:at] + digit + value[at + 1 :]
                 trial = path.with_suffix(".trial")
-                stream_parquet(str(trial), "instructions", [[*rows[:i], {**row, "conversations": turns}, *rows[i + 1:]]])
+                stream_parquet(
+                    str(trial), "instructions", [[*rows[:i], {**row, "conversations": turns}, *rows[i + 1 :]]]
+                )
                 if trial.stat().st_size == size:
                     trial.replace(path)
                     return path.relative_to(out).as_posix()
@@ -190,8 +201,10 @@ def test_one_changed_input_file_is_named_and_its_cost_localised(corpus, build, r
         if "vindr" in named or not named <= {"mimic", "vindr", "siim", "padchest"}:
             holding.append(path.relative_to(build).as_posix())
     assert sorted(s["path"] for s in report["shards"]["files"] if s["state"] != "verified") == sorted(holding)
-    unverified = {group: sum(entry["recipe"].values()) - sum(entry["verified"].values())
-                  for group, entry in report["tables"].items()}
+    unverified = {
+        group: sum(entry["recipe"].values()) - sum(entry["verified"].values())
+        for group, entry in report["tables"].items()
+    }
     assert {group: n for group, n in unverified.items() if n} == dict(on_it), unverified
     assert json.loads((out / "manifest.json").read_text())["hydration"]["outcome"] == "differs"
 
@@ -228,11 +241,14 @@ def test_an_anchor_that_differs_is_reported_as_such_and_not_as_changed_files(cor
     result = hydrate(recipe, sources / "build.yaml", tmp_path / "out", "--check-only")
     assert result.exit_code == 1, result.output
     lines = [" ".join(line.split()) for line in result.output.splitlines() if line.strip().startswith("vindr")]
-    assert lines[0].startswith("vindr anchor annotations/image_labels_train.csv (differs): another release of "
-                               "VinDr-CXR"), lines
+    assert lines[0].startswith(
+        "vindr anchor annotations/image_labels_train.csv (differs): another release of VinDr-CXR"
+    ), lines
     assert "or a modified copy; so its other 8 files cannot be checked one by one" in lines[0]
-    assert lines[1] == (f"vindr 3/12 files match the recipe's: changed 1 (annotations/image_labels_train.csv); "
-                        f"extra 1 (train/{'f' * 32}.dicom); not checkable 8"), lines
+    assert lines[1] == (
+        f"vindr 3/12 files match the recipe's: changed 1 (annotations/image_labels_train.csv); "
+        f"extra 1 (train/{'f' * 32}.dicom); not checkable 8"
+    ), lines
     assert victim.name not in result.output
     assert "siim 9/9 files match the recipe's: all match" in " ".join(result.output.split())
 
@@ -254,8 +270,9 @@ def test_partial_hydration_verifies_exactly_the_rows_of_the_present_sources(corp
     for task in GROUNDING:  # the grounding tasks rest on VinDr and SIIM alone: every row and file verified
         entry = report["tables"][f"instructions/{task}"]
         assert sum(entry["verified"].values()) == sum(entry["recipe"].values()) > 0, task
-        assert all(s["state"] == "verified" for s in report["shards"]["files"]
-                   if s["path"].startswith(f"instructions/{task}/")), task
+        assert all(
+            s["state"] == "verified" for s in report["shards"]["files"] if s["path"].startswith(f"instructions/{task}/")
+        ), task
     # the verification tells the truth: the rows it verified are the build's own rows of those sources
     for table_dir in sealed_dirs(out):
         theirs = {row for row in rows_of(build, table_dir) if re.search(rb'"(vindr|siim)/', row)}
@@ -291,12 +308,15 @@ def _corpus_protected(corpus: Path) -> tuple[set[str], set[str], list[bytes]]:
             continue
         if path.suffix in (".dcm", ".dicom", ".png"):
             data = path.read_bytes()
-            windows += [data[at:at + 24] for at in (len(data) // 2, len(data) * 3 // 4, len(data) - 64)]
+            windows += [data[at : at + 24] for at in (len(data) // 2, len(data) * 3 // 4, len(data) - 64)]
             continue
         data = path.read_bytes()
         text = (gzip.decompress(data) if path.suffix == ".gz" else data).decode("utf-8", "replace")
-        texts |= {part.strip() for part in re.split(r"[.;\n\"\[\]{}]|,(?=\S)", text)
-                  if " " in part.strip() and len(part.strip()) >= 12}
+        texts |= {
+            part.strip()
+            for part in re.split(r"[.;\n\"\[\]{}]|,(?=\S)", text)
+            if " " in part.strip() and len(part.strip()) >= 12
+        }
         numbers |= set(re.findall(r"(?<![\d.])\d+\.\d+(?![\d.])", text))
     return texts, {n for n in numbers if len(n) >= 5}, windows
 
@@ -326,7 +346,7 @@ def _build_protected(build: Path) -> tuple[set[str], set[str], set[str], set[str
         for row in pq.read_table(path).to_pylist():
             if table == "images":
                 png = row["image"]["bytes"]
-                windows += [png[at:at + 24] for at in (len(png) // 3, len(png) // 2, len(png) - 40)]
+                windows += [png[at : at + 24] for at in (len(png) // 3, len(png) // 2, len(png) - 40)]
             elif table == "instructions":
                 ids.add(row["id"])
                 for turn in row["conversations"]:
@@ -357,7 +377,7 @@ def leaks(text: str, protected: dict) -> list[str]:
     found += [f"row id {i}" for i in sorted(protected["ids"]) if i in text]
     raw = text.encode("utf-8", "surrogateescape")
     for window in protected["windows"]:
-        encodings = [window.hex(), *(base64.b64encode(window[a:a + 18]).decode() for a in range(3))]
+        encodings = [window.hex(), *(base64.b64encode(window[a : a + 18]).decode() for a in range(3))]
         if window in raw or any(encoded in text for encoded in encodings):
             found.append(f"image bytes {window.hex()[:16]}...")
     return found
@@ -369,19 +389,29 @@ def protected(corpus, build) -> dict:
     build_texts, build_numbers, labels, ids, png_windows = _build_protected(build)
     assert len(corpus_texts) > 100 and len(build_texts) > 100 and len(corpus_numbers) > 50 and len(build_numbers) > 100
     assert len(labels) > 10 and len(ids) > 500 and len(corpus_windows) > 100 and len(png_windows) > 100
-    return {"texts": corpus_texts | build_texts, "numbers": corpus_numbers | build_numbers, "labels": labels,
-            "ids": ids, "windows": corpus_windows + png_windows}
+    return {
+        "texts": corpus_texts | build_texts,
+        "numbers": corpus_numbers | build_numbers,
+        "labels": labels,
+        "ids": ids,
+        "windows": corpus_windows + png_windows,
+    }
 
 
 def test_a_recipe_holds_nothing_protected(recipe, protected):
-    files = {path.relative_to(recipe).as_posix(): path.read_bytes()
-             for path in sorted(recipe.rglob("*")) if path.is_file()}
+    files = {
+        path.relative_to(recipe).as_posix(): path.read_bytes() for path in sorted(recipe.rglob("*")) if path.is_file()
+    }
     text = b"\n".join(files.values()).decode("utf-8")
     assert leaks(text, protected) == []
     assert recipe_problems(recipe) == []
     # the scan finds each kind when it is there
-    planted = {"texts": sorted(protected["texts"])[0], "numbers": sorted(protected["numbers"])[0],
-               "labels": sorted(protected["labels"])[0], "ids": sorted(protected["ids"])[0]}
+    planted = {
+        "texts": sorted(protected["texts"])[0],
+        "numbers": sorted(protected["numbers"])[0],
+        "labels": sorted(protected["labels"])[0],
+        "ids": sorted(protected["ids"])[0],
+    }
     for kind, value in planted.items():
         assert len(leaks(text + f"\n{value}\n", protected)) >= 1, kind
     window = protected["windows"][0]
@@ -392,12 +422,13 @@ def test_a_recipe_holds_nothing_protected(recipe, protected):
 def test_a_recipe_holds_no_plain_sha256_of_a_report_or_any_other_file_but_the_anchors(corpus, recipe):
     """A plain SHA-256 of a short report confirms a guessed one byte for byte (a normal study is one
     sentence): every input file but the sources' tables (the anchors) is listed sealed."""
-    from pipelines.recipe import parse_inputs
+    from pipelines.tools.recipe import parse_inputs
 
     text = "\n".join(path.read_text() for path in sorted(recipe.rglob("*")) if path.is_file())
     doc = read_recipe(recipe)
-    roots = {name: entry["root"]
-             for name, entry in yaml.safe_load((corpus / "build.yaml").read_text())["sources"].items()}
+    roots = {
+        name: entry["root"] for name, entry in yaml.safe_load((corpus / "build.yaml").read_text())["sources"].items()
+    }
     reports = sorted((corpus / roots["mimic"] / "files").rglob("*.txt"))
     assert len(reports) >= STUDIES
     for path in reports:
@@ -413,20 +444,27 @@ def test_a_recipe_holds_no_plain_sha256_of_a_report_or_any_other_file_but_the_an
             assert hashlib.sha256(path.read_bytes()).hexdigest() not in text, path
     for path, digest in anchors.items():  # the tables are published plain: sha256sum -c checks them
         assert hashlib.sha256(path.read_bytes()).hexdigest() == digest and not path.name.endswith((".txt", ".dcm"))
-    sealed = [line for line in (recipe / "inputs" / "mimic.sha256").read_text().splitlines()
-              if line.startswith("sealed:")]
+    sealed = [
+        line for line in (recipe / "inputs" / "mimic.sha256").read_text().splitlines() if line.startswith("sealed:")
+    ]
     assert len(sealed) == len(reports) + 15 and all(re.fullmatch(r"sealed:[0-9a-f]{32}  files/\S+", s) for s in sealed)
 
 
 def test_row_ids_tell_labels_which_is_why_a_recipe_lists_none(build):
     """The issue asked for row ids in the recipe; an id hashes its variant (``abnormality_detection``
     rows are ``all`` or ``none``), so anyone with the image keys would read each image's answer."""
-    rows = [row for path in sorted((build / "instructions/m4cxr/abnormality_detection").glob("*.parquet"))
-            for row in pq.read_table(path).to_pylist()]
+    rows = [
+        row
+        for path in sorted((build / "instructions/m4cxr/abnormality_detection").glob("*.parquet"))
+        for row in pq.read_table(path).to_pylist()
+    ]
     assert rows
     for row in rows:
-        guessed = next(v for v in ("all", "none")
-                       if instruction_id("m4cxr", "abnormality_detection", row["image_keys"], v) == row["id"])
+        guessed = next(
+            v
+            for v in ("all", "none")
+            if instruction_id("m4cxr", "abnormality_detection", row["image_keys"], v) == row["id"]
+        )
         assert (guessed == "all") == json.loads(row["target"])["abnormal"]
 
 
@@ -438,8 +476,9 @@ def test_recipe_is_deterministic_and_refuses_what_it_cannot_vouch_for(corpus, bu
     result = CliRunner().invoke(main, ["recipe", str(build), "--dest", str(again)])
     assert result.exit_code == 0, result.output
     assert "hashed" in result.output and "MB/s" in result.output
-    assert {p.relative_to(again): p.read_bytes() for p in again.rglob("*") if p.is_file()} == \
-        {p.relative_to(recipe): p.read_bytes() for p in recipe.rglob("*") if p.is_file()}
+    assert {p.relative_to(again): p.read_bytes() for p in again.rglob("*") if p.is_file()} == {
+        p.relative_to(recipe): p.read_bytes() for p in recipe.rglob("*") if p.is_file()
+    }
     assert CliRunner().invoke(main, ["recipe", str(build), "--dest", str(again)]).exit_code == 0  # replaces itself
     foreign = tmp_path / "foreign"
     foreign.mkdir()
@@ -465,7 +504,7 @@ def test_hydrate_refuses_a_torn_recipe_other_versions_and_foreign_sources(corpus
     assert result.exit_code == 2 and "sealed.tsv is not the file recipe.json lists" in result.output, result.output
     with pytest.raises(Exception, match="make or download the recipe again"):
         read_recipe(torn)
-    import pipelines.hydrate as module
+    import pipelines.tools.hydrate as module
 
     monkeypatch.setattr(module, "versions", lambda: {**read_recipe(recipe).doc["versions"], "pyarrow": "0.0.1"})
     result = hydrate(recipe, corpus / "build.yaml", tmp_path / "out")
@@ -496,7 +535,9 @@ def test_sealed_lines_are_not_in_image_order_and_carry_no_ids(recipe):
     keys = {key for name in doc.sources for key in doc.image_keys(name)}
     assert not any(key.split("/", 1)[1] in "\n".join(lines) for key in keys)
     # every line has the same shape: 16 hex digits per cell, every cell filled, no source or task pattern in clear
-    assert {tuple(len(cell) for cell in line.split("\t")) for line in lines} == {(16,) * (len(doc.doc["sealed"]["groups"]) + 2)}
+    assert {tuple(len(cell) for cell in line.split("\t")) for line in lines} == {
+        (16,) * (len(doc.doc["sealed"]["groups"]) + 2)
+    }
     assert all(re.fullmatch(r"[0-9a-f\t]+", line) for line in lines)
     assert hashlib.sha256((recipe / "recipe.json").read_bytes()).hexdigest() == doc.sha256
 
@@ -504,7 +545,7 @@ def test_sealed_lines_are_not_in_image_order_and_carry_no_ids(recipe):
 def test_sealed_lines_of_images_with_different_task_patterns_look_alike(build, recipe):
     """Which tasks have rows on an image, and what its rows rest on, is sealed: two images with different
     patterns give lines of one shape, and only each image's own secret opens its rests_on."""
-    from pipelines.recipe import hex64, open_rests_on, seal_build
+    from pipelines.tools.recipe import hex64, open_rests_on, seal_build
 
     sealed = seal_build(str(build), json.loads((build / "manifest.json").read_text()))
     patterns = {tuple(sealed.present[i]): i for i in range(len(sealed.keys))}
@@ -512,13 +553,15 @@ def test_sealed_lines_of_images_with_different_task_patterns_look_alike(build, r
     first, second = list(patterns.values())[:2]
     lines = {line.split("\t")[0]: line for line in (recipe / SEALED_FILE).read_text().splitlines()[1:]}
     a, b = (lines[hex64(int(sealed.tags[i]))].split("\t") for i in (first, second))
-    assert [len(cell) for cell in a] == [len(cell) for cell in b] and all(re.fullmatch("[0-9a-f]{16}", c) for c in a + b)
+    assert [len(cell) for cell in a] == [len(cell) for cell in b] and all(
+        re.fullmatch("[0-9a-f]{16}", c) for c in a + b
+    )
     assert sealed.rests_on[sealed.keys[first]] == open_rests_on(sealed.secrets[sealed.keys[first]], int(a[1], 16))
     assert open_rests_on(sealed.secrets[sealed.keys[second]], int(a[1], 16)) != sealed.rests_on[sealed.keys[first]]
 
 
 def test_a_local_path_is_found_whole_not_inside_a_url():
-    from pipelines.recipe import names_local_path
+    from pipelines.tools.recipe import names_local_path
 
     assert not names_local_path("https://physionet.org/content/mimic-cxr/2.0.0/", "/content/mimic-cxr")
     assert names_local_path("/content/mimic-cxr", "/content/mimic-cxr")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from realdata import DATA
+
 from transforms.reports import (
     choose_section,
     clean_text,
@@ -54,10 +54,17 @@ SYNTHETIC = mimic_report(
 
 # --- the official example (docs/formats/mimic-cxr.md, tests/data/mimic_cxr) ---------------------
 
+
 def test_official_example_sections_and_impression():
     text = _reference_text(OFFICIAL_EXAMPLE)
     assert list(sections(text)) == [
-        "preamble", "examination", "indication", "technique", "comparison", "findings", "impression",
+        "preamble",
+        "examination",
+        "indication",
+        "technique",
+        "comparison",
+        "findings",
+        "impression",
     ]
     assert sections(text)["impression"] == "Large left pleural effusion"
     assert sections(text)["examination"] == "CHEST (PA AND LAT)"
@@ -72,7 +79,13 @@ def test_official_example_without_leading_spaces_strict_vs_tolerant():
     assert list(sections(text)) == ["full report"]
     tolerant = sections(text, tolerant=True)
     assert list(tolerant) == [
-        "preamble", "examination", "indication", "technique", "comparison", "findings", "impression",
+        "preamble",
+        "examination",
+        "indication",
+        "technique",
+        "comparison",
+        "findings",
+        "impression",
     ]
     assert tolerant["impression"] == "Large left pleural effusion"
     assert tolerant["findings"].startswith("Cardiac size cannot be evaluated.")
@@ -86,6 +99,7 @@ def test_tolerant_mode_agrees_with_strict_mode_on_mimic_layout():
 
 
 # --- header rules ------------------------------------------------------------------------------
+
 
 def test_synthetic_report_sections():
     assert section_list(SYNTHETIC) == [
@@ -159,12 +173,16 @@ def test_header_name_normalisation(header, expected):
 
 def test_typo_headers_feed_the_section_choice():
     text = mimic_report("FINDNGS: ", "", "Lungs are clear.", "", "IMPRESSON: ", "", "No acute process.")
-    assert sections(text) == {"preamble": "FINAL REPORT", "findings": "Lungs are clear.",
-                              "impression": "No acute process."}
+    assert sections(text) == {
+        "preamble": "FINAL REPORT",
+        "findings": "Lungs are clear.",
+        "impression": "No acute process.",
+    }
     assert choose_section(text) == ("impression", "No acute process.")
 
 
 # --- empty sections, repeats, last_paragraph, choice ------------------------------------------
+
 
 def test_empty_findings_and_impression_are_dropped():
     text = mimic_report("CHEST, PA LATERAL:", "", "FINDINGS:  The lungs are clear.", "", "IMPRESSION: ", "")
@@ -195,7 +213,10 @@ def test_last_paragraph_split_when_no_findings_or_impression():
         ("preamble", "FINAL REPORT"),
         ("examination", "CHEST (PA AND LAT)"),
         ("indication", "Cough."),
-        ("last_paragraph", "The lungs are clear.  No effusion.\n No pneumothorax.\n \n Second paragraph stays with the tail."),
+        (
+            "last_paragraph",
+            "The lungs are clear.  No effusion.\n No pneumothorax.\n \n Second paragraph stays with the tail.",
+        ),
     ]
     assert choose_section(text)[0] == "last_paragraph"
 
@@ -236,7 +257,9 @@ ADDENDUM_REPORT = (
     " " * 32 + "FINAL ADDENDUM\n"
     " ADDENDUM:  Findings were discussed with Dr. ___ at 10:15 on ___.\n"
     " \n"
-    " " + "_" * 78 + "\n"
+    " "
+    + "_" * 78
+    + "\n"
     + mimic_report("EXAMINATION:  CHEST (PA AND LAT)", "", "IMPRESSION: ", "", "Right lower lobe pneumonia.")
 )
 
@@ -251,6 +274,7 @@ def test_addendum_is_kept_as_its_own_section():
 
 
 # --- tolerant mode -----------------------------------------------------------------------------
+
 
 def test_tolerant_negbio_examples():
     first = _reference_text(NEGBIO_EXAMPLES / "negbio_example_00000086.txt")
@@ -310,13 +334,13 @@ def test_sections_are_verbatim_slices_and_cover_all_content(text, tolerant):
     covered = [False] * len(text)
     previous_end = 0
     for section in spans:
-        assert text[section.start:section.start + len(section.text)] == section.text
+        assert text[section.start : section.start + len(section.text)] == section.text
         assert section.text == section.text.strip()
         assert section.start >= previous_end or not section.text
         previous_end = section.start + len(section.text)
-        covered[section.start:previous_end] = [True] * len(section.text)
+        covered[section.start : previous_end] = [True] * len(section.text)
     for match in _CANDIDATE_HEADERS[tolerant].finditer(text):
-        covered[match.start(1):match.end(1)] = [True] * (match.end(1) - match.start(1))
+        covered[match.start(1) : match.end(1)] = [True] * (match.end(1) - match.start(1))
     lost = [char for char, is_covered in zip(text, covered) if not is_covered and not char.isspace()]
     assert lost == []
 
@@ -331,19 +355,26 @@ def test_structured_reports_keep_every_body_word(parts, preamble):
     lines = [preamble] + [f"{header}:  {body}" for header, body in parts]
     text = " " * 30 + "FINAL REPORT\n" + "".join(f" {line}\n" for line in lines)
     found = section_list(text)
-    names = [normalise_section_name(header) for header, body in parts if body.strip() or
-             normalise_section_name(header) not in ("impression", "findings")]
+    names = [
+        normalise_section_name(header)
+        for header, body in parts
+        if body.strip() or normalise_section_name(header) not in ("impression", "findings")
+    ]
     assert [name for name, _ in found if name not in ("preamble", "last_paragraph")] == names
     body_words = [word for _, body in parts for word in body.split()]
     section_words = [word for _, section_text in found for word in section_text.split()]
-    assert section_words[len(("FINAL REPORT " + preamble).split()):] == body_words
+    assert section_words[len(("FINAL REPORT " + preamble).split()) :] == body_words
 
 
 # --- clean_text --------------------------------------------------------------------------------
 
+
 def test_clean_text_normalises_whitespace_and_keeps_deid_token():
     raw = " Large left pleural effusion is new.  Small\n right effusion, per Dr. ___.\r\n \n\t2.  No pneumothorax.  "
-    assert clean_text(raw) == "Large left pleural effusion is new. Small right effusion, per Dr. ___.\n\n2. No pneumothorax."
+    assert (
+        clean_text(raw)
+        == "Large left pleural effusion is new. Small right effusion, per Dr. ___.\n\n2. No pneumothorax."
+    )
 
 
 def test_clean_text_deid_variants_and_separator():
@@ -360,8 +391,13 @@ def test_clean_text_is_idempotent_and_tidy(text):
     cleaned = clean_text(text)
     assert clean_text(cleaned) == cleaned
     assert "  " not in cleaned and "\t" not in cleaned and "\r" not in cleaned
-    assert all(paragraph and paragraph == paragraph.strip() and "\n" not in paragraph
-               for paragraph in cleaned.split("\n\n")) or cleaned == ""
+    assert (
+        all(
+            paragraph and paragraph == paragraph.strip() and "\n" not in paragraph
+            for paragraph in cleaned.split("\n\n")
+        )
+        or cleaned == ""
+    )
     # apart from underscores and X (de-identification runs), no visible character is lost or added
     assert re.sub(r"[\s_X]", "", cleaned) == re.sub(r"[\s_X]", "", text)
 
@@ -372,8 +408,14 @@ def test_clean_text_is_idempotent_and_tidy(text):
 def test_sentence_spans_slice_stripped_sentences():
     text = "FINDINGS:\n  Heart size normal.  A 2.5 cm nodule!\nIs it new?\n\nIMPRESSION:\n1. Nodule.\n2. No effusion"
     sentences = [text[start:end] for start, end in sentence_spans(text)]
-    assert sentences == ["FINDINGS:\n  Heart size normal.", "A 2.5 cm nodule!", "Is it new?", "IMPRESSION:",
-                         "1. Nodule.", "2. No effusion"]
+    assert sentences == [
+        "FINDINGS:\n  Heart size normal.",
+        "A 2.5 cm nodule!",
+        "Is it new?",
+        "IMPRESSION:",
+        "1. Nodule.",
+        "2. No effusion",
+    ]
     assert sentence_spans("") == sentence_spans(" \n ") == []
     with pytest.raises(TypeError, match="must be str"):
         sentence_spans(b"bytes")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from builds import completion_markers, kill_build_when
-from pipelines.build import run_build
-from pipelines.image_stage import WORK_DIR
+
+from pipelines.beam.build import run_build
+from pipelines.beam.image_stage import WORK_DIR
 from pipelines.synth import generate
 from schemas.config import load_config
 

@@ -19,11 +19,11 @@ from dataclasses import dataclass, replace
 import pyarrow.parquet as pq
 import pytest
 
+from pipelines.beam.build import run_build
 from pipelines.synth import generate
 from pipelines.synth.cases import Finding
 from pipelines.synth.text import padchest_sentence
 from pipelines.synth.vindr import BOX_CLASSES, LOCAL_LABELS
-from pipelines.build import run_build
 from schemas.config import PROFILES, load_config
 from transforms.audit import KINDS, ImageFacts, LesionBox, audit_row, facts_from_annotation
 from transforms.geometry import letterbox_for
@@ -31,9 +31,22 @@ from transforms.labels import NO_FINDING
 from transforms.padchest_english import render_report
 
 STUDIES = 150
-TAXONOMY = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Lesion", "Lung Opacity", "Edema",
-            "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
-            "Fracture", "Support Devices")
+TAXONOMY = (
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Lesion",
+    "Lung Opacity",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+)
 DEVICE_SIDES = {"pacemaker": "left", "right internal jugular line": "right"}
 """The side of each synthetic device as its report sentence states it (pipelines/synth/text.py)."""
 BOX_LABEL = {"vindr": BOX_CLASSES, "siim": {"Pneumothorax": "Pneumothorax"}}
@@ -64,8 +77,12 @@ class TruthFacts(ImageFacts):
         inside = [box for box in own if _inside_fraction(box, unit) >= 0.5]
         if not inside:
             return False
-        enclosing = (min(b[0] for b in inside), min(b[1] for b in inside),
-                     max(b[2] for b in inside), max(b[3] for b in inside))
+        enclosing = (
+            min(b[0] for b in inside),
+            min(b[1] for b in inside),
+            max(b[2] for b in inside),
+            max(b[3] for b in inside),
+        )
         return iou(enclosing, unit) >= 0.5
 
     def box_covered(self, required, claimed) -> bool:
@@ -125,9 +142,11 @@ effusion", "moderate cardiomegaly", PadChest's "grand derram pleural"); VinDr an
 
 def truth_severities(entry: dict) -> dict[str, tuple[int, int]]:
     worded = WORDED_SEVERITIES.get(entry["source"], set())
-    return {name: (detail["severity"], detail["severity"])
-            for name, detail in (entry.get("finding_details") or {}).items()
-            if detail["presence"] == 1 and detail["severity"] and name in worded}
+    return {
+        name: (detail["severity"], detail["severity"])
+        for name, detail in (entry.get("finding_details") or {}).items()
+        if detail["presence"] == 1 and detail["severity"] and name in worded
+    }
 
 
 def truth_questions(document: dict) -> dict[str, dict[str, dict]]:
@@ -136,12 +155,22 @@ def truth_questions(document: dict) -> dict[str, dict[str, dict]]:
     found: dict[str, dict[str, dict]] = {}
     for q in document["mimic_cxr_vqa"]["questions"]:
         found.setdefault(q["image"], {})[f"{q['file']} #{q['idx']}"] = {
-            "dataset": "mimic-cxr-vqa", "split": q["split"], "question": q["question"], "answers": q["answer"],
-            "question_type": q["content_type"], "reference_study_id": None}
+            "dataset": "mimic-cxr-vqa",
+            "split": q["split"],
+            "question": q["question"],
+            "answers": q["answer"],
+            "question_type": q["content_type"],
+            "reference_study_id": None,
+        }
     for q in document["mimic_diff_vqa"]["questions"]:
         found.setdefault(q["image"], {})[f"{q['file']} row {q['row']}"] = {
-            "dataset": "mimic-diff-vqa", "split": q["split"], "question": q["question"],
-            "answers": [q["answer"].strip()], "question_type": q["question_type"], "reference_study_id": q["ref_id"]}
+            "dataset": "mimic-diff-vqa",
+            "split": q["split"],
+            "question": q["question"],
+            "answers": [q["answer"].strip()],
+            "question_type": q["question_type"],
+            "reference_study_id": q["ref_id"],
+        }
     return found
 
 
@@ -162,17 +191,36 @@ def truth_facts(entry: dict, built: ImageFacts, questions: dict[str, dict], size
         absent = frozenset({"Pneumothorax"})
     bands = dict(built.bands, ctr_band=entry["ctr_band"])
     return TruthFacts(
-        key=built.key, source=entry["source"], split=built.split, view=entry["view"], held_out=entry["imagenome_gold"],
-        study_id=built.study_id, presence=presence, absent_labels=absent, lesion_boxes=tuple(boxes),
-        required_boxes=tuple(boxes), structure_boxes=built.structure_boxes, polygons=built.polygons,
-        polygon_areas=built.polygon_areas, sides=truth_sides(entry), severities=truth_severities(entry),
-        bands=bands, sections=built.sections, region_phrases=built.region_phrases,
-        study_datetime=built.study_datetime, scene_phrases=built.scene_phrases, relationships=built.relationships,
-        report_english=built.report_english, report_translation=built.report_translation,
+        key=built.key,
+        source=entry["source"],
+        split=built.split,
+        view=entry["view"],
+        held_out=entry["imagenome_gold"],
+        study_id=built.study_id,
+        presence=presence,
+        absent_labels=absent,
+        lesion_boxes=tuple(boxes),
+        required_boxes=tuple(boxes),
+        structure_boxes=built.structure_boxes,
+        polygons=built.polygons,
+        polygon_areas=built.polygon_areas,
+        sides=truth_sides(entry),
+        severities=truth_severities(entry),
+        bands=bands,
+        sections=built.sections,
+        region_phrases=built.region_phrases,
+        study_datetime=built.study_datetime,
+        scene_phrases=built.scene_phrases,
+        relationships=built.relationships,
+        report_english=built.report_english,
+        report_translation=built.report_translation,
         padchest_findings=built.padchest_findings,
-        english_labels=built.english_labels, severity_document=built.severity_document,
-        severity_tfidf=built.severity_tfidf, questions=questions,
-        positives=frozenset(n for n, p in presence.items() if p == 1 and n != NO_FINDING))
+        english_labels=built.english_labels,
+        severity_document=built.severity_document,
+        severity_tfidf=built.severity_tfidf,
+        questions=questions,
+        positives=frozenset(n for n, p in presence.items() if p == 1 and n != NO_FINDING),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -182,14 +230,24 @@ def build(tmp_path_factory):
     run_build(load_config(corpus / "build.yaml"), str(out))
     document = json.loads((corpus / "SYNTHETIC_TRUTH.json").read_text())
     truth, questions = document["images"], truth_questions(document)
-    annotations = {row["image_key"]: row for path in sorted(out.glob("annotations/*.parquet"))
-                   for row in pq.read_table(path).to_pylist()}
+    annotations = {
+        row["image_key"]: row
+        for path in sorted(out.glob("annotations/*.parquet"))
+        for row in pq.read_table(path).to_pylist()
+    }
     built = {key: facts_from_annotation(row) for key, row in annotations.items()}
     facts = {key: truth_facts(truth[key], built[key], questions.get(key, {})) for key in built}
     rows = [row for path in sorted(out.glob("instructions/*/*/*.parquet")) for row in pq.read_table(path).to_pylist()]
     rejects = [row for path in sorted(out.glob("rejects/*.parquet")) for row in pq.read_table(path).to_pylist()]
-    return {"out": out, "truth": truth, "document": document, "annotations": annotations, "facts": facts,
-            "rows": rows, "rejects": rejects}
+    return {
+        "out": out,
+        "truth": truth,
+        "document": document,
+        "annotations": annotations,
+        "facts": facts,
+        "rows": rows,
+        "rejects": rejects,
+    }
 
 
 def test_every_row_agrees_with_the_truth(build):
@@ -214,8 +272,9 @@ def test_every_task_of_every_profile_has_rows_and_a_check(build):
 def english_phrase(detail: dict, name: str) -> tuple[str, str | None]:
     """How the English statements name a synthetic PadChest finding (the label the synthetic writer
     gives it, rendered alone and without sides) and the side its sentence labels state, if any."""
-    _, label, places = padchest_sentence(Finding(name, 1, detail["laterality"], detail["zone"], detail["severity"],
-                                                 None, detail["detail"]))
+    _, label, places = padchest_sentence(
+        Finding(name, 1, detail["laterality"], detail["zone"], detail["severity"], None, detail["detail"])
+    )
     phrase = render_report([[label]], sides=False).text.rstrip(".").lower()
     return phrase, detail["laterality"] if detail["laterality"] in places else None
 
@@ -288,8 +347,11 @@ def test_every_question_of_the_vqa_datasets_is_a_row_in_its_split_or_a_reject_wi
             where = at.format(**q)
             if q["expected"] is None:
                 row = rows[where]
-                task = "vqa" if dataset == "mimic_cxr_vqa" else (
-                    "difference_vqa" if q["question_type"] == "difference" else "main_image_vqa")
+                task = (
+                    "vqa"
+                    if dataset == "mimic_cxr_vqa"
+                    else ("difference_vqa" if q["question_type"] == "difference" else "main_image_vqa")
+                )
                 keys = [q["reference_image"], q["image"]] if task == "difference_vqa" else [q["image"]]
                 assert (row["task"], row["image_keys"]) == (task, keys), where
                 assert row["split"] == {"valid": "validation", "val": "validation"}.get(q["split"], q["split"])
@@ -298,8 +360,13 @@ def test_every_question_of_the_vqa_datasets_is_a_row_in_its_split_or_a_reject_wi
                 reject = rejects[where]
                 assert (reject["stage"], reject["reason"]) == (q["expected"]["stage"], q["expected"]["reason"]), where
                 outcomes[(dataset, q["expected"]["reason"])] += 1
-    assert set(outcomes) >= {("mimic_cxr_vqa", "row"), ("mimic_diff_vqa", "row"), ("mimic_cxr_vqa", "vqa-split-differs"),
-                             ("mimic_diff_vqa", "vqa-split-differs"), ("mimic_diff_vqa", "reference-not-earlier")}, outcomes
+    assert set(outcomes) >= {
+        ("mimic_cxr_vqa", "row"),
+        ("mimic_diff_vqa", "row"),
+        ("mimic_cxr_vqa", "vqa-split-differs"),
+        ("mimic_diff_vqa", "vqa-split-differs"),
+        ("mimic_diff_vqa", "reference-not-earlier"),
+    }, outcomes
 
 
 # ---------------------------------------------------------------- planted defects are caught
@@ -321,11 +388,14 @@ def test_the_audit_catches_planted_contradictions(build):
     rows, facts = build["rows"], build["facts"]
     yes = _first(rows, "disease_classification", lambda r, t: t.get("present") is True)
     assert "positive-for-absent" in _kinds(
-        _with_target(yes, finding=next(n for n, p in facts[yes["image_keys"][0]].presence.items() if p == 0)), facts)
+        _with_target(yes, finding=next(n for n, p in facts[yes["image_keys"][0]].presence.items() if p == 0)), facts
+    )
     siim = _first(rows, "disease_classification", lambda r, t: r["source"] == "siim" and "positives" in t)
     assert "negative-for-unannotated" in _kinds(_with_target(siim, question="open"), facts)
     grounding = _first(rows, "finding_grounding", lambda r, t: t["present"])
-    moved = [{**box, "box": [min(v + 0.2, 1.0) for v in box["box"]]} for box in json.loads(grounding["target"])["boxes"]]
+    moved = [
+        {**box, "box": [min(v + 0.2, 1.0) for v in box["box"]]} for box in json.loads(grounding["target"])["boxes"]
+    ]
     assert "box-not-annotated" in _kinds(_with_target(grounding, boxes=moved), facts)
     absent = _first(rows, "finding_grounding", lambda r, t: not t["present"] and facts[r["image_keys"][0]].lesion_boxes)
     present_label = facts[absent["image_keys"][0]].lesion_boxes[0].label
@@ -342,8 +412,9 @@ def test_the_audit_catches_planted_contradictions(build):
     native = _first(rows, "main_image_vqa")
     assert "native-question-changed" in _kinds(_with_target(native, answers=["something else"]), facts)
     gold = next(key for key, entry in build["truth"].items() if entry.get("imagenome_gold") and key in facts)
-    assert "held-out-in-train" in _kinds({**report, "image_keys": [gold], "split": "train"},
-                                         {**facts, gold: replace(facts[gold], split="train")})
+    assert "held-out-in-train" in _kinds(
+        {**report, "image_keys": [gold], "split": "train"}, {**facts, gold: replace(facts[gold], split="train")}
+    )
 
 
 # ---------------------------------------------------------------- each defect class, on the truth
@@ -356,8 +427,11 @@ def test_gold_images_are_in_no_train_table(build):
     assert any(entry["split"] == "train" for key, entry in build["truth"].items() if key in gold)  # there were some
     train_rows = [row for row in build["rows"] if row["split"] == "train"]
     assert not any(key in gold for row in train_rows for key in row["image_keys"])
-    images = {row["image_key"]: row["split"] for path in build["out"].glob("images/*.parquet")
-              for row in pq.read_table(path, columns=["image_key", "split"]).to_pylist()}
+    images = {
+        row["image_key"]: row["split"]
+        for path in build["out"].glob("images/*.parquet")
+        for row in pq.read_table(path, columns=["image_key", "split"]).to_pylist()
+    }
     assert not any(images.get(key) == "train" for key in gold)
 
 
@@ -385,8 +459,13 @@ def test_mask_polygons_keep_no_ring_below_the_minimum_area_and_count_the_dropped
     from transforms.audit import MIN_RING_AREA
 
     siim = [row for row in build["annotations"].values() if row["source"] == "siim"]
-    areas = [area for row in siim for key, found in facts_from_annotation(row).polygon_areas.items()
-             if key[1] == "siim-rle" for area in found]
+    areas = [
+        area
+        for row in siim
+        for key, found in facts_from_annotation(row).polygon_areas.items()
+        if key[1] == "siim-rle"
+        for area in found
+    ]
     assert areas and min(areas) >= MIN_RING_AREA
     manifest = json.loads((build["out"] / "manifest.json").read_text())
     assert manifest["counts"]["siim"]["item_rejects"].get("filtered:geometry:polygon-ring-below-min-area", 0) > 0

@@ -10,8 +10,8 @@ import time
 import pytest
 from click.testing import CliRunner
 
+from pipelines.beam.progress import STAGES, Progress, ProgressState, StageState, stage_line
 from pipelines.cli import main
-from pipelines.progress import STAGES, Progress, ProgressState, StageState, stage_line
 from pipelines.synth import generate
 
 
@@ -97,8 +97,9 @@ def test_progress_events_are_read_whole_and_summed_per_stage(tmp_path):
 def test_a_stage_line_shows_rate_and_eta_once_a_total_is_known():
     now = 1000.0
     assert stage_line("image", StageState(), now, 0.0)[1] == "waiting"
-    stage, count, rate, elapsed, eta = stage_line("image", StageState(done=50, total=200, first=990.0, last=1000.0),
-                                                  now, 0.0)
+    stage, count, rate, elapsed, eta = stage_line(
+        "image", StageState(done=50, total=200, first=990.0, last=1000.0), now, 0.0
+    )
     assert (count, rate, elapsed, eta) == ("50 / 200 images", "5.0/s", "0:10", "0:30")
     assert stage_line("read", StageState(done=9, first=997.0, last=1000.0), now, 0.0)[4] == "-"
     idle = stage_line("read", StageState(done=30, first=900.0, last=910.0), now, 0.0)  # done 90 s ago

@@ -32,7 +32,6 @@ import subprocess
 from pathlib import Path, PurePosixPath
 
 import pytest
-
 from realdata import DATA, is_development_id
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,7 +121,9 @@ def problems_in(files: dict[str, str]) -> list[str]:
                     if climbs_out(path, match):
                         found.append(f"{path}:{number}: Path(__file__) climbs above the repository: {match[0]}")
             for note in NOTE.findall(line):
-                if ("/" not in note or note.startswith(NOTE_PREFIXES)) and not note_exists(path, note, names, basenames):
+                if ("/" not in note or note.startswith(NOTE_PREFIXES)) and not note_exists(
+                    path, note, names, basenames
+                ):
                     found.append(f"{path}:{number}: cites {note}, which is not in the repository")
     return found
 
@@ -132,29 +133,35 @@ def test_no_tracked_file_refers_outside_the_repository():
     assert not problems, f"{len(problems)} reference(s) outside the repository:\n" + "\n".join(problems)
 
 
-@pytest.mark.parametrize(("path", "line"), [
-    ("tests/x.py", 'REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"'),
-    ("tests/x.py", 'ROOT = Path(__file__).resolve().parent.parent / ".."'),
-    ("tests/x.py", 'data = Path(__file__).resolve().parents[1] / ".." / "data"'),
-    ("transforms/x.py", '"""Facts: LANGUAGE.md section 3."""'),
-    ("transforms/x.py", "# see formats/mimic-cxr.md §7"),
-    ("README.md", f"Read {SIBLING}/reference/README.md first."),
-    ("Makefile", f"WHEEL := {WORK}main/build/cache/x.whl"),
-    ("docs/x.md", "Copy it to /home/alice/models."),
-    ("docs/x.md", "Facts live in the shared notes."),
-])
+@pytest.mark.parametrize(
+    ("path", "line"),
+    [
+        ("tests/x.py", 'REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"'),
+        ("tests/x.py", 'ROOT = Path(__file__).resolve().parent.parent / ".."'),
+        ("tests/x.py", 'data = Path(__file__).resolve().parents[1] / ".." / "data"'),
+        ("transforms/x.py", '"""Facts: LANGUAGE.md section 3."""'),
+        ("transforms/x.py", "# see formats/mimic-cxr.md §7"),
+        ("README.md", f"Read {SIBLING}/reference/README.md first."),
+        ("Makefile", f"WHEEL := {WORK}main/build/cache/x.whl"),
+        ("docs/x.md", "Copy it to /home/alice/models."),
+        ("docs/x.md", "Facts live in the shared notes."),
+    ],
+)
 def test_the_scan_catches_each_kind_of_outside_reference(path, line):
     assert problems_in({path: line}), line
 
 
-@pytest.mark.parametrize(("path", "line"), [
-    ("tests/x.py", 'ROOT = Path(__file__).resolve().parents[1]'),
-    ("benchmarks/x.py", "sys.path.insert(0, str(Path(__file__).resolve().parent.parent))"),
-    ("docs/formats/x.md", "See [the language notes](../language.md) and chexmask.md §3."),
-    ("transforms/x.py", "# docs/formats/mimic-cxr.md §7.1, README.md"),
-    ("docs/x.md", "Output goes to gs://bucket/out and https://example.org/home/alice; scratch in /tmp/x."),
-    ("tests/data/x/SOURCES.md", "`owner/repo` @ 0123abc, `website/content/data/reports.md`"),
-])
+@pytest.mark.parametrize(
+    ("path", "line"),
+    [
+        ("tests/x.py", "ROOT = Path(__file__).resolve().parents[1]"),
+        ("benchmarks/x.py", "sys.path.insert(0, str(Path(__file__).resolve().parent.parent))"),
+        ("docs/formats/x.md", "See [the language notes](../language.md) and chexmask.md §3."),
+        ("transforms/x.py", "# docs/formats/mimic-cxr.md §7.1, README.md"),
+        ("docs/x.md", "Output goes to gs://bucket/out and https://example.org/home/alice; scratch in /tmp/x."),
+        ("tests/data/x/SOURCES.md", "`owner/repo` @ 0123abc, `website/content/data/reports.md`"),
+    ],
+)
 def test_the_scan_leaves_legitimate_references_alone(path, line):
     assert problems_in({path: line}) == [], line
 

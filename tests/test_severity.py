@@ -1,6 +1,6 @@
 """Severity scores (transforms.severity): the ordinal score and its buckets; MediVLM's TF-IDF score,
 recomputed independently on a small corpus, its pure fit and the FitSeverityIdf CombineFn
-(pipelines/severity_fit.py) inside a small FnApiRunner pipeline."""
+(pipelines/beam/severity_fit.py) inside a small FnApiRunner pipeline."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.severity_fit import FitSeverityIdf
+from pipelines.beam.severity_fit import FitSeverityIdf
 from schemas.records import AttributeMention
 from transforms import enrich
 from transforms.phrases import extract_mentions
@@ -71,6 +71,7 @@ def reference_scores(train: list[str], documents: list[str]) -> tuple[list[float
     """MediVLM's definition written out directly (not with transforms.severity): scikit-learn's default
     tokens, TfidfVectorizer(vocabulary=TERMS, sublinear_tf=True, smooth_idf=True, norm=None) summed per
     document, min-max over ``train``. Returns (raw, normalised and clipped) per document."""
+
     def counts(text: str) -> Counter:
         return Counter(token for token in re.findall(r"\b\w\w+\b", text.lower()) if token in TERMS)
 
@@ -119,8 +120,18 @@ def test_ordinal_needs_a_weight_for_every_present_finding():
         severity_ordinal([mention("Edema", 1)], {"Pneumothorax": 1})
 
 
-@pytest.mark.parametrize("score, bucket", [(0.0, "none"), (0.01, "mild"), (1 / 3, "mild"), (0.5, "moderate"),
-                                           (2 / 3, "moderate"), (0.9, "severe"), (1.0, "severe")])
+@pytest.mark.parametrize(
+    "score, bucket",
+    [
+        (0.0, "none"),
+        (0.01, "mild"),
+        (1 / 3, "mild"),
+        (0.5, "moderate"),
+        (2 / 3, "moderate"),
+        (0.9, "severe"),
+        (1.0, "severe"),
+    ],
+)
 def test_buckets(score, bucket):
     assert severity_bucket(score) == bucket
 
@@ -134,9 +145,30 @@ def test_bucket_rejects_scores_outside_the_unit_interval():
 
 
 def test_the_term_list_holds_the_papers_examples_and_red_flags_as_single_words():
-    for word in ("severe", "critical", "unstable", "emergency", "shock", "acute", "worsening", "marked",
-                 "extensive", "large", "massive", "pneumothorax", "tension", "edema", "consolidation",
-                 "cardiomegaly", "effusion", "mass", "nodule", "opacity", "fracture", "collapse"):
+    for word in (
+        "severe",
+        "critical",
+        "unstable",
+        "emergency",
+        "shock",
+        "acute",
+        "worsening",
+        "marked",
+        "extensive",
+        "large",
+        "massive",
+        "pneumothorax",
+        "tension",
+        "edema",
+        "consolidation",
+        "cardiomegaly",
+        "effusion",
+        "mass",
+        "nodule",
+        "opacity",
+        "fracture",
+        "collapse",
+    ):
         assert word in TERMS
     assert not {"mild", "small", "trace", "normal", "clear"} & set(TERMS)
     with pytest.raises(ValueError, match="listed twice"):
@@ -146,7 +178,11 @@ def test_the_term_list_holds_the_papers_examples_and_red_flags_as_single_words()
 
 
 def test_terms_are_every_occurrence_of_a_term_word():
-    assert severity_terms("Large right PNEUMOTHORAX; no left pneumothorax.") == ["large", "pneumothorax", "pneumothorax"]
+    assert severity_terms("Large right PNEUMOTHORAX; no left pneumothorax.") == [
+        "large",
+        "pneumothorax",
+        "pneumothorax",
+    ]
     assert severity_terms("Tension-pneumothorax, edema/effusion.") == ["tension", "pneumothorax", "edema", "effusion"]
     assert severity_terms("Heart size is normal. Lungs are clear.") == []
     assert severity_terms("") == []
@@ -156,18 +192,18 @@ def test_the_score_matches_an_independent_computation_with_a_train_only_fit():
     table = fit(TRAIN)
     raws, expected = reference_scores(TRAIN, TRAIN + TEST)
     assert [severity_tfidf(text, table) for text in TRAIN + TEST] == pytest.approx(expected, rel=1e-12, abs=1e-12)
-    assert table["n_documents"] == len(TRAIN) and table["min"] == pytest.approx(min(raws[:len(TRAIN)]))
-    assert max(expected[:len(TRAIN)]) == 1.0 and min(expected[:len(TRAIN)]) == 0.0 < min(raws[:len(TRAIN)])
+    assert table["n_documents"] == len(TRAIN) and table["min"] == pytest.approx(min(raws[: len(TRAIN)]))
+    assert max(expected[: len(TRAIN)]) == 1.0 and min(expected[: len(TRAIN)]) == 0.0 < min(raws[: len(TRAIN)])
     # Test documents do not move the table: fitted on train and test together, they would score otherwise.
     leaked = fit(TRAIN + TEST)
-    assert [severity_tfidf(text, leaked) for text in TEST] != pytest.approx(expected[len(TRAIN):])
+    assert [severity_tfidf(text, leaked) for text in TEST] != pytest.approx(expected[len(TRAIN) :])
     # Clipping: the first test report is above the train max, the second has no term (below the min).
     assert raws[len(TRAIN)] > table["max"] and severity_tfidf(TEST[0], table) == 1.0
     assert severity_tfidf(TEST[1], table) == 0.0
 
 
 def test_negated_mentions_count_as_the_paper_defines():
-    """"no pneumothorax" counts pneumothorax: the TF-IDF score reads words; severity_ordinal reads mentions."""
+    """ "no pneumothorax" counts pneumothorax: the TF-IDF score reads words; severity_ordinal reads mentions."""
     table = fit(TRAIN)
     negated, affirmed = TEST[2], TEST[3]
     assert severity_tfidf(negated, table) == severity_tfidf(affirmed, table) > 0.0
@@ -182,8 +218,12 @@ def test_fitted_table_follows_the_formula():
     assert table["idf"]["effusion"] == pytest.approx(math.log(9 / 3) + 1)
     assert table["idf"]["shock"] == pytest.approx(math.log(9 / 1) + 1)
     tension_report = TRAIN[3]  # large, pneumothorax x2, concerning, tension
-    expected = (table["idf"]["large"] + (1 + math.log(2)) * table["idf"]["pneumothorax"]
-                + table["idf"]["concerning"] + table["idf"]["tension"])
+    expected = (
+        table["idf"]["large"]
+        + (1 + math.log(2)) * table["idf"]["pneumothorax"]
+        + table["idf"]["concerning"]
+        + table["idf"]["tension"]
+    )
     assert sorted(severity_terms(tension_report)) == ["concerning", "large", "pneumothorax", "pneumothorax", "tension"]
     assert table["max"] == pytest.approx(expected) and severity_tfidf(tension_report, table) == 1.0
 
@@ -201,17 +241,27 @@ def test_degenerate_and_foreign_tables():
 
 
 def test_rows_are_scored_on_their_severity_document():
-    english = {"report_language": "en", "report_english": None, "sections": [
-        {"name": "findings", "text": "Large right pneumothorax, increased compared to the prior study."},
-        {"name": "impression", "text": "Worsening right pneumothorax."}]}
-    padchest = {"report_language": "es", "report_english": "Cardiomegaly. Left costophrenic angle pleural effusion.",
-                "sections": []}
+    english = {
+        "report_language": "en",
+        "report_english": None,
+        "sections": [
+            {"name": "findings", "text": "Large right pneumothorax, increased compared to the prior study."},
+            {"name": "impression", "text": "Worsening right pneumothorax."},
+        ],
+    }
+    padchest = {
+        "report_language": "es",
+        "report_english": "Cardiomegaly. Left costophrenic angle pleural effusion.",
+        "sections": [],
+    }
     without = {"report_language": None, "report_english": None, "sections": None}
     assert severity_terms(severity_document(english)) == ["large", "pneumothorax"]  # findings, comparison rewritten out
     assert severity_terms(severity_document(padchest)) == ["cardiomegaly", "effusion"]
     assert severity_document(without) is None
     table = fit(TRAIN)
-    assert enrich.add_severity_tfidf(english, table)["severity_tfidf"] == severity_tfidf("Large right pneumothorax.", table)
+    assert enrich.add_severity_tfidf(english, table)["severity_tfidf"] == severity_tfidf(
+        "Large right pneumothorax.", table
+    )
     assert enrich.add_severity_tfidf(without, table)["severity_tfidf"] == severity_tfidf("", table) == 0.0
 
 
@@ -260,13 +310,12 @@ def test_the_beam_combine_fits_the_same_table_over_several_bundles():
     expected = fit(TRAIN)
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as pipeline:
         parts = [pipeline | f"Part {n}" >> beam.Create(TRAIN[n::3]) for n in range(3)]
-        table = (parts
-                 | beam.Flatten()
-                 | beam.Map(severity_terms)
-                 | beam.CombineGlobally(FitSeverityIdf()))
-        scores = (pipeline
-                  | "Reports" >> beam.Create(TEST)
-                  | beam.Map(lambda text, fitted: severity_tfidf(text, fitted), fitted=beam.pvalue.AsSingleton(table)))
+        table = parts | beam.Flatten() | beam.Map(severity_terms) | beam.CombineGlobally(FitSeverityIdf())
+        scores = (
+            pipeline
+            | "Reports" >> beam.Create(TEST)
+            | beam.Map(lambda text, fitted: severity_tfidf(text, fitted), fitted=beam.pvalue.AsSingleton(table))
+        )
         assert_that(table | beam.Map(json.dumps), equal_to([json.dumps(expected)]), label="table")
         assert_that(scores, equal_to([severity_tfidf(text, expected) for text in TEST]), label="scores")
 
@@ -274,11 +323,23 @@ def test_the_beam_combine_fits_the_same_table_over_several_bundles():
 def test_the_idf_is_fitted_on_train_documents_once_per_study():
     """A study's images share one report: one document; rows without a document, and rows of other
     splits, are no documents; a study's lateral PadChest image (statements without sides) counts apart."""
-    def row(key, study, split="train", english=None, source="padchest"):
-        return {"image_key": key, "source": source, "split": split, "study_id": study,
-                "report_language": "es-stemmed", "report_english": english}
 
-    rows = [row("a", "s1", english="Left pleural effusion."), row("b", "s1", english="Left pleural effusion."),
-            row("c", "s1", english="Pleural effusion."), row("d", "s2", english=None),
-            row("e", "s3", split="test", english="Large pneumothorax."), row("f", None, english="Cardiomegaly.")]
+    def row(key, study, split="train", english=None, source="padchest"):
+        return {
+            "image_key": key,
+            "source": source,
+            "split": split,
+            "study_id": study,
+            "report_language": "es-stemmed",
+            "report_english": english,
+        }
+
+    rows = [
+        row("a", "s1", english="Left pleural effusion."),
+        row("b", "s1", english="Left pleural effusion."),
+        row("c", "s1", english="Pleural effusion."),
+        row("d", "s2", english=None),
+        row("e", "s3", split="test", english="Large pneumothorax."),
+        row("f", None, english="Cardiomegaly."),
+    ]
     assert enrich.train_severity_documents(rows) == [["effusion"], ["effusion"], ["cardiomegaly"]]

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-
 from plans import assert_beam_matches_serial
-from schemas.records import AnnotationRecord, Reject
 from synthetic_rows import FAILING_ROW, ChexmaskRows, chexmask_rows
+
+from schemas.records import AnnotationRecord, Reject
 from transforms.masks import rle_decode
 from transforms.sources import chexmask
 from transforms.sources.plan import table_rows
@@ -36,8 +36,10 @@ def rows_of(dataset: str, space: str = "original") -> ChexmaskRows:
         return chexmask_rows(dataset, ORIGINAL_SIZES)
     data = chexmask_rows(dataset, [(1024, 1024)] * 3)
     at = data.column("Landmarks")
-    flat = [[",".join(map(str, chexmask.parse_landmarks(cell).ravel())) if i == at else cell
-             for i, cell in enumerate(row)] for row in data.rows]
+    flat = [
+        [",".join(map(str, chexmask.parse_landmarks(cell).ravel())) if i == at else cell for i, cell in enumerate(row)]
+        for row in data.rows
+    ]
     return dataclasses.replace(data, rows=flat)
 
 
@@ -75,7 +77,10 @@ def test_mimic_rows_threshold_and_geometry(tmp_path, gz):
     assert float(data.rows[FAILING_ROW][mean_at]) < 0.7
     assert isinstance(filtered, Reject)
     assert (filtered.key, filtered.kind, filtered.reason) == (
-        f"mimic/{data.rows[FAILING_ROW][0]}", "filtered", "dice-rca-mean-below-threshold")
+        f"mimic/{data.rows[FAILING_ROW][0]}",
+        "filtered",
+        "dice-rca-mean-below-threshold",
+    )
 
     for index in PASSING:
         row, frontal = data.rows[index], data.frontals[index]
@@ -114,7 +119,8 @@ def test_padchest_swapped_columns_read_by_name_and_empty_size_rejected(tmp_path)
     install(tmp_path, "Padchest", data.csv_text([row[:-2] + ["", ""] for row in passing]))
     outputs = read_all(tmp_path)
     assert sorted((o.key, o.reason) for o in outputs) == sorted(
-        (f"padchest/{row[0]}", "missing-size") for row in passing)
+        (f"padchest/{row[0]}", "missing-size") for row in passing
+    )
     assert all(o.key.endswith(".png") for o in outputs)
 
     # the same rows with their size: quality comes from the columns' names, not positions
@@ -158,8 +164,11 @@ def test_no_file_for_any_ingested_source_is_an_error(tmp_path):
 def test_missing_column_is_an_error(tmp_path):
     data = rows_of("MIMIC-CXR-JPG")
     keep = [i for i, name in enumerate(data.header) if name != "Heart"]
-    install(tmp_path, "MIMIC-CXR-JPG", data.csv_text([[row[i] for i in keep] for row in data.rows],
-                                                     [data.header[i] for i in keep]))
+    install(
+        tmp_path,
+        "MIMIC-CXR-JPG",
+        data.csv_text([[row[i] for i in keep] for row in data.rows], [data.header[i] for i in keep]),
+    )
     with pytest.raises(ValueError, match="Heart"):
         chexmask.plan(str(tmp_path))
 
@@ -209,14 +218,22 @@ def test_bad_rows_are_rejected_one_by_one(tmp_path):
     for output in keyed:
         found.setdefault(output.key.removeprefix("mimic/"), []).append(output)
     assert {key: [o.reason if isinstance(o, Reject) else "ok" for o in rows] for key, rows in found.items()} == {
-        "a-short-landmarks": ["unparseable-landmarks"], "b-odd-rle": ["bad-rle"], "c-rle-outside": ["bad-rle"],
-        "d-rle-overlap": ["bad-rle"], "e-rle-zero-start": ["bad-rle"], "f-bad-dice": ["bad-dice-value"],
-        "g-nan-dice": ["bad-dice-value"], "h-bad-size": ["bad-size"], "i-flat-landmarks": ["ok"],
-        good_key.removeprefix("mimic/"): ["ok", "duplicate-row"], "k-padded": ["ok"],
+        "a-short-landmarks": ["unparseable-landmarks"],
+        "b-odd-rle": ["bad-rle"],
+        "c-rle-outside": ["bad-rle"],
+        "d-rle-overlap": ["bad-rle"],
+        "e-rle-zero-start": ["bad-rle"],
+        "f-bad-dice": ["bad-dice-value"],
+        "g-nan-dice": ["bad-dice-value"],
+        "h-bad-size": ["bad-size"],
+        "i-flat-landmarks": ["ok"],
+        good_key.removeprefix("mimic/"): ["ok", "duplicate-row"],
+        "k-padded": ["ok"],
     }
     assert found["b-odd-rle"][0].detail.startswith("OriginalResolution/MIMIC-CXR-JPG.csv row 2: Heart: ")
     assert found[good_key.removeprefix("mimic/")][1].detail == (
-        f"OriginalResolution/MIMIC-CXR-JPG.csv row 12: {good[column['dicom_id']]} appears again (first read from row 11)")
+        f"OriginalResolution/MIMIC-CXR-JPG.csv row 12: {good[column['dicom_id']]} appears again (first read from row 11)"
+    )
     flat_string = found["i-flat-landmarks"][0]
     assert flat_string.landmarks == found[good_key.removeprefix("mimic/")][0].landmarks  # repr and flat parse alike
     padded = found["k-padded"][0]
@@ -226,13 +243,17 @@ def test_bad_rows_are_rejected_one_by_one(tmp_path):
 def test_a_row_that_is_not_utf8_is_rejected_and_reading_goes_on(tmp_path):
     data = rows_of("MIMIC-CXR-JPG")
     id_at = data.column("dicom_id")
-    named = [[name if i == id_at else cell for i, cell in enumerate(data.rows[0])]
-             for name in ("first", "second", "third")]
+    named = [
+        [name if i == id_at else cell for i, cell in enumerate(data.rows[0])] for name in ("first", "second", "third")
+    ]
     path = install(tmp_path, "MIMIC-CXR-JPG", data.csv_text(named))
     path.write_bytes(path.read_bytes().replace(b"second", b"s\xe9cond"))
     outputs = read_all(tmp_path)
     assert [(o.key, getattr(o, "reason", "ok")) for o in outputs] == [
-        ("mimic/", "undecodable-row"), ("mimic/first", "ok"), ("mimic/third", "ok")]
+        ("mimic/", "undecodable-row"),
+        ("mimic/first", "ok"),
+        ("mimic/third", "ok"),
+    ]
     assert outputs[0].detail == "OriginalResolution/MIMIC-CXR-JPG.csv row 2: bytes that are not UTF-8"
 
 
@@ -326,7 +347,8 @@ def test_cropped_datasets_preprocessed_rows_are_rejected_with_the_reason(tmp_pat
     rows = rows_of(dataset, "preprocessed").rows
     outputs = read_all(tmp_path)
     assert sorted((o.key, o.reason, o.kind) for o in outputs) == sorted(
-        (f"{source}/{row[0]}", "preprocessed-space-not-invertible", "rejected") for row in rows)
+        (f"{source}/{row[0]}", "preprocessed-space-not-invertible", "rejected") for row in rows
+    )
     assert all("unpublished offsets" in o.detail and "no OriginalResolution row" in o.detail for o in outputs)
 
 
@@ -335,8 +357,11 @@ def test_cropped_dataset_without_original_beside_an_invertible_one(tmp_path):
     install_preprocessed(tmp_path, "MIMIC-CXR-JPG")
     outputs = read_all(tmp_path, image_sources=("mimic", "vindr"))
     by_source = {(o.key.split("/")[0], o.reason if isinstance(o, Reject) else o.provenance["space"]) for o in outputs}
-    assert by_source == {("mimic", "preprocessed-space-not-invertible"), ("vindr", "original"),
-                         ("vindr", "dice-rca-mean-below-threshold")}
+    assert by_source == {
+        ("mimic", "preprocessed-space-not-invertible"),
+        ("vindr", "original"),
+        ("vindr", "dice-rca-mean-below-threshold"),
+    }
 
 
 def test_preprocessed_size_columns_are_optional_but_must_say_1024(tmp_path):
@@ -344,8 +369,9 @@ def test_preprocessed_size_columns_are_optional_but_must_say_1024(tmp_path):
     header, rows = data.header, [list(row) for row in data.rows]
     rows[FAILING_ROW][data.column("Dice RCA (Mean)")] = "0.9"  # every row passes the threshold here
     keep = [i for i, name in enumerate(header) if name not in ("Height", "Width")]
-    install_preprocessed(tmp_path, "VinDr-CXR", data.csv_text([[row[i] for i in keep] for row in rows],
-                                                              [header[i] for i in keep]))
+    install_preprocessed(
+        tmp_path, "VinDr-CXR", data.csv_text([[row[i] for i in keep] for row in rows], [header[i] for i in keep])
+    )
     assert all(isinstance(o, AnnotationRecord) for o in read_all(tmp_path, image_sources=("vindr",)))
 
     sized = [rows[0][:-2] + ["", ""], rows[1][:-2] + ["2048", "1024"], rows[2][:-2] + ["1024", "1024.0"]]
@@ -379,5 +405,6 @@ def test_rows_are_keyed_by_target_image_with_only_the_cells_parse_row_reads(tmp_
     plan = chexmask.plan(str(tmp_path), ("padchest",))
     keyed = [item for row in table_rows(str(path)) for item in plan.key_row("Padchest", row)]
     assert [(item.key, item.tag, item.item[0]) for item in keyed] == [
-        (f"padchest/{row[0]}", "Padchest", number) for number, row in enumerate(rows, start=1)]
+        (f"padchest/{row[0]}", "Padchest", number) for number, row in enumerate(rows, start=1)
+    ]
     assert all("someone" not in item.item[1] and len(item.item[1]) == len(data.header) for item in keyed)

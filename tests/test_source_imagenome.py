@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+from plans import assert_beam_matches_serial
+from realdata import DATA
 
 from pipelines.synth import imagenome as synth_imagenome
 from pipelines.synth import mimic as synth_mimic
 from pipelines.synth.cases import make_mimic_patients
-from plans import assert_beam_matches_serial
-from realdata import DATA
 from schemas.records import AnnotationRecord, Reject
 from transforms import io
 from transforms.sources import imagenome
@@ -24,7 +24,7 @@ SPLIT_HEADER = ",subject_id,study_id,dicom_id,path,ViewPosition"  # pandas index
 
 def fake_dicom_id(name: str) -> str:
     digest = hashlib.sha256(name.encode()).hexdigest()
-    return "-".join(digest[i:i + 8] for i in range(0, 40, 8))
+    return "-".join(digest[i : i + 8] for i in range(0, 40, 8))
 
 
 def split_line(index: int | None, dicom_id: str, subject: str = "10000001", study: str = "50000001") -> str:
@@ -48,32 +48,66 @@ def write_splits(root: Path, splits: dict[str, list[str]], avoid: list[str], avo
 def scene_object(dicom_id: str, name: str, box: tuple) -> dict:
     x1, y1, x2, y2 = box
     return {
-        "object_id": f"{dicom_id}_{name}", "x1": 10, "y1": 10, "x2": 100, "y2": 100, "width": 90, "height": 90,
-        "bbox_name": name, "synsets": ["C0000000"], "name": name.capitalize(),
-        "original_x1": x1, "original_y1": y1, "original_x2": x2, "original_y2": y2,
-        "original_width": 100, "original_height": 100,
+        "object_id": f"{dicom_id}_{name}",
+        "x1": 10,
+        "y1": 10,
+        "x2": 100,
+        "y2": 100,
+        "width": 90,
+        "height": 90,
+        "bbox_name": name,
+        "synsets": ["C0000000"],
+        "name": name.capitalize(),
+        "original_x1": x1,
+        "original_y1": y1,
+        "original_x2": x2,
+        "original_y2": y2,
+        "original_width": 100,
+        "original_height": 100,
     }
 
 
-def attribute_entry(dicom_id: str, name: str, phrases: list[str], attributes: list[list[str]],
-                    temporal: list[list[str]] | None = None, flag: bool = True) -> dict:
+def attribute_entry(
+    dicom_id: str,
+    name: str,
+    phrases: list[str],
+    attributes: list[list[str]],
+    temporal: list[list[str]] | None = None,
+    flag: bool = True,
+) -> dict:
     n = len(phrases)
     return {
-        name: flag, "bbox_name": name, "synsets": ["C0000000"], "name": name.capitalize(),
-        "attributes": attributes, "attributes_ids": [["CL0"] * len(a) for a in attributes],
-        "phrases": phrases, "phrase_IDs": [f"50000001|{i}" for i in range(n)], "sections": ["finalreport"] * n,
-        "comparison_cues": [[] for _ in range(n)], "temporal_cues": temporal or [[] for _ in range(n)],
-        "severity_cues": [[] for _ in range(n)], "texture_cues": [[] for _ in range(n)],
+        name: flag,
+        "bbox_name": name,
+        "synsets": ["C0000000"],
+        "name": name.capitalize(),
+        "attributes": attributes,
+        "attributes_ids": [["CL0"] * len(a) for a in attributes],
+        "phrases": phrases,
+        "phrase_IDs": [f"50000001|{i}" for i in range(n)],
+        "sections": ["finalreport"] * n,
+        "comparison_cues": [[] for _ in range(n)],
+        "temporal_cues": temporal or [[] for _ in range(n)],
+        "severity_cues": [[] for _ in range(n)],
+        "texture_cues": [[] for _ in range(n)],
         "object_id": f"{dicom_id}_{name}",
     }
 
 
 def scene_graph(dicom_id: str, objects=(), attributes=(), relationships=(), image_id: str | None = None) -> dict:
     return {
-        "image_id": image_id if image_id is not None else dicom_id, "viewpoint": "AP",
-        "patient_id": 10000001, "study_id": 50000001, "gender": "F", "age_decile": "60-70",
-        "reason_for_exam": "___F with dyspnea", "StudyOrder": 2, "StudyDateTime": "2150-01-02 03:04:05",
-        "objects": list(objects), "attributes": list(attributes), "relationships": list(relationships),
+        "image_id": image_id if image_id is not None else dicom_id,
+        "viewpoint": "AP",
+        "patient_id": 10000001,
+        "study_id": 50000001,
+        "gender": "F",
+        "age_decile": "60-70",
+        "reason_for_exam": "___F with dyspnea",
+        "StudyOrder": 2,
+        "StudyDateTime": "2150-01-02 03:04:05",
+        "objects": list(objects),
+        "attributes": list(attributes),
+        "relationships": list(relationships),
     }
 
 
@@ -111,18 +145,27 @@ def full_graph() -> dict:
         ],
         attributes=[
             attribute_entry(
-                CURRENT, "right lung",
+                CURRENT,
+                "right lung",
                 ["New right lower lobe opacity.", "No pneumothorax."],
                 [["anatomicalfinding|yes|lung opacity", "nlp|yes|abnormal"], ["anatomicalfinding|no|pneumothorax"]],
                 temporal=[["new"], []],
             ),
         ],
-        relationships=[{
-            "relationship_id": "r1", "predicate": "['Worsened']", "synsets": ["C1457868"],
-            "relationship_names": ["comparison|yes|worsened"], "relationship_contexts": [1.0],
-            "phrase": "New right lower lobe opacity.", "attributes": ["anatomicalfinding|yes|lung opacity"],
-            "bbox_name": "right lung", "subject_id": f"{CURRENT}_right lung", "object_id": f"{PRIOR}_right lung",
-        }],
+        relationships=[
+            {
+                "relationship_id": "r1",
+                "predicate": "['Worsened']",
+                "synsets": ["C1457868"],
+                "relationship_names": ["comparison|yes|worsened"],
+                "relationship_contexts": [1.0],
+                "phrase": "New right lower lobe opacity.",
+                "attributes": ["anatomicalfinding|yes|lung opacity"],
+                "bbox_name": "right lung",
+                "subject_id": f"{CURRENT}_right lung",
+                "object_id": f"{PRIOR}_right lung",
+            }
+        ],
     )
 
 
@@ -138,19 +181,28 @@ def test_scene_graph_becomes_one_record_with_boxes_kept_as_stated(tmp_path):
         ("carina", 900, 700, 900, 760, "imagenome-scene-graph"),
     ]
     assert [(r.region, r.phrase, r.attributes, r.temporal_cues) for r in record.regions] == [
-        ("right lung", "New right lower lobe opacity.", ["anatomicalfinding|yes|lung opacity", "nlp|yes|abnormal"],
-         ["new"]),
+        (
+            "right lung",
+            "New right lower lobe opacity.",
+            ["anatomicalfinding|yes|lung opacity", "nlp|yes|abnormal"],
+            ["new"],
+        ),
         ("right lung", "No pneumothorax.", ["anatomicalfinding|no|pneumothorax"], []),
     ]
     assert record.split_hint == "train"
     assert [b.where for b in record.boxes] == [
-        f"silver_dataset/scene_graph/{CURRENT}_SceneGraph.json objects[{i}]" for i in range(3)]
+        f"silver_dataset/scene_graph/{CURRENT}_SceneGraph.json objects[{i}]" for i in range(3)
+    ]
     assert "images_to_avoid" not in record.provenance
     assert record.provenance["file"] == f"silver_dataset/scene_graph/{CURRENT}_SceneGraph.json"
-    assert json.loads(record.provenance["relationships"]) == [{
-        "region": "right lung", "relation": ["comparison|yes|worsened"],
-        "previous_key": f"mimic/{PRIOR}", "phrase": "New right lower lobe opacity.",
-    }]
+    assert json.loads(record.provenance["relationships"]) == [
+        {
+            "region": "right lung",
+            "relation": ["comparison|yes|worsened"],
+            "previous_key": f"mimic/{PRIOR}",
+            "phrase": "New right lower lobe opacity.",
+        }
+    ]
 
 
 def test_unreadable_split_rows_are_item_rejects_and_an_unnamed_gold_row_is_an_error(tmp_path):
@@ -211,8 +263,12 @@ def test_bad_files_are_rejects_and_the_rest_still_read(tmp_path):
     outputs = {o.key: o for o in read_all(tmp_path)}
     reason = {name: getattr(outputs[f"mimic/{i}"], "reason", "ok") for name, i in ids.items()}
     assert reason == {
-        "broken": "unparseable-json", "truncated": "unparseable-json", "list": "unexpected-json-structure",
-        "mismatch": "image-id-mismatch", "dcm-suffix": "ok", "bad-objects": "unexpected-json-structure",
+        "broken": "unparseable-json",
+        "truncated": "unparseable-json",
+        "list": "unexpected-json-structure",
+        "mismatch": "image-id-mismatch",
+        "dcm-suffix": "ok",
+        "bad-objects": "unexpected-json-structure",
         "good": "ok",
     }
 
@@ -307,12 +363,16 @@ def test_hand_written_example_scene_graph(tmp_path):
     assert len(record.boxes) == len(example["objects"]) == 4
     assert [(b.label, b.x1, b.y1, b.x2, b.y2) for b in record.boxes] == [
         (o["bbox_name"], o["original_x1"], o["original_y1"], o["original_x2"], o["original_y2"])
-        for o in example["objects"]]
+        for o in example["objects"]
+    ]
     assert record.boxes[1].x1 < 0 and record.boxes[3].x1 == record.boxes[3].x2  # kept as stated
     assert len(record.regions) == sum(len(entry["phrases"]) for entry in example["attributes"]) == 4
     assert [(r.region, r.phrase, r.attributes) for r in record.regions][:2] == [
-        ("left lower lung zone", "Patchy opacity in the left lower lobe has increased.",
-         ["anatomicalfinding|yes|lung opacity", "nlp|yes|abnormal"]),
+        (
+            "left lower lung zone",
+            "Patchy opacity in the left lower lobe has increased.",
+            ["anatomicalfinding|yes|lung opacity", "nlp|yes|abnormal"],
+        ),
         ("left lower lung zone", "Findings may represent pneumonia.", ["disease|yes|pneumonia", "nlp|yes|abnormal"]),
     ]
     relationships = json.loads(record.provenance["relationships"])
@@ -343,7 +403,9 @@ def test_beam_graph_matches_serial_run(tmp_path):
     assert records[ids[0]].provenance["images_to_avoid"] == "true" and records[ids[4]].split_hint is None
     assert records[ids[2]].provenance["split_conflict"] == "train,test"
     assert [(o.key, o.level) for o in outputs if isinstance(o, Reject) and o.reason == "malformed-row"] == [
-        ("mimic/", "record"), (f"mimic/{ids[0]}", "item")]
+        ("mimic/", "record"),
+        (f"mimic/{ids[0]}", "item"),
+    ]
     filtered = assert_beam_matches_serial(imagenome.plan(str(tmp_path), ("vindr",)))
     assert [(o.key, o.reason) for o in filtered] == [(f"mimic/{d}", "image-source-not-ingested") for d in ids]
 
@@ -352,8 +414,13 @@ def test_every_scene_graph_is_in_exactly_one_listing_shard(tmp_path):
     """Names starting with each hex digit and with anything else, in both folders: each listed once;
     a file deeper down or without the suffix is not listed (nor was it before)."""
     names = [f"{first}0000000-1_SceneGraph.json" for first in "0123456789abcdef"]
-    names += ["ABC_SceneGraph.json", "z_SceneGraph.json", "_SceneGraph.json", "-x_SceneGraph.json",
-              "scene_SceneGraph.json"]
+    names += [
+        "ABC_SceneGraph.json",
+        "z_SceneGraph.json",
+        "_SceneGraph.json",
+        "-x_SceneGraph.json",
+        "scene_SceneGraph.json",
+    ]
     base = tmp_path / "silver_dataset" / "scene_graph"
     for folder in (base, base / "scene_graph"):
         folder.mkdir(parents=True, exist_ok=True)
@@ -363,13 +430,17 @@ def test_every_scene_graph_is_in_exactly_one_listing_shard(tmp_path):
     (base / "scene_graph" / "scene_graph").mkdir()
     (base / "scene_graph" / "scene_graph" / names[0]).write_text("{}")
     plan = imagenome.plan(str(tmp_path), ("vindr",))
-    listed = [(listing.tag, path) for listing in plan.listings for pattern in listing.patterns()
-              for path in io.glob(pattern)]
+    listed = [
+        (listing.tag, path) for listing in plan.listings for pattern in listing.patterns() for path in io.glob(pattern)
+    ]
     assert sorted(path for _, path in listed) == sorted(
-        str(folder / name) for folder in (base, base / "scene_graph") for name in [*names, "0notes.json"])
+        str(folder / name) for folder in (base, base / "scene_graph") for name in [*names, "0notes.json"]
+    )
     keyed = [item for tag, path in listed for item in plan.key_file(tag, path)]
     assert sorted(item.item[1] for item in keyed) == sorted(
-        str(folder / name) for folder in (base, base / "scene_graph") for name in names)
+        str(folder / name) for folder in (base, base / "scene_graph") for name in names
+    )
     assert [(o.key, o.reason) for o in read_all(tmp_path, ("vindr",))] == [
         (f"mimic/{dicom_id}", "image-source-not-ingested")
-        for dicom_id in sorted(name[: -len("_SceneGraph.json")] for name in names)]
+        for dicom_id in sorted(name[: -len("_SceneGraph.json")] for name in names)
+    ]

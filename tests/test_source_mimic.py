@@ -17,11 +17,11 @@ import pydicom
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from plans import assert_beam_matches_serial
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-from plans import assert_beam_matches_serial
 from realdata import DATA
+
 from schemas.records import Reject, SourceRecord
 from transforms import io
 from transforms.sources import mimic
@@ -29,14 +29,34 @@ from transforms.sources import mimic
 OFFICIAL_EXAMPLE_REPORT = DATA / "mimic_cxr" / "official_example_report.txt"
 
 METADATA_HEADER = [
-    "dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows", "Columns",
-    "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning", "ViewCodeSequence_CodeMeaning",
+    "dicom_id",
+    "subject_id",
+    "study_id",
+    "PerformedProcedureStepDescription",
+    "ViewPosition",
+    "Rows",
+    "Columns",
+    "StudyDate",
+    "StudyTime",
+    "ProcedureCodeSequence_CodeMeaning",
+    "ViewCodeSequence_CodeMeaning",
     "PatientOrientationCodeSequence_CodeMeaning",
 ]
 LABELS = [
-    "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum", "Fracture",
-    "Lung Lesion", "Lung Opacity", "No Finding", "Pleural Effusion", "Pleural Other", "Pneumonia",
-    "Pneumothorax", "Support Devices",
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Enlarged Cardiomediastinum",
+    "Fracture",
+    "Lung Lesion",
+    "Lung Opacity",
+    "No Finding",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Pneumonia",
+    "Pneumothorax",
+    "Support Devices",
 ]
 REPORT = (
     "                                 FINAL REPORT\n"
@@ -60,8 +80,20 @@ class Image:
     split: str = "train"
 
     def metadata_row(self) -> list[str]:
-        return [self.dicom_id, self.subject, self.study, "CHEST (PA AND LAT)", self.view, self.rows, self.columns,
-                self.study_date, self.study_time, "CHEST (PA AND LAT)", "postero-anterior", "Erect"]
+        return [
+            self.dicom_id,
+            self.subject,
+            self.study,
+            "CHEST (PA AND LAT)",
+            self.view,
+            self.rows,
+            self.columns,
+            self.study_date,
+            self.study_time,
+            "CHEST (PA AND LAT)",
+            "postero-anterior",
+            "Erect",
+        ]
 
     def folder(self) -> str:
         return f"files/p{self.subject[:2]}/p{self.subject}/s{self.study}"
@@ -69,7 +101,7 @@ class Image:
 
 def fake_dicom_id(name: str) -> str:
     digest = hashlib.sha256(name.encode()).hexdigest()
-    return "-".join(digest[i:i + 8] for i in range(0, 40, 8))
+    return "-".join(digest[i : i + 8] for i in range(0, 40, 8))
 
 
 def write_dicom(path: Path, rows: int, columns: int) -> None:
@@ -123,20 +155,35 @@ def build_tree(
         (write_dicom if extension == ".dcm" else write_jpg)(path, 64, 48)
     listed = images + list(without_file)
     suffix = ".csv.gz" if gz else ".csv"
-    write_csv(root / f"mimic-cxr-2.0.0-metadata{suffix}", metadata_header or METADATA_HEADER,
-              [image.metadata_row() for image in listed], gz)
-    write_csv(root / f"mimic-cxr-2.0.0-split{suffix}", ["dicom_id", "study_id", "subject_id", "split"],
-              [[i.dicom_id, i.study, i.subject, i.split] for i in listed], gz)
+    write_csv(
+        root / f"mimic-cxr-2.0.0-metadata{suffix}",
+        metadata_header or METADATA_HEADER,
+        [image.metadata_row() for image in listed],
+        gz,
+    )
+    write_csv(
+        root / f"mimic-cxr-2.0.0-split{suffix}",
+        ["dicom_id", "study_id", "subject_id", "split"],
+        [[i.dicom_id, i.study, i.subject, i.split] for i in listed],
+        gz,
+    )
     subject_of = {image.study: image.subject for image in listed}
     for stem, table in (("mimic-cxr-2.0.0-chexpert", chexpert), ("mimic-cxr-2.0.0-negbio", negbio)):
         if table is not None:
             order = list(reversed(LABELS))  # not alphabetical: columns must be found by name
-            write_csv(root / f"{stem}{suffix}", ["subject_id", "study_id", *order],
-                      [[subject_of[study], study, *(cells.get(n, "") for n in order)] for study, cells in table.items()],
-                      gz)
+            write_csv(
+                root / f"{stem}{suffix}",
+                ["subject_id", "study_id", *order],
+                [[subject_of[study], study, *(cells.get(n, "") for n in order)] for study, cells in table.items()],
+                gz,
+            )
     if test_labeled is not None:
-        write_csv(root / "mimic-cxr-2.1.0-test-set-labeled.csv", ["study_id", *LABELS],
-                  [[study, *(cells.get(n, "") for n in LABELS)] for study, cells in test_labeled.items()], gz=False)
+        write_csv(
+            root / "mimic-cxr-2.1.0-test-set-labeled.csv",
+            ["study_id", *LABELS],
+            [[study, *(cells.get(n, "") for n in LABELS)] for study, cells in test_labeled.items()],
+            gz=False,
+        )
     for study, text in (reports or {}).items():
         folder = next(i.folder() for i in listed if i.study == study)
         (root / f"{folder}.txt").write_bytes(text.encode())
@@ -176,8 +223,20 @@ def test_published_metadata_layout_and_official_example_report(tmp_path):
     first study is the MIMIC-CXR authors' official example (tests/data/mimic_cxr/SOURCES.md)."""
     rows = list(csv.DictReader(stdio.StringIO(PUBLISHED_LAYOUT_ROWS)))
     assert list(rows[0]) == METADATA_HEADER and rows[-1]["PatientOrientationCodeSequence_CodeMeaning"] == ""
-    images = [Image(r["dicom_id"], r["subject_id"], r["study_id"], r["ViewPosition"], r["Rows"], r["Columns"],
-                    r["StudyDate"], r["StudyTime"], "train") for r in rows]
+    images = [
+        Image(
+            r["dicom_id"],
+            r["subject_id"],
+            r["study_id"],
+            r["ViewPosition"],
+            r["Rows"],
+            r["Columns"],
+            r["StudyDate"],
+            r["StudyTime"],
+            "train",
+        )
+        for r in rows
+    ]
     build_tree(tmp_path, images)
     metadata = tmp_path / "mimic-cxr-2.0.0-metadata.csv.gz"
     metadata.write_bytes(gzip.compress(PUBLISHED_LAYOUT_ROWS.encode()))  # the rows verbatim, empty cell kept
@@ -191,8 +250,11 @@ def test_published_metadata_layout_and_official_example_report(tmp_path):
     by_id = records_by_id(outputs)
     for row in rows:
         image = by_id[row["dicom_id"]].image
-        assert (image.subject_id, image.study_id, image.view) == (row["subject_id"], row["study_id"],
-                                                                   row["ViewPosition"])
+        assert (image.subject_id, image.study_id, image.view) == (
+            row["subject_id"],
+            row["study_id"],
+            row["ViewPosition"],
+        )
         assert (image.expected_width, image.expected_height) == (int(row["Columns"]), int(row["Rows"]))
         assert image.format == "dicom" and image.official_split == "train"
         subject, study = row["subject_id"], row["study_id"]
@@ -222,7 +284,10 @@ def test_study_order_comes_from_datetime_not_ids(tmp_path):
     ordered = sorted(records, key=lambda r: r.image.study_datetime)
     assert [r.image.study_id for r in ordered] == ["53000000", "52000000", "51000000", "50000000"]
     assert [r.image.study_datetime for r in ordered] == [
-        "2149-12-30T23:59:59.999999", "2150-03-12T09:30:00.500000", "2150-03-12T10:15:00", "2150-03-13T00:00:05",
+        "2149-12-30T23:59:59.999999",
+        "2150-03-12T09:30:00.500000",
+        "2150-03-12T10:15:00",
+        "2150-03-13T00:00:05",
     ]
 
 
@@ -237,8 +302,9 @@ def test_labels_by_name_per_study_on_every_image(tmp_path):
     chexpert = {"50000001": {"Cardiomegaly": "1.0", "Edema": "-1.0", "Pneumothorax": "0.0"}}
     negbio = {"50000001": {"Cardiomegaly": "1.0"}, "50000002": {"No Finding": "1.0"}}
     test_labeled = {"50000001": {"Edema": "0.0", "Support Devices": "1.0"}}
-    build_tree(tmp_path, images, chexpert=chexpert, negbio=negbio, test_labeled=test_labeled,
-               reports={"50000002": REPORT})
+    build_tree(
+        tmp_path, images, chexpert=chexpert, negbio=negbio, test_labeled=test_labeled, reports={"50000002": REPORT}
+    )
     by_id = records_by_id(read_all(tmp_path))
 
     for dicom_id in (pa, lateral):
@@ -262,8 +328,10 @@ def test_missing_rows_are_rejects_and_metadata_without_file_is_only_logged(tmp_p
     complete = Image(fake_dicom_id("complete"), "10000001", "50000001")
     no_split = Image(fake_dicom_id("no-split"), "10000001", "50000001")
     no_meta = Image(fake_dicom_id("no-meta"), "10000001", "50000001")
-    ghosts = (Image(fake_dicom_id("ghost1"), "10000003", "50000003"),
-              Image(fake_dicom_id("ghost2"), "10000003", "50000003"))
+    ghosts = (
+        Image(fake_dicom_id("ghost1"), "10000003", "50000003"),
+        Image(fake_dicom_id("ghost2"), "10000003", "50000003"),
+    )
     build_tree(tmp_path, [complete, no_split, no_meta], without_file=ghosts)
     for stem, absent in (("mimic-cxr-2.0.0-split", no_split), ("mimic-cxr-2.0.0-metadata", no_meta)):
         path = tmp_path / f"{stem}.csv.gz"
@@ -280,8 +348,9 @@ def test_missing_rows_are_rejects_and_metadata_without_file_is_only_logged(tmp_p
         f"mimic/{no_meta.dicom_id}": "missing-metadata-row",
     }
     without_file = [r.getMessage() for r in caplog.records if "but no image file" in r.getMessage()]
-    assert len(without_file) == 2 and all(r.levelno == logging.DEBUG for r in caplog.records
-                                          if "but no image file" in r.getMessage())
+    assert len(without_file) == 2 and all(
+        r.levelno == logging.DEBUG for r in caplog.records if "but no image file" in r.getMessage()
+    )
     assert all(any(ghost.dicom_id in message for message in without_file) for ghost in ghosts)
 
 
@@ -327,8 +396,12 @@ def test_bad_values_are_rejected_one_by_one(tmp_path):
 def test_unreadable_report_or_row_costs_that_item_or_image_and_the_rest_is_read(tmp_path):
     subject = "10000001"
     empty, latin1, short, labelled = (Image(fake_dicom_id(n), subject, f"5000000{i}") for i, n in enumerate("abcd"))
-    build_tree(tmp_path, [empty, latin1, short, labelled], reports={empty.study: "", labelled.study: REPORT},
-               chexpert={labelled.study: {"Edema": "1.0"}, latin1.study: {"Edema": "0.0"}})
+    build_tree(
+        tmp_path,
+        [empty, latin1, short, labelled],
+        reports={empty.study: "", labelled.study: REPORT},
+        chexpert={labelled.study: {"Edema": "1.0"}, latin1.study: {"Edema": "0.0"}},
+    )
     (tmp_path / f"{latin1.folder()}.txt").write_bytes(REPORT.encode() + " Réévalué.".encode("latin-1"))
     metadata = tmp_path / "mimic-cxr-2.0.0-metadata.csv.gz"
     lines = gzip.decompress(metadata.read_bytes()).decode().splitlines()
@@ -349,15 +422,19 @@ def test_unreadable_report_or_row_costs_that_item_or_image_and_the_rest_is_read(
         assert (reject.level, reject.stage, reject.detail) == ("item", "read", detail)
         assert by_id[image.dicom_id].report is None and by_id[image.dicom_id].provenance == {"report": reason}
     row = problems[(short.dicom_id, "malformed-row")]
-    assert row.level == "record" and row.detail.endswith("mimic-cxr-2.0.0-metadata.csv.gz row 3: 4 cells for 12 columns")
+    assert row.level == "record" and row.detail.endswith(
+        "mimic-cxr-2.0.0-metadata.csv.gz row 3: 4 cells for 12 columns"
+    )
     label_row = problems[(latin1.dicom_id, "malformed-row")]  # a second, cut-short label row of its study: an item
-    assert label_row.level == "item" and label_row.detail == "mimic-cxr-2.0.0-chexpert.csv.gz row 3: 2 cells for 16 columns"
+    assert (
+        label_row.level == "item"
+        and label_row.detail == "mimic-cxr-2.0.0-chexpert.csv.gz row 3: 2 cells for 16 columns"
+    )
 
 
 def test_jpg_tree_plain_csvs_and_spaced_headers(tmp_path):
     images = [Image(fake_dicom_id(str(i)), "19999999", "59999999", view="AP") for i in range(3)]
-    build_tree(tmp_path, images, extension=".jpg", gz=False,
-               metadata_header=[f" {name} " for name in METADATA_HEADER])
+    build_tree(tmp_path, images, extension=".jpg", gz=False, metadata_header=[f" {name} " for name in METADATA_HEADER])
     outputs = read_all(tmp_path)
     assert [o.key for o in outputs] == sorted(f"mimic/{i.dicom_id}" for i in images)
     assert all(o.image.format == "jpeg" and o.image.uri.endswith(".jpg") for o in outputs)
@@ -384,18 +461,29 @@ def test_the_report_is_read_once_per_study_and_beam_agrees(tmp_path, monkeypatch
     """Three images of one study share its report, read once; a study without a report, a duplicate
     JPG, a bad row naming no image and a label row cut short all come out the same on the Beam graph."""
     subject = "10000001"
-    study = [Image(fake_dicom_id(f"s1-{i}"), subject, "50000001", view=view)
-             for i, view in enumerate(("PA", "LATERAL", "AP"))]
-    other = [Image(fake_dicom_id("s2"), "11000002", "50000002", split="test"),
-             Image(fake_dicom_id("bad"), "11000002", "50000002", split="val")]
-    build_tree(tmp_path, study + other, reports={"50000001": REPORT},
-               chexpert={"50000001": {"Edema": "1.0", "Fracture": "2.0"}, "50000002": {"No Finding": "1.0"}})
+    study = [
+        Image(fake_dicom_id(f"s1-{i}"), subject, "50000001", view=view)
+        for i, view in enumerate(("PA", "LATERAL", "AP"))
+    ]
+    other = [
+        Image(fake_dicom_id("s2"), "11000002", "50000002", split="test"),
+        Image(fake_dicom_id("bad"), "11000002", "50000002", split="val"),
+    ]
+    build_tree(
+        tmp_path,
+        study + other,
+        reports={"50000001": REPORT},
+        chexpert={"50000001": {"Edema": "1.0", "Fracture": "2.0"}, "50000002": {"No Finding": "1.0"}},
+    )
     write_jpg(tmp_path / study[0].folder() / f"{study[0].dicom_id}.jpg", 64, 48)
     chexpert = tmp_path / "mimic-cxr-2.0.0-chexpert.csv.gz"
     chexpert.write_bytes(gzip.compress(gzip.decompress(chexpert.read_bytes()) + b"11000002,50000002\n,\n"))
     reads = []
-    monkeypatch.setattr(mimic, "read_report", lambda root, path: reads.append(path) or (
-        mimic.Report(text=REPORT, language="en", origin=path), None))
+    monkeypatch.setattr(
+        mimic,
+        "read_report",
+        lambda root, path: reads.append(path) or (mimic.Report(text=REPORT, language="en", origin=path), None),
+    )
 
     outputs = list(mimic.read(str(tmp_path)))
     assert reads == [f"{study[0].folder()}.txt"]
@@ -418,10 +506,21 @@ def test_every_file_under_files_is_in_exactly_one_listing_shard(tmp_path):
     and every file the layout's patterns name is listed."""
     paths = [f"files/p1{d}/p1{d}000001/s5000000{d}/{d}a.dcm" for d in range(10)]
     paths += [f"files/p1{d}/p1{d}000001/s5000000{d}.txt" for d in range(10)]
-    paths += ["files/p10/p10000001/s50000001/deep/x.dcm", "files/p10/p10000001/s50000001/x.png", "files/p10/x.txt",
-              "files/p/p1/s5/a.dcm", "files/p1/p1/s5/b.jpg", "files/p2/p2/s5.txt", "files/p20/p20000001/s5/c.dcm",
-              "files/p1a/p1/s5/d.dcm", "files/p100/p10000001/s50000001/e.dcm", "files/p10x/p1/s5.txt",
-              "files/px/p1/s5/f.jpg", "files/index.html", "files/q10/p10000001/s5/g.dcm"]
+    paths += [
+        "files/p10/p10000001/s50000001/deep/x.dcm",
+        "files/p10/p10000001/s50000001/x.png",
+        "files/p10/x.txt",
+        "files/p/p1/s5/a.dcm",
+        "files/p1/p1/s5/b.jpg",
+        "files/p2/p2/s5.txt",
+        "files/p20/p20000001/s5/c.dcm",
+        "files/p1a/p1/s5/d.dcm",
+        "files/p100/p10000001/s50000001/e.dcm",
+        "files/p10x/p1/s5.txt",
+        "files/px/p1/s5/f.jpg",
+        "files/index.html",
+        "files/q10/p10000001/s5/g.dcm",
+    ]
     for path in paths:
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_bytes(b"")
@@ -429,12 +528,16 @@ def test_every_file_under_files_is_in_exactly_one_listing_shard(tmp_path):
     plan = mimic.plan(str(tmp_path))
     listed = [path for listing in plan.listings for pattern in listing.patterns() for path in io.glob(pattern)]
     assert len(listed) == len(set(listed))
-    layout = [path for pattern in ("files/p*/p*/s*/*.dcm", "files/p*/p*/s*/*.jpg", "files/p*/p*/s*.txt")
-              for path in io.glob(str(tmp_path / pattern))]
+    layout = [
+        path
+        for pattern in ("files/p*/p*/s*/*.dcm", "files/p*/p*/s*/*.jpg", "files/p*/p*/s*.txt")
+        for path in io.glob(str(tmp_path / pattern))
+    ]
     assert len(layout) == 28 and set(layout) <= set(listed)
     keyed = [item for path in listed for item in plan.key_file("files", path)]
-    assert sorted(io.join(str(tmp_path), item.item[0]) if item.tag == "report" else item.item[0][1]
-                  for item in keyed) == sorted(layout)
+    assert sorted(
+        io.join(str(tmp_path), item.item[0]) if item.tag == "report" else item.item[0][1] for item in keyed
+    ) == sorted(layout)
 
 
 @settings(max_examples=200, deadline=None)

@@ -11,9 +11,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from plans import assert_beam_matches_serial
 from realdata import padchest_missing_image_ids, wheel_member
+
 from schemas.records import Reject, SourceRecord
 from transforms import io
 from transforms.sources import padchest, reader
@@ -23,13 +23,42 @@ CSV_NAME = f"{padchest.LABEL_CSV}.csv"
 
 # docs/formats/padchest.md §2: the real order, the unnamed index first
 HEADER = [
-    "", "ImageID", "ImageDir", "StudyDate_DICOM", "StudyID", "PatientID", "PatientBirth", "PatientSex_DICOM",
-    "ViewPosition_DICOM", "Projection", "MethodProjection", "Pediatric", "Modality_DICOM", "Manufacturer_DICOM",
-    "PhotometricInterpretation_DICOM", "PixelRepresentation_DICOM", "PixelAspectRatio_DICOM",
-    "SpatialResolution_DICOM", "BitsStored_DICOM", "WindowCenter_DICOM", "WindowWidth_DICOM", "Rows_DICOM",
-    "Columns_DICOM", "XRayTubeCurrent_DICOM", "Exposure_DICOM", "ExposureInuAs_DICOM", "ExposureTime",
-    "RelativeXRayExposure_DICOM", "ReportID", "Report", "MethodLabel", "Labels", "Localizations",
-    "LabelsLocalizationsBySentence", "labelCUIS", "LocalizationsCUIS",
+    "",
+    "ImageID",
+    "ImageDir",
+    "StudyDate_DICOM",
+    "StudyID",
+    "PatientID",
+    "PatientBirth",
+    "PatientSex_DICOM",
+    "ViewPosition_DICOM",
+    "Projection",
+    "MethodProjection",
+    "Pediatric",
+    "Modality_DICOM",
+    "Manufacturer_DICOM",
+    "PhotometricInterpretation_DICOM",
+    "PixelRepresentation_DICOM",
+    "PixelAspectRatio_DICOM",
+    "SpatialResolution_DICOM",
+    "BitsStored_DICOM",
+    "WindowCenter_DICOM",
+    "WindowWidth_DICOM",
+    "Rows_DICOM",
+    "Columns_DICOM",
+    "XRayTubeCurrent_DICOM",
+    "Exposure_DICOM",
+    "ExposureInuAs_DICOM",
+    "ExposureTime",
+    "RelativeXRayExposure_DICOM",
+    "ReportID",
+    "Report",
+    "MethodLabel",
+    "Labels",
+    "Localizations",
+    "LabelsLocalizationsBySentence",
+    "labelCUIS",
+    "LocalizationsCUIS",
 ]
 
 IN_DIR = "100000000000000000000000000000000000000000001_00-001-001.png"
@@ -46,37 +75,85 @@ REPORT = " sin hallazg patologic relev . siluet cardiomediastin dentr limit norm
 
 def row(image_id: str, **values: str) -> dict[str, str]:
     base = {
-        "ImageID": image_id, "ImageDir": "0", "StudyDate_DICOM": "20140916", "StudyID": STUDY,
-        "PatientID": PATIENT, "PatientBirth": "1950.0", "PatientSex_DICOM": "M", "ViewPosition_DICOM": "",
-        "Projection": "PA", "MethodProjection": "Manual review of DICOM fields", "Pediatric": "No",
-        "Modality_DICOM": "CR", "Manufacturer_DICOM": "PhilipsMedicalSystems",
-        "PhotometricInterpretation_DICOM": "MONOCHROME2", "PixelRepresentation_DICOM": "0",
-        "PixelAspectRatio_DICOM": "['1', '1']", "SpatialResolution_DICOM": "0.143", "BitsStored_DICOM": "12",
-        "WindowCenter_DICOM": "2047.0", "WindowWidth_DICOM": "4095.0", "Rows_DICOM": "1760", "Columns_DICOM": "2140",
-        "XRayTubeCurrent_DICOM": "250", "Exposure_DICOM": "4", "ExposureInuAs_DICOM": "4000", "ExposureTime": "16",
-        "RelativeXRayExposure_DICOM": "", "ReportID": "4321", "Report": REPORT, "MethodLabel": "Physician",
-        "Labels": "['normal']", "Localizations": "[]", "LabelsLocalizationsBySentence": "[['normal']]",
-        "labelCUIS": "['C0205307']", "LocalizationsCUIS": "[]",
+        "ImageID": image_id,
+        "ImageDir": "0",
+        "StudyDate_DICOM": "20140916",
+        "StudyID": STUDY,
+        "PatientID": PATIENT,
+        "PatientBirth": "1950.0",
+        "PatientSex_DICOM": "M",
+        "ViewPosition_DICOM": "",
+        "Projection": "PA",
+        "MethodProjection": "Manual review of DICOM fields",
+        "Pediatric": "No",
+        "Modality_DICOM": "CR",
+        "Manufacturer_DICOM": "PhilipsMedicalSystems",
+        "PhotometricInterpretation_DICOM": "MONOCHROME2",
+        "PixelRepresentation_DICOM": "0",
+        "PixelAspectRatio_DICOM": "['1', '1']",
+        "SpatialResolution_DICOM": "0.143",
+        "BitsStored_DICOM": "12",
+        "WindowCenter_DICOM": "2047.0",
+        "WindowWidth_DICOM": "4095.0",
+        "Rows_DICOM": "1760",
+        "Columns_DICOM": "2140",
+        "XRayTubeCurrent_DICOM": "250",
+        "Exposure_DICOM": "4",
+        "ExposureInuAs_DICOM": "4000",
+        "ExposureTime": "16",
+        "RelativeXRayExposure_DICOM": "",
+        "ReportID": "4321",
+        "Report": REPORT,
+        "MethodLabel": "Physician",
+        "Labels": "['normal']",
+        "Localizations": "[]",
+        "LabelsLocalizationsBySentence": "[['normal']]",
+        "labelCUIS": "['C0205307']",
+        "LocalizationsCUIS": "[]",
     }
     base.update(values)
     return base
 
 
 ROWS = [
-    row(IN_DIR, Labels="['pacemaker', ' chronic changes', 'cardiomegaly']",
+    row(
+        IN_DIR,
+        Labels="['pacemaker', ' chronic changes', 'cardiomegaly']",
         Localizations="['loc  cardiac', 'loc left']",
         LabelsLocalizationsBySentence=(
-            "[['pacemaker'], ['chronic changes'], ['cardiomegaly', 'loc  cardiac', 'loc left']]"),
-        labelCUIS="['C0030163' 'C0742362' ''\n 'C0018800']", LocalizationsCUIS="['C1522601' '']"),
-    row(FLAT, ImageDir="54", Projection="L", MethodLabel="RNN_model", Labels="['']",
-        LabelsLocalizationsBySentence="['COPD signs']", Rows_DICOM="3000", Columns_DICOM="2262.0",
-        labelCUIS="[]", StudyDate_DICOM="20090101"),
-    row(NULL_LABELS, ImageDir="7", Labels="nan", Localizations="nan", LabelsLocalizationsBySentence="nan",
-        labelCUIS="", LocalizationsCUIS="", Report="nan", Projection="AP_horizontal"),
+            "[['pacemaker'], ['chronic changes'], ['cardiomegaly', 'loc  cardiac', 'loc left']]"
+        ),
+        labelCUIS="['C0030163' 'C0742362' ''\n 'C0018800']",
+        LocalizationsCUIS="['C1522601' '']",
+    ),
+    row(
+        FLAT,
+        ImageDir="54",
+        Projection="L",
+        MethodLabel="RNN_model",
+        Labels="['']",
+        LabelsLocalizationsBySentence="['COPD signs']",
+        Rows_DICOM="3000",
+        Columns_DICOM="2262.0",
+        labelCUIS="[]",
+        StudyDate_DICOM="20090101",
+    ),
+    row(
+        NULL_LABELS,
+        ImageDir="7",
+        Labels="nan",
+        Localizations="nan",
+        LabelsLocalizationsBySentence="nan",
+        labelCUIS="",
+        LocalizationsCUIS="",
+        Report="nan",
+        Projection="AP_horizontal",
+    ),
     row(DIR_MISMATCH, ImageDir="3"),
     row(BAD_LABELS, Labels="['normal', "),
     row(NO_PATIENT, PatientID=""),
-    row(DUPLICATE), row(DUPLICATE, ImageDir="1"),
+    row(DUPLICATE),
+    row(DUPLICATE, ImageDir="1"),
 ]
 
 
@@ -103,8 +180,15 @@ def make_tree(root: Path, csv_name: str = CSV_NAME, rows: list[dict[str, str]] =
     """Images for the good rows (in ImageDir folders and flat); none for other rows."""
     root.mkdir(parents=True, exist_ok=True)
     write_label_csv(root / csv_name, rows)
-    for relative in (f"0/{IN_DIR}", FLAT, f"7/{NULL_LABELS}", f"5/{DIR_MISMATCH}", f"0/{BAD_LABELS}",
-                     f"0/{NO_PATIENT}", f"0/{DUPLICATE}"):
+    for relative in (
+        f"0/{IN_DIR}",
+        FLAT,
+        f"7/{NULL_LABELS}",
+        f"5/{DIR_MISMATCH}",
+        f"0/{BAD_LABELS}",
+        f"0/{NO_PATIENT}",
+        f"0/{DUPLICATE}",
+    ):
         write_png(root / relative)
     return root
 
@@ -136,7 +220,10 @@ def test_records_and_rejects(tmp_path):
     assert record.report.text == REPORT and (record.report.language, record.report.origin) == ("es-stemmed", "Report")
     assert record.provenance["method_label"] == "Physician" and "labels" not in record.provenance
     assert json.loads(record.provenance["labels_localizations_by_sentence"]) == [
-        ["pacemaker"], ["chronic changes"], ["cardiomegaly", "loc cardiac", "loc left"]]
+        ["pacemaker"],
+        ["chronic changes"],
+        ["cardiomegaly", "loc cardiac", "loc left"],
+    ]
     assert json.loads(record.provenance["label_cuis"]) == ["C0030163", "C0742362", "", "C0018800"]  # wrapped repr
     assert json.loads(record.provenance["localization_cuis"]) == ["C1522601", ""]
 
@@ -175,7 +262,8 @@ def test_known_broken_images_listed_but_absent_are_filtered_one_by_one(tmp_path)
         found.setdefault(output.key.removeprefix("padchest/"), []).append(output)
     for image_id in broken:
         assert [(o.reason, o.kind, o.stage, o.source) for o in found[image_id]] == [
-            ("image-not-present", "filtered", "read", "padchest")]
+            ("image-not-present", "filtered", "read", "padchest")
+        ]
     assert isinstance(found[IN_DIR][0], SourceRecord) and len(found) == len({r["ImageID"] for r in ROWS}) + 21
 
 
@@ -201,7 +289,9 @@ def test_unreadable_rows_and_unnamed_pngs_are_rejects_and_the_rest_is_read(tmp_p
     plan = padchest.plan(str(root))
     keyed = [item for row in table_rows(str(table)) for item in plan.key_row("row", row)]
     assert [(item.tag, item.key, item.item[0]) for item in keyed if item.tag == "bad"] == [
-        ("bad", IN_DIR, 1), ("bad", FLAT, 2)]
+        ("bad", IN_DIR, 1),
+        ("bad", FLAT, 2),
+    ]
     assert {item.item[0] for item in keyed if item.tag == "row"} == set(range(3, len(ROWS) + 1))
 
 
@@ -247,7 +337,8 @@ def test_missing_csv_is_an_error(tmp_path):
 def test_columns_are_found_case_insensitively():
     readme_spelling = [{"labelCUIS": "LabelCUIS", "ExposureTime": "ExposureTime_DICOM"}.get(n, n) for n in HEADER]
     selected = padchest.select_columns(
-        [f" {name.upper()} " if name == "Projection" else name for name in readme_spelling])
+        [f" {name.upper()} " if name == "Projection" else name for name in readme_spelling]
+    )
     assert selected["label_cuis"] == "LabelCUIS" and selected["projection"] == " PROJECTION "
     with pytest.raises(ValueError, match="several columns"):
         padchest.select_columns([*HEADER, "LabelCUIS"])
@@ -255,12 +346,15 @@ def test_columns_are_found_case_insensitively():
         padchest.select_columns([name for name in HEADER if name != "Rows_DICOM"])
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("['infiltrates', ' pneumonia']", ["infiltrates", "pneumonia"]),
-    ("['']", []),
-    ("[]", []),
-    ('["normal"]', ["normal"]),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("['infiltrates', ' pneumonia']", ["infiltrates", "pneumonia"]),
+        ("['']", []),
+        ("[]", []),
+        ('["normal"]', ["normal"]),
+    ],
+)
 def test_parse_labels(text, expected):
     assert padchest.parse_labels(text) == expected
 
@@ -273,16 +367,23 @@ def test_parse_labels_refuses_non_lists_and_code(text):
 
 def test_parse_by_sentence_keeps_nan_sentences():
     assert padchest.parse_by_sentence("[['unchanged'], nan, [], ['loc  basal', 'x']]") == [
-        ["unchanged"], None, [], ["loc basal", "x"]]
+        ["unchanged"],
+        None,
+        [],
+        ["loc basal", "x"],
+    ]
     with pytest.raises(ValueError, match="mixes"):
         padchest.parse_by_sentence("[['a'], 'b']")
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("['C0025552' 'C4273001' '' 'C0016542']", ["C0025552", "C4273001", "", "C0016542"]),
-    ("[]", []),
-    ("", []),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("['C0025552' 'C4273001' '' 'C0016542']", ["C0025552", "C4273001", "", "C0016542"]),
+        ("[]", []),
+        ("", []),
+    ],
+)
 def test_parse_cuis(text, expected):
     assert padchest.parse_cuis(text) == expected
 
@@ -311,8 +412,11 @@ def test_real_label_csv_from_the_torchxrayvision_wheel(tmp_path):
     assert all(item.key == row["image_id"] for item, row in zip(keyed, table))
     assert len({row["report_id"] for row in table}) == 107783
     # every row's list and CUI cells parse; whole records for a stable tenth of the rows
-    for column, parse in (("labels", padchest.parse_labels), ("localizations", padchest.parse_localizations),
-                          ("by_sentence", padchest.parse_by_sentence)):
+    for column, parse in (
+        ("labels", padchest.parse_labels),
+        ("localizations", padchest.parse_localizations),
+        ("by_sentence", padchest.parse_by_sentence),
+    ):
         for row in table:
             if not padchest.is_null(row[column]):
                 parse(row[column])

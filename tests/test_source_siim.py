@@ -12,12 +12,12 @@ import pydicom
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from plans import assert_beam_matches_serial
 from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGBaseline8Bit
-
-from plans import assert_beam_matches_serial
 from realdata import siim_rle_lines, wheel_member
+
 from schemas.records import Reject, SourceRecord
 from transforms.sources import reader, siim
 from transforms.sources.plan import table_rows
@@ -64,8 +64,14 @@ def patient_of(image_id: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_OID, image_id))
 
 
-def write_siim_dicom(root: Path, image_id: str, folder: str = "dicom-images-train", size: int = 1024,
-                     view: str = "PA", patient_id: str | None = None) -> Path:
+def write_siim_dicom(
+    root: Path,
+    image_id: str,
+    folder: str = "dicom-images-train",
+    size: int = 1024,
+    view: str = "PA",
+    patient_id: str | None = None,
+) -> Path:
     """A SIIM-like DICOM (JPEG Baseline transfer syntax, 1024x1024 in the header) at
     ``<folder>/<Study>/<Series>/<SOP>.dcm``; the pixel data is a stub, the reader never decodes it."""
     prefix, instance_part = image_id.split(".1.4.", 1)
@@ -124,7 +130,8 @@ def test_stage1_real_rows(tmp_path):
     assert len(expected_rles) == 4
     assert [m.rle for m in four.masks] == expected_rles  # kept apart, in file order, stripped
     assert {(m.label, m.convention, m.height, m.width, m.origin) for m in four.masks} == {
-        ("Pneumothorax", "siim", 1024, 1024, "siim-rle")}
+        ("Pneumothorax", "siim", 1024, 1024, "siim-rle")
+    }
     assert [(r.system, r.name, r.value) for r in four.raw_labels] == [("siim-rle", "Pneumothorax", 1.0)]
     image = four.image
     assert (image.native_id, image.format, image.view) == (FOUR_MASKS, "dicom", "PA")
@@ -157,9 +164,14 @@ def test_stage2_spelling_reads_the_same(tmp_path):
     (root2 / "train-rle.csv").unlink()
     write_rle_file(root2 / "stage_2_train.csv", [(i, r.strip()) for i, r in stage1_rows])
     stage2 = list(siim.read(str(root2)))
+
     def comparable(outputs):
-        return [o.model_dump(exclude={"image": {"uri"}, "provenance": True}) if isinstance(o, SourceRecord)
-                else (o.key, o.reason) for o in outputs]
+        return [
+            o.model_dump(exclude={"image": {"uri"}, "provenance": True})
+            if isinstance(o, SourceRecord)
+            else (o.key, o.reason)
+            for o in outputs
+        ]
 
     assert comparable(stage1) == comparable(stage2)
     assert {o.provenance["rle_file"] for o in stage2 if isinstance(o, SourceRecord)} == {"stage_2_train.csv"}
@@ -192,12 +204,14 @@ def test_label_file_must_be_unambiguous(tmp_path):
 def test_bad_rows_are_rejected_per_image(tmp_path):
     ids = [f"1.2.276.0.7230010.3.1.4.8323329.{n}.1517875100.100000" for n in range(1, 8)]
     rows = [
-        (ids[0], "-1"), (ids[0], " 10 5"),  # contradictory
+        (ids[0], "-1"),
+        (ids[0], " 10 5"),  # contradictory
         (ids[1], " 10 5 3"),  # odd count
         (ids[2], "10 x"),  # not an integer
         (ids[3], " "),  # blank
         (ids[4], "10 0"),  # zero-length run
-        (ids[5], " -1"), (ids[5], "-1"),  # two empty rows: a negative image
+        (ids[5], " -1"),
+        (ids[5], "-1"),  # two empty rows: a negative image
         (ids[6], "1000 100 1 1"),  # past the end of a 32x32 image
     ]
     write_rle_file(tmp_path / "train-rle.csv", rows, header="ImageId, EncodedPixels")
@@ -206,7 +220,14 @@ def test_bad_rows_are_rejected_per_image(tmp_path):
     write_siim_dicom(tmp_path, ids[6], size=32)
     found = {o.key.split("/", 1)[1]: o for o in siim.read(str(tmp_path))}
     assert [getattr(found[i], "reason", None) for i in ids] == [
-        "contradictory-rle-rows", "bad-rle", "bad-rle", "bad-rle", "bad-rle", None, "rle-out-of-bounds"]
+        "contradictory-rle-rows",
+        "bad-rle",
+        "bad-rle",
+        "bad-rle",
+        "bad-rle",
+        None,
+        "rle-out-of-bounds",
+    ]
     assert found[ids[5]].masks == [] and found[ids[5]].raw_labels[0].value == 0.0
 
 
@@ -219,10 +240,14 @@ def test_unreadable_rows_reject_their_image_by_row_and_the_rest_is_read(tmp_path
         write_siim_dicom(tmp_path, image_id)
     found = {o.key.split("/", 1)[1]: o for o in siim.read(str(tmp_path))}
     assert isinstance(found[ids[0]], SourceRecord) and isinstance(found[ids[3]], SourceRecord)
-    assert (found[ids[1]].reason, found[ids[1]].detail) == ("malformed-row", "train-rle.csv row 2: 1 cells for 2 columns")
+    assert (found[ids[1]].reason, found[ids[1]].detail) == (
+        "malformed-row",
+        "train-rle.csv row 2: 1 cells for 2 columns",
+    )
     assert found[ids[2]].reason == "malformed-row"  # both of its rows are broken: one too long, one not UTF-8
-    assert found[ids[2]].detail == ("train-rle.csv row 3: 3 cells for 2 columns; "
-                                    "train-rle.csv row 5: bytes that are not UTF-8")
+    assert found[ids[2]].detail == (
+        "train-rle.csv row 3: 3 cells for 2 columns; train-rle.csv row 5: bytes that are not UTF-8"
+    )
 
 
 def test_rle_rejects_name_their_row(tmp_path):

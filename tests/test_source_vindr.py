@@ -10,11 +10,11 @@ import pydicom
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from plans import assert_beam_matches_serial
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-from plans import assert_beam_matches_serial
 from realdata import vindr_kaggle_rows, wheel_csv_text, wheel_member
+
 from schemas.records import Reject, SourceRecord
 from transforms import io
 from transforms.sources import reader, vindr
@@ -61,8 +61,10 @@ def write_csv(path: Path, header: list[str], rows: list[list[str]], gz: bool = F
 
 
 def label_row(columns: list[str], positives: set[str]) -> list[str]:
-    return ["1" if name in positives or (name == "Other disease" and "Other diseases" in positives) else "0"
-            for name in columns]
+    return [
+        "1" if name in positives or (name == "Other disease" and "Other diseases" in positives) else "0"
+        for name in columns
+    ]
 
 
 def make_physionet_tree(root: Path, gz: bool = False) -> Path:
@@ -72,33 +74,54 @@ def make_physionet_tree(root: Path, gz: bool = False) -> Path:
         write_vindr_dicom(root / "train" / f"{image_id}.dicom", *size)
     write_vindr_dicom(root / "test" / f"{TEST_A}.dicom", 64, 64, photometric="MONOCHROME1")
     boxes_header = ["image_id", "rad_id", "class_name", "x_min", "y_min", "x_max", "y_max"]
-    write_csv(root / "annotations" / "annotations_train.csv", boxes_header, [
-        [TRAIN_A, "R10", "Cardiomegaly", "6.0", "13.0", "16.5", "18.0"],
-        [TRAIN_A, "R9", "Nodule/Mass", "0", "0", "3", "4"],
-        [TRAIN_A, "R9", "Cardiomegaly", "7.0", "13.0", "16.0", "17.0"],
-        [TRAIN_A, "R8", "Lung Opacity", "1", "2", "3", "4"],
-        [TRAIN_B, "R11", "No finding", "", "", "", ""],
-        [TRAIN_B, "R15", "No finding", "", "", "", ""],
-        [TRAIN_B, "R16", "No finding", "", "", "", ""],
-        [TRAIN_MISSING, "R1", "Aortic enlargement", "1", "1", "2", "2"],
-        [TRAIN_MISSING, "R2", "Aortic enlargement", "1", "1", "2", "2"],
-        [TRAIN_BAD_BOX, "R3", "Atelectasis", "5", "1", "2", "2"],  # x_max < x_min
-    ], gz=gz)
+    write_csv(
+        root / "annotations" / "annotations_train.csv",
+        boxes_header,
+        [
+            [TRAIN_A, "R10", "Cardiomegaly", "6.0", "13.0", "16.5", "18.0"],
+            [TRAIN_A, "R9", "Nodule/Mass", "0", "0", "3", "4"],
+            [TRAIN_A, "R9", "Cardiomegaly", "7.0", "13.0", "16.0", "17.0"],
+            [TRAIN_A, "R8", "Lung Opacity", "1", "2", "3", "4"],
+            [TRAIN_B, "R11", "No finding", "", "", "", ""],
+            [TRAIN_B, "R15", "No finding", "", "", "", ""],
+            [TRAIN_B, "R16", "No finding", "", "", "", ""],
+            [TRAIN_MISSING, "R1", "Aortic enlargement", "1", "1", "2", "2"],
+            [TRAIN_MISSING, "R2", "Aortic enlargement", "1", "1", "2", "2"],
+            [TRAIN_BAD_BOX, "R3", "Atelectasis", "5", "1", "2", "2"],  # x_max < x_min
+        ],
+        gz=gz,
+    )
     train_labels = [
         [TRAIN_A, reader_id, *label_row(TRAIN_LABEL_COLUMNS, positives)]
-        for reader_id, positives in (("R10", {"Cardiomegaly"}), ("R9", {"Cardiomegaly", "Nodule/Mass"}),
-                                     ("R8", {"Lung Opacity", "Other diseases"}))
+        for reader_id, positives in (
+            ("R10", {"Cardiomegaly"}),
+            ("R9", {"Cardiomegaly", "Nodule/Mass"}),
+            ("R8", {"Lung Opacity", "Other diseases"}),
+        )
     ] + [[TRAIN_B, r, *label_row(TRAIN_LABEL_COLUMNS, {"No finding"})] for r in ("R11", "R15", "R16")]
     train_labels += [[TRAIN_MISSING, "R1", *label_row(TRAIN_LABEL_COLUMNS, {"Aortic enlargement"})]]
-    write_csv(root / "annotations" / "image_labels_train.csv", ["image_id", "rad_id", *TRAIN_LABEL_COLUMNS],
-              train_labels, gz=gz)
+    write_csv(
+        root / "annotations" / "image_labels_train.csv",
+        ["image_id", "rad_id", *TRAIN_LABEL_COLUMNS],
+        train_labels,
+        gz=gz,
+    )
     # test: consensus, no rad_id column, columns in another order
     test_boxes_header = ["image_id", "class_name", "x_min", "y_min", "x_max", "y_max"]
-    write_csv(root / "annotations" / "annotations_test.csv", test_boxes_header, [
-        [TEST_A, "Pleural effusion", "40.0", "50.0", "63.0", "63.0"],
-    ], gz=gz)
-    write_csv(root / "annotations" / "image_labels_test.csv", ["image_id", *TEST_LABEL_COLUMNS],
-              [[TEST_A, *label_row(TEST_LABEL_COLUMNS, {"Pleural effusion", "Other diseases"})]], gz=gz)
+    write_csv(
+        root / "annotations" / "annotations_test.csv",
+        test_boxes_header,
+        [
+            [TEST_A, "Pleural effusion", "40.0", "50.0", "63.0", "63.0"],
+        ],
+        gz=gz,
+    )
+    write_csv(
+        root / "annotations" / "image_labels_test.csv",
+        ["image_id", *TEST_LABEL_COLUMNS],
+        [[TEST_A, *label_row(TEST_LABEL_COLUMNS, {"Pleural effusion", "Other diseases"})]],
+        gz=gz,
+    )
     return root
 
 
@@ -122,7 +145,11 @@ def test_physionet_layout_records_and_rejects(tmp_path):
     assert (a.image.expected_height, a.image.expected_width) == (48, 40)
     assert a.image.uri == str(tmp_path / "train" / f"{TRAIN_A}.dicom")
     assert [(b.reader, b.label) for b in a.boxes] == [
-        ("R10", "Cardiomegaly"), ("R8", "Lung Opacity"), ("R9", "Cardiomegaly"), ("R9", "Nodule/Mass")]
+        ("R10", "Cardiomegaly"),
+        ("R8", "Lung Opacity"),
+        ("R9", "Cardiomegaly"),
+        ("R9", "Nodule/Mass"),
+    ]
     r10 = a.boxes[0]
     assert (r10.x1, r10.y1, r10.x2, r10.y2, r10.origin) == (6.0, 13.0, 16.5, 18.0, "vindr-annotations")
     nodule = a.boxes[3]
@@ -130,15 +157,23 @@ def test_physionet_layout_records_and_rejects(tmp_path):
     image_labels = [r for r in a.raw_labels if r.system == "vindr-image-labels"]
     assert len(image_labels) == 3 * 28 and {r.reader for r in image_labels} == {"R8", "R9", "R10"}
     positives = {(r.reader, r.name) for r in image_labels if r.value == 1.0}
-    assert positives == {("R10", "Cardiomegaly"), ("R9", "Cardiomegaly"), ("R9", "Nodule/Mass"),
-                         ("R8", "Lung Opacity"), ("R8", "Other diseases")}
+    assert positives == {
+        ("R10", "Cardiomegaly"),
+        ("R9", "Cardiomegaly"),
+        ("R9", "Nodule/Mass"),
+        ("R8", "Lung Opacity"),
+        ("R8", "Other diseases"),
+    }
     assert all(r.value in (0.0, 1.0) for r in image_labels)
 
     b = found[f"vindr/{TRAIN_B}"]
     assert b.boxes == []
     no_finding = [r for r in b.raw_labels if r.system == "vindr-annotations"]
     assert [(r.name, r.value, r.reader) for r in no_finding] == [
-        ("No finding", 1.0, "R11"), ("No finding", 1.0, "R15"), ("No finding", 1.0, "R16")]
+        ("No finding", 1.0, "R11"),
+        ("No finding", 1.0, "R15"),
+        ("No finding", 1.0, "R16"),
+    ]
 
     bare = found[f"vindr/{TRAIN_BARE}"]
     assert isinstance(bare, SourceRecord) and bare.raw_labels == [] and bare.provenance["labels"] == "missing"
@@ -151,7 +186,9 @@ def test_physionet_layout_records_and_rejects(tmp_path):
     bad = found[f"vindr/{TRAIN_BAD_BOX}"]
     assert isinstance(bad, Reject) and bad.reason == "malformed-annotation" and "R3" in bad.detail
     assert bad.detail.startswith("annotations/annotations_train.csv row 10, reader R3")
-    assert missing.detail.startswith("annotations/annotations_train.csv row 8, annotations/image_labels_train.csv row 7:")
+    assert missing.detail.startswith(
+        "annotations/annotations_train.csv row 8, annotations/image_labels_train.csv row 7:"
+    )
     assert [b.where for b in a.boxes][0] == "annotations/annotations_train.csv row 1"
 
     test = found[f"vindr/{TEST_A}"]
@@ -166,35 +203,53 @@ def test_physionet_layout_records_and_rejects(tmp_path):
 def test_gzipped_csvs_read_like_plain(tmp_path):
     plain = list(vindr.read(str(make_physionet_tree(tmp_path / "plain"))))
     gz = list(vindr.read(str(make_physionet_tree(tmp_path / "gz", gz=True))))
+
     def without_paths(outputs):  # box provenance names the file: .csv or .csv.gz
-        return [o.model_dump(exclude={"image": {"uri"}, "boxes": {"__all__": {"where"}}})
-                if isinstance(o, SourceRecord) else o.model_dump(exclude={"detail"}) for o in outputs]
+        return [
+            o.model_dump(exclude={"image": {"uri"}, "boxes": {"__all__": {"where"}}})
+            if isinstance(o, SourceRecord)
+            else o.model_dump(exclude={"detail"})
+            for o in outputs
+        ]
 
     assert without_paths(plain) == without_paths(gz)
     assert [b.where for o in gz if isinstance(o, SourceRecord) for b in o.boxes][0].startswith(
-        "annotations/annotations_train.csv.gz row ")
+        "annotations/annotations_train.csv.gz row "
+    )
 
 
 def test_an_unreadable_row_is_an_item_reject_and_its_image_is_read(tmp_path):
     root = make_physionet_tree(tmp_path)
     boxes = root / "annotations" / "annotations_train.csv"
-    boxes.write_bytes(boxes.read_bytes() + f"{TRAIN_A},R11,Nodule/Mass,1,2\n".encode()
-                      + f"{TRAIN_B},R12,No finding,,,,\n".encode().replace(b"No finding", b"No f\xeending"))
+    boxes.write_bytes(
+        boxes.read_bytes()
+        + f"{TRAIN_A},R11,Nodule/Mass,1,2\n".encode()
+        + f"{TRAIN_B},R12,No finding,,,,\n".encode().replace(b"No finding", b"No f\xeending")
+    )
     found: dict[str, list] = {}
     for output in vindr.read(str(root)):
         found.setdefault(output.key, []).append(output)
     record, short = found[f"vindr/{TRAIN_A}"]
     assert isinstance(record, SourceRecord) and len(record.boxes) == 4  # the other rows are all read
     assert (short.reason, short.level, short.detail) == (
-        "malformed-row", "item", "annotations/annotations_train.csv row 11: 5 cells for 7 columns")
+        "malformed-row",
+        "item",
+        "annotations/annotations_train.csv row 11: 5 cells for 7 columns",
+    )
     _, latin1 = found[f"vindr/{TRAIN_B}"]
-    assert (latin1.reason, latin1.detail) == ("undecodable-row", "annotations/annotations_train.csv row 12: "
-                                                                 "bytes that are not UTF-8")
+    assert (latin1.reason, latin1.detail) == (
+        "undecodable-row",
+        "annotations/annotations_train.csv row 12: bytes that are not UTF-8",
+    )
     plan = vindr.plan(str(root))
     bad = [item for row in table_rows(str(boxes)) for item in plan.key_row(str(boxes), row) if item.tag == "bad"]
     assert [(item.key, item.item) for item in bad] == [
         (TRAIN_A, ((0, 0, 11), "malformed-row", "annotations/annotations_train.csv row 11: 5 cells for 7 columns")),
-        (TRAIN_B, ((0, 0, 12), "undecodable-row", "annotations/annotations_train.csv row 12: bytes that are not UTF-8"))]
+        (
+            TRAIN_B,
+            ((0, 0, 12), "undecodable-row", "annotations/annotations_train.csv row 12: bytes that are not UTF-8"),
+        ),
+    ]
 
 
 def test_rows_that_name_no_image_or_an_absent_one(tmp_path):
@@ -208,18 +263,25 @@ def test_rows_that_name_no_image_or_an_absent_one(tmp_path):
     outputs = list(vindr.read(str(root)))
     first = outputs[0]
     assert (first.key, first.reason, first.detail) == (
-        "vindr/", "malformed-row", "annotations/image_labels_train.csv row 8: 2 cells for 30 columns")
+        "vindr/",
+        "malformed-row",
+        "annotations/image_labels_train.csv row 8: 2 cells for 30 columns",
+    )
     assert [o.key for o in outputs[1:]] == sorted(o.key for o in outputs[1:])
     found: dict[str, list] = {}
     for output in outputs:
         found.setdefault(output.key, []).append(output)
     (missing,) = found[f"vindr/{TRAIN_MISSING}"]  # its bad row 9 is named by the reject, not rejected again
-    assert missing.detail == (f"annotations/annotations_train.csv row 8, annotations/image_labels_train.csv row 7: "
-                              f"no train/{TRAIN_MISSING}.dicom")
+    assert missing.detail == (
+        f"annotations/annotations_train.csv row 8, annotations/image_labels_train.csv row 7: "
+        f"no train/{TRAIN_MISSING}.dicom"
+    )
     record, absent = found[f"vindr/{TRAIN_A}"]  # train first, then test
     assert isinstance(record, SourceRecord) and record.image.official_split == "train"
     assert (absent.reason, absent.detail) == (
-        "image-not-present", f"annotations/annotations_test.csv row 2: no test/{TRAIN_A}.dicom")
+        "image-not-present",
+        f"annotations/annotations_test.csv row 2: no test/{TRAIN_A}.dicom",
+    )
 
 
 def test_read_is_deterministic_and_registered(tmp_path):
@@ -247,13 +309,17 @@ def test_every_file_of_the_image_folders_is_in_exactly_one_listing_shard(tmp_pat
     (tmp_path / "train" / "0sub" / "0a.dicom").write_bytes(b"")  # not in the folder itself: not listed
     write_csv(tmp_path / "train.csv", KAGGLE_HEADER, [])
     plan = vindr.plan(str(tmp_path))
-    listed = [(listing.tag, path) for listing in plan.listings for pattern in listing.patterns()
-              for path in io.glob(pattern)]
+    listed = [
+        (listing.tag, path) for listing in plan.listings for pattern in listing.patterns() for path in io.glob(pattern)
+    ]
     assert sorted(listed) == sorted((split, str(tmp_path / split / name)) for split in vindr.SPLITS for name in names)
     keyed = [item for tag, path in listed for item in plan.key_file(tag, path)]
     assert sorted((item.key, item.item[1]) for item in keyed) == sorted(
-        (name[: -len(".dicom")], split) for split in range(2) for name in names
-        if name.endswith(".dicom") and name != ".dicom")
+        (name[: -len(".dicom")], split)
+        for split in range(2)
+        for name in names
+        if name.endswith(".dicom") and name != ".dicom"
+    )
 
 
 KAGGLE_HEADER = ["image_id", "class_name", "class_id", "rad_id", "x_min", "y_min", "x_max", "y_max"]
@@ -279,15 +345,21 @@ def test_kaggle_layout_with_real_rows(tmp_path):
     boxed = [row for row in rows if row["image_id"] == TRAIN_A]
     cardiomegaly = sorted((b.reader, b.x1, b.y1, b.x2, b.y2) for b in a.boxes if b.label == "Cardiomegaly")
     assert [reader_id for reader_id, *_ in cardiomegaly] == ["R10", "R8", "R9"]
-    assert cardiomegaly == sorted((row["rad_id"], *(float(row[name]) for name in vindr.COORDINATES))
-                                  for row in boxed if row["class_name"] == "Cardiomegaly")
+    assert cardiomegaly == sorted(
+        (row["rad_id"], *(float(row[name]) for name in vindr.COORDINATES))
+        for row in boxed
+        if row["class_name"] == "Cardiomegaly"
+    )
     first, *others = [box[1:] for box in cardiomegaly]  # the three boxes overlap: kept per reader, not fused
-    assert all(max(first[0], box[0]) < min(first[2], box[2]) and max(first[1], box[1]) < min(first[3], box[3])
-               for box in others)
+    assert all(
+        max(first[0], box[0]) < min(first[2], box[2]) and max(first[1], box[1]) < min(first[3], box[3])
+        for box in others
+    )
     assert len(a.boxes) == len(boxed) == 6 and a.raw_labels == []
     b = found[f"vindr/{TRAIN_B}"]
     assert b.boxes == [] and [(r.name, r.reader, r.system) for r in b.raw_labels] == [
-        ("No finding", reader_id, "vindr-kaggle") for reader_id in ("R11", "R15", "R16")]
+        ("No finding", reader_id, "vindr-kaggle") for reader_id in ("R11", "R15", "R16")
+    ]
     test = found[f"vindr/{TEST_A}"]
     assert test.image.official_split == "test" and test.provenance["labels"] == "missing"
 
@@ -369,8 +441,15 @@ coordinate = st.floats(min_value=0, max_value=4000, allow_nan=False)
 
 @given(coordinate, coordinate, coordinate, coordinate)
 def test_box_rows_parse_or_refuse(a, b, c, d):
-    row = {"image_id": TRAIN_A, "rad_id": "R1", "class_name": "Nodule/Mass",
-           "x_min": repr(a), "y_min": repr(b), "x_max": repr(c), "y_max": repr(d)}
+    row = {
+        "image_id": TRAIN_A,
+        "rad_id": "R1",
+        "class_name": "Nodule/Mass",
+        "x_min": repr(a),
+        "y_min": repr(b),
+        "x_max": repr(c),
+        "y_max": repr(d),
+    }
     if c >= a and d >= b:
         boxes, labels = vindr.annotation_boxes_and_labels([row], "vindr-annotations")
         assert labels == [] and [(x.x1, x.y1, x.x2, x.y2) for x in boxes] == [(a, b, c, d)]
@@ -379,8 +458,9 @@ def test_box_rows_parse_or_refuse(a, b, c, d):
             vindr.annotation_boxes_and_labels([row], "vindr-annotations")
 
 
-@pytest.mark.parametrize("coords", [["1", "", "2", "3"], ["1", "x", "2", "3"], ["-1", "0", "2", "3"],
-                                    ["nan", "0", "2", "3"]])
+@pytest.mark.parametrize(
+    "coords", [["1", "", "2", "3"], ["1", "x", "2", "3"], ["-1", "0", "2", "3"], ["nan", "0", "2", "3"]]
+)
 def test_malformed_coordinates_raise(coords):
     row = dict(zip(["image_id", "rad_id", "class_name", *vindr.COORDINATES], [TRAIN_A, "R1", "ILD", *coords]))
     with pytest.raises(ValueError):
@@ -388,8 +468,9 @@ def test_malformed_coordinates_raise(coords):
 
 
 def test_no_finding_with_coordinates_raises():
-    row = dict(zip(["image_id", "rad_id", "class_name", *vindr.COORDINATES],
-                   [TRAIN_A, "R1", "No finding", "1", "1", "2", "2"]))
+    row = dict(
+        zip(["image_id", "rad_id", "class_name", *vindr.COORDINATES], [TRAIN_A, "R1", "No finding", "1", "1", "2", "2"])
+    )
     with pytest.raises(ValueError, match="No finding"):
         vindr.annotation_boxes_and_labels([row], "vindr-annotations")
 

@@ -22,7 +22,13 @@ from hypothesis import strategies as st
 from pipelines.synth import generate
 from pipelines.synth.anatomy import box_of, build_frontal, cardiothoracic_ratio, fill_contour
 from pipelines.synth.cases import (
-    CHEXPERT_14, CTR_TARGETS, ctr_band, make_image_cases, make_mimic_patients, rng_for, stated_labels,
+    CHEXPERT_14,
+    CTR_TARGETS,
+    ctr_band,
+    make_image_cases,
+    make_mimic_patients,
+    rng_for,
+    stated_labels,
 )
 from pipelines.synth.siim import instance_uids
 from pipelines.synth.text import mimic_report
@@ -52,8 +58,16 @@ def of_source(truth: dict, source: str) -> dict[str, dict]:
 
 def test_build_yaml_points_at_every_source(corpus):
     config = load_config(corpus / "build.yaml")
-    assert set(config.sources) == {"mimic", "vindr", "chexmask", "siim", "imagenome", "padchest", "mimic_cxr_vqa",
-                                   "mimic_diff_vqa"}
+    assert set(config.sources) == {
+        "mimic",
+        "vindr",
+        "chexmask",
+        "siim",
+        "imagenome",
+        "padchest",
+        "mimic_cxr_vqa",
+        "mimic_diff_vqa",
+    }
     assert config.seed == SEED and config.image_size == 512
     for source in config.sources.values():
         assert Path(source.root).is_dir() and Path(source.root).is_relative_to(corpus.resolve())
@@ -86,8 +100,10 @@ def test_planted_phi_is_listed_per_image_and_kept_per_patient(truth):
             assert identities.setdefault((entry["source"], entry["subject_id"]), person) == person
         if entry["source"] == "mimic":
             assert values["mrn"] == values["OtherPatientIDs"] and values["PatientName"].startswith("SYNTHPHI^")
-            assert values["date of birth"] == f"{values['PatientBirthDate'][4:6]}/{values['PatientBirthDate'][6:]}/" \
-                                               f"{values['PatientBirthDate'][:4]}"
+            assert (
+                values["date of birth"] == f"{values['PatientBirthDate'][4:6]}/{values['PatientBirthDate'][6:]}/"
+                f"{values['PatientBirthDate'][:4]}"
+            )
     assert len(identities) < sum(e["source"] in ("mimic", "siim") for e in truth["images"].values())
 
 
@@ -99,8 +115,11 @@ def test_generate_refuses_a_foreign_non_empty_folder(tmp_path):
 
 def test_two_generations_are_byte_identical_and_the_seed_matters(tmp_path):
     def checksums(root: Path) -> dict[str, str]:
-        return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted(root.rglob("*")) if p.is_file()}
+        return {
+            str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*"))
+            if p.is_file()
+        }
 
     first = checksums(generate(tmp_path / "a", studies=2, seed=11))
     assert first == checksums(generate(tmp_path / "b", studies=2, seed=11))
@@ -120,9 +139,20 @@ def test_mimic_metadata_has_the_12_columns_and_numeric_study_times(corpus, truth
     root = corpus / "mimic-cxr"
     with gzip.open(root / "mimic-cxr-2.0.0-metadata.csv.gz", "rt") as stream:
         header = stream.readline().strip().split(",")
-    assert header == ["dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition",
-                      "Rows", "Columns", "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning",
-                      "ViewCodeSequence_CodeMeaning", "PatientOrientationCodeSequence_CodeMeaning"]
+    assert header == [
+        "dicom_id",
+        "subject_id",
+        "study_id",
+        "PerformedProcedureStepDescription",
+        "ViewPosition",
+        "Rows",
+        "Columns",
+        "StudyDate",
+        "StudyTime",
+        "ProcedureCodeSequence_CodeMeaning",
+        "ViewCodeSequence_CodeMeaning",
+        "PatientOrientationCodeSequence_CodeMeaning",
+    ]
     metadata = pd.read_csv(root / "mimic-cxr-2.0.0-metadata.csv.gz")
     assert metadata["StudyTime"].dtype == float
     lost_zero = metadata["StudyTime"] < 100000
@@ -210,8 +240,11 @@ def test_mimic_dicoms_decode_and_match_the_lists(corpus, truth):
 def test_patients_in_truth_are_in_time_order(truth):
     for key, studies in truth["patients"].items():
         if key.startswith("mimic/"):
-            moments = {e["study_id"]: (e["study_date"], e["study_time"]) for e in of_source(truth, "mimic").values()
-                       if e["subject_id"] == key.split("/")[1]}
+            moments = {
+                e["study_id"]: (e["study_date"], e["study_time"])
+                for e in of_source(truth, "mimic").values()
+                if e["subject_id"] == key.split("/")[1]
+            }
             assert [moments[s] for s in studies] == sorted(moments[s] for s in studies)
     assert max(len(s) for k, s in truth["patients"].items() if k.startswith("mimic/")) >= 2
 
@@ -220,11 +253,31 @@ def test_patients_in_truth_are_in_time_order(truth):
 
 
 VINDR_WHITELIST = {
-    "PatientSex", "PatientAge", "PatientSize", "PatientWeight", "PhotometricInterpretation", "Rows", "Columns",
-    "PixelSpacing", "PixelAspectRatio", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
-    "SmallestImagePixelValue", "LargestImagePixelValue", "WindowCenter", "WindowWidth", "RescaleIntercept",
-    "RescaleSlope", "LossyImageCompression", "LossyImageCompressionRatio", "LossyImageCompressionMethod",
-    "SamplesPerPixel", "NumberOfFrames", "PixelData",
+    "PatientSex",
+    "PatientAge",
+    "PatientSize",
+    "PatientWeight",
+    "PhotometricInterpretation",
+    "Rows",
+    "Columns",
+    "PixelSpacing",
+    "PixelAspectRatio",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "SmallestImagePixelValue",
+    "LargestImagePixelValue",
+    "WindowCenter",
+    "WindowWidth",
+    "RescaleIntercept",
+    "RescaleSlope",
+    "LossyImageCompression",
+    "LossyImageCompressionRatio",
+    "LossyImageCompressionMethod",
+    "SamplesPerPixel",
+    "NumberOfFrames",
+    "PixelData",
 }
 """VinDr's de-identification whitelist (docs/formats/vindr-cxr.md §2)."""
 
@@ -280,8 +333,10 @@ def test_vindr_csvs_have_readers_spellings_and_empty_no_finding_boxes(corpus, tr
 
 def chexmask_files(corpus: Path) -> dict[str, pd.DataFrame]:
     folder = corpus / "chexmask" / "OriginalResolution"
-    return {name: pd.read_csv(folder / name, dtype={"ImageID": str}) for name in
-            ("MIMIC-CXR-JPG.csv.gz", "VinDr-CXR.csv", "Padchest.csv")}
+    return {
+        name: pd.read_csv(folder / name, dtype={"ImageID": str})
+        for name in ("MIMIC-CXR-JPG.csv.gz", "VinDr-CXR.csv", "Padchest.csv")
+    }
 
 
 def test_chexmask_columns_by_file(corpus):
@@ -303,8 +358,10 @@ def test_chexmask_rle_landmarks_and_ctr_agree_with_the_truth(corpus, truth):
             entry = truth["images"][key]
             height, width = int(row["Height"]), int(row["Width"])
             assert (height, width) == (entry["height"], entry["width"])
-            masks = {organ: rle_decode(row[organ], height, width, "chexmask")
-                     for organ in ("Right Lung", "Left Lung", "Heart")}
+            masks = {
+                organ: rle_decode(row[organ], height, width, "chexmask")
+                for organ in ("Right Lung", "Left Lung", "Heart")
+            }
             ctr = cardiothoracic_ratio(masks["Right Lung"], masks["Left Lung"], masks["Heart"])
             assert ctr_band(ctr) == entry["ctr_band"] and ctr == pytest.approx(entry["ctr"], abs=1e-3)
             numbers = [int(v) for v in re.findall(r"-?\d+", row["Landmarks"])]
@@ -314,8 +371,10 @@ def test_chexmask_rle_landmarks_and_ctr_agree_with_the_truth(corpus, truth):
                 assert np.array_equal(fill_contour(part, height, width), masks[organ])
             assert masks["Right Lung"].nonzero()[1].mean() < width / 2 < masks["Left Lung"].nonzero()[1].mean()
             forms["numpy" if row["Landmarks"].startswith("[[") else "flat"] += 1
-            assert entry["chexmask"] == {"dice_rca_mean": pytest.approx(row["Dice RCA (Mean)"]),
-                                         "passes": row["Dice RCA (Mean)"] >= 0.7}
+            assert entry["chexmask"] == {
+                "dice_rca_mean": pytest.approx(row["Dice RCA (Mean)"]),
+                "passes": row["Dice RCA (Mean)"] >= 0.7,
+            }
     assert forms["numpy"] and forms["flat"]
     failing = [e for e in truth["images"].values() if e["chexmask"] and not e["chexmask"]["passes"]]
     assert failing
@@ -351,8 +410,14 @@ def test_siim_dicoms_are_jpeg_baseline_and_masks_lie_inside_a_lung(corpus, truth
             union |= rle_decode(rle, 1024, 1024, "siim")
         assert union.sum() == entry["pneumothorax_area"]
         assert entry["findings"]["Pneumothorax"] == int(union.any())
-        rebuilt = build_frontal(case.findings, case.ctr_target, 1024, 1024, rng_for(SEED, "siim-image", image_id),
-                                pneumothorax_pockets=case.extra["pockets"])
+        rebuilt = build_frontal(
+            case.findings,
+            case.ctr_target,
+            1024,
+            1024,
+            rng_for(SEED, "siim-image", image_id),
+            pneumothorax_pockets=case.extra["pockets"],
+        )
         lungs = rebuilt.organs["right_lung"] | rebuilt.organs["left_lung"]
         assert not (union & ~lungs).any()
         if union.any():
@@ -368,22 +433,29 @@ def test_imagenome_splits_have_an_unnamed_index_and_gold_is_listed(corpus, truth
     for split in ("train", "valid", "test"):
         frame = pd.read_csv(folder / f"{split}.csv", dtype=str)
         assert frame.columns[0].startswith("Unnamed") and list(frame.columns[1:]) == [
-            "subject_id", "study_id", "dicom_id", "path", "ViewPosition"]
+            "subject_id",
+            "study_id",
+            "dicom_id",
+            "path",
+            "ViewPosition",
+        ]
         assert set(frame["ViewPosition"]) <= {"AP", "PA"}
         listed |= set(frame["dicom_id"])
     avoid = pd.read_csv(folder / "images_to_avoid.csv", dtype=str)
     assert list(avoid.columns) == ["subject_id", "study_id", "dicom_id", "path", "ViewPosition"]
     expected = {k.split("/")[1] for k, e in of_source(truth, "mimic").items() if e["imagenome"]}
     assert listed == expected
-    assert set(avoid["dicom_id"]) == {k.split("/")[1] for k, e in of_source(truth, "mimic").items()
-                                      if e["imagenome_gold"]} and len(avoid)
+    assert set(avoid["dicom_id"]) == {
+        k.split("/")[1] for k, e in of_source(truth, "mimic").items() if e["imagenome_gold"]
+    } and len(avoid)
 
 
 def test_scene_graphs_cover_frontal_images_with_both_coordinate_spaces(corpus, truth):
     graphs = sorted((corpus / "chest-imagenome" / "silver_dataset" / "scene_graph").glob("*_SceneGraph.json"))
     mimic = of_source(truth, "mimic")
     assert {f"mimic/{p.name.removesuffix('_SceneGraph.json')}" for p in graphs} == {
-        k for k, e in mimic.items() if e["imagenome"]}
+        k for k, e in mimic.items() if e["imagenome"]
+    }
     bad = Counter()
     relations = 0
     for path in graphs:
@@ -435,8 +507,10 @@ def test_padchest_csv_has_36_columns_and_its_string_traps(corpus, truth):
 
 
 def test_padchest_pngs_are_16_bit_at_the_listed_size(corpus):
-    frame = pd.read_csv(corpus / "padchest" / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz",
-                        dtype={"PatientID": str, "StudyID": str})
+    frame = pd.read_csv(
+        corpus / "padchest" / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz",
+        dtype={"PatientID": str, "StudyID": str},
+    )
     for row in frame.itertuples():
         pixels = cv2.imread(str(corpus / "padchest" / str(row.ImageDir) / row.ImageID), cv2.IMREAD_UNCHANGED)
         assert pixels.dtype == np.uint16 and pixels.shape == (row.Rows_DICOM, row.Columns_DICOM)
@@ -447,8 +521,13 @@ def test_padchest_pngs_are_16_bit_at_the_listed_size(corpus):
 
 
 @settings(max_examples=12, deadline=None)
-@given(band=st.sampled_from(sorted(CTR_TARGETS)), where=st.floats(0, 1), width=st.integers(600, 1100),
-       height=st.integers(600, 1100), seed=st.integers(0, 2**16))
+@given(
+    band=st.sampled_from(sorted(CTR_TARGETS)),
+    where=st.floats(0, 1),
+    width=st.integers(600, 1100),
+    height=st.integers(600, 1100),
+    seed=st.integers(0, 2**16),
+)
 def test_measured_ctr_stays_in_the_band_of_its_target(band, where, width, height, seed):
     low, high = CTR_TARGETS[band]
     frontal = build_frontal({}, low + where * (high - low), width, height, rng_for(seed, "ctr"))

@@ -23,37 +23,101 @@ import pytest
 from pipelines.synth import generate
 
 STUDIES, SEED = 16, 0
-VQA_KEYS = ["split", "idx", "subject_id", "study_id", "image_id", "image_path", "question", "semantic_type",
-            "content_type", "template", "template_program", "template_arguments", "answer"]
-SKELETON_KEYS = ["split", "idx", "image_id", "question", "content_type", "semantic_type", "template",
-                 "template_program", "template_arguments"]
+VQA_KEYS = [
+    "split",
+    "idx",
+    "subject_id",
+    "study_id",
+    "image_id",
+    "image_path",
+    "question",
+    "semantic_type",
+    "content_type",
+    "template",
+    "template_program",
+    "template_arguments",
+    "answer",
+]
+SKELETON_KEYS = [
+    "split",
+    "idx",
+    "image_id",
+    "question",
+    "content_type",
+    "semantic_type",
+    "template",
+    "template_program",
+    "template_arguments",
+]
 ARGUMENT_KINDS = ["object", "attribute", "category", "viewpos", "gender"]
 ABNORMALITY = {"anatomicalfinding", "disease", "device", "tubesandlines"}
-CONTENT = {"program_2": ("attribute", "verify"), "program_3": ("abnormality", "verify"),
-           "program_8": ("abnormality", "query"), "program_31": ("anatomy", "query"),
-           "program_41": ("plane", "verify"), "program_42": ("plane", "choose")}
+CONTENT = {
+    "program_2": ("attribute", "verify"),
+    "program_3": ("abnormality", "verify"),
+    "program_8": ("abnormality", "query"),
+    "program_31": ("anatomy", "query"),
+    "program_41": ("plane", "verify"),
+    "program_42": ("plane", "choose"),
+}
 IMAGENOME_FINDING = {
-    "pleural effusion": "Pleural Effusion", "pneumothorax": "Pneumothorax", "consolidation": "Consolidation",
-    "lung opacity": "Lung Opacity", "pneumonia": "Pneumonia", "mass/nodule (not otherwise specified)": "Lung Lesion",
-    "atelectasis": "Atelectasis", "pulmonary edema/hazy opacity": "Edema",
-    "enlarged cardiac silhouette": "Cardiomegaly", "mediastinal widening": "Enlarged Cardiomediastinum",
-    "pleural/parenchymal scarring": "Pleural Other", "rib fracture": "Fracture", "endotracheal tube": "Support Devices",
-    "enteric tube": "Support Devices", "ij line": "Support Devices", "cardiac pacer and wires": "Support Devices",
+    "pleural effusion": "Pleural Effusion",
+    "pneumothorax": "Pneumothorax",
+    "consolidation": "Consolidation",
+    "lung opacity": "Lung Opacity",
+    "pneumonia": "Pneumonia",
+    "mass/nodule (not otherwise specified)": "Lung Lesion",
+    "atelectasis": "Atelectasis",
+    "pulmonary edema/hazy opacity": "Edema",
+    "enlarged cardiac silhouette": "Cardiomegaly",
+    "mediastinal widening": "Enlarged Cardiomediastinum",
+    "pleural/parenchymal scarring": "Pleural Other",
+    "rib fracture": "Fracture",
+    "endotracheal tube": "Support Devices",
+    "enteric tube": "Support Devices",
+    "ij line": "Support Devices",
+    "cardiac pacer and wires": "Support Devices",
 }
 """An ImaGenome attribute of the synthetic scene graphs -> the CheXpert finding it states."""
 
 PAIR_HEADER = "study_id,subject_id,ref_id,question_type,question,answer,split"
-MIMIC_ALL_HEADER = ("subject_id,study_id,Atelectasis,Cardiomegaly,Consolidation,Edema,Enlarged Cardiomediastinum,"
-                    "Fracture,Lung Lesion,Lung Opacity,No Finding,Pleural Effusion,Pleural Other,Pneumonia,"
-                    "Pneumothorax,Support Devices,dicom_id,view,split,study_date,study_order")
-DIFF_FINDING = {"pleural effusion": "Pleural Effusion", "atelectasis": "Atelectasis", "cardiomegaly": "Cardiomegaly",
-                "edema": "Edema", "pneumothorax": "Pneumothorax", "lung opacity": "Lung Opacity",
-                "pneumonia": "Pneumonia", "consolidation": "Consolidation", "fracture": "Fracture",
-                "pleural thickening": "Pleural Other"}
-LEVEL = {"Pleural Effusion": "small moderate large", "Pneumothorax": "small moderate large",
-         "Cardiomegaly": "mild moderate severe", "Atelectasis": "mild moderate severe", "Edema": "mild moderate severe"}
-ABNORMAL = {"Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Lesion", "Lung Opacity", "Edema", "Consolidation",
-            "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture"}
+MIMIC_ALL_HEADER = (
+    "subject_id,study_id,Atelectasis,Cardiomegaly,Consolidation,Edema,Enlarged Cardiomediastinum,"
+    "Fracture,Lung Lesion,Lung Opacity,No Finding,Pleural Effusion,Pleural Other,Pneumonia,"
+    "Pneumothorax,Support Devices,dicom_id,view,split,study_date,study_order"
+)
+DIFF_FINDING = {
+    "pleural effusion": "Pleural Effusion",
+    "atelectasis": "Atelectasis",
+    "cardiomegaly": "Cardiomegaly",
+    "edema": "Edema",
+    "pneumothorax": "Pneumothorax",
+    "lung opacity": "Lung Opacity",
+    "pneumonia": "Pneumonia",
+    "consolidation": "Consolidation",
+    "fracture": "Fracture",
+    "pleural thickening": "Pleural Other",
+}
+LEVEL = {
+    "Pleural Effusion": "small moderate large",
+    "Pneumothorax": "small moderate large",
+    "Cardiomegaly": "mild moderate severe",
+    "Atelectasis": "mild moderate severe",
+    "Edema": "mild moderate severe",
+}
+ABNORMAL = {
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Lesion",
+    "Lung Opacity",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+}
 
 
 @pytest.fixture(scope="module")
@@ -74,13 +138,17 @@ def vqa_files(corpus) -> dict[str, list[dict]]:
 
 @pytest.fixture(scope="module")
 def pair_rows(corpus) -> list[dict]:
-    return pd.read_csv(corpus / "medical-diff-vqa" / "mimic_pair_questions.csv", dtype=str,
-                       keep_default_na=False).to_dict("records")
+    return pd.read_csv(
+        corpus / "medical-diff-vqa" / "mimic_pair_questions.csv", dtype=str, keep_default_na=False
+    ).to_dict("records")
 
 
 def checksums(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def mimic_images(truth: dict) -> dict[str, dict]:
@@ -108,16 +176,24 @@ def test_build_yaml_enables_both_datasets(corpus):
 def test_vqa_files_are_json_arrays_in_the_builder_layout(corpus, vqa_files):
     folder = corpus / "mimic-cxr-vqa" / "dataset"
     assert sorted(p.name for p in folder.iterdir()) == [
-        "_test.json", "_train_part1.json", "_train_part2.json", "_valid.json", "ans2idx.json", "test.json",
-        "train.json", "valid.json"]
+        "_test.json",
+        "_train_part1.json",
+        "_train_part2.json",
+        "_valid.json",
+        "ans2idx.json",
+        "test.json",
+        "train.json",
+        "valid.json",
+    ]
     answers = set()
     for name, rows in vqa_files.items():
         assert (folder / f"{name}.json").read_text() == json.dumps(rows, indent=4)  # the builder's indent=4
         for position, row in enumerate(rows):
             assert list(row) == VQA_KEYS and row["split"] == name and row["idx"] == position
             assert row["subject_id"].isdigit() and row["study_id"].isdigit()
-            assert row["image_path"] == (f"p{row['subject_id'][:2]}/p{row['subject_id']}/s{row['study_id']}/"
-                                         f"{row['image_id']}.jpg")
+            assert row["image_path"] == (
+                f"p{row['subject_id'][:2]}/p{row['subject_id']}/s{row['study_id']}/{row['image_id']}.jpg"
+            )
             assert (row["content_type"], row["semantic_type"]) == CONTENT[row["template_program"]]
             arguments = row["template_arguments"]
             assert list(arguments) == ARGUMENT_KINDS
@@ -128,11 +204,14 @@ def test_vqa_files_are_json_arrays_in_the_builder_layout(corpus, vqa_files):
             answers.update(row["answer"])
     assert sum(map(len, vqa_files.values())) >= 20
     assert json.loads((folder / "ans2idx.json").read_text()) == {a: i for i, a in enumerate(sorted(answers))}
-    skeleton = [*json.loads((folder / "_train_part1.json").read_text()),
-                *json.loads((folder / "_train_part2.json").read_text())]
+    skeleton = [
+        *json.loads((folder / "_train_part1.json").read_text()),
+        *json.loads((folder / "_train_part2.json").read_text()),
+    ]
     assert skeleton == [{key: row[key] for key in SKELETON_KEYS} for row in vqa_files["train"]]
     assert json.loads((folder / "_valid.json").read_text()) == [
-        {key: row[key] for key in SKELETON_KEYS} for row in vqa_files["valid"]]
+        {key: row[key] for key in SKELETON_KEYS} for row in vqa_files["valid"]
+    ]
 
 
 def test_vqa_cohort_is_one_frontal_scene_graph_image_per_study(truth, vqa_files):
@@ -142,8 +221,9 @@ def test_vqa_cohort_is_one_frontal_scene_graph_image_per_study(truth, vqa_files)
         entry = images[f"mimic/{row['image_id']}"]
         assert (entry["subject_id"], entry["study_id"]) == (row["subject_id"], row["study_id"])
         assert entry["view"] in ("PA", "AP") and entry["imagenome"]
-        frontal = sorted(k.split("/")[1] for k, e in images.items()
-                         if e["study_id"] == row["study_id"] and e["view"] in ("PA", "AP"))
+        frontal = sorted(
+            k.split("/")[1] for k, e in images.items() if e["study_id"] == row["study_id"] and e["view"] in ("PA", "AP")
+        )
         assert row["image_id"] == frontal[0]  # the study's first frontal image by dicom_id
         by_study[row["study_id"]].add(row["image_id"])
     assert all(len(ids) == 1 for ids in by_study.values())
@@ -198,8 +278,9 @@ def expected_vqa_answer(row: dict, stated: dict, entry: dict) -> list[str] | Non
         (attribute,) = arguments["attribute"]
         if entry["findings"].get(IMAGENOME_FINDING[attribute]) != 1:
             return None
-        return sorted(region for (region, name), polarities in stated.items()
-                      if name == attribute and "yes" in polarities)
+        return sorted(
+            region for (region, name), polarities in stated.items() if name == attribute and "yes" in polarities
+        )
     raise AssertionError(f"unexpected program {program}")
 
 
@@ -258,9 +339,13 @@ def test_diff_files_have_the_release_headers_and_one_mimic_all_row_per_study(cor
         entry = images[f"mimic/{row['dicom_id']}"]
         assert row["view"] == meanings[entry["view"]] and row["split"] == entry["split"]
         assert (row["subject_id"], row["study_date"], row["study_order"]) == (
-            entry["subject_id"], entry["study_date"], str(entry["study_order"]))
+            entry["subject_id"],
+            entry["study_date"],
+            str(entry["study_order"]),
+        )
         assert {k: row[k] for k in labels.columns if k != "subject_id"} == {
-            k: v for k, v in labels.loc[row["study_id"]].items() if k != "subject_id"}
+            k: v for k, v in labels.loc[row["study_id"]].items() if k != "subject_id"
+        }
 
 
 def study_entries(truth: dict) -> dict[str, dict]:
@@ -283,9 +368,11 @@ def check_single_image_answer(row: dict, entry: dict) -> None:
     named = [name for word, name in DIFF_FINDING.items() if re.search(rf"\b{word}\b", question)]
     if kind == "view":
         view = entry["view"]
-        expected = {"which view is this image taken?": f"{view} view",
-                    "is this PA view?": "yes" if view == "PA" else "no",
-                    "is this AP view?": "yes" if view == "AP" else "no"}[question]
+        expected = {
+            "which view is this image taken?": f"{view} view",
+            "is this PA view?": "yes" if view == "PA" else "no",
+            "is this AP view?": "yes" if view == "AP" else "no",
+        }[question]
         assert answer == expected
     elif kind == "presence":
         (name,) = named
@@ -310,7 +397,8 @@ DIFFERENCE = re.compile(
     r"the level of (?P<level>[a-z ]+) has changed from (?P<old>\w+) to (?P<new>\w+)\. "
     r"|the main image has (?:an additional finding|additional findings) of (?P<added>[a-z ,]+)"
     r" than the reference image\. "
-    r"|the main image is missing the findings? of (?P<missing>[a-z ,]+) than the reference image\. ")
+    r"|the main image is missing the findings? of (?P<missing>[a-z ,]+) than the reference image\. "
+)
 
 
 def words(listing: str) -> list[str]:
@@ -324,9 +412,11 @@ def check_difference_answer(answer: str, main: dict, reference: dict) -> None:
     else:
         parts = list(DIFFERENCE.finditer(answer))
         assert "".join(part.group(0) for part in parts) == answer, answer
-        found = {"added": [w for p in parts if p["added"] for w in words(p["added"])],
-                 "missing": [w for p in parts if p["missing"] for w in words(p["missing"])],
-                 "levels": [(p["level"], p["old"], p["new"]) for p in parts if p["level"]]}
+        found = {
+            "added": [w for p in parts if p["added"] for w in words(p["added"])],
+            "missing": [w for p in parts if p["missing"] for w in words(p["missing"])],
+            "levels": [(p["level"], p["old"], p["new"]) for p in parts if p["level"]],
+        }
     for word, name in DIFF_FINDING.items():
         now, before = state(main, name), state(reference, name)
         if now != before:
@@ -378,9 +468,15 @@ def test_diff_truth_lists_every_row_and_its_expected_filter(truth, pair_rows):
     agreed = {"train": "train", "validate": "val", "test": "test"}
     for question, row in zip(questions, pair_rows):
         assert (question["study_id"], question["ref_id"], question["split"]) == (
-            row["study_id"], row["ref_id"], row["split"])
+            row["study_id"],
+            row["ref_id"],
+            row["split"],
+        )
         assert (question["question_type"], question["question"], question["answer"]) == (
-            row["question_type"], row["question"], row["answer"])
+            row["question_type"],
+            row["question"],
+            row["answer"],
+        )
         assert question["image"] == section["studies"][row["study_id"]]
         assert question["reference_image"] == section["studies"][row["ref_id"]]
         assert (row["split"] != agreed[question["mimic_split"]]) == (row["subject_id"] in moved)
@@ -390,5 +486,6 @@ def test_diff_truth_lists_every_row_and_its_expected_filter(truth, pair_rows):
             assert question["expected"] == {"stage": "tasks", "reason": "reference-not-earlier"}
         else:
             assert question["expected"] is None
-    assert len(moved) == 1 and not moved & {row["subject_id"] for row in pair_rows
-                                             if (row["study_id"], row["ref_id"]) in reversed_pairs}
+    assert len(moved) == 1 and not moved & {
+        row["subject_id"] for row in pair_rows if (row["study_id"], row["ref_id"]) in reversed_pairs
+    }

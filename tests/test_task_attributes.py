@@ -12,22 +12,45 @@ from transforms.tasks import Profile, TaskSpec
 from transforms.tasks.attributes import GENERATORS, LOCATION, SEVERITY
 from transforms.templates import load_template_set
 
-PROFILE = Profile(name="imt-cxr", coordinates="bins1000", tasks={
-    SEVERITY: TaskSpec(template_set="attributes_imt"), LOCATION: TaskSpec(template_set="attributes_imt")})
+PROFILE = Profile(
+    name="imt-cxr",
+    coordinates="bins1000",
+    tasks={SEVERITY: TaskSpec(template_set="attributes_imt"), LOCATION: TaskSpec(template_set="attributes_imt")},
+)
 
 
 def mention(finding, presence=1, laterality=None, zones=(), severity=None, scale=None, sentence="s."):
     low, high = severity or (None, None)
-    return {"finding": finding, "presence": presence, "laterality": laterality, "zones": list(zones),
-            "severity_min": low, "severity_max": high, "severity_scale": scale, "temporal": None,
-            "sentence": sentence, "span_start": 0, "span_end": len(sentence)}
+    return {
+        "finding": finding,
+        "presence": presence,
+        "laterality": laterality,
+        "zones": list(zones),
+        "severity_min": low,
+        "severity_max": high,
+        "severity_scale": scale,
+        "temporal": None,
+        "sentence": sentence,
+        "span_start": 0,
+        "span_end": len(sentence),
+    }
 
 
 def annotation_row(mentions=(), presence=None, key="mimic/a1", source="mimic", view="PA", **columns):
     presence = presence or {}
-    row = {"image_key": key, "source": source, "split": "train", "view": view, "mentions": list(mentions),
-           "findings": [{"name": n, "presence": presence.get(n), "systems": [], "raw": []} for n in TAXONOMY],
-           "ctr": None, "ctr_band": None, "ptx_ratio": None, "ptx_side": None, "ptx_band": None}
+    row = {
+        "image_key": key,
+        "source": source,
+        "split": "train",
+        "view": view,
+        "mentions": list(mentions),
+        "findings": [{"name": n, "presence": presence.get(n), "systems": [], "raw": []} for n in TAXONOMY],
+        "ctr": None,
+        "ctr_band": None,
+        "ptx_ratio": None,
+        "ptx_side": None,
+        "ptx_band": None,
+    }
     return row | columns
 
 
@@ -45,8 +68,12 @@ def test_a_stated_range_stays_a_range():
 
 
 def test_several_mentions_of_one_finding_give_their_combined_range():
-    row = annotation_row([mention("Pleural Effusion", severity=(1, 1), scale="size"),
-                          mention("Pleural Effusion", severity=(2, 2), scale="size")])
+    row = annotation_row(
+        [
+            mention("Pleural Effusion", severity=(1, 1), scale="size"),
+            mention("Pleural Effusion", severity=(2, 2), scale="size"),
+        ]
+    )
     ((target, instruction),) = asked(SEVERITY, row)
     assert instruction["conversations"][1]["value"] == "small to moderate"
 
@@ -69,22 +96,30 @@ def test_the_report_wins_over_the_ctr_band_which_only_fills_in():
     assert instruction["conversations"][1]["value"] == "mild"
     assert target["basis"] == "report" and target["ctr_band"] == "severe"  # the measurement travels along
 
-    unstated = annotation_row(presence={"Cardiomegaly": 1}, key="vindr/b2", source="vindr",
-                              ctr=0.57, ctr_band="moderate")
+    unstated = annotation_row(
+        presence={"Cardiomegaly": 1}, key="vindr/b2", source="vindr", ctr=0.57, ctr_band="moderate"
+    )
     ((target, instruction),) = asked(SEVERITY, unstated)
     assert instruction["conversations"][1]["value"] == "moderate" and target["basis"] == "ctr"
     assert (target["severity_min"], target["severity_max"]) == (2, 2)
 
 
-@pytest.mark.parametrize("presence, band", [({"Cardiomegaly": 0}, "moderate"), ({}, "severe"),
-                                            ({"Cardiomegaly": 1}, "normal")])
+@pytest.mark.parametrize(
+    "presence, band", [({"Cardiomegaly": 0}, "moderate"), ({}, "severe"), ({"Cardiomegaly": 1}, "normal")]
+)
 def test_a_ctr_band_alone_never_makes_a_positive(presence, band):
     assert asked(SEVERITY, annotation_row(presence=presence, ctr_band=band)) == []
 
 
 def test_pneumothorax_size_and_side_from_its_mask_when_the_report_is_silent():
-    row = annotation_row(presence={"Pneumothorax": 1}, key="siim/1.2.3", source="siim",
-                         ptx_ratio=0.3, ptx_side="left", ptx_band="moderate")
+    row = annotation_row(
+        presence={"Pneumothorax": 1},
+        key="siim/1.2.3",
+        source="siim",
+        ptx_ratio=0.3,
+        ptx_side="left",
+        ptx_band="moderate",
+    )
     ((severity, _),) = asked(SEVERITY, row)
     ((location, instruction),) = asked(LOCATION, row)
     assert (severity["answer"], severity["scale"], severity["basis"]) == ("moderate", "size", "mask")
@@ -94,19 +129,27 @@ def test_pneumothorax_size_and_side_from_its_mask_when_the_report_is_silent():
 
 
 def test_locations_list_every_stated_place_and_skip_findings_without_a_side():
-    row = annotation_row([mention("Lung Lesion", laterality="left", zones=["upper", "apical"]),
-                          mention("Lung Lesion", laterality="right", zones=["lower"]),
-                          mention("Lung Lesion", laterality="left", zones=["upper", "apical"]),
-                          mention("Cardiomegaly", severity=(2, 2), scale="severity"),
-                          mention("Edema")])
+    row = annotation_row(
+        [
+            mention("Lung Lesion", laterality="left", zones=["upper", "apical"]),
+            mention("Lung Lesion", laterality="right", zones=["lower"]),
+            mention("Lung Lesion", laterality="left", zones=["upper", "apical"]),
+            mention("Cardiomegaly", severity=(2, 2), scale="severity"),
+            mention("Edema"),
+        ]
+    )
     ((target, instruction),) = asked(LOCATION, row)
     assert instruction["conversations"][1]["value"] == "left apical and right lower zone"
-    assert target["locations"] == [{"laterality": "left", "zones": ["upper", "apical"]},
-                                   {"laterality": "right", "zones": ["lower"]}]
+    assert target["locations"] == [
+        {"laterality": "left", "zones": ["upper", "apical"]},
+        {"laterality": "right", "zones": ["lower"]},
+    ]
 
 
-REPORT = ("Small left apical pneumothorax. Mild to moderate bibasilar atelectasis. Moderate cardiomegaly. "
-          "Large right pleural effusion. Severe pulmonary edema.")
+REPORT = (
+    "Small left apical pneumothorax. Mild to moderate bibasilar atelectasis. Moderate cardiomegaly. "
+    "Large right pleural effusion. Severe pulmonary edema."
+)
 
 
 def test_answers_use_the_words_of_the_attribute_prompt():
@@ -129,7 +172,12 @@ def test_template_choice_is_seeded_stable_and_covers_every_template():
     assert asked(SEVERITY, row, seed=5) == asked(SEVERITY, row, seed=5)
     # pinned: the choice depends on stable hashes only, never on the process or the runner
     assert [r["template_id"] for _, r in asked(SEVERITY, row, seed=0)] == [
-        "imt-sev-2", "imt-sev-1", "imt-sev-2", "imt-sev-3", "imt-sev-3"]
+        "imt-sev-2",
+        "imt-sev-1",
+        "imt-sev-2",
+        "imt-sev-3",
+        "imt-sev-3",
+    ]
     used = set()
     for seed in range(30):
         for task in (SEVERITY, LOCATION):

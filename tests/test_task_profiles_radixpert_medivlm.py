@@ -8,8 +8,10 @@ from transforms.audit import audit_row, facts_from_annotation
 from transforms.geometry import render_box
 from transforms.reports import section_list
 from transforms.tasks import load_profile
-from transforms.tasks.padchest_report import TASK as PADCHEST_REPORT, generate as padchest_report
-from transforms.tasks.severity_report import GENERATORS as SEVERITY, REGIONS, REPORT, region_boxes
+from transforms.tasks.padchest_report import TASK as PADCHEST_REPORT
+from transforms.tasks.padchest_report import generate as padchest_report
+from transforms.tasks.severity_report import GENERATORS as SEVERITY
+from transforms.tasks.severity_report import REGIONS, REPORT, region_boxes
 
 RADIXPERT, MEDIVLM = load_profile("radixpert"), load_profile("medivlm")
 MIMIC_REPORT = """FINAL REPORT
@@ -20,23 +22,56 @@ MIMIC_REPORT = """FINAL REPORT
 
 
 def padchest_row(key, view, english, translation=None, study="s1", split="train"):
-    return {"image_key": f"padchest/{key}", "source": "padchest", "split": split, "subject_id": "p1",
-            "study_id": study, "view": view, "study_datetime": "2015-01-02", "report_language": "es-stemmed",
-            "report_english": english, "report_translation": translation}
+    return {
+        "image_key": f"padchest/{key}",
+        "source": "padchest",
+        "split": split,
+        "subject_id": "p1",
+        "study_id": study,
+        "view": view,
+        "study_datetime": "2015-01-02",
+        "report_language": "es-stemmed",
+        "report_english": english,
+        "report_translation": translation,
+    }
 
 
 def box(label, origin, unit):
     u1, v1, u2, v2 = unit
-    return {"label": label, "finding": None, "origin": origin, "reader": None, "readers": [],
-            "x1": u1 * 100, "y1": v1 * 100, "x2": u2 * 100, "y2": v2 * 100, "u1": u1, "v1": v1, "u2": u2, "v2": v2}
+    return {
+        "label": label,
+        "finding": None,
+        "origin": origin,
+        "reader": None,
+        "readers": [],
+        "x1": u1 * 100,
+        "y1": v1 * 100,
+        "x2": u2 * 100,
+        "y2": v2 * 100,
+        "u1": u1,
+        "v1": v1,
+        "u2": u2,
+        "v2": v2,
+    }
 
 
 def mimic_row(view="PA", score=0.4321, boxes=()):
-    return {"image_key": "mimic/d1", "source": "mimic", "split": "train", "subject_id": "10", "study_id": "50",
-            "view": view, "study_datetime": "2150-01-01", "report_text": MIMIC_REPORT, "report_language": "en",
-            "report_english": None, "report_translation": None,
-            "sections": [{"name": n, "text": t} for n, t in section_list(MIMIC_REPORT)],
-            "severity_tfidf": score, "boxes": list(boxes)}
+    return {
+        "image_key": "mimic/d1",
+        "source": "mimic",
+        "split": "train",
+        "subject_id": "10",
+        "study_id": "50",
+        "view": view,
+        "study_datetime": "2150-01-01",
+        "report_text": MIMIC_REPORT,
+        "report_language": "en",
+        "report_english": None,
+        "report_translation": None,
+        "sections": [{"name": n, "text": t} for n, t in section_list(MIMIC_REPORT)],
+        "severity_tfidf": score,
+        "boxes": list(boxes),
+    }
 
 
 def only(rows):
@@ -48,9 +83,11 @@ def only(rows):
 
 
 def test_a_study_shows_its_frontal_image_with_the_english_statements():
-    study = [padchest_row("b_lat.png", "L", "Pleural effusion in the costophrenic angle."),
-             padchest_row("a_pa.png", "PA", "Left pleural effusion in the costophrenic angle."),
-             padchest_row("c_ap.png", "AP", "Left pleural effusion in the costophrenic angle.")]
+    study = [
+        padchest_row("b_lat.png", "L", "Pleural effusion in the costophrenic angle."),
+        padchest_row("a_pa.png", "PA", "Left pleural effusion in the costophrenic angle."),
+        padchest_row("c_ap.png", "AP", "Left pleural effusion in the costophrenic angle."),
+    ]
     row, target = only(padchest_report(study, RADIXPERT, seed=0))
     assert row["image_keys"] == ["padchest/a_pa.png"] and row["task"] == PADCHEST_REPORT
     assert row["conversations"][0]["value"].startswith("<image>\n")
@@ -104,20 +141,28 @@ def test_no_report_row_on_a_lateral_view_or_without_a_score():
 
 
 def test_padchest_rows_use_the_english_statements():
-    row = {**padchest_row("a.png", "PA", "Left pleural effusion."), "sections": [], "severity_tfidf": 0.125,
-           "boxes": []}
+    row = {
+        **padchest_row("a.png", "PA", "Left pleural effusion."),
+        "sections": [],
+        "severity_tfidf": 0.125,
+        "boxes": [],
+    }
     instruction, target = only(SEVERITY[REPORT](row, MEDIVLM, seed=0))
     assert instruction["conversations"][1]["value"] == "Left pleural effusion.\nSeverity Score: 0.12"
 
 
 def test_region_rows_list_one_box_per_region_imagenome_first():
-    boxes = [box("right lung", "chexmask-mask", (0.1, 0.1, 0.45, 0.8)),
-             box("right lung", "imagenome-scene-graph", (0.12, 0.1, 0.46, 0.82)),
-             box("heart", "chexmask-mask", (0.4, 0.4, 0.7, 0.8)),
-             box("Cardiomegaly", "vindr-annotations", (0.3, 0.3, 0.7, 0.8))]  # a lesion box is no region
+    boxes = [
+        box("right lung", "chexmask-mask", (0.1, 0.1, 0.45, 0.8)),
+        box("right lung", "imagenome-scene-graph", (0.12, 0.1, 0.46, 0.82)),
+        box("heart", "chexmask-mask", (0.4, 0.4, 0.7, 0.8)),
+        box("Cardiomegaly", "vindr-annotations", (0.3, 0.3, 0.7, 0.8)),
+    ]  # a lesion box is no region
     regions = region_boxes(mimic_row(boxes=boxes))
-    assert [(r["label"], r["origin"]) for r in regions] == [("heart", "chexmask-mask"),
-                                                           ("right lung", "imagenome-scene-graph")]
+    assert [(r["label"], r["origin"]) for r in regions] == [
+        ("heart", "chexmask-mask"),
+        ("right lung", "imagenome-scene-graph"),
+    ]
     row, target = only(SEVERITY[REGIONS](mimic_row(boxes=boxes), MEDIVLM, seed=0))
     prompt = row["conversations"][0]["value"]
     assert f"heart: {render_box((0.4, 0.4, 0.7, 0.8), 'fixed3')}; right lung: " in prompt
@@ -129,8 +174,18 @@ def test_region_rows_list_one_box_per_region_imagenome_first():
 def test_the_audit_catches_a_wrong_score_and_a_moved_region(task):
     """The audit's MediVLM checks on crafted facts: the row as made is clean, a tampered one is not."""
     boxes = [box("heart", "chexmask-mask", (0.4, 0.4, 0.7, 0.8))]
-    annotation = {**mimic_row(boxes=boxes), "findings": [], "raw_labels": [], "polygons": [], "mentions": [],
-                  "regions": [], "provenance": "{}", "ctr_band": None, "ptx_band": None, "ptx_side": None}
+    annotation = {
+        **mimic_row(boxes=boxes),
+        "findings": [],
+        "raw_labels": [],
+        "polygons": [],
+        "mentions": [],
+        "regions": [],
+        "provenance": "{}",
+        "ctr_band": None,
+        "ptx_band": None,
+        "ptx_side": None,
+    }
     facts = {annotation["image_key"]: facts_from_annotation(annotation)}
     (row,) = SEVERITY[task](annotation, MEDIVLM, seed=0)
     assert audit_row(row, facts) == []

@@ -14,8 +14,11 @@ from transforms.tasks import Profile, TaskSpec
 from transforms.tasks.report import COT, GENERATORS, REPORT, WITH_ATTRIBUTES
 from transforms.templates import load_template_set
 
-IMT = Profile(name="imt-cxr", coordinates="bins1000", tasks={
-    REPORT: TaskSpec(template_set="report_imt"), WITH_ATTRIBUTES: TaskSpec(template_set="report_imt")})
+IMT = Profile(
+    name="imt-cxr",
+    coordinates="bins1000",
+    tasks={REPORT: TaskSpec(template_set="report_imt"), WITH_ATTRIBUTES: TaskSpec(template_set="report_imt")},
+)
 M4CXR = Profile(name="m4cxr", coordinates="percent", tasks={COT: TaskSpec(template_set="report_cot_m4cxr")})
 
 WITH_PRIOR = """FINAL REPORT
@@ -41,17 +44,30 @@ def annotation_row(report, key="mimic/r1", language="en", view="PA", labels=None
     """The report columns of an annotation row, derived the way the enrich stage derives them; the
     harmonised findings are the labeler's on FINDINGS + IMPRESSION (as MIMIC's study labels), or ``labels``."""
     sections = [{"name": name, "text": text} for name, text in section_list(report)]
-    mentions = [m for name, text in section_list(report) if name in ("findings", "impression")
-                for m in extract_mentions(text)]
+    mentions = [
+        m for name, text in section_list(report) if name in ("findings", "impression") for m in extract_mentions(text)
+    ]
     findings = next((s["text"] for s in reversed(sections) if s["name"] == "findings"), None)
-    stated = labels if labels is not None else label_report(
-        " ".join(s["text"] for s in sections if s["name"] in ("findings", "impression")))
-    return {"image_key": key, "source": "mimic", "split": "test", "view": view, "report_text": report,
-            "report_language": language, "sections": sections, "mentions": [_mention_row(m) for m in mentions],
-            "attribute_prompt": attribute_prompt(mentions) or None,
-            "findings": [{"name": n, "presence": None if v is None else int(v)} for n, v in stated.items()],
-            "findings_labels": None if findings is None else [
-                {"name": n, "value": v} for n, v in label_report(clean_text(findings)).items()]}
+    stated = (
+        labels
+        if labels is not None
+        else label_report(" ".join(s["text"] for s in sections if s["name"] in ("findings", "impression")))
+    )
+    return {
+        "image_key": key,
+        "source": "mimic",
+        "split": "test",
+        "view": view,
+        "report_text": report,
+        "report_language": language,
+        "sections": sections,
+        "mentions": [_mention_row(m) for m in mentions],
+        "attribute_prompt": attribute_prompt(mentions) or None,
+        "findings": [{"name": n, "presence": None if v is None else int(v)} for n, v in stated.items()],
+        "findings_labels": None
+        if findings is None
+        else [{"name": n, "value": v} for n, v in label_report(clean_text(findings)).items()],
+    }
 
 
 def only(task, row, profile, seed=0):
@@ -62,9 +78,15 @@ def only(task, row, profile, seed=0):
 def test_single_image_target_rewrites_comparisons_and_keeps_their_findings():
     instruction, target = only(REPORT, annotation_row(WITH_PRIOR), IMT)
     assert instruction["conversations"][1]["value"] == (
-        "Moderate cardiomegaly. Small left pleural effusion. No pneumothorax.")
-    assert target["rewritten"] == [{"original": "Moderate cardiomegaly is unchanged from the prior study.",
-                                    "result": "Moderate cardiomegaly.", "residual": False}]
+        "Moderate cardiomegaly. Small left pleural effusion. No pneumothorax."
+    )
+    assert target["rewritten"] == [
+        {
+            "original": "Moderate cardiomegaly is unchanged from the prior study.",
+            "result": "Moderate cardiomegaly.",
+            "residual": False,
+        }
+    ]
     assert target["section"] == "findings" and "findings" in instruction["conversations"][0]["value"]
     assert "prior" not in instruction["conversations"][0]["value"]
 
@@ -95,8 +117,10 @@ def test_attribute_prompt_names_only_what_the_target_says():
     assert target["attributes"] == "moderate cardiomegaly, small left pleural effusion"  # the rewritten one too
     assert target["attributes"] in instruction["conversations"][0]["value"]
     assert instruction["conversations"][1]["value"] == target["text"]
-    stable_only = annotation_row("FINAL REPORT\n FINDINGS:  Small left effusion.  No interval change in the\n"
-                                 " mediastinum.\n IMPRESSION:  Moderate cardiomegaly.\n")
+    stable_only = annotation_row(
+        "FINAL REPORT\n FINDINGS:  Small left effusion.  No interval change in the\n"
+        " mediastinum.\n IMPRESSION:  Moderate cardiomegaly.\n"
+    )
     assert only(WITH_ATTRIBUTES, stable_only, IMT)[1]["attributes"] == "small left pleural effusion"
     no_positive = annotation_row("FINAL REPORT\n FINDINGS:  No pneumothorax.  No effusion.\n")
     assert GENERATORS[WITH_ATTRIBUTES](no_positive, IMT, 0) == []
@@ -129,8 +153,13 @@ def test_chain_of_thought_that_would_contradict_the_images_labels_is_not_written
     assert GENERATORS[COT](labelled_absent, M4CXR, 0) == []
 
 
-@pytest.mark.parametrize("findings, answer", [("No acute process.  No pneumothorax.", "No Finding"),
-                                              ("Possible right basilar atelectasis.", "No definite finding")])
+@pytest.mark.parametrize(
+    "findings, answer",
+    [
+        ("No acute process.  No pneumothorax.", "No Finding"),
+        ("Possible right basilar atelectasis.", "No definite finding"),
+    ],
+)
 def test_chain_of_thought_without_positives(findings, answer):
     instruction, target = only(COT, annotation_row(f"FINAL REPORT\n FINDINGS:  {findings}\n"), M4CXR)
     assert instruction["conversations"][1]["value"] == answer and target["findings"] == []
@@ -140,7 +169,10 @@ def test_templates_are_seeded_stable_filled_and_all_used():
     rows = [annotation_row(report, key=f"mimic/{i}") for i, report in enumerate((WITH_PRIOR, CLEAN) * 10)]
     # pinned: the choice depends on stable hashes only, never on the process or the runner
     assert [GENERATORS[COT](row, M4CXR, 0)[0]["template_id"] for row in rows[:3]] == [
-        "m4-cot-list-3+m4-cot-text-3", "m4-cot-list-2+m4-cot-text-1", "m4-cot-list-2+m4-cot-text-1"]
+        "m4-cot-list-3+m4-cot-text-3",
+        "m4-cot-list-2+m4-cot-text-1",
+        "m4-cot-list-2+m4-cot-text-1",
+    ]
     used = set()
     for row in rows:
         for task, profile in ((REPORT, IMT), (WITH_ATTRIBUTES, IMT), (COT, M4CXR)):
@@ -150,6 +182,10 @@ def test_templates_are_seeded_stable_filled_and_all_used():
                 used.update(instruction["template_id"].split("+"))
                 for turn in instruction["conversations"]:
                     assert not [f for _, f, _, _ in string.Formatter().parse(turn["value"]) if f is not None]
-    every = {t.id for name in ("report_imt", "report_cot_m4cxr")
-             for kind in load_template_set(name).kinds.values() for t in kind}
+    every = {
+        t.id
+        for name in ("report_imt", "report_cot_m4cxr")
+        for kind in load_template_set(name).kinds.values()
+        for t in kind
+    }
     assert used == every

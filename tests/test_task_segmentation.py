@@ -14,8 +14,12 @@ from transforms.tasks import Profile
 from transforms.tasks.segmentation import generate
 from transforms.templates import load_template_set
 
-IMT = Profile(name="imt-cxr", coordinates="bins1000", polygon_max_vertices=30,
-              tasks={"segmentation": {"template_set": "segmentation_imt"}})
+IMT = Profile(
+    name="imt-cxr",
+    coordinates="bins1000",
+    polygon_max_vertices=30,
+    tasks={"segmentation": {"template_set": "segmentation_imt"}},
+)
 M4 = Profile(name="m4cxr", coordinates="percent", tasks={"segmentation": {"template_set": "segmentation_imt"}})
 HALF_STEP = {"bins1000": 0.5 / 1000, "percent": 0.5 / 100}
 
@@ -37,8 +41,11 @@ def row(*polygons, key="mimic/1"):
 HEART = ellipse(0.5, 0.55, 0.15, 0.1, 12)
 RIGHT_LUNG = ellipse(0.3, 0.45, 0.12, 0.3, 44)
 LEFT_LUNG = ellipse(0.7, 0.45, 0.12, 0.3, 40)
-CHEXMASK = row(polygon("heart", "chexmask", HEART), polygon("right lung", "chexmask", RIGHT_LUNG),
-               polygon("left lung", "chexmask", LEFT_LUNG))
+CHEXMASK = row(
+    polygon("heart", "chexmask", HEART),
+    polygon("right lung", "chexmask", RIGHT_LUNG),
+    polygon("left lung", "chexmask", LEFT_LUNG),
+)
 
 
 def by_structure(rows):
@@ -74,8 +81,10 @@ def test_long_rings_are_capped_and_keep_their_vertices_and_orientation():
 
 
 def test_random_start_is_seeded_and_only_for_imt_cxr():
-    starts = {tuple(json.loads(by_structure(generate(CHEXMASK, IMT, s))["heart"]["target"])["start_vertices"])
-              for s in range(20)}
+    starts = {
+        tuple(json.loads(by_structure(generate(CHEXMASK, IMT, s))["heart"]["target"])["start_vertices"])
+        for s in range(20)
+    }
     assert len(starts) > 1
     assert generate(CHEXMASK, IMT, 7) == generate(CHEXMASK, IMT, 7)
     m4 = by_structure(generate(CHEXMASK, M4, 7))["heart"]
@@ -95,7 +104,9 @@ def test_pneumothorax_rings_with_a_hole_keep_the_hole_orientation():
     hole = ellipse(0.75, 0.3, 0.03, 0.04, 8)[::-1]
     siim = row(polygon("Pneumothorax", "siim-rle", outer, hole), key="siim/1.2")
     (only,) = generate(siim, IMT, 0)
-    assert "pneumothorax" in only["conversations"][0]["value"] and only["conversations"][0]["value"].startswith("<image>\n")
+    assert "pneumothorax" in only["conversations"][0]["value"] and only["conversations"][0]["value"].startswith(
+        "<image>\n"
+    )
     rendered = parse_polygon(only["conversations"][1]["value"], "bins1000")
     assert [signed_area(r) > 0 for r in rendered] == [True, False]
 

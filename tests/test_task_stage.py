@@ -5,33 +5,49 @@ from __future__ import annotations
 
 import pickle
 
-from pipelines import task_stage
-from pipelines.grouping import unpack
-from pipelines.image_stage import Checkpoint, ShardResult, shard_group
-from pipelines.severity_fit import FitSeverityIdf
-from pipelines.write import read_fragment
+from pipelines.beam import task_stage
+from pipelines.beam.grouping import unpack
+from pipelines.beam.image_stage import Checkpoint, ShardResult, shard_group
+from pipelines.beam.severity_fit import FitSeverityIdf
+from pipelines.beam.write import read_fragment
 from schemas.records import ImageRef, Reject
 from transforms.tasks import Profile, TaskSpec
 from transforms.tasks.multi import MULTI_IMAGE, MULTI_STUDY
 from transforms.units import group_rows, task_groups
 
 IMAGE_TASK = "disease_classification"
-PROFILE = Profile(name="m4cxr", coordinates="percent", tasks={
-    name: TaskSpec(template_set="unused") for name in (IMAGE_TASK, MULTI_IMAGE, MULTI_STUDY)})
+PROFILE = Profile(
+    name="m4cxr",
+    coordinates="percent",
+    tasks={name: TaskSpec(template_set="unused") for name in (IMAGE_TASK, MULTI_IMAGE, MULTI_STUDY)},
+)
 EMPTY_IDF = FitSeverityIdf().extract_output(FitSeverityIdf().create_accumulator())
 
 
 def row(key: str, subject: str | None, study: str | None, when: str | None = None) -> dict:
-    return {"image_key": f"mimic/{key}", "source": "mimic", "split": "train", "subject_id": subject,
-            "study_id": study, "study_datetime": when, "mentions": [], "report_language": None, "report_english": None,
-            "severity_tfidf": None}
+    return {
+        "image_key": f"mimic/{key}",
+        "source": "mimic",
+        "split": "train",
+        "subject_id": subject,
+        "study_id": study,
+        "study_datetime": when,
+        "mentions": [],
+        "report_language": None,
+        "report_english": None,
+        "severity_tfidf": None,
+    }
 
 
 # Patient p1: studies s2 (two images, later) and s1 (one image, earlier); p2: one study; an image
 # without a study (VinDr-like rows have neither).
-ROWS = [row("d", "p1", "s2", "2180-02-01T00:00:00"), row("a", "p1", "s1", "2180-01-01T00:00:00"),
-        row("c", "p1", "s2", "2180-02-01T00:00:00"), row("e", "p2", "s9", "2180-03-01T00:00:00"),
-        row("b", None, None)]
+ROWS = [
+    row("d", "p1", "s2", "2180-02-01T00:00:00"),
+    row("a", "p1", "s1", "2180-01-01T00:00:00"),
+    row("c", "p1", "s2", "2180-02-01T00:00:00"),
+    row("e", "p2", "s9", "2180-03-01T00:00:00"),
+    row("b", None, None),
+]
 
 
 def keys(group) -> list:
@@ -43,16 +59,30 @@ def keys(group) -> list:
 def test_groups_are_the_images_the_studies_and_the_patients_in_time_order():
     groups = list(task_groups(sorted(ROWS, key=lambda r: r["image_key"])))
     assert [(unit, keys(group)) for unit, group in groups] == [
-        ("image", "a"), ("image", "b"), ("image", "c"), ("image", "d"), ("image", "e"),
-        ("study", ["a"]), ("study", ["c", "d"]), ("study", ["e"]),
-        ("patient", [["a"], ["c", "d"]]), ("patient", [["e"]]),
+        ("image", "a"),
+        ("image", "b"),
+        ("image", "c"),
+        ("image", "d"),
+        ("image", "e"),
+        ("study", ["a"]),
+        ("study", ["c", "d"]),
+        ("study", ["e"]),
+        ("patient", [["a"], ["c", "d"]]),
+        ("patient", [["e"]]),
     ]
 
 
 def test_a_shard_holds_whole_patients_and_studies():
     def ref(key, subject=None, study=None):
-        return ImageRef(image_key=f"x/{key}", source="x", native_id=key, uri=f"/{key}.png", format="png",
-                        subject_id=subject, study_id=study)
+        return ImageRef(
+            image_key=f"x/{key}",
+            source="x",
+            native_id=key,
+            uri=f"/{key}.png",
+            format="png",
+            subject_id=subject,
+            study_id=study,
+        )
 
     assert shard_group(ref("1", "p", "s")) == shard_group(ref("2", "p", "t")) == "x/p"
     assert shard_group(ref("1", None, "s")) == shard_group(ref("2", None, "s")) == "x/study/s"
@@ -84,10 +114,15 @@ def test_fragments_hold_every_row_sorted_and_a_failed_group_rejects_each_of_its_
     counts = dict(o.value for o in tagged if o.tag == "instruction_counts")
 
     failed = "study of 2 image(s) from mimic/c: ValueError('study s2 cannot be rendered')"
-    assert rejects == [Reject(key=f"mimic/{key}", source="mimic", stage="tasks", level="item", reason="value-error",
-                              detail=failed) for key in "cd"]  # every image of the failed study
-    assert counts == {("m4cxr", IMAGE_TASK, "mimic", "train"): 5, ("m4cxr", MULTI_IMAGE, "mimic", "train"): 2,
-                      ("m4cxr", MULTI_STUDY, "mimic", "train"): 2}
+    assert rejects == [
+        Reject(key=f"mimic/{key}", source="mimic", stage="tasks", level="item", reason="value-error", detail=failed)
+        for key in "cd"
+    ]  # every image of the failed study
+    assert counts == {
+        ("m4cxr", IMAGE_TASK, "mimic", "train"): 5,
+        ("m4cxr", MULTI_IMAGE, "mimic", "train"): 2,
+        ("m4cxr", MULTI_STUDY, "mimic", "train"): 2,
+    }
     for (table_dir, split), fragment in fragments.items():
         entries = read_fragment(fragment.path)
         assert fragment.rows == len(entries) and fragment.shard == "train-00000-of-00001"

@@ -24,9 +24,16 @@ REPORTS = {
 def annotation_row(report, key="mimic/t1", source="mimic", mentions=None):
     mentions = mentions if mentions is not None else (extract_mentions(report) if report is not None else [])
     score = severity_ordinal(mentions)
-    return {"image_key": key, "source": source, "split": "validation", "report_text": report,
-            "mentions": [_mention_row(m) for m in mentions],
-            "severity_ordinal": score, "severity_bucket": severity_bucket(score), "severity_tfidf": 0.5}
+    return {
+        "image_key": key,
+        "source": source,
+        "split": "validation",
+        "report_text": report,
+        "mentions": [_mention_row(m) for m in mentions],
+        "severity_ordinal": score,
+        "severity_bucket": severity_bucket(score),
+        "severity_tfidf": 0.5,
+    }
 
 
 @pytest.mark.parametrize("bucket", BUCKETS)
@@ -49,12 +56,22 @@ def test_an_image_without_a_report_is_not_triaged():
 def test_padchest_spanish_size_words_grade_the_study():
     labels = [["pleural effusion", "loc pleural", "loc right"], ["cardiomegaly", "loc cardiac"]]
     mentions = padchest_mentions(labels, "grand derram pleural derech . cardiomegali .")
-    (instruction,) = generate(annotation_row("grand derram pleural derech . cardiomegali .", key="padchest/p1",
-                                             source="padchest", mentions=mentions), PROFILE, seed=0)
+    (instruction,) = generate(
+        annotation_row(
+            "grand derram pleural derech . cardiomegali .", key="padchest/p1", source="padchest", mentions=mentions
+        ),
+        PROFILE,
+        seed=0,
+    )
     assert json.loads(instruction["target"])["bucket"] == "severe"
     unstated = padchest_mentions(labels, "derram pleural derech . cardiomegali .")
-    (instruction,) = generate(annotation_row("derram pleural derech . cardiomegali .", key="padchest/p1",
-                                             source="padchest", mentions=unstated), PROFILE, seed=0)
+    (instruction,) = generate(
+        annotation_row(
+            "derram pleural derech . cardiomegali .", key="padchest/p1", source="padchest", mentions=unstated
+        ),
+        PROFILE,
+        seed=0,
+    )
     assert json.loads(instruction["target"])["bucket"] == "mild"
 
 
@@ -67,7 +84,11 @@ def test_templates_are_seeded_stable_filled_and_all_used():
     rows = [annotation_row(REPORTS["mild"], key=f"mimic/{i}") for i in range(12)]
     # pinned: the choice depends on stable hashes only, never on the process or the runner
     assert [generate(row, PROFILE, 0)[0]["template_id"] for row in rows[:4]] == [
-        "triage-2", "triage-1", "triage-3", "triage-2"]
+        "triage-2",
+        "triage-1",
+        "triage-3",
+        "triage-2",
+    ]
     used = set()
     for row in rows:
         (instruction,) = generate(row, PROFILE, 3)

@@ -13,11 +13,11 @@ from dataclasses import replace
 
 import pyarrow.parquet as pq
 import pytest
+from builds import VQA_DATASETS, synthetic_build
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import manifests
-from builds import VQA_DATASETS, synthetic_build
 from transforms.audit import audit_row, facts_from_annotation
 from transforms.tasks import generator, load_profile
 
@@ -113,7 +113,12 @@ def check_rows(row: dict, rows: list[dict]) -> None:
         for region, attribute, present in target["claims"]:
             assert truth(row, region, attribute) is present, (family, region, attribute, present)
         question, said = (turn["value"] for turn in generated["conversations"])
-        named = [inputs.get("region"), inputs.get("attribute"), *inputs.get("regions", ()), *inputs.get("attributes", ())]
+        named = [
+            inputs.get("region"),
+            inputs.get("attribute"),
+            *inputs.get("regions", ()),
+            *inputs.get("attributes", ()),
+        ]
         for name in named:
             if name:
                 assert phrase(name) in question, (name, question)
@@ -136,26 +141,36 @@ def check_rows(row: dict, rows: list[dict]) -> None:
 
 
 def entry(region: str, *attributes: str, phrase_text: str = "A phrase.") -> dict:
-    return {"region": region, "phrase": phrase_text, "attributes": list(attributes),
-            "comparison_cues": [], "temporal_cues": [], "severity_cues": []}
+    return {
+        "region": region,
+        "phrase": phrase_text,
+        "attributes": list(attributes),
+        "comparison_cues": [],
+        "temporal_cues": [],
+        "severity_cues": [],
+    }
 
 
 def annotation(regions, view="PA", key="mimic/00000000-aaaa", split="validation") -> dict:
     return {"image_key": key, "source": "mimic", "split": split, "view": view, "regions": list(regions)}
 
 
-CRAFTED = annotation([
-    entry("left costophrenic angle", "anatomicalfinding|yes|pleural effusion", "nlp|yes|abnormal"),
-    entry("left costophrenic angle", "anatomicalfinding|no|pleural effusion", "nlp|yes|normal"),  # "no new": yes wins
-    entry("right costophrenic angle", "anatomicalfinding|no|pleural effusion", "nlp|yes|normal"),
-    entry("left apical zone", "anatomicalfinding|no|pneumothorax", "nlp|yes|normal"),  # denied on the left only
-    entry("cardiac silhouette", "anatomicalfinding|no|enlarged cardiac silhouette", "nlp|yes|normal"),
-    entry("trachea", "tubesandlines|yes|endotracheal tube"),
-    entry("svc", "tubesandlines|yes|ij line", "device|no|cardiac pacer and wires"),
-    entry("right lower lung zone", "technicalassessment|yes|low lung volumes", "texture|yes|opacity"),
-    entry("left lower lobe", "disease|yes|pneumonia"),  # not an ImaGenome region we can name
-    entry("spine", "broken string", "anatomicalfinding|maybe|scoliosis"),
-])
+CRAFTED = annotation(
+    [
+        entry("left costophrenic angle", "anatomicalfinding|yes|pleural effusion", "nlp|yes|abnormal"),
+        entry(
+            "left costophrenic angle", "anatomicalfinding|no|pleural effusion", "nlp|yes|normal"
+        ),  # "no new": yes wins
+        entry("right costophrenic angle", "anatomicalfinding|no|pleural effusion", "nlp|yes|normal"),
+        entry("left apical zone", "anatomicalfinding|no|pneumothorax", "nlp|yes|normal"),  # denied on the left only
+        entry("cardiac silhouette", "anatomicalfinding|no|enlarged cardiac silhouette", "nlp|yes|normal"),
+        entry("trachea", "tubesandlines|yes|endotracheal tube"),
+        entry("svc", "tubesandlines|yes|ij line", "device|no|cardiac pacer and wires"),
+        entry("right lower lung zone", "technicalassessment|yes|low lung volumes", "texture|yes|opacity"),
+        entry("left lower lobe", "disease|yes|pneumonia"),  # not an ImaGenome region we can name
+        entry("spine", "broken string", "anatomicalfinding|maybe|scoliosis"),
+    ]
+)
 
 
 def test_crafted_scene_graph_answers_follow_the_stated_attributes_only():
@@ -183,8 +198,11 @@ def test_a_view_without_sides_names_no_sided_region():
     check_rows(lateral, rows)  # no "left" / "right" in any question or answer
     families = {json.loads(r["target"])["family"] for r in rows}
     assert "attribute_regions" in families  # the tubes are in unsided regions: still asked
-    assert not any(json.loads(r["target"])["inputs"].get("attribute") == "pleural effusion"
-                   and json.loads(r["target"])["family"] == "attribute_regions" for r in rows)
+    assert not any(
+        json.loads(r["target"])["inputs"].get("attribute") == "pleural effusion"
+        and json.loads(r["target"])["family"] == "attribute_regions"
+        for r in rows
+    )
     frontal = [r for seed in range(30) for r in generator("vqa")(CRAFTED, M4, seed)]
     assert any(SIDE_WORDS.search(r["conversations"][0]["value"]) for r in frontal)
 
@@ -194,18 +212,42 @@ def test_nothing_without_imagenome_regions():
     assert generator("vqa")({**annotation([]), "regions": None}, M4, seed=0) == []
 
 
-ATTRIBUTES = ["anatomicalfinding|{}|pleural effusion", "anatomicalfinding|{}|atelectasis", "disease|{}|pneumonia",
-              "tubesandlines|{}|enteric tube", "device|{}|prosthetic valve", "technicalassessment|{}|rotated",
-              "nlp|{}|normal", "nlp|{}|abnormal", "texture|{}|opacity"]
-REGION_NAMES = ["left lung", "right lung", "left lower lung zone", "right costophrenic angle", "cardiac silhouette",
-                "mediastinum", "abdomen", "unknown", "left lower lobe"]
+ATTRIBUTES = [
+    "anatomicalfinding|{}|pleural effusion",
+    "anatomicalfinding|{}|atelectasis",
+    "disease|{}|pneumonia",
+    "tubesandlines|{}|enteric tube",
+    "device|{}|prosthetic valve",
+    "technicalassessment|{}|rotated",
+    "nlp|{}|normal",
+    "nlp|{}|abnormal",
+    "texture|{}|opacity",
+]
+REGION_NAMES = [
+    "left lung",
+    "right lung",
+    "left lower lung zone",
+    "right costophrenic angle",
+    "cardiac silhouette",
+    "mediastinum",
+    "abdomen",
+    "unknown",
+    "left lower lobe",
+]
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(REGION_NAMES),
-                          st.lists(st.tuples(st.sampled_from(ATTRIBUTES), st.sampled_from(["yes", "no"])),
-                                   max_size=3)), max_size=8),
-       st.sampled_from(["PA", "AP", "LATERAL", "LL", None]), st.integers(0, 3))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(REGION_NAMES),
+            st.lists(st.tuples(st.sampled_from(ATTRIBUTES), st.sampled_from(["yes", "no"])), max_size=3),
+        ),
+        max_size=8,
+    ),
+    st.sampled_from(["PA", "AP", "LATERAL", "LL", None]),
+    st.integers(0, 3),
+)
 def test_random_scene_graphs_agree_with_the_independent_reading(regions, view, seed):
     row = annotation([entry(region, *(a.format(yn) for a, yn in attributes)) for region, attributes in regions], view)
     check_rows(row, generator("vqa")(row, M4, seed))
@@ -218,8 +260,9 @@ def test_random_scene_graphs_agree_with_the_independent_reading(regions, view, s
 def build(tmp_path_factory):
     out = synthetic_build(tmp_path_factory, studies=10, seed=BUILD_SEED, without=VQA_DATASETS)  # generated only
     annotations = [r for path in sorted(out.glob("annotations/*.parquet")) for r in pq.read_table(path).to_pylist()]
-    built = [r for path in sorted(out.glob("instructions/m4cxr/vqa/*.parquet"))
-             for r in pq.read_table(path).to_pylist()]
+    built = [
+        r for path in sorted(out.glob("instructions/m4cxr/vqa/*.parquet")) for r in pq.read_table(path).to_pylist()
+    ]
     return {"annotations": {r["image_key"]: r for r in annotations}, "rows": built}
 
 
@@ -298,8 +341,9 @@ def test_the_audit_catches_planted_wrong_answers(build):
     assert not [c for row in rows for c in audit_row(row, facts)]
 
     def first(family, predicate=lambda t: True):
-        return next(r for r in rows
-                    if json.loads(r["target"])["family"] == family and predicate(json.loads(r["target"])))
+        return next(
+            r for r in rows if json.loads(r["target"])["family"] == family and predicate(json.loads(r["target"]))
+        )
 
     def kinds(row, facts=facts):
         return {c.kind for c in audit_row(row, facts)}

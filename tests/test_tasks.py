@@ -11,9 +11,12 @@ from transforms.tasks.classification import classes
 
 def annotation_row(presence: dict, key="vindr/0123456789abcdef0123456789abcdef", source="vindr", split="train"):
     return {
-        "image_key": key, "source": source, "split": split,
+        "image_key": key,
+        "source": source,
+        "split": split,
         "findings": [{"name": n, "presence": presence.get(n), "systems": [], "raw": []} for n in TAXONOMY],
-        "sections": [], "report_language": None,
+        "sections": [],
+        "report_language": None,
     }
 
 
@@ -35,8 +38,11 @@ def test_null_presence_is_never_asked_as_negative(profiles):
 
 def test_the_open_question_only_where_the_source_states_every_finding(profiles):
     complete = annotation_row({n: 0 for n in TAXONOMY[1:]} | {"Cardiomegaly": 1, "Pleural Other": 1})
-    opened = [r for r in generator("disease_classification")(complete, profiles["imt-cxr"], seed=0)
-              if "candidates" in json.loads(r["target"])]
+    opened = [
+        r
+        for r in generator("disease_classification")(complete, profiles["imt-cxr"], seed=0)
+        if "candidates" in json.loads(r["target"])
+    ]
     assert json.loads(opened[0]["target"])["question"] == "open"
     assert opened[0]["conversations"][1]["value"] == "cardiomegaly, pleural thickening"  # natural phrases
     assert "pleural other" not in " ".join(t["value"] for r in opened for t in r["conversations"])
@@ -46,8 +52,9 @@ def test_the_open_question_only_where_the_source_states_every_finding(profiles):
 
 
 def test_yes_no_negatives_are_balanced_and_answers_true(profiles):
-    row = annotation_row({"Cardiomegaly": 1, "Pleural Effusion": 1, "Pneumothorax": 0, "Edema": 0,
-                          "Fracture": 0, "Atelectasis": 0})
+    row = annotation_row(
+        {"Cardiomegaly": 1, "Pleural Effusion": 1, "Pneumothorax": 0, "Edema": 0, "Fracture": 0, "Atelectasis": 0}
+    )
     rows = generator("disease_classification")(row, profiles["imt-cxr"], seed=3)
     yes_no = [json.loads(r["target"]) for r in rows if r["template_id"].startswith("imt-dc-yn")]
     assert sum(t["present"] for t in yes_no) == 2 and sum(not t["present"] for t in yes_no) == 2
@@ -75,8 +82,13 @@ def test_generation_is_deterministic_and_seeded(profiles):
     first = generator("disease_classification")(row, profiles["imt-cxr"], seed=0)
     again = generator("disease_classification")(row, profiles["imt-cxr"], seed=0)
     assert first == again
-    seeds = {tuple(r["template_id"] + json.loads(r["target"]).get("finding", "") for r in
-                   generator("disease_classification")(row, profiles["imt-cxr"], seed=s)) for s in range(12)}
+    seeds = {
+        tuple(
+            r["template_id"] + json.loads(r["target"]).get("finding", "")
+            for r in generator("disease_classification")(row, profiles["imt-cxr"], seed=s)
+        )
+        for s in range(12)
+    }
     assert len(seeds) > 1  # the seed changes template and negative choices
     assert len({r["id"] for r in first}) == len(first)
 
@@ -88,13 +100,18 @@ def test_nothing_is_generated_when_the_source_states_nothing(profiles):
 def test_pretraining_uses_findings_and_impression(profiles):
     row = annotation_row({}, key="mimic/a", source="mimic")
     row["report_language"] = "en"
-    row["sections"] = [{"name": "indication", "text": "cough"}, {"name": "findings", "text": " Heart is enlarged. "},
-                       {"name": "impression", "text": "Cardiomegaly."}]
+    row["sections"] = [
+        {"name": "indication", "text": "cough"},
+        {"name": "findings", "text": " Heart is enlarged. "},
+        {"name": "impression", "text": "Cardiomegaly."},
+    ]
     (only,) = generator("report_pretraining")(row, profiles["chexmix"], seed=0)
     assert only["conversations"][1]["value"] == "FINDINGS: Heart is enlarged.\nIMPRESSION: Cardiomegaly."
     row["sections"][1]["text"] = "Heart is\r\n enlarged.  "  # line layout and CR LF are cleaned away
-    assert json.loads(generator("report_pretraining")(row, profiles["chexmix"], seed=0)[0]["target"])[
-        "findings"] == "Heart is enlarged."
+    assert (
+        json.loads(generator("report_pretraining")(row, profiles["chexmix"], seed=0)[0]["target"])["findings"]
+        == "Heart is enlarged."
+    )
     assert json.loads(only["target"]) == {"findings": "Heart is enlarged.", "impression": "Cardiomegaly."}
     row["report_language"] = "es-stemmed"
     assert generator("report_pretraining")(row, profiles["chexmix"], seed=0) == []

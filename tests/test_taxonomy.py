@@ -9,9 +9,9 @@ import gzip
 import io
 
 import pytest
+import realdata
 
 import manifests
-import realdata
 from transforms.labels import anatomy, label_rules, parse_label_rules
 from transforms.phrases import padchest_mentions
 from transforms.sources import chexmask, padchest, vindr
@@ -20,33 +20,116 @@ PADCHEST_CSV = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz"
 
 # docs/formats/chest-imagenome.md §4 (36 bbox names) and §5 (attribute names per category).
 IMAGENOME_BBOX_NAMES = (
-    "right lung", "right upper lung zone", "right mid lung zone", "right lower lung zone", "right hilar structures",
-    "right apical zone", "right costophrenic angle", "right cardiophrenic angle", "right hemidiaphragm", "left lung",
-    "left upper lung zone", "left mid lung zone", "left lower lung zone", "left hilar structures", "left apical zone",
-    "left costophrenic angle", "left hemidiaphragm", "trachea", "spine", "right clavicle", "left clavicle",
-    "aortic arch", "mediastinum", "upper mediastinum", "svc", "cardiac silhouette", "left cardiac silhouette",
-    "right cardiac silhouette", "cavoatrial junction", "right atrium", "descending aorta", "carina",
-    "left upper abdomen", "right upper abdomen", "abdomen", "left cardiophrenic angle",
+    "right lung",
+    "right upper lung zone",
+    "right mid lung zone",
+    "right lower lung zone",
+    "right hilar structures",
+    "right apical zone",
+    "right costophrenic angle",
+    "right cardiophrenic angle",
+    "right hemidiaphragm",
+    "left lung",
+    "left upper lung zone",
+    "left mid lung zone",
+    "left lower lung zone",
+    "left hilar structures",
+    "left apical zone",
+    "left costophrenic angle",
+    "left hemidiaphragm",
+    "trachea",
+    "spine",
+    "right clavicle",
+    "left clavicle",
+    "aortic arch",
+    "mediastinum",
+    "upper mediastinum",
+    "svc",
+    "cardiac silhouette",
+    "left cardiac silhouette",
+    "right cardiac silhouette",
+    "cavoatrial junction",
+    "right atrium",
+    "descending aorta",
+    "carina",
+    "left upper abdomen",
+    "right upper abdomen",
+    "abdomen",
+    "left cardiophrenic angle",
 )
 IMAGENOME_ATTRIBUTES = {
     "anatomicalfinding": (
-        "lung opacity", "airspace opacity", "consolidation", "infiltration", "atelectasis", "linear/patchy atelectasis",
-        "lobar/segmental collapse", "pulmonary edema/hazy opacity", "vascular congestion", "vascular redistribution",
-        "increased reticular markings/ild pattern", "pleural effusion", "costophrenic angle blunting",
-        "pleural/parenchymal scarring", "bronchiectasis", "enlarged cardiac silhouette", "mediastinal displacement",
-        "mediastinal widening", "enlarged hilum", "tortuous aorta", "vascular calcification", "pneumomediastinum",
-        "pneumothorax", "hydropneumothorax", "lung lesion", "mass/nodule (not otherwise specified)",
-        "multiple masses/nodules", "calcified nodule", "superior mediastinal mass/enlargement", "rib fracture",
-        "clavicle fracture", "spinal fracture", "hyperaeration", "cyst/bullae", "elevated hemidiaphragm",
-        "diaphragmatic eventration (benign)", "sub-diaphragmatic air", "subcutaneous air", "hernia", "scoliosis",
-        "spinal degenerative changes", "shoulder osteoarthritis", "bone lesion"),
-    "disease": ("pneumonia", "fluid overload/heart failure", "copd/emphysema", "granulomatous disease",
-                "interstitial lung disease", "goiter", "lung cancer", "aspiration", "alveolar hemorrhage",
-                "pericardial effusion"),
+        "lung opacity",
+        "airspace opacity",
+        "consolidation",
+        "infiltration",
+        "atelectasis",
+        "linear/patchy atelectasis",
+        "lobar/segmental collapse",
+        "pulmonary edema/hazy opacity",
+        "vascular congestion",
+        "vascular redistribution",
+        "increased reticular markings/ild pattern",
+        "pleural effusion",
+        "costophrenic angle blunting",
+        "pleural/parenchymal scarring",
+        "bronchiectasis",
+        "enlarged cardiac silhouette",
+        "mediastinal displacement",
+        "mediastinal widening",
+        "enlarged hilum",
+        "tortuous aorta",
+        "vascular calcification",
+        "pneumomediastinum",
+        "pneumothorax",
+        "hydropneumothorax",
+        "lung lesion",
+        "mass/nodule (not otherwise specified)",
+        "multiple masses/nodules",
+        "calcified nodule",
+        "superior mediastinal mass/enlargement",
+        "rib fracture",
+        "clavicle fracture",
+        "spinal fracture",
+        "hyperaeration",
+        "cyst/bullae",
+        "elevated hemidiaphragm",
+        "diaphragmatic eventration (benign)",
+        "sub-diaphragmatic air",
+        "subcutaneous air",
+        "hernia",
+        "scoliosis",
+        "spinal degenerative changes",
+        "shoulder osteoarthritis",
+        "bone lesion",
+    ),
+    "disease": (
+        "pneumonia",
+        "fluid overload/heart failure",
+        "copd/emphysema",
+        "granulomatous disease",
+        "interstitial lung disease",
+        "goiter",
+        "lung cancer",
+        "aspiration",
+        "alveolar hemorrhage",
+        "pericardial effusion",
+    ),
     "technicalassessment": ("low lung volumes", "rotated", "artifact", "breast/nipple shadows", "skin fold"),
-    "tubesandlines": ("chest tube", "mediastinal drain", "pigtail catheter", "endotracheal tube", "tracheostomy tube",
-                      "picc", "ij line", "chest port", "subclavian line", "swan-ganz catheter",
-                      "intra-aortic balloon pump", "enteric tube"),
+    "tubesandlines": (
+        "chest tube",
+        "mediastinal drain",
+        "pigtail catheter",
+        "endotracheal tube",
+        "tracheostomy tube",
+        "picc",
+        "ij line",
+        "chest port",
+        "subclavian line",
+        "swan-ganz catheter",
+        "intra-aortic balloon pump",
+        "enteric tube",
+    ),
     "device": ("sternotomy wires", "cabg grafts", "aortic graft/repair", "prosthetic valve", "cardiac pacer and wires"),
     "texture": ("opacity", "alveolar", "interstitial", "calcified", "lucency"),
     "nlp": ("abnormal", "normal"),
@@ -64,7 +147,9 @@ def undecided(system: str, names) -> list[str]:
 def padchest_rows(tmp_path_factory):
     path = realdata.wheel_member(PADCHEST_CSV, tmp_path_factory.mktemp("padchest") / PADCHEST_CSV)
     with gzip.open(path, "rt", encoding="utf-8", newline="") as handle:
-        return [(row["Labels"], row["LabelsLocalizationsBySentence"]) for row in csv.DictReader(io.StringIO(handle.read()))]
+        return [
+            (row["Labels"], row["LabelsLocalizationsBySentence"]) for row in csv.DictReader(io.StringIO(handle.read()))
+        ]
 
 
 def test_every_real_padchest_label_is_mapped_or_listed(padchest_rows):
@@ -109,8 +194,11 @@ def test_not_mapped_needs_a_reason():
 def test_every_region_and_organ_is_placed():
     regions = anatomy("imagenome-regions")
     assert set(IMAGENOME_BBOX_NAMES) <= set(regions)
-    assert all(region.laterality == region.name.split()[0] for region in regions.values()
-               if region.name.split()[0] in ("left", "right"))
+    assert all(
+        region.laterality == region.name.split()[0]
+        for region in regions.values()
+        if region.name.split()[0] in ("left", "right")
+    )
     assert set(anatomy("chexmask-organs")) == set(chexmask.ORGAN_COLUMNS.values())
     with pytest.raises(KeyError, match="known"):
         anatomy("vindr-regions")

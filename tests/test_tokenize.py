@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipelines.build import run_build
+from pipelines.beam.build import run_build
+from pipelines.beam.tokenize import VqganModelHandler, marker_path, run_tokenize
 from pipelines.synth import generate
-from pipelines.tokenize import VqganModelHandler, marker_path, run_tokenize
 from schemas.config import load_config
 from transforms import vqgan
 
@@ -61,8 +61,9 @@ def test_beam_codes_equal_direct_codes_with_one_and_two_processes(built, tokeniz
     assert summary["images"] == len(images) > 10
 
     keys = sorted(images)
-    direct = vqgan.load_tokenizer(model).encode_codes(np.stack([vqgan.tokenizer_input(images[k]) for k in keys]),
-                                                      fixed_batch=4)
+    direct = vqgan.load_tokenizer(model).encode_codes(
+        np.stack([vqgan.tokenizer_input(images[k]) for k in keys]), fixed_batch=4
+    )
     vq = pa.concat_tables(pq.read_table(p) for p in sorted((one / "vq").glob("*.parquet")))
     by_key = dict(zip(vq["image_key"].to_pylist(), vq["codes"].to_pylist()))
     assert sorted(by_key) == keys  # every image exactly once
@@ -104,7 +105,9 @@ def test_resume_after_crash_encodes_only_unfinished_shards_once(built, tokenized
     resumed = run_tokenize(str(out), str(model), batch_size=4)
     assert [m["shard"] for m in resumed["written"]] == [train.name]
     assert resumed["images"] == pq.read_metadata(first / "vq" / train.name).num_rows
-    assert sorted(resumed["skipped"]) == sorted(n for n in (p.name for p in (out / "images").glob("*")) if n != train.name)
+    assert sorted(resumed["skipped"]) == sorted(
+        n for n in (p.name for p in (out / "images").glob("*")) if n != train.name
+    )
     assert vq_files(out) == expected  # nothing duplicated, nothing lost
 
     again = run_tokenize(str(out), str(model), batch_size=4)
@@ -144,8 +147,9 @@ def test_unreadable_image_becomes_a_reject_not_a_blank(built, tmp_path):
     images = table["image"].combine_chunks()
     broken_bytes = images.field("bytes").to_pylist()
     broken_bytes[0] = broken_bytes[0][:60]  # truncated PNG
-    broken = pa.StructArray.from_arrays([pa.array(broken_bytes, pa.binary()), images.field("path")],
-                                        fields=list(images.type))
+    broken = pa.StructArray.from_arrays(
+        [pa.array(broken_bytes, pa.binary()), images.field("path")], fields=list(images.type)
+    )
     pq.write_table(table.set_column(table.schema.get_field_index("image"), "image", broken), shard)
 
     summary = run_tokenize(str(out), str(model), batch_size=4)
@@ -185,7 +189,7 @@ def test_handler_batches_at_a_fixed_size_and_hints_a_gpu_only_on_cuda():
 
 
 def test_a_tokenized_build_lists_vq_in_its_manifest_and_verifies(built, tmp_path):
-    from pipelines.verify import verify
+    from pipelines.tools.verify import verify
 
     build, model = built
     out = tmp_path / "out"

@@ -20,29 +20,58 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
+from test_whole_input_errors import assert_one_clear_line, cxr
 from transformers import MarianConfig, MarianMTModel, MarianTokenizer
 
-from pipelines import preflight
+from pipelines.beam import preflight
 from schemas.config import ConfigError, check_config, load_config
-from test_whole_input_errors import assert_one_clear_line, cxr
 from transforms import translation
 from transforms.translation import Translator, model_files, sentences
 
 # Stemmed, stop-worded Spanish in the style of PadChest's Report column (written for this test).
 SPANISH = [
-    "sin hallazg signific", "sin alter radiolog", "dentr normal", "cardiomegali", "elongacion aortic",
-    "derram pleural izquierd", "derram pleural bilateral", "no apreci infiltr ni condens pulmonar",
-    "sign radiolog epoc", "cifosis dorsal", "escoliosis dorsal", "atelectasi laminar bas derech",
-    "nodul pulmonar lsi", "marcapas bicameral", "sond nasogastr", "aument densid hili",
-    "engros pleural apical", "fractur costal antigu", "hern hiat", "granulom calcific",
+    "sin hallazg signific",
+    "sin alter radiolog",
+    "dentr normal",
+    "cardiomegali",
+    "elongacion aortic",
+    "derram pleural izquierd",
+    "derram pleural bilateral",
+    "no apreci infiltr ni condens pulmonar",
+    "sign radiolog epoc",
+    "cifosis dorsal",
+    "escoliosis dorsal",
+    "atelectasi laminar bas derech",
+    "nodul pulmonar lsi",
+    "marcapas bicameral",
+    "sond nasogastr",
+    "aument densid hili",
+    "engros pleural apical",
+    "fractur costal antigu",
+    "hern hiat",
+    "granulom calcific",
 ]
 ENGLISH = [
-    "no significant findings", "no radiological alterations", "within normal limits", "cardiomegaly",
-    "aortic elongation", "left pleural effusion", "bilateral pleural effusion",
-    "no pulmonary infiltrate or consolidation is seen", "radiological signs of copd", "dorsal kyphosis",
-    "dorsal scoliosis", "laminar atelectasis in the right base", "nodule in the left upper lobe",
-    "dual chamber pacemaker", "nasogastric tube", "increased hilar density", "apical pleural thickening",
-    "old rib fracture", "hiatal hernia", "calcified granuloma",
+    "no significant findings",
+    "no radiological alterations",
+    "within normal limits",
+    "cardiomegaly",
+    "aortic elongation",
+    "left pleural effusion",
+    "bilateral pleural effusion",
+    "no pulmonary infiltrate or consolidation is seen",
+    "radiological signs of copd",
+    "dorsal kyphosis",
+    "dorsal scoliosis",
+    "laminar atelectasis in the right base",
+    "nodule in the left upper lobe",
+    "dual chamber pacemaker",
+    "nasogastric tube",
+    "increased hilar density",
+    "apical pleural thickening",
+    "old rib fracture",
+    "hiatal hernia",
+    "calcified granuloma",
 ]
 SHORT = 12
 """max_new_tokens for the tests that translate: the random model rarely ends a sentence by itself."""
@@ -61,7 +90,12 @@ def train_sentencepiece(lines: list[str], target: Path) -> list[str]:
     written = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
         sentence_iterator=iter([text for line in lines for text in (line, line.capitalize() + ".")]),
-        model_writer=written, vocab_size=80, hard_vocab_limit=False, character_coverage=1.0, minloglevel=2)
+        model_writer=written,
+        vocab_size=80,
+        hard_vocab_limit=False,
+        character_coverage=1.0,
+        minloglevel=2,
+    )
     target.write_bytes(written.getvalue())
     processor = sentencepiece.SentencePieceProcessor(model_file=str(target))
     return [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
@@ -81,13 +115,25 @@ def marian(tmp_path_factory) -> Path:
     (folder / "vocab.json").write_text(json.dumps(vocab))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Recommended: pip install sacremoses")
-        MarianTokenizer(str(folder / "source.spm"), str(folder / "target.spm"), str(folder / "vocab.json")
-                        ).save_pretrained(folder)
+        MarianTokenizer(
+            str(folder / "source.spm"), str(folder / "target.spm"), str(folder / "vocab.json")
+        ).save_pretrained(folder)
     config = MarianConfig(
-        vocab_size=len(vocab), d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=512,
-        pad_token_id=vocab["<pad>"], eos_token_id=0, decoder_start_token_id=vocab["<pad>"], forced_eos_token_id=0,
-        init_std=1.0)  # wide weights: outputs that differ from sentence to sentence (0.02 gives one for all)
+        vocab_size=len(vocab),
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_position_embeddings=512,
+        pad_token_id=vocab["<pad>"],
+        eos_token_id=0,
+        decoder_start_token_id=vocab["<pad>"],
+        forced_eos_token_id=0,
+        init_std=1.0,
+    )  # wide weights: outputs that differ from sentence to sentence (0.02 gives one for all)
     torch.manual_seed(0)
     MarianMTModel(config).save_pretrained(folder)
     return folder
@@ -106,6 +152,7 @@ def one_thread():
 @pytest.fixture
 def offline(monkeypatch):
     """Any attempt to open a network connection fails the test."""
+
     def refuse(*args, **kwargs):
         raise AssertionError(f"network connection attempted: {args}")
 
@@ -132,14 +179,23 @@ def counting(instance: Translator) -> list[list[str]]:
 def test_padchest_reports_split_into_sentences():
     assert sentences(" sin hallazg signific . . cifosis dorsal .") == ["Sin hallazg signific.", "Cifosis dorsal."]
     assert sentences(" . . derram pleural izquierd . no apreci infiltr") == [
-        "Derram pleural izquierd.", "No apreci infiltr."]
+        "Derram pleural izquierd.",
+        "No apreci infiltr.",
+    ]
     assert sentences(" dentr normal") == ["Dentr normal."]
     assert sentences("") == sentences(" . . ") == []
 
 
-@given(st.lists(st.one_of(st.just("."), st.sampled_from([w for line in SPANISH for w in line.split()]),
-                          st.text("abcdefghijklmnopqrstuvwxyzñáéíóú0123456789", min_size=1, max_size=8)),
-                max_size=30))
+@given(
+    st.lists(
+        st.one_of(
+            st.just("."),
+            st.sampled_from([w for line in SPANISH for w in line.split()]),
+            st.text("abcdefghijklmnopqrstuvwxyzñáéíóú0123456789", min_size=1, max_size=8),
+        ),
+        max_size=30,
+    )
+)
 def test_sentences_keep_every_word_in_order(tokens):
     report = " " + " ".join(tokens)
     found = sentences(report)
@@ -191,7 +247,8 @@ def test_a_repeated_sentence_goes_to_the_model_once_per_call(marian):
     assert all(len(batch) <= 3 for batch in batches)
     assert english[0] == english[1] == english[2]
     heart, aorta, effusion = Translator(marian, max_new_tokens=SHORT).translate(
-        [" cardiomegali .", " elongacion aortic .", " derram pleural bilateral ."])
+        [" cardiomegali .", " elongacion aortic .", " derram pleural bilateral ."]
+    )
     assert english[0] == f"{heart} {aorta}" and english[3] == f"{heart} {effusion}" and english[4] == aorta
     before = len(batches)
     assert instance.translate(list(reversed(rows))) == list(reversed(english))
@@ -233,8 +290,17 @@ def test_fingerprint_is_stable_and_follows_the_weights(marian, tmp_path):
     assert reference == Translator(marian).fingerprint()
     assert reference["method"] == Translator(marian).method == "translation:opus-mt-tiny-es-en"
     assert reference["model"] == "opus-mt-tiny-es-en"
-    assert reference["files"] == sorted(["config.json", "generation_config.json", "model.safetensors", "source.spm",
-                                      "target.spm", "tokenizer_config.json", "vocab.json"])
+    assert reference["files"] == sorted(
+        [
+            "config.json",
+            "generation_config.json",
+            "model.safetensors",
+            "source.spm",
+            "target.spm",
+            "tokenizer_config.json",
+            "vocab.json",
+        ]
+    )
     assert (reference["num_beams"], reference["max_new_tokens"], reference["unit"]) == (1, 256, "sentence")
     assert Translator(marian, num_beams=2).fingerprint()["sha256"] == reference["sha256"]
     assert Translator(marian, num_beams=2).fingerprint() != reference
@@ -268,10 +334,16 @@ def broken(marian: Path, tmp_path: Path, fault: str) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("fault, says", [
-    ("missing", "no such folder"), ("no config", "lacks config.json"), ("bert", "model_type 'bert', not 'marian'"),
-    ("no weights", "lacks the weights"), ("no tokenizer", "lacks source.spm"),
-])
+@pytest.mark.parametrize(
+    "fault, says",
+    [
+        ("missing", "no such folder"),
+        ("no config", "lacks config.json"),
+        ("bert", "model_type 'bert', not 'marian'"),
+        ("no weights", "lacks the weights"),
+        ("no tokenizer", "lacks source.spm"),
+    ],
+)
 def test_an_unusable_folder_is_named_with_what_is_wrong(marian, tmp_path, fault, says):
     folder = broken(marian, tmp_path, fault)
     with pytest.raises(ValueError) as raised:
@@ -313,8 +385,9 @@ def test_the_translation_key(marian, tmp_path):
     options = load_options(marian)
     assert options.model == str(marian)  # relative to the config file's folder
     assert (options.batch_size, options.num_beams, options.max_new_tokens, options.device) == (16, 1, 256, "cpu")
-    path = write_config(tmp_path, {"model": "m", "batch_size": 0, "num_beams": 0, "max_new_tokens": 0,
-                                   "device": "gpu", "beams": 2})
+    path = write_config(
+        tmp_path, {"model": "m", "batch_size": 0, "num_beams": 0, "max_new_tokens": 0, "device": "gpu", "beams": 2}
+    )
     with pytest.raises(ConfigError) as raised:
         check_config(path)
     text = str(raised.value)
@@ -344,8 +417,9 @@ def test_build_stops_before_the_pipeline_on_an_unusable_model(marian, tmp_path, 
 def test_build_without_the_packages_says_how_to_install_them(marian, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "sentencepiece", None)  # as if not installed
     config = write_config(tmp_path, {"model": str(marian)})
-    output = assert_one_clear_line(cxr("build", "--config", str(config), "--out", str(tmp_path / "out")),
-                                   str(config), "sentencepiece")
+    output = assert_one_clear_line(
+        cxr("build", "--config", str(config), "--out", str(tmp_path / "out")), str(config), "sentencepiece"
+    )
     assert "pip install -e '.[translation]'" in output
 
 
@@ -358,7 +432,7 @@ def test_a_build_with_a_model_translates_padchest_reports_and_radixpert_uses_the
     rendered statements, and manifest.json records the model; a rebuild reuses every images shard."""
     import pyarrow.parquet as pq
 
-    from pipelines.build import run_build
+    from pipelines.beam.build import run_build
     from pipelines.synth import generate
 
     corpus = generate(tmp_path / "corpus", studies=8, seed=4)
@@ -369,13 +443,18 @@ def test_a_build_with_a_model_translates_padchest_reports_and_radixpert_uses_the
     config_path.write_text(yaml.safe_dump(config))
     manifest = run_build(load_config(config_path), str(tmp_path / "out"))
 
-    rows = [r for p in sorted((tmp_path / "out" / "annotations").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+    rows = [
+        r for p in sorted((tmp_path / "out" / "annotations").glob("*.parquet")) for r in pq.read_table(p).to_pylist()
+    ]
     with_report = [r for r in rows if r["report_text"]]
     assert with_report and all(r["report_translation"] for r in with_report)
     expected = Translator(marian, batch_size=4, max_new_tokens=16).translate([r["report_text"] for r in with_report])
     assert [r["report_translation"] for r in with_report] == expected
     assert manifest["translation"] == Translator(marian, batch_size=4, max_new_tokens=16).fingerprint()
-    targets = [json.loads(r["target"]) for p in sorted((tmp_path / "out" / "instructions").rglob("*.parquet"))
-               for r in pq.read_table(p).to_pylist()]
+    targets = [
+        json.loads(r["target"])
+        for p in sorted((tmp_path / "out" / "instructions").rglob("*.parquet"))
+        for r in pq.read_table(p).to_pylist()
+    ]
     assert {t["method"] for t in targets if t["frontal"]} == {"translation"}
     assert all(t["method"] == "padchest-structure" for t in targets if not t["frontal"])

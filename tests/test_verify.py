@@ -7,11 +7,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from builds import synthetic_build
 from click.testing import CliRunner
 
-from builds import synthetic_build
 from pipelines.cli import main
-from pipelines.verify import verify
+from pipelines.tools.verify import verify
 
 
 @pytest.fixture(scope="module")
@@ -124,14 +124,15 @@ def test_a_listed_zero_row_shard_is_named(copy):
     edit_manifest(copy, list_it)
     problems = verify(copy)
     assert "images/test-00000-of-00001.parquet: zero rows (`datasets` cannot load a zero-row Parquet file)" in problems
-    assert not any(p.startswith("images/test-00000-of-00001.parquet: ") and "rows, manifest says" in p
-                   for p in problems)
+    assert not any(
+        p.startswith("images/test-00000-of-00001.parquet: ") and "rows, manifest says" in p for p in problems
+    )
 
 
 def test_what_card_preview_and_audit_write_into_out_is_listed_and_verified(copy):
-    from pipelines.audit import audit
-    from pipelines.card import write_card
-    from pipelines.preview import write_preview
+    from pipelines.tools.audit import audit
+    from pipelines.tools.card import write_card
+    from pipelines.tools.preview import write_preview
 
     write_card(copy)
     write_preview(copy)
@@ -141,7 +142,9 @@ def test_what_card_preview_and_audit_write_into_out_is_listed_and_verified(copy)
     assert any(path.startswith("card/") and path.endswith(".png") for path in listed)
     assert verify(copy) == []
     write_card(copy)  # a later card replaces its own entries, nobody else's
-    assert verify(copy) == [] and {e["path"] for e in json.loads((copy / "manifest.json").read_text())["files"]} == listed
+    assert (
+        verify(copy) == [] and {e["path"] for e in json.loads((copy / "manifest.json").read_text())["files"]} == listed
+    )
 
     (copy / "README.md").write_text((copy / "README.md").read_text() + "\nedited by hand\n")
     (copy / "preview" / "index.html").unlink()

@@ -48,8 +48,10 @@ def literal_reference(image: Image.Image, target: int = 512) -> torch.Tensor:
 def test_pixel_values_are_exactly_the_reference_formula():
     values = vqgan.reference_pixels(np.array([[[0, 1, 127, 128, 254, 255]]], dtype=np.uint8))
     assert values.dtype == np.float32 and values.shape == (1, 3, 1, 6)
-    expected = np.array([-1.0, -0.9921568632125854, -0.003921568859368563, 0.003921568859368563,
-                         0.9921568632125854, 1.0], dtype=np.float32)
+    expected = np.array(
+        [-1.0, -0.9921568632125854, -0.003921568859368563, 0.003921568859368563, 0.9921568632125854, 1.0],
+        dtype=np.float32,
+    )
     np.testing.assert_array_equal(values[0, :, 0], np.stack([expected] * 3))
     # float32 x / 127.5 - 1 (a common shortcut) is off in the last bits at 127 and 128
     shortcut = torch.tensor([0, 1, 127, 128, 254, 255], dtype=torch.uint8).float() / 127.5 - 1
@@ -180,7 +182,7 @@ class RefAttnBlock(nn.Module):
         q, k, v = self.q(h), self.k(h), self.v(h)
         b, c, hh, ww = q.shape
         q = q.reshape(b, c, hh * ww).permute(0, 2, 1)
-        weights = torch.softmax(torch.bmm(q, k.reshape(b, c, hh * ww)) * c ** -0.5, dim=2)
+        weights = torch.softmax(torch.bmm(q, k.reshape(b, c, hh * ww)) * c**-0.5, dim=2)
         out = torch.bmm(v.reshape(b, c, hh * ww), weights.permute(0, 2, 1)).reshape(b, c, hh, ww)
         return x + self.proj_out(out)
 
@@ -204,8 +206,11 @@ class RefEncoder(nn.Module):
                 stage.downsample.conv = nn.Conv2d(c_in, c_in, 3, 2, 0)
             self.down.append(stage)
         self.mid = nn.Module()
-        self.mid.block_1, self.mid.attn_1, self.mid.block_2 = RefResnetBlock(c_in, c_in), RefAttnBlock(c_in), \
-            RefResnetBlock(c_in, c_in)
+        self.mid.block_1, self.mid.attn_1, self.mid.block_2 = (
+            RefResnetBlock(c_in, c_in),
+            RefAttnBlock(c_in),
+            RefResnetBlock(c_in, c_in),
+        )
         self.norm_out = nn.GroupNorm(32, c_in, eps=1e-6)
         self.conv_out = nn.Conv2d(c_in, z_channels, 3, 1, 1)
 
@@ -225,8 +230,9 @@ class RefVQModel(nn.Module):
 
     def __init__(self, ddconfig, n_embed, embed_dim):
         super().__init__()
-        self.encoder = RefEncoder(ddconfig["ch"], ddconfig["ch_mult"], ddconfig["num_res_blocks"],
-                                  ddconfig["z_channels"])
+        self.encoder = RefEncoder(
+            ddconfig["ch"], ddconfig["ch_mult"], ddconfig["num_res_blocks"], ddconfig["z_channels"]
+        )
         self.quant_conv = nn.Conv2d(ddconfig["z_channels"], embed_dim, 1)
         self.post_quant_conv = nn.Conv2d(embed_dim, ddconfig["z_channels"], 1)
         self.quantize = nn.Module()
@@ -235,14 +241,25 @@ class RefVQModel(nn.Module):
     def encode_indices(self, x):
         z = self.quant_conv(self.encoder(x)).permute(0, 2, 3, 1).reshape(-1, self.quantize.embedding.weight.shape[1])
         e = self.quantize.embedding.weight
-        d = (z ** 2).sum(1, keepdim=True) + (e ** 2).sum(1) - 2 * z @ e.t()
+        d = (z**2).sum(1, keepdim=True) + (e**2).sum(1) - 2 * z @ e.t()
         return d.argmin(1).view(x.shape[0], -1)
 
 
 META_PARAMS = {
-    "embed_dim": 8, "n_embed": 512,
-    "ddconfig": {"double_z": False, "z_channels": 8, "resolution": 512, "in_channels": 3, "out_ch": 3,
-                 "ch": 32, "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0},
+    "embed_dim": 8,
+    "n_embed": 512,
+    "ddconfig": {
+        "double_z": False,
+        "z_channels": 8,
+        "resolution": 512,
+        "in_channels": 3,
+        "out_ch": 3,
+        "ch": 32,
+        "ch_mult": [1, 1, 2, 2, 4],
+        "num_res_blocks": 1,
+        "attn_resolutions": [],
+        "dropout": 0.0,
+    },
     "lossconfig": {"target": "taming.modules.losses.vqperceptual.VQLPIPSWithDiscriminator"},
 }
 
@@ -256,8 +273,9 @@ def write_meta_checkpoint(folder, extra=None):
     state["loss.discriminator.main.0.weight"] = torch.randn(4, 3, 4, 4)
     checkpoint = {"state_dict": state, "epoch": 3, **(extra or {})}
     torch.save(checkpoint, folder / "vqgan.ckpt")
-    (folder / "vqgan.yaml").write_text(yaml.safe_dump({"model": {"target": "taming.models.vqgan.VQModel",
-                                                                 "params": META_PARAMS}}))
+    (folder / "vqgan.yaml").write_text(
+        yaml.safe_dump({"model": {"target": "taming.models.vqgan.VQModel", "params": META_PARAMS}})
+    )
     return reference
 
 
@@ -279,8 +297,9 @@ def test_convert_is_strict_and_refuses_pickles_by_default(tmp_path):
     write_meta_checkpoint(tmp_path, extra={"hparams": argparse.Namespace(lr=1e-4)})
     with pytest.raises(RuntimeError, match="(?s)weights_only=True.*--allow-unsafe-pickle"):
         vqgan.convert_checkpoint(tmp_path / "vqgan.ckpt", tmp_path / "vqgan.yaml", tmp_path / "hf")
-    vqgan.convert_checkpoint(tmp_path / "vqgan.ckpt", tmp_path / "vqgan.yaml", tmp_path / "hf",
-                             allow_unsafe_pickle=True)
+    vqgan.convert_checkpoint(
+        tmp_path / "vqgan.ckpt", tmp_path / "vqgan.yaml", tmp_path / "hf", allow_unsafe_pickle=True
+    )
     state = torch.load(tmp_path / "vqgan.ckpt", weights_only=False)["state_dict"]
     del state["encoder.conv_out.bias"]
     torch.save({"state_dict": state}, tmp_path / "broken.ckpt")

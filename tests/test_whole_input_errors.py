@@ -20,7 +20,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from pipelines import preflight
+from pipelines.beam import preflight
 from pipelines.cli import main
 from pipelines.synth import generate
 from schemas.config import load_config
@@ -226,8 +226,14 @@ def test_ctrl_c_names_the_command_that_resumes(pristine, tmp_path):
     corpus = Path(shutil.copytree(pristine, tmp_path / "corpus"))
     out = tmp_path / "out"
     args = ["build", "--config", str(corpus / "build.yaml"), "--out", str(out)]
-    process = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args], cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "300"})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "300"},
+    )
     deadline = time.time() + 120
     while not (out / "_work").exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -242,8 +248,9 @@ def test_ctrl_c_names_the_command_that_resumes(pristine, tmp_path):
 
 
 def test_config_that_is_a_folder(corpus):
-    assert_one_clear_line(cxr("build", "--config", str(corpus), "--out", str(corpus.parent / "out")),
-                          f"--config {corpus}", "is a folder")
+    assert_one_clear_line(
+        cxr("build", "--config", str(corpus), "--out", str(corpus.parent / "out")), f"--config {corpus}", "is a folder"
+    )
 
 
 def test_an_unknown_column_in_a_label_file(corpus):

@@ -5,49 +5,79 @@ from pathlib import Path
 
 import apache_beam as beam
 import datasets
+import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import pyarrow.parquet as pq
-
-from pipelines.write import (Fragment, WriteFragments, WriteTables, plan_fragment_shards, prepare, stream_parquet,
-                             write_fragment)
+from pipelines.beam.write import (
+    Fragment,
+    WriteFragments,
+    WriteTables,
+    plan_fragment_shards,
+    prepare,
+    stream_parquet,
+    write_fragment,
+)
 
 
 def reject(i: int) -> dict:
-    return {"key": f"k{i:03d}", "source": "siim", "stage": "image", "kind": "rejected", "level": "record",
-            "reason": "image-decode-error", "detail": f"detail {i}"}
+    return {
+        "key": f"k{i:03d}",
+        "source": "siim",
+        "stage": "image",
+        "kind": "rejected",
+        "level": "record",
+        "reason": "image-decode-error",
+        "detail": f"detail {i}",
+    }
 
 
 def instruction(i: int, split: str) -> dict:
-    return {"id": f"id{i:04d}", "profile": "imt-cxr", "task": "t", "source": "vindr", "split": split,
-            "image_keys": [f"vindr/{i}"], "conversations": [{"from": "human", "value": "<image>\nq"},
-                                                           {"from": "gpt", "value": "a"}],
-            "target": "{}", "template_id": "x"}
+    return {
+        "id": f"id{i:04d}",
+        "profile": "imt-cxr",
+        "task": "t",
+        "source": "vindr",
+        "split": split,
+        "image_keys": [f"vindr/{i}"],
+        "conversations": [{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "a"}],
+        "target": "{}",
+        "template_id": "x",
+    }
 
 
 def run(out: Path, rows, order_seed: int):
     rows = sorted(rows, key=lambda r: hashlib.sha256(f"{order_seed}{r[2]}".encode()).hexdigest())
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
-        (p | beam.Create([prepare(*row) for row in rows]) | WriteTables(str(out), {"instructions": 40, "rejects": 1000}))
+        (
+            p
+            | beam.Create([prepare(*row) for row in rows])
+            | WriteTables(str(out), {"instructions": 40, "rejects": 1000})
+        )
 
 
 def checksums(root: Path) -> dict:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.parquet"))}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.parquet"))
+    }
 
 
 def test_same_rows_in_any_order_give_identical_files(tmp_path):
-    rows = [("instructions/imt-cxr/t", "train" if i % 3 else "test", instruction(i, "train" if i % 3 else "test"))
-            for i in range(100)]
+    rows = [
+        ("instructions/imt-cxr/t", "train" if i % 3 else "test", instruction(i, "train" if i % 3 else "test"))
+        for i in range(100)
+    ]
     run(tmp_path / "a", rows, 1)
     run(tmp_path / "b", rows, 2)
     a, b = checksums(tmp_path / "a"), checksums(tmp_path / "b")
     assert a == b
     # 67 train rows at 40 per shard -> 2 shards, 33 test rows -> 1; the empty rejects table writes no file
-    assert sorted(a) == ["instructions/imt-cxr/t/test-00000-of-00001.parquet",
-                         "instructions/imt-cxr/t/train-00000-of-00002.parquet",
-                         "instructions/imt-cxr/t/train-00001-of-00002.parquet"]
+    assert sorted(a) == [
+        "instructions/imt-cxr/t/test-00000-of-00001.parquet",
+        "instructions/imt-cxr/t/train-00000-of-00002.parquet",
+        "instructions/imt-cxr/t/train-00001-of-00002.parquet",
+    ]
 
 
 def test_no_zero_row_shard_is_written_and_every_shard_loads(tmp_path):
@@ -55,8 +85,13 @@ def test_no_zero_row_shard_is_written_and_every_shard_loads(tmp_path):
     load a zero-row Parquet file), the rest load, and every row is written once."""
     rows = [("rejects", "rejects", reject(i)) for i in range(6)]
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
-        (p | beam.Create([prepare(*row) for row in rows]) | WriteTables(str(tmp_path), {"rejects": 1})
-         | beam.Map(lambda d: (d["path"], d["rows"])) | beam.io.WriteToText(str(tmp_path / "described")))
+        (
+            p
+            | beam.Create([prepare(*row) for row in rows])
+            | WriteTables(str(tmp_path), {"rejects": 1})
+            | beam.Map(lambda d: (d["path"], d["rows"]))
+            | beam.io.WriteToText(str(tmp_path / "described"))
+        )
     files = sorted((tmp_path / "rejects").glob("*.parquet"))
     assert 0 < len(files) < 6 and all(f.name.endswith("-of-00006.parquet") for f in files)
     assert all(pq.ParquetFile(f).metadata.num_rows > 0 for f in files)
@@ -90,11 +125,13 @@ def test_tables_load_back_with_datasets_and_rows_are_sorted(tmp_path):
     run(tmp_path, rows, 0)
     rejects = datasets.load_dataset("parquet", data_files=str(tmp_path / "rejects/*.parquet"), split="train")
     assert rejects["key"] == ["k001", "k003", "k005"]
-    inst = datasets.load_dataset("parquet", data_files=str(tmp_path / "instructions/imt-cxr/t/*.parquet"),
-                                 split="train")
+    inst = datasets.load_dataset(
+        "parquet", data_files=str(tmp_path / "instructions/imt-cxr/t/*.parquet"), split="train"
+    )
     assert inst.num_rows == 7
-    assert inst.features["conversations"] == datasets.List({"from": datasets.Value("string"),
-                                                            "value": datasets.Value("string")})
+    assert inst.features["conversations"] == datasets.List(
+        {"from": datasets.Value("string"), "value": datasets.Value("string")}
+    )
 
 
 # ------------------------------------------------------------------ fragments (the task stage's rows)
@@ -117,8 +154,11 @@ def fragments(tmp_path: Path, sizes: list[int], split: str = "train") -> list[Fr
 
 
 @settings(max_examples=200, deadline=None)
-@given(sizes=st.lists(st.integers(0, 50), min_size=1, max_size=12), per_shard=st.integers(1, 60),
-       order=st.randoms(use_true_random=False))
+@given(
+    sizes=st.lists(st.integers(0, 50), min_size=1, max_size=12),
+    per_shard=st.integers(1, 60),
+    order=st.randoms(use_true_random=False),
+)
 def test_fragment_plan_covers_every_row_once_in_full_shards(sizes, per_shard, order):
     frags = [Fragment("annotations", "train", f"s{n:02d}", f"s{n:02d}.pkl", size) for n, size in enumerate(sizes)]
     shuffled = list(frags)
@@ -147,8 +187,10 @@ def test_fragments_in_any_order_give_identical_sorted_shards_that_load(tmp_path)
     a, b = checksums(tmp_path / "a"), checksums(tmp_path / "b")
     assert a == b
     assert sorted(a) == [f"instructions/imt-cxr/t/train-0000{k}-of-00003.parquet" for k in range(3)]
-    shards = [datasets.load_dataset("parquet", data_files=str(tmp_path / "a" / name), split="train")["id"]
-              for name in sorted(a)]
+    shards = [
+        datasets.load_dataset("parquet", data_files=str(tmp_path / "a" / name), split="train")["id"]
+        for name in sorted(a)
+    ]
     assert [len(ids) for ids in shards] == [10, 10, 4]
     assert all(ids == sorted(ids) for ids in shards)
     assert sorted(i for ids in shards for i in ids) == [f"id{i:04d}" for i in range(24)]

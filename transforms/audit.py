@@ -5,7 +5,7 @@ claims (its structured ``target`` and its answer text) and checks each claim aga
 the facts of each image re-derived from its ``annotations`` table row (:func:`facts_from_annotation`):
 presence of every finding, the boxes and polygons drawn on the image, its view and split, the sides and
 severities its report states, its report sections. Every disagreement is a :class:`Contradiction` of one
-of the :data:`KINDS`. ``cxr-instruct audit OUT`` (pipelines/audit.py) runs it over a whole build; the
+of the :data:`KINDS`. ``cxr-instruct audit OUT`` (pipelines/tools/audit.py) runs it over a whole build; the
 tests run the same checks against facts built from the synthetic corpus's truth instead.
 
 The facts follow the datasets' documented semantics, not the generators' choices: a null presence is
@@ -19,7 +19,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 
 from transforms import comparisons, padchest_english
 from transforms.enrich import MIN_RING_AREA
@@ -63,10 +63,10 @@ KINDS: dict[str, str] = {
     "severity-score-mismatch": "a severity score that is not the image's MediVLM score of the report shown",
     "reference-not-earlier": "a difference question whose reference study is not strictly earlier than its main",
     "vqa-answer-not-recomputed": "a generated VQA answer that its program, run again on the image's scene graph, "
-                                 "does not give (an open answer leaving out a stated item, a count or choice "
-                                 "not following from its states)",
+    "does not give (an open answer leaving out a stated item, a count or choice "
+    "not following from its states)",
     "native-question-changed": "a row from a VQA dataset's own files whose question, answer or split is not the "
-                               "one the dataset states for that image (or that it does not ask of it at all)",
+    "one the dataset states for that image (or that it does not ask of it at all)",
 }
 
 Unit = tuple[float, float, float, float]
@@ -95,8 +95,15 @@ class Contradiction:
     detail: str
 
     def as_dict(self) -> dict:
-        return {"kind": self.kind, "id": self.row_id, "profile": self.profile, "task": self.task,
-                "source": self.source, "image_key": self.image_key, "detail": self.detail}
+        return {
+            "kind": self.kind,
+            "id": self.row_id,
+            "profile": self.profile,
+            "task": self.task,
+            "source": self.source,
+            "image_key": self.image_key,
+            "detail": self.detail,
+        }
 
 
 @dataclass(frozen=True)
@@ -142,7 +149,9 @@ class ImageFacts:
     @property
     def region_attributes(self) -> frozenset[tuple[str, str]]:
         """(ImaGenome region, attribute string) of the image's scene-graph phrases."""
-        return frozenset((region, attribute) for region, _, attributes in self.scene_phrases for attribute in attributes)
+        return frozenset(
+            (region, attribute) for region, _, attributes in self.scene_phrases for attribute in attributes
+        )
 
     def box_supported(self, label: str, finding: str | None, unit: Unit) -> bool:
         """Whether a box drawn for ``label`` is one of the image's boxes of it, or the enclosing box of
@@ -166,8 +175,12 @@ def _close(a: Iterable[float], b: Iterable[float]) -> bool:
 
 
 def _contains(outer: Unit, inner: Unit) -> bool:
-    return (outer[0] <= inner[0] + _TOLERANCE and outer[1] <= inner[1] + _TOLERANCE
-            and inner[2] <= outer[2] + _TOLERANCE and inner[3] <= outer[3] + _TOLERANCE)
+    return (
+        outer[0] <= inner[0] + _TOLERANCE
+        and outer[1] <= inner[1] + _TOLERANCE
+        and inner[2] <= outer[2] + _TOLERANCE
+        and inner[3] <= outer[3] + _TOLERANCE
+    )
 
 
 def _enclosing(boxes: list[Unit]) -> Unit:
@@ -202,8 +215,11 @@ def facts_from_annotation(row: dict) -> ImageFacts:
     lesions = [b for b in row["boxes"] if box_role(b) == "lesion"]
     lesion_boxes = tuple(LesionBox(b["label"], b["finding"], _unit(b)) for b in lesions)
     multi_reader = is_multi_reader(row)  # then an answer owes only the consensus boxes, not each reader's
-    required = tuple(LesionBox(b["label"], b["finding"], _unit(b)) for b in lesions
-                     if not (multi_reader and b["reader"] and b["reader"] != CONSENSUS_READER))
+    required = tuple(
+        LesionBox(b["label"], b["finding"], _unit(b))
+        for b in lesions
+        if not (multi_reader and b["reader"] and b["reader"] != CONSENSUS_READER)
+    )
     structures: dict[str, list[Unit]] = {}
     for box in row["boxes"]:
         if box_role(box) != "lesion":
@@ -212,22 +228,32 @@ def facts_from_annotation(row: dict) -> ImageFacts:
     provenance = json.loads(row["provenance"] or "{}")
     sections = {s["name"]: s["text"] for s in row["sections"] or ()} if row["report_language"] == "en" else {}
     return ImageFacts(
-        key=row["image_key"], source=row["source"], split=row["split"], view=row["view"],
-        held_out=provenance.get("imagenome.images_to_avoid") == "true", study_id=row["study_id"],
+        key=row["image_key"],
+        source=row["source"],
+        split=row["split"],
+        view=row["view"],
+        held_out=provenance.get("imagenome.images_to_avoid") == "true",
+        study_id=row["study_id"],
         presence={f["name"]: f["presence"] for f in row["findings"]},
-        absent_labels=frozenset(absent_labels(row)), lesion_boxes=lesion_boxes, required_boxes=required,
+        absent_labels=frozenset(absent_labels(row)),
+        lesion_boxes=lesion_boxes,
+        required_boxes=required,
         structure_boxes={k: tuple(v) for k, v in structures.items()},
         polygons={(p["label"], p["origin"]): p["rings_unit"] for p in row["polygons"]},
         polygon_areas={(p["label"], p["origin"]): [abs(signed_area(r)) for r in p["rings"]] for p in row["polygons"]},
-        sides=sides, severities=severities,
+        sides=sides,
+        severities=severities,
         bands={"ctr_band": row["ctr_band"], "ptx_band": row["ptx_band"], "ptx_side": row["ptx_side"]},
         sections=sections,
         region_phrases=frozenset((r["region"], r["phrase"]) for r in row["regions"] or ()),
-        study_datetime=row["study_datetime"], scene_phrases=difference_vqa.scene_phrases(row),
+        study_datetime=row["study_datetime"],
+        scene_phrases=difference_vqa.scene_phrases(row),
         relationships=difference_vqa.relationships(row),
-        report_english=row["report_english"], report_translation=row["report_translation"],
+        report_english=row["report_english"],
+        report_translation=row["report_translation"],
         **_padchest_labels(row, provenance),
-        severity_document=severity_document(row), severity_tfidf=row["severity_tfidf"],
+        severity_document=severity_document(row),
+        severity_tfidf=row["severity_tfidf"],
         questions={q["where"]: q for q in row.get("questions") or ()},
     )
 
@@ -241,10 +267,17 @@ def _padchest_labels(row: dict, provenance: dict) -> dict[str, frozenset[str]]:
     sentences = json.loads(by_sentence)
     sides = is_frontal(row["view"])
     rendered = padchest_english.render_report(sentences, sides=sides)
-    labels = {item for sentence in sentences if sentence for item in sentence
-              if not item.startswith(padchest_english.LOCALIZATION_PREFIX)}
-    return {"padchest_findings": padchest_english.stated_findings(labels, sides=sides),
-            "english_labels": frozenset(label for stated in rendered.labels for label in stated)}
+    labels = {
+        item
+        for sentence in sentences
+        if sentence
+        for item in sentence
+        if not item.startswith(padchest_english.LOCALIZATION_PREFIX)
+    }
+    return {
+        "padchest_findings": padchest_english.stated_findings(labels, sides=sides),
+        "english_labels": frozenset(label for stated in rendered.labels for label in stated),
+    }
 
 
 # ---------------------------------------------------------------- checking one row
@@ -266,8 +299,17 @@ class _Row:
         self.prompts = [turn["value"] for turn in row["conversations"] if turn["from"] == "human"]
 
     def flag(self, kind: str, detail: str, image: ImageFacts | None = None) -> None:
-        self.found.append(Contradiction(kind, self.row["id"], self.row["profile"], self.row["task"],
-                                        self.row["source"], (image or self.first).key, detail))
+        self.found.append(
+            Contradiction(
+                kind,
+                self.row["id"],
+                self.row["profile"],
+                self.row["task"],
+                self.row["source"],
+                (image or self.first).key,
+                detail,
+            )
+        )
 
     def present(self, finding: str, image: ImageFacts | None = None, what: str = "") -> None:
         """The row says ``finding`` is present on the image."""
@@ -287,8 +329,11 @@ class _Row:
             return
         said = "positive" if present else "negative"
         name = {1: "present", 0: "absent", -1: "uncertain", None: "unannotated"}[presence]
-        self.flag(f"{said}-for-{name}", f"{what or finding} said {'present' if present else 'absent'}; "
-                                        f"{finding} is {presence}", image)
+        self.flag(
+            f"{said}-for-{name}",
+            f"{what or finding} said {'present' if present else 'absent'}; {finding} is {presence}",
+            image,
+        )
 
     def boxes(self, claimed: list[dict], shown_in: str = "answer") -> None:
         """Each claimed box is a box of its label on the image; the answer (or the prompt) shows exactly them."""
@@ -330,7 +375,7 @@ class _Row:
             self.flag("answer-text-mismatch", f"{what} {claimed!r} is not an answer of the row")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _profile(name: str) -> Profile:
     return load_profile(name)
 
@@ -372,7 +417,9 @@ def _severity(r: _Row) -> None:
     else:
         column = {"ctr": "ctr_band", "mask": "ptx_band"}[t["basis"]]
         if r.first.bands.get(column) != t.get(column):
-            r.flag("severity-not-stated", f"{t['finding']}: {column} {t.get(column)}, measured {r.first.bands.get(column)}")
+            r.flag(
+                "severity-not-stated", f"{t['finding']}: {column} {t.get(column)}, measured {r.first.bands.get(column)}"
+            )
 
 
 def _location(r: _Row) -> None:
@@ -381,7 +428,9 @@ def _location(r: _Row) -> None:
     for location in t["locations"]:
         if t["basis"] == "mask":
             if location["laterality"] != r.first.bands.get("ptx_side") or not is_frontal(r.first.view):
-                r.flag("side-not-stated", f"{t['finding']}: {location['laterality']}, mask {r.first.bands.get('ptx_side')}")
+                r.flag(
+                    "side-not-stated", f"{t['finding']}: {location['laterality']}, mask {r.first.bands.get('ptx_side')}"
+                )
         else:
             r.side(t["finding"], location["laterality"])
         if location["zones"] and not is_frontal(r.first.view):
@@ -407,8 +456,11 @@ def _label_present(r: _Row, label: str, boxes: list[dict]) -> None:
 
 def _label_absent(r: _Row, label: str) -> None:
     if label not in r.first.absent_labels:
-        kind = ("negative-for-present" if any(b.label == label for b in r.first.lesion_boxes)
-                else "negative-for-unannotated")
+        kind = (
+            "negative-for-present"
+            if any(b.label == label for b in r.first.lesion_boxes)
+            else "negative-for-unannotated"
+        )
         r.flag(kind, f"{label} said absent; not a definitely absent label of the image")
 
 
@@ -511,8 +563,9 @@ def _segmentation(r: _Row) -> None:
         r.flag("answer-text-mismatch", f"{t['structure']}: answer is not the target's polygon")
 
 
-def _report_text_checks(r: _Row, target_text: str, source: ImageFacts, section: str, shown: list[ImageFacts],
-                        single_study: bool) -> None:
+def _report_text_checks(
+    r: _Row, target_text: str, source: ImageFacts, section: str, shown: list[ImageFacts], single_study: bool
+) -> None:
     """A report target keeps every finding its source section states, has no comparison wording when
     a single study is shown, and names no side when only lateral views are shown."""
     stated = source.report_positives(section)
@@ -579,7 +632,9 @@ def _triage(r: _Row) -> None:
     if stated is not None and order[t["bucket"]] < max(stated, 1):
         r.flag("triage-below-stated-severity", f"bucket {t['bucket']}, a finding present is stated at {stated}")
     if t["bucket"] == "none":
-        present = [name for name, p in r.first.presence.items() if p == 1 and name not in (NO_FINDING, "Support Devices")]
+        present = [
+            name for name, p in r.first.presence.items() if p == 1 and name not in (NO_FINDING, "Support Devices")
+        ]
         if present:
             r.flag("no-finding-with-positives", f"triage none beside {present}")
     r.text(t["bucket"], "bucket")
@@ -616,10 +671,15 @@ def _severity_report(r: _Row) -> None:
     image = r.first
     if t["report"] != image.severity_document:
         r.flag("answer-text-mismatch", "the report is not the image's severity document")
-    if image.severity_tfidf is None or abs(t["severity_tfidf"] - image.severity_tfidf) > _TOLERANCE \
-            or t["severity_score"] != f"{image.severity_tfidf:.2f}":
-        r.flag("severity-score-mismatch", f"score {t['severity_score']} ({t['severity_tfidf']}), "
-                                          f"the image's {image.severity_tfidf}")
+    if (
+        image.severity_tfidf is None
+        or abs(t["severity_tfidf"] - image.severity_tfidf) > _TOLERANCE
+        or t["severity_score"] != f"{image.severity_tfidf:.2f}"
+    ):
+        r.flag(
+            "severity-score-mismatch",
+            f"score {t['severity_score']} ({t['severity_tfidf']}), the image's {image.severity_tfidf}",
+        )
     r.text(f"{t['report']}\nSeverity Score: {t['severity_score']}", "report and score")
     section = next((name for name in ("findings", "impression") if image.sections.get(name, "").strip()), "findings")
     _report_text_checks(r, t["report"], image, section, [image], single_study=True)
@@ -642,14 +702,24 @@ def _native_question(r: _Row, image: ImageFacts) -> None:
         return
     task = r.row["task"]
     if _NATIVE_TASK[stated["dataset"], stated["question_type"] == native_vqa.DIFFERENCE] != task:
-        r.flag("native-question-changed", f"{t['where']}: a {stated['dataset']} {stated['question_type']} "
-                                          f"question as {task}", image)
+        r.flag(
+            "native-question-changed",
+            f"{t['where']}: a {stated['dataset']} {stated['question_type']} question as {task}",
+            image,
+        )
     if task == "difference_vqa" and r.images[0].study_id != stated["reference_study_id"]:
-        r.flag("native-question-changed", f"{t['where']}: reference study {stated['reference_study_id']}, the "
-                                          f"row shows {r.images[0].key} of study {r.images[0].study_id}", image)
+        r.flag(
+            "native-question-changed",
+            f"{t['where']}: reference study {stated['reference_study_id']}, the "
+            f"row shows {r.images[0].key} of study {r.images[0].study_id}",
+            image,
+        )
     if (stated["question"], stated["answers"]) != (t["question"], t["answers"]):
-        r.flag("native-question-changed", f"{t['where']}: {t['question']!r} {t['answers']} stated as "
-                                          f"{stated['question']!r} {stated['answers']}", image)
+        r.flag(
+            "native-question-changed",
+            f"{t['where']}: {t['question']!r} {t['answers']} stated as {stated['question']!r} {stated['answers']}",
+            image,
+        )
     if NATIVE_QUESTION_SPLITS.get(stated["split"]) != r.row["split"]:
         r.flag("native-question-changed", f"{t['where']}: in {stated['split']}, the row in {r.row['split']}", image)
     if not r.prompts[-1].endswith(stated["question"]):
@@ -658,8 +728,11 @@ def _native_question(r: _Row, image: ImageFacts) -> None:
     r.text(said, "answer")  # M4CXR's rendering, restated
 
 
-_NATIVE_TASK = {(native_vqa.MIMIC_CXR_VQA, False): "vqa", (native_vqa.MIMIC_DIFF_VQA, False): "main_image_vqa",
-                (native_vqa.MIMIC_DIFF_VQA, True): "difference_vqa"}
+_NATIVE_TASK = {
+    (native_vqa.MIMIC_CXR_VQA, False): "vqa",
+    (native_vqa.MIMIC_DIFF_VQA, False): "main_image_vqa",
+    (native_vqa.MIMIC_DIFF_VQA, True): "difference_vqa",
+}
 """(dataset, a difference question) -> the task that asks it."""
 
 
@@ -684,15 +757,21 @@ def _vqa(r: _Row) -> None:
         if stated != present:
             said = "positive" if present else "negative"
             name = {True: "present", False: "absent", None: "unannotated"}[stated]
-            r.flag(f"{said}-for-{name}", f"{attribute or 'an abnormality'} in {region or 'the image'} said "
-                                          f"{'present' if present else 'absent'}; the scene graph: {stated}")
+            r.flag(
+                f"{said}-for-{name}",
+                f"{attribute or 'an abnormality'} in {region or 'the image'} said "
+                f"{'present' if present else 'absent'}; the scene graph: {stated}",
+            )
             wrong_states += 1
     claims = [tuple(claim) for claim in t["claims"]]
     rerun = vqa.run(t["family"], t["inputs"], scene)
-    if not wrong_states and (vqa.answer_from_claims(t["family"], claims) != t["answer"]
-                             or rerun is None or rerun[0] != t["answer"]):
-        r.flag("vqa-answer-not-recomputed", f"{t['family']} {t['inputs']}: {t['answer']!r}, "
-                                            f"rerun {rerun[0] if rerun else None!r}")
+    if not wrong_states and (
+        vqa.answer_from_claims(t["family"], claims) != t["answer"] or rerun is None or rerun[0] != t["answer"]
+    ):
+        r.flag(
+            "vqa-answer-not-recomputed",
+            f"{t['family']} {t['inputs']}: {t['answer']!r}, rerun {rerun[0] if rerun else None!r}",
+        )
     if not is_frontal(r.first.view):
         for region in vqa.named_regions(t["family"], t["inputs"], t["answer"]):
             if vqa.region_side(region):
@@ -716,8 +795,11 @@ def _difference_vqa(r: _Row) -> None:
     reference, main = r.images
     if [reference.key, main.key] != [t["reference"]["image_key"], t["main"]["image_key"]]:
         r.flag("answer-text-mismatch", "the row's images are not the target's reference then main")
-    if not (reference.study_datetime and main.study_datetime
-            and difference_vqa.earlier(reference.study_datetime, main.study_datetime)):
+    if not (
+        reference.study_datetime
+        and main.study_datetime
+        and difference_vqa.earlier(reference.study_datetime, main.study_datetime)
+    ):
         r.flag("reference-not-earlier", f"reference {reference.study_datetime}, main {main.study_datetime}", main)
     if t["origin"] != difference_vqa.ORIGIN:  # the dataset's own question: its pair, as it states it
         _native_question(r, main)
@@ -726,11 +808,18 @@ def _difference_vqa(r: _Row) -> None:
         if not is_frontal(image.view):
             r.flag("side-on-lateral", f"a difference question on a {image.view} view", image)
     family, answer = t["family"], t["answer"]
-    claimed = answer if family in ("new_findings", "resolved_findings") else (
-        [t["inputs"]["finding"]] if family in ("finding_new", "finding_resolved") and answer is True else [])
+    claimed = (
+        answer
+        if family in ("new_findings", "resolved_findings")
+        else ([t["inputs"]["finding"]] if family in ("finding_new", "finding_resolved") and answer is True else [])
+    )
     before = reference if family in ("new_findings", "finding_new") else main
-    denied = {attribute.split("|")[-1] for _, _, attributes in before.scene_phrases for attribute in attributes
-              if attribute.split("|")[1:2] == ["no"]}
+    denied = {
+        attribute.split("|")[-1]
+        for _, _, attributes in before.scene_phrases
+        for attribute in attributes
+        if attribute.split("|")[1:2] == ["no"]
+    }
     said, which = ("new", "reference") if before is reference else ("resolved", "main")
     for name in claimed:
         if name not in denied:
@@ -739,8 +828,10 @@ def _difference_vqa(r: _Row) -> None:
     def study_of(key: str) -> str | None:
         return r.facts[key].study_id if key in r.facts else None
 
-    statements = [difference_vqa.Statements.of(image.study_id, image.scene_phrases, image.relationships, study_of)
-                  for image in (reference, main)]
+    statements = [
+        difference_vqa.Statements.of(image.study_id, image.scene_phrases, image.relationships, study_of)
+        for image in (reference, main)
+    ]
     rerun = difference_vqa.run(family, t["inputs"], *statements)
     if rerun != answer:
         r.flag("vqa-answer-not-recomputed", f"{family} {t['inputs']}: {answer!r}, rerun {rerun!r}")

@@ -132,7 +132,9 @@ def _cluster_class(boxes: list[Box], iou_threshold: float) -> list[list[int]]:
     return clusters
 
 
-def fuse_readers(boxes: list[Box], iou_threshold: float, min_readers: int, consensus_reader: str = "consensus") -> Fusion:
+def fuse_readers(
+    boxes: list[Box], iou_threshold: float, min_readers: int, consensus_reader: str = "consensus"
+) -> Fusion:
     """Consensus boxes of multi-reader boxes by the rule in the module docstring.
 
     Every box needs a reader. Consensus boxes keep the label and origin of their members, carry
@@ -160,7 +162,9 @@ def fuse_readers(boxes: list[Box], iou_threshold: float, min_readers: int, conse
             cluster = [members_of_class[i] for i in members]
             x1, y1, x2, y2 = (float(v) for v in _corners(cluster).mean(axis=0))
             box = Box(label=label, x1=x1, y1=y1, x2=x2, y2=y2, origin=cluster[0].origin, reader=consensus_reader)
-            fused.append(ConsensusBox(box=box, readers=tuple(sorted(b.reader for b in cluster)), member_count=len(cluster)))
+            fused.append(
+                ConsensusBox(box=box, readers=tuple(sorted(b.reader for b in cluster)), member_count=len(cluster))
+            )
     fused.sort(key=lambda c: (_sort_key(c.box), c.readers))
     return Fusion(
         consensus=[c for c in fused if len(c.readers) >= min_readers],
@@ -198,15 +202,26 @@ def merge_overlapping(boxes: list[Box], overlap: float = 0.5) -> list[Box]:
                 break
             groups = [[box for i in component for box in groups[i]] for component in components]
         for group, (x1, y1, x2, y2) in zip(groups, corners):
-            result.append(Box(label=label, x1=float(x1), y1=float(y1), x2=float(x2), y2=float(y2), origin=origin,
-                              reader=_merged_reader(group)))
+            result.append(
+                Box(
+                    label=label,
+                    x1=float(x1),
+                    y1=float(y1),
+                    x2=float(x2),
+                    y2=float(y2),
+                    origin=origin,
+                    reader=_merged_reader(group),
+                )
+            )
     return sorted(result, key=_sort_key)
 
 
 Corners = tuple[float, float, float, float]
 
 
-def merge_overlapping_corners(boxes: list[tuple[str, str, Corners]], overlap: float = 0.5) -> list[tuple[str, str, Corners]]:
+def merge_overlapping_corners(
+    boxes: list[tuple[str, str, Corners]], overlap: float = 0.5
+) -> list[tuple[str, str, Corners]]:
     """The enclosing boxes of :func:`merge_overlapping` for plain ``(label, origin, (x1, y1, x2, y2))``
     tuples, without readers or ``Box`` models (the fast path of per-row task generators).
 
@@ -229,8 +244,12 @@ def merge_overlapping_corners(boxes: list[tuple[str, str, Corners]], overlap: fl
             components = _components(pairwise_overlap(corners, corners) > overlap)
             if len(components) == len(corners):
                 break
-            corners = np.array([(corners[c, 0].min(), corners[c, 1].min(), corners[c, 2].max(), corners[c, 3].max())
-                                for c in components])
+            corners = np.array(
+                [
+                    (corners[c, 0].min(), corners[c, 1].min(), corners[c, 2].max(), corners[c, 3].max())
+                    for c in components
+                ]
+            )
         result += [(label, origin, tuple(float(v) for v in row)) for row in corners.tolist()]
     return sorted(result)
 
@@ -247,7 +266,9 @@ def _components(linked: np.ndarray) -> list[list[int]]:
     return [np.flatnonzero(first_member == root).tolist() for root in np.unique(first_member)]
 
 
-def circle_to_box(cx: float, cy: float, r: float, centre_is_pixel_index: bool = False) -> tuple[float, float, float, float]:
+def circle_to_box(
+    cx: float, cy: float, r: float, centre_is_pixel_index: bool = False
+) -> tuple[float, float, float, float]:
     """The box ``(x1, y1, x2, y2)`` around a circle (JSRT nodules: centre and radius in pixels).
 
     Coordinates are pixel-edge ones; pass ``centre_is_pixel_index=True`` when the centre names a
@@ -278,8 +299,12 @@ def profile_boxes(boxes: list[Box], profile: str) -> tuple[list[Box], Fusion]:
     consensus: list[ConsensusBox] = []
     unsupported: list[ConsensusBox] = []
     for origin in sorted({box.origin for box in boxes if individual(box)}):
-        fusion = fuse_readers([b for b in boxes if individual(b) and b.origin == origin], policy.iou_threshold,
-                              policy.min_readers, policy.consensus_reader)
+        fusion = fuse_readers(
+            [b for b in boxes if individual(b) and b.origin == origin],
+            policy.iou_threshold,
+            policy.min_readers,
+            policy.consensus_reader,
+        )
         consensus += fusion.consensus
         unsupported += fusion.unsupported
     chosen = [c.box for c in consensus] + [box for box in boxes if not individual(box)]

@@ -58,7 +58,9 @@ def mask_to_original(mask: np.ndarray, orig_width: int, orig_height: int) -> np.
     original pixels and areas scale by that factor; the padding is cut away."""
     mask = np.asarray(mask)
     if mask.dtype != np.bool_ or mask.shape != (PREPROCESSED_SIZE, PREPROCESSED_SIZE):
-        raise ValueError(f"expected a boolean {PREPROCESSED_SIZE}x{PREPROCESSED_SIZE} mask, got {mask.dtype} {mask.shape}")
+        raise ValueError(
+            f"expected a boolean {PREPROCESSED_SIZE}x{PREPROCESSED_SIZE} mask, got {mask.dtype} {mask.shape}"
+        )
     box = pad_resize_for(orig_width, orig_height)
     rows = _source_indices(box.height, box.pad_top, box.side)
     columns = _source_indices(box.width, box.pad_left, box.side)

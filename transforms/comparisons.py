@@ -74,7 +74,7 @@ def rewrite_sentence(sentence: str) -> Rewrite | None:
     number = _ITEM_NUMBER.match(sentence)
     prefix = number.group(0) if number else ""
     ending = _TERMINAL.search(sentence)
-    body = _TERMINAL.sub("", sentence[len(prefix):])
+    body = _TERMINAL.sub("", sentence[len(prefix) :])
     if not compares(body):
         return None
     if _DROP.search(body):

@@ -33,9 +33,19 @@ from typing import Literal
 
 import numpy as np
 
-from transforms.geometry import (BRACKETED_COORDINATES, COORDINATE_CONVENTIONS, CoordinateConvention, CoordinateSpan,
-                                 UnitRing, find_coordinates, parse_box, parse_polygon, render_box, render_polygon,
-                                 simplified_rings)
+from transforms.geometry import (
+    BRACKETED_COORDINATES,
+    COORDINATE_CONVENTIONS,
+    CoordinateConvention,
+    CoordinateSpan,
+    UnitRing,
+    find_coordinates,
+    parse_box,
+    parse_polygon,
+    render_box,
+    render_polygon,
+    simplified_rings,
+)
 
 FrameKind = Literal["bins1000", "percent", "fixed3", "norm1000", "pixels"]
 FRAMES: tuple[str, ...] = (*COORDINATE_CONVENTIONS, "norm1000", "pixels")
@@ -129,15 +139,17 @@ def find_in_frame(text: str, frame: CoordinateFrame) -> list[CoordinateSpan]:
         piece = match.group()
         if match.group("polygon"):
             rings = frame.parse_polygon(piece)
-            spans.append(CoordinateSpan("polygon", match.start(), match.end(),
-                                        rings=tuple(tuple(ring) for ring in rings)))
+            spans.append(
+                CoordinateSpan("polygon", match.start(), match.end(), rings=tuple(tuple(ring) for ring in rings))
+            )
         elif piece.count(",") == 3:
             spans.append(CoordinateSpan("box", match.start(), match.end(), box=frame.parse_box(piece)))
     return spans
 
 
-def qwen_resized(height: int, width: int, factor: int = 28, min_pixels: int = QWEN_MIN_PIXELS,
-                 max_pixels: int = QWEN_MAX_PIXELS) -> tuple[int, int]:
+def qwen_resized(
+    height: int, width: int, factor: int = 28, min_pixels: int = QWEN_MIN_PIXELS, max_pixels: int = QWEN_MAX_PIXELS
+) -> tuple[int, int]:
     """The ``(height, width)`` a Qwen2-VL / Qwen2.5-VL image processor resizes an image to: each side
     rounded to a multiple of ``factor`` (the 14-pixel patch times the 2x2 merge), then, if the area is
     above ``max_pixels`` or below ``min_pixels``, both sides scaled by one factor (square root of the
@@ -165,9 +177,14 @@ def _candidates(value, found: list[Geometry]) -> None:
     start there, as the text writes them."""
     if isinstance(value, dict):
         rings, starts = value.get("rings"), value.get("start_vertices")
-        if isinstance(rings, list) and isinstance(starts, list) and len(rings) == len(starts) \
-                and all(_is_ring(ring) for ring in rings) and all(isinstance(s, int) for s in starts):
-            rotated = [ring[start % len(ring):] + ring[:start % len(ring)] for ring, start in zip(rings, starts)]
+        if (
+            isinstance(rings, list)
+            and isinstance(starts, list)
+            and len(rings) == len(starts)
+            and all(_is_ring(ring) for ring in rings)
+            and all(isinstance(s, int) for s in starts)
+        ):
+            rotated = [ring[start % len(ring) :] + ring[: start % len(ring)] for ring, start in zip(rings, starts)]
             _candidates(rotated, found)
         for item in value.values():
             _candidates(item, found)
@@ -175,8 +192,13 @@ def _candidates(value, found: list[Geometry]) -> None:
     if not isinstance(value, list) or not value:
         return
     numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    if (numbers and len(value) == 4 and all(0 <= v <= 1 for v in value)
-            and value[0] <= value[2] and value[1] <= value[3]):
+    if (
+        numbers
+        and len(value) == 4
+        and all(0 <= v <= 1 for v in value)
+        and value[0] <= value[2]
+        and value[1] <= value[3]
+    ):
         found.append(("box", tuple(float(v) for v in value)))
         return
     if all(_is_ring(ring) for ring in value):
@@ -187,9 +209,14 @@ def _candidates(value, found: list[Geometry]) -> None:
 
 
 def _is_ring(value) -> bool:
-    return (isinstance(value, list) and len(value) >= 3
-            and all(isinstance(p, list) and len(p) == 2 and all(isinstance(c, (int, float)) and 0 <= c <= 1 for c in p)
-                    for p in value))
+    return (
+        isinstance(value, list)
+        and len(value) >= 3
+        and all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(c, (int, float)) and 0 <= c <= 1 for c in p)
+            for p in value
+        )
+    )
 
 
 def target_geometry(target: dict, convention: CoordinateConvention, max_vertices: int) -> dict[str, Geometry]:
@@ -202,8 +229,11 @@ def target_geometry(target: dict, convention: CoordinateConvention, max_vertices
     ambiguous: set[str] = set()
     for kind, value in found:
         try:
-            text = (render_box(value, convention) if kind == "box"
-                    else render_polygon([list(ring) for ring in value], convention, max_vertices))
+            text = (
+                render_box(value, convention)
+                if kind == "box"
+                else render_polygon([list(ring) for ring in value], convention, max_vertices)
+            )
         except ValueError:
             continue
         if rendered.setdefault(text, (kind, value)) != (kind, value):
@@ -211,8 +241,9 @@ def target_geometry(target: dict, convention: CoordinateConvention, max_vertices
     return {text: geometry for text, geometry in rendered.items() if text not in ambiguous}
 
 
-def reframe_text(text: str, convention: CoordinateConvention, frame: CoordinateFrame,
-                 exact: dict[str, Geometry], max_vertices: int) -> tuple[str, int, int]:
+def reframe_text(
+    text: str, convention: CoordinateConvention, frame: CoordinateFrame, exact: dict[str, Geometry], max_vertices: int
+) -> tuple[str, int, int]:
     """``text`` with every box and polygon written in ``convention`` rewritten in ``frame``; also the
     number of coordinates rewritten and how many of them had no exact value in the target (read from
     the text, so within the profile's rounding). A frame equal to the convention returns the text."""
@@ -221,15 +252,18 @@ def reframe_text(text: str, convention: CoordinateConvention, frame: CoordinateF
     pieces: list[str] = []
     cursor = rewritten = from_text = 0
     for span in find_coordinates(text, convention):
-        written = text[span.start:span.end]
+        written = text[span.start : span.end]
         kind, value = exact.get(written, (span.kind, None))
         if value is None or kind != span.kind:
             from_text += 1
             value = span.box if span.kind == "box" else span.rings
             kind = span.kind
-        pieces.append(text[cursor:span.start])
-        pieces.append(frame.render_box(value) if kind == "box"
-                      else frame.render_polygon([list(ring) for ring in value], max_vertices))
+        pieces.append(text[cursor : span.start])
+        pieces.append(
+            frame.render_box(value)
+            if kind == "box"
+            else frame.render_polygon([list(ring) for ring in value], max_vertices)
+        )
         cursor = span.end
         rewritten += 1
     pieces.append(text[cursor:])

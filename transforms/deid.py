@@ -60,7 +60,7 @@ def header_spans(text: str) -> list[Span]:
             if _label_key(field.group("label")) not in HEADER_LABELS:
                 continue
             end = fields[index + 1].start() if index + 1 < len(fields) else len(line)
-            value = line[field.end():end].rstrip(" \t")
+            value = line[field.end() : end].rstrip(" \t")
             if value:
                 start = line_offset + field.end()
                 spans.append(Span(start, start + len(value), f"header:{_label_key(field.group('label'))}"))
@@ -95,7 +95,7 @@ def phi_spans(text: str) -> list[Span]:
 def _replace(text: str, spans: list[Span]) -> str:
     pieces, position = [], 0
     for span in spans:
-        pieces += [text[position:span.start], TOKEN]
+        pieces += [text[position : span.start], TOKEN]
         position = span.end
     pieces.append(text[position:])
     return "".join(pieces)

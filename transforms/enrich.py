@@ -79,8 +79,13 @@ def decode_unit(unit: ImageUnit, size: int, png_compression: int) -> DecodedUnit
             f"{ref.image_key}: metadata says {expected[0]}x{expected[1]}, file is {image.width}x{image.height}"
         )
     return DecodedUnit(
-        unit=unit, png=images.encode_png(image.canvas, png_compression), letterbox=image.letterbox,
-        width=image.width, height=image.height, photometric=image.photometric, bits_stored=image.bits_stored,
+        unit=unit,
+        png=images.encode_png(image.canvas, png_compression),
+        letterbox=image.letterbox,
+        width=image.width,
+        height=image.height,
+        photometric=image.photometric,
+        bits_stored=image.bits_stored,
         source_format=image.source_format,
     )
 
@@ -100,16 +105,29 @@ def _clip(box: Box, width: int, height: int) -> Box | None:
 def _box_row(box: Box, lb: Letterbox, readers: tuple[str, ...] = ()) -> dict:
     """A box (already inside the image) in original pixels and canvas units."""
     u1, v1, u2, v2 = lb.box_to_unit(box.x1, box.y1, box.x2, box.y2)
-    return {"label": box.label, "finding": labels.finding_for_box(box.origin, box.label), "origin": box.origin,
-            "reader": box.reader, "readers": list(readers or ([box.reader] if box.reader else [])),
-            "x1": box.x1, "y1": box.y1, "x2": box.x2, "y2": box.y2, "u1": u1, "v1": v1, "u2": u2, "v2": v2}
+    return {
+        "label": box.label,
+        "finding": labels.finding_for_box(box.origin, box.label),
+        "origin": box.origin,
+        "reader": box.reader,
+        "readers": list(readers or ([box.reader] if box.reader else [])),
+        "x1": box.x1,
+        "y1": box.y1,
+        "x2": box.x2,
+        "y2": box.y2,
+        "u1": u1,
+        "v1": v1,
+        "u2": u2,
+        "v2": v2,
+    }
 
 
 def _polygon_row(label: str, origin: str, rings: list[list[tuple[float, float]]], lb: Letterbox) -> dict:
     """Polygon vertices are pixel indices (a vertex at a pixel's centre, as OpenCV contours and
     CheXmask landmarks are); the centre of pixel i lies at edge coordinate i + 0.5."""
     return {
-        "label": label, "origin": origin,
+        "label": label,
+        "origin": origin,
         "rings": [[[float(x), float(y)] for x, y in ring] for ring in rings],
         "rings_unit": [[list(lb.to_unit(x + 0.5, y + 0.5)) for x, y in ring] for ring in rings],
     }
@@ -125,13 +143,16 @@ def _decode_for_image(mask: MaskRLE, width: int, height: int) -> np.ndarray:
     return masks.rle_decode(mask.rle, mask.height, mask.width, mask.convention)
 
 
-def _mask_geometry(label: str, origin: str, mask: np.ndarray, lb: Letterbox,
-                   max_vertices: int) -> tuple[list[dict], list[dict], int]:
+def _mask_geometry(
+    label: str, origin: str, mask: np.ndarray, lb: Letterbox, max_vertices: int
+) -> tuple[list[dict], list[dict], int]:
     """Boxes and the polygon of a mask, and how many rings were dropped below ``MIN_RING_AREA``."""
     if not mask.any():
         return [], [], 0
-    rows = [_box_row(Box(label=label, x1=x1, y1=y1, x2=x2, y2=y2, origin=origin), lb)
-            for x1, y1, x2, y2 in masks.mask_to_boxes(mask)]
+    rows = [
+        _box_row(Box(label=label, x1=x1, y1=y1, x2=x2, y2=y2, origin=origin), lb)
+        for x1, y1, x2, y2 in masks.mask_to_boxes(mask)
+    ]
     rings = masks.mask_to_polygons(mask, max_vertices=max_vertices)
     kept = [ring for ring in rings if abs(masks.signed_area(ring)) >= MIN_RING_AREA]
     return rows, ([_polygon_row(label, origin, kept, lb)] if kept else []), len(rings) - len(kept)
@@ -150,10 +171,14 @@ def _chexmask_geometry(ann: AnnotationRecord, lb: Letterbox, width: int, height:
     back to the image's own size first; OriginalResolution rows must match the image size."""
     preprocessed = ann.provenance.get("space") == "preprocessed-1024"
     if preprocessed:
-        organ_masks = {m.label: preprocessed_to_original(masks.rle_decode(m.rle, m.height, m.width, m.convention),
-                                                         width, height) for m in ann.masks}
-        contours = [(c.label, c.origin, _inside(preprocessed_to_original(np.array(c.points), width, height),
-                                                width, height)) for c in ann.landmarks]
+        organ_masks = {
+            m.label: preprocessed_to_original(masks.rle_decode(m.rle, m.height, m.width, m.convention), width, height)
+            for m in ann.masks
+        }
+        contours = [
+            (c.label, c.origin, _inside(preprocessed_to_original(np.array(c.points), width, height), width, height))
+            for c in ann.landmarks
+        ]
     else:
         organ_masks = {m.label: _decode_for_image(m, width, height) for m in ann.masks}
         contours = [(c.label, c.origin, c.points) for c in ann.landmarks]
@@ -190,8 +215,7 @@ def _reader_consensus(read_boxes: list[Box]):
     per_reader = [box for box in read_boxes if box.reader and box.reader != FUSION["consensus_reader"]]
     if len({box.reader for box in per_reader}) < 2:
         return [], []
-    fusion = boxes.fuse_readers(per_reader, FUSION["iou_threshold"], FUSION["min_readers"],
-                                FUSION["consensus_reader"])
+    fusion = boxes.fuse_readers(per_reader, FUSION["iou_threshold"], FUSION["min_readers"], FUSION["consensus_reader"])
     return fusion.consensus, fusion.unsupported
 
 
@@ -208,9 +232,17 @@ def geometry_unit(decoded: DecodedUnit, max_vertices: int = 30) -> tuple[Enriche
             clipped = _clip(box, width, height)
             if clipped is None:
                 reason, problem = _box_problem(box, width, height)
-                rejects.append(Reject(key=key, source=source, stage="geometry", level="item", reason=reason,
-                                      detail=f"{box.where + ': ' if box.where else ''}{box.label} "
-                                             f"({box.x1},{box.y1},{box.x2},{box.y2}) {problem}"))
+                rejects.append(
+                    Reject(
+                        key=key,
+                        source=source,
+                        stage="geometry",
+                        level="item",
+                        reason=reason,
+                        detail=f"{box.where + ': ' if box.where else ''}{box.label} "
+                        f"({box.x1},{box.y1},{box.x2},{box.y2}) {problem}",
+                    )
+                )
             else:
                 enriched.boxes.append(_box_row(clipped, lb))
                 kept.append(clipped)
@@ -220,23 +252,40 @@ def geometry_unit(decoded: DecodedUnit, max_vertices: int = 30) -> tuple[Enriche
     consensus, unsupported = _reader_consensus(read_boxes)
     enriched.boxes += [_box_row(c.box, lb, c.readers) for c in consensus]
     for cluster in unsupported:
-        rejects.append(Reject(key=unit.key, source=record.image.source, stage="geometry", kind="filtered",
-                              level="item", reason="no-reader-consensus",
-                              detail=f"{cluster.box.label}: only {', '.join(cluster.readers)} drew it"))
+        rejects.append(
+            Reject(
+                key=unit.key,
+                source=record.image.source,
+                stage="geometry",
+                kind="filtered",
+                level="item",
+                reason="no-reader-consensus",
+                detail=f"{cluster.box.label}: only {', '.join(cluster.readers)} drew it",
+            )
+        )
     # Several mask rows of one label (SIIM) are separate masks of one finding: union them.
     by_label: dict[str, np.ndarray] = {}
     for mask in record.masks:
         decoded_mask = _decode_for_image(mask, width, height)
         by_label[mask.label] = by_label.get(mask.label, False) | decoded_mask
     for label in sorted(by_label):
-        mask_boxes, mask_polygons, dropped = _mask_geometry(label, record.masks[0].origin, by_label[label], lb,
-                                                            max_vertices)
+        mask_boxes, mask_polygons, dropped = _mask_geometry(
+            label, record.masks[0].origin, by_label[label], lb, max_vertices
+        )
         enriched.boxes += mask_boxes
         enriched.polygons += mask_polygons
         if dropped:
-            rejects.append(Reject(key=unit.key, source=record.image.source, stage="geometry", kind="filtered",
-                                  level="item", reason="polygon-ring-below-min-area",
-                                  detail=f"{label}: {dropped} ring(s) under {MIN_RING_AREA} px²"))
+            rejects.append(
+                Reject(
+                    key=unit.key,
+                    source=record.image.source,
+                    stage="geometry",
+                    kind="filtered",
+                    level="item",
+                    reason="polygon-ring-below-min-area",
+                    detail=f"{label}: {dropped} ring(s) under {MIN_RING_AREA} px²",
+                )
+            )
     for polygon in record.polygons:
         enriched.polygons.append(_polygon_row(polygon.label, polygon.origin, polygon.rings, lb))
 
@@ -253,14 +302,22 @@ def geometry_unit(decoded: DecodedUnit, max_vertices: int = 30) -> tuple[Enriche
                 for polygon in ann.polygons:
                     enriched.polygons.append(_polygon_row(polygon.label, polygon.origin, polygon.rings, lb))
         except ValueError as exc:
-            rejects.append(Reject(key=ann.target_key, source=ann.source, stage="geometry",
-                                  reason=_reason(exc), detail=f"{ann.native_id}: {exc}"))
+            rejects.append(
+                Reject(
+                    key=ann.target_key,
+                    source=ann.source,
+                    stage="geometry",
+                    reason=_reason(exc),
+                    detail=f"{ann.native_id}: {exc}",
+                )
+            )
             continue
         enriched.annotations.append(ann)
     ptx = by_label.get("Pneumothorax")
     if ptx is not None and ptx.any() and {"right lung", "left lung"} <= set(organ_masks):
         enriched.ptx_ratio, enriched.ptx_side = geometry.pneumothorax_ratio(
-            ptx, organ_masks["right lung"], organ_masks["left lung"])
+            ptx, organ_masks["right lung"], organ_masks["left lung"]
+        )
     return enriched, rejects
 
 
@@ -327,8 +384,11 @@ def language_unit(enriched: EnrichedUnit) -> EnrichedUnit:
     findings_text = next((s["text"] for s in reversed(enriched.sections) if s["name"] == "findings"), None)
     if findings_text:  # the cleaned FINDINGS text's labels, for chain-of-thought targets (study labels stay official)
         enriched.findings_labels = labels.label_report(reports.clean_text(findings_text))
-    raw = (list(record.raw_labels) + labels.box_labels(record.boxes)
-           + [label for ann in enriched.annotations for label in ann.raw_labels])
+    raw = (
+        list(record.raw_labels)
+        + labels.box_labels(record.boxes)
+        + [label for ann in enriched.annotations for label in ann.raw_labels]
+    )
     enriched.findings = [
         {"name": f.name, "presence": f.presence, "systems": list(f.systems), "raw": list(f.raw)}
         for f in labels.harmonize(raw)
@@ -355,8 +415,16 @@ def without_report(enriched: EnrichedUnit, reason: str) -> EnrichedUnit:
     provenance = {key: value for key, value in record.provenance.items() if key != "labels_localizations_by_sentence"}
     record = record.model_copy(update={"report": None, "provenance": {**provenance, "report": reason}})
     decoded = replace(enriched.decoded, unit=replace(enriched.decoded.unit, record=record))
-    return replace(enriched, decoded=decoded, findings=[], sections=[], mentions=[], findings_labels=None,
-                   report_english=None, report_translation=None)
+    return replace(
+        enriched,
+        decoded=decoded,
+        findings=[],
+        sections=[],
+        mentions=[],
+        findings_labels=None,
+        report_english=None,
+        report_translation=None,
+    )
 
 
 # ---------------------------------------------------------------- output rows
@@ -367,13 +435,20 @@ def image_row(enriched: EnrichedUnit) -> dict:
     ref = decoded.unit.record.image
     lb = decoded.letterbox
     return {
-        "image_key": ref.image_key, "source": ref.source, "split": decoded.unit.split,
-        "split_authority": decoded.unit.split_authority, "subject_id": ref.subject_id, "study_id": ref.study_id,
-        "view": ref.view, "study_datetime": ref.study_datetime,
+        "image_key": ref.image_key,
+        "source": ref.source,
+        "split": decoded.unit.split,
+        "split_authority": decoded.unit.split_authority,
+        "subject_id": ref.subject_id,
+        "study_id": ref.study_id,
+        "view": ref.view,
+        "study_datetime": ref.study_datetime,
         "image": {"bytes": decoded.png, "path": f"{ref.image_key}.png"},
-        "orig_width": decoded.width, "orig_height": decoded.height,
+        "orig_width": decoded.width,
+        "orig_height": decoded.height,
         "letterbox": {"size": lb.size, "scale": lb.scale, "pad_x": lb.pad_x, "pad_y": lb.pad_y},
-        "photometric": decoded.photometric, "bits_stored": decoded.bits_stored,
+        "photometric": decoded.photometric,
+        "bits_stored": decoded.bits_stored,
         "source_format": decoded.source_format,
     }
 
@@ -391,8 +466,12 @@ def annotation_row(enriched: EnrichedUnit) -> dict:
     raw_labels = list(record.raw_labels) + [label for ann in enriched.annotations for label in ann.raw_labels]
     score = severity.severity_ordinal(enriched.mentions)
     return {
-        "image_key": unit.key, "source": record.image.source, "split": unit.split,
-        "subject_id": record.image.subject_id, "study_id": record.image.study_id, "view": record.image.view,
+        "image_key": unit.key,
+        "source": record.image.source,
+        "split": unit.split,
+        "subject_id": record.image.subject_id,
+        "study_id": record.image.study_id,
+        "view": record.image.view,
         "study_datetime": record.image.study_datetime,
         "annotation_sources": sorted({ann.source for ann in enriched.annotations}),
         "findings": enriched.findings,
@@ -407,8 +486,9 @@ def annotation_row(enriched: EnrichedUnit) -> dict:
         "report_translation": enriched.report_translation,
         "sections": enriched.sections,
         "mentions": [_mention_row(m) for m in enriched.mentions],
-        "findings_labels": None if enriched.findings_labels is None else [
-            {"name": name, "value": value} for name, value in enriched.findings_labels.items()],
+        "findings_labels": None
+        if enriched.findings_labels is None
+        else [{"name": name, "value": value} for name, value in enriched.findings_labels.items()],
         "attribute_prompt": phrases.attribute_prompt(enriched.mentions) or None,
         "severity_ordinal": score,
         "severity_bucket": severity.severity_bucket(score),
@@ -424,10 +504,19 @@ def annotation_row(enriched: EnrichedUnit) -> dict:
 
 def _mention_row(mention: AttributeMention) -> dict:
     low, high = mention.severity if mention.severity is not None else (None, None)
-    return {"finding": mention.finding, "presence": mention.presence, "laterality": mention.laterality,
-            "zones": list(mention.zones), "severity_min": low, "severity_max": high,
-            "severity_scale": mention.severity_scale, "temporal": mention.temporal, "sentence": mention.sentence,
-            "span_start": mention.span[0], "span_end": mention.span[1]}
+    return {
+        "finding": mention.finding,
+        "presence": mention.presence,
+        "laterality": mention.laterality,
+        "zones": list(mention.zones),
+        "severity_min": low,
+        "severity_max": high,
+        "severity_scale": mention.severity_scale,
+        "temporal": mention.temporal,
+        "sentence": mention.sentence,
+        "span_start": mention.span[0],
+        "span_end": mention.span[1],
+    }
 
 
 def train_severity_documents(rows: list[dict]) -> list[list[str]]:

@@ -1,4 +1,4 @@
-"""One instruction row as each training framework's data file writes it (pure; ``pipelines.export``
+"""One instruction row as each training framework's data file writes it (pure; ``pipelines.training.export``
 streams the rows through these).
 
 Every format keeps the row's turns and puts one image placeholder per image, in the order of
@@ -9,7 +9,7 @@ Every format keeps the row's turns and puts one image placeholder per image, in 
                    (the LLaVA-NeXT / OneVision convention), absent for none; turns ``{from: human|gpt,
                    value}`` with ``<image>`` in the text
 ``qwen-vl``        the same keys (Qwen2.5-VL's ``qwen-vl-finetune`` reads LLaVA's layout), coordinates in
-                   the Qwen frame (``pipelines.export``)
+                   the Qwen frame (``pipelines.training.export``)
 ``llamafactory``   ``{id, messages, images}``: LLaMA-Factory's ``sharegpt`` layout with OpenAI-style tags,
                    ``messages`` ``{role: user|assistant, content}`` with ``<image>`` in the text
 ``swift``          the same keys as ``llamafactory`` (ms-swift's ``messages`` / ``images`` JSON Lines)

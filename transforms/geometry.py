@@ -247,7 +247,9 @@ def ptx_band(ratio: float) -> PtxBand:
 
 def _check_convention(convention: str) -> None:
     if convention not in COORDINATE_CONVENTIONS:
-        raise ValueError(f"unknown coordinate convention {convention!r}; expected one of {list(COORDINATE_CONVENTIONS)}")
+        raise ValueError(
+            f"unknown coordinate convention {convention!r}; expected one of {list(COORDINATE_CONVENTIONS)}"
+        )
 
 
 def _render_values(values: list[float], convention: CoordinateConvention) -> str:
@@ -423,9 +425,11 @@ def find_coordinates(text: str, convention: CoordinateConvention) -> list[Coordi
             elif count >= 6 and count % 2 == 0:
                 kind = "ring"
             else:
-                raise ValueError(f"{count} bin tokens at offset {start} of {text!r}: neither a box (4) "
-                                 "nor a ring (an even number, at least 6)")
-            if polygon and (kind != "ring" or text[polygon[-1][1]:start] != " "):
+                raise ValueError(
+                    f"{count} bin tokens at offset {start} of {text!r}: neither a box (4) "
+                    "nor a ring (an even number, at least 6)"
+                )
+            if polygon and (kind != "ring" or text[polygon[-1][1] : start] != " "):
                 spans.append(_span("polygon", text, polygon[0][0], polygon[-1][1], convention))
                 polygon = []
             if kind == "ring":

@@ -40,17 +40,39 @@ PNG_LEVELS = range(10)
 ``BuildConfig.png_compression`` (schemas/config.py, where the default's measurements are)."""
 
 
-DICOM_KEYWORDS_READ = frozenset({
-    # read by pydicom's pixel decoder to unpack PixelData
-    "TransferSyntaxUID", "PixelData", "Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored",
-    "HighBit", "PixelRepresentation", "PlanarConfiguration", "NumberOfFrames", "PhotometricInterpretation",
-    # read here: Modality LUT, VOI LUT or window
-    "RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth", "VOILUTSequence", "LUTDescriptor", "LUTData",
-})
+DICOM_KEYWORDS_READ = frozenset(
+    {
+        # read by pydicom's pixel decoder to unpack PixelData
+        "TransferSyntaxUID",
+        "PixelData",
+        "Rows",
+        "Columns",
+        "SamplesPerPixel",
+        "BitsAllocated",
+        "BitsStored",
+        "HighBit",
+        "PixelRepresentation",
+        "PlanarConfiguration",
+        "NumberOfFrames",
+        "PhotometricInterpretation",
+        # read here: Modality LUT, VOI LUT or window
+        "RescaleSlope",
+        "RescaleIntercept",
+        "WindowCenter",
+        "WindowWidth",
+        "VOILUTSequence",
+        "LUTDescriptor",
+        "LUTData",
+    }
+)
 """Every DICOM attribute decoding looks at. No name, id, date, place or device attribute is among them."""
 
-DICOM_FACTS_KEPT = {"width": "Columns", "height": "Rows", "photometric": "PhotometricInterpretation",
-                    "bits_stored": "BitsStored"}
+DICOM_FACTS_KEPT = {
+    "width": "Columns",
+    "height": "Rows",
+    "photometric": "PhotometricInterpretation",
+    "bits_stored": "BitsStored",
+}
 """The header allow-list: :class:`DecodedImage` field -> the DICOM attribute it comes from. These four
 facts are all of a DICOM header that can reach outputs; everything else in DecodedImage is pixels or
 says what decoding did."""
@@ -204,7 +226,8 @@ def _transfer_syntax(dataset: pydicom.Dataset) -> pydicom.uid.UID:
         raise ImageDecodeError(
             f"DICOM TransferSyntaxUID {syntax} ({syntax.name}) is a {'compressed' if syntax.is_compressed else 'native'}"
             f" syntax but the PixelData is {'encapsulated (compressed)' if encapsulated else 'native'}: "
-            "the header names the wrong transfer syntax")
+            "the header names the wrong transfer syntax"
+        )
     return syntax
 
 
@@ -228,8 +251,9 @@ def _decode_dicom(data: bytes) -> tuple[np.ndarray, HeaderFacts]:
     try:
         stored = dataset.pixel_array
     except Exception as err:  # pydicom raises many kinds for truncated or undecodable pixel data
-        raise ImageDecodeError(f"DICOM pixel data cannot be decoded as {syntax.name} ({syntax}): "
-                               f"{type(err).__name__}: {err}") from err
+        raise ImageDecodeError(
+            f"DICOM pixel data cannot be decoded as {syntax.name} ({syntax}): {type(err).__name__}: {err}"
+        ) from err
     if stored.ndim != 2:
         raise ImageDecodeError(f"DICOM pixel array has shape {stored.shape}, expected one 2-D frame")
 
@@ -328,11 +352,11 @@ def png_header_problem(data: bytes) -> str | None:
     while kind != b"IEND":
         if offset + 12 > len(data):
             return f"corrupt or truncated PNG: the file ends after {offset} bytes without an IEND chunk"
-        length, kind = int.from_bytes(data[offset:offset + 4], "big"), data[offset + 4:offset + 8]
+        length, kind = int.from_bytes(data[offset : offset + 4], "big"), data[offset + 4 : offset + 8]
         if offset + 12 + length > len(data):
             return f"corrupt or truncated PNG: the file ends inside a {kind!r} chunk"
         if kind == b"IDAT":
-            idat += data[offset + 8:offset + 8 + length]
+            idat += data[offset + 8 : offset + 8 + length]
         offset += 12 + length
     expected = height * (1 + math.ceil(width * _PNG_CHANNELS[colour] * depth / 8))  # without interlacing
     cap = 4 * expected + 1  # never inflate more than a few times what the header allows
@@ -342,8 +366,10 @@ def png_header_problem(data: bytes) -> str | None:
         return f"PNG image data corrupt ({header}): {err}"
     if interlace == 0 and size != expected:
         holds = f"more than {cap - 1}" if size == cap else str(size)
-        return (f"PNG header does not fit its image data: {header}, which needs {expected} bytes of "
-                f"filtered rows; the image data holds {holds}")
+        return (
+            f"PNG header does not fit its image data: {header}, which needs {expected} bytes of "
+            f"filtered rows; the image data holds {holds}"
+        )
     return None
 
 
@@ -531,8 +557,16 @@ def decode_letterboxed(path_or_bytes: str | bytes, format: str | None = None, si
     canvas = np.zeros((size, size), dtype=np.uint8)
     x0, y0 = int(box.pad_x), int(box.pad_y)
     canvas[y0 : y0 + box.content_height, x0 : x0 + box.content_width] = content
-    return LetterboxedImage(canvas=canvas, letterbox=box, width=width, height=height, photometric=header.photometric,
-                            bits_stored=header.bits_stored, source_format=fmt, windowing=windowing)
+    return LetterboxedImage(
+        canvas=canvas,
+        letterbox=box,
+        width=width,
+        height=height,
+        photometric=header.photometric,
+        bits_stored=header.bits_stored,
+        source_format=fmt,
+        windowing=windowing,
+    )
 
 
 def encode_png(image_uint8: np.ndarray, level: int) -> bytes:

@@ -93,8 +93,11 @@ def match(pattern: str, limit: int | None = None, problems: list[Unlisted] | Non
         return _filesystems().match([pattern], [limit] if limit is not None else None)[0].metadata_list
     prefix = re.match(r"[^[*?]*", pattern).group(0)
     if prefix == pattern:
-        return [FileMetadata(pattern, os.path.getsize(pattern), os.path.getmtime(pattern))] \
-            if os.path.isfile(pattern) else []
+        return (
+            [FileMetadata(pattern, os.path.getsize(pattern), os.path.getmtime(pattern))]
+            if os.path.isfile(pattern)
+            else []
+        )
     matches = _matcher(pattern)
 
     def report(problem: Unlisted) -> None:
@@ -187,8 +190,12 @@ def _walk(top: str, may_hold, report) -> Iterator[tuple[str, list[str]]]:
             continue
         identity = (status.st_dev, status.st_ino)
         if identity in seen:
-            log.warning("listing: %s is the folder %s again (through a link); listed once, as %s",
-                        folder, seen[identity], seen[identity])
+            log.warning(
+                "listing: %s is the folder %s again (through a link); listed once, as %s",
+                folder,
+                seen[identity],
+                seen[identity],
+            )
             continue
         seen[identity] = folder
         names, subfolders = [], []
@@ -311,8 +318,10 @@ def remove_tree(folder: str) -> int:
     if folder.startswith("gs://"):
         failed = [(path, status) for path, status in _gcs().delete_batch(files) if status is not None]
         if failed:
-            raise OSError(f"could not delete {len(failed)} of {len(files)} objects under {folder}, "
-                          f"e.g. {failed[0][0]} (HTTP {failed[0][1]})")
+            raise OSError(
+                f"could not delete {len(failed)} of {len(files)} objects under {folder}, "
+                f"e.g. {failed[0][0]} (HTTP {failed[0][1]})"
+            )
     elif files:
         _filesystems().delete(files)
     return len(files)
@@ -363,8 +372,10 @@ def csv_file(folder: str, stem: str) -> str | None:
     found = [path for path in (plain, packed) if exists(path)]
     if len(found) == 2:
         log.warning("both %s and %s exist; one is probably partial", plain, packed)
-        raise AmbiguousInputError(f"{plain} and {packed} both exist; keep the complete one and remove the other "
-                                  "(one of them is probably a partial copy)")
+        raise AmbiguousInputError(
+            f"{plain} and {packed} both exist; keep the complete one and remove the other "
+            "(one of them is probably a partial copy)"
+        )
     return found[0] if found else None
 
 
@@ -374,7 +385,7 @@ def basename(path: str) -> str:
 
 def relative(path: str, root: str) -> str:
     root = root.rstrip("/") + "/"
-    return path[len(root):] if path.startswith(root) else path
+    return path[len(root) :] if path.startswith(root) else path
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters

@@ -45,16 +45,31 @@ if TYPE_CHECKING:
     from spacy.tokens import Doc, Span
 
 OBSERVATIONS: tuple[str, ...] = (
-    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Lesion", "Lung Opacity", "Edema",
-    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
-    "Fracture", "Support Devices",
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Lesion",
+    "Lung Opacity",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
 )
 """The 14 CheXpert observations, in the CheXpert labeler's output order."""
 NO_FINDING = "No Finding"
 EXEMPT_FROM_NO_FINDING = frozenset({"Support Devices"})
 PHASES: tuple[str, ...] = ("pre_negation_uncertainty", "negation", "post_negation_uncertainty")
-PHASE_VALUE = {"pre_negation_uncertainty": -1.0, "negation": 0.0, "post_negation_uncertainty": -1.0,
-               "stable_heart": -1.0}
+PHASE_VALUE = {
+    "pre_negation_uncertainty": -1.0,
+    "negation": 0.0,
+    "post_negation_uncertainty": -1.0,
+    "stable_heart": -1.0,
+}
 _STRENGTH = {0.0: 0, -1.0: 1, 1.0: 2}
 """Several mentions of one observation: 1 beats -1 beats 0 (CheXpert aggregation)."""
 
@@ -106,14 +121,14 @@ def _alternation(phrases: list[str]) -> re.Pattern[str] | None:
 
 
 def _positional_unmentions(mention: list[str], spec: Mapping[str, Any]) -> list[str]:
-    """"over the left heart", "in the cardiac silhouette", ...: places, not findings (docs/language.md §3.2)."""
+    """ "over the left heart", "in the cardiac silhouette", ...: places, not findings (docs/language.md §3.2)."""
     keep = set(spec["keep"])
     result = []
     for phrase in mention:
         if phrase in keep:
             continue
         bare = phrase.replace(r"\b", "")
-        bare = bare[len("the "):] if bare.startswith("the ") else bare
+        bare = bare[len("the ") :] if bare.startswith("the ") else bare
         result += [re.escape(f"{prefix} {side}{bare}") for prefix in spec["prefixes"] for side in spec["sides"]]
     return result
 
@@ -163,8 +178,10 @@ def load_rules() -> Rules:
             add([phrase], CueRule("post_negation_uncertainty", "forward", differential["forward_tokens"][phrase]))
             add([phrase], CueRule("post_negation_uncertainty", "backward", differential["backward_tokens"][phrase]))
     elif differential["reading"] != "positive":
-        raise ValueError(f"labeler/cues.yaml: differential.reading must be 'positive' or 'uncertain', "
-                         f"got {differential['reading']!r}")
+        raise ValueError(
+            f"labeler/cues.yaml: differential.reading must be 'positive' or 'uncertain', "
+            f"got {differential['reading']!r}"
+        )
     prefixes = cues["negating_prefixes"]
     return Rules(
         mention_patterns={name: _alternation(spec["mention"]) for name, spec in observations.items()},
@@ -264,8 +281,9 @@ def _scope(cue: Span, rule: CueRule, sentence: Span, stops: list[int]) -> tuple[
     return after, before
 
 
-def _classify(name: str, mention: Span, cues: list[tuple[Span, CueRule]], sentence: Span,
-              rules: Rules) -> tuple[float, str | None]:
+def _classify(
+    name: str, mention: Span, cues: list[tuple[Span, CueRule]], sentence: Span, rules: Rules
+) -> tuple[float, str | None]:
     """(value, deciding cue) of one mention: the first phase whose cue covers it decides."""
     mention_text = mention.text
     is_heart_size = (
@@ -292,8 +310,11 @@ def _classify(name: str, mention: Span, cues: list[tuple[Span, CueRule]], senten
 def _outermost(spans: list[Span]) -> list[Span]:
     """Cue spans not contained in a longer cue ("no" inside "no new" goes; partial overlaps such as
     "are clear" / "clear of" both stay)."""
-    return [span for span in spans if not any(
-        other.start <= span.start and span.end <= other.end and len(other) > len(span) for other in spans)]
+    return [
+        span
+        for span in spans
+        if not any(other.start <= span.start and span.end <= other.end and len(other) > len(span) for other in spans)
+    ]
 
 
 def extract_label_mentions(text: str) -> list[Mention]:
@@ -345,9 +366,20 @@ def label_report_rules(text: str) -> dict[str, Value]:
 # ---------------------------------------------------------------- CheXbert backend
 
 CHEXBERT_ORDER: tuple[str, ...] = (
-    "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema", "Consolidation",
-    "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture",
-    "Support Devices", "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+    "No Finding",
 )
 """Head order of CheXbert: 13 heads with classes (blank, positive, negative, uncertain), then No Finding
 with (blank, positive)."""
@@ -403,8 +435,10 @@ class CheXbertLabeler:
         problems = self.model.load_state_dict(state, strict=False)
         wrong = [k for k in problems.missing_keys if "position_ids" not in k]
         if wrong or problems.unexpected_keys:
-            raise ValueError(f"{directory / 'chexbert.pth'} does not fit the CheXbert architecture: "
-                             f"missing {wrong[:5]}, unexpected {problems.unexpected_keys[:5]}")
+            raise ValueError(
+                f"{directory / 'chexbert.pth'} does not fit the CheXbert architecture: "
+                f"missing {wrong[:5]}, unexpected {problems.unexpected_keys[:5]}"
+            )
         self.model.eval()
 
     def __call__(self, text: str) -> dict[str, Value]:
@@ -446,8 +480,9 @@ def chexbert_labeler(checkpoint: str) -> CheXbertLabeler:
 # ---------------------------------------------------------------- public entry point
 
 
-def label_report(text: str, backend: Literal["rules", "chexbert"] = "rules",
-                 checkpoint: str | Path | None = None) -> dict[str, Value]:
+def label_report(
+    text: str, backend: Literal["rules", "chexbert"] = "rules", checkpoint: str | Path | None = None
+) -> dict[str, Value]:
     """The 14 CheXpert observations of one report: 1.0 positive, 0.0 negative, -1.0 uncertain, None
     not mentioned (No Finding is 1.0 or None). ``backend="chexbert"`` needs ``checkpoint``, a local
     directory described in :class:`CheXbertLabeler`; without it, or without the optional packages,
@@ -456,7 +491,9 @@ def label_report(text: str, backend: Literal["rules", "chexbert"] = "rules",
         return label_report_rules(text)
     if backend == "chexbert":
         if checkpoint is None:
-            raise ValueError("backend='chexbert' needs checkpoint=<local directory with "
-                             f"{', '.join(CHEXBERT_FILES)}>; use backend='rules' for the offline labeler")
+            raise ValueError(
+                "backend='chexbert' needs checkpoint=<local directory with "
+                f"{', '.join(CHEXBERT_FILES)}>; use backend='rules' for the offline labeler"
+            )
         return chexbert_labeler(str(Path(checkpoint).resolve()))(text)
     raise ValueError(f"backend must be 'rules' or 'chexbert', got {backend!r}")

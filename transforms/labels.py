@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any, Literal
-
 
 import manifests
 from schemas.records import Box, Finding, RawLabel
@@ -86,7 +85,9 @@ def _reasons(entry: Any, where: str) -> dict[str, str]:
     """``not_mapped``: raw name -> the reason it is left out; every reason a non-empty string."""
     if not isinstance(entry, dict):
         raise ValueError(f"{where}: expected a mapping of raw name -> reason, got {type(entry).__name__}")
-    if missing := sorted(str(name) for name, reason in entry.items() if not isinstance(reason, str) or not reason.strip()):
+    if missing := sorted(
+        str(name) for name, reason in entry.items() if not isinstance(reason, str) or not reason.strip()
+    ):
         raise ValueError(f"{where}: no reason given for {missing}")
     return {str(name): reason for name, reason in entry.items()}
 
@@ -282,7 +283,8 @@ def unmapped(raw_labels: Iterable[RawLabel]) -> list[RawLabel]:
     in input order; localisation-style systems (``non_finding_systems``) are left out."""
     rules = label_rules()
     return [
-        label for label in raw_labels
+        label
+        for label in raw_labels
         if label.system not in rules.non_finding_systems
         and (label.system not in rules.systems or label.name not in rules.systems[label.system].targets)
     ]
@@ -293,7 +295,8 @@ def unknown_labels(raw_labels: Iterable[RawLabel]) -> list[RawLabel]:
     ``not_mapped`` or ``no_information`` name): new strings, typos, unknown systems."""
     rules = label_rules()
     return [
-        label for label in unmapped(raw_labels)
+        label
+        for label in unmapped(raw_labels)
         if label.system not in rules.systems
         or label.name not in set(rules.systems[label.system].not_mapped) | rules.systems[label.system].no_information
     ]
@@ -333,11 +336,15 @@ def _region(system: str, name: str, entry: Mapping[str, Any], zones: frozenset[s
         raise ValueError(f"{where}: laterality {entry.get('laterality')!r} is not left, right or absent")
     if unknown := set(entry.get("zones") or ()) - zones:
         raise ValueError(f"{where}: zones {sorted(unknown)} are not in attributes.yaml zone_order")
-    return Region(name=name, structure=entry["structure"], laterality=entry.get("laterality"),
-                  zones=tuple(entry.get("zones") or ()))
+    return Region(
+        name=name,
+        structure=entry["structure"],
+        laterality=entry.get("laterality"),
+        zones=tuple(entry.get("zones") or ()),
+    )
 
 
-@lru_cache(maxsize=None)
+@cache
 def anatomy(system: str) -> Mapping[str, Region]:
     """Region name -> :class:`Region` for ``imagenome-regions`` or ``chexmask-organs``; KeyError names
     the known systems."""

@@ -92,9 +92,7 @@ def rle_decode(rle: str, height: int, width: int, convention: Convention) -> np.
         return np.zeros((height, width), dtype=bool)
     starts, ends = _runs_from_rle(_parse_rle_ints(text), convention)
     if ends[-1] > n_pixels:
-        raise ValueError(
-            f"RLE run ends at pixel {int(ends[-1])}, past the {height}x{width} mask ({n_pixels} pixels)"
-        )
+        raise ValueError(f"RLE run ends at pixel {int(ends[-1])}, past the {height}x{width} mask ({n_pixels} pixels)")
     # Alternating background / foreground stretches: gap before each run, the run, then the tail.
     counts = np.empty(2 * starts.size + 1, dtype=np.int64)
     counts[0:-1:2] = starts - np.concatenate(([0], ends[:-1]))

@@ -103,7 +103,7 @@ def _words(text: str) -> tuple[str, ...]:
 
 
 def _contains(words: tuple[str, ...], part: tuple[str, ...]) -> bool:
-    return any(words[i:i + len(part)] == part for i in range(len(words) - len(part) + 1))
+    return any(words[i : i + len(part)] == part for i in range(len(words) - len(part) + 1))
 
 
 @dataclass(frozen=True, eq=False)  # one object per manifest entry: compared and hashed by identity
@@ -192,15 +192,17 @@ def _load_regions(table: dict, locs: dict[str, _Loc]) -> dict[str, tuple[frozens
     return regions
 
 
-def _load_at(name: str, at: object, regions: dict,
-             locs: dict[str, _Loc]) -> tuple[frozenset[str] | None, frozenset[str]]:
+def _load_at(
+    name: str, at: object, regions: dict, locs: dict[str, _Loc]
+) -> tuple[frozenset[str] | None, frozenset[str]]:
     """A label's ``at``: (the parts it can lie in, or None for anywhere; the parts within them it cannot)."""
     if at == ANYWHERE:
         return None, frozenset()
     plain = {key for key, loc in locs.items() if loc.area == key}
     if not isinstance(at, list) or set(at) - set(regions) - plain:
-        raise ValueError(f"{MANIFEST}: label {name!r}: 'at' must be {ANYWHERE!r} or a list of regions and "
-                         "localizations")
+        raise ValueError(
+            f"{MANIFEST}: label {name!r}: 'at' must be {ANYWHERE!r} or a list of regions and localizations"
+        )
     inside = frozenset().union(*(regions[entry][0] if entry in regions else {entry} for entry in at))
     outside = frozenset().union(*(regions[entry][1] for entry in at if entry in regions))
     return inside, outside
@@ -239,12 +241,23 @@ def _load_labels(table: dict, locs: dict[str, _Loc], regions: dict) -> dict[str,
         at, not_at = _load_at(name, entry.get("at", []), regions, locs)
         takes = entry.get("sides", "all" if at is None or at else "none")
         if takes not in TAKES_SIDES or (takes == "single" and not entry.get("side_words")):
-            raise ValueError(f"{MANIFEST}: label {name!r}: sides must be one of {TAKES_SIDES}, 'single' only "
-                             "with side_words")
+            raise ValueError(
+                f"{MANIFEST}: label {name!r}: sides must be one of {TAKES_SIDES}, 'single' only with side_words"
+            )
         found = {loc.area for loc in locs.values() if any(_contains(_words(en), f) for f in loc.forms)}
-        labels[name] = _Label(name=name, kind=kind, en=en, head=head, side=entry.get("side"),
-                              side_words=dict(entry.get("side_words", {})), areas=frozenset(implies | found),
-                              at=at, not_at=not_at, sides=takes, needs_sides=bool(entry.get("needs_sides", False)))
+        labels[name] = _Label(
+            name=name,
+            kind=kind,
+            en=en,
+            head=head,
+            side=entry.get("side"),
+            side_words=dict(entry.get("side_words", {})),
+            areas=frozenset(implies | found),
+            at=at,
+            not_at=not_at,
+            sides=takes,
+            needs_sides=bool(entry.get("needs_sides", False)),
+        )
     return labels
 
 
@@ -347,7 +360,7 @@ class _Sentence:
 def _modified(label: _Label, side: str | None, adjectives: list[str]) -> str:
     """The label's phrase with its side word and pre-modifiers before its head."""
     words, head = label.en.split(), label.head.split()
-    at = next(i for i in range(len(words)) if words[i:i + len(head)] == head)
+    at = next(i for i in range(len(words)) if words[i : i + len(head)] == head)
     modifiers = ([label.side_words.get(side, side)] if side else []) + adjectives
     return " ".join(words[:at] + modifiers + words[at:])
 
@@ -367,11 +380,11 @@ def _owners(found: Sequence[_Label], locs: Sequence[_Loc]) -> list[_Label | None
     owners = []
     for loc in locs:
         if loc.noun or loc.adjective:
-            candidates = [label for label in found if loc.area in label.areas] or \
-                         [label for label in found if _fits(label, loc)]
+            candidates = [label for label in found if loc.area in label.areas] or [
+                label for label in found if _fits(label, loc)
+            ]
         else:
-            candidates = [label for label in found
-                          if label.sides != "none" and label.side in (None, loc.side)]
+            candidates = [label for label in found if label.sides != "none" and label.side in (None, loc.side)]
         owners.append(candidates[-1] if candidates else None)
     return owners
 
@@ -421,8 +434,14 @@ def _finding_text(found: list[_Label], said: list[_Label], locs: list[_Loc], sid
     for index, owner in enumerate(said):
         if not places[owner.name]:
             continue
-        group = [label for label in said[:index] if label.name not in grouped | sided and not places[label.name]
-                 and label.at is not None and all(_fits(label, loc) for loc, _ in places[owner.name])] + [owner]
+        group = [
+            label
+            for label in said[:index]
+            if label.name not in grouped | sided
+            and not places[label.name]
+            and label.at is not None
+            and all(_fits(label, loc) for loc, _ in places[owner.name])
+        ] + [owner]
         grouped.update(label.name for label in group)
         texts.append(f"{_and([phrases[label.name] for label in group])} {_places(places[owner.name])}")
     return _and(texts + [phrases[label.name] for label in said if label.name not in grouped])
@@ -436,8 +455,11 @@ def _normal_parts(locs: list[_Loc], sides: bool) -> tuple[_NormalPart, ...]:
     for entry in parts.values():
         if entry[0].sided and entry[1] is None:
             entry[1] = free
-    return tuple(_NormalPart(text=_part(loc, side), area=loc.area, side=side)
-                 for loc, side in parts.values() if sides or side is None)
+    return tuple(
+        _NormalPart(text=_part(loc, side), area=loc.area, side=side)
+        for loc, side in parts.values()
+        if sides or side is None
+    )
 
 
 def _runs(items: tuple[str, ...]) -> list[tuple[list[_Label], list[_Loc], list[str]]]:
@@ -474,9 +496,12 @@ def _plan(items: tuple[str, ...], sides: bool) -> _Sentence:
             mine = [] if kinds[-1] == "normal" else locs  # normal after the findings: whose are they?
             annotated = [label.side for label in found] + [loc.side for loc in all_locs]
             areas = frozenset().union(*(label.areas for label in found), (loc.area for loc in all_locs))
-            finding = _Finding(text=_finding_text(found, said, mine, sides) if said else "",
-                               labels=tuple(label.name for label in said), areas=areas,
-                               sides=frozenset({"right", "left"} if "bilateral" in annotated else annotated) - {None})
+            finding = _Finding(
+                text=_finding_text(found, said, mine, sides) if said else "",
+                labels=tuple(label.name for label in said),
+                areas=areas,
+                sides=frozenset({"right", "left"} if "bilateral" in annotated else annotated) - {None},
+            )
             findings.append(finding)
             if said:
                 run["finding"] = ("finding", finding)
@@ -569,8 +594,9 @@ def render_report(by_sentence: Sequence[Sequence[str] | None], *, sides: bool = 
             sentences.append(_capital("; ".join(texts)))
             sources.append(index)
             stated.append(tuple(dict.fromkeys(labels)))
-    return EnglishReport(text=" ".join(sentences), sentences=tuple(sentences), sources=tuple(sources),
-                         labels=tuple(stated))
+    return EnglishReport(
+        text=" ".join(sentences), sentences=tuple(sentences), sources=tuple(sources), labels=tuple(stated)
+    )
 
 
 def label_head(name: str) -> str:
@@ -587,5 +613,6 @@ def stated_findings(labels: Iterable[str], *, sides: bool = True) -> frozenset[s
     """The labels among ``labels`` (a study's ``Labels``) that its English statements must state: the
     findings (devices included), without the side statements when ``sides`` is False. UnknownPhrase
     for a label the manifest does not know."""
-    return frozenset(name for name in labels
-                     if _label(name).kind == "finding" and (sides or not _label(name).needs_sides))
+    return frozenset(
+        name for name in labels if _label(name).kind == "finding" and (sides or not _label(name).needs_sides)
+    )

@@ -83,9 +83,16 @@ def _table(rows: Iterable[dict], value_keys: Sequence[str]) -> tuple[tuple[re.Pa
 
 _VOCABULARY = manifests.load(ATTRIBUTES_MANIFEST)
 _FINDINGS = tuple(
-    _FindingRule(name, _alternation(entry["patterns"]), _alternation(entry["unmention"]), entry["lateral"],
-                 entry["scale"], entry["render"], entry.get("own_side_only", False),
-                 _alternation(entry.get("paired_plural", ())))
+    _FindingRule(
+        name,
+        _alternation(entry["patterns"]),
+        _alternation(entry["unmention"]),
+        entry["lateral"],
+        entry["scale"],
+        entry["render"],
+        entry.get("own_side_only", False),
+        _alternation(entry.get("paired_plural", ())),
+    )
     for name, entry in _VOCABULARY["findings"].items()
 )
 _FINDING_RULES = {rule.name: rule for rule in _FINDINGS}
@@ -111,7 +118,9 @@ _COORDINATED = re.compile(r"(?:[- ]sided)?\s*(?:,|and\b|or\b|&)")
 """After a side word: it is coordinated with the next one ("right and left basilar"), no noun of its own."""
 _ZONE_RENDER: dict[str, str] = _VOCABULARY["zone_render"]
 _ZONE_IMPLIES: dict[str, str] = _VOCABULARY["zone_implies"]
-SEVERITY_RENDER = {scale: {int(k): v for k, v in words.items()} for scale, words in _VOCABULARY["severity_render"].items()}
+SEVERITY_RENDER = {
+    scale: {int(k): v for k, v in words.items()} for scale, words in _VOCABULARY["severity_render"].items()
+}
 """scale ("size" | "severity") -> ordinal -> word, as the attribute prompt writes them."""
 _PADCHEST = _VOCABULARY["padchest"]
 _SEVERITY_STEMS: dict[str, int] = _PADCHEST["severity_stems"]
@@ -164,13 +173,19 @@ def _gap(cue: _Match, finding: _Match) -> tuple[int, int]:
 
 def _premodifies(cue: _Match, finding: _Match, sentence: str) -> bool:
     """The cue stands before the finding with only modifier words between ("left basilar atelectasis")."""
-    between = sentence[cue.end:finding.start]
+    between = sentence[cue.end : finding.start]
     return cue.end <= finding.start and len(between) <= _PREMODIFIER_REACH and not _BINDING_STOP.search(between)
 
 
-def _bind(cues: Iterable[_Match], findings: Sequence[_Match], sentence: str, clause: list[int],
-          boundaries: Sequence[int], lateral_only: bool,
-          sites: Sequence[_Match] | None = None) -> dict[int, list[_Match]]:
+def _bind(
+    cues: Iterable[_Match],
+    findings: Sequence[_Match],
+    sentence: str,
+    clause: list[int],
+    boundaries: Sequence[int],
+    lateral_only: bool,
+    sites: Sequence[_Match] | None = None,
+) -> dict[int, list[_Match]]:
     """Finding index -> the cues bound to it.
 
     A cue binds to the finding it premodifies, else to the nearest finding of its clause; a cue in a
@@ -247,8 +262,9 @@ def _zones(cues: Sequence[_Match]) -> list[str]:
     return sorted(zones, key=_ZONE_ORDER.__getitem__)
 
 
-def _sides_and_zones(sides: Sequence[_Match], places: Sequence[_Match],
-                     sentence: str) -> list[tuple[str | None, list[str]]]:
+def _sides_and_zones(
+    sides: Sequence[_Match], places: Sequence[_Match], sentence: str
+) -> list[tuple[str | None, list[str]]]:
     """(laterality, zones) of one finding: one pair, or one pair per side when the finding is stated on
     each side at a different height ("right upper and left lower lobe opacities", "haziness in the
     right lung and left base"), so each side keeps its own zones. A zone belongs to the explicit side
@@ -261,8 +277,9 @@ def _sides_and_zones(sides: Sequence[_Match], places: Sequence[_Match],
     owners = [side for side in explicit if not _COORDINATED.match(sentence, side.end)] or explicit[-1:]
     own: dict[str, list[_Match]] = {"left": [], "right": []}
     for cue in [*sides, *places]:
-        owner = max((side for side in owners if side.start <= cue.start), key=lambda side: side.start,
-                    default=owners[0])
+        owner = max(
+            (side for side in owners if side.start <= cue.start), key=lambda side: side.start, default=owners[0]
+        )
         own[owner.value[0]].append(cue)
     zones = {side: _zones(cues) for side, cues in own.items()}
     same_height = _VERTICAL.intersection(zones["left"]) == _VERTICAL.intersection(zones["right"])
@@ -271,7 +288,9 @@ def _sides_and_zones(sides: Sequence[_Match], places: Sequence[_Match],
     return [(side, zones[side]) for side in dict.fromkeys(cue.value[0] for cue in explicit)]
 
 
-def _severity(ranges: Sequence[_Match], words: Sequence[_Match], rule: _FindingRule) -> tuple[tuple[int, int] | None, str | None]:
+def _severity(
+    ranges: Sequence[_Match], words: Sequence[_Match], rule: _FindingRule
+) -> tuple[tuple[int, int] | None, str | None]:
     bounds = [cue.value for cue in ranges] + [(cue.value[0], cue.value[0]) for cue in words]
     if not bounds:
         return None, None
@@ -317,22 +336,30 @@ def extract_mentions(text: str) -> list[AttributeMention]:
             presence = _presence(finding, sentence, clause_ends[index])
             temporal = _nearest_value(times.get(index, ()), finding)
             for laterality, zones in _sides_and_zones(side, places.get(index, []), sentence):
-                mentions.append(AttributeMention(
-                    finding=rule.name, presence=presence, laterality=laterality, zones=zones, severity=severity,
-                    severity_scale=scale, temporal=temporal, sentence=text[sentence_start:sentence_end],
-                    span=(sentence_start, sentence_end),
-                ))
+                mentions.append(
+                    AttributeMention(
+                        finding=rule.name,
+                        presence=presence,
+                        laterality=laterality,
+                        zones=zones,
+                        severity=severity,
+                        severity_scale=scale,
+                        temporal=temporal,
+                        sentence=text[sentence_start:sentence_end],
+                        span=(sentence_start, sentence_end),
+                    )
+                )
     return mentions
 
 
 def severity_words(low: int, high: int, scale: str) -> str:
-    """"moderate", or "mild to moderate" for a range, in the words of ``scale``."""
+    """ "moderate", or "mild to moderate" for a range, in the words of ``scale``."""
     words = SEVERITY_RENDER[scale]
     return words[low] if low == high else f"{words[low]} to {words[high]}"
 
 
 def zone_words(zones: Sequence[str]) -> str | None:
-    """"apical", "lower and retrocardiac": the zones, leaving out one implied by a more specific one."""
+    """ "apical", "lower and retrocardiac": the zones, leaving out one implied by a more specific one."""
     implied = {_ZONE_IMPLIES[zone] for zone in zones if zone in _ZONE_IMPLIES}
     shown = [_ZONE_RENDER[zone] for zone in zones if zone not in implied]
     return " and ".join(shown) or None
@@ -348,7 +375,12 @@ def attribute_phrase(mention: AttributeMention) -> str:
     """IMT-CXR-style phrase of one mention: severity, side, zone, finding ("small left apical pneumothorax")."""
     if mention.finding not in _FINDING_RULES:
         raise ValueError(f"no phrase for finding {mention.finding!r}; known: {sorted(_FINDING_RULES)}")
-    parts = (_severity_phrase(mention), mention.laterality, zone_words(mention.zones), _FINDING_RULES[mention.finding].render)
+    parts = (
+        _severity_phrase(mention),
+        mention.laterality,
+        zone_words(mention.zones),
+        _FINDING_RULES[mention.finding].render,
+    )
     return " ".join(part for part in parts if part)
 
 
@@ -389,7 +421,7 @@ def label_groups(items: Sequence[str]) -> list[tuple[list[str], list[str]]]:
         if item.startswith(_LOCALIZATION_PREFIX):
             if not groups:
                 raise ValueError(f"localization {item!r} before any label in {list(items)!r}")
-            groups[-1][1].append(item[len(_LOCALIZATION_PREFIX):].strip())
+            groups[-1][1].append(item[len(_LOCALIZATION_PREFIX) :].strip())
         elif not groups or groups[-1][1]:
             groups.append(([item.strip()], []))
         else:
@@ -397,8 +429,9 @@ def label_groups(items: Sequence[str]) -> list[tuple[list[str], list[str]]]:
     return groups
 
 
-def padchest_mentions(labels_by_sentence: Sequence[Sequence[str] | None],
-                      report: str | None = None) -> list[AttributeMention]:
+def padchest_mentions(
+    labels_by_sentence: Sequence[Sequence[str] | None], report: str | None = None
+) -> list[AttributeMention]:
     """English mentions from PadChest ``LabelsLocalizationsBySentence`` (one item list per sentence).
 
     Consecutive labels share the ``loc`` items that follow them. A side suffix ("pleural effusion left
@@ -422,22 +455,29 @@ def padchest_mentions(labels_by_sentence: Sequence[Sequence[str] | None],
         found = []
         for labels, locations in label_groups(items or ()):
             attributes = [_padchest_location(name) for name in locations]
-            zones = sorted({zone for entry in attributes for zone in entry.get("zones", ())}, key=_ZONE_ORDER.__getitem__)
+            zones = sorted(
+                {zone for entry in attributes for zone in entry.get("zones", ())}, key=_ZONE_ORDER.__getitem__
+            )
             for label in filter(None, labels):
                 base, side = _split_side(label)
                 sides = {side} | {entry["laterality"] for entry in attributes if "laterality" in entry}
                 laterality = _laterality([_Match(0, 0, (value, False)) for value in sides if value])
                 for finding, presence in _padchest_targets(base):
                     mention = AttributeMention(
-                        finding=finding, presence=presence,
+                        finding=finding,
+                        presence=presence,
                         laterality=laterality if _FINDING_RULES[finding].lateral else None,
                         zones=zones if _FINDING_RULES[finding].lateral else [],
-                        sentence=sentence, span=span)
+                        sentence=sentence,
+                        span=span,
+                    )
                     if mention not in found:  # two labels, one category: one mention
                         found.append(mention)
         if grade is not None and len({m.finding for m in found}) == 1:
-            found = [m.model_copy(update={"severity": (grade, grade), "severity_scale": _FINDING_RULES[m.finding].scale})
-                     for m in found]
+            found = [
+                m.model_copy(update={"severity": (grade, grade), "severity_scale": _FINDING_RULES[m.finding].scale})
+                for m in found
+            ]
         mentions += found
     return mentions
 
@@ -448,8 +488,9 @@ def _padchest_grades(report: str | None, sentences: int) -> list[int | None]:
     parts = [part.split() for part in (report or "").split(".") if part.strip()]
     if len(parts) != sentences:
         return [None] * sentences
-    return [max((_SEVERITY_STEMS[token] for token in words if token in _SEVERITY_STEMS), default=None)
-            for words in parts]
+    return [
+        max((_SEVERITY_STEMS[token] for token in words if token in _SEVERITY_STEMS), default=None) for words in parts
+    ]
 
 
 def mention_regions(mention: AttributeMention, system: str = "imagenome-regions") -> list[str]:
@@ -461,8 +502,11 @@ def mention_regions(mention: AttributeMention, system: str = "imagenome-regions"
     sides = ("left", "right") if mention.laterality == "bilateral" else (mention.laterality,)
     names = []
     for side in sides:
-        candidates = [region for region in anatomy(system).values()
-                      if region.structure == "lung" and region.laterality == side and set(region.zones) <= set(mention.zones)]
+        candidates = [
+            region
+            for region in anatomy(system).values()
+            if region.structure == "lung" and region.laterality == side and set(region.zones) <= set(mention.zones)
+        ]
         best = max((len(region.zones) for region in candidates), default=None)
         names += [region.name for region in candidates if len(region.zones) == best]
     return names

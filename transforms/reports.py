@@ -110,8 +110,9 @@ def section_spans(text: str, tolerant: bool = False) -> list[Section]:
     if not isinstance(text, str):
         raise TypeError(f"report text must be str, got {type(text).__name__}")
     spans = [
-        span for span in _raw_spans(text, tolerant)
-        if not (span[0] in DROP_WHEN_EMPTY and not text[span[2]:span[3]].strip())
+        span
+        for span in _raw_spans(text, tolerant)
+        if not (span[0] in DROP_WHEN_EMPTY and not text[span[2] : span[3]].strip())
     ]
     names = {span[0] for span in spans}
     if "impression" not in names and "findings" not in names:

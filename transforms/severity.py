@@ -10,7 +10,7 @@ terms (manifest ``medivlm``) in a report's text, min-max normalised. It reads wo
 "no pneumothorax" counts pneumothorax. Its table (IDF per term, min and max raw score) is fitted once
 on the training split and frozen: :func:`new_accumulator`, :func:`add_document`,
 :func:`merge_accumulators` and :func:`fit_table` are the pure steps a combine runs
-(pipelines/severity_fit.py), so shards need no global pass and validation / test never influence it.
+(pipelines/beam/severity_fit.py), so shards need no global pass and validation / test never influence it.
 """
 
 from __future__ import annotations
@@ -88,8 +88,9 @@ def severity_bucket(score: float) -> str:
 def triage_bucket(mentions: Iterable[AttributeMention]) -> str:
     """none / mild / moderate / severe: the largest ordinal of a finding present (presence 1, weight > 0),
     or of an uncertain one capped at ``uncertain_cap`` when no finding is present (manifest ``triage``)."""
-    levels = {finding: level for finding, level in _finding_levels(mentions).items()
-              if DEFAULT_WEIGHTS.get(finding, 0) > 0}
+    levels = {
+        finding: level for finding, level in _finding_levels(mentions).items() if DEFAULT_WEIGHTS.get(finding, 0) > 0
+    }
     definite = [ordinal for factor, ordinal in levels.values() if factor == 1.0]
     uncertain = [min(ordinal, _TRIAGE["uncertain_cap"]) for factor, ordinal in levels.values() if factor < 1.0]
     level = max(definite) if definite else max(uncertain, default=None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import manifests
 
@@ -29,7 +29,7 @@ class TemplateSet:
         return choices[rng.randrange(len(choices))]
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_template_set(name: str) -> TemplateSet:
     data = manifests.load(f"templates/{name}.yaml")
     kinds = {

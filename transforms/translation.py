@@ -43,12 +43,18 @@ INSTALL = "pip install -e '.[translation]'"
 
 TOKENIZER_FILES = ("source.spm", "target.spm", "vocab.json")
 """What ``MarianTokenizer`` needs; ``OPTIONAL_FILES`` are read (and fingerprinted) when present."""
-OPTIONAL_FILES = ("target_vocab.json", "tokenizer_config.json", "special_tokens_map.json",
-                  "generation_config.json")
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+OPTIONAL_FILES = ("target_vocab.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 """In the order ``from_pretrained`` prefers them; an ``.index.json`` names its shards in ``weight_map``."""
-_LAYOUT = "a MarianMT folder (save_pretrained) holds config.json, model.safetensors or pytorch_model.bin, " \
-          "source.spm, target.spm and vocab.json"
+_LAYOUT = (
+    "a MarianMT folder (save_pretrained) holds config.json, model.safetensors or pytorch_model.bin, "
+    "source.spm, target.spm and vocab.json"
+)
 
 
 def missing_packages() -> list[str]:
@@ -63,8 +69,9 @@ def model_files(folder: str | Path) -> list[str]:
     ``config.json`` or one whose ``model_type`` is not ``marian``, no tokenizer files, no weights."""
     where = f"translation model {folder}"
     if "://" in str(folder):
-        raise ValueError(f"{where}: not a local folder; translation.model names a local MarianMT folder "
-                         f"(models are never fetched)")
+        raise ValueError(
+            f"{where}: not a local folder; translation.model names a local MarianMT folder (models are never fetched)"
+        )
     path = Path(folder)
     if not path.exists():
         raise ValueError(f"{where}: no such folder; set translation.model to a local MarianMT folder")
@@ -78,8 +85,9 @@ def model_files(folder: str | Path) -> list[str]:
     except (OSError, ValueError, AttributeError) as error:
         raise ValueError(f"{where}: config.json is not a readable JSON object ({error}); {_LAYOUT}") from None
     if model_type != "marian":
-        raise ValueError(f"{where}: config.json has model_type {model_type!r}, not 'marian'; only MarianMT "
-                         f"models are supported")
+        raise ValueError(
+            f"{where}: config.json has model_type {model_type!r}, not 'marian'; only MarianMT models are supported"
+        )
     missing = [name for name in TOKENIZER_FILES if not (path / name).is_file()]
     if missing:
         raise ValueError(f"{where}: lacks {', '.join(missing)} (the MarianTokenizer files); {_LAYOUT}")
@@ -94,8 +102,9 @@ def model_files(folder: str | Path) -> list[str]:
             raise ValueError(f"{where}: {weights} has no readable weight_map ({error})") from None
         lost = [name for name in shards if not (path / name).is_file()]
         if lost:
-            raise ValueError(f"{where}: lacks {', '.join(lost[:3])}{' ...' if len(lost) > 3 else ''}, "
-                             f"named in {weights}")
+            raise ValueError(
+                f"{where}: lacks {', '.join(lost[:3])}{' ...' if len(lost) > 3 else ''}, named in {weights}"
+            )
         files += shards
     return sorted(files)
 
@@ -119,15 +128,29 @@ class Translator:
     """A local MarianMT model and its decoding options. The folder is checked at construction
     (:func:`model_files`); the model is loaded on the first :meth:`translate`."""
 
-    def __init__(self, model: str | Path, *, batch_size: int = 16, num_beams: int = 1, max_new_tokens: int = 256,
-                 device: str = "cpu"):
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        batch_size: int = 16,
+        num_beams: int = 1,
+        max_new_tokens: int = 256,
+        device: str = "cpu",
+    ):
         self.folder = Path(model)
         self.files = model_files(self.folder)
         positions = json.loads((self.folder / "config.json").read_text()).get("max_position_embeddings")
         if positions is not None and max_new_tokens > positions:
-            raise ValueError(f"translation max_new_tokens {max_new_tokens} is more than the "
-                             f"{positions} positions of {self.folder / 'config.json'}; lower it")
-        self.batch_size, self.num_beams, self.max_new_tokens, self.device = batch_size, num_beams, max_new_tokens, device
+            raise ValueError(
+                f"translation max_new_tokens {max_new_tokens} is more than the "
+                f"{positions} positions of {self.folder / 'config.json'}; lower it"
+            )
+        self.batch_size, self.num_beams, self.max_new_tokens, self.device = (
+            batch_size,
+            num_beams,
+            max_new_tokens,
+            device,
+        )
         self.method = f"translation:{self.folder.name}"
         self._loaded: tuple[Any, Any, Any] | None = None
         self._fingerprint: dict | None = None
@@ -146,7 +169,7 @@ class Translator:
         english: dict[str, str] = {}
         with self._lock:
             for start in range(0, len(distinct), self.batch_size):
-                batch = distinct[start:start + self.batch_size]
+                batch = distinct[start : start + self.batch_size]
                 english.update(zip(batch, self._generate(batch)))
         return [" ".join(text for sentence in found if (text := english[sentence])) for found in split]
 
@@ -162,9 +185,15 @@ class Translator:
                     while chunk := stream.read(1 << 20):
                         digest.update(chunk)
             self._fingerprint = {
-                "method": self.method, "model": self.folder.name, "sha256": digest.hexdigest(), "files": self.files,
-                "unit": "sentence", "num_beams": self.num_beams, "max_new_tokens": self.max_new_tokens,
-                "batch_size": self.batch_size, "device": self.device,
+                "method": self.method,
+                "model": self.folder.name,
+                "sha256": digest.hexdigest(),
+                "files": self.files,
+                "unit": "sentence",
+                "num_beams": self.num_beams,
+                "max_new_tokens": self.max_new_tokens,
+                "batch_size": self.batch_size,
+                "device": self.device,
             }
         return self._fingerprint
 
@@ -173,26 +202,31 @@ class Translator:
         torch, model, tokenizer = self._load()
         inputs = tokenizer(batch, return_tensors="pt", padding=True, truncation=True).to(self.device)
         with torch.no_grad():
-            output = model.generate(**inputs, do_sample=False, num_beams=self.num_beams,
-                                    max_new_tokens=self.max_new_tokens)
+            output = model.generate(
+                **inputs, do_sample=False, num_beams=self.num_beams, max_new_tokens=self.max_new_tokens
+            )
         return [text.strip() for text in tokenizer.batch_decode(output, skip_special_tokens=True)]
 
     def _load(self) -> tuple[Any, Any, Any]:
         if self._loaded is None:
             missing = missing_packages()
             if missing:
-                raise ImportError(f"translation needs {', '.join(PACKAGES)} ({INSTALL}); missing: "
-                                  f"{', '.join(missing)}. Without a translation: key the build needs none of them")
+                raise ImportError(
+                    f"translation needs {', '.join(PACKAGES)} ({INSTALL}); missing: "
+                    f"{', '.join(missing)}. Without a translation: key the build needs none of them"
+                )
             import torch
             import transformers
+
             if self.device == "cuda" and not torch.cuda.is_available():
                 raise ValueError("translation device is 'cuda' but torch finds no CUDA device; use device: cpu")
             with warnings.catch_warnings():
                 # Moses punctuation normalisation: PadChest's only punctuation is the full stop
                 warnings.filterwarnings("ignore", message="Recommended: pip install sacremoses")
                 tokenizer = transformers.MarianTokenizer.from_pretrained(str(self.folder), local_files_only=True)
-            model = transformers.MarianMTModel.from_pretrained(str(self.folder), local_files_only=True,
-                                                               dtype=torch.float32)
+            model = transformers.MarianMTModel.from_pretrained(
+                str(self.folder), local_files_only=True, dtype=torch.float32
+            )
             self._loaded = (torch, model.to(self.device).eval(), tokenizer)
         return self._loaded
 

@@ -43,14 +43,24 @@ def join_image(
     annotations = sorted(annotations, key=lambda a: (a.source, a.native_id))
     if not images:
         for ann in annotations:
-            yield Reject(key=ann.target_key, source=ann.source, stage="join", kind="filtered",
-                         reason="annotated-image-not-in-corpus",
-                         detail=f"{ann.native_id}{_asked(ann)}: no image {key} was read")
+            yield Reject(
+                key=ann.target_key,
+                source=ann.source,
+                stage="join",
+                kind="filtered",
+                reason="annotated-image-not-in-corpus",
+                detail=f"{ann.native_id}{_asked(ann)}: no image {key} was read",
+            )
         return
     record, duplicates = images[0], images[1:]
     for dup in duplicates:
-        yield Reject(key=key, source=dup.image.source, stage="join", reason="duplicate-image-key",
-                     detail=f"{dup.image.uri} has the same key as {record.image.uri}")
+        yield Reject(
+            key=key,
+            source=dup.image.source,
+            stage="join",
+            reason="duplicate-image-key",
+            detail=f"{dup.image.uri} has the same key as {record.image.uri}",
+        )
     split, authority = assign_split(record.image)
     gold = next((ann for ann in annotations if is_gold(ann)), None)
     if gold is not None and split == "train":
@@ -70,9 +80,15 @@ def questions_in_split(annotation: AnnotationRecord, split: str):
         if NATIVE_QUESTION_SPLITS.get(question.split) == split:
             kept.append(question)
             continue
-        yield Reject(key=annotation.target_key, source=annotation.source, stage="split", kind="filtered",
-                     level="item", reason="vqa-split-differs",
-                     detail=f"{question.where}: {question.dataset} puts it in {question.split}, the image is in {split}")
+        yield Reject(
+            key=annotation.target_key,
+            source=annotation.source,
+            stage="split",
+            kind="filtered",
+            level="item",
+            reason="vqa-split-differs",
+            detail=f"{question.where}: {question.dataset} puts it in {question.split}, the image is in {split}",
+        )
     if len(kept) == len(annotation.questions):
         return annotation
     return annotation.model_copy(update={"questions": kept})
@@ -83,17 +99,29 @@ def is_gold(annotation: AnnotationRecord) -> bool:
     return annotation.source == "imagenome" and annotation.provenance.get("images_to_avoid") == "true"
 
 
-def held_out(key: str, record: SourceRecord, annotations: list[AnnotationRecord],
-             gold: AnnotationRecord) -> Iterator[Reject]:
+def held_out(
+    key: str, record: SourceRecord, annotations: list[AnnotationRecord], gold: AnnotationRecord
+) -> Iterator[Reject]:
     """A gold-set image whose own split is train never enters training: neither the image nor any of
     its annotations is written anywhere. One filtered reject for the image and one per annotation."""
     why = f"{gold.native_id}: Chest ImaGenome gold images (images_to_avoid.csv) never enter training"
-    yield Reject(key=key, source=record.image.source, stage="split", kind="filtered",
-                 reason="imagenome-gold-image-in-train", detail=why)
+    yield Reject(
+        key=key,
+        source=record.image.source,
+        stage="split",
+        kind="filtered",
+        reason="imagenome-gold-image-in-train",
+        detail=why,
+    )
     for ann in annotations:
-        yield Reject(key=ann.target_key, source=ann.source, stage="split", kind="filtered",
-                     reason="imagenome-gold-image-in-train",
-                     detail=f"{ann.native_id}{_asked(ann)}: annotates a held-out image; {why}")
+        yield Reject(
+            key=ann.target_key,
+            source=ann.source,
+            stage="split",
+            kind="filtered",
+            reason="imagenome-gold-image-in-train",
+            detail=f"{ann.native_id}{_asked(ann)}: annotates a held-out image; {why}",
+        )
 
 
 def _asked(annotation: AnnotationRecord) -> str:

@@ -51,7 +51,8 @@ def chameleon_config(**overrides) -> ChameleonVQVAEConfig:
     for key, value in overrides.items():
         actual = getattr(config, key)
         if (list(actual) if isinstance(actual, (list, tuple)) else actual) != (
-                list(value) if isinstance(value, (list, tuple)) else value):
+            list(value) if isinstance(value, (list, tuple)) else value
+        ):
             raise ValueError(f"ChameleonVQVAEConfig did not take {key}={value!r} (has {actual!r})")
     return config
 
@@ -93,8 +94,9 @@ def write_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
     """A randomly initialised tiny model folder, marked untrained (its codes mean nothing)."""
     torch.manual_seed(seed)
     model = ChameleonVQVAE(tiny_config())
-    return write_model_folder(model, out_dir, trained=False,
-                              origin=f"random initialisation of the tiny config, torch seed {seed}")
+    return write_model_folder(
+        model, out_dir, trained=False, origin=f"random initialisation of the tiny config, torch seed {seed}"
+    )
 
 
 def load_checkpoint_state(ckpt_path: str | Path, allow_unsafe_pickle: bool = False) -> dict:
@@ -109,7 +111,8 @@ def load_checkpoint_state(ckpt_path: str | Path, allow_unsafe_pickle: bool = Fal
         if not allow_unsafe_pickle:
             raise RuntimeError(
                 f"{ckpt_path} does not load with torch.load(weights_only=True): {error}. If you trust the "
-                "file, rerun with --allow-unsafe-pickle.") from error
+                "file, rerun with --allow-unsafe-pickle."
+            ) from error
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -117,8 +120,9 @@ def load_checkpoint_state(ckpt_path: str | Path, allow_unsafe_pickle: bool = Fal
     return state
 
 
-def convert_checkpoint(ckpt_path: str | Path, yaml_path: str | Path, out_dir: str | Path,
-                       allow_unsafe_pickle: bool = False) -> dict:
+def convert_checkpoint(
+    ckpt_path: str | Path, yaml_path: str | Path, out_dir: str | Path, allow_unsafe_pickle: bool = False
+) -> dict:
     """Meta's ``vqgan.ckpt`` + ``vqgan.yaml`` -> an HF-format model folder (encoder side only).
 
     Keeps the ``kept_prefixes`` of ``manifests/tokenizer.yaml``, drops the rest (decoder, loss) and
@@ -133,10 +137,14 @@ def convert_checkpoint(ckpt_path: str | Path, yaml_path: str | Path, out_dir: st
     model = ChameleonVQVAE(config)
     model.load_state_dict(kept, strict=True)
     digest = hashlib.sha256(Path(ckpt_path).read_bytes()).hexdigest()
-    write_model_folder(model, out_dir, trained=True,
-                       origin=f"converted from {Path(ckpt_path).name} (sha256 {digest})")
-    return {"out_dir": str(out_dir), "kept_keys": len(kept), "dropped_keys": len(dropped),
-            "dropped_prefixes": sorted({key.split(".", 1)[0] for key in dropped}), "checkpoint_sha256": digest}
+    write_model_folder(model, out_dir, trained=True, origin=f"converted from {Path(ckpt_path).name} (sha256 {digest})")
+    return {
+        "out_dir": str(out_dir),
+        "kept_keys": len(kept),
+        "dropped_keys": len(dropped),
+        "dropped_prefixes": sorted({key.split(".", 1)[0] for key in dropped}),
+        "checkpoint_sha256": digest,
+    }
 
 
 def require_device(device: str) -> torch.device:
@@ -147,7 +155,8 @@ def require_device(device: str) -> torch.device:
             raise RuntimeError(
                 f"--device {device} was requested but CUDA is not usable here (torch {torch.__version__}, "
                 f"built for CUDA {torch.version.cuda}, torch.cuda.is_available() is False). Refusing to fall "
-                "back to CPU: run with --device cpu, or on a machine with a GPU and a CUDA build of torch.")
+                "back to CPU: run with --device cpu, or on a machine with a GPU and a CUDA build of torch."
+            )
         index = resolved.index or 0
         if index >= torch.cuda.device_count():
             raise RuntimeError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) visible")
@@ -188,8 +197,7 @@ def reference_resize_crop(gray: np.ndarray, size: int) -> np.ndarray:
     if (height, width) == (size, size):
         return gray
     scale = size / min(height, width)
-    image = Image.fromarray(gray).resize((round(scale * width), round(scale * height)),
-                                                   Image.Resampling.LANCZOS)
+    image = Image.fromarray(gray).resize((round(scale * width), round(scale * height)), Image.Resampling.LANCZOS)
     x0, y0 = (image.width - size) // 2, (image.height - size) // 2
     return np.asarray(image.crop((x0, y0, x0 + size, y0 + size)), dtype=np.uint8)
 
@@ -222,8 +230,7 @@ class Tokenizer:
     distances always run in fp32.
     """
 
-    def __init__(self, model: ChameleonVQVAE, device: torch.device, precision: str,
-                 channels_last: bool = True):
+    def __init__(self, model: ChameleonVQVAE, device: torch.device, precision: str, channels_last: bool = True):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         self.model = model
@@ -246,10 +253,10 @@ class Tokenizer:
         if fixed_batch:
             chunks = []
             for start in range(0, len(gray_batch), fixed_batch):
-                chunk = gray_batch[start:start + fixed_batch]
+                chunk = gray_batch[start : start + fixed_batch]
                 padded = np.zeros((fixed_batch, *chunk.shape[1:]), np.uint8)
-                padded[:len(chunk)] = chunk
-                chunks.append(self.encode_codes(padded)[:len(chunk)])
+                padded[: len(chunk)] = chunk
+                chunks.append(self.encode_codes(padded)[: len(chunk)])
             return np.concatenate(chunks)
         batch = len(gray_batch)
         with torch.inference_mode():
@@ -290,7 +297,7 @@ def image_code_of_token(name: str, prefix: str) -> int | None:
     """``IMGIMGBCZ`` -> 12 (letters A..J are digits 0..9); None for other tokens."""
     if not (name.startswith(prefix) and name.endswith("Z")) or len(name) <= len(prefix) + 1:
         return None
-    letters = name[len(prefix):-1]
+    letters = name[len(prefix) : -1]
     if not all("A" <= letter <= "J" for letter in letters):
         return None
     return int("".join(str(ord(letter) - ord("A")) for letter in letters))
@@ -302,8 +309,10 @@ def lm_id_mapping(num_embeddings: int, tokenizer_file: str | Path | None = None)
     config = settings()
     if tokenizer_file is None:
         offset = config["default_lm_id_offset"]
-        return LmIdMapping(np.arange(num_embeddings, dtype=np.int32) + offset,
-                           f"offset-{offset}-default (not checked against a tokenizer file)")
+        return LmIdMapping(
+            np.arange(num_embeddings, dtype=np.int32) + offset,
+            f"offset-{offset}-default (not checked against a tokenizer file)",
+        )
     data = Path(tokenizer_file).read_bytes()
     vocab = json.loads(data)["model"]["vocab"]
     ids = np.full(num_embeddings, -1, dtype=np.int64)
@@ -316,8 +325,10 @@ def lm_id_mapping(num_embeddings: int, tokenizer_file: str | Path | None = None)
         ids[code] = token_id
     missing = np.flatnonzero(ids < 0)
     if len(missing):
-        raise ValueError(f"{tokenizer_file}: {len(missing)} of {num_embeddings} codes have no image token "
-                         f"(first {missing[:5].tolist()})")
+        raise ValueError(
+            f"{tokenizer_file}: {len(missing)} of {num_embeddings} codes have no image token "
+            f"(first {missing[:5].tolist()})"
+        )
     if len(np.unique(ids)) != num_embeddings:
         raise ValueError(f"{tokenizer_file}: image tokens share vocabulary ids")
     return LmIdMapping(ids.astype(np.int32), f"tokenizer-file sha256:{hashlib.sha256(data).hexdigest()}")
@@ -333,8 +344,9 @@ def weights_sha256(model: ChameleonVQVAE) -> str:
     return digest.hexdigest()
 
 
-def fingerprint(model_dir: str | Path, precision: str, vocabulary: str | Path | None = None
-                ) -> tuple[dict, LmIdMapping]:
+def fingerprint(
+    model_dir: str | Path, precision: str, vocabulary: str | Path | None = None
+) -> tuple[dict, LmIdMapping]:
     """What determines the codes and ids (config, weights hash, precision, preprocessing, id map),
     and the code -> LM id map itself.
 
@@ -343,11 +355,17 @@ def fingerprint(model_dir: str | Path, precision: str, vocabulary: str | Path | 
     model = ChameleonVQVAE.from_pretrained(str(model_dir), local_files_only=True)
     mapping = lm_id_mapping(model.config.num_embeddings, vocabulary)
     provenance_path = Path(model_dir) / PROVENANCE_FILE
-    provenance = (json.loads(provenance_path.read_text()) if provenance_path.is_file()
-                  else {"trained": None, "origin": "unknown (no provenance file in the model folder)"})
+    provenance = (
+        json.loads(provenance_path.read_text())
+        if provenance_path.is_file()
+        else {"trained": None, "origin": "unknown (no provenance file in the model folder)"}
+    )
     config = model.config.to_dict()
-    architecture = {key: (list(config[key]) if isinstance(config[key], tuple) else config[key])
-                    for key in sorted({*settings()["config_keys"].values(), "attn_type"}) if key in config}
+    architecture = {
+        key: (list(config[key]) if isinstance(config[key], tuple) else config[key])
+        for key in sorted({*settings()["config_keys"].values(), "attn_type"})
+        if key in config
+    }
     body = {
         "architecture": architecture,
         "weights_sha256": weights_sha256(model),
@@ -357,4 +375,9 @@ def fingerprint(model_dir: str | Path, precision: str, vocabulary: str | Path | 
     }
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
     label = {True: "chameleon-vqgan", False: "untrained", None: "unknown-provenance"}[provenance["trained"]]
-    return {"id": f"{label}-{digest}", "trained": provenance["trained"], "origin": provenance["origin"], **body}, mapping
+    return {
+        "id": f"{label}-{digest}",
+        "trained": provenance["trained"],
+        "origin": provenance["origin"],
+        **body,
+    }, mapping

@@ -73,11 +73,19 @@ import yaml
 
 from pipelines.synth import chexmask, imagenome, mimic, padchest, siim, vindr, vqa_datasets
 from pipelines.synth.cases import make_image_cases, make_mimic_patients
-from pipelines.synth.faults import NotEnoughVictims, inject as inject_faults
+from pipelines.synth.faults import NotEnoughVictims
+from pipelines.synth.faults import inject as inject_faults
 
-SOURCE_ROOTS = {"mimic": "mimic-cxr", "vindr": "vindr-cxr", "chexmask": "chexmask", "siim": "siim-acr",
-                "imagenome": "chest-imagenome", "padchest": "padchest", "mimic_cxr_vqa": "mimic-cxr-vqa",
-                "mimic_diff_vqa": "medical-diff-vqa"}
+SOURCE_ROOTS = {
+    "mimic": "mimic-cxr",
+    "vindr": "vindr-cxr",
+    "chexmask": "chexmask",
+    "siim": "siim-acr",
+    "imagenome": "chest-imagenome",
+    "padchest": "padchest",
+    "mimic_cxr_vqa": "mimic-cxr-vqa",
+    "mimic_diff_vqa": "medical-diff-vqa",
+}
 TRUTH_FILE = "SYNTHETIC_TRUTH.json"
 
 
@@ -114,15 +122,21 @@ def generate(out: str | Path, studies: int = 40, seed: int = 0, faults: bool = F
     patients = make_mimic_patients(studies, seed)
     others = max(5, studies)
     images, mimic_frontals = mimic.write(out / SOURCE_ROOTS["mimic"], patients, seed)
-    vindr_images, vindr_frontals = vindr.write(out / SOURCE_ROOTS["vindr"], make_image_cases("vindr", others, seed), seed)
+    vindr_images, vindr_frontals = vindr.write(
+        out / SOURCE_ROOTS["vindr"], make_image_cases("vindr", others, seed), seed
+    )
     siim_images = siim.write(out / SOURCE_ROOTS["siim"], make_image_cases("siim", others, seed), seed)
     padchest_images, padchest_frontals = padchest.write(
-        out / SOURCE_ROOTS["padchest"], make_image_cases("padchest", others, seed), seed)
+        out / SOURCE_ROOTS["padchest"], make_image_cases("padchest", others, seed), seed
+    )
     images.update(vindr_images)
     images.update(siim_images)
     images.update(padchest_images)
-    masks = chexmask.write(out / SOURCE_ROOTS["chexmask"], {
-        "MIMIC-CXR-JPG": mimic_frontals, "VinDr-CXR": vindr_frontals, "Padchest": padchest_frontals}, seed)
+    masks = chexmask.write(
+        out / SOURCE_ROOTS["chexmask"],
+        {"MIMIC-CXR-JPG": mimic_frontals, "VinDr-CXR": vindr_frontals, "Padchest": padchest_frontals},
+        seed,
+    )
     for key, entry in masks.items():
         images[key]["chexmask"] = entry
     for key, entry in imagenome.write(out / SOURCE_ROOTS["imagenome"], patients, mimic_frontals, seed).items():

@@ -57,11 +57,13 @@ class Frontal:
 
 def cardiothoracic_ratio(right_lung: np.ndarray, left_lung: np.ndarray, heart: np.ndarray) -> float:
     """CTR of three masks: heart column extent over the column extent of both lungs together."""
+
     def extent(mask: np.ndarray) -> int:
         columns = np.flatnonzero(mask.any(axis=0))
         if columns.size == 0:
             raise ValueError("cannot measure a CTR on an empty mask")
         return int(columns[-1] - columns[0] + 1)
+
     return extent(heart) / extent(right_lung | left_lung)
 
 
@@ -106,10 +108,19 @@ def _lung_contour(side: str, p: dict, heart_left: int, heart_right: int, count: 
         return p["cx"] + sign * du * w, v * h
 
     control = [
-        at(0.19, p["apex"]), at(0.28, p["apex"] + 0.03), at(0.345, p["apex"] + 0.12), at(p["lat"], 0.47),
-        at(p["lat"] * 0.985, p["cp"] - 0.09), (cp_x, p["cp"] * h), ((cp_x * 2 + phrenic) / 3, (dome + 0.02) * h),
-        ((cp_x + phrenic * 2) / 3, dome * h), (phrenic, (dome + 0.02) * h), (medial, p["hy"] * h),
-        at(0.068, p["hy"] - p["hb"]), at(0.062, 0.30), at(0.09, p["apex"] + 0.045),
+        at(0.19, p["apex"]),
+        at(0.28, p["apex"] + 0.03),
+        at(0.345, p["apex"] + 0.12),
+        at(p["lat"], 0.47),
+        at(p["lat"] * 0.985, p["cp"] - 0.09),
+        (cp_x, p["cp"] * h),
+        ((cp_x * 2 + phrenic) / 3, (dome + 0.02) * h),
+        ((cp_x + phrenic * 2) / 3, dome * h),
+        (phrenic, (dome + 0.02) * h),
+        (medial, p["hy"] * h),
+        at(0.068, p["hy"] - p["hb"]),
+        at(0.062, 0.30),
+        at(0.09, p["apex"] + 0.045),
     ]
     return _closed_curve(np.array(control), count)
 
@@ -137,7 +148,9 @@ def _fit_organs(p: dict, ctr_target: float) -> dict[str, np.ndarray]:
         heart_px = int(round(ctr_target * thoracic))
         left = int(round(p["cx"] - 0.42 * heart_px))
         landmarks = {
-            "right_lung": _int_points(_lung_contour("right", p, left, left + heart_px - 1, LANDMARK_COUNTS["right_lung"])),
+            "right_lung": _int_points(
+                _lung_contour("right", p, left, left + heart_px - 1, LANDMARK_COUNTS["right_lung"])
+            ),
             "left_lung": _int_points(_lung_contour("left", p, left, left + heart_px - 1, LANDMARK_COUNTS["left_lung"])),
             "heart": _int_points(_heart_contour(p, left, heart_px)),
         }
@@ -173,8 +186,16 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
 
 def _ellipse(shape: tuple[int, int], centre: tuple[float, float], axes: tuple[float, float]) -> np.ndarray:
     canvas = np.zeros(shape, np.uint8)
-    cv2.ellipse(canvas, (int(round(centre[0])), int(round(centre[1]))),
-                (max(1, int(round(axes[0]))), max(1, int(round(axes[1])))), 0, 0, 360, 1, -1)
+    cv2.ellipse(
+        canvas,
+        (int(round(centre[0])), int(round(centre[1]))),
+        (max(1, int(round(axes[0]))), max(1, int(round(axes[1])))),
+        0,
+        0,
+        360,
+        1,
+        -1,
+    )
     return canvas.astype(bool)
 
 
@@ -184,7 +205,7 @@ def _effusion(frontal: Frontal, side: str, severity: int) -> np.ndarray:
     ys, xs = np.nonzero(lung)
     medial = xs.max() if side == "right" else xs.min()
     lateralness = np.abs(xs - medial) / (np.ptp(xs) + 1)
-    score = ys + 0.35 * (np.ptp(ys) + 1) * lateralness ** 1.5
+    score = ys + 0.35 * (np.ptp(ys) + 1) * lateralness**1.5
     keep = score >= np.quantile(score, 1 - _EFFUSION_FRACTION[severity])
     mask = np.zeros_like(lung)
     mask[ys[keep], xs[keep]] = True
@@ -206,8 +227,12 @@ def _pneumothorax(frontal: Frontal, side: str, severity: int, pockets: int) -> t
     anchor_x = (x1 + x2) / 2 if severity == 1 else medial_x - np.sign(medial_x - (x1 + x2) / 2) * 0.15 * lung_w
     scale = np.sqrt(1.0 - _PNEUMOTHORAX_FRACTION[severity])
     points = frontal.landmarks[organ].astype(np.float64)
-    collapsed = fill_contour(np.array([anchor_x, anchor_y]) + (points - [anchor_x, anchor_y]) * scale,
-                             frontal.height, frontal.width) & lung
+    collapsed = (
+        fill_contour(
+            np.array([anchor_x, anchor_y]) + (points - [anchor_x, anchor_y]) * scale, frontal.height, frontal.width
+        )
+        & lung
+    )
     columns = np.arange(frontal.width)[None, :]
     lateral = (columns < medial_x - 0.25 * lung_w) if side == "right" else (columns > medial_x + 0.25 * lung_w)
     main = _largest_component(lung & ~collapsed & lateral)
@@ -224,8 +249,7 @@ def _pneumothorax(frontal: Frontal, side: str, severity: int, pockets: int) -> t
     return components, line
 
 
-def _disc_in_zone(frontal: Frontal, side: str, zone: str | None, radius: float,
-                  rng: np.random.Generator) -> np.ndarray:
+def _disc_in_zone(frontal: Frontal, side: str, zone: str | None, radius: float, rng: np.random.Generator) -> np.ndarray:
     """A disc of ``radius`` px whose centre lies in the lung zone, at least ``radius`` + 3 px inside the lung."""
     lung = frontal.organs[SIDES[side]]
     top, bottom = _zone_rows(box_of(lung), zone)
@@ -255,14 +279,16 @@ def _band(frontal: Frontal, side: str, severity: int) -> np.ndarray:
     lung = frontal.organs[SIDES[side]]
     x1, y1, x2, y2 = box_of(lung)
     centre = ((x1 + x2) / 2, y1 + 0.78 * (y2 - y1))
-    return _largest_component(_ellipse(lung.shape, centre, (0.3 * (x2 - x1), (0.018 + 0.008 * severity) * (y2 - y1))) & lung)
+    return _largest_component(
+        _ellipse(lung.shape, centre, (0.3 * (x2 - x1), (0.018 + 0.008 * severity) * (y2 - y1))) & lung
+    )
 
 
 def _apical_cap(frontal: Frontal, side: str) -> np.ndarray:
     lung = frontal.organs[SIDES[side]]
     _, y1, _, y2 = box_of(lung)
     cap = lung.copy()
-    cap[int(y1 + 0.08 * (y2 - y1)):] = False
+    cap[int(y1 + 0.08 * (y2 - y1)) :] = False
     return cap
 
 
@@ -276,7 +302,7 @@ def _edema_haze(frontal: Frontal, severity: int) -> np.ndarray:
         hilum_x = x2 - 0.1 * (x2 - x1) if side == "right" else x1 + 0.1 * (x2 - x1)
         hilum_y = y1 + 0.45 * (y2 - y1)
         sigma_x, sigma_y = 0.45 * (x2 - x1), 0.3 * (y2 - y1)
-        bump = np.exp(-((cols - hilum_x) / sigma_x) ** 2 / 2) * np.exp(-((rows - hilum_y) / sigma_y) ** 2 / 2)
+        bump = np.exp(-(((cols - hilum_x) / sigma_x) ** 2) / 2) * np.exp(-(((rows - hilum_y) / sigma_y) ** 2) / 2)
         haze += np.where(frontal.organs[organ], bump, 0).astype(np.float32)
     return haze * (0.05 + 0.04 * severity)
 
@@ -309,27 +335,49 @@ def _device_polyline(kind: str, p: dict) -> np.ndarray:
     if kind == "endotracheal tube":
         points = [(cx, 0), (cx + 0.003 * w, p["carina"] * h - 0.045 * h)]
     elif kind == "nasogastric tube":
-        points = [(cx + 0.01 * w, 0), (cx + 0.012 * w, 0.5 * h), (cx + 0.05 * w, (p["cp"] + 0.05) * h),
-                  (cx + 0.11 * w, (p["cp"] + 0.1) * h)]
+        points = [
+            (cx + 0.01 * w, 0),
+            (cx + 0.012 * w, 0.5 * h),
+            (cx + 0.05 * w, (p["cp"] + 0.05) * h),
+            (cx + 0.11 * w, (p["cp"] + 0.1) * h),
+        ]
     elif kind == "right internal jugular line":
         points = [(cx - 0.12 * w, 0), (cx - 0.07 * w, 0.12 * h), (cx - 0.04 * w, 0.26 * h), (cx - 0.035 * w, 0.36 * h)]
     elif kind == "pacemaker":
-        points = [(cx + 0.26 * w, 0.16 * h), (cx + 0.1 * w, 0.2 * h), (cx - 0.02 * w, 0.38 * h), (cx + 0.02 * w, p["hy"] * h)]
+        points = [
+            (cx + 0.26 * w, 0.16 * h),
+            (cx + 0.1 * w, 0.2 * h),
+            (cx - 0.02 * w, 0.38 * h),
+            (cx + 0.02 * w, p["hy"] * h),
+        ]
     else:
         raise ValueError(f"unknown device {kind!r}")
     return _int_points(np.array(points, dtype=np.float64))
 
 
-def build_frontal(findings: Findings, ctr_target: float, width: int, height: int,
-                  rng: np.random.Generator, pneumothorax_pockets: int = 1) -> Frontal:
+def build_frontal(
+    findings: Findings,
+    ctr_target: float,
+    width: int,
+    height: int,
+    rng: np.random.Generator,
+    pneumothorax_pockets: int = 1,
+) -> Frontal:
     """The shapes of a frontal image for these findings; raises if the measured CTR misses its band."""
     enlarged_mediastinum = any(f.name == "Enlarged Cardiomediastinum" and f.presence == 1 for f in findings.values())
     cp = float(rng.uniform(0.70, 0.76))
     dome_rise = float(rng.uniform(0.06, 0.08))
     p = {
-        "width": width, "height": height, "cx": width * (0.5 + float(rng.uniform(-0.012, 0.012))),
-        "apex": float(rng.uniform(0.11, 0.15)), "cp": cp, "dome_rise": dome_rise, "lat": float(rng.uniform(0.36, 0.40)),
-        "hy": cp - dome_rise - 0.07, "hb": 0.12, "carina": float(rng.uniform(0.27, 0.31)),
+        "width": width,
+        "height": height,
+        "cx": width * (0.5 + float(rng.uniform(-0.012, 0.012))),
+        "apex": float(rng.uniform(0.11, 0.15)),
+        "cp": cp,
+        "dome_rise": dome_rise,
+        "lat": float(rng.uniform(0.36, 0.40)),
+        "hy": cp - dome_rise - 0.07,
+        "hb": 0.12,
+        "carina": float(rng.uniform(0.27, 0.31)),
         "mediastinum_half": 0.085 if enlarged_mediastinum else 0.055,
         "knob_radius": 0.045 if enlarged_mediastinum else 0.03,
     }
@@ -363,11 +411,14 @@ def _add_lesions(frontal: Frontal, findings: Findings, rng: np.random.Generator,
             frontal.pleural_lines.append(line)
         elif name == "Lung Lesion":
             radius = _NODULE_RADIUS[severity] * frontal.width
-            lesions[name] = [(side, _disc_in_zone(frontal, side, finding.zone, radius, rng))
-                             for side in _sides(finding.laterality)[:1]]
+            lesions[name] = [
+                (side, _disc_in_zone(frontal, side, finding.zone, radius, rng))
+                for side in _sides(finding.laterality)[:1]
+            ]
         elif name in ("Consolidation", "Lung Opacity"):
-            lesions[name] = [(side, _blob(frontal, side, finding.zone, severity, rng))
-                             for side in _sides(finding.laterality)[:1]]
+            lesions[name] = [
+                (side, _blob(frontal, side, finding.zone, severity, rng)) for side in _sides(finding.laterality)[:1]
+            ]
         elif name == "Atelectasis":
             lesions[name] = [(side, _band(frontal, side, severity)) for side in _sides(finding.laterality)]
         elif name == "Pleural Other":
@@ -375,7 +426,9 @@ def _add_lesions(frontal: Frontal, findings: Findings, rng: np.random.Generator,
         elif name == "Edema":
             frontal.haze = _edema_haze(frontal, severity)
             threshold = 0.45 * float(frontal.haze.max())
-            lesions[name] = [(side, frontal.organs[organ] & (frontal.haze > threshold)) for side, organ in SIDES.items()]
+            lesions[name] = [
+                (side, frontal.organs[organ] & (frontal.haze > threshold)) for side, organ in SIDES.items()
+            ]
         elif name == "Cardiomegaly":
             lesions[name] = [("", frontal.organs["heart"])]
         elif name == "Enlarged Cardiomediastinum":
@@ -390,8 +443,11 @@ def _add_lesions(frontal: Frontal, findings: Findings, rng: np.random.Generator,
             lesions[name] = [(side, _ellipse((frontal.height, frontal.width), tuple(point), (radius, radius)))]
         elif name == "Support Devices" and finding.detail:
             frontal.devices.append((finding.detail, _device_polyline(finding.detail, p)))
-    if "Pneumonia" in findings and findings["Pneumonia"].presence != 0 and not (
-            {"Consolidation", "Lung Opacity"} & set(lesions)):
+    if (
+        "Pneumonia" in findings
+        and findings["Pneumonia"].presence != 0
+        and not ({"Consolidation", "Lung Opacity"} & set(lesions))
+    ):
         pneumonia = findings["Pneumonia"]
         side = _sides(pneumonia.laterality)[0]
         lesions["Pneumonia"] = [(side, _blob(frontal, side, pneumonia.zone, 1, rng))]
@@ -411,8 +467,16 @@ def _finish(image: np.ndarray, rng: np.random.Generator, text: str | None) -> np
     if text:
         scale = width / 900
         ink = np.zeros(image.shape, np.uint8)
-        cv2.putText(ink, text, (int(0.04 * width), int(0.06 * height)), cv2.FONT_HERSHEY_SIMPLEX,
-                    scale, 255, max(1, int(2 * scale)), cv2.LINE_AA)
+        cv2.putText(
+            ink,
+            text,
+            (int(0.04 * width), int(0.06 * height)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            255,
+            max(1, int(2 * scale)),
+            cv2.LINE_AA,
+        )
         image = np.maximum(image, ink.astype(np.float32) * (0.97 / 255))
     return np.clip(image, 0.0, 1.0)
 
@@ -439,13 +503,24 @@ def render_frontal(frontal: Frontal, rng: np.random.Generator, text: str | None 
     for _, line in frontal.ribs:
         cv2.polylines(bone, [line.reshape(-1, 1, 2)], False, 1.0, rib_thickness)
     for point in frontal.fracture_gaps:
-        cv2.line(bone, (int(point[0] - 0.006 * w), int(point[1] - 0.02 * h)),
-                 (int(point[0] + 0.006 * w), int(point[1] + 0.02 * h)), 0.0, max(2, int(0.005 * w)))
+        cv2.line(
+            bone,
+            (int(point[0] - 0.006 * w), int(point[1] - 0.02 * h)),
+            (int(point[0] + 0.006 * w), int(point[1] + 0.02 * h)),
+            0.0,
+            max(2, int(0.005 * w)),
+        )
     for line in frontal.clavicles.values():
         cv2.polylines(bone, [line.reshape(-1, 1, 2)], False, 1.6, max(3, int(0.022 * h)))
     image += 0.11 * bone
-    density = {"Consolidation": 0.3, "Lung Opacity": 0.18, "Pneumonia": 0.2, "Lung Lesion": 0.28,
-               "Atelectasis": 0.2, "Pleural Other": 0.15}
+    density = {
+        "Consolidation": 0.3,
+        "Lung Opacity": 0.18,
+        "Pneumonia": 0.2,
+        "Lung Lesion": 0.28,
+        "Atelectasis": 0.2,
+        "Pleural Other": 0.15,
+    }
     soft = np.zeros((h, w), np.float32)
     for name, parts in frontal.lesions.items():
         for _, mask in parts:
@@ -467,8 +542,9 @@ def render_frontal(frontal: Frontal, rng: np.random.Generator, text: str | None 
     return _finish(image, rng, text)
 
 
-def render_lateral(width: int, height: int, findings: Findings, rng: np.random.Generator,
-                   text: str | None = None) -> np.ndarray:
+def render_lateral(
+    width: int, height: int, findings: Findings, rng: np.random.Generator, text: str | None = None
+) -> np.ndarray:
     """A float32 lateral radiograph: one lung field, heart anterior (image left), spine posterior."""
     h, w = height, width
     image = np.full((h, w), 0.03, np.float32)
@@ -483,7 +559,9 @@ def render_lateral(width: int, height: int, findings: Findings, rng: np.random.G
     effusion = findings.get("Pleural Effusion")
     if effusion is not None and effusion.presence == 1:
         level = 0.75 - 0.05 * (effusion.severity or 1)
-        cv2.ellipse(image, (int(0.66 * w), int(0.78 * h)), (int(0.1 * w), int((0.78 - level) * h)), 0, 180, 360, 0.58, -1)
+        cv2.ellipse(
+            image, (int(0.66 * w), int(0.78 * h)), (int(0.1 * w), int((0.78 - level) * h)), 0, 180, 360, 0.58, -1
+        )
     image += 0.02 * _smooth_noise(rng, (h, w), 10)
     return _finish(image, rng, text)
 
@@ -500,8 +578,12 @@ Box = tuple[int, int, int, int]
 
 def _clip_box(box: tuple[float, float, float, float], width: int, height: int) -> Box:
     x1, y1, x2, y2 = box
-    return (int(np.clip(round(x1), 0, width - 1)), int(np.clip(round(y1), 0, height - 1)),
-            int(np.clip(round(x2), 1, width)), int(np.clip(round(y2), 1, height)))
+    return (
+        int(np.clip(round(x1), 0, width - 1)),
+        int(np.clip(round(y1), 0, height - 1)),
+        int(np.clip(round(x2), 1, width)),
+        int(np.clip(round(y2), 1, height)),
+    )
 
 
 def region_boxes(frontal: Frontal) -> dict[str, Box]:
@@ -518,33 +600,47 @@ def region_boxes(frontal: Frontal) -> dict[str, Box]:
         regions[f"{side} mid lung zone"] = (x1, y1 + lh / 3, x2, y1 + 2 * lh / 3)
         regions[f"{side} lower lung zone"] = (x1, y1 + 2 * lh / 3, x2, y2)
         regions[f"{side} apical zone"] = (x1, y1, x2, y1 + 0.15 * lh)
-        regions[f"{side} hilar structures"] = ((x2 - 0.35 * lw, y1 + 0.35 * lh, x2 + 0.02 * w, y1 + 0.6 * lh)
-                                               if medial_right else (x1 - 0.02 * w, y1 + 0.35 * lh, x1 + 0.35 * lw, y1 + 0.6 * lh))
-        regions[f"{side} costophrenic angle"] = ((x1, y2 - 0.18 * lh, x1 + 0.3 * lw, y2) if medial_right
-                                                 else (x2 - 0.3 * lw, y2 - 0.18 * lh, x2, y2))
+        regions[f"{side} hilar structures"] = (
+            (x2 - 0.35 * lw, y1 + 0.35 * lh, x2 + 0.02 * w, y1 + 0.6 * lh)
+            if medial_right
+            else (x1 - 0.02 * w, y1 + 0.35 * lh, x1 + 0.35 * lw, y1 + 0.6 * lh)
+        )
+        regions[f"{side} costophrenic angle"] = (
+            (x1, y2 - 0.18 * lh, x1 + 0.3 * lw, y2) if medial_right else (x2 - 0.3 * lw, y2 - 0.18 * lh, x2, y2)
+        )
         regions[f"{side} hemidiaphragm"] = (x1, y2 - 0.12 * lh, x2, y2 + 0.04 * lh)
         line = frontal.clavicles[side]
         pad = 0.012 * h
-        regions[f"{side} clavicle"] = (line[:, 0].min() - pad, line[:, 1].min() - pad,
-                                       line[:, 0].max() + pad, line[:, 1].max() + pad)
+        regions[f"{side} clavicle"] = (
+            line[:, 0].min() - pad,
+            line[:, 1].min() - pad,
+            line[:, 0].max() + pad,
+            line[:, 1].max() + pad,
+        )
     hx1, hy1, hx2, hy2 = box_of(frontal.organs["heart"])
     carina = p["carina"] * h
     knob_x, knob_y = p["knob"]
     knob_r = p["knob_radius"] * w
-    regions.update({
-        "trachea": (cx - 0.03 * w, 0.02 * h, cx + 0.03 * w, carina),
-        "carina": (cx - 0.03 * w, carina - 0.02 * h, cx + 0.03 * w, carina + 0.02 * h),
-        "spine": (cx - 0.04 * w, 0.05 * h, cx + 0.04 * w, 0.95 * h),
-        "aortic arch": (knob_x - knob_r, knob_y - knob_r, knob_x + knob_r, knob_y + knob_r),
-        "mediastinum": (min(cx - half, hx1), 0.06 * h, max(cx + half, hx2), hy2),
-        "upper mediastinum": (cx - half, 0.06 * h, cx + half, hy1),
-        "svc": (cx - half, 0.15 * h, cx, hy1 + 0.03 * h),
-        "cardiac silhouette": (hx1, hy1, hx2, hy2),
-        "cavoatrial junction": (hx1, hy1, hx1 + 0.06 * w, hy1 + 0.05 * h),
-        "right atrium": (hx1, (hy1 + hy2) / 2 - 0.05 * h, (hx1 + hx2) / 2, hy2),
-        "abdomen": (regions["right lung"][0], max(regions["right lung"][3], regions["left lung"][3]),
-                    regions["left lung"][2], h),
-    })
+    regions.update(
+        {
+            "trachea": (cx - 0.03 * w, 0.02 * h, cx + 0.03 * w, carina),
+            "carina": (cx - 0.03 * w, carina - 0.02 * h, cx + 0.03 * w, carina + 0.02 * h),
+            "spine": (cx - 0.04 * w, 0.05 * h, cx + 0.04 * w, 0.95 * h),
+            "aortic arch": (knob_x - knob_r, knob_y - knob_r, knob_x + knob_r, knob_y + knob_r),
+            "mediastinum": (min(cx - half, hx1), 0.06 * h, max(cx + half, hx2), hy2),
+            "upper mediastinum": (cx - half, 0.06 * h, cx + half, hy1),
+            "svc": (cx - half, 0.15 * h, cx, hy1 + 0.03 * h),
+            "cardiac silhouette": (hx1, hy1, hx2, hy2),
+            "cavoatrial junction": (hx1, hy1, hx1 + 0.06 * w, hy1 + 0.05 * h),
+            "right atrium": (hx1, (hy1 + hy2) / 2 - 0.05 * h, (hx1 + hx2) / 2, hy2),
+            "abdomen": (
+                regions["right lung"][0],
+                max(regions["right lung"][3], regions["left lung"][3]),
+                regions["left lung"][2],
+                h,
+            ),
+        }
+    )
     return {name: _clip_box(box, w, h) for name, box in sorted(regions.items())}
 
 
@@ -564,12 +660,24 @@ class FrontalSummary:
 
 def summarize(frontal: Frontal) -> FrontalSummary:
     """Landmarks, CheXmask RLEs of the three organs, CTR, lesion and region boxes of a frontal image."""
-    rles = {column: rle_encode(frontal.organs[organ], "chexmask")
-            for column, organ in (("Left Lung", "left_lung"), ("Right Lung", "right_lung"), ("Heart", "heart"))}
-    lesion_boxes = {name: [(side, box_of(mask)) for side, mask in parts if mask.any()]
-                    for name, parts in sorted(frontal.lesions.items())}
-    return FrontalSummary(frontal.width, frontal.height, frontal.landmarks, rles, frontal.ctr, frontal.ctr_band,
-                          lesion_boxes, region_boxes(frontal))
+    rles = {
+        column: rle_encode(frontal.organs[organ], "chexmask")
+        for column, organ in (("Left Lung", "left_lung"), ("Right Lung", "right_lung"), ("Heart", "heart"))
+    }
+    lesion_boxes = {
+        name: [(side, box_of(mask)) for side, mask in parts if mask.any()]
+        for name, parts in sorted(frontal.lesions.items())
+    }
+    return FrontalSummary(
+        frontal.width,
+        frontal.height,
+        frontal.landmarks,
+        rles,
+        frontal.ctr,
+        frontal.ctr_band,
+        lesion_boxes,
+        region_boxes(frontal),
+    )
 
 
 def lesion_boxes_json(summary: FrontalSummary | None) -> dict[str, list[list[int]]] | None:

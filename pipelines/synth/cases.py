@@ -13,9 +13,20 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 CHEXPERT_14 = (
-    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Lesion", "Lung Opacity", "Edema",
-    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
-    "Fracture", "Support Devices",
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Lesion",
+    "Lung Opacity",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
 )
 ABNORMAL = tuple(name for name in CHEXPERT_14 if name not in ("No Finding", "Support Devices"))
 
@@ -30,20 +41,43 @@ DEVICES = ("endotracheal tube", "nasogastric tube", "right internal jugular line
 
 # Per-study probability that a finding is present when it was absent before (first study: as listed).
 _ONSET = {
-    "Cardiomegaly": 0.35, "Pleural Effusion": 0.30, "Support Devices": 0.25, "Atelectasis": 0.20,
-    "Pneumothorax": 0.15, "Consolidation": 0.15, "Lung Opacity": 0.15, "Edema": 0.15, "Lung Lesion": 0.12,
-    "Enlarged Cardiomediastinum": 0.08, "Pleural Other": 0.06, "Fracture": 0.06,
+    "Cardiomegaly": 0.35,
+    "Pleural Effusion": 0.30,
+    "Support Devices": 0.25,
+    "Atelectasis": 0.20,
+    "Pneumothorax": 0.15,
+    "Consolidation": 0.15,
+    "Lung Opacity": 0.15,
+    "Edema": 0.15,
+    "Lung Lesion": 0.12,
+    "Enlarged Cardiomediastinum": 0.08,
+    "Pleural Other": 0.06,
+    "Fracture": 0.06,
 }
 # Findings whose presence can be uncertain (-1) in a report, and how often.
 _UNCERTAIN = {"Atelectasis": 0.3, "Cardiomegaly": 0.15, "Pneumonia": 0.5}
 # Findings that, when absent, a report often states as negative (the classic "no pneumothorax").
 _STATED_NEGATIVES = ("Pneumothorax", "Pleural Effusion", "Consolidation", "Edema")
-_SIDED = {"Pleural Effusion", "Pneumothorax", "Lung Lesion", "Consolidation", "Lung Opacity", "Atelectasis",
-          "Pleural Other", "Fracture"}
-_ZONED = {"Lung Lesion": ("upper", "middle", "lower"), "Consolidation": ("lower", "middle"),
-          "Lung Opacity": ("lower", "middle", "upper"), "Atelectasis": ("lower",),
-          "Pleural Effusion": ("lower",), "Pneumothorax": ("upper",), "Pleural Other": ("upper",),
-          "Fracture": ("middle", "lower")}
+_SIDED = {
+    "Pleural Effusion",
+    "Pneumothorax",
+    "Lung Lesion",
+    "Consolidation",
+    "Lung Opacity",
+    "Atelectasis",
+    "Pleural Other",
+    "Fracture",
+}
+_ZONED = {
+    "Lung Lesion": ("upper", "middle", "lower"),
+    "Consolidation": ("lower", "middle"),
+    "Lung Opacity": ("lower", "middle", "upper"),
+    "Atelectasis": ("lower",),
+    "Pleural Effusion": ("lower",),
+    "Pneumothorax": ("upper",),
+    "Pleural Other": ("upper",),
+    "Fracture": ("middle", "lower"),
+}
 
 
 def stable_int(*parts: object) -> int:
@@ -174,8 +208,12 @@ def _with_pneumonia(rng: np.random.Generator, findings: Findings, allow_uncertai
             findings["Pneumonia"] = Finding("Pneumonia", presence, base.laterality, base.zone, None, base.change)
 
 
-def draw_findings(rng: np.random.Generator, allowed: tuple[str, ...] = ABNORMAL + ("Support Devices",),
-                  allow_uncertain: bool = True, normal_rate: float = 0.25) -> Findings:
+def draw_findings(
+    rng: np.random.Generator,
+    allowed: tuple[str, ...] = ABNORMAL + ("Support Devices",),
+    allow_uncertain: bool = True,
+    normal_rate: float = 0.25,
+) -> Findings:
     """Findings of a first (or only) study; about ``normal_rate`` of cases have nothing abnormal."""
     findings: Findings = {}
     if rng.random() >= normal_rate:
@@ -201,7 +239,9 @@ def _evolve_one(rng: np.random.Generator, prior: Finding) -> Finding:
     if prior.name in ("Lung Lesion", "Pleural Other", "Fracture", "Enlarged Cardiomediastinum"):
         return replace(prior, change="unchanged")
     if prior.name == "Support Devices":
-        return replace(prior, change="unchanged") if rng.random() < 0.7 else replace(prior, presence=0, change="resolved")
+        return (
+            replace(prior, change="unchanged") if rng.random() < 0.7 else replace(prior, presence=0, change="resolved")
+        )
     roll = rng.random()
     severity = prior.severity or 1
     if roll < 0.3:
@@ -253,9 +293,18 @@ def finding_details(findings: Findings, names: object = None) -> dict[str, dict]
     """What the truth file states of each finding (all, or those in ``names``): presence, laterality
     (the patient's side), zone, severity (1 small/mild, 2 moderate, 3 large/severe), change against
     the prior study and the device name for Support Devices."""
-    return {name: {"presence": f.presence, "laterality": f.laterality, "zone": f.zone, "severity": f.severity,
-                   "change": f.change, "detail": f.detail}
-            for name, f in sorted(findings.items()) if names is None or name in names}
+    return {
+        name: {
+            "presence": f.presence,
+            "laterality": f.laterality,
+            "zone": f.zone,
+            "severity": f.severity,
+            "change": f.change,
+            "detail": f.detail,
+        }
+        for name, f in sorted(findings.items())
+        if names is None or name in names
+    }
 
 
 def stated_labels(findings: Findings) -> dict[str, int]:
@@ -277,7 +326,6 @@ def ctr_target_for(rng: np.random.Generator, findings: Findings) -> float:
         band = SEVERITY_BAND[heart.severity or 1]
     low, high = CTR_TARGETS[band]
     return float(rng.uniform(low, high))
-
 
 
 SPLIT_CYCLE = ("train", "test", "validate", "train", "train", "train", "validate", "train", "test", "train")
@@ -311,7 +359,7 @@ def _unique_number(seed: int, kind: str, low: int, span: int, taken: set[str], *
 def mimic_dicom_id(seed: int, study_id: str, index: int) -> str:
     """Five groups of 8 hex characters joined by dashes, like MIMIC's ``dicom_id``."""
     digits = stable_hex(40, seed, "dicom", study_id, index)
-    return "-".join(digits[i:i + 8] for i in range(0, 40, 8))
+    return "-".join(digits[i : i + 8] for i in range(0, 40, 8))
 
 
 def _study_views(rng: np.random.Generator, seed: int, study_id: str) -> tuple[View, ...]:
@@ -320,8 +368,9 @@ def _study_views(rng: np.random.Generator, seed: int, study_id: str) -> tuple[Vi
         height, width = int(rng.integers(720, 801)), int(rng.integers(700, 781))
     else:
         height, width = int(rng.integers(800, 901)), int(rng.integers(660, 761))
-    return tuple(View(mimic_dicom_id(seed, study_id, i), position, width, height)
-                 for i, position in enumerate(positions))
+    return tuple(
+        View(mimic_dicom_id(seed, study_id, i), position, width, height) for i, position in enumerate(positions)
+    )
 
 
 def _study_time(rng: np.random.Generator, early: bool) -> str:
@@ -361,15 +410,22 @@ def make_mimic_patients(studies: int, seed: int) -> list[Patient]:
                 day += dt.timedelta(days=int(study_rng.integers(1, 400)))
             findings = draw_findings(study_rng) if order == 1 else evolve_findings(study_rng, findings)
             stated = add_stated_negatives(study_rng, findings)
-            study_list.append(Study(
-                subject_id=subject_id, study_id=study_id, order=order, date=day.strftime("%Y%m%d"),
-                time=_study_time(study_rng, early=study_number % 3 == 0),
-                views=_study_views(study_rng, seed, study_id), findings=stated,
-                ctr_target=ctr_target_for(study_rng, findings),
-                indication=INDICATIONS[int(study_rng.integers(len(INDICATIONS)))].format(
-                    sex="woman" if sex == "F" else "man"),
-                prior_study_id=study_list[-1].study_id if study_list else None,
-            ))
+            study_list.append(
+                Study(
+                    subject_id=subject_id,
+                    study_id=study_id,
+                    order=order,
+                    date=day.strftime("%Y%m%d"),
+                    time=_study_time(study_rng, early=study_number % 3 == 0),
+                    views=_study_views(study_rng, seed, study_id),
+                    findings=stated,
+                    ctr_target=ctr_target_for(study_rng, findings),
+                    indication=INDICATIONS[int(study_rng.integers(len(INDICATIONS)))].format(
+                        sex="woman" if sex == "F" else "man"
+                    ),
+                    prior_study_id=study_list[-1].study_id if study_list else None,
+                )
+            )
             study_number += 1
         patients.append(Patient(subject_id, sex, age, SPLIT_CYCLE[index % len(SPLIT_CYCLE)], tuple(study_list)))
         remaining -= count

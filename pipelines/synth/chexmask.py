@@ -61,9 +61,17 @@ def write(root: Path, frontals: dict[str, dict[str, FrontalSummary]], seed: int)
             mean, best = dice_scores(seed, native_id, failing=len(rows) % 5 == 2)
             if stem == "Padchest" and len(rows) % 2 == 0:
                 best = mean - (best - mean)  # the swapped-looking Max < Mean of the Padchest file
-            rows.append({id_column: native_id, "Dice RCA (Mean)": mean, "Dice RCA (Max)": best,
-                         "Landmarks": landmarks_cell(summary, numpy_repr=len(rows) % 2 == 0),
-                         **summary.organ_rles, "Height": summary.height, "Width": summary.width})
+            rows.append(
+                {
+                    id_column: native_id,
+                    "Dice RCA (Mean)": mean,
+                    "Dice RCA (Max)": best,
+                    "Landmarks": landmarks_cell(summary, numpy_repr=len(rows) % 2 == 0),
+                    **summary.organ_rles,
+                    "Height": summary.height,
+                    "Width": summary.width,
+                }
+            )
             truth[f"{source}/{native_id}"] = {"dice_rca_mean": mean, "passes": mean >= QUALITY_THRESHOLD}
         quality = ["Dice RCA (Max)", "Dice RCA (Mean)"] if stem == "Padchest" else ["Dice RCA (Mean)", "Dice RCA (Max)"]
         columns = [id_column, *quality, "Landmarks", "Left Lung", "Right Lung", "Heart", "Height", "Width"]

@@ -42,8 +42,11 @@ import manifests
 from pipelines.synth import output, vqa_datasets
 
 KINDS: dict[str, dict] = manifests.load("faults.yaml")["kinds"]
-CHEXMASK_FILES = {"mimic": ("MIMIC-CXR-JPG", "dicom_id"), "vindr": ("VinDr-CXR", "image_id"),
-                  "padchest": ("Padchest", "ImageID")}
+CHEXMASK_FILES = {
+    "mimic": ("MIMIC-CXR-JPG", "dicom_id"),
+    "vindr": ("VinDr-CXR", "image_id"),
+    "padchest": ("Padchest", "ImageID"),
+}
 PADCHEST_CSV = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz"
 VQA_SOURCES = ("mimic_cxr_vqa", "mimic_diff_vqa")
 
@@ -139,12 +142,23 @@ def padchest_image(corpus: Corpus, key: str) -> Path:
     return corpus.path("padchest", str(corpus.images[key]["image_dir"]), _native(key))
 
 
-def fault(corpus: Corpus, kind: str, path: Path, keys: list[str], row: int | None = None,
-          where: str | None = None) -> dict:
+def fault(
+    corpus: Corpus, kind: str, path: Path, keys: list[str], row: int | None = None, where: str | None = None
+) -> dict:
     spec = KINDS[kind]
-    return {"kind": kind, "source": spec["source"], "stage": spec["stage"], "reason": spec["reason"],
-            "level": spec["level"], "loses": spec["loses"], "file": corpus.relative(path), "row": row,
-            "where": where, "key": keys[0], "keys": keys}
+    return {
+        "kind": kind,
+        "source": spec["source"],
+        "stage": spec["stage"],
+        "reason": spec["reason"],
+        "level": spec["level"],
+        "loses": spec["loses"],
+        "file": corpus.relative(path),
+        "row": row,
+        "where": where,
+        "key": keys[0],
+        "keys": keys,
+    }
 
 
 # ---------------------------------------------------------------- image files
@@ -222,8 +236,14 @@ def rle_past_image_end(corpus: Corpus, kind: str) -> dict:
 
 
 def malformed_rle_chexmask(corpus: Corpus, kind: str) -> dict:
-    key = corpus.pick(kind, [k for k, e in sorted(corpus.images.items())
-                             if (e.get("chexmask") or {}).get("passes") and e["source"] in CHEXMASK_FILES])
+    key = corpus.pick(
+        kind,
+        [
+            k
+            for k, e in sorted(corpus.images.items())
+            if (e.get("chexmask") or {}).get("passes") and e["source"] in CHEXMASK_FILES
+        ],
+    )
     stem, id_column = CHEXMASK_FILES[corpus.images[key]["source"]]
     (path,) = corpus.path("chexmask", "OriginalResolution").glob(f"{stem}.csv*")
     header, rows = read_csv(path)
@@ -265,8 +285,9 @@ def missing_image(corpus: Corpus, kind: str) -> dict:
 
 def _scene_graph_object(corpus: Corpus, kind: str, width: float) -> dict:
     """A copy of the graph's first object added with ``x2 = x1 - width`` (in both coordinate spaces)."""
-    key = corpus.pick(kind, corpus.of_source("mimic", lambda e: e.get("imagenome") and not e.get("imagenome_gold")),
-                      share=True)
+    key = corpus.pick(
+        kind, corpus.of_source("mimic", lambda e: e.get("imagenome") and not e.get("imagenome_gold")), share=True
+    )
     path = corpus.path("imagenome", "silver_dataset", "scene_graph", f"{_native(key)}_SceneGraph.json")
     graph = json.loads(path.read_text())
     added = dict(graph["objects"][0])
@@ -354,7 +375,9 @@ def conflicting_label_rows(corpus: Corpus, kind: str) -> dict:
     header, rows = read_csv(path)
     studies = _study_keys(corpus)
     listed = {row[header.index("study_id")] for row in rows}
-    free = _fewest_images(studies, [s for s, keys in sorted(studies.items()) if s in listed and not corpus.used & set(keys)])
+    free = _fewest_images(
+        studies, [s for s, keys in sorted(studies.items()) if s in listed and not corpus.used & set(keys)]
+    )
     study = corpus.pick(kind, free)
     corpus.study_hit(studies[study])
     index = row_of(header, rows, "study_id", study)
@@ -368,14 +391,16 @@ def conflicting_label_rows(corpus: Corpus, kind: str) -> dict:
 def _vindr_train_box(corpus: Corpus, kind: str) -> tuple[str, Path, list[str], list[list[str]], int]:
     """A train image with a box row: its key, the boxes CSV, its header and rows, and the index of the
     image's first box row."""
+
     def first_box(key: str) -> tuple[Path, list[str], list[list[str]], int | None]:
         path, header, rows = _vindr_box_rows(corpus, key)
         image_id, x_min = header.index("image_id"), header.index("x_min")
         found = [i for i, row in enumerate(rows) if row[image_id] == _native(key) and row[x_min]]
         return path, header, rows, (found[0] if found else None)
 
-    key = corpus.pick(kind, [k for k in corpus.of_source("vindr", lambda e: e["split"] == "train")
-                             if first_box(k)[3] is not None])
+    key = corpus.pick(
+        kind, [k for k in corpus.of_source("vindr", lambda e: e["split"] == "train") if first_box(k)[3] is not None]
+    )
     return (key, *first_box(key))
 
 
@@ -435,8 +460,14 @@ def invalid_study_date(corpus: Corpus, kind: str) -> dict:
 
 
 def _chexmask_row(corpus: Corpus, kind: str) -> tuple[str, Path, list[str], list[list[str]], int]:
-    key = corpus.pick(kind, [k for k, e in sorted(corpus.images.items())
-                             if (e.get("chexmask") or {}).get("passes") and e["source"] in CHEXMASK_FILES])
+    key = corpus.pick(
+        kind,
+        [
+            k
+            for k, e in sorted(corpus.images.items())
+            if (e.get("chexmask") or {}).get("passes") and e["source"] in CHEXMASK_FILES
+        ],
+    )
     stem, id_column = CHEXMASK_FILES[corpus.images[key]["source"]]
     (path,) = corpus.path("chexmask", "OriginalResolution").glob(f"{stem}.csv*")
     header, rows = read_csv(path)
@@ -463,8 +494,11 @@ def repeated_chexmask_row(corpus: Corpus, kind: str) -> dict:
 def _scene_graph(corpus: Corpus, kind: str, gold: bool = False) -> tuple[str, Path, dict]:
     """A scene graph's key, path and content; off the gold list unless ``gold`` (a fault that loses the
     whole graph may hit a gold image's too)."""
-    key = corpus.pick(kind, corpus.of_source("mimic", lambda e: e.get("imagenome") and (
-        gold or not e.get("imagenome_gold"))), share=True)
+    key = corpus.pick(
+        kind,
+        corpus.of_source("mimic", lambda e: e.get("imagenome") and (gold or not e.get("imagenome_gold"))),
+        share=True,
+    )
     path = corpus.path("imagenome", "silver_dataset", "scene_graph", f"{_native(key)}_SceneGraph.json")
     return key, path, json.loads(path.read_text())
 
@@ -507,7 +541,9 @@ def _study_report(corpus: Corpus, kind: str) -> tuple[Path, list[str]]:
         subject = corpus.images[studies[study][0]]["subject_id"]
         return corpus.path("mimic", "files", f"p{subject[:2]}", f"p{subject}", f"s{study}.txt")
 
-    free = _fewest_images(studies, [s for s, keys in studies.items() if report(s).exists() and not corpus.used & set(keys)])
+    free = _fewest_images(
+        studies, [s for s, keys in studies.items() if report(s).exists() and not corpus.used & set(keys)]
+    )
     study = corpus.pick(kind, free)
     corpus.study_hit(studies[study])
     return report(study), sorted(studies[study])
@@ -668,8 +704,7 @@ INJECTORS: dict[str, Callable[[Corpus, str], dict]] = {
 }
 
 
-def inject(out: Path, roots: dict[str, str], images: dict[str, dict], seed: int,
-           questions: dict | None = None) -> dict:
+def inject(out: Path, roots: dict[str, str], images: dict[str, dict], seed: int, questions: dict | None = None) -> dict:
     """Plant one fault of every kind in ``manifests/faults.yaml`` into the clean corpus at ``out``;
     returns ``{"faults": [...], "faulted": {"images": [...], "annotations": [...]}}`` for the truth file.
     ``questions``: the truth's ``mimic_cxr_vqa`` and ``mimic_diff_vqa`` sections (the VQA faults copy
@@ -682,8 +717,10 @@ def inject(out: Path, roots: dict[str, str], images: dict[str, dict], seed: int,
     faults = sorted((INJECTORS[kind](corpus, kind) for kind in INJECTORS), key=lambda f: f["kind"])
     lost_images = sorted({f["key"] for f in faults if f["loses"] == "image"})
     lost_annotations = {f"{f['source']}:{f['key']}" for f in faults if f["loses"] == "annotation"}
-    asked = {source: {image for q in rows for image in (q["image"], q.get("reference_image")) if image}
-             for source, rows in questions.items()}
+    asked = {
+        source: {image for q in rows for image in (q["image"], q.get("reference_image")) if image}
+        for source, rows in questions.items()
+    }
     for key in lost_images:  # CheXmask rows, scene graphs and questions cannot outlive their image
         entry = images[key]
         if entry.get("chexmask") is not None:

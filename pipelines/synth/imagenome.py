@@ -26,21 +26,32 @@ SPLIT_CYCLE = ("train", "valid", "train", "test", "train", "train", "valid", "tr
 SPLIT_COLUMNS = ["subject_id", "study_id", "dicom_id", "path", "ViewPosition"]
 _ZONE_WORD = {"upper": "upper", "middle": "mid", "lower": "lower"}
 _ATTRIBUTES = {
-    "Pleural Effusion": "anatomicalfinding|{}|pleural effusion", "Pneumothorax": "anatomicalfinding|{}|pneumothorax",
-    "Consolidation": "anatomicalfinding|{}|consolidation", "Lung Opacity": "anatomicalfinding|{}|lung opacity",
-    "Pneumonia": "disease|{}|pneumonia", "Lung Lesion": "anatomicalfinding|{}|mass/nodule (not otherwise specified)",
-    "Atelectasis": "anatomicalfinding|{}|atelectasis", "Edema": "anatomicalfinding|{}|pulmonary edema/hazy opacity",
+    "Pleural Effusion": "anatomicalfinding|{}|pleural effusion",
+    "Pneumothorax": "anatomicalfinding|{}|pneumothorax",
+    "Consolidation": "anatomicalfinding|{}|consolidation",
+    "Lung Opacity": "anatomicalfinding|{}|lung opacity",
+    "Pneumonia": "disease|{}|pneumonia",
+    "Lung Lesion": "anatomicalfinding|{}|mass/nodule (not otherwise specified)",
+    "Atelectasis": "anatomicalfinding|{}|atelectasis",
+    "Edema": "anatomicalfinding|{}|pulmonary edema/hazy opacity",
     "Cardiomegaly": "anatomicalfinding|{}|enlarged cardiac silhouette",
     "Enlarged Cardiomediastinum": "anatomicalfinding|{}|mediastinal widening",
-    "Pleural Other": "anatomicalfinding|{}|pleural/parenchymal scarring", "Fracture": "anatomicalfinding|{}|rib fracture",
+    "Pleural Other": "anatomicalfinding|{}|pleural/parenchymal scarring",
+    "Fracture": "anatomicalfinding|{}|rib fracture",
 }
-_DEVICE_ATTRIBUTES = {"endotracheal tube": ("trachea", "tubesandlines|{}|endotracheal tube"),
-                      "nasogastric tube": ("abdomen", "tubesandlines|{}|enteric tube"),
-                      "right internal jugular line": ("svc", "tubesandlines|{}|ij line"),
-                      "pacemaker": ("cardiac silhouette", "device|{}|cardiac pacer and wires")}
-_RELATIONS = {"worsened": ("Worsened", "worsened"), "new": ("Worsened", "worsened"),
-              "improved": ("Improved", "improved"), "resolved": ("Improved", "improved"),
-              "unchanged": ("No status change", "no change")}
+_DEVICE_ATTRIBUTES = {
+    "endotracheal tube": ("trachea", "tubesandlines|{}|endotracheal tube"),
+    "nasogastric tube": ("abdomen", "tubesandlines|{}|enteric tube"),
+    "right internal jugular line": ("svc", "tubesandlines|{}|ij line"),
+    "pacemaker": ("cardiac silhouette", "device|{}|cardiac pacer and wires"),
+}
+_RELATIONS = {
+    "worsened": ("Worsened", "worsened"),
+    "new": ("Worsened", "worsened"),
+    "improved": ("Improved", "improved"),
+    "resolved": ("Improved", "improved"),
+    "unchanged": ("No status change", "no change"),
+}
 
 
 def has_scene_graph(position: int) -> bool:
@@ -94,8 +105,12 @@ def to_224(box: Box, width: int, height: int) -> tuple[int, int, int, int]:
     scale = 224 / side
     pad_x, pad_y = (side - width) / 2, (side - height) / 2
     x1, y1, x2, y2 = box
-    return (round((x1 + pad_x) * scale), round((y1 + pad_y) * scale),
-            round((x2 + pad_x) * scale), round((y2 + pad_y) * scale))
+    return (
+        round((x1 + pad_x) * scale),
+        round((y1 + pad_y) * scale),
+        round((x2 + pad_x) * scale),
+        round((y2 + pad_y) * scale),
+    )
 
 
 def _objects(dicom_id: str, summary: FrontalSummary, bad_boxes: bool) -> list[dict]:
@@ -109,12 +124,26 @@ def _objects(dicom_id: str, summary: FrontalSummary, bad_boxes: bool) -> list[di
         if bad_boxes and name == "cavoatrial junction":
             x2 = x1
         a1, b1, a2, b2 = to_224((x1, y1, x2, y2), summary.width, summary.height)
-        objects.append({
-            "object_id": f"{dicom_id}_{name}", "x1": a1, "y1": b1, "x2": a2, "y2": b2,
-            "width": a2 - a1, "height": b2 - b1, "bbox_name": name, "synsets": [synset(name)],
-            "name": name.capitalize(), "original_x1": x1, "original_y1": y1, "original_x2": x2,
-            "original_y2": y2, "original_width": x2 - x1, "original_height": y2 - y1,
-        })
+        objects.append(
+            {
+                "object_id": f"{dicom_id}_{name}",
+                "x1": a1,
+                "y1": b1,
+                "x2": a2,
+                "y2": b2,
+                "width": a2 - a1,
+                "height": b2 - b1,
+                "bbox_name": name,
+                "synsets": [synset(name)],
+                "name": name.capitalize(),
+                "original_x1": x1,
+                "original_y1": y1,
+                "original_x2": x2,
+                "original_y2": y2,
+                "original_width": x2 - x1,
+                "original_height": y2 - y1,
+            }
+        )
     return objects
 
 
@@ -137,16 +166,33 @@ def _attributes(dicom_id: str, study: Study, sentences: dict[str, str]) -> list[
         attribute = finding_attribute(finding)
         flag = "nlp|yes|normal" if finding.presence == 0 else "nlp|yes|abnormal"
         comparison, temporal = _cues(finding)
-        severity = [{1: "mild", 2: "moderate", 3: "severe"}[finding.severity]] if finding.severity and finding.presence else []
+        severity = (
+            [{1: "mild", 2: "moderate", 3: "severe"}[finding.severity]] if finding.severity and finding.presence else []
+        )
         for region in finding_regions(finding):
-            entry = by_region.setdefault(region, {
-                region: True, "bbox_name": region, "synsets": [synset(region)], "name": region.capitalize(),
-                "attributes": [], "attributes_ids": [], "phrases": [], "phrase_IDs": [], "sections": [],
-                "comparison_cues": [], "temporal_cues": [], "severity_cues": [], "texture_cues": [],
-                "object_id": f"{dicom_id}_{region}"})
+            entry = by_region.setdefault(
+                region,
+                {
+                    region: True,
+                    "bbox_name": region,
+                    "synsets": [synset(region)],
+                    "name": region.capitalize(),
+                    "attributes": [],
+                    "attributes_ids": [],
+                    "phrases": [],
+                    "phrase_IDs": [],
+                    "sections": [],
+                    "comparison_cues": [],
+                    "temporal_cues": [],
+                    "severity_cues": [],
+                    "texture_cues": [],
+                    "object_id": f"{dicom_id}_{region}",
+                },
+            )
             entry["attributes"].append([attribute, flag])
-            entry["attributes_ids"].append([f"CL{stable_int(attribute) % 1_000_000:06d}",
-                                            f"CL{stable_int(flag) % 1_000_000:06d}"])
+            entry["attributes_ids"].append(
+                [f"CL{stable_int(attribute) % 1_000_000:06d}", f"CL{stable_int(flag) % 1_000_000:06d}"]
+            )
             entry["phrases"].append(sentence)
             entry["phrase_IDs"].append(f"{study.study_id}|{number}")
             entry["sections"].append("finalreport")
@@ -167,13 +213,20 @@ def _relationships(dicom_id: str, previous: str | None, study: Study, sentences:
             continue
         predicate, relation = _RELATIONS[finding.change]
         for region in finding_regions(finding):
-            relations.append({
-                "relationship_id": f"{study.study_id}|{number}_{previous}_{dicom_id}_{region}",
-                "predicate": f"['{predicate}']", "synsets": [synset(relation)],
-                "relationship_names": [f"comparison|yes|{relation}"], "relationship_contexts": [1.0],
-                "phrase": sentence, "attributes": [finding_attribute(finding)], "bbox_name": region,
-                "subject_id": f"{dicom_id}_{region}", "object_id": f"{previous}_{region}",
-            })
+            relations.append(
+                {
+                    "relationship_id": f"{study.study_id}|{number}_{previous}_{dicom_id}_{region}",
+                    "predicate": f"['{predicate}']",
+                    "synsets": [synset(relation)],
+                    "relationship_names": [f"comparison|yes|{relation}"],
+                    "relationship_contexts": [1.0],
+                    "phrase": sentence,
+                    "attributes": [finding_attribute(finding)],
+                    "bbox_name": region,
+                    "subject_id": f"{dicom_id}_{region}",
+                    "object_id": f"{previous}_{region}",
+                }
+            )
     return relations
 
 
@@ -195,26 +248,36 @@ def write(root: Path, patients: list[Patient], frontals: dict[str, FrontalSummar
                     continue
                 key = f"mimic/{view.image_id}"
                 present = has_scene_graph(position)
-                truth[key] = {"imagenome": present, "imagenome_gold": present and gold,
-                              "imagenome_split": split if present else None}
+                truth[key] = {
+                    "imagenome": present,
+                    "imagenome_gold": present and gold,
+                    "imagenome_split": split if present else None,
+                }
                 if present:
                     first_frontal = first_frontal or view.image_id
                     summary = frontals[view.image_id]
                     date, time = study.date, study.time
                     graph = {
-                        "image_id": view.image_id, "viewpoint": view.position, "patient_id": int(patient.subject_id),
-                        "study_id": int(study.study_id), "gender": patient.sex,
+                        "image_id": view.image_id,
+                        "viewpoint": view.position,
+                        "patient_id": int(patient.subject_id),
+                        "study_id": int(study.study_id),
+                        "gender": patient.sex,
                         "age_decile": f"{patient.age // 10 * 10}-{patient.age // 10 * 10 + 10}",
-                        "reason_for_exam": study.indication, "StudyOrder": study.order,
+                        "reason_for_exam": study.indication,
+                        "StudyOrder": study.order,
                         "StudyDateTime": f"{date[:4]}-{date[4:6]}-{date[6:]} {time[:2]}:{time[2:4]}:{time[4:6]}",
                         "objects": _objects(view.image_id, summary, bad_boxes=position % 3 == 0),
                         "attributes": _attributes(view.image_id, study, sentences),
                         "relationships": _relationships(view.image_id, previous_image, study, sentences),
                     }
-                    output.write_text(root / "silver_dataset" / "scene_graph" / f"{view.image_id}_SceneGraph.json",
-                                      json.dumps(graph, indent=1))
-                    path = (f"files/p{patient.subject_id[:2]}/p{patient.subject_id}/s{study.study_id}/"
-                            f"{view.image_id}.dcm")
+                    output.write_text(
+                        root / "silver_dataset" / "scene_graph" / f"{view.image_id}_SceneGraph.json",
+                        json.dumps(graph, indent=1),
+                    )
+                    path = (
+                        f"files/p{patient.subject_id[:2]}/p{patient.subject_id}/s{study.study_id}/{view.image_id}.dcm"
+                    )
                     row = [patient.subject_id, study.study_id, view.image_id, path, view.position]
                     split_rows[split].append(row)
                     if gold:

@@ -21,13 +21,25 @@ from pipelines.synth import anatomy, output, phi, text
 from pipelines.synth.cases import CHEXPERT_14, Patient, Study, View, finding_details, rng_for, stated_labels
 
 METADATA_COLUMNS = (
-    "dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows", "Columns",
-    "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning", "ViewCodeSequence_CodeMeaning",
+    "dicom_id",
+    "subject_id",
+    "study_id",
+    "PerformedProcedureStepDescription",
+    "ViewPosition",
+    "Rows",
+    "Columns",
+    "StudyDate",
+    "StudyTime",
+    "ProcedureCodeSequence_CodeMeaning",
+    "ViewCodeSequence_CodeMeaning",
     "PatientOrientationCodeSequence_CodeMeaning",
 )
 LABEL_COLUMNS = tuple(sorted(CHEXPERT_14))
-_VIEW_CODES = {"PA": ("R-10214", "postero-anterior"), "AP": ("R-10206", "antero-posterior"),
-               "LATERAL": ("R-10232", "lateral")}
+_VIEW_CODES = {
+    "PA": ("R-10214", "postero-anterior"),
+    "AP": ("R-10206", "antero-posterior"),
+    "LATERAL": ("R-10232", "lateral"),
+}
 _PROCEDURES = {"CHEST (PA AND LAT)": "C11", "CHEST (PORTABLE AP)": "C12", "CHEST (PA)": "C10"}
 _BITS = 12
 
@@ -52,8 +64,9 @@ def label_cell(value: int | None) -> str:
     return "" if value is None else f"{float(value):.1f}"
 
 
-def _dicom(patient: Patient, study: Study, view: View, pixels, monochrome1: bool, seed: int,
-           planted: dict[str, str]) -> Dataset:
+def _dicom(
+    patient: Patient, study: Study, view: View, pixels, monochrome1: bool, seed: int, planted: dict[str, str]
+) -> Dataset:
     sop_uid = output.dicom_uid(seed, "mimic-sop", view.image_id)
     dataset = output.new_dataset(output.DX_FOR_PRESENTATION, sop_uid)
     exam = procedure(study)
@@ -101,8 +114,13 @@ def write(root: Path, patients: list[Patient], seed: int) -> tuple[dict[str, dic
             dicom_phi = phi.dicom_fields(person, phi.visit(seed, "mimic", study.study_id))
             study_rows.append((patient.subject_id, study.study_id, f"{folder}.txt"))
             stated = stated_labels(study.findings)
-            labels.append({"subject_id": patient.subject_id, "study_id": study.study_id,
-                           **{name: label_cell(stated.get(name)) for name in LABEL_COLUMNS}})
+            labels.append(
+                {
+                    "subject_id": patient.subject_id,
+                    "study_id": study.study_id,
+                    **{name: label_cell(stated.get(name)) for name in LABEL_COLUMNS},
+                }
+            )
             exam = procedure(study)
             for view in study.views:
                 rng = rng_for(seed, "mimic-image", view.image_id)
@@ -116,34 +134,63 @@ def write(root: Path, patients: list[Patient], seed: int) -> tuple[dict[str, dic
                     image = anatomy.render_lateral(view.width, view.height, study.findings, rng, burned)
                 monochrome1 = image_number % 5 == 4
                 pixels = anatomy.to_unsigned(1.0 - image if monochrome1 else image, _BITS)
-                output.save_dicom(_dicom(patient, study, view, pixels, monochrome1, seed, dicom_phi),
-                                  root / folder / f"{view.image_id}.dcm")
+                output.save_dicom(
+                    _dicom(patient, study, view, pixels, monochrome1, seed, dicom_phi),
+                    root / folder / f"{view.image_id}.dcm",
+                )
                 image_number += 1
                 records.append((patient.subject_id, study.study_id, view.image_id, f"{folder}/{view.image_id}.dcm"))
-                metadata.append((view.image_id, patient.subject_id, study.study_id, exam, view.position, view.height,
-                                 view.width, study.date, numeric_study_time(study.time), exam,
-                                 _VIEW_CODES[view.position][1], "" if view.position == "AP" else "Erect"))
+                metadata.append(
+                    (
+                        view.image_id,
+                        patient.subject_id,
+                        study.study_id,
+                        exam,
+                        view.position,
+                        view.height,
+                        view.width,
+                        study.date,
+                        numeric_study_time(study.time),
+                        exam,
+                        _VIEW_CODES[view.position][1],
+                        "" if view.position == "AP" else "Erect",
+                    )
+                )
                 splits.append((view.image_id, study.study_id, patient.subject_id, patient.split))
                 truth[f"mimic/{view.image_id}"] = {
-                    "source": "mimic", "subject_id": patient.subject_id, "study_id": study.study_id,
-                    "view": view.position, "width": view.width, "height": view.height, "split": patient.split,
-                    "findings": stated, "finding_details": finding_details(study.findings),
+                    "source": "mimic",
+                    "subject_id": patient.subject_id,
+                    "study_id": study.study_id,
+                    "view": view.position,
+                    "width": view.width,
+                    "height": view.height,
+                    "split": patient.split,
+                    "findings": stated,
+                    "finding_details": finding_details(study.findings),
                     "ctr": round(summary.ctr, 4) if summary else None,
-                    "ctr_band": summary.ctr_band if summary else None, "chexmask": None,
-                    "imagenome": False, "imagenome_gold": False,
-                    "study_date": study.date, "study_time": study.time, "study_order": study.order,
+                    "ctr_band": summary.ctr_band if summary else None,
+                    "chexmask": None,
+                    "imagenome": False,
+                    "imagenome_gold": False,
+                    "study_date": study.date,
+                    "study_time": study.time,
+                    "study_order": study.order,
                     "photometric": "MONOCHROME1" if monochrome1 else "MONOCHROME2",
                     "lesion_boxes": anatomy.lesion_boxes_json(summary),
                     "planted_phi": phi.plant_entries(dicom_phi) + report_phi,
                 }
-    output.write_csv(root / "cxr-record-list.csv.gz",
-                     pd.DataFrame(records, columns=["subject_id", "study_id", "dicom_id", "path"]))
-    output.write_csv(root / "cxr-study-list.csv.gz", pd.DataFrame(study_rows, columns=["subject_id", "study_id", "path"]))
+    output.write_csv(
+        root / "cxr-record-list.csv.gz", pd.DataFrame(records, columns=["subject_id", "study_id", "dicom_id", "path"])
+    )
+    output.write_csv(
+        root / "cxr-study-list.csv.gz", pd.DataFrame(study_rows, columns=["subject_id", "study_id", "path"])
+    )
     output.write_csv(root / "mimic-cxr-2.0.0-metadata.csv.gz", pd.DataFrame(metadata, columns=list(METADATA_COLUMNS)))
-    output.write_csv(root / "mimic-cxr-2.0.0-split.csv.gz",
-                     pd.DataFrame(splits, columns=["dicom_id", "study_id", "subject_id", "split"]))
+    output.write_csv(
+        root / "mimic-cxr-2.0.0-split.csv.gz",
+        pd.DataFrame(splits, columns=["dicom_id", "study_id", "subject_id", "split"]),
+    )
     label_frame = pd.DataFrame(labels, columns=["subject_id", "study_id", *LABEL_COLUMNS])
     output.write_csv(root / "mimic-cxr-2.0.0-chexpert.csv.gz", label_frame)
     output.write_csv(root / "mimic-cxr-2.0.0-negbio.csv.gz", label_frame)
     return truth, frontals
-

@@ -54,8 +54,12 @@ def code_sequence(value: str, scheme: str, meaning: str) -> Sequence:
     return Sequence([item])
 
 
-def new_dataset(sop_class: str, sop_instance: str, transfer_syntax: str = ExplicitVRLittleEndian,
-                implementation_uid: str = SYNTH_IMPLEMENTATION_UID) -> Dataset:
+def new_dataset(
+    sop_class: str,
+    sop_instance: str,
+    transfer_syntax: str = ExplicitVRLittleEndian,
+    implementation_uid: str = SYNTH_IMPLEMENTATION_UID,
+) -> Dataset:
     """An empty dataset with its file meta filled (little endian, explicit VR unless compressed)."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class

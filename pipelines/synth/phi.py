@@ -30,8 +30,12 @@ _GIVEN = {
     "M": ("John", "Ahmed", "Wei", "Pavel", "Diego", "Kwame", "Lars", "Ravi", "Tomas", "Kenji"),
 }
 _STAFF_GIVEN = ("Alan", "Beth", "Carlos", "Dana", "Erik", "Farah", "Gita", "Hugo", "Irene", "Jonas")
-_INSTITUTIONS = ("SYNTHPHI General Hospital", "SYNTHPHI Memorial Medical Center", "SYNTHPHI University Clinic",
-                 "SYNTHPHI Community Hospital")
+_INSTITUTIONS = (
+    "SYNTHPHI General Hospital",
+    "SYNTHPHI Memorial Medical Center",
+    "SYNTHPHI University Clinic",
+    "SYNTHPHI Community Hospital",
+)
 _STREETS = ("Maple Avenue", "Harbor Road", "Hillcrest Drive", "Station Street", "Elm Court")
 _CITIES = ("Springfield, MA 01103", "Riverton, WY 82501", "Fairview, OR 97024", "Lakewood, OH 44107")
 
@@ -154,11 +158,18 @@ def report_header(person: PatientPHI, facts: VisitPHI) -> tuple[list[str], list[
     section parser leaves it in the preamble), and its planted-PHI entries."""
     name, mrn, birth = person.name.listed(), person.mrn, person.birth_date_us
     physician = f"{facts.referring.listed()} MD"
-    lines = [f"{'Patient:  ' + name:<42}MRN:  {mrn}",
-             f"{'Date of birth:  ' + birth:<42}Accession #:  {facts.accession}",
-             f"Referring physician:  {physician}"]
-    planted = [("patient name", name), ("mrn", mrn), ("date of birth", birth),
-               ("accession", facts.accession), ("referring physician", facts.referring.listed())]
+    lines = [
+        f"{'Patient:  ' + name:<42}MRN:  {mrn}",
+        f"{'Date of birth:  ' + birth:<42}Accession #:  {facts.accession}",
+        f"Referring physician:  {physician}",
+    ]
+    planted = [
+        ("patient name", name),
+        ("mrn", mrn),
+        ("date of birth", birth),
+        ("accession", facts.accession),
+        ("referring physician", facts.referring.listed()),
+    ]
     return lines, [{"in": "report", "field": field, "value": value} for field, value in planted]
 
 
@@ -173,5 +184,7 @@ def notification(facts: VisitPHI, date: str, seed: int, study_id: str) -> tuple[
     time = f"{8 + minutes // 60}:{minutes % 60:02d}"
     doctor, when = facts.referring.spoken(), us_date(date)
     sentence = f"The findings were discussed with Dr. {doctor} by telephone on {when} at {time}."
-    return sentence, [{"in": "report", "field": "notification physician", "value": doctor},
-                      {"in": "report", "field": "notification date", "value": when}]
+    return sentence, [
+        {"in": "report", "field": "notification physician", "value": doctor},
+        {"in": "report", "field": "notification date", "value": when},
+    ]

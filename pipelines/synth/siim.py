@@ -36,25 +36,35 @@ def instance_uids(seed: int, index: int) -> tuple[str, str, str]:
     stamp = 1517875000 + stable_int(seed, "siim-stamp", index) % 1000
     instance = 100002 + stable_int(seed, "siim-instance", index) % 899990
     stem = f"8323329.{process}.{stamp}"
-    return (f"{UID_STEM}.2.{stem}.{instance - 1}", f"{UID_STEM}.3.{stem}.{instance - 2}",
-            f"{UID_STEM}.4.{stem}.{instance}")
+    return (
+        f"{UID_STEM}.2.{stem}.{instance - 1}",
+        f"{UID_STEM}.3.{stem}.{instance - 2}",
+        f"{UID_STEM}.4.{stem}.{instance}",
+    )
 
 
 def patient_uuid(seed: int, index: int) -> str:
     owner = index - 1 if index % 7 == 6 else index
-    return str(uuid.UUID(hex=f"{stable_int(seed, 'siim-patient', owner):016x}{stable_int(seed, 'siim-patient-low', owner):016x}",
-                         version=4))
+    return str(
+        uuid.UUID(
+            hex=f"{stable_int(seed, 'siim-patient', owner):016x}{stable_int(seed, 'siim-patient-low', owner):016x}",
+            version=4,
+        )
+    )
 
 
 def planted_fields(case: ImageCase, patient: str, study_uid: str, seed: int) -> dict[str, str]:
     """The fake PHI of one image's header; a patient keeps one identity across images."""
     person = phi.patient(seed, "siim", patient, case.sex)
-    return {**phi.dicom_fields(person, phi.visit(seed, "siim", study_uid), with_name=False),
-            "AcquisitionDate": phi.fake_date(seed, "siim", study_uid, 2010, 8)}
+    return {
+        **phi.dicom_fields(person, phi.visit(seed, "siim", study_uid), with_name=False),
+        "AcquisitionDate": phi.fake_date(seed, "siim", study_uid, 2010, 8),
+    }
 
 
-def _dicom(case: ImageCase, uids: tuple[str, str, str], patient: str, view: str, jpeg: bytes,
-           planted: dict[str, str]) -> Dataset:
+def _dicom(
+    case: ImageCase, uids: tuple[str, str, str], patient: str, view: str, jpeg: bytes, planted: dict[str, str]
+) -> Dataset:
     study, series, instance = uids
     dataset = output.new_dataset(output.SECONDARY_CAPTURE, instance, JPEGBaseline8Bit)
     dataset.file_meta.ImplementationVersionName = "OFFIS_DCMTK_360"
@@ -94,25 +104,36 @@ def write(root: Path, cases: list[ImageCase], seed: int) -> dict[str, dict]:
         patient = patient_uuid(seed, case.index)
         view = "AP" if case.index % 4 == 3 else "PA"
         rng = rng_for(seed, "siim-image", image_id)
-        frontal = anatomy.build_frontal(case.findings, case.ctr_target, case.width, case.height, rng,
-                                        pneumothorax_pockets=case.extra["pockets"])
+        frontal = anatomy.build_frontal(
+            case.findings, case.ctr_target, case.width, case.height, rng, pneumothorax_pockets=case.extra["pockets"]
+        )
         image = anatomy.to_unsigned(anatomy.render_frontal(frontal, rng), 8)
         encoded, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])
         if not encoded:
             raise RuntimeError(f"OpenCV could not JPEG-encode SIIM image {image_id}")
         planted = planted_fields(case, patient, uids[0], seed)
         with output.deliberate_invalid_values():
-            output.save_dicom(_dicom(case, uids, patient, view, jpeg.tobytes(), planted),
-                              root / "dicom-images-train" / uids[0] / uids[1] / f"{image_id}.dcm")
+            output.save_dicom(
+                _dicom(case, uids, patient, view, jpeg.tobytes(), planted),
+                root / "dicom-images-train" / uids[0] / uids[1] / f"{image_id}.dcm",
+            )
         components = [mask for _, mask in frontal.lesions.get("Pneumothorax", [])]
         lines += [f"{image_id}, {rle_encode(mask, 'siim')}" for mask in components] or [f"{image_id}, -1"]
         truth[f"siim/{image_id}"] = {
-            "source": "siim", "subject_id": patient, "study_id": uids[0], "view": view,
-            "width": case.width, "height": case.height, "split": None,
+            "source": "siim",
+            "subject_id": patient,
+            "study_id": uids[0],
+            "view": view,
+            "width": case.width,
+            "height": case.height,
+            "split": None,
             "findings": {"Pneumothorax": int(bool(components))},
             "finding_details": finding_details(case.findings),
-            "ctr": round(frontal.ctr, 4), "ctr_band": frontal.ctr_band, "chexmask": None,
-            "imagenome": False, "imagenome_gold": False,
+            "ctr": round(frontal.ctr, 4),
+            "ctr_band": frontal.ctr_band,
+            "chexmask": None,
+            "imagenome": False,
+            "imagenome_gold": False,
             "pneumothorax_components": len(components),
             "pneumothorax_area": int(np.sum([mask.sum() for mask in components])),
             "lesion_boxes": {"Pneumothorax": [list(anatomy.box_of(mask)) for mask in components]} if components else {},

@@ -27,17 +27,22 @@ REPORT_WIDTH = 79
 _SIZE = {1: "small", 2: "moderate", 3: "large"}
 _DEGREE = {1: "mild", 2: "moderate", 3: "severe"}
 _LOBE = {"upper": "upper lobe", "middle": "mid lung", "lower": "lower lobe"}
-_FILLERS = ("The lungs are well expanded.", "No acute osseous abnormality is seen.",
-            "The visualized upper abdomen is unremarkable.")
+_FILLERS = (
+    "The lungs are well expanded.",
+    "No acute osseous abnormality is seen.",
+    "The visualized upper abdomen is unremarkable.",
+)
 _DEVICE_SENTENCES = {
     "endotracheal tube": "Endotracheal tube terminates 4 cm above the carina.",
     "nasogastric tube": "Nasogastric tube courses below the diaphragm with the tip in the stomach.",
     "right internal jugular line": "Right internal jugular line ends in the low SVC.",
     "pacemaker": "Left chest wall pacemaker with leads in the right atrium and right ventricle.",
 }
-_EXAMINATIONS = {"PA": ("CHEST (PA AND LAT)", "Chest PA and lateral"),
-                 "AP": ("CHEST (PORTABLE AP)", "Portable AP chest radiograph"),
-                 "PA-only": ("CHEST (PA)", "Chest PA")}
+_EXAMINATIONS = {
+    "PA": ("CHEST (PA AND LAT)", "Chest PA and lateral"),
+    "AP": ("CHEST (PORTABLE AP)", "Portable AP chest radiograph"),
+    "PA-only": ("CHEST (PA)", "Chest PA"),
+}
 
 
 def _side_words(finding: Finding) -> str:
@@ -45,11 +50,14 @@ def _side_words(finding: Finding) -> str:
 
 
 _CHANGE_WORDING = {
-    "worsened": ("{S} {has} increased since the prior study.", "Increasing {s}.",
-                 "{S}, increased compared to the prior radiograph.", "Interval increase in {s}."),
+    "worsened": (
+        "{S} {has} increased since the prior study.",
+        "Increasing {s}.",
+        "{S}, increased compared to the prior radiograph.",
+        "Interval increase in {s}.",
+    ),
     "improved": ("{S} {has} decreased since the prior study.", "Decreasing {s}.", "{S}, improved since ___."),
-    "unchanged": ("{S} {is} unchanged from the prior study.", "Stable {s}.", "{S}, unchanged.",
-                  "Again seen {is} {s}."),
+    "unchanged": ("{S} {is} unchanged from the prior study.", "Stable {s}.", "{S}, unchanged.", "Again seen {is} {s}."),
     "new": ("New {s}.", "Interval development of {s}.", "{S} {is} new since the prior study."),
 }
 """How a report words a change against the prior study: the first wording mostly, the others as real
@@ -62,8 +70,12 @@ def _changed(sentence_subject: str, change: str | None, rng: np.random.Generator
     if wordings is None:
         return f"{sentence_subject}."
     wording = wordings[0] if rng.random() < 0.5 else wordings[int(rng.integers(1, len(wordings)))]
-    return wording.format(S=sentence_subject, s=sentence_subject[0].lower() + sentence_subject[1:],
-                          has="have" if plural else "has", **{"is": "are" if plural else "is"})
+    return wording.format(
+        S=sentence_subject,
+        s=sentence_subject[0].lower() + sentence_subject[1:],
+        has="have" if plural else "has",
+        **{"is": "are" if plural else "is"},
+    )
 
 
 def _capital(text: str) -> str:
@@ -104,7 +116,9 @@ def finding_sentence(finding: Finding, rng: np.random.Generator) -> str:
         return _changed(f"Patchy opacity in the {side} {_LOBE[finding.zone or 'lower']}", change, rng)
     if name == "Pneumonia":
         if presence == -1:
-            return str(rng.choice(["Cannot exclude pneumonia.", "Possible pneumonia.", "This may represent pneumonia."]))
+            return str(
+                rng.choice(["Cannot exclude pneumonia.", "Possible pneumonia.", "This may represent pneumonia."])
+            )
         return f"{_capital(side)} {_LOBE[finding.zone or 'lower']} pneumonia."
     if name == "Atelectasis":
         where = "bibasilar" if side == "bilateral" else f"{side} basilar"
@@ -115,8 +129,11 @@ def finding_sentence(finding: Finding, rng: np.random.Generator) -> str:
         if change in ("worsened", "improved", "unchanged"):
             return _changed(_capital(f"{degree} pulmonary edema"), change, rng)
         base = _capital(f"{degree} pulmonary edema")
-        return str(rng.choice([f"{base}.", f"{base}, likely reflecting fluid overload."])) if change is None \
+        return (
+            str(rng.choice([f"{base}.", f"{base}, likely reflecting fluid overload."]))
+            if change is None
             else f"New {degree} pulmonary edema."
+        )
     if name == "Enlarged Cardiomediastinum":
         return str(rng.choice(["The mediastinum is widened.", "Widened mediastinum."]))
     if name == "Pleural Other":
@@ -212,8 +229,13 @@ def mimic_report_with_phi(patient: Patient, study: Study, seed: int) -> tuple[st
         impression = ["  ".join(impression_parts)]
     layout = report_layout(study)
     lines = [" " * 33 + "FINAL REPORT", *header, "", f"EXAMINATION:  {examination}", ""]
-    lines += _wrap(f"INDICATION:  {study.indication}") + ["", f"TECHNIQUE:  {technique}", "",
-                                                            f"COMPARISON:  {comparison}", ""]
+    lines += _wrap(f"INDICATION:  {study.indication}") + [
+        "",
+        f"TECHNIQUE:  {technique}",
+        "",
+        f"COMPARISON:  {comparison}",
+        "",
+    ]
     if layout in ("full", "findings"):
         lines += ["FINDINGS: ", ""] + _wrap("  ".join(body)) + [""]
     if layout in ("full", "impression"):
@@ -233,24 +255,48 @@ def mimic_report_with_phi(patient: Patient, study: Study, seed: int) -> tuple[st
 # PadChest
 
 PADCHEST_CUIS = {
-    "normal": "C0205307", "cardiomegaly": "C0018800", "pleural effusion": "C2073625",
-    "pneumothorax": "C2073565", "nodule": "C0034079", "consolidation": "C0521530", "infiltrates": "C0277877",
-    "pneumonia": "C0032285", "laminar atelectasis": "", "pulmonary edema": "C0034063",
-    "mediastinal enlargement": "C2021206", "apical pleural thickening": "", "callus rib fracture": "C0006767",
-    "pacemaker": "C0030163", "endotracheal tube": "C0336630", "NSG tube": "",
-    "central venous catheter via jugular vein": "C0398278", "unchanged": "",
+    "normal": "C0205307",
+    "cardiomegaly": "C0018800",
+    "pleural effusion": "C2073625",
+    "pneumothorax": "C2073565",
+    "nodule": "C0034079",
+    "consolidation": "C0521530",
+    "infiltrates": "C0277877",
+    "pneumonia": "C0032285",
+    "laminar atelectasis": "",
+    "pulmonary edema": "C0034063",
+    "mediastinal enlargement": "C2021206",
+    "apical pleural thickening": "",
+    "callus rib fracture": "C0006767",
+    "pacemaker": "C0030163",
+    "endotracheal tube": "C0336630",
+    "NSG tube": "",
+    "central venous catheter via jugular vein": "C0398278",
+    "unchanged": "",
 }
 """PadChest label -> UMLS CUI as in the PadChest taxonomy tree; '' where the tree gives none."""
 
 PADCHEST_LOCALIZATION_CUIS = {
-    "cardiac": "C1522601", "left": "C0443246", "right": "C0444532", "basal": "C1282378", "apical": "C0734296",
-    "bilateral": "C0238767", "lower lobe": "C0225758", "upper lobe": "C0225756", "middle lobe": "C4281590", "lingula": "C0225740",
-    "pleural": "C0032225", "rib": "C0035561",
+    "cardiac": "C1522601",
+    "left": "C0443246",
+    "right": "C0444532",
+    "basal": "C1282378",
+    "apical": "C0734296",
+    "bilateral": "C0238767",
+    "lower lobe": "C0225758",
+    "upper lobe": "C0225756",
+    "middle lobe": "C4281590",
+    "lingula": "C0225740",
+    "pleural": "C0032225",
+    "rib": "C0035561",
 }
 _SPANISH_SIDE = {"right": "derech", "left": "izquierd", "bilateral": "bilateral"}
 _SPANISH_SIZE = {1: "pequen", 2: "moder", 3: "grand"}
-_SPANISH_LOBE = {"upper": ("lob superior", "upper lobe"), "middle": ("lob medi", "middle lobe"),
-                 "lower": ("lob inferior", "lower lobe")}
+_SPANISH_LOBE = {
+    "upper": ("lob superior", "upper lobe"),
+    "middle": ("lob medi", "middle lobe"),
+    "lower": ("lob inferior", "lower lobe"),
+}
 _SPANISH_DEVICES = {
     "pacemaker": ("marcapas con electrod", "pacemaker"),
     "endotracheal tube": ("tub endotraqueal", "endotracheal tube"),

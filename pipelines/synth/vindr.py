@@ -27,27 +27,61 @@ from pipelines.synth import anatomy, output, phi
 from pipelines.synth.cases import ImageCase, finding_details, rng_for
 
 LOCAL_LABELS = (
-    "Aortic enlargement", "Atelectasis", "Calcification", "Cardiomegaly", "Clavicle fracture", "Consolidation",
-    "Edema", "Emphysema", "Enlarged PA", "ILD", "Infiltration", "Lung Opacity", "Lung cavity", "Lung cyst",
-    "Mediastinal shift", "Nodule/Mass", "Pleural effusion", "Pleural thickening", "Pneumothorax",
-    "Pulmonary fibrosis", "Rib fracture", "Other lesion",
+    "Aortic enlargement",
+    "Atelectasis",
+    "Calcification",
+    "Cardiomegaly",
+    "Clavicle fracture",
+    "Consolidation",
+    "Edema",
+    "Emphysema",
+    "Enlarged PA",
+    "ILD",
+    "Infiltration",
+    "Lung Opacity",
+    "Lung cavity",
+    "Lung cyst",
+    "Mediastinal shift",
+    "Nodule/Mass",
+    "Pleural effusion",
+    "Pleural thickening",
+    "Pneumothorax",
+    "Pulmonary fibrosis",
+    "Rib fracture",
+    "Other lesion",
 )
 GLOBAL_LABELS = ("COPD", "Lung tumor", "Pneumonia", "Tuberculosis", "Other diseases", "No finding")
 TEST_SPELLING = {"Other diseases": "Other disease"}
 
 BOX_CLASSES = {
-    "Cardiomegaly": "Cardiomegaly", "Pleural Effusion": "Pleural effusion", "Pneumothorax": "Pneumothorax",
-    "Lung Lesion": "Nodule/Mass", "Consolidation": "Consolidation", "Lung Opacity": "Lung Opacity",
-    "Atelectasis": "Atelectasis", "Edema": "Edema", "Enlarged Cardiomediastinum": "Aortic enlargement",
-    "Pleural Other": "Pleural thickening", "Fracture": "Rib fracture",
+    "Cardiomegaly": "Cardiomegaly",
+    "Pleural Effusion": "Pleural effusion",
+    "Pneumothorax": "Pneumothorax",
+    "Lung Lesion": "Nodule/Mass",
+    "Consolidation": "Consolidation",
+    "Lung Opacity": "Lung Opacity",
+    "Atelectasis": "Atelectasis",
+    "Edema": "Edema",
+    "Enlarged Cardiomediastinum": "Aortic enlargement",
+    "Pleural Other": "Pleural thickening",
+    "Fracture": "Rib fracture",
 }
 """Case finding -> VinDr local label drawn as a box from the finding's lesion mask."""
 
-TRUTH_NAMES = {"Atelectasis": "Atelectasis", "Cardiomegaly": "Cardiomegaly", "Consolidation": "Consolidation",
-               "Pneumothorax": "Pneumothorax", "Pleural effusion": "Pleural Effusion", "Lung Opacity": "Lung Opacity",
-               "Nodule/Mass": "Lung Lesion", "Pleural thickening": "Pleural Other",
-               "Aortic enlargement": "Enlarged Cardiomediastinum", "Pneumonia": "Pneumonia",
-               "Edema": "Edema", "Rib fracture": "Fracture"}
+TRUTH_NAMES = {
+    "Atelectasis": "Atelectasis",
+    "Cardiomegaly": "Cardiomegaly",
+    "Consolidation": "Consolidation",
+    "Pneumothorax": "Pneumothorax",
+    "Pleural effusion": "Pleural Effusion",
+    "Lung Opacity": "Lung Opacity",
+    "Nodule/Mass": "Lung Lesion",
+    "Pleural thickening": "Pleural Other",
+    "Aortic enlargement": "Enlarged Cardiomediastinum",
+    "Pneumonia": "Pneumonia",
+    "Edema": "Edema",
+    "Rib fracture": "Fracture",
+}
 """VinDr label -> the CheXpert-14 name the truth file states (docs/language.md §8.4 plus its extensions)."""
 
 _READERS = tuple(f"R{n}" for n in range(1, 18))
@@ -80,8 +114,15 @@ def planted_fields(case: ImageCase, key: str, seed: int) -> dict[str, str]:
     return {**phi.dicom_fields(person, phi.visit(seed, "vindr", key)), "StudyDate": exam_date, "SeriesDate": exam_date}
 
 
-def _dicom(case: ImageCase, pixels: np.ndarray, bits: int, monochrome1: bool, compressed: bool, key: str,
-           planted: dict[str, str]) -> Dataset:
+def _dicom(
+    case: ImageCase,
+    pixels: np.ndarray,
+    bits: int,
+    monochrome1: bool,
+    compressed: bool,
+    key: str,
+    planted: dict[str, str],
+) -> Dataset:
     """The de-identification whitelist plus the planted PHI; the file meta keeps the MD5 as instance UID."""
     dataset = output.new_dataset(output.DX_FOR_PRESENTATION, key, implementation_uid="1.2.3.4")
     age = f"{case.age:03d}Y" if case.index % 6 != 3 else f"{case.age:03d}"  # the unit letter is sometimes missing
@@ -152,10 +193,14 @@ def write(root: Path, cases: list[ImageCase], seed: int) -> tuple[dict[str, dict
         compressed = case.index % 4 == 2
         planted = planted_fields(case, key, seed)
         with output.deliberate_invalid_values():
-            output.save_dicom(_dicom(case, pixels, bits, monochrome1, compressed, key, planted),
-                              root / split / f"{key}.dicom")
-        boxes = {BOX_CLASSES[name]: [box for _, box in parts]
-                 for name, parts in summary.lesion_boxes.items() if name in BOX_CLASSES and parts}
+            output.save_dicom(
+                _dicom(case, pixels, bits, monochrome1, compressed, key, planted), root / split / f"{key}.dicom"
+            )
+        boxes = {
+            BOX_CLASSES[name]: [box for _, box in parts]
+            for name, parts in summary.lesion_boxes.items()
+            if name in BOX_CLASSES and parts
+        }
         true_labels = set(boxes) | ({"Pneumonia"} if "Pneumonia" in case.findings else set())
         if not true_labels:
             true_labels = {"No finding"}
@@ -182,23 +227,40 @@ def write(root: Path, cases: list[ImageCase], seed: int) -> tuple[dict[str, dict
         if true_labels == {"No finding"}:
             findings["No Finding"] = 1
         truth[f"vindr/{key}"] = {
-            "source": "vindr", "subject_id": None, "study_id": None, "view": "PA", "width": case.width,
-            "height": case.height, "split": split, "findings": dict(sorted(findings.items())),
+            "source": "vindr",
+            "subject_id": None,
+            "study_id": None,
+            "view": "PA",
+            "width": case.width,
+            "height": case.height,
+            "split": split,
+            "findings": dict(sorted(findings.items())),
             "finding_details": finding_details(case.findings, {n for n, v in findings.items() if v == 1}),
-            "ctr": round(summary.ctr, 4), "ctr_band": summary.ctr_band, "chexmask": None,
-            "imagenome": False, "imagenome_gold": False,
+            "ctr": round(summary.ctr, 4),
+            "ctr_band": summary.ctr_band,
+            "chexmask": None,
+            "imagenome": False,
+            "imagenome_gold": False,
             "photometric": "MONOCHROME1" if monochrome1 else "MONOCHROME2",
             "transfer_syntax": str(JPEG2000Lossless) if compressed else "1.2.840.10008.1.2.1",
             "lesion_boxes": anatomy.lesion_boxes_json(summary),
             "planted_phi": phi.plant_entries(planted),
         }
     coordinates = ["x_min", "y_min", "x_max", "y_max"]
-    output.write_csv(root / "annotations" / "annotations_train.csv",
-                     pd.DataFrame(boxes_rows["train"], columns=["image_id", "rad_id", "class_name", *coordinates]))
-    output.write_csv(root / "annotations" / "annotations_test.csv",
-                     pd.DataFrame(boxes_rows["test"], columns=["image_id", "class_name", *coordinates]))
+    output.write_csv(
+        root / "annotations" / "annotations_train.csv",
+        pd.DataFrame(boxes_rows["train"], columns=["image_id", "rad_id", "class_name", *coordinates]),
+    )
+    output.write_csv(
+        root / "annotations" / "annotations_test.csv",
+        pd.DataFrame(boxes_rows["test"], columns=["image_id", "class_name", *coordinates]),
+    )
     train_columns = ["image_id", "rad_id", *LOCAL_LABELS, *GLOBAL_LABELS]
     test_columns = ["image_id", *LOCAL_LABELS, *(TEST_SPELLING.get(n, n) for n in GLOBAL_LABELS)]
-    output.write_csv(root / "annotations" / "image_labels_train.csv", pd.DataFrame(label_rows["train"], columns=train_columns))
-    output.write_csv(root / "annotations" / "image_labels_test.csv", pd.DataFrame(label_rows["test"], columns=test_columns))
+    output.write_csv(
+        root / "annotations" / "image_labels_train.csv", pd.DataFrame(label_rows["train"], columns=train_columns)
+    )
+    output.write_csv(
+        root / "annotations" / "image_labels_test.csv", pd.DataFrame(label_rows["test"], columns=test_columns)
+    )
     return truth, frontals

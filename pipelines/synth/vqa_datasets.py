@@ -44,10 +44,32 @@ VQA_SPLIT = {"train": "train", "validate": "valid", "test": "test"}
 """MIMIC's official split -> the MIMIC-CXR-VQA file a patient's questions agree with."""
 DIFF_SPLIT = {"train": "train", "validate": "val", "test": "test"}
 """MIMIC's official split -> Medical-Diff-VQA's ``split`` value."""
-VQA_FIELDS = ("split", "idx", "subject_id", "study_id", "image_id", "image_path", "question", "semantic_type",
-              "content_type", "template", "template_program", "template_arguments", "answer")
-SKELETON_FIELDS = ("split", "idx", "image_id", "question", "content_type", "semantic_type", "template",
-                   "template_program", "template_arguments")
+VQA_FIELDS = (
+    "split",
+    "idx",
+    "subject_id",
+    "study_id",
+    "image_id",
+    "image_path",
+    "question",
+    "semantic_type",
+    "content_type",
+    "template",
+    "template_program",
+    "template_arguments",
+    "answer",
+)
+SKELETON_FIELDS = (
+    "split",
+    "idx",
+    "image_id",
+    "question",
+    "content_type",
+    "semantic_type",
+    "template",
+    "template_program",
+    "template_arguments",
+)
 ARGUMENT_KINDS = ("object", "attribute", "category", "viewpos", "gender")
 ABNORMALITY_CATEGORIES = ("anatomicalfinding", "disease", "device", "tubesandlines")
 """The categories MIMIC-CXR-VQA's programs count as an abnormality."""
@@ -57,16 +79,29 @@ STUDIES_FILE = "mimic_all.csv"
 QUESTION_COLUMNS = ["study_id", "subject_id", "ref_id", "question_type", "question", "answer", "split"]
 STUDY_COLUMNS = ["subject_id", "study_id", *LABEL_COLUMNS, "dicom_id", "view", "split", "study_date", "study_order"]
 VIEW_MEANINGS = {"PA": "postero-anterior", "AP": "antero-posterior", "LATERAL": "lateral"}
-DIFF_NAMES = {"Pleural Effusion": "pleural effusion", "Atelectasis": "atelectasis", "Cardiomegaly": "cardiomegaly",
-              "Edema": "edema", "Pneumothorax": "pneumothorax", "Lung Opacity": "lung opacity",
-              "Pneumonia": "pneumonia", "Consolidation": "consolidation", "Fracture": "fracture",
-              "Pleural Other": "pleural thickening"}
+DIFF_NAMES = {
+    "Pleural Effusion": "pleural effusion",
+    "Atelectasis": "atelectasis",
+    "Cardiomegaly": "cardiomegaly",
+    "Edema": "edema",
+    "Pneumothorax": "pneumothorax",
+    "Lung Opacity": "lung opacity",
+    "Pneumonia": "pneumonia",
+    "Consolidation": "consolidation",
+    "Fracture": "fracture",
+    "Pleural Other": "pleural thickening",
+}
 """CheXpert name -> the name Medical-Diff-VQA's disease list gives the finding; findings not listed
 (a lung lesion, a widened mediastinum, a device) are outside its vocabulary and never asked about."""
 SIZE_WORDS = {1: "small", 2: "moderate", 3: "large"}
 DEGREE_WORDS = {1: "mild", 2: "moderate", 3: "severe"}
-LEVEL_WORDS = {"Pleural Effusion": SIZE_WORDS, "Pneumothorax": SIZE_WORDS, "Cardiomegaly": DEGREE_WORDS,
-               "Atelectasis": DEGREE_WORDS, "Edema": DEGREE_WORDS}
+LEVEL_WORDS = {
+    "Pleural Effusion": SIZE_WORDS,
+    "Pneumothorax": SIZE_WORDS,
+    "Cardiomegaly": DEGREE_WORDS,
+    "Atelectasis": DEGREE_WORDS,
+    "Edema": DEGREE_WORDS,
+}
 """The level word the synthetic report gives a present finding of each severity."""
 
 
@@ -157,18 +192,36 @@ class Draft:
 
 
 PROGRAMS = {
-    "program_2": ("attribute", "verify", ("Is there ${attribute} in the ${object}?",
-                                          "Are there signs of ${attribute} in the ${object}?",
-                                          "Does the ${object} show ${attribute}?")),
-    "program_3": ("abnormality", "verify", ("Is the ${object} abnormal?",
-                                            "Is there anything abnormal about the ${object}?")),
-    "program_8": ("abnormality", "query", ("List all abnormalities in the ${object}.",
-                                           "Which abnormalities does the ${object} show?")),
-    "program_31": ("anatomy", "query", ("List all anatomical locations related to ${attribute}.",
-                                        "Where in the image is ${attribute} seen?")),
+    "program_2": (
+        "attribute",
+        "verify",
+        (
+            "Is there ${attribute} in the ${object}?",
+            "Are there signs of ${attribute} in the ${object}?",
+            "Does the ${object} show ${attribute}?",
+        ),
+    ),
+    "program_3": (
+        "abnormality",
+        "verify",
+        ("Is the ${object} abnormal?", "Is there anything abnormal about the ${object}?"),
+    ),
+    "program_8": (
+        "abnormality",
+        "query",
+        ("List all abnormalities in the ${object}.", "Which abnormalities does the ${object} show?"),
+    ),
+    "program_31": (
+        "anatomy",
+        "query",
+        ("List all anatomical locations related to ${attribute}.", "Where in the image is ${attribute} seen?"),
+    ),
     "program_41": ("plane", "verify", ("Is this an ${viewpos} view?",)),
-    "program_42": ("plane", "choose", ("Which view is in this image, AP or PA?",
-                                       "Was this image taken in AP or PA view?")),
+    "program_42": (
+        "plane",
+        "choose",
+        ("Which view is in this image, AP or PA?", "Was this image taken in AP or PA view?"),
+    ),
 }
 """MIMIC-CXR-VQA template program -> (content_type, semantic_type, template wordings). The first
 wording of each is the dataset's base template; the others stand in for its paraphrases."""
@@ -176,8 +229,11 @@ wording of each is the dataset's base template; the others stand in for its para
 
 def _attribute_drafts(found: list[Statement]) -> list[Draft]:
     """Is A in R? (program 2), from each certain statement: yes or no as stated."""
-    return [Draft("program_2", {"object": [s.region], "attribute": [s.attribute]}, [s.stated], [s.fact()])
-            for s in found if s.certain]
+    return [
+        Draft("program_2", {"object": [s.region], "attribute": [s.attribute]}, [s.stated], [s.fact()])
+        for s in found
+        if s.certain
+    ]
 
 
 def _abnormal_drafts(found: list[Statement]) -> list[Draft]:
@@ -219,15 +275,23 @@ def _plane_drafts(seed: int, view: View) -> list[Draft]:
     """AP or PA? (program 42) and Is this an X view? (program 41) from the image's ViewPosition."""
     asked = choose(seed, ["AP", "PA"], "vqa-viewpos", view.image_id)
     fact = [{"view": view.position}]
-    return [Draft("program_42", {}, [view.position.lower()], fact),
-            Draft("program_41", {"viewpos": [asked]}, ["yes" if asked == view.position else "no"], fact)]
+    return [
+        Draft("program_42", {}, [view.position.lower()], fact),
+        Draft("program_41", {"viewpos": [asked]}, ["yes" if asked == view.position else "no"], fact),
+    ]
 
 
 def _families(seed: int, study: Study, view: View) -> list[list[Draft]]:
     found = statements(study)
     attribute = _attribute_drafts(found)
-    return [[d for d in attribute if d.answer == ["yes"]], [d for d in attribute if d.answer == ["no"]],
-            _abnormal_drafts(found), _region_list_drafts(found), _location_drafts(found), _plane_drafts(seed, view)]
+    return [
+        [d for d in attribute if d.answer == ["yes"]],
+        [d for d in attribute if d.answer == ["no"]],
+        _abnormal_drafts(found),
+        _region_list_drafts(found),
+        _location_drafts(found),
+        _plane_drafts(seed, view),
+    ]
 
 
 def _pick_drafts(seed: int, families: list[list[Draft]], count: int, image_id: str) -> list[Draft]:
@@ -259,14 +323,25 @@ def _worded(seed: int, draft: Draft, image_id: str) -> Draft:
 
 def vqa_row(draft: Draft, split: str, idx: int, study: Study, view: View) -> dict:
     """The builder's output object, keys in its order."""
-    arguments = {kind: {str(i): value for i, value in enumerate(draft.arguments.get(kind, []))}
-                 for kind in ARGUMENT_KINDS}
+    arguments = {
+        kind: {str(i): value for i, value in enumerate(draft.arguments.get(kind, []))} for kind in ARGUMENT_KINDS
+    }
     subject = study.subject_id
-    row = {"split": split, "idx": idx, "subject_id": subject, "study_id": study.study_id, "image_id": view.image_id,
-           "image_path": f"p{subject[:2]}/p{subject}/s{study.study_id}/{view.image_id}.jpg",
-           "question": draft.question, "semantic_type": draft.semantic_type, "content_type": draft.content_type,
-           "template": draft.template, "template_program": draft.program, "template_arguments": arguments,
-           "answer": list(draft.answer)}
+    row = {
+        "split": split,
+        "idx": idx,
+        "subject_id": subject,
+        "study_id": study.study_id,
+        "image_id": view.image_id,
+        "image_path": f"p{subject[:2]}/p{subject}/s{study.study_id}/{view.image_id}.jpg",
+        "question": draft.question,
+        "semantic_type": draft.semantic_type,
+        "content_type": draft.content_type,
+        "template": draft.template,
+        "template_program": draft.program,
+        "template_arguments": arguments,
+        "answer": list(draft.answer),
+    }
     return {name: row[name] for name in VQA_FIELDS}
 
 
@@ -313,19 +388,34 @@ def _vqa_truth(row: dict, draft: Draft, patient: Patient, moved: bool) -> dict:
         expected = {"stage": "split", "reason": "vqa-split-differs"}
     elif not row["answer"]:
         expected = {"stage": "tasks", "reason": "empty-answer"}
-    return {"file": f"dataset/{row['split']}.json", "idx": row["idx"], "image": f"mimic/{row['image_id']}",
-            "subject_id": row["subject_id"], "study_id": row["study_id"], "split": row["split"],
-            "mimic_split": patient.split, "content_type": row["content_type"], "semantic_type": row["semantic_type"],
-            "template_program": row["template_program"], "question": row["question"], "answer": row["answer"],
-            "facts": draft.facts, "expected": expected}
+    return {
+        "file": f"dataset/{row['split']}.json",
+        "idx": row["idx"],
+        "image": f"mimic/{row['image_id']}",
+        "subject_id": row["subject_id"],
+        "study_id": row["study_id"],
+        "split": row["split"],
+        "mimic_split": patient.split,
+        "content_type": row["content_type"],
+        "semantic_type": row["semantic_type"],
+        "template_program": row["template_program"],
+        "question": row["question"],
+        "answer": row["answer"],
+        "facts": draft.facts,
+        "expected": expected,
+    }
 
 
 def _write_skeletons(dataset: Path, files: dict[str, list[dict]]) -> None:
     """The answer-less files the public repository ships (train in two halves, as there)."""
     bare = {name: [{key: row[key] for key in SKELETON_FIELDS} for row in rows] for name, rows in files.items()}
     half = len(bare["train"]) // 2
-    parts = {"_train_part1": bare["train"][:half], "_train_part2": bare["train"][half:],
-             "_valid": bare["valid"], "_test": bare["test"]}
+    parts = {
+        "_train_part1": bare["train"][:half],
+        "_train_part2": bare["train"][half:],
+        "_valid": bare["valid"],
+        "_test": bare["test"],
+    }
     for name, rows in parts.items():
         output.write_text(dataset / f"{name}.json", dump_skeleton(rows))
 
@@ -347,9 +437,18 @@ def mimic_all_frame(patients: list[Patient]) -> pd.DataFrame:
             if view is None:
                 continue
             labels = stated_labels(study.findings)
-            rows.append([int(patient.subject_id), int(study.study_id),
-                         *[label_cell(labels.get(name)) for name in LABEL_COLUMNS], view.image_id,
-                         VIEW_MEANINGS[view.position], patient.split, int(study.date), study.order])
+            rows.append(
+                [
+                    int(patient.subject_id),
+                    int(study.study_id),
+                    *[label_cell(labels.get(name)) for name in LABEL_COLUMNS],
+                    view.image_id,
+                    VIEW_MEANINGS[view.position],
+                    patient.split,
+                    int(study.date),
+                    study.order,
+                ]
+            )
     return pd.DataFrame(rows, columns=STUDY_COLUMNS)
 
 
@@ -379,8 +478,13 @@ def difference(main: Study, reference: Study) -> dict | None:
             old, new = _level(reference.findings[name]), _level(main.findings[name])
             if old != new:
                 levels.append([word, old, new])
-                changes.append({"finding": name, "main_severity": main.findings[name].severity,
-                                "reference_severity": reference.findings[name].severity})
+                changes.append(
+                    {
+                        "finding": name,
+                        "main_severity": main.findings[name].severity,
+                        "reference_severity": reference.findings[name].severity,
+                    }
+                )
     return {"added": added, "missing": missing, "levels": levels, "changes": changes}
 
 
@@ -421,8 +525,12 @@ class DiffQuestion:
 
 
 def _finding_fact(finding: Finding) -> dict:
-    return {"finding": finding.name, "presence": finding.presence, "laterality": finding.laterality,
-            "severity": finding.severity}
+    return {
+        "finding": finding.name,
+        "presence": finding.presence,
+        "laterality": finding.laterality,
+        "severity": finding.severity,
+    }
 
 
 def _abnormality_questions(study: Study) -> list[DiffQuestion]:
@@ -432,15 +540,33 @@ def _abnormality_questions(study: Study) -> list[DiffQuestion]:
     mentioned = [f for f in study.findings.values() if f.name in ABNORMAL and f.presence != 0]
     if mentioned and all(f.name in DIFF_NAMES and f.presence == 1 for f in mentioned):
         names = [DIFF_NAMES[n] for n in DIFF_NAMES if n in study.findings and study.findings[n].presence == 1]
-        questions.append(DiffQuestion("abnormality", "what abnormalities are seen in this image?", ", ".join(names),
-                                      [_finding_fact(f) for f in mentioned]))
+        questions.append(
+            DiffQuestion(
+                "abnormality",
+                "what abnormalities are seen in this image?",
+                ", ".join(names),
+                [_finding_fact(f) for f in mentioned],
+            )
+        )
     present = [f for f in mentioned if f.presence == 1]
     if present:
-        questions.append(DiffQuestion("abnormality", "is there evidence of any abnormalities in this image?", "yes",
-                                      [_finding_fact(present[0])]))
+        questions.append(
+            DiffQuestion(
+                "abnormality",
+                "is there evidence of any abnormalities in this image?",
+                "yes",
+                [_finding_fact(present[0])],
+            )
+        )
     elif stated_labels(study.findings).get("No Finding") == 1:
-        questions.append(DiffQuestion("abnormality", "is there evidence of any abnormalities in this image?", "no",
-                                      [{"finding": "No Finding", "presence": 1}]))
+        questions.append(
+            DiffQuestion(
+                "abnormality",
+                "is there evidence of any abnormalities in this image?",
+                "no",
+                [{"finding": "No Finding", "presence": 1}],
+            )
+        )
     return questions
 
 
@@ -451,41 +577,66 @@ def _presence_questions(seed: int, study: Study) -> list[DiffQuestion]:
         finding = study.findings.get(name)
         if finding is None or finding.presence == -1:
             continue
-        wording = choose(seed, ["is there evidence of {} in this image?", "is there {}?"], "diff-presence",
-                         study.study_id, name)
-        questions.append(DiffQuestion("presence", wording.format(word), "yes" if finding.presence else "no",
-                                      [_finding_fact(finding)]))
+        wording = choose(
+            seed, ["is there evidence of {} in this image?", "is there {}?"], "diff-presence", study.study_id, name
+        )
+        questions.append(
+            DiffQuestion(
+                "presence", wording.format(word), "yes" if finding.presence else "no", [_finding_fact(finding)]
+            )
+        )
     return questions
 
 
 def _view_questions(view: View) -> list[DiffQuestion]:
     fact = [{"view": view.position}]
-    return [DiffQuestion("view", "which view is this image taken?", f"{view.position} view", fact),
-            DiffQuestion("view", "is this PA view?", "yes" if view.position == "PA" else "no", fact),
-            DiffQuestion("view", "is this AP view?", "yes" if view.position == "AP" else "no", fact)]
+    return [
+        DiffQuestion("view", "which view is this image taken?", f"{view.position} view", fact),
+        DiffQuestion("view", "is this PA view?", "yes" if view.position == "PA" else "no", fact),
+        DiffQuestion("view", "is this AP view?", "yes" if view.position == "AP" else "no", fact),
+    ]
 
 
 def _location_questions(study: Study) -> list[DiffQuestion]:
     """Left or right? for a present finding on one stated side."""
-    return [DiffQuestion("location", f"is the {word} located on the left side or right side?",
-                         f"{study.findings[name].laterality} side", [_finding_fact(study.findings[name])])
-            for name, word in DIFF_NAMES.items()
-            if name in study.findings and study.findings[name].presence == 1
-            and study.findings[name].laterality in ("left", "right")]
+    return [
+        DiffQuestion(
+            "location",
+            f"is the {word} located on the left side or right side?",
+            f"{study.findings[name].laterality} side",
+            [_finding_fact(study.findings[name])],
+        )
+        for name, word in DIFF_NAMES.items()
+        if name in study.findings
+        and study.findings[name].presence == 1
+        and study.findings[name].laterality in ("left", "right")
+    ]
 
 
 def _level_questions(study: Study) -> list[DiffQuestion]:
     """What level is X? for a present finding the report gives a level word."""
-    return [DiffQuestion("level", f"what level is the {DIFF_NAMES[name]}?", _level(study.findings[name]),
-                         [_finding_fact(study.findings[name])])
-            for name in LEVEL_WORDS if name in study.findings and study.findings[name].presence == 1]
+    return [
+        DiffQuestion(
+            "level",
+            f"what level is the {DIFF_NAMES[name]}?",
+            _level(study.findings[name]),
+            [_finding_fact(study.findings[name])],
+        )
+        for name in LEVEL_WORDS
+        if name in study.findings and study.findings[name].presence == 1
+    ]
 
 
 def main_questions(seed: int, study: Study, view: View) -> list[DiffQuestion]:
     """3 to 5 single-image questions about the main study (fewer when it offers fewer), at most one
     per question type, in the release's type order."""
-    families = [_abnormality_questions(study), _presence_questions(seed, study), _view_questions(view),
-                _location_questions(study), _level_questions(study)]
+    families = [
+        _abnormality_questions(study),
+        _presence_questions(seed, study),
+        _view_questions(view),
+        _location_questions(study),
+        _level_questions(study),
+    ]
     count = 3 + stable_int(seed, "diff-count", study.study_id) % 3
     available = [number for number, family in enumerate(families) if family]
     kept = set(ranked(seed, available, "diff-family", study.study_id)[:count])
@@ -496,8 +647,11 @@ def diff_cohort(patients: list[Patient]) -> list[Patient]:
     """Patients with pairs: of those with two or more studies that are not ImaGenome gold patients (the
     build holds out a gold patient's train images with everything on them), every other one (the first,
     third, ...; the others keep generated difference questions, so a build has both)."""
-    return [p for i, p in enumerate(patients)
-            if not imagenome.is_gold(i) and sum(diff_image(s) is not None for s in p.studies) > 1][::2]
+    return [
+        p
+        for i, p in enumerate(patients)
+        if not imagenome.is_gold(i) and sum(diff_image(s) is not None for s in p.studies) > 1
+    ][::2]
 
 
 def pairs_of(seed: int, patient: Patient) -> list[tuple[Study, Study, dict]]:
@@ -529,37 +683,67 @@ def write_medical_diff_vqa(root: Path, patients: list[Patient], seed: int) -> di
         split = dataset_split(patient, DIFF_SPLIT, moved)
         for main, reference, change in pairs:
             for question in [*main_questions(seed, main, diff_image(main)), _difference_question(change)]:
-                rows.append([int(main.study_id), int(patient.subject_id), int(reference.study_id),
-                             question.question_type, question.question, question.answer, split])
-                truth_rows.append(_diff_truth(len(rows), patient, main, reference, question, split,
-                                              patient.subject_id == moved))
+                rows.append(
+                    [
+                        int(main.study_id),
+                        int(patient.subject_id),
+                        int(reference.study_id),
+                        question.question_type,
+                        question.question,
+                        question.answer,
+                        split,
+                    ]
+                )
+                truth_rows.append(
+                    _diff_truth(len(rows), patient, main, reference, question, split, patient.subject_id == moved)
+                )
     output.write_csv(root / QUESTIONS_FILE, pd.DataFrame(rows, columns=QUESTION_COLUMNS))
     studies = {s.study_id: f"mimic/{diff_image(s).image_id}" for p in patients for s in p.studies if diff_image(s)}
     reversed_pairs = [_pair_truth(main, reference) for _, pairs in cohort[:1] for main, reference, _ in pairs[:1]]
-    return {"questions": truth_rows, "reversed_pairs": reversed_pairs,
-            "split_differs": [moved] if moved else [], "studies": studies}
+    return {
+        "questions": truth_rows,
+        "reversed_pairs": reversed_pairs,
+        "split_differs": [moved] if moved else [],
+        "studies": studies,
+    }
 
 
 def _difference_question(change: dict) -> DiffQuestion:
-    return DiffQuestion("difference", "what has changed compared to the reference image?", difference_answer(change),
-                        [change])
+    return DiffQuestion(
+        "difference", "what has changed compared to the reference image?", difference_answer(change), [change]
+    )
 
 
 def _pair_truth(main: Study, reference: Study) -> dict:
-    return {"study_id": main.study_id, "ref_id": reference.study_id, "image": f"mimic/{diff_image(main).image_id}",
-            "reference_image": f"mimic/{diff_image(reference).image_id}"}
+    return {
+        "study_id": main.study_id,
+        "ref_id": reference.study_id,
+        "image": f"mimic/{diff_image(main).image_id}",
+        "reference_image": f"mimic/{diff_image(reference).image_id}",
+    }
 
 
-def _diff_truth(row: int, patient: Patient, main: Study, reference: Study, question: DiffQuestion, split: str,
-                moved: bool) -> dict:
+def _diff_truth(
+    row: int, patient: Patient, main: Study, reference: Study, question: DiffQuestion, split: str, moved: bool
+) -> dict:
     expected = None
     if moved:
         expected = {"stage": "split", "reason": "vqa-split-differs"}
     elif question.question_type == "difference" and main.order < reference.order:
         expected = {"stage": "tasks", "reason": "reference-not-earlier"}
-    return {"file": QUESTIONS_FILE, "row": row, **_pair_truth(main, reference), "subject_id": patient.subject_id,
-            "split": split, "mimic_split": patient.split, "question_type": question.question_type,
-            "question": question.question, "answer": question.answer, "facts": question.facts, "expected": expected}
+    return {
+        "file": QUESTIONS_FILE,
+        "row": row,
+        **_pair_truth(main, reference),
+        "subject_id": patient.subject_id,
+        "split": split,
+        "mimic_split": patient.split,
+        "question_type": question.question_type,
+        "question": question.question,
+        "answer": question.answer,
+        "facts": question.facts,
+        "expected": expected,
+    }
 
 
 # ------------------------------------------------------------------------------ both
@@ -567,5 +751,7 @@ def _diff_truth(row: int, patient: Patient, main: Study, reference: Study, quest
 
 def write(out: Path, roots: dict[str, str], patients: list[Patient], images: dict[str, dict], seed: int) -> dict:
     """Write both datasets under their roots; returns their truth sections keyed by source name."""
-    return {"mimic_cxr_vqa": write_mimic_cxr_vqa(out / roots["mimic_cxr_vqa"], patients, images, seed),
-            "mimic_diff_vqa": write_medical_diff_vqa(out / roots["mimic_diff_vqa"], patients, seed)}
+    return {
+        "mimic_cxr_vqa": write_mimic_cxr_vqa(out / roots["mimic_cxr_vqa"], patients, images, seed),
+        "mimic_diff_vqa": write_medical_diff_vqa(out / roots["mimic_diff_vqa"], patients, seed),
+    }

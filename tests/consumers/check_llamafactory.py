@@ -31,10 +31,21 @@ def load_split(model_dir, dest, name, output_dir):
     from llamafactory.hparams import get_train_args
     from llamafactory.model import load_tokenizer
 
-    model_args, data_args, training_args, _, _ = get_train_args(dict(
-        model_name_or_path=str(model_dir), stage="sft", do_train=True, finetuning_type="full",
-        dataset_dir=str(dest), dataset=name, template="llava", cutoff_len=1_000_000, overwrite_cache=True,
-        output_dir=str(output_dir), report_to="none"))
+    model_args, data_args, training_args, _, _ = get_train_args(
+        dict(
+            model_name_or_path=str(model_dir),
+            stage="sft",
+            do_train=True,
+            finetuning_type="full",
+            dataset_dir=str(dest),
+            dataset=name,
+            template="llava",
+            cutoff_len=1_000_000,
+            overwrite_cache=True,
+            output_dir=str(output_dir),
+            report_to="none",
+        )
+    )
     modules = load_tokenizer(model_args)
     template = get_template_and_fix_tokenizer(modules["tokenizer"], data_args)
     dataset = get_dataset(template, model_args, data_args, training_args, stage="sft", **modules)
@@ -50,8 +61,12 @@ def test_dataset_info_registers_every_split():
             entry = info[f"cxr_instruct_{profile}_{split}"]
             assert entry["file_name"] == f"{split}.json" and entry["formatting"] == "sharegpt"
             assert entry["columns"] == {"messages": "messages", "images": "images"}
-            assert entry["tags"] == {"role_tag": "role", "content_tag": "content", "user_tag": "user",
-                                     "assistant_tag": "assistant"}
+            assert entry["tags"] == {
+                "role_tag": "role",
+                "content_tag": "content",
+                "user_tag": "user",
+                "assistant_tag": "assistant",
+            }
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -62,12 +77,14 @@ def test_every_row_loads_with_its_images_and_only_answers_learned(profile, model
     meta, splits = read_export(dest)
     monkeypatch.chdir(tmp_path)
     for split, rows in splits.items():
-        dataset, tokenizer, template, processor = load_split(model_dir, dest, f"cxr_instruct_{profile}_{split}",
-                                                             tmp_path / "out")
+        dataset, tokenizer, template, processor = load_split(
+            model_dir, dest, f"cxr_instruct_{profile}_{split}", tmp_path / "out"
+        )
         assert len(dataset) == len(rows), f"{profile}/{split}: {len(rows)} rows in, {len(dataset)} loaded"
         image_id = tokenizer.convert_tokens_to_ids(IMAGE)
-        collator = MultiModalDataCollatorForSeq2Seq(template=template, processor=processor, tokenizer=tokenizer,
-                                                    label_pad_token_id=IGNORE_INDEX)
+        collator = MultiModalDataCollatorForSeq2Seq(
+            template=template, processor=processor, tokenizer=tokenizer, label_pad_token_id=IGNORE_INDEX
+        )
         for row, example in zip(rows, dataset, strict=True):
             where = f"{profile}/{split} row {row['id']}"
             images = row_images(row)

@@ -18,8 +18,20 @@ import contextlib
 import io
 
 import pytest
-from kit import (IMAGE, PROFILES, VISION_SIZE, answers, corpus, destinations, image_base, llama_sentencepiece,
-                 read_export, row_images, squash, turns)
+from kit import (
+    IMAGE,
+    PROFILES,
+    VISION_SIZE,
+    answers,
+    corpus,
+    destinations,
+    image_base,
+    llama_sentencepiece,
+    read_export,
+    row_images,
+    squash,
+    turns,
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +51,16 @@ def dataset(path, image_folder, tokenizer):
     from llava.train.train import DataArguments, LazySupervisedDataset
     from transformers import CLIPImageProcessor
 
-    args = DataArguments(data_path=str(path), lazy_preprocess=True, is_multimodal=True,
-                         image_folder=str(image_folder), image_aspect_ratio="pad")
-    args.image_processor = CLIPImageProcessor(size={"shortest_edge": VISION_SIZE},
-                                              crop_size={"height": VISION_SIZE, "width": VISION_SIZE})
+    args = DataArguments(
+        data_path=str(path),
+        lazy_preprocess=True,
+        is_multimodal=True,
+        image_folder=str(image_folder),
+        image_aspect_ratio="pad",
+    )
+    args.image_processor = CLIPImageProcessor(
+        size={"shortest_edge": VISION_SIZE}, crop_size={"height": VISION_SIZE, "width": VISION_SIZE}
+    )
     args.mm_use_im_start_end = False
     return LazySupervisedDataset(str(path), tokenizer, args)
 

@@ -16,8 +16,18 @@ and (M4CXR, the profile with multi-image rows) from that folder itself, as docs/
 from __future__ import annotations
 
 import pytest
-from kit import (IMAGE, IMAGE_TOKENS, PROFILES, answers, corpus, destinations, image_base, llava_hf_model,
-                 read_export, row_images)
+from kit import (
+    IMAGE,
+    IMAGE_TOKENS,
+    PROFILES,
+    answers,
+    corpus,
+    destinations,
+    image_base,
+    llava_hf_model,
+    read_export,
+    row_images,
+)
 
 IGNORE_INDEX = -100
 

@@ -52,8 +52,9 @@ def read_export(dest: Path) -> tuple[dict, dict[str, list[dict]]]:
             path = dest / name
             if path.is_file():
                 text = path.read_text()
-                splits[split] = ([json.loads(line) for line in text.splitlines() if line.strip()] if lines
-                                 else json.loads(text))
+                splits[split] = (
+                    [json.loads(line) for line in text.splitlines() if line.strip()] if lines else json.loads(text)
+                )
         assert split in splits, f"{dest}: export.json lists split {split!r} but it has no file"
         assert len(splits[split]) == meta["rows"][split], (dest, split, len(splits[split]), meta["rows"][split])
     return meta, splits
@@ -99,8 +100,10 @@ def corpus(rows_by_split: dict[str, list[dict]]) -> list[str]:
 
 # ------------------------------------------------------------------ tiny tokenizers and processors
 
-TEMPLATE_WORDS = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives "
-                  "helpful, detailed, and polite answers to the user's questions. USER: ASSISTANT: [INST] [/INST]")
+TEMPLATE_WORDS = (
+    "A chat between a curious user and an artificial intelligence assistant. The assistant gives "
+    "helpful, detailed, and polite answers to the user's questions. USER: ASSISTANT: [INST] [/INST]"
+)
 
 
 def byte_bpe(texts: list[str], special: list[str], vocab_size: int = 2000):
@@ -110,9 +113,15 @@ def byte_bpe(texts: list[str], special: list[str], vocab_size: int = 2000):
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.train_from_iterator([TEMPLATE_WORDS, *texts], trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=special, show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer.train_from_iterator(
+        [TEMPLATE_WORDS, *texts],
+        trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=special,
+            show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
     return tokenizer
 
 
@@ -128,23 +137,45 @@ def llava_hf_model(dest: Path, texts: list[str], chat_template: str | None = Non
     special = ["<unk>", "<s>", "</s>", "<pad>", IMAGE]
     bpe = byte_bpe(texts, special)
     bpe.post_processor = TemplateProcessing(single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 1)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                        pad_token="<pad>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )
     tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE]})
-    image_processor = CLIPImageProcessor(size={"shortest_edge": VISION_SIZE},
-                                         crop_size={"height": VISION_SIZE, "width": VISION_SIZE})
-    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=PATCH,
-                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                               image_token=IMAGE, chat_template=chat_template)
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": VISION_SIZE}, crop_size={"height": VISION_SIZE, "width": VISION_SIZE}
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=PATCH,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        image_token=IMAGE,
+        chat_template=chat_template,
+    )
     processor.save_pretrained(dest)
     config = {
-        "model_type": "llava", "architectures": ["LlavaForConditionalGeneration"],
-        "image_token_index": tokenizer.convert_tokens_to_ids(IMAGE), "vision_feature_select_strategy": "default",
-        "text_config": {"model_type": "llama", "vocab_size": len(tokenizer), "hidden_size": 8,
-                        "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 16},
-        "vision_config": {"model_type": "clip_vision_model", "image_size": VISION_SIZE, "patch_size": PATCH,
-                          "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 1,
-                          "intermediate_size": 16},
+        "model_type": "llava",
+        "architectures": ["LlavaForConditionalGeneration"],
+        "image_token_index": tokenizer.convert_tokens_to_ids(IMAGE),
+        "vision_feature_select_strategy": "default",
+        "text_config": {
+            "model_type": "llama",
+            "vocab_size": len(tokenizer),
+            "hidden_size": 8,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 1,
+            "intermediate_size": 16,
+        },
+        "vision_config": {
+            "model_type": "clip_vision_model",
+            "image_size": VISION_SIZE,
+            "patch_size": PATCH,
+            "hidden_size": 8,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 1,
+            "intermediate_size": 16,
+        },
     }
     (dest / "config.json").write_text(json.dumps(config, indent=1))
     return dest
@@ -171,10 +202,24 @@ def llama_sentencepiece(dest: Path, texts: list[str]) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     model = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter([TEMPLATE_WORDS, *texts]), model_writer=model, vocab_size=1000, model_type="bpe",
-        byte_fallback=True, split_digits=True, allow_whitespace_only_pieces=True, remove_extra_whitespaces=False,
-        normalization_rule_name="identity", character_coverage=1.0, hard_vocab_limit=False,
-        user_defined_symbols=["USER"], unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2)
+        sentence_iterator=iter([TEMPLATE_WORDS, *texts]),
+        model_writer=model,
+        vocab_size=1000,
+        model_type="bpe",
+        byte_fallback=True,
+        split_digits=True,
+        allow_whitespace_only_pieces=True,
+        remove_extra_whitespaces=False,
+        normalization_rule_name="identity",
+        character_coverage=1.0,
+        hard_vocab_limit=False,
+        user_defined_symbols=["USER"],
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        minloglevel=2,
+    )
     (dest / "tokenizer.model").write_bytes(model.getvalue())
     LlamaTokenizer(vocab_file=str(dest / "tokenizer.model"), legacy=False).save_pretrained(dest)
     return dest

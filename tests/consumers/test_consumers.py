@@ -15,11 +15,24 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-
 from builds import synthetic_build
-from kit import (EXPORTS_ENV, IMAGE, IMAGE_TOKENS, PROFILES, answers, corpus, destinations, image_base,
-                 llava_hf_model, read_export, row_images, squash, turns)
+from click.testing import CliRunner
+from kit import (
+    EXPORTS_ENV,
+    IMAGE,
+    IMAGE_TOKENS,
+    PROFILES,
+    answers,
+    corpus,
+    destinations,
+    image_base,
+    llava_hf_model,
+    read_export,
+    row_images,
+    squash,
+    turns,
+)
+
 from pipelines.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,8 +58,20 @@ def export_root(tmp_path_factory):
     runner = CliRunner()
     for layout, (fmt, options) in LAYOUTS.items():
         for profile in PROFILES:
-            result = runner.invoke(main, ["export", str(out), "--profile", profile, "--format", fmt,
-                                          "--dest", str(root / layout / profile), *options])
+            result = runner.invoke(
+                main,
+                [
+                    "export",
+                    str(out),
+                    "--profile",
+                    profile,
+                    "--format",
+                    fmt,
+                    "--dest",
+                    str(root / layout / profile),
+                    *options,
+                ],
+            )
             assert result.exit_code == 0, (layout, profile, result.output, result.exception)
     return root
 
@@ -54,9 +79,18 @@ def export_root(tmp_path_factory):
 def consumer_env(root: Path, scratch: Path) -> dict:
     """The check's environment: offline, its caches in ``scratch``, nothing of the main venv."""
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env.update({EXPORTS_ENV: str(root), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(scratch / "hf"), "MODELSCOPE_CACHE": str(scratch / "ms"),
-                "TOKENIZERS_PARALLELISM": "false", "PYTHONDONTWRITEBYTECODE": "1"})
+    env.update(
+        {
+            EXPORTS_ENV: str(root),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "HF_HOME": str(scratch / "hf"),
+            "MODELSCOPE_CACHE": str(scratch / "ms"),
+            "TOKENIZERS_PARALLELISM": "false",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+    )
     return env
 
 
@@ -69,9 +103,14 @@ def test_consumer_venv(consumer, export_root, tmp_path):
             pytest.fail(message)
         pytest.skip(message)
     check = HERE / f"check_{consumer}.py"
-    run = subprocess.run([str(python), "-m", "pytest", "-c", str(HERE / "checks.ini"), str(check), "-q",
-                          "-p", "no:logging"], cwd=tmp_path, env=consumer_env(export_root, tmp_path),
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [str(python), "-m", "pytest", "-c", str(HERE / "checks.ini"), str(check), "-q", "-p", "no:logging"],
+        cwd=tmp_path,
+        env=consumer_env(export_root, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     output = run.stdout + run.stderr
     summary = output.strip().splitlines()[-1] if output.strip() else ""
     assert run.returncode == 0, f"{check.name} in {VENVS[consumer]} failed:\n{output[-6000:]}"
@@ -95,23 +134,26 @@ def test_messages_export_collates_in_trl(export_root, tmp_path):
     exports = destinations("messages", export_root)
     texts = [text for _, dest in exports for text in corpus(read_export(dest)[1])]
     processor = AutoProcessor.from_pretrained(llava_hf_model(tmp_path / "model", texts, llava_next_chat_template))
-    collator = DataCollatorForVisionLanguageModeling(processor, assistant_only_loss=True,
-                                                     chat_template=get_training_chat_template(processor))
+    collator = DataCollatorForVisionLanguageModeling(
+        processor, assistant_only_loss=True, chat_template=get_training_chat_template(processor)
+    )
     tokenizer = processor.tokenizer
     image_id = tokenizer.convert_tokens_to_ids(IMAGE)
     for profile, dest in exports:
         meta, splits = read_export(dest)
         folder = image_base(dest, meta)
         for split, rows in splits.items():
-            loaded = datasets.load_dataset("json", data_files=str(dest / f"{split}.jsonl"), split="train",
-                                           cache_dir=str(tmp_path / "cache"))
+            loaded = datasets.load_dataset(
+                "json", data_files=str(dest / f"{split}.jsonl"), split="train", cache_dir=str(tmp_path / "cache")
+            )
             loaded = loaded.map(lambda item: {"images": [str(folder / name) for name in item["images"]]})
             loaded = loaded.cast_column("images", datasets.List(datasets.Image()))
             assert len(loaded) == len(rows), f"{profile}/{split}"
             for row, example in zip(rows, loaded, strict=True):
                 where = f"{profile}/{split} row {row['id']}"
-                assert not any(IMAGE in (part.get("text") or "") for message in row["messages"]
-                               for part in message["content"]), where
+                assert not any(
+                    IMAGE in (part.get("text") or "") for message in row["messages"] for part in message["content"]
+                ), where
                 batch = collator([dict(example)])
                 images = row_images(row)
                 assert batch["pixel_values"].shape[0] == len(images), where
@@ -154,9 +196,12 @@ def test_qwen_vl_boxes_are_pixels_of_the_image_as_qwen_resizes_it(export_root):
         frame = meta["coordinates"]
         assert frame["frame"] == "pixels", frame
         width, height = frame["width"], frame["height"]
-        processor = Qwen2VLImageProcessor(min_pixels=frame.get("min_pixels", QWEN25_MIN_PIXELS),
-                                          max_pixels=frame.get("max_pixels", QWEN25_MAX_PIXELS),
-                                          patch_size=QWEN_PATCH, merge_size=2)
+        processor = Qwen2VLImageProcessor(
+            min_pixels=frame.get("min_pixels", QWEN25_MIN_PIXELS),
+            max_pixels=frame.get("max_pixels", QWEN25_MAX_PIXELS),
+            patch_size=QWEN_PATCH,
+            merge_size=2,
+        )
         image_folder = image_base(dest, meta)
         for name in sorted({name for rows in splits.values() for row in rows for name in row_images(row)}):
             grid = processor(images=[Image.open(image_folder / name)], return_tensors="np")["image_grid_thw"][0]

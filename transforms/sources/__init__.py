@@ -8,7 +8,7 @@ Each module ``transforms/sources/<name>.py`` defines::
 
 ``plan`` checks the whole input (required files, header columns, layout) and says how the source's
 files and CSV rows are keyed and joined (:mod:`transforms.sources.plan`); the build runs it as a
-Beam graph (pipelines/read.py), ``read`` runs the same plan in one process. The native layout under
+Beam graph (pipelines/beam/read.py), ``read`` runs the same plan in one process. The native layout under
 ``root`` may be a local path or ``gs://`` (all file access goes through :mod:`transforms.io`); for
 every unit of input a plan yields exactly one of:
 

@@ -41,9 +41,9 @@ from schemas.records import (
     Reject,
 )
 from transforms import io
+from transforms.chexmask_space import PREPROCESSED_SIZE
 from transforms.sources import csvrows
 from transforms.sources.plan import Keyed, ReadPlan, Row, Table, run_serially
-from transforms.chexmask_space import PREPROCESSED_SIZE
 
 NAME = "chexmask"
 ORIGIN = "chexmask"
@@ -186,8 +186,9 @@ def _declared_size(row: Mapping[str, str], space: Space) -> tuple[int, int]:
     return PREPROCESSED_SIZE, PREPROCESSED_SIZE
 
 
-def parse_row(row: Mapping[str, str], dataset: DatasetFile, origin: str,
-              space: Space = "original", number: int | None = None) -> AnnotationRecord | Reject:
+def parse_row(
+    row: Mapping[str, str], dataset: DatasetFile, origin: str, space: Space = "original", number: int | None = None
+) -> AnnotationRecord | Reject:
     """One CheXmask row (canonical column name -> cell text) as a record, or the reason it is not one;
     reject details name ``origin`` and, when given, the data row ``number``."""
     native = row[dataset.id_column].strip()
@@ -200,16 +201,21 @@ def parse_row(row: Mapping[str, str], dataset: DatasetFile, origin: str,
     if not native:
         return reject("missing-id", f"empty {dataset.id_column}")
     if space == "preprocessed-1024" and not dataset.preprocessed_invertible:
-        return reject("preprocessed-space-not-invertible",
-                      f"no OriginalResolution row; {dataset.stem} Preprocessed rows were cropped before padding "
-                      "with unpublished offsets, so they cannot be mapped onto the image")
+        return reject(
+            "preprocessed-space-not-invertible",
+            f"no OriginalResolution row; {dataset.stem} Preprocessed rows were cropped before padding "
+            "with unpublished offsets, so they cannot be mapped onto the image",
+        )
     try:
         quality = {name: _quality_value(row[column].strip(), column) for column, name in QUALITY_COLUMNS.items()}
     except ValueError as error:
         return reject("bad-dice-value", str(error))
     if quality["dice_rca_mean"] < DICE_RCA_MEAN_THRESHOLD:
-        return reject("dice-rca-mean-below-threshold",
-                      f"Dice RCA (Mean) {quality['dice_rca_mean']:.3f} < {DICE_RCA_MEAN_THRESHOLD}", "filtered")
+        return reject(
+            "dice-rca-mean-below-threshold",
+            f"Dice RCA (Mean) {quality['dice_rca_mean']:.3f} < {DICE_RCA_MEAN_THRESHOLD}",
+            "filtered",
+        )
     try:
         height, width = _declared_size(row, space)
     except _SizeError as error:
@@ -281,14 +287,21 @@ class ChexmaskPlan(ReadPlan):
         if wanted and not found:
             stems = [dataset.stem for dataset in wanted]
             raise FileNotFoundError(
-                f"none of {stems} (.csv or .csv.gz) found in {root}/{{{','.join(SPACE_FOLDERS.values())}}}")
+                f"none of {stems} (.csv or .csv.gz) found in {root}/{{{','.join(SPACE_FOLDERS.values())}}}"
+            )
         self.files: dict[str, IngestedFile] = {}
         tables = []
         for dataset, path, space in sorted(found, key=lambda entry: entry[0].stem):
             header = csvrows.read_header(path)
             positions = _column_positions(header, dataset, space, path)
-            self.files[dataset.stem] = IngestedFile(dataset, io.relative(path, root), space, len(header),
-                                                    positions[dataset.id_column], tuple(positions.items()))
+            self.files[dataset.stem] = IngestedFile(
+                dataset,
+                io.relative(path, root),
+                space,
+                len(header),
+                positions[dataset.id_column],
+                tuple(positions.items()),
+            )
             tables.append(Table(dataset.stem, path))
         self.tables = tuple(tables)
         self.rounds = (frozenset(self.files),) if self.files else ()
@@ -298,8 +311,13 @@ class ChexmaskPlan(ReadPlan):
         dataset = file.dataset
         if row.problem is not None:
             bad = csvrows.bad_row(row.number, row.cells, row.problem, file.width)
-            yield Reject(key=f"{dataset.image_source}/{bad.cell(file.id_at)}", source=NAME, stage="read",
-                         reason=bad.reason, detail=bad.where(file.origin))
+            yield Reject(
+                key=f"{dataset.image_source}/{bad.cell(file.id_at)}",
+                source=NAME,
+                stage="read",
+                reason=bad.reason,
+                detail=bad.where(file.origin),
+            )
             return
         cells = tuple(row.cells[position] for _, position in file.columns)
         native = row.cells[file.id_at].strip()
@@ -322,8 +340,13 @@ class ChexmaskPlan(ReadPlan):
             yield self.parsed(file, first, cells)
             native = key.split("/", 1)[1]
             for number, _ in repeats:
-                yield Reject(key=key, source=NAME, stage="read", reason="duplicate-row",
-                             detail=f"{file.origin} row {number}: {native} appears again (first read from row {first})")
+                yield Reject(
+                    key=key,
+                    source=NAME,
+                    stage="read",
+                    reason="duplicate-row",
+                    detail=f"{file.origin} row {number}: {native} appears again (first read from row {first})",
+                )
 
 
 def plan(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> ChexmaskPlan:

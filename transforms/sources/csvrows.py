@@ -92,8 +92,9 @@ def records(path: str) -> Iterator[tuple[int, list[str], str | None]]:
             except csv.Error as error:  # e.g. a quote never closed: the rest of the file is unreadable
                 raise ValueError(f"{path} row {number + 1}: not CSV ({error})") from None
             except CORRUPT as error:
-                raise ValueError(f"{path} row {number + 1}: compressed file cut short or damaged ({error}); "
-                                 f"download it again") from None
+                raise ValueError(
+                    f"{path} row {number + 1}: compressed file cut short or damaged ({error}); download it again"
+                ) from None
             number += 1
             if not cells:
                 continue

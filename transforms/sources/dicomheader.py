@@ -19,8 +19,7 @@ from transforms import io
 FIRST_READ = 64 * 1024
 """Bytes fetched first: every header of the corpora read so far fits (MIMIC's ~2-4 KB, VinDr's ~1 KB)."""
 
-HEADER_ERRORS = (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError, AttributeError,
-                 struct.error)
+HEADER_ERRORS = (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError, AttributeError, struct.error)
 """What pydicom raises on a header that is not DICOM or is cut short."""
 
 

@@ -112,8 +112,9 @@ def _split_file(root: str, stem: str, number: int) -> tuple[str, _SplitFile]:
 
 
 def _unnamed_gold(details: list[str]) -> ImaGenomeInputError:
-    return ImaGenomeInputError(f"{'; '.join(details)}: an images_to_avoid row names no dicom_id, so a gold "
-                               "image could enter training")
+    return ImaGenomeInputError(
+        f"{'; '.join(details)}: an images_to_avoid row names no dicom_id, so a gold image could enter training"
+    )
 
 
 class ImaGenomePlan(ReadPlan):
@@ -135,8 +136,10 @@ class ImaGenomePlan(ReadPlan):
                 f"no *{SCENE_GRAPH_SUFFIX} under {base} (or {base}/scene_graph); is scene_graph.zip extracted?"
             )
         # shards of "*": a shard of "*_SceneGraph.json" by first character would miss "_SceneGraph.json"
-        self.listings = (Listing("graph", base, "*", (*HEX, OTHER_NAMES)),
-                         Listing("nested-graph", nested, "*", (*HEX, OTHER_NAMES)))
+        self.listings = (
+            Listing("graph", base, "*", (*HEX, OTHER_NAMES)),
+            Listing("nested-graph", nested, "*", (*HEX, OTHER_NAMES)),
+        )
         self.split_files: dict[str, _SplitFile] = {}
         if not mimic_ingested:  # every scene graph is filtered unopened; the split files are not needed
             return
@@ -146,10 +149,15 @@ class ImaGenomePlan(ReadPlan):
             tables.append(Table(stem, path))
         self.tables = tuple(tables)
         avoid = self.split_files[AVOID_FILE]
-        unnamed = [bad.where(avoid.name) for bad in (
-            csvrows.bad_row(number, cells, problem, avoid.width)
-            for number, cells, problem in csvrows.records(tables[-1].path) if problem is not None)
-            if not strip_dcm(bad.cell(avoid.position))]
+        unnamed = [
+            bad.where(avoid.name)
+            for bad in (
+                csvrows.bad_row(number, cells, problem, avoid.width)
+                for number, cells, problem in csvrows.records(tables[-1].path)
+                if problem is not None
+            )
+            if not strip_dcm(bad.cell(avoid.position))
+        ]
         if unnamed:
             raise _unnamed_gold(unnamed)
 
@@ -180,22 +188,34 @@ class ImaGenomePlan(ReadPlan):
         graphs, bad_rows = items["graph"], tuple(where for _, where in items["bad-row"])
         if not graphs:
             if bad_rows:
-                log.warning("imagenome: unreadable split rows for %s, which has no scene graph: %s", dicom_id,
-                            "; ".join(bad_rows))
+                log.warning(
+                    "imagenome: unreadable split rows for %s, which has no scene graph: %s",
+                    dicom_id,
+                    "; ".join(bad_rows),
+                )
             return
         if not self.mimic_ingested:
-            yield Reject(key=f"{TARGET_SOURCE}/{dicom_id}", source=NAME, stage="read",
-                         reason="image-source-not-ingested",
-                         detail=f"{TARGET_SOURCE} is not among the ingested image sources", kind="filtered")
+            yield Reject(
+                key=f"{TARGET_SOURCE}/{dicom_id}",
+                source=NAME,
+                stage="read",
+                reason="image-source-not-ingested",
+                detail=f"{TARGET_SOURCE} is not among the ingested image sources",
+                kind="filtered",
+            )
             return
         _, path = graphs[0]  # the top folder's before the nested one's
-        splits = ImageSplits(tuple(dict.fromkeys(split for _, split in items["split"])), bool(items["avoid"]),
-                             bad_rows)
+        splits = ImageSplits(tuple(dict.fromkeys(split for _, split in items["split"])), bool(items["avoid"]), bad_rows)
         try:
             data = io.read_bytes(path)
         except OSError as error:  # no permission, a link to nothing, a read error
-            yield Reject(key=f"{TARGET_SOURCE}/{dicom_id}", source=NAME, stage="read", reason="unreadable-file",
-                         detail=f"{io.relative(path, self.root)}: cannot be read: {error}")
+            yield Reject(
+                key=f"{TARGET_SOURCE}/{dicom_id}",
+                source=NAME,
+                stage="read",
+                reason="unreadable-file",
+                detail=f"{io.relative(path, self.root)}: cannot be read: {error}",
+            )
             return
         yield from parse_scene_graph(dicom_id, data, io.relative(path, self.root), splits)
 
@@ -240,7 +260,8 @@ def parse_scene_graph(dicom_id: str, data: bytes, origin: str, splits: ImageSpli
 
     item_rejects: list[Reject] = [
         Reject(key=key, source=NAME, stage="read", reason="malformed-row", detail=detail, level="item")
-        for detail in splits.bad_rows]
+        for detail in splits.bad_rows
+    ]
     boxes = []
     for index, obj in enumerate(sections["objects"]):
         try:
@@ -251,8 +272,11 @@ def parse_scene_graph(dicom_id: str, data: bytes, origin: str, splits: ImageSpli
     for index, entry in enumerate(sections["attributes"]):
         region = entry.get("bbox_name")
         if isinstance(region, str) and entry.get(region) is False:  # a list or dict name is bad-attributes below
-            item_rejects.append(reject("region-flag-false", f"attributes[{index}] ({region}) flagged false",
-                                       level="item", kind="filtered"))
+            item_rejects.append(
+                reject(
+                    "region-flag-false", f"attributes[{index}] ({region}) flagged false", level="item", kind="filtered"
+                )
+            )
             continue
         try:
             regions.extend(_region_phrases(entry))
@@ -311,12 +335,14 @@ def _region_phrases(entry: Mapping) -> list[RegionAttributes]:
     if not isinstance(region, str) or not region:
         raise ValueError(f"bbox_name is {region!r}")
     phrases = _string_list(entry["phrases"], "phrases")
-    per_phrase = {"attributes": entry["attributes"]} | {name: entry.get(name, [[]] * len(phrases))
-                                                        for name in CUE_LISTS}
+    per_phrase = {"attributes": entry["attributes"]} | {
+        name: entry.get(name, [[]] * len(phrases)) for name in CUE_LISTS
+    }
     for name, lists in per_phrase.items():
         if not isinstance(lists, list) or len(lists) != len(phrases):
-            raise ValueError(f"{name} has {len(lists) if isinstance(lists, list) else lists!r} items "
-                             f"for {len(phrases)} phrases")
+            raise ValueError(
+                f"{name} has {len(lists) if isinstance(lists, list) else lists!r} items for {len(phrases)} phrases"
+            )
     return [
         RegionAttributes(
             region=region,
@@ -325,7 +351,6 @@ def _region_phrases(entry: Mapping) -> list[RegionAttributes]:
         )
         for index, phrase in enumerate(phrases)
     ]
-
 
 
 def _relationship(rel: Mapping) -> dict[str, object]:

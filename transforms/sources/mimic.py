@@ -66,8 +66,7 @@ LABEL_FILES = {
 }
 """RawLabel system -> file stem of the per-study label CSVs."""
 
-METADATA_COLUMNS = ("dicom_id", "subject_id", "study_id", "ViewPosition", "Rows", "Columns", "StudyDate",
-                    "StudyTime")
+METADATA_COLUMNS = ("dicom_id", "subject_id", "study_id", "ViewPosition", "Rows", "Columns", "StudyDate", "StudyTime")
 SPLIT_COLUMNS = ("dicom_id", "split")
 IMAGE_FORMATS = {".dcm": "dicom", ".dcm.gz": "dicom", ".jpg": "jpeg"}
 """Image file extension -> format; ``.dcm.gz`` (gzipped DICOM, an older published layout) is
@@ -189,8 +188,7 @@ def _columns(path: str, root: str, header: list[str], wanted: tuple[str, ...]) -
     if missing:
         raise MimicInputError(f"{path}: missing column(s) {missing}")
     last = {name: index for index, name in enumerate(names)}
-    return _Columns(io.relative(path, root), len(header), tuple(names.index(name) for name in wanted),
-                    last[wanted[0]])
+    return _Columns(io.relative(path, root), len(header), tuple(names.index(name) for name in wanted), last[wanted[0]])
 
 
 def _optional_csv(root: str, stem: str) -> str | None:
@@ -217,9 +215,12 @@ def _label_file(path: str, root: str, system: str) -> _LabelFile:
         raise MimicInputError(f"{path}: no study_id column")
     labels = tuple(dict.fromkeys(name for name in header if normalise_column(name) not in ID_COLUMNS))
     # a repeated name is read from its first column; a bad row names its study in the last one of that name
-    columns = _Columns(io.relative(path, root), len(header),
-                       tuple(header.index(name) for name in (study, *labels)),
-                       max(index for index, name in enumerate(header) if name == study))
+    columns = _Columns(
+        io.relative(path, root),
+        len(header),
+        tuple(header.index(name) for name in (study, *labels)),
+        max(index for index, name in enumerate(header) if name == study),
+    )
     return _LabelFile(system, columns, labels)
 
 
@@ -248,8 +249,10 @@ class MimicPlan(ReadPlan):
     ((label file, row), where))``."""
 
     source = NAME
-    rounds = (frozenset({"file", "metadata", "split", "bad-row"}),
-              frozenset({"candidate", "report", "label-row", "bad-label-row"}))
+    rounds = (
+        frozenset({"file", "metadata", "split", "bad-row"}),
+        frozenset({"candidate", "report", "label-row", "bad-label-row"}),
+    )
 
     def __init__(self, root: str):
         self.root = root
@@ -270,8 +273,10 @@ class MimicPlan(ReadPlan):
         self.label_files = tuple(label_files)
         self.tables = tuple(tables)
         # table tag -> (its number, where its cells are, the tags of its good and its unreadable rows)
-        self.row_tables = {"metadata": (0, self.metadata, "metadata", "bad-row"),
-                           "split": (1, self.split, "split", "bad-row")}
+        self.row_tables = {
+            "metadata": (0, self.metadata, "metadata", "bad-row"),
+            "split": (1, self.split, "split", "bad-row"),
+        }
         for number, label_file in enumerate(label_files):
             self.row_tables[label_file.system] = (number, label_file.columns, "label-row", "bad-label-row")
         self.listings = (Listing("files", io.join(root, "files"), "**", GROUP_FOLDERS + OTHER_FOLDERS),)
@@ -295,8 +300,9 @@ class MimicPlan(ReadPlan):
         if key:
             yield Keyed(key, bad_tag, ((number, row.number), bad.where(columns.name)))
         else:  # a row too broken to name its image or study is a unit of its own
-            yield Reject(key=f"{NAME}/", source=NAME, stage="read", reason="malformed-row",
-                         detail=bad.where(columns.name))
+            yield Reject(
+                key=f"{NAME}/", source=NAME, stage="read", reason="malformed-row", detail=bad.where(columns.name)
+            )
 
     def join(self, key: str, items: dict[str, list[tuple]]) -> Iterator[ReaderOutput | Keyed]:
         if "file" in items:
@@ -307,11 +313,12 @@ class MimicPlan(ReadPlan):
     def _join_image(self, dicom_id: str, items: dict[str, list[tuple]]) -> Iterator[ReaderOutput | Keyed]:
         """One dicom_id: its files (in :data:`IMAGE_PREFERENCE` order) and rows -> its reject, or a
         candidate for its study."""
-        files = [path for (_, path), in items["file"]]
+        files = [path for ((_, path),) in items["file"]]
         if not files:
             if items["metadata"]:
-                log.debug("mimic: metadata row for %s but no image file under %s/files (not an image)",
-                          dicom_id, self.root)
+                log.debug(
+                    "mimic: metadata row for %s but no image file under %s/files (not an image)", dicom_id, self.root
+                )
             return
         chosen, *duplicates = files
         checked = self._check_image(dicom_id, chosen, items)
@@ -322,8 +329,7 @@ class MimicPlan(ReadPlan):
             study_id, candidate = checked
             yield Keyed(study_id, "candidate", candidate._replace(duplicates=tuple(duplicates)))
 
-    def _check_image(self, dicom_id: str, path: str,
-                     items: dict[str, list[tuple]]) -> Reject | tuple[str, _Candidate]:
+    def _check_image(self, dicom_id: str, path: str, items: dict[str, list[tuple]]) -> Reject | tuple[str, _Candidate]:
         """The image's reject, or its study id and candidate: its path, rows and values checked in order."""
         key = f"{NAME}/{dicom_id}"
 
@@ -333,8 +339,9 @@ class MimicPlan(ReadPlan):
         relative_path = io.relative(path, self.root)
         path_match = _IMAGE_PATH.match(relative_path)
         if path_match is None or path_match.group(2)[:2] != path_match.group(1):
-            return reject("unexpected-path",
-                          f"{relative_path} is not files/pXX/pSUBJECT/sSTUDY/<dicom_id>.dcm|.dcm.gz|.jpg")
+            return reject(
+                "unexpected-path", f"{relative_path} is not files/pXX/pSUBJECT/sSTUDY/<dicom_id>.dcm|.dcm.gz|.jpg"
+            )
         _, path_subject, path_study, _, extension = path_match.groups()
         if items["bad-row"]:  # a metadata or split row of this image cannot be read
             return reject("malformed-row", f"{relative_path}: " + "; ".join(where for _, where in items["bad-row"]))
@@ -358,15 +365,21 @@ class MimicPlan(ReadPlan):
         except ValueError as error:
             (_, metadata_row), _ = items["metadata"][0]
             return reject("bad-metadata-value", f"{relative_path}: {self.metadata.name} row {metadata_row}: {error}")
-        return study_id, _Candidate(dicom_id, path, IMAGE_FORMATS[f".{extension}"], subject_id, view, height, width,
-                                    when, split_value, ())
+        return study_id, _Candidate(
+            dicom_id, path, IMAGE_FORMATS[f".{extension}"], subject_id, view, height, width, when, split_value, ()
+        )
 
     def _duplicates(self, dicom_id: str, chosen: str, duplicates: Collection[str]) -> Iterator[Reject]:
         for path in duplicates:
-            yield Reject(key=f"{NAME}/{dicom_id}", source=NAME, stage="read", reason="duplicate-image-file",
-                         detail=f"{io.relative(path, self.root)}: the same dicom_id is read from "
-                                f"{io.relative(chosen, self.root)} (.dcm before .dcm.gz before .jpg)",
-                         kind="filtered")
+            yield Reject(
+                key=f"{NAME}/{dicom_id}",
+                source=NAME,
+                stage="read",
+                reason="duplicate-image-file",
+                detail=f"{io.relative(path, self.root)}: the same dicom_id is read from "
+                f"{io.relative(chosen, self.root)} (.dcm before .dcm.gz before .jpg)",
+                kind="filtered",
+            )
 
     def _join_study(self, study_id: str, items: dict[str, list[tuple]]) -> Iterator[ReaderOutput]:
         """One study: the record of each candidate image, with the report (read once) and the labels."""
@@ -381,9 +394,13 @@ class MimicPlan(ReadPlan):
             rows = sorted(label_rows.get(number, []))
             same, values = conflicts_policy.agreed([values for _, values in rows])
             if not same:
-                conflicts.append(conflicts_policy.rows_detail(
-                    label_file.columns.name, [row for row, _ in rows],
-                    f"study {study_id} has disagreeing rows; no {label_file.system} labels are read for it"))
+                conflicts.append(
+                    conflicts_policy.rows_detail(
+                        label_file.columns.name,
+                        [row for row, _ in rows],
+                        f"study {study_id} has disagreeing rows; no {label_file.system} labels are read for it",
+                    )
+                )
             elif values is not None:
                 labels.append((label_file.system, dict(zip(label_file.labels, values))))
         reports: dict[str, tuple[Report | None, tuple[str, str] | None]] = {}
@@ -398,21 +415,41 @@ class MimicPlan(ReadPlan):
                 report, report_problem = reports[report_path]
             raw_labels, item_rejects = [], []
             if report_problem is not None:
-                item_rejects.append(Reject(key=key, source=NAME, stage="read", level="item",
-                                           reason=report_problem[0], detail=f"{report_path}: {report_problem[1]}"))
+                item_rejects.append(
+                    Reject(
+                        key=key,
+                        source=NAME,
+                        stage="read",
+                        level="item",
+                        reason=report_problem[0],
+                        detail=f"{report_path}: {report_problem[1]}",
+                    )
+                )
             for system, cells in labels:
                 for name, text in cells.items():
                     try:
                         raw_labels.append(RawLabel(system=system, name=name, value=label_value(text)))
                     except ValueError as error:
-                        item_rejects.append(Reject(key=key, source=NAME, stage="read", reason="bad-label-value",
-                                                   detail=f"{system} {name!r}: {error}", level="item"))
+                        item_rejects.append(
+                            Reject(
+                                key=key,
+                                source=NAME,
+                                stage="read",
+                                reason="bad-label-value",
+                                detail=f"{system} {name!r}: {error}",
+                                level="item",
+                            )
+                        )
             for detail in conflicts:
-                item_rejects.append(Reject(key=key, source=NAME, stage="read", level="item",
-                                           reason="conflicting-label-rows", detail=detail))
+                item_rejects.append(
+                    Reject(
+                        key=key, source=NAME, stage="read", level="item", reason="conflicting-label-rows", detail=detail
+                    )
+                )
             for _, detail in items["bad-label-row"]:
-                item_rejects.append(Reject(key=key, source=NAME, stage="read", level="item", reason="malformed-row",
-                                           detail=detail))
+                item_rejects.append(
+                    Reject(key=key, source=NAME, stage="read", level="item", reason="malformed-row", detail=detail)
+                )
             yield SourceRecord(
                 image=ImageRef(
                     image_key=key,

@@ -73,7 +73,7 @@ def json_array(handle, chunk: int = CHUNK) -> Iterator[object]:
         nonlocal at
         at += 1
         if next_char():
-            raise ValueError(f"text after the array's closing ']': {buffer[at:at + 20]!r}")
+            raise ValueError(f"text after the array's closing ']': {buffer[at : at + 20]!r}")
 
     if next_char() != "[":
         raise ValueError("does not start with '['")
@@ -122,9 +122,16 @@ def question_of(element: object, file_split: str, where: str) -> NativeQuestion:
         wrong.append("idx (not an integer)")
     if wrong:
         raise ValueError(f"bad {', '.join(wrong)}")
-    return NativeQuestion(dataset=DATASET, where=where, split=file_split, question_type=element["content_type"],
-                          semantic_type=element["semantic_type"], template=element["template"],
-                          question=element["question"], answers=list(answer))
+    return NativeQuestion(
+        dataset=DATASET,
+        where=where,
+        split=file_split,
+        question_type=element["content_type"],
+        semantic_type=element["semantic_type"],
+        template=element["template"],
+        question=element["question"],
+        answers=list(answer),
+    )
 
 
 class MimicCxrVqaPlan(ReadPlan):
@@ -139,8 +146,12 @@ class MimicCxrVqaPlan(ReadPlan):
         present = [name for name in SPLIT_FILES if io.any_match(io.join(folder, f"{name}.json"))]
         if not present:
             skeletons = io.any_match(io.join(folder, "_*.json"))  # _train_part1.json, _valid.json, ...
-            hint = (" (only the answer-less _*.json skeletons are there: run the dataset's build_dataset.sh "
-                    "with your PhysioNet credentials to make them)" if skeletons else "")
+            hint = (
+                " (only the answer-less _*.json skeletons are there: run the dataset's build_dataset.sh "
+                "with your PhysioNet credentials to make them)"
+                if skeletons
+                else ""
+            )
             raise MimicCxrVqaInputError(f"{folder}: none of {', '.join(f'{n}.json' for n in SPLIT_FILES)}{hint}")
         self.listings = (Listing("split-file", folder, ".json", tuple(present)),)
 
@@ -154,8 +165,13 @@ class MimicCxrVqaPlan(ReadPlan):
                     yield from self._keyed(element, split, number, position, name)
                     position += 1
         except (ValueError, UnicodeDecodeError, OSError) as error:
-            yield Reject(key=f"{TARGET_SOURCE}/", source=NAME, stage="read", reason="not-json",
-                         detail=f"{name}: {error}; {position} element(s) read, nothing after them")
+            yield Reject(
+                key=f"{TARGET_SOURCE}/",
+                source=NAME,
+                stage="read",
+                reason="not-json",
+                detail=f"{name}: {error}; {position} element(s) read, nothing after them",
+            )
 
     def _keyed(self, element, split: str, number: int, position: int, name: str) -> Iterator[Keyed | Reject]:
         image_id = element.get("image_id") if isinstance(element, dict) else None
@@ -164,25 +180,45 @@ class MimicCxrVqaPlan(ReadPlan):
         try:
             question = question_of(element, split, where)
         except ValueError as error:
-            yield Reject(key=f"{TARGET_SOURCE}/{key}", source=NAME, stage="read", reason="bad-question",
-                         detail=f"{where}: {error}")
+            yield Reject(
+                key=f"{TARGET_SOURCE}/{key}",
+                source=NAME,
+                stage="read",
+                reason="bad-question",
+                detail=f"{where}: {error}",
+            )
             return
         if element["split"] != split:
-            yield Reject(key=f"{TARGET_SOURCE}/{key}", source=NAME, stage="read", reason="split-mismatch",
-                         detail=f"{where}: split {element['split']!r} in {split}.json")
+            yield Reject(
+                key=f"{TARGET_SOURCE}/{key}",
+                source=NAME,
+                stage="read",
+                reason="split-mismatch",
+                detail=f"{where}: split {element['split']!r} in {split}.json",
+            )
             return
         yield Keyed(key, "question", ((number, position), question))
 
     def join(self, image_id: str, items: dict[str, list[tuple]]) -> Iterator[ReaderOutput]:
         key = f"{TARGET_SOURCE}/{image_id}"
         if not self.mimic_ingested:
-            yield Reject(key=key, source=NAME, stage="read", reason="image-source-not-ingested", kind="filtered",
-                         detail=f"{len(items['question'])} question(s): {TARGET_SOURCE} is not among the "
-                                "ingested image sources")
+            yield Reject(
+                key=key,
+                source=NAME,
+                stage="read",
+                reason="image-source-not-ingested",
+                kind="filtered",
+                detail=f"{len(items['question'])} question(s): {TARGET_SOURCE} is not among the ingested image sources",
+            )
             return
         questions = [question for _, question in items["question"]]
-        yield AnnotationRecord(target_key=key, source=NAME, native_id=image_id, questions=questions,
-                               provenance={"questions": str(len(questions))})
+        yield AnnotationRecord(
+            target_key=key,
+            source=NAME,
+            native_id=image_id,
+            questions=questions,
+            provenance={"questions": str(len(questions))},
+        )
 
 
 def plan(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> MimicCxrVqaPlan:

@@ -111,9 +111,15 @@ class MimicDiffVqaPlan(ReadPlan):
         except ValueError as error:
             yield self._reject(cells["study_id"], "bad-row", f"{where}: {error}")
             return
-        question = NativeQuestion(dataset=DATASET, where=where, split=cells["split"],
-                                  question_type=cells["question_type"], question=cells["question"],
-                                  answers=[cells["answer"]], reference_study_id=reference)
+        question = NativeQuestion(
+            dataset=DATASET,
+            where=where,
+            split=cells["split"],
+            question_type=cells["question_type"],
+            question=cells["question"],
+            answers=[cells["answer"]],
+            reference_study_id=reference,
+        )
         yield Keyed(study, "question", (row.number, subject, question))
         yield Keyed(reference, "referenced", (row.number,))
 
@@ -126,28 +132,52 @@ class MimicDiffVqaPlan(ReadPlan):
             return  # a study the dataset does not use
         if not studies:
             for _, _, question in questions:
-                yield self._reject(study, "study-not-in-mimic-all",
-                                   f"{question.where}: study {study} has no usable row in {self.names['study']}")
+                yield self._reject(
+                    study,
+                    "study-not-in-mimic-all",
+                    f"{question.where}: study {study} has no usable row in {self.names['study']}",
+                )
             return
         (number, dicom_id, study_subject), duplicates = studies[0], studies[1:]
         key = f"{TARGET_SOURCE}/{dicom_id}"
         kept = []
         for _, subject, question in questions:
             if subject != study_subject:
-                yield self._reject(study, "subject-mismatch", f"{question.where}: subject {subject}, but "
-                                   f"{self.names['study']} row {number} gives study {study} subject {study_subject}")
+                yield self._reject(
+                    study,
+                    "subject-mismatch",
+                    f"{question.where}: subject {subject}, but "
+                    f"{self.names['study']} row {number} gives study {study} subject {study_subject}",
+                )
             else:
                 kept.append(question)
         if not self.mimic_ingested:
-            yield Reject(key=key, source=NAME, stage="read", reason="image-source-not-ingested", kind="filtered",
-                         detail=f"study {study}: {TARGET_SOURCE} is not among the ingested image sources")
+            yield Reject(
+                key=key,
+                source=NAME,
+                stage="read",
+                reason="image-source-not-ingested",
+                kind="filtered",
+                detail=f"study {study}: {TARGET_SOURCE} is not among the ingested image sources",
+            )
             return
-        yield AnnotationRecord(target_key=key, source=NAME, native_id=f"study {study}", questions=kept,
-                               provenance={"study_id": study, "file": f"{self.names['study']} row {number}"})
+        yield AnnotationRecord(
+            target_key=key,
+            source=NAME,
+            native_id=f"study {study}",
+            questions=kept,
+            provenance={"study_id": study, "file": f"{self.names['study']} row {number}"},
+        )
         for other, other_dicom, _ in duplicates:
-            yield Reject(key=key, source=NAME, stage="read", reason="duplicate-study", level="item",
-                         detail=f"{self.names['study']} row {other}: study {study} again (image {other_dicom}); "
-                                f"row {number} is kept")
+            yield Reject(
+                key=key,
+                source=NAME,
+                stage="read",
+                reason="duplicate-study",
+                level="item",
+                detail=f"{self.names['study']} row {other}: study {study} again (image {other_dicom}); "
+                f"row {number} is kept",
+            )
 
 
 def plan(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> MimicDiffVqaPlan:

@@ -146,7 +146,7 @@ def parse_localizations(text: str) -> list[str]:
     names = []
     for item in parse_list(text):
         name = _normalise(item)
-        names.append(name[len(LOCALIZATION_PREFIX):] if name.startswith(LOCALIZATION_PREFIX) else name)
+        names.append(name[len(LOCALIZATION_PREFIX) :] if name.startswith(LOCALIZATION_PREFIX) else name)
     return [name for name in names if name]
 
 
@@ -293,8 +293,10 @@ class PadchestPlan(ReadPlan):
 
     def key_row(self, tag: str, row: Row) -> Iterator[Keyed]:
         if row.problem is None:
-            cells = tuple(row.cells[position] if field == "report" else row.cells[position].strip()
-                          for field, position in zip(COLUMNS, self.positions, strict=True))
+            cells = tuple(
+                row.cells[position] if field == "report" else row.cells[position].strip()
+                for field, position in zip(COLUMNS, self.positions, strict=True)
+            )
             yield Keyed(_key(cells[0]), "row", (row.number, cells))
         else:
             bad = csvrows.bad_row(row.number, row.cells, row.problem, self.width)
@@ -303,8 +305,10 @@ class PadchestPlan(ReadPlan):
 
     def join(self, key: str, items: dict[str, list[tuple]]) -> Iterator[ReaderOutput]:
         present = {relative for (relative,) in items["png"]}
-        rows = sorted([*(("row", item) for item in items["row"]), *(("bad", item) for item in items["bad"])],
-                      key=lambda tagged: tagged[1][0])  # file order
+        rows = sorted(
+            [*(("row", item) for item in items["row"]), *(("bad", item) for item in items["bad"])],
+            key=lambda tagged: tagged[1][0],
+        )  # file order
         first_row: dict[str, int] = {}
         named = set()
         for tag, item in rows:
@@ -321,12 +325,18 @@ class PadchestPlan(ReadPlan):
             if not image_id:
                 yield _reject(image_id, "missing-image-id", f"{self.name} row {number}: blank ImageID")
             elif first != number:
-                yield _reject(image_id, "duplicate-image-id",
-                              f"{self.name} row {number}: ImageID {image_id} is already read from row {first}")
+                yield _reject(
+                    image_id,
+                    "duplicate-image-id",
+                    f"{self.name} row {number}: ImageID {image_id} is already read from row {first}",
+                )
             elif (relative := image_path(row, present)) is None:
-                yield _reject(image_id, "image-not-present",
-                              f"{self.name} row {number}: no {row['image_dir']}/{image_id} or {image_id} in the "
-                              "PadChest folder", kind="filtered")
+                yield _reject(
+                    image_id,
+                    "image-not-present",
+                    f"{self.name} row {number}: no {row['image_dir']}/{image_id} or {image_id} in the PadChest folder",
+                    kind="filtered",
+                )
             else:
                 try:
                     yield row_record(row, io.join(self.root, relative))
@@ -334,8 +344,9 @@ class PadchestPlan(ReadPlan):
                     yield _reject(image_id, "unparseable-row", f"{self.name} row {number}: {error}")
         for relative in sorted(present):
             if io.basename(relative) not in named:
-                yield _reject(io.basename(relative), "unlabelled-image", f"{relative}: no row in {self.name}",
-                              kind="filtered")
+                yield _reject(
+                    io.basename(relative), "unlabelled-image", f"{relative}: no row in {self.name}", kind="filtered"
+                )
 
 
 def plan(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> PadchestPlan:

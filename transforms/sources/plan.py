@@ -18,7 +18,7 @@ element orders them (a row number or a path); ``join`` gets each tag's items sor
 result does not depend on the order a shuffle delivers them in.
 
 :func:`run_serially` runs a plan in one process (the readers' ``read``, tests, small local runs);
-``pipelines/read.py`` runs the same plan as a Beam graph. Both give the same outputs.
+``pipelines/beam/read.py`` runs the same plan as a Beam graph. Both give the same outputs.
 """
 
 from __future__ import annotations
@@ -116,8 +116,13 @@ def listed(source: str, root: str, folder: str, pattern: str) -> Iterator[str | 
     problems: list[io.Unlisted] = []
     yield from sorted(m.path for m in io.match(pattern, problems=problems))
     for problem in sorted(problems):
-        yield Reject(key=f"{source}/{io.relative(problem.path, folder)}", source=source, stage="read",
-                     reason=problem.reason, detail=f"{io.relative(problem.path, root)}: {problem.detail}")
+        yield Reject(
+            key=f"{source}/{io.relative(problem.path, folder)}",
+            source=source,
+            stage="read",
+            reason=problem.reason,
+            detail=f"{io.relative(problem.path, root)}: {problem.detail}",
+        )
 
 
 def order_items(plan: ReadPlan, round_number: int, grouped: Iterable[tuple[str, tuple]]) -> dict[str, list[tuple]]:

@@ -41,11 +41,7 @@ _INTEGER = re.compile(r"[0-9]+")
 
 def find_rle_file(root: str) -> str:
     """The one RLE label file under ``root``; ValueError when there is none or both stages are present."""
-    found = {
-        stage: path
-        for stage, stem in RLE_FILES.items()
-        if (path := io.csv_file(root, stem))
-    }
+    found = {stage: path for stage, stem in RLE_FILES.items() if (path := io.csv_file(root, stem))}
     if not found:
         raise ValueError(f"no SIIM label file under {root!r}: expected train-rle.csv or stage_2_train.csv (or .gz)")
     if len(found) > 1:
@@ -113,8 +109,9 @@ def _reject(image_id: str, reason: str, detail: str, kind: Literal["rejected", "
     return Reject(key=f"{NAME}/{image_id}", source=NAME, stage="read", reason=reason, detail=detail, kind=kind)
 
 
-def image_output(image_id: str, uri: str, rows: list[tuple[int, str]], rle_file: str,
-                 root: str = "") -> SourceRecord | Reject:
+def image_output(
+    image_id: str, uri: str, rows: list[tuple[int, str]], rle_file: str, root: str = ""
+) -> SourceRecord | Reject:
     """The record (or the reason there is none) for one labelled DICOM and its numbered RLE rows.
 
     ``rle_file`` is the label file's name as reject details cite it (``"train-rle.csv row 3: ..."``);
@@ -124,7 +121,8 @@ def image_output(image_id: str, uri: str, rows: list[tuple[int, str]], rle_file:
     masks = [(number, rle) for number, rle in rows if rle != EMPTY_RLE]
     if empty and masks:
         return _reject(
-            image_id, "contradictory-rle-rows",
+            image_id,
+            "contradictory-rle-rows",
             f"{rle_file} rows {', '.join(str(number) for number, _ in rows)}: "
             f"{len(empty)} '-1' row(s) and {len(masks)} mask row(s)",
         )
@@ -144,7 +142,8 @@ def image_output(image_id: str, uri: str, rows: list[tuple[int, str]], rle_file:
     for number, extent in extents:
         if extent > height * width:
             return _reject(
-                image_id, "rle-out-of-bounds",
+                image_id,
+                "rle-out-of-bounds",
                 f"{rle_file} row {number}: the RLE spans {extent} pixels > {height}x{width} of {io.basename(uri)}",
             )
     return SourceRecord(
@@ -203,21 +202,31 @@ class SiimPlan(ReadPlan):
         if bad:  # its masks cannot be trusted when one of its rows is unreadable
             yield _reject(image_id, bad[0][1], "; ".join(where for _, _, where in bad))
         elif not image_id:
-            yield _reject(image_id, "missing-image-id",
-                          f"{self.rle_name} rows {', '.join(str(n) for n, _ in rle_rows)}: blank ImageId")
+            yield _reject(
+                image_id,
+                "missing-image-id",
+                f"{self.rle_name} rows {', '.join(str(n) for n, _ in rle_rows)}: blank ImageId",
+            )
         elif len(images) > 1:
             uris = [uri for (uri,) in images]
             for uri in uris:
-                yield _reject(image_id, "duplicate-image-id",
-                              f"{io.relative(uri, self.root)}: this SOPInstanceUID is also in "
-                              f"{[io.relative(other, self.root) for other in uris if other != uri]}")
+                yield _reject(
+                    image_id,
+                    "duplicate-image-id",
+                    f"{io.relative(uri, self.root)}: this SOPInstanceUID is also in "
+                    f"{[io.relative(other, self.root) for other in uris if other != uri]}",
+                )
         elif not images:
-            yield _reject(image_id, "image-not-present",
-                          f"{self.rle_name} row {rle_rows[0][0]}: no DICOM named {image_id}.dcm")
+            yield _reject(
+                image_id, "image-not-present", f"{self.rle_name} row {rle_rows[0][0]}: no DICOM named {image_id}.dcm"
+            )
         elif not rle_rows:
-            yield _reject(image_id, "unlabelled-image",
-                          f"{io.relative(images[0][0], self.root)} has no row in {self.rle_name}",
-                          kind="filtered")
+            yield _reject(
+                image_id,
+                "unlabelled-image",
+                f"{io.relative(images[0][0], self.root)} has no row in {self.rle_name}",
+                kind="filtered",
+            )
         else:
             yield image_output(image_id, images[0][0], rle_rows, self.rle_name, self.root)
 

@@ -46,10 +46,28 @@ SPLITS = ("train", "test")
 IMAGE_EXTENSION = ".dicom"
 
 LOCAL_LABELS = (
-    "Aortic enlargement", "Atelectasis", "Calcification", "Cardiomegaly", "Clavicle fracture",
-    "Consolidation", "Edema", "Emphysema", "Enlarged PA", "ILD", "Infiltration", "Lung Opacity",
-    "Lung cavity", "Lung cyst", "Mediastinal shift", "Nodule/Mass", "Pleural effusion",
-    "Pleural thickening", "Pneumothorax", "Pulmonary fibrosis", "Rib fracture", "Other lesion",
+    "Aortic enlargement",
+    "Atelectasis",
+    "Calcification",
+    "Cardiomegaly",
+    "Clavicle fracture",
+    "Consolidation",
+    "Edema",
+    "Emphysema",
+    "Enlarged PA",
+    "ILD",
+    "Infiltration",
+    "Lung Opacity",
+    "Lung cavity",
+    "Lung cyst",
+    "Mediastinal shift",
+    "Nodule/Mass",
+    "Pleural effusion",
+    "Pleural thickening",
+    "Pneumothorax",
+    "Pulmonary fibrosis",
+    "Rib fracture",
+    "Other lesion",
 )
 GLOBAL_LABELS = ("COPD", "Lung tumor", "Pneumonia", "Tuberculosis", "Other diseases", "No finding")
 IMAGE_LABELS = LOCAL_LABELS + GLOBAL_LABELS
@@ -92,14 +110,11 @@ def detect_layout(root: str) -> Layout:
     kaggle_train = _csv(root, "train")
     if kaggle_train and (physionet_boxes or physionet_labels):
         raise ValueError(
-            f"VinDr root {root!r} holds both the Kaggle train.csv and PhysioNet annotations/*.csv; "
-            "keep only one layout"
+            f"VinDr root {root!r} holds both the Kaggle train.csv and PhysioNet annotations/*.csv; keep only one layout"
         )
     if kaggle_train:
         if "class_id" not in _header(kaggle_train):
-            raise ValueError(
-                f"{kaggle_train} has no class_id column, so it is not the Kaggle VinBigData train.csv"
-            )
+            raise ValueError(f"{kaggle_train} has no class_id column, so it is not the Kaggle VinBigData train.csv")
         return Layout("kaggle", {"train": kaggle_train}, {})
     if physionet_boxes or physionet_labels:
         for split in SPLITS:
@@ -204,8 +219,9 @@ def image_label_raw_labels(rows: list[dict[str, str]]) -> list[RawLabel]:
     return labels
 
 
-def annotation_boxes_and_labels(rows: list[dict[str, str]], origin: str,
-                                source_file: str | None = None) -> tuple[list[Box], list[RawLabel]]:
+def annotation_boxes_and_labels(
+    rows: list[dict[str, str]], origin: str, source_file: str | None = None
+) -> tuple[list[Box], list[RawLabel]]:
     """Boxes from rows with coordinates; a RawLabel (value 1.0) from rows whose coordinates are all empty.
 
     Raises ValueError on partial, non-numeric, negative or inverted coordinates, and on a
@@ -274,8 +290,7 @@ def image_output(
     try:
         image_labels = image_label_raw_labels(label_rows)
     except ValueError as error:
-        return _reject(image_id, "bad-label-value",
-                       f"{io.relative(layout.image_label_files[split], root)} {error}")
+        return _reject(image_id, "bad-label-value", f"{io.relative(layout.image_label_files[split], root)} {error}")
     try:
         height, width = read_image_size(uri)
     except ValueError as error:
@@ -328,11 +343,11 @@ class VindrPlan(ReadPlan):
                     continue
                 header, columns = annotation_columns(path, layout.name) if kind == 0 else image_label_columns(path)
                 kept = tuple(column for column in columns if column[0] != "image_id")  # the key says it
-                files[path] = LabelFile(split_index, kind, io.relative(path, root), len(header),
-                                        header.index("image_id"), kept)
+                files[path] = LabelFile(
+                    split_index, kind, io.relative(path, root), len(header), header.index("image_id"), kept
+                )
         self.files = files
-        self.listings = tuple(Listing(split, io.join(root, split), "*", shards=(*HEX, OTHER_NAMES))
-                              for split in SPLITS)
+        self.listings = tuple(Listing(split, io.join(root, split), "*", shards=(*HEX, OTHER_NAMES)) for split in SPLITS)
         self.tables = tuple(Table(path, path) for path in files)
 
     def key_file(self, tag: str, path: str) -> Iterator[Keyed]:
@@ -381,25 +396,33 @@ class VindrPlan(ReadPlan):
                     numbers = [int(row[ROW]) for row in rows] + [n for (_, k, n), _, _ in bad if k == kind]
                     if numbers:
                         first_rows.append(f"{self._file(split_index, kind).name} row {min(numbers)}")
-                yield _reject(image_id, "image-not-present",
-                              f"{', '.join(first_rows)}: no {split}/{image_id}{IMAGE_EXTENSION}")
+                yield _reject(
+                    image_id, "image-not-present", f"{', '.join(first_rows)}: no {split}/{image_id}{IMAGE_EXTENSION}"
+                )
                 continue
             if len(uris) > 1:
                 yield _reject(image_id, "image-in-both-splits", f"{image_id}{IMAGE_EXTENSION} is in train/ and test/")
                 blank = []
             else:
-                (boxes, blank_boxes), (labels, blank_labels) = (
-                    blank_readers(rows, split) for rows in (boxes, labels))
+                (boxes, blank_boxes), (labels, blank_labels) = (blank_readers(rows, split) for rows in (boxes, labels))
                 yield image_output(image_id, split, uri, self.layout, boxes, labels, self.root)
                 blank = [(self._file(split_index, 0).name, row) for row in blank_boxes] + [
-                    (self._file(split_index, 1).name, row) for row in blank_labels]
+                    (self._file(split_index, 1).name, row) for row in blank_labels
+                ]
             for name, row in blank:  # rule 4 of transforms.sources.conflicts: never a silent consensus
-                yield Reject(key=f"{NAME}/{image_id}", source=NAME, stage="read", reason="blank-reader-id",
-                             level="item", detail=f"{name} row {row[ROW]}: blank rad_id in {split}, where "
-                                                  "every row is one named reader's; the row is left out")
+                yield Reject(
+                    key=f"{NAME}/{image_id}",
+                    source=NAME,
+                    stage="read",
+                    reason="blank-reader-id",
+                    level="item",
+                    detail=f"{name} row {row[ROW]}: blank rad_id in {split}, where "
+                    "every row is one named reader's; the row is left out",
+                )
             for _, reason, where in bad:  # a bad row of a present image loses that row, not the image
-                yield Reject(key=f"{NAME}/{image_id}", source=NAME, stage="read", reason=reason, detail=where,
-                             level="item")
+                yield Reject(
+                    key=f"{NAME}/{image_id}", source=NAME, stage="read", reason=reason, detail=where, level="item"
+                )
 
 
 def plan(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> VindrPlan:

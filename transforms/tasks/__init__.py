@@ -13,16 +13,25 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 import manifests
 
 GROUNDING_TASKS = (
-    "lesion_localization", "finding_grounding", "grounded_finding", "abnormality_detection",
-    "multi_finding_grounding", "organ_grounding", "grounded_organ", "anatomical_region_grounding",
-    "grounded_anatomical_region", "phrase_grounding", "grounded_phrase_generation",
+    "lesion_localization",
+    "finding_grounding",
+    "grounded_finding",
+    "abnormality_detection",
+    "multi_finding_grounding",
+    "organ_grounding",
+    "grounded_organ",
+    "anatomical_region_grounding",
+    "grounded_anatomical_region",
+    "phrase_grounding",
+    "grounded_phrase_generation",
 )
 TASK_MODULES = {
     "disease_classification": "transforms.tasks.classification",
@@ -121,13 +130,16 @@ class Profile(BaseModel):
             return self
         grouped = [task for group in self.groups.values() for task in group.tasks]
         if sorted(grouped) != sorted(self.tasks):
-            raise ValueError(f"profile {self.name!r}: groups list tasks {sorted(grouped)}, "
-                             f"the profile has {sorted(self.tasks)} (each task in exactly one group)")
+            raise ValueError(
+                f"profile {self.name!r}: groups list tasks {sorted(grouped)}, "
+                f"the profile has {sorted(self.tasks)} (each task in exactly one group)"
+            )
         for name, group in self.groups.items():
             total = sum(self.tasks[task].weight for task in group.tasks)
             if abs(total - group.weight) > 1e-9:
-                raise ValueError(f"profile {self.name!r}: the tasks of group {name!r} weigh {total:g}, "
-                                 f"the group {group.weight:g}")
+                raise ValueError(
+                    f"profile {self.name!r}: the tasks of group {name!r} weigh {total:g}, the group {group.weight:g}"
+                )
         return self
 
 

@@ -50,7 +50,7 @@ _MASK_SIDES = ("left", "right")
 
 
 def location_words(laterality: str | None, zones: list[str]) -> str:
-    """"left apical": side then zones, in the words of the attribute prompt."""
+    """ "left apical": side then zones, in the words of the attribute prompt."""
     return " ".join(part for part in (laterality, zone_words(zones)) if part)
 
 
@@ -95,8 +95,9 @@ def measured_severity(row: dict, finding: str) -> tuple[int, int, str] | None:
 def severity_answers(row: dict) -> list[dict]:
     """One target per positive finding with a stated or measured severity, in report order."""
     mentions = positive_mentions(row)
-    findings = list(mentions) + [name for name in _MEASURED_SEVERITY
-                                 if name not in mentions and _labelled_positive(row, name)]
+    findings = list(mentions) + [
+        name for name in _MEASURED_SEVERITY if name not in mentions and _labelled_positive(row, name)
+    ]
     targets = []
     for finding in findings:
         stated = stated_severity(mentions.get(finding, []))
@@ -104,9 +105,14 @@ def severity_answers(row: dict) -> list[dict]:
         if graded is None:
             continue
         low, high, scale = graded
-        target = {"finding": finding, "severity_min": low, "severity_max": high, "scale": scale,
-                  "answer": severity_words(low, high, scale),
-                  "basis": "report" if stated else _MEASURED_SEVERITY[finding][2]}
+        target = {
+            "finding": finding,
+            "severity_min": low,
+            "severity_max": high,
+            "scale": scale,
+            "answer": severity_words(low, high, scale),
+            "basis": "report" if stated else _MEASURED_SEVERITY[finding][2],
+        }
         if finding in _MEASURED_SEVERITY:
             column = _MEASURED_SEVERITY[finding][0]
             target[column] = row[column]
@@ -121,18 +127,28 @@ def location_answers(row: dict) -> list[dict]:
     for finding, found in mentions.items():
         if finding not in _LATERAL:
             continue
-        places = list(dict.fromkeys((m["laterality"], tuple(m["zones"] or ())) for m in found
-                                    if m["laterality"] or m["zones"]))
+        places = list(
+            dict.fromkeys((m["laterality"], tuple(m["zones"] or ())) for m in found if m["laterality"] or m["zones"])
+        )
         if places:
-            targets.append({"finding": finding, "basis": "report",
-                            "locations": [{"laterality": side, "zones": list(zones)} for side, zones in places],
-                            "answer": " and ".join(location_words(side, list(zones)) for side, zones in places)})
+            targets.append(
+                {
+                    "finding": finding,
+                    "basis": "report",
+                    "locations": [{"laterality": side, "zones": list(zones)} for side, zones in places],
+                    "answer": " and ".join(location_words(side, list(zones)) for side, zones in places),
+                }
+            )
     placed = {t["finding"] for t in targets}
     side = row["ptx_side"]
-    if (PNEUMOTHORAX not in placed and side in _MASK_SIDES
-            and (PNEUMOTHORAX in mentions or _labelled_positive(row, PNEUMOTHORAX))):
-        targets.append({"finding": PNEUMOTHORAX, "basis": "mask",
-                        "locations": [{"laterality": side, "zones": []}], "answer": side})
+    if (
+        PNEUMOTHORAX not in placed
+        and side in _MASK_SIDES
+        and (PNEUMOTHORAX in mentions or _labelled_positive(row, PNEUMOTHORAX))
+    ):
+        targets.append(
+            {"finding": PNEUMOTHORAX, "basis": "mask", "locations": [{"laterality": side, "zones": []}], "answer": side}
+        )
     return targets
 
 
@@ -144,10 +160,17 @@ def _rows(task: str, kind: str, targets: list[dict], row: dict, profile: Profile
     rows = []
     for target in targets:
         template = templates.pick(kind, rng)
-        rows.append(instruction_row(
-            profile=profile.name, task=task, row=row, variant=f"{kind}:{target['finding']}",
-            conversations=render(template, finding=finding_phrase(target["finding"]), answer=target["answer"]),
-            target=target, template_id=template.id))
+        rows.append(
+            instruction_row(
+                profile=profile.name,
+                task=task,
+                row=row,
+                variant=f"{kind}:{target['finding']}",
+                conversations=render(template, finding=finding_phrase(target["finding"]), answer=target["answer"]),
+                target=target,
+                template_id=template.id,
+            )
+        )
     return rows
 
 

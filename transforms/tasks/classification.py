@@ -62,24 +62,43 @@ def generate(row: dict, profile: Profile, seed: int) -> list[dict]:
     if "open" in templates.kinds and complete:
         template = templates.pick("open", rng)
         answer = _listed(positives) if positives else templates.answers["none"]
-        rows.append(instruction_row(**common, variant="open", conversations=render(template, answer=answer),
-                                    target={**target, "question": "open"}, template_id=template.id))
+        rows.append(
+            instruction_row(
+                **common,
+                variant="open",
+                conversations=render(template, answer=answer),
+                target={**target, "question": "open"},
+                template_id=template.id,
+            )
+        )
     elif "open_candidates" in templates.kinds:
         template = templates.pick("open_candidates", rng)
         answer = _listed(positives) if positives else templates.answers["none_of_candidates"]
-        rows.append(instruction_row(
-            **common, variant="open", conversations=render(template, answer=answer, candidates=_listed(candidates)),
-            target={**target, "question": "candidates"}, template_id=template.id))
+        rows.append(
+            instruction_row(
+                **common,
+                variant="open",
+                conversations=render(template, answer=answer, candidates=_listed(candidates)),
+                target={**target, "question": "candidates"},
+                template_id=template.id,
+            )
+        )
     if "yes_no" in templates.kinds:
-        asked_negatives = sorted(rng.sample(negatives, min(max(len(positives), 1), len(negatives))),
-                                 key=_taxonomy_order(row))
+        asked_negatives = sorted(
+            rng.sample(negatives, min(max(len(positives), 1), len(negatives))), key=_taxonomy_order(row)
+        )
         for name, present in [(p, True) for p in positives] + [(n, False) for n in asked_negatives]:
             template = templates.pick("yes_no", rng)
             answer = templates.answers["yes" if present else "no"]
-            rows.append(instruction_row(
-                **common, variant=f"yes_no:{name}",
-                conversations=render(template, finding=finding_phrase(name), answer=answer),
-                target={"finding": name, "present": present}, template_id=template.id))
+            rows.append(
+                instruction_row(
+                    **common,
+                    variant=f"yes_no:{name}",
+                    conversations=render(template, finding=finding_phrase(name), answer=answer),
+                    target={"finding": name, "present": present},
+                    template_id=template.id,
+                )
+            )
     return rows
 
 

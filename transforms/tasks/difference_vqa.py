@@ -65,8 +65,9 @@ RELATIONS: dict[str, str] = CONFIG["relations"]
 CHANGED = frozenset(CONFIG["changed"])
 if unknown := sorted(CHANGED - set(RELATIONS)):
     raise ValueError(f"manifests/difference_vqa.yaml: changed names relation(s) {unknown} not in relations")
-REGIONS = {name: region for name, region in anatomy("imagenome-regions").items()
-           if name not in SCENE_RULES["excluded_regions"]}
+REGIONS = {
+    name: region for name, region in anatomy("imagenome-regions").items() if name not in SCENE_RULES["excluded_regions"]
+}
 """The regions whose statements are read, with their sides."""
 BOTH_SIDES = frozenset({"left", "right"})
 FAMILIES = ("new_findings", "resolved_findings", "finding_new", "finding_resolved", "region_change", "finding_change")
@@ -95,9 +96,13 @@ class Statements:
     comparisons: tuple[tuple[str, str, str | None, str | None], ...]  # (region, relation, previous study, phrase)
 
     @classmethod
-    def of(cls, study_id: str, phrases: Iterable[tuple[str, str, Sequence[str]]],
-           relations: Iterable[tuple[str | None, Sequence[str], str | None, str | None]],
-           study_of: Callable[[str], str | None]) -> Statements:
+    def of(
+        cls,
+        study_id: str,
+        phrases: Iterable[tuple[str, str, Sequence[str]]],
+        relations: Iterable[tuple[str | None, Sequence[str], str | None, str | None]],
+        study_of: Callable[[str], str | None],
+    ) -> Statements:
         """From :func:`scene_phrases` and :func:`relationships`; ``study_of`` gives the study of an image
         key (None for an image it does not know)."""
         stated: dict[tuple[str, str], bool] = {}
@@ -117,17 +122,31 @@ class Statements:
         for region, names, previous, phrase in relations:
             for name in names:
                 parsed = parse_attribute(name)
-                if parsed is not None and parsed[:2] == ("comparison", True) and parsed[2] in RELATIONS \
-                        and region in REGIONS and previous is not None:
+                if (
+                    parsed is not None
+                    and parsed[:2] == ("comparison", True)
+                    and parsed[2] in RELATIONS
+                    and region in REGIONS
+                    and previous is not None
+                ):
                     comparisons.append((region, parsed[2], study_of(previous), phrase))
-        return cls(study_id, stated, {key: frozenset(values) for key, values in phrase_findings.items()},
-                   unnamed_abnormal, tuple(comparisons))
+        return cls(
+            study_id,
+            stated,
+            {key: frozenset(values) for key, values in phrase_findings.items()},
+            unnamed_abnormal,
+            tuple(comparisons),
+        )
 
     def sides(self, finding: str, present: bool) -> frozenset[str]:
         """The sides where a region states the finding present (or absent); a region without a side
         covers both."""
-        return frozenset(side for (region, name), value in self.stated.items() if name == finding and value == present
-                         for side in ((REGIONS[region].laterality,) if REGIONS[region].laterality else BOTH_SIDES))
+        return frozenset(
+            side
+            for (region, name), value in self.stated.items()
+            if name == finding and value == present
+            for side in ((REGIONS[region].laterality,) if REGIONS[region].laterality else BOTH_SIDES)
+        )
 
     def status(self, finding: str) -> bool | None:
         """Present (True), absent (False: no region states it present and denials cover both sides) or
@@ -146,8 +165,13 @@ class Statements:
 def appeared(before: Statements, after: Statements) -> list[str]:
     """Findings present on ``after`` and not on ``before``, which denies them on every side where ``after``
     has them (new read forwards, resolved backwards)."""
-    return [name for name in after.findings() if after.status(name) is True and not before.sides(name, True)
-            and after.sides(name, True) <= before.sides(name, False)]
+    return [
+        name
+        for name in after.findings()
+        if after.status(name) is True
+        and not before.sides(name, True)
+        and after.sides(name, True) <= before.sides(name, False)
+    ]
 
 
 def persisting(reference: Statements, main: Statements) -> list[str]:
@@ -158,21 +182,30 @@ def complete(before: Statements, after: Statements) -> bool:
     """Whether every finding present on ``after`` is decided (appeared, or present on ``before`` too) and
     ``after`` has no abnormality it cannot name: then the list of what appeared is the whole answer."""
     decided = set(appeared(before, after)) | set(persisting(before, after))
-    return bool(after.stated) and not after.unnamed_abnormal and all(
-        name in decided for name in after.findings() if after.status(name) is True)
+    return (
+        bool(after.stated)
+        and not after.unnamed_abnormal
+        and all(name in decided for name in after.findings() if after.status(name) is True)
+    )
 
 
 def comparisons(reference: Statements, main: Statements) -> list[tuple[str, str, str | None]]:
     """(region, relation, phrase) of the main image's relations to an image of the reference study."""
-    return [(region, relation, phrase) for region, relation, previous, phrase in main.comparisons
-            if previous == reference.study_id]
+    return [
+        (region, relation, phrase)
+        for region, relation, previous, phrase in main.comparisons
+        if previous == reference.study_id
+    ]
 
 
 def region_changes(reference: Statements, main: Statements) -> dict[str, bool]:
     """Region -> True (changed) / False (a "no change" relation and no sign of change)."""
     changed = {region for region, relation, _ in comparisons(reference, main) if relation in CHANGED}
-    changed |= {region for (region, finding), now in main.stated.items()  # stated one way before, the other now
-                if reference.stated.get((region, finding), now) != now}
+    changed |= {
+        region
+        for (region, finding), now in main.stated.items()  # stated one way before, the other now
+        if reference.stated.get((region, finding), now) != now
+    }
     unchanged = {region for region, relation, _ in comparisons(reference, main) if relation not in CHANGED}
     return {region: region in changed for region in sorted(changed | unchanged)}
 
@@ -224,15 +257,27 @@ def _closed(rng, family: str, options: list[dict], reference: Statements, main: 
 def questions(reference: Statements, main: Statements, rng_for) -> list[tuple[str, dict, bool | list[str]]]:
     """(family, inputs, answer): at most one per family, in :data:`FAMILIES` order; ``rng_for(family)``
     gives each family its own seeded generator."""
-    asked = [(family, {}, answer) for family in ("new_findings", "resolved_findings")
-             if (answer := run(family, {}, reference, main)) is not None]
+    asked = [
+        (family, {}, answer)
+        for family in ("new_findings", "resolved_findings")
+        if (answer := run(family, {}, reference, main)) is not None
+    ]
     findings = sorted(set(reference.findings()) | set(main.findings()))
     for family in ("finding_new", "finding_resolved"):
-        asked += [(family, *chosen) for chosen in _closed(
-            rng_for(family), family, [{"finding": name} for name in findings], reference, main)]
-    asked += [("region_change", *chosen) for chosen in _closed(
-        rng_for("region_change"), "region_change", [{"region": r} for r in region_changes(reference, main)],
-        reference, main)]
+        asked += [
+            (family, *chosen)
+            for chosen in _closed(rng_for(family), family, [{"finding": name} for name in findings], reference, main)
+        ]
+    asked += [
+        ("region_change", *chosen)
+        for chosen in _closed(
+            rng_for("region_change"),
+            "region_change",
+            [{"region": r} for r in region_changes(reference, main)],
+            reference,
+            main,
+        )
+    ]
     changes = finding_changes(reference, main)
     if changes:
         rng = rng_for("finding_change")
@@ -263,8 +308,11 @@ def answer_text(templates: TemplateSet, family: str, answer: bool | list[str], g
 
 def shown_image(study: list[dict]) -> dict | None:
     """The study's first frontal image (by key) carrying ImaGenome data; None without one."""
-    return min((row for row in study if is_frontal(row["view"]) and "imagenome" in (row["annotation_sources"] or ())),
-               key=lambda row: row["image_key"], default=None)
+    return min(
+        (row for row in study if is_frontal(row["view"]) and "imagenome" in (row["annotation_sources"] or ())),
+        key=lambda row: row["image_key"],
+        default=None,
+    )
 
 
 def pairs(patient: list[list[dict]]) -> list[tuple[dict, dict]]:
@@ -307,20 +355,41 @@ def native_rows(patient: list[list[dict]], profile: Profile) -> list[dict | Reje
         for question in native_vqa.questions_of(main, native_vqa.MIMIC_DIFF_VQA, difference=True):
             reference = marked.get(question["reference_study_id"])
             if reference is None:
-                made.append(native_vqa.reject(main, TASK, "reference-image-missing", question,
-                                              f"no dated image the dataset gives reference study "
-                                              f"{question['reference_study_id']} is in the build"))
+                made.append(
+                    native_vqa.reject(
+                        main,
+                        TASK,
+                        "reference-image-missing",
+                        question,
+                        f"no dated image the dataset gives reference study "
+                        f"{question['reference_study_id']} is in the build",
+                    )
+                )
             elif not earlier(reference["study_datetime"], main["study_datetime"]):
-                made.append(native_vqa.reject(
-                    main, TASK, "reference-not-earlier", question,
-                    f"reference study {reference['study_id']} ({reference['study_datetime']}) is not earlier than "
-                    f"main study {main['study_id']} ({main['study_datetime']})"))
+                made.append(
+                    native_vqa.reject(
+                        main,
+                        TASK,
+                        "reference-not-earlier",
+                        question,
+                        f"reference study {reference['study_id']} ({reference['study_datetime']}) is not earlier than "
+                        f"main study {main['study_id']} ({main['study_datetime']})",
+                    )
+                )
             else:
-                conversations = render(prompt, question=question["question"],
-                                       answer=native_vqa.answer_text(question))
+                conversations = render(prompt, question=question["question"], answer=native_vqa.answer_text(question))
                 target = {**native_vqa.target(question), "reference": _image(reference), "main": _image(main)}
-                made.append(group_row(profile, TASK, [reference, main], f"native:{question['where']}",
-                                      conversations, target, prompt.id))
+                made.append(
+                    group_row(
+                        profile,
+                        TASK,
+                        [reference, main],
+                        f"native:{question['where']}",
+                        conversations,
+                        target,
+                        prompt.id,
+                    )
+                )
     return made
 
 
@@ -335,20 +404,41 @@ def generate(patient: list[list[dict]], profile: Profile, seed: int) -> list[dic
     result = []
     for reference_row, main_row in pairs(patient):
         if not earlier(reference_row["study_datetime"], main_row["study_datetime"]):  # text order is not time order
-            raise ValueError(f"{TASK}: reference {reference_row['image_key']} is not earlier than "
-                             f"main {main_row['image_key']}")
-        reference, main = (Statements.of(row["study_id"], scene_phrases(row), relationships(row), studies.get)
-                           for row in (reference_row, main_row))
+            raise ValueError(
+                f"{TASK}: reference {reference_row['image_key']} is not earlier than main {main_row['image_key']}"
+            )
+        reference, main = (
+            Statements.of(row["study_id"], scene_phrases(row), relationships(row), studies.get)
+            for row in (reference_row, main_row)
+        )
 
         def rng_for(family: str):
             return seeded_rng(seed, profile.name, TASK, templates.version, main_row["image_key"], family)
 
         for family, inputs, answer in questions(reference, main, rng_for):
             template = templates.pick(family, rng_for(f"{family}-template"))
-            target = {"origin": ORIGIN, "family": family, "reference": _image(reference_row), "main": _image(main_row),
-                      "inputs": inputs, "answer": answer}
-            conversations = render(prompt, question=template.human.format(**question_fields(family, inputs)),
-                                   answer=answer_text(templates, family, answer, template.gpt))
-            result.append(group_row(profile, TASK, [reference_row, main_row], family, conversations, target,
-                               f"{prompt.id}+{template.id}"))
+            target = {
+                "origin": ORIGIN,
+                "family": family,
+                "reference": _image(reference_row),
+                "main": _image(main_row),
+                "inputs": inputs,
+                "answer": answer,
+            }
+            conversations = render(
+                prompt,
+                question=template.human.format(**question_fields(family, inputs)),
+                answer=answer_text(templates, family, answer, template.gpt),
+            )
+            result.append(
+                group_row(
+                    profile,
+                    TASK,
+                    [reference_row, main_row],
+                    family,
+                    conversations,
+                    target,
+                    f"{prompt.id}+{template.id}",
+                )
+            )
     return result

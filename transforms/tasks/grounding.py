@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache
 
 import manifests
 from transforms.boxes import box_policy, merge_overlapping_corners
@@ -34,9 +34,8 @@ from transforms.labels import label_rules
 from transforms.tasks import Profile, finding_phrase, instruction_row
 from transforms.tasks.classification import NO_FINDING
 from transforms.tasks.report import single_image_text
-from transforms.views import is_frontal
 from transforms.templates import TemplateSet, load_template_set, render
-
+from transforms.views import is_frontal
 
 CONFIG = manifests.load("grounding.yaml")
 ROLE_OF_ORIGIN = {origin: role for role, origins in CONFIG["box_roles"].items() for origin in origins}
@@ -70,7 +69,7 @@ def is_multi_reader(row: dict) -> bool:
     return len(readers) >= 2
 
 
-@lru_cache(maxsize=None)
+@cache
 def _merge_overlap(profile: str) -> float | None:
     return box_policy(profile).merge_overlap
 
@@ -86,11 +85,13 @@ def localisation_boxes(row: dict, profile: str) -> list[dict]:
     merge_overlap = _merge_overlap(profile)
     if merge_overlap is not None and chosen:
         chosen = merge_overlapping_corners(chosen, merge_overlap)
-    return [{"label": label, "finding": finding_of[label], "origin": origin, "unit": unit}
-            for label, origin, unit in sorted(set(chosen), key=lambda c: (c[0], c[2], c[1]))]
+    return [
+        {"label": label, "finding": finding_of[label], "origin": origin, "unit": unit}
+        for label, origin, unit in sorted(set(chosen), key=lambda c: (c[0], c[2], c[1]))
+    ]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _box_system_labels(system: str) -> tuple[str, ...]:
     """The class labels readers of a box system can draw (its map and not_mapped keys, less No finding)."""
     rules = label_rules().systems[system]
@@ -102,7 +103,9 @@ def absent_labels(row: dict) -> list[str]:
     on the image, no raw label of it at 1 or -1 from any reader, and either the source boxes
     exhaustively (``exhaustive_box_sources``: its readers saw the whole image) or it states the label 0."""
     raw = row.get("raw_labels") or []
-    systems = ({box["origin"] for box in row["boxes"]} | {label["system"] for label in raw}) & set(NEGATIVES["box_systems"])
+    systems = ({box["origin"] for box in row["boxes"]} | {label["system"] for label in raw}) & set(
+        NEGATIVES["box_systems"]
+    )
     boxed = {box["label"] for box in row["boxes"] if box_role(box) == "lesion"}
     stated: dict[str, set] = {}
     for label in raw:
@@ -160,8 +163,9 @@ class _Task:
 
     def labelled(self, groups: dict[str, list[dict]]) -> str:
         answers = self.templates.answers
-        return answers["item_separator"].join(answers["labelled_boxes"].format(label=label, boxes=self.boxes(boxes))
-                                              for label, boxes in groups.items())
+        return answers["item_separator"].join(
+            answers["labelled_boxes"].format(label=label, boxes=self.boxes(boxes)) for label, boxes in groups.items()
+        )
 
     def capped(self, items: list) -> list:
         """A seeded sample of at most the task's ``max_rows_per_image`` items, in their given order."""
@@ -172,8 +176,15 @@ class _Task:
 
     def row_of(self, kind: str, variant: str, target: dict, **fields: str) -> dict:
         template = self.templates.pick(kind, self.rng)
-        return instruction_row(profile=self.profile.name, task=self.task, row=self.row, variant=variant,
-                               conversations=render(template, **fields), target=target, template_id=template.id)
+        return instruction_row(
+            profile=self.profile.name,
+            task=self.task,
+            row=self.row,
+            variant=variant,
+            conversations=render(template, **fields),
+            target=target,
+            template_id=template.id,
+        )
 
 
 def lesion_localization(row: dict, profile: Profile, seed: int) -> list[dict]:
@@ -199,28 +210,49 @@ def finding_grounding(row: dict, profile: Profile, seed: int) -> list[dict]:
     and at least ``min_negatives``."""
     task = _Task("finding_grounding", row, profile, seed)
     groups = _grouped(localisation_boxes(row, profile.name), "label")
-    rows = [task.row_of("finding_grounding", label,
-                        {"label": label, "present": True, "boxes": [_target_box(b) for b in boxes]},
-                        finding=label, boxes=task.boxes(boxes))
-            for label, boxes in groups.items()]
+    rows = [
+        task.row_of(
+            "finding_grounding",
+            label,
+            {"label": label, "present": True, "boxes": [_target_box(b) for b in boxes]},
+            finding=label,
+            boxes=task.boxes(boxes),
+        )
+        for label, boxes in groups.items()
+    ]
     absent = absent_labels(row)
     wanted = max(NEGATIVES["negatives_per_positive"] * len(groups), NEGATIVES["min_negatives"])
     for label in sorted(task.rng.sample(absent, min(wanted, len(absent)))):
-        rows.append(task.row_of("finding_grounding", f"absent:{label}", {"label": label, "present": False, "boxes": []},
-                                finding=label, boxes=task.templates.answers["absent"]))
+        rows.append(
+            task.row_of(
+                "finding_grounding",
+                f"absent:{label}",
+                {"label": label, "present": False, "boxes": []},
+                finding=label,
+                boxes=task.templates.answers["absent"],
+            )
+        )
     return rows
 
 
 def grounded_finding(row: dict, profile: Profile, seed: int) -> list[dict]:
     """M4CXR: box -> the class label(s) boxed there (boxes identical once rendered are asked once)."""
     task = _Task("grounded_finding", row, profile, seed)
-    by_rendering = _grouped([{**b, "rendered": task.box(b["unit"])} for b in localisation_boxes(row, profile.name)],
-                            "rendered")
+    by_rendering = _grouped(
+        [{**b, "rendered": task.box(b["unit"])} for b in localisation_boxes(row, profile.name)], "rendered"
+    )
     rows = []
     for rendered, boxes in task.capped(list(by_rendering.items())):
         labels = sorted({b["label"] for b in boxes})
-        rows.append(task.row_of("grounded_finding", rendered, {"labels": labels, "boxes": [_target_box(b) for b in boxes]},
-                                box=rendered, finding=", ".join(labels)))
+        rows.append(
+            task.row_of(
+                "grounded_finding",
+                rendered,
+                {"labels": labels, "boxes": [_target_box(b) for b in boxes]},
+                box=rendered,
+                finding=", ".join(labels),
+            )
+        )
     return rows
 
 
@@ -233,13 +265,25 @@ def abnormality_detection(row: dict, profile: Profile, seed: int) -> list[dict]:
     boxes = localisation_boxes(row, profile.name)
     if boxes:
         groups = _grouped(boxes, "label")
-        return [task.row_of("abnormality_detection", "all", {"abnormal": True, "boxes": [_target_box(b) for b in boxes]},
-                            findings=task.labelled(groups))]
+        return [
+            task.row_of(
+                "abnormality_detection",
+                "all",
+                {"abnormal": True, "boxes": [_target_box(b) for b in boxes]},
+                findings=task.labelled(groups),
+            )
+        ]
     no_finding = next((f["presence"] for f in row["findings"] if f["name"] == NO_FINDING), None)
     if no_finding != 1:
         return []
-    return [task.row_of("abnormality_detection", "none", {"abnormal": False, "boxes": []},
-                        findings=task.templates.answers["no_abnormality"])]
+    return [
+        task.row_of(
+            "abnormality_detection",
+            "none",
+            {"abnormal": False, "boxes": []},
+            findings=task.templates.answers["no_abnormality"],
+        )
+    ]
 
 
 def multi_finding_grounding(row: dict, profile: Profile, seed: int) -> list[dict]:
@@ -253,17 +297,24 @@ def multi_finding_grounding(row: dict, profile: Profile, seed: int) -> list[dict
     count = task.rng.randint(2, min(len(candidates), CONFIG["multi_finding_max"]))
     asked = sorted(task.rng.sample(candidates, count))
     present = {label: groups[label] for label in asked if label in groups}
-    target = {"labels": asked, "present": list(present), "absent": [label for label in asked if label not in groups],
-              "boxes": [_target_box(b) for boxes in present.values() for b in boxes]}
+    target = {
+        "labels": asked,
+        "present": list(present),
+        "absent": [label for label in asked if label not in groups],
+        "boxes": [_target_box(b) for boxes in present.values() for b in boxes],
+    }
     answer = task.labelled(present) if present else task.templates.answers["none_found"]
-    return [task.row_of("multi_finding_grounding", "|".join(asked), target,
-                        finding_list=", ".join(asked), findings=answer)]
+    return [
+        task.row_of("multi_finding_grounding", "|".join(asked), target, finding_list=", ".join(asked), findings=answer)
+    ]
 
 
 def _role_boxes(row: dict, role: str) -> list[dict]:
     """The row's boxes of one role as ``{label, unit}``, sorted by label."""
-    return sorted(({"label": b["label"], "unit": unit_box(b)} for b in row["boxes"] if box_role(b) == role),
-                  key=lambda b: (b["label"], b["unit"]))
+    return sorted(
+        ({"label": b["label"], "unit": unit_box(b)} for b in row["boxes"] if box_role(b) == role),
+        key=lambda b: (b["label"], b["unit"]),
+    )
 
 
 def _structure_grounding(task_name: str, role: str, name_field: str, doc: str) -> Callable:
@@ -304,8 +355,15 @@ def phrase_grounding(row: dict, profile: Profile, seed: int) -> list[dict]:
     rows = []
     for text, regions in task.capped(sorted(regions_of.items())):
         linked = [boxes[r] for r in sorted(regions)]
-        rows.append(task.row_of("phrase_grounding", text, {"phrase": text, "boxes": [_target_box(b) for b in linked]},
-                                phrase=text, boxes=task.boxes(linked)))
+        rows.append(
+            task.row_of(
+                "phrase_grounding",
+                text,
+                {"phrase": text, "boxes": [_target_box(b) for b in linked]},
+                phrase=text,
+                boxes=task.boxes(linked),
+            )
+        )
     return rows
 
 
@@ -321,9 +379,15 @@ def grounded_phrase_generation(row: dict, profile: Profile, seed: int) -> list[d
     rows = []
     for region, texts in task.capped(sorted(phrases_of.items())):
         box = boxes[region]
-        rows.append(task.row_of("grounded_phrase_generation", region,
-                                {"region": region, "phrases": texts, "box": list(box["unit"])},
-                                box=task.box(box["unit"]), phrase=" ".join(texts)))
+        rows.append(
+            task.row_of(
+                "grounded_phrase_generation",
+                region,
+                {"region": region, "phrases": texts, "box": list(box["unit"])},
+                box=task.box(box["unit"]),
+                phrase=" ".join(texts),
+            )
+        )
     return rows
 
 
@@ -333,14 +397,18 @@ GENERATORS = {
     "grounded_finding": grounded_finding,
     "abnormality_detection": abnormality_detection,
     "multi_finding_grounding": multi_finding_grounding,
-    "organ_grounding": _structure_grounding("organ_grounding", "organ", "organ",
-                                            "M4CXR: a CheXmask organ name -> its box."),
-    "grounded_organ": _structure_grounding("grounded_organ", "organ", "organ",
-                                           "M4CXR: a CheXmask organ box -> the organ's name."),
-    "anatomical_region_grounding": _structure_grounding("anatomical_region_grounding", "region", "region",
-                                                        "M4CXR: an ImaGenome region name -> its box."),
-    "grounded_anatomical_region": _structure_grounding("grounded_anatomical_region", "region", "region",
-                                                       "M4CXR: an ImaGenome region box -> the region's name."),
+    "organ_grounding": _structure_grounding(
+        "organ_grounding", "organ", "organ", "M4CXR: a CheXmask organ name -> its box."
+    ),
+    "grounded_organ": _structure_grounding(
+        "grounded_organ", "organ", "organ", "M4CXR: a CheXmask organ box -> the organ's name."
+    ),
+    "anatomical_region_grounding": _structure_grounding(
+        "anatomical_region_grounding", "region", "region", "M4CXR: an ImaGenome region name -> its box."
+    ),
+    "grounded_anatomical_region": _structure_grounding(
+        "grounded_anatomical_region", "region", "region", "M4CXR: an ImaGenome region box -> the region's name."
+    ),
     "phrase_grounding": phrase_grounding,
     "grounded_phrase_generation": grounded_phrase_generation,
 }

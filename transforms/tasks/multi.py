@@ -29,8 +29,8 @@ from transforms.hashing import seeded_rng
 from transforms.reports import clean_text
 from transforms.tasks import Profile, instruction_id
 from transforms.tasks.report import consistent_findings, findings_answer, labels_of_text, target_section
-from transforms.views import is_frontal
 from transforms.templates import load_template_set, render
+from transforms.views import is_frontal
 
 MULTI_IMAGE = "report_generation_multi_image"
 MULTI_STUDY = "report_generation_multi_study"
@@ -66,22 +66,35 @@ def _images_first(conversations: list[dict], count: int) -> list[dict]:
     return [first] + conversations[1:]
 
 
-def group_row(profile: Profile, task: str, rows: list[dict], variant: str, conversations: list[dict],
-              target: dict, template_id: str) -> dict:
+def group_row(
+    profile: Profile,
+    task: str,
+    rows: list[dict],
+    variant: str,
+    conversations: list[dict],
+    target: dict,
+    template_id: str,
+) -> dict:
     splits = {row["split"] for row in rows}
     if len(splits) != 1:  # one split authority per patient: a mix is a leak, never written
         raise ValueError(f"{task}: images {[r['image_key'] for r in rows]} span splits {sorted(splits)}")
     image_keys = [row["image_key"] for row in rows]
     return {
         "id": instruction_id(profile.name, task, image_keys, variant),
-        "profile": profile.name, "task": task, "source": rows[-1]["source"], "split": splits.pop(),
-        "image_keys": image_keys, "conversations": conversations,
-        "target": json.dumps(target, sort_keys=True), "template_id": template_id,
+        "profile": profile.name,
+        "task": task,
+        "source": rows[-1]["source"],
+        "split": splits.pop(),
+        "image_keys": image_keys,
+        "conversations": conversations,
+        "target": json.dumps(target, sort_keys=True),
+        "template_id": template_id,
     }
 
 
-def _chain(task: str, profile: Profile, seed: int, key: str, text: str, shown: list[dict],
-           fields: dict) -> tuple[list[dict], dict, str] | None:
+def _chain(
+    task: str, profile: Profile, seed: int, key: str, text: str, shown: list[dict], fields: dict
+) -> tuple[list[dict], dict, str] | None:
     """The four turns (findings list, then the section) and the structured target; None when the
     text's findings and the labels of the images ``shown`` disagree."""
     agreed = consistent_findings(list(labels_of_text(text)), shown, profile.uncertain)
@@ -92,8 +105,9 @@ def _chain(task: str, profile: Profile, seed: int, key: str, text: str, shown: l
     rng = seeded_rng(seed, profile.name, task, templates.version, key)
     kind = "multi_image" if task == MULTI_IMAGE else "multi_study"
     first, second = templates.pick(f"findings_list_{kind}", rng), templates.pick(f"findings_section_{kind}", rng)
-    conversations = (render(first, findings=findings_answer(labels, positives, templates.answers), **fields)
-                     + render(second, report=text))
+    conversations = render(first, findings=findings_answer(labels, positives, templates.answers), **fields) + render(
+        second, report=text
+    )
     return conversations, {"findings": positives, "report": text}, f"{first.id}+{second.id}"
 
 
@@ -108,8 +122,17 @@ def generate_multi_image(study: list[dict], profile: Profile, seed: int) -> list
     if chain is None:
         return []
     conversations, answer, template_id = chain
-    return [group_row(profile, MULTI_IMAGE, rows, "multi_image", _images_first(conversations, len(rows)),
-                 {**answer, "rewritten": target["rewritten"], "study_id": rows[0]["study_id"]}, template_id)]
+    return [
+        group_row(
+            profile,
+            MULTI_IMAGE,
+            rows,
+            "multi_image",
+            _images_first(conversations, len(rows)),
+            {**answer, "rewritten": target["rewritten"], "study_id": rows[0]["study_id"]},
+            template_id,
+        )
+    ]
 
 
 def generate_multi_study(patient: list[list[dict]], profile: Profile, seed: int) -> list[dict]:
@@ -120,16 +143,30 @@ def generate_multi_study(patient: list[list[dict]], profile: Profile, seed: int)
         prior_text, current_text = findings_text(prior_rows[0]), findings_text(current_rows[0])
         if not (prior_text and current_text and is_frontal(current_rows[0]["view"])):
             continue
-        chain = _chain(MULTI_STUDY, profile, seed, current_rows[0]["study_id"], current_text, current_rows,
-                       {"prior_count": len(prior_rows), "count": len(current_rows), "prior_report": prior_text})
+        chain = _chain(
+            MULTI_STUDY,
+            profile,
+            seed,
+            current_rows[0]["study_id"],
+            current_text,
+            current_rows,
+            {"prior_count": len(prior_rows), "count": len(current_rows), "prior_report": prior_text},
+        )
         if chain is None:
             continue
         conversations, answer, template_id = chain
         rows = prior_rows + current_rows
-        target = {**answer, "prior_study_id": prior_rows[0]["study_id"], "study_id": current_rows[0]["study_id"],
-                  "prior_report": prior_text}
-        result.append(group_row(profile, MULTI_STUDY, rows, "multi_study", _images_first(conversations, len(rows)),
-                           target, template_id))
+        target = {
+            **answer,
+            "prior_study_id": prior_rows[0]["study_id"],
+            "study_id": current_rows[0]["study_id"],
+            "prior_report": prior_text,
+        }
+        result.append(
+            group_row(
+                profile, MULTI_STUDY, rows, "multi_study", _images_first(conversations, len(rows)), target, template_id
+            )
+        )
     return result
 
 

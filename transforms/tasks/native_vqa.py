@@ -43,8 +43,11 @@ def asks_about(row: dict, dataset: str) -> bool:
 
 def questions_of(row: dict, dataset: str, difference: bool = False) -> list[dict]:
     """The image's questions from ``dataset``: its difference questions, or the others."""
-    return [q for q in row.get("questions") or () if q["dataset"] == dataset
-            and (q["question_type"] == DIFFERENCE) == difference]
+    return [
+        q
+        for q in row.get("questions") or ()
+        if q["dataset"] == dataset and (q["question_type"] == DIFFERENCE) == difference
+    ]
 
 
 def answer_text(question: dict) -> str:
@@ -56,16 +59,29 @@ def answer_text(question: dict) -> str:
 
 
 def target(question: dict) -> dict:
-    return {"origin": question["dataset"], "where": question["where"], "native_split": question["split"],
-            "question_type": question["question_type"], "semantic_type": question["semantic_type"],
-            "question": question["question"], "answers": list(question["answers"]),
-            "reference_study_id": question["reference_study_id"]}
+    return {
+        "origin": question["dataset"],
+        "where": question["where"],
+        "native_split": question["split"],
+        "question_type": question["question_type"],
+        "semantic_type": question["semantic_type"],
+        "question": question["question"],
+        "answers": list(question["answers"]),
+        "reference_study_id": question["reference_study_id"],
+    }
 
 
 def reject(row: dict, task: str, reason: str, question: dict, why: str, kind: str = "rejected") -> Reject:
     """A question ``task`` cannot ask, counted under its dataset's source."""
-    return Reject(key=row["image_key"], source=SOURCES[question["dataset"]], stage="tasks", level="item", kind=kind,
-                  reason=reason, detail=f"{task}: {question['where']}: {why}")
+    return Reject(
+        key=row["image_key"],
+        source=SOURCES[question["dataset"]],
+        stage="tasks",
+        level="item",
+        kind=kind,
+        reason=reason,
+        detail=f"{task}: {question['where']}: {why}",
+    )
 
 
 def image_rows(row: dict, profile: Profile, task: str, dataset: str) -> list[dict | Reject]:
@@ -74,12 +90,24 @@ def image_rows(row: dict, profile: Profile, task: str, dataset: str) -> list[dic
     made: list[dict | Reject] = []
     for question in questions_of(row, dataset):
         if not question["answers"]:
-            made.append(reject(row, task, "empty-answer", question, "the answer list is empty (M4CXR skips it)",
-                               kind="filtered"))
+            made.append(
+                reject(
+                    row, task, "empty-answer", question, "the answer list is empty (M4CXR skips it)", kind="filtered"
+                )
+            )
             continue
         conversations = render(template, question=question["question"], answer=answer_text(question))
-        made.append(instruction_row(profile=profile.name, task=task, row=row, variant=f"native:{question['where']}",
-                                    conversations=conversations, target=target(question), template_id=template.id))
+        made.append(
+            instruction_row(
+                profile=profile.name,
+                task=task,
+                row=row,
+                variant=f"native:{question['where']}",
+                conversations=conversations,
+                target=target(question),
+                template_id=template.id,
+            )
+        )
     return made
 
 
@@ -89,6 +117,8 @@ def generate(row: dict, profile: Profile, seed: int) -> list[dict | Reject]:
     the patient groups of ``difference_vqa`` hold only dated studies, so they would never see them."""
     made = image_rows(row, profile, TASK, MIMIC_DIFF_VQA)
     if not row["study_datetime"]:
-        made += [reject(row, "difference_vqa", "study-not-dated", question, "the main study has no study time")
-                 for question in questions_of(row, MIMIC_DIFF_VQA, difference=True)]
+        made += [
+            reject(row, "difference_vqa", "study-not-dated", question, "the main study has no study time")
+            for question in questions_of(row, MIMIC_DIFF_VQA, difference=True)
+        ]
     return made

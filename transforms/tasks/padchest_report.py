@@ -49,6 +49,14 @@ def generate(study: list[dict], profile: Profile, seed: int) -> list[dict]:
     templates = load_template_set(profile.tasks[TASK].template_set)
     template = templates.pick("report", seeded_rng(seed, profile.name, TASK, templates.version, row["study_id"]))
     target = {**target, "study_id": row["study_id"], "view": row["view"], "frontal": is_frontal(row["view"])}
-    return [instruction_row(profile=profile.name, task=TASK, row=row, variant="study-report",
-                            conversations=render(template, report=target["text"]), target=target,
-                            template_id=template.id)]
+    return [
+        instruction_row(
+            profile=profile.name,
+            task=TASK,
+            row=row,
+            variant="study-report",
+            conversations=render(template, report=target["text"]),
+            target=target,
+            template_id=template.id,
+        )
+    ]

@@ -30,7 +30,14 @@ def generate(row: dict, profile: Profile, seed: int) -> list[dict]:
         return []
     text = "\n".join(f"{name.upper()}: {body}" for name, body in sections.items())
     template = load_template_set(profile.tasks[TASK].template_set).kinds["report"][0]
-    return [instruction_row(profile=profile.name, task=TASK, row=row, variant="report",
-                            conversations=render(template, report=text),
-                            target=sections,
-                            template_id=template.id)]
+    return [
+        instruction_row(
+            profile=profile.name,
+            task=TASK,
+            row=row,
+            variant="report",
+            conversations=render(template, report=text),
+            target=sections,
+            template_id=template.id,
+        )
+    ]

@@ -78,9 +78,11 @@ def target_section(row: dict, names: tuple[str, ...] = TARGET_SECTIONS) -> dict 
 def target_attribute_prompt(row: dict, target_text: str) -> str:
     """The attribute prompt of the positive mentions whose sentence, as a single-image target words it,
     is in the target text."""
-    return attribute_prompt(AttributeMention.from_row(m) for m in row["mentions"] or ()
-                            if m["presence"] == 1 and (sentence := single_image_sentence(m["sentence"]))
-                            and sentence in target_text)
+    return attribute_prompt(
+        AttributeMention.from_row(m)
+        for m in row["mentions"] or ()
+        if m["presence"] == 1 and (sentence := single_image_sentence(m["sentence"])) and sentence in target_text
+    )
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
@@ -103,8 +105,9 @@ def target_labels(row: dict, target: dict) -> list[tuple[str, float | None]]:
     return list(labels_of_text(target["text"]))
 
 
-def consistent_findings(labels: list[tuple[str, float | None]], rows: list[dict],
-                        uncertain: str) -> tuple[list, list[str]] | None:
+def consistent_findings(
+    labels: list[tuple[str, float | None]], rows: list[dict], uncertain: str
+) -> tuple[list, list[str]] | None:
     """A text's labels and its positive observations, when they agree with the harmonised findings of
     the images shown (``rows``): every observation an image is labelled positive with is positive in
     the text, and none of the text's positives is labelled absent (0) on any image. None when they
@@ -142,9 +145,17 @@ def generate_report(row: dict, profile: Profile, seed: int) -> list[dict]:
         return []
     templates = load_template_set(profile.tasks[REPORT].template_set)
     template = templates.pick("report", _rng(REPORT, templates.version, row, profile, seed))
-    return [instruction_row(profile=profile.name, task=REPORT, row=row, variant="report",
-                            conversations=render(template, section=target["section"], report=target["text"]),
-                            target=target, template_id=template.id)]
+    return [
+        instruction_row(
+            profile=profile.name,
+            task=REPORT,
+            row=row,
+            variant="report",
+            conversations=render(template, section=target["section"], report=target["text"]),
+            target=target,
+            template_id=template.id,
+        )
+    ]
 
 
 def generate_report_with_attributes(row: dict, profile: Profile, seed: int) -> list[dict]:
@@ -155,9 +166,17 @@ def generate_report_with_attributes(row: dict, profile: Profile, seed: int) -> l
     templates = load_template_set(profile.tasks[WITH_ATTRIBUTES].template_set)
     template = templates.pick("report_attributes", _rng(WITH_ATTRIBUTES, templates.version, row, profile, seed))
     conversations = render(template, section=target["section"], attributes=attributes, report=target["text"])
-    return [instruction_row(profile=profile.name, task=WITH_ATTRIBUTES, row=row, variant="report_attributes",
-                            conversations=conversations, target={**target, "attributes": attributes},
-                            template_id=template.id)]
+    return [
+        instruction_row(
+            profile=profile.name,
+            task=WITH_ATTRIBUTES,
+            row=row,
+            variant="report_attributes",
+            conversations=conversations,
+            target={**target, "attributes": attributes},
+            template_id=template.id,
+        )
+    ]
 
 
 def generate_report_cot(row: dict, profile: Profile, seed: int) -> list[dict]:
@@ -171,10 +190,20 @@ def generate_report_cot(row: dict, profile: Profile, seed: int) -> list[dict]:
     templates = load_template_set(profile.tasks[COT].template_set)
     rng = _rng(COT, templates.version, row, profile, seed)
     first, second = templates.pick("findings_list", rng), templates.pick("findings_section", rng)
-    conversations = (render(first, findings=findings_answer(labels, positives, templates.answers))
-                     + render(second, report=target["text"]))
-    return [instruction_row(profile=profile.name, task=COT, row=row, variant="cot", conversations=conversations,
-                            target={**target, "findings": positives}, template_id=f"{first.id}+{second.id}")]
+    conversations = render(first, findings=findings_answer(labels, positives, templates.answers)) + render(
+        second, report=target["text"]
+    )
+    return [
+        instruction_row(
+            profile=profile.name,
+            task=COT,
+            row=row,
+            variant="cot",
+            conversations=conversations,
+            target={**target, "findings": positives},
+            template_id=f"{first.id}+{second.id}",
+        )
+    ]
 
 
 CACHED = (single_image_text, labels_of_text, single_image_sentence)

@@ -11,13 +11,11 @@ the canonical unit rings as stored in the annotation row, and the start vertex c
 
 from __future__ import annotations
 
-
 import manifests
 from transforms.geometry import render_polygon
 from transforms.hashing import seeded_rng
 from transforms.tasks import Profile, instruction_row
 from transforms.templates import load_template_set, render
-
 
 TASK = "segmentation"
 CONFIG = manifests.load("grounding.yaml")["segmentation"]
@@ -44,8 +42,15 @@ def generate(row: dict, profile: Profile, seed: int) -> list[dict]:
         rotated = [ring[start:] + ring[:start] for ring, start in zip(rings, starts)]
         template = templates.pick("segment", rng)
         polygon = render_polygon(rotated, profile.coordinates, profile.polygon_max_vertices)
-        rows.append(instruction_row(
-            profile=profile.name, task=TASK, row=row, variant=structure,
-            conversations=render(template, structure=spec["name"], polygon=polygon),
-            target={"structure": structure, "rings": rings, "start_vertices": starts}, template_id=template.id))
+        rows.append(
+            instruction_row(
+                profile=profile.name,
+                task=TASK,
+                row=row,
+                variant=structure,
+                conversations=render(template, structure=spec["name"], polygon=polygon),
+                target={"structure": structure, "rings": rings, "start_vertices": starts},
+                template_id=template.id,
+            )
+        )
     return rows

@@ -41,8 +41,13 @@ def severity_document(row: dict) -> str | None:
 def region_boxes(row: dict) -> list[dict]:
     """{label, origin, unit} per region name among the row's region and organ boxes, sorted by name."""
     chosen: dict[str, dict] = {}
-    for box in sorted(row["boxes"], key=lambda b: (REGION_ORIGINS.index(b["origin"]) if b["origin"] in REGION_ORIGINS
-                                                   else len(REGION_ORIGINS), b["label"])):
+    for box in sorted(
+        row["boxes"],
+        key=lambda b: (
+            REGION_ORIGINS.index(b["origin"]) if b["origin"] in REGION_ORIGINS else len(REGION_ORIGINS),
+            b["label"],
+        ),
+    ):
         if box_role(box) in ("organ", "region"):
             chosen.setdefault(box["label"], {"label": box["label"], "origin": box["origin"], "unit": unit_box(box)})
     return [chosen[label] for label in sorted(chosen)]
@@ -56,15 +61,28 @@ def _target(row: dict) -> dict | None:
     document = severity_document(row) if is_frontal(row["view"]) else None
     if not document or row["severity_tfidf"] is None:
         return None
-    return {"report": document, "severity_tfidf": row["severity_tfidf"], "severity_score": score_text(row["severity_tfidf"])}
+    return {
+        "report": document,
+        "severity_tfidf": row["severity_tfidf"],
+        "severity_score": score_text(row["severity_tfidf"]),
+    }
 
 
 def _rows(task: str, kind: str, row: dict, profile: Profile, seed: int, target: dict, **fields: str) -> list[dict]:
     templates = load_template_set(profile.tasks[task].template_set)
     template = templates.pick(kind, seeded_rng(seed, profile.name, task, templates.version, row["image_key"]))
     conversations = render(template, report=target["report"], score=target["severity_score"], **fields)
-    return [instruction_row(profile=profile.name, task=task, row=row, variant=kind, conversations=conversations,
-                            target=target, template_id=template.id)]
+    return [
+        instruction_row(
+            profile=profile.name,
+            task=task,
+            row=row,
+            variant=kind,
+            conversations=conversations,
+            target=target,
+            template_id=template.id,
+        )
+    ]
 
 
 def generate_report(row: dict, profile: Profile, seed: int) -> list[dict]:

@@ -28,12 +28,25 @@ def generate(row: dict, profile: Profile, seed: int) -> list[dict]:
         return []
     bucket, score = triage_bucket(AttributeMention.from_row(m) for m in row["mentions"] or ()), row["severity_ordinal"]
     if bucket not in BUCKETS or score is None:
-        raise ValueError(f"{row['image_key']} has a report but severity {score!r} / bucket {bucket!r}; "
-                         f"buckets are {BUCKETS}")
+        raise ValueError(
+            f"{row['image_key']} has a report but severity {score!r} / bucket {bucket!r}; buckets are {BUCKETS}"
+        )
     templates = load_template_set(profile.tasks[TASK].template_set)
     template = templates.pick("severity", seeded_rng(seed, profile.name, TASK, templates.version, row["image_key"]))
-    target = {"bucket": bucket, "severity_ordinal": score, "severity_tfidf": row["severity_tfidf"],
-              "version": _SEVERITY["version"]}
-    return [instruction_row(profile=profile.name, task=TASK, row=row, variant="severity",
-                            conversations=render(template, buckets=", ".join(BUCKETS), answer=bucket),
-                            target=target, template_id=template.id)]
+    target = {
+        "bucket": bucket,
+        "severity_ordinal": score,
+        "severity_tfidf": row["severity_tfidf"],
+        "version": _SEVERITY["version"],
+    }
+    return [
+        instruction_row(
+            profile=profile.name,
+            task=TASK,
+            row=row,
+            variant="severity",
+            conversations=render(template, buckets=", ".join(BUCKETS), answer=bucket),
+            target=target,
+            template_id=template.id,
+        )
+    ]

@@ -130,8 +130,11 @@ class Scene:
             raise ValueError("a claim names a region, an attribute or both")
         if self.present(attribute):
             return True
-        denied = [r for (r, name), yes in self.attributes.items() if name == attribute and not yes
-                  and r in REGIONS and r not in CONFIG["excluded_regions"]]
+        denied = [
+            r
+            for (r, name), yes in self.attributes.items()
+            if name == attribute and not yes and r in REGIONS and r not in CONFIG["excluded_regions"]
+        ]
         sides = {region_side(r) for r in denied}
         return False if None in sides or {"left", "right"} <= sides else None
 
@@ -242,22 +245,32 @@ def _inputs(family: str, scene: Scene, frontal: bool) -> list[dict]:
     if family == "image_attribute":
         return [{"attribute": a} for a in sorted(scene.categories) if scene.state(None, a) is not None]
     if family == "region_category":
-        return [{"region": r, "category": c} for r, names in present.items() if nameable(r, frontal)
-                for c in sorted({scene.categories[a] for a in names})]
+        return [
+            {"region": r, "category": c}
+            for r, names in present.items()
+            if nameable(r, frontal)
+            for c in sorted({scene.categories[a] for a in names})
+        ]
     if family == "region_abnormalities":
         return [{"region": r} for r in present if nameable(r, frontal)]
     if family == "image_abnormalities":
         return [{}] if present else []
     if family == "attribute_regions":
-        return [{"attribute": a} for a in sorted(scene.categories)
-                if scene.present(a) and all(nameable(r, frontal) for r in scene.present(a))]
+        return [
+            {"attribute": a}
+            for a in sorted(scene.categories)
+            if scene.present(a) and all(nameable(r, frontal) for r in scene.present(a))
+        ]
     stated = {}  # attribute -> nameable regions stating it
-    for (r, a) in sorted(scene.attributes):
+    for r, a in sorted(scene.attributes):
         if nameable(r, frontal):
             stated.setdefault(a, []).append(r)
     if family == "two_regions":
-        return [{"attribute": a, "regions": list(pair)} for a, regions in stated.items()
-                for pair in itertools.combinations(regions, 2)]
+        return [
+            {"attribute": a, "regions": list(pair)}
+            for a, regions in stated.items()
+            for pair in itertools.combinations(regions, 2)
+        ]
     if family == "count_regions":
         return [{"attribute": a, "regions": regions} for a, regions in stated.items() if len(regions) >= 2]
     if family == "two_attributes":
@@ -265,8 +278,11 @@ def _inputs(family: str, scene: Scene, frontal: bool) -> list[dict]:
         for a, regions in stated.items():
             for r in regions:
                 by_region.setdefault(r, []).append(a)
-        return [{"region": r, "attributes": list(pair)} for r, names in sorted(by_region.items())
-                for pair in itertools.combinations(sorted(names), 2)]
+        return [
+            {"region": r, "attributes": list(pair)}
+            for r, names in sorted(by_region.items())
+            for pair in itertools.combinations(sorted(names), 2)
+        ]
     raise ValueError(f"unknown VQA family {family!r}")
 
 
@@ -276,8 +292,17 @@ def _chosen(family: str, candidates: list[dict], scene: Scene, rng: random.Rando
     if FAMILIES[family]["answer_type"] != "yes/no":
         picked = [candidates[i] for i in sorted(rng.sample(range(len(candidates)), min(limit, len(candidates))))]
         if family == "count_regions":
-            picked = [{**inputs, "regions": sorted(rng.sample(inputs["regions"], rng.randint(
-                2, min(len(inputs["regions"]), CONFIG["count_max_regions"]))))} for inputs in picked]
+            picked = [
+                {
+                    **inputs,
+                    "regions": sorted(
+                        rng.sample(
+                            inputs["regions"], rng.randint(2, min(len(inputs["regions"]), CONFIG["count_max_regions"]))
+                        )
+                    ),
+                }
+                for inputs in picked
+            ]
         return [(inputs, None) for inputs in picked]
     remaining = list(candidates)
     chosen = []
@@ -306,14 +331,29 @@ def generate(row: dict, profile: Profile, seed: int) -> list[dict | Reject]:
     for family, spec in FAMILIES.items():
         for inputs, wanted in _chosen(family, _inputs(family, scene, frontal), scene, rng):
             answer, claims = run(family, inputs, scene)
-            target = {"origin": ORIGIN, "family": family, "answer_type": spec["answer_type"], "inputs": inputs,
-                      "answer": answer, "claims": [list(claim) for claim in claims]}
+            target = {
+                "origin": ORIGIN,
+                "family": family,
+                "answer_type": spec["answer_type"],
+                "inputs": inputs,
+                "answer": answer,
+                "claims": [list(claim) for claim in claims],
+            }
             if wanted is not None:
                 target["wanted"] = wanted
             template = templates.pick(family, rng)
-            conversations = render(template, **question_fields(family, inputs),
-                                   answer=answer_text(templates, family, answer))
-            rows.append(instruction_row(profile=profile.name, task=TASK, row=row,
-                                        variant=f"{family}:{json.dumps(inputs, sort_keys=True)}",
-                                        conversations=conversations, target=target, template_id=template.id))
+            conversations = render(
+                template, **question_fields(family, inputs), answer=answer_text(templates, family, answer)
+            )
+            rows.append(
+                instruction_row(
+                    profile=profile.name,
+                    task=TASK,
+                    row=row,
+                    variant=f"{family}:{json.dumps(inputs, sort_keys=True)}",
+                    conversations=conversations,
+                    target=target,
+                    template_id=template.id,
+                )
+            )
     return rows

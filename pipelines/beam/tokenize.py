@@ -42,11 +42,11 @@ from datasets import Features
 from rich.console import Console
 
 import manifests
-from pipelines.manifest import Manifest, record_vq_outputs
-from pipelines.paths import BUILD_OUTPUT
-from pipelines.progress import Progress, watching
-from pipelines.out_lock import OutputLocked, locked
-from pipelines.write import remove_if_exists, write_bytes_atomically
+from pipelines.beam.progress import Progress, watching
+from pipelines.beam.write import remove_if_exists, write_bytes_atomically
+from pipelines.output.manifest import Manifest, record_vq_outputs
+from pipelines.output.out_lock import OutputLocked, locked
+from pipelines.output.paths import BUILD_OUTPUT
 from schemas.tables import CODES_PER_IMAGE, REJECTS, VQ
 from transforms.enrich import kebab
 from transforms.io import sha256_if_exists, sha256_of
@@ -121,13 +121,19 @@ def completed_shards(out_dir: str, shards: list[str], fingerprint_id: str) -> li
             continue
         marker = read_json(path)
         if marker["tokenizer"] != fingerprint_id:
-            raise RuntimeError(f"{path} was written by tokenizer {marker['tokenizer']}, this run is "
-                               f"{fingerprint_id}: delete {vq_path(out_dir)} to re-tokenize")
-        stale = [name for name, file, digest in (
-            ("images shard", FileSystems.join(out_dir, "images", shard), marker.get("images_sha256")),
-            ("vq shard", vq_path(out_dir, shard), marker["sha256"]),
-            ("rejects", vq_path(out_dir, REJECT_DIR, shard), marker["rejects_sha256"]),
-        ) if sha256_if_exists(file) != digest]
+            raise RuntimeError(
+                f"{path} was written by tokenizer {marker['tokenizer']}, this run is "
+                f"{fingerprint_id}: delete {vq_path(out_dir)} to re-tokenize"
+            )
+        stale = [
+            name
+            for name, file, digest in (
+                ("images shard", FileSystems.join(out_dir, "images", shard), marker.get("images_sha256")),
+                ("vq shard", vq_path(out_dir, shard), marker["sha256"]),
+                ("rejects", vq_path(out_dir, REJECT_DIR, shard), marker["rejects_sha256"]),
+            )
+            if sha256_if_exists(file) != digest
+        ]
         if stale:
             log.warning("%s: %s changed since it was written; tokenizing the shard again", path, ", ".join(stale))
             continue
@@ -160,15 +166,26 @@ def decode(element, size: int):
 def reject_row(failure) -> tuple[str, dict]:
     """A dead-letter element of the decode step -> ``(shard, rejects row)``."""
     (shard, key, _png), (exc_type, exc_repr, _traceback) = failure
-    return shard, {"key": key, "source": key.split("/", 1)[0], "stage": STAGE, "kind": "rejected",
-                   "level": "record", "reason": kebab(exc_type.__name__), "detail": exc_repr}
+    return shard, {
+        "key": key,
+        "source": key.split("/", 1)[0],
+        "stage": STAGE,
+        "kind": "rejected",
+        "level": "record",
+        "reason": kebab(exc_type.__name__),
+        "detail": exc_repr,
+    }
 
 
 def vq_row(result, lm_ids: np.ndarray, fingerprint_id: str) -> tuple[str, dict]:
     """``((shard, image_key), codes)`` -> ``(shard, vq row)``."""
     (shard, key), codes = result
-    return shard, {"image_key": key, "codes": codes, "lm_ids": lm_ids[codes.astype(np.int64)],
-                   "tokenizer": fingerprint_id}
+    return shard, {
+        "image_key": key,
+        "codes": codes,
+        "lm_ids": lm_ids[codes.astype(np.int64)],
+        "tokenizer": fingerprint_id,
+    }
 
 
 def table_bytes(features: Features, rows: list[dict], row_group_rows: int) -> bytes:
@@ -205,9 +222,15 @@ def write_shard(element, out_dir: str, fingerprint_id: str, row_group_rows: int)
         raise ValueError(f"images/{shard}: an image_key occurs more than once")
     sha256 = write_rows(vq_path(out_dir, shard), VQ, rows, row_group_rows)
     rejects_sha256 = write_rows(vq_path(out_dir, REJECT_DIR, shard), REJECTS, rejects, row_group_rows)
-    marker = {"shard": shard, "tokenizer": fingerprint_id, "rows": len(rows), "rejects": len(rejects),
-              "images_sha256": sha256_of(FileSystems.join(out_dir, "images", shard)),
-              "sha256": sha256, "rejects_sha256": rejects_sha256}
+    marker = {
+        "shard": shard,
+        "tokenizer": fingerprint_id,
+        "rows": len(rows),
+        "rejects": len(rejects),
+        "images_sha256": sha256_of(FileSystems.join(out_dir, "images", shard)),
+        "sha256": sha256,
+        "rejects_sha256": rejects_sha256,
+    }
     write_bytes(marker_path(out_dir, shard), json.dumps(marker, indent=2, sort_keys=True).encode() + b"\n")
     return marker
 
@@ -224,8 +247,9 @@ class VqganModelHandler(ModelHandler[np.ndarray, np.ndarray, Any]):
     step asks for a GPU; local runners ignore the hint.
     """
 
-    def __init__(self, model_dir: str, device: str, batch_size: int, precision: str | None = None,
-                 accelerator: str | None = None):
+    def __init__(
+        self, model_dir: str, device: str, batch_size: int, precision: str | None = None, accelerator: str | None = None
+    ):
         super().__init__(min_batch_size=batch_size, max_batch_size=batch_size, large_model=True)
         self.batch_size = batch_size
         self.model_dir = model_dir
@@ -254,26 +278,28 @@ class VqganModelHandler(ModelHandler[np.ndarray, np.ndarray, Any]):
 # ------------------------------------------------------------------ graph and entry point
 
 
-def build_graph(p: beam.Pipeline, out_dir: str, shards: list[str], handler: VqganModelHandler,
-                lm_ids: np.ndarray, fingerprint_id: str, image_size: int, progress: Progress = Progress(None)) -> None:
+def build_graph(
+    p: beam.Pipeline,
+    out_dir: str,
+    shards: list[str],
+    handler: VqganModelHandler,
+    lm_ids: np.ndarray,
+    fingerprint_id: str,
+    image_size: int,
+    progress: Progress = Progress(None),
+) -> None:
     row_group_rows = settings()["row_group_rows"]
     planned = p | "Pending shards" >> beam.Create(shards)
-    images = (
-        planned
-        | "Spread shards" >> beam.Reshuffle()
-        | "Read images" >> beam.FlatMap(read_images, out_dir)
-    )
+    images = planned | "Spread shards" >> beam.Reshuffle() | "Read images" >> beam.FlatMap(read_images, out_dir)
     decoded, failed = images | "Decode" >> beam.Map(decode, image_size).with_exception_handling()
-    codes = (
-        decoded
-        | "Spread images" >> beam.Reshuffle()
-        | "Encode" >> RunInference(KeyedModelHandler(handler))
-    )
+    codes = decoded | "Spread images" >> beam.Reshuffle() | "Encode" >> RunInference(KeyedModelHandler(handler))
     tagged = (
         planned | "Plan" >> beam.Map(lambda shard: (shard, ("plan", None))),
-        codes | "Rows" >> beam.Map(vq_row, lm_ids, fingerprint_id)
+        codes
+        | "Rows" >> beam.Map(vq_row, lm_ids, fingerprint_id)
         | "Tag rows" >> beam.Map(lambda kv: (kv[0], ("row", kv[1]))),
-        failed | "Reject rows" >> beam.Map(reject_row)
+        failed
+        | "Reject rows" >> beam.Map(reject_row)
         | "Tag rejects" >> beam.Map(lambda kv: (kv[0], ("reject", kv[1]))),
     )
     (
@@ -285,20 +311,35 @@ def build_graph(p: beam.Pipeline, out_dir: str, shards: list[str], handler: Vqga
     )
 
 
-def run_tokenize(out_dir: str, model_dir: str, device: str = "cpu", batch_size: int | None = None,
-                 beam_args: list[str] | None = None, precision: str | None = None,
-                 vocabulary: str | None = None, progress: Progress = Progress(None)) -> dict:
+def run_tokenize(
+    out_dir: str,
+    model_dir: str,
+    device: str = "cpu",
+    batch_size: int | None = None,
+    beam_args: list[str] | None = None,
+    precision: str | None = None,
+    vocabulary: str | None = None,
+    progress: Progress = Progress(None),
+) -> dict:
     """Tokenize every not-yet-complete images shard of a build output; return a summary.
 
     ``vocabulary``: Chameleon's ``text_tokenizer.json`` for the code -> LM id map (default code + 4).
-    Holds the output folder's lock (pipelines/out_lock.py) while it writes.
+    Holds the output folder's lock (pipelines/output/out_lock.py) while it writes.
     """
     with locked(out_dir, "tokenize"):
         return _run_tokenize(out_dir, model_dir, device, batch_size, beam_args, precision, vocabulary, progress)
 
 
-def _run_tokenize(out_dir: str, model_dir: str, device: str, batch_size: int | None, beam_args: list[str] | None,
-                  precision: str | None, vocabulary: str | None, progress: Progress) -> dict:
+def _run_tokenize(
+    out_dir: str,
+    model_dir: str,
+    device: str,
+    batch_size: int | None,
+    beam_args: list[str] | None,
+    precision: str | None,
+    vocabulary: str | None,
+    progress: Progress,
+) -> dict:
     from transforms import vqgan
 
     vqgan.require_device(device)
@@ -312,8 +353,9 @@ def _run_tokenize(out_dir: str, model_dir: str, device: str, batch_size: int | N
     if pending:
         progress.started("tokenize")
         progress.add("tokenize", total=sum(image_rows(out_dir, shard) for shard in pending))
-        handler = VqganModelHandler(str(model_dir), device, batch_size or config["batch_size"], precision,
-                                    config["accelerator_hint"])
+        handler = VqganModelHandler(
+            str(model_dir), device, batch_size or config["batch_size"], precision, config["accelerator_hint"]
+        )
         with beam.Pipeline(options=PipelineOptions(beam_args if beam_args else DEFAULT_BEAM_ARGS)) as p:
             build_graph(p, out_dir, pending, handler, mapping.ids, fingerprint["id"], config["image_size"], progress)
     written = [read_json(marker_path(out_dir, shard)) for shard in pending]
@@ -332,35 +374,72 @@ def _run_tokenize(out_dir: str, model_dir: str, device: str, batch_size: int | N
 
 
 @click.command("tokenize", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.option("--out", "out", required=True, type=BUILD_OUTPUT,
-              help="A build's output folder (local or gs://): reads images/, writes vq/ beside them.")
-@click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False),
-              help="Local HF-format ChameleonVQVAE folder (see `cxr-instruct tokenizer convert`).")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=BUILD_OUTPUT,
+    help="A build's output folder (local or gs://): reads images/, writes vq/ beside them.",
+)
+@click.option(
+    "--model",
+    "model_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Local HF-format ChameleonVQVAE folder (see `cxr-instruct tokenizer convert`).",
+)
 @click.option("--device", default="cpu", show_default=True, help="cpu, or cuda[:N] (fails if CUDA is unusable).")
 @click.option("--batch-size", type=int, default=None, help="Images per model call (default: manifests/tokenizer.yaml).")
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default=None,
-              help="Trunk precision (default bf16 on CUDA, fp32 on CPU); distances always fp32.")
-@click.option("--vocabulary", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Chameleon text_tokenizer.json for lm_ids (default: code + 4).")
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16"]),
+    default=None,
+    help="Trunk precision (default bf16 on CUDA, fp32 on CPU); distances always fp32.",
+)
+@click.option(
+    "--vocabulary",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Chameleon text_tokenizer.json for lm_ids (default: code + 4).",
+)
 @click.option("--runner", default="FnApiRunner", show_default=True)
 @click.option("--workers", default=1, show_default=True, help="Local worker processes (multi_processing when > 1).")
 @click.pass_context
-def tokenize_command(ctx: click.Context, out: str, model_dir: str, device: str, batch_size: int | None,
-                     precision: str | None, vocabulary: str | None, runner: str, workers: int) -> None:
+def tokenize_command(
+    ctx: click.Context,
+    out: str,
+    model_dir: str,
+    device: str,
+    batch_size: int | None,
+    precision: str | None,
+    vocabulary: str | None,
+    runner: str,
+    workers: int,
+) -> None:
     """Encode the images table into VQ-GAN codes (OUT/vq). Extra arguments go to Beam."""
     beam_args = [f"--runner={runner}"]
     if workers > 1:
         beam_args += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
     try:
         with watching(runner, Console()) as display:
-            summary = run_tokenize(out, model_dir, device, batch_size, beam_args + list(ctx.args), precision,
-                                   vocabulary, progress=display.reporter if display else Progress(None))
+            summary = run_tokenize(
+                out,
+                model_dir,
+                device,
+                batch_size,
+                beam_args + list(ctx.args),
+                precision,
+                vocabulary,
+                progress=display.reporter if display else Progress(None),
+            )
     except OutputLocked as in_use:
         click.echo(f"tokenize: {in_use}", err=True)
         raise SystemExit(2)
-    click.echo(f"tokenizer {summary['tokenizer']}: {summary['images']} images encoded, "
-               f"{summary['rejects']} rejected, {len(summary['written'])} shards written, "
-               f"{len(summary['skipped'])} already complete")
+    click.echo(
+        f"tokenizer {summary['tokenizer']}: {summary['images']} images encoded, "
+        f"{summary['rejects']} rejected, {len(summary['written'])} shards written, "
+        f"{len(summary['skipped'])} already complete"
+    )
 
 
 @click.group("tokenizer")
@@ -370,18 +449,24 @@ def tokenizer_group() -> None:
 
 @tokenizer_group.command("convert")
 @click.option("--ckpt", required=True, type=click.Path(exists=True, dir_okay=False), help="Meta's vqgan.ckpt")
-@click.option("--yaml", "yaml_path", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Meta's vqgan.yaml")
+@click.option(
+    "--yaml", "yaml_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Meta's vqgan.yaml"
+)
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Model folder to write.")
-@click.option("--allow-unsafe-pickle", is_flag=True,
-              help="Fall back to torch.load(weights_only=False) if needed (trusted files only).")
+@click.option(
+    "--allow-unsafe-pickle",
+    is_flag=True,
+    help="Fall back to torch.load(weights_only=False) if needed (trusted files only).",
+)
 def convert_command(ckpt: str, yaml_path: str, out: str, allow_unsafe_pickle: bool) -> None:
     """Convert vqgan.ckpt + vqgan.yaml into an HF-format encoder folder (decoder keys dropped)."""
     from transforms.vqgan import convert_checkpoint
 
     summary = convert_checkpoint(ckpt, yaml_path, out, allow_unsafe_pickle)
-    click.echo(f"wrote {out}: {summary['kept_keys']} keys kept, {summary['dropped_keys']} dropped "
-               f"({', '.join(summary['dropped_prefixes']) or 'none'})")
+    click.echo(
+        f"wrote {out}: {summary['kept_keys']} keys kept, {summary['dropped_keys']} dropped "
+        f"({', '.join(summary['dropped_prefixes']) or 'none'})"
+    )
 
 
 @tokenizer_group.command("tiny")

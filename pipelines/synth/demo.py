@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.build import run_build
+from pipelines.beam.build import run_build
 from pipelines.synth import generate
 from schemas.config import load_config
 
 
-def synthetic_build(corpus_dir: Path, out_dir: Path, studies: int, seed: int = 0,
-                    without: tuple[str, ...] = ()) -> Path:
+def synthetic_build(
+    corpus_dir: Path, out_dir: Path, studies: int, seed: int = 0, without: tuple[str, ...] = ()
+) -> Path:
     """``cxr-instruct synth`` into ``corpus_dir`` then ``cxr-instruct build`` into ``out_dir`` (the sources
     in ``without`` disabled); returns ``out_dir``."""
     corpus = generate(corpus_dir, studies=studies, seed=seed)

@@ -42,15 +42,16 @@ from transforms.hashing import stable_hash
 from transforms.images import resize_canvas, resize_png
 
 
-
 class LoaderError(ValueError):
     """The build output does not support the requested mixture (missing split, stale weights, missing image)."""
 
 
-def mixture_probabilities(rows: dict[str, dict[str, int]], task_weights: dict[str, float],
-                          source_weights: dict[str, float] | None = None,
-                          task_source_weights: dict[str, dict[str, float]] | None = None,
-                          ) -> dict[tuple[str, str], float]:
+def mixture_probabilities(
+    rows: dict[str, dict[str, int]],
+    task_weights: dict[str, float],
+    source_weights: dict[str, float] | None = None,
+    task_source_weights: dict[str, dict[str, float]] | None = None,
+) -> dict[tuple[str, str], float]:
     """Probability of each (task, source) pool; pools without rows get none.
 
     ``rows`` is {task: {source: row count in the split}}. Each pool gets a mass, and the masses are
@@ -73,7 +74,9 @@ def mixture_probabilities(rows: dict[str, dict[str, int]], task_weights: dict[st
         if source_weights is not None:
             missing = sorted(set(sources) - set(source_weights))
             if missing:
-                raise LoaderError(f"source_weights names no weight for {missing} (task {task}); give 0 to leave one out")
+                raise LoaderError(
+                    f"source_weights names no weight for {missing} (task {task}); give 0 to leave one out"
+                )
             within = {s: source_weights[s] for s in sources}
             total = sum(within.values())
         elif task in task_source_weights:
@@ -128,18 +131,33 @@ def _locations(paths: list[str], column: str) -> tuple[list, np.ndarray, np.ndar
             groups.append(np.full(len(column_values), group, np.int32))
             offsets.append(np.arange(len(column_values), dtype=np.int32))
     empty = np.zeros(0, np.int32)
-    return (values, np.concatenate(shard_ids or [empty]), np.concatenate(groups or [empty]),
-            np.concatenate(offsets or [empty]))
+    return (
+        values,
+        np.concatenate(shard_ids or [empty]),
+        np.concatenate(groups or [empty]),
+        np.concatenate(offsets or [empty]),
+    )
 
 
 class MixtureStream:
     """The sampling and decoding logic, without torch; :func:`mixture_dataset` wraps it for DataLoader."""
 
-    def __init__(self, out: str | Path, profile: str, split: str = "train", seed: int = 0,
-                 samples_per_epoch: int | None = None, epochs: int | None = None,
-                 source_weights: dict[str, float] | None = None, decode_images: bool = True,
-                 transform: Callable[[dict], object] | None = None, rank: int = 0, world_size: int = 1,
-                 cache_groups: int = 4, image_size: int | Literal["profile"] | None = "profile"):
+    def __init__(
+        self,
+        out: str | Path,
+        profile: str,
+        split: str = "train",
+        seed: int = 0,
+        samples_per_epoch: int | None = None,
+        epochs: int | None = None,
+        source_weights: dict[str, float] | None = None,
+        decode_images: bool = True,
+        transform: Callable[[dict], object] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        cache_groups: int = 4,
+        image_size: int | Literal["profile"] | None = "profile",
+    ):
         root = Path(out) / "instructions" / profile
         weights_path = root / "weights.json"
         if not weights_path.is_file():
@@ -160,12 +178,15 @@ class MixtureStream:
         for task, source in zip(tasks.tolist(), sources.tolist()):
             rows.setdefault(task, {}).setdefault(source, 0)
             rows[task][source] += 1
-        declared = {t: {s: n[split] for s, n in spec["rows"].items() if n.get(split)}
-                    for t, spec in weights["tasks"].items()}
+        declared = {
+            t: {s: n[split] for s, n in spec["rows"].items() if n.get(split)} for t, spec in weights["tasks"].items()
+        }
         if {t: s for t, s in declared.items() if s} != rows:
             raise LoaderError(f"{weights_path} rows for split {split!r} {declared} disagree with the shards {rows}")
         task_weights = {t: spec["weight"] for t, spec in weights["tasks"].items()}
-        task_source_weights = {t: spec["source_weights"] for t, spec in weights["tasks"].items() if "source_weights" in spec}
+        task_source_weights = {
+            t: spec["source_weights"] for t, spec in weights["tasks"].items() if "source_weights" in spec
+        }
         probabilities = mixture_probabilities(rows, task_weights, source_weights, task_source_weights)
         self.pools = sorted(probabilities)
         self.pool_probabilities = np.array([probabilities[p] for p in self.pools])
@@ -175,12 +196,23 @@ class MixtureStream:
 
         self.image_shards = sorted(str(p) for p in (Path(out) / "images").glob(f"{split}-*.parquet"))
         image_keys, shard_ids, groups, offsets = _locations(self.image_shards, "image_key")
-        self.image_location = {k: (int(s), int(g), int(o)) for k, s, g, o in zip(image_keys, shard_ids, groups, offsets)}
-        referenced = {k for path in self.shards for k in pq.read_table(path, columns=["image_keys"])
-                      .column("image_keys").combine_chunks().flatten().to_pylist()}
+        self.image_location = {
+            k: (int(s), int(g), int(o)) for k, s, g, o in zip(image_keys, shard_ids, groups, offsets)
+        }
+        referenced = {
+            k
+            for path in self.shards
+            for k in pq.read_table(path, columns=["image_keys"])
+            .column("image_keys")
+            .combine_chunks()
+            .flatten()
+            .to_pylist()
+        }
         missing = sorted(referenced - self.image_location.keys())
         if missing:
-            raise LoaderError(f"{len(missing)} images of {profile}/{split} rows are not in {out}/images, e.g. {missing[:3]}")
+            raise LoaderError(
+                f"{len(missing)} images of {profile}/{split} rows are not in {out}/images, e.g. {missing[:3]}"
+            )
         self._row_cache = _GroupCache(None, cache_groups)
         self._image_cache = _GroupCache(["image"], cache_groups)
         self._plan: tuple[int, np.ndarray] | None = None
@@ -217,8 +249,9 @@ class MixtureStream:
     def row(self, position: int) -> dict:
         """The instruction row at a stream position, as stored (no images)."""
         row_id = self.row_at(position)
-        return self._row_cache.row(self.shards[self.row_shard[row_id]], int(self.row_group[row_id]),
-                                   int(self.row_offset[row_id]))
+        return self._row_cache.row(
+            self.shards[self.row_shard[row_id]], int(self.row_group[row_id]), int(self.row_offset[row_id])
+        )
 
     def row_task(self, row_id: int) -> str:
         """The task of a row (an index into this split's rows, as :meth:`epoch_rows` gives them)."""
@@ -257,8 +290,13 @@ class MixtureStream:
         next run starts after the largest, skipping at most ``workers x batch_size`` samples.
         """
         position = self.position if consumed_positions is None else int(max(consumed_positions)) + 1
-        return {"position": position, "profile": self.profile, "split": self.split, "seed": self.seed,
-                "samples_per_epoch": self.samples_per_epoch}
+        return {
+            "position": position,
+            "profile": self.profile,
+            "split": self.split,
+            "seed": self.seed,
+            "samples_per_epoch": self.samples_per_epoch,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         for key in ("profile", "split", "seed", "samples_per_epoch"):

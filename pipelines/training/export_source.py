@@ -89,7 +89,7 @@ def profile_settings(out: str | Path, profile: str) -> dict:
 @dataclass(frozen=True)
 class Mixture:
     """``--mixture``: the train split written as ``samples`` rows drawn by the profile's weights
-    (:class:`pipelines.loader.MixtureStream`, epoch 0 of ``seed``) instead of each row once."""
+    (:class:`pipelines.training.loader.MixtureStream`, epoch 0 of ``seed``) instead of each row once."""
 
     samples: int | None = None  # default: the split's row count
     seed: int = 0
@@ -105,13 +105,14 @@ def mixture_rows(out: str | Path, profile: str, mixture: Mixture) -> tuple[Itera
 
     Every row group that holds a sampled row is read once, in file order; the distinct sampled rows are
     kept as one Arrow table (their text, no images) and emitted in stream order."""
-    from pipelines.loader import LoaderError, MixtureStream
+    from pipelines.training.loader import LoaderError, MixtureStream
 
     if str(out).startswith("gs://"):
         raise ExportError("--mixture reads a local build; copy OUT locally first (gsutil -m cp -r)")
     try:
-        stream = MixtureStream(out, profile, split=mixture.split, seed=mixture.seed,
-                               samples_per_epoch=mixture.samples, decode_images=False)
+        stream = MixtureStream(
+            out, profile, split=mixture.split, seed=mixture.seed, samples_per_epoch=mixture.samples, decode_images=False
+        )
     except LoaderError as error:
         raise ExportError(f"--mixture: {error}") from error
     plan = stream.epoch_rows(0)
@@ -131,16 +132,35 @@ def mixture_rows(out: str | Path, profile: str, mixture: Mixture) -> tuple[Itera
         expected[task] += probability
     realised = Counter(stream.row_task(int(row)) for row in plan.tolist())
     weighted = profile_settings(out, profile)["tasks"]
-    tasks = {task: {"expected": round(expected[task], 6), "realised": round(realised[task] / len(plan), 6),
-                    "samples": realised[task]} for task in sorted(expected)}
-    tasks.update({task: {"expected": 0.0, "realised": 0.0, "samples": 0, "no_weighted_rows": True}
-                  for task, spec in sorted(weighted.items()) if spec["weight"] > 0 and task not in expected})
-    never = [{"task": task, "source": source, "rows": splits[mixture.split]}
-             for task, spec in sorted(weighted.items()) if "source_weights" in spec
-             for source, splits in sorted(spec["rows"].items())
-             if splits.get(mixture.split) and not spec["source_weights"].get(source)]
-    shares = {"split": mixture.split, "seed": mixture.seed, "samples": int(len(plan)),
-              "tasks": dict(sorted(tasks.items())), "rows_without_weight": never}
+    tasks = {
+        task: {
+            "expected": round(expected[task], 6),
+            "realised": round(realised[task] / len(plan), 6),
+            "samples": realised[task],
+        }
+        for task in sorted(expected)
+    }
+    tasks.update(
+        {
+            task: {"expected": 0.0, "realised": 0.0, "samples": 0, "no_weighted_rows": True}
+            for task, spec in sorted(weighted.items())
+            if spec["weight"] > 0 and task not in expected
+        }
+    )
+    never = [
+        {"task": task, "source": source, "rows": splits[mixture.split]}
+        for task, spec in sorted(weighted.items())
+        if "source_weights" in spec
+        for source, splits in sorted(spec["rows"].items())
+        if splits.get(mixture.split) and not spec["source_weights"].get(source)
+    ]
+    shares = {
+        "split": mixture.split,
+        "seed": mixture.seed,
+        "samples": len(plan),
+        "tasks": dict(sorted(tasks.items())),
+        "rows_without_weight": never,
+    }
     return (rows.slice(position_of[row_id], 1).to_pylist()[0] for row_id in plan.tolist()), shares
 
 
@@ -158,8 +178,11 @@ def file_entry(root: Path, path: Path, rows: int | None = None) -> dict:
 def write_report(staging: Path, report: dict, rows_per_file: dict[str, int]) -> dict:
     """``export.json`` in the staged folder: the report plus every file under it (sorted), with sizes,
     checksums and, for the files that hold rows, their row counts."""
-    files = [file_entry(staging, path, rows_per_file.get(path.relative_to(staging).as_posix()))
-             for path in sorted(staging.rglob("*")) if path.is_file()]
+    files = [
+        file_entry(staging, path, rows_per_file.get(path.relative_to(staging).as_posix()))
+        for path in sorted(staging.rglob("*"))
+        if path.is_file()
+    ]
     unknown = sorted(set(rows_per_file) - {entry["path"] for entry in files})
     if unknown:
         raise ExportError(f"export wrote no file {unknown[0]!r} that it counted rows for")
@@ -184,12 +207,15 @@ def _check_replaceable(dest: Path) -> None:
             raise KeyError("format")
         listed = {entry["path"] for entry in report["files"]} | {REPORT_FILE}
     except (OSError, ValueError, KeyError, TypeError):
-        raise ExportError(f"{dest} holds files and is not an export (no readable {REPORT_FILE}); choose an empty "
-                          "or new folder") from None
+        raise ExportError(
+            f"{dest} holds files and is not an export (no readable {REPORT_FILE}); choose an empty or new folder"
+        ) from None
     extra = [path for path in present if path not in listed]
     if extra:
-        raise ExportError(f"{dest} holds {len(extra)} files its {REPORT_FILE} does not list (e.g. {extra[0]}); "
-                          "an export never deletes them: move them out or choose another folder")
+        raise ExportError(
+            f"{dest} holds {len(extra)} files its {REPORT_FILE} does not list (e.g. {extra[0]}); "
+            "an export never deletes them: move them out or choose another folder"
+        )
 
 
 def _recover(dest: Path) -> None:

@@ -1,10 +1,10 @@
 """The build: one Beam graph from the six native sources to the output tables.
 
-read (pipelines/read.py: each source's plan, in parallel over files and keys) -> join (CoGroupByKey
+read (pipelines/beam/read.py: each source's plan, in parallel over files and keys) -> join (CoGroupByKey
 on image_key) -> split -> group by images shard -> image -> geometry
--> language (pipelines/image_stage.py: writes ``images/`` and a checkpoint per shard) -> severity
-IDF (fitted on train) -> tasks per images shard (pipelines/task_stage.py: studies and patients are
-whole inside a shard; rows go to fragment files) -> write (pipelines/write.py: fragments cut into
+-> language (pipelines/beam/image_stage.py: writes ``images/`` and a checkpoint per shard) -> severity
+IDF (fitted on train) -> tasks per images shard (pipelines/beam/task_stage.py: studies and patients are
+whole inside a shard; rows go to fragment files) -> write (pipelines/beam/write.py: fragments cut into
 Parquet shards) -> manifest.json [-> tokenize, when configured]
 
 Stage logic lives in ``transforms``; this module only routes, groups, guards and writes. Past the
@@ -12,7 +12,7 @@ join, per-image data stays in files: the PCollections carry shard references, co
 (before it, packed records), so a local run's memory grows little with the corpus. Every failure
 becomes a reject row with its stage; ``manifest.json`` reconciles ``read = written + rejected +
 filtered`` per source. A build killed midway and run again reuses the images shards it finished
-(see pipelines/image_stage.py).
+(see pipelines/beam/image_stage.py).
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pvalue import TaggedOutput
 
-from pipelines.grouping import unpack_all
-from pipelines.image_stage import ImageStage, translation_fingerprint, unit_entry, work_dir
-from pipelines.manifest import Manifest, input_fingerprints
-from pipelines.out_lock import clear_previous_build, locked, remove_orphan_shards
-from pipelines.progress import PROGRESS_EVERY, Progress
-from pipelines.read import ReadSources
-from pipelines.severity_fit import FitSeverityIdf
-from pipelines.task_stage import RunTasks
-from pipelines.write import WriteFragments, WriteTables, prepare
+from pipelines.beam.grouping import unpack_all
+from pipelines.beam.image_stage import ImageStage, translation_fingerprint, unit_entry, work_dir
+from pipelines.beam.progress import PROGRESS_EVERY, Progress
+from pipelines.beam.read import ReadSources
+from pipelines.beam.severity_fit import FitSeverityIdf
+from pipelines.beam.task_stage import RunTasks
+from pipelines.beam.write import WriteFragments, WriteTables, prepare
+from pipelines.output.manifest import Manifest, input_fingerprints
+from pipelines.output.out_lock import clear_previous_build, locked, remove_orphan_shards
 from schemas.config import BuildConfig
 from schemas.records import Reject
 from transforms import io
@@ -75,8 +75,14 @@ class JoinUnits(beam.DoFn):
 # ------------------------------------------------------------------ graph
 
 
-def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dict,
-                progress: Progress = Progress(None), plans: dict[str, ReadPlan] | None = None) -> None:
+def build_graph(
+    p: beam.Pipeline,
+    config: BuildConfig,
+    out_dir: str,
+    inputs: dict,
+    progress: Progress = Progress(None),
+    plans: dict[str, ReadPlan] | None = None,
+) -> None:
     sources = config.enabled_sources()
     plans = plans if plans is not None else read_plans(config)
     profiles = [load_profile(name) for name in config.profiles]
@@ -92,21 +98,37 @@ def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dic
     rejects.append(joined.rejects)
     roots = {name: src.root for name, src in sources.items()}
     per_image = joined.units | "Per-image stages" >> ImageStage(
-        out_dir, config.rows_per_shard.images, config.image_size, max_vertices, roots, progress,
-        png_compression=config.png_compression, fingerprint=config.fingerprint, translation=config.translation)
+        out_dir,
+        config.rows_per_shard.images,
+        config.image_size,
+        max_vertices,
+        roots,
+        progress,
+        png_compression=config.png_compression,
+        fingerprint=config.fingerprint,
+        translation=config.translation,
+    )
     rejects.append(per_image.rejects)
     events.append(per_image.events)
     # MediVLM's severity: the IDF table is fitted on the train split only, then applied to all rows.
     severity_idf = per_image.severity_terms | "Fit severity IDF" >> beam.CombineGlobally(FitSeverityIdf())
     tasks = per_image.checkpoints | "Tasks per images shard" >> beam.ParDo(
-        RunTasks(out_dir, profiles, config.seed, progress), idf_table=beam.pvalue.AsSingleton(severity_idf),
+        RunTasks(out_dir, profiles, config.seed, progress),
+        idf_table=beam.pvalue.AsSingleton(severity_idf),
     ).with_outputs("rejects", "instruction_counts", main="fragments")
     rejects.append(tasks.rejects)
 
     all_rejects = rejects | "All rejects" >> beam.Flatten()
-    events.append(all_rejects | "Reject events" >> beam.Map(
-        lambda r: ((r.source, f"{r.kind}:{r.stage}" if r.level == "record" else f"item-{r.kind}:{r.stage}:{r.reason}"),
-                   1)))
+    events.append(
+        all_rejects
+        | "Reject events"
+        >> beam.Map(
+            lambda r: (
+                (r.source, f"{r.kind}:{r.stage}" if r.level == "record" else f"item-{r.kind}:{r.stage}:{r.reason}"),
+                1,
+            )
+        )
+    )
     written_rows = tasks.fragments | "Write" >> WriteFragments(out_dir, config.rows_per_shard.model_dump(), progress)
     written_rejects = (
         all_rejects
@@ -124,14 +146,20 @@ def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dic
         | "Patients in several splits" >> beam.Filter(lambda kv: kv[1] > 1)
         | "Patient keys" >> beam.Keys()
     )
-    manifest = Manifest(config=config, inputs=inputs, profiles=profiles,
-                        translation=None if config.translation is None else translation_fingerprint(config.translation))
+    manifest = Manifest(
+        config=config,
+        inputs=inputs,
+        profiles=profiles,
+        translation=None if config.translation is None else translation_fingerprint(config.translation),
+    )
     (
         p
         | "Manifest seed" >> beam.Create([None])
-        | "Manifest" >> beam.Map(
+        | "Manifest"
+        >> beam.Map(
             lambda _, counts, shards, straddling, instruction_counts, severity_idf: manifest.write(
-                out_dir, counts, shards, straddling, instruction_counts, severity_idf),
+                out_dir, counts, shards, straddling, instruction_counts, severity_idf
+            ),
             counts=beam.pvalue.AsList(counts),
             shards=beam.pvalue.AsList(shards),
             straddling=beam.pvalue.AsList(straddling),
@@ -141,17 +169,23 @@ def build_graph(p: beam.Pipeline, config: BuildConfig, out_dir: str, inputs: dic
     )
 
 
-def run_build(config: BuildConfig, out_dir: str, beam_args: list[str] | None = None,
-              progress: Progress = Progress(None), inputs: dict | None = None,
-              plans: dict[str, ReadPlan] | None = None, replace: bool = False) -> dict:
+def run_build(
+    config: BuildConfig,
+    out_dir: str,
+    beam_args: list[str] | None = None,
+    progress: Progress = Progress(None),
+    inputs: dict | None = None,
+    plans: dict[str, ReadPlan] | None = None,
+    replace: bool = False,
+) -> dict:
     """Run the build (and the tokenizer stage when the config has one); return the manifest. The
-    stages report what they finish through ``progress`` (pipelines/progress.py); ``plans`` and
+    stages report what they finish through ``progress`` (pipelines/beam/progress.py); ``plans`` and
     ``inputs`` are the read plans and input fingerprints when the caller has already made them.
 
     The build holds ``out_dir``'s lock throughout (another build or tokenize there raises
-    :class:`pipelines.out_lock.OutputLocked`). An older finished build in ``out_dir`` is cleared first
-    when it has this config (or ``replace``), else :class:`pipelines.out_lock.OtherBuildInOutput` is
-    raised (:func:`pipelines.out_lock.clear_previous_build`)."""
+    :class:`pipelines.output.out_lock.OutputLocked`). An older finished build in ``out_dir`` is cleared first
+    when it has this config (or ``replace``), else :class:`pipelines.output.out_lock.OtherBuildInOutput` is
+    raised (:func:`pipelines.output.out_lock.clear_previous_build`)."""
     plans = plans if plans is not None else read_plans(config)
     inputs = inputs if inputs is not None else input_fingerprints(config, plans)
     with locked(out_dir, "build"):
@@ -166,9 +200,17 @@ def run_build(config: BuildConfig, out_dir: str, beam_args: list[str] | None = N
         remove_orphan_shards(out_dir, Manifest.read(out_dir))
         io.remove_tree(work_dir(out_dir))
         if config.tokenizer is not None:
-            from pipelines.tokenize import run_tokenize
+            from pipelines.beam.tokenize import run_tokenize
 
             tok = config.tokenizer
-            run_tokenize(out_dir, tok.model, device=tok.device, batch_size=tok.batch_size, beam_args=beam_args,
-                         precision=tok.precision, vocabulary=tok.vocabulary, progress=progress)
+            run_tokenize(
+                out_dir,
+                tok.model,
+                device=tok.device,
+                batch_size=tok.batch_size,
+                beam_args=beam_args,
+                precision=tok.precision,
+                vocabulary=tok.vocabulary,
+                progress=progress,
+            )
         return Manifest.read(out_dir)

@@ -24,9 +24,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import manifests
-from pipelines.manifest import Manifest, record_view_files
-from pipelines.table_files import column_batches, count_by, parquet_rows, table_files
-from pipelines.write import write_atomically
+from pipelines.beam.write import write_atomically
+from pipelines.output.manifest import Manifest, record_view_files
+from pipelines.output.table_files import column_batches, count_by, parquet_rows, table_files
 from transforms import io
 from transforms.splits import SPLIT_ORDER
 from transforms.tasks import load_profile, method_name
@@ -74,8 +74,11 @@ def annotation_statistics(files: list[str], stats: CardStats) -> None:
         for name in names.to_pylist():
             if name not in stats.finding_order:
                 stats.finding_order.append(name)
-        grouped = pa.table({"name": names, "presence": presence}).group_by(["name", "presence"]).aggregate(
-            [([], "count_all")])
+        grouped = (
+            pa.table({"name": names, "presence": presence})
+            .group_by(["name", "presence"])
+            .aggregate([([], "count_all")])
+        )
         for row in grouped.to_pylist():
             stats.findings[(row["name"], row["presence"])] += row["count_all"]
         boxes.append(pc.list_value_length(batch.column("boxes")).fill_null(0).to_numpy())
@@ -90,7 +93,7 @@ def annotation_statistics(files: list[str], stats: CardStats) -> None:
 
 def tokenizer_fingerprints(files: list[str | Path]) -> list[str]:
     """Distinct fingerprint ids in the vq table's ``tokenizer`` column (``vq/tokenizer.json`` holds the
-    full fingerprint; see pipelines/tokenize.py)."""
+    full fingerprint; see pipelines/beam/tokenize.py)."""
     if not files:
         return []
     with io.open_file(str(files[0])) as handle:
@@ -138,10 +141,12 @@ def hf_configs(tables: dict[str, dict[str, int]]) -> list[dict]:
         if name in owner:
             raise ValueError(f"tables {owner[name]!r} and {table_dir!r} both make card config {name!r}")
         owner[name] = table_dir
-        configs.append({
-            "config_name": name,
-            "data_files": [{"split": split, "path": f"{table_dir}/{split}-*.parquet"} for split in present],
-        })
+        configs.append(
+            {
+                "config_name": name,
+                "data_files": [{"split": split, "path": f"{table_dir}/{split}-*.parquet"} for split in present],
+            }
+        )
     for entry in configs:
         if entry["config_name"] == "images":
             entry["default"] = True
@@ -198,15 +203,20 @@ def licence_section(sources: dict, used: list[str]) -> str:
         entry = sources["sources"][name]
         public = "yes" if classes[entry["access"]]["public_ok"] else "no"
         rows.append([entry["name"], entry["access"], entry["licence"], public, f"`{entry['licence_id']}`"])
-    notes = "\n".join(f"- **{sources['sources'][n]['name']}** ({sources['sources'][n]['url']}): "
-                      f"{sources['sources'][n]['access_note']}" for n in used)
-    return "\n\n".join([
-        markdown_table(["source", "access", "licence", "public release allowed", "licence id"], rows),
-        notes,
-        "Every row carries the obligations of the sources it derives from. `cxr-instruct publish` pushes to "
-        "a private repository by default and refuses a public one while any source above does not allow "
-        "it, unless `--accept-licence <licence id>` names each such licence.",
-    ])
+    notes = "\n".join(
+        f"- **{sources['sources'][n]['name']}** ({sources['sources'][n]['url']}): "
+        f"{sources['sources'][n]['access_note']}"
+        for n in used
+    )
+    return "\n\n".join(
+        [
+            markdown_table(["source", "access", "licence", "public release allowed", "licence id"], rows),
+            notes,
+            "Every row carries the obligations of the sources it derives from. `cxr-instruct publish` pushes to "
+            "a private repository by default and refuses a public one while any source above does not allow "
+            "it, unless `--accept-licence <licence id>` names each such licence.",
+        ]
+    )
 
 
 def instruction_rows(instructions: dict) -> list[list]:
@@ -225,17 +235,26 @@ def profile_sections(manifest: dict) -> str:
     for name in manifest["profiles"]:
         profile = load_profile(name)
         method = method_name(name)
-        rows = {task: sum(n for per_split in per_source.values() for n in per_split.values())
-                for task, per_source in manifest["instructions"].get(name, {}).items()}
-        tasks = ", ".join(f"`{task}` (weight {spec.weight:g}, {rows.get(task, 0):,} rows)"
-                          for task, spec in profile.tasks.items())
-        size = (f" Images at {profile.image_size}x{profile.image_size}, the paper's input size: `export` and the "
-                "loader resize the letterboxed canvas." if profile.image_size else "")
+        rows = {
+            task: sum(n for per_split in per_source.values() for n in per_split.values())
+            for task, per_source in manifest["instructions"].get(name, {}).items()
+        }
+        tasks = ", ".join(
+            f"`{task}` (weight {spec.weight:g}, {rows.get(task, 0):,} rows)" for task, spec in profile.tasks.items()
+        )
+        size = (
+            f" Images at {profile.image_size}x{profile.image_size}, the paper's input size: `export` and the "
+            "loader resize the letterboxed canvas."
+            if profile.image_size
+            else ""
+        )
         text = f"### {name} ({method})\n\n{' '.join(profile.description.split())}{size} Tasks: {tasks}."
         idf = manifest.get("severity_idf")
         if name == "medivlm" and idf:
-            text += (f" Severity scores: `{idf['version']}`, fitted on {idf['n_documents']:,} train reports "
-                     f"(raw TF-IDF sum {idf['min']:.3f} .. {idf['max']:.3f} mapped to 0 .. 1).")
+            text += (
+                f" Severity scores: `{idf['version']}`, fitted on {idf['n_documents']:,} train reports "
+                f"(raw TF-IDF sum {idf['min']:.3f} .. {idf['max']:.3f} mapped to 0 .. 1)."
+            )
         parts.append(text)
     return "\n\n".join(parts)
 
@@ -244,14 +263,23 @@ def source_rows(manifest: dict, stats: CardStats) -> list[list]:
     rows = []
     for source, entry in manifest["counts"].items():
         images = {split: n for (src, split), n in stats.images.items() if src == source}
-        rows.append([source, entry["read"], entry["written"], sum(entry["rejected"].values()),
-                     sum(entry["filtered"].values()), *split_columns(images, list(SPLITS))])
+        rows.append(
+            [
+                source,
+                entry["read"],
+                entry["written"],
+                sum(entry["rejected"].values()),
+                sum(entry["filtered"].values()),
+                *split_columns(images, list(SPLITS)),
+            ]
+        )
     return rows
 
 
 def finding_rows(stats: CardStats) -> list[list]:
-    return [[name, *(stats.findings.get((name, value), 0) for value, _ in PRESENCE_COLUMNS)]
-            for name in stats.finding_order]
+    return [
+        [name, *(stats.findings.get((name, value), 0) for value, _ in PRESENCE_COLUMNS)] for name in stats.finding_order
+    ]
 
 
 def reject_rows(stats: CardStats) -> list[list]:
@@ -261,8 +289,11 @@ def reject_rows(stats: CardStats) -> list[list]:
 def fingerprint_text(stats: CardStats) -> str:
     if not stats.tokenizer_fingerprints:
         return "not tokenized (no `vq/` table in this output)."
-    return "VQ-GAN codes in `vq/`, tokenizer fingerprint id(s): " + ", ".join(
-        f"`{fp}`" for fp in stats.tokenizer_fingerprints) + " (full fingerprint in `vq/tokenizer.json`)."
+    return (
+        "VQ-GAN codes in `vq/`, tokenizer fingerprint id(s): "
+        + ", ".join(f"`{fp}`" for fp in stats.tokenizer_fingerprints)
+        + " (full fingerprint in `vq/tokenizer.json`)."
+    )
 
 
 def loading_section(configs: list[dict]) -> str:
@@ -275,14 +306,14 @@ def loading_section(configs: list[dict]) -> str:
         import datasets
 
         # from a local copy of this folder: by config (splits train, validation, test where present) ...
-        rows = datasets.load_dataset(".", "{instruction['config_name']}", split="{split}")
+        rows = datasets.load_dataset(".", "{instruction["config_name"]}", split="{split}")
         # ... or by file glob
         rows = datasets.load_dataset("parquet", data_files="{glob}", split="train")
         images = datasets.load_dataset("parquet", data_files="images/train-*.parquet", split="train")
         images[0]["image"]  # PIL image, 512x512, letterboxed
 
         # from the Hub (after `cxr-instruct publish`): one config per table and per profile/task
-        rows = datasets.load_dataset("<user>/<repo>", "{instruction['config_name']}", split="{split}")
+        rows = datasets.load_dataset("<user>/<repo>", "{instruction["config_name"]}", split="{split}")
         ```
 
         Instruction rows name their images in `image_keys`; join them to `images` and `annotations` on
@@ -303,20 +334,31 @@ def render_card(manifest: dict, stats: CardStats, sources: dict, tables: dict, p
         f"Built by cxr-instruct {manifest['versions'].get('cxr-instruct', '?')} from "
         f"{', '.join(sources['sources'][s]['name'] for s in used)}; profiles: {', '.join(profiles) or 'none'}. "
         f"Build checks: " + ", ".join(f"{k} = {v}" for k, v in manifest["checks"].items()) + ".",
-        "## Licences and access", licence_section(sources, used),
+        "## Licences and access",
+        licence_section(sources, used),
         "## Contents",
         "Per source: inputs read, written, rejected and filtered (`read = written + rejected + filtered`), "
         "and images per split.",
-        markdown_table(["source", "read", "written", "rejected", "filtered", *(f"images {s}" for s in SPLITS),
-                        "images"],
-                       source_rows(manifest, stats)),
+        markdown_table(
+            ["source", "read", "written", "rejected", "filtered", *(f"images {s}" for s in SPLITS), "images"],
+            source_rows(manifest, stats),
+        ),
         "Instruction rows per profile, task and source:",
         markdown_table(["profile", "task", "source", *SPLITS, "total"], instruction_rows(manifest["instructions"])),
         "Rows per table and split:",
-        markdown_table(["config", "table", "rows per split"],
-                       [[config_name(t), f"`{t}/`", ", ".join(f"{s} {n}" for s, n in sorted(
-                           splits.items(), key=lambda kv: split_order(kv[0])))] for t, splits in sorted(tables.items())]),
-        "## Profiles", profile_sections(manifest),
+        markdown_table(
+            ["config", "table", "rows per split"],
+            [
+                [
+                    config_name(t),
+                    f"`{t}/`",
+                    ", ".join(f"{s} {n}" for s, n in sorted(splits.items(), key=lambda kv: split_order(kv[0]))),
+                ]
+                for t, splits in sorted(tables.items())
+            ],
+        ),
+        "## Profiles",
+        profile_sections(manifest),
         "## Label distribution",
         "Harmonised findings (CheXpert-14 taxonomy), images per presence value. Null means the source did "
         "not annotate the finding; it is never counted as absent.",
@@ -325,19 +367,27 @@ def render_card(manifest: dict, stats: CardStats, sources: dict, tables: dict, p
         "## Rejects",
         "Every input that did not reach the tables, by source, stage, kind and reason "
         "(`rejects` config; `level` = record or item in the table).",
-        markdown_table(["source", "stage", "kind", "reason", "rows"], reject_rows(stats)) if stats.rejects
+        markdown_table(["source", "stage", "kind", "reason", "rows"], reject_rows(stats))
+        if stats.rejects
         else "No rejects.",
-        "## Tokenizer", fingerprint_text(stats),
-        "## Loading", loading_section(meta["configs"]),
+        "## Tokenizer",
+        fingerprint_text(stats),
+        "## Loading",
+        loading_section(meta["configs"]),
         "## Citations",
         "Datasets:",
         "```bibtex\n" + "\n\n".join(sources["sources"][s]["citation"] for s in used) + "\n```",
         "Methods the profiles follow:",
-        "```bibtex\n" + "\n\n".join(sources["methods"][p]["citation"] for p in profiles
-                                      if sources["methods"].get(p, {}).get("citation"))
+        "```bibtex\n"
+        + "\n\n".join(
+            sources["methods"][p]["citation"] for p in profiles if sources["methods"].get(p, {}).get("citation")
+        )
         + "\n```",
-        *[f"{method_name(p)} (profile `{p}`) has no citation entry here; cite its authors' publication."
-          for p in profiles if not sources["methods"].get(p, {}).get("citation")],
+        *[
+            f"{method_name(p)} (profile `{p}`) has no citation entry here; cite its authors' publication."
+            for p in profiles
+            if not sources["methods"].get(p, {}).get("citation")
+        ],
     ]
     header = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=120)
     return f"---\n{header}---\n\n" + "\n\n".join(body) + "\n"
@@ -393,8 +443,15 @@ def plot_ctr(stats: CardStats, path: str) -> None:
     axes.hist(stats.ctr, bins=np.linspace(0.2, 0.9, 36))
     for band in manifests.load("ctr_bands.yaml")["bands"][1:]:
         axes.axvline(band["from"], color="grey", linestyle="--", linewidth=1)
-        axes.text(band["from"], 0.98, f" {band['name']}", rotation=90, va="top", fontsize="small",
-                  transform=axes.get_xaxis_transform())
+        axes.text(
+            band["from"],
+            0.98,
+            f" {band['name']}",
+            rotation=90,
+            va="top",
+            fontsize="small",
+            transform=axes.get_xaxis_transform(),
+        )
     axes.set_xlabel("cardiothoracic ratio")
     axes.set_ylabel("images")
     axes.set_title(f"Cardiothoracic ratio ({stats.ctr.size} images with both lungs and heart)")
@@ -403,9 +460,11 @@ def plot_ctr(stats: CardStats, path: str) -> None:
 
 def write_plots(stats: CardStats, out_dir: str | Path) -> list[str]:
     """The card's PNGs under ``OUT/card/``; returns their paths relative to ``out_dir``."""
-    plots = [("label_distribution.png", plot_label_distribution, bool(stats.finding_order)),
-             ("boxes_per_image.png", plot_boxes_per_image, stats.boxes_per_image.size > 0),
-             ("ctr_histogram.png", plot_ctr, stats.ctr.size > 0)]
+    plots = [
+        ("label_distribution.png", plot_label_distribution, bool(stats.finding_order)),
+        ("boxes_per_image.png", plot_boxes_per_image, stats.boxes_per_image.size > 0),
+        ("ctr_histogram.png", plot_ctr, stats.ctr.size > 0),
+    ]
     written = []
     for name, plot, has_data in plots:
         if has_data:

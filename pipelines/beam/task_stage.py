@@ -1,12 +1,12 @@
 """The task stage: one images shard's annotation rows -> every table row it makes, staged as fragments.
 
 It runs once per images shard, after the severity IDF table is fitted on the train split. It reads
-the shard's checkpoint (pipelines/image_stage.py), adds each row's MediVLM severity score, builds
+the shard's checkpoint (pipelines/beam/image_stage.py), adds each row's MediVLM severity score, builds
 the shard's studies and patients (``task_groups``, transforms/units.py; whole inside one shard, by
 how the image stage shards) and runs every profile task on its image, study or patient groups.
 Rows are not sent through the pipeline:
 each (table, split) gets one fragment file per images shard, its rows packed and sorted by key, and
-the stage sends on a :class:`Fragment` reference that ``WriteFragments`` (pipelines/write.py) turns
+the stage sends on a :class:`Fragment` reference that ``WriteFragments`` (pipelines/beam/write.py) turns
 into output shards. A task that fails on a group becomes a ``tasks`` reject for that group only.
 """
 
@@ -18,9 +18,9 @@ from collections import Counter, defaultdict
 import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
-from pipelines.image_stage import Checkpoint, work_dir
-from pipelines.progress import Progress
-from pipelines.write import Fragment, prepare, write_fragment
+from pipelines.beam.image_stage import Checkpoint, work_dir
+from pipelines.beam.progress import Progress
+from pipelines.beam.write import Fragment, prepare, write_fragment
 from schemas.records import Reject
 from transforms import enrich, io
 from transforms.tasks import TASK_UNITS, generator
@@ -64,21 +64,29 @@ class RunTasks(beam.DoFn):
         self.progress.started("tasks")
         with io.open_binary(checkpoint.path) as handle:
             annotation_rows = pickle.load(handle).annotation_rows
-        rows = sorted((enrich.add_severity_tfidf(row, idf_table) for row in annotation_rows),
-                      key=lambda a: a["image_key"])
+        rows = sorted(
+            (enrich.add_severity_tfidf(row, idf_table) for row in annotation_rows), key=lambda a: a["image_key"]
+        )
         tables, cells = defaultdict(list), Counter()
         for row in rows:
             tables[("annotations", row["split"])].append(prepare("annotations", row["split"], row))
         for unit, group in task_groups(rows):
             try:
                 made, rejects = task_rows(group, unit, self.profiles, self.seed)
-            except Exception as exc:  # noqa: BLE001 - a failing task costs its group, not the shard
+            except Exception as exc:
                 members = group_rows(group)
                 for row in members:  # each image of the group loses the group's rows: an item reject each
-                    yield TaggedOutput("rejects", Reject(
-                        key=row["image_key"], source=row["source"], stage="tasks", level="item",
-                        reason=enrich.kebab(type(exc).__name__),
-                        detail=f"{unit} of {len(members)} image(s) from {members[0]['image_key']}: {exc!r}"))
+                    yield TaggedOutput(
+                        "rejects",
+                        Reject(
+                            key=row["image_key"],
+                            source=row["source"],
+                            stage="tasks",
+                            level="item",
+                            reason=enrich.kebab(type(exc).__name__),
+                            detail=f"{unit} of {len(members)} image(s) from {members[0]['image_key']}: {exc!r}",
+                        ),
+                    )
                 continue
             for reject in rejects:
                 yield TaggedOutput("rejects", reject)

@@ -17,15 +17,24 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
+from pipelines.beam.write import write_atomically
 from schemas.config import BuildConfig
-from transforms.tasks import Profile
 from transforms import io
 from transforms.sources import read_plans
 from transforms.sources.plan import ReadPlan
-from pipelines.write import write_atomically
+from transforms.tasks import Profile
 
-PACKAGES = ("cxr-instruct", "apache-beam", "pyarrow", "numpy", "pydicom", "opencv-python-headless",
-            "shapely", "pydantic", "datasets")
+PACKAGES = (
+    "cxr-instruct",
+    "apache-beam",
+    "pyarrow",
+    "numpy",
+    "pydicom",
+    "opencv-python-headless",
+    "shapely",
+    "pydantic",
+    "datasets",
+)
 
 SHARD_FIELDS = ("path", "table", "split", "rows", "bytes", "sha256")  # one entry of "outputs", in this order
 
@@ -37,7 +46,7 @@ def code_fingerprint() -> str:
     """SHA-256 over this package's own code and data files (``.py``, ``.yaml``, ``.json`` of
     :data:`CODE_PACKAGES`, by relative path): which code made a build, which a version number alone
     does not pin between releases. The same for an editable clone and an installed wheel."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     digest = hashlib.sha256()
     for package in CODE_PACKAGES:
         for path in sorted((root / package).rglob("*")):
@@ -66,9 +75,16 @@ LISTING_THREADS = 16
 def input_files(plans: dict[str, ReadPlan]) -> dict[str, dict[str, FileMetadata]]:
     """Per source, every file its read plan reads (each listing shard's matches and every table), by
     path; the listings run :data:`LISTING_THREADS` at a time."""
-    patterns = sorted({(name, pattern) for name, plan in plans.items()
-                       for pattern in [*(p for listing in plan.listings for p in listing.patterns()),
-                                       *(table.path for table in plan.tables)]})
+    patterns = sorted(
+        {
+            (name, pattern)
+            for name, plan in plans.items()
+            for pattern in [
+                *(p for listing in plan.listings for p in listing.patterns()),
+                *(table.path for table in plan.tables),
+            ]
+        }
+    )
     files: dict[str, dict[str, FileMetadata]] = {name: {} for name in plans}
     with ThreadPoolExecutor(LISTING_THREADS) as pool:
         for (name, _), found in zip(patterns, pool.map(io.match, [pattern for _, pattern in patterns])):
@@ -76,9 +92,12 @@ def input_files(plans: dict[str, ReadPlan]) -> dict[str, dict[str, FileMetadata]
     return files
 
 
-def input_fingerprints(config: BuildConfig, plans: dict[str, ReadPlan] | None = None,
-                       files: dict[str, dict[str, FileMetadata]] | None = None,
-                       hashes: dict[str, str] | None = None) -> dict[str, dict]:
+def input_fingerprints(
+    config: BuildConfig,
+    plans: dict[str, ReadPlan] | None = None,
+    files: dict[str, dict[str, FileMetadata]] | None = None,
+    hashes: dict[str, str] | None = None,
+) -> dict[str, dict]:
     """Per source: file count, total bytes and a SHA-256 over the sorted list of the files its read plan
     reads (every listing shard and every table; transforms/sources/plan.py).
 
@@ -88,7 +107,7 @@ def input_fingerprints(config: BuildConfig, plans: dict[str, ReadPlan] | None = 
     cheap for a million files) or ``sha256`` (relative path and a hash of its content: reads every
     byte, for audits). Files under a root that no plan reads (notes, archives) do not count. ``files``
     (:func:`input_files`) and ``hashes`` (path -> SHA-256 of its content) are what a caller has already
-    listed and hashed (pipelines/recipe.py), used instead of listing and reading again.
+    listed and hashed (pipelines/tools/recipe.py), used instead of listing and reading again.
     """
     sources = config.enabled_sources()
     plans = plans if plans is not None else read_plans(config)
@@ -107,9 +126,13 @@ def input_fingerprints(config: BuildConfig, plans: dict[str, ReadPlan] | None = 
         root = sources[name].root
         entries = [f"{io.relative(path, root)}\t{contribution[path]}" for path in sorted(files[name])]
         digest = hashlib.sha256("\n".join(entries).encode()).hexdigest()
-        result[name] = {"root": root, "files": len(entries),
-                        "bytes": sum(m.size_in_bytes for m in files[name].values()),
-                        "fingerprint": config.fingerprint, "sha256": digest}
+        result[name] = {
+            "root": root,
+            "files": len(entries),
+            "bytes": sum(m.size_in_bytes for m in files[name].values()),
+            "fingerprint": config.fingerprint,
+            "sha256": digest,
+        }
     return result
 
 
@@ -129,7 +152,7 @@ def reconcile(counts: list[tuple[tuple[str, str], int]], sources: list[str]) -> 
             kind, stage = measure.split(":", 1)
             entry[kind][stage] = entry[kind].get(stage, 0) + n
         elif measure.startswith("item-"):
-            entry["item_rejects"][measure[len("item-"):]] = n
+            entry["item_rejects"][measure[len("item-") :]] = n
         else:
             raise ValueError(f"unknown count measure {measure!r}")
     for source, entry in table.items():
@@ -164,8 +187,12 @@ def file_entry(out_dir: str, relative: str) -> dict:
     return {"path": relative, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
-VIEW_FOLDERS = {"card": ("README.md", "card/"), "preview": ("preview/",), "audit": ("audit.json",),
-                "hydrate": ("hydrate.json",)}
+VIEW_FOLDERS = {
+    "card": ("README.md", "card/"),
+    "preview": ("preview/",),
+    "audit": ("audit.json",),
+    "hydrate": ("hydrate.json",),
+}
 """What each later command writes into OUT (a view of the build, made from it): recorded in the
 manifest's ``files`` by :func:`record_view_files`, so ``verify`` checks them and a rebuild clears them."""
 
@@ -194,9 +221,16 @@ def record_vq_outputs(out_dir: str) -> dict:
             data = io.read_bytes(path)
             relative = io.relative(path, out_dir)
             table, name = relative.rsplit("/", 1)
-            entries.append({"path": relative, "table": table, "split": name.split("-", 1)[0],
-                            "rows": pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows,
-                            "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+            entries.append(
+                {
+                    "path": relative,
+                    "table": table,
+                    "split": name.split("-", 1)[0],
+                    "rows": pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows,
+                    "bytes": len(data),
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                }
+            )
     kept = [entry for entry in doc["outputs"] if entry["table"] not in ("vq", "vq/_rejects")]
     doc["outputs"] = sorted(kept + entries, key=lambda entry: entry["path"])
     tables = {name: splits for name, splits in doc["tables"].items() if name not in ("vq", "vq/_rejects")}
@@ -223,9 +257,12 @@ def finished_build(out_dir: str, config: BuildConfig, inputs: dict) -> dict | No
         doc = Manifest.read(out_dir)
     except (ValueError, OSError):
         return None
-    same = (doc.get("config") == config.model_dump(mode="json") and doc.get("inputs") == inputs
-            and doc.get("versions", {}).get("cxr-instruct") == versions()["cxr-instruct"]
-            and (config.tokenizer is None or "tokenizer" in doc))
+    same = (
+        doc.get("config") == config.model_dump(mode="json")
+        and doc.get("inputs") == inputs
+        and doc.get("versions", {}).get("cxr-instruct") == versions()["cxr-instruct"]
+        and (config.tokenizer is None or "tokenizer" in doc)
+    )
     if not same:
         return None
     for entry in [*doc["outputs"], *doc.get("files", [])]:
@@ -235,8 +272,11 @@ def finished_build(out_dir: str, config: BuildConfig, inputs: dict) -> dict | No
     return doc
 
 
-def pools_without_rows(task_weights: dict[str, float], source_weights: dict[str, dict[str, float]],
-                       rows: dict[str, dict[str, dict[str, int]]]) -> list[dict]:
+def pools_without_rows(
+    task_weights: dict[str, float],
+    source_weights: dict[str, dict[str, float]],
+    rows: dict[str, dict[str, dict[str, int]]],
+) -> list[dict]:
     """The weighted (task, source) pools of a profile that got no row in any split: a task with weight
     and no rows at all (source ``None``), or a source its ``source_weights`` names that has none. Their
     weight goes unused: the loader and ``export --mixture`` renormalise over the pools with rows."""
@@ -267,11 +307,14 @@ class Manifest:
         self.translation = translation
         self.inputs = inputs
         self.task_weights = {p.name: {task: spec.weight for task, spec in p.tasks.items()} for p in profiles}
-        self.source_weights = {p.name: {task: spec.source_weights for task, spec in p.tasks.items()
-                                        if spec.source_weights is not None} for p in profiles}
+        self.source_weights = {
+            p.name: {task: spec.source_weights for task, spec in p.tasks.items() if spec.source_weights is not None}
+            for p in profiles
+        }
         self.image_sizes = {p.name: p.image_size for p in profiles}
-        self.geometry = {p.name: {"coordinates": p.coordinates, "polygon_max_vertices": p.polygon_max_vertices}
-                         for p in profiles}
+        self.geometry = {
+            p.name: {"coordinates": p.coordinates, "polygon_max_vertices": p.polygon_max_vertices} for p in profiles
+        }
 
     def document(self, counts, shards, straddling, instruction_counts=(), severity_idf=None) -> dict:
         outputs = [{field: shard[field] for field in SHARD_FIELDS} for shard in sorted(shards, key=lambda s: s["path"])]
@@ -317,8 +360,13 @@ class Manifest:
             **self.geometry[profile],
             "pools_without_rows": pools_without_rows(self.task_weights[profile], source_weights, tasks),
             "tasks": {
-                task: {"weight": weight, "rows": tasks.get(task, {}),
-                       **({"source_weights": dict(sorted(source_weights[task].items()))} if task in source_weights else {})}
+                task: {
+                    "weight": weight,
+                    "rows": tasks.get(task, {}),
+                    **(
+                        {"source_weights": dict(sorted(source_weights[task].items()))} if task in source_weights else {}
+                    ),
+                }
                 for task, weight in sorted(self.task_weights[profile].items())
             },
         }
@@ -345,8 +393,9 @@ class Manifest:
         try:
             doc = json.loads(text)
         except ValueError as exc:
-            raise ManifestUnreadable(f"{path}: not a whole JSON document ({len(text)} bytes; truncated or "
-                                     f"torn? {exc})") from None
+            raise ManifestUnreadable(
+                f"{path}: not a whole JSON document ({len(text)} bytes; truncated or torn? {exc})"
+            ) from None
         if not isinstance(doc, dict) or "outputs" not in doc:
             raise ManifestUnreadable(f"{path}: not a cxr-instruct manifest (no 'outputs')")
         return doc

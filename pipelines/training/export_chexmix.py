@@ -28,7 +28,7 @@ a mixture, its split is ``DEST/mixture/<split>-SSSSS-of-NNNNN.parquet`` in strea
 every draw is dropped). Rows are read, sequenced and written ``BATCH_ROWS`` at a time, so memory holds one
 batch's rows, sequences and VQ codes, plus the VQ key index (:class:`VqCodes`). The same build and options
 give byte-identical files. :func:`length_report` gives the length numbers without VQ codes or writing
-(``python -m pipelines.export_chexmix OUT --tokenizer FILE``).
+(``python -m pipelines.training.export_chexmix OUT --tokenizer FILE``).
 """
 
 from __future__ import annotations
@@ -48,8 +48,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.export_source import (ExportError, Mixture, instruction_shards, mixture_rows, profile_settings,
-                                     shards_by_split)
+from pipelines.training.export_source import (
+    ExportError,
+    Mixture,
+    instruction_shards,
+    mixture_rows,
+    profile_settings,
+    shards_by_split,
+)
 from transforms import io
 from transforms.export_records import IMAGE_PLACEHOLDER, RecordError, check_conversation
 
@@ -70,19 +76,21 @@ IN_SEQUENCE_ROLES = ("separator", "begin_image", "end_image", "text_start", "eos
 _IMAGE_TOKEN = re.compile(r"IMGIMG([A-J]+)Z")
 _BIN_TOKENS = tuple(f"<bin_{k}>" for k in range(1, 1001))
 
-CHEXMIX_SCHEMA = pa.schema([
-    ("id", pa.string()),
-    ("task", pa.string()),
-    ("source", pa.string()),
-    ("split", pa.string()),
-    ("image_keys", pa.list_(pa.string())),
-    ("input_ids", pa.list_(pa.int32())),
-    ("labels", pa.list_(pa.int32())),
-    ("num_tokens", pa.int32()),
-    ("num_image_tokens", pa.int32()),
-    ("num_loss_tokens", pa.int32()),
-    ("prompt_tokens_removed", pa.int32()),
-])
+CHEXMIX_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("task", pa.string()),
+        ("source", pa.string()),
+        ("split", pa.string()),
+        ("image_keys", pa.list_(pa.string())),
+        ("input_ids", pa.list_(pa.int32())),
+        ("labels", pa.list_(pa.int32())),
+        ("num_tokens", pa.int32()),
+        ("num_image_tokens", pa.int32()),
+        ("num_loss_tokens", pa.int32()),
+        ("prompt_tokens_removed", pa.int32()),
+    ]
+)
 
 
 # ------------------------------------------------------------------ options and presets
@@ -130,8 +138,17 @@ class ChexmixOptions:
 
 PRESETS: dict[str, dict] = {
     "chexmix": {},
-    "chameleon": {"image_offset": 4, "begin_image": "id:8197", "end_image": "id:8196", "text_start": "none",
-                  "separator": "<reserved08706>", "eos": "</s>", "bos": "<s>", "pad": "<pad>", "mask": "none"},
+    "chameleon": {
+        "image_offset": 4,
+        "begin_image": "id:8197",
+        "end_image": "id:8196",
+        "text_start": "none",
+        "separator": "<reserved08706>",
+        "eos": "</s>",
+        "bos": "<s>",
+        "pad": "<pad>",
+        "mask": "none",
+    },
 }
 """``chexmix``: CheXmix's own layout (image ids after RadPhi-2's 50,368 text ids; with its tokenizer the
 new ``<|mask|>`` and ``<|answer|>`` get 58560 and 58561, so the 58,562 embedding rows CheXmix's loader
@@ -169,8 +186,12 @@ class Layout:
     @property
     def embedding_rows(self) -> int:
         """Rows the model's embedding (and output) matrix needs: the largest id used + 1."""
-        ids = [self.text_size - 1, self.image_offset + self.image_codes - 1,
-               *(i for i in self.ids.values() if i is not None), *(i for _, i in self.added)]
+        ids = [
+            self.text_size - 1,
+            self.image_offset + self.image_codes - 1,
+            *(i for i in self.ids.values() if i is not None),
+            *(i for _, i in self.added),
+        ]
         return max(ids) + 1
 
     @property
@@ -181,15 +202,26 @@ class Layout:
         """The content of ``vocabulary.json``."""
         return {
             "placement": self.placement,
-            "text": {"size": self.text_size, "ids": f"0..{self.text_size - 1}", "tokenizer_file": tokenizer_file,
-                     "tokenizer_sha256": tokenizer_sha256,
-                     "image_tokens_in_text": self.image_tokens_in_text},
-            "image_codes": {"first_id": self.image_offset, "last_id": self.image_offset + self.image_codes - 1,
-                            "count": self.image_codes, "rule": "id = first_id + code (code: the vq table's codes)",
-                            "codes_per_image": CODES_PER_IMAGE},
-            "special_tokens": {role: None if self.ids[role] is None else
-                               {"id": self.ids[role], "token": self.tokens[role], "origin": self.origins[role]}
-                               for role in SPECIAL_ROLES},
+            "text": {
+                "size": self.text_size,
+                "ids": f"0..{self.text_size - 1}",
+                "tokenizer_file": tokenizer_file,
+                "tokenizer_sha256": tokenizer_sha256,
+                "image_tokens_in_text": self.image_tokens_in_text,
+            },
+            "image_codes": {
+                "first_id": self.image_offset,
+                "last_id": self.image_offset + self.image_codes - 1,
+                "count": self.image_codes,
+                "rule": "id = first_id + code (code: the vq table's codes)",
+                "codes_per_image": CODES_PER_IMAGE,
+            },
+            "special_tokens": {
+                role: None
+                if self.ids[role] is None
+                else {"id": self.ids[role], "token": self.tokens[role], "origin": self.origins[role]}
+                for role in SPECIAL_ROLES
+            },
             "added_tokens": [{"token": token, "id": token_id} for token, token_id in self.added],
             "embedding_rows": self.embedding_rows,
         }
@@ -238,7 +270,8 @@ def resolve_layout(vocabulary: Mapping[str, int], options: ChexmixOptions) -> La
             f"the image ids {offset}..{offset + options.image_codes - 1} overlap the text vocabulary: "
             f"{len(clashes)} text tokens lie there (first: id {token_id} {token!r}); this tokenizer's ids start "
             f"at {min(vocabulary.values())} and end at {text_size - 1}. Place the image codes after the text "
-            "(no image offset: --chexmix-image-offset after-text) or at a free offset")
+            "(no image offset: --chexmix-image-offset after-text) or at a free offset"
+        )
     first_new = max(text_size, offset + options.image_codes)
     specs = {role: _parse_spec(getattr(options, role)) for role in SPECIAL_ROLES}
     extra = [t for t in (_BIN_TOKENS if options.bin_tokens else ()) if t not in vocabulary]
@@ -264,11 +297,21 @@ def resolve_layout(vocabulary: Mapping[str, int], options: ChexmixOptions) -> La
         if ids[role] is not None and (ids[role] in codes or ids[role] < 0):
             raise ExportError(f"the {role} token id {ids[role]} lies among the image ids {offset}..{codes[-1]}")
     if ids["separator"] in (ids["eos"], ids["begin_image"], ids["end_image"]) or ids["begin_image"] == ids["end_image"]:
-        raise ExportError("separator, eos, begin-image and end-image must be different tokens "
-                          f"(got {[ids[r] for r in ('separator', 'eos', 'begin_image', 'end_image')]})")
-    return Layout(placement="after-text" if options.image_offset is None else "offset", text_size=text_size,
-                  image_offset=offset, image_codes=options.image_codes, ids=ids, tokens=tokens, origins=origins,
-                  added=tuple(sorted(added.items(), key=lambda item: item[1])), image_tokens_in_text=image_tokens)
+        raise ExportError(
+            "separator, eos, begin-image and end-image must be different tokens "
+            f"(got {[ids[r] for r in ('separator', 'eos', 'begin_image', 'end_image')]})"
+        )
+    return Layout(
+        placement="after-text" if options.image_offset is None else "offset",
+        text_size=text_size,
+        image_offset=offset,
+        image_codes=options.image_codes,
+        ids=ids,
+        tokens=tokens,
+        origins=origins,
+        added=tuple(sorted(added.items(), key=lambda item: item[1])),
+        image_tokens_in_text=image_tokens,
+    )
 
 
 def load_tokenizer(path: str | Path):
@@ -329,8 +372,11 @@ class TextEncoder:
     def __init__(self, tokenizer, layout: Layout):
         self.tokenizer = tokenizer
         self.added = {token: token_id for token, token_id in layout.added if token.startswith("<bin_")}
-        self.pattern = re.compile("|".join(re.escape(t) for t in sorted(self.added, key=len, reverse=True))) \
-            if self.added else None
+        self.pattern = (
+            re.compile("|".join(re.escape(t) for t in sorted(self.added, key=len, reverse=True)))
+            if self.added
+            else None
+        )
         self.markers = {layout.ids[r]: r for r in IN_SEQUENCE_ROLES if layout.ids[r] is not None}
         self.cache: dict[str, list[int]] = {}
 
@@ -351,7 +397,7 @@ class TextEncoder:
         parts, start = [], 0
         for found in self.pattern.finditer(text):
             if found.start() > start:
-                parts.append(text[start:found.start()])
+                parts.append(text[start : found.start()])
             parts.append(found.group())
             start = found.end()
         if start < len(text):
@@ -370,8 +416,10 @@ class TextEncoder:
             ids += encoded
         marker = next((t for t in ids if t in self.markers), None)
         if marker is not None:
-            raise ExportError(f"text {text[:60]!r} tokenizes to the {self.markers[marker]} token (id {marker}): "
-                              "the text holds a token the sequences use as a marker")
+            raise ExportError(
+                f"text {text[:60]!r} tokenizes to the {self.markers[marker]} token (id {marker}): "
+                "the text holds a token the sequences use as a marker"
+            )
         return ids
 
 
@@ -399,8 +447,13 @@ def _check_row(row: dict) -> None:
         raise ExportError(str(error)) from error
 
 
-def _assemble(row: dict, codes_of: Callable[[str], Sequence[int]], encode: Callable[[str], list[int]],
-              layout: Layout, options: ChexmixOptions) -> tuple[list[int], list[int], int, int]:
+def _assemble(
+    row: dict,
+    codes_of: Callable[[str], Sequence[int]],
+    encode: Callable[[str], list[int]],
+    layout: Layout,
+    options: ChexmixOptions,
+) -> tuple[list[int], list[int], int, int]:
     """(input_ids, labels, image tokens, prompt tokens) of a row, whole."""
     pretraining = row["task"] in options.pretraining_tasks
     ids, learn = [], []
@@ -427,8 +480,11 @@ def _assemble(row: dict, codes_of: Callable[[str], Sequence[int]], encode: Calla
             if number:
                 key = next(images)
                 codes = codes_of(key)
-                block = [special["begin_image"], *(np.asarray(codes, np.int64) + layout.image_offset).tolist(),
-                         special["end_image"]]
+                block = [
+                    special["begin_image"],
+                    *(np.asarray(codes, np.int64) + layout.image_offset).tolist(),
+                    special["end_image"],
+                ]
                 put(block, pretraining and options.pretraining_image_loss)
                 image_tokens += len(block)
                 after_image = True
@@ -496,10 +552,14 @@ def remove_units(text: str, units: set[tuple[int, int]]) -> str:
 
 def shortened_rows(row: dict) -> Iterator[tuple[int, dict]]:
     """The row with 1, 2, ... of its prompt parts removed, latest first (``(removed, row)``)."""
-    units = [(t, unit) for t, turn in enumerate(row["conversations"]) if turn["from"] == "human"
-             for unit in prompt_units(turn["value"])]
+    units = [
+        (t, unit)
+        for t, turn in enumerate(row["conversations"])
+        if turn["from"] == "human"
+        for unit in prompt_units(turn["value"])
+    ]
     for count in range(1, len(units) + 1):
-        gone = units[len(units) - count:]
+        gone = units[len(units) - count :]
         turns = []
         for t, turn in enumerate(row["conversations"]):
             mine = {unit for (tt, unit) in gone if tt == t}
@@ -507,8 +567,13 @@ def shortened_rows(row: dict) -> Iterator[tuple[int, dict]]:
         yield count, {**row, "conversations": turns}
 
 
-def chexmix_sequence(row: dict, codes_of: Callable[[str], Sequence[int]], encode: Callable[[str], list[int]],
-                     layout: Layout, options: ChexmixOptions) -> SequenceResult:
+def chexmix_sequence(
+    row: dict,
+    codes_of: Callable[[str], Sequence[int]],
+    encode: Callable[[str], list[int]],
+    layout: Layout,
+    options: ChexmixOptions,
+) -> SequenceResult:
     """One row as a sequence (module docstring), fitted to ``max_length`` by the ``overflow`` policy.
 
     ``codes_of(image_key)`` gives the image's codes (0..image_codes-1); ``encode(text)`` the text's ids
@@ -520,10 +585,19 @@ def chexmix_sequence(row: dict, codes_of: Callable[[str], Sequence[int]], encode
     images = len(row["image_keys"])
 
     def done(ids, labels, status, removed=0) -> SequenceResult:
-        record = {"id": row["id"], "task": row["task"], "source": row["source"], "split": row["split"],
-                  "image_keys": list(row["image_keys"]), "input_ids": ids, "labels": labels,
-                  "num_tokens": len(ids), "num_image_tokens": image_tokens,
-                  "num_loss_tokens": sum(label != IGNORE for label in labels), "prompt_tokens_removed": removed}
+        record = {
+            "id": row["id"],
+            "task": row["task"],
+            "source": row["source"],
+            "split": row["split"],
+            "image_keys": list(row["image_keys"]),
+            "input_ids": ids,
+            "labels": labels,
+            "num_tokens": len(ids),
+            "num_image_tokens": image_tokens,
+            "num_loss_tokens": sum(label != IGNORE for label in labels),
+            "prompt_tokens_removed": removed,
+        }
         return SequenceResult(record, status, full, len(ids), image_tokens, images, removed)
 
     if full <= options.max_length:
@@ -563,8 +637,10 @@ class VqCodes:
         images = {io.basename(p) for p in io.glob(io.join(self.out, "images", "*.parquet"))}
         missing = sorted(images - {io.basename(p) for p in self.paths})
         if missing:
-            raise ExportError(f"the VQ table {root} lacks {len(missing)} of the {len(images)} images shards "
-                              f"(first: {missing[0]}): finish cxr-instruct tokenize first")
+            raise ExportError(
+                f"the VQ table {root} lacks {len(missing)} of the {len(images)} images shards "
+                f"(first: {missing[0]}): finish cxr-instruct tokenize first"
+            )
         self.expected = expected_fingerprint
         self.fingerprint_column = None
         self.locations: dict[str, int] = {}
@@ -575,8 +651,9 @@ class VqCodes:
                 names = parquet.schema_arrow.names
                 column = next((c for c in VQ_FINGERPRINT_COLUMNS if c in names), None)
                 if column is None or "codes" not in names or "image_key" not in names:
-                    raise ExportError(f"{path} is not a VQ table (needs image_key, codes and one of "
-                                      f"{VQ_FINGERPRINT_COLUMNS})")
+                    raise ExportError(
+                        f"{path} is not a VQ table (needs image_key, codes and one of {VQ_FINGERPRINT_COLUMNS})"
+                    )
                 self.fingerprint_column = self.fingerprint_column or column
                 for group in range(parquet.metadata.num_row_groups):
                     keys = parquet.read_row_group(group, columns=["image_key"]).column("image_key").to_pylist()
@@ -606,8 +683,10 @@ class VqCodes:
             if location is None:
                 if key in self.rejected:
                     continue
-                raise ExportError(f"no VQ codes for image {key} in {self.out}/vq (and no reject for it): "
-                                  "the VQ table does not match this build")
+                raise ExportError(
+                    f"no VQ codes for image {key} in {self.out}/vq (and no reject for it): "
+                    "the VQ table does not match this build"
+                )
             shard, group, offset = _unpack(location)
             wanted.setdefault(shard, {}).setdefault(group, []).append((offset, key))
         found: dict[str, np.ndarray] = {}
@@ -622,9 +701,10 @@ class VqCodes:
                     values = codes.flatten().to_numpy(zero_copy_only=False)
                     ends = np.cumsum(lengths)
                     fingerprints = data.column(self.fingerprint_column).take(rows).to_pylist()
-                    for (_, key), end, length, fingerprint in zip(members, ends.tolist(), lengths.tolist(),
-                                                                 fingerprints):
-                        row = values[end - length:end]
+                    for (_, key), end, length, fingerprint in zip(
+                        members, ends.tolist(), lengths.tolist(), fingerprints
+                    ):
+                        row = values[end - length : end]
                         self._check(key, row, fingerprint, image_codes)
                         found[key] = row
         return found
@@ -635,12 +715,15 @@ class VqCodes:
             if self.expected is not None and fingerprint != self.expected:
                 raise ExportError(f"image {key} was tokenized by {fingerprint!r}, not the expected {self.expected!r}")
             if len(self.fingerprints) > 1:
-                raise ExportError(f"VQ codes come from {len(self.fingerprints)} different tokenizers: "
-                                  f"{sorted(self.fingerprints)}")
+                raise ExportError(
+                    f"VQ codes come from {len(self.fingerprints)} different tokenizers: {sorted(self.fingerprints)}"
+                )
         low, high = (int(codes.min()), int(codes.max())) if len(codes) else (None, None)
         if len(codes) != CODES_PER_IMAGE or low < 0 or high >= image_codes:
-            raise ExportError(f"image {key}: {len(codes)} codes in {low}..{high}; the layout holds "
-                              f"{CODES_PER_IMAGE} codes in 0..{image_codes - 1}")
+            raise ExportError(
+                f"image {key}: {len(codes)} codes in {low}..{high}; the layout holds "
+                f"{CODES_PER_IMAGE} codes in 0..{image_codes - 1}"
+            )
 
 
 _FIELD = 1 << 24  # row groups per shard and rows per row group stay below this
@@ -690,8 +773,9 @@ class TaskLengths:
             self.dropped += 1
             self.dropped_reasons[result.reason] = self.dropped_reasons.get(result.reason, 0) + 1
             if len(self.dropped_examples) < EXAMPLES_PER_TASK:
-                self.dropped_examples.append({"id": row["id"], "split": row["split"], "tokens": result.full_tokens,
-                                              "images": result.images})
+                self.dropped_examples.append(
+                    {"id": row["id"], "split": row["split"], "tokens": result.full_tokens, "images": result.images}
+                )
             return
         self.written += 1
         self.written_lengths.append(result.tokens)
@@ -701,14 +785,23 @@ class TaskLengths:
 
     def summary(self) -> dict:
         full, written = np.sort(np.asarray(self.full)), np.sort(np.asarray(self.written_lengths))
-        return {"rows": self.rows, "fitting": self.fits, "shortened": self.shortened, "dropped": self.dropped,
-                "written": self.written, "prompt_tokens_removed": self.prompt_tokens_removed,
-                "max_images": self.max_images,
-                "tokens": {"p50": percentile(full, 50), "p95": percentile(full, 95), "max": percentile(full, 100)},
-                "written_tokens": {"p50": percentile(written, 50), "p95": percentile(written, 95),
-                                   "max": percentile(written, 100)},
-                "dropped_reasons": dict(sorted(self.dropped_reasons.items())),
-                "dropped_examples": self.dropped_examples}
+        return {
+            "rows": self.rows,
+            "fitting": self.fits,
+            "shortened": self.shortened,
+            "dropped": self.dropped,
+            "written": self.written,
+            "prompt_tokens_removed": self.prompt_tokens_removed,
+            "max_images": self.max_images,
+            "tokens": {"p50": percentile(full, 50), "p95": percentile(full, 95), "max": percentile(full, 100)},
+            "written_tokens": {
+                "p50": percentile(written, 50),
+                "p95": percentile(written, 95),
+                "max": percentile(written, 100),
+            },
+            "dropped_reasons": dict(sorted(self.dropped_reasons.items())),
+            "dropped_examples": self.dropped_examples,
+        }
 
 
 class LengthStats:
@@ -735,8 +828,14 @@ class LengthStats:
 
     def report(self, profile: str, options: ChexmixOptions, splits: tuple[str, ...]) -> dict:
         """What :func:`length_report` returns and ``export.json`` holds under ``chexmix.lengths``."""
-        return {"profile": profile, "max_length": options.max_length, "overflow": options.overflow,
-                "splits": list(splits) or "all", "totals": self.totals(), "tasks": self.summary()}
+        return {
+            "profile": profile,
+            "max_length": options.max_length,
+            "overflow": options.overflow,
+            "splits": list(splits) or "all",
+            "totals": self.totals(),
+            "tasks": self.summary(),
+        }
 
 
 # ------------------------------------------------------------------ streaming rows into files
@@ -746,17 +845,27 @@ class _Sequencer:
     """Turns batches of rows into sequences: VQ codes (or none, for lengths only), the text encoder,
     the statistics and the dropped-rows log."""
 
-    def __init__(self, layout: Layout, options: ChexmixOptions, encoder: TextEncoder, vq: VqCodes | None,
-                 stats: LengthStats, dropped_log=None):
+    def __init__(
+        self,
+        layout: Layout,
+        options: ChexmixOptions,
+        encoder: TextEncoder,
+        vq: VqCodes | None,
+        stats: LengthStats,
+        dropped_log=None,
+    ):
         self.layout, self.options, self.encoder, self.vq = layout, options, encoder, vq
         self.stats, self.dropped_log = stats, dropped_log
         self.also: LengthStats | None = None  # the mixture's own statistics while it is written
         self.blank = [0] * CODES_PER_IMAGE
 
     def __call__(self, batch: list[dict]) -> list[dict]:
-        self.encoder.prime(turn["value"].strip() if turn["from"] == "gpt" else piece.strip()
-                           for row in batch for turn in row["conversations"]
-                           for piece in turn["value"].split(IMAGE_PLACEHOLDER))
+        self.encoder.prime(
+            turn["value"].strip() if turn["from"] == "gpt" else piece.strip()
+            for row in batch
+            for turn in row["conversations"]
+            for piece in turn["value"].split(IMAGE_PLACEHOLDER)
+        )
         if self.vq is None:
             codes: Mapping[str, list[int]] = {}
         else:
@@ -767,8 +876,15 @@ class _Sequencer:
             codes_of = (lambda key: self.blank) if self.vq is None or missing else codes.__getitem__
             result = chexmix_sequence(row, codes_of, self.encoder, self.layout, self.options)
             if missing:
-                result = SequenceResult(None, "dropped", result.full_tokens, result.full_tokens, result.image_tokens,
-                                   result.images, reason="an image has no VQ codes (rejected by the tokenize stage)")
+                result = SequenceResult(
+                    None,
+                    "dropped",
+                    result.full_tokens,
+                    result.full_tokens,
+                    result.image_tokens,
+                    result.images,
+                    reason="an image has no VQ codes (rejected by the tokenize stage)",
+                )
             self.stats.add(row, result)
             if self.also is not None:
                 self.also.add(row, result)
@@ -778,10 +894,22 @@ class _Sequencer:
                 record["labels"] = np.asarray(record["labels"], np.int32)
                 records.append(record)
             elif self.dropped_log is not None:
-                self.dropped_log.write(json.dumps(
-                    {"id": row["id"], "task": row["task"], "source": row["source"], "split": row["split"],
-                     "tokens": result.full_tokens, "images": result.images, "image_tokens": result.image_tokens,
-                     "reason": result.reason}, sort_keys=True) + "\n")
+                self.dropped_log.write(
+                    json.dumps(
+                        {
+                            "id": row["id"],
+                            "task": row["task"],
+                            "source": row["source"],
+                            "split": row["split"],
+                            "tokens": result.full_tokens,
+                            "images": result.images,
+                            "image_tokens": result.image_tokens,
+                            "reason": result.reason,
+                        },
+                        sort_keys=True,
+                    )
+                    + "\n"
+                )
         return records
 
 
@@ -815,8 +943,9 @@ def _records_table(records: list[dict]) -> pa.Table:
         if name in ("input_ids", "labels"):
             offsets = np.zeros(len(values) + 1, np.int32)
             np.cumsum([len(v) for v in values], out=offsets[1:])
-            columns.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(values), pa.int32()),
-                                                    type=kind))
+            columns.append(
+                pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(values), pa.int32()), type=kind)
+            )
         else:
             columns.append(pa.array(values, kind))
     return pa.Table.from_arrays(columns, schema=CHEXMIX_SCHEMA)
@@ -842,8 +971,9 @@ def _write_shard(shard: str, target: Path, sequencer: _Sequencer) -> int:
     return written
 
 
-def _write_mixture(rows: Iterator[dict], folder: Path, split: str, sequencer: _Sequencer,
-                   rows_per_file: int = MIXTURE_ROWS_PER_FILE) -> dict[str, int]:
+def _write_mixture(
+    rows: Iterator[dict], folder: Path, split: str, sequencer: _Sequencer, rows_per_file: int = MIXTURE_ROWS_PER_FILE
+) -> dict[str, int]:
     """The sampled rows in stream order, ``rows_per_file`` a file; {file name: rows}. ``folder`` is made
     only when a row is written."""
     parts: list[tuple[Path, int]] = []
@@ -855,7 +985,7 @@ def _write_mixture(rows: Iterator[dict], folder: Path, split: str, sequencer: _S
                 folder.mkdir(parents=True, exist_ok=True)
                 path, count = folder / f".{split}-{len(parts):05d}.partial", 0
                 writer = pq.ParquetWriter(path, CHEXMIX_SCHEMA, compression="zstd")
-            take, records = records[:rows_per_file - count], records[rows_per_file - count:]
+            take, records = records[: rows_per_file - count], records[rows_per_file - count :]
             writer.write_table(_records_table(take))
             count += len(take)
             if count == rows_per_file:
@@ -881,15 +1011,21 @@ def prepare(options: ChexmixOptions) -> tuple[Layout, TextEncoder, Path]:
 
 
 def _settings(options: ChexmixOptions, layout: Layout) -> dict:
-    return {"max_length": options.max_length, "overflow": options.overflow,
-            "pretraining_tasks": list(options.pretraining_tasks),
-            "pretraining_image_loss": options.pretraining_image_loss, "bin_tokens": options.bin_tokens,
-            "embedding_rows": layout.embedding_rows, "image_ids": [layout.image_offset, layout.image_ids[-1]],
-            "placement": layout.placement}
+    return {
+        "max_length": options.max_length,
+        "overflow": options.overflow,
+        "pretraining_tasks": list(options.pretraining_tasks),
+        "pretraining_image_loss": options.pretraining_image_loss,
+        "bin_tokens": options.bin_tokens,
+        "embedding_rows": layout.embedding_rows,
+        "image_ids": [layout.image_offset, layout.image_ids[-1]],
+        "placement": layout.placement,
+    }
 
 
-def write_chexmix(out, profile: str, staging: Path, options: ChexmixOptions, splits: tuple[str, ...],
-                  mixture: Mixture | None) -> tuple[dict, dict[str, int]]:
+def write_chexmix(
+    out, profile: str, staging: Path, options: ChexmixOptions, splits: tuple[str, ...], mixture: Mixture | None
+) -> tuple[dict, dict[str, int]]:
     """Write the chexmix files into ``staging``; (report fields for ``export.json``, {file: rows}).
 
     With ``mixture``, its split is written as the sampled rows in stream order (``DEST/mixture/``); the
@@ -900,8 +1036,10 @@ def write_chexmix(out, profile: str, staging: Path, options: ChexmixOptions, spl
     vq = VqCodes(out, options.vq_fingerprint)
     by_split = shards_by_split(out, profile, splits)
     if mixture is not None and mixture.split not in by_split:
-        raise ExportError(f"--mixture samples the {mixture.split!r} split, which this export does not write "
-                          f"(splits: {sorted(by_split)})")
+        raise ExportError(
+            f"--mixture samples the {mixture.split!r} split, which this export does not write "
+            f"(splits: {sorted(by_split)})"
+        )
     stats = LengthStats()
     sequencer = _Sequencer(layout, options, encoder, vq, stats)
     rows_per_file: dict[str, int] = {}
@@ -923,9 +1061,12 @@ def write_chexmix(out, profile: str, staging: Path, options: ChexmixOptions, spl
                 written = _write_shard(shard, staging / relative, sequencer)
                 if written:
                     rows_per_file[relative] = written
-    vocabulary = {**layout.describe(tokenizer_file.name, io.sha256_of(str(tokenizer_file))),
-                  "vq_tokenizer": {**vq.description, "fingerprints_used": sorted(vq.fingerprints)},
-                  "sequences": SEQUENCE_RULES, "settings": _settings(options, layout)}
+    vocabulary = {
+        **layout.describe(tokenizer_file.name, io.sha256_of(str(tokenizer_file))),
+        "vq_tokenizer": {**vq.description, "fingerprints_used": sorted(vq.fingerprints)},
+        "sequences": SEQUENCE_RULES,
+        "settings": _settings(options, layout),
+    }
     (staging / VOCABULARY_FILE).write_text(json.dumps(vocabulary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     counts = {split: stats.splits.get(split, dict.fromkeys(LengthStats.COUNTS, 0)) for split in sorted(by_split)}
     report = {
@@ -933,23 +1074,31 @@ def write_chexmix(out, profile: str, staging: Path, options: ChexmixOptions, spl
         "read": {split: c["rows"] for split, c in counts.items()},
         "dropped": {split: c["dropped"] for split, c in counts.items()},
         "shortened": {split: c["shortened"] for split, c in counts.items()},
-        "chexmix": {**_settings(options, layout), "vocabulary_file": VOCABULARY_FILE, "dropped_file": DROPPED_FILE,
-                    "vq_tokenizer": sorted(vq.fingerprints)[0] if vq.fingerprints else None,
-                    "vq_trained": vq.description.get("trained"),
-                    "lengths": stats.report(profile, options, splits)},
+        "chexmix": {
+            **_settings(options, layout),
+            "vocabulary_file": VOCABULARY_FILE,
+            "dropped_file": DROPPED_FILE,
+            "vq_tokenizer": sorted(vq.fingerprints)[0] if vq.fingerprints else None,
+            "vq_trained": vq.description.get("trained"),
+            "lengths": stats.report(profile, options, splits),
+        },
     }
     if shares is not None:
-        report["mixture"] = {**shares, "written_after_length_limit": {
-            task: sampled.tasks[task].written if task in sampled.tasks else 0 for task in shares["tasks"]}}
+        report["mixture"] = {
+            **shares,
+            "written_after_length_limit": {
+                task: sampled.tasks[task].written if task in sampled.tasks else 0 for task in shares["tasks"]
+            },
+        }
     return report, rows_per_file
 
 
 SEQUENCE_RULES = {
     "image": "begin_image, image_offset + code for the 1024 codes (row-major 32 x 32), end_image",
     "pretraining": "[bos] image(s) text_start report eos; every token learned (image blocks masked when "
-                   "pretraining_image_loss is off)",
+    "pretraining_image_loss is off)",
     "instruction": "[bos] then per question/answer pair: prompt (images, text_start after each run of images, "
-                   "text) separator answer eos; only answers and their eos learned",
+    "text) separator answer eos; only answers and their eos learned",
     "labels": "input_ids where learned, -100 elsewhere",
 }
 
@@ -977,15 +1126,19 @@ def profiles_of(out) -> list[str]:
 
 def format_lengths(report: dict) -> str:
     """A plain table of one :func:`length_report` (or of ``export.json``'s ``chexmix.lengths``)."""
-    lines = [f"{report['profile']} at {report['max_length']} tokens ({report['overflow']}):",
-             f"  {'task':<34} {'rows':>6} {'fit':>6} {'short':>6} {'drop':>6} {'p50':>6} {'p95':>6} {'max':>6} "
-             f"{'imgs':>4}"]
+    lines = [
+        f"{report['profile']} at {report['max_length']} tokens ({report['overflow']}):",
+        f"  {'task':<34} {'rows':>6} {'fit':>6} {'short':>6} {'drop':>6} {'p50':>6} {'p95':>6} {'max':>6} {'imgs':>4}",
+    ]
     for task, t in report["tasks"].items():
-        lines.append(f"  {task:<34} {t['rows']:>6} {t['fitting']:>6} {t['shortened']:>6} {t['dropped']:>6} "
-                     f"{t['tokens']['p50']:>6} {t['tokens']['p95']:>6} {t['tokens']['max']:>6} {t['max_images']:>4}")
+        lines.append(
+            f"  {task:<34} {t['rows']:>6} {t['fitting']:>6} {t['shortened']:>6} {t['dropped']:>6} "
+            f"{t['tokens']['p50']:>6} {t['tokens']['p95']:>6} {t['tokens']['max']:>6} {t['max_images']:>4}"
+        )
     totals = report["totals"]
-    lines.append(f"  {'all tasks':<34} {totals['rows']:>6} {totals['fits']:>6} {totals['shortened']:>6} "
-                 f"{totals['dropped']:>6}")
+    lines.append(
+        f"  {'all tasks':<34} {totals['rows']:>6} {totals['fits']:>6} {totals['shortened']:>6} {totals['dropped']:>6}"
+    )
     return "\n".join(lines)
 
 
@@ -1004,27 +1157,70 @@ def _offset(value):
 
 
 CLI_OPTIONS: list = [
-    click.option("--tokenizer", "tokenizer_path", type=click.Path(exists=True),
-                 help="chexmix: the language model's tokenizer.json (or its folder), tokenizers library format."),
-    click.option("--max-length", type=click.IntRange(min=1), default=1300, show_default=True,
-                 help="chexmix: maximum tokens per sequence; longer rows are dropped (or shortened), never cut."),
-    click.option("--chexmix-preset", type=click.Choice(sorted(PRESETS)), default="chexmix", show_default=True,
-                 help="chexmix: token layout to start from (CheXmix: codes after the text ids; chameleon: 4..8195)."),
-    click.option("--chexmix-image-offset", default=None, callback=lambda ctx, param, value: _offset(value),
-                 help="chexmix: id of image code 0, or 'after-text' (default of the chexmix preset)."),
-    *[click.option(f"--chexmix-{role.replace('_', '-')}", f"chexmix_{role}", default=None,
-                   help=f"chexmix: the {role.replace('_', '-')} token: its text, id:N, or none.")
-      for role in SPECIAL_ROLES],
-    click.option("--chexmix-overflow", type=click.Choice(["drop", "shorten"]), default="drop", show_default=True,
-                 help="chexmix: a row over --max-length is dropped, or first loses whole prompt parts."),
-    click.option("--chexmix-pretraining-task", "chexmix_pretraining_tasks", multiple=True,
-                 help="chexmix: tasks written as pretraining documents (default report_pretraining)."),
-    click.option("--chexmix-image-loss/--chexmix-no-image-loss", default=True, show_default=True,
-                 help="chexmix: pretraining rows learn their image codes too."),
-    click.option("--chexmix-bin-tokens", is_flag=True,
-                 help="chexmix: add <bin_1>..<bin_1000> as whole tokens when the tokenizer lacks them."),
-    click.option("--chexmix-vq-fingerprint", default=None,
-                 help="chexmix: refuse VQ codes of any other tokenizer fingerprint id (OUT/vq/tokenizer.json 'id')."),
+    click.option(
+        "--tokenizer",
+        "tokenizer_path",
+        type=click.Path(exists=True),
+        help="chexmix: the language model's tokenizer.json (or its folder), tokenizers library format.",
+    ),
+    click.option(
+        "--max-length",
+        type=click.IntRange(min=1),
+        default=1300,
+        show_default=True,
+        help="chexmix: maximum tokens per sequence; longer rows are dropped (or shortened), never cut.",
+    ),
+    click.option(
+        "--chexmix-preset",
+        type=click.Choice(sorted(PRESETS)),
+        default="chexmix",
+        show_default=True,
+        help="chexmix: token layout to start from (CheXmix: codes after the text ids; chameleon: 4..8195).",
+    ),
+    click.option(
+        "--chexmix-image-offset",
+        default=None,
+        callback=lambda ctx, param, value: _offset(value),
+        help="chexmix: id of image code 0, or 'after-text' (default of the chexmix preset).",
+    ),
+    *[
+        click.option(
+            f"--chexmix-{role.replace('_', '-')}",
+            f"chexmix_{role}",
+            default=None,
+            help=f"chexmix: the {role.replace('_', '-')} token: its text, id:N, or none.",
+        )
+        for role in SPECIAL_ROLES
+    ],
+    click.option(
+        "--chexmix-overflow",
+        type=click.Choice(["drop", "shorten"]),
+        default="drop",
+        show_default=True,
+        help="chexmix: a row over --max-length is dropped, or first loses whole prompt parts.",
+    ),
+    click.option(
+        "--chexmix-pretraining-task",
+        "chexmix_pretraining_tasks",
+        multiple=True,
+        help="chexmix: tasks written as pretraining documents (default report_pretraining).",
+    ),
+    click.option(
+        "--chexmix-image-loss/--chexmix-no-image-loss",
+        default=True,
+        show_default=True,
+        help="chexmix: pretraining rows learn their image codes too.",
+    ),
+    click.option(
+        "--chexmix-bin-tokens",
+        is_flag=True,
+        help="chexmix: add <bin_1>..<bin_1000> as whole tokens when the tokenizer lacks them.",
+    ),
+    click.option(
+        "--chexmix-vq-fingerprint",
+        default=None,
+        help="chexmix: refuse VQ codes of any other tokenizer fingerprint id (OUT/vq/tokenizer.json 'id').",
+    ),
 ]
 
 
@@ -1032,11 +1228,13 @@ def options_from_cli(params: dict) -> ChexmixOptions | None:
     """The options of the chexmix flags (``params``: their click keyword arguments)."""
     if not params.get("tokenizer_path"):
         raise click.UsageError("--format chexmix needs --tokenizer FILE (the language model's tokenizer.json)")
-    changes: dict = {"max_length": params.get("max_length") or 1300,
-                     "overflow": params.get("chexmix_overflow") or "drop",
-                     "pretraining_image_loss": params.get("chexmix_image_loss", True),
-                     "bin_tokens": bool(params.get("chexmix_bin_tokens")),
-                     "vq_fingerprint": params.get("chexmix_vq_fingerprint")}
+    changes: dict = {
+        "max_length": params.get("max_length") or 1300,
+        "overflow": params.get("chexmix_overflow") or "drop",
+        "pretraining_image_loss": params.get("chexmix_image_loss", True),
+        "bin_tokens": bool(params.get("chexmix_bin_tokens")),
+        "vq_fingerprint": params.get("chexmix_vq_fingerprint"),
+    }
     offset = params.get("chexmix_image_offset")
     if offset is not None:
         changes["image_offset"] = None if offset == "after-text" else offset
@@ -1062,8 +1260,13 @@ def with_cli_options(command):
 @click.argument("out")
 @click.option("--profile", "profiles", multiple=True, help="Profiles to measure (repeatable); default all.")
 @click.option("--split", "splits", multiple=True, help="Only these splits (repeatable); default all.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
-              help="Also write the full reports (percentiles, dropped examples) to this JSON file.")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the full reports (percentiles, dropped examples) to this JSON file.",
+)
 @with_cli_options
 def lengths_command(out, profiles, splits, json_path, **params) -> None:
     """Token lengths of every profile of the build in OUT as the chexmix export would write them: per task
@@ -1082,9 +1285,21 @@ def lengths_command(out, profiles, splits, json_path, **params) -> None:
         Path(json_path).write_text(json.dumps(reports, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-__all__ = ["CHEXMIX_SCHEMA", "CLI_OPTIONS", "ChexmixOptions", "Layout", "PRESETS", "VqCodes", "chexmix_sequence",
-           "length_report", "lengths_command", "options_from_cli", "preset_options", "resolve_layout",
-           "write_chexmix"]
+__all__ = [
+    "CHEXMIX_SCHEMA",
+    "CLI_OPTIONS",
+    "PRESETS",
+    "ChexmixOptions",
+    "Layout",
+    "VqCodes",
+    "chexmix_sequence",
+    "length_report",
+    "lengths_command",
+    "options_from_cli",
+    "preset_options",
+    "resolve_layout",
+    "write_chexmix",
+]
 
 if __name__ == "__main__":
     lengths_command()

@@ -45,7 +45,7 @@ guessed answers. Each output file's SHA-256 is published HMAC'd with a key made 
 the images its rows name (rejects files: of every written image of their sources), so exactly those
 who hold the images (a hydrating user, a holder of the build) check it byte for byte.
 
-``hydrate`` (pipelines/hydrate.py) rebuilds from a user's own copies and checks against all of this.
+``hydrate`` (pipelines/tools/hydrate.py) rebuilds from a user's own copies and checks against all of this.
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.manifest import LISTING_THREADS, VIEW_FOLDERS, Manifest, input_files, input_fingerprints
-from pipelines.write import write_bytes_atomically
+from pipelines.beam.write import write_bytes_atomically
+from pipelines.output.manifest import LISTING_THREADS, VIEW_FOLDERS, Manifest, input_files, input_fingerprints
 from schemas.config import BuildConfig
 from schemas.records import ALL_SOURCES
 from transforms import io
@@ -86,15 +86,31 @@ _HEX16 = r"[0-9a-f]{16}"
 chance among millions, and nobody without the image can compute one at all."""
 
 
-
 def is_sealed(table: str) -> bool:
     """Whether a table's rows are sealed per image: ``images``, ``annotations``, ``vq`` and every
     instruction table; not ``rejects`` and ``vq/_rejects`` (no training data: their files verify whole)."""
     return table in ("images", "annotations", "vq") or table.startswith("instructions/")
 
 
-TOP_LEVEL = ("format", "tool", "versions", "runtime", "config", "profiles", "sources", "tokenizer", "translation",
-             "severity_idf_sha256", "tables", "instructions", "counts", "outputs", "files", "sealed", "recipe_files")
+TOP_LEVEL = (
+    "format",
+    "tool",
+    "versions",
+    "runtime",
+    "config",
+    "profiles",
+    "sources",
+    "tokenizer",
+    "translation",
+    "severity_idf_sha256",
+    "tables",
+    "instructions",
+    "counts",
+    "outputs",
+    "files",
+    "sealed",
+    "recipe_files",
+)
 TOKENIZER_KEYS = {"architecture", "weights_sha256", "precision", "preprocessing", "lm_ids", "id", "trained", "origin"}
 TRANSLATION_KEYS = {"method", "model", "sha256", "files", "unit", "num_beams", "max_new_tokens", "batch_size", "device"}
 
@@ -109,8 +125,13 @@ class RecipeError(ValueError):
 def canonical(row: dict) -> bytes:
     """A row as bytes that only its values decide: JSON with sorted keys, floats as Python writes them
     (exact), bytes as base64."""
-    return json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      default=lambda value: base64.b64encode(value).decode("ascii")).encode("utf-8")
+    return json.dumps(
+        row,
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=lambda value: base64.b64encode(value).decode("ascii"),
+    ).encode("utf-8")
 
 
 def image_secret(image_key: str, png: bytes) -> bytes:
@@ -307,20 +328,36 @@ def seal_build(out_dir: str, manifest: dict) -> Sealed:
             shard_sources[entry["path"]] = dict(sorted(found_sources.items()))
             named = set(found_sources)
             written = set(source.values())
-            shard_images[entry["path"]] = ({key for key in keys if source[key] in named} if named <= written
-                                           else set(keys))
+            shard_images[entry["path"]] = (
+                {key for key in keys if source[key] in named} if named <= written else set(keys)
+            )
     patients: dict[tuple[str, str], set[str]] = defaultdict(set)
     for key, patient in subject.items():
         patients[(source[key], patient)].update(covers.get(key, ()))
-    rests_on = {key: tuple(sorted({source[key], *covers.get(key, ()),
-                                   *patients.get((source[key], subject.get(key)), ())})) for key in keys}
-    sealed_files = {path: sealed_sha256(shard_key(secrets[key] for key in shard_images[path]), digest)
-                    for path, digest in file_sha256.items()}
-    return Sealed(groups=groups, keys=keys, tags=tags, digests=digests, present=present, secrets=secrets,
-                  source=source, ids=ids, rests_on=rests_on,
-                  severity={(position[key], groups.index(group)) for key, group in severity},
-                  unkeyed=unkeyed, shard_sources=shard_sources, file_sha256=file_sha256,
-                  sealed_sha256=sealed_files)
+    rests_on = {
+        key: tuple(sorted({source[key], *covers.get(key, ()), *patients.get((source[key], subject.get(key)), ())}))
+        for key in keys
+    }
+    sealed_files = {
+        path: sealed_sha256(shard_key(secrets[key] for key in shard_images[path]), digest)
+        for path, digest in file_sha256.items()
+    }
+    return Sealed(
+        groups=groups,
+        keys=keys,
+        tags=tags,
+        digests=digests,
+        present=present,
+        secrets=secrets,
+        source=source,
+        ids=ids,
+        rests_on=rests_on,
+        severity={(position[key], groups.index(group)) for key, group in severity},
+        unkeyed=unkeyed,
+        shard_sources=shard_sources,
+        file_sha256=file_sha256,
+        sealed_sha256=sealed_files,
+    )
 
 
 def sealed_lines(sealed: Sealed) -> list[str]:
@@ -331,8 +368,7 @@ def sealed_lines(sealed: Sealed) -> list[str]:
     for i, key in enumerate(sealed.keys):
         secret = sealed.secrets[key]
         cells = [hex64(int(value)) for value in sealed.digests[i]]
-        body.append("\t".join([hex64(int(sealed.tags[i])), hex64(seal_rests_on(secret, sealed.rests_on[key])),
-                               *cells]))
+        body.append("\t".join([hex64(int(sealed.tags[i])), hex64(seal_rests_on(secret, sealed.rests_on[key])), *cells]))
     return lines + sorted(body)
 
 
@@ -404,29 +440,39 @@ def digest_files(paths: list[str], anchors, threads: int = LISTING_THREADS) -> t
     anchors = set(anchors)
     with ThreadPoolExecutor(threads) as pool:
         found = list(pool.map(lambda path: _digest(path, path in anchors), paths))
-    return ({path: plain for path, (plain, _) in zip(paths, found)},
-            {path: part for path, (_, part) in zip(paths, found) if part is not None})
+    return (
+        {path: plain for path, (plain, _) in zip(paths, found)},
+        {path: part for path, (_, part) in zip(paths, found) if part is not None},
+    )
 
 
 def input_key(source: str, parts: dict[str, bytes]) -> bytes:
     """``K`` of a source: ``sha256(domain | source | 0 | (path | 0 | sha256(anchor domain | anchor bytes))``
     per anchor, by relative path). Only someone holding every anchor, byte for byte, computes it."""
-    return hashlib.sha256(INPUT_KEY_DOMAIN + source.encode("utf-8") + b"\0" + b"".join(
-        relative.encode("utf-8") + b"\0" + part for relative, part in sorted(parts.items()))).digest()
+    return hashlib.sha256(
+        INPUT_KEY_DOMAIN
+        + source.encode("utf-8")
+        + b"\0"
+        + b"".join(relative.encode("utf-8") + b"\0" + part for relative, part in sorted(parts.items()))
+    ).digest()
 
 
 def seal_input(key: bytes, relative: str, sha256_hex: str) -> str:
     """A non-anchor file's published value: ``HMAC-SHA256(K, path | 0 | its SHA-256)``, first 128 bits."""
-    return hmac.new(key, relative.encode("utf-8") + b"\0" + bytes.fromhex(sha256_hex),
-                    hashlib.sha256).digest()[:INPUT_SEAL_BYTES].hex()
+    return (
+        hmac.new(key, relative.encode("utf-8") + b"\0" + bytes.fromhex(sha256_hex), hashlib.sha256)
+        .digest()[:INPUT_SEAL_BYTES]
+        .hex()
+    )
 
 
 INPUT_PATH = re.compile(r"(?!/)(?!.*(?:^|/)\.\.?(?:/|$))[A-Za-z0-9._+=@-]+(?:/[A-Za-z0-9._+=@-]+){0,15}")
 MAX_INPUT_PATH = 240
 """An input file's path as a recipe lists it: relative, ``/``-separated, no ``.``/``..`` parts, characters
 from a safe set (no spaces: no sentence fits), at most :data:`MAX_INPUT_PATH` characters."""
-INPUT_LINE = re.compile(r"(?:([0-9a-f]{64})|%s([0-9a-f]{%d}))  (.{1,%d})"
-                        % (SEALED_PREFIX, 2 * INPUT_SEAL_BYTES, MAX_INPUT_PATH))
+INPUT_LINE = re.compile(
+    r"(?:([0-9a-f]{64})|%s([0-9a-f]{%d}))  (.{1,%d})" % (SEALED_PREFIX, 2 * INPUT_SEAL_BYTES, MAX_INPUT_PATH)
+)
 """An ``inputs/<source>.sha256`` line: ``<sha256>  <path>`` (an anchor: a ``sha256sum`` line) or
 ``sealed:<32 hex digits>  <path>`` (every other file; ``sha256sum -c`` skips it as improperly formatted)."""
 
@@ -442,12 +488,20 @@ def input_lines(source: str, hashes: dict[str, str], parts: dict[str, bytes], ro
     for path in hashes:
         relative[path] = io.relative(path, root)
         if not _safe_input_path(relative[path]):
-            raise RecipeError(f"{path}: a file name a recipe cannot list (over {MAX_INPUT_PATH} characters, or "
-                              f"characters other than letters, digits, ._+=@- and /)")
+            raise RecipeError(
+                f"{path}: a file name a recipe cannot list (over {MAX_INPUT_PATH} characters, or "
+                f"characters other than letters, digits, ._+=@- and /)"
+            )
     key = input_key(source, {relative[path]: part for path, part in parts.items()})
-    lines = [(relative[path], f"{digest}  {relative[path]}" if path in parts else
-              f"{SEALED_PREFIX}{seal_input(key, relative[path], digest)}  {relative[path]}")
-             for path, digest in hashes.items()]
+    lines = [
+        (
+            relative[path],
+            f"{digest}  {relative[path]}"
+            if path in parts
+            else f"{SEALED_PREFIX}{seal_input(key, relative[path], digest)}  {relative[path]}",
+        )
+        for path, digest in hashes.items()
+    ]
     return [line for _, line in sorted(lines)]
 
 
@@ -468,8 +522,9 @@ def parse_inputs(text: str, where: str) -> InputList:
     for number, line in enumerate(text.splitlines(), start=1):
         match = INPUT_LINE.fullmatch(line)
         if not match or not _safe_input_path(match.group(3)) or match.group(3) in anchors or match.group(3) in sealed:
-            raise RecipeError(f"{where} line {number}: not a '<sha256>  <path>' or 'sealed:<seal>  <path>' line "
-                              f"of a recipe")
+            raise RecipeError(
+                f"{where} line {number}: not a '<sha256>  <path>' or 'sealed:<seal>  <path>' line of a recipe"
+            )
         if match.group(1):
             anchors[match.group(3)] = match.group(1)
         else:
@@ -491,8 +546,7 @@ MAX_IMAGE_KEY = 140
 
 def image_key_problem(source: str, key: str) -> bool:
     pattern = IMAGE_ID.get(source)
-    return (pattern is None or len(key) > MAX_IMAGE_KEY
-            or not re.fullmatch(re.escape(source) + "/" + pattern, key))
+    return pattern is None or len(key) > MAX_IMAGE_KEY or not re.fullmatch(re.escape(source) + "/" + pattern, key)
 
 
 # ------------------------------------------------------------------ the document
@@ -552,12 +606,14 @@ def severity_digest(idf) -> str | None:
     return None if idf is None else hashlib.sha256(json.dumps(idf, sort_keys=True).encode()).hexdigest()
 
 
-SCHEME = ("per image: HMAC-SHA256 keyed by sha256(domain | image_key | 0 | canvas PNG), first 8 bytes; "
-          "tag = seal('tag'); group = seal(group | 0 | rows | sum of the rows' sha256 mod 2^256), rows 0 for "
-          "none; rests_on = bit mask of sorted sources XOR seal('rests_on'); a row as canonical JSON; output "
-          "files: HMAC-SHA256(sha256(sorted secrets of the images its rows name), its sha256); input files "
-          "other than anchors: HMAC-SHA256(K, path | 0 | sha256), first 16 bytes, K = sha256(input key domain | "
-          "source | 0 | per anchor path | 0 | sha256(anchor domain | bytes)) (pipelines/recipe.py)")
+SCHEME = (
+    "per image: HMAC-SHA256 keyed by sha256(domain | image_key | 0 | canvas PNG), first 8 bytes; "
+    "tag = seal('tag'); group = seal(group | 0 | rows | sum of the rows' sha256 mod 2^256), rows 0 for "
+    "none; rests_on = bit mask of sorted sources XOR seal('rests_on'); a row as canonical JSON; output "
+    "files: HMAC-SHA256(sha256(sorted secrets of the images its rows name), its sha256); input files "
+    "other than anchors: HMAC-SHA256(K, path | 0 | sha256), first 16 bytes, K = sha256(input key domain | "
+    "source | 0 | per anchor path | 0 | sha256(anchor domain | bytes)) (pipelines/tools/recipe.py)"
+)
 COUNT_KEYS = ("read", "written", "rejected", "filtered", "item_rejects", "reconciled")
 INPUT_KEYS = ("files", "bytes", "fingerprint", "sha256")
 RUNTIME_PACKAGES = ("pandas", "polars", "spacy", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "Pillow")
@@ -581,8 +637,14 @@ def runtime_versions(models: bool) -> dict[str, str]:
     return found
 
 
-def recipe_document(manifest: dict, sources_yaml: dict, hashes_files: dict[str, dict], image_keys: dict[str, list[str]],
-                    sealed: Sealed, tokenizer: dict | None) -> dict:
+def recipe_document(
+    manifest: dict,
+    sources_yaml: dict,
+    hashes_files: dict[str, dict],
+    image_keys: dict[str, list[str]],
+    sealed: Sealed,
+    tokenizer: dict | None,
+) -> dict:
     """recipe.json without ``recipe_files`` (added when the other files are written), field by field:
     nothing of the manifest is copied whole, and :func:`schema_problems` checks the result."""
     config = manifest["config"]
@@ -591,16 +653,27 @@ def recipe_document(manifest: dict, sources_yaml: dict, hashes_files: dict[str, 
     for name in sorted(enabled):
         facts = sources_yaml["sources"].get(name, {})
         inputs = {k: manifest["inputs"][name].get(k) for k in INPUT_KEYS}
-        sources[name] = {"name": facts.get("name", name), "release": release_of(facts), "url": facts.get("url"),
-                         "access": facts.get("access"), "licence_id": facts.get("licence_id"),
-                         "inputs": inputs, "hashes": f"{INPUTS_DIR}/{name}.sha256",
-                         "hashes_sha256": hashes_files[name]["sha256"],
-                         "images": len(image_keys.get(name, [])),
-                         **({"image_keys": f"{KEYS_DIR}/{name}.txt"} if image_keys.get(name) else {})}
+        sources[name] = {
+            "name": facts.get("name", name),
+            "release": release_of(facts),
+            "url": facts.get("url"),
+            "access": facts.get("access"),
+            "licence_id": facts.get("licence_id"),
+            "inputs": inputs,
+            "hashes": f"{INPUTS_DIR}/{name}.sha256",
+            "hashes_sha256": hashes_files[name]["sha256"],
+            "images": len(image_keys.get(name, [])),
+            **({"image_keys": f"{KEYS_DIR}/{name}.txt"} if image_keys.get(name) else {}),
+        }
     view_prefixes = tuple(prefix for prefixes in VIEW_FOLDERS.values() for prefix in prefixes)
-    outputs = [{**{k: entry[k] for k in ("path", "table", "split", "rows")},
-                "sealed_sha256": sealed.sealed_sha256[entry["path"]],
-                "sources": sealed.shard_sources.get(entry["path"], {})} for entry in manifest["outputs"]]
+    outputs = [
+        {
+            **{k: entry[k] for k in ("path", "table", "split", "rows")},
+            "sealed_sha256": sealed.sealed_sha256[entry["path"]],
+            "sources": sealed.shard_sources.get(entry["path"], {}),
+        }
+        for entry in manifest["outputs"]
+    ]
     models = bool(config.get("tokenizer") or config.get("translation"))
     return {
         "format": FORMAT,
@@ -617,8 +690,11 @@ def recipe_document(manifest: dict, sources_yaml: dict, hashes_files: dict[str, 
         "instructions": manifest["instructions"],
         "counts": {name: {k: entry.get(k) for k in COUNT_KEYS} for name, entry in manifest["counts"].items()},
         "outputs": outputs,
-        "files": [{k: entry[k] for k in ("path", "bytes", "sha256")} for entry in manifest.get("files", [])
-                  if not entry["path"].startswith(view_prefixes)],
+        "files": [
+            {k: entry[k] for k in ("path", "bytes", "sha256")}
+            for entry in manifest.get("files", [])
+            if not entry["path"].startswith(view_prefixes)
+        ],
         "sealed": {"file": SEALED_FILE, "images": len(sealed.keys), "groups": sealed.groups, "scheme": SCHEME},
     }
 
@@ -631,56 +707,86 @@ def card(doc: dict, sources_yaml: dict) -> str:
     versions = doc["versions"]
     rows = sum(n for splits in doc["tables"].values() for n in splits.values())
     lines = [
-        "---", "viewer: false", "license: other", "tags:", "- medical", "- chest-x-ray", "- cxr-instruct",
-        "- build-recipe", "---", "",
-        "# A cxr-instruct build recipe (no data inside)", "",
+        "---",
+        "viewer: false",
+        "license: other",
+        "tags:",
+        "- medical",
+        "- chest-x-ray",
+        "- cxr-instruct",
+        "- build-recipe",
+        "---",
+        "",
+        "# A cxr-instruct build recipe (no data inside)",
+        "",
         "This repository holds no images, reports, labels, boxes, answers or any other row of the datasets "
         "it was built from. It holds what you need to rebuild one exact cxr-instruct build from your own "
         "copies of those datasets, and to prove that what you rebuilt is that build, byte for byte: the "
         "build's settings, the tool and library versions, the SHA-256 of each dataset's tables and a sealed "
         "SHA-256 of every other input file, the checksum and "
         f"row count of every output file, and sealed digests of its rows. The build has "
-        f"{len(doc['outputs'])} Parquet files and {rows:,} rows in all.", "",
-        "## What you need", "",
-        "Each dataset comes from its own provider, under its own terms; you get it there, not here.", "",
-        "| source | dataset | access | licence | where | input files |", "|---|---|---|---|---|---|",
+        f"{len(doc['outputs'])} Parquet files and {rows:,} rows in all.",
+        "",
+        "## What you need",
+        "",
+        "Each dataset comes from its own provider, under its own terms; you get it there, not here.",
+        "",
+        "| source | dataset | access | licence | where | input files |",
+        "|---|---|---|---|---|---|",
     ]
     for name, entry in doc["sources"].items():
         facts = sources_yaml["sources"].get(name, {})
         release = f" {entry['release']}" if entry.get("release") else ""
-        lines.append(f"| `{name}` | {entry['name']}{release} | {entry['access']} | {facts.get('licence', '?')} "
-                     f"| {entry['url']} | {entry['inputs']['files']:,} ({entry['inputs']['bytes']:,} bytes) |")
+        lines.append(
+            f"| `{name}` | {entry['name']}{release} | {entry['access']} | {facts.get('licence', '?')} "
+            f"| {entry['url']} | {entry['inputs']['files']:,} ({entry['inputs']['bytes']:,} bytes) |"
+        )
     lines += [""]
     for name, entry in doc["sources"].items():
         note = sources_yaml["sources"].get(name, {}).get("access_note")
         if note:
             lines += [f"- **{entry['name']}**: {' '.join(note.split())}"]
     runtime = doc.get("runtime", {})
-    pins = " ".join(f"{package}=={version}" for package, version in
-                    sorted({**versions, **runtime}.items(), key=lambda item: item[0].lower())
-                    if package not in ("cxr-instruct", "cxr-instruct code", "python", "machine")
-                    and version != "not installed")
+    pins = " ".join(
+        f"{package}=={version}"
+        for package, version in sorted({**versions, **runtime}.items(), key=lambda item: item[0].lower())
+        if package not in ("cxr-instruct", "cxr-instruct code", "python", "machine") and version != "not installed"
+    )
     code = versions.get("cxr-instruct code", "?")
     lines += [
-        "", "## Rebuild it (hydrate)", "",
+        "",
+        "## Rebuild it (hydrate)",
+        "",
         f"1. Install cxr-instruct {versions.get('cxr-instruct', '?')} (the code whose fingerprint, "
-        f"`pipelines.manifest.code_fingerprint()`, is `{code}`), under Python {runtime.get('python', '?')} on "
+        f"`pipelines.output.manifest.code_fingerprint()`, is `{code}`), under Python {runtime.get('python', '?')} on "
         f"{runtime.get('machine', '?')}, and the same libraries: `pip install {pins}`. `hydrate` refuses other "
         "versions unless you pass `--other-versions`.",
         "2. Download this repository: `hf download <this repository> --repo-type dataset --local-dir recipe`.",
         "3. Write a `build.yaml` naming where your copies are, one root per source you have "
-        "(a subset is fine; the other settings come from the recipe):", "",
-        "```yaml", "sources:", *[f"  {name}: {{root: /data/{name}}}" for name in doc["sources"]], "```", "",
+        "(a subset is fine; the other settings come from the recipe):",
+        "",
+        "```yaml",
+        "sources:",
+        *[f"  {name}: {{root: /data/{name}}}" for name in doc["sources"]],
+        "```",
+        "",
     ]
     if doc.get("tokenizer"):
-        lines += ["   The build also tokenized its images: add `tokenizer: {model: <folder>}` with the VQ-GAN "
-                  f"whose fingerprint is `{doc['tokenizer'].get('id')}` (weights SHA-256 "
-                  f"`{doc['tokenizer'].get('weights_sha256', '?')}`), or leave it out and go without `vq/`.", ""]
+        lines += [
+            "   The build also tokenized its images: add `tokenizer: {model: <folder>}` with the VQ-GAN "
+            f"whose fingerprint is `{doc['tokenizer'].get('id')}` (weights SHA-256 "
+            f"`{doc['tokenizer'].get('weights_sha256', '?')}`), or leave it out and go without `vq/`.",
+            "",
+        ]
     if doc.get("translation"):
-        lines += ["   The build translated PadChest reports: add `translation: {model: <folder>}` with the model "
-                  f"`{doc['translation'].get('model')}` (files SHA-256 `{doc['translation'].get('sha256')}`).", ""]
+        lines += [
+            "   The build translated PadChest reports: add `translation: {model: <folder>}` with the model "
+            f"`{doc['translation'].get('model')}` (files SHA-256 `{doc['translation'].get('sha256')}`).",
+            "",
+        ]
     lines += [
-        "4. `cxr-instruct hydrate recipe --sources build.yaml --out out`", "",
+        "4. `cxr-instruct hydrate recipe --sources build.yaml --out out`",
+        "",
         "`hydrate` first checks every input file against the recipe and names each one that is missing, "
         "changed or extra; then it runs the build with the recipe's settings; then it checks every output "
         "file against the recipe's SHA-256 and every image's rows against their sealed digests, and writes "
@@ -691,8 +797,11 @@ def card(doc: dict, sources_yaml: dict) -> str:
         "alone (no build, any library versions). Without cxr-instruct, `sha256sum -c inputs/<source>.sha256`, "
         "run in a source's root, checks its tables (the anchors) and skips the other files' sealed lines "
         "as improperly formatted: only `hydrate` can check those.",
-        "", "## What the build holds", "",
-        "| profile | task | rows | sources |", "|---|---|---:|---|",
+        "",
+        "## What the build holds",
+        "",
+        "| profile | task | rows | sources |",
+        "|---|---|---:|---|",
     ]
     for profile, tasks in doc["instructions"].items():
         for task, per_source in tasks.items():
@@ -704,7 +813,9 @@ def card(doc: dict, sources_yaml: dict) -> str:
             counts = " | ".join(f"{splits.get(split, 0):,}" for split in ("train", "validation", "test"))
             lines.append(f"| {table} | {counts} |")
     lines += [
-        "", "## What this recipe holds, and what it does not", "",
+        "",
+        "## What this recipe holds, and what it does not",
+        "",
         "- `recipe.json`: settings (roots replaced by source names), versions, per source its input "
         "fingerprint, per output file its table, split, rows (per source) and sealed SHA-256, and counts.",
         "- `inputs/<source>.sha256`: every input file by its path inside the dataset: the dataset's tables "
@@ -717,9 +828,12 @@ def card(doc: dict, sources_yaml: dict) -> str:
         "test one, so it tells no label, finding, task pattern, answer or report of any image.",
         "- Output files are listed by their SHA-256 sealed with the secrets of the images their rows name: "
         "whoever holds those images checks them byte for byte; nobody else can test a guessed file.",
-        "- No row ids, prompts, answers, report text, labels, coordinates, pixels or image codes.", "",
-        "## Citations", "",
-        "Cite the datasets you rebuild from:", "",
+        "- No row ids, prompts, answers, report text, labels, coordinates, pixels or image codes.",
+        "",
+        "## Citations",
+        "",
+        "Cite the datasets you rebuild from:",
+        "",
     ]
     for name in doc["sources"]:
         citation = sources_yaml["sources"].get(name, {}).get("citation")
@@ -754,12 +868,15 @@ def prepare_dest(dest: Path) -> set[str]:
         return set()
     old = _recipe_listing(dest)
     if old is None:
-        raise RecipeError(f"--dest {dest}: holds {len(present)} files and no recipe; name an empty folder "
-                          f"(or an earlier recipe's)")
+        raise RecipeError(
+            f"--dest {dest}: holds {len(present)} files and no recipe; name an empty folder (or an earlier recipe's)"
+        )
     foreign = sorted(present - old)
     if foreign:
-        raise RecipeError(f"--dest {dest}: holds files that are not its recipe's ({', '.join(foreign[:5])}"
-                          f"{', ...' if len(foreign) > 5 else ''}); name another folder")
+        raise RecipeError(
+            f"--dest {dest}: holds files that are not its recipe's ({', '.join(foreign[:5])}"
+            f"{', ...' if len(foreign) > 5 else ''}); name another folder"
+        )
     return old
 
 
@@ -781,8 +898,8 @@ def make_recipe(out_dir: str, dest: str | Path) -> RecipeSummary:
     """Write the recipe of the finished build ``out_dir`` into ``dest``. The build must verify against
     its manifest, and its inputs (at the roots its config names) must be the ones its manifest
     fingerprinted: a recipe describes exactly the build."""
-    from pipelines.card import load_sources
-    from pipelines.verify import verify
+    from pipelines.tools.card import load_sources
+    from pipelines.tools.verify import verify
     from transforms.sources import read_plans
 
     started = time.monotonic()
@@ -790,8 +907,10 @@ def make_recipe(out_dir: str, dest: str | Path) -> RecipeSummary:
     old = prepare_dest(dest)
     problems = verify(out)
     if problems:
-        raise RecipeError(f"{out} does not verify against its manifest ({len(problems)} problem(s), first: "
-                          f"{problems[0]}); run `cxr-instruct verify {out}`")
+        raise RecipeError(
+            f"{out} does not verify against its manifest ({len(problems)} problem(s), first: "
+            f"{problems[0]}); run `cxr-instruct verify {out}`"
+        )
     manifest = Manifest.read(out)
     config = BuildConfig.model_validate(manifest["config"])
     try:
@@ -801,15 +920,23 @@ def make_recipe(out_dir: str, dest: str | Path) -> RecipeSummary:
     files = input_files(plans)
     anchors = {name: anchors_of(plans[name], files[name]) for name in files}
     hash_started = time.monotonic()
-    hashes, parts = digest_files(sorted(path for found in files.values() for path in found),
-                                 {path for found in anchors.values() for path in found})
+    hashes, parts = digest_files(
+        sorted(path for found in files.values() for path in found),
+        {path for found in anchors.values() for path in found},
+    )
     hash_seconds = time.monotonic() - hash_started
     now = input_fingerprints(config, plans, files, hashes)
-    changed = [name for name in sorted(now) if {k: now[name][k] for k in ("files", "bytes", "sha256")}
-               != {k: manifest["inputs"].get(name, {}).get(k) for k in ("files", "bytes", "sha256")}]
+    changed = [
+        name
+        for name in sorted(now)
+        if {k: now[name][k] for k in ("files", "bytes", "sha256")}
+        != {k: manifest["inputs"].get(name, {}).get(k) for k in ("files", "bytes", "sha256")}
+    ]
     if changed:
-        raise RecipeError(f"the inputs of {', '.join(changed)} are not the ones the build read (manifest.json "
-                          f"fingerprint {config.fingerprint}): rebuild {out}, then make its recipe")
+        raise RecipeError(
+            f"the inputs of {', '.join(changed)} are not the ones the build read (manifest.json "
+            f"fingerprint {config.fingerprint}): rebuild {out}, then make its recipe"
+        )
     seal_started = time.monotonic()
     sealed = seal_build(out, manifest)
     seal_seconds = time.monotonic() - seal_started
@@ -819,8 +946,12 @@ def make_recipe(out_dir: str, dest: str | Path) -> RecipeSummary:
     hashes_files = {}
     for name in sorted(files):
         root = config.sources[name].root
-        text = "".join(line + "\n" for line in input_lines(name, {p: hashes[p] for p in files[name]},
-                                                             {p: parts[p] for p in anchors[name]}, root)).encode()
+        text = "".join(
+            line + "\n"
+            for line in input_lines(
+                name, {p: hashes[p] for p in files[name]}, {p: parts[p] for p in anchors[name]}, root
+            )
+        ).encode()
         payloads[f"{INPUTS_DIR}/{name}.sha256"] = text
         hashes_files[name] = {"sha256": hashlib.sha256(text).hexdigest()}
     image_keys: dict[str, list[str]] = defaultdict(list)
@@ -838,17 +969,28 @@ def make_recipe(out_dir: str, dest: str | Path) -> RecipeSummary:
     sources_yaml = load_sources()
     doc = recipe_document(manifest, sources_yaml, hashes_files, image_keys, sealed, tokenizer)
     texts = _strings(doc)
-    leaked = sorted({path for path in local_paths(manifest["config"]) if path not in ALL_SOURCES
-                     for text in texts if names_local_path(text, path)})
+    leaked = sorted(
+        {
+            path
+            for path in local_paths(manifest["config"])
+            if path not in ALL_SOURCES
+            for text in texts
+            if names_local_path(text, path)
+        }
+    )
     if leaked:
         raise RecipeError(f"recipe.json would name the local path(s) {', '.join(leaked)}: refusing to write it")
     payloads[CARD_FILE] = card(doc, sources_yaml).encode()
-    doc["recipe_files"] = [{"path": path, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-                           for path, data in sorted(payloads.items())]
+    doc["recipe_files"] = [
+        {"path": path, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        for path, data in sorted(payloads.items())
+    ]
     problems = schema_problems(doc)
     if problems:
-        raise RecipeError(f"recipe.json would not be of a recipe's shape ({len(problems)} problem(s), first: "
-                          f"{problems[0]}): refusing to write it")
+        raise RecipeError(
+            f"recipe.json would not be of a recipe's shape ({len(problems)} problem(s), first: "
+            f"{problems[0]}): refusing to write it"
+        )
     dest.mkdir(parents=True, exist_ok=True)
     for path, data in sorted(payloads.items()):
         (dest / path).parent.mkdir(parents=True, exist_ok=True)
@@ -857,12 +999,18 @@ def make_recipe(out_dir: str, dest: str | Path) -> RecipeSummary:
     write_bytes_atomically(str(dest / RECIPE_FILE), document)
     for stale in sorted(old - set(payloads) - {RECIPE_FILE}):
         (dest / stale).unlink(missing_ok=True)
-    return RecipeSummary(dest=dest, files=len(payloads) + 1, bytes=sum(map(len, payloads.values())) + len(document),
-                         images=len(sealed.keys), shards=len(manifest["outputs"]),
-                         input_files=len(hashes), input_bytes=sum(m.size_in_bytes for found in files.values()
-                                                                 for m in found.values()),
-                         hash_seconds=hash_seconds, seal_seconds=seal_seconds,
-                         total_seconds=time.monotonic() - started)
+    return RecipeSummary(
+        dest=dest,
+        files=len(payloads) + 1,
+        bytes=sum(map(len, payloads.values())) + len(document),
+        images=len(sealed.keys),
+        shards=len(manifest["outputs"]),
+        input_files=len(hashes),
+        input_bytes=sum(m.size_in_bytes for found in files.values() for m in found.values()),
+        hash_seconds=hash_seconds,
+        seal_seconds=seal_seconds,
+        total_seconds=time.monotonic() - started,
+    )
 
 
 # ------------------------------------------------------------------ reading and guarding
@@ -959,10 +1107,15 @@ def _vocabulary() -> dict:
     from transforms.tasks import load_profile
 
     tasks = {profile: frozenset(load_profile(profile).tasks) for profile in PROFILES}
-    groups = {"images", "annotations", "vq"} | {f"instructions/{profile}/{task}"
-                                                for profile, names in tasks.items() for task in names}
-    return {"profiles": PROFILES, "tasks": tasks, "groups": frozenset(groups),
-            "tables": frozenset(groups | {"rejects", "vq/_rejects"})}
+    groups = {"images", "annotations", "vq"} | {
+        f"instructions/{profile}/{task}" for profile, names in tasks.items() for task in names
+    }
+    return {
+        "profiles": PROFILES,
+        "tasks": tasks,
+        "groups": frozenset(groups),
+        "tables": frozenset(groups | {"rejects", "vq/_rejects"}),
+    }
 
 
 def schema_problems(doc) -> list[str]:
@@ -970,8 +1123,8 @@ def schema_problems(doc) -> list[str]:
     known vocabulary (sources, splits, profiles, tasks, table folders, reason codes of a fixed grammar),
     every value an int, a bool, a hex digest, a bounded word, or equal to what manifests/sources.yaml
     says. Anything else (a new field, a sentence, a long key) is refused. Empty: the shape is right."""
-    from pipelines.card import load_sources
-    from pipelines.manifest import PACKAGES
+    from pipelines.output.manifest import PACKAGES
+    from pipelines.tools.card import load_sources
 
     problems: list[str] = []
     vocab = _vocabulary()
@@ -1042,13 +1195,22 @@ def schema_problems(doc) -> list[str]:
     for name, entry in sources.items():
         where = f"sources.{name}"
         images = "image_keys" in entry if isinstance(entry, dict) else False
-        if not exact(where, entry, {"name", "release", "url", "access", "licence_id", "inputs", "hashes",
-                                     "hashes_sha256", "images"}, {"image_keys"}):
+        if not exact(
+            where,
+            entry,
+            {"name", "release", "url", "access", "licence_id", "inputs", "hashes", "hashes_sha256", "images"},
+            {"image_keys"},
+        ):
             continue
         known = facts.get(name, {})
-        for key, value in (("name", known.get("name", name)), ("release", release_of(known)),
-                           ("url", known.get("url")), ("access", known.get("access")),
-                           ("licence_id", known.get("licence_id")), ("hashes", f"{INPUTS_DIR}/{name}.sha256")):
+        for key, value in (
+            ("name", known.get("name", name)),
+            ("release", release_of(known)),
+            ("url", known.get("url")),
+            ("access", known.get("access")),
+            ("licence_id", known.get("licence_id")),
+            ("hashes", f"{INPUTS_DIR}/{name}.sha256"),
+        ):
             if entry[key] != value:
                 bad(f"{where}.{key}", "not what manifests/sources.yaml (or the recipe format) says")
         if images and (entry["image_keys"] != f"{KEYS_DIR}/{name}.txt" or name not in IMAGE_ID):
@@ -1110,8 +1272,12 @@ def schema_problems(doc) -> list[str]:
             if not exact(where, entry, {"path", "table", "split", "rows", "sealed_sha256", "sources"}):
                 continue
             table, split = entry["table"], entry["split"]
-            if table not in vocab["tables"] or split not in (*SPLIT_NAMES, "rejects") or not isinstance(entry["path"], str) \
-                    or not re.fullmatch(re.escape(f"{table}/{split}") + r"-\d{5}-of-\d{5}\.parquet", entry["path"]):
+            if (
+                table not in vocab["tables"]
+                or split not in (*SPLIT_NAMES, "rejects")
+                or not isinstance(entry["path"], str)
+                or not re.fullmatch(re.escape(f"{table}/{split}") + r"-\d{5}-of-\d{5}\.parquet", entry["path"])
+            ):
                 bad(where, "not an output file of a known table and split")
             if not is_int(entry["rows"]):
                 bad(f"{where}.rows", "not a count")
@@ -1120,8 +1286,11 @@ def schema_problems(doc) -> list[str]:
     else:
         bad("outputs", "not a list")
     side_files = {f"instructions/{profile}/weights.json" for profile in vocab["profiles"]} | {"vq/tokenizer.json"}
-    recipe_paths = {RECIPE_FILE, CARD_FILE, SEALED_FILE} | {f"{INPUTS_DIR}/{name}.sha256" for name in names} | \
-        {f"{KEYS_DIR}/{name}.txt" for name in names if name in IMAGE_ID}
+    recipe_paths = (
+        {RECIPE_FILE, CARD_FILE, SEALED_FILE}
+        | {f"{INPUTS_DIR}/{name}.sha256" for name in names}
+        | {f"{KEYS_DIR}/{name}.txt" for name in names if name in IMAGE_ID}
+    )
     for section, allowed in (("files", side_files), ("recipe_files", recipe_paths - {RECIPE_FILE})):
         listing = doc[section]
         if not isinstance(listing, list):
@@ -1139,8 +1308,11 @@ def schema_problems(doc) -> list[str]:
         groups = sealed["groups"]
         if sealed["file"] != SEALED_FILE or sealed["scheme"] != SCHEME or not is_int(sealed["images"]):
             bad("sealed", "not this format's sealed rows")
-        if not (isinstance(groups, list) and all(isinstance(g, str) and g in vocab["groups"] for g in groups)
-                and groups == sorted(set(groups))):
+        if not (
+            isinstance(groups, list)
+            and all(isinstance(g, str) and g in vocab["groups"] for g in groups)
+            and groups == sorted(set(groups))
+        ):
             bad("sealed.groups", "not a sorted list of table folders")
     return problems
 
@@ -1155,9 +1327,11 @@ def _config_problem(config, names: set[str]) -> str | None:
     enabled = {name for name, source in parsed.sources.items() if source.enabled}
     if enabled != names or any(source.root != name for name, source in parsed.sources.items()):
         return "its sources are not the recipe's, each rooted at its own name"
-    if parsed.tokenizer and (parsed.tokenizer.model != "tokenizer.model"
-                             or parsed.tokenizer.vocabulary not in (None, "tokenizer.vocabulary")
-                             or not re.fullmatch(r"[a-z0-9:]{1,16}", parsed.tokenizer.device)):
+    if parsed.tokenizer and (
+        parsed.tokenizer.model != "tokenizer.model"
+        or parsed.tokenizer.vocabulary not in (None, "tokenizer.vocabulary")
+        or not re.fullmatch(r"[a-z0-9:]{1,16}", parsed.tokenizer.device)
+    ):
         return "tokenizer: not the recipe's placeholders"
     if parsed.translation and parsed.translation.model != "translation.model":
         return "translation: not the recipe's placeholder"
@@ -1172,12 +1346,13 @@ def _fingerprint_problems(tokenizer, translation, bad) -> None:
             bad("tokenizer", "not a tokenizer fingerprint")
         else:
             for key, value in tokenizer.items():
-                ok = {"weights_sha256": lambda v: isinstance(v, str) and bool(_HEX64.fullmatch(v)),
-                      "id": lambda v: isinstance(v, str) and bool(re.fullmatch(r"[a-z-]{1,32}-[0-9a-f]{16}", v)),
-                      "precision": lambda v: v in ("fp32", "bf16", None),
-                      "trained": lambda v: v in (True, False, None),
-                      "architecture": _architecture_ok}.get(
-                    key, lambda v: isinstance(v, str) and bool(_PROSE.fullmatch(v)))(value)
+                ok = {
+                    "weights_sha256": lambda v: isinstance(v, str) and bool(_HEX64.fullmatch(v)),
+                    "id": lambda v: isinstance(v, str) and bool(re.fullmatch(r"[a-z-]{1,32}-[0-9a-f]{16}", v)),
+                    "precision": lambda v: v in ("fp32", "bf16", None),
+                    "trained": lambda v: v in (True, False, None),
+                    "architecture": _architecture_ok,
+                }.get(key, lambda v: isinstance(v, str) and bool(_PROSE.fullmatch(v)))(value)
                 if not ok:
                     bad(f"tokenizer.{key}", "not a fingerprint value")
     if translation is not None:
@@ -1204,11 +1379,11 @@ def _architecture_ok(value) -> bool:
         if not re.fullmatch(r"[a-z_]{1,40}", key):
             return False
         items = item if isinstance(item, list) else [item]
-        if len(items) > 16 or not all(isinstance(v, (int, float)) or (isinstance(v, str) and _WORD.fullmatch(v))
-                                      or v is None for v in items):
+        if len(items) > 16 or not all(
+            isinstance(v, (int, float)) or (isinstance(v, str) and _WORD.fullmatch(v)) or v is None for v in items
+        ):
             return False
     return True
-
 
 
 def recipe_problems(folder: str | Path, paths: list[str] | None = None) -> list[str]:
@@ -1217,7 +1392,7 @@ def recipe_problems(folder: str | Path, paths: list[str] | None = None) -> list[
     of the allowlisted shape (:func:`schema_problems`, run by :func:`read_recipe`), every line of the
     hash, id and sealed files of its exact format, and the card as the recipe makes it. Empty: fit to
     publish."""
-    from pipelines.card import load_sources
+    from pipelines.tools.card import load_sources
 
     folder = Path(folder)
     try:
@@ -1262,6 +1437,7 @@ def _line_problems(path: str, text: str, groups: list[str], doc: dict) -> list[s
         def bad_line(line: str) -> bool:
             match = INPUT_LINE.fullmatch(line)
             return not match or not _safe_input_path(match.group(3))
+
         expected = doc["sources"][source]["inputs"]["files"]
         if lines and not any(line[:1] != "s" and INPUT_LINE.fullmatch(line) for line in lines):
             return [f"{path}: no anchor line (a <sha256>  <path> line): not a recipe's"]
@@ -1270,6 +1446,7 @@ def _line_problems(path: str, text: str, groups: list[str], doc: dict) -> list[s
 
         def bad_line(line: str) -> bool:
             return image_key_problem(source, line)
+
         expected = doc["sources"][source]["images"]
     elif path == SEALED_FILE:
         if not lines or lines[0] != "\t".join(["tag", "rests_on", *groups]):
@@ -1278,6 +1455,7 @@ def _line_problems(path: str, text: str, groups: list[str], doc: dict) -> list[s
 
         def bad_line(line: str) -> bool:
             return not pattern.fullmatch(line)
+
         lines, expected = lines[1:], doc["sealed"]["images"]
     else:
         return []
@@ -1297,14 +1475,18 @@ def _recipe_command():
     import click
     from rich.console import Console
 
-    from pipelines.paths import BUILD_OUTPUT, LOCAL_FOLDER
+    from pipelines.output.paths import BUILD_OUTPUT, LOCAL_FOLDER
 
     console = Console()
 
     @click.command("recipe")
     @click.argument("out", type=BUILD_OUTPUT)
-    @click.option("--dest", type=LOCAL_FOLDER, required=True,
-                  help="Folder to write the recipe into (new, empty, or an earlier recipe's).")
+    @click.option(
+        "--dest",
+        type=LOCAL_FOLDER,
+        required=True,
+        help="Folder to write the recipe into (new, empty, or an earlier recipe's).",
+    )
     def recipe(out: str, dest: Path) -> None:
         """Write a public recipe of the finished build OUT into DEST: settings without local paths,
         versions, every input file's SHA-256 (the tables' plain, the others' sealed), every output file's
@@ -1321,14 +1503,27 @@ def _recipe_command():
                 console.print(f"recipe: {line}", style="red", markup=False, highlight=False, soft_wrap=True)
             raise SystemExit(2)
         rate = summary.input_bytes / max(summary.hash_seconds, 1e-9) / 1e6
-        console.print(f"recipe: {summary.dest}  ({summary.files} files, {summary.bytes:,} bytes; {summary.shards} "
-                      f"output files, {summary.images:,} images sealed)", markup=False, highlight=False, soft_wrap=True)
-        console.print(f"hashed {summary.input_files:,} input files, {summary.input_bytes / 1e6:,.1f} MB in "
-                      f"{summary.hash_seconds:.1f} s ({rate:,.0f} MB/s); sealed the rows in "
-                      f"{summary.seal_seconds:.1f} s; {summary.total_seconds:.1f} s in all",
-                      markup=False, highlight=False, soft_wrap=True)
-        console.print(f"next: cxr-instruct publish {summary.dest} --repo user/name --public --dry-run",
-                      markup=False, highlight=False, soft_wrap=True)
+        console.print(
+            f"recipe: {summary.dest}  ({summary.files} files, {summary.bytes:,} bytes; {summary.shards} "
+            f"output files, {summary.images:,} images sealed)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        console.print(
+            f"hashed {summary.input_files:,} input files, {summary.input_bytes / 1e6:,.1f} MB in "
+            f"{summary.hash_seconds:.1f} s ({rate:,.0f} MB/s); sealed the rows in "
+            f"{summary.seal_seconds:.1f} s; {summary.total_seconds:.1f} s in all",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        console.print(
+            f"next: cxr-instruct publish {summary.dest} --repo user/name --public --dry-run",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
 
     return recipe
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pipelines.paths import is_uri
+from pipelines.output.paths import is_uri
 from schemas.config import BuildConfig
 from schemas.records import IMAGE_SOURCES
 from transforms import io, translation
@@ -33,8 +33,10 @@ def check_config_file(config_path: str) -> None:
     """``--config`` names a readable local file."""
     path = Path(config_path)
     if not path.exists():
-        raise InputError(f"--config {config_path}: no such file; name the build's build.yaml "
-                         f"(cxr-instruct synth --out DIR writes an example, DIR/build.yaml)")
+        raise InputError(
+            f"--config {config_path}: no such file; name the build's build.yaml "
+            f"(cxr-instruct synth --out DIR writes an example, DIR/build.yaml)"
+        )
     if not path.is_file():
         raise InputError(f"--config {config_path}: is a folder, not a config file; name its build.yaml")
     if not os.access(path, os.R_OK):
@@ -62,23 +64,33 @@ def check_config(config: BuildConfig, config_path: str) -> None:
     """At least one source is enabled, and one of them has images (annotation sources alone write none)."""
     enabled = config.enabled_sources()
     if not enabled:
-        raise InputError(f"{config_path}: no enabled source under 'sources:'; add at least one image source "
-                         f"({', '.join(IMAGE_SOURCES)}) with its root")
+        raise InputError(
+            f"{config_path}: no enabled source under 'sources:'; add at least one image source "
+            f"({', '.join(IMAGE_SOURCES)}) with its root"
+        )
     if not any(name in IMAGE_SOURCES for name in enabled):
-        raise InputError(f"{config_path}: the enabled sources ({', '.join(sorted(enabled))}) only annotate other "
-                         f"sources' images, so the build would write no image; enable one of "
-                         f"{', '.join(IMAGE_SOURCES)}")
+        raise InputError(
+            f"{config_path}: the enabled sources ({', '.join(sorted(enabled))}) only annotate other "
+            f"sources' images, so the build would write no image; enable one of "
+            f"{', '.join(IMAGE_SOURCES)}"
+        )
 
 
 def check_roots(config: BuildConfig, config_path: str) -> None:
     """Every enabled local root is a readable folder (a URI root is checked by its read plan); a local
     tokenizer model folder exists; a translation model is a readable MarianMT folder."""
     for name, source in sorted(config.enabled_sources().items()):
-        _readable_folder(source.root, f"{config_path}: sources.{name}.root", f"set sources.{name}.root to "
-                         f"the {name} dataset's folder, or enabled: false")
+        _readable_folder(
+            source.root,
+            f"{config_path}: sources.{name}.root",
+            f"set sources.{name}.root to the {name} dataset's folder, or enabled: false",
+        )
     if config.tokenizer is not None:
-        _readable_folder(config.tokenizer.model, f"{config_path}: tokenizer.model",
-                         "set tokenizer.model to a local HF-format ChameleonVQVAE folder")
+        _readable_folder(
+            config.tokenizer.model,
+            f"{config_path}: tokenizer.model",
+            "set tokenizer.model to a local HF-format ChameleonVQVAE folder",
+        )
     if config.translation is not None:
         check_translation(config, config_path)
 
@@ -92,8 +104,10 @@ def check_translation(config: BuildConfig, config_path: str) -> None:
         raise InputError(f"{config_path}: {error}") from None
     missing = translation.missing_packages()
     if missing:
-        raise InputError(f"{config_path}: translation needs {', '.join(missing)}, not installed here; "
-                         f"{translation.INSTALL}, or remove the translation: key")
+        raise InputError(
+            f"{config_path}: translation needs {', '.join(missing)}, not installed here; "
+            f"{translation.INSTALL}, or remove the translation: key"
+        )
 
 
 def _readable_folder(location: str, what: str, remedy: str) -> None:
@@ -121,7 +135,8 @@ def check_compressed_tables(plans: dict) -> list[str]:
                     while stream.read(1 << 20):
                         pass
             except CORRUPT as error:
-                raise InputError(f"{table.path}: compressed file cut short or damaged ({error}); download it "
-                                 f"again") from None
+                raise InputError(
+                    f"{table.path}: compressed file cut short or damaged ({error}); download it again"
+                ) from None
             checked.append(table.path)
     return checked

@@ -26,13 +26,13 @@ import logging
 import os
 import socket
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import io
 
-FILE = ".cxr-instruct.lock"  # hidden and *.lock: publish never uploads it (pipelines/publish.py)
+FILE = ".cxr-instruct.lock"  # hidden and *.lock: publish never uploads it (pipelines/tools/publish.py)
 STALE_AFTER_S = 24 * 3600
 """Age past which a lock another host (or an object store) holds counts as left by a killed run."""
 
@@ -62,8 +62,13 @@ def stale_after_s() -> float:
 
 def holder_document(command: str) -> dict:
     now = time.time()
-    return {"command": command, "host": socket.gethostname(), "pid": os.getpid(), "started_s": now,
-            "started": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "command": command,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started_s": now,
+        "started": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
+    }
 
 
 def pid_alive(pid: int) -> bool:
@@ -90,7 +95,7 @@ def _create_exclusive(path: str, data: bytes) -> bool:
     if path.startswith("gs://"):
         from google.api_core.exceptions import PreconditionFailed
 
-        bucket, _, name = path[len("gs://"):].partition("/")
+        bucket, _, name = path[len("gs://") :].partition("/")
         blob = io._gcs().client.bucket(bucket).blob(name)
         try:
             blob.upload_from_string(data, content_type="application/json", if_generation_match=0)
@@ -110,7 +115,7 @@ def _read_holder(path: str) -> dict | None:
         return json.loads(io.read_bytes(path))
     except (OSError, ValueError):
         return None if not io.exists(path) else {}
-    except Exception:  # noqa: BLE001 - Beam wraps a vanished object's error in its own types
+    except Exception:
         return None if not io.exists(path) else {}
 
 
@@ -128,8 +133,10 @@ def is_stale(holder: dict, path: str, now: float | None = None) -> bool:
 def describe(holder: dict) -> str:
     if not holder:
         return "an unreadable lock"
-    return (f"`{holder.get('command', '?')}` on host {holder.get('host', '?')}, pid {holder.get('pid', '?')}, "
-            f"started {holder.get('started', '?')}")
+    return (
+        f"`{holder.get('command', '?')}` on host {holder.get('host', '?')}, pid {holder.get('pid', '?')}, "
+        f"started {holder.get('started', '?')}"
+    )
 
 
 def acquire(out_dir: str, command: str = "build") -> None:
@@ -148,8 +155,10 @@ def acquire(out_dir: str, command: str = "build") -> None:
         if holder is None:
             continue  # released in between
         if not is_stale(holder, path):
-            raise OutputLocked(f"{out_dir} is in use by {describe(holder)} (lock {path}); wait for it to "
-                               f"finish or pick another output folder")
+            raise OutputLocked(
+                f"{out_dir} is in use by {describe(holder)} (lock {path}); wait for it to "
+                f"finish or pick another output folder"
+            )
         log.warning("%s: taking over a stale lock of %s (that run is gone)", path, describe(holder))
         with contextlib.suppress(Exception):
             FileSystems.delete([path])
@@ -205,8 +214,8 @@ def clear_previous_build(out_dir: str, config_doc: dict, replace: bool = False) 
 
     Nothing else in the folder is touched (the card, preview, run.json and any file of the user's).
     """
-    from pipelines.image_stage import work_dir
-    from pipelines.manifest import Manifest, ManifestUnreadable
+    from pipelines.beam.image_stage import work_dir
+    from pipelines.output.manifest import Manifest, ManifestUnreadable
 
     path = io.join(out_dir, Manifest.FILE)
     if not io.exists(path):
@@ -214,11 +223,15 @@ def clear_previous_build(out_dir: str, config_doc: dict, replace: bool = False) 
     try:
         manifest = Manifest.read(out_dir)
     except ManifestUnreadable as unreadable:
-        raise OtherBuildInOutput(f"{unreadable}: cannot tell which files the older build in {out_dir} owns; "
-                                 f"pick another output folder or remove that build") from None
+        raise OtherBuildInOutput(
+            f"{unreadable}: cannot tell which files the older build in {out_dir} owns; "
+            f"pick another output folder or remove that build"
+        ) from None
     if manifest.get("config") != config_doc and not replace:
-        raise OtherBuildInOutput(f"{out_dir} holds a build of another config (its manifest.json): pick another "
-                                 f"output folder, or pass --replace to delete that build's files first")
+        raise OtherBuildInOutput(
+            f"{out_dir} holds a build of another config (its manifest.json): pick another "
+            f"output folder, or pass --replace to delete that build's files first"
+        )
     removed = []
     for relative in owned_files(manifest):
         target = io.join(out_dir, relative)
@@ -235,7 +248,7 @@ def remove_orphan_shards(out_dir: str, manifest: dict) -> list[str]:
     """``images/`` shards an earlier, killed run of this build wrote (named by its completion markers in
     ``_work/images/``) that this run's manifest does not list (the shard count changed in between):
     removed, so no ``<split>-*.parquet`` glob loads an image twice. Returns their relative paths."""
-    from pipelines.image_stage import work_dir
+    from pipelines.beam.image_stage import work_dir
 
     listed = {entry["path"] for entry in manifest["outputs"]}
     removed = []

@@ -48,15 +48,15 @@ import shutil
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.manifest import record_view_files
-from pipelines.table_files import count_by, table_files
+from pipelines.output.manifest import record_view_files
+from pipelines.output.table_files import count_by, table_files
 from transforms import io
 from transforms.geometry import find_coordinates, render_box
 from transforms.hashing import stable_hash
@@ -121,15 +121,17 @@ def sample_ids(ids: list[str], n: int, sources: list[str] | None = None) -> list
     by_source: dict[str, list[str]] = defaultdict(list)
     for row_id, source in zip(ids, sources if sources is not None else [""] * len(ids)):
         by_source[source].append(row_id)
-    queues = [heapq.nsmallest(n, set(group), key=lambda row_id: (stable_hash("preview", row_id), row_id))
-              for _, group in sorted(by_source.items())]
+    queues = [
+        heapq.nsmallest(n, set(group), key=lambda row_id: (stable_hash("preview", row_id), row_id))
+        for _, group in sorted(by_source.items())
+    ]
     chosen: list[str] = []
     for depth in range(max((len(q) for q in queues), default=0)):
         chosen += [q[depth] for q in queues if depth < len(q)]
     return chosen[:n]
 
 
-@lru_cache(maxsize=None)
+@cache
 def profile_convention(profile: str) -> str | None:
     from transforms.tasks import load_profile
 
@@ -139,7 +141,7 @@ def profile_convention(profile: str) -> str | None:
         return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def negative_answers(profile: str, task: str) -> frozenset[str]:
     """The answers of the task's template set that mean "nothing there" (``NEGATIVE_ANSWER_KEYS``)."""
     from transforms.tasks import load_profile
@@ -176,8 +178,9 @@ def _span_label(gap: str, previous: str | None) -> str | None:
     return previous if gap.strip() in ("", ",") else None
 
 
-def decode_conversation(conversations: list[dict], convention: str | None,
-                        canvas: int) -> tuple[list[dict], str | None]:
+def decode_conversation(
+    conversations: list[dict], convention: str | None, canvas: int
+) -> tuple[list[dict], str | None]:
     """The boxes and polygons written in each turn, as drawable shapes: role (``question`` for a
     human turn, ``answer`` for a gpt turn), turn number, UTF-16 span in the turn's text, label
     written before it, and canvas coordinates (``box`` [x1, y1, x2, y2]; ``rings`` [[x, y, x, y, ...]]).
@@ -194,11 +197,15 @@ def decode_conversation(conversations: list[dict], convention: str | None,
             continue
         previous_end, label = 0, None
         for span in spans:
-            label = _span_label(text[previous_end:span.start], label)
+            label = _span_label(text[previous_end : span.start], label)
             previous_end = span.end
-            shape = {"role": "question" if turn["from"] == "human" else "answer", "turn": number,
-                     "span": [utf16_offset(text, span.start), utf16_offset(text, span.end)], "label": label,
-                     "kind": span.kind}
+            shape = {
+                "role": "question" if turn["from"] == "human" else "answer",
+                "turn": number,
+                "span": [utf16_offset(text, span.start), utf16_offset(text, span.end)],
+                "label": label,
+                "kind": span.kind,
+            }
             if span.kind == "box":
                 shape["box"] = [_px(v, canvas) for v in span.box]
             else:
@@ -281,16 +288,31 @@ def row_record(row: dict, canvas: int) -> dict:
         kind = "question"
     else:
         kind = "text"
-    return {"id": row["id"], "task": f"{row['profile']}/{row['task']}", "source": row["source"], "split": row["split"],
-            "template_id": row["template_id"], "convention": convention, "image_keys": list(row["image_keys"]),
-            "conversations": conversations, "target": target_text, "shapes": shapes, "kind": kind,
-            "error": error, "check": check, "check_text": check_text}
+    return {
+        "id": row["id"],
+        "task": f"{row['profile']}/{row['task']}",
+        "source": row["source"],
+        "split": row["split"],
+        "template_id": row["template_id"],
+        "convention": convention,
+        "image_keys": list(row["image_keys"]),
+        "conversations": conversations,
+        "target": target_text,
+        "shapes": shapes,
+        "kind": kind,
+        "error": error,
+        "check": check,
+        "check_text": check_text,
+    }
 
 
 def findings_text(annotation: dict | None) -> str:
     """Stated findings, e.g. ``Cardiomegaly: present; Edema: absent`` (not-annotated ones left out)."""
-    stated = [f"{f['name']}: {PRESENCE_TEXT[f['presence']]}" for f in (annotation or {}).get("findings") or []
-              if f["presence"] is not None]
+    stated = [
+        f"{f['name']}: {PRESENCE_TEXT[f['presence']]}"
+        for f in (annotation or {}).get("findings") or []
+        if f["presence"] is not None
+    ]
     return "; ".join(stated) or "none annotated"
 
 
@@ -298,11 +320,23 @@ def annotation_record(annotation: dict | None, canvas: int) -> dict:
     """Every box and polygon of an image's annotations row, in canvas coordinates (its findings are
     in the image's entry, :func:`collect`)."""
     annotation = annotation or {}
-    boxes = [{"label": b["label"], "origin": b.get("origin"), "reader": b.get("reader"),
-              "box": [_px(b[k], canvas) for k in ("u1", "v1", "u2", "v2")]} for b in annotation.get("boxes") or []]
-    polygons = [{"label": p["label"], "origin": p.get("origin"),
-                 "rings": [[round(v * canvas, 1) for point in ring for v in point] for ring in p["rings_unit"]]}
-                for p in annotation.get("polygons") or []]
+    boxes = [
+        {
+            "label": b["label"],
+            "origin": b.get("origin"),
+            "reader": b.get("reader"),
+            "box": [_px(b[k], canvas) for k in ("u1", "v1", "u2", "v2")],
+        }
+        for b in annotation.get("boxes") or []
+    ]
+    polygons = [
+        {
+            "label": p["label"],
+            "origin": p.get("origin"),
+            "rings": [[round(v * canvas, 1) for point in ring for v in point] for ring in p["rings_unit"]],
+        }
+        for p in annotation.get("polygons") or []
+    ]
     return {"boxes": boxes, "polygons": polygons}
 
 
@@ -371,8 +405,14 @@ def collect(out: str | Path, rows_per_task: int = DEFAULT_ROWS, rejects_per_reas
         file, annotation_file = image_file_name(data), annotation_file_name(key)
         image_bytes[file] = data
         annotations[annotation_file] = annotation_record(annotation, canvas)
-        images[key] = {"file": file, "annotations": annotation_file, "view": image["view"],
-                       "source": image["source"], "split": image["split"], "findings": findings_text(annotation)}
+        images[key] = {
+            "file": file,
+            "annotations": annotation_file,
+            "view": image["view"],
+            "source": image["source"],
+            "split": image["split"],
+            "findings": findings_text(annotation),
+        }
 
     image_counts = count_by(image_files, ["source", "split"])
 
@@ -384,19 +424,28 @@ def collect(out: str | Path, rows_per_task: int = DEFAULT_ROWS, rejects_per_reas
     rejects, reject_counts = [], []
     for group in sorted(groups, key=lambda g: tuple(v or "" for v in g)):
         members = groups[group]
-        shown = sorted(heapq.nsmallest(rejects_per_reason, members,
-                                       key=lambda r: (stable_hash("preview-reject", *r), r)),
-                       key=lambda r: (r[0] or "", r[6] or ""))
+        shown = sorted(
+            heapq.nsmallest(rejects_per_reason, members, key=lambda r: (stable_hash("preview-reject", *r), r)),
+            key=lambda r: (r[0] or "", r[6] or ""),
+        )
         rejects += shown
         reject_counts.append([*group, len(members), len(shown)])
 
-    return Collected(canvas=canvas, rows_per_task=rows_per_task, rows=rows, images=images, image_bytes=image_bytes,
-                     annotations=annotations,
-                     instruction_counts=[[*k, n] for k, n in sorted(instruction_counts.items(),
-                                                                   key=lambda kv: tuple(v or "" for v in kv[0]))],
-                     image_counts=[[*k, n] for k, n in sorted(image_counts.items(),
-                                                              key=lambda kv: tuple(v or "" for v in kv[0]))],
-                     rejects=rejects, reject_counts=reject_counts, profiles=profile_entries(manifest))
+    return Collected(
+        canvas=canvas,
+        rows_per_task=rows_per_task,
+        rows=rows,
+        images=images,
+        image_bytes=image_bytes,
+        annotations=annotations,
+        instruction_counts=[
+            [*k, n] for k, n in sorted(instruction_counts.items(), key=lambda kv: tuple(v or "" for v in kv[0]))
+        ],
+        image_counts=[[*k, n] for k, n in sorted(image_counts.items(), key=lambda kv: tuple(v or "" for v in kv[0]))],
+        rejects=rejects,
+        reject_counts=reject_counts,
+        profiles=profile_entries(manifest),
+    )
 
 
 def profile_entries(manifest: dict) -> list[list]:
@@ -419,32 +468,57 @@ def _json(value) -> str:
 
 def data_files(data: Collected) -> dict[str, str]:
     """Every file of ``data-<digest>/`` by relative name (the viewer, the index, the chunks)."""
-    names = {"tasks": sorted({r["task"] for r in data.rows} | {c[0] for c in data.instruction_counts}),
-             "sources": sorted({r["source"] for r in data.rows} | {c[1] for c in data.instruction_counts}
-                               | {c[0] for c in data.image_counts} | {c[1] for c in data.reject_counts}),
-             "splits": sorted({r["split"] for r in data.rows} | {c[2] for c in data.instruction_counts}
-                              | {c[1] for c in data.image_counts})}
+    names = {
+        "tasks": sorted({r["task"] for r in data.rows} | {c[0] for c in data.instruction_counts}),
+        "sources": sorted(
+            {r["source"] for r in data.rows}
+            | {c[1] for c in data.instruction_counts}
+            | {c[0] for c in data.image_counts}
+            | {c[1] for c in data.reject_counts}
+        ),
+        "splits": sorted(
+            {r["split"] for r in data.rows}
+            | {c[2] for c in data.instruction_counts}
+            | {c[1] for c in data.image_counts}
+        ),
+    }
     position = {field: {name: i for i, name in enumerate(values)} for field, values in names.items()}
     files: dict[str, str] = {"app.js": APP_JS}
     index = {
-        "canvas": data.canvas, "rows_per_task": data.rows_per_task, "chunk_rows": CHUNK_ROWS,
-        "chunk_rejects": CHUNK_REJECTS, "kinds": list(KINDS), **names,
+        "canvas": data.canvas,
+        "rows_per_task": data.rows_per_task,
+        "chunk_rows": CHUNK_ROWS,
+        "chunk_rejects": CHUNK_REJECTS,
+        "kinds": list(KINDS),
+        **names,
         # one entry per previewed row, in display order: task, source, split, kind, check, id
-        "rows": [[position["tasks"][r["task"]], position["sources"][r["source"]], position["splits"][r["split"]],
-                  KINDS.index(r["kind"]), r["check"], r["id"]] for r in data.rows],
-        "instruction_counts": data.instruction_counts, "image_counts": data.image_counts,
-        "reject_counts": data.reject_counts, "rejects": len(data.rejects), "profiles": data.profiles,
+        "rows": [
+            [
+                position["tasks"][r["task"]],
+                position["sources"][r["source"]],
+                position["splits"][r["split"]],
+                KINDS.index(r["kind"]),
+                r["check"],
+                r["id"],
+            ]
+            for r in data.rows
+        ],
+        "instruction_counts": data.instruction_counts,
+        "image_counts": data.image_counts,
+        "reject_counts": data.reject_counts,
+        "rejects": len(data.rejects),
+        "profiles": data.profiles,
     }
     files["index.js"] = f"PREVIEW.index({_json(index)});\n"
     for start in range(0, len(data.rows), CHUNK_ROWS):
-        chunk_rows = data.rows[start:start + CHUNK_ROWS]
+        chunk_rows = data.rows[start : start + CHUNK_ROWS]
         keys = sorted({key for row in chunk_rows for key in row["image_keys"]})
         chunk = {"rows": chunk_rows, "images": {key: data.images[key] for key in keys}}
         files[f"rows-{start // CHUNK_ROWS:05d}.js"] = f"PREVIEW.chunk({start // CHUNK_ROWS},{_json(chunk)});\n"
     for name, record in sorted(data.annotations.items()):
         files[name] = f"PREVIEW.annotations({_json(name)},{_json(record)});\n"
     for start in range(0, len(data.rejects), CHUNK_REJECTS):
-        part = data.rejects[start:start + CHUNK_REJECTS]
+        part = data.rejects[start : start + CHUNK_REJECTS]
         number = start // CHUNK_REJECTS
         files[f"rejects-{number:05d}.js"] = f"PREVIEW.rejects({number},{_json(part)});\n"
     return files
@@ -493,15 +567,20 @@ def write_files(data: Collected, preview_dir: Path) -> Path:
     return index
 
 
-def write_preview(out_dir: str | Path, rows_per_task: int = DEFAULT_ROWS,
-                  rejects_per_reason: int = DEFAULT_REJECTS, dest: str | Path | None = None) -> PreviewResult:
+def write_preview(
+    out_dir: str | Path,
+    rows_per_task: int = DEFAULT_ROWS,
+    rejects_per_reason: int = DEFAULT_REJECTS,
+    dest: str | Path | None = None,
+) -> PreviewResult:
     """Write the preview of a finished build into the local folder ``dest`` (default ``OUT/preview/``,
     which a ``gs://`` build does not have: it must name ``dest``); what it holds."""
     out = str(out_dir)
     if dest is None:
         if io.is_object_store(out):
-            raise ValueError(f"{out} is not a local folder: the preview is written to a local folder, name it "
-                             "(--dest DIR)")
+            raise ValueError(
+                f"{out} is not a local folder: the preview is written to a local folder, name it (--dest DIR)"
+            )
         dest = Path(out) / "preview"
     if io.is_object_store(str(dest)):
         raise ValueError(f"{dest}: the preview is opened from file://, so it goes to a local folder")
@@ -510,18 +589,26 @@ def write_preview(out_dir: str | Path, rows_per_task: int = DEFAULT_ROWS,
     inside = Path(dest).resolve()
     if not io.is_object_store(out) and inside.is_relative_to(Path(out).resolve()):  # written into OUT: listed
         root = Path(out).resolve()
-        record_view_files(out, "preview", [p.resolve().relative_to(root).as_posix()
-                                           for p in inside.rglob("*") if p.is_file()])
+        record_view_files(
+            out, "preview", [p.resolve().relative_to(root).as_posix() for p in inside.rglob("*") if p.is_file()]
+        )
     return result
 
 
 def summarise(data: Collected, index: Path) -> PreviewResult:
     written = [p for p in index.parent.rglob("*") if p.is_file()]
     return PreviewResult(
-        path=index, items=len(data.rows), images=sum(len(r["image_keys"]) for r in data.rows),
-        shapes=sum(len(r["shapes"]) for r in data.rows), negatives=sum(r["kind"] == "negative" for r in data.rows),
-        decode_errors=sum(r["kind"] == "error" for r in data.rows), mismatches=sum(r["check"] == 0 for r in data.rows),
-        rejects=len(data.rejects), files=len(written), bytes=sum(p.stat().st_size for p in written))
+        path=index,
+        items=len(data.rows),
+        images=sum(len(r["image_keys"]) for r in data.rows),
+        shapes=sum(len(r["shapes"]) for r in data.rows),
+        negatives=sum(r["kind"] == "negative" for r in data.rows),
+        decode_errors=sum(r["kind"] == "error" for r in data.rows),
+        mismatches=sum(r["check"] == 0 for r in data.rows),
+        rejects=len(data.rejects),
+        files=len(written),
+        bytes=sum(p.stat().st_size for p in written),
+    )
 
 
 # ------------------------------------------------------------------------------------ the page and viewer

@@ -11,14 +11,14 @@ format             files under DEST                                            r
                    ``images/``
 ``swift``          ``<split>.jsonl`` (messages / images), ``images/``           ms-swift ``--dataset <split>.jsonl``
 ``messages``       ``<split>.jsonl`` (chat format, content parts), ``images/``  transformers, TRL
-``chexmix``        token sequences with a loss mask (:mod:`pipelines.export_chexmix`)  CheXmix-style trainers
+``chexmix``        token sequences with a loss mask (:mod:`pipelines.training.export_chexmix`)  CheXmix-style trainers
 =================  ==========================================================  ================================
 
 Row layouts are in :mod:`transforms.export_records`. ``--coordinates`` picks the frame boxes and polygons
 are written in (:mod:`transforms.coordinate_frames`): the profile's own by default, Qwen2.5-VL's pixels
 for ``qwen-vl``. A frame of ``<bin_k>`` tokens adds ``coordinate_tokens.txt``, the tokens to add to the
 tokenizer. ``--mixture`` writes the train split as a sample drawn by the profile's weights instead of
-each row once (:class:`pipelines.export_source.Mixture`).
+each row once (:class:`pipelines.training.export_source.Mixture`).
 
 Every export streams the instruction shards one row group at a time, writes into a staged folder that
 becomes DEST only when it is whole, and ends with ``DEST/export.json``: the options, rows per split, and
@@ -40,15 +40,30 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import manifests
-from pipelines import export_chexmix
-from pipelines.export_source import (ExportError, Mixture, iter_rows, mixture_rows, profile_settings, shards_by_split,
-                                     split_of, staged_folder, write_report)
-from pipelines.paths import BUILD_OUTPUT, LOCAL_FOLDER
+from pipelines.output.paths import BUILD_OUTPUT, LOCAL_FOLDER
+from pipelines.training import export_chexmix
+from pipelines.training.export_source import (
+    ExportError,
+    Mixture,
+    iter_rows,
+    mixture_rows,
+    profile_settings,
+    shards_by_split,
+    split_of,
+    staged_folder,
+    write_report,
+)
 from transforms import io
-from transforms.coordinate_frames import (FRAMES, QWEN_MAX_PIXELS, QWEN_MIN_PIXELS, CoordinateFrame, qwen_resized,
-                                          reframe_text, target_geometry)
-from transforms.export_records import (RecordError, image_file_name, llava_record, messages_record,
-                                       role_record)
+from transforms.coordinate_frames import (
+    FRAMES,
+    QWEN_MAX_PIXELS,
+    QWEN_MIN_PIXELS,
+    CoordinateFrame,
+    qwen_resized,
+    reframe_text,
+    target_geometry,
+)
+from transforms.export_records import RecordError, image_file_name, llava_record, messages_record, role_record
 from transforms.images import resize_png
 
 IMAGES = "images"
@@ -108,12 +123,15 @@ def build_identity(manifest: dict) -> dict:
     its output shards' paths and checksums (the same for the same build wherever it is stored)."""
     outputs = sorted(manifest["outputs"], key=lambda entry: entry["path"])
     listing = "\n".join(f"{entry['path']}\t{entry['sha256']}" for entry in outputs)
-    return {"tool_version": manifest.get("versions", {}).get("cxr-instruct"),
-            "outputs_sha256": hashlib.sha256(listing.encode("utf-8")).hexdigest()}
+    return {
+        "tool_version": manifest.get("versions", {}).get("cxr-instruct"),
+        "outputs_sha256": hashlib.sha256(listing.encode("utf-8")).hexdigest(),
+    }
 
 
-def copy_images(out: str | Path, keys: set[str], dest: Path, image_size: int | None = None,
-                splits: tuple[str, ...] = ()) -> int:
+def copy_images(
+    out: str | Path, keys: set[str], dest: Path, image_size: int | None = None, splits: tuple[str, ...] = ()
+) -> int:
     """Write the PNG of every key into ``dest/images/<image_file_name>``, resized to ``image_size`` when
     given (:func:`transforms.images.resize_png`); all must exist. Only the images shards of ``splits``
     (all when empty) are searched, and image bytes are read only from row groups holding wanted keys."""
@@ -127,8 +145,10 @@ def copy_images(out: str | Path, keys: set[str], dest: Path, image_size: int | N
         with io.open_file(shard) as handle:
             parquet = pq.ParquetFile(handle)
             for group in range(parquet.num_row_groups):
-                wanted = pc.is_in(parquet.read_row_group(group, columns=["image_key"])["image_key"],
-                                  value_set=pa.array(sorted(remaining), pa.string()))
+                wanted = pc.is_in(
+                    parquet.read_row_group(group, columns=["image_key"])["image_key"],
+                    value_set=pa.array(sorted(remaining), pa.string()),
+                )
                 if not pc.any(wanted).as_py():
                     continue
                 table = parquet.read_row_group(group, columns=["image_key", "image"]).filter(wanted)
@@ -155,22 +175,26 @@ def profile_geometry(settings: dict, profile: str) -> tuple[str, int]:
     return declared["coordinates"], int(declared.get("polygon_max_vertices", 30))
 
 
-def resolve_frame(fmt: str, options: CoordinateOptions, settings: dict, profile: str,
-                  manifest: dict) -> CoordinateFrame:
+def resolve_frame(
+    fmt: str, options: CoordinateOptions, settings: dict, profile: str, manifest: dict
+) -> CoordinateFrame:
     """The frame the export writes. ``pixels`` is the exported image as Qwen2.5-VL's processor resizes it
     (:func:`transforms.coordinate_frames.qwen_resized` within ``--min-pixels`` / ``--max-pixels``), the
     only models that read absolute pixels."""
     choice = options.frame or JSON_FORMATS[fmt].frame
     if choice != "pixels" and (options.min_pixels is not None or options.max_pixels is not None):
-        raise ExportError("--min-pixels / --max-pixels set the pixels frame; this export writes "
-                          f"{'the profile' if choice == 'profile' else choice}'s coordinates")
+        raise ExportError(
+            "--min-pixels / --max-pixels set the pixels frame; this export writes "
+            f"{'the profile' if choice == 'profile' else choice}'s coordinates"
+        )
     if choice == "profile":
         return CoordinateFrame(profile_geometry(settings, profile)[0])
     if choice != "pixels":
         return CoordinateFrame(choice)
     side = image_size_of(settings, manifest)
-    height, width = qwen_resized(side, side, QWEN_FACTOR, options.min_pixels or QWEN_MIN_PIXELS,
-                                 options.max_pixels or QWEN_MAX_PIXELS)
+    height, width = qwen_resized(
+        side, side, QWEN_FACTOR, options.min_pixels or QWEN_MIN_PIXELS, options.max_pixels or QWEN_MAX_PIXELS
+    )
     return CoordinateFrame("pixels", width=width, height=height)
 
 
@@ -180,8 +204,11 @@ class Reframer:
 
     def __init__(self, convention: str, frame: CoordinateFrame, max_vertices: int, options: CoordinateOptions):
         self.convention, self.frame, self.max_vertices = convention, frame, max_vertices
-        self.bounds = {"min_pixels": options.min_pixels or QWEN_MIN_PIXELS,
-                       "max_pixels": options.max_pixels or QWEN_MAX_PIXELS, "factor": QWEN_FACTOR}
+        self.bounds = {
+            "min_pixels": options.min_pixels or QWEN_MIN_PIXELS,
+            "max_pixels": options.max_pixels or QWEN_MAX_PIXELS,
+            "factor": QWEN_FACTOR,
+        }
         self.rewritten = self.from_text = 0
 
     def __call__(self, row: dict) -> dict:
@@ -191,8 +218,9 @@ class Reframer:
         turns = []
         for turn in row["conversations"]:
             try:
-                text, rewritten, from_text = reframe_text(turn["value"], self.convention, self.frame, exact,
-                                                          self.max_vertices)
+                text, rewritten, from_text = reframe_text(
+                    turn["value"], self.convention, self.frame, exact, self.max_vertices
+                )
             except ValueError as error:
                 raise ExportError(f"row {row['id']}: coordinates cannot be rewritten: {error}") from error
             self.rewritten += rewritten
@@ -201,10 +229,18 @@ class Reframer:
         return {**row, "conversations": turns}
 
     def report(self) -> dict:
-        return {"frame": self.frame.kind, "written_as": self.frame.describe(), "profile": self.convention,
-                **({"width": self.frame.width, "height": self.frame.height, **self.bounds}
-                   if self.frame.kind == "pixels" else {}),
-                "rewritten": self.rewritten, "from_text": self.from_text}
+        return {
+            "frame": self.frame.kind,
+            "written_as": self.frame.describe(),
+            "profile": self.convention,
+            **(
+                {"width": self.frame.width, "height": self.frame.height, **self.bounds}
+                if self.frame.kind == "pixels"
+                else {}
+            ),
+            "rewritten": self.rewritten,
+            "from_text": self.from_text,
+        }
 
 
 def write_coordinate_tokens(staging: Path, frame: CoordinateFrame) -> None:
@@ -219,13 +255,16 @@ def write_coordinate_tokens(staging: Path, frame: CoordinateFrame) -> None:
 # ------------------------------------------------------------------ the JSON formats
 
 
-def split_streams(out: str | Path, profile: str, splits: tuple[str, ...],
-                  mixture: Mixture | None) -> tuple[list[tuple[str, Callable[[], Iterator[dict]]]], dict | None]:
+def split_streams(
+    out: str | Path, profile: str, splits: tuple[str, ...], mixture: Mixture | None
+) -> tuple[list[tuple[str, Callable[[], Iterator[dict]]]], dict | None]:
     """Per split to write, a function giving its rows in file order; the mixture's shares when sampled."""
     by_split = shards_by_split(out, profile, splits)
     if mixture is not None and mixture.split not in by_split:
-        raise ExportError(f"--mixture samples the {mixture.split!r} split, which this export does not write "
-                          f"(splits: {sorted(by_split)})")
+        raise ExportError(
+            f"--mixture samples the {mixture.split!r} split, which this export does not write "
+            f"(splits: {sorted(by_split)})"
+        )
     streams, shares = [], None
     for split, shards in by_split.items():
         if mixture is not None and split == mixture.split:
@@ -253,7 +292,8 @@ def llamafactory_dataset_info(profile: str, files: dict[str, str]) -> dict:
     """``dataset_info.json`` entries, ``cxr_instruct_<profile>_<split>`` per split file."""
     return {
         f"cxr_instruct_{profile}_{split}": {
-            "file_name": name, "formatting": "sharegpt",
+            "file_name": name,
+            "formatting": "sharegpt",
             "columns": {"messages": "messages", "images": "images"},
             "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"},
         }
@@ -261,8 +301,15 @@ def llamafactory_dataset_info(profile: str, files: dict[str, str]) -> dict:
     }
 
 
-def write_json_format(out: str | Path, profile: str, fmt: str, staging: Path, splits: tuple[str, ...],
-                      mixture: Mixture | None, coordinates: CoordinateOptions) -> tuple[dict, dict[str, int]]:
+def write_json_format(
+    out: str | Path,
+    profile: str,
+    fmt: str,
+    staging: Path,
+    splits: tuple[str, ...],
+    mixture: Mixture | None,
+    coordinates: CoordinateOptions,
+) -> tuple[dict, dict[str, int]]:
     """Split files, images and the side files of one JSON format into ``staging``; (report, rows per file)."""
     spec = JSON_FORMATS[fmt]
     settings = profile_settings(out, profile)
@@ -293,18 +340,31 @@ def write_json_format(out: str | Path, profile: str, fmt: str, staging: Path, sp
     if fmt == "llamafactory":
         info = llamafactory_dataset_info(profile, files)
         (staging / "dataset_info.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    report = {"rows": rows, "images": images, "image_size": image_size_of(settings, manifest),
-              "image_folder": IMAGES, "image_paths_relative_to": IMAGES if spec.image_prefix == "" else ".",
-              "coordinates": reframe.report(), **({"mixture": shares} if shares else {})}
+    report = {
+        "rows": rows,
+        "images": images,
+        "image_size": image_size_of(settings, manifest),
+        "image_folder": IMAGES,
+        "image_paths_relative_to": IMAGES if spec.image_prefix == "" else ".",
+        "coordinates": reframe.report(),
+        **({"mixture": shares} if shares else {}),
+    }
     return report, {files[split]: count for split, count in rows.items()}
 
 
 # ------------------------------------------------------------------ entry points
 
 
-def export(out: str | Path, profile: str, fmt: str, dest: str | Path, splits: tuple[str, ...] = (),
-           chexmix: export_chexmix.ChexmixOptions | None = None, mixture: Mixture | None = None,
-           coordinates: CoordinateOptions = CoordinateOptions()) -> dict:
+def export(
+    out: str | Path,
+    profile: str,
+    fmt: str,
+    dest: str | Path,
+    splits: tuple[str, ...] = (),
+    chexmix: export_chexmix.ChexmixOptions | None = None,
+    mixture: Mixture | None = None,
+    coordinates: CoordinateOptions = CoordinateOptions(),
+) -> dict:
     """Export one profile of a build into DEST (replaced only when whole); returns ``export.json``."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; one of {list(FORMATS)}")
@@ -313,10 +373,16 @@ def export(out: str | Path, profile: str, fmt: str, dest: str | Path, splits: tu
     if fmt == "chexmix" and chexmix is None:
         raise ExportError("the chexmix format needs its options (a tokenizer file at least)")
     if fmt == "chexmix" and coordinates.frame not in (None, "profile"):
-        raise ExportError("the chexmix format writes coordinates as the profile does; --coordinates is for the "
-                          f"other formats ({', '.join(JSON_FORMATS)})")
-    head = {"format": fmt, "profile": profile, "splits": list(splits) or "all",
-            "build": build_identity(build_manifest(out))}
+        raise ExportError(
+            "the chexmix format writes coordinates as the profile does; --coordinates is for the "
+            f"other formats ({', '.join(JSON_FORMATS)})"
+        )
+    head = {
+        "format": fmt,
+        "profile": profile,
+        "splits": list(splits) or "all",
+        "build": build_identity(build_manifest(out)),
+    }
     with staged_folder(dest, out) as staging:
         if fmt == "chexmix":
             report, rows_per_file = export_chexmix.write_chexmix(out, profile, staging, chexmix, splits, mixture)
@@ -332,31 +398,53 @@ def summary(report: dict) -> str:
     if "chexmix" in brief:
         brief["chexmix"] = {key: value for key, value in brief["chexmix"].items() if key != "lengths"}
         lines.append(export_chexmix.format_lengths(report["chexmix"]["lengths"]))
-    return "\n".join([json.dumps(brief, sort_keys=True), *lines,
-                      f"{len(report['files'])} files with sha256 in export.json"])
+    return "\n".join(
+        [json.dumps(brief, sort_keys=True), *lines, f"{len(report['files'])} files with sha256 in export.json"]
+    )
 
 
 @click.command("export")
 @click.argument("out", type=BUILD_OUTPUT)
 @click.option("--profile", required=True, help="Profile folder under OUT/instructions, e.g. m4cxr.")
 @click.option("--format", "fmt", required=True, type=click.Choice(FORMATS))
-@click.option("--dest", required=True, type=LOCAL_FOLDER,
-              help="Local folder to write (replaced only by a whole export; refused if it holds other files).")
+@click.option(
+    "--dest",
+    required=True,
+    type=LOCAL_FOLDER,
+    help="Local folder to write (replaced only by a whole export; refused if it holds other files).",
+)
 @click.option("--split", "splits", multiple=True, help="Only these splits (repeatable); default all.")
-@click.option("--coordinates", type=click.Choice(["profile", *FRAMES]), default=None,
-              help="Frame of boxes and polygons; default: the profile's own (qwen-vl: pixels of the image as "
-                   "Qwen2.5-VL resizes it; Qwen2-VL and Qwen3-VL: norm1000).")
-@click.option("--min-pixels", type=click.IntRange(min=1), default=None,
-              help=f"pixels frame: the Qwen processor's min_pixels [default: {QWEN_MIN_PIXELS}].")
-@click.option("--max-pixels", type=click.IntRange(min=1), default=None,
-              help=f"pixels frame: the Qwen processor's max_pixels [default: {QWEN_MAX_PIXELS}].")
+@click.option(
+    "--coordinates",
+    type=click.Choice(["profile", *FRAMES]),
+    default=None,
+    help="Frame of boxes and polygons; default: the profile's own (qwen-vl: pixels of the image as "
+    "Qwen2.5-VL resizes it; Qwen2-VL and Qwen3-VL: norm1000).",
+)
+@click.option(
+    "--min-pixels",
+    type=click.IntRange(min=1),
+    default=None,
+    help=f"pixels frame: the Qwen processor's min_pixels [default: {QWEN_MIN_PIXELS}].",
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=None,
+    help=f"pixels frame: the Qwen processor's max_pixels [default: {QWEN_MAX_PIXELS}].",
+)
 @click.option("--mixture", is_flag=True, help="Write the train split as a sample drawn by the profile's weights.json.")
-@click.option("--samples", type=click.IntRange(min=1), default=None,
-              help="--mixture: rows to draw (default: the train split's row count).")
+@click.option(
+    "--samples",
+    type=click.IntRange(min=1),
+    default=None,
+    help="--mixture: rows to draw (default: the train split's row count).",
+)
 @click.option("--seed", type=int, default=None, help="--mixture: seed of the draw [default: 0].")
 @export_chexmix.with_cli_options
-def export_command(out, profile, fmt, dest, splits, coordinates, min_pixels, max_pixels, mixture, samples, seed,
-                   **chexmix_params) -> None:
+def export_command(
+    out, profile, fmt, dest, splits, coordinates, min_pixels, max_pixels, mixture, samples, seed, **chexmix_params
+) -> None:
     """Export one profile of the build in OUT (a local folder or gs:// URI) into the local folder DEST, in
     the file layout of a training framework (docs/training.md)."""
     options = export_chexmix.options_from_cli(chexmix_params) if fmt == "chexmix" else None
@@ -364,14 +452,24 @@ def export_command(out, profile, fmt, dest, splits, coordinates, min_pixels, max
         raise click.UsageError("--samples and --seed go with --mixture")
     sampled = Mixture(samples=samples, seed=seed or 0) if mixture else None
     try:
-        report = export(out, profile, fmt, dest, tuple(splits), options, sampled,
-                        CoordinateOptions(coordinates, min_pixels, max_pixels))
+        report = export(
+            out,
+            profile,
+            fmt,
+            dest,
+            tuple(splits),
+            options,
+            sampled,
+            CoordinateOptions(coordinates, min_pixels, max_pixels),
+        )
     except ExportError as error:
         raise click.ClickException(str(error)) from error
     click.echo(summary(report))
     if "mixture" in report:
-        click.echo(f"mixture of {report['mixture']['samples']} {report['mixture']['split']} rows (seed "
-                   f"{report['mixture']['seed']}): task, share by weights.json, share drawn")
+        click.echo(
+            f"mixture of {report['mixture']['samples']} {report['mixture']['split']} rows (seed "
+            f"{report['mixture']['seed']}): task, share by weights.json, share drawn"
+        )
         for task, share in report["mixture"]["tasks"].items():
             note = "  (no weighted rows in this split)" if share.get("no_weighted_rows") else ""
             click.echo(f"  {task:<34} {share['expected']:8.2%} {share['realised']:8.2%}{note}")

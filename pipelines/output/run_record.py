@@ -1,7 +1,7 @@
 """``OUT/run.json``: what one run of ``cxr-instruct build`` did, for people and for scripts.
 
 The manifest describes the dataset and is the same for every run of the same inputs; the run record
-describes the run: when it started and ended, each stage's items and wall time (pipelines/progress.py),
+describes the run: when it started and ended, each stage's items and wall time (pipelines/beam/progress.py),
 per source what was read, written, rejected and filtered (records and items apart), the most frequent
 reject reasons, and where the outputs are. The terminal summary prints the same record. It is not a
 dataset file: ``publish`` leaves it out, ``verify`` ignores it.
@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.write import write_atomically
+from pipelines.beam.write import write_atomically
 from transforms import io
 
 FILE = "run.json"
@@ -30,11 +30,18 @@ def _items(entry: dict, kind: str) -> int:
 
 def source_counts(manifest: dict) -> dict[str, dict]:
     """Per source: records read / written / rejected / filtered, items rejected / filtered, reconciled."""
-    return {source: {"read": entry["read"], "written": entry["written"],
-                     "rejected": sum(entry["rejected"].values()), "filtered": sum(entry["filtered"].values()),
-                     "rejected_items": _items(entry, "rejected"), "filtered_items": _items(entry, "filtered"),
-                     "reconciled": entry["reconciled"]}
-            for source, entry in manifest["counts"].items()}
+    return {
+        source: {
+            "read": entry["read"],
+            "written": entry["written"],
+            "rejected": sum(entry["rejected"].values()),
+            "filtered": sum(entry["filtered"].values()),
+            "rejected_items": _items(entry, "rejected"),
+            "filtered_items": _items(entry, "filtered"),
+            "reconciled": entry["reconciled"],
+        }
+        for source, entry in manifest["counts"].items()
+    }
 
 
 def reject_reasons(out_dir: str, top: int = TOP_REASONS) -> list[dict]:
@@ -44,16 +51,19 @@ def reject_reasons(out_dir: str, top: int = TOP_REASONS) -> list[dict]:
         with FileSystems.open(path) as handle:
             table = pq.read_table(handle, columns=["source", "stage", "kind", "reason"])
         counts.update(zip(*(table.column(name).to_pylist() for name in ("source", "stage", "kind", "reason"))))
-    return [{"source": s, "stage": st, "kind": k, "reason": r, "count": n}
-            for (s, st, k, r), n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top]]
+    return [
+        {"source": s, "stage": st, "kind": k, "reason": r, "count": n}
+        for (s, st, k, r), n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top]
+    ]
 
 
 def _stamp(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
 
 
-def run_record(out_dir: str, manifest: dict, stages: dict, started: float, finished: float,
-               outcome: str = "built") -> dict:
+def run_record(
+    out_dir: str, manifest: dict, stages: dict, started: float, finished: float, outcome: str = "built"
+) -> dict:
     """The record of one run (``outcome``: "built", or "already built" when nothing had to run)."""
     return {
         "outcome": outcome,
@@ -66,8 +76,12 @@ def run_record(out_dir: str, manifest: dict, stages: dict, started: float, finis
         "tables": manifest["tables"],
         "pools_without_rows": profile_pools_without_rows(out_dir, manifest),
         "checks": manifest["checks"],
-        "outputs": {"folder": out_dir, "manifest": io.join(out_dir, "manifest.json"),
-                    "run": io.join(out_dir, FILE), "files": len(manifest["outputs"])},
+        "outputs": {
+            "folder": out_dir,
+            "manifest": io.join(out_dir, "manifest.json"),
+            "run": io.join(out_dir, FILE),
+            "files": len(manifest["outputs"]),
+        },
     }
 
 

@@ -8,7 +8,7 @@ unlisted shard sits in a table folder (a stale shard would be picked up by a ``<
 glob). Also checks the other files that manifest.json lists under ``files`` by size and SHA-256: each
 profile's ``instructions/<profile>/weights.json``, ``vq/tokenizer.json`` after tokenize, and what
 later commands wrote into OUT and recorded there (``README.md`` and ``card/`` by ``card``,
-``preview/`` by ``preview``, ``audit.json`` by ``audit``: pipelines/manifest.py ``record_view_files``);
+``preview/`` by ``preview``, ``audit.json`` by ``audit``: pipelines/output/manifest.py ``record_view_files``);
 reports a manifest.json that is missing or not a whole JSON document in one line. Reads Parquet
 footers only, never row data. Not checked: ``run.json``, the local record of the last run.
 """
@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from pipelines.manifest import Manifest, ManifestUnreadable
-from pipelines.table_files import parquet_rows
+from pipelines.output.manifest import Manifest, ManifestUnreadable
+from pipelines.output.table_files import parquet_rows
 from transforms import io
 
 TABLE_ROOTS = ("images", "annotations", "instructions", "rejects", "vq")
@@ -70,15 +70,17 @@ def check_weights_listed(manifest: dict) -> list[str]:
     """Every profile's ``weights.json`` is among the listed files (a manifest from before they were listed
     cannot vouch for them)."""
     listed = {entry["path"] for entry in manifest.get("files", [])}
-    return [f"instructions/{profile}/weights.json: not listed in manifest.json files"
-            for profile in manifest.get("profiles", []) if f"instructions/{profile}/weights.json" not in listed]
+    return [
+        f"instructions/{profile}/weights.json: not listed in manifest.json files"
+        for profile in manifest.get("profiles", [])
+        if f"instructions/{profile}/weights.json" not in listed
+    ]
 
 
 def check_unlisted(outputs: list[dict], present: dict[str, int]) -> list[str]:
     """Parquet files under the table folders that the manifest does not list."""
     listed = {entry["path"] for entry in outputs}
-    found = sorted(path for path in present
-                   if path.endswith(".parquet") and path.split("/", 1)[0] in TABLE_ROOTS)
+    found = sorted(path for path in present if path.endswith(".parquet") and path.split("/", 1)[0] in TABLE_ROOTS)
     return [f"{path}: not listed in manifest.json outputs" for path in found if path not in listed]
 
 
@@ -101,8 +103,10 @@ def check_tables(manifest: dict) -> list[str]:
                     summed[split] += n
             table = f"instructions/{profile}/{task}"
             if dict(summed) != tables.get(table, {}):
-                problems.append(f"instructions[{profile!r}][{task!r}] add up to {dict(summed)}, "
-                                f"tables[{table!r}] = {tables.get(table, {})}")
+                problems.append(
+                    f"instructions[{profile!r}][{task!r}] add up to {dict(summed)}, "
+                    f"tables[{table!r}] = {tables.get(table, {})}"
+                )
     return problems
 
 
@@ -115,8 +119,10 @@ def check_reconciliation(manifest: dict) -> list[str]:
         rejected, filtered = sum(entry["rejected"].values()), sum(entry["filtered"].values())
         counted_rejects += rejected + filtered + sum(entry["item_rejects"].values())
         if entry["read"] != entry["written"] + rejected + filtered:
-            problems.append(f"counts[{source!r}]: read {entry['read']} != written {entry['written']} "
-                            f"+ rejected {rejected} + filtered {filtered}")
+            problems.append(
+                f"counts[{source!r}]: read {entry['read']} != written {entry['written']} "
+                f"+ rejected {rejected} + filtered {filtered}"
+            )
         if not entry["reconciled"]:
             problems.append(f"counts[{source!r}]: marked not reconciled")
     reject_rows = sum(manifest["tables"].get("rejects", {}).values())
@@ -137,6 +143,11 @@ def verify(out_dir: str | Path) -> list[str]:
         manifest = Manifest.read(out)
     except ManifestUnreadable as unreadable:
         return [str(unreadable)]
-    return (check_outputs(out, manifest["outputs"], present) + check_unlisted(manifest["outputs"], present)
-            + check_files(out, manifest.get("files", []), present) + check_weights_listed(manifest)
-            + check_tables(manifest) + check_reconciliation(manifest))
+    return (
+        check_outputs(out, manifest["outputs"], present)
+        + check_unlisted(manifest["outputs"], present)
+        + check_files(out, manifest.get("files", []), present)
+        + check_weights_listed(manifest)
+        + check_tables(manifest)
+        + check_reconciliation(manifest)
+    )

@@ -33,8 +33,14 @@ from rich.table import Table
 
 STAGES = ("read", "join", "image", "tasks", "write", "tokenize")
 """The stages in pipeline order, as shown and recorded."""
-UNITS = {"read": "records", "join": "images", "image": "images", "tasks": "images", "write": "shards",
-         "tokenize": "images"}
+UNITS = {
+    "read": "records",
+    "join": "images",
+    "image": "images",
+    "tasks": "images",
+    "write": "shards",
+    "tokenize": "images",
+}
 SHARES_TOTAL = {"tasks": "image"}
 """The tasks run on every image the image stage processed: its total is theirs."""
 PLAIN_EVERY = 10.0
@@ -67,8 +73,9 @@ class Progress:
         if stage not in STAGES:
             raise ValueError(f"unknown progress stage {stage!r}; stages are {STAGES}")
         line = json.dumps({"stage": stage, "done": done, "total": total, "at": time.time()}) + "\n"
-        with open(os.path.join(self.folder, f"events-{os.getpid()}-{threading.get_ident()}.jsonl"), "a",
-                  encoding="utf-8") as handle:
+        with open(
+            os.path.join(self.folder, f"events-{os.getpid()}-{threading.get_ident()}.jsonl"), "a", encoding="utf-8"
+        ) as handle:
             handle.write(line)
 
 
@@ -96,7 +103,7 @@ class ProgressState:
             with path.open("rb") as handle:
                 handle.seek(self.offsets.get(path.name, 0))
                 data = handle.read()
-            complete = data[:data.rfind(b"\n") + 1]  # a line still being written waits for the next poll
+            complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits for the next poll
             self.offsets[path.name] = self.offsets.get(path.name, 0) + len(complete)
             for line in complete.splitlines():
                 event = json.loads(line)
@@ -115,8 +122,11 @@ class ProgressState:
 
     def record(self) -> dict[str, dict]:
         """Per stage that reported: items done, total when known, wall seconds first to last event."""
-        return {stage: {"items": s.done, "total": self.view(stage).total or None, "seconds": round(s.seconds(), 3)}
-                for stage, s in self.stages.items() if s.first is not None}
+        return {
+            stage: {"items": s.done, "total": self.view(stage).total or None, "seconds": round(s.seconds(), 3)}
+            for stage, s in self.stages.items()
+            if s.first is not None
+        }
 
 
 def _duration(seconds: float | None) -> str:
@@ -201,8 +211,9 @@ class ProgressDisplay:
                 continue
             self._shown[stage] = state.done
             cells = stage_line(stage, state, state.last if force else time.time(), self.started)
-            self.console.print(f"{cells[0]}: {cells[1]}, {cells[2]}, elapsed {cells[3]}, ETA {cells[4]}",
-                               markup=False, highlight=False)
+            self.console.print(
+                f"{cells[0]}: {cells[1]}, {cells[2]}, elapsed {cells[3]}, ETA {cells[4]}", markup=False, highlight=False
+            )
 
 
 @contextmanager

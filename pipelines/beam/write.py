@@ -33,8 +33,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.grouping import pack, unpack
-from pipelines.progress import Progress
+from pipelines.beam.grouping import pack, unpack
+from pipelines.beam.progress import Progress
 from schemas.tables import ROW_KEY, arrow_schema
 from transforms.hashing import shard_of
 
@@ -106,7 +106,7 @@ def write_atomically(path: str, write):
     except BaseException:
         try:
             remove_if_exists(partial)
-        except Exception:  # noqa: BLE001 - the write's own error is the one to report
+        except Exception:
             pass
         raise
     if "://" in path and FileSystems.exists(path):
@@ -149,21 +149,29 @@ def stream_parquet(path: str, table: str, batches: Iterable[list[dict]]) -> tupl
     return write_atomically(path, write)
 
 
-def write_sorted(out_dir: str, table_dir: str, split: str, shard: int, num_shards: int,
-                 entries: list) -> list[dict]:
+def write_sorted(out_dir: str, table_dir: str, split: str, shard: int, num_shards: int, entries: list) -> list[dict]:
     """Write ``(sort key, packed row)`` entries, sorted, as one shard file and describe it (path
     relative to the output, rows, sha256): a list of one description, or an empty list (and no file)
     when there are no entries. Rows are unpacked one row group at a time."""
     table = table_of(table_dir)
     entries = sorted(entries)  # packed bytes break sort-key ties
     group = ROW_GROUP_ROWS[table]
-    batches = ([unpack(packed) for _, packed in entries[start:start + group]]
-               for start in range(0, len(entries), group))
+    batches = (
+        [unpack(packed) for _, packed in entries[start : start + group]] for start in range(0, len(entries), group)
+    )
     rows, size, sha256 = stream_parquet(shard_path(out_dir, table_dir, split, shard, num_shards), table, batches)
     if not rows:
         return []
-    return [{"path": f"{table_dir}/{split}-{shard:05d}-of-{num_shards:05d}.parquet", "table": table_dir,
-             "split": split, "rows": rows, "bytes": size, "sha256": sha256}]
+    return [
+        {
+            "path": f"{table_dir}/{split}-{shard:05d}-of-{num_shards:05d}.parquet",
+            "table": table_dir,
+            "split": split,
+            "rows": rows,
+            "bytes": size,
+            "sha256": sha256,
+        }
+    ]
 
 
 def write_shard(out_dir: str, element) -> list[dict]:

@@ -3,7 +3,7 @@
 Units are grouped by the ``images/`` shard they belong to: a split's shard count follows from its
 unit count (``rows_per_shard.images``), a unit's shard from a stable hash of its patient (of its
 study, or of the image itself, when the source has no patient ids), so every study and patient is
-whole inside one shard and the task stage (pipelines/task_stage.py) can build them there. One call
+whole inside one shard and the task stage (pipelines/beam/task_stage.py) can build them there. One call
 takes every unit of a shard in key order through decode, geometry and language, streams the image
 rows straight into the shard's Parquet file and keeps the annotation rows in the shard's checkpoint.
 
@@ -39,11 +39,11 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
-from pipelines.grouping import pack, unpack_all
-from pipelines.progress import Progress
-from pipelines.write import ROW_GROUP_ROWS, shard_path, stream_parquet, write_atomically
-from schemas.records import Reject
+from pipelines.beam.grouping import pack, unpack_all
+from pipelines.beam.progress import Progress
+from pipelines.beam.write import ROW_GROUP_ROWS, shard_path, stream_parquet, write_atomically
 from schemas.config import TranslationConfig
+from schemas.records import Reject
 from transforms import enrich, io, padchest_english, translation
 from transforms.hashing import shard_of
 from transforms.splits import patient_key
@@ -102,7 +102,7 @@ def file_fingerprint(uri: str, fingerprint: str) -> str:
         if fingerprint == "sha256":
             return io.sha256_of(uri)
         found = io.match(uri)
-    except Exception:  # noqa: BLE001 - a file that cannot be looked at is not the file that was read
+    except Exception:
         return "missing"
     if len(found) != 1:
         return "missing"
@@ -128,16 +128,30 @@ def units_digest(units: list[ImageUnit], fingerprint: str = "size-mtime") -> str
 def unit_rejects(unit: ImageUnit, stage: str, exc: Exception, where: str, annotations) -> list[Reject]:
     """A failed unit: a reject for the image (detail starts with its file) and for each annotation riding on it."""
     reason = enrich.kebab(type(exc).__name__)
-    rejects = [Reject(key=unit.key, source=unit.record.image.source, stage=stage, reason=reason,
-                      detail=f"{where}: {exc}")]
+    rejects = [
+        Reject(key=unit.key, source=unit.record.image.source, stage=stage, reason=reason, detail=f"{where}: {exc}")
+    ]
     for ann in annotations:
-        rejects.append(Reject(key=ann.target_key, source=ann.source, stage=stage, reason="target-image-rejected",
-                              detail=f"{ann.native_id}: {unit.key} ({where}): {reason}"))
+        rejects.append(
+            Reject(
+                key=ann.target_key,
+                source=ann.source,
+                stage=stage,
+                reason="target-image-rejected",
+                detail=f"{ann.native_id}: {unit.key} ({where}): {reason}",
+            )
+        )
     return rejects
 
 
-def run_unit(unit: ImageUnit, image_size: int, max_vertices: int, where: str, png_compression: int,
-             translations: Mapping[str, str] | None = None):
+def run_unit(
+    unit: ImageUnit,
+    image_size: int,
+    max_vertices: int,
+    where: str,
+    png_compression: int,
+    translations: Mapping[str, str] | None = None,
+):
     """One unit through image, geometry and language: ``(image_row | None, ShardResult part)``; the
     image is stored as a PNG at zlib level ``png_compression``; ``translations`` maps PadChest report
     texts to their English translation when the build translates."""
@@ -154,21 +168,37 @@ def run_unit(unit: ImageUnit, image_size: int, max_vertices: int, where: str, pn
             enriched = enrich.language_unit(enriched)
         except MemoryError:
             raise
-        except Exception as exc:  # noqa: BLE001 - a report the language stage cannot handle costs the report
+        except Exception as exc:
             if report is None:
                 raise
             reason = enrich.kebab(type(exc).__name__)
-            result.rejects.append(Reject(key=unit.key, source=unit.record.image.source, stage="language",
-                                         level="item", reason=reason, detail=f"{report.origin}: {exc}"))
+            result.rejects.append(
+                Reject(
+                    key=unit.key,
+                    source=unit.record.image.source,
+                    stage="language",
+                    level="item",
+                    reason=reason,
+                    detail=f"{report.origin}: {exc}",
+                )
+            )
             enriched = enrich.language_unit(enrich.without_report(enriched, reason))
         try:
             enriched = enrich.english_unit(enriched, translations)
         except padchest_english.UnknownPhrase as exc:  # costs the English statements only
-            result.rejects.append(Reject(key=unit.key, source=unit.record.image.source, stage="language",
-                                         level="item", reason="unknown-padchest-phrase", detail=str(exc)))
+            result.rejects.append(
+                Reject(
+                    key=unit.key,
+                    source=unit.record.image.source,
+                    stage="language",
+                    level="item",
+                    reason="unknown-padchest-phrase",
+                    detail=str(exc),
+                )
+            )
     except MemoryError:  # the worker's state, not the image's: the bundle fails and the runner retries it
         raise  # (a reject would be written into the shard's checkpoint and never retried)
-    except Exception as exc:  # noqa: BLE001 - every failure of one image becomes its reject rows
+    except Exception as exc:
         result.rejects += unit_rejects(unit, stage, exc, where, annotations)
         return None, result
     result.annotation_rows.append(enrich.annotation_row(enriched))
@@ -194,13 +224,26 @@ class ProcessImageShard(beam.DoFn):
     ``translation`` options, the PadChest reports of a shard are translated together before its units
     run (:mod:`transforms.translation`: batched, each distinct sentence once)."""
 
-    def __init__(self, out_dir: str, image_size: int, max_vertices: int, roots: dict[str, str],
-                 progress: Progress = Progress(None), *, png_compression: int, fingerprint: str = "size-mtime",
-                 translation: TranslationConfig | None = None):
+    def __init__(
+        self,
+        out_dir: str,
+        image_size: int,
+        max_vertices: int,
+        roots: dict[str, str],
+        progress: Progress = Progress(None),
+        *,
+        png_compression: int,
+        fingerprint: str = "size-mtime",
+        translation: TranslationConfig | None = None,
+    ):
         self.out_dir = out_dir
-        self.settings = {"image_size": image_size, "max_vertices": max_vertices, "png_compression": png_compression,
-                         "english_statements": padchest_english.VERSION,
-                         "translation": None if translation is None else translation_fingerprint(translation)}
+        self.settings = {
+            "image_size": image_size,
+            "max_vertices": max_vertices,
+            "png_compression": png_compression,
+            "english_statements": padchest_english.VERSION,
+            "translation": None if translation is None else translation_fingerprint(translation),
+        }
         self.translation = translation
         self.fingerprint = fingerprint
         self.roots = roots
@@ -221,9 +264,11 @@ class ProcessImageShard(beam.DoFn):
         self.progress.started("image")
         units = sorted(unpack_all(packed_units), key=lambda u: u.key)
         name = f"{split}-{shard:05d}-of-{num_shards:05d}"
-        paths = {"shard": shard_path(self.out_dir, "images", split, shard, num_shards),
-                 "checkpoint": io.join(work_dir(self.out_dir), "images", f"{name}.pkl"),
-                 "marker": io.join(work_dir(self.out_dir), "images", f"{name}.json")}
+        paths = {
+            "shard": shard_path(self.out_dir, "images", split, shard, num_shards),
+            "checkpoint": io.join(work_dir(self.out_dir), "images", f"{name}.pkl"),
+            "marker": io.join(work_dir(self.out_dir), "images", f"{name}.json"),
+        }
         digest = units_digest(units, self.fingerprint)
         marker = self._verified_marker(paths, digest)
         if marker is not None:
@@ -259,8 +304,9 @@ class ProcessImageShard(beam.DoFn):
         }
         failed = [name for name, ok in checks.items() if not ok]
         if failed:
-            log.warning("%s: completion marker does not match (%s); redoing the shard", paths["marker"],
-                        ", ".join(failed))
+            log.warning(
+                "%s: completion marker does not match (%s); redoing the shard", paths["marker"], ", ".join(failed)
+            )
             return None
         return marker
 
@@ -273,8 +319,13 @@ class ProcessImageShard(beam.DoFn):
         none without a translation model."""
         if self.translator is None:
             return {}
-        texts = sorted({unit.record.report.text for unit in units
-                        if unit.record.image.source == "padchest" and unit.record.report is not None})
+        texts = sorted(
+            {
+                unit.record.report.text
+                for unit in units
+                if unit.record.image.source == "padchest" and unit.record.report is not None
+            }
+        )
         return dict(zip(texts, self.translator.translate(texts), strict=True))
 
     def _process(self, units: list[ImageUnit], paths: dict, split: str, name: str, digest: str):
@@ -284,8 +335,14 @@ class ProcessImageShard(beam.DoFn):
         def image_rows():  # one row group at a time; the shard's other outputs collect in ``result``
             batch = []
             for unit in units:
-                row, part = run_unit(unit, self.settings["image_size"], self.settings["max_vertices"],
-                                     self._where(unit), self.settings["png_compression"], translations)
+                row, part = run_unit(
+                    unit,
+                    self.settings["image_size"],
+                    self.settings["max_vertices"],
+                    self._where(unit),
+                    self.settings["png_compression"],
+                    translations,
+                )
                 self.progress.add("image", 1)
                 for attr in ("annotation_rows", "rejects", "events", "patients"):
                     getattr(result, attr).extend(getattr(part, attr))
@@ -300,15 +357,22 @@ class ProcessImageShard(beam.DoFn):
         checkpoint = pickle.dumps(result, protocol=5)
         write_atomically(paths["checkpoint"], lambda handle: handle.write(checkpoint))
         marker = {
-            "shard": {"path": f"images/{name}.parquet", "table": "images", "split": split, "rows": rows,
-                      "bytes": size, "sha256": sha256},
+            "shard": {
+                "path": f"images/{name}.parquet",
+                "table": "images",
+                "split": split,
+                "rows": rows,
+                "bytes": size,
+                "sha256": sha256,
+            },
             "checkpoint_sha256": hashlib.sha256(checkpoint).hexdigest(),
             "settings": self.settings,
             "units": len(units),
             "units_sha256": digest,
         }
-        write_atomically(paths["marker"], lambda handle: handle.write(
-            json.dumps(marker, indent=2, sort_keys=True).encode() + b"\n"))
+        write_atomically(
+            paths["marker"], lambda handle: handle.write(json.dumps(marker, indent=2, sort_keys=True).encode() + b"\n")
+        )
         return marker, result
 
 
@@ -317,9 +381,19 @@ class ImageStage(beam.PTransform):
     ``patients``, ``severity_terms`` and ``shards`` (see :class:`ProcessImageShard`). Images are stored
     as PNGs at zlib level ``png_compression`` (``BuildConfig.png_compression``)."""
 
-    def __init__(self, out_dir: str, rows_per_shard: int, image_size: int, max_vertices: int,
-                 roots: dict[str, str], progress: Progress = Progress(None), *, png_compression: int,
-                 fingerprint: str = "size-mtime", translation: TranslationConfig | None = None):
+    def __init__(
+        self,
+        out_dir: str,
+        rows_per_shard: int,
+        image_size: int,
+        max_vertices: int,
+        roots: dict[str, str],
+        progress: Progress = Progress(None),
+        *,
+        png_compression: int,
+        fingerprint: str = "size-mtime",
+        translation: TranslationConfig | None = None,
+    ):
         super().__init__()
         self.fingerprint = fingerprint
         self.translation = translation
@@ -355,9 +429,17 @@ class ImageStage(beam.PTransform):
             entries
             | "Assign images shard" >> beam.Map(assign, shards=beam.pvalue.AsDict(shards_per_split))
             | "Group images shard" >> beam.GroupByKey()
-            | "Process images shard" >> beam.ParDo(
-                ProcessImageShard(self.out_dir, self.image_size, self.max_vertices, self.roots, progress,
-                                  png_compression=self.png_compression, fingerprint=self.fingerprint,
-                                  translation=self.translation)
+            | "Process images shard"
+            >> beam.ParDo(
+                ProcessImageShard(
+                    self.out_dir,
+                    self.image_size,
+                    self.max_vertices,
+                    self.roots,
+                    progress,
+                    png_compression=self.png_compression,
+                    fingerprint=self.fingerprint,
+                    translation=self.translation,
+                )
             ).with_outputs(*OUTPUTS, main="checkpoints")
         )

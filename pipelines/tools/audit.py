@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipelines.manifest import record_view_files
-from pipelines.write import write_atomically
+from pipelines.beam.write import write_atomically
+from pipelines.output.manifest import record_view_files
 from transforms import io
 from transforms.audit import KINDS, audit_row, facts_from_annotation
 
@@ -34,8 +34,11 @@ def shard_rows(path: str) -> list[dict]:
 
 def image_facts(out_dir: str | Path) -> dict:
     """``image_key`` -> facts, from every shard of the annotations table."""
-    return {row["image_key"]: facts_from_annotation(row)
-            for path in io.glob(io.join(str(out_dir), "annotations", "*.parquet")) for row in shard_rows(path)}
+    return {
+        row["image_key"]: facts_from_annotation(row)
+        for path in io.glob(io.join(str(out_dir), "annotations", "*.parquet"))
+        for row in shard_rows(path)
+    }
 
 
 def audit(out_dir: str | Path) -> dict:
@@ -45,8 +48,9 @@ def audit(out_dir: str | Path) -> dict:
         raise FileNotFoundError(f"{out_dir}: no manifest.json, not a finished build")
     facts = image_facts(out_dir)
     kinds: Counter = Counter()
-    per_task: dict[str, dict] = defaultdict(lambda: {"rows": 0, "rows_with_contradictions": 0,
-                                                     "contradictions": Counter()})
+    per_task: dict[str, dict] = defaultdict(
+        lambda: {"rows": 0, "rows_with_contradictions": 0, "contradictions": Counter()}
+    )
     examples: dict[str, list] = defaultdict(list)
     rows = flagged = 0
     for shard in io.glob(io.join(out_dir, "instructions", "*", "*", "*.parquet")):
@@ -54,8 +58,10 @@ def audit(out_dir: str | Path) -> dict:
             try:
                 found = audit_row(row, facts)
             except KeyError as missing:
-                raise ValueError(f"{shard}: row {row['id']} ({row['task']}) lacks {missing}: it was built by an "
-                                 "earlier cxr-instruct whose targets this audit does not read; rebuild OUT") from None
+                raise ValueError(
+                    f"{shard}: row {row['id']} ({row['task']}) lacks {missing}: it was built by an "
+                    "earlier cxr-instruct whose targets this audit does not read; rebuild OUT"
+                ) from None
             cell = per_task[f"{row['profile']}/{row['task']}"]
             rows += 1
             cell["rows"] += 1
@@ -73,8 +79,10 @@ def audit(out_dir: str | Path) -> dict:
         "rows": rows,
         "rows_with_contradictions": flagged,
         "contradictions": {kind: kinds.get(kind, 0) for kind in KINDS},
-        "by_task": {name: {**cell, "contradictions": dict(sorted(cell["contradictions"].items()))}
-                    for name, cell in sorted(per_task.items())},
+        "by_task": {
+            name: {**cell, "contradictions": dict(sorted(cell["contradictions"].items()))}
+            for name, cell in sorted(per_task.items())
+        },
         "kinds": KINDS,
         "examples": {kind: examples[kind] for kind in KINDS if examples[kind]},
     }

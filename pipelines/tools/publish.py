@@ -14,7 +14,7 @@ shows and the real upload passes the same patterns to ``upload_folder``, so both
 
 A recipe folder (``cxr-instruct recipe``: ``recipe.json`` and no ``manifest.json``) holds nothing
 derived from protected content, so it may go public without accepting any licence; instead its own
-guard (pipelines/recipe.py ``recipe_problems``) checks every file to be sent before any request: only
+guard (pipelines/tools/recipe.py ``recipe_problems``) checks every file to be sent before any request: only
 a recipe's files, each the one recipe.json lists, recipe.json of the allowlisted schema (every key
 from a known vocabulary, every value of a known type and shape), hash, id and sealed lines of their
 exact format, and the card the recipe makes. A recipe that
@@ -37,10 +37,10 @@ from huggingface_hub import HfApi, get_token
 from huggingface_hub.hf_api import DEFAULT_IGNORE_PATTERNS
 from huggingface_hub.utils import filter_repo_objects
 
-from pipelines.card import contributing_sources, load_sources
-from pipelines.manifest import Manifest
-from pipelines.recipe import RECIPE_FILE, recipe_problems
-from pipelines.verify import verify
+from pipelines.output.manifest import Manifest
+from pipelines.tools.card import contributing_sources, load_sources
+from pipelines.tools.recipe import RECIPE_FILE, recipe_problems
+from pipelines.tools.verify import verify
 from transforms import io
 
 INTERNAL_FILES = {  # kind -> fnmatch patterns on paths relative to OUT ("*" spans "/")
@@ -115,18 +115,27 @@ def licence_guard(manifest: dict, sources: dict, public: bool, accepted: tuple[s
     known = {entry["licence_id"] for entry in sources["sources"].values()}
     unknown = sorted(set(accepted) - known)
     if unknown:
-        raise LicenceError(f"--accept-licence {', '.join(unknown)}: not a licence id of manifests/sources.yaml "
-                           f"(known: {', '.join(sorted(known))})")
+        raise LicenceError(
+            f"--accept-licence {', '.join(unknown)}: not a licence id of manifests/sources.yaml "
+            f"(known: {', '.join(sorted(known))})"
+        )
     if not public:
         return
-    blocking = {name: entry for name, entry in restricted_sources(manifest, sources).items()
-                if entry["licence_id"] not in accepted}
+    blocking = {
+        name: entry
+        for name, entry in restricted_sources(manifest, sources).items()
+        if entry["licence_id"] not in accepted
+    }
     if blocking:
-        lines = [f"  {entry['name']} ({entry['access']}): {entry['licence']} -> --accept-licence {entry['licence_id']}"
-                 for entry in blocking.values()]
-        raise LicenceError("refusing a public push: rows derive from sources whose terms forbid public release:\n"
-                           + "\n".join(lines)
-                           + "\nPush privately (the default), or pass --accept-licence for each licence you accept.")
+        lines = [
+            f"  {entry['name']} ({entry['access']}): {entry['licence']} -> --accept-licence {entry['licence_id']}"
+            for entry in blocking.values()
+        ]
+        raise LicenceError(
+            "refusing a public push: rows derive from sources whose terms forbid public release:\n"
+            + "\n".join(lines)
+            + "\nPush privately (the default), or pass --accept-licence for each licence you accept."
+        )
 
 
 def ignore_patterns() -> list[str]:
@@ -182,8 +191,11 @@ def plan_lines(plan: UploadPlan) -> list[str]:
         kinds: dict[str, int] = {}
         for _, kind in plan.excluded:
             kinds[kind] = kinds.get(kind, 0) + 1
-        lines.append(f"left out: {len(plan.excluded)} internal files ("
-                     + ", ".join(f"{kind}: {n}" for kind, n in sorted(kinds.items())) + ")")
+        lines.append(
+            f"left out: {len(plan.excluded)} internal files ("
+            + ", ".join(f"{kind}: {n}" for kind, n in sorted(kinds.items()))
+            + ")"
+        )
     return lines
 
 
@@ -194,8 +206,16 @@ def require_token() -> str:
     return token
 
 
-def publish(out_dir: str | Path, repo_id: str, *, public: bool = False, accepted: tuple[str, ...] = (),
-            dry_run: bool = False, api: HfApi | None = None, staging: str | Path | None = None) -> PublishResult:
+def publish(
+    out_dir: str | Path,
+    repo_id: str,
+    *,
+    public: bool = False,
+    accepted: tuple[str, ...] = (),
+    dry_run: bool = False,
+    api: HfApi | None = None,
+    staging: str | Path | None = None,
+) -> PublishResult:
     """Verify, guard the licences, then create the dataset repo (if needed) and upload the folder.
 
     With ``dry_run`` nothing leaves the machine: the result's plan lists the files that would be sent
@@ -208,8 +228,9 @@ def publish(out_dir: str | Path, repo_id: str, *, public: bool = False, accepted
         plan = upload_plan(out)
         problems = recipe_problems(out, plan.paths)
         if problems:
-            raise LicenceError(f"refusing to publish {out}: it holds what a public recipe may not:\n  "
-                               + "\n  ".join(problems))
+            raise LicenceError(
+                f"refusing to publish {out}: it holds what a public recipe may not:\n  " + "\n  ".join(problems)
+            )
         return _push(out, repo_id, plan, public, dry_run, api, staging, "cxr-instruct recipe")
     problems = verify(out)
     if problems:
@@ -226,25 +247,46 @@ def is_recipe(out: str) -> bool:
     return io.exists(io.join(out, RECIPE_FILE)) and not io.exists(io.join(out, Manifest.FILE))
 
 
-def _push(out: str, repo_id: str, plan: UploadPlan, public: bool, dry_run: bool, api: HfApi | None,
-          staging: str | Path | None, message: str) -> PublishResult:
+def _push(
+    out: str,
+    repo_id: str,
+    plan: UploadPlan,
+    public: bool,
+    dry_run: bool,
+    api: HfApi | None,
+    staging: str | Path | None,
+    message: str,
+) -> PublishResult:
     if dry_run:
         return PublishResult(repo_id=repo_id, plan=plan, private=not public, dry_run=True)
     api = api or HfApi(token=require_token())
     api.create_repo(repo_id, repo_type="dataset", private=not public, exist_ok=True)
     info = api.dataset_info(repo_id)
     if info.private is False and not public:
-        raise PublishError(f"{repo_id} already exists and is public; a private push was asked for. "
-                           "Make the repository private first, or choose another name.")
+        raise PublishError(
+            f"{repo_id} already exists and is public; a private push was asked for. "
+            "Make the repository private first, or choose another name."
+        )
     if io.is_object_store(out):
         if staging is not None:
             Path(staging).mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="cxr-instruct-publish-", dir=staging) as folder:
             stage(out, plan, Path(folder))
-            commit = api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=folder,
-                                       commit_message=message, ignore_patterns=ignore_patterns())
+            commit = api.upload_folder(
+                repo_id=repo_id,
+                repo_type="dataset",
+                folder_path=folder,
+                commit_message=message,
+                ignore_patterns=ignore_patterns(),
+            )
     else:
-        commit = api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=out,
-                                   commit_message=message, ignore_patterns=ignore_patterns())
-    return PublishResult(repo_id=repo_id, plan=plan, private=bool(info.private), dry_run=False,
-                         commit_url=commit.commit_url)
+        commit = api.upload_folder(
+            repo_id=repo_id,
+            repo_type="dataset",
+            folder_path=out,
+            commit_message=message,
+            ignore_patterns=ignore_patterns(),
+        )
+    return PublishResult(
+        repo_id=repo_id, plan=plan, private=bool(info.private), dry_run=False, commit_url=commit.commit_url
+    )

@@ -21,8 +21,8 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
-from pipelines.grouping import pack, unpack
-from pipelines.progress import PROGRESS_EVERY, Progress
+from pipelines.beam.grouping import pack, unpack
+from pipelines.beam.progress import PROGRESS_EVERY, Progress
 from schemas.records import AnnotationRecord, Reject, SourceRecord
 from transforms.sources.plan import Keyed, ReadPlan, listed, order_items, table_rows
 
@@ -123,8 +123,12 @@ class ReadSources(beam.PTransform):
     def expand(self, pbegin):
         plans, progress = self.plans, self.progress
         pipeline = pbegin.pipeline
-        patterns = [(source, listing.tag, plan.root, listing.folder, pattern) for source, plan in sorted(plans.items())
-                    for listing in plan.listings for pattern in listing.patterns()]
+        patterns = [
+            (source, listing.tag, plan.root, listing.folder, pattern)
+            for source, plan in sorted(plans.items())
+            for listing in plan.listings
+            for pattern in listing.patterns()
+        ]
         tables = [(source, table.tag, table.path) for source, plan in sorted(plans.items()) for table in plan.tables]
         produced = [
             pbegin
@@ -132,9 +136,7 @@ class ReadSources(beam.PTransform):
             | "List" >> beam.ParDo(ListPattern())
             | "Spread files" >> beam.Reshuffle()
             | "Key files" >> _with_outputs(KeyFiles(plans, progress)),
-            pbegin
-            | "Tables" >> beam.Create(tables)
-            | "Key rows" >> _with_outputs(KeyRows(plans, progress)),
+            pbegin | "Tables" >> beam.Create(tables) | "Key rows" >> _with_outputs(KeyRows(plans, progress)),
         ]
         rounds = max((len(plan.rounds) for plan in plans.values()), default=0)
         waiting: list[list] = [[] for _ in range(rounds)]  # each round's keyed items, from every step
@@ -153,8 +155,11 @@ class ReadSources(beam.PTransform):
                 | f"Round {number} items" >> beam.Flatten(pipeline=pipeline)
                 | f"Round {number} keys" >> beam.Map(lambda element: element[1])
                 | f"Group round {number}" >> beam.GroupByKey()
-                | f"Join round {number}" >> _with_outputs(JoinRound(plans, progress, number)))
+                | f"Join round {number}" >> _with_outputs(JoinRound(plans, progress, number))
+            )
             produced.append(joined)
             by_round(joined, f"Round {number} joins")
-        return {name: [getattr(step, name) for step in produced] | f"All {name}" >> beam.Flatten(pipeline=pipeline)
-                for name in OUTPUTS}
+        return {
+            name: [getattr(step, name) for step in produced] | f"All {name}" >> beam.Flatten(pipeline=pipeline)
+            for name in OUTPUTS
+        }
