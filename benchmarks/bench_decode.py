@@ -25,11 +25,11 @@ one least disturbed by other processes, and the ratios are between equally undis
     stage       images.decode_letterboxed: the checks, Modality LUT, MONOCHROME1 inversion, window
                 chosen on the full image, resize of the stored values, window applied to the result,
                 padded to 512 x 512 (the pipeline's image stage before encoding); target <= 1.5 x floor
-    png         images.encode_png of that canvas at the configured level (BuildConfig.png_compression
+    png         png.encode_png of that canvas at the configured level (BuildConfig.png_compression
                 unless --level is given)
     full        stage + png, timed as one call (what the pipeline's image stage does per image)
 
-Table 2, per input: images.encode_png of its canvas at several levels, with milliseconds and bytes
+Table 2, per input: png.encode_png of its canvas at several levels, with milliseconds and bytes
 relative to level 1, and zlib's Z_RLE strategy (through cv2 directly) as a reference point.
 
 With --others two older comparison paths are timed on the synthetic inputs too: ``window first``
@@ -59,7 +59,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from schemas.config import BuildConfig
-from transforms import images
+from transforms import images, png
 
 ROWS, COLUMNS, BITS_STORED, SIZE = 3000, 2500, 12, 512
 REPO = Path(__file__).resolve().parent.parent
@@ -187,7 +187,7 @@ def main() -> None:
     parser.add_argument(
         "--level",
         type=int,
-        choices=images.PNG_LEVELS,
+        choices=png.PNG_LEVELS,
         default=BuildConfig.model_fields["png_compression"].default,
         help="PNG compression level of the png and full columns (default: the build config's)",
     )
@@ -208,14 +208,14 @@ def main() -> None:
             paths = {
                 "floor": lambda: floor(where),
                 "stage": lambda: stage(where),
-                "full": lambda: images.encode_png(stage(where), args.level),
+                "full": lambda: png.encode_png(stage(where), args.level),
             }
             if args.others and name.startswith("synthetic"):
                 paths["window first"] = lambda: window_first(where)
                 paths["pydicom+Pillow"] = lambda: pydicom_pillow(where)
             rows[name] = (decoded, timed(paths, args.repeats))
             canvas = decoded.canvas
-            coders = {level: (lambda level=level: images.encode_png(canvas, level)) for level in levels}
+            coders = {level: (lambda level=level: png.encode_png(canvas, level)) for level in levels}
             coders["rle"] = lambda: rle_png(canvas)
             milliseconds = timed(coders, args.repeats)
             sizes = {key: len(coder()) for key, coder in coders.items()}
@@ -239,7 +239,7 @@ def main() -> None:
         )
 
     print(
-        f"\nPNG encoding of the {SIZE} x {SIZE} canvas (images.encode_png; rle = level 1 with zlib's Z_RLE "
+        f"\nPNG encoding of the {SIZE} x {SIZE} canvas (png.encode_png; rle = level 1 with zlib's Z_RLE "
         "strategy, not a config option)"
     )
     print(f"{'input':<17} {'level':>5} {'ms':>7} {'bytes':>8} {'ms / L1':>8} {'bytes / L1':>10}")

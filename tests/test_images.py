@@ -27,21 +27,11 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8B
 from pipelines.beam.image_stage import ImageStage, ProcessImageShard, unit_entry
 from schemas.config import BuildConfig, load_config
 from schemas.records import ImageRef, SourceRecord
-from transforms.images import (
-    DICOM_FACTS_KEPT,
-    DICOM_KEYWORDS_READ,
-    PNG_LEVELS,
-    DecodedImage,
-    ImageDecodeError,
-    decode_image,
-    decode_letterboxed,
-    encode_png,
-    letterbox,
-    read_image,
-    sniff_format,
-    to_uint8,
-)
+from transforms.image_decode import DICOM_FACTS_KEPT, DICOM_KEYWORDS_READ, ImageDecodeError, read_image, sniff_format
+from transforms.images import DecodedImage, decode_image, decode_letterboxed, letterbox
+from transforms.png import PNG_LEVELS, encode_png
 from transforms.units import ImageUnit
+from transforms.windowing import to_uint8
 
 ROWS, COLUMNS = 96, 128
 
@@ -547,7 +537,7 @@ def test_jpeg_file_from_path(tmp_path):
 def test_truncated_png_and_jpeg_are_rejected(kind, keep):
     image = to_uint8(_radiograph())
     data = _png(image) if kind == "png" else _jpeg(image)
-    with pytest.raises(ImageDecodeError, match="truncated|corrupt"):
+    with pytest.raises(ImageDecodeError, match=r"truncated|corrupt"):
         read_image(data[: int(len(data) * keep)])
 
 

@@ -30,7 +30,7 @@ from pipelines.synth import phi
 from pipelines.synth.demo import synthetic_build
 from pipelines.tools import card, preview
 from transforms import deid, phrases, reports
-from transforms.images import DICOM_FACTS_KEPT, DICOM_KEYWORDS_READ
+from transforms.image_decode import DICOM_FACTS_KEPT, DICOM_KEYWORDS_READ
 
 STUDIES, SEED = 4, 7
 

@@ -18,6 +18,7 @@ from schemas.records import AnnotationRecord, AttributeMention, Box, MaskRLE, Re
 from transforms import boxes, deid, geometry, images, io, labels, masks, padchest_english, phrases, reports, severity
 from transforms.chexmask_space import preprocessed_to_original
 from transforms.geometry import Letterbox
+from transforms.png import encode_png
 from transforms.tasks.severity_report import severity_document
 from transforms.units import ImageUnit
 from transforms.views import is_frontal
@@ -80,7 +81,7 @@ def decode_unit(unit: ImageUnit, size: int, png_compression: int) -> DecodedUnit
         )
     return DecodedUnit(
         unit=unit,
-        png=images.encode_png(image.canvas, png_compression),
+        png=encode_png(image.canvas, png_compression),
         letterbox=image.letterbox,
         width=image.width,
         height=image.height,

@@ -64,7 +64,7 @@ from transforms.coordinate_frames import (
     target_geometry,
 )
 from transforms.export_records import RecordError, image_file_name, llava_record, messages_record, role_record
-from transforms.images import resize_png
+from transforms.png import resize_png
 
 IMAGES = "images"
 COORDINATE_TOKENS = "coordinate_tokens.txt"
@@ -133,7 +133,7 @@ def copy_images(
     out: str | Path, keys: set[str], dest: Path, image_size: int | None = None, splits: tuple[str, ...] = ()
 ) -> int:
     """Write the PNG of every key into ``dest/images/<image_file_name>``, resized to ``image_size`` when
-    given (:func:`transforms.images.resize_png`); all must exist. Only the images shards of ``splits``
+    given (:func:`transforms.png.resize_png`); all must exist. Only the images shards of ``splits``
     (all when empty) are searched, and image bytes are read only from row groups holding wanted keys."""
     remaining = set(keys)
     shards = io.glob(io.join(str(out), "images", "*.parquet"))

@@ -39,7 +39,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from transforms.hashing import stable_hash
-from transforms.images import resize_canvas, resize_png
+from transforms.images import resize_canvas
+from transforms.png import resize_png
 
 
 class LoaderError(ValueError):
