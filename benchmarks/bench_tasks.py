@@ -28,7 +28,7 @@ TARGET_ROWS_PER_S = 20_000
 CASES: list[tuple[str, str, str, str]] = [
     ("imt-cxr", "bins1000", "lesion_localization", "grounding_imt"),
     ("imt-cxr", "bins1000", segmentation.TASK, "segmentation_imt"),
-    *(("m4cxr", "percent", task, "grounding_m4cxr") for task in grounding.GENERATORS if task != "lesion_localization"),
+    *(("m4cxr", "percent", task, "grounding_m4cxr") for task in grounding.M4CXR_GROUNDING),
     ("imt-cxr", "bins1000", attributes.SEVERITY, "attributes_imt"),
     ("imt-cxr", "bins1000", attributes.LOCATION, "attributes_imt"),
     ("imt-cxr", "bins1000", report.REPORT, "report_imt"),

@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from manifests import MANIFEST_DIR
 from schemas.records import ALL_SOURCES
 
-PROFILES = ("imt-cxr", "m4cxr", "chexmix", "radixpert", "medivlm")
+PROFILES = tuple(sorted(path.stem for path in (MANIFEST_DIR / "mixtures").glob("*.yaml")))
+"""The mixture profiles: one ``manifests/mixtures/<name>.yaml`` each, found by their files."""
 
 IMAGE_SIZE_RANGE = (16, 4096)
 """Output canvas side in pixels. Above 4096 a canvas is larger than any source radiograph (PadChest and
 MIMIC are ~3000 px a side), so it only upsamples, and one image's stage takes minutes."""
+
+
+def _known_profile(name: str) -> str:
+    if name not in PROFILES:
+        close = difflib.get_close_matches(name, PROFILES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown profile{hint}; expected one of {list(PROFILES)}, the files of manifests/mixtures/")
+    return name
 
 
 class SourceConfig(BaseModel):
@@ -65,9 +75,7 @@ class BuildConfig(BaseModel):
 
     sources: dict[str, SourceConfig]
     image_size: int = 512
-    profiles: list[Literal["imt-cxr", "m4cxr", "chexmix", "radixpert", "medivlm"]] = Field(
-        default_factory=lambda: list(PROFILES)
-    )
+    profiles: list[Annotated[str, AfterValidator(_known_profile)]] = Field(default_factory=lambda: list(PROFILES))
     seed: int = 0
     rows_per_shard: ShardingConfig = Field(default_factory=ShardingConfig)
     tokenizer: TokenizerConfig | None = None

@@ -8,8 +8,8 @@ import pytest
 from transforms.enrich import _mention_row
 from transforms.labels import TAXONOMY
 from transforms.phrases import attribute_phrase, extract_mentions
-from transforms.tasks import Profile, TaskSpec
-from transforms.tasks.attributes import GENERATORS, LOCATION, SEVERITY
+from transforms.tasks import Profile, TaskSpec, generator
+from transforms.tasks.attributes import LOCATION, SEVERITY
 from transforms.templates import load_template_set
 
 PROFILE = Profile(
@@ -55,7 +55,7 @@ def annotation_row(mentions=(), presence=None, key="mimic/a1", source="mimic", v
 
 
 def asked(task, row, seed=0):
-    return [(json.loads(r["target"]), r) for r in GENERATORS[task](row, PROFILE, seed)]
+    return [(json.loads(r["target"]), r) for r in generator(task)(row, PROFILE, seed)]
 
 
 def test_a_stated_range_stays_a_range():

@@ -7,11 +7,11 @@ import re
 import pytest
 
 from transforms.geometry import parse_box
-from transforms.tasks import Profile
-from transforms.tasks.grounding import GENERATORS, absent_labels, localisation_boxes, location_phrase
+from transforms.tasks import Profile, generator
+from transforms.tasks.grounding import M4CXR_GROUNDING, absent_labels, localisation_boxes, location_phrase
 from transforms.templates import load_template_set
 
-M4_TASKS = [task for task in GENERATORS if task != "lesion_localization"]
+M4_TASKS = list(M4CXR_GROUNDING)
 IMT = Profile(name="imt-cxr", coordinates="bins1000", tasks={"lesion_localization": {"template_set": "grounding_imt"}})
 M4 = Profile(name="m4cxr", coordinates="percent", tasks={t: {"template_set": "grounding_m4cxr"} for t in M4_TASKS})
 HALF_STEP = {"bins1000": 0.5 / 1000, "percent": 0.5 / 100}
@@ -84,7 +84,7 @@ VINDR_TRAIN = row(
 
 
 def test_lesion_localization_uses_consensus_boxes_and_the_mention_location():
-    (only,) = GENERATORS["lesion_localization"](VINDR_TRAIN, IMT, seed=0)
+    (only,) = generator("lesion_localization")(VINDR_TRAIN, IMT, seed=0)
     target = json.loads(only["target"])
     assert target["finding"] == "Pleural Effusion" and target["location"] == "in the lower left lung"
     assert [b["box"] for b in target["boxes"]] == [list(EFFUSION)]
@@ -103,9 +103,9 @@ def test_single_reader_boxes_are_used_as_they_are_and_unmapped_labels_only_by_ra
             box("Other lesion", (0.2, 0.2, 0.3, 0.3)),
         ],
     )
-    (imt,) = GENERATORS["lesion_localization"](siim, IMT, seed=0)
+    (imt,) = generator("lesion_localization")(siim, IMT, seed=0)
     assert json.loads(imt["target"])["finding"] == "Pneumothorax"  # the unmapped "Other lesion" is not asked by IMT
-    labels = {json.loads(r["target"])["label"] for r in GENERATORS["finding_grounding"](siim, M4, seed=0)}
+    labels = {json.loads(r["target"])["label"] for r in generator("finding_grounding")(siim, M4, seed=0)}
     assert labels == {"Pneumothorax", "Other lesion"}
 
 
@@ -136,7 +136,7 @@ def test_m4cxr_merges_overlapping_same_class_boxes_into_their_enclosing_box():
         ("Nodule/Mass", (0.60, 0.60, 0.70, 0.70)),
     ]
     assert len(localisation_boxes(image, "imt-cxr")) == 4  # IMT-CXR does not merge
-    rows = {json.loads(r["target"])["label"]: r for r in GENERATORS["finding_grounding"](image, M4, seed=1)}
+    rows = {json.loads(r["target"])["label"]: r for r in generator("finding_grounding")(image, M4, seed=1)}
     rendered = parsed_boxes(rows["Nodule/Mass"]["conversations"][1]["value"], "percent")
     assert len(rendered) == 2
     for got, want in zip(rendered, [(0.20, 0.20, 0.34, 0.30), (0.60, 0.60, 0.70, 0.70)]):
@@ -150,13 +150,13 @@ def test_grounded_finding_names_every_label_boxed_at_the_rendered_box():
             box("Other lesion", (0.2, 0.2, 0.3, 0.3)),
         ]
     )
-    (only,) = GENERATORS["grounded_finding"](image, M4, seed=0)
+    (only,) = generator("grounded_finding")(image, M4, seed=0)
     assert only["conversations"][1]["value"] == "Nodule/Mass, Other lesion"
     assert "[20, 20, 30, 30]" in only["conversations"][0]["value"]
 
 
 def test_abnormality_detection_says_no_abnormality_only_when_the_source_states_it():
-    detect = GENERATORS["abnormality_detection"]
+    detect = generator("abnormality_detection")
     (none,) = detect(
         row(readers=("R1", "R2"), no_finding=1, boxes=[box("Other lesion", (0.1, 0.1, 0.2, 0.2), reader="R1")]),
         M4,
@@ -174,7 +174,7 @@ def test_multi_finding_grounding_answers_each_present_asked_label_with_its_boxes
     image = row(boxes=[box(label, (0.1 * i, 0.1, 0.1 * i + 0.05, 0.2)) for i, label in enumerate(labels)])
     sizes, none_found = set(), 0
     for seed in range(40):
-        (only,) = GENERATORS["multi_finding_grounding"](image, M4, seed=seed)
+        (only,) = generator("multi_finding_grounding")(image, M4, seed=seed)
         target = json.loads(only["target"])
         asked = target["labels"]
         sizes.add(len(asked))
@@ -195,7 +195,7 @@ def test_multi_finding_grounding_answers_each_present_asked_label_with_its_boxes
             assert_close(parse_box(rendered, "percent"), (0.1 * i, 0.1, 0.1 * i + 0.05, 0.2), "percent")
     assert sizes == {2, 3, 4} and none_found
     siim = row(source="siim", key="siim/9", boxes=[box("Pneumothorax", (0.3, 0.4, 0.7, 0.6), origin="siim-rle")])
-    assert GENERATORS["multi_finding_grounding"](siim, M4, 0) == []  # one label only
+    assert generator("multi_finding_grounding")(siim, M4, 0) == []  # one label only
 
 
 def test_finding_grounding_asks_about_definitely_absent_labels_too():
@@ -210,7 +210,7 @@ def test_finding_grounding_asks_about_definitely_absent_labels_too():
     absent = absent_labels(image)
     assert "Cardiomegaly" not in absent and "Nodule/Mass" not in absent and "Pneumothorax" not in absent
     assert {"Pleural effusion", "Edema", "Other lesion"} <= set(absent)
-    rows = GENERATORS["finding_grounding"](image, M4, seed=0)
+    rows = generator("finding_grounding")(image, M4, seed=0)
     targets = [json.loads(r["target"]) for r in rows]
     assert [t["label"] for t in targets if t["present"]] == ["Cardiomegaly"]
     (negative,) = [r for r, t in zip(rows, targets) if not t["present"]]  # one per label with boxes
@@ -220,14 +220,14 @@ def test_finding_grounding_asks_about_definitely_absent_labels_too():
         no_finding=1,  # the readers' coordinate-less "No finding" rows
         raw=[{"system": "vindr-annotations", "name": "No finding", "value": 1.0, "reader": r} for r in ("R1", "R2")],
     )
-    assert [json.loads(r["target"])["present"] for r in GENERATORS["finding_grounding"](normal, M4, seed=0)] == [False]
+    assert [json.loads(r["target"])["present"] for r in generator("finding_grounding")(normal, M4, seed=0)] == [False]
 
 
 def test_absence_needs_a_statement_where_readers_do_not_box_everything():
     stated = [{"system": "siim-rle", "name": "Pneumothorax", "value": 0.0, "reader": None}]
     negative = row(source="siim", key="siim/4", raw=stated)
     assert absent_labels(negative) == ["Pneumothorax"]
-    (only,) = GENERATORS["finding_grounding"](negative, M4, seed=0)
+    (only,) = generator("finding_grounding")(negative, M4, seed=0)
     assert json.loads(only["target"]) == {"label": "Pneumothorax", "present": False, "boxes": []}
     assert absent_labels(row(source="siim", key="siim/5")) == []  # nothing stated: nothing asked
     assert absent_labels(row(source="mimic", key="mimic/5")) == []  # no box source at all
@@ -235,7 +235,7 @@ def test_absence_needs_a_statement_where_readers_do_not_box_everything():
 
 def test_no_location_on_a_lateral_view():
     lateral = {**VINDR_TRAIN, "view": "LATERAL"}
-    (only,) = GENERATORS["lesion_localization"](lateral, IMT, seed=0)
+    (only,) = generator("lesion_localization")(lateral, IMT, seed=0)
     assert json.loads(only["target"])["location"] is None and "left" not in only["conversations"][0]["value"]
 
 
@@ -264,7 +264,7 @@ def test_organ_region_and_phrase_tasks_read_back_to_the_row_boxes():
         ("anatomical_region_grounding", "human", "gpt"),
         ("grounded_anatomical_region", "gpt", "human"),
     ]:
-        rows = GENERATORS[task](image, M4, seed=0)
+        rows = generator(task)(image, M4, seed=0)
         assert rows
         for r in rows:
             label = json.loads(r["target"])["label"]
@@ -273,11 +273,11 @@ def test_organ_region_and_phrase_tasks_read_back_to_the_row_boxes():
             assert_close(
                 parse_box(re.search(r"\[[\d, ]+\]", turns[box_in]).group(), "percent"), units[label], "percent"
             )
-    grounded = {json.loads(r["target"])["phrase"]: r for r in GENERATORS["phrase_grounding"](image, M4, seed=0)}
+    grounded = {json.loads(r["target"])["phrase"]: r for r in generator("phrase_grounding")(image, M4, seed=0)}
     no_ptx = grounded["There is no pneumothorax."]
     assert [t["label"] for t in json.loads(no_ptx["target"])["boxes"]] == ["left apical zone", "right apical zone"]
     generated = {
-        json.loads(r["target"])["region"]: r for r in GENERATORS["grounded_phrase_generation"](image, M4, seed=0)
+        json.loads(r["target"])["region"]: r for r in generator("grounded_phrase_generation")(image, M4, seed=0)
     }
     assert generated["right apical zone"]["conversations"][1]["value"] == "There is no pneumothorax. Apical scarring."
 
@@ -291,7 +291,7 @@ def test_region_rows_per_image_are_capped_by_a_seeded_sample():
         ],
     )
     picks = {
-        tuple(json.loads(r["target"])["label"] for r in GENERATORS["anatomical_region_grounding"](image, M4, s))
+        tuple(json.loads(r["target"])["label"] for r in generator("anatomical_region_grounding")(image, M4, s))
         for s in range(10)
     }
     assert all(len(p) == 3 for p in picks) and len(picks) > 1
@@ -299,14 +299,14 @@ def test_region_rows_per_image_are_capped_by_a_seeded_sample():
 
 def test_an_unknown_box_origin_is_an_error():
     with pytest.raises(ValueError, match="no role"):
-        GENERATORS["finding_grounding"](row(boxes=[box("X", (0.1, 0.1, 0.2, 0.2), origin="mystery")]), M4, seed=0)
+        generator("finding_grounding")(row(boxes=[box("X", (0.1, 0.1, 0.2, 0.2), origin="mystery")]), M4, seed=0)
 
 
 def test_generation_is_stable_and_the_seed_changes_template_choice():
-    first = [r for task in M4_TASKS for r in GENERATORS[task](VINDR_TRAIN, M4, seed=5)]
-    assert first == [r for task in M4_TASKS for r in GENERATORS[task](VINDR_TRAIN, M4, seed=5)]
+    first = [r for task in M4_TASKS for r in generator(task)(VINDR_TRAIN, M4, seed=5)]
+    assert first == [r for task in M4_TASKS for r in generator(task)(VINDR_TRAIN, M4, seed=5)]
     assert len({r["id"] for r in first}) == len(first)
-    chosen = {GENERATORS["finding_grounding"](VINDR_TRAIN, M4, seed=s)[0]["template_id"] for s in range(30)}
+    chosen = {generator("finding_grounding")(VINDR_TRAIN, M4, seed=s)[0]["template_id"] for s in range(30)}
     assert len(chosen) > 1
 
 
@@ -340,7 +340,7 @@ def test_every_template_is_used_and_every_placeholder_filled():
     for seed in range(40):
         for image in images:
             for task, profile in [("lesion_localization", IMT)] + [(t, M4) for t in M4_TASKS]:
-                for r in GENERATORS[task](image, profile, seed):
+                for r in generator(task)(image, profile, seed):
                     used.add(r["template_id"])
                     assert not re.search(r"[{}]", " ".join(t["value"] for t in r["conversations"]))
     defined = {

@@ -7,10 +7,9 @@ import pytest
 from transforms.audit import audit_row, facts_from_annotation
 from transforms.geometry import render_box
 from transforms.reports import section_list
-from transforms.tasks import load_profile
+from transforms.tasks import generator, load_profile
 from transforms.tasks.padchest_report import TASK as PADCHEST_REPORT
 from transforms.tasks.padchest_report import generate as padchest_report
-from transforms.tasks.severity_report import GENERATORS as SEVERITY
 from transforms.tasks.severity_report import REGIONS, REPORT, region_boxes
 
 RADIXPERT, MEDIVLM = load_profile("radixpert"), load_profile("medivlm")
@@ -129,15 +128,15 @@ def test_templates_are_chosen_per_study_and_seed():
 
 
 def test_the_answer_is_the_report_then_its_score_with_two_decimals():
-    row, target = only(SEVERITY[REPORT](mimic_row(), MEDIVLM, seed=0))
+    row, target = only(generator(REPORT)(mimic_row(), MEDIVLM, seed=0))
     report = "Large right pleural effusion. Severe cardiomegaly."  # comparison wording rewritten out
     assert row["conversations"][1]["value"] == f"{report}\nSeverity Score: 0.43"
     assert target == {"report": report, "severity_tfidf": 0.4321, "severity_score": "0.43"}
 
 
 def test_no_report_row_on_a_lateral_view_or_without_a_score():
-    assert SEVERITY[REPORT](mimic_row(view="LATERAL"), MEDIVLM, seed=0) == []
-    assert SEVERITY[REPORT](mimic_row(score=None), MEDIVLM, seed=0) == []
+    assert generator(REPORT)(mimic_row(view="LATERAL"), MEDIVLM, seed=0) == []
+    assert generator(REPORT)(mimic_row(score=None), MEDIVLM, seed=0) == []
 
 
 def test_padchest_rows_use_the_english_statements():
@@ -147,7 +146,7 @@ def test_padchest_rows_use_the_english_statements():
         "severity_tfidf": 0.125,
         "boxes": [],
     }
-    instruction, target = only(SEVERITY[REPORT](row, MEDIVLM, seed=0))
+    instruction, target = only(generator(REPORT)(row, MEDIVLM, seed=0))
     assert instruction["conversations"][1]["value"] == "Left pleural effusion.\nSeverity Score: 0.12"
 
 
@@ -163,11 +162,11 @@ def test_region_rows_list_one_box_per_region_imagenome_first():
         ("heart", "chexmask-mask"),
         ("right lung", "imagenome-scene-graph"),
     ]
-    row, target = only(SEVERITY[REGIONS](mimic_row(boxes=boxes), MEDIVLM, seed=0))
+    row, target = only(generator(REGIONS)(mimic_row(boxes=boxes), MEDIVLM, seed=0))
     prompt = row["conversations"][0]["value"]
     assert f"heart: {render_box((0.4, 0.4, 0.7, 0.8), 'fixed3')}; right lung: " in prompt
     assert [b["label"] for b in target["boxes"]] == ["heart", "right lung"]
-    assert SEVERITY[REGIONS](mimic_row(boxes=boxes[-1:]), MEDIVLM, seed=0) == []  # no region box: no row
+    assert generator(REGIONS)(mimic_row(boxes=boxes[-1:]), MEDIVLM, seed=0) == []  # no region box: no row
 
 
 @pytest.mark.parametrize("task", [REPORT, REGIONS])
@@ -187,7 +186,7 @@ def test_the_audit_catches_a_wrong_score_and_a_moved_region(task):
         "ptx_side": None,
     }
     facts = {annotation["image_key"]: facts_from_annotation(annotation)}
-    (row,) = SEVERITY[task](annotation, MEDIVLM, seed=0)
+    (row,) = generator(task)(annotation, MEDIVLM, seed=0)
     assert audit_row(row, facts) == []
     wrong = {**row, "target": json.dumps({**json.loads(row["target"]), "severity_score": "0.99"})}
     assert "severity-score-mismatch" in {c.kind for c in audit_row(wrong, facts)}

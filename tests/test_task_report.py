@@ -10,8 +10,8 @@ from transforms.enrich import _mention_row
 from transforms.labels import NO_FINDING, label_report
 from transforms.phrases import attribute_prompt, extract_mentions
 from transforms.reports import clean_text, section_list
-from transforms.tasks import Profile, TaskSpec
-from transforms.tasks.report import COT, GENERATORS, REPORT, WITH_ATTRIBUTES
+from transforms.tasks import Profile, TaskSpec, generator
+from transforms.tasks.report import COT, REPORT, WITH_ATTRIBUTES
 from transforms.templates import load_template_set
 
 IMT = Profile(
@@ -71,7 +71,7 @@ def annotation_row(report, key="mimic/r1", language="en", view="PA", labels=None
 
 
 def only(task, row, profile, seed=0):
-    (instruction,) = GENERATORS[task](row, profile, seed)
+    (instruction,) = generator(task)(row, profile, seed)
     return instruction, json.loads(instruction["target"])
 
 
@@ -100,15 +100,18 @@ def test_crlf_reports_leave_no_carriage_return_in_targets():
 def test_impression_is_the_target_without_findings_and_other_reports_give_nothing():
     instruction, target = only(REPORT, annotation_row(IMPRESSION_ONLY), IMT)
     assert (target["section"], target["text"]) == ("impression", "No acute cardiopulmonary process.")
-    assert GENERATORS[REPORT](annotation_row(WITH_PRIOR, language="es-stemmed"), IMT, 0) == []
+    assert generator(REPORT)(annotation_row(WITH_PRIOR, language="es-stemmed"), IMT, 0) == []
     only_comparison = annotation_row("FINAL REPORT\n FINDINGS:  No interval change.\n")
-    assert all(GENERATORS[task](only_comparison, IMT if task != COT else M4CXR, 0) == [] for task in GENERATORS)
+    assert all(
+        generator(task)(only_comparison, IMT if task != COT else M4CXR, 0) == []
+        for task in (REPORT, WITH_ATTRIBUTES, COT)
+    )
 
 
 @pytest.mark.parametrize("view", ["LATERAL", "LL", None])
 def test_no_single_image_report_on_a_view_without_left_and_right(view):
     row = annotation_row(CLEAN, view=view)
-    assert all(GENERATORS[task](row, IMT if task != COT else M4CXR, 0) == [] for task in GENERATORS)
+    assert all(generator(task)(row, IMT if task != COT else M4CXR, 0) == [] for task in (REPORT, WITH_ATTRIBUTES, COT))
 
 
 def test_attribute_prompt_names_only_what_the_target_says():
@@ -123,7 +126,7 @@ def test_attribute_prompt_names_only_what_the_target_says():
     )
     assert only(WITH_ATTRIBUTES, stable_only, IMT)[1]["attributes"] == "small left pleural effusion"
     no_positive = annotation_row("FINAL REPORT\n FINDINGS:  No pneumothorax.  No effusion.\n")
-    assert GENERATORS[WITH_ATTRIBUTES](no_positive, IMT, 0) == []
+    assert generator(WITH_ATTRIBUTES)(no_positive, IMT, 0) == []
 
 
 def test_chain_of_thought_lists_the_positives_of_its_own_text_then_writes_it():
@@ -148,9 +151,9 @@ def test_chain_of_thought_of_a_rewritten_text_lists_every_finding_it_states():
 
 def test_chain_of_thought_that_would_contradict_the_images_labels_is_not_written():
     text_omits = annotation_row(CLEAN, labels={**label_report("Small left effusion."), "Edema": 1.0})
-    assert GENERATORS[COT](text_omits, M4CXR, 0) == []  # the impression's edema is not in the FINDINGS text
+    assert generator(COT)(text_omits, M4CXR, 0) == []  # the impression's edema is not in the FINDINGS text
     labelled_absent = annotation_row(CLEAN, labels={**label_report("Small left effusion."), "Pleural Effusion": 0.0})
-    assert GENERATORS[COT](labelled_absent, M4CXR, 0) == []
+    assert generator(COT)(labelled_absent, M4CXR, 0) == []
 
 
 @pytest.mark.parametrize(
@@ -168,7 +171,7 @@ def test_chain_of_thought_without_positives(findings, answer):
 def test_templates_are_seeded_stable_filled_and_all_used():
     rows = [annotation_row(report, key=f"mimic/{i}") for i, report in enumerate((WITH_PRIOR, CLEAN) * 10)]
     # pinned: the choice depends on stable hashes only, never on the process or the runner
-    assert [GENERATORS[COT](row, M4CXR, 0)[0]["template_id"] for row in rows[:3]] == [
+    assert [generator(COT)(row, M4CXR, 0)[0]["template_id"] for row in rows[:3]] == [
         "m4-cot-list-3+m4-cot-text-3",
         "m4-cot-list-2+m4-cot-text-1",
         "m4-cot-list-2+m4-cot-text-1",
@@ -176,8 +179,8 @@ def test_templates_are_seeded_stable_filled_and_all_used():
     used = set()
     for row in rows:
         for task, profile in ((REPORT, IMT), (WITH_ATTRIBUTES, IMT), (COT, M4CXR)):
-            instructions = GENERATORS[task](row, profile, 7)
-            assert instructions == GENERATORS[task](row, profile, 7)
+            instructions = generator(task)(row, profile, 7)
+            assert instructions == generator(task)(row, profile, 7)
             for instruction in instructions:
                 used.update(instruction["template_id"].split("+"))
                 for turn in instruction["conversations"]:

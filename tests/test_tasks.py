@@ -115,3 +115,45 @@ def test_pretraining_uses_findings_and_impression(profiles):
     assert json.loads(only["target"]) == {"findings": "Heart is enlarged.", "impression": "Cardiomegaly."}
     row["report_language"] = "es-stemmed"
     assert generator("report_pretraining")(row, profiles["chexmix"], seed=0) == []
+
+
+def test_every_task_is_declared_once_with_a_unit_template_sets_and_a_check():
+    """The registry is the one list of tasks: every module of transforms/tasks declares its tasks, each
+    names template sets that exist, and the row audit has a check for each (transforms/audit.py)."""
+    import pkgutil
+
+    import transforms.tasks
+    from transforms.audit import CHECKS
+    from transforms.tasks import registry
+    from transforms.templates import load_template_set
+
+    tasks = registry()
+    declaring = {task.generate.__module__ for task in tasks.values()}
+    modules = {f"transforms.tasks.{info.name}" for info in pkgutil.iter_modules(transforms.tasks.__path__)}
+    assert declaring == modules
+    assert set(CHECKS) == set(tasks)
+    for task in tasks.values():
+        assert task.unit in ("image", "study", "patient") and task.template_sets, task.name
+        for name in task.template_sets:
+            load_template_set(name)
+
+
+def test_a_profile_uses_only_registered_tasks_with_their_template_sets(monkeypatch):
+    import manifests
+    from schemas.config import PROFILES
+    from transforms.tasks import registry
+
+    used = {spec.template_set for name in PROFILES for spec in load_profile(name).tasks.values()}
+    assert used == {name for task in registry().values() for name in task.template_sets}  # no set left unused
+
+    real_load = manifests.load
+    for tasks, message in (
+        ({"disease_classificaton": {"template_set": "disease_classification_imt"}}, "unknown task"),
+        ({"disease_classification": {"template_set": "grounding_imt"}}, "cannot be rendered by template set"),
+    ):
+        mixture = {**real_load("mixtures/imt-cxr.yaml"), "groups": None, "tasks": tasks}
+        monkeypatch.setattr(
+            manifests, "load", lambda path, m=mixture: m if path.startswith("mixtures/") else real_load(path)
+        )
+        with pytest.raises(ValueError, match=message):
+            load_profile("imt-cxr")

@@ -883,7 +883,7 @@ CHECKS = {
     "difference_vqa": _difference_vqa,
     "main_image_vqa": _main_image_vqa,
 }
-"""Task -> its check. Every task of ``transforms.tasks.TASK_MODULES`` has one (a test holds it so)."""
+"""Task -> its check. Every task of the registry (``transforms.tasks.registry``) has one (tests/test_tasks.py)."""
 
 
 def audit_row(row: dict, facts: Mapping[str, ImageFacts]) -> list[Contradiction]:

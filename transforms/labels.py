@@ -16,10 +16,9 @@ from typing import Any, Literal
 
 import manifests
 from schemas.records import Box, Finding, RawLabel
-from transforms.labeler import label_report  # noqa: F401
+from transforms.labeler import NO_FINDING, label_report  # noqa: F401 (label_report: the labeler, by its usual name)
 
 LABELS_MANIFEST = "labels.yaml"
-NO_FINDING = "No Finding"
 _STRENGTH = {0: 0, -1: 1, 1: 2}
 """CheXpert's aggregation of several mentions of one category: 1 beats -1 beats 0."""
 _RAW_VALUES = {1.0: 1, 0.0: 0, -1.0: -1}

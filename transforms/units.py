@@ -8,8 +8,8 @@ entirely (:func:`held_out`), since gold images are ImaGenome's evaluation set. A
 question stays in the split its dataset gave it: one whose split is not its image's is filtered
 (:func:`questions_in_split`), never moved.
 
-After the image stage the units a task consumes (``TASK_UNITS``, transforms/tasks) are annotation rows
-grouped by :func:`task_groups`: an image (one row), a study (its rows) or a patient (its studies).
+After the image stage the units a task consumes (its ``Task``'s ``unit``, transforms/tasks) are annotation
+rows grouped by :func:`task_groups`: an image (one row), a study (its rows) or a patient (its studies).
 """
 
 from __future__ import annotations

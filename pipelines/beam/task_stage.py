@@ -23,7 +23,7 @@ from pipelines.beam.progress import Progress
 from pipelines.beam.write import Fragment, prepare, write_fragment
 from schemas.records import Reject
 from transforms import enrich, io
-from transforms.tasks import TASK_UNITS, generator
+from transforms.tasks import generator, registry
 from transforms.units import group_rows, task_groups
 
 
@@ -35,7 +35,7 @@ def task_rows(group, unit: str, profiles: list, seed: int) -> tuple[list[tuple[t
     rows, rejects = [], []
     for profile in profiles:
         for task in profile.tasks:
-            if TASK_UNITS.get(task, "image") != unit:
+            if registry()[task].unit != unit:
                 continue
             for row in generator(task)(group, profile, seed):
                 if isinstance(row, Reject):

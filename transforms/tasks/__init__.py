@@ -1,11 +1,13 @@
-"""Task generators, one module per task family, and the mixture profiles (``manifests/mixtures/``) that select and render them.
+"""Task generators, one module per task family, the task registry, and the mixture profiles
+(``manifests/mixtures/``) that select and render the tasks.
 
-A generator is ``generate(annotation_row: dict, profile: Profile, seed: int) -> list[dict]`` (a module
-serving several tasks names them in ``GENERATORS = {task: function}``): it
-consumes one enriched annotation row (the ``annotations`` table schema) and returns instruction rows
-(the ``instructions`` table schema), and a :class:`schemas.records.Reject` (stage ``tasks``, item level)
-for each input it was given and could not use (a VQA dataset's question without an answer, ...).
-Generators never read raw source files.
+Each module of this package declares the tasks it implements in ``TASKS``, a tuple of :class:`Task`
+records (name, unit, template sets, generator); :func:`registry` collects them, and everything that
+lists tasks reads it. A generator is ``generate(unit, profile: Profile, seed: int) -> list[dict]``: it
+consumes one enriched annotation row (the ``annotations`` table schema), or the rows of a study or
+patient (its task's ``unit``), and returns instruction rows (the ``instructions`` table schema), and a
+:class:`schemas.records.Reject` (stage ``tasks``, item level) for each input it was given and could
+not use (a VQA dataset's question without an answer, ...). Generators never read raw source files.
 """
 
 from __future__ import annotations
@@ -13,54 +15,48 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-from collections.abc import Callable
-from typing import Literal
+import pkgutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 import manifests
+from schemas.records import Reject
 
-GROUNDING_TASKS = (
-    "lesion_localization",
-    "finding_grounding",
-    "grounded_finding",
-    "abnormality_detection",
-    "multi_finding_grounding",
-    "organ_grounding",
-    "grounded_organ",
-    "anatomical_region_grounding",
-    "grounded_anatomical_region",
-    "phrase_grounding",
-    "grounded_phrase_generation",
-)
-TASK_MODULES = {
-    "disease_classification": "transforms.tasks.classification",
-    "report_pretraining": "transforms.tasks.pretraining",
-    "segmentation": "transforms.tasks.segmentation",
-    "severity_classification": "transforms.tasks.attributes",
-    "location_classification": "transforms.tasks.attributes",
-    "report_generation": "transforms.tasks.report",
-    "report_generation_with_attributes": "transforms.tasks.report",
-    "report_generation_cot": "transforms.tasks.report",
-    "triage": "transforms.tasks.triage",
-    "report_generation_multi_image": "transforms.tasks.multi",
-    "report_generation_multi_study": "transforms.tasks.multi",
-    "padchest_report_generation": "transforms.tasks.padchest_report",
-    "report_severity": "transforms.tasks.severity_report",
-    "report_severity_regions": "transforms.tasks.severity_report",
-    "vqa": "transforms.tasks.vqa",
-    "difference_vqa": "transforms.tasks.difference_vqa",
-    "main_image_vqa": "transforms.tasks.native_vqa",
-    **{task: "transforms.tasks.grounding" for task in GROUNDING_TASKS},
-}
-TASK_UNITS = {
-    "report_generation_multi_image": "study",
-    "report_generation_multi_study": "patient",
-    "padchest_report_generation": "study",
-    "difference_vqa": "patient",
-}
-"""The group a task consumes when it is not one image: the rows of one study, or the studies of one
-patient (in time order). The build groups rows that way before calling the task's generator."""
+Unit = Literal["image", "study", "patient"]
+"""What a generator consumes: one annotation row, the rows of one study, or the studies of one patient
+(in time order). The build groups rows that way before calling it (``task_groups``, transforms/units.py)."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task, declared once, by the module that implements it (its ``TASKS``).
+
+    ``name`` is the task's key in a mixture profile and its ``instructions/<profile>/<task>/`` folder;
+    ``template_sets`` are the sets under ``manifests/templates/`` that can render it (a profile picks one);
+    ``generate`` turns one unit into instruction rows and rejects.
+    """
+
+    name: str
+    unit: Unit
+    template_sets: tuple[str, ...]
+    generate: Callable[[Any, Profile, int], Sequence[dict | Reject]]
+
+
+@cache
+def registry() -> dict[str, Task]:
+    """Every task, by name: the ``TASKS`` of each module of this package (a new module is found by itself)."""
+    tasks: dict[str, Task] = {}
+    for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name):
+        module = importlib.import_module(f"{__name__}.{module_info.name}")
+        for task in module.TASKS:
+            if task.name in tasks:
+                raise ValueError(f"task {task.name!r} is declared twice ({module.__name__})")
+            tasks[task.name] = task
+    return tasks
 
 
 FINDING_PHRASES: dict[str, str] = manifests.load("finding_phrases.yaml")
@@ -146,9 +142,18 @@ class Profile(BaseModel):
 def load_profile(name: str) -> Profile:
     """The mixture profile ``manifests/mixtures/<name>.yaml``."""
     profile = Profile.model_validate(manifests.load(f"mixtures/{name}.yaml"))
-    unknown = sorted(set(profile.tasks) - set(TASK_MODULES))
+    if profile.name != name:
+        raise ValueError(f"manifests/mixtures/{name}.yaml is named {profile.name!r}; a profile is named by its file")
+    tasks = registry()
+    unknown = sorted(set(profile.tasks) - set(tasks))
     if unknown:
         raise ValueError(f"profile {name!r} names unknown task(s) {unknown}")
+    for task, spec in profile.tasks.items():
+        if spec.template_set not in tasks[task].template_sets:
+            raise ValueError(
+                f"profile {name!r}: task {task!r} cannot be rendered by template set {spec.template_set!r}; "
+                f"its sets are {list(tasks[task].template_sets)} (its Task in transforms/tasks/)"
+            )
     return profile
 
 
@@ -157,10 +162,9 @@ def method_name(profile: str) -> str:
     return manifests.load("sources.yaml")["methods"].get(profile, {}).get("name", profile)
 
 
-def generator(task: str) -> Callable[[dict, Profile, int], list[dict]]:
-    """A module serving several tasks maps them in ``GENERATORS``; otherwise its ``generate``."""
-    module = importlib.import_module(TASK_MODULES[task])
-    return getattr(module, "GENERATORS", {}).get(task) or module.generate
+def generator(task: str) -> Callable[[Any, Profile, int], Sequence[dict | Reject]]:
+    """The function that makes ``task``'s rows from one of its units."""
+    return registry()[task].generate
 
 
 def instruction_id(profile: str, task: str, image_keys: list[str], variant: str) -> str:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import manifests
 from transforms.hashing import seeded_rng
 from transforms.phrases import SEVERITY_RENDER, severity_words, zone_words
-from transforms.tasks import Profile, finding_phrase, instruction_row
+from transforms.tasks import Profile, Task, finding_phrase, instruction_row
 from transforms.templates import load_template_set, render
 from transforms.views import is_frontal
 
@@ -184,4 +184,7 @@ def generate_location(row: dict, profile: Profile, seed: int) -> list[dict]:
     return _rows(LOCATION, "location", location_answers(row), row, profile, seed)
 
 
-GENERATORS = {SEVERITY: generate_severity, LOCATION: generate_location}
+TASKS = (
+    Task(name=SEVERITY, unit="image", template_sets=("attributes_imt",), generate=generate_severity),
+    Task(name=LOCATION, unit="image", template_sets=("attributes_imt",), generate=generate_location),
+)

@@ -19,11 +19,11 @@ Findings read through :func:`transforms.tasks.finding_phrase` ("Pleural Other" -
 from __future__ import annotations
 
 from transforms.hashing import seeded_rng
-from transforms.tasks import Profile, finding_phrase, instruction_row
+from transforms.labels import NO_FINDING
+from transforms.tasks import Profile, Task, finding_phrase, instruction_row
 from transforms.templates import load_template_set, render
 
 TASK = "disease_classification"
-NO_FINDING = "No Finding"
 
 
 def classes(row: dict, uncertain: str) -> tuple[list[str], list[str], bool]:
@@ -105,3 +105,13 @@ def generate(row: dict, profile: Profile, seed: int) -> list[dict]:
 def _taxonomy_order(row: dict):
     order = {f["name"]: i for i, f in enumerate(row["findings"])}
     return order.__getitem__
+
+
+TASKS = (
+    Task(
+        name=TASK,
+        unit="image",
+        template_sets=("disease_classification_imt", "disease_classification_m4cxr"),
+        generate=generate,
+    ),
+)

@@ -52,7 +52,7 @@ import manifests
 from schemas.records import Reject
 from transforms.hashing import seeded_rng
 from transforms.labels import anatomy
-from transforms.tasks import Profile, native_vqa
+from transforms.tasks import Profile, Task, native_vqa
 from transforms.tasks.multi import group_row, in_time_order
 from transforms.tasks.vqa import CATEGORIES, ORIGIN, parse_attribute
 from transforms.tasks.vqa import CONFIG as SCENE_RULES
@@ -442,3 +442,6 @@ def generate(patient: list[list[dict]], profile: Profile, seed: int) -> list[dic
                 )
             )
     return result
+
+
+TASKS = (Task(name=TASK, unit="patient", template_sets=("vqa_difference_m4cxr",), generate=generate),)

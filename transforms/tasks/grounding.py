@@ -30,9 +30,8 @@ import manifests
 from transforms.boxes import box_policy, merge_overlapping_corners
 from transforms.geometry import render_box
 from transforms.hashing import seeded_rng
-from transforms.labels import label_rules
-from transforms.tasks import Profile, finding_phrase, instruction_row
-from transforms.tasks.classification import NO_FINDING
+from transforms.labels import NO_FINDING, label_rules
+from transforms.tasks import Profile, Task, finding_phrase, instruction_row
 from transforms.tasks.report import single_image_text
 from transforms.templates import TemplateSet, load_template_set, render
 from transforms.views import is_frontal
@@ -317,7 +316,9 @@ def _role_boxes(row: dict, role: str) -> list[dict]:
     )
 
 
-def _structure_grounding(task_name: str, role: str, name_field: str, doc: str) -> Callable:
+def _structure_grounding(
+    task_name: str, role: str, name_field: str, doc: str
+) -> Callable[[dict, Profile, int], list[dict]]:
     """A generator of one row per box of ``role`` (capped), filling ``{name_field}`` and ``{box}``:
     the task's templates decide which of the two is asked and which answered."""
 
@@ -391,8 +392,7 @@ def grounded_phrase_generation(row: dict, profile: Profile, seed: int) -> list[d
     return rows
 
 
-GENERATORS = {
-    "lesion_localization": lesion_localization,
+M4CXR_GROUNDING = {
     "finding_grounding": finding_grounding,
     "grounded_finding": grounded_finding,
     "abnormality_detection": abnormality_detection,
@@ -412,3 +412,10 @@ GENERATORS = {
     "phrase_grounding": phrase_grounding,
     "grounded_phrase_generation": grounded_phrase_generation,
 }
+TASKS = (
+    Task(name="lesion_localization", unit="image", template_sets=("grounding_imt",), generate=lesion_localization),
+    *(
+        Task(name=name, unit="image", template_sets=("grounding_m4cxr",), generate=generate)
+        for name, generate in M4CXR_GROUNDING.items()
+    ),
+)

@@ -2,7 +2,7 @@
 
 These generators consume groups, not single rows: ``generate_multi_image(study, ...)`` gets the
 annotation rows of one study, ``generate_multi_study(patient, ...)`` the studies of one patient, each
-a list of rows, in time order (``study_datetime``, never ids). ``TASK_UNITS`` (transforms/tasks) says
+a list of rows, in time order (``study_datetime``, never ids). Each ``Task``'s ``unit`` (``TASKS`` below) says
 which group a task needs; the build groups rows by study and by patient before calling them.
 
 A study is shown only with a frontal view among its images: its report names sides, which a lateral
@@ -27,7 +27,7 @@ import json
 
 from transforms.hashing import seeded_rng
 from transforms.reports import clean_text
-from transforms.tasks import Profile, instruction_id
+from transforms.tasks import Profile, Task, instruction_id
 from transforms.tasks.report import consistent_findings, findings_answer, labels_of_text, target_section
 from transforms.templates import load_template_set, render
 from transforms.views import is_frontal
@@ -170,4 +170,7 @@ def generate_multi_study(patient: list[list[dict]], profile: Profile, seed: int)
     return result
 
 
-GENERATORS = {MULTI_IMAGE: generate_multi_image, MULTI_STUDY: generate_multi_study}
+TASKS = (
+    Task(name=MULTI_IMAGE, unit="study", template_sets=("report_multi_m4cxr",), generate=generate_multi_image),
+    Task(name=MULTI_STUDY, unit="patient", template_sets=("report_multi_m4cxr",), generate=generate_multi_study),
+)

@@ -21,7 +21,7 @@ split and question type, and the answers as written. A question is only ever in 
 from __future__ import annotations
 
 from schemas.records import Reject
-from transforms.tasks import Profile, instruction_row
+from transforms.tasks import Profile, Task, instruction_row
 from transforms.templates import load_template_set, render
 
 TASK = "main_image_vqa"
@@ -122,3 +122,6 @@ def generate(row: dict, profile: Profile, seed: int) -> list[dict | Reject]:
             for question in questions_of(row, MIMIC_DIFF_VQA, difference=True)
         ]
     return made
+
+
+TASKS = (Task(name=TASK, unit="image", template_sets=("vqa_m4cxr",), generate=generate),)

@@ -1,9 +1,9 @@
 """Radixpert report generation: one row per PadChest study, its report in English.
 
-The group is one study's annotation rows (``TASK_UNITS``). The image shown is the study's first frontal
-view (by image key); a study without a frontal view keeps its first image of another view (Radixpert
-does not exclude lateral views), whose ``report_english`` the language stage renders without side
-words, since left and right cannot be told apart there.
+The group is one study's annotation rows (the task's unit, ``TASKS`` below). The image shown is the
+study's first frontal view (by image key); a study without a frontal view keeps its first image of
+another view (Radixpert does not exclude lateral views), whose ``report_english`` the language stage
+renders without side words, since left and right cannot be told apart there.
 
 The target is the study's English report:
 
@@ -20,7 +20,7 @@ chosen image has no English text gets no row.
 from __future__ import annotations
 
 from transforms.hashing import seeded_rng
-from transforms.tasks import Profile, instruction_row
+from transforms.tasks import Profile, Task, instruction_row
 from transforms.templates import load_template_set, render
 from transforms.views import is_frontal
 
@@ -60,3 +60,6 @@ def generate(study: list[dict], profile: Profile, seed: int) -> list[dict]:
             template_id=template.id,
         )
     ]
+
+
+TASKS = (Task(name=TASK, unit="study", template_sets=("report_radixpert",), generate=generate),)

@@ -9,7 +9,7 @@ The VQ codes are joined to these rows by ``image_key`` at export time.
 from __future__ import annotations
 
 from transforms.reports import clean_text
-from transforms.tasks import Profile, instruction_row
+from transforms.tasks import Profile, Task, instruction_row
 from transforms.templates import load_template_set, render
 
 TASK = "report_pretraining"
@@ -41,3 +41,6 @@ def generate(row: dict, profile: Profile, seed: int) -> list[dict]:
             template_id=template.id,
         )
     ]
+
+
+TASKS = (Task(name=TASK, unit="image", template_sets=("report_pretraining",), generate=generate),)

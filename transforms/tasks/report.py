@@ -39,7 +39,7 @@ from transforms.hashing import seeded_rng
 from transforms.labels import NO_FINDING, label_report
 from transforms.phrases import attribute_prompt
 from transforms.reports import clean_text
-from transforms.tasks import Profile, instruction_row
+from transforms.tasks import Profile, Task, instruction_row
 from transforms.templates import load_template_set, render
 from transforms.views import is_frontal
 
@@ -209,4 +209,8 @@ def generate_report_cot(row: dict, profile: Profile, seed: int) -> list[dict]:
 CACHED = (single_image_text, labels_of_text, single_image_sentence)
 """The memoised text functions (benchmarks clear them to time cold passes)."""
 
-GENERATORS = {REPORT: generate_report, WITH_ATTRIBUTES: generate_report_with_attributes, COT: generate_report_cot}
+TASKS = (
+    Task(name=REPORT, unit="image", template_sets=("report_imt",), generate=generate_report),
+    Task(name=WITH_ATTRIBUTES, unit="image", template_sets=("report_imt",), generate=generate_report_with_attributes),
+    Task(name=COT, unit="image", template_sets=("report_cot_m4cxr",), generate=generate_report_cot),
+)

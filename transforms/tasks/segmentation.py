@@ -14,7 +14,7 @@ from __future__ import annotations
 import manifests
 from transforms.geometry import render_polygon
 from transforms.hashing import seeded_rng
-from transforms.tasks import Profile, instruction_row
+from transforms.tasks import Profile, Task, instruction_row
 from transforms.templates import load_template_set, render
 
 TASK = "segmentation"
@@ -54,3 +54,6 @@ def generate(row: dict, profile: Profile, seed: int) -> list[dict]:
             )
         )
     return rows
+
+
+TASKS = (Task(name=TASK, unit="image", template_sets=("segmentation_imt",), generate=generate),)

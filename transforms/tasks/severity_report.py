@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from transforms.geometry import render_box
 from transforms.hashing import seeded_rng
-from transforms.tasks import Profile, instruction_row
+from transforms.tasks import Profile, Task, instruction_row
 from transforms.tasks.grounding import box_role, unit_box
 from transforms.tasks.report import target_section
 from transforms.templates import load_template_set, render
@@ -100,4 +100,7 @@ def generate_report_regions(row: dict, profile: Profile, seed: int) -> list[dict
     return _rows(REGIONS, "report_regions", row, profile, seed, {**target, "boxes": boxes}, regions=text)
 
 
-GENERATORS = {REPORT: generate_report, REGIONS: generate_report_regions}
+TASKS = (
+    Task(name=REPORT, unit="image", template_sets=("report_medivlm",), generate=generate_report),
+    Task(name=REGIONS, unit="image", template_sets=("report_medivlm",), generate=generate_report_regions),
+)

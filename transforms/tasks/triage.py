@@ -15,7 +15,7 @@ import manifests
 from schemas.records import AttributeMention
 from transforms.hashing import seeded_rng
 from transforms.severity import triage_bucket
-from transforms.tasks import Profile, instruction_row
+from transforms.tasks import Profile, Task, instruction_row
 from transforms.templates import load_template_set, render
 
 TASK = "triage"
@@ -50,3 +50,6 @@ def generate(row: dict, profile: Profile, seed: int) -> list[dict]:
             template_id=template.id,
         )
     ]
+
+
+TASKS = (Task(name=TASK, unit="image", template_sets=("triage",), generate=generate),)

@@ -37,7 +37,7 @@ import manifests
 from schemas.records import Reject
 from transforms.hashing import seeded_rng
 from transforms.labels import anatomy
-from transforms.tasks import Profile, instruction_row, native_vqa
+from transforms.tasks import Profile, Task, instruction_row, native_vqa
 from transforms.templates import TemplateSet, load_template_set, render
 from transforms.views import is_frontal
 
@@ -357,3 +357,6 @@ def generate(row: dict, profile: Profile, seed: int) -> list[dict | Reject]:
                 )
             )
     return rows
+
+
+TASKS = (Task(name=TASK, unit="image", template_sets=("vqa_m4cxr",), generate=generate),)
