@@ -11,7 +11,7 @@ import re
 import pytest
 import realdata
 
-from transforms import labeler
+from transforms import chexbert, labeler
 from transforms.labeler import OBSERVATIONS, clean_for_labeling, extract_label_mentions, label_report
 
 SAMPLES = realdata.DATA / "reports" / "chexpert_labeler_sample_reports.csv"
@@ -383,10 +383,10 @@ def _tiny_checkpoint(directory, force: dict[str, int] | None = None):
         max_position_embeddings=64,
     )
     (directory / "config.json").write_text(config.to_json_string())
-    model = labeler._build_chexbert_model(torch, transformers, config)
+    model = chexbert._build_chexbert_model(torch, transformers, config)
     with torch.no_grad():
         for name, cls in (force or {}).items():
-            head = model.linear_heads[labeler.CHEXBERT_ORDER.index(name)]
+            head = model.linear_heads[chexbert.CHEXBERT_ORDER.index(name)]
             head.weight.zero_()
             head.bias.fill_(-10.0)
             head.bias[cls] = 10.0
@@ -418,7 +418,7 @@ def test_chexbert_backend_maps_head_classes_to_chexpert_values(tmp_path):
 @needs_torch
 def test_chexbert_backend_explains_what_is_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"lacks \['config.json', 'vocab.txt', 'chexbert.pth'\]"):
-        labeler.CheXbertLabeler(tmp_path)
+        chexbert.CheXbertLabeler(tmp_path)
     checkpoint = _tiny_checkpoint(tmp_path)
     import torch
 
@@ -426,7 +426,7 @@ def test_chexbert_backend_explains_what_is_missing(tmp_path):
     del state["module.linear_heads.13.weight"]
     torch.save(state, checkpoint / "chexbert.pth")
     with pytest.raises(ValueError, match="does not fit the CheXbert architecture"):
-        labeler.CheXbertLabeler(checkpoint)
+        chexbert.CheXbertLabeler(checkpoint)
 
 
 def test_chexbert_backend_names_the_extra_when_packages_are_missing(monkeypatch):
@@ -441,4 +441,4 @@ def test_chexbert_backend_names_the_extra_when_packages_are_missing(monkeypatch)
 
     monkeypatch.setattr(builtins, "__import__", no_torch)
     with pytest.raises(ImportError, match=r"cxr-instruct\[chexbert\].*missing: torch"):
-        labeler.CheXbertLabeler("/nonexistent")
+        chexbert.CheXbertLabeler("/nonexistent")
