@@ -25,10 +25,17 @@ from hypothesis import strategies as st
 from pipelines.output.manifest import pools_without_rows
 from pipelines.training import export as export_module
 from pipelines.training.export import JSON_FORMATS, CoordinateOptions, export, export_command
-from pipelines.training.export_source import ExportError, Mixture
+from pipelines.training.export_source import Mixture
 from pipelines.training.loader import MixtureStream
 from transforms.coordinate_frames import CoordinateFrame, find_in_frame, target_geometry
-from transforms.export_records import RecordError, image_file_name, llava_record, messages_record, role_record
+from transforms.export_records import (
+    ExportError,
+    RecordError,
+    image_file_name,
+    llava_record,
+    messages_record,
+    role_record,
+)
 from transforms.geometry import find_coordinates
 
 

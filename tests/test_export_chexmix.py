@@ -21,23 +21,26 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from pipelines.training.export_chexmix import (
-    CODES_PER_IMAGE,
-    IGNORE,
-    ChexmixOptions,
     VqCodes,
-    chexmix_sequence,
     length_report,
     lengths_command,
     options_from_cli,
     percentile,
+    write_chexmix,
+)
+from pipelines.training.export_source import Mixture, mixture_rows
+from transforms.chexmix_tokens import (
+    CODES_PER_IMAGE,
+    IGNORE,
+    ChexmixOptions,
+    chexmix_sequence,
     preset_options,
     prompt_units,
     remove_units,
     resolve_layout,
     shortened_rows,
-    write_chexmix,
 )
-from pipelines.training.export_source import ExportError, Mixture, mixture_rows
+from transforms.export_records import ExportError
 from transforms.hashing import stable_hash
 
 tokenizers = pytest.importorskip("tokenizers")

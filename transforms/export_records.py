@@ -29,6 +29,10 @@ ROLES = {"human": "user", "gpt": "assistant"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
+class ExportError(ValueError):
+    """The build output cannot be exported as asked (missing table, image, VQ codes, bad row)."""
+
+
 class RecordError(ValueError):
     """A row that no format can write faithfully (turn order, placeholders against images)."""
 

@@ -43,7 +43,6 @@ import manifests
 from pipelines.output.paths import BUILD_OUTPUT, LOCAL_FOLDER
 from pipelines.training import export_chexmix
 from pipelines.training.export_source import (
-    ExportError,
     Mixture,
     iter_rows,
     mixture_rows,
@@ -54,6 +53,7 @@ from pipelines.training.export_source import (
     write_report,
 )
 from transforms import io
+from transforms.chexmix_tokens import ChexmixOptions
 from transforms.coordinate_frames import (
     FRAMES,
     QWEN_MAX_PIXELS,
@@ -63,7 +63,14 @@ from transforms.coordinate_frames import (
     reframe_text,
     target_geometry,
 )
-from transforms.export_records import RecordError, image_file_name, llava_record, messages_record, role_record
+from transforms.export_records import (
+    ExportError,
+    RecordError,
+    image_file_name,
+    llava_record,
+    messages_record,
+    role_record,
+)
 from transforms.png import resize_png
 
 IMAGES = "images"
@@ -99,6 +106,10 @@ class CoordinateOptions:
     frame: str | None = None  # None: the format's default
     min_pixels: int | None = None
     max_pixels: int | None = None
+
+
+FORMAT_COORDINATES = CoordinateOptions()
+"""Each format's default frame and the released Qwen bounds."""
 
 
 # ------------------------------------------------------------------ the build and its images
@@ -361,9 +372,9 @@ def export(
     fmt: str,
     dest: str | Path,
     splits: tuple[str, ...] = (),
-    chexmix: export_chexmix.ChexmixOptions | None = None,
+    chexmix: ChexmixOptions | None = None,
     mixture: Mixture | None = None,
-    coordinates: CoordinateOptions = CoordinateOptions(),
+    coordinates: CoordinateOptions = FORMAT_COORDINATES,
 ) -> dict:
     """Export one profile of a build into DEST (replaced only when whole); returns ``export.json``."""
     if fmt not in FORMATS:

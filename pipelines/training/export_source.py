@@ -29,12 +29,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from transforms import io
+from transforms.export_records import ExportError
 
 REPORT_FILE = "export.json"
-
-
-class ExportError(ValueError):
-    """The build output cannot be exported as asked (missing table, image, VQ codes, bad row)."""
 
 
 # ------------------------------------------------------------------ reading the build output
