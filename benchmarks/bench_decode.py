@@ -206,17 +206,17 @@ def main() -> None:
             where = str(path)
             decoded = images.decode_letterboxed(where, size=SIZE)
             paths = {
-                "floor": lambda: floor(where),
-                "stage": lambda: stage(where),
-                "full": lambda: png.encode_png(stage(where), args.level),
+                "floor": lambda where=where: floor(where),
+                "stage": lambda where=where: stage(where),
+                "full": lambda where=where: png.encode_png(stage(where), args.level),
             }
             if args.others and name.startswith("synthetic"):
-                paths["window first"] = lambda: window_first(where)
-                paths["pydicom+Pillow"] = lambda: pydicom_pillow(where)
+                paths["window first"] = lambda where=where: window_first(where)
+                paths["pydicom+Pillow"] = lambda where=where: pydicom_pillow(where)
             rows[name] = (decoded, timed(paths, args.repeats))
             canvas = decoded.canvas
-            coders = {level: (lambda level=level: png.encode_png(canvas, level)) for level in levels}
-            coders["rle"] = lambda: rle_png(canvas)
+            coders = {level: (lambda level=level, canvas=canvas: png.encode_png(canvas, level)) for level in levels}
+            coders["rle"] = lambda canvas=canvas: rle_png(canvas)
             milliseconds = timed(coders, args.repeats)
             sizes = {key: len(coder()) for key, coder in coders.items()}
             encodings[name] = {key: (milliseconds[key], sizes[key]) for key in coders}

@@ -365,7 +365,7 @@ def test_an_export_replaces_only_an_earlier_export(build_out, tmp_path):
     assert report["format"] == "swift"
     (dest / "output" / "checkpoint-100").mkdir(parents=True)  # a trainer wrote into the export
     (dest / "output" / "checkpoint-100" / "model.safetensors").write_bytes(b"weights")
-    with pytest.raises(ExportError, match="does not list.*output/checkpoint-100/model.safetensors"):
+    with pytest.raises(ExportError, match=r"does not list.*output/checkpoint-100/model.safetensors"):
         export(build_out, "m4cxr", "swift", dest, splits=("validation",))
     assert (dest / "output" / "checkpoint-100" / "model.safetensors").read_bytes() == b"weights"
     (tmp_path / "mine").mkdir()

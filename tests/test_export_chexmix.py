@@ -665,7 +665,7 @@ def test_vq_lookup_finds_codes_by_its_key_index(build_out):
         VqCodes(build_out, expected_fingerprint="other").lookup(keys[:1], CODEBOOK)
     with pytest.raises(ExportError, match="no VQ codes for image mimic/absent"):
         vq.lookup(["mimic/absent"], CODEBOOK)
-    with pytest.raises(ExportError, match="1024 codes in 0..1023"):
+    with pytest.raises(ExportError, match=r"1024 codes in 0..1023"):
         vq.lookup(keys[:5], 1024)
 
 

@@ -145,7 +145,8 @@ def test_an_unreadable_scene_graph_is_a_reject(tmp_path, monkeypatch):
     assert (reject.key, reject.reason, reject.kind) == (f"mimic/{graph['image_id']}", "unreadable-file", "rejected")
     assert reject.detail.startswith("silver_dataset/scene_graph/") and "Permission denied" in reject.detail
     monkeypatch.undo()
-    assert [type(o) for o in imagenome.read(str(tmp_path))][0] is AnnotationRecord
+    outputs = list(imagenome.read(str(tmp_path)))
+    assert type(outputs[0]) is AnnotationRecord
 
 
 def gzip_images(root: Path, keep_plain: bool = False) -> None:

@@ -114,7 +114,7 @@ def test_a_broken_link_is_reported_never_skipped(tmp_path):
     assert problems == [
         io.Unlisted(str(tmp_path / "b.dcm"), "broken-link", f"a link to {tmp_path / 'gone.dcm'}, which does not exist")
     ]
-    with pytest.raises(io.ListingError, match="b.dcm: broken-link"):
+    with pytest.raises(io.ListingError, match=r"b.dcm: broken-link"):
         io.match(str(tmp_path / "*.dcm"))
     assert io.glob(str(tmp_path / "a*")) == [str(tmp_path / "a.dcm")]  # not matched by the pattern: no problem
 

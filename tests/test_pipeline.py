@@ -99,7 +99,7 @@ def test_annotations_carry_geometry_findings_and_sections(build, truth):
     assert set(by_source) == {"mimic", "vindr", "siim", "padchest"}
     labelled = 0
     for key, row in annotations.items():
-        assert [f["name"] for f in row["findings"]][0] == "No Finding" and len(row["findings"]) == 14
+        assert row["findings"][0]["name"] == "No Finding" and len(row["findings"]) == 14
         for box in row["boxes"]:
             assert 0 <= box["u1"] < box["u2"] <= 1 and 0 <= box["v1"] < box["v2"] <= 1
             assert 0 <= box["x1"] < box["x2"] <= truth["images"][key]["width"]
@@ -135,7 +135,7 @@ def test_chexmask_quality_filter_is_recorded_not_silent(build, truth):
 
 
 def test_instructions_load_and_inherit_the_image_split(build):
-    out, manifest = build
+    out, _ = build
     images = {row["image_key"]: row["split"] for row in load(out, "images").select_columns(["image_key", "split"])}
     for profile, task in (
         ("imt-cxr", "disease_classification"),

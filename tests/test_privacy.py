@@ -353,7 +353,7 @@ def test_the_output_does_carry_scrubbed_reports(built, truth):
 
 
 def test_the_scanner_catches_a_leak_in_a_table_copy_and_a_text_file(built, truth, tmp_path):
-    corpus, out = built
+    _, out = built
     copy = tmp_path / "out"
     shutil.copytree(out / "annotations", copy / "annotations")
     shutil.copy(out / "manifest.json", copy / "manifest.json")

@@ -153,9 +153,11 @@ def test_private_upload_sends_every_file_of_the_output(build):
 
 
 def test_private_push_refuses_an_existing_public_repo(build):
-    with FakeHub(existing={"someone/open": False}) as hub:
-        with pytest.raises(PublishError, match="already exists and is public"):
-            publish(build, "someone/open", api=HfApi(endpoint=hub.endpoint, token="hf_dummy"))
+    with (
+        FakeHub(existing={"someone/open": False}) as hub,
+        pytest.raises(PublishError, match="already exists and is public"),
+    ):
+        publish(build, "someone/open", api=HfApi(endpoint=hub.endpoint, token="hf_dummy"))
     assert not any(path.endswith("/commit/main") for _, path in hub.requests)
 
 

@@ -53,8 +53,9 @@ def one_code_fingerprint():
     make hydrate refuse its own recipe as made by other code."""
     import pipelines.output.manifest as manifest
 
+    fixed = manifest.code_fingerprint()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(manifest, "code_fingerprint", lambda fixed=manifest.code_fingerprint(): fixed)
+        patch.setattr(manifest, "code_fingerprint", lambda: fixed)
         yield
 
 

@@ -25,7 +25,7 @@ def built(tmp_path_factory):
 
 
 def test_the_build_reports_every_stage_and_records_the_run(built):
-    corpus, out, output = built
+    _, out, output = built
     record = json.loads((out / "run.json").read_text())
     manifest = json.loads((out / "manifest.json").read_text())
     assert record["outcome"] == "built" and record["wall_seconds"] > 0
@@ -85,7 +85,7 @@ def test_progress_events_are_read_whole_and_summed_per_stage(tmp_path):
     state.poll()
     assert (state.stages["image"].done, state.stages["image"].total) == (4, 10)
     with events.open("a") as handle:
-        handle.write(', "total": 0, "at": %f}\n' % time.time())
+        handle.write(f', "total": 0, "at": {time.time():f}}}\n')
     state.poll()
     assert state.stages["image"].done == 7 and state.view("tasks").total == 10  # tasks see every image
     assert set(state.record()) == {"image", "tasks"} and set(state.record()) <= set(STAGES)
@@ -97,7 +97,7 @@ def test_progress_events_are_read_whole_and_summed_per_stage(tmp_path):
 def test_a_stage_line_shows_rate_and_eta_once_a_total_is_known():
     now = 1000.0
     assert stage_line("image", StageState(), now, 0.0)[1] == "waiting"
-    stage, count, rate, elapsed, eta = stage_line(
+    _, count, rate, elapsed, eta = stage_line(
         "image", StageState(done=50, total=200, first=990.0, last=1000.0), now, 0.0
     )
     assert (count, rate, elapsed, eta) == ("50 / 200 images", "5.0/s", "0:10", "0:30")

@@ -325,11 +325,11 @@ def test_image_in_two_splits_gets_no_hint(tmp_path):
 
 def test_missing_inputs_are_clear_errors(tmp_path):
     write_graph(tmp_path, CURRENT, scene_graph(CURRENT))
-    with pytest.raises(imagenome.ImaGenomeInputError, match="train.csv"):
+    with pytest.raises(imagenome.ImaGenomeInputError, match=r"train.csv"):
         read_all(tmp_path)
     empty = tmp_path / "empty"
     (empty / "silver_dataset").mkdir(parents=True)
-    with pytest.raises(imagenome.ImaGenomeInputError, match="scene_graph.zip"):
+    with pytest.raises(imagenome.ImaGenomeInputError, match=r"scene_graph.zip"):
         read_all(empty)
 
 

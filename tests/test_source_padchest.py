@@ -241,7 +241,7 @@ def test_records_and_rejects(tmp_path):
     absent = found[DIR_MISMATCH][0]  # its PNG sits in folder 5, the CSV says 3
     assert isinstance(absent, Reject) and (absent.reason, absent.kind) == ("image-not-present", "filtered")
     assert found[BAD_LABELS][0].reason == "unparseable-row" and "not a list literal" in found[BAD_LABELS][0].detail
-    bad_row = [i for i, values in enumerate(ROWS, start=1) if values["ImageID"] == BAD_LABELS][0]
+    bad_row = next(i for i, values in enumerate(ROWS, start=1) if values["ImageID"] == BAD_LABELS)
     assert found[BAD_LABELS][0].detail.startswith(f"{CSV_NAME} row {bad_row}: Labels: not a list literal")
     assert found[NO_PATIENT][0].reason == "unparseable-row" and "PatientID" in found[NO_PATIENT][0].detail
     first, again = found[DUPLICATE]  # the first row in file order is read, the repeat is a reject naming both rows

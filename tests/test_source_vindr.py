@@ -189,7 +189,7 @@ def test_physionet_layout_records_and_rejects(tmp_path):
     assert missing.detail.startswith(
         "annotations/annotations_train.csv row 8, annotations/image_labels_train.csv row 7:"
     )
-    assert [b.where for b in a.boxes][0] == "annotations/annotations_train.csv row 1"
+    assert a.boxes[0].where == "annotations/annotations_train.csv row 1"
 
     test = found[f"vindr/{TEST_A}"]
     assert test.image.official_split == "test" and (test.image.expected_height, test.image.expected_width) == (64, 64)
@@ -213,7 +213,7 @@ def test_gzipped_csvs_read_like_plain(tmp_path):
         ]
 
     assert without_paths(plain) == without_paths(gz)
-    assert [b.where for o in gz if isinstance(o, SourceRecord) for b in o.boxes][0].startswith(
+    assert next(b.where for o in gz if isinstance(o, SourceRecord) for b in o.boxes).startswith(
         "annotations/annotations_train.csv.gz row "
     )
 
@@ -404,7 +404,7 @@ def test_missing_label_column_is_an_error(tmp_path):
     path = tmp_path / "annotations" / "image_labels_train.csv"
     lines = path.read_text().splitlines()
     drop = lines[0].split(",").index("Lung cyst")
-    path.write_text("\n".join(",".join(c for i, c in enumerate(l.split(",")) if i != drop) for l in lines) + "\n")
+    path.write_text("\n".join(",".join(c for i, c in enumerate(line.split(",")) if i != drop) for line in lines) + "\n")
     with pytest.raises(ValueError, match="Lung cyst"):
         vindr.plan(str(tmp_path))  # a whole-input error, before anything is listed or read
 

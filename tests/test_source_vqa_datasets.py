@@ -114,7 +114,7 @@ def test_mimic_cxr_vqa_bad_elements_are_rejects_and_the_rest_is_read(tmp_path):
 
 def test_mimic_cxr_vqa_without_answered_files_is_one_clear_error(tmp_path):
     root = write_vqa(tmp_path, {"_train": [], "_valid": []})
-    with pytest.raises(mimic_cxr_vqa.MimicCxrVqaInputError, match="build_dataset.sh"):
+    with pytest.raises(mimic_cxr_vqa.MimicCxrVqaInputError, match=r"build_dataset.sh"):
         mimic_cxr_vqa.plan(root)
 
 
@@ -239,7 +239,7 @@ def test_mimic_diff_vqa_missing_file_is_one_clear_error(tmp_path, remove, messag
 def test_mimic_diff_vqa_missing_column_is_one_clear_error(tmp_path):
     root = write_diff(tmp_path / "d", [], STUDIES)
     (tmp_path / "d" / "mimic_all.csv").write_text("subject_id,study_id,view\n1,2,x\n")
-    with pytest.raises(mimic_diff_vqa.MimicDiffVqaInputError, match="no column.*dicom_id"):
+    with pytest.raises(mimic_diff_vqa.MimicDiffVqaInputError, match=r"no column.*dicom_id"):
         mimic_diff_vqa.plan(root)
 
 

@@ -88,7 +88,7 @@ def test_truth_lists_every_image_file_and_nothing_else(corpus, truth):
 def test_planted_phi_is_listed_per_image_and_kept_per_patient(truth):
     """Fake PHI (pipelines/synth/phi.py): one identity per patient, never in the datasets' own ids."""
     identities = {}
-    for key, entry in truth["images"].items():
+    for entry in truth["images"].values():
         values = {item["field"]: item["value"] for item in entry["planted_phi"]}
         assert len(values) == len(entry["planted_phi"]) and all(values.values())
         if entry["source"] == "padchest":

@@ -74,7 +74,7 @@ def test_several_mentions_of_one_finding_give_their_combined_range():
             mention("Pleural Effusion", severity=(2, 2), scale="size"),
         ]
     )
-    ((target, instruction),) = asked(SEVERITY, row)
+    ((_, instruction),) = asked(SEVERITY, row)
     assert instruction["conversations"][1]["value"] == "small to moderate"
 
 

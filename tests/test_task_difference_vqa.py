@@ -286,7 +286,10 @@ EARLY = "2180-01-01T08:00:00"
 LATE = "2180-02-01T08:00:00"
 
 
-def families_over_seeds(patient, seeds=range(40)) -> dict[str, list[dict]]:
+SEEDS = range(40)
+
+
+def families_over_seeds(patient, seeds=SEEDS) -> dict[str, list[dict]]:
     """Targets per family over many seeds (each seed asks one closed question per family)."""
     found: dict[str, list[dict]] = {}
     for seed in seeds:
@@ -334,7 +337,7 @@ def test_a_finding_not_stated_on_the_reference_is_never_new():
         )
     denied = image("r", "s1", EARLY, [LEFT_EFFUSION, *NO_PTX])
     found = families_over_seeds([[denied], [main]])
-    assert [t["answer"] for t in found["new_findings"]][0] == ["pneumothorax"]
+    assert found["new_findings"][0]["answer"] == ["pneumothorax"]
     assert {(t["inputs"]["finding"], t["answer"]) for t in found["finding_new"]} == {
         ("pneumothorax", True),
         ("pleural effusion", False),

@@ -146,7 +146,7 @@ def test_padchest_rows_use_the_english_statements():
         "severity_tfidf": 0.125,
         "boxes": [],
     }
-    instruction, target = only(generator(REPORT)(row, MEDIVLM, seed=0))
+    instruction, _ = only(generator(REPORT)(row, MEDIVLM, seed=0))
     assert instruction["conversations"][1]["value"] == "Left pleural effusion.\nSeverity Score: 0.12"
 
 

@@ -21,20 +21,23 @@ IMT = Profile(
 )
 M4CXR = Profile(name="m4cxr", coordinates="percent", tasks={COT: TaskSpec(template_set="report_cot_m4cxr")})
 
-WITH_PRIOR = """FINAL REPORT
- INDICATION:  Cough.
- 
- FINDINGS:  Moderate cardiomegaly is unchanged from the prior study.  Small left
- pleural effusion.  No pneumothorax.
- 
- IMPRESSION:  Small left effusion.  Stable cardiomegaly.
-"""
-CLEAN = """FINAL REPORT
- FINDINGS:  Small left pleural effusion.  Possible right basilar
- atelectasis.  No pneumothorax.
- 
- IMPRESSION:  Left effusion.
-"""
+# MIMIC-CXR style: the blank lines between sections hold one space.
+WITH_PRIOR = (
+    "FINAL REPORT\n"
+    " INDICATION:  Cough.\n"
+    " \n"
+    " FINDINGS:  Moderate cardiomegaly is unchanged from the prior study.  Small left\n"
+    " pleural effusion.  No pneumothorax.\n"
+    " \n"
+    " IMPRESSION:  Small left effusion.  Stable cardiomegaly.\n"
+)
+CLEAN = (
+    "FINAL REPORT\n"
+    " FINDINGS:  Small left pleural effusion.  Possible right basilar\n"
+    " atelectasis.  No pneumothorax.\n"
+    " \n"
+    " IMPRESSION:  Left effusion.\n"
+)
 IMPRESSION_ONLY = """FINAL REPORT
  IMPRESSION:  No acute cardiopulmonary process.
 """
@@ -98,7 +101,7 @@ def test_crlf_reports_leave_no_carriage_return_in_targets():
 
 
 def test_impression_is_the_target_without_findings_and_other_reports_give_nothing():
-    instruction, target = only(REPORT, annotation_row(IMPRESSION_ONLY), IMT)
+    _, target = only(REPORT, annotation_row(IMPRESSION_ONLY), IMT)
     assert (target["section"], target["text"]) == ("impression", "No acute cardiopulmonary process.")
     assert generator(REPORT)(annotation_row(WITH_PRIOR, language="es-stemmed"), IMT, 0) == []
     only_comparison = annotation_row("FINAL REPORT\n FINDINGS:  No interval change.\n")

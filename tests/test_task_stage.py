@@ -123,7 +123,7 @@ def test_fragments_hold_every_row_sorted_and_a_failed_group_rejects_each_of_its_
         ("m4cxr", MULTI_IMAGE, "mimic", "train"): 2,
         ("m4cxr", MULTI_STUDY, "mimic", "train"): 2,
     }
-    for (table_dir, split), fragment in fragments.items():
+    for fragment in fragments.values():
         entries = read_fragment(fragment.path)
         assert fragment.rows == len(entries) and fragment.shard == "train-00000-of-00001"
         assert entries == sorted(entries)

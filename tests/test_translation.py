@@ -396,7 +396,7 @@ def test_the_translation_key(marian, tmp_path):
         assert f"translation.{key}: Input should be greater than or equal to 1" in text
     assert "translation.device" in text and "'gpu'" in text
     assert "unknown key 'translation.beams': did you mean 'num_beams'?" in text
-    with pytest.raises(ConfigError, match="translation.model: required, missing"):
+    with pytest.raises(ConfigError, match=r"translation.model: required, missing"):
         check_config(write_config(tmp_path, {"batch_size": 4}))
 
 

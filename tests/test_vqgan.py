@@ -85,7 +85,7 @@ def test_decode_accepts_8bit_gray_and_refuses_others():
         vqgan.decode_gray(png(gray.astype(np.uint16) * 257))
     with pytest.raises(ValueError, match="no bytes"):
         vqgan.decode_gray(None)
-    with pytest.raises(Exception):
+    with pytest.raises(OSError):  # Pillow: cannot identify image file
         vqgan.decode_gray(b"\x89PNG\r\n\x1a\n truncated")
 
 
@@ -295,7 +295,7 @@ def test_converted_meta_checkpoint_loads_strictly_and_gives_reference_codes(tmp_
 
 def test_convert_is_strict_and_refuses_pickles_by_default(tmp_path):
     write_meta_checkpoint(tmp_path, extra={"hparams": argparse.Namespace(lr=1e-4)})
-    with pytest.raises(RuntimeError, match="(?s)weights_only=True.*--allow-unsafe-pickle"):
+    with pytest.raises(RuntimeError, match=r"(?s)weights_only=True.*--allow-unsafe-pickle"):
         vqgan.convert_checkpoint(tmp_path / "vqgan.ckpt", tmp_path / "vqgan.yaml", tmp_path / "hf")
     vqgan.convert_checkpoint(
         tmp_path / "vqgan.ckpt", tmp_path / "vqgan.yaml", tmp_path / "hf", allow_unsafe_pickle=True
@@ -303,7 +303,7 @@ def test_convert_is_strict_and_refuses_pickles_by_default(tmp_path):
     state = torch.load(tmp_path / "vqgan.ckpt", weights_only=False)["state_dict"]
     del state["encoder.conv_out.bias"]
     torch.save({"state_dict": state}, tmp_path / "broken.ckpt")
-    with pytest.raises(RuntimeError, match="conv_out.bias"):
+    with pytest.raises(RuntimeError, match=r"conv_out.bias"):
         vqgan.convert_checkpoint(tmp_path / "broken.ckpt", tmp_path / "vqgan.yaml", tmp_path / "hf2")
 
 

@@ -137,10 +137,7 @@ def rle_encode(mask: np.ndarray, convention: Convention) -> str:
     if starts.size == 0:
         return "" if convention == "chexmask" else _EMPTY_SIIM
     lengths = ends - starts
-    if convention == "chexmask":
-        firsts = starts + 1
-    else:
-        firsts = starts - np.concatenate(([0], ends[:-1]))
+    firsts = starts + 1 if convention == "chexmask" else starts - np.concatenate(([0], ends[:-1]))
     pairs = np.column_stack((firsts, lengths)).ravel()
     return " ".join(pairs.astype(str).tolist())
 

@@ -80,9 +80,10 @@ def build_graph(
     config: BuildConfig,
     out_dir: str,
     inputs: dict,
-    progress: Progress = Progress(None),
+    progress: Progress | None = None,
     plans: dict[str, ReadPlan] | None = None,
 ) -> None:
+    progress = progress or Progress(None)
     sources = config.enabled_sources()
     plans = plans if plans is not None else read_plans(config)
     profiles = [load_profile(name) for name in config.profiles]
@@ -173,7 +174,7 @@ def run_build(
     config: BuildConfig,
     out_dir: str,
     beam_args: list[str] | None = None,
-    progress: Progress = Progress(None),
+    progress: Progress | None = None,
     inputs: dict | None = None,
     plans: dict[str, ReadPlan] | None = None,
     replace: bool = False,
@@ -186,6 +187,7 @@ def run_build(
     :class:`pipelines.output.out_lock.OutputLocked`). An older finished build in ``out_dir`` is cleared first
     when it has this config (or ``replace``), else :class:`pipelines.output.out_lock.OtherBuildInOutput` is
     raised (:func:`pipelines.output.out_lock.clear_previous_build`)."""
+    progress = progress or Progress(None)
     plans = plans if plans is not None else read_plans(config)
     inputs = inputs if inputs is not None else input_fingerprints(config, plans)
     with locked(out_dir, "build"):

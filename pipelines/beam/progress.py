@@ -224,6 +224,8 @@ def watching(runner: str, console: Console) -> Iterator[ProgressDisplay | None]:
         with console.status(f"{runner} job running: its progress is on the runner's own page"):
             yield None
         return
-    with tempfile.TemporaryDirectory(prefix="cxr-instruct-progress-") as folder:
-        with ProgressDisplay(Path(folder), console) as display:
-            yield display
+    with (
+        tempfile.TemporaryDirectory(prefix="cxr-instruct-progress-") as folder,
+        ProgressDisplay(Path(folder), console) as display,
+    ):
+        yield display

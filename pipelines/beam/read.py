@@ -116,9 +116,9 @@ class ReadSources(beam.PTransform):
     """The plans (``{source: ReadPlan}``) as one graph; the result is ``{output: PCollection}`` for
     each of :data:`OUTPUTS` (each possibly empty)."""
 
-    def __init__(self, plans: dict[str, ReadPlan], progress: Progress = Progress(None)):
+    def __init__(self, plans: dict[str, ReadPlan], progress: Progress | None = None):
         super().__init__()
-        self.plans, self.progress = plans, progress
+        self.plans, self.progress = plans, progress or Progress(None)
 
     def expand(self, pbegin):
         plans, progress = self.plans, self.progress

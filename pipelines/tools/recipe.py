@@ -384,7 +384,7 @@ def parse_sealed(text: str, groups: list[str]) -> dict[str, SealedEntry]:
     header = ["tag", "rests_on", *groups]
     if not lines or lines[0].split("\t") != header:
         raise RecipeError(f"{SEALED_FILE}: its header is not {header[:3]}...: not this recipe's sealed rows")
-    pattern = re.compile(_HEX16 + rf"(\t{_HEX16})" + "{%d}" % (len(groups) + 1))
+    pattern = re.compile(_HEX16 + rf"(\t{_HEX16}){{{len(groups) + 1}}}")
     entries = {}
     for number, line in enumerate(lines[1:], start=2):
         if not pattern.fullmatch(line):
@@ -471,7 +471,7 @@ MAX_INPUT_PATH = 240
 """An input file's path as a recipe lists it: relative, ``/``-separated, no ``.``/``..`` parts, characters
 from a safe set (no spaces: no sentence fits), at most :data:`MAX_INPUT_PATH` characters."""
 INPUT_LINE = re.compile(
-    r"(?:([0-9a-f]{64})|%s([0-9a-f]{%d}))  (.{1,%d})" % (SEALED_PREFIX, 2 * INPUT_SEAL_BYTES, MAX_INPUT_PATH)
+    rf"(?:([0-9a-f]{{64}})|{SEALED_PREFIX}([0-9a-f]{{{2 * INPUT_SEAL_BYTES}}}))  (.{{1,{MAX_INPUT_PATH}}})"
 )
 """An ``inputs/<source>.sha256`` line: ``<sha256>  <path>`` (an anchor: a ``sha256sum`` line) or
 ``sealed:<32 hex digits>  <path>`` (every other file; ``sha256sum -c`` skips it as improperly formatted)."""
@@ -1451,7 +1451,7 @@ def _line_problems(path: str, text: str, groups: list[str], doc: dict) -> list[s
     elif path == SEALED_FILE:
         if not lines or lines[0] != "\t".join(["tag", "rests_on", *groups]):
             return [f"{path}: header does not name recipe.json's sealed groups"]
-        pattern = re.compile(_HEX16 + rf"(\t{_HEX16})" + "{%d}" % (len(groups) + 1))
+        pattern = re.compile(_HEX16 + rf"(\t{_HEX16}){{{len(groups) + 1}}}")
 
         def bad_line(line: str) -> bool:
             return not pattern.fullmatch(line)
@@ -1501,7 +1501,7 @@ def _recipe_command():
         except RecipeError as refused:
             for line in str(refused).splitlines():
                 console.print(f"recipe: {line}", style="red", markup=False, highlight=False, soft_wrap=True)
-            raise SystemExit(2)
+            raise SystemExit(2) from None
         rate = summary.input_bytes / max(summary.hash_seconds, 1e-9) / 1e6
         console.print(
             f"recipe: {summary.dest}  ({summary.files} files, {summary.bytes:,} bytes; {summary.shards} "

@@ -54,7 +54,7 @@ def load_split(model_dir, dest, name, output_dir):
 
 def test_dataset_info_registers_every_split():
     for profile, dest in destinations("llamafactory"):
-        meta, splits = read_export(dest)
+        _, splits = read_export(dest)
         info = json.loads((dest / "dataset_info.json").read_text())
         assert set(info) == {f"cxr_instruct_{profile}_{split}" for split in splits}
         for split in splits:
@@ -74,7 +74,7 @@ def test_every_row_loads_with_its_images_and_only_answers_learned(profile, model
     from llamafactory.data import MultiModalDataCollatorForSeq2Seq
 
     dest = dict(destinations("llamafactory"))[profile]
-    meta, splits = read_export(dest)
+    _, splits = read_export(dest)
     monkeypatch.chdir(tmp_path)
     for split, rows in splits.items():
         dataset, tokenizer, template, processor = load_split(

@@ -106,5 +106,5 @@ def test_every_row_loads_in_llava(profile, tokenizer):
 
 def test_rows_with_several_images_exist():
     """The multi-image path above is exercised: M4CXR has study-with-prior rows."""
-    meta, splits = read_export(dict(destinations("llava"))["m4cxr"])
+    _, splits = read_export(dict(destinations("llava"))["m4cxr"])
     assert any(isinstance(row.get("image"), list) for rows in splits.values() for row in rows)

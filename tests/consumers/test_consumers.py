@@ -146,7 +146,7 @@ def test_messages_export_collates_in_trl(export_root, tmp_path):
             loaded = datasets.load_dataset(
                 "json", data_files=str(dest / f"{split}.jsonl"), split="train", cache_dir=str(tmp_path / "cache")
             )
-            loaded = loaded.map(lambda item: {"images": [str(folder / name) for name in item["images"]]})
+            loaded = loaded.map(lambda item, folder=folder: {"images": [str(folder / name) for name in item["images"]]})
             loaded = loaded.cast_column("images", datasets.List(datasets.Image()))
             assert len(loaded) == len(rows), f"{profile}/{split}"
             for row, example in zip(rows, loaded, strict=True):
@@ -242,7 +242,7 @@ def test_qwen3_norm1000_boxes_land_on_the_same_geometry(export_root):
 
 def test_the_exports_hold_what_the_checks_need(export_root):
     """Rows with several images and multi-turn rows are there, so the checks above exercise them."""
-    meta, splits = read_export(export_root / "llava" / "m4cxr")
+    _, splits = read_export(export_root / "llava" / "m4cxr")
     rows = [row for rows in splits.values() for row in rows]
     assert any(len(row_images(row)) > 1 for row in rows)
     assert any(len(answers(row)) > 1 for row in rows)
