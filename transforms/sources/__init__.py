@@ -1,10 +1,7 @@
 """One reader module per source dataset, all with the same small interface.
 
-Each module ``transforms/sources/<name>.py`` defines::
-
-    NAME: str                      # "mimic", "vindr", "siim", "padchest", "chexmask", "imagenome"
-    def plan(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> ReadPlan
-    def read(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> Iterator[ReaderOutput]
+Each module ``transforms/sources/<name>.py`` (``<name>`` one of ``schemas.records.ALL_SOURCES``) is a
+:class:`SourceReader`: ``NAME``, ``plan`` and ``read`` (tests/test_source_readers.py holds every one to it).
 
 ``plan`` checks the whole input (required files, header columns, layout) and says how the source's
 files and CSV rows are keyed and joined (:mod:`transforms.sources.plan`); the build runs it as a
@@ -32,20 +29,38 @@ so they can skip (and count as filtered) rows for images that will not exist.
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+from collections.abc import Collection, Iterator
+from typing import Protocol, cast, runtime_checkable
 
 from schemas.config import BuildConfig
-from schemas.records import ALL_SOURCES, IMAGE_SOURCES
+from schemas.records import ALL_SOURCES, IMAGE_SOURCES, ReaderOutput
+from transforms.sources.plan import ReadPlan
 
 
-def reader(name: str) -> ModuleType:
+@runtime_checkable
+class SourceReader(Protocol):
+    """What a reader module provides (the module itself is the reader)."""
+
+    NAME: str
+    """The source's name in ``build.yaml`` and in every key and reject it makes (``"mimic"``)."""
+
+    def plan(self, root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> ReadPlan:
+        """The whole-input checks, then how the files and CSV rows are keyed and joined."""
+        ...
+
+    def read(self, root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> Iterator[ReaderOutput]:
+        """The plan run in one process: ``run_serially(plan(root, image_sources))``."""
+        ...
+
+
+def reader(name: str) -> SourceReader:
     """The reader module of a source, e.g. ``reader("mimic").plan(root)``."""
     if name not in ALL_SOURCES:
         raise KeyError(f"unknown source {name!r}; expected one of {list(ALL_SOURCES)}")
-    return importlib.import_module(f"transforms.sources.{name}")
+    return cast(SourceReader, importlib.import_module(f"transforms.sources.{name}"))
 
 
-def read_plans(config: BuildConfig) -> dict:
+def read_plans(config: BuildConfig) -> dict[str, ReadPlan]:
     """``{source: ReadPlan}`` for the config's enabled sources. Whole-input problems (a required file
     or column missing, an unknown layout) raise here, before any pipeline starts."""
     sources = config.enabled_sources()

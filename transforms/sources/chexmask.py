@@ -28,6 +28,7 @@ import math
 import re
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -43,7 +44,7 @@ from schemas.records import (
 from transforms import io
 from transforms.chexmask_space import PREPROCESSED_SIZE
 from transforms.sources import csvrows
-from transforms.sources.plan import Keyed, ReadPlan, Row, Table, run_serially
+from transforms.sources.plan import Keyed, ReadPlan, Row, Table, read_reject, run_serially
 
 NAME = "chexmask"
 ORIGIN = "chexmask"
@@ -194,43 +195,41 @@ def parse_row(
     native = row[dataset.id_column].strip()
     key = f"{dataset.image_source}/{native}"
     where = origin if number is None else f"{origin} row {number}"
-
-    def reject(reason: str, detail: str, kind: str = "rejected") -> Reject:
-        return Reject(key=key, source=NAME, stage="read", reason=reason, detail=f"{where}: {detail}", kind=kind)
+    reject = partial(read_reject, NAME, key)
 
     if not native:
-        return reject("missing-id", f"empty {dataset.id_column}")
+        return reject("missing-id", f"{where}: empty {dataset.id_column}")
     if space == "preprocessed-1024" and not dataset.preprocessed_invertible:
         return reject(
             "preprocessed-space-not-invertible",
-            f"no OriginalResolution row; {dataset.stem} Preprocessed rows were cropped before padding "
+            f"{where}: no OriginalResolution row; {dataset.stem} Preprocessed rows were cropped before padding "
             "with unpublished offsets, so they cannot be mapped onto the image",
         )
     try:
         quality = {name: _quality_value(row[column].strip(), column) for column, name in QUALITY_COLUMNS.items()}
     except ValueError as error:
-        return reject("bad-dice-value", str(error))
+        return reject("bad-dice-value", f"{where}: {error}")
     if quality["dice_rca_mean"] < DICE_RCA_MEAN_THRESHOLD:
         return reject(
             "dice-rca-mean-below-threshold",
-            f"Dice RCA (Mean) {quality['dice_rca_mean']:.3f} < {DICE_RCA_MEAN_THRESHOLD}",
-            "filtered",
+            f"{where}: Dice RCA (Mean) {quality['dice_rca_mean']:.3f} < {DICE_RCA_MEAN_THRESHOLD}",
+            kind="filtered",
         )
     try:
         height, width = _declared_size(row, space)
     except _SizeError as error:
-        return reject(error.reason, str(error))
+        return reject(error.reason, f"{where}: {error}")
     try:
         landmarks = parse_landmarks(row["Landmarks"])
     except ValueError as error:
-        return reject("unparseable-landmarks", str(error))
+        return reject("unparseable-landmarks", f"{where}: {error}")
     masks = []
     for column, label in ORGAN_COLUMNS.items():
         rle = row[column].strip()
         try:
             check_chexmask_rle(rle, height, width)
         except ValueError as error:
-            return reject("bad-rle", f"{column}: {error}")
+            return reject("bad-rle", f"{where}: {column}: {error}")
         masks.append(MaskRLE(label=label, rle=rle, convention="chexmask", height=height, width=width, origin=ORIGIN))
     contours = [
         Landmarks(label=label, points=[(float(x), float(y)) for x, y in landmarks[rows].tolist()], origin=ORIGIN)
@@ -311,12 +310,8 @@ class ChexmaskPlan(ReadPlan):
         dataset = file.dataset
         if row.problem is not None:
             bad = csvrows.bad_row(row.number, row.cells, row.problem, file.width)
-            yield Reject(
-                key=f"{dataset.image_source}/{bad.cell(file.id_at)}",
-                source=NAME,
-                stage="read",
-                reason=bad.reason,
-                detail=bad.where(file.origin),
+            yield read_reject(
+                NAME, f"{dataset.image_source}/{bad.cell(file.id_at)}", bad.reason, bad.where(file.origin)
             )
             return
         cells = tuple(row.cells[position] for _, position in file.columns)
@@ -340,12 +335,11 @@ class ChexmaskPlan(ReadPlan):
             yield self.parsed(file, first, cells)
             native = key.split("/", 1)[1]
             for number, _ in repeats:
-                yield Reject(
-                    key=key,
-                    source=NAME,
-                    stage="read",
-                    reason="duplicate-row",
-                    detail=f"{file.origin} row {number}: {native} appears again (first read from row {first})",
+                yield read_reject(
+                    NAME,
+                    key,
+                    "duplicate-row",
+                    f"{file.origin} row {number}: {native} appears again (first read from row {first})",
                 )
 
 

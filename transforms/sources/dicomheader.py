@@ -1,4 +1,5 @@
 """DICOM headers from a file's first bytes: a ranged read, then more only when the header is longer.
+The one header reader of the source readers (:func:`read_fields`).
 
 A chest radiograph is ~10 MB of pixels behind a header of a few KB. The readers need only the header
 (size, ids, view), so they fetch :data:`FIRST_READ` bytes and parse up to the pixel data; when the
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import io as bytes_io
 import struct
+from typing import NamedTuple
 
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -42,3 +44,28 @@ def read_header(uri: str, first_read: int = FIRST_READ) -> pydicom.Dataset:
             if whole_file or buffer.tell() < len(data):
                 return header
         length *= 4
+
+
+class HeaderFields(NamedTuple):
+    """What a reader keeps of a DICOM header: the image size and the text of a few allow-listed keywords."""
+
+    height: int
+    width: int
+    text: dict[str, str | None]
+    """keyword -> its value as stripped text, None when absent or empty."""
+
+
+def read_fields(uri: str, keywords: tuple[str, ...] = ()) -> HeaderFields:
+    """The size and the ``keywords`` of the DICOM header at ``uri`` (its first bytes only); ValueError,
+    saying why, when the header cannot be parsed or has no positive Rows and Columns."""
+    try:
+        header = read_header(uri)
+        text = {keyword: str(header.get(keyword, "") or "").strip() or None for keyword in keywords}
+        height, width = int(header.Rows), int(header.Columns)
+    except AttributeError:
+        raise ValueError("header has no Rows/Columns") from None
+    except HEADER_ERRORS as error:
+        raise ValueError(f"{type(error).__name__}: {error}") from None
+    if height <= 0 or width <= 0:
+        raise ValueError(f"header size {height}x{width} is not positive")
+    return HeaderFields(height, width, text)

@@ -42,6 +42,7 @@ import logging
 import math
 import re
 from collections.abc import Collection, Iterator, Mapping
+from functools import partial
 from typing import NamedTuple
 
 from schemas.records import (
@@ -54,7 +55,7 @@ from schemas.records import (
 )
 from transforms import io
 from transforms.sources import csvrows
-from transforms.sources.plan import HEX, Keyed, Listing, ReadPlan, Row, Table, run_serially
+from transforms.sources.plan import HEX, Keyed, Listing, ReadPlan, Row, Table, read_reject, run_serially
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ class ImaGenomePlan(ReadPlan):
         elif tag == AVOID_FILE:  # checked at plan time; the file changed since
             raise _unnamed_gold([where])
         else:  # a split row too broken to name its image is a unit of its own
-            yield Reject(key=f"{TARGET_SOURCE}/", source=NAME, stage="read", reason="malformed-row", detail=where)
+            yield read_reject(NAME, f"{TARGET_SOURCE}/", "malformed-row", where)
 
     def join(self, dicom_id: str, items: dict[str, list[tuple]]) -> Iterator[ReaderOutput]:
         graphs, bad_rows = items["graph"], tuple(where for _, where in items["bad-row"])
@@ -195,12 +196,11 @@ class ImaGenomePlan(ReadPlan):
                 )
             return
         if not self.mimic_ingested:
-            yield Reject(
-                key=f"{TARGET_SOURCE}/{dicom_id}",
-                source=NAME,
-                stage="read",
-                reason="image-source-not-ingested",
-                detail=f"{TARGET_SOURCE} is not among the ingested image sources",
+            yield read_reject(
+                NAME,
+                f"{TARGET_SOURCE}/{dicom_id}",
+                "image-source-not-ingested",
+                f"{TARGET_SOURCE} is not among the ingested image sources",
                 kind="filtered",
             )
             return
@@ -209,12 +209,11 @@ class ImaGenomePlan(ReadPlan):
         try:
             data = io.read_bytes(path)
         except OSError as error:  # no permission, a link to nothing, a read error
-            yield Reject(
-                key=f"{TARGET_SOURCE}/{dicom_id}",
-                source=NAME,
-                stage="read",
-                reason="unreadable-file",
-                detail=f"{io.relative(path, self.root)}: cannot be read: {error}",
+            yield read_reject(
+                NAME,
+                f"{TARGET_SOURCE}/{dicom_id}",
+                "unreadable-file",
+                f"{io.relative(path, self.root)}: cannot be read: {error}",
             )
             return
         yield from parse_scene_graph(dicom_id, data, io.relative(path, self.root), splits)
@@ -236,52 +235,52 @@ def read(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> Iterator[
 def parse_scene_graph(dicom_id: str, data: bytes, origin: str, splits: ImageSplits) -> Iterator[ReaderOutput]:
     """The AnnotationRecord of one scene-graph file (then its item rejects), or one Reject."""
     key = f"{TARGET_SOURCE}/{dicom_id}"
-
-    def reject(reason: str, detail: str, **kwargs) -> Reject:
-        return Reject(key=key, source=NAME, stage="read", reason=reason, detail=f"{origin}: {detail}", **kwargs)
+    reject = partial(read_reject, NAME, key)
 
     try:
         graph = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        yield reject("unparseable-json", str(error))
+        yield reject("unparseable-json", f"{origin}: {error}")
         return
     if not isinstance(graph, dict):
-        yield reject("unexpected-json-structure", f"top level is {type(graph).__name__}, not an object")
+        yield reject("unexpected-json-structure", f"{origin}: top level is {type(graph).__name__}, not an object")
         return
     stated_id = strip_dcm(str(graph.get("image_id", dicom_id)))
     if stated_id != dicom_id:
-        yield reject("image-id-mismatch", f"file name says {dicom_id}, image_id says {stated_id}")
+        yield reject("image-id-mismatch", f"{origin}: file name says {dicom_id}, image_id says {stated_id}")
         return
     sections = {name: graph.get(name, []) for name in ("objects", "attributes", "relationships")}
     for name, value in sections.items():
         if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
-            yield reject("unexpected-json-structure", f"{name!r} is not a list of objects")
+            yield reject("unexpected-json-structure", f"{origin}: {name!r} is not a list of objects")
             return
 
     item_rejects: list[Reject] = [
-        Reject(key=key, source=NAME, stage="read", reason="malformed-row", detail=detail, level="item")
-        for detail in splits.bad_rows
+        read_reject(NAME, key, "malformed-row", detail, level="item") for detail in splits.bad_rows
     ]
     boxes = []
     for index, obj in enumerate(sections["objects"]):
         try:
             boxes.append(_box(obj, f"{origin} objects[{index}]"))
         except (KeyError, TypeError, ValueError) as error:
-            item_rejects.append(reject("bad-box", f"objects[{index}]: {error}", level="item"))
+            item_rejects.append(reject("bad-box", f"{origin}: objects[{index}]: {error}", level="item"))
     regions = []
     for index, entry in enumerate(sections["attributes"]):
         region = entry.get("bbox_name")
         if isinstance(region, str) and entry.get(region) is False:  # a list or dict name is bad-attributes below
             item_rejects.append(
                 reject(
-                    "region-flag-false", f"attributes[{index}] ({region}) flagged false", level="item", kind="filtered"
+                    "region-flag-false",
+                    f"{origin}: attributes[{index}] ({region}) flagged false",
+                    level="item",
+                    kind="filtered",
                 )
             )
             continue
         try:
             regions.extend(_region_phrases(entry))
         except (KeyError, TypeError, ValueError) as error:
-            item_rejects.append(reject("bad-attributes", f"attributes[{index}]: {error}", level="item"))
+            item_rejects.append(reject("bad-attributes", f"{origin}: attributes[{index}]: {error}", level="item"))
 
     provenance = {"file": origin}
     if splits.to_avoid:

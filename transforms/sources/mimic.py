@@ -37,6 +37,7 @@ import math
 import re
 from collections.abc import Collection, Iterator
 from datetime import date, datetime, time
+from functools import partial
 from typing import NamedTuple
 
 from schemas.records import (
@@ -51,7 +52,7 @@ from schemas.records import (
 from transforms import io
 from transforms.sources import conflicts as conflicts_policy
 from transforms.sources import csvrows
-from transforms.sources.plan import Keyed, Listing, ReadPlan, Row, Table, run_serially
+from transforms.sources.plan import Keyed, Listing, ReadPlan, Row, Table, read_reject, run_serially
 
 NAME = "mimic"
 
@@ -300,9 +301,7 @@ class MimicPlan(ReadPlan):
         if key:
             yield Keyed(key, bad_tag, ((number, row.number), bad.where(columns.name)))
         else:  # a row too broken to name its image or study is a unit of its own
-            yield Reject(
-                key=f"{NAME}/", source=NAME, stage="read", reason="malformed-row", detail=bad.where(columns.name)
-            )
+            yield read_reject(NAME, f"{NAME}/", "malformed-row", bad.where(columns.name))
 
     def join(self, key: str, items: dict[str, list[tuple]]) -> Iterator[ReaderOutput | Keyed]:
         if "file" in items:
@@ -333,8 +332,7 @@ class MimicPlan(ReadPlan):
         """The image's reject, or its study id and candidate: its path, rows and values checked in order."""
         key = f"{NAME}/{dicom_id}"
 
-        def reject(reason: str, detail: str) -> Reject:
-            return Reject(key=key, source=NAME, stage="read", reason=reason, detail=detail)
+        reject = partial(read_reject, NAME, key)
 
         relative_path = io.relative(path, self.root)
         path_match = _IMAGE_PATH.match(relative_path)
@@ -371,12 +369,11 @@ class MimicPlan(ReadPlan):
 
     def _duplicates(self, dicom_id: str, chosen: str, duplicates: Collection[str]) -> Iterator[Reject]:
         for path in duplicates:
-            yield Reject(
-                key=f"{NAME}/{dicom_id}",
-                source=NAME,
-                stage="read",
-                reason="duplicate-image-file",
-                detail=f"{io.relative(path, self.root)}: the same dicom_id is read from "
+            yield read_reject(
+                NAME,
+                f"{NAME}/{dicom_id}",
+                "duplicate-image-file",
+                f"{io.relative(path, self.root)}: the same dicom_id is read from "
                 f"{io.relative(chosen, self.root)} (.dcm before .dcm.gz before .jpg)",
                 kind="filtered",
             )
@@ -416,14 +413,7 @@ class MimicPlan(ReadPlan):
             raw_labels, item_rejects = [], []
             if report_problem is not None:
                 item_rejects.append(
-                    Reject(
-                        key=key,
-                        source=NAME,
-                        stage="read",
-                        level="item",
-                        reason=report_problem[0],
-                        detail=f"{report_path}: {report_problem[1]}",
-                    )
+                    read_reject(NAME, key, report_problem[0], f"{report_path}: {report_problem[1]}", level="item")
                 )
             for system, cells in labels:
                 for name, text in cells.items():
@@ -431,25 +421,12 @@ class MimicPlan(ReadPlan):
                         raw_labels.append(RawLabel(system=system, name=name, value=label_value(text)))
                     except ValueError as error:
                         item_rejects.append(
-                            Reject(
-                                key=key,
-                                source=NAME,
-                                stage="read",
-                                reason="bad-label-value",
-                                detail=f"{system} {name!r}: {error}",
-                                level="item",
-                            )
+                            read_reject(NAME, key, "bad-label-value", f"{system} {name!r}: {error}", level="item")
                         )
             for detail in conflicts:
-                item_rejects.append(
-                    Reject(
-                        key=key, source=NAME, stage="read", level="item", reason="conflicting-label-rows", detail=detail
-                    )
-                )
+                item_rejects.append(read_reject(NAME, key, "conflicting-label-rows", detail, level="item"))
             for _, detail in items["bad-label-row"]:
-                item_rejects.append(
-                    Reject(key=key, source=NAME, stage="read", level="item", reason="malformed-row", detail=detail)
-                )
+                item_rejects.append(read_reject(NAME, key, "malformed-row", detail, level="item"))
             yield SourceRecord(
                 image=ImageRef(
                     image_key=key,

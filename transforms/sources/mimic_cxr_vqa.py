@@ -25,7 +25,7 @@ from collections.abc import Collection, Iterator
 
 from schemas.records import IMAGE_SOURCES, AnnotationRecord, NativeQuestion, ReaderOutput, Reject
 from transforms import io
-from transforms.sources.plan import Keyed, Listing, ReadPlan, run_serially
+from transforms.sources.plan import Keyed, Listing, ReadPlan, read_reject, run_serially
 
 NAME = "mimic_cxr_vqa"
 DATASET = "mimic-cxr-vqa"
@@ -165,12 +165,11 @@ class MimicCxrVqaPlan(ReadPlan):
                     yield from self._keyed(element, split, number, position, name)
                     position += 1
         except (ValueError, UnicodeDecodeError, OSError) as error:
-            yield Reject(
-                key=f"{TARGET_SOURCE}/",
-                source=NAME,
-                stage="read",
-                reason="not-json",
-                detail=f"{name}: {error}; {position} element(s) read, nothing after them",
+            yield read_reject(
+                NAME,
+                f"{TARGET_SOURCE}/",
+                "not-json",
+                f"{name}: {error}; {position} element(s) read, nothing after them",
             )
 
     def _keyed(self, element, split: str, number: int, position: int, name: str) -> Iterator[Keyed | Reject]:
@@ -180,21 +179,11 @@ class MimicCxrVqaPlan(ReadPlan):
         try:
             question = question_of(element, split, where)
         except ValueError as error:
-            yield Reject(
-                key=f"{TARGET_SOURCE}/{key}",
-                source=NAME,
-                stage="read",
-                reason="bad-question",
-                detail=f"{where}: {error}",
-            )
+            yield read_reject(NAME, f"{TARGET_SOURCE}/{key}", "bad-question", f"{where}: {error}")
             return
         if element["split"] != split:
-            yield Reject(
-                key=f"{TARGET_SOURCE}/{key}",
-                source=NAME,
-                stage="read",
-                reason="split-mismatch",
-                detail=f"{where}: split {element['split']!r} in {split}.json",
+            yield read_reject(
+                NAME, f"{TARGET_SOURCE}/{key}", "split-mismatch", f"{where}: split {element['split']!r} in {split}.json"
             )
             return
         yield Keyed(key, "question", ((number, position), question))
@@ -202,13 +191,12 @@ class MimicCxrVqaPlan(ReadPlan):
     def join(self, image_id: str, items: dict[str, list[tuple]]) -> Iterator[ReaderOutput]:
         key = f"{TARGET_SOURCE}/{image_id}"
         if not self.mimic_ingested:
-            yield Reject(
-                key=key,
-                source=NAME,
-                stage="read",
-                reason="image-source-not-ingested",
+            yield read_reject(
+                NAME,
+                key,
+                "image-source-not-ingested",
+                f"{len(items['question'])} question(s): {TARGET_SOURCE} is not among the ingested image sources",
                 kind="filtered",
-                detail=f"{len(items['question'])} question(s): {TARGET_SOURCE} is not among the ingested image sources",
             )
             return
         questions = [question for _, question in items["question"]]

@@ -30,7 +30,7 @@ from collections.abc import Collection, Iterator
 from schemas.records import IMAGE_SOURCES, AnnotationRecord, NativeQuestion, ReaderOutput, Reject
 from transforms import io
 from transforms.sources import csvrows
-from transforms.sources.plan import Keyed, ReadPlan, Row, Table, run_serially
+from transforms.sources.plan import Keyed, ReadPlan, Row, Table, read_reject, run_serially
 
 NAME = "mimic_diff_vqa"
 DATASET = "mimic-diff-vqa"
@@ -89,7 +89,8 @@ class MimicDiffVqaPlan(ReadPlan):
         if row.problem is not None:
             bad = csvrows.bad_row(row.number, row.cells, row.problem, width)
             if tag == "question":
-                yield self._reject(bad.cell(columns["study_id"]), "bad-row", bad.where(self.names[tag]))
+                study = bad.cell(columns["study_id"])
+                yield read_reject(NAME, f"{TARGET_SOURCE}/s{study}", "bad-row", bad.where(self.names[tag]))
             return  # a mimic_all row that cannot be read only matters to the questions of its study
         cells = {name: row.cells[position].strip() for name, position in columns.items()}
         if tag == "study":  # a row without a usable study, subject and image is no row: its questions say so
@@ -109,7 +110,7 @@ class MimicDiffVqaPlan(ReadPlan):
             if problems:
                 raise ValueError(", ".join(problems))
         except ValueError as error:
-            yield self._reject(cells["study_id"], "bad-row", f"{where}: {error}")
+            yield read_reject(NAME, f"{TARGET_SOURCE}/s{cells['study_id']}", "bad-row", f"{where}: {error}")
             return
         question = NativeQuestion(
             dataset=DATASET,
@@ -123,17 +124,15 @@ class MimicDiffVqaPlan(ReadPlan):
         yield Keyed(study, "question", (row.number, subject, question))
         yield Keyed(reference, "referenced", (row.number,))
 
-    def _reject(self, study: str, reason: str, detail: str) -> Reject:
-        return Reject(key=f"{TARGET_SOURCE}/s{study}", source=NAME, stage="read", reason=reason, detail=detail)
-
     def join(self, study: str, items: dict[str, list[tuple]]) -> Iterator[ReaderOutput]:
         questions, studies = items["question"], items["study"]
         if not questions and not items["referenced"]:
             return  # a study the dataset does not use
         if not studies:
             for _, _, question in questions:
-                yield self._reject(
-                    study,
+                yield read_reject(
+                    NAME,
+                    f"{TARGET_SOURCE}/s{study}",
                     "study-not-in-mimic-all",
                     f"{question.where}: study {study} has no usable row in {self.names['study']}",
                 )
@@ -143,8 +142,9 @@ class MimicDiffVqaPlan(ReadPlan):
         kept = []
         for _, subject, question in questions:
             if subject != study_subject:
-                yield self._reject(
-                    study,
+                yield read_reject(
+                    NAME,
+                    f"{TARGET_SOURCE}/s{study}",
                     "subject-mismatch",
                     f"{question.where}: subject {subject}, but "
                     f"{self.names['study']} row {number} gives study {study} subject {study_subject}",
@@ -152,13 +152,12 @@ class MimicDiffVqaPlan(ReadPlan):
             else:
                 kept.append(question)
         if not self.mimic_ingested:
-            yield Reject(
-                key=key,
-                source=NAME,
-                stage="read",
-                reason="image-source-not-ingested",
+            yield read_reject(
+                NAME,
+                key,
+                "image-source-not-ingested",
+                f"study {study}: {TARGET_SOURCE} is not among the ingested image sources",
                 kind="filtered",
-                detail=f"study {study}: {TARGET_SOURCE} is not among the ingested image sources",
             )
             return
         yield AnnotationRecord(
@@ -169,14 +168,12 @@ class MimicDiffVqaPlan(ReadPlan):
             provenance={"study_id": study, "file": f"{self.names['study']} row {number}"},
         )
         for other, other_dicom, _ in duplicates:
-            yield Reject(
-                key=key,
-                source=NAME,
-                stage="read",
-                reason="duplicate-study",
+            yield read_reject(
+                NAME,
+                key,
+                "duplicate-study",
+                f"{self.names['study']} row {other}: study {study} again (image {other_dicom}); row {number} is kept",
                 level="item",
-                detail=f"{self.names['study']} row {other}: study {study} again (image {other_dicom}); "
-                f"row {number} is kept",
             )
 
 

@@ -26,12 +26,11 @@ import math
 import re
 from collections.abc import Collection, Iterator
 from datetime import datetime
-from typing import Literal
 
-from schemas.records import IMAGE_SOURCES, ImageRef, RawLabel, ReaderOutput, Reject, Report, SourceRecord
+from schemas.records import IMAGE_SOURCES, ImageRef, RawLabel, ReaderOutput, Report, SourceRecord
 from transforms import io
 from transforms.sources import csvrows
-from transforms.sources.plan import Keyed, Listing, ReadPlan, Row, Table, run_serially
+from transforms.sources.plan import Keyed, Listing, ReadPlan, Row, Table, read_reject, run_serially
 
 NAME = "padchest"
 LABEL_CSV = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19"
@@ -193,10 +192,6 @@ def parse_size(text: str, column: str) -> int | None:
     return int(value)
 
 
-def _reject(image_id: str, reason: str, detail: str, kind: Literal["rejected", "filtered"] = "rejected") -> Reject:
-    return Reject(key=f"{NAME}/{image_id}", source=NAME, stage="read", reason=reason, detail=detail, kind=kind)
-
-
 def _parsed(row: dict[str, str], field: str, parse):
     """``parse(row[field])``; a ValueError names the column it came from."""
     try:
@@ -315,7 +310,7 @@ class PadchestPlan(ReadPlan):
             if tag == "bad":
                 _, image_id, reason, where = item
                 named.add(image_id)
-                yield _reject(image_id, reason, where)
+                yield read_reject(NAME, f"{NAME}/{image_id}", reason, where)
                 continue
             number, cells = item
             row = dict(zip(COLUMNS, cells, strict=True))
@@ -323,16 +318,20 @@ class PadchestPlan(ReadPlan):
             named.add(image_id)
             first = first_row.setdefault(image_id, number)
             if not image_id:
-                yield _reject(image_id, "missing-image-id", f"{self.name} row {number}: blank ImageID")
+                yield read_reject(
+                    NAME, f"{NAME}/{image_id}", "missing-image-id", f"{self.name} row {number}: blank ImageID"
+                )
             elif first != number:
-                yield _reject(
-                    image_id,
+                yield read_reject(
+                    NAME,
+                    f"{NAME}/{image_id}",
                     "duplicate-image-id",
                     f"{self.name} row {number}: ImageID {image_id} is already read from row {first}",
                 )
             elif (relative := image_path(row, present)) is None:
-                yield _reject(
-                    image_id,
+                yield read_reject(
+                    NAME,
+                    f"{NAME}/{image_id}",
                     "image-not-present",
                     f"{self.name} row {number}: no {row['image_dir']}/{image_id} or {image_id} in the PadChest folder",
                     kind="filtered",
@@ -341,11 +340,17 @@ class PadchestPlan(ReadPlan):
                 try:
                     yield row_record(row, io.join(self.root, relative))
                 except ValueError as error:
-                    yield _reject(image_id, "unparseable-row", f"{self.name} row {number}: {error}")
+                    yield read_reject(
+                        NAME, f"{NAME}/{image_id}", "unparseable-row", f"{self.name} row {number}: {error}"
+                    )
         for relative in sorted(present):
             if io.basename(relative) not in named:
-                yield _reject(
-                    io.basename(relative), "unlabelled-image", f"{relative}: no row in {self.name}", kind="filtered"
+                yield read_reject(
+                    NAME,
+                    f"{NAME}/{io.basename(relative)}",
+                    "unlabelled-image",
+                    f"{relative}: no row in {self.name}",
+                    kind="filtered",
                 )
 
 

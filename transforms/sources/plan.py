@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from schemas.records import ReaderOutput, Reject
 from transforms import io
@@ -101,6 +101,20 @@ class ReadPlan:
         raise KeyError(f"{type(self).__name__}: tag {tag!r} belongs to no round")
 
 
+def read_reject(
+    source: str,
+    key: str,
+    reason: str,
+    detail: str = "",
+    *,
+    kind: Literal["rejected", "filtered"] = "rejected",
+    level: Literal["record", "item"] = "record",
+) -> Reject:
+    """A reader's reject (stage ``read``): ``key`` is the image it costs (``<image source>/<id>``), ``detail``
+    names the file (and CSV row) it comes from, relative to the source's root."""
+    return Reject(key=key, source=source, stage="read", reason=reason, detail=detail, kind=kind, level=level)
+
+
 def table_rows(path: str) -> Iterator[Row]:
     """The data rows of a CSV, streamed (the header is skipped: plans read it at plan time)."""
     for number, cells, problem in csvrows.records(path):
@@ -116,12 +130,11 @@ def listed(source: str, root: str, folder: str, pattern: str) -> Iterator[str | 
     problems: list[io.Unlisted] = []
     yield from sorted(m.path for m in io.match(pattern, problems=problems))
     for problem in sorted(problems):
-        yield Reject(
-            key=f"{source}/{io.relative(problem.path, folder)}",
-            source=source,
-            stage="read",
-            reason=problem.reason,
-            detail=f"{io.relative(problem.path, root)}: {problem.detail}",
+        yield read_reject(
+            source,
+            f"{source}/{io.relative(problem.path, folder)}",
+            problem.reason,
+            f"{io.relative(problem.path, root)}: {problem.detail}",
         )
 
 

@@ -18,14 +18,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Iterator
-from typing import Literal, NamedTuple
-
-import pydicom
 
 from schemas.records import IMAGE_SOURCES, ImageRef, MaskRLE, RawLabel, ReaderOutput, Reject, SourceRecord
 from transforms import io
 from transforms.sources import csvrows, dicomheader
-from transforms.sources.plan import Keyed, Listing, ReadPlan, Row, Table, run_serially
+from transforms.sources.plan import Keyed, Listing, ReadPlan, Row, Table, read_reject, run_serially
 
 NAME = "siim"
 RLE_FILES = {"stage-1": "train-rle", "stage-2": "stage_2_train"}  # stems; .csv or .csv.gz
@@ -71,42 +68,8 @@ def rle_extent(rle: str) -> int:
     return sum(values)
 
 
-class Header(NamedTuple):
-    """The allow-listed DICOM header fields this reader keeps."""
-
-    patient_id: str | None
-    study_id: str | None
-    view: str | None
-    height: int
-    width: int
-
-
-def _text(header: pydicom.Dataset, keyword: str) -> str | None:
-    return str(header.get(keyword, "") or "").strip() or None
-
-
-def read_header(uri: str) -> Header:
-    """Ids, view and size from the DICOM header (its first bytes only); ValueError when it is unusable."""
-    try:
-        header = dicomheader.read_header(uri)
-        fields = Header(
-            patient_id=_text(header, "PatientID"),
-            study_id=_text(header, "StudyInstanceUID"),
-            view=_text(header, "ViewPosition"),
-            height=int(header.Rows),
-            width=int(header.Columns),
-        )
-    except AttributeError:
-        raise ValueError("header has no Rows/Columns") from None
-    except dicomheader.HEADER_ERRORS as error:
-        raise ValueError(f"{type(error).__name__}: {error}") from None
-    if fields.height <= 0 or fields.width <= 0:
-        raise ValueError(f"header size {fields.height}x{fields.width} is not positive")
-    return fields
-
-
-def _reject(image_id: str, reason: str, detail: str, kind: Literal["rejected", "filtered"] = "rejected") -> Reject:
-    return Reject(key=f"{NAME}/{image_id}", source=NAME, stage="read", reason=reason, detail=detail, kind=kind)
+HEADER_KEYWORDS = ("PatientID", "StudyInstanceUID", "ViewPosition")
+"""The allow-listed DICOM header fields this reader keeps, besides the size: patient, study, view."""
 
 
 def image_output(
@@ -120,8 +83,9 @@ def image_output(
     empty = [number for number, rle in rows if rle == EMPTY_RLE]
     masks = [(number, rle) for number, rle in rows if rle != EMPTY_RLE]
     if empty and masks:
-        return _reject(
-            image_id,
+        return read_reject(
+            NAME,
+            f"{NAME}/{image_id}",
             "contradictory-rle-rows",
             f"{rle_file} rows {', '.join(str(number) for number, _ in rows)}: "
             f"{len(empty)} '-1' row(s) and {len(masks)} mask row(s)",
@@ -131,18 +95,25 @@ def image_output(
         try:
             extents.append((number, rle_extent(rle)))
         except ValueError as error:
-            return _reject(image_id, "bad-rle", f"{rle_file} row {number}: {error}")
+            return read_reject(NAME, f"{NAME}/{image_id}", "bad-rle", f"{rle_file} row {number}: {error}")
     try:
-        header = read_header(uri)
+        header = dicomheader.read_fields(uri, HEADER_KEYWORDS)
     except ValueError as error:
-        return _reject(image_id, "unreadable-dicom-header", f"{where}: {error}")
-    if header.patient_id is None:
-        return _reject(image_id, "missing-patient-id", f"{where}: no PatientID, needed for the patient-wise split")
+        return read_reject(NAME, f"{NAME}/{image_id}", "unreadable-dicom-header", f"{where}: {error}")
+    patient_id, study_id, view = (header.text[keyword] for keyword in HEADER_KEYWORDS)
+    if patient_id is None:
+        return read_reject(
+            NAME,
+            f"{NAME}/{image_id}",
+            "missing-patient-id",
+            f"{where}: no PatientID, needed for the patient-wise split",
+        )
     height, width = header.height, header.width
     for number, extent in extents:
         if extent > height * width:
-            return _reject(
-                image_id,
+            return read_reject(
+                NAME,
+                f"{NAME}/{image_id}",
                 "rle-out-of-bounds",
                 f"{rle_file} row {number}: the RLE spans {extent} pixels > {height}x{width} of {io.basename(uri)}",
             )
@@ -153,9 +124,9 @@ def image_output(
             native_id=image_id,
             uri=uri,
             format="dicom",
-            subject_id=header.patient_id,
-            study_id=header.study_id,
-            view=header.view,
+            subject_id=patient_id,
+            study_id=study_id,
+            view=view,
             expected_height=height,
             expected_width=width,
         ),
@@ -200,29 +171,35 @@ class SiimPlan(ReadPlan):
     def join(self, image_id: str, items: dict[str, list[tuple]]) -> Iterator[ReaderOutput]:
         images, rle_rows, bad = items["image"], items["rle"], items["bad-row"]
         if bad:  # its masks cannot be trusted when one of its rows is unreadable
-            yield _reject(image_id, bad[0][1], "; ".join(where for _, _, where in bad))
+            yield read_reject(NAME, f"{NAME}/{image_id}", bad[0][1], "; ".join(where for _, _, where in bad))
         elif not image_id:
-            yield _reject(
-                image_id,
+            yield read_reject(
+                NAME,
+                f"{NAME}/{image_id}",
                 "missing-image-id",
                 f"{self.rle_name} rows {', '.join(str(n) for n, _ in rle_rows)}: blank ImageId",
             )
         elif len(images) > 1:
             uris = [uri for (uri,) in images]
             for uri in uris:
-                yield _reject(
-                    image_id,
+                yield read_reject(
+                    NAME,
+                    f"{NAME}/{image_id}",
                     "duplicate-image-id",
                     f"{io.relative(uri, self.root)}: this SOPInstanceUID is also in "
                     f"{[io.relative(other, self.root) for other in uris if other != uri]}",
                 )
         elif not images:
-            yield _reject(
-                image_id, "image-not-present", f"{self.rle_name} row {rle_rows[0][0]}: no DICOM named {image_id}.dcm"
+            yield read_reject(
+                NAME,
+                f"{NAME}/{image_id}",
+                "image-not-present",
+                f"{self.rle_name} row {rle_rows[0][0]}: no DICOM named {image_id}.dcm",
             )
         elif not rle_rows:
-            yield _reject(
-                image_id,
+            yield read_reject(
+                NAME,
+                f"{NAME}/{image_id}",
                 "unlabelled-image",
                 f"{io.relative(images[0][0], self.root)} has no row in {self.rle_name}",
                 kind="filtered",

@@ -39,7 +39,7 @@ from typing import Literal
 from schemas.records import IMAGE_SOURCES, Box, ImageRef, RawLabel, ReaderOutput, Reject, SourceRecord
 from transforms import io
 from transforms.sources import csvrows, dicomheader
-from transforms.sources.plan import HEX, Keyed, Listing, ReadPlan, Row, Table, run_serially
+from transforms.sources.plan import HEX, Keyed, Listing, ReadPlan, Row, Table, read_reject, run_serially
 
 NAME = "vindr"
 SPLITS = ("train", "test")
@@ -253,24 +253,6 @@ def annotation_boxes_and_labels(
     return boxes, labels
 
 
-def read_image_size(uri: str) -> tuple[int, int]:
-    """(height, width) from the DICOM header (its first bytes only); ValueError when it is unusable."""
-    try:
-        header = dicomheader.read_header(uri)
-        height, width = int(header.Rows), int(header.Columns)
-    except AttributeError:
-        raise ValueError("header has no Rows/Columns") from None
-    except dicomheader.HEADER_ERRORS as error:
-        raise ValueError(f"{type(error).__name__}: {error}") from None
-    if height <= 0 or width <= 0:
-        raise ValueError(f"header size {height}x{width} is not positive")
-    return height, width
-
-
-def _reject(image_id: str, reason: str, detail: str, kind: Literal["rejected", "filtered"] = "rejected") -> Reject:
-    return Reject(key=f"{NAME}/{image_id}", source=NAME, stage="read", reason=reason, detail=detail, kind=kind)
-
-
 def image_output(
     image_id: str,
     split: str,
@@ -286,15 +268,20 @@ def image_output(
     try:
         boxes, row_labels = annotation_boxes_and_labels(annotation_rows, layout.origin, boxes_file)
     except ValueError as error:
-        return _reject(image_id, "malformed-annotation", f"{boxes_file} {error}")
+        return read_reject(NAME, f"{NAME}/{image_id}", "malformed-annotation", f"{boxes_file} {error}")
     try:
         image_labels = image_label_raw_labels(label_rows)
     except ValueError as error:
-        return _reject(image_id, "bad-label-value", f"{io.relative(layout.image_label_files[split], root)} {error}")
+        return read_reject(
+            NAME,
+            f"{NAME}/{image_id}",
+            "bad-label-value",
+            f"{io.relative(layout.image_label_files[split], root)} {error}",
+        )
     try:
-        height, width = read_image_size(uri)
+        height, width, _ = dicomheader.read_fields(uri)
     except ValueError as error:
-        return _reject(image_id, "unreadable-dicom-header", f"{io.relative(uri, root)}: {error}")
+        return read_reject(NAME, f"{NAME}/{image_id}", "unreadable-dicom-header", f"{io.relative(uri, root)}: {error}")
     provenance = {"layout": layout.name}
     if not annotation_rows and not label_rows:
         provenance["labels"] = "missing"
@@ -368,7 +355,7 @@ class VindrPlan(ReadPlan):
         if image_id:
             yield Keyed(image_id, "bad", ((file.split, file.kind, row.number), bad.reason, bad.where(file.name)))
         else:  # a row too broken to name its image is a unit of its own
-            yield _reject("", bad.reason, bad.where(file.name))
+            yield read_reject(NAME, f"{NAME}/", bad.reason, bad.where(file.name))
 
     def _file(self, split: int, kind: int) -> LabelFile:
         return next(file for file in self.files.values() if (file.split, file.kind) == (split, kind))
@@ -396,12 +383,20 @@ class VindrPlan(ReadPlan):
                     numbers = [int(row[ROW]) for row in rows] + [n for (_, k, n), _, _ in bad if k == kind]
                     if numbers:
                         first_rows.append(f"{self._file(split_index, kind).name} row {min(numbers)}")
-                yield _reject(
-                    image_id, "image-not-present", f"{', '.join(first_rows)}: no {split}/{image_id}{IMAGE_EXTENSION}"
+                yield read_reject(
+                    NAME,
+                    f"{NAME}/{image_id}",
+                    "image-not-present",
+                    f"{', '.join(first_rows)}: no {split}/{image_id}{IMAGE_EXTENSION}",
                 )
                 continue
             if len(uris) > 1:
-                yield _reject(image_id, "image-in-both-splits", f"{image_id}{IMAGE_EXTENSION} is in train/ and test/")
+                yield read_reject(
+                    NAME,
+                    f"{NAME}/{image_id}",
+                    "image-in-both-splits",
+                    f"{image_id}{IMAGE_EXTENSION} is in train/ and test/",
+                )
                 blank = []
             else:
                 (boxes, blank_boxes), (labels, blank_labels) = (blank_readers(rows, split) for rows in (boxes, labels))
@@ -410,19 +405,16 @@ class VindrPlan(ReadPlan):
                     (self._file(split_index, 1).name, row) for row in blank_labels
                 ]
             for name, row in blank:  # rule 4 of transforms.sources.conflicts: never a silent consensus
-                yield Reject(
-                    key=f"{NAME}/{image_id}",
-                    source=NAME,
-                    stage="read",
-                    reason="blank-reader-id",
-                    level="item",
-                    detail=f"{name} row {row[ROW]}: blank rad_id in {split}, where "
+                yield read_reject(
+                    NAME,
+                    f"{NAME}/{image_id}",
+                    "blank-reader-id",
+                    f"{name} row {row[ROW]}: blank rad_id in {split}, where "
                     "every row is one named reader's; the row is left out",
+                    level="item",
                 )
             for _, reason, where in bad:  # a bad row of a present image loses that row, not the image
-                yield Reject(
-                    key=f"{NAME}/{image_id}", source=NAME, stage="read", reason=reason, detail=where, level="item"
-                )
+                yield read_reject(NAME, f"{NAME}/{image_id}", reason, where, level="item")
 
 
 def plan(root: str, image_sources: Collection[str] = IMAGE_SOURCES) -> VindrPlan:
