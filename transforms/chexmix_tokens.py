@@ -19,6 +19,8 @@ import numpy as np
 from transforms.export_records import IMAGE_PLACEHOLDER, ExportError, RecordError, check_conversation
 
 CODES_PER_IMAGE = 1024
+ImageCodes = Sequence[int] | np.ndarray
+"""One image's VQ codes (0..image_codes-1), a list or a 1-D integer array."""
 IGNORE = -100
 SPECIAL_ROLES = ("mask", "separator", "begin_image", "end_image", "text_start", "eos", "bos", "pad")
 """Special-token roles; a role whose token is new gets its id in this order."""
@@ -130,6 +132,13 @@ class Layout:
         ]
         return max(ids) + 1
 
+    def required_id(self, role: str) -> int:
+        """The id of a role every sequence holds (:data:`REQUIRED_ROLES`, never ``none``)."""
+        role_id = self.ids[role]
+        if role_id is None:
+            raise ExportError(f"the {role} token cannot be none: sequences need it")
+        return role_id
+
     @property
     def image_ids(self) -> range:
         return range(self.image_offset, self.image_offset + self.image_codes)
@@ -163,16 +172,17 @@ class Layout:
         }
 
 
-def _parse_spec(spec: str) -> tuple[str, str | int | None]:
+def _parse_spec(spec: str) -> str | int | None:
+    """A token spec as the token's text (str), a fixed id (int, from ``id:N``) or None (``none``)."""
     text = spec.strip()
     if text.lower() == "none" or text == "":
-        return "none", None
+        return None
     if text.startswith("id:"):
         try:
-            return "id", int(text[3:])
+            return int(text[3:])
         except ValueError as error:
             raise ExportError(f"bad token spec {spec!r}: id:N needs an integer") from error
-    return "token", spec
+    return spec
 
 
 def image_token_code(name: str) -> int | None:
@@ -216,10 +226,10 @@ def resolve_layout(vocabulary: Mapping[str, int], options: ChexmixOptions) -> La
     origins: dict[str, str | None] = {}
     added: dict[str, int] = {}
     for role in SPECIAL_ROLES:
-        kind, value = specs[role]
-        if kind == "none":
+        value = specs[role]
+        if value is None:
             ids[role] = tokens[role] = origins[role] = None
-        elif kind == "id":
+        elif isinstance(value, int):
             ids[role], tokens[role], origins[role] = value, None, "fixed id"
         elif value in vocabulary:
             ids[role], tokens[role], origins[role] = vocabulary[value], value, "tokenizer"
@@ -230,8 +240,9 @@ def resolve_layout(vocabulary: Mapping[str, int], options: ChexmixOptions) -> La
     for token in extra:
         added.setdefault(token, first_new + len(added))
     for role in SPECIAL_ROLES:
-        if ids[role] is not None and (ids[role] in codes or ids[role] < 0):
-            raise ExportError(f"the {role} token id {ids[role]} lies among the image ids {offset}..{codes[-1]}")
+        role_id = ids[role]
+        if role_id is not None and (role_id in codes or role_id < 0):
+            raise ExportError(f"the {role} token id {role_id} lies among the image ids {offset}..{codes[-1]}")
     if ids["separator"] in (ids["eos"], ids["begin_image"], ids["end_image"]) or ids["begin_image"] == ids["end_image"]:
         raise ExportError(
             "separator, eos, begin-image and end-image must be different tokens "
@@ -334,56 +345,55 @@ def _check_row(row: dict) -> None:
 
 def _assemble(
     row: dict,
-    codes_of: Callable[[str], Sequence[int]],
+    codes_of: Callable[[str], ImageCodes],
     encode: Callable[[str], list[int]],
     layout: Layout,
     options: ChexmixOptions,
 ) -> tuple[list[int], list[int], int, int]:
     """(input_ids, labels, image tokens, prompt tokens) of a row, whole."""
     pretraining = row["task"] in options.pretraining_tasks
-    ids, learn = [], []
+    ids: list[int] = []
+    learn: list[bool] = []
     image_tokens = prompt_tokens = 0
-    special = layout.ids
+    bos, text_start = layout.ids["bos"], layout.ids["text_start"]
+    separator, eos = layout.required_id("separator"), layout.required_id("eos")
+    begin_image, end_image = layout.required_id("begin_image"), layout.required_id("end_image")
 
     def put(tokens: Sequence[int], learned: bool) -> None:
         ids.extend(tokens)
         learn.extend([learned] * len(tokens))
 
-    if special["bos"] is not None:
-        put([special["bos"]], False)
+    if bos is not None:
+        put([bos], False)
     images = iter(row["image_keys"])
     for turn in row["conversations"]:
         if turn["from"] == "gpt":
             if not pretraining:
-                put([special["separator"]], False)
+                put([separator], False)
             answer = encode(turn["value"].strip())
             put(answer, True)
-            put([special["eos"]], True)
+            put([eos], True)
             continue
         after_image = False
         for number, piece in enumerate(turn["value"].split(IMAGE_PLACEHOLDER)):
             if number:
                 key = next(images)
                 codes = codes_of(key)
-                block = [
-                    special["begin_image"],
-                    *(np.asarray(codes, np.int64) + layout.image_offset).tolist(),
-                    special["end_image"],
-                ]
+                block = [begin_image, *(np.asarray(codes, np.int64) + layout.image_offset).tolist(), end_image]
                 put(block, pretraining and options.pretraining_image_loss)
                 image_tokens += len(block)
                 after_image = True
             text = piece.strip()
             if text:
-                if after_image and special["text_start"] is not None:
-                    put([special["text_start"]], pretraining)
+                if after_image and text_start is not None:
+                    put([text_start], pretraining)
                     prompt_tokens += 1
                 after_image = False
                 tokens = encode(text)
                 put(tokens, pretraining)
                 prompt_tokens += len(tokens)
-        if after_image and special["text_start"] is not None:  # images end the turn: text starts after them
-            put([special["text_start"]], pretraining)
+        if after_image and text_start is not None:  # images end the turn: text starts after them
+            put([text_start], pretraining)
             prompt_tokens += 1
     labels = [token if learned else IGNORE for token, learned in zip(ids, learn)]
     return ids, labels, image_tokens, prompt_tokens
@@ -454,7 +464,7 @@ def shortened_rows(row: dict) -> Iterator[tuple[int, dict]]:
 
 def chexmix_sequence(
     row: dict,
-    codes_of: Callable[[str], Sequence[int]],
+    codes_of: Callable[[str], ImageCodes],
     encode: Callable[[str], list[int]],
     layout: Layout,
     options: ChexmixOptions,

@@ -33,6 +33,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import click
 import pyarrow as pa
@@ -59,6 +60,7 @@ from transforms.coordinate_frames import (
     QWEN_MAX_PIXELS,
     QWEN_MIN_PIXELS,
     CoordinateFrame,
+    FrameKind,
     qwen_resized,
     reframe_text,
     target_geometry,
@@ -71,6 +73,7 @@ from transforms.export_records import (
     messages_record,
     role_record,
 )
+from transforms.geometry import CoordinateConvention
 from transforms.png import resize_png
 
 IMAGES = "images"
@@ -177,7 +180,7 @@ def copy_images(
 # ------------------------------------------------------------------ coordinates
 
 
-def profile_geometry(settings: dict, profile: str) -> tuple[str, int]:
+def profile_geometry(settings: dict, profile: str) -> tuple[CoordinateConvention, int]:
     """How the profile writes coordinates and polygons: from ``weights.json``, or, for a build made before
     it recorded them, from the profile's manifest."""
     if "coordinates" in settings:
@@ -201,7 +204,7 @@ def resolve_frame(
     if choice == "profile":
         return CoordinateFrame(profile_geometry(settings, profile)[0])
     if choice != "pixels":
-        return CoordinateFrame(choice)
+        return CoordinateFrame(cast(FrameKind, choice))  # one of FRAMES: export() checked --coordinates
     side = image_size_of(settings, manifest)
     height, width = qwen_resized(
         side, side, QWEN_FACTOR, options.min_pixels or QWEN_MIN_PIXELS, options.max_pixels or QWEN_MAX_PIXELS
@@ -213,7 +216,9 @@ class Reframer:
     """Rewrites the coordinates of rows from the profile's convention into the export's frame and counts
     what it did (``from_text``: coordinates with no exact value in the row's target)."""
 
-    def __init__(self, convention: str, frame: CoordinateFrame, max_vertices: int, options: CoordinateOptions):
+    def __init__(
+        self, convention: CoordinateConvention, frame: CoordinateFrame, max_vertices: int, options: CoordinateOptions
+    ):
         self.convention, self.frame, self.max_vertices = convention, frame, max_vertices
         self.bounds = {
             "min_pixels": options.min_pixels or QWEN_MIN_PIXELS,
@@ -276,13 +281,21 @@ def split_streams(
             f"--mixture samples the {mixture.split!r} split, which this export does not write "
             f"(splits: {sorted(by_split)})"
         )
-    streams, shares = [], None
+
+    def sampled(rows: Iterator[dict]) -> Callable[[], Iterator[dict]]:
+        return lambda: rows
+
+    def in_file_order(shards: list[str]) -> Callable[[], Iterator[dict]]:
+        return lambda: (row for shard in shards for row in iter_rows(shard))
+
+    streams: list[tuple[str, Callable[[], Iterator[dict]]]] = []
+    shares = None
     for split, shards in by_split.items():
         if mixture is not None and split == mixture.split:
             rows, shares = mixture_rows(out, profile, mixture)
-            streams.append((split, lambda rows=rows: rows))
+            streams.append((split, sampled(rows)))
         else:
-            streams.append((split, lambda shards=shards: (row for shard in shards for row in iter_rows(shard))))
+            streams.append((split, in_file_order(shards)))
     return streams, shares
 
 
@@ -396,6 +409,7 @@ def export(
     }
     with staged_folder(dest, out) as staging:
         if fmt == "chexmix":
+            assert chexmix is not None  # refused above without options
             report, rows_per_file = export_chexmix.write_chexmix(out, profile, staging, chexmix, splits, mixture)
         else:
             report, rows_per_file = write_json_format(out, profile, fmt, staging, splits, mixture, coordinates)

@@ -42,6 +42,7 @@ from transforms.chexmix_tokens import (
     SEQUENCE_RULES,
     SPECIAL_ROLES,
     ChexmixOptions,
+    ImageCodes,
     Layout,
     SequenceResult,
     TextEncoder,
@@ -228,8 +229,8 @@ class VqCodes:
                 raise ExportError(
                     f"VQ codes come from {len(self.fingerprints)} different tokenizers: {sorted(self.fingerprints)}"
                 )
-        low, high = (int(codes.min()), int(codes.max())) if len(codes) else (None, None)
-        if len(codes) != CODES_PER_IMAGE or low < 0 or high >= image_codes:
+        if len(codes) != CODES_PER_IMAGE or int(codes.min()) < 0 or int(codes.max()) >= image_codes:
+            low, high = (int(codes.min()), int(codes.max())) if len(codes) else (None, None)
             raise ExportError(
                 f"image {key}: {len(codes)} codes in {low}..{high}; the layout holds "
                 f"{CODES_PER_IMAGE} codes in 0..{image_codes - 1}"
@@ -254,7 +255,7 @@ def _unpack(location: int) -> tuple[int, int, int]:
 # ------------------------------------------------------------------ length statistics
 
 
-def percentile(sorted_values: Sequence[int], p: float) -> int | None:
+def percentile(sorted_values: Sequence[int] | np.ndarray, p: float) -> int | None:
     """Nearest-rank percentile: the value at rank ceil(p/100 * n) of the sorted values."""
     if not len(sorted_values):
         return None
@@ -281,6 +282,7 @@ class TaskLengths:
         self.max_images = max(self.max_images, result.images)
         if result.status == "dropped":
             self.dropped += 1
+            assert result.reason is not None  # a dropped row always says why
             self.dropped_reasons[result.reason] = self.dropped_reasons.get(result.reason, 0) + 1
             if len(self.dropped_examples) < EXAMPLES_PER_TASK:
                 self.dropped_examples.append(
@@ -377,7 +379,7 @@ class _Sequencer:
             for piece in turn["value"].split(IMAGE_PLACEHOLDER)
         )
         if self.vq is None:
-            codes: Mapping[str, list[int]] = {}
+            codes: Mapping[str, ImageCodes] = {}
         else:
             codes = self.vq.lookup((key for row in batch for key in row["image_keys"]), self.layout.image_codes)
         records = []
@@ -486,25 +488,29 @@ def _write_mixture(
 ) -> dict[str, int]:
     """The sampled rows in stream order, ``rows_per_file`` a file; {file name: rows}. ``folder`` is made
     only when a row is written."""
-    parts: list[tuple[Path, int]] = []
-    writer, path, count = None, None, 0
+    parts: list[tuple[Path, int]] = []  # the closed parts and their rows
+
+    def open_part() -> Path:
+        """The file of the part being written: the one after the closed parts."""
+        return folder / f".{split}-{len(parts):05d}.partial"
+
+    writer, count = None, 0
     for batch in _batches(rows, BATCH_ROWS):
         records = sequencer(batch)
         while records:
             if writer is None:
                 folder.mkdir(parents=True, exist_ok=True)
-                path, count = folder / f".{split}-{len(parts):05d}.partial", 0
-                writer = pq.ParquetWriter(path, CHEXMIX_SCHEMA, compression="zstd")
+                writer, count = pq.ParquetWriter(open_part(), CHEXMIX_SCHEMA, compression="zstd"), 0
             take, records = records[: rows_per_file - count], records[rows_per_file - count :]
             writer.write_table(_records_table(take))
             count += len(take)
             if count == rows_per_file:
                 writer.close()
-                parts.append((path, count))
+                parts.append((open_part(), count))
                 writer = None
     if writer is not None:
         writer.close()
-        parts.append((path, count))
+        parts.append((open_part(), count))
     files = {}
     for number, (part, rows_in_part) in enumerate(parts):
         name = f"{split}-{number:05d}-of-{len(parts):05d}.parquet"
@@ -724,7 +730,7 @@ CLI_OPTIONS: list = [
 ]
 
 
-def options_from_cli(params: dict) -> ChexmixOptions | None:
+def options_from_cli(params: dict) -> ChexmixOptions:
     """The options of the chexmix flags (``params``: their click keyword arguments)."""
     if not params.get("tokenizer_path"):
         raise click.UsageError("--format chexmix needs --tokenizer FILE (the language model's tokenizer.json)")

@@ -116,7 +116,8 @@ def mixture_rows(out: str | Path, profile: str, mixture: Mixture) -> tuple[Itera
     distinct = np.unique(plan)
     order = np.lexsort((stream.row_offset[distinct], stream.row_group[distinct], stream.row_shard[distinct]))
     located = distinct[order]
-    pieces, position_of = [], {}
+    pieces: list[pa.Table] = []
+    position_of: dict[int, int] = {}
     for shard, group in sorted({(int(stream.row_shard[r]), int(stream.row_group[r])) for r in located.tolist()}):
         members = located[(stream.row_shard[located] == shard) & (stream.row_group[located] == group)]
         table = pq.ParquetFile(stream.shards[shard]).read_row_group(group)
