@@ -15,8 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field
 Presence = Literal[1, 0, -1] | None
 """1 positive, 0 negative, -1 uncertain, None not annotated (never silently 0)."""
 
-Split = Literal["train", "validation", "test"]
-"""An output split, as Hugging Face ``datasets`` names it (transforms/splits.py assigns it)."""
 OfficialSplit = Literal["train", "validate", "test"]
 """A source's own split as read (MIMIC-CXR's split file says ``validate``); never an output value."""
 RleConvention = Literal["chexmask", "siim"]
@@ -113,13 +111,6 @@ class Finding(Record):
     raw: list[str] = Field(default_factory=list)  # "system:name=value", plus "@reader" when known
 
 
-class Section(Record):
-    """A report section: normalised name and its text, as the official MIMIC rules cut it."""
-
-    name: str
-    text: str
-
-
 class AttributeMention(Record):
     """A finding mentioned in report text with its attributes, and where it was said."""
 
@@ -147,27 +138,6 @@ class AttributeMention(Record):
             sentence=row["sentence"],
             span=(row["span_start"], row["span_end"]),
         )
-
-
-class Turn(Record):
-    from_: Literal["human", "gpt"] = Field(alias="from")
-    value: str
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class InstructionRow(Record):
-    """One row of ``instructions/<profile>/<task>``: conversations with ``<image>`` slots."""
-
-    id: str
-    profile: str
-    task: str
-    source: str
-    split: Split
-    image_keys: list[str]
-    conversations: list[Turn]
-    target: str  # JSON
-    template_id: str
 
 
 class Report(Record):

@@ -53,7 +53,7 @@ def test_killed_build_resumes_to_identical_output(config_path, uninterrupted, tm
     out = tmp_path / "out"
     kill_after_markers(config_path, out, wanted=2)
     assert not (out / "manifest.json").exists(), "the kill must land before the build finished"
-    finished = {json.loads(m.read_text())["shard"]["path"] for m in completion_markers(out)}
+    finished = {json.loads(m.read_text())["outputs"][0]["path"] for m in completion_markers(out)}
     assert 2 <= len(finished) < len(shards)
     before = {path: (out / path).stat().st_mtime_ns for path in finished}
     # one finished shard is damaged while the build is down: its marker must no longer be trusted
@@ -74,9 +74,9 @@ def test_a_checkpoint_is_not_reused_when_its_inputs_change(config_path, tmp_path
     kill_after_markers(config_path, out, wanted=1)
     marker = completion_markers(out)[0]
     doc = json.loads(marker.read_text())
-    doc["units_sha256"] = "0" * 64  # as if the shard's records had changed since
+    doc["inputs_sha256"] = "0" * 64  # as if the shard's records had changed since
     marker.write_text(json.dumps(doc))
-    shard = out / doc["shard"]["path"]
+    shard = out / doc["outputs"][0]["path"]
     before = shard.stat().st_mtime_ns
 
     run_build(load_config(config_path), str(out))

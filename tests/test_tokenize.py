@@ -103,7 +103,7 @@ def test_resume_after_crash_encodes_only_unfinished_shards_once(built, tokenized
     Path(marker_path(str(out), train.name)).unlink()
 
     resumed = run_tokenize(str(out), str(model), batch_size=4)
-    assert [m["shard"] for m in resumed["written"]] == [train.name]
+    assert resumed["written"] == [train.name]
     assert resumed["images"] == pq.read_metadata(first / "vq" / train.name).num_rows
     assert sorted(resumed["skipped"]) == sorted(
         n for n in (p.name for p in (out / "images").glob("*")) if n != train.name
@@ -131,7 +131,7 @@ def test_a_marker_is_trusted_only_while_its_checksums_match(built, tokenized, tm
     pq.write_table(table, images_shard, compression="snappy")  # same rows, different bytes
 
     resumed = run_tokenize(str(out), str(model), batch_size=4)
-    assert sorted(m["shard"] for m in resumed["written"]) == sorted({damaged, rebuilt})
+    assert sorted(resumed["written"]) == sorted({damaged, rebuilt})
     assert sorted(resumed["skipped"]) == sorted(set(names) - {damaged, rebuilt})
     assert vq_files(out) == expected
 
@@ -174,7 +174,7 @@ def test_other_tokenizer_markers_refuse_to_mix(built, tokenized, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(tokenized[0], out)
     marker = Path(marker_path(str(out), sorted((out / "images").glob("*"))[0].name))
-    marker.write_text(json.dumps({**json.loads(marker.read_text()), "tokenizer": "chameleon-vqgan-0000"}))
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "settings": {"tokenizer": "chameleon-vqgan-0000"}}))
     with pytest.raises(RuntimeError, match="written by tokenizer chameleon-vqgan-0000"):
         run_tokenize(str(out), str(model))
 

@@ -5,20 +5,28 @@ from pathlib import Path
 
 import apache_beam as beam
 import datasets
+import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipelines.beam.write import (
+    CompletionMarker,
     Fragment,
     WriteFragments,
     WriteTables,
+    batched,
+    marker_problems,
     plan_fragment_shards,
     prepare,
+    read_marker,
     stream_parquet,
     write_fragment,
+    write_marker,
+    write_shard_file,
 )
+from schemas.tables import arrow_schema
 
 
 def reject(i: int) -> dict:
@@ -142,13 +150,10 @@ def fragments(tmp_path: Path, sizes: list[int], split: str = "train") -> list[Fr
     made, i = [], 0
     for number, size in enumerate(sizes):
         path = str(tmp_path / "work" / f"shard-{number:02d}.pkl")
-        entries = []
-        for _ in range(size):
-            _, _, _, sort_key, packed = prepare("instructions/imt-cxr/t", split, instruction(i, split))
-            entries.append((sort_key, packed))
-            i += 1
+        rows = [prepare("instructions/imt-cxr/t", split, instruction(i + n, split)) for n in range(size)]
+        i += size
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        write_fragment(path, entries)
+        write_fragment(path, rows)
         made.append(Fragment("instructions/imt-cxr/t", split, f"shard-{number:02d}", path, size))
     return made
 
@@ -194,3 +199,43 @@ def test_fragments_in_any_order_give_identical_sorted_shards_that_load(tmp_path)
     assert [len(ids) for ids in shards] == [10, 10, 4]
     assert all(ids == sorted(ids) for ids in shards)
     assert sorted(i for ids in shards for i in ids) == [f"id{i:04d}" for i in range(24)]
+
+
+def test_streamed_row_groups_are_the_bytes_of_one_whole_table_write(tmp_path):
+    """Row groups streamed one batch at a time give the file a whole-table ``pq.write_table`` with that
+    row group size gives (the tokenizer wrote its shards that way before it used this writer)."""
+    rows = [reject(i) for i in range(25)]
+    whole = tmp_path / "whole.parquet"
+    pq.write_table(
+        pa.Table.from_pylist(rows, schema=arrow_schema("rejects")), whole, compression="zstd", row_group_size=10
+    )
+    described = write_shard_file(
+        str(tmp_path), "rejects/train-00000-of-00001.parquet", "rejects", "train", batched(rows, 10)
+    )
+    streamed = tmp_path / described["path"]
+    assert streamed.read_bytes() == whole.read_bytes()
+    assert described == {
+        "path": "rejects/train-00000-of-00001.parquet",
+        "table": "rejects",
+        "split": "train",
+        "rows": 25,
+        "bytes": whole.stat().st_size,
+        "sha256": hashlib.sha256(whole.read_bytes()).hexdigest(),
+    }
+
+
+def test_a_completion_marker_holds_while_its_files_inputs_and_settings_do(tmp_path):
+    out = str(tmp_path)
+    written = write_shard_file(out, "rejects/train-00000-of-00001.parquet", "rejects", "train", [[reject(1)]])
+    absent = write_shard_file(out, "rejects/_none/train-00000-of-00001.parquet", "rejects", "train", [[]])
+    assert absent["sha256"] is None and not (tmp_path / absent["path"]).exists()
+    path = str(tmp_path / "marker.json")
+    write_marker(path, CompletionMarker(outputs=[written, absent], inputs_sha256="in", settings={"size": 1}))
+    marker = read_marker(path)
+    assert marker is not None and read_marker(str(tmp_path / "none.json")) is None
+    assert marker_problems(out, marker, "in", {"size": 1}) == []
+    assert marker_problems(out, marker, "changed", {"size": 2}) == ["settings", "inputs"]
+    (tmp_path / absent["path"]).parent.mkdir(parents=True)
+    (tmp_path / absent["path"]).write_bytes(b"stray")  # a file the shard did not write is a change too
+    (tmp_path / written["path"]).write_bytes(b"damaged")
+    assert marker_problems(out, marker, "in", {"size": 1}) == [written["path"], absent["path"]]

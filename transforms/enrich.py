@@ -10,11 +10,25 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 import numpy as np
 
 import manifests
-from schemas.records import AnnotationRecord, AttributeMention, Box, MaskRLE, Reject
+from schemas.records import AnnotationRecord, AttributeMention, Box, MaskRLE, NativeQuestion, RegionAttributes, Reject
+from schemas.rows import (
+    AnnotationRow,
+    BoxCell,
+    FindingCell,
+    FindingLabelCell,
+    ImageRow,
+    MentionCell,
+    PolygonCell,
+    QuestionCell,
+    RawLabelCell,
+    RegionCell,
+    SectionCell,
+)
 from transforms import boxes, deid, geometry, images, io, labels, masks, padchest_english, phrases, reports, severity
 from transforms.chexmask_space import preprocessed_to_original
 from transforms.geometry import Letterbox
@@ -52,14 +66,14 @@ class DecodedUnit:
 @dataclass
 class EnrichedUnit:
     decoded: DecodedUnit
-    boxes: list[dict] = field(default_factory=list)
-    polygons: list[dict] = field(default_factory=list)
+    boxes: list[BoxCell] = field(default_factory=list)
+    polygons: list[PolygonCell] = field(default_factory=list)
     ctr: float | None = None
     ptx_ratio: float | None = None
     ptx_side: str | None = None
     annotations: list[AnnotationRecord] = field(default_factory=list)  # those that survived geometry
-    findings: list[dict] = field(default_factory=list)
-    sections: list[dict] = field(default_factory=list)
+    findings: list[FindingCell] = field(default_factory=list)
+    sections: list[SectionCell] = field(default_factory=list)
     mentions: list[AttributeMention] = field(default_factory=list)
     findings_labels: dict[str, float | None] | None = None
     report_english: str | None = None
@@ -103,35 +117,35 @@ def _clip(box: Box, width: int, height: int) -> Box | None:
     return box.model_copy(update={"x1": x1, "y1": y1, "x2": x2, "y2": y2})
 
 
-def _box_row(box: Box, lb: Letterbox, readers: tuple[str, ...] = ()) -> dict:
+def _box_row(box: Box, lb: Letterbox, readers: tuple[str, ...] = ()) -> BoxCell:
     """A box (already inside the image) in original pixels and canvas units."""
     u1, v1, u2, v2 = lb.box_to_unit(box.x1, box.y1, box.x2, box.y2)
-    return {
-        "label": box.label,
-        "finding": labels.finding_for_box(box.origin, box.label),
-        "origin": box.origin,
-        "reader": box.reader,
-        "readers": list(readers or ([box.reader] if box.reader else [])),
-        "x1": box.x1,
-        "y1": box.y1,
-        "x2": box.x2,
-        "y2": box.y2,
-        "u1": u1,
-        "v1": v1,
-        "u2": u2,
-        "v2": v2,
-    }
+    return BoxCell(
+        label=box.label,
+        finding=labels.finding_for_box(box.origin, box.label),
+        origin=box.origin,
+        reader=box.reader,
+        readers=list(readers or ([box.reader] if box.reader else [])),
+        x1=box.x1,
+        y1=box.y1,
+        x2=box.x2,
+        y2=box.y2,
+        u1=u1,
+        v1=v1,
+        u2=u2,
+        v2=v2,
+    )
 
 
-def _polygon_row(label: str, origin: str, rings: list[list[tuple[float, float]]], lb: Letterbox) -> dict:
+def _polygon_row(label: str, origin: str, rings: list[list[tuple[float, float]]], lb: Letterbox) -> PolygonCell:
     """Polygon vertices are pixel indices (a vertex at a pixel's centre, as OpenCV contours and
     CheXmask landmarks are); the centre of pixel i lies at edge coordinate i + 0.5."""
-    return {
-        "label": label,
-        "origin": origin,
-        "rings": [[[float(x), float(y)] for x, y in ring] for ring in rings],
-        "rings_unit": [[list(lb.to_unit(x + 0.5, y + 0.5)) for x, y in ring] for ring in rings],
-    }
+    return PolygonCell(
+        label=label,
+        origin=origin,
+        rings=[[[float(x), float(y)] for x, y in ring] for ring in rings],
+        rings_unit=[[list(lb.to_unit(x + 0.5, y + 0.5)) for x, y in ring] for ring in rings],
+    )
 
 
 def _decode_for_image(mask: MaskRLE, width: int, height: int) -> np.ndarray:
@@ -146,7 +160,7 @@ def _decode_for_image(mask: MaskRLE, width: int, height: int) -> np.ndarray:
 
 def _mask_geometry(
     label: str, origin: str, mask: np.ndarray, lb: Letterbox, max_vertices: int
-) -> tuple[list[dict], list[dict], int]:
+) -> tuple[list[BoxCell], list[PolygonCell], int]:
     """Boxes and the polygon of a mask, and how many rings were dropped below ``MIN_RING_AREA``."""
     if not mask.any():
         return [], [], 0
@@ -183,7 +197,8 @@ def _chexmask_geometry(ann: AnnotationRecord, lb: Letterbox, width: int, height:
     else:
         organ_masks = {m.label: _decode_for_image(m, width, height) for m in ann.masks}
         contours = [(c.label, c.origin, c.points) for c in ann.landmarks]
-    organ_boxes, polygons = [], []
+    organ_boxes: list[BoxCell] = []
+    polygons: list[PolygonCell] = []
     for organ in CHEXMASK_ORGANS:
         mask = organ_masks.get(organ)
         if mask is not None and mask.any():
@@ -380,7 +395,9 @@ def language_unit(enriched: EnrichedUnit) -> EnrichedUnit:
     enriched.decoded = _scrub_report(enriched.decoded)
     record = enriched.decoded.unit.record
     if record.report is not None and record.report.language == "en":
-        enriched.sections = [{"name": name, "text": text} for name, text in reports.section_list(record.report.text)]
+        enriched.sections = [
+            SectionCell(name=name, text=text) for name, text in reports.section_list(record.report.text)
+        ]
     enriched.mentions = report_mentions(record)
     findings_text = next((s["text"] for s in reversed(enriched.sections) if s["name"] == "findings"), None)
     if findings_text:  # the cleaned FINDINGS text's labels, for chain-of-thought targets (study labels stay official)
@@ -391,7 +408,7 @@ def language_unit(enriched: EnrichedUnit) -> EnrichedUnit:
         + [label for ann in enriched.annotations for label in ann.raw_labels]
     )
     enriched.findings = [
-        {"name": f.name, "presence": f.presence, "systems": list(f.systems), "raw": list(f.raw)}
+        FindingCell(name=f.name, presence=f.presence, systems=list(f.systems), raw=list(f.raw))
         for f in labels.harmonize(raw)
     ]
     return enriched
@@ -431,30 +448,32 @@ def without_report(enriched: EnrichedUnit, reason: str) -> EnrichedUnit:
 # ---------------------------------------------------------------- output rows
 
 
-def image_row(enriched: EnrichedUnit) -> dict:
+def image_row(enriched: EnrichedUnit) -> ImageRow:
+    """The unit's row of the ``images`` table: the letterboxed PNG and what it came from."""
     decoded = enriched.decoded
     ref = decoded.unit.record.image
     lb = decoded.letterbox
-    return {
-        "image_key": ref.image_key,
-        "source": ref.source,
-        "split": decoded.unit.split,
-        "split_authority": decoded.unit.split_authority,
-        "subject_id": ref.subject_id,
-        "study_id": ref.study_id,
-        "view": ref.view,
-        "study_datetime": ref.study_datetime,
-        "image": {"bytes": decoded.png, "path": f"{ref.image_key}.png"},
-        "orig_width": decoded.width,
-        "orig_height": decoded.height,
-        "letterbox": {"size": lb.size, "scale": lb.scale, "pad_x": lb.pad_x, "pad_y": lb.pad_y},
-        "photometric": decoded.photometric,
-        "bits_stored": decoded.bits_stored,
-        "source_format": decoded.source_format,
-    }
+    return ImageRow(
+        image_key=ref.image_key,
+        source=ref.source,
+        split=decoded.unit.split,
+        split_authority=decoded.unit.split_authority,
+        subject_id=ref.subject_id,
+        study_id=ref.study_id,
+        view=ref.view,
+        study_datetime=ref.study_datetime,
+        image={"bytes": decoded.png, "path": f"{ref.image_key}.png"},
+        orig_width=decoded.width,
+        orig_height=decoded.height,
+        letterbox={"size": lb.size, "scale": lb.scale, "pad_x": lb.pad_x, "pad_y": lb.pad_y},
+        photometric=decoded.photometric,
+        bits_stored=decoded.bits_stored,
+        source_format=decoded.source_format,
+    )
 
 
-def annotation_row(enriched: EnrichedUnit) -> dict:
+def annotation_row(enriched: EnrichedUnit) -> AnnotationRow:
+    """The unit's row of the ``annotations`` table (``severity_tfidf`` filled later: :func:`add_severity_tfidf`)."""
     unit = enriched.decoded.unit
     record = unit.record
     report = record.report
@@ -466,68 +485,96 @@ def annotation_row(enriched: EnrichedUnit) -> dict:
             provenance[f"{ann.source}.split"] = ann.split_hint
     raw_labels = list(record.raw_labels) + [label for ann in enriched.annotations for label in ann.raw_labels]
     score = severity.severity_ordinal(enriched.mentions)
-    return {
-        "image_key": unit.key,
-        "source": record.image.source,
-        "split": unit.split,
-        "subject_id": record.image.subject_id,
-        "study_id": record.image.study_id,
-        "view": record.image.view,
-        "study_datetime": record.image.study_datetime,
-        "annotation_sources": sorted({ann.source for ann in enriched.annotations}),
-        "findings": enriched.findings,
-        "raw_labels": [label.model_dump() for label in raw_labels],
-        "boxes": sorted(enriched.boxes, key=_box_sort_key),
-        "polygons": enriched.polygons,
-        "regions": [region.model_dump() for ann in enriched.annotations for region in ann.regions],
-        "questions": [question.model_dump() for ann in enriched.annotations for question in ann.questions],
-        "report_text": report.text if report else None,  # scrubbed by language_unit
-        "report_language": report.language if report else None,
-        "report_english": enriched.report_english,
-        "report_translation": enriched.report_translation,
-        "sections": enriched.sections,
-        "mentions": [_mention_row(m) for m in enriched.mentions],
-        "findings_labels": None
+    return AnnotationRow(
+        image_key=unit.key,
+        source=record.image.source,
+        split=unit.split,
+        subject_id=record.image.subject_id,
+        study_id=record.image.study_id,
+        view=record.image.view,
+        study_datetime=record.image.study_datetime,
+        annotation_sources=sorted({ann.source for ann in enriched.annotations}),
+        findings=enriched.findings,
+        raw_labels=[
+            RawLabelCell(system=label.system, name=label.name, value=label.value, reader=label.reader)
+            for label in raw_labels
+        ],
+        boxes=sorted(enriched.boxes, key=_box_sort_key),
+        polygons=enriched.polygons,
+        regions=[_region_cell(region) for ann in enriched.annotations for region in ann.regions],
+        questions=[_question_cell(question) for ann in enriched.annotations for question in ann.questions],
+        report_text=report.text if report else None,  # scrubbed by language_unit
+        report_language=report.language if report else None,
+        report_english=enriched.report_english,
+        report_translation=enriched.report_translation,
+        sections=enriched.sections,
+        mentions=[_mention_row(m) for m in enriched.mentions],
+        findings_labels=None
         if enriched.findings_labels is None
-        else [{"name": name, "value": value} for name, value in enriched.findings_labels.items()],
-        "attribute_prompt": phrases.attribute_prompt(enriched.mentions) or None,
-        "severity_ordinal": score,
-        "severity_bucket": severity.severity_bucket(score),
-        "severity_tfidf": None,  # filled once the build has fitted the IDF table (add_severity_tfidf)
-        "ctr": enriched.ctr,
-        "ctr_band": geometry.ctr_band(enriched.ctr) if enriched.ctr is not None else None,
-        "ptx_ratio": enriched.ptx_ratio,
-        "ptx_side": enriched.ptx_side,
-        "ptx_band": geometry.ptx_band(enriched.ptx_ratio) if enriched.ptx_ratio is not None else None,
-        "provenance": json.dumps(provenance, sort_keys=True),
-    }
+        else [FindingLabelCell(name=name, value=value) for name, value in enriched.findings_labels.items()],
+        attribute_prompt=phrases.attribute_prompt(enriched.mentions) or None,
+        severity_ordinal=score,
+        severity_bucket=severity.severity_bucket(score),
+        severity_tfidf=None,  # filled once the build has fitted the IDF table (add_severity_tfidf)
+        ctr=enriched.ctr,
+        ctr_band=geometry.ctr_band(enriched.ctr) if enriched.ctr is not None else None,
+        ptx_ratio=enriched.ptx_ratio,
+        ptx_side=enriched.ptx_side,
+        ptx_band=geometry.ptx_band(enriched.ptx_ratio) if enriched.ptx_ratio is not None else None,
+        provenance=json.dumps(provenance, sort_keys=True),
+    )
 
 
-def _mention_row(mention: AttributeMention) -> dict:
+def _region_cell(region: RegionAttributes) -> RegionCell:
+    return RegionCell(
+        region=region.region,
+        phrase=region.phrase,
+        attributes=list(region.attributes),
+        comparison_cues=list(region.comparison_cues),
+        temporal_cues=list(region.temporal_cues),
+        severity_cues=list(region.severity_cues),
+    )
+
+
+def _question_cell(question: NativeQuestion) -> QuestionCell:
+    return QuestionCell(
+        dataset=question.dataset,
+        where=question.where,
+        split=question.split,
+        question_type=question.question_type,
+        semantic_type=question.semantic_type,
+        template=question.template,
+        question=question.question,
+        answers=list(question.answers),
+        reference_study_id=question.reference_study_id,
+    )
+
+
+def _mention_row(mention: AttributeMention) -> MentionCell:
     low, high = mention.severity if mention.severity is not None else (None, None)
-    return {
-        "finding": mention.finding,
-        "presence": mention.presence,
-        "laterality": mention.laterality,
-        "zones": list(mention.zones),
-        "severity_min": low,
-        "severity_max": high,
-        "severity_scale": mention.severity_scale,
-        "temporal": mention.temporal,
-        "sentence": mention.sentence,
-        "span_start": mention.span[0],
-        "span_end": mention.span[1],
-    }
+    return MentionCell(
+        finding=mention.finding,
+        presence=mention.presence,
+        laterality=mention.laterality,
+        zones=list(mention.zones),
+        severity_min=low,
+        severity_max=high,
+        severity_scale=mention.severity_scale,
+        temporal=mention.temporal,
+        sentence=mention.sentence,
+        span_start=mention.span[0],
+        span_end=mention.span[1],
+    )
 
 
-def train_severity_documents(rows: list[dict]) -> list[list[str]]:
+def train_severity_documents(rows: list[AnnotationRow]) -> list[list[str]]:
     """The severity terms of each training document among one shard's annotation rows, what MediVLM's
     IDF table is fitted on: a train row's :func:`severity_document`, once per study (its images share
     one report; a study's lateral PadChest images read differently, so they count apart); rows without
     a document are not documents. A shard holds whole studies, so shards never share a document."""
     seen, documents = set(), []
     for row in rows:
-        document = severity_document(row) if row["split"] == "train" else None
+        document = severity_document(cast(dict, row)) if row["split"] == "train" else None
         key = (row["source"], row["study_id"] or row["image_key"], document)
         if document and key not in seen:
             seen.add(key)
@@ -535,13 +582,14 @@ def train_severity_documents(rows: list[dict]) -> list[list[str]]:
     return documents
 
 
-def add_severity_tfidf(row: dict, idf_table: dict) -> dict:
+def add_severity_tfidf(row: AnnotationRow, idf_table: dict) -> AnnotationRow:
     """The row with MediVLM's severity of its :func:`severity_document` ("" without one), from the table
     fitted on this build's train split."""
-    return {**row, "severity_tfidf": severity.severity_tfidf(severity_document(row) or "", idf_table)}
+    document = severity_document(cast(dict, row))  # the task modules read rows as plain dicts
+    return {**row, "severity_tfidf": severity.severity_tfidf(document or "", idf_table)}
 
 
-def _box_sort_key(box: dict) -> tuple:
+def _box_sort_key(box: BoxCell) -> tuple:
     return (box["origin"], box["label"], box["reader"] or "", box["x1"], box["y1"], box["x2"], box["y2"])
 
 

@@ -12,8 +12,9 @@ rows straight into the shard's Parquet file and keeps the annotation rows in the
   terms of its train documents, so what a local runner holds past the join is per shard, not per image
   (benchmarks/bench_scale.py).
 - Resume: after the shard file the stage writes a checkpoint (annotation rows, rejects, counts,
-  patients, pickled) and then a completion marker with both files' sha256, the stage settings and
-  a digest of the shard's input units, their image files' fingerprints included (size and mtime, or
+  patients, pickled) and then a completion marker (pipelines/beam/write.py: ``CompletionMarker``, the
+  tokenizer's format too) with both files' sha256, the stage settings and a digest of the shard's
+  input units, their image files' fingerprints included (size and mtime, or
   content hash, per ``config.fingerprint``: a broken image fixed under the same name is read again and
   its old reject is gone). A rerun that finds a marker whose checksums, settings and
   inputs all match sends the checkpoint on without decoding anything, so a build killed midway
@@ -26,8 +27,6 @@ has written manifest.json.
 from __future__ import annotations
 
 import hashlib
-import json
-import logging
 import math
 import pickle
 from collections import Counter
@@ -41,15 +40,23 @@ from apache_beam.pvalue import TaggedOutput
 
 from pipelines.beam.grouping import pack, unpack_all
 from pipelines.beam.progress import Progress
-from pipelines.beam.write import ROW_GROUP_ROWS, shard_path, stream_parquet, write_atomically
+from pipelines.beam.write import (
+    ROW_GROUP_ROWS,
+    CompletionMarker,
+    ShardFile,
+    finished,
+    read_marker,
+    write_bytes_atomically,
+    write_marker,
+    write_shard_file,
+)
 from schemas.config import TranslationConfig
 from schemas.records import Reject
+from schemas.rows import AnnotationRow, ImageRow
 from transforms import enrich, io, padchest_english, translation
 from transforms.hashing import shard_of
 from transforms.splits import patient_key
 from transforms.units import ImageUnit
-
-log = logging.getLogger(__name__)
 
 WORK_DIR = "_work"
 OUTPUTS = ("rejects", "events", "patients", "shards", "severity_terms")  # tagged outputs besides the checkpoints
@@ -89,7 +96,7 @@ class ShardResult:
     """What one images shard made besides its image rows (pickled as the shard's checkpoint): the
     annotation rows the task stage reads, and the rejects, events and patients the stage sends on."""
 
-    annotation_rows: list[dict] = field(default_factory=list)
+    annotation_rows: list[AnnotationRow] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     events: list[tuple[str, str]] = field(default_factory=list)  # (source, "written")
     patients: list[tuple[str, str]] = field(default_factory=list)  # (patient key, split)
@@ -151,7 +158,7 @@ def run_unit(
     where: str,
     png_compression: int,
     translations: Mapping[str, str] | None = None,
-):
+) -> tuple[ImageRow | None, ShardResult]:
     """One unit through image, geometry and language: ``(image_row | None, ShardResult part)``; the
     image is stored as a PNG at zlib level ``png_compression``; ``translations`` maps PadChest report
     texts to their English translation when the build translates."""
@@ -230,7 +237,7 @@ class ProcessImageShard(beam.DoFn):
         image_size: int,
         max_vertices: int,
         roots: dict[str, str],
-        progress: Progress = Progress(None),
+        progress: Progress | None = None,
         *,
         png_compression: int,
         fingerprint: str = "size-mtime",
@@ -247,7 +254,7 @@ class ProcessImageShard(beam.DoFn):
         self.translation = translation
         self.fingerprint = fingerprint
         self.roots = roots
-        self.progress = progress
+        self.progress = progress or Progress(None)
         self.reused = Metrics.counter("image_stage", "shards_reused")
         self.processed = Metrics.counter("image_stage", "shards_processed")
 
@@ -264,22 +271,23 @@ class ProcessImageShard(beam.DoFn):
         self.progress.started("image")
         units = sorted(unpack_all(packed_units), key=lambda u: u.key)
         name = f"{split}-{shard:05d}-of-{num_shards:05d}"
-        paths = {
-            "shard": shard_path(self.out_dir, "images", split, shard, num_shards),
-            "checkpoint": io.join(work_dir(self.out_dir), "images", f"{name}.pkl"),
-            "marker": io.join(work_dir(self.out_dir), "images", f"{name}.json"),
-        }
+        marker_path = io.join(work_dir(self.out_dir), "images", f"{name}.json")
         digest = units_digest(units, self.fingerprint)
-        marker = self._verified_marker(paths, digest)
-        if marker is not None:
+        marker = read_marker(marker_path)
+        if marker is not None and finished(self.out_dir, marker_path, marker, digest, self.settings):
             self.reused.inc()
-            with io.open_binary(paths["checkpoint"]) as handle:
+            image_file, checkpoint = marker["outputs"]
+            with io.open_binary(io.join(self.out_dir, checkpoint["path"])) as handle:
                 result = pickle.load(handle)
             self.progress.add("image", len(units))  # done by an earlier run
         else:
             self.processed.inc()
-            marker, result = self._process(units, paths, split, name, digest)
-        yield Checkpoint(split, name, paths["checkpoint"])
+            image_file, checkpoint, result = self._process(units, split, name)
+            write_marker(
+                marker_path,
+                CompletionMarker(outputs=[image_file, checkpoint], inputs_sha256=digest, settings=self.settings),
+            )
+        yield Checkpoint(split, name, io.join(self.out_dir, checkpoint["path"]))
         for reject in result.rejects:
             yield TaggedOutput("rejects", reject)
         for event, count in sorted(Counter(result.events).items()):
@@ -288,27 +296,8 @@ class ProcessImageShard(beam.DoFn):
             yield TaggedOutput("patients", patient)
         for terms in enrich.train_severity_documents(result.annotation_rows):
             yield TaggedOutput("severity_terms", terms)
-        if marker["shard"]["rows"]:  # every image rejected: no file (no zero-row shard), no manifest entry
-            yield TaggedOutput("shards", marker["shard"])
-
-    def _verified_marker(self, paths: dict, digest: str) -> dict | None:
-        if not io.exists(paths["marker"]):
-            return None
-        with io.open_text(paths["marker"]) as handle:
-            marker = json.load(handle)
-        checks = {
-            "settings": marker.get("settings") == self.settings,
-            "inputs": marker.get("units_sha256") == digest,
-            "shard": io.sha256_if_exists(paths["shard"]) == marker["shard"]["sha256"],
-            "checkpoint": io.sha256_if_exists(paths["checkpoint"]) == marker.get("checkpoint_sha256"),
-        }
-        failed = [name for name, ok in checks.items() if not ok]
-        if failed:
-            log.warning(
-                "%s: completion marker does not match (%s); redoing the shard", paths["marker"], ", ".join(failed)
-            )
-            return None
-        return marker
+        if image_file["rows"]:  # every image rejected: no file (no zero-row shard), no manifest entry
+            yield TaggedOutput("shards", image_file)
 
     def _where(self, unit: ImageUnit) -> str:
         ref = unit.record.image
@@ -328,12 +317,14 @@ class ProcessImageShard(beam.DoFn):
         )
         return dict(zip(texts, self.translator.translate(texts), strict=True))
 
-    def _process(self, units: list[ImageUnit], paths: dict, split: str, name: str, digest: str):
+    def _process(self, units: list[ImageUnit], split: str, name: str) -> tuple[ShardFile, ShardFile, ShardResult]:
+        """Decode, geometry and language for every unit: the images shard (streamed a row group at a
+        time) and the checkpoint, each described; and what the shard made besides image rows."""
         result = ShardResult()
         translations = self._translations(units)
 
         def image_rows():  # one row group at a time; the shard's other outputs collect in ``result``
-            batch = []
+            batch: list[ImageRow] = []
             for unit in units:
                 row, part = run_unit(
                     unit,
@@ -353,27 +344,18 @@ class ProcessImageShard(beam.DoFn):
                     batch = []
             yield batch
 
-        rows, size, sha256 = stream_parquet(paths["shard"], "images", image_rows())
-        checkpoint = pickle.dumps(result, protocol=5)
-        write_atomically(paths["checkpoint"], lambda handle: handle.write(checkpoint))
-        marker = {
-            "shard": {
-                "path": f"images/{name}.parquet",
-                "table": "images",
-                "split": split,
-                "rows": rows,
-                "bytes": size,
-                "sha256": sha256,
-            },
-            "checkpoint_sha256": hashlib.sha256(checkpoint).hexdigest(),
-            "settings": self.settings,
-            "units": len(units),
-            "units_sha256": digest,
-        }
-        write_atomically(
-            paths["marker"], lambda handle: handle.write(json.dumps(marker, indent=2, sort_keys=True).encode() + b"\n")
+        image_file = write_shard_file(self.out_dir, f"images/{name}.parquet", "images", split, image_rows())
+        payload = pickle.dumps(result, protocol=5)
+        checkpoint = ShardFile(
+            path=f"{WORK_DIR}/images/{name}.pkl",
+            table=f"{WORK_DIR}/images",
+            split=split,
+            rows=len(result.annotation_rows),
+            bytes=len(payload),
+            sha256=hashlib.sha256(payload).hexdigest(),
         )
-        return marker, result
+        write_bytes_atomically(io.join(self.out_dir, checkpoint["path"]), payload)
+        return image_file, checkpoint, result
 
 
 class ImageStage(beam.PTransform):
@@ -388,7 +370,7 @@ class ImageStage(beam.PTransform):
         image_size: int,
         max_vertices: int,
         roots: dict[str, str],
-        progress: Progress = Progress(None),
+        progress: Progress | None = None,
         *,
         png_compression: int,
         fingerprint: str = "size-mtime",
@@ -402,7 +384,7 @@ class ImageStage(beam.PTransform):
         self.image_size = image_size
         self.max_vertices = max_vertices
         self.roots = roots
-        self.progress = progress
+        self.progress = progress or Progress(None)
         self.png_compression = png_compression
 
     def expand(self, entries):

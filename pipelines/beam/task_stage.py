@@ -14,33 +14,43 @@ from __future__ import annotations
 
 import pickle
 from collections import Counter, defaultdict
+from typing import cast
 
 import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
 from pipelines.beam.image_stage import Checkpoint, work_dir
 from pipelines.beam.progress import Progress
-from pipelines.beam.write import Fragment, prepare, write_fragment
+from pipelines.beam.write import Fragment, PreparedRow, prepare, write_fragment
 from schemas.records import Reject
+from schemas.rows import AnnotationRow, InstructionRow
 from transforms import enrich, io
 from transforms.tasks import generator, registry
 from transforms.units import group_rows, task_groups
 
+InstructionCell = tuple[str, str, str, str]
+"""Where an instruction row is counted in the manifest: (profile, task, source, split)."""
 
-def task_rows(group, unit: str, profiles: list, seed: int) -> tuple[list[tuple[tuple, tuple]], list[Reject]]:
+
+def task_rows(
+    group, unit: str, profiles: list, seed: int
+) -> tuple[list[tuple[InstructionCell, PreparedRow]], list[Reject]]:
     """Instruction rows of every profile task that consumes this kind of unit: one annotation row
     ("image"), the rows of one study ("study"), or the studies of one patient ("patient"). Each as
     ``((profile, task, source, split), prepared row)``: its manifest cell and the row for the writer;
-    and the rejects the generators gave for inputs they could not use (a native question, ...)."""
-    rows, rejects = [], []
+    and the rejects the generators gave for inputs they could not use (a native question, ...).
+    The generators' rows are typed here, where they leave the task framework (schemas/rows.py)."""
+    rows: list[tuple[InstructionCell, PreparedRow]] = []
+    rejects: list[Reject] = []
     for profile in profiles:
         for task in profile.tasks:
             if registry()[task].unit != unit:
                 continue
-            for row in generator(task)(group, profile, seed):
-                if isinstance(row, Reject):
-                    rejects.append(row)
+            for made in generator(task)(group, profile, seed):
+                if isinstance(made, Reject):
+                    rejects.append(made)
                     continue
+                row = cast(InstructionRow, made)
                 cell = (profile.name, task, row["source"], row["split"])
                 rows.append((cell, prepare(f"instructions/{profile.name}/{task}", row["split"], row)))
     return rows, rejects
@@ -54,33 +64,34 @@ class RunTasks(beam.DoFn):
     """:class:`Checkpoint` -> one :class:`Fragment` per (table_dir, split) with rows; tagged outputs
     ``rejects`` (failed task groups) and ``instruction_counts`` (``((profile, task, source, split), n)``)."""
 
-    def __init__(self, out_dir: str, profiles: list, seed: int, progress: Progress = Progress(None)):
+    def __init__(self, out_dir: str, profiles: list, seed: int, progress: Progress | None = None):
         self.out_dir = out_dir
         self.profiles = profiles
         self.seed = seed
-        self.progress = progress
+        self.progress = progress or Progress(None)
 
     def process(self, checkpoint: Checkpoint, idf_table: dict):
         self.progress.started("tasks")
         with io.open_binary(checkpoint.path) as handle:
-            annotation_rows = pickle.load(handle).annotation_rows
+            annotation_rows: list[AnnotationRow] = pickle.load(handle).annotation_rows
         rows = sorted(
             (enrich.add_severity_tfidf(row, idf_table) for row in annotation_rows), key=lambda a: a["image_key"]
         )
-        tables, cells = defaultdict(list), Counter()
+        tables: defaultdict[tuple[str, str], list[PreparedRow]] = defaultdict(list)
+        cells: Counter[InstructionCell] = Counter()
         for row in rows:
             tables[("annotations", row["split"])].append(prepare("annotations", row["split"], row))
-        for unit, group in task_groups(rows):
+        for unit, group in task_groups(cast(list[dict], rows)):  # the task modules read rows as plain dicts
             try:
                 made, rejects = task_rows(group, unit, self.profiles, self.seed)
             except Exception as exc:
                 members = group_rows(group)
-                for row in members:  # each image of the group loses the group's rows: an item reject each
+                for member in members:  # each image of the group loses the group's rows: an item reject each
                     yield TaggedOutput(
                         "rejects",
                         Reject(
-                            key=row["image_key"],
-                            source=row["source"],
+                            key=member["image_key"],
+                            source=member["source"],
                             stage="tasks",
                             level="item",
                             reason=enrich.kebab(type(exc).__name__),
@@ -92,10 +103,10 @@ class RunTasks(beam.DoFn):
                 yield TaggedOutput("rejects", reject)
             for cell, prepared in made:
                 cells[cell] += 1
-                tables[prepared[:2]].append(prepared)
+                tables[(prepared.table_dir, prepared.split)].append(prepared)
         for (table_dir, split), prepared_rows in sorted(tables.items()):
             path = fragment_path(self.out_dir, table_dir, split, checkpoint.name)
-            write_fragment(path, [(sort_key, packed) for _, _, _, sort_key, packed in prepared_rows])
+            write_fragment(path, prepared_rows)
             yield Fragment(table_dir, split, checkpoint.name, path, len(prepared_rows))
         for cell, count in sorted(cells.items()):
             yield TaggedOutput("instruction_counts", (cell, count))

@@ -11,10 +11,15 @@ Output, beside the build's tables:
 - ``vq/_rejects/<split>-SSSSS-of-NNNNN.parquet``: images that could not be tokenized (rejects schema,
   stage ``tokenize``), for the shards that have any. Neither file is written with zero rows
   (``datasets`` cannot load a zero-row Parquet file).
-- ``vq/_complete/<split>-SSSSS-of-NNNNN.json``: written last per shard, with the sha256 of the images
-  shard it read and of both files it wrote (null for a file it did not write); a rerun skips a shard
-  only when all three still match, so a crash costs at most the unfinished shards and a rebuilt or
-  damaged shard is tokenized again. An internal marker: ``cxr-instruct publish`` does not upload it.
+- ``vq/_complete/<split>-SSSSS-of-NNNNN.json``: written last per shard, the build's completion marker
+  (pipelines/beam/write.py: ``CompletionMarker``): both files it wrote with their sha256 (null for a file
+  it did not write), the sha256 of the images shard it read, and the tokenizer's fingerprint id as its
+  settings; a rerun skips a shard only when all of them still match, so a crash costs at most the
+  unfinished shards and a rebuilt or damaged shard is tokenized again. An internal marker:
+  ``cxr-instruct publish`` does not upload it.
+
+Both Parquet files go through the build's shard writer (pipelines/beam/write.py: streamed a row group
+at a time, under a temporary name, checksummed), with the row group size of ``manifests/tokenizer.yaml``.
 - ``vq/tokenizer.json``: the full tokenizer fingerprint (config, weights hash, precision, id mapping).
 
 torch and transformers are imported only inside the stage (the ``tokenizer`` extra), so the command
@@ -23,10 +28,9 @@ line loads without them.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +42,24 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
-from datasets import Features
 from rich.console import Console
 
 import manifests
 from pipelines.beam.progress import Progress, watching
-from pipelines.beam.write import remove_if_exists, write_bytes_atomically
+from pipelines.beam.write import (
+    CompletionMarker,
+    batched,
+    finished,
+    read_marker,
+    write_bytes_atomically,
+    write_marker,
+    write_shard_file,
+)
 from pipelines.output.manifest import Manifest, record_vq_outputs
 from pipelines.output.out_lock import OutputLocked, locked
 from pipelines.output.paths import BUILD_OUTPUT
-from schemas.tables import CODES_PER_IMAGE, REJECTS, VQ
+from schemas.rows import RejectRow, VqRow
+from schemas.tables import CODES_PER_IMAGE, arrow_schema
 from transforms.enrich import kebab
 from transforms.io import sha256_if_exists, sha256_of
 
@@ -90,54 +102,30 @@ def marker_path(out_dir: str, shard: str) -> str:
     return vq_path(out_dir, MARKER_DIR, shard.removesuffix(".parquet") + ".json")
 
 
-def read_json(path: str) -> dict:
-    with FileSystems.open(path) as handle:
-        return json.loads(handle.read())
-
-
-def write_bytes(path: str, data: bytes) -> None:
-    """Every file of the stage goes through here: written under a temporary name and renamed."""
-    write_bytes_atomically(path, data)
-
-
-def write_rows(path: str, features: Features, rows: list[dict], row_group_rows: int) -> str | None:
-    """``rows`` as a Parquet file at ``path``; its sha256. No rows: no file (an earlier one is removed), None."""
-    if not rows:
-        remove_if_exists(path)
-        return None
-    data = table_bytes(features, rows, row_group_rows)
-    write_bytes(path, data)
-    return hashlib.sha256(data).hexdigest()
+def shard_settings(fingerprint_id: str) -> dict[str, str]:
+    """What a vq shard was made with, as its completion marker records it."""
+    return {"tokenizer": fingerprint_id}
 
 
 def completed_shards(out_dir: str, shards: list[str], fingerprint_id: str) -> list[str]:
-    """Shards whose completion marker still matches, by sha256, the images shard and the two files it
-    wrote. A marker from another tokenizer raises: one vq table never mixes codes of two tokenizers
-    (write to a fresh output or delete ``vq/``)."""
+    """Shards whose completion marker still holds: the images shard it read and the two files it
+    wrote unchanged, by sha256. A marker from another tokenizer raises: one vq table never mixes codes
+    of two tokenizers (write to a fresh output or delete ``vq/``)."""
     done = []
     for shard in shards:
         path = marker_path(out_dir, shard)
-        if not FileSystems.exists(path):
+        marker = read_marker(path)
+        if marker is None:
             continue
-        marker = read_json(path)
-        if marker["tokenizer"] != fingerprint_id:
+        written_by = marker["settings"].get("tokenizer")
+        if written_by != fingerprint_id:
             raise RuntimeError(
-                f"{path} was written by tokenizer {marker['tokenizer']}, this run is "
+                f"{path} was written by tokenizer {written_by}, this run is "
                 f"{fingerprint_id}: delete {vq_path(out_dir)} to re-tokenize"
             )
-        stale = [
-            name
-            for name, file, digest in (
-                ("images shard", FileSystems.join(out_dir, "images", shard), marker.get("images_sha256")),
-                ("vq shard", vq_path(out_dir, shard), marker["sha256"]),
-                ("rejects", vq_path(out_dir, REJECT_DIR, shard), marker["rejects_sha256"]),
-            )
-            if sha256_if_exists(file) != digest
-        ]
-        if stale:
-            log.warning("%s: %s changed since it was written; tokenizing the shard again", path, ", ".join(stale))
-            continue
-        done.append(shard)
+        images_sha256 = sha256_if_exists(FileSystems.join(out_dir, "images", shard))
+        if finished(out_dir, path, marker, images_sha256, shard_settings(fingerprint_id)):
+            done.append(shard)
     return done
 
 
@@ -163,47 +151,35 @@ def decode(element, size: int):
     return (shard, key), tokenizer_input(png, size)
 
 
-def reject_row(failure) -> tuple[str, dict]:
+def reject_row(failure) -> tuple[str, RejectRow]:
     """A dead-letter element of the decode step -> ``(shard, rejects row)``."""
     (shard, key, _png), (exc_type, exc_repr, _traceback) = failure
-    return shard, {
-        "key": key,
-        "source": key.split("/", 1)[0],
-        "stage": STAGE,
-        "kind": "rejected",
-        "level": "record",
-        "reason": kebab(exc_type.__name__),
-        "detail": exc_repr,
-    }
+    return shard, RejectRow(
+        key=key,
+        source=key.split("/", 1)[0],
+        stage=STAGE,
+        kind="rejected",
+        level="record",
+        reason=kebab(exc_type.__name__),
+        detail=exc_repr,
+    )
 
 
-def vq_row(result, lm_ids: np.ndarray, fingerprint_id: str) -> tuple[str, dict]:
+def vq_row(result, lm_ids: np.ndarray, fingerprint_id: str) -> tuple[str, VqRow]:
     """``((shard, image_key), codes)`` -> ``(shard, vq row)``."""
     (shard, key), codes = result
-    return shard, {
-        "image_key": key,
-        "codes": codes,
-        "lm_ids": lm_ids[codes.astype(np.int64)],
-        "tokenizer": fingerprint_id,
+    return shard, VqRow(image_key=key, codes=codes, lm_ids=lm_ids[codes.astype(np.int64)], tokenizer=fingerprint_id)
+
+
+def vq_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """VQ rows as an Arrow table: the code arrays become fixed-size lists without a Python loop per code."""
+    columns = {
+        "image_key": pa.array([r["image_key"] for r in rows], pa.string()),
+        "codes": fixed_lists([r["codes"] for r in rows], pa.int16()),
+        "lm_ids": fixed_lists([r["lm_ids"] for r in rows], pa.int32()),
+        "tokenizer": pa.array([r["tokenizer"] for r in rows], pa.string()),
     }
-
-
-def table_bytes(features: Features, rows: list[dict], row_group_rows: int) -> bytes:
-    """Deterministic Parquet bytes (zstd) with the ``huggingface`` features metadata."""
-    schema = features.arrow_schema
-    if features is VQ:
-        columns = {
-            "image_key": pa.array([r["image_key"] for r in rows], pa.string()),
-            "codes": fixed_lists([r["codes"] for r in rows], pa.int16()),
-            "lm_ids": fixed_lists([r["lm_ids"] for r in rows], pa.int32()),
-            "tokenizer": pa.array([r["tokenizer"] for r in rows], pa.string()),
-        }
-        table = pa.Table.from_pydict(columns, schema=schema)
-    else:
-        table = pa.Table.from_pylist(rows, schema=schema)
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd", row_group_size=row_group_rows)
-    return buffer.getvalue()
+    return pa.Table.from_pydict(columns, schema=arrow_schema("vq"))
 
 
 def fixed_lists(arrays: list[np.ndarray], value_type: pa.DataType) -> pa.FixedSizeListArray:
@@ -212,27 +188,31 @@ def fixed_lists(arrays: list[np.ndarray], value_type: pa.DataType) -> pa.FixedSi
     return pa.FixedSizeListArray.from_arrays(pa.array(flat, value_type), CODES_PER_IMAGE)
 
 
-def write_shard(element, out_dir: str, fingerprint_id: str, row_group_rows: int) -> dict:
+def write_shard(element, out_dir: str, fingerprint_id: str, row_group_rows: int) -> CompletionMarker:
     """All results of one images shard -> its vq shard, its rejects, then its completion marker."""
     shard, tagged = element
-    rows = sorted((row for tag, row in tagged if tag == "row"), key=lambda r: r["image_key"])
-    rejects = sorted((row for tag, row in tagged if tag == "reject"), key=lambda r: (r["key"], r["reason"]))
+    rows: list[VqRow] = sorted((row for tag, row in tagged if tag == "row"), key=lambda r: r["image_key"])
+    rejects: list[RejectRow] = sorted(
+        (row for tag, row in tagged if tag == "reject"), key=lambda r: (r["key"], r["reason"])
+    )
     keys = [r["image_key"] for r in rows] + [r["key"] for r in rejects]
     if len(keys) != len(set(keys)):
         raise ValueError(f"images/{shard}: an image_key occurs more than once")
-    sha256 = write_rows(vq_path(out_dir, shard), VQ, rows, row_group_rows)
-    rejects_sha256 = write_rows(vq_path(out_dir, REJECT_DIR, shard), REJECTS, rejects, row_group_rows)
-    marker = {
-        "shard": shard,
-        "tokenizer": fingerprint_id,
-        "rows": len(rows),
-        "rejects": len(rejects),
-        "images_sha256": sha256_of(FileSystems.join(out_dir, "images", shard)),
-        "sha256": sha256,
-        "rejects_sha256": rejects_sha256,
-    }
-    write_bytes(marker_path(out_dir, shard), json.dumps(marker, indent=2, sort_keys=True).encode() + b"\n")
+    split = shard.split("-", 1)[0]
+    outputs = [
+        write_shard_file(out_dir, f"vq/{shard}", "vq", split, batched(rows, row_group_rows), vq_table),
+        write_shard_file(out_dir, f"vq/{REJECT_DIR}/{shard}", "rejects", split, batched(rejects, row_group_rows)),
+    ]
+    images_sha256 = sha256_of(FileSystems.join(out_dir, "images", shard))
+    marker = CompletionMarker(outputs=outputs, inputs_sha256=images_sha256, settings=shard_settings(fingerprint_id))
+    write_marker(marker_path(out_dir, shard), marker)
     return marker
+
+
+def tokenized(marker: CompletionMarker) -> tuple[int, int]:
+    """(images encoded, images rejected) of a shard, from its completion marker."""
+    vq, rejects = marker["outputs"]
+    return vq["rows"], rejects["rows"]
 
 
 # ------------------------------------------------------------------ RunInference handler
@@ -286,8 +266,9 @@ def build_graph(
     lm_ids: np.ndarray,
     fingerprint_id: str,
     image_size: int,
-    progress: Progress = Progress(None),
+    progress: Progress | None = None,
 ) -> None:
+    progress = progress or Progress(None)
     row_group_rows = settings()["row_group_rows"]
     planned = p | "Pending shards" >> beam.Create(shards)
     images = planned | "Spread shards" >> beam.Reshuffle() | "Read images" >> beam.FlatMap(read_images, out_dir)
@@ -307,7 +288,7 @@ def build_graph(
         | "Merge" >> beam.Flatten()
         | "Group shard" >> beam.GroupByKey()
         | "Write shard" >> beam.Map(write_shard, out_dir, fingerprint_id, row_group_rows)
-        | "Report progress" >> beam.Map(lambda marker: progress.add("tokenize", marker["rows"] + marker["rejects"]))
+        | "Report progress" >> beam.Map(lambda marker: progress.add("tokenize", sum(tokenized(marker))))
     )
 
 
@@ -319,7 +300,7 @@ def run_tokenize(
     beam_args: list[str] | None = None,
     precision: str | None = None,
     vocabulary: str | None = None,
-    progress: Progress = Progress(None),
+    progress: Progress | None = None,
 ) -> dict:
     """Tokenize every not-yet-complete images shard of a build output; return a summary.
 
@@ -327,7 +308,9 @@ def run_tokenize(
     Holds the output folder's lock (pipelines/output/out_lock.py) while it writes.
     """
     with locked(out_dir, "tokenize"):
-        return _run_tokenize(out_dir, model_dir, device, batch_size, beam_args, precision, vocabulary, progress)
+        return _run_tokenize(
+            out_dir, model_dir, device, batch_size, beam_args, precision, vocabulary, progress or Progress(None)
+        )
 
 
 def _run_tokenize(
@@ -349,7 +332,9 @@ def _run_tokenize(
     shards = image_shards(out_dir)
     done = completed_shards(out_dir, shards, fingerprint["id"])
     pending = [shard for shard in shards if shard not in done]
-    write_bytes(vq_path(out_dir, FINGERPRINT_FILE), json.dumps(fingerprint, indent=2, sort_keys=True).encode() + b"\n")
+    write_bytes_atomically(
+        vq_path(out_dir, FINGERPRINT_FILE), json.dumps(fingerprint, indent=2, sort_keys=True).encode() + b"\n"
+    )
     if pending:
         progress.started("tokenize")
         progress.add("tokenize", total=sum(image_rows(out_dir, shard) for shard in pending))
@@ -358,15 +343,20 @@ def _run_tokenize(
         )
         with beam.Pipeline(options=PipelineOptions(beam_args if beam_args else DEFAULT_BEAM_ARGS)) as p:
             build_graph(p, out_dir, pending, handler, mapping.ids, fingerprint["id"], config["image_size"], progress)
-    written = [read_json(marker_path(out_dir, shard)) for shard in pending]
+    counts = []
+    for shard in pending:
+        marker = read_marker(marker_path(out_dir, shard))
+        if marker is None:
+            raise RuntimeError(f"images/{shard}: tokenized without a completion marker")
+        counts.append(tokenized(marker))
     if FileSystems.exists(FileSystems.join(out_dir, Manifest.FILE)):  # a build's output: list vq/ in its manifest
         record_vq_outputs(out_dir)
     return {
         "tokenizer": fingerprint["id"],
         "skipped": done,
-        "written": written,
-        "images": sum(marker["rows"] for marker in written),
-        "rejects": sum(marker["rejects"] for marker in written),
+        "written": pending,
+        "images": sum(encoded for encoded, _ in counts),
+        "rejects": sum(rejected for _, rejected in counts),
     }
 
 
@@ -434,7 +424,7 @@ def tokenize_command(
             )
     except OutputLocked as in_use:
         click.echo(f"tokenize: {in_use}", err=True)
-        raise SystemExit(2)
+        raise SystemExit(2) from None
     click.echo(
         f"tokenizer {summary['tokenizer']}: {summary['images']} images encoded, "
         f"{summary['rejects']} rejected, {len(summary['written'])} shards written, "

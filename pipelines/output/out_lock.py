@@ -254,7 +254,7 @@ def remove_orphan_shards(out_dir: str, manifest: dict) -> list[str]:
     removed = []
     for marker in io.glob(io.join(work_dir(out_dir), "images", "*.json")):
         try:
-            shard = json.loads(io.read_bytes(marker))["shard"]["path"]
+            shard = json.loads(io.read_bytes(marker))["outputs"][0]["path"]
         except (ValueError, KeyError, TypeError):
             continue
         if shard not in listed and io.exists(io.join(out_dir, shard)):
