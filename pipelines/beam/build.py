@@ -34,6 +34,7 @@ from pipelines.output.manifest import Manifest, input_fingerprints
 from pipelines.output.out_lock import clear_previous_build, locked, remove_orphan_shards
 from schemas.config import BuildConfig
 from schemas.records import Reject
+from schemas.rows import reject_row
 from transforms import io
 from transforms.sources import read_plans
 from transforms.sources.plan import ReadPlan
@@ -133,7 +134,7 @@ def build_graph(
     written_rows = tasks.fragments | "Write" >> WriteFragments(out_dir, config.rows_per_shard.model_dump(), progress)
     written_rejects = (
         all_rejects
-        | "Reject rows" >> beam.Map(lambda r: prepare("rejects", "rejects", r.model_dump()))
+        | "Reject rows" >> beam.Map(lambda r: prepare("rejects", "rejects", reject_row(r)))
         | "Write rejects" >> WriteTables(out_dir, config.rows_per_shard.model_dump())
     )
     shards = (written_rows, written_rejects, per_image.shards) | "All shards" >> beam.Flatten()
