@@ -25,36 +25,44 @@ from pipelines.output.paths import BUILD_OUTPUT, LOCAL_FOLDER, is_uri  # noqa: E
 console = Console()
 
 
-class LazyGroup(click.Group):
-    """A command group whose ``lazy`` commands ({name: "module:attribute"}) are imported when used:
-    the tokenizer's module brings torch (~1.5 s), which ``build`` and the others never need."""
+COMMANDS = {
+    "synth": f"{__name__}:synth",
+    "build": f"{__name__}:build",
+    "card": f"{__name__}:card",
+    "preview": f"{__name__}:preview",
+    "verify": f"{__name__}:verify",
+    "audit": f"{__name__}:audit",
+    "publish": f"{__name__}:publish",
+    "tokenize": "pipelines.beam.tokenize:tokenize_command",
+    "tokenizer": "pipelines.beam.tokenize:tokenizer_group",
+    "export": "pipelines.training.export:export_command",
+    "chexmix-lengths": "pipelines.training.export_chexmix:lengths_command",
+    "recipe": "pipelines.tools.recipe:recipe_command",
+    "hydrate": "pipelines.tools.hydrate:hydrate_command",
+}
+"""Every command of ``cxr-instruct``: its name -> ``module:attribute`` of its click command. A command's
+module is imported only when the command runs or ``--help`` lists it: the tokenizer's module brings torch
+(~1.5 s), which ``build`` and the others never need. The commands defined below are named through
+``__name__``, so ``python -m pipelines.cli`` finds them in the running module, not in a second copy."""
 
-    def __init__(self, *args, lazy: dict[str, str], **kwargs):
-        super().__init__(*args, **kwargs)
-        self.lazy = lazy
+
+class LazyGroup(click.Group):
+    """A command group whose commands are :data:`COMMANDS`, each imported when it is used."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), *self.lazy])
+        return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name in self.lazy:
-            module, attribute = self.lazy[name].split(":")
-            return getattr(importlib.import_module(module), attribute)
-        return super().get_command(ctx, name)
+        if name not in COMMANDS:
+            return None
+        module, attribute = COMMANDS[name].split(":")
+        command = getattr(importlib.import_module(module), attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{COMMANDS[name]} is not a click command")
+        return command
 
 
-@click.group(
-    cls=LazyGroup,
-    lazy={
-        "tokenize": "pipelines.beam.tokenize:tokenize_command",
-        "tokenizer": "pipelines.beam.tokenize:tokenizer_group",
-        "export": "pipelines.training.export:export_command",
-        "chexmix-lengths": "pipelines.training.export_chexmix:lengths_command",
-        "recipe": "pipelines.tools.recipe:recipe_command",
-        "hydrate": "pipelines.tools.hydrate:hydrate_command",
-    },
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "-v",
     "--verbose",
@@ -70,7 +78,7 @@ def main(ctx: click.Context, verbose: bool) -> None:
     )
 
 
-@main.command()
+@click.command()
 @click.option(
     "--out",
     "out",
@@ -101,7 +109,7 @@ def synth(out: Path, studies: int, seed: int, faults: bool) -> None:
     console.print(f"synthetic corpus: {out}  (config: {out / 'build.yaml'}){planted}")
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--config", "config_path", required=True, help="The build's config file (build.yaml).")
 @click.option("--out", "out", required=True, help="Output folder (local path or gs:// URI).")
 @click.option(
@@ -319,7 +327,7 @@ def print_summary(record: dict) -> None:
     )
 
 
-@main.command()
+@click.command()
 @click.argument("out", type=BUILD_OUTPUT)
 def card(out: str) -> None:
     """Write the dataset card OUT/README.md (Hub configs, licences, statistics, plots in OUT/card/).
@@ -332,7 +340,7 @@ def card(out: str) -> None:
     console.print(f"dataset card: {path}")
 
 
-@main.command()
+@click.command()
 @click.argument("out", type=BUILD_OUTPUT)
 @click.option(
     "--dest",
@@ -372,7 +380,7 @@ def preview(out: str, dest: Path | None, rows: int, rejects: int) -> None:
     )
 
 
-@main.command()
+@click.command()
 @click.argument("out", type=BUILD_OUTPUT)
 def verify(out: str) -> None:
     """Re-check OUT (a local folder or gs:// URI) against manifest.json: checksums, row counts,
@@ -389,7 +397,7 @@ def verify(out: str) -> None:
     console.print(f"{out}: every output matches manifest.json")
 
 
-@main.command()
+@click.command()
 @click.argument("out", type=BUILD_OUTPUT)
 def audit(out: str) -> None:
     """Re-check every instruction row against its images' annotations; writes OUT/audit.json (OUT a local
@@ -420,7 +428,7 @@ def audit(out: str) -> None:
         sys.exit(1)
 
 
-@main.command()
+@click.command()
 @click.argument("out", type=BUILD_OUTPUT)
 @click.option("--repo", "repo_id", required=True, help="Hub dataset repository, user/name.")
 @click.option(
