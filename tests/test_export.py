@@ -23,7 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipelines.output.manifest import pools_without_rows
-from pipelines.training import export as export_module
+from pipelines.training import export_json
 from pipelines.training.export import JSON_FORMATS, CoordinateOptions, export, export_command
 from pipelines.training.export_source import Mixture
 from pipelines.training.loader import MixtureStream
@@ -347,7 +347,7 @@ def test_a_failed_export_leaves_the_previous_one_whole(build_out, tmp_path, monk
     def broken(*args, **kwargs):
         raise ExportError("disk full")
 
-    monkeypatch.setattr(export_module, "copy_images", broken)
+    monkeypatch.setattr(export_json, "copy_images", broken)
     with pytest.raises(ExportError, match="disk full"):
         export(build_out, "m4cxr", "llava", dest, coordinates=CoordinateOptions("bins1000"))
     assert file_digests(dest) == before
@@ -398,7 +398,7 @@ def test_what_a_killed_export_left_is_cleaned_or_put_back(build_out, tmp_path, m
     (tmp_path / ".run[1].partial-dead").mkdir()  # staged by a killed export
     (tmp_path / ".run1.partial-live").mkdir()  # another DEST's, matched by a careless glob of "run[1]"
     dest.rename(tmp_path / ".run[1].previous")  # killed between moving the old export aside and renaming
-    monkeypatch.setattr(export_module, "copy_images", lambda *a, **k: (_ for _ in ()).throw(ExportError("stop")))
+    monkeypatch.setattr(export_json, "copy_images", lambda *a, **k: (_ for _ in ()).throw(ExportError("stop")))
     with pytest.raises(ExportError, match="stop"):
         export(build_out, "m4cxr", "llava", dest, splits=("test",))
     assert file_digests(dest) == before  # the previous export is back

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import glob
+import hashlib
 import json
 import shutil
 import tempfile
@@ -69,6 +70,26 @@ def iter_rows(shard: str) -> Iterator[dict]:
         parquet = pq.ParquetFile(handle)
         for group in range(parquet.num_row_groups):
             yield from parquet.read_row_group(group).to_pylist()
+
+
+def build_manifest(out: str | Path) -> dict:
+    """The build's ``manifest.json``."""
+    path = io.join(str(out), "manifest.json")
+    if not io.exists(path):
+        raise ExportError(f"{out} has no manifest.json: not a finished build")
+    with io.open_text(path) as handle:
+        return json.load(handle)
+
+
+def build_identity(manifest: dict) -> dict:
+    """What ``export.json`` records of the build it read: the tool version that made it and a sha256 over
+    its output shards' paths and checksums (the same for the same build wherever it is stored)."""
+    outputs = sorted(manifest["outputs"], key=lambda entry: entry["path"])
+    listing = "\n".join(f"{entry['path']}\t{entry['sha256']}" for entry in outputs)
+    return {
+        "tool_version": manifest.get("versions", {}).get("cxr-instruct"),
+        "outputs_sha256": hashlib.sha256(listing.encode("utf-8")).hexdigest(),
+    }
 
 
 def profile_settings(out: str | Path, profile: str) -> dict:
