@@ -30,9 +30,10 @@ import hashlib
 import math
 import pickle
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -244,7 +245,7 @@ class ProcessImageShard(beam.DoFn):
         translation: TranslationConfig | None = None,
     ):
         self.out_dir = out_dir
-        self.settings = {
+        self.settings: dict[str, Any] = {
             "image_size": image_size,
             "max_vertices": max_vertices,
             "png_compression": png_compression,
@@ -323,7 +324,8 @@ class ProcessImageShard(beam.DoFn):
         result = ShardResult()
         translations = self._translations(units)
 
-        def image_rows():  # one row group at a time; the shard's other outputs collect in ``result``
+        def image_rows() -> Iterator[list[ImageRow]]:
+            """One row group at a time; the shard's other outputs collect in ``result``."""
             batch: list[ImageRow] = []
             for unit in units:
                 row, part = run_unit(
