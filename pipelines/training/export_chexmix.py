@@ -321,7 +321,7 @@ class LengthStats:
 
     COUNTS = ("rows", "fits", "shortened", "dropped", "written")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.tasks: dict[str, TaskLengths] = {}
         self.splits: dict[str, dict[str, int]] = {}
 
