@@ -204,5 +204,9 @@ def _known_keys(location: list[str]) -> list[str]:
         return list(BuildConfig.model_fields)
     if location[0] == "sources" and len(location) == 2:
         return list(SourceConfig.model_fields)
-    nested = {"rows_per_shard": ShardingConfig, "tokenizer": TokenizerConfig, "translation": TranslationConfig}
+    nested: dict[str, type[BaseModel]] = {
+        "rows_per_shard": ShardingConfig,
+        "tokenizer": TokenizerConfig,
+        "translation": TranslationConfig,
+    }
     return list(nested[location[0]].model_fields) if len(location) == 1 and location[0] in nested else []

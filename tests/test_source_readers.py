@@ -12,7 +12,7 @@ from transforms.sources import SourceReader, reader
 def test_every_reader_module_is_a_source_reader(name):
     module = reader(name)
     assert isinstance(module, SourceReader)
-    assert module.NAME == name
+    assert name == module.NAME
     for method in ("plan", "read"):
         wanted = inspect.signature(getattr(SourceReader, method))
         wanted = wanted.replace(parameters=list(wanted.parameters.values())[1:])  # without self

@@ -19,9 +19,11 @@ from schemas.records import Box, Finding, RawLabel
 from transforms.labeler import NO_FINDING, label_report  # noqa: F401 (label_report: the labeler, by its usual name)
 
 LABELS_MANIFEST = "labels.yaml"
-_STRENGTH = {0: 0, -1: 1, 1: 2}
+Vote = Literal[1, 0, -1]
+"""A stated presence: present, absent, uncertain (None, not annotated, is no vote)."""
+_STRENGTH: dict[Vote, int] = {0: 0, -1: 1, 1: 2}
 """CheXpert's aggregation of several mentions of one category: 1 beats -1 beats 0."""
-_RAW_VALUES = {1.0: 1, 0.0: 0, -1.0: -1}
+_RAW_VALUES: dict[float, Vote] = {1.0: 1, 0.0: 0, -1.0: -1}
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,7 @@ def label_rules() -> LabelRules:
 TAXONOMY: tuple[str, ...] = label_rules().taxonomy
 
 
-def _presence(label: RawLabel) -> int | None:
+def _presence(label: RawLabel) -> Vote | None:
     if label.value is None:
         return None
     if label.value not in _RAW_VALUES:
@@ -168,26 +170,26 @@ def _raw_text(label: RawLabel) -> str:
     return f"{text}@{label.reader}" if label.reader else text
 
 
-def _implied(raw: int, implied: int) -> int | None:
+def _implied(raw: Vote, implied: int) -> Vote | None:
     """A raw value passed through a map entry: an implied -1 turns 1/-1 into -1; its raw 0 says nothing."""
     if implied == 1:
         return raw
     return None if raw == 0 else -1
 
 
-def _strongest(values: Iterable[int]) -> int:
+def _strongest(values: Iterable[Vote]) -> Vote:
     return max(values, key=_STRENGTH.__getitem__)
 
 
-def _majority(values: Sequence[int]) -> int:
+def _majority(values: Sequence[Vote]) -> Vote:
     """The value given by more than half of the readers; -1 (uncertain) for a split vote."""
     value, count = Counter(values).most_common(1)[0]
     return value if 2 * count > len(values) else -1
 
 
-def _reader_opinion(rules: SystemRules, labels: Sequence[RawLabel]) -> tuple[dict[str, int], dict[str, list[str]]]:
+def _reader_opinion(rules: SystemRules, labels: Sequence[RawLabel]) -> tuple[dict[str, Vote], dict[str, list[str]]]:
     """One reader's value per category, and the raw labels behind each value."""
-    values: dict[str, int] = {}
+    values: dict[str, Vote] = {}
     sources: dict[str, list[str]] = defaultdict(list)
     for label in labels:
         raw = _presence(label)
@@ -207,7 +209,7 @@ def _reader_opinion(rules: SystemRules, labels: Sequence[RawLabel]) -> tuple[dic
 
 def _system_opinion(
     rules: SystemRules, labels: Sequence[RawLabel], exempt: frozenset[str]
-) -> dict[str, tuple[int, list[str]]]:
+) -> dict[str, tuple[Vote, list[str]]]:
     """Category -> (value, raw labels) for one system, readers aggregated per the manifest."""
     by_reader: dict[str | None, list[RawLabel]] = defaultdict(list)
     for label in labels:
@@ -215,14 +217,17 @@ def _system_opinion(
     if rules.consensus_reader is not None and rules.consensus_reader in by_reader:
         by_reader = {rules.consensus_reader: by_reader[rules.consensus_reader]}
     opinions = [_reader_opinion(rules, reader_labels) for reader_labels in by_reader.values()]
-    result: dict[str, tuple[int, list[str]]] = {}
+    result: dict[str, tuple[Vote, list[str]]] = {}
     for target in {target for values, _ in opinions for target in values}:
         votes = [values[target] for values, _ in opinions if target in values]
         raw = sorted(text for _, sources in opinions for text in sources.get(target, ()))
         result[target] = (_majority(votes), raw)
-    if rules.no_finding == "exclusive" and result.get(NO_FINDING, (None,))[0] == 1:
-        if any(value in (1, -1) for target, (value, _) in result.items() if target not in exempt | {NO_FINDING}):
-            result[NO_FINDING] = (0, result[NO_FINDING][1])
+    if (
+        rules.no_finding == "exclusive"
+        and result.get(NO_FINDING, (None,))[0] == 1
+        and any(value in (1, -1) for target, (value, _) in result.items() if target not in exempt | {NO_FINDING})
+    ):
+        result[NO_FINDING] = (0, result[NO_FINDING][1])
     return result
 
 
@@ -261,7 +266,7 @@ def harmonize(raw_labels: Sequence[RawLabel], system_priority: Sequence[str] | N
         if label.system in rules.systems:
             by_system[label.system].append(label)
     labelled = [system for system, labels in by_system.items() if any(label.value is not None for label in labels)]
-    combined: dict[str, list[tuple[str, int, list[str]]]] = defaultdict(list)
+    combined: dict[str, list[tuple[str, Vote, list[str]]]] = defaultdict(list)
     for system in _used_systems(labelled, rules, system_priority):
         opinion = _system_opinion(rules.systems[system], by_system[system], rules.exempt_from_no_finding)
         for target, (value, raw) in opinion.items():

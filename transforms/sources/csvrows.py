@@ -30,7 +30,7 @@ CORRUPT = (EOFError, zlib.error, gzip.BadGzipFile)
 _decode_errors = [0]  # how often the handler ran: rows are searched for surrogates only after it did
 
 
-def _escape_and_count(error: UnicodeDecodeError):
+def _escape_and_count(error: UnicodeError) -> tuple[str | bytes, int]:
     _decode_errors[0] += 1
     return codecs.lookup_error("surrogateescape")(error)
 

@@ -38,11 +38,12 @@ import re
 from collections.abc import Collection, Iterator
 from datetime import date, datetime, time
 from functools import partial
-from typing import NamedTuple
+from typing import Literal, NamedTuple, cast
 
 from schemas.records import (
     IMAGE_SOURCES,
     ImageRef,
+    OfficialSplit,
     RawLabel,
     ReaderOutput,
     Reject,
@@ -69,7 +70,7 @@ LABEL_FILES = {
 
 METADATA_COLUMNS = ("dicom_id", "subject_id", "study_id", "ViewPosition", "Rows", "Columns", "StudyDate", "StudyTime")
 SPLIT_COLUMNS = ("dicom_id", "split")
-IMAGE_FORMATS = {".dcm": "dicom", ".dcm.gz": "dicom", ".jpg": "jpeg"}
+IMAGE_FORMATS: dict[str, Literal["dicom", "jpeg"]] = {".dcm": "dicom", ".dcm.gz": "dicom", ".jpg": "jpeg"}
 """Image file extension -> format; ``.dcm.gz`` (gzipped DICOM, an older published layout) is
 decompressed when the image stage reads it (``io.read_image_bytes``)."""
 IMAGE_PREFERENCE = (".dcm", ".dcm.gz", ".jpg")
@@ -230,13 +231,13 @@ class _Candidate(NamedTuple):
 
     dicom_id: str
     uri: str
-    format: str
+    format: Literal["dicom", "jpeg"]
     subject_id: str
     view: str
     height: int | None
     width: int | None
     when: str | None
-    split: str
+    split: OfficialSplit  # checked against OFFICIAL_SPLITS
     duplicates: tuple[str, ...]  # other files of this dicom_id (filtered after the record)
 
 
@@ -364,7 +365,16 @@ class MimicPlan(ReadPlan):
             (_, metadata_row), _ = items["metadata"][0]
             return reject("bad-metadata-value", f"{relative_path}: {self.metadata.name} row {metadata_row}: {error}")
         return study_id, _Candidate(
-            dicom_id, path, IMAGE_FORMATS[f".{extension}"], subject_id, view, height, width, when, split_value, ()
+            dicom_id,
+            path,
+            IMAGE_FORMATS[f".{extension}"],
+            subject_id,
+            view,
+            height,
+            width,
+            when,
+            cast(OfficialSplit, split_value),
+            (),
         )
 
     def _duplicates(self, dicom_id: str, chosen: str, duplicates: Collection[str]) -> Iterator[Reject]:
@@ -401,7 +411,7 @@ class MimicPlan(ReadPlan):
             elif values is not None:
                 labels.append((label_file.system, dict(zip(label_file.labels, values))))
         reports: dict[str, tuple[Report | None, tuple[str, str] | None]] = {}
-        for candidate in items["candidate"]:
+        for candidate in cast(list[_Candidate], items["candidate"]):  # as _join_image keyed them
             key = f"{NAME}/{candidate.dicom_id}"
             subject_id = candidate.subject_id
             report_path = f"files/p{subject_id[:2]}/p{subject_id}/s{study_id}.txt"

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Iterator
+from typing import Final
 
 from schemas.records import IMAGE_SOURCES, AnnotationRecord, NativeQuestion, ReaderOutput, Reject
 from transforms import io
 from transforms.sources.plan import Keyed, Listing, ReadPlan, read_reject, run_serially
 
 NAME = "mimic_cxr_vqa"
-DATASET = "mimic-cxr-vqa"
+DATASET: Final = "mimic-cxr-vqa"
 TARGET_SOURCE = "mimic"
 SPLIT_FILES = ("train", "valid", "test")
 """The answered files, ``dataset/<name>.json``, in the order their questions are kept."""

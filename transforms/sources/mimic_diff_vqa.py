@@ -26,6 +26,7 @@ cells, ids that are not integers, an unknown question type or split, an empty qu
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator
+from typing import Final
 
 from schemas.records import IMAGE_SOURCES, AnnotationRecord, NativeQuestion, ReaderOutput, Reject
 from transforms import io
@@ -33,7 +34,7 @@ from transforms.sources import csvrows
 from transforms.sources.plan import Keyed, ReadPlan, Row, Table, read_reject, run_serially
 
 NAME = "mimic_diff_vqa"
-DATASET = "mimic-diff-vqa"
+DATASET: Final = "mimic-diff-vqa"
 TARGET_SOURCE = "mimic"
 QUESTIONS_FILE = "mimic_pair_questions"
 STUDIES_FILE = "mimic_all"

@@ -84,10 +84,10 @@ class ReadPlan:
     tables: tuple[Table, ...] = ()
     rounds: tuple[frozenset[str], ...] = ()
 
-    def key_file(self, tag: str, path: str) -> Iterable[Keyed | Reject]:
+    def key_file(self, tag: str, path: str) -> Iterable[Keyed | ReaderOutput]:
         raise NotImplementedError
 
-    def key_row(self, tag: str, row: Row) -> Iterable[Keyed | Reject]:
+    def key_row(self, tag: str, row: Row) -> Iterable[Keyed | ReaderOutput]:
         raise NotImplementedError
 
     def join(self, key: str, items: dict[str, list[tuple]]) -> Iterable[ReaderOutput | Keyed]:

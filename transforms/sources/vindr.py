@@ -34,9 +34,9 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
-from schemas.records import IMAGE_SOURCES, Box, ImageRef, RawLabel, ReaderOutput, Reject, SourceRecord
+from schemas.records import IMAGE_SOURCES, Box, ImageRef, OfficialSplit, RawLabel, ReaderOutput, Reject, SourceRecord
 from transforms import io
 from transforms.sources import csvrows, dicomheader
 from transforms.sources.plan import HEX, Keyed, Listing, ReadPlan, Row, Table, read_reject, run_serially
@@ -282,7 +282,7 @@ def image_output(
         height, width, _ = dicomheader.read_fields(uri)
     except ValueError as error:
         return read_reject(NAME, f"{NAME}/{image_id}", "unreadable-dicom-header", f"{io.relative(uri, root)}: {error}")
-    provenance = {"layout": layout.name}
+    provenance: dict[str, str] = {"layout": layout.name}
     if not annotation_rows and not label_rows:
         provenance["labels"] = "missing"
     return SourceRecord(
@@ -293,7 +293,7 @@ def image_output(
             uri=uri,
             format="dicom",
             view="PA",
-            official_split=split,
+            official_split=cast(OfficialSplit, split),  # a VinDr folder: train or test
             expected_height=height,
             expected_width=width,
         ),

@@ -18,6 +18,8 @@ Findings read through :func:`transforms.tasks.finding_phrase` ("Pleural Other" -
 
 from __future__ import annotations
 
+from typing import Any
+
 from transforms.hashing import seeded_rng
 from transforms.labels import NO_FINDING
 from transforms.tasks import Profile, Task, finding_phrase, instruction_row
@@ -57,7 +59,7 @@ def generate(row: dict, profile: Profile, seed: int) -> list[dict]:
     rng = seeded_rng(seed, profile.name, TASK, templates.version, row["image_key"])
     candidates = sorted(positives + negatives, key=_taxonomy_order(row))
     target = {"candidates": candidates, "positives": positives, "negatives": negatives}
-    common = dict(profile=profile.name, task=TASK, row=row)
+    common: dict[str, Any] = {"profile": profile.name, "task": TASK, "row": row}
     rows = []
     if "open" in templates.kinds and complete:
         template = templates.pick("open", rng)

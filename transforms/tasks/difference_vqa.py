@@ -42,11 +42,13 @@ The target records the family, both images with their studies and times, the inp
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 import manifests
 from schemas.records import Reject
@@ -119,17 +121,18 @@ class Statements:
             phrase_findings[(region, phrase)] |= present
             unnamed_abnormal |= CONFIG["abnormal_flag"] in attributes and not present
         comparisons = []
-        for region, names, previous, phrase in relations:
+        for related_region, names, previous, related_phrase in relations:
             for name in names:
                 parsed = parse_attribute(name)
                 if (
                     parsed is not None
                     and parsed[:2] == ("comparison", True)
                     and parsed[2] in RELATIONS
-                    and region in REGIONS
+                    and related_region is not None
+                    and related_region in REGIONS
                     and previous is not None
                 ):
-                    comparisons.append((region, parsed[2], study_of(previous), phrase))
+                    comparisons.append((related_region, parsed[2], study_of(previous), related_phrase))
         return cls(
             study_id,
             stated,
@@ -145,7 +148,7 @@ class Statements:
             side
             for (region, name), value in self.stated.items()
             if name == finding and value == present
-            for side in ((REGIONS[region].laterality,) if REGIONS[region].laterality else BOTH_SIDES)
+            for side in region_sides(region)
         )
 
     def status(self, finding: str) -> bool | None:
@@ -198,6 +201,12 @@ def comparisons(reference: Statements, main: Statements) -> list[tuple[str, str,
     ]
 
 
+def region_sides(region: str) -> Iterable[str]:
+    """The side a region lies on; both for a region without one."""
+    laterality = REGIONS[region].laterality
+    return (laterality,) if laterality else BOTH_SIDES
+
+
 def region_changes(reference: Statements, main: Statements) -> dict[str, bool]:
     """Region -> True (changed) / False (a "no change" relation and no sign of change)."""
     changed = {region for region, relation, _ in comparisons(reference, main) if relation in CHANGED}
@@ -215,7 +224,7 @@ def finding_changes(reference: Statements, main: Statements) -> dict[tuple[str, 
     present; a (region, finding) given different relations is left out."""
     found: dict[tuple[str, str], set[str]] = defaultdict(set)
     for region, relation, phrase in comparisons(reference, main):
-        named = main.phrase_findings.get((region, phrase), frozenset())
+        named = main.phrase_findings.get((region, phrase), frozenset()) if phrase is not None else frozenset()
         if len(named) == 1:
             found[(region, next(iter(named)))].add(relation)
     return {key: relations.pop() for key, relations in sorted(found.items()) if len(relations) == 1}
@@ -257,7 +266,7 @@ def _closed(rng, family: str, options: list[dict], reference: Statements, main: 
 def questions(reference: Statements, main: Statements, rng_for) -> list[tuple[str, dict, bool | list[str]]]:
     """(family, inputs, answer): at most one per family, in :data:`FAMILIES` order; ``rng_for(family)``
     gives each family its own seeded generator."""
-    asked = [
+    asked: list[tuple[str, dict, bool | list[str]]] = [
         (family, {}, answer)
         for family in ("new_findings", "resolved_findings")
         if (answer := run(family, {}, reference, main)) is not None
@@ -320,7 +329,7 @@ def pairs(patient: list[list[dict]]) -> list[tuple[dict, dict]]:
     ``study_datetime``); studies at the same time make no pair."""
     studies = in_time_order(patient)
     found = []
-    for before, after in zip(studies, studies[1:]):
+    for before, after in itertools.pairwise(studies):
         reference, main = shown_image(before), shown_image(after)
         if reference and main and not same_time(reference["study_datetime"], main["study_datetime"]):
             found.append((reference, main))
@@ -401,7 +410,7 @@ def generate(patient: list[list[dict]], profile: Profile, seed: int) -> list[dic
     templates = load_template_set(profile.tasks[TASK].template_set)
     (prompt,) = templates.kinds["prompt"]
     studies = {row["image_key"]: row["study_id"] for study in patient for row in study}
-    result = []
+    result: list[dict | Reject] = []
     for reference_row, main_row in pairs(patient):
         if not earlier(reference_row["study_datetime"], main_row["study_datetime"]):  # text order is not time order
             raise ValueError(
@@ -411,10 +420,8 @@ def generate(patient: list[list[dict]], profile: Profile, seed: int) -> list[dic
             Statements.of(row["study_id"], scene_phrases(row), relationships(row), studies.get)
             for row in (reference_row, main_row)
         )
-
-        def rng_for(family: str):
-            return seeded_rng(seed, profile.name, TASK, templates.version, main_row["image_key"], family)
-
+        # rng_for(family): the seeded generator of one question family on this main image
+        rng_for = partial(seeded_rng, seed, profile.name, TASK, templates.version, main_row["image_key"])
         for family, inputs, answer in questions(reference, main, rng_for):
             template = templates.pick(family, rng_for(f"{family}-template"))
             target = {

@@ -120,7 +120,7 @@ def absent_labels(row: dict) -> list[str]:
     return absent
 
 
-def location_phrase(mentions: list[dict], finding: str) -> str | None:
+def location_phrase(mentions: list[dict] | None, finding: str) -> str | None:
     """Where the image's own first positive mention of ``finding`` with a side or zone puts it
     ("in the lower left lung"); None when no mention says."""
     location = CONFIG["location"]

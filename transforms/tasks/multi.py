@@ -23,6 +23,7 @@ a group whose text and labels disagree gets no row.
 
 from __future__ import annotations
 
+import itertools
 import json
 
 from transforms.hashing import seeded_rng
@@ -138,7 +139,7 @@ def generate_multi_image(study: list[dict], profile: Profile, seed: int) -> list
 def generate_multi_study(patient: list[list[dict]], profile: Profile, seed: int) -> list[dict]:
     studies = in_time_order(patient)
     result = []
-    for prior, current in zip(studies, studies[1:]):
+    for prior, current in itertools.pairwise(studies):
         prior_rows, current_rows = study_images(prior), study_images(current)
         prior_text, current_text = findings_text(prior_rows[0]), findings_text(current_rows[0])
         if not (prior_text and current_text and is_frontal(current_rows[0]["view"])):

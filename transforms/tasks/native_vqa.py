@@ -20,6 +20,8 @@ split and question type, and the answers as written. A question is only ever in 
 
 from __future__ import annotations
 
+from typing import Literal
+
 from schemas.records import Reject
 from transforms.tasks import Profile, Task, instruction_row
 from transforms.templates import load_template_set, render
@@ -71,7 +73,9 @@ def target(question: dict) -> dict:
     }
 
 
-def reject(row: dict, task: str, reason: str, question: dict, why: str, kind: str = "rejected") -> Reject:
+def reject(
+    row: dict, task: str, reason: str, question: dict, why: str, kind: Literal["rejected", "filtered"] = "rejected"
+) -> Reject:
     """A question ``task`` cannot ask, counted under its dataset's source."""
     return Reject(
         key=row["image_key"],

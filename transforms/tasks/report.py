@@ -160,7 +160,9 @@ def generate_report(row: dict, profile: Profile, seed: int) -> list[dict]:
 
 def generate_report_with_attributes(row: dict, profile: Profile, seed: int) -> list[dict]:
     target = single_image_target(row)
-    attributes = target_attribute_prompt(row, target["text"]) if target and row["attribute_prompt"] else ""
+    if not target or not row["attribute_prompt"]:
+        return []
+    attributes = target_attribute_prompt(row, target["text"])
     if not attributes:
         return []
     templates = load_template_set(profile.tasks[WITH_ATTRIBUTES].template_set)

@@ -12,7 +12,7 @@ the canonical unit rings as stored in the annotation row, and the start vertex c
 from __future__ import annotations
 
 import manifests
-from transforms.geometry import render_polygon
+from transforms.geometry import UnitRing, render_polygon
 from transforms.hashing import seeded_rng
 from transforms.tasks import Profile, Task, instruction_row
 from transforms.templates import load_template_set, render
@@ -21,7 +21,7 @@ TASK = "segmentation"
 CONFIG = manifests.load("grounding.yaml")["segmentation"]
 
 
-def structure_rings(row: dict, parts: list[dict]) -> list[list[list[float]]] | None:
+def structure_rings(row: dict, parts: list[dict]) -> list[UnitRing] | None:
     """The unit rings of a structure's parts in part order, or None when a part is missing."""
     by_part = {(p["label"], p["origin"]): p["rings_unit"] for p in row["polygons"]}
     if any((part["label"], part["origin"]) not in by_part for part in parts):

@@ -92,7 +92,9 @@ def generate_report(row: dict, profile: Profile, seed: int) -> list[dict]:
 
 def generate_report_regions(row: dict, profile: Profile, seed: int) -> list[dict]:
     target = _target(row)
-    regions = region_boxes(row) if target else []
+    if not target:
+        return []
+    regions = region_boxes(row)
     if not regions:
         return []
     text = "; ".join(f"{r['label']}: {render_box(r['unit'], profile.coordinates)}" for r in regions)

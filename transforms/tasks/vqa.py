@@ -32,6 +32,7 @@ import json
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import manifests
 from schemas.records import Reject
@@ -158,7 +159,7 @@ def _claims(family: str, inputs: dict, scene: Scene) -> list[Claim]:
         return [(r, attribute, True) for r in scene.present(attribute)]
     if family == "image_abnormalities":
         return [(None, a, True) for a in sorted({a for names in scene.present().values() for a in names})]
-    names = scene.present().get(region, [])
+    names = scene.present().get(region, []) if region is not None else []
     if family == "region_category":
         names = [a for a in names if scene.categories[a] == inputs["category"]]
     elif family != "region_abnormalities":
@@ -189,11 +190,16 @@ def run(family: str, inputs: dict, scene: Scene) -> tuple[bool | int | str | lis
     return answer_from_claims(family, claims), claims
 
 
+def answered(family: str, inputs: dict, scene: Scene) -> tuple[bool | int | str | list[str], list[Claim]]:
+    """:func:`run` on inputs that :func:`_inputs` offered: the scene graph states everything they rest on."""
+    return cast(tuple[bool | int | str | list[str], list[Claim]], run(family, inputs, scene))
+
+
 def named_regions(family: str, inputs: dict, answer: object) -> list[str]:
     """The regions a row names, in its question or its answer."""
     named = [inputs["region"]] if "region" in inputs else list(inputs.get("regions", ()))
     if family == "attribute_regions":
-        named += list(answer)
+        named += cast(list[str], answer)  # the regions that state the attribute
     return named
 
 
@@ -225,9 +231,11 @@ def answer_text(templates: TemplateSet, family: str, answer: bool | int | str | 
     elif answer_type == "count":
         text = answers["count"].format(count=answer)
     elif answer_type == "open":
-        text = answers["list"].format(items=answers["separator"].join(phrase(item) for item in answer))
+        items = cast(list[str], answer)
+        text = answers["list"].format(items=answers["separator"].join(phrase(item) for item in items))
     else:
-        text = answers[answer] if answer in ("both", "neither") else answers["one"].format(item=phrase(answer))
+        item = cast(str, answer)  # one of the two inputs, "both" or "neither"
+        text = answers[item] if item in ("both", "neither") else answers["one"].format(item=phrase(item))
     return text[:1].upper() + text[1:]
 
 
@@ -261,7 +269,7 @@ def _inputs(family: str, scene: Scene, frontal: bool) -> list[dict]:
             for a in sorted(scene.categories)
             if scene.present(a) and all(nameable(r, frontal) for r in scene.present(a))
         ]
-    stated = {}  # attribute -> nameable regions stating it
+    stated: dict[str, list[str]] = {}  # attribute -> nameable regions stating it
     for r, a in sorted(scene.attributes):
         if nameable(r, frontal):
             stated.setdefault(a, []).append(r)
@@ -305,10 +313,10 @@ def _chosen(family: str, candidates: list[dict], scene: Scene, rng: random.Rando
             ]
         return [(inputs, None) for inputs in picked]
     remaining = list(candidates)
-    chosen = []
+    chosen: list[tuple[dict, str | None]] = []
     while remaining and len(chosen) < limit:
         wanted = "yes" if rng.random() < CONFIG["yes_share"] else "no"
-        matching = [c for c in remaining if run(family, c, scene)[0] == (wanted == "yes")] or remaining
+        matching = [c for c in remaining if answered(family, c, scene)[0] == (wanted == "yes")] or remaining
         inputs = matching[rng.randrange(len(matching))]
         remaining.remove(inputs)
         chosen.append((inputs, wanted))
@@ -327,10 +335,10 @@ def generate(row: dict, profile: Profile, seed: int) -> list[dict | Reject]:
     templates = load_template_set(profile.tasks[TASK].template_set)
     rng = seeded_rng(seed, profile.name, TASK, templates.version, CONFIG["version"], row["image_key"])
     frontal = is_frontal(row["view"])
-    rows = []
+    rows: list[dict | Reject] = []
     for family, spec in FAMILIES.items():
         for inputs, wanted in _chosen(family, _inputs(family, scene, frontal), scene, rng):
-            answer, claims = run(family, inputs, scene)
+            answer, claims = answered(family, inputs, scene)
             target = {
                 "origin": ORIGIN,
                 "family": family,
