@@ -25,6 +25,7 @@ so the result does not depend on the input order.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -163,7 +164,11 @@ def fuse_readers(
             x1, y1, x2, y2 = (float(v) for v in _corners(cluster).mean(axis=0))
             box = Box(label=label, x1=x1, y1=y1, x2=x2, y2=y2, origin=cluster[0].origin, reader=consensus_reader)
             fused.append(
-                ConsensusBox(box=box, readers=tuple(sorted(b.reader for b in cluster)), member_count=len(cluster))
+                ConsensusBox(
+                    box=box,
+                    readers=tuple(sorted(cast(str, b.reader) for b in cluster)),  # every box has one (checked above)
+                    member_count=len(cluster),
+                )
             )
     fused.sort(key=lambda c: (_sort_key(c.box), c.readers))
     return Fusion(
@@ -250,7 +255,7 @@ def merge_overlapping_corners(
                     for c in components
                 ]
             )
-        result += [(label, origin, tuple(float(v) for v in row)) for row in corners.tolist()]
+        result += [(label, origin, (float(x1), float(y1), float(x2), float(y2))) for x1, y1, x2, y2 in corners.tolist()]
     return sorted(result)
 
 

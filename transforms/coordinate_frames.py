@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeGuard, cast
 
 import numpy as np
 
@@ -52,6 +52,11 @@ FRAMES: tuple[str, ...] = (*COORDINATE_CONVENTIONS, "norm1000", "pixels")
 Geometry = tuple[Literal["box", "polygon"], tuple]
 
 
+def _is_convention(kind: str) -> TypeGuard[CoordinateConvention]:
+    """Whether a frame is one of the profiles' own conventions (:mod:`transforms.geometry` writes it)."""
+    return kind in COORDINATE_CONVENTIONS
+
+
 @dataclass(frozen=True)
 class CoordinateFrame:
     """A frame (module docstring); ``width`` and ``height`` only for ``pixels``."""
@@ -65,13 +70,14 @@ class CoordinateFrame:
             raise ValueError(f"unknown coordinate frame {self.kind!r}; one of {list(FRAMES)}")
         if (self.kind == "pixels") != (self.width is not None and self.height is not None):
             raise ValueError("the pixels frame, and only it, takes a width and a height")
-        if self.kind == "pixels" and (self.width < 1 or self.height < 1):
+        if self.width is not None and self.height is not None and (self.width < 1 or self.height < 1):
             raise ValueError(f"pixel frame size must be positive, got {self.width} x {self.height}")
 
     @property
     def scale(self) -> tuple[int, int]:
         """Integer steps across the image along x and y (integer frames only)."""
         if self.kind == "pixels":
+            assert self.width is not None and self.height is not None  # __post_init__ checked it
             return self.width, self.height
         return {"percent": (100, 100), "norm1000": (1000, 1000)}[self.kind]
 
@@ -96,13 +102,13 @@ class CoordinateFrame:
         return np.floor(scaled + 0.5).astype(np.int64).ravel().tolist()
 
     def render_box(self, unit_box: tuple[float, float, float, float]) -> str:
-        if self.kind in COORDINATE_CONVENTIONS:
+        if _is_convention(self.kind):
             return render_box(unit_box, self.kind)
         render_box(unit_box, "fixed3")  # the same checks: 4 values, corners in order
         return "[" + ", ".join(map(str, self._integers(np.asarray(unit_box, dtype=float)))) + "]"
 
     def render_polygon(self, rings_unit: list[UnitRing], max_vertices: int = 30) -> str:
-        if self.kind in COORDINATE_CONVENTIONS:
+        if _is_convention(self.kind):
             return render_polygon(rings_unit, self.kind, max_vertices)
         rings = simplified_rings(rings_unit, max_vertices)
         return "[" + ", ".join("[" + ", ".join(map(str, self._integers(ring.ravel()))) + "]" for ring in rings) + "]"
@@ -113,15 +119,20 @@ class CoordinateFrame:
 
     def parse_box(self, text: str) -> tuple[float, float, float, float]:
         """The unit box a :meth:`render_box` string stands for."""
-        if self.kind in COORDINATE_CONVENTIONS:
+        if _is_convention(self.kind):
             return parse_box(text, self.kind)
-        return tuple(self._unit(list(parse_box(text, "fixed3"))))
+        x1, y1, x2, y2 = self._unit(list(parse_box(text, "fixed3")))
+        return (x1, y1, x2, y2)
 
     def parse_polygon(self, text: str) -> list[UnitRing]:
         """The rings of unit points a :meth:`render_polygon` string stands for."""
-        if self.kind in COORDINATE_CONVENTIONS:
+        if _is_convention(self.kind):
             return parse_polygon(text, self.kind)
-        return [[tuple(self._unit(list(point))) for point in ring] for ring in parse_polygon(text, "fixed3")]
+        return [[self._unit_point(point) for point in ring] for ring in parse_polygon(text, "fixed3")]
+
+    def _unit_point(self, point: tuple[float, float]) -> tuple[float, float]:
+        x, y = self._unit(list(point))
+        return (x, y)
 
 
 QWEN_MIN_PIXELS = 56 * 56
@@ -132,7 +143,7 @@ def find_in_frame(text: str, frame: CoordinateFrame) -> list[CoordinateSpan]:
     """Every box and polygon a frame wrote into ``text``, read back to unit coordinates
     (:func:`transforms.geometry.find_coordinates` for the profile conventions; for the integer frames
     a flat bracketed list of 4 numbers is a box and a nested list a polygon)."""
-    if frame.kind in COORDINATE_CONVENTIONS:
+    if _is_convention(frame.kind):
         return find_coordinates(text, frame.kind)
     spans = []
     for match in BRACKETED_COORDINATES.finditer(text):
@@ -259,10 +270,10 @@ def reframe_text(
             value = span.box if span.kind == "box" else span.rings
             kind = span.kind
         pieces.append(text[cursor : span.start])
-        pieces.append(
-            frame.render_box(value)
+        pieces.append(  # a span, and an exact value, carries the geometry of its kind
+            frame.render_box(cast(tuple[float, float, float, float], value))
             if kind == "box"
-            else frame.render_polygon([list(ring) for ring in value], max_vertices)
+            else frame.render_polygon([list(ring) for ring in cast(tuple, value)], max_vertices)
         )
         cursor = span.end
         rewritten += 1

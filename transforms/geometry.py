@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 
@@ -198,7 +198,7 @@ def ctr_band(ctr: float) -> CtrBand:
     (each band includes its lower edge)."""
     if not math.isfinite(ctr) or ctr <= 0:
         raise ValueError(f"cardiothoracic ratio must be a positive number, got {ctr}")
-    return _band(ctr, "ctr_bands.yaml")
+    return cast(CtrBand, _band(ctr, "ctr_bands.yaml"))  # the manifest's band names are the Literal's
 
 
 def _mask(mask: np.ndarray, what: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -239,7 +239,7 @@ def ptx_band(ratio: float) -> PtxBand:
     includes its lower edge)."""
     if not math.isfinite(ratio) or ratio <= 0:
         raise ValueError(f"pneumothorax ratio must be a positive number, got {ratio}")
-    return _band(ratio, "ptx_bands.yaml")
+    return cast(PtxBand, _band(ratio, "ptx_bands.yaml"))  # the manifest's band names are the Literal's
 
 
 # ---------------------------------------------------------------- rendering per coordinate convention
@@ -341,7 +341,8 @@ def parse_box(text: str, convention: CoordinateConvention) -> tuple[float, float
     values = _parse_values(text, convention)
     if len(values) != 4:
         raise ValueError(f"a box has 4 coordinates, {text!r} has {len(values)}")
-    return tuple(values)
+    x1, y1, x2, y2 = values
+    return (x1, y1, x2, y2)
 
 
 def parse_polygon(text: str, convention: CoordinateConvention) -> list[UnitRing]:

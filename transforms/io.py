@@ -20,7 +20,7 @@ import os
 import posixpath
 import re
 from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING, NamedTuple
+from typing import IO, TYPE_CHECKING, NamedTuple, cast
 
 if TYPE_CHECKING:
     from apache_beam.io.filesystem import FileMetadata
@@ -91,7 +91,7 @@ def match(pattern: str, limit: int | None = None, problems: list[Unlisted] | Non
 
     if is_object_store(pattern):
         return _filesystems().match([pattern], [limit] if limit is not None else None)[0].metadata_list
-    prefix = re.match(r"[^[*?]*", pattern).group(0)
+    prefix = re.split(r"[\[*?]", pattern, maxsplit=1)[0]  # the part before the first wildcard
     if prefix == pattern:
         return (
             [FileMetadata(pattern, os.path.getsize(pattern), os.path.getmtime(pattern))]
@@ -345,7 +345,7 @@ def open_binary(path: str) -> IO[bytes]:
     """A binary stream; ``.gz`` and ``.bz2`` files are decompressed by their extension."""
     raw = _open_uncompressed(path)
     if path.endswith(".gz"):
-        return gzip.GzipFile(fileobj=raw, mode="rb")
+        return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))  # a binary stream, typed as a BufferedIOBase
     if path.endswith(".bz2"):
         return bz2.BZ2File(raw, mode="rb")
     return raw

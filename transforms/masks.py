@@ -169,7 +169,7 @@ def mask_to_boxes(mask: np.ndarray, union: bool = False) -> list[tuple[int, int,
     return boxes
 
 
-def signed_area(ring: Ring) -> float:
+def signed_area(ring: Ring | np.ndarray) -> float:
     """Shoelace area of a ring in (x, y): positive for exterior rings, negative for holes."""
     points = np.asarray(ring, dtype=float)
     x, y = points[:, 0], points[:, 1]

@@ -40,16 +40,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, cast
 
 import manifests
-from schemas.records import AttributeMention
+from schemas.records import AttributeMention, Presence
 from transforms.labels import NO_FINDING, anatomy, label_rules
 from transforms.reports import sentence_spans
 
 ATTRIBUTES_MANIFEST = "attributes.yaml"
 PADCHEST_SYSTEM = "padchest-labels"
 _LOCALIZATION_PREFIX = "loc "
+Laterality = Literal["left", "right", "bilateral"]
+SeverityScale = Literal["size", "severity"]
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ class _FindingRule:
     pattern: re.Pattern[str]
     unmention: re.Pattern[str] | None
     lateral: bool
-    scale: str
+    scale: SeverityScale
     render: str
     own_side_only: bool  # a device: sides only from its premodifiers and its site
     paired_plural: re.Pattern[str] | None  # "effusions": one in each pleural space unless a side says otherwise
@@ -75,6 +77,14 @@ class _FindingRule:
 
 def _alternation(patterns: Sequence[str]) -> re.Pattern[str] | None:
     return re.compile("|".join(f"(?:{pattern})" for pattern in patterns)) if patterns else None
+
+
+def _required_alternation(patterns: Sequence[str], what: str) -> re.Pattern[str]:
+    """The alternation of a list the matching cannot do without (at least one pattern in the manifest)."""
+    pattern = _alternation(patterns)
+    if pattern is None:
+        raise ValueError(f"{ATTRIBUTES_MANIFEST}: {what} lists no patterns")
+    return pattern
 
 
 def _table(rows: Iterable[dict], value_keys: Sequence[str]) -> tuple[tuple[re.Pattern[str], tuple], ...]:
@@ -85,7 +95,7 @@ _VOCABULARY = manifests.load(ATTRIBUTES_MANIFEST)
 _FINDINGS = tuple(
     _FindingRule(
         name,
-        _alternation(entry["patterns"]),
+        _required_alternation(entry["patterns"], f"findings.{name}.patterns"),
         _alternation(entry["unmention"]),
         entry["lateral"],
         entry["scale"],
@@ -97,16 +107,19 @@ _FINDINGS = tuple(
 )
 _FINDING_RULES = {rule.name: rule for rule in _FINDINGS}
 _PRESENCE = {
-    kind: {side: _alternation(_VOCABULARY["presence"][kind][side]) for side in ("pre", "post")}
+    kind: {
+        side: _required_alternation(_VOCABULARY["presence"][kind][side], f"presence.{kind}.{side}")
+        for side in ("pre", "post")
+    }
     for kind in ("pre_negation_uncertainty", "negation", "uncertainty")
 }
-_PRESENCE_VALUE = {"pre_negation_uncertainty": -1, "negation": 0, "uncertainty": -1}
-_PSEUDO = _alternation(_VOCABULARY["presence"]["pseudo"])
-_SCOPE_TERMINATOR = _alternation(_VOCABULARY["presence"]["scope_terminators"])
-_CLAUSE_BOUNDARY = _alternation(_VOCABULARY["clause_boundaries"])
+_PRESENCE_VALUE: dict[str, Presence] = {"pre_negation_uncertainty": -1, "negation": 0, "uncertainty": -1}
+_PSEUDO = _required_alternation(_VOCABULARY["presence"]["pseudo"], "presence.pseudo")
+_SCOPE_TERMINATOR = _required_alternation(_VOCABULARY["presence"]["scope_terminators"], "presence.scope_terminators")
+_CLAUSE_BOUNDARY = _required_alternation(_VOCABULARY["clause_boundaries"], "clause_boundaries")
 _LATERALITY = _table(_VOCABULARY["laterality"], ("laterality", "implicit", "zones"))
-_SIDED_STRUCTURE = _alternation(_VOCABULARY["sided_structures"])
-_DEVICE_SITE = _alternation(_VOCABULARY["device_sites"])
+_SIDED_STRUCTURE = _required_alternation(_VOCABULARY["sided_structures"], "sided_structures")
+_DEVICE_SITE = _required_alternation(_VOCABULARY["device_sites"], "device_sites")
 _WHITESPACE = re.compile(r"\s+")
 _ZONES = _table(_VOCABULARY["zones"], ("zones",))
 _SEVERITY_RANGES = _table(_VOCABULARY["severity_ranges"], ("min", "max"))
@@ -124,7 +137,7 @@ SEVERITY_RENDER = {
 """scale ("size" | "severity") -> ordinal -> word, as the attribute prompt writes them."""
 _PADCHEST = _VOCABULARY["padchest"]
 _SEVERITY_STEMS: dict[str, int] = _PADCHEST["severity_stems"]
-_BINDING_STOP = _alternation(_VOCABULARY["binding"]["stop_words"])
+_BINDING_STOP = _required_alternation(_VOCABULARY["binding"]["stop_words"], "binding.stop_words")
 _PREMODIFIER_REACH: int = _VOCABULARY["binding"]["premodifier_reach"]
 
 
@@ -218,7 +231,7 @@ def _bind(
 # ---------------------------------------------------------------- attributes of one finding
 
 
-def _presence(finding: _Match, sentence: str, clause_end: int) -> int:
+def _presence(finding: _Match, sentence: str, clause_end: int) -> Presence:
     pseudo = [_Match(m.start(), m.end(), None) for m in _PSEUDO.finditer(sentence)]
 
     def real(cue: re.Match[str]) -> bool:
@@ -248,7 +261,7 @@ def _matching_text(sentence: str) -> str:
     return _WHITESPACE.sub(" ", sentence.lower())
 
 
-def _laterality(cues: Sequence[_Match]) -> str | None:
+def _laterality(cues: Sequence[_Match]) -> Laterality | None:
     """Explicit sides win over implicit ones (plural "bases"); left + right is bilateral."""
     explicit = [cue for cue in cues if not cue.value[1]]
     sides = {cue.value[0] for cue in explicit or cues}
@@ -264,7 +277,7 @@ def _zones(cues: Sequence[_Match]) -> list[str]:
 
 def _sides_and_zones(
     sides: Sequence[_Match], places: Sequence[_Match], sentence: str
-) -> list[tuple[str | None, list[str]]]:
+) -> list[tuple[Laterality | None, list[str]]]:
     """(laterality, zones) of one finding: one pair, or one pair per side when the finding is stated on
     each side at a different height ("right upper and left lower lobe opacities", "haziness in the
     right lung and left base"), so each side keeps its own zones. A zone belongs to the explicit side
@@ -290,7 +303,7 @@ def _sides_and_zones(
 
 def _severity(
     ranges: Sequence[_Match], words: Sequence[_Match], rule: _FindingRule
-) -> tuple[tuple[int, int] | None, str | None]:
+) -> tuple[tuple[int, int] | None, SeverityScale | None]:
     bounds = [cue.value for cue in ranges] + [(cue.value[0], cue.value[0]) for cue in words]
     if not bounds:
         return None, None
@@ -465,7 +478,7 @@ def padchest_mentions(
                 for finding, presence in _padchest_targets(base):
                     mention = AttributeMention(
                         finding=finding,
-                        presence=presence,
+                        presence=cast(Presence, presence),  # labels.yaml's targets are 1, 0 or -1
                         laterality=laterality if _FINDING_RULES[finding].lateral else None,
                         zones=zones if _FINDING_RULES[finding].lateral else [],
                         sentence=sentence,

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from pipelines.output.paths import is_uri
-from schemas.config import BuildConfig
+from schemas.config import BuildConfig, TranslationConfig
 from schemas.records import IMAGE_SOURCES
 from transforms import io, translation
 from transforms.sources.csvrows import CORRUPT
@@ -92,14 +92,14 @@ def check_roots(config: BuildConfig, config_path: str) -> None:
             "set tokenizer.model to a local HF-format ChameleonVQVAE folder",
         )
     if config.translation is not None:
-        check_translation(config, config_path)
+        check_translation(config.translation, config_path)
 
 
-def check_translation(config: BuildConfig, config_path: str) -> None:
+def check_translation(options: TranslationConfig, config_path: str) -> None:
     """``translation.model`` is a local MarianMT folder (transforms/translation.py) and the packages that
     run it are installed; the model itself is loaded by the workers."""
     try:
-        translation.translator(config.translation)
+        translation.translator(options)
     except ValueError as error:
         raise InputError(f"{config_path}: {error}") from None
     missing = translation.missing_packages()

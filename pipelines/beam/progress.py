@@ -87,7 +87,7 @@ class StageState:
     last: float | None = None
 
     def seconds(self) -> float:
-        return 0.0 if self.first is None else self.last - self.first
+        return 0.0 if self.first is None or self.last is None else self.last - self.first
 
 
 @dataclass
@@ -143,7 +143,7 @@ IDLE = 2.0
 
 def stage_line(stage: str, state: StageState, now: float, started: float) -> list[str]:
     """Stage, done (of total), rate, elapsed and ETA as display cells."""
-    if state.first is None:
+    if state.first is None or state.last is None:  # both are set by a stage's first event
         return [stage, "waiting", "", "", ""]
     now = now if now - state.last < IDLE else state.last
     elapsed = max(now - state.first, 1e-9)
@@ -207,7 +207,7 @@ class ProgressDisplay:
         """A plain line per stage whose count moved since the last one (every stage that ran, when ``force``)."""
         for stage in STAGES:
             state = self.state.view(stage)
-            if state.first is None or (self._shown.get(stage) == state.done and not force):
+            if state.first is None or state.last is None or (self._shown.get(stage) == state.done and not force):
                 continue
             self._shown[stage] = state.done
             cells = stage_line(stage, state, state.last if force else time.time(), self.started)

@@ -72,7 +72,7 @@ class ListPattern(beam.DoFn):
     matches, and ``(source, tag, Reject)`` for each folder it could not enter or broken link it met
     (:func:`transforms.sources.plan.listed`)."""
 
-    def process(self, element: tuple[str, str, str, str]):
+    def process(self, element: tuple[str, str, str, str, str]):
         source, tag, root, folder, pattern = element
         for path in listed(source, root, folder, pattern):
             yield source, tag, path
@@ -143,7 +143,10 @@ class ReadSources(beam.PTransform):
 
         def by_round(step, label: str) -> None:  # each keyed item is split off to its round once
             if rounds:
-                parts = step.keyed | f"{label} by round" >> beam.Partition(lambda element, _: element[0], rounds)
+                parts = step.keyed | f"{label} by round" >> beam.Partition(
+                    lambda element, _: element[0],  # type: ignore[arg-type]  # Beam wraps a function; the stub wants a PartitionFn
+                    rounds,
+                )
                 for number in range(rounds):
                     waiting[number].append(parts[number])
 
