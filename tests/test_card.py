@@ -11,15 +11,15 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from builds import synthetic_build
+from builds import writable_copy
 
 from pipelines.output.manifest import Manifest
 from pipelines.tools import card
 
 
 @pytest.fixture(scope="module")
-def build(tmp_path_factory) -> Path:
-    out = synthetic_build(tmp_path_factory, studies=6, seed=11)
+def build(clean_build, tmp_path_factory) -> Path:
+    out = writable_copy(clean_build.out, tmp_path_factory.mktemp("card") / "out")
     card.write_card(out)
     return out
 

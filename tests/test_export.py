@@ -17,7 +17,6 @@ from pathlib import Path
 import cv2
 import pyarrow.parquet as pq
 import pytest
-from builds import synthetic_build
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
@@ -40,8 +39,8 @@ from transforms.geometry import find_coordinates
 
 
 @pytest.fixture(scope="module")
-def build_out(tmp_path_factory) -> Path:
-    return synthetic_build(tmp_path_factory, studies=4, seed=3)
+def build_out(clean_build) -> Path:
+    return clean_build.out
 
 
 def instruction_rows(out: Path, profile: str, split: str | None = None) -> list[dict]:

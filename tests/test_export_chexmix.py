@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from builds import synthetic_build
+from builds import writable_copy
 from click.testing import CliRunner
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
@@ -52,8 +52,8 @@ CODEBOOK = 8192
 
 
 @pytest.fixture(scope="module")
-def build_out(tmp_path_factory) -> Path:
-    out = synthetic_build(tmp_path_factory, studies=4, seed=3)
+def build_out(clean_build, tmp_path_factory) -> Path:
+    out = writable_copy(clean_build.out, tmp_path_factory.mktemp("chexmix") / "out")
     write_vq_table(out)
     return out
 

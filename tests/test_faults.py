@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from builds import FAULTED
 from click.testing import CliRunner
 
-from pipelines.beam.build import run_build
 from pipelines.cli import main
 from pipelines.synth import SOURCE_ROOTS, generate
 from pipelines.synth.faults import KINDS
@@ -26,12 +26,12 @@ from transforms import enrich
 from transforms.geometry import letterbox_for
 from transforms.units import ImageUnit
 
-STUDIES = 8
+STUDIES = FAULTED.studies  # synth's default seed, 0, is the shared faulted corpus's too
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    return generate(tmp_path_factory.mktemp("faulted"), studies=STUDIES, seed=0, faults=True)
+def corpus(faulted_build) -> Path:
+    return faulted_build.corpus
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +40,8 @@ def truth(corpus) -> dict:
 
 
 @pytest.fixture(scope="module")
-def build(corpus, tmp_path_factory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("out")
-    return out, run_build(load_config(corpus / "build.yaml"), str(out))
+def build(faulted_build) -> tuple[Path, dict]:
+    return faulted_build.out, json.loads((faulted_build.out / "manifest.json").read_text())
 
 
 @pytest.fixture(scope="module")

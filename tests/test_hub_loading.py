@@ -18,6 +18,7 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from builds import tiny_shard_build, writable_copy
 
 from pipelines.beam.build import run_build
 from pipelines.output.manifest import Manifest
@@ -25,30 +26,14 @@ from pipelines.synth import generate
 from pipelines.tools.card import write_card
 from pipelines.tools.verify import verify
 from schemas.config import load_config
-from transforms import vqgan
 
-SHARDING = {"images": 2, "annotations": 3, "instructions": 4, "rejects": 2}
 WORD = re.compile(rb"\bvalidate\b", re.IGNORECASE)
 
 
-def tiny_build(root: Path, model: Path) -> Path:
-    corpus = generate(root / "corpus", studies=8, seed=2, faults=True)
-    config = yaml.safe_load((corpus / "build.yaml").read_text())
-    config["rows_per_shard"] = SHARDING
-    config["tokenizer"] = {"model": str(model), "batch_size": 4}
-    (corpus / "build.yaml").write_text(yaml.safe_dump(config))
-    run_build(load_config(corpus / "build.yaml"), str(root / "out"))
-    return root / "out"
-
-
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    return vqgan.write_tiny_model(tmp_path_factory.mktemp("tiny"), seed=0)
-
-
-@pytest.fixture(scope="module")
-def build(tmp_path_factory, model) -> Path:
-    out = tiny_build(tmp_path_factory.mktemp("hub"), model)
+def build(faulted_build, tmp_path_factory) -> Path:
+    """The session's faulted build (tiny shards, tokenized) with its card."""
+    out = writable_copy(faulted_build.out, tmp_path_factory.mktemp("hub") / "out")
     write_card(out)
     return out
 
@@ -170,8 +155,8 @@ def test_a_build_without_rejects_has_no_rejects_file_and_no_rejects_config(tmp_p
             )
 
 
-def test_the_tiny_shard_build_is_byte_identical_on_a_second_run(build, model, tmp_path_factory):
-    again = tiny_build(tmp_path_factory.mktemp("hub-again"), model)
+def test_the_tiny_shard_build_is_byte_identical_on_a_second_run(build, tiny_vqgan, tmp_path_factory):
+    _, again = tiny_shard_build(tmp_path_factory.mktemp("hub-again"), tiny_vqgan)
     write_card(again)
 
     def digests(out: Path) -> dict[str, str]:

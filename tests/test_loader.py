@@ -4,7 +4,6 @@ resuming, lazy image decoding, and refusal of inconsistent builds."""
 from __future__ import annotations
 
 import json
-import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -12,16 +11,15 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from builds import synthetic_build
+from builds import writable_copy
 
 from pipelines.training.loader import LoaderError, MixtureStream, mixture_dataset, mixture_probabilities
 from transforms.tasks import load_profile
 
 
 @pytest.fixture(scope="module")
-def build_out(tmp_path_factory) -> Path:
-    out = synthetic_build(tmp_path_factory, studies=4, seed=5)
-    return out
+def build_out(clean_build) -> Path:
+    return clean_build.out
 
 
 def ids(samples) -> list[tuple[int, str]]:
@@ -239,8 +237,8 @@ def test_inconsistent_builds_are_refused(build_out, tmp_path):
     with pytest.raises(LoaderError, match="no profile"):
         MixtureStream(build_out, "missing")
     copy = tmp_path / "out"
-    shutil.copytree(build_out / "instructions", copy / "instructions")
-    shutil.copytree(build_out / "images", copy / "images")
+    writable_copy(build_out / "instructions", copy / "instructions")
+    writable_copy(build_out / "images", copy / "images")
     weights_path = copy / "instructions" / "m4cxr" / "weights.json"
     weights = json.loads(weights_path.read_text())
     weights["tasks"]["disease_classification"]["rows"]["mimic"]["train"] += 1

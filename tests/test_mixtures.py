@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from builds import VQA_DATASETS, synthetic_build
+from builds import VQA_DATASETS
 
 from schemas.config import PROFILES
 from transforms.tasks import generator, load_profile, registry
@@ -30,9 +30,8 @@ UNREACHED_IN_SYNTH = {("grounding_imt", f"imt-loc-located-{i}") for i in (1, 2, 
 
 
 @pytest.fixture(scope="module")
-def build_out(tmp_path_factory) -> Path:
-    out = synthetic_build(tmp_path_factory, studies=4, seed=11)
-    return out
+def build_out(clean_build) -> Path:
+    return clean_build.out
 
 
 def load_profile_dataset(out: Path, profile: str, cache: Path):

@@ -1,6 +1,6 @@
 """End to end: synthetic six-source corpus -> Beam build -> tables that load with `datasets`.
 
-One corpus and one clean build are shared by the module; the determinism, multi-process and
+The session's clean corpus and build (conftest.py) are read here; the determinism, multi-process and
 corrupt-input builds each run the full pipeline again.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -17,17 +16,15 @@ import datasets
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from builds import writable_copy
 
 from pipelines.beam.build import run_build
-from pipelines.synth import generate
 from schemas.config import load_config
-
-STUDIES = 6
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    return generate(tmp_path_factory.mktemp("corpus"), studies=STUDIES, seed=0)
+def corpus(clean_build) -> Path:
+    return clean_build.corpus
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +33,8 @@ def truth(corpus) -> dict:
 
 
 @pytest.fixture(scope="module")
-def build(corpus, tmp_path_factory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("out")
-    manifest = run_build(load_config(corpus / "build.yaml"), str(out))
-    return out, manifest
+def build(clean_build) -> tuple[Path, dict]:
+    return clean_build.out, json.loads((clean_build.out / "manifest.json").read_text())
 
 
 def parquet_checksums(root: Path) -> dict[str, str]:
@@ -216,8 +211,7 @@ def corrupt_one_file_per_source(root: Path) -> dict[str, str]:
 
 
 def test_one_corrupt_file_per_source_lands_in_rejects(corpus, tmp_path):
-    broken = tmp_path / "corpus"
-    shutil.copytree(corpus, broken)
+    broken = writable_copy(corpus, tmp_path / "corpus")
     damaged = corrupt_one_file_per_source(broken)
     manifest = run_build(load_config(broken / "build.yaml"), str(tmp_path / "out"))
     assert manifest["checks"]["reconciled"], manifest["counts"]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pyarrow.dataset as ds
 import pytest
-from builds import synthetic_build
+from builds import writable_copy
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
@@ -57,8 +57,8 @@ LOAD_BUDGET_MS = 3000  # a 5,000-row preview must be ready (first page rendered,
 
 
 @pytest.fixture(scope="module")
-def build(tmp_path_factory) -> Path:
-    return synthetic_build(tmp_path_factory, studies=6, seed=2)
+def build(clean_build, tmp_path_factory) -> Path:
+    return writable_copy(clean_build.out, tmp_path_factory.mktemp("preview") / "out")
 
 
 @pytest.fixture(scope="module")

@@ -24,15 +24,14 @@ import pydicom
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from builds import writable_copy
 from realdata import DATA, iu_development_reports
 
 from pipelines.synth import phi
-from pipelines.synth.demo import synthetic_build
 from pipelines.tools import card, preview
 from transforms import deid, phrases, reports
 from transforms.image_decode import DICOM_FACTS_KEPT, DICOM_KEYWORDS_READ
 
-STUDIES, SEED = 4, 7
 
 IDENTIFYING_ATTRIBUTES = (
     # DICOM PS3.15 Table E.1-1 (Basic Application Level Confidentiality Profile), the attributes that
@@ -226,12 +225,11 @@ def _spellings(value: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> tuple[Path, Path]:
-    corpus, out = tmp_path_factory.mktemp("privacy-corpus"), tmp_path_factory.mktemp("privacy-out")
-    synthetic_build(corpus, out, STUDIES, SEED)
+def built(clean_build, tmp_path_factory) -> tuple[Path, Path]:
+    out = writable_copy(clean_build.out, tmp_path_factory.mktemp("privacy") / "out")
     card.write_card(out)
     preview.write_preview(out)
-    return corpus, out
+    return clean_build.corpus, out
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from builds import synthetic_build
+from builds import writable_copy
 from huggingface_hub import HfApi
 
 from pipelines.cli import main
@@ -122,8 +122,8 @@ class FakeHub:
 
 
 @pytest.fixture(scope="module")
-def build(tmp_path_factory) -> Path:
-    out = synthetic_build(tmp_path_factory, studies=6, seed=3)
+def build(clean_build, tmp_path_factory) -> Path:
+    out = writable_copy(clean_build.out, tmp_path_factory.mktemp("publish") / "out")
     write_card(out)
     return out
 

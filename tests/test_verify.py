@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from builds import synthetic_build
+from builds import writable_copy
 from click.testing import CliRunner
 
 from pipelines.cli import main
@@ -15,16 +15,13 @@ from pipelines.tools.verify import verify
 
 
 @pytest.fixture(scope="module")
-def build(tmp_path_factory) -> Path:
-    out = synthetic_build(tmp_path_factory, studies=6, seed=5)
-    return out
+def build(clean_build) -> Path:
+    return clean_build.out
 
 
 @pytest.fixture
 def copy(build, tmp_path) -> Path:
-    target = tmp_path / "out"
-    shutil.copytree(build, target)
-    return target
+    return writable_copy(build, tmp_path / "out")
 
 
 def edit_manifest(out: Path, change) -> None:
