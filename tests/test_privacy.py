@@ -22,16 +22,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pydicom
 import pytest
+from builds import writable_copy
 from hypothesis import given
 from hypothesis import strategies as st
-from builds import writable_copy
 from realdata import DATA, iu_development_reports
 
 from pipelines.synth import phi
 from pipelines.tools import card, preview
 from transforms import deid, phrases, reports
 from transforms.image_decode import DICOM_FACTS_KEPT, DICOM_KEYWORDS_READ
-
 
 IDENTIFYING_ATTRIBUTES = (
     # DICOM PS3.15 Table E.1-1 (Basic Application Level Confidentiality Profile), the attributes that
