@@ -6,7 +6,7 @@ local folder or a ``gs://`` URI; paths are strings."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,7 +22,7 @@ def table_files(out_dir: str | Path, table_dir: str) -> list[str]:
     return io.glob(io.join(str(out_dir), table_dir, "*.parquet"))
 
 
-def column_batches(files: list[str | Path], columns: list[str]) -> Iterator[pa.RecordBatch]:
+def column_batches(files: Sequence[str | Path], columns: list[str]) -> Iterator[pa.RecordBatch]:
     """Record batches holding only ``columns`` of every file, in file order."""
     for path in files:
         with io.open_file(str(path)) as handle:
@@ -35,7 +35,7 @@ def parquet_rows(path: str | Path) -> int:
         return pq.ParquetFile(handle).metadata.num_rows
 
 
-def count_by(files: list[str | Path], columns: list[str]) -> Counter:
+def count_by(files: Sequence[str | Path], columns: list[str]) -> Counter:
     """Rows per distinct tuple of ``columns`` (nulls kept as None)."""
     counts: Counter = Counter()
     for batch in column_batches(files, columns):

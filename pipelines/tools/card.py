@@ -12,6 +12,7 @@ from __future__ import annotations
 import io as stdio
 import textwrap
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,7 +68,7 @@ class CardStats:
 
 def annotation_statistics(files: list[str], stats: CardStats) -> None:
     """Findings presence counts, boxes per image, CTR values and report languages, in place."""
-    boxes, ctr, languages = [], [], set()
+    boxes, ctr, languages = [], [], set[str]()
     for batch in column_batches(files, ["findings", "boxes", "ctr", "report_language"]):
         flat = pc.list_flatten(batch.column("findings"))
         names, presence = flat.field("name"), flat.field("presence")
@@ -91,7 +92,7 @@ def annotation_statistics(files: list[str], stats: CardStats) -> None:
     stats.languages = sorted(languages)
 
 
-def tokenizer_fingerprints(files: list[str | Path]) -> list[str]:
+def tokenizer_fingerprints(files: Sequence[str | Path]) -> list[str]:
     """Distinct fingerprint ids in the vq table's ``tokenizer`` column (``vq/tokenizer.json`` holds the
     full fingerprint; see pipelines/beam/tokenize.py)."""
     if not files:
@@ -132,7 +133,8 @@ def hf_configs(tables: dict[str, dict[str, int]]) -> list[dict]:
     """One ``configs`` entry per table folder with rows, one ``data_files`` glob per split with rows
     (``datasets`` cannot load a split without files). Config names are unique: ``datasets`` fails on a
     card that names one twice."""
-    configs, owner = [], {}
+    configs: list[dict] = []
+    owner: dict[str, str] = {}
     for table_dir, splits in sorted(tables.items()):
         present = sorted((split for split, rows in splits.items() if rows), key=split_order)
         if not present:
@@ -430,7 +432,7 @@ def plot_boxes_per_image(stats: CardStats, path: str) -> None:
     figure = new_figure()
     axes = figure.add_subplot()
     top = int(stats.boxes_per_image.max()) if stats.boxes_per_image.size else 0
-    axes.hist(stats.boxes_per_image, bins=np.arange(top + 2) - 0.5)
+    axes.hist(stats.boxes_per_image, bins=np.arange(top + 2) - 0.5)  # type: ignore[arg-type]  # an array is fine
     axes.set_xlabel("boxes per image")
     axes.set_ylabel("images")
     axes.set_title("Boxes per image")
@@ -440,7 +442,7 @@ def plot_boxes_per_image(stats: CardStats, path: str) -> None:
 def plot_ctr(stats: CardStats, path: str) -> None:
     figure = new_figure()
     axes = figure.add_subplot()
-    axes.hist(stats.ctr, bins=np.linspace(0.2, 0.9, 36))
+    axes.hist(stats.ctr, bins=np.linspace(0.2, 0.9, 36))  # type: ignore[arg-type]  # an array is fine
     for band in manifests.load("ctr_bands.yaml")["bands"][1:]:
         axes.axvline(band["from"], color="grey", linestyle="--", linewidth=1)
         axes.text(

@@ -185,7 +185,8 @@ def check_inputs(recipe: Recipe, config: BuildConfig) -> dict[str, SourceCheck]:
         keyless = sorted(rel for rel, digest in listing.anchors.items() if mine.get(rel) != digest)
         key = None if keyless else input_key(name, {io.relative(path, root): part for path, part in parts.items()})
         check.anchors_differ = [rel for rel in keyless if rel in expected]
-        matched, changed = [], []
+        matched: list[str] = []
+        changed: list[str] = []
         for rel, digest in listed.items():
             if rel in listing.anchors and rel in expected:
                 (matched if listing.anchors[rel] == digest else changed).append(rel)
@@ -380,10 +381,10 @@ def verify_hydration(
         matched_tags.add(tag)
         rests_on = open_rests_on(sealed.secrets[key], entry.rests_on)
         for group in sorted(set(entry.digests) | {sealed.groups[g] for g in groups}):
-            g = sealed.groups.index(group) if group in sealed.groups else None
-            at = (i, g) if g is not None else None
+            column = sealed.groups.index(group) if group in sealed.groups else None
+            at = (i, column) if column is not None else None
             theirs = entry.digests.get(group)
-            if theirs is None and not groups.count(g):
+            if theirs is None and (column is None or column not in groups):
                 continue  # a folder the recipe has not, and no rows of this image in it
             if hex64(sealed.seal_of(i, group)) == theirs:
                 if at is not None and sealed.present[at]:
@@ -513,7 +514,7 @@ def verify_hydration(
             reasons[text].rows[group] += missing
     left_out = {}
     for name in absent:
-        own = {group: entry["recipe"][name] for group, entry in tables.items() if name in entry["recipe"]}
+        own_rows = {group: entry["recipe"][name] for group, entry in tables.items() if name in entry["recipe"]}
         needing: dict[str, int] = defaultdict(int)
         for reason in reasons.values():
             if reason.kind == "absent" and name in reason.needs:
@@ -521,20 +522,20 @@ def verify_hydration(
                     needing[group] += n
         left_out[name] = {
             "images": len(recipe_keys.get(name, ())),
-            "rows": own,
+            "rows": own_rows,
             "rows_of_other_sources": dict(sorted(needing.items())),
         }
     shards = []
     for path, entry in sorted(expected_entries.items()):
         state = "verified" if path in identical else ("differs" if path in built else "not built")
-        reason = None
+        shard_why: str | None = None
         if state != "verified":
             lacking = sorted(set(entry.get("sources", {})) & set(absent))
             found = sorted(shard_reasons.get(path, ()))
-            reason = "; ".join(
+            shard_why = "; ".join(
                 [*([f"holds rows of {', '.join(lacking)}, not in your build"] if lacking else []), *found]
             ) or ("no rows of it were built" if state == "not built" else "its rows all verify, its bytes differ")
-        shards.append({"path": path, "rows": entry["rows"], "state": state, "why": reason})
+        shards.append({"path": path, "rows": entry["rows"], "state": state, "why": shard_why})
     extra_shards = sorted(set(built) - set(expected_entries))
     files_state = []
     for entry in doc["files"]:  # hashed here, as the output files are
@@ -704,7 +705,9 @@ def account_lines(report: dict) -> list[str]:
             )
         )
         lines.append(f"  {group:<52} {verified_n:>7,} / {built_n:>7,} / {recipe_n:>7,}{mark}")
-    whole, part, none = [], [], []
+    whole: list[str] = []
+    part: list[str] = []
+    none: list[str] = []
     for group, entry in report["tables"].items():
         if group.startswith("instructions/"):
             verified_n, recipe_n = sum(entry["verified"].values()), sum(entry["recipe"].values())

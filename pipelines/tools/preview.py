@@ -50,6 +50,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -58,7 +59,7 @@ import pyarrow.parquet as pq
 from pipelines.output.manifest import record_view_files
 from pipelines.output.table_files import count_by, table_files
 from transforms import io
-from transforms.geometry import find_coordinates, render_box
+from transforms.geometry import CoordinateConvention, find_coordinates, render_box
 from transforms.hashing import stable_hash
 
 DEFAULT_ROWS = 20  # rows per profile/task
@@ -132,7 +133,7 @@ def sample_ids(ids: list[str], n: int, sources: list[str] | None = None) -> list
 
 
 @cache
-def profile_convention(profile: str) -> str | None:
+def profile_convention(profile: str) -> CoordinateConvention | None:
     from transforms.tasks import load_profile
 
     try:
@@ -179,13 +180,14 @@ def _span_label(gap: str, previous: str | None) -> str | None:
 
 
 def decode_conversation(
-    conversations: list[dict], convention: str | None, canvas: int
+    conversations: list[dict], convention: CoordinateConvention | None, canvas: int
 ) -> tuple[list[dict], str | None]:
     """The boxes and polygons written in each turn, as drawable shapes: role (``question`` for a
     human turn, ``answer`` for a gpt turn), turn number, UTF-16 span in the turn's text, label
     written before it, and canvas coordinates (``box`` [x1, y1, x2, y2]; ``rings`` [[x, y, x, y, ...]]).
     The second value is the first decoding error (None when every turn decodes)."""
-    shapes, error = [], None
+    shapes: list[dict] = []
+    error = None
     if convention is None:
         return shapes, "the row's profile has no known coordinate convention"
     for number, turn in enumerate(conversations):
@@ -199,16 +201,16 @@ def decode_conversation(
         for span in spans:
             label = _span_label(text[previous_end : span.start], label)
             previous_end = span.end
-            shape = {
+            shape: dict[str, Any] = {
                 "role": "question" if turn["from"] == "human" else "answer",
                 "turn": number,
                 "span": [utf16_offset(text, span.start), utf16_offset(text, span.end)],
                 "label": label,
                 "kind": span.kind,
             }
-            if span.kind == "box":
+            if span.box is not None:  # a box span carries its box, a polygon span its rings
                 shape["box"] = [_px(v, canvas) for v in span.box]
-            else:
+            elif span.rings is not None:
                 shape["rings"] = [[_px(v, canvas) for point in ring for v in point] for ring in span.rings]
             shapes.append(shape)
     return shapes, error
@@ -221,7 +223,7 @@ def _target_label(target: dict) -> str | None:
     return None
 
 
-def target_check(target: dict, conversations: list[dict], convention: str | None) -> tuple[int, str]:
+def target_check(target: dict, conversations: list[dict], convention: CoordinateConvention | None) -> tuple[int, str]:
     """Whether the coordinates written in the row are its target's: 1 (they are), 0 (they are not),
     -1 (the target holds no geometry and none is written); and a sentence saying what was compared.
     Boxes compare as the sets of their renderings under the convention (so within the rendering's
@@ -233,11 +235,12 @@ def target_check(target: dict, conversations: list[dict], convention: str | None
     has_geometry = "boxes" in target or "box" in target or rings is not None
     try:
         spans = [s for turn in conversations for s in find_coordinates(turn["value"], convention)] if convention else []
-        written = {render_box(s.box, convention) for s in spans if s.kind == "box"}
-        wanted = {render_box(box, convention) for box in boxes}
+        rendering = cast(CoordinateConvention, convention)  # None: render_box refuses it with a ValueError
+        written = {render_box(s.box, rendering) for s in spans if s.box is not None}  # the box spans
+        wanted = {render_box(box, rendering) for box in boxes}
     except ValueError as exc:
         return 0, f"does not decode: {exc}"
-    written_rings = sum(len(s.rings) for s in spans if s.kind == "polygon")
+    written_rings = sum(len(s.rings) for s in spans if s.rings is not None)  # the polygon spans
     if not has_geometry:
         if spans:
             return 0, f"{len(spans)} coordinate run(s) written, the target holds no geometry"

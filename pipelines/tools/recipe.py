@@ -326,12 +326,12 @@ def seal_build(out_dir: str, manifest: dict) -> Sealed:
             for name in column:
                 found_sources[name] += 1
             shard_sources[entry["path"]] = dict(sorted(found_sources.items()))
-            named = set(found_sources)
+            in_shard = set(found_sources)
             written = set(source.values())
             shard_images[entry["path"]] = (
-                {key for key in keys if source[key] in named} if named <= written else set(keys)
+                {key for key in keys if source[key] in in_shard} if in_shard <= written else set(keys)
             )
-    patients: dict[tuple[str, str], set[str]] = defaultdict(set)
+    patients: dict[tuple[str, str | None], set[str]] = defaultdict(set)  # looked up with a key's patient or None
     for key, patient in subject.items():
         patients[(source[key], patient)].update(covers.get(key, ()))
     rests_on = {
@@ -1147,7 +1147,7 @@ def schema_problems(doc) -> list[str]:
             elif not is_int(n):
                 bad(f"{where}.{key}", "not a count")
 
-    def exact(where: str, value, required: set, optional: set = frozenset()) -> bool:
+    def exact(where: str, value, required: set, optional: set | frozenset = frozenset()) -> bool:
         if not isinstance(value, dict):
             bad(where, "not a mapping")
             return False

@@ -97,14 +97,14 @@ def check_tables(manifest: dict) -> list[str]:
             problems.append(f"tables[{table!r}] = {stated}, shards add up to {summed}")
     for profile, tasks in manifest["instructions"].items():
         for task, per_source in tasks.items():
-            summed: dict[str, int] = defaultdict(int)
+            per_split: dict[str, int] = defaultdict(int)
             for splits in per_source.values():
                 for split, n in splits.items():
-                    summed[split] += n
+                    per_split[split] += n
             table = f"instructions/{profile}/{task}"
-            if dict(summed) != tables.get(table, {}):
+            if dict(per_split) != tables.get(table, {}):
                 problems.append(
-                    f"instructions[{profile!r}][{task!r}] add up to {dict(summed)}, "
+                    f"instructions[{profile!r}][{task!r}] add up to {dict(per_split)}, "
                     f"tables[{table!r}] = {tables.get(table, {})}"
                 )
     return problems
