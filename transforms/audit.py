@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
+from typing import cast
 
 from transforms import comparisons, padchest_english
 from transforms.enrich import MIN_RING_AREA
@@ -350,7 +351,7 @@ class _Row:
         if expected != shown:
             self.flag("answer-text-mismatch", f"{shown_in} shows boxes {shown}, target {expected}")
 
-    def all_boxes_of(self, label: str, claimed: list[dict]) -> None:
+    def all_boxes_of(self, label: str | None, claimed: list[dict]) -> None:
         """An answer that gives every box of ``label``: each required box of it is covered."""
         units = [tuple(b["box"]) for b in claimed if b["label"] == label]
         for required in self.first.required_boxes:
@@ -443,7 +444,7 @@ def _lesion_localization(r: _Row) -> None:
     r.boxes(t["boxes"])
     if t["location"]:
         side = next((s for s in ("both", "left", "right") if re.search(rf"\b{s}\b", t["location"])), None)
-        r.side(t["finding"], {"both": "bilateral"}.get(side, side))
+        r.side(t["finding"], "bilateral" if side == "both" else side)
         if not is_frontal(r.first.view):
             r.flag("side-on-lateral", f"{t['finding']}: {t['location']} on a {r.first.view} view")
 
@@ -829,7 +830,12 @@ def _difference_vqa(r: _Row) -> None:
         return r.facts[key].study_id if key in r.facts else None
 
     statements = [
-        difference_vqa.Statements.of(image.study_id, image.scene_phrases, image.relationships, study_of)
+        difference_vqa.Statements.of(
+            cast(str, image.study_id),  # the images of a difference_vqa row each belong to a study
+            image.scene_phrases,
+            image.relationships,
+            study_of,
+        )
         for image in (reference, main)
     ]
     rerun = difference_vqa.run(family, t["inputs"], *statements)

@@ -227,7 +227,7 @@ class Translator:
             model = transformers.MarianMTModel.from_pretrained(
                 str(self.folder), local_files_only=True, dtype=torch.float32
             )
-            self._loaded = (torch, model.to(self.device).eval(), tokenizer)
+            self._loaded = (torch, model.to(self.device).eval(), tokenizer)  # type: ignore[arg-type]  # transformers' to() stub
         return self._loaded
 
 

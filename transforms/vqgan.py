@@ -169,7 +169,7 @@ def load_model(model_dir: str | Path, device: str = "cpu") -> ChameleonVQVAE:
     """The model from a local HF-format folder, frozen, in eval mode, on ``device``."""
     target = require_device(device)
     model = ChameleonVQVAE.from_pretrained(str(model_dir), local_files_only=True)
-    return model.to(target).eval().requires_grad_(False)
+    return model.to(target).eval().requires_grad_(False)  # type: ignore[arg-type]  # transformers' to() stub
 
 
 # ------------------------------------------------------------------ preprocessing
@@ -238,7 +238,7 @@ class Tokenizer:
         self.precision = precision
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
-            self.model.encoder.to(memory_format=torch.channels_last)
+            self.model.encoder.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch accepts it
         self.lut = torch.from_numpy(PIXEL_LUT).to(device)
 
     def encode_codes(self, gray_batch: np.ndarray, fixed_batch: int | None = None) -> np.ndarray:

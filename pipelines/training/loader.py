@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -72,6 +72,7 @@ def mixture_probabilities(
         sources = {s: n for s, n in sources.items() if n > 0}
         if not sources:
             continue
+        within: Mapping[str, float]
         if source_weights is not None:
             missing = sorted(set(sources) - set(source_weights))
             if missing:
@@ -102,7 +103,7 @@ def mixture_probabilities(
 class _GroupCache:
     """The last few Parquet row groups read (columns fixed per cache), least recently used out first."""
 
-    def __init__(self, columns: list[str], size: int):
+    def __init__(self, columns: list[str] | None, size: int):  # None: every column
         self.columns, self.size = columns, size
         self.groups: OrderedDict[tuple[str, int], pa.Table] = OrderedDict()
         self.files: dict[str, pq.ParquetFile] = {}
@@ -261,7 +262,7 @@ class MixtureStream:
     def sample(self, position: int) -> dict:
         """The row at a stream position, with ``images`` (uint8 arrays, or PNG bytes) and ``position``."""
         row = self.row(position)
-        images = []
+        images: list[np.ndarray | bytes] = []
         for key in row["image_keys"]:
             shard, group, offset = self.image_location[key]
             png = self._image_cache.row(self.image_shards[shard], group, offset)["image"]["bytes"]
