@@ -14,6 +14,7 @@ Coordinates are pixels, x = column, y = row; boxes are ``(x1, y1, x2, y2)`` with
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -166,7 +167,7 @@ def _lung_box(frontal: Frontal, side: str) -> tuple[int, int, int, int]:
 
 
 def _sides(laterality: str | None) -> list[str]:
-    return ["right", "left"] if laterality in (None, "bilateral") else [laterality]
+    return ["right", "left"] if laterality is None or laterality == "bilateral" else [laterality]
 
 
 def _zone_rows(box: tuple[int, int, int, int], zone: str | None) -> tuple[int, int]:
@@ -367,7 +368,7 @@ def build_frontal(
     enlarged_mediastinum = any(f.name == "Enlarged Cardiomediastinum" and f.presence == 1 for f in findings.values())
     cp = float(rng.uniform(0.70, 0.76))
     dome_rise = float(rng.uniform(0.06, 0.08))
-    p = {
+    p: dict[str, Any] = {
         "width": width,
         "height": height,
         "cx": width * (0.5 + float(rng.uniform(-0.012, 0.012))),

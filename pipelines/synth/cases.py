@@ -8,6 +8,7 @@ a case never depends on how many other cases were drawn before it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Container
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -289,7 +290,7 @@ def is_normal(findings: Findings) -> bool:
     return not any(f.presence != 0 for f in findings.values() if f.name in ABNORMAL)
 
 
-def finding_details(findings: Findings, names: object = None) -> dict[str, dict]:
+def finding_details(findings: Findings, names: Container[str] | None = None) -> dict[str, dict]:
     """What the truth file states of each finding (all, or those in ``names``): presence, laterality
     (the patient's side), zone, severity (1 small/mild, 2 moderate, 3 large/severe), change against
     the prior study and the device name for Support Devices."""

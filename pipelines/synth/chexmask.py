@@ -54,7 +54,7 @@ def write(root: Path, frontals: dict[str, dict[str, FrontalSummary]], seed: int)
     """Write one OriginalResolution file per dataset stem; returns image key -> CheXmask truth."""
     truth: dict[str, dict] = {}
     for stem, (file_name, id_column, source) in FILES.items():
-        rows = []
+        rows: list = []
         for position, (native_id, summary) in enumerate(frontals.get(stem, {}).items()):
             if not covered(stem, position):
                 continue

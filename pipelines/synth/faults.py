@@ -89,7 +89,7 @@ class Corpus:
         self.used.update(keys)
         self.shareable.update(keys)
 
-    def of_source(self, source: str, test: Callable[[dict], bool] = lambda entry: True) -> list[str]:
+    def of_source(self, source: str, test: Callable[[dict], object] = lambda entry: True) -> list[str]:
         return sorted(key for key, entry in self.images.items() if entry["source"] == source and test(entry))
 
 
@@ -401,7 +401,9 @@ def _vindr_train_box(corpus: Corpus, kind: str) -> tuple[str, Path, list[str], l
     key = corpus.pick(
         kind, [k for k in corpus.of_source("vindr", lambda e: e["split"] == "train") if first_box(k)[3] is not None]
     )
-    return (key, *first_box(key))
+    path, header, rows, index = first_box(key)
+    assert index is not None  # picked among the images with a box row
+    return key, path, header, rows, index
 
 
 def blank_reader_id(corpus: Corpus, kind: str) -> dict:

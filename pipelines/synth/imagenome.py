@@ -69,7 +69,9 @@ def synset(name: str) -> str:
 
 def finding_regions(finding: Finding) -> list[str]:
     """The ImaGenome regions a finding is attributed to (the patient's sides)."""
-    sides = ["right", "left"] if finding.laterality in (None, "bilateral") else [finding.laterality]
+    sides = (
+        ["right", "left"] if finding.laterality is None or finding.laterality == "bilateral" else [finding.laterality]
+    )
     zone = _ZONE_WORD.get(finding.zone or "lower", "lower")
     by_name = {
         "Pleural Effusion": [f"{s} costophrenic angle" for s in sides] + [f"{s} lower lung zone" for s in sides],

@@ -62,10 +62,10 @@ def new_dataset(
 ) -> Dataset:
     """An empty dataset with its file meta filled (little endian, explicit VR unless compressed)."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_instance
-    meta.TransferSyntaxUID = transfer_syntax
-    meta.ImplementationClassUID = implementation_uid
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
+    meta.TransferSyntaxUID = UID(transfer_syntax)
+    meta.ImplementationClassUID = UID(implementation_uid)
     dataset = Dataset()
     dataset.file_meta = meta
     return dataset

@@ -101,7 +101,7 @@ def write(root: Path, cases: list[ImageCase], seed: int) -> tuple[dict[str, dict
         date = f"{int(rng.integers(2009, 2018))}{int(rng.integers(1, 13)):02d}{int(rng.integers(1, 29)):02d}"
         labels = text.padchest_report(case.findings, case.index)
         if case.index == NULL_LABELS_CASE:
-            labels.update({column: None for column in LABEL_COLUMNS})
+            labels.update({column: None for column in LABEL_COLUMNS})  # type: ignore[misc]  # empty cells in the CSV
         present = {name: 1 for name, f in case.findings.items() if f.presence == 1}
         findings = {} if case.index == NULL_LABELS_CASE else (present or {"No Finding": 1})
         projections = [_projection(case.index)] + (["L"] if case.extra["lateral"] else [])

@@ -87,7 +87,7 @@ def finding_sentence(finding: Finding, rng: np.random.Generator) -> str:
     name, presence, change = finding.name, finding.presence, finding.change
     side = _side_words(finding)
     size = _SIZE.get(finding.severity or 1)
-    degree = _DEGREE.get(finding.severity or 1)
+    degree = _DEGREE[finding.severity or 1]  # severities are 1..3
     if presence == 0:
         return _negative_sentence(finding, rng)
     if name == "Cardiomegaly":

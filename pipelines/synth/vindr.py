@@ -101,10 +101,10 @@ def _jitter(box: tuple[int, int, int, int], rng: np.random.Generator, width: int
     x1, y1, x2, y2 = box
     sx, sy = 0.03 * (x2 - x1), 0.03 * (y2 - y1)
     moved = [x1 + rng.normal(0, sx), y1 + rng.normal(0, sy), x2 + rng.normal(0, sx), y2 + rng.normal(0, sy)]
-    x1, y1, x2, y2 = (float(round(v)) for v in moved)
-    x1, x2 = float(np.clip(x1, 0, width - 2)), float(np.clip(x2, x1 + 1, width - 1))
-    y1, y2 = float(np.clip(y1, 0, height - 2)), float(np.clip(y2, y1 + 1, height - 1))
-    return [x1, y1, x2, y2]
+    u1, v1, u2, v2 = (float(round(v)) for v in moved)
+    u1, u2 = float(np.clip(u1, 0, width - 2)), float(np.clip(u2, u1 + 1, width - 1))
+    v1, v2 = float(np.clip(v1, 0, height - 2)), float(np.clip(v2, v1 + 1, height - 1))
+    return [u1, v1, u2, v2]
 
 
 def planted_fields(case: ImageCase, key: str, seed: int) -> dict[str, str]:
@@ -178,8 +178,8 @@ def write(root: Path, cases: list[ImageCase], seed: int) -> tuple[dict[str, dict
     """Write the VinDr tree under ``root``; returns truth entries by image key and frontal summaries by image_id."""
     truth: dict[str, dict] = {}
     frontals: dict[str, anatomy.FrontalSummary] = {}
-    boxes_rows = {"train": [], "test": []}
-    label_rows = {"train": [], "test": []}
+    boxes_rows: dict[str, list[list]] = {"train": [], "test": []}
+    label_rows: dict[str, list[dict]] = {"train": [], "test": []}
     for case in cases:
         key = image_id(seed, case.index)
         split = split_of(case.index)

@@ -32,6 +32,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
+from typing import cast
 
 import pandas as pd
 
@@ -428,6 +429,13 @@ def diff_image(study: Study) -> View | None:
     return next((v for v in study.views if v.frontal), None)
 
 
+def paired_image(study: Study) -> View:
+    """:func:`diff_image` of a study in a pair (:func:`pairs_of` pairs only studies that have one)."""
+    image = diff_image(study)
+    assert image is not None
+    return image
+
+
 def mimic_all_frame(patients: list[Patient]) -> pd.DataFrame:
     """One row per study with a frontal image, in the CheXpert file's order."""
     rows = []
@@ -466,7 +474,10 @@ def difference(main: Study, reference: Study) -> dict | None:
     ``missing`` (present on one side only), ``levels`` (present on both, another level word) and
     ``changes`` (each changed finding's presence on both sides, None where unmentioned); None when a
     finding that differs is uncertain on one side."""
-    added, missing, levels, changes = [], [], [], []
+    added: list[str] = []
+    missing: list[str] = []
+    levels: list[list[str]] = []
+    changes: list[dict] = []
     for name, word in DIFF_NAMES.items():
         now, before = finding_state(main, name), finding_state(reference, name)
         if now != before:
@@ -676,13 +687,14 @@ def write_medical_diff_vqa(root: Path, patients: list[Patient], seed: int) -> di
     if cohort:  # the first patient's first pair is written reversed (the v1.0.0 defect): the earlier
         first, pairs = cohort[0]  # study becomes the main one, and the difference is read that way round
         later, earlier, _ = pairs[0]
-        cohort[0] = (first, [(earlier, later, difference(earlier, later)), *pairs[1:]])
+        reversed_change = cast(dict, difference(earlier, later))  # unambiguous both ways round, as the pair was
+        cohort[0] = (first, [(earlier, later, reversed_change), *pairs[1:]])
     moved = split_differs_subject([patient for patient, _ in cohort[1:]])  # not the reversed pair's patient
     rows, truth_rows = [], []
     for patient, pairs in cohort:
         split = dataset_split(patient, DIFF_SPLIT, moved)
         for main, reference, change in pairs:
-            for question in [*main_questions(seed, main, diff_image(main)), _difference_question(change)]:
+            for question in [*main_questions(seed, main, paired_image(main)), _difference_question(change)]:
                 rows.append(
                     [
                         int(main.study_id),
@@ -698,7 +710,7 @@ def write_medical_diff_vqa(root: Path, patients: list[Patient], seed: int) -> di
                     _diff_truth(len(rows), patient, main, reference, question, split, patient.subject_id == moved)
                 )
     output.write_csv(root / QUESTIONS_FILE, pd.DataFrame(rows, columns=QUESTION_COLUMNS))
-    studies = {s.study_id: f"mimic/{diff_image(s).image_id}" for p in patients for s in p.studies if diff_image(s)}
+    studies = {s.study_id: f"mimic/{image.image_id}" for p in patients for s in p.studies if (image := diff_image(s))}
     reversed_pairs = [_pair_truth(main, reference) for _, pairs in cohort[:1] for main, reference, _ in pairs[:1]]
     return {
         "questions": truth_rows,
@@ -718,8 +730,8 @@ def _pair_truth(main: Study, reference: Study) -> dict:
     return {
         "study_id": main.study_id,
         "ref_id": reference.study_id,
-        "image": f"mimic/{diff_image(main).image_id}",
-        "reference_image": f"mimic/{diff_image(reference).image_id}",
+        "image": f"mimic/{paired_image(main).image_id}",
+        "reference_image": f"mimic/{paired_image(reference).image_id}",
     }
 
 
