@@ -11,7 +11,7 @@ EXTRAS := test,tokenizer,loader,chexbert,translation
 # place at test time and never copy them (see tests/realdata.py). Skipped with a message when offline.
 TXV_WHEEL := build/cache/torchxrayvision-1.5.7-py3-none-any.whl
 
-.PHONY: demo test install consumers clean
+.PHONY: demo test lint install consumers clean
 
 # One line per step; pip itself stays quiet (its per-package lines would flood the output).
 $(STAMP): pyproject.toml
@@ -58,7 +58,13 @@ CONSUMER_STAMPS := $(foreach name,$(CONSUMERS),.venv-$(name)/.installed)
 
 consumers: $(CONSUMER_STAMPS)
 
-test: $(STAMP) $(TXV_WHEEL) consumers
+# The gates: lint and format check (ruff) and types (mypy, its files and settings in pyproject.toml).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m mypy
+
+test: lint $(STAMP) $(TXV_WHEEL) consumers
 	TORCHXRAYVISION_WHEEL=$(abspath $(TXV_WHEEL)) $(BIN)/python -m pytest -q
 
 # The edit-test loop, under a minute: every test not marked slow (no build, Beam, browser or emulator;
