@@ -60,6 +60,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any, cast
 
 import manifests
 from transforms.phrases import label_groups
@@ -228,7 +229,7 @@ def _load_labels(table: dict, locs: dict[str, _Loc], regions: dict) -> dict[str,
             raise ValueError(f"{MANIFEST}: label {name!r} needs 'en'")
         if set(_words(en)) & {"right", "left", "bilateral", "both"}:
             raise ValueError(f"{MANIFEST}: label {name!r}: 'en' must not say a side (use 'side')")
-        head = entry.get("head", en)
+        head = cast(str, entry.get("head", en))  # a string of the manifest
         if not _contains(_words(en), _words(head)):
             raise ValueError(f"{MANIFEST}: label {name!r}: head {head!r} is not words of {en!r}")
         if entry.get("side") not in (None, *SIDES) or set(entry.get("side_words", {})) - set(SIDES):
@@ -310,7 +311,7 @@ def _by_area(locs: list[_Loc]) -> dict[str, tuple[_Loc, str | None]]:
 
 
 def _place(loc: _Loc, side: str | None) -> str:
-    words = loc.place or loc.noun
+    words = cast(str, loc.place or loc.noun)  # a localization said as a place has one of them
     if side == "bilateral":
         return f"both {loc.plural}" if loc.article == "the" else f"{loc.plural} on both sides"
     following = side or words
@@ -329,7 +330,7 @@ def _places(places: Iterable[tuple[_Loc, str | None]]) -> str:
 def _part(loc: _Loc, side: str | None) -> str:
     """How a normal statement names a part: "right lung base", "costophrenic angles", "right ribs"."""
     if side in (None, "bilateral"):
-        return loc.plural or loc.noun
+        return cast(str, loc.plural or loc.noun)  # a normal part has one of them
     return f"{side} {loc.plural if loc.article == 'a' else loc.noun}"
 
 
@@ -415,7 +416,9 @@ def _finding_text(found: list[_Label], said: list[_Label], locs: list[_Loc], sid
     phrases, places, sided = {}, {}, set()
     for label in said:
         own = _by_area(parts[label.name])
-        here = {area: [loc, side if sides else None] for area, (loc, side) in own.items() if not loc.adjective}
+        here: dict[str, list[Any]] = {  # [loc, side], the side filled in below
+            area: [loc, side if sides else None] for area, (loc, side) in own.items() if not loc.adjective
+        }
         side = _label_side(label, taken[label.name], len(found) == 1) if sides else None
         before = None
         if side:
@@ -426,11 +429,12 @@ def _finding_text(found: list[_Label], said: list[_Label], locs: list[_Loc], sid
                 before = side
             # else a place says the side already, or the other one: not said before the label
         adjectives = sorted((loc for loc, _ in own.values() if loc.adjective), key=lambda loc: _ORDER[loc.area])
-        phrases[label.name] = _modified(label, before, [loc.adjective for loc in adjectives])
+        phrases[label.name] = _modified(label, before, [cast(str, loc.adjective) for loc in adjectives])
         places[label.name] = [tuple(entry) for entry in here.values()]
         if before:
             sided.add(label.name)
-    texts, grouped = [], set()
+    texts: list[str] = []
+    grouped: set[str] = set()
     for index, owner in enumerate(said):
         if not places[owner.name]:
             continue
@@ -450,7 +454,7 @@ def _finding_text(found: list[_Label], said: list[_Label], locs: list[_Loc], sid
 def _normal_parts(locs: list[_Loc], sides: bool) -> tuple[_NormalPart, ...]:
     """The parts a normal run names, a side of the run on each sided part without one; without sides,
     only the parts that had no side."""
-    parts = {area: [loc, side] for area, (loc, side) in _by_area(locs).items()}
+    parts: dict[str, list[Any]] = {area: [loc, side] for area, (loc, side) in _by_area(locs).items()}  # [loc, side]
     free = _one_side(loc.side for loc in locs if not (loc.noun and not loc.adjective))
     for entry in parts.values():
         if entry[0].sided and entry[1] is None:
@@ -500,7 +504,9 @@ def _plan(items: tuple[str, ...], sides: bool) -> _Sentence:
                 text=_finding_text(found, said, mine, sides) if said else "",
                 labels=tuple(label.name for label in said),
                 areas=areas,
-                sides=frozenset({"right", "left"} if "bilateral" in annotated else annotated) - {None},
+                sides=cast(
+                    frozenset[str], frozenset({"right", "left"} if "bilateral" in annotated else annotated) - {None}
+                ),
             )
             findings.append(finding)
             if said:
@@ -554,7 +560,7 @@ def render_report(by_sentence: Sequence[Sequence[str] | None], *, sides: bool = 
     plans = [None if items is None else _plan(tuple(items), sides) for items in by_sentence]
     findings = [finding for plan in plans if plan is not None for finding in plan.findings]
     sentences, sources, stated = [], [], []
-    said_no_abnormality, said_normal = False, set()
+    said_no_abnormality, said_normal = False, set[tuple[str, str | None]]()
     for index, plan in enumerate(plans):
         if plan is None:
             continue
@@ -563,7 +569,7 @@ def render_report(by_sentence: Sequence[Sequence[str] | None], *, sides: bool = 
             if kind == "finding":
                 clauses.setdefault("finding", []).append(piece)
             elif kind == "normal":
-                kept = [part for part in piece if not _covered(part, findings, sides)]
+                kept = [part for part in cast(tuple, piece) if not _covered(part, findings, sides)]
                 clauses.setdefault("normal", []).extend(kept)
             elif kind == "bare" and not findings:
                 clauses.setdefault("bare", [])
