@@ -1,11 +1,12 @@
 """Test-wide settings. In CI, property tests draw the same examples on every run (derandomized), so
 a landing is never decided by a new random draw; locally they explore fresh examples each run. No
-test looks for Google credentials."""
+test looks for Google credentials. The session's shared builds (a clean and a faulted corpus, each
+built once) and the fast tier (`make test-fast`) are defined here."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,14 +26,14 @@ os.environ.setdefault("NO_GCE_CHECK", "true")
 
 
 @pytest.fixture
-def unreadable_folder(monkeypatch):
+def unreadable_folder(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path], None]:
     """``unreadable_folder(path)``: from then on, listing ``path`` fails as it does for a folder without
     read permission. The tests run as root, who may list any folder, so the failure is simulated where
     a walk meets it (``os.scandir``)."""
     refused: set[Path] = set()
     scandir = os.scandir
 
-    def guarded(path="."):
+    def guarded(path: str | os.PathLike[str] = ".") -> Iterator[os.DirEntry[str]]:
         if isinstance(path, (str, os.PathLike)) and Path(path) in refused:
             raise PermissionError(13, "Permission denied", str(path))
         return scandir(path)
@@ -46,7 +47,8 @@ def unreadable_folder(monkeypatch):
 # Imported on first use: the fast tier never loads Beam for them.
 
 
-def _shared(tmp_path_factory, name: str, make) -> Iterator[SharedBuild]:
+def _shared(tmp_path_factory, name: str, make: Callable[[Path], tuple[Path, Path]]) -> Iterator[SharedBuild]:
+    """``make(root)`` -> (corpus, out) under a fresh folder, frozen while the session shares it."""
     from builds import SharedBuild
 
     root = tmp_path_factory.mktemp(name)
