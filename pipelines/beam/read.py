@@ -120,7 +120,7 @@ class ReadSources(beam.PTransform):
         super().__init__()
         self.plans, self.progress = plans, progress or Progress(None)
 
-    def expand(self, pbegin):
+    def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
         plans, progress = self.plans, self.progress
         pipeline = pbegin.pipeline
         patterns = [
