@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from pipelines.beam.build import run_build
-from pipelines.beam.image_stage import WORK_DIR
+from pipelines.output.paths import WORK_DIR
 from pipelines.synth import generate
 from pipelines.synth.demo import synthetic_build as build_into
 from schemas.config import load_config

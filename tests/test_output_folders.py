@@ -23,12 +23,14 @@ from apache_beam.io.filesystems import FileSystems
 from builds import completion_markers, kill_build_when
 
 from pipelines.beam.build import run_build
-from pipelines.beam.image_stage import WORK_DIR
 from pipelines.output import manifest as manifest_module
 from pipelines.output import out_lock
+from pipelines.output.manifest import finished_build, input_fingerprints
+from pipelines.output.paths import WORK_DIR
 from pipelines.synth import generate
 from pipelines.tools.verify import verify
 from schemas.config import load_config
+from transforms.sources import read_plans
 
 STUDIES = 4
 
@@ -171,6 +173,42 @@ def test_an_older_build_of_another_config_is_refused_or_replaced(corpus, small_s
     assert verify(out) == []
     assert (out / "notes.txt").read_text() == "mine", "only files the old manifest lists are removed"
     assert not (out / WORK_DIR).exists()
+
+
+def test_a_build_of_0_1_with_the_default_profiles_in_their_old_order_is_the_same_build(corpus, built_copy):
+    """0.1 listed the default profiles in another order: its output is still this config's build, found
+    finished by ``cxr-instruct build`` and rebuilt in place by a forced run, never refused as another
+    config's."""
+    out = built_copy
+    manifest = json.loads((out / "manifest.json").read_text())
+    old_order = ["imt-cxr", "m4cxr", "chexmix", "radixpert", "medivlm"]
+    assert sorted(manifest["config"]["profiles"]) == sorted(old_order) != old_order
+    manifest["config"]["profiles"] = old_order
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    config = load_config(corpus / "build.yaml")
+
+    assert finished_build(str(out), config, input_fingerprints(config, read_plans(config))) is not None
+    assert run_build(config, str(out))["config"]["profiles"] == sorted(old_order)
+    assert verify(out) == []
+
+
+def test_orphan_shards_named_by_markers_of_either_version_are_removed(tmp_path):
+    """A killed build's images shards that the finished build does not list are removed, whether its
+    completion markers are of today's shape or of 0.1's (``shard.path``)."""
+    markers = tmp_path / WORK_DIR / "images"
+    markers.mkdir(parents=True)
+    (tmp_path / "images").mkdir()
+    shards = [f"images/train-0000{i}-of-00003.parquet" for i in range(3)]
+    for shard in shards:
+        (tmp_path / shard).write_bytes(b"PAR1")
+    (markers / "a.json").write_text(json.dumps({"outputs": [{"path": shards[0]}]}))
+    (markers / "b.json").write_text(json.dumps({"shard": {"path": shards[1]}}))
+    (markers / "c.json").write_text(json.dumps({"outputs": [{"path": shards[2]}]}))
+
+    removed = out_lock.remove_orphan_shards(str(tmp_path), {"outputs": [{"path": shards[2]}]})
+
+    assert sorted(removed) == shards[:2]
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [shards[2].rsplit("/", 1)[1]]
 
 
 def test_a_killed_build_fixed_and_rerun_reads_the_fixed_image(small_shards, tmp_path):

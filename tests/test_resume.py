@@ -11,7 +11,7 @@ import yaml
 from builds import completion_markers, kill_build_when
 
 from pipelines.beam.build import run_build
-from pipelines.beam.image_stage import WORK_DIR
+from pipelines.output.paths import WORK_DIR
 from pipelines.synth import generate
 from schemas.config import load_config
 

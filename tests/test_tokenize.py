@@ -179,6 +179,54 @@ def test_other_tokenizer_markers_refuse_to_mix(built, tokenized, tmp_path):
         run_tokenize(str(out), str(model))
 
 
+def marker_as_version_0_1(marker: Path, shard: str) -> None:
+    """Rewrite a completion marker in the shape cxr-instruct 0.1 wrote: every field at the top level."""
+    doc = json.loads(marker.read_text())
+    vq, rejects = doc["outputs"]
+    old = {
+        "shard": shard,
+        "tokenizer": doc["settings"]["tokenizer"],
+        "images_sha256": doc["inputs_sha256"],
+        "rows": vq["rows"],
+        "sha256": vq["sha256"],
+        "rejects": rejects["rows"],
+        "rejects_sha256": rejects["sha256"],
+    }
+    marker.write_text(json.dumps(old))
+
+
+def test_markers_of_version_0_1_keep_their_shards_and_damaged_ones_redo_theirs(built, tokenized, tmp_path):
+    """An output tokenized by 0.1 is not encoded again (its markers are read in their old shape); a marker
+    that is not JSON, or of no known shape, costs only its own shard."""
+    _, model = built
+    out = tmp_path / "out"
+    shutil.copytree(tokenized[0], out)
+    expected = vq_files(out)
+    names = sorted(p.name for p in (out / "images").glob("*.parquet"))
+    assert len(names) >= 3
+    for name in names:
+        marker_as_version_0_1(Path(marker_path(str(out), name)), name)
+    Path(marker_path(str(out), names[0])).write_text("{not json")
+    Path(marker_path(str(out), names[1])).write_text(json.dumps({"shard": names[1]}))
+
+    resumed = run_tokenize(str(out), str(model), batch_size=4)
+    assert sorted(resumed["written"]) == names[:2]
+    assert sorted(resumed["skipped"]) == names[2:]
+    assert vq_files(out) == expected
+
+
+def test_a_version_0_1_marker_of_another_tokenizer_still_refuses_to_mix(built, tokenized, tmp_path):
+    _, model = built
+    out = tmp_path / "out"
+    shutil.copytree(tokenized[0], out)
+    name = sorted(p.name for p in (out / "images").glob("*.parquet"))[0]
+    marker = Path(marker_path(str(out), name))
+    marker_as_version_0_1(marker, name)
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "tokenizer": "chameleon-vqgan-0000"}))
+    with pytest.raises(RuntimeError, match="written by tokenizer chameleon-vqgan-0000"):
+        run_tokenize(str(out), str(model))
+
+
 def test_handler_batches_at_a_fixed_size_and_hints_a_gpu_only_on_cuda():
     gpu = VqganModelHandler("m", "cuda", 64, accelerator="type:nvidia-l4;count:1;install-nvidia-driver")
     cpu = VqganModelHandler("m", "cpu", 8, accelerator="type:nvidia-l4;count:1;install-nvidia-driver")

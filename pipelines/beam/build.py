@@ -24,7 +24,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pvalue import TaggedOutput
 
 from pipelines.beam.grouping import unpack_all
-from pipelines.beam.image_stage import ImageStage, translation_fingerprint, unit_entry, work_dir
+from pipelines.beam.image_stage import ImageStage, translation_fingerprint, unit_entry
 from pipelines.beam.progress import PROGRESS_EVERY, Progress
 from pipelines.beam.read import ReadSources
 from pipelines.beam.severity_fit import FitSeverityIdf
@@ -32,6 +32,7 @@ from pipelines.beam.task_stage import RunTasks
 from pipelines.beam.write import WriteFragments, WriteTables, prepare
 from pipelines.output.manifest import Manifest, input_fingerprints
 from pipelines.output.out_lock import clear_previous_build, locked, remove_orphan_shards
+from pipelines.output.paths import work_dir
 from schemas.config import BuildConfig
 from schemas.records import Reject
 from schemas.rows import reject_row

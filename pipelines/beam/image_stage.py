@@ -47,10 +47,11 @@ from pipelines.beam.write import (
     ShardFile,
     finished,
     read_marker,
-    write_bytes_atomically,
     write_marker,
     write_shard_file,
 )
+from pipelines.output.atomic import write_bytes_atomically
+from pipelines.output.paths import WORK_DIR, shard_name, work_dir
 from schemas.config import TranslationConfig
 from schemas.records import Reject
 from schemas.rows import AnnotationRow, ImageRow
@@ -59,12 +60,7 @@ from transforms.hashing import shard_of
 from transforms.splits import patient_key
 from transforms.units import ImageUnit
 
-WORK_DIR = "_work"
 OUTPUTS = ("rejects", "events", "patients", "shards", "severity_terms")  # tagged outputs besides the checkpoints
-
-
-def work_dir(out_dir: str) -> str:
-    return io.join(out_dir, WORK_DIR)
 
 
 def shard_group(image) -> str:
@@ -271,7 +267,7 @@ class ProcessImageShard(beam.DoFn):
         (split, shard, num_shards), packed_units = element
         self.progress.started("image")
         units = sorted(unpack_all(packed_units), key=lambda u: u.key)
-        name = f"{split}-{shard:05d}-of-{num_shards:05d}"
+        name = shard_name(split, shard, num_shards)
         marker_path = io.join(work_dir(self.out_dir), "images", f"{name}.json")
         digest = units_digest(units, self.fingerprint)
         marker = read_marker(marker_path)

@@ -19,9 +19,10 @@ from typing import cast
 import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
-from pipelines.beam.image_stage import Checkpoint, work_dir
+from pipelines.beam.image_stage import Checkpoint
 from pipelines.beam.progress import Progress
 from pipelines.beam.write import Fragment, PreparedRow, prepare, write_fragment
+from pipelines.output.paths import work_dir
 from schemas.records import Reject
 from schemas.rows import AnnotationRow, InstructionRow
 from transforms import enrich, io

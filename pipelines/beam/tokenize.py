@@ -48,16 +48,17 @@ import manifests
 from pipelines.beam.progress import Progress, watching
 from pipelines.beam.write import (
     CompletionMarker,
+    ShardFile,
     batched,
     finished,
     read_marker,
-    write_bytes_atomically,
     write_marker,
     write_shard_file,
 )
+from pipelines.output.atomic import write_bytes_atomically
 from pipelines.output.manifest import Manifest, record_vq_outputs
 from pipelines.output.out_lock import OutputLocked, locked
-from pipelines.output.paths import BUILD_OUTPUT
+from pipelines.output.paths import BUILD_OUTPUT, split_of
 from schemas.rows import RejectRow, VqRow
 from schemas.tables import CODES_PER_IMAGE, arrow_schema
 from transforms.enrich import kebab
@@ -107,6 +108,27 @@ def shard_settings(fingerprint_id: str) -> dict[str, str]:
     return {"tokenizer": fingerprint_id}
 
 
+def marker_of_version_0_1(out_dir: str, old: dict) -> CompletionMarker:
+    """A vq marker as cxr-instruct 0.1 wrote it (``tokenizer``, ``images_sha256``, ``sha256``, ``rows``,
+    ``rejects_sha256``, ``rejects`` at the top level) in today's shape, so the shards it proves finished
+    are kept rather than encoded again on the GPU. Raises KeyError when a field is missing."""
+    shard, split = old["shard"], split_of(old["shard"])
+
+    def entry(path: str, table: str, rows: int, sha256: str) -> ShardFile:
+        found = FileSystems.match([FileSystems.join(out_dir, path)])[0].metadata_list
+        size = found[0].size_in_bytes if found else 0
+        return ShardFile(path=path, table=table, split=split, rows=rows, bytes=size, sha256=sha256)
+
+    return CompletionMarker(
+        outputs=[
+            entry(f"vq/{shard}", "vq", old["rows"], old["sha256"]),
+            entry(f"vq/{REJECT_DIR}/{shard}", "rejects", old["rejects"], old["rejects_sha256"]),
+        ],
+        inputs_sha256=old["images_sha256"],
+        settings=shard_settings(old["tokenizer"]),
+    )
+
+
 def completed_shards(out_dir: str, shards: list[str], fingerprint_id: str) -> list[str]:
     """Shards whose completion marker still holds: the images shard it read and the two files it
     wrote unchanged, by sha256. A marker from another tokenizer raises: one vq table never mixes codes
@@ -114,7 +136,7 @@ def completed_shards(out_dir: str, shards: list[str], fingerprint_id: str) -> li
     done = []
     for shard in shards:
         path = marker_path(out_dir, shard)
-        marker = read_marker(path)
+        marker = read_marker(path, upgrade=lambda old: marker_of_version_0_1(out_dir, old))
         if marker is None:
             continue
         written_by = marker["settings"].get("tokenizer")
@@ -151,7 +173,7 @@ def decode(element, size: int):
     return (shard, key), tokenizer_input(png, size)
 
 
-def reject_row(failure) -> tuple[str, RejectRow]:
+def failure_reject(failure) -> tuple[str, RejectRow]:
     """A dead-letter element of the decode step -> ``(shard, rejects row)``."""
     (shard, key, _png), (exc_type, exc_repr, _traceback) = failure
     return shard, RejectRow(
@@ -198,7 +220,7 @@ def write_shard(element, out_dir: str, fingerprint_id: str, row_group_rows: int)
     keys = [r["image_key"] for r in rows] + [r["key"] for r in rejects]
     if len(keys) != len(set(keys)):
         raise ValueError(f"images/{shard}: an image_key occurs more than once")
-    split = shard.split("-", 1)[0]
+    split = split_of(shard)
     outputs = [
         write_shard_file(out_dir, f"vq/{shard}", "vq", split, batched(rows, row_group_rows), vq_table),
         write_shard_file(out_dir, f"vq/{REJECT_DIR}/{shard}", "rejects", split, batched(rejects, row_group_rows)),
@@ -280,7 +302,7 @@ def build_graph(
         | "Rows" >> beam.Map(vq_row, lm_ids, fingerprint_id)
         | "Tag rows" >> beam.Map(lambda kv: (kv[0], ("row", kv[1]))),
         failed
-        | "Reject rows" >> beam.Map(reject_row)
+        | "Reject rows" >> beam.Map(failure_reject)
         | "Tag rejects" >> beam.Map(lambda kv: (kv[0], ("reject", kv[1]))),
     )
     (

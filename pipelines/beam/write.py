@@ -45,6 +45,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.beam.grouping import pack, unpack
 from pipelines.beam.progress import Progress
+from pipelines.output.atomic import remove_if_exists, write_atomically, write_bytes_atomically
+from pipelines.output.paths import shard_name
 from schemas.tables import ROW_KEY, arrow_schema
 from transforms.hashing import shard_of
 from transforms.io import sha256_if_exists
@@ -87,10 +89,6 @@ def prepare(table_dir: str, split: str, row: Mapping[str, Any]) -> PreparedRow:
     return PreparedRow(table_dir, split, row[ROW_KEY[table]], row_sort_key(table, row), pack(row))
 
 
-def shard_path(out_dir: str, table_dir: str, split: str, shard: int, num_shards: int) -> str:
-    return FileSystems.join(out_dir, table_dir, f"{split}-{shard:05d}-of-{num_shards:05d}.parquet")
-
-
 class HashingSink(stdio.RawIOBase):
     """A write-only stream that forwards to ``handle`` and hashes what passes (for Parquet writers)."""
 
@@ -112,38 +110,6 @@ class HashingSink(stdio.RawIOBase):
 
     def tell(self) -> int:
         return self.size
-
-
-def write_atomically(path: str, write):
-    """``write(handle)`` into ``path.partial``, then rename: a killed run never leaves a torn file
-    under a final name, and a write that fails (disk full) leaves the file that was there intact (the
-    partial file is removed and the error raised). Returns what ``write`` returns.
-
-    Locally the rename replaces the old file in one step. An object store's rename is a copy and a
-    delete that will not overwrite, so there the old object is deleted just before: a kill in that gap
-    leaves no file under the final name (never a torn one)."""
-    partial = path + ".partial"
-    try:
-        with FileSystems.create(partial) as handle:
-            written = write(handle)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            remove_if_exists(partial)
-        raise
-    if "://" in path and FileSystems.exists(path):
-        FileSystems.delete([path])
-    FileSystems.rename([partial], [path])
-    return written
-
-
-def write_bytes_atomically(path: str, data: bytes) -> None:
-    """``data`` as the whole of ``path``, through :func:`write_atomically`."""
-    write_atomically(path, lambda handle: handle.write(data))
-
-
-def remove_if_exists(path: str) -> None:
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
 
 
 def batched(rows: Sequence, size: int) -> Iterable[list]:
@@ -221,7 +187,7 @@ def write_sorted(
     table = table_of(table_dir)
     entries = sorted(entries)  # packed bytes break sort-key ties
     batches = ([unpack(packed) for _, packed in group] for group in batched(entries, ROW_GROUP_ROWS[table]))
-    name = f"{table_dir}/{split}-{shard:05d}-of-{num_shards:05d}.parquet"
+    name = f"{table_dir}/{shard_name(split, shard, num_shards)}.parquet"
     written = write_shard_file(out_dir, name, table, split, batches)
     return [written] if written["rows"] else []
 
@@ -240,12 +206,37 @@ def write_marker(path: str, marker: CompletionMarker) -> None:
     write_bytes_atomically(path, json.dumps(marker, indent=2, sort_keys=True).encode() + b"\n")
 
 
-def read_marker(path: str) -> CompletionMarker | None:
-    """The completion marker at ``path``, or None when there is none."""
+def read_marker(
+    path: str, upgrade: Callable[[dict[str, Any]], CompletionMarker] | None = None
+) -> CompletionMarker | None:
+    """The completion marker at ``path``, or None when there is none. A marker in another shape (written
+    by cxr-instruct 0.1, or damaged) is converted by ``upgrade`` when one is given and can; otherwise it
+    is None too, and its shard is redone, with a log line that says why."""
     if not FileSystems.exists(path):
         return None
     with FileSystems.open(path) as handle:
-        return json.loads(handle.read())
+        try:
+            found = json.loads(handle.read())
+        except ValueError:
+            found = None
+    if is_marker(found):
+        return found
+    if upgrade is not None and isinstance(found, dict):
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            return upgrade(found)
+    log.warning("%s: not a completion marker of this version (an older one, or damaged); redoing the shard", path)
+    return None
+
+
+def is_marker(found: Any) -> bool:
+    """Whether a parsed JSON document has the shape of a :class:`CompletionMarker`."""
+    return (
+        isinstance(found, dict)
+        and isinstance(found.get("outputs"), list)
+        and all(isinstance(entry, dict) and {"path", "sha256", "rows"} <= entry.keys() for entry in found["outputs"])
+        and isinstance(found.get("inputs_sha256"), str)
+        and isinstance(found.get("settings"), dict)
+    )
 
 
 def marker_problems(

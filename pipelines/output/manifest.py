@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.beam.write import write_atomically
+from pipelines.output.atomic import write_atomically
 from schemas.config import BuildConfig
 from transforms import io
 from transforms.sources import read_plans
@@ -246,6 +246,17 @@ def record_vq_outputs(out_dir: str) -> dict:
     return doc
 
 
+def same_config(recorded: dict | None, config_doc: dict) -> bool:
+    """Whether a manifest's ``config`` is ``config_doc``, the order of ``profiles`` aside: a profile's
+    rows, seeds and files do not depend on it, and a build of 0.1 listed the default profiles in another
+    order than today's (sorted)."""
+
+    def normal(doc: dict) -> dict:
+        return {**doc, "profiles": sorted(doc.get("profiles", []))}
+
+    return recorded is not None and normal(recorded) == normal(config_doc)
+
+
 def finished_build(out_dir: str, config: BuildConfig, inputs: dict) -> dict | None:
     """The manifest of ``out_dir`` when it is a finished build of exactly these inputs and this config by
     this version (every listed output present at its size, ``vq/`` recorded when the config tokenizes);
@@ -258,7 +269,7 @@ def finished_build(out_dir: str, config: BuildConfig, inputs: dict) -> dict | No
     except (ValueError, OSError):
         return None
     same = (
-        doc.get("config") == config.model_dump(mode="json")
+        same_config(doc.get("config"), config.model_dump(mode="json"))
         and doc.get("inputs") == inputs
         and doc.get("versions", {}).get("cxr-instruct") == versions()["cxr-instruct"]
         and (config.tokenizer is None or "tokenizer" in doc)

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 
 from apache_beam.io.filesystems import FileSystems
 
+from pipelines.output.paths import work_dir
 from transforms import io
 
 FILE = ".cxr-instruct.lock"  # hidden and *.lock: publish never uploads it (pipelines/tools/publish.py)
@@ -214,8 +215,7 @@ def clear_previous_build(out_dir: str, config_doc: dict, replace: bool = False) 
 
     Nothing else in the folder is touched (the card, preview, run.json and any file of the user's).
     """
-    from pipelines.beam.image_stage import work_dir
-    from pipelines.output.manifest import Manifest, ManifestUnreadable
+    from pipelines.output.manifest import Manifest, ManifestUnreadable, same_config
 
     path = io.join(out_dir, Manifest.FILE)
     if not io.exists(path):
@@ -227,7 +227,7 @@ def clear_previous_build(out_dir: str, config_doc: dict, replace: bool = False) 
             f"{unreadable}: cannot tell which files the older build in {out_dir} owns; "
             f"pick another output folder or remove that build"
         ) from None
-    if manifest.get("config") != config_doc and not replace:
+    if not same_config(manifest.get("config"), config_doc) and not replace:
         raise OtherBuildInOutput(
             f"{out_dir} holds a build of another config (its manifest.json): pick another "
             f"output folder, or pass --replace to delete that build's files first"
@@ -248,13 +248,12 @@ def remove_orphan_shards(out_dir: str, manifest: dict) -> list[str]:
     """``images/`` shards an earlier, killed run of this build wrote (named by its completion markers in
     ``_work/images/``) that this run's manifest does not list (the shard count changed in between):
     removed, so no ``<split>-*.parquet`` glob loads an image twice. Returns their relative paths."""
-    from pipelines.beam.image_stage import work_dir
-
     listed = {entry["path"] for entry in manifest["outputs"]}
     removed = []
     for marker in io.glob(io.join(work_dir(out_dir), "images", "*.json")):
         try:
-            shard = json.loads(io.read_bytes(marker))["outputs"][0]["path"]
+            doc = json.loads(io.read_bytes(marker))
+            shard = doc["outputs"][0]["path"] if "outputs" in doc else doc["shard"]["path"]  # 0.1: "shard"
         except (ValueError, KeyError, TypeError):
             continue
         if shard not in listed and io.exists(io.join(out_dir, shard)):

@@ -1,4 +1,5 @@
-"""Command-line types for the folders the commands read and write (click only: no Beam at import).
+"""The names inside a build's output folder, and the command-line types for the folders the commands
+read and write (no Beam at import).
 
 A build's output may be a local folder or a ``gs://`` URI (any ``scheme://`` Beam's FileSystems knows):
 :data:`BUILD_OUTPUT` passes a URI on as it is and checks that a local path is an existing folder, with
@@ -11,6 +12,26 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+
+from transforms import io
+
+WORK_DIR = "_work"
+"""A build's internal folder in OUT: images-stage checkpoints and completion markers, task fragments.
+Removed once ``manifest.json`` is written; a killed build resumes from it."""
+
+
+def work_dir(out_dir: str) -> str:
+    return io.join(out_dir, WORK_DIR)
+
+
+def shard_name(split: str, shard: int, num_shards: int) -> str:
+    """``train-00003-of-00010``: a shard's file name without ``.parquet``, the same in every table."""
+    return f"{split}-{shard:05d}-of-{num_shards:05d}"
+
+
+def split_of(shard: str | Path) -> str:
+    """``.../train-00000-of-00002.parquet`` -> ``train``."""
+    return io.basename(str(shard)).rsplit("-", 3)[0]
 
 
 class PathError(click.ClickException):

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.beam.write import write_atomically
+from pipelines.output.atomic import write_atomically
 from transforms import io
 
 FILE = "run.json"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipelines.beam.write import write_atomically
+from pipelines.output.atomic import write_atomically
 from pipelines.output.manifest import record_view_files
 from transforms import io
 from transforms.audit import KINDS, audit_row, facts_from_annotation

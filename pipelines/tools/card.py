@@ -25,7 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import manifests
-from pipelines.beam.write import write_atomically
+from pipelines.output.atomic import write_atomically
 from pipelines.output.manifest import Manifest, record_view_files
 from pipelines.output.table_files import column_batches, count_by, parquet_rows, table_files
 from transforms import io

@@ -39,7 +39,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import yaml
 
-from pipelines.beam.write import write_bytes_atomically
+from pipelines.output.atomic import write_bytes_atomically
 from pipelines.output.manifest import LISTING_THREADS, Manifest, input_files, record_view_files, versions
 from pipelines.tools.recipe import (
     Recipe,

@@ -66,7 +66,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.beam.write import write_bytes_atomically
+from pipelines.output.atomic import write_bytes_atomically
 from pipelines.output.manifest import LISTING_THREADS, VIEW_FOLDERS, Manifest, input_files, input_fingerprints
 from schemas.config import BuildConfig
 from schemas.records import ALL_SOURCES

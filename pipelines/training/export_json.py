@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import manifests
+from pipelines.output.paths import split_of
 from pipelines.training.export_source import (
     Mixture,
     build_manifest,
@@ -25,7 +26,6 @@ from pipelines.training.export_source import (
     mixture_rows,
     profile_settings,
     shards_by_split,
-    split_of,
 )
 from transforms import io
 from transforms.coordinate_frames import (

@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.output.paths import split_of
 from transforms import io
 from transforms.export_records import ExportError
 
@@ -57,11 +58,6 @@ def shards_by_split(out: str | Path, profile: str, splits: tuple[str, ...] = ())
     for shard in instruction_shards(out, profile, splits):
         grouped.setdefault(split_of(shard), []).append(shard)
     return dict(sorted(grouped.items()))
-
-
-def split_of(shard: str | Path) -> str:
-    """``train-00000-of-00002.parquet`` -> ``train``."""
-    return io.basename(str(shard)).rsplit("-", 3)[0]
 
 
 def iter_rows(shard: str) -> Iterator[dict]:
