@@ -1,4 +1,5 @@
-"""The layers stay apart: importing any module of ``transforms/`` never loads Apache Beam.
+"""The layers stay apart: importing any module of ``transforms/`` never loads Apache Beam, and no
+package imports a package above it (the order is written in :data:`MAY_IMPORT`).
 
 ``transforms/`` is pure functions and small data classes; the Beam graph, its DoFns and combiners live
 in ``pipelines/`` (docs/architecture.md). Each module is imported, one after another, in one fresh
@@ -6,6 +7,7 @@ interpreter that records the import chain at the moment ``apache_beam`` is first
 failure names the module that pulled Beam in and the repository lines it came through.
 """
 
+import ast
 import json
 import subprocess
 import sys
@@ -74,3 +76,78 @@ def test_the_probe_sees_a_module_that_loads_beam():
     leak = first_beam_import(["transforms.hashing", "pipelines.beam.severity_fit"])
     assert leak["module"] == "pipelines.beam.severity_fit"
     assert any(line.startswith("pipelines/beam/severity_fit.py:") and "apache_beam" in line for line in leak["chain"])
+
+
+MAY_IMPORT = {
+    "manifests": set(),
+    "schemas": {"manifests"},
+    "transforms": {"manifests", "schemas"},
+    "pipelines.output": {"manifests", "schemas", "transforms"},
+    "pipelines.beam": {"manifests", "schemas", "transforms", "pipelines.output"},
+    "pipelines.training": {"manifests", "schemas", "transforms", "pipelines.output"},
+    "pipelines.synth": {"manifests", "schemas", "transforms", "pipelines.output", "pipelines.beam"},
+    "pipelines.tools": {"manifests", "schemas", "transforms", "pipelines.output", "pipelines.beam"},
+    "pipelines.cli": {
+        "manifests",
+        "schemas",
+        "transforms",
+        "pipelines.output",
+        "pipelines.beam",
+        "pipelines.synth",
+        "pipelines.tools",
+        "pipelines.training",
+    },
+}
+"""Each layer -> the layers it may import (docs/architecture.md). ``pipelines.cli`` names its commands'
+modules as strings (``COMMANDS``), so only its direct imports count."""
+
+
+def layer_of(dotted: str) -> str | None:
+    """``pipelines.beam.write`` -> ``pipelines.beam``; ``transforms.tasks.vqa`` -> ``transforms``."""
+    parts = dotted.split(".")
+    if parts[0] == "pipelines":
+        return f"pipelines.{parts[1]}" if len(parts) > 1 else "pipelines"
+    return parts[0] if parts[0] in MAY_IMPORT else None
+
+
+def imports_across_layers() -> list[str]:
+    """``file:line imports module`` for every import (top level or inside a function) that goes against
+    :data:`MAY_IMPORT`."""
+    wrong = []
+    for package in ("manifests", "schemas", "transforms", "pipelines"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            relative = path.relative_to(ROOT)
+            dotted = ".".join(relative.with_suffix("").parts)
+            layer = layer_of(dotted)
+            if layer not in MAY_IMPORT:  # pipelines/__init__.py
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), str(relative))):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    names = [node.module] if node.module != "pipelines" else [f"pipelines.{a.name}" for a in node.names]
+                else:
+                    continue
+                for name in names:
+                    target = layer_of(name)
+                    if target is not None and target != layer and target not in MAY_IMPORT[layer]:
+                        wrong.append(f"{relative}:{node.lineno} imports {name}")
+    return wrong
+
+
+def test_no_package_imports_a_layer_above_it():
+    assert set(MAY_IMPORT) >= {
+        layer_of(f"pipelines.{p.name}")
+        for p in (ROOT / "pipelines").iterdir()
+        if p.is_dir() and (p / "__init__.py").exists()
+    }, "a new pipelines/ folder needs its row"
+    assert imports_across_layers() == []
+
+
+def test_the_layer_check_sees_an_upward_import(tmp_path, monkeypatch):
+    (tmp_path / "transforms").mkdir()
+    (tmp_path / "transforms" / "leak.py").write_text("def f():\n    from pipelines.beam import write\n")
+    for package in ("manifests", "schemas", "pipelines"):
+        (tmp_path / package).mkdir()
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert imports_across_layers() == ["transforms/leak.py:2 imports pipelines.beam"]

@@ -863,8 +863,8 @@ def _hydrate_command():
         differs (hydrate.json says what, why and what it costs); 2: hydration cannot start."""
         from pipelines.beam import preflight as checks_module
         from pipelines.beam.build import run_build
+        from pipelines.beam.launch import beam_arguments, print_summary, resumable_on_ctrl_c
         from pipelines.beam.progress import Progress, watching
-        from pipelines.cli import beam_arguments, print_summary, resumable_on_ctrl_c
         from pipelines.output.manifest import finished_build, input_fingerprints
         from pipelines.output.out_lock import OutputRefused, locked
         from pipelines.output.run_record import run_record, write_run_record
