@@ -73,10 +73,6 @@ FINGERPRINT_FILE = "tokenizer.json"
 log = logging.getLogger(__name__)
 
 
-def settings() -> dict:
-    return manifests.load("tokenizer.yaml")
-
-
 # ------------------------------------------------------------------ shard bookkeeping
 
 
@@ -291,7 +287,7 @@ def build_graph(
     progress: Progress | None = None,
 ) -> None:
     progress = progress or Progress(None)
-    row_group_rows = settings()["row_group_rows"]
+    row_group_rows = manifests.load("tokenizer.yaml")["row_group_rows"]  # as transforms.vqgan.settings(), without torch
     planned = p | "Pending shards" >> beam.Create(shards)
     images = planned | "Spread shards" >> beam.Reshuffle() | "Read images" >> beam.FlatMap(read_images, out_dir)
     decoded, failed = images | "Decode" >> beam.Map(decode, image_size).with_exception_handling()
@@ -348,7 +344,7 @@ def _run_tokenize(
     from transforms import vqgan
 
     vqgan.require_device(device)
-    config = settings()
+    config = vqgan.settings()
     precision = precision or vqgan.default_precision(device)
     fingerprint, mapping = vqgan.fingerprint(model_dir, precision, vocabulary)
     shards = image_shards(out_dir)
