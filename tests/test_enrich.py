@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from schemas.records import AnnotationRecord, Box, ImageRef, Landmarks, MaskRLE, SourceRecord
-from transforms import enrich, geometry, masks
+from transforms import enrich, geometry, geometry_stage, language_stage, masks, output_rows
 from transforms.geometry import letterbox_for
 from transforms.units import ImageUnit
 
@@ -103,7 +103,7 @@ def test_boxes_are_clipped_and_boxes_outside_the_image_are_item_rejects():
             Box(label="Nodule/Mass", x1=950, y1=10, x2=990, y2=60, origin="vindr-annotations", reader="R2"),
         ]
     )
-    enriched, rejects = enrich.geometry_unit(decoded(record))
+    enriched, rejects = geometry_stage.geometry_unit(decoded(record))
     (box,) = enriched.boxes
     assert (box["x1"], box["x2"]) == (0, 50) and box["finding"] == "Lung Lesion"
     assert [(r.reason, r.level) for r in rejects] == [("box-outside-image", "item")]
@@ -118,7 +118,7 @@ def test_three_readers_give_a_consensus_box_beside_their_own():
         ]
         + [Box(label="Nodule/Mass", x1=500, y1=300, x2=540, y2=340, origin="vindr-annotations", reader="R3")]
     )
-    enriched, rejects = enrich.geometry_unit(decoded(record))
+    enriched, rejects = geometry_stage.geometry_unit(decoded(record))
     consensus = [b for b in enriched.boxes if b["reader"] == "consensus"]
     assert [(b["label"], b["readers"]) for b in consensus] == [("Cardiomegaly", ["R1", "R2", "R3"])]
     assert abs(consensus[0]["x1"] - np.mean([d[0] for d in drawn])) < 1e-9
@@ -128,9 +128,9 @@ def test_three_readers_give_a_consensus_box_beside_their_own():
 
 def test_chexmask_preprocessed_rows_map_back_to_the_image():
     original = organs((HEIGHT, WIDTH))
-    in_original, _ = enrich.geometry_unit(decoded(vindr_record(), [chexmask_annotation(original, "original")]))
+    in_original, _ = geometry_stage.geometry_unit(decoded(vindr_record(), [chexmask_annotation(original, "original")]))
     preprocessed = {k: to_preprocessed(m) for k, m in original.items()}
-    in_preprocessed, rejects = enrich.geometry_unit(
+    in_preprocessed, rejects = geometry_stage.geometry_unit(
         decoded(vindr_record(), [chexmask_annotation(preprocessed, "preprocessed-1024")])
     )
     assert not rejects and in_preprocessed.annotations
@@ -146,7 +146,7 @@ def test_chexmask_preprocessed_rows_map_back_to_the_image():
 
 def test_chexmask_size_mismatch_rejects_the_annotation_not_the_image():
     wrong = organs((WIDTH, HEIGHT))  # height and width swapped, as the official back-mapping scripts do
-    enriched, rejects = enrich.geometry_unit(decoded(vindr_record(), [chexmask_annotation(wrong, "original")]))
+    enriched, rejects = geometry_stage.geometry_unit(decoded(vindr_record(), [chexmask_annotation(wrong, "original")]))
     assert not enriched.annotations and enriched.ctr is None
     (reject,) = rejects
     assert (reject.source, reject.stage, reject.reason, reject.level) == (
@@ -178,8 +178,8 @@ def test_pneumothorax_ratio_uses_the_lung_on_its_side():
         ],
     )
     annotation = chexmask_annotation(lungs, "original").model_copy(update={"target_key": "siim/1.2.3"})
-    enriched, rejects = enrich.geometry_unit(decoded(record, [annotation]))
+    enriched, rejects = geometry_stage.geometry_unit(decoded(record, [annotation]))
     assert not rejects and enriched.ptx_side == "right"
     assert abs(enriched.ptx_ratio - rim.sum() / right.sum()) < 1e-12
-    row = enrich.annotation_row(enrich.language_unit(enriched))
+    row = output_rows.annotation_row(language_stage.language_unit(enriched))
     assert row["ptx_band"] == geometry.ptx_band(enriched.ptx_ratio) and row["ptx_side"] == "right"

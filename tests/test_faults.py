@@ -22,7 +22,7 @@ from pipelines.synth import SOURCE_ROOTS, generate
 from pipelines.synth.faults import KINDS
 from schemas.config import load_config
 from schemas.records import ALL_SOURCES, Box, ImageRef, SourceRecord
-from transforms import enrich
+from transforms import enrich, geometry_stage
 from transforms.geometry import letterbox_for
 from transforms.units import ImageUnit
 
@@ -199,7 +199,7 @@ def test_geometry_rejects_name_where_an_inverted_box_came_from():
         bits_stored=12,
         source_format="dicom",
     )
-    _, found = enrich.geometry_unit(decoded)
+    _, found = geometry_stage.geometry_unit(decoded)
     assert [(r.reason, r.level, r.stage) for r in found] == [
         ("negative-box", "item", "geometry"),
         ("zero-area-box", "item", "geometry"),

@@ -9,7 +9,7 @@ import pytest
 
 from pipelines.beam import image_stage
 from schemas.records import ImageRef, RawLabel, Report, SourceRecord
-from transforms import enrich, padchest_english
+from transforms import enrich, language_stage, padchest_english
 from transforms.geometry import letterbox_for
 from transforms.units import ImageUnit
 
@@ -52,7 +52,7 @@ def decoded(monkeypatch):
 
 
 def failing_on(text: str):
-    real = enrich.report_mentions
+    real = language_stage.report_mentions
 
     def mentions(record):
         if record.report is not None and text in record.report.text:
@@ -63,7 +63,7 @@ def failing_on(text: str):
 
 
 def test_a_report_the_language_stage_cannot_handle_costs_only_the_report(decoded, monkeypatch):
-    monkeypatch.setattr(enrich, "report_mentions", failing_on("effusion"))
+    monkeypatch.setattr(language_stage, "report_mentions", failing_on("effusion"))
     report = Report(text=REPORT, language="en", origin="files/p10/p10000001/s50000001.txt")
     image, result = image_stage.run_unit(unit_with(report), 512, 30, "shard 0", 1)
     assert image is not None and image["image_key"] == "mimic/ab"  # the image is written
@@ -139,7 +139,7 @@ def test_a_language_failure_without_a_report_still_rejects_the_unit(decoded, mon
     def broken(raw):
         raise ValueError("label table broken")
 
-    monkeypatch.setattr(enrich.labels, "harmonize", broken)
+    monkeypatch.setattr(language_stage.labels, "harmonize", broken)
     image, result = image_stage.run_unit(unit_with(None), 512, 30, "shard 0", 1)
     assert image is None and [(r.stage, r.level, r.reason) for r in result.rejects] == [
         ("language", "record", "value-error")
@@ -154,7 +154,9 @@ def test_running_out_of_memory_is_not_the_image_s_fault_and_is_never_a_reject(de
     def exhausted(*args, **kwargs):
         raise MemoryError()
 
-    monkeypatch.setattr(enrich, "decode_unit" if where == "decode" else "report_mentions", exhausted)
+    monkeypatch.setattr(
+        *((enrich, "decode_unit") if where == "decode" else (language_stage, "report_mentions")), exhausted
+    )
     report = Report(text=REPORT, language="en", origin="files/p10/p10000001/s50000001.txt")
     with pytest.raises(MemoryError):
         image_stage.run_unit(unit_with(report), 512, 30, "shard 0", 1)

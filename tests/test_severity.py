@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from pipelines.beam.severity_fit import FitSeverityIdf
 from schemas.records import AttributeMention
-from transforms import enrich
+from transforms import output_rows
 from transforms.phrases import extract_mentions
 from transforms.severity import (
     TERMS,
@@ -259,10 +259,10 @@ def test_rows_are_scored_on_their_severity_document():
     assert severity_terms(severity_document(padchest)) == ["cardiomegaly", "effusion"]
     assert severity_document(without) is None
     table = fit(TRAIN)
-    assert enrich.add_severity_tfidf(english, table)["severity_tfidf"] == severity_tfidf(
+    assert output_rows.add_severity_tfidf(english, table)["severity_tfidf"] == severity_tfidf(
         "Large right pneumothorax.", table
     )
-    assert enrich.add_severity_tfidf(without, table)["severity_tfidf"] == severity_tfidf("", table) == 0.0
+    assert output_rows.add_severity_tfidf(without, table)["severity_tfidf"] == severity_tfidf("", table) == 0.0
 
 
 FILLER = ("no", "the", "right", "left", "lung", "with", "stable", "heart", "of")
@@ -342,4 +342,4 @@ def test_the_idf_is_fitted_on_train_documents_once_per_study():
         row("e", "s3", split="test", english="Large pneumothorax."),
         row("f", None, english="Cardiomegaly."),
     ]
-    assert enrich.train_severity_documents(rows) == [["effusion"], ["effusion"], ["cardiomegaly"]]
+    assert output_rows.train_severity_documents(rows) == [["effusion"], ["effusion"], ["cardiomegaly"]]

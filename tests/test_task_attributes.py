@@ -5,8 +5,8 @@ import string
 
 import pytest
 
-from transforms.enrich import _mention_row
 from transforms.labels import TAXONOMY
+from transforms.output_rows import _mention_row
 from transforms.phrases import attribute_phrase, extract_mentions
 from transforms.tasks import Profile, TaskSpec, generator
 from transforms.tasks.attributes import LOCATION, SEVERITY

@@ -6,8 +6,8 @@ import string
 
 import pytest
 
-from transforms.enrich import _mention_row
 from transforms.labels import NO_FINDING, label_report
+from transforms.output_rows import _mention_row
 from transforms.phrases import attribute_prompt, extract_mentions
 from transforms.reports import clean_text, section_list
 from transforms.tasks import Profile, TaskSpec, generator

@@ -5,7 +5,7 @@ import string
 
 import pytest
 
-from transforms.enrich import _mention_row
+from transforms.output_rows import _mention_row
 from transforms.phrases import extract_mentions, padchest_mentions
 from transforms.severity import severity_bucket, severity_ordinal
 from transforms.tasks import Profile, TaskSpec

@@ -23,8 +23,8 @@ from functools import cache
 from typing import cast
 
 from transforms import comparisons, padchest_english
-from transforms.enrich import MIN_RING_AREA
 from transforms.geometry import render_box, render_polygon
+from transforms.geometry_stage import MIN_RING_AREA
 from transforms.labels import NO_FINDING
 from transforms.masks import signed_area
 from transforms.reports import clean_text, sentence_spans

@@ -55,7 +55,7 @@ from pipelines.output.paths import WORK_DIR, shard_name, work_dir
 from schemas.config import TranslationConfig
 from schemas.records import Reject
 from schemas.rows import AnnotationRow, ImageRow
-from transforms import enrich, io, padchest_english, translation
+from transforms import enrich, geometry_stage, io, language_stage, output_rows, padchest_english, translation
 from transforms.hashing import shard_of
 from transforms.splits import patient_key
 from transforms.units import ImageUnit
@@ -164,12 +164,12 @@ def run_unit(
     try:
         decoded = enrich.decode_unit(unit, image_size, png_compression)
         stage = "geometry"
-        enriched, item_rejects = enrich.geometry_unit(decoded, max_vertices=max_vertices)
+        enriched, item_rejects = geometry_stage.geometry_unit(decoded, max_vertices=max_vertices)
         result.rejects += item_rejects
         stage, annotations = "language", enriched.annotations  # the others were rejected by geometry
         report = unit.record.report
         try:
-            enriched = enrich.language_unit(enriched)
+            enriched = language_stage.language_unit(enriched)
         except MemoryError:
             raise
         except Exception as exc:
@@ -186,9 +186,9 @@ def run_unit(
                     detail=f"{report.origin}: {exc}",
                 )
             )
-            enriched = enrich.language_unit(enrich.without_report(enriched, reason))
+            enriched = language_stage.language_unit(language_stage.without_report(enriched, reason))
         try:
-            enriched = enrich.english_unit(enriched, translations)
+            enriched = language_stage.english_unit(enriched, translations)
         except padchest_english.UnknownPhrase as exc:  # costs the English statements only
             result.rejects.append(
                 Reject(
@@ -205,11 +205,11 @@ def run_unit(
     except Exception as exc:
         result.rejects += unit_rejects(unit, stage, exc, where, annotations)
         return None, result
-    result.annotation_rows.append(enrich.annotation_row(enriched))
+    result.annotation_rows.append(output_rows.annotation_row(enriched))
     result.events.append((unit.record.image.source, "written"))
     result.events += [(ann.source, "written") for ann in enriched.annotations]
     result.patients.append((patient_key(unit.record.image), unit.split))
-    return enrich.image_row(enriched), result
+    return output_rows.image_row(enriched), result
 
 
 def translation_fingerprint(options: TranslationConfig) -> dict:
@@ -221,7 +221,7 @@ def translation_fingerprint(options: TranslationConfig) -> dict:
 class ProcessImageShard(beam.DoFn):
     """``((split, shard, num_shards), packed units)`` -> the shard's :class:`Checkpoint`; as tagged outputs
     its rejects, ``((source, event), count)`` pairs, distinct ``(patient, split)`` pairs, the severity
-    terms of its train documents (:func:`transforms.enrich.train_severity_documents`) and the shard's
+    terms of its train documents (:func:`transforms.output_rows.train_severity_documents`) and the shard's
     description (none when every image of the shard was rejected: then no images file is written).
     Reuses a verified checkpoint when there is one (made with the same settings: image size, vertex
     limit, PNG compression level, English statements version and translation model). With
@@ -291,7 +291,7 @@ class ProcessImageShard(beam.DoFn):
             yield TaggedOutput("events", (event, count))
         for patient in sorted(set(result.patients)):
             yield TaggedOutput("patients", patient)
-        for terms in enrich.train_severity_documents(result.annotation_rows):
+        for terms in output_rows.train_severity_documents(result.annotation_rows):
             yield TaggedOutput("severity_terms", terms)
         if image_file["rows"]:  # every image rejected: no file (no zero-row shard), no manifest entry
             yield TaggedOutput("shards", image_file)

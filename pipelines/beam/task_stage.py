@@ -25,7 +25,7 @@ from pipelines.beam.write import Fragment, PreparedRow, prepare, write_fragment
 from pipelines.output.paths import work_dir
 from schemas.records import Reject
 from schemas.rows import AnnotationRow, InstructionRow
-from transforms import enrich, io
+from transforms import enrich, io, output_rows
 from transforms.tasks import generator, registry
 from transforms.units import group_rows, task_groups
 
@@ -76,7 +76,7 @@ class RunTasks(beam.DoFn):
         with io.open_binary(checkpoint.path) as handle:
             annotation_rows: list[AnnotationRow] = pickle.load(handle).annotation_rows
         rows = sorted(
-            (enrich.add_severity_tfidf(row, idf_table) for row in annotation_rows), key=lambda a: a["image_key"]
+            (output_rows.add_severity_tfidf(row, idf_table) for row in annotation_rows), key=lambda a: a["image_key"]
         )
         tables: defaultdict[tuple[str, str], list[PreparedRow]] = defaultdict(list)
         cells: Counter[InstructionCell] = Counter()
