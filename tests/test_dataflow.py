@@ -317,17 +317,24 @@ def test_only_the_tokenizer_step_asks_for_a_gpu(build_pipeline, options):
     build, _ = build_pipeline
     assert not any(env.resource_hints for env in build.to_runner_api().components.environments.values())
 
-    hint = manifests.load("tokenizer.yaml")["accelerator_hint"]
-    handler = tokenize.VqganModelHandler("/opt/cxr-instruct/vqgan", "cuda", 16, "bf16", hint)
+    settings = manifests.load("tokenizer.yaml")
+    handler = tokenize.VqganModelHandler("/opt/cxr-instruct/vqgan", "cuda", 16, "bf16", settings["accelerator_hint"])
     pipeline = beam.Pipeline(options=options)
     tokenize.build_graph(
-        pipeline, OUT, ["train-00000-of-00001.parquet"], handler, np.arange(8192, dtype=np.int32), "fingerprint", 512
+        pipeline,
+        OUT,
+        ["train-00000-of-00001.parquet"],
+        handler,
+        np.arange(8192, dtype=np.int32),
+        "fingerprint",
+        512,
+        settings["row_group_rows"],
     )
     proto = pipeline.to_runner_api()
     hinted = {
         env_id
         for env_id, env in proto.components.environments.items()
-        if env.resource_hints.get("beam:resources:accelerator:v1") == hint.encode()
+        if env.resource_hints.get("beam:resources:accelerator:v1") == settings["accelerator_hint"].encode()
     }
     assert len(hinted) == 1
     gpu_steps = {

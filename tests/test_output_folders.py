@@ -194,7 +194,7 @@ def test_a_build_of_0_1_with_the_default_profiles_in_their_old_order_is_the_same
 
 def test_orphan_shards_named_by_markers_of_either_version_are_removed(tmp_path):
     """A killed build's images shards that the finished build does not list are removed, whether its
-    completion markers are of today's shape or of 0.1's (``shard.path``)."""
+    completion markers are of today's shape or of 0.1's (``shard.path``); a damaged marker is passed over."""
     markers = tmp_path / WORK_DIR / "images"
     markers.mkdir(parents=True)
     (tmp_path / "images").mkdir()
@@ -204,6 +204,8 @@ def test_orphan_shards_named_by_markers_of_either_version_are_removed(tmp_path):
     (markers / "a.json").write_text(json.dumps({"outputs": [{"path": shards[0]}]}))
     (markers / "b.json").write_text(json.dumps({"shard": {"path": shards[1]}}))
     (markers / "c.json").write_text(json.dumps({"outputs": [{"path": shards[2]}]}))
+    for damaged in ("{not json", "[]", '{"outputs": []}', '{"shard": {"path": null}}', '{"shard": 5}'):
+        (markers / f"damaged-{len(list(markers.iterdir()))}.json").write_text(damaged)
 
     removed = out_lock.remove_orphan_shards(str(tmp_path), {"outputs": [{"path": shards[2]}]})
 

@@ -1,6 +1,7 @@
 """Sharded Parquet writing: deterministic bytes, HF-loadable shards, never a zero-row shard."""
 
 import hashlib
+import json
 from pathlib import Path
 
 import apache_beam as beam
@@ -231,11 +232,39 @@ def test_a_completion_marker_holds_while_its_files_inputs_and_settings_do(tmp_pa
     assert absent["sha256"] is None and not (tmp_path / absent["path"]).exists()
     path = str(tmp_path / "marker.json")
     write_marker(path, CompletionMarker(outputs=[written, absent], inputs_sha256="in", settings={"size": 1}))
-    marker = read_marker(path)
-    assert marker is not None and read_marker(str(tmp_path / "none.json")) is None
+    marker = read_marker(path, 2)
+    assert marker is not None and read_marker(str(tmp_path / "none.json"), 2) is None
     assert marker_problems(out, marker, "in", {"size": 1}) == []
     assert marker_problems(out, marker, "changed", {"size": 2}) == ["settings", "inputs"]
     (tmp_path / absent["path"]).parent.mkdir(parents=True)
     (tmp_path / absent["path"]).write_bytes(b"stray")  # a file the shard did not write is a change too
     (tmp_path / written["path"]).write_bytes(b"damaged")
     assert marker_problems(out, marker, "in", {"size": 1}) == [written["path"], absent["path"]]
+
+
+def test_a_marker_of_another_shape_is_never_trusted_and_may_be_upgraded(tmp_path, caplog):
+    """0.1's markers, damaged ones and ones listing another number of files read as None (the shard is
+    redone, and the log says why); an ``upgrade`` that makes a whole marker of one is taken."""
+    entry = {"path": "images/train-00000-of-00001.parquet", "sha256": "ab", "rows": 3}
+    good = {"outputs": [entry, {**entry, "sha256": None, "rows": 0}], "inputs_sha256": "in", "settings": {}}
+    shapes = {
+        "version 0.1": '{"shard": {"path": "images/train-00000-of-00001.parquet"}, "sha256": "ab"}',
+        "not json": "{torn",
+        "a list": "[]",
+        "no outputs": json.dumps({**good, "outputs": []}),
+        "one output": json.dumps({**good, "outputs": [entry]}),
+        "a path of null": json.dumps({**good, "outputs": [{**entry, "path": None}, entry]}),
+        "rows as text": json.dumps({**good, "outputs": [{**entry, "rows": "3"}, entry]}),
+        "no inputs digest": json.dumps({**good, "inputs_sha256": None}),
+    }
+    for name, text in shapes.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(text)
+        assert read_marker(str(path), 2) is None, name
+    assert caplog.text.count("not a completion marker of this version") == len(shapes)
+    (tmp_path / "good.json").write_text(json.dumps(good))
+    assert read_marker(str(tmp_path / "good.json"), 2) == good
+    assert read_marker(str(tmp_path / "good.json"), 3) is None
+    upgraded = read_marker(str(tmp_path / "version 0.1.json"), 2, upgrade=lambda old: good)
+    assert upgraded == good
+    assert read_marker(str(tmp_path / "version 0.1.json"), 2, upgrade=lambda old: {**good, "outputs": []}) is None

@@ -270,7 +270,7 @@ class ProcessImageShard(beam.DoFn):
         name = shard_name(split, shard, num_shards)
         marker_path = io.join(work_dir(self.out_dir), "images", f"{name}.json")
         digest = units_digest(units, self.fingerprint)
-        marker = read_marker(marker_path)
+        marker = read_marker(marker_path, 2)  # the images shard and the checkpoint
         if marker is not None and finished(self.out_dir, marker_path, marker, digest, self.settings):
             self.reused.inc()
             image_file, checkpoint = marker["outputs"]

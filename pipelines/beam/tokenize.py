@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,6 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunIn
 from apache_beam.options.pipeline_options import PipelineOptions
 from rich.console import Console
 
-import manifests
 from pipelines.beam.progress import Progress, watching
 from pipelines.beam.write import (
     CompletionMarker,
@@ -104,11 +104,12 @@ def shard_settings(fingerprint_id: str) -> dict[str, str]:
     return {"tokenizer": fingerprint_id}
 
 
-def marker_of_version_0_1(out_dir: str, old: dict) -> CompletionMarker:
-    """A vq marker as cxr-instruct 0.1 wrote it (``tokenizer``, ``images_sha256``, ``sha256``, ``rows``,
-    ``rejects_sha256``, ``rejects`` at the top level) in today's shape, so the shards it proves finished
-    are kept rather than encoded again on the GPU. Raises KeyError when a field is missing."""
-    shard, split = old["shard"], split_of(old["shard"])
+def marker_of_version_0_1(out_dir: str, shard: str, old: dict) -> CompletionMarker:
+    """The vq marker of ``shard`` as cxr-instruct 0.1 wrote it (``tokenizer``, ``images_sha256``,
+    ``sha256``, ``rows``, ``rejects_sha256``, ``rejects`` at the top level) in today's shape, so the
+    shards it proves finished are kept rather than encoded again on the GPU. Raises KeyError when a
+    field is missing."""
+    split = split_of(shard)
 
     def entry(path: str, table: str, rows: int, sha256: str) -> ShardFile:
         found = FileSystems.match([FileSystems.join(out_dir, path)])[0].metadata_list
@@ -132,7 +133,7 @@ def completed_shards(out_dir: str, shards: list[str], fingerprint_id: str) -> li
     done = []
     for shard in shards:
         path = marker_path(out_dir, shard)
-        marker = read_marker(path, upgrade=lambda old: marker_of_version_0_1(out_dir, old))
+        marker = read_marker(path, 2, upgrade=partial(marker_of_version_0_1, out_dir, shard))
         if marker is None:
             continue
         written_by = marker["settings"].get("tokenizer")
@@ -284,10 +285,10 @@ def build_graph(
     lm_ids: np.ndarray,
     fingerprint_id: str,
     image_size: int,
+    row_group_rows: int,
     progress: Progress | None = None,
 ) -> None:
     progress = progress or Progress(None)
-    row_group_rows = manifests.load("tokenizer.yaml")["row_group_rows"]  # as transforms.vqgan.settings(), without torch
     planned = p | "Pending shards" >> beam.Create(shards)
     images = planned | "Spread shards" >> beam.Reshuffle() | "Read images" >> beam.FlatMap(read_images, out_dir)
     decoded, failed = images | "Decode" >> beam.Map(decode, image_size).with_exception_handling()
@@ -360,10 +361,20 @@ def _run_tokenize(
             str(model_dir), device, batch_size or config["batch_size"], precision, config["accelerator_hint"]
         )
         with beam.Pipeline(options=PipelineOptions(beam_args if beam_args else DEFAULT_BEAM_ARGS)) as p:
-            build_graph(p, out_dir, pending, handler, mapping.ids, fingerprint["id"], config["image_size"], progress)
+            build_graph(
+                p,
+                out_dir,
+                pending,
+                handler,
+                mapping.ids,
+                fingerprint["id"],
+                config["image_size"],
+                config["row_group_rows"],
+                progress,
+            )
     counts = []
     for shard in pending:
-        marker = read_marker(marker_path(out_dir, shard))
+        marker = read_marker(marker_path(out_dir, shard), 2)
         if marker is None:
             raise RuntimeError(f"images/{shard}: tokenized without a completion marker")
         counts.append(tokenized(marker))

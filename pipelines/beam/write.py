@@ -207,11 +207,12 @@ def write_marker(path: str, marker: CompletionMarker) -> None:
 
 
 def read_marker(
-    path: str, upgrade: Callable[[dict[str, Any]], CompletionMarker] | None = None
+    path: str, outputs: int, upgrade: Callable[[dict[str, Any]], CompletionMarker] | None = None
 ) -> CompletionMarker | None:
-    """The completion marker at ``path``, or None when there is none. A marker in another shape (written
-    by cxr-instruct 0.1, or damaged) is converted by ``upgrade`` when one is given and can; otherwise it
-    is None too, and its shard is redone, with a log line that says why."""
+    """The completion marker at ``path`` of a shard that writes ``outputs`` files, or None when there is
+    none. A marker in another shape (written by cxr-instruct 0.1, or damaged) is converted by ``upgrade``
+    when one is given and can; otherwise it is None too, and its shard is redone, with a log line that
+    says why."""
     if not FileSystems.exists(path):
         return None
     with FileSystems.open(path) as handle:
@@ -219,21 +220,30 @@ def read_marker(
             found = json.loads(handle.read())
         except ValueError:
             found = None
-    if is_marker(found):
+    if is_marker(found, outputs):
         return found
     if upgrade is not None and isinstance(found, dict):
         with contextlib.suppress(KeyError, TypeError, ValueError):
-            return upgrade(found)
+            upgraded = upgrade(found)
+            if is_marker(upgraded, outputs):
+                return upgraded
     log.warning("%s: not a completion marker of this version (an older one, or damaged); redoing the shard", path)
     return None
 
 
-def is_marker(found: Any) -> bool:
-    """Whether a parsed JSON document has the shape of a :class:`CompletionMarker`."""
+def is_marker(found: Any, outputs: int) -> bool:
+    """Whether a parsed JSON document has the shape of a :class:`CompletionMarker` of ``outputs`` files."""
     return (
         isinstance(found, dict)
         and isinstance(found.get("outputs"), list)
-        and all(isinstance(entry, dict) and {"path", "sha256", "rows"} <= entry.keys() for entry in found["outputs"])
+        and len(found["outputs"]) == outputs
+        and all(
+            isinstance(entry, dict)
+            and isinstance(entry.get("path"), str)
+            and isinstance(entry.get("sha256"), (str, type(None)))
+            and isinstance(entry.get("rows"), int)
+            for entry in found["outputs"]
+        )
         and isinstance(found.get("inputs_sha256"), str)
         and isinstance(found.get("settings"), dict)
     )

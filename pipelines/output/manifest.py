@@ -18,6 +18,7 @@ from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.output.atomic import write_atomically
+from pipelines.output.paths import split_of
 from schemas.config import BuildConfig
 from transforms import io
 from transforms.sources import read_plans
@@ -225,7 +226,7 @@ def record_vq_outputs(out_dir: str) -> dict:
                 {
                     "path": relative,
                     "table": table,
-                    "split": name.split("-", 1)[0],
+                    "split": split_of(name),
                     "rows": pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows,
                     "bytes": len(data),
                     "sha256": hashlib.sha256(data).hexdigest(),
@@ -254,7 +255,7 @@ def same_config(recorded: dict | None, config_doc: dict) -> bool:
     def normal(doc: dict) -> dict:
         return {**doc, "profiles": sorted(doc.get("profiles", []))}
 
-    return recorded is not None and normal(recorded) == normal(config_doc)
+    return isinstance(recorded, dict) and normal(recorded) == normal(config_doc)
 
 
 def finished_build(out_dir: str, config: BuildConfig, inputs: dict) -> dict | None:

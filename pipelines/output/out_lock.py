@@ -254,7 +254,9 @@ def remove_orphan_shards(out_dir: str, manifest: dict) -> list[str]:
         try:
             doc = json.loads(io.read_bytes(marker))
             shard = doc["outputs"][0]["path"] if "outputs" in doc else doc["shard"]["path"]  # 0.1: "shard"
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, IndexError):
+            continue
+        if not isinstance(shard, str):
             continue
         if shard not in listed and io.exists(io.join(out_dir, shard)):
             FileSystems.delete([io.join(out_dir, shard)])

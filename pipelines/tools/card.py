@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 import manifests
 from pipelines.output.atomic import write_atomically
 from pipelines.output.manifest import Manifest, record_view_files
+from pipelines.output.paths import split_of
 from pipelines.output.table_files import column_batches, count_by, parquet_rows, table_files
 from transforms import io
 from transforms.splits import SPLIT_ORDER
@@ -166,7 +167,7 @@ def tables_with_vq(out_dir: str | Path, tables: dict) -> dict:
     """The manifest's tables plus ``vq`` (written by the tokenize stage) when its shards exist."""
     vq: dict[str, int] = {}
     for path in table_files(out_dir, "vq"):
-        split = io.basename(path).split("-", 1)[0]
+        split = split_of(path)
         vq[split] = vq.get(split, 0) + parquet_rows(path)
     return {**tables, "vq": vq} if vq else dict(tables)
 
