@@ -4,8 +4,8 @@ Each table of :mod:`schemas.tables` has a ``TypedDict`` here with exactly its co
 struct column one for its items. ``tests/test_rows.py`` checks keys and value types against the
 Arrow schemas in both directions, so a misspelled key fails a unit test, not a shard write.
 
-Producers: :func:`transforms.output_rows.image_row` and :func:`transforms.output_rows.annotation_row` (the image
-stage), the task generators (typed where ``pipelines/beam/task_stage.py`` collects them),
+Producers: :func:`transforms.output_rows.image_row` and :func:`transforms.output_rows.annotation_row`
+(the image stage), the task generators (typed where ``pipelines/beam/task_stage.py`` collects them),
 :func:`reject_row` (every stage's :class:`schemas.records.Reject`) and the tokenize stage's VQ rows.
 """
 
