@@ -68,7 +68,7 @@ test: lint $(STAMP) $(TXV_WHEEL) consumers
 	TORCHXRAYVISION_WHEEL=$(abspath $(TXV_WHEEL)) $(BIN)/python -m pytest -q
 
 # The edit-test loop, under a minute: every test not marked slow (no build, Beam, browser or emulator;
-# the marker is explained in tests/conftest.py). `make test` still runs everything.
+# the marker is explained in tests/tiers.py). `make test` still runs everything.
 .PHONY: test-fast
 test-fast: $(STAMP)
 	TORCHXRAYVISION_WHEEL=$(abspath $(TXV_WHEEL)) $(BIN)/python -m pytest -q -m "not slow"
