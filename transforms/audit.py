@@ -72,7 +72,6 @@ KINDS: dict[str, str] = {
 
 Unit = tuple[float, float, float, float]
 _TOLERANCE = 1e-6
-_SIDES = ("left", "right")
 _SIDE_WORDS = re.compile(r"\b(?:left|right|bilateral(?:ly)?|both (?:lungs|sides|bases|apices))\b", re.IGNORECASE)
 _UNENGLISH = tuple(sorted(name.lower() for name, phrase in FINDING_PHRASES.items() if name.lower() not in phrase))
 """Taxonomy names that are category labels, not English (their own phrase does not contain them)."""

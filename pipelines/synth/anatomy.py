@@ -162,10 +162,6 @@ def _fit_organs(p: dict, ctr_target: float) -> dict[str, np.ndarray]:
     return landmarks
 
 
-def _lung_box(frontal: Frontal, side: str) -> tuple[int, int, int, int]:
-    return box_of(frontal.organs[SIDES[side]])
-
-
 def _sides(laterality: str | None) -> list[str]:
     return ["right", "left"] if laterality is None or laterality == "bilateral" else [laterality]
 

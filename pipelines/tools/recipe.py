@@ -397,12 +397,6 @@ def parse_sealed(text: str, groups: list[str]) -> dict[str, SealedEntry]:
 # ------------------------------------------------------------------ inputs
 
 
-def hash_files(paths: list[str], threads: int = LISTING_THREADS) -> dict[str, str]:
-    """path -> :func:`transforms.io.sha256_of`, ``threads`` files at a time (object stores are latency bound)."""
-    with ThreadPoolExecutor(threads) as pool:
-        return dict(zip(paths, pool.map(io.sha256_of, paths)))
-
-
 INPUT_KEY_DOMAIN = b"cxr-instruct recipe 1: input key\0"
 ANCHOR_DOMAIN = b"cxr-instruct recipe 1: anchor\0"
 INPUT_SEAL_BYTES = 16
@@ -1097,7 +1091,6 @@ _WORD = re.compile(r"[A-Za-z0-9._+-]{1,64}")
 _PROSE = re.compile(r"[A-Za-z0-9 .,:;()/+*=<>_'-]{0,160}")
 """A tokenizer fingerprint's own descriptions (``origin``, ``preprocessing``, ``lm_ids``): short and plain."""
 RUNTIME_KEYS = frozenset({"python", "machine", *RUNTIME_PACKAGES, *MODEL_PACKAGES})
-RECIPE_SECTIONS = frozenset(TOP_LEVEL)
 
 
 def _vocabulary() -> dict:
